@@ -1,0 +1,267 @@
+//! Payloads (`detail.data`) of the v1 contracts. Money is integer minor units in the event's `currency`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::values::*;
+
+/// One priced line of a sale or order. `net_minor` = quantity × unit price − discount, before tax; the
+/// loyalty platform earns on the net of eligible lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineItem {
+    #[schemars(range(min = 1, max = 9999))]
+    pub line_no: u32,
+    pub sku: Sku,
+    #[schemars(range(min = 1, max = 100000))]
+    pub quantity: u32,
+    pub unit_price_minor: Amount,
+    #[serde(default)]
+    pub discount_minor: Amount,
+    pub net_minor: Amount,
+    pub tax_minor: Amount,
+    /// False for lines the retailer excludes from earning (gift cards, tobacco, …).
+    pub loyalty_eligible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    pub net_minor: Amount,
+    pub tax_minor: Amount,
+    pub gross_minor: Amount,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenderMethod {
+    Cash,
+    Card,
+    GiftCard,
+    Points,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tender {
+    pub method: TenderMethod,
+    pub amount_minor: Amount,
+}
+
+/// A completed point-of-sale transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleCompleted {
+    pub store_id: StoreId,
+    pub receipt_id: ReceiptId,
+    /// Absent for anonymous sales: they are posted to the ERP and earn nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<MemberId>,
+    pub currency: Currency,
+    #[schemars(length(min = 1, max = 500))]
+    pub lines: Vec<LineItem>,
+    pub totals: Totals,
+    #[schemars(length(min = 1, max = 20))]
+    pub tenders: Vec<Tender>,
+}
+
+/// Points redeemed at checkout. `value_minor` is applied to the basket before tax, the same in every
+/// system; it is carried explicitly so no system re-derives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redemption {
+    pub hold_id: HoldId,
+    pub points: Points,
+    pub value_minor: Amount,
+}
+
+/// An ecommerce / mobile / marketplace order accepted for fulfilment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPlaced {
+    pub order_id: OrderId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<MemberId>,
+    pub currency: Currency,
+    #[schemars(length(min = 1, max = 500))]
+    pub lines: Vec<LineItem>,
+    pub totals: Totals,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redemption: Option<Redemption>,
+}
+
+/// A quantity of one order line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineQuantity {
+    #[schemars(range(min = 1, max = 9999))]
+    pub line_no: u32,
+    #[schemars(range(min = 1, max = 100000))]
+    pub quantity: u32,
+}
+
+/// (Part of) an order left the warehouse. Points accrue on shipped lines only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderShipped {
+    pub order_id: OrderId,
+    pub shipment_id: ShipmentId,
+    #[schemars(length(min = 1, max = 500))]
+    pub lines: Vec<LineQuantity>,
+}
+
+/// An order, or some of its lines, cancelled before shipment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCancelled {
+    pub order_id: OrderId,
+    /// Absent: the whole order is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 500))]
+    pub lines: Option<Vec<LineQuantity>>,
+    #[schemars(length(max = 500))]
+    pub reason: String,
+}
+
+/// The business transaction something refers to: a POS receipt or an order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransactionRef {
+    Receipt { store_id: StoreId, receipt_id: ReceiptId },
+    Order { order_id: OrderId },
+}
+
+/// A returned line, referring to the original transaction's line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnLine {
+    #[schemars(range(min = 1, max = 9999))]
+    pub line_no: u32,
+    pub sku: Sku,
+    #[schemars(range(min = 1, max = 100000))]
+    pub quantity: u32,
+    /// Refunded net value of these units, before tax.
+    pub refund_minor: Amount,
+}
+
+/// Goods came back, in any channel (bought online, returned in store is normal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnReceived {
+    pub return_id: ReturnId,
+    pub original: TransactionRef,
+    /// Where the goods were handed back, when it was a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<StoreId>,
+    pub currency: Currency,
+    #[schemars(length(min = 1, max = 500))]
+    pub lines: Vec<ReturnLine>,
+}
+
+/// Customer master data changed in the CRM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerUpdated {
+    pub member_id: MemberId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 254))]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marketing_consent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_store_id: Option<StoreId>,
+}
+
+/// A member's tier changed on the loyalty platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierChanged {
+    pub member_id: MemberId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_tier: Option<Tier>,
+    pub new_tier: Tier,
+    #[schemars(length(max = 500))]
+    pub reason: String,
+}
+
+/// Outbound: the ERP accepted a sale (POS receipt or order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErpSalePosted {
+    pub transaction: TransactionRef,
+    pub erp_document_id: ExternalRef,
+    pub currency: Currency,
+    pub totals: Totals,
+}
+
+/// Outbound: the ERP accepted a return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErpReturnPosted {
+    pub return_id: ReturnId,
+    pub original: TransactionRef,
+    pub erp_document_id: ExternalRef,
+    pub currency: Currency,
+    pub refund_minor: Amount,
+}
+
+/// Outbound: points were accrued on the loyalty platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoyaltyAccrued {
+    pub member_id: MemberId,
+    pub transaction: TransactionRef,
+    pub points: Points,
+    /// The value the loyalty platform earned on, in the transaction's currency.
+    pub eligible_minor: Amount,
+    pub currency: Currency,
+    pub loyalty_transaction_id: ExternalRef,
+}
+
+/// Outbound: points were reversed for a return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoyaltyReversed {
+    pub member_id: MemberId,
+    pub return_id: ReturnId,
+    pub original: TransactionRef,
+    pub points: Points,
+    pub loyalty_transaction_id: ExternalRef,
+}
+
+/// Machine-readable reasons a workflow stopped. Stable strings: operators and tools filter on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    InvalidJson,
+    NotAnEnvelope,
+    Oversized,
+    UnknownEventType,
+    UnknownSchemaVersion,
+    SchemaViolation,
+    MissingIdentifier,
+    BusinessRuleViolation,
+    IdempotencyKeyReused,
+    ErpRejected,
+    LoyaltyRejected,
+    RetriesExhausted,
+}
+
+/// Outbound: a workflow could not complete; operators and channels are told why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowException {
+    /// The step that stopped (`ingest`, `post-sale-to-erp`, …).
+    #[schemars(length(min = 1, max = 64))]
+    pub step: String,
+    pub reason: ReasonCode,
+    #[schemars(length(max = 2000))]
+    pub message: String,
+    /// The `detail-type` of the event that was being processed, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail_type: Option<String>,
+    /// The id of the event that was being processed, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_event_id: Option<String>,
+}

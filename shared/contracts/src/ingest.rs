@@ -1,0 +1,142 @@
+//! The one parser of raw inbound bytes. Everything a channel can get wrong ends here as a [`Rejection`]
+//! with a machine-readable [`ReasonCode`], so ingest can quarantine it instead of retrying or dropping it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::envelope::BusEvent;
+use crate::events::ReasonCode;
+use crate::registry::{Direction, Event, EventType};
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Largest accepted envelope in bytes. EventBridge itself takes entries up to 256 KiB; the contract
+    /// keeps well below so a quarantined copy still fits a DynamoDB item (400 KB).
+    pub max_bytes: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self { max_bytes: 64 * 1024 }
+    }
+}
+
+/// Why an input was refused, with whatever identity could still be read from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{reason:?}: {message}")]
+pub struct Rejection {
+    pub reason: ReasonCode,
+    pub message: String,
+    /// Individual findings (JSON pointer and message), at most [`MAX_FINDINGS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+pub const MAX_FINDINGS: usize = 20;
+
+impl Rejection {
+    fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            findings: Vec::new(),
+            detail_type: None,
+            event_id: None,
+            correlation_id: None,
+        }
+    }
+
+    /// Fills in what identity the raw value still shows, so an operator can find the sender.
+    fn identified_by(mut self, raw: &Value) -> Self {
+        let s = |p: &str| raw.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        self.detail_type = s("/detail-type");
+        self.event_id = s("/detail/metadata/event_id").or_else(|| s("/id"));
+        self.correlation_id = s("/detail/metadata/correlation_id");
+        self
+    }
+}
+
+/// Parses and validates one inbound envelope: size, JSON, envelope shape, known inbound type, supported
+/// version, schema, then the typed payload.
+pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event>, Rejection> {
+    if raw.len() > limits.max_bytes {
+        return Err(Rejection::new(
+            ReasonCode::Oversized,
+            format!("{} bytes exceed the limit of {} bytes", raw.len(), limits.max_bytes),
+        ));
+    }
+    let value: Value = serde_json::from_slice(raw)
+        .map_err(|e| Rejection::new(ReasonCode::InvalidJson, format!("not JSON: {e}")))?;
+    let envelope: BusEvent<Value> = BusEvent::deserialize(&value).map_err(|e| {
+        Rejection::new(ReasonCode::NotAnEnvelope, format!("not an EventBridge event: {e}")).identified_by(&value)
+    })?;
+    let reject = |reason, message: String| Rejection::new(reason, message).identified_by(&value);
+
+    let event_type = EventType::from_name(&envelope.detail_type)
+        .filter(|t| t.direction() == Direction::Inbound)
+        .ok_or_else(|| {
+            reject(
+                ReasonCode::UnknownEventType,
+                format!("{:?} is not an inbound event type", envelope.detail_type),
+            )
+        })?;
+    let version = envelope
+        .detail
+        .pointer("/metadata/schema_version")
+        .ok_or_else(|| reject(ReasonCode::SchemaViolation, "detail.metadata.schema_version is missing".into()))?;
+    let version = version
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|&v| event_type.supports_version(v))
+        .ok_or_else(|| {
+            reject(
+                ReasonCode::UnknownSchemaVersion,
+                format!("{} has no schema version {version}", event_type.name()),
+            )
+        })?;
+
+    let validator = event_type.validator(version).expect("supported versions have validators");
+    let errors: Vec<_> = validator.iter_errors(&envelope.detail).collect();
+    if !errors.is_empty() {
+        let missing_id = errors.iter().any(|e| match e.kind() {
+            jsonschema::error::ValidationErrorKind::Required { property } => {
+                property.as_str().is_some_and(|p| p.ends_with("_id"))
+            }
+            _ => false,
+        });
+        let mut rejection = reject(
+            if missing_id { ReasonCode::MissingIdentifier } else { ReasonCode::SchemaViolation },
+            format!("{} v{version} violates its schema ({} findings)", event_type.name(), errors.len()),
+        );
+        rejection.findings = errors
+            .iter()
+            .take(MAX_FINDINGS)
+            .map(|e| format!("{}: {e}", display_pointer(&e.instance_path().to_string())))
+            .collect();
+        return Err(rejection);
+    }
+
+    let detail = Event::from_detail(event_type, envelope.detail)
+        .map_err(|e| reject(ReasonCode::SchemaViolation, format!("{}: {e}", event_type.name())))?;
+    Ok(BusEvent {
+        version: envelope.version,
+        id: envelope.id,
+        detail_type: envelope.detail_type,
+        source: envelope.source,
+        account: envelope.account,
+        time: envelope.time,
+        region: envelope.region,
+        resources: envelope.resources,
+        detail,
+    })
+}
+
+fn display_pointer(p: &str) -> String {
+    format!("/detail{p}")
+}

@@ -1,0 +1,23 @@
+//! Canonical event contracts of retail-sync, version 1.
+//!
+//! # Layout
+//! - [`values`]: validated value types shared by every event (identifiers, currency, amounts, points).
+//!   They are "parse, don't validate" newtypes: a value that exists is a valid one.
+//! - [`envelope`]: the EventBridge envelope and our `detail` shape (`metadata` + `data`).
+//! - [`events`]: the payload (`data`) of every inbound and outbound event type.
+//! - [`registry`]: which event types and versions exist, their JSON Schemas (generated from the Rust types,
+//!   committed under `events/schemas/`, and compared by a test so they cannot drift).
+//! - [`ingest`]: the one parser of raw inbound bytes; it returns a typed event or a [`Rejection`] with a
+//!   machine-readable [`ReasonCode`] for the quarantine.
+
+pub mod envelope;
+pub mod events;
+pub mod ingest;
+pub mod registry;
+pub mod values;
+
+pub use envelope::{BusEvent, Channel, Detail, Metadata};
+pub use events::*;
+pub use ingest::{IngestLimits, Rejection, parse_inbound};
+pub use registry::{Direction, Event, EventType};
+pub use values::*;

@@ -1,0 +1,155 @@
+//! Which event types and versions exist, their JSON Schemas, and the typed [`Event`] union.
+//!
+//! The schemas are generated from the Rust types (schemars) and committed under `events/schemas/`; a test
+//! compares the two, so the contract a channel team reads is the one the code enforces.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::envelope::{Detail, Metadata};
+use crate::events::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Emitted by channels and systems, accepted through ingest.
+    Inbound,
+    /// Emitted by retail-sync.
+    Outbound,
+}
+
+macro_rules! event_types {
+    ($($name:ident => $dir:ident),+ $(,)?) => {
+        /// Every event type of the contracts.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType { $($name),+ }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$(EventType::$name),+];
+
+            /// The EventBridge `detail-type`.
+            pub fn name(self) -> &'static str {
+                match self { $(EventType::$name => stringify!($name)),+ }
+            }
+
+            pub fn direction(self) -> Direction {
+                match self { $(EventType::$name => Direction::$dir),+ }
+            }
+
+            fn generate_schema(self) -> Value {
+                match self {
+                    $(EventType::$name => serde_json::to_value(schemars::schema_for!(Detail<$name>))
+                        .expect("a generated schema is JSON")),+
+                }
+            }
+        }
+
+        /// A typed event of any type (v1 payloads).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Event { $($name(Detail<$name>)),+ }
+
+        impl Event {
+            pub fn event_type(&self) -> EventType {
+                match self { $(Event::$name(_) => EventType::$name),+ }
+            }
+
+            pub fn metadata(&self) -> &Metadata {
+                match self { $(Event::$name(d) => &d.metadata),+ }
+            }
+
+            /// Builds the typed event of `event_type` from a `detail` value.
+            pub fn from_detail(event_type: EventType, detail: Value) -> Result<Self, serde_json::Error> {
+                Ok(match event_type {
+                    $(EventType::$name => Event::$name(serde_json::from_value(detail)?)),+
+                })
+            }
+        }
+
+        impl Serialize for Event {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self { $(Event::$name(d) => d.serialize(s)),+ }
+            }
+        }
+
+        $(impl From<Detail<$name>> for Event {
+            fn from(d: Detail<$name>) -> Self { Event::$name(d) }
+        })+
+    };
+}
+
+event_types! {
+    SaleCompleted => Inbound,
+    OrderPlaced => Inbound,
+    OrderShipped => Inbound,
+    OrderCancelled => Inbound,
+    ReturnReceived => Inbound,
+    CustomerUpdated => Inbound,
+    TierChanged => Inbound,
+    ErpSalePosted => Outbound,
+    ErpReturnPosted => Outbound,
+    LoyaltyAccrued => Outbound,
+    LoyaltyReversed => Outbound,
+    WorkflowException => Outbound,
+}
+
+/// The schema versions each type supports. All types are at v1; a v2 adds its number here and its
+/// payload type above.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+
+impl EventType {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|t| t.name() == name)
+    }
+
+    pub fn supports_version(self, version: u32) -> bool {
+        SUPPORTED_VERSIONS.contains(&version)
+    }
+
+    /// File name of the committed schema, relative to `events/schemas/`.
+    pub fn schema_file_name(self, version: u32) -> String {
+        format!("{}.v{version}.schema.json", self.name())
+    }
+
+    /// The JSON Schema (2020-12) of the `detail` of this type at `version`.
+    pub fn schema(self, version: u32) -> Option<Value> {
+        if !self.supports_version(version) {
+            return None;
+        }
+        let mut schema = self.generate_schema();
+        // The Rust type allows any version; the schema of one version pins it, so a v1 schema never
+        // validates a detail that claims v2.
+        if let Some(v) = schema.pointer_mut("/$defs/Metadata/properties/schema_version") {
+            *v = serde_json::json!({ "type": "integer", "const": version });
+        }
+        let obj = schema.as_object_mut()?;
+        obj.insert("$id".into(), format!("urn:retail-sync:event:{}:v{version}", self.name()).into());
+        obj.insert("title".into(), format!("{} v{version} (EventBridge detail)", self.name()).into());
+        Some(schema)
+    }
+
+    pub(crate) fn validator(self, version: u32) -> Option<&'static jsonschema::Validator> {
+        static VALIDATORS: OnceLock<HashMap<(EventType, u32), jsonschema::Validator>> = OnceLock::new();
+        VALIDATORS
+            .get_or_init(|| {
+                let mut map = HashMap::new();
+                for &t in EventType::ALL {
+                    for &v in SUPPORTED_VERSIONS {
+                        let schema = t.schema(v).expect("supported version has a schema");
+                        let validator = jsonschema::validator_for(&schema)
+                            .unwrap_or_else(|e| panic!("generated schema of {} v{v} is invalid: {e}", t.name()));
+                        map.insert((t, v), validator);
+                    }
+                }
+                map
+            })
+            .get(&(self, version))
+    }
+}
+
+/// Schema of a payload type alone, for documentation tools.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    serde_json::to_value(schemars::schema_for!(T)).expect("a generated schema is JSON")
+}

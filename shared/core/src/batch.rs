@@ -1,0 +1,167 @@
+//! Runs a step over a batch of queue messages the way every backend needs it: handle each message,
+//! quarantine permanent failures (and announce them), publish what succeeded in PutEvents-sized batches,
+//! and report the ids of the messages that must be redelivered — the SQS partial batch response.
+
+use std::sync::Arc;
+
+use retail_sync_contracts::envelope::{Channel, Detail, Metadata, SOURCE_RETAIL_SYNC};
+use retail_sync_contracts::events::{ReasonCode, WorkflowException};
+use retail_sync_contracts::values::CorrelationId;
+use retail_sync_contracts::{Event, EventType, Rejection};
+
+use crate::error::Error;
+use crate::ports::{Clock, Metrics, Outgoing, Publisher, QUARANTINE_BODY_LIMIT, QuarantineItem, QuarantineStore};
+use crate::steps::{Message, Step, derived_event_id, truncate};
+
+/// PutEvents takes at most 10 entries a call.
+pub const PUBLISH_BATCH: usize = 10;
+
+pub struct BatchRunner {
+    pub step: Arc<dyn Step>,
+    pub publisher: Arc<dyn Publisher>,
+    pub quarantine: Arc<dyn QuarantineStore>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn Metrics>,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BatchOutcome {
+    /// Messages to leave on the queue for redelivery.
+    pub failed: Vec<String>,
+    /// Messages quarantined (acknowledged; kept for operators).
+    pub quarantined: Vec<String>,
+    /// Events published.
+    pub published: usize,
+}
+
+impl BatchRunner {
+    pub async fn run(&self, messages: &[Message]) -> BatchOutcome {
+        let step = self.step.name();
+        let mut outcome = BatchOutcome::default();
+        // (message id, events) for the messages whose handling succeeded.
+        let mut pending: Vec<(String, Vec<Outgoing>)> = Vec::with_capacity(messages.len());
+        for message in messages {
+            let span = tracing::info_span!("message", step, message_id = %message.id, receive_count = message.receive_count);
+            let _enter = span.enter();
+            match self.step.handle(message).await {
+                Ok(events) => pending.push((message.id.clone(), events)),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, class = e.class(), "retryable failure; message will be redelivered");
+                    self.metrics.add("retried", 1, Some(("class", e.class())));
+                    outcome.failed.push(message.id.clone());
+                }
+                Err(e) => match self.quarantine(message, e).await {
+                    Ok(exception) => {
+                        outcome.quarantined.push(message.id.clone());
+                        pending.push((message.id.clone(), vec![exception]));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not quarantine; message will be redelivered");
+                        outcome.failed.push(message.id.clone());
+                    }
+                },
+            }
+        }
+
+        // Publish all events of the batch together; a message counts as done only if all its events
+        // were accepted by the bus, otherwise it is redelivered and (being idempotent) publishes again.
+        let flat: Vec<(usize, &Outgoing)> =
+            pending.iter().enumerate().flat_map(|(i, (_, evs))| evs.iter().map(move |e| (i, e))).collect();
+        let mut ok = vec![true; pending.len()];
+        for chunk in flat.chunks(PUBLISH_BATCH) {
+            let events: Vec<Outgoing> = chunk.iter().map(|(_, e)| (*e).clone()).collect();
+            let results = self.publisher.publish(&events).await;
+            for ((i, _), result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(()) => outcome.published += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publish failed; message will be redelivered");
+                        ok[*i] = false;
+                    }
+                }
+            }
+        }
+        for ((id, _), ok) in pending.into_iter().zip(ok) {
+            if !ok {
+                outcome.quarantined.retain(|q| q != &id);
+                outcome.failed.push(id);
+            }
+        }
+        outcome
+    }
+
+    /// Keeps a permanently failed message for operators and builds the WorkflowException announcing it.
+    async fn quarantine(&self, message: &Message, error: Error) -> Result<Outgoing, Error> {
+        let rejection = match error {
+            Error::BadInput(r) => *r,
+            Error::Rejected { reason, message } => plain(reason, message),
+            other => plain(ReasonCode::RetriesExhausted, other.to_string()),
+        };
+        let now = self.clock.now();
+        let step = self.step.name();
+        let body_truncated = message.body.len() > QUARANTINE_BODY_LIMIT;
+        let item = QuarantineItem {
+            id: message.id.clone(),
+            received_at: now,
+            step: step.to_owned(),
+            reason: rejection.reason,
+            message: rejection.message.clone(),
+            findings: rejection.findings.clone(),
+            detail_type: rejection.detail_type.clone(),
+            event_id: rejection.event_id.clone(),
+            correlation_id: rejection.correlation_id.clone(),
+            body: cut(&message.body, QUARANTINE_BODY_LIMIT),
+            body_truncated,
+        };
+        self.quarantine.put(&item).await?;
+        let reason = serde_json::to_value(rejection.reason).ok();
+        let reason = reason.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
+        tracing::warn!(reason, message = %rejection.message, "quarantined");
+        self.metrics.add("quarantined", 1, Some(("reason", reason)));
+
+        let key = format!("quarantine:{step}:{}", message.id);
+        // The sender's correlation id if it was a valid one, else one naming the quarantine item.
+        let correlation_id = rejection
+            .correlation_id
+            .as_deref()
+            .and_then(|c| CorrelationId::parse(c).ok())
+            .unwrap_or_else(|| CorrelationId::parse(format!("quarantine-{}", derived_event_id(&key, EventType::WorkflowException))).expect("valid id"));
+        Ok(Outgoing {
+            source: SOURCE_RETAIL_SYNC,
+            event: Event::WorkflowException(Detail {
+                metadata: Metadata {
+                    event_id: derived_event_id(&key, EventType::WorkflowException),
+                    schema_version: 1,
+                    correlation_id,
+                    causation_id: None,
+                    occurred_at: now,
+                    channel: Channel::RetailSync,
+                },
+                data: WorkflowException {
+                    step: step.to_owned(),
+                    reason: rejection.reason,
+                    message: truncate(format!("quarantined as {}: {}", message.id, rejection.message), 2000),
+                    detail_type: rejection.detail_type,
+                    source_event_id: rejection.event_id,
+                },
+            }),
+        })
+    }
+}
+
+fn plain(reason: ReasonCode, message: String) -> Rejection {
+    Rejection { reason, message, findings: Vec::new(), detail_type: None, event_id: None, correlation_id: None }
+}
+
+/// Cuts at a char boundary at or below `max` bytes.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

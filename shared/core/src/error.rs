@@ -1,0 +1,71 @@
+//! One error type for the business layer. What matters to a caller is the class: a retryable error
+//! leaves the message on its queue (redelivered after the visibility timeout, then dead-lettered after
+//! maxReceiveCount); a permanent one is recorded on the saga and announced, never retried.
+
+use std::time::Duration;
+
+use retail_sync_contracts::Rejection;
+use retail_sync_contracts::events::ReasonCode;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A dependency (table, queue, bus, ERP, loyalty) did not answer usefully: I/O, timeout, 5xx,
+    /// throttling. Retryable.
+    #[error("{what} unavailable: {source}")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// A versioned record changed under us. Retryable: reload and apply again.
+    #[error("concurrent update of {what}")]
+    Conflict { what: String },
+    /// Another delivery of the same step holds the claim. Retryable after `retry_after`.
+    #[error("step {key} is in progress elsewhere; retry after {retry_after:?}")]
+    InProgress { key: String, retry_after: Duration },
+    /// Something this step needs has not happened yet (out-of-order arrival). Retryable: park and retry.
+    #[error("waiting for {what}")]
+    NotYet { what: String },
+    /// The input or a remote system refused the operation for good. Permanent.
+    #[error("{reason:?}: {message}")]
+    Rejected { reason: ReasonCode, message: String },
+    /// The message itself is bad input (the ingest parser's verdict, or an unroutable internal event).
+    /// Permanent: the runner quarantines it with the rejection's reason.
+    #[error("bad input: {0}")]
+    BadInput(Box<Rejection>),
+    /// A stored record could not be read back: a bug or a manual edit. Permanent for this message.
+    #[error("corrupt record {what}: {message}")]
+    Corrupt { what: String, message: String },
+}
+
+impl Error {
+    pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable { what, source: source.into() }
+    }
+
+    pub fn rejected(reason: ReasonCode, message: impl Into<String>) -> Self {
+        Self::Rejected { reason, message: message.into() }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Conflict { .. } | Self::InProgress { .. } | Self::NotYet { .. }
+        )
+    }
+
+    /// A stable label for metrics and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "unavailable",
+            Self::Conflict { .. } => "conflict",
+            Self::InProgress { .. } => "in_progress",
+            Self::NotYet { .. } => "not_yet",
+            Self::Rejected { .. } => "rejected",
+            Self::BadInput(_) => "bad_input",
+            Self::Corrupt { .. } => "corrupt",
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Business rules of retail-sync, written against ports so that the same code runs in a Lambda function
+//! (AWS adapters), in the local runner (embedded adapters) and in unit tests (in-memory adapters).
+//!
+//! # Layout
+//! - [`error`]: the crate's error, classified retryable (redeliver) or permanent (record, tell, stop).
+//! - [`ports`]: role-sized traits the workflows need: state stores, publisher, ERP, loyalty, clock, metrics.
+//! - [`idempotency`]: keys, payload fingerprints, records and the claim decision.
+//! - [`saga`]: one record per business transaction, versioned, with the step log operators read.
+//! - [`domain`]: retail rules that are ours (sale arithmetic, eligible value, transaction keys).
+//! - [`steps`]: the workflow steps; each consumes one queue and returns the events it wants published.
+//! - [`batch`]: runs a step over a batch of queue messages, publishes in batches and reports which
+//!   messages failed (the SQS partial batch response).
+//! - [`memory`]: in-memory adapters of the ports, for unit tests and benchmarks.
+
+pub mod batch;
+pub mod domain;
+pub mod error;
+pub mod idempotency;
+pub mod memory;
+pub mod ports;
+pub mod saga;
+pub mod steps;
+
+pub use error::{BoxError, Error};

@@ -1,0 +1,189 @@
+//! One saga record per business transaction: its status, the event that started it, what each system
+//! ended up with (the ledger), and the step log operators read as the timeline.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use retail_sync_contracts::events::TransactionRef;
+use retail_sync_contracts::values::{Amount, CorrelationId, ExternalRef, Points};
+use retail_sync_contracts::{Event, EventType};
+
+use crate::error::Error;
+use crate::idempotency::{Fingerprint, IdempotencyRecord};
+use crate::ports::SagaStore;
+
+/// The business transaction key, e.g. `receipt:store-042:r-1001` or `order:o-77`. Returns and follow-up
+/// events name the original transaction, so they find the same saga.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SagaId(String);
+
+impl SagaId {
+    pub fn of(transaction: &TransactionRef) -> Self {
+        Self(match transaction {
+            TransactionRef::Receipt { store_id, receipt_id } => format!("receipt:{store_id}:{receipt_id}"),
+            TransactionRef::Order { order_id } => format!("order:{order_id}"),
+        })
+    }
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SagaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    Running,
+    Completed,
+    /// A step failed permanently; nothing earlier needed undoing (or it could not be undone).
+    Failed,
+    /// A step failed permanently and earlier effects were compensated.
+    Compensated,
+}
+
+impl SagaStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Compensated => "compensated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Ingest accepted the event.
+    Accepted,
+    /// The step's side effect is done.
+    Done,
+    /// Nothing to do (e.g. an anonymous sale earns no points).
+    Skipped,
+    /// The step failed permanently.
+    Failed,
+    /// An event for this transaction was refused (e.g. same identity, different payload).
+    Refused,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEntry {
+    pub step: String,
+    pub outcome: StepOutcome,
+    pub at: Timestamp,
+    pub message: String,
+}
+
+/// What the ERP and the loyalty platform hold for this transaction, as far as retail-sync knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_document_id: Option<ExternalRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_accrued: Option<Points>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_minor: Option<Amount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saga {
+    pub id: SagaId,
+    pub correlation_id: CorrelationId,
+    pub status: SagaStatus,
+    /// Bumped by every write; a write succeeds only over the version it read.
+    pub version: u64,
+    /// `detail-type` of the event that started the saga.
+    pub origin_type: String,
+    /// Its `detail`, as accepted.
+    pub origin: serde_json::Value,
+    pub fingerprint: Fingerprint,
+    #[serde(default)]
+    pub ledger: Ledger,
+    pub steps: Vec<StepEntry>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Saga {
+    /// A new saga for an accepted inbound event.
+    pub fn start(id: SagaId, event: &Event, now: Timestamp) -> Self {
+        let origin = serde_json::to_value(event).expect("events serialize");
+        Self {
+            id,
+            correlation_id: event.metadata().correlation_id.clone(),
+            status: SagaStatus::Running,
+            version: 1,
+            origin_type: event.event_type().name().to_owned(),
+            fingerprint: Fingerprint::of(&origin["data"]),
+            origin,
+            ledger: Ledger::default(),
+            steps: vec![StepEntry {
+                step: "ingest".into(),
+                outcome: StepOutcome::Accepted,
+                at: now,
+                message: format!("{} accepted", event.event_type().name()),
+            }],
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The event that started the saga, typed again.
+    pub fn origin_event(&self) -> Result<Event, Error> {
+        let corrupt = |message: String| Error::Corrupt { what: format!("saga {}", self.id), message };
+        let event_type = EventType::from_name(&self.origin_type)
+            .ok_or_else(|| corrupt(format!("unknown origin type {}", self.origin_type)))?;
+        Event::from_detail(event_type, self.origin.clone()).map_err(|e| corrupt(e.to_string()))
+    }
+
+    pub fn record(&mut self, step: &str, outcome: StepOutcome, message: impl Into<String>, now: Timestamp) {
+        self.steps.push(StepEntry { step: step.to_owned(), outcome, at: now, message: message.into() });
+        self.updated_at = now;
+    }
+
+    pub fn has_step(&self, step: &str, outcome: StepOutcome) -> bool {
+        self.steps.iter().any(|e| e.step == step && e.outcome == outcome)
+    }
+}
+
+/// How often a versioned update is re-read and re-applied before giving up (retryably).
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Loads the saga, applies `change`, and saves it over the version read, together with `completion`.
+/// On a concurrent write it reloads and applies `change` again, so `change` must be a pure function of
+/// the saga it is given.
+pub async fn update(
+    store: &dyn SagaStore,
+    id: &SagaId,
+    completion: Option<&IdempotencyRecord>,
+    mut change: impl FnMut(&mut Saga),
+) -> Result<Saga, Error> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let mut saga = store
+            .load(id)
+            .await?
+            .ok_or_else(|| Error::NotYet { what: format!("saga {id}") })?;
+        change(&mut saga);
+        saga.version += 1;
+        match store.save(&saga, completion).await {
+            Ok(()) => return Ok(saga),
+            Err(Error::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict { what: format!("saga {id}") })
+}

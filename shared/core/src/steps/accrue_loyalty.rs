@@ -1,0 +1,160 @@
+//! Accrues loyalty points for a sale the ERP has posted, once per transaction; the loyalty platform
+//! computes the points from the eligible value. Anonymous sales are completed without accrual.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use retail_sync_contracts::envelope::{Detail, SOURCE_RETAIL_SYNC};
+use retail_sync_contracts::events::{LoyaltyAccrued, ReasonCode};
+use retail_sync_contracts::values::{Amount, ExternalRef, MemberId, Points};
+use retail_sync_contracts::{Event, EventType};
+
+use crate::domain;
+use crate::error::Error;
+use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
+use crate::ports::{AccrualRequest, Clock, IdempotencyStore, Loyalty, Metrics, Outgoing, SagaStore};
+use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
+use crate::steps::{Claimed, Message, Step, claim, outbound_metadata, parse_internal, stored_result, unexpected, workflow_exception};
+
+pub const STEP: &str = "accrue-loyalty";
+
+pub struct AccrueLoyalty {
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub sagas: Arc<dyn SagaStore>,
+    pub loyalty: Arc<dyn Loyalty>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn Metrics>,
+    pub policy: IdempotencyPolicy,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Accrued {
+    Accrued { member_id: MemberId, loyalty_transaction_id: ExternalRef, points: Points, eligible_minor: Amount },
+    Anonymous,
+    Refused { message: String },
+}
+
+#[async_trait]
+impl Step for AccrueLoyalty {
+    fn name(&self) -> &'static str {
+        STEP
+    }
+
+    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
+        let (_, event) = parse_internal(&message.body)?;
+        let Event::ErpSalePosted(posted) = &event else {
+            return Err(unexpected(STEP, &event));
+        };
+        let saga_id = SagaId::of(&posted.data.transaction);
+        let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
+        let now = self.clock.now();
+
+        let saga = self
+            .sagas
+            .load(&saga_id)
+            .await?
+            .ok_or_else(|| Error::NotYet { what: format!("saga {saga_id}") })?;
+        let Event::SaleCompleted(sale) = saga.origin_event()? else {
+            return Err(Error::Corrupt {
+                what: format!("saga {saga_id}"),
+                message: format!("{STEP} expects a SaleCompleted origin, found {}", saga.origin_type),
+            });
+        };
+
+        let fingerprint = Fingerprint::of(&posted.data);
+        let accrued = match claim(&*self.idempotency, &self.policy, key.clone(), fingerprint, now).await? {
+            Claimed::AlreadyDone(result) => stored_result(key.as_str(), result)?,
+            Claimed::Proceed(claim) => {
+                let accrued = match &sale.data.member_id {
+                    None => Accrued::Anonymous,
+                    Some(member_id) => {
+                        let request = AccrualRequest {
+                            member_id: member_id.clone(),
+                            transaction: posted.data.transaction.clone(),
+                            currency: sale.data.currency,
+                            eligible_minor: domain::eligible_net(&sale.data.lines, &sale.data.tenders),
+                            occurred_at: sale.metadata.occurred_at,
+                        };
+                        match self.loyalty.accrue(&request, &key).await {
+                            Ok(a) => Accrued::Accrued {
+                                member_id: member_id.clone(),
+                                loyalty_transaction_id: a.loyalty_transaction_id,
+                                points: a.points,
+                                eligible_minor: request.eligible_minor,
+                            },
+                            Err(Error::Rejected { message, .. }) => Accrued::Refused { message },
+                            Err(e) => {
+                                let _ = self.idempotency.release(&claim).await;
+                                return Err(e);
+                            }
+                        }
+                    }
+                };
+                let completion =
+                    self.policy.completed(&claim, serde_json::to_value(&accrued).expect("results serialize"), now);
+                saga::update(&*self.sagas, &saga_id, Some(&completion), |s| match &accrued {
+                    Accrued::Accrued { loyalty_transaction_id, points, eligible_minor, .. } => {
+                        s.ledger.loyalty_transaction_id = Some(loyalty_transaction_id.clone());
+                        s.ledger.points_accrued = Some(*points);
+                        s.ledger.eligible_minor = Some(*eligible_minor);
+                        s.status = SagaStatus::Completed;
+                        s.record(STEP, StepOutcome::Done, format!("{points} points ({loyalty_transaction_id})"), now);
+                    }
+                    Accrued::Anonymous => {
+                        s.status = SagaStatus::Completed;
+                        s.record(STEP, StepOutcome::Skipped, "anonymous sale: no accrual", now);
+                    }
+                    Accrued::Refused { message } => {
+                        // The sale stands in the ERP (goods left the store); only the points are missing,
+                        // and the exception tells service teams to fix the member and replay.
+                        s.status = SagaStatus::Failed;
+                        s.record(STEP, StepOutcome::Failed, format!("loyalty refused: {message}"), now);
+                    }
+                })
+                .await?;
+                match &accrued {
+                    Accrued::Accrued { points, .. } => self.metrics.add("points_accrued", points.get().unsigned_abs(), None),
+                    Accrued::Anonymous => self.metrics.add("accrual_skipped", 1, None),
+                    Accrued::Refused { .. } => self.metrics.add("failed", 1, Some(("reason", "loyalty_rejected"))),
+                }
+                accrued
+            }
+        };
+
+        Ok(match accrued {
+            Accrued::Accrued { member_id, loyalty_transaction_id, points, eligible_minor } => vec![Outgoing {
+                source: SOURCE_RETAIL_SYNC,
+                event: Event::LoyaltyAccrued(Detail {
+                    metadata: outbound_metadata(
+                        key.as_str(),
+                        EventType::LoyaltyAccrued,
+                        posted.metadata.correlation_id.clone(),
+                        Some(posted.metadata.event_id.clone()),
+                        now,
+                    ),
+                    data: LoyaltyAccrued {
+                        member_id,
+                        transaction: posted.data.transaction.clone(),
+                        points,
+                        eligible_minor,
+                        currency: sale.data.currency,
+                        loyalty_transaction_id,
+                    },
+                }),
+            }],
+            Accrued::Anonymous => Vec::new(),
+            Accrued::Refused { message } => vec![workflow_exception(
+                key.as_str(),
+                STEP,
+                ReasonCode::LoyaltyRejected,
+                message,
+                &posted.metadata,
+                EventType::ErpSalePosted.name(),
+                now,
+            )],
+        })
+    }
+}

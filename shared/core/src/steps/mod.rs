@@ -1,0 +1,174 @@
+//! Workflow steps. Each step consumes one queue (wired in `infra/template.yaml`), parses the EventBridge
+//! event in the message body, does its one side effect at most once per business identity, records it on
+//! the saga and returns the events to publish. Quarantine and publishing are the batch runner's job.
+
+mod accrue_loyalty;
+mod ingest;
+mod post_sale_to_erp;
+
+pub use accrue_loyalty::AccrueLoyalty;
+pub use ingest::Ingest;
+pub use post_sale_to_erp::PostSaleToErp;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use retail_sync_contracts::envelope::{BusEvent, Channel, Detail, Metadata};
+use retail_sync_contracts::events::{ReasonCode, WorkflowException};
+use retail_sync_contracts::values::{CorrelationId, EventId};
+use retail_sync_contracts::{Event, EventType, Rejection};
+
+use crate::error::Error;
+use crate::idempotency::{Claim, Fingerprint, IdempotencyKey, IdempotencyPolicy, IdempotencyRecord, decide};
+use crate::ports::{IdempotencyStore, Outgoing};
+
+/// A queue message as every backend delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub body: String,
+    /// 1 on first delivery.
+    pub receive_count: u32,
+}
+
+#[async_trait]
+pub trait Step: Send + Sync {
+    /// The step's name as in the template (`ingest`, `post-sale-to-erp`, …): logs, keys, metrics.
+    fn name(&self) -> &'static str;
+    /// Handles one message. `Ok` carries the events to publish. A retryable error leaves the message to
+    /// be redelivered; a permanent one makes the runner quarantine it.
+    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error>;
+}
+
+/// Parses an event that retail-sync itself put on the bus. It was validated at ingest, so failure here
+/// means a wrong route or a bug: permanent, quarantined.
+pub fn parse_internal(body: &str) -> Result<(BusEvent<Value>, Event), Error> {
+    let bad = |message: String| {
+        Error::BadInput(Box::new(Rejection {
+            reason: ReasonCode::NotAnEnvelope,
+            message,
+            findings: Vec::new(),
+            detail_type: None,
+            event_id: None,
+            correlation_id: None,
+        }))
+    };
+    let envelope: BusEvent<Value> =
+        serde_json::from_str(body).map_err(|e| bad(format!("not an EventBridge event: {e}")))?;
+    let event_type = EventType::from_name(&envelope.detail_type)
+        .ok_or_else(|| bad(format!("unknown detail-type {:?}", envelope.detail_type)))?;
+    let event = Event::from_detail(event_type, envelope.detail.clone())
+        .map_err(|e| bad(format!("{}: {e}", envelope.detail_type)))?;
+    Ok((envelope, event))
+}
+
+/// The error for an event that reached a step it is not routed to.
+pub fn unexpected(step: &str, event: &Event) -> Error {
+    Error::rejected(
+        ReasonCode::UnknownEventType,
+        format!("{step} does not handle {}", event.event_type().name()),
+    )
+}
+
+/// Event ids of what a step publishes are derived from its idempotency key, so a republish after a
+/// redelivery carries the same id and consumers can discard it as a duplicate.
+pub fn derived_event_id(key: &str, event_type: EventType) -> EventId {
+    let digest = Sha256::digest(format!("{key}|{}", event_type.name()).as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    EventId::parse(hex).expect("hex is a valid id")
+}
+
+/// Metadata of an event retail-sync emits in consequence of `cause`.
+pub fn outbound_metadata(
+    key: &str,
+    event_type: EventType,
+    correlation_id: CorrelationId,
+    cause: Option<EventId>,
+    now: Timestamp,
+) -> Metadata {
+    Metadata {
+        event_id: derived_event_id(key, event_type),
+        schema_version: 1,
+        correlation_id,
+        causation_id: cause,
+        occurred_at: now,
+        channel: Channel::RetailSync,
+    }
+}
+
+/// A WorkflowException for a step that stopped.
+pub fn workflow_exception(
+    key: &str,
+    step: &str,
+    reason: ReasonCode,
+    message: impl Into<String>,
+    cause: &Metadata,
+    detail_type: &str,
+    now: Timestamp,
+) -> Outgoing {
+    let metadata = outbound_metadata(
+        key,
+        EventType::WorkflowException,
+        cause.correlation_id.clone(),
+        Some(cause.event_id.clone()),
+        now,
+    );
+    Outgoing {
+        source: retail_sync_contracts::envelope::SOURCE_RETAIL_SYNC,
+        event: Event::WorkflowException(Detail {
+            metadata,
+            data: WorkflowException {
+                step: step.to_owned(),
+                reason,
+                message: truncate(message.into(), 2000),
+                detail_type: Some(detail_type.to_owned()),
+                source_event_id: Some(cause.event_id.to_string()),
+            },
+        }),
+    }
+}
+
+pub(crate) fn truncate(mut s: String, max_chars: usize) -> String {
+    if let Some((i, _)) = s.char_indices().nth(max_chars) {
+        s.truncate(i);
+    }
+    s
+}
+
+/// A claim on a step: either we may do the effect (holding `record`), or the outcome is already known.
+pub enum Claimed {
+    Proceed(IdempotencyRecord),
+    AlreadyDone(Value),
+}
+
+/// Claims `key` for the payload with `fingerprint`. In-progress and reused keys become errors: the
+/// first retryable (another delivery is on it), the second permanent.
+pub async fn claim(
+    store: &dyn IdempotencyStore,
+    policy: &IdempotencyPolicy,
+    key: IdempotencyKey,
+    fingerprint: Fingerprint,
+    now: Timestamp,
+) -> Result<Claimed, Error> {
+    let record = policy.in_progress(key, fingerprint, now);
+    let Some(existing) = store.try_insert(&record, now).await? else {
+        return Ok(Claimed::Proceed(record));
+    };
+    match decide(&existing, &record.fingerprint, now) {
+        Claim::Proceed => Ok(Claimed::Proceed(record)),
+        Claim::AlreadyDone(result) => Ok(Claimed::AlreadyDone(result)),
+        Claim::InProgress { retry_after } => Err(Error::InProgress { key: record.key.to_string(), retry_after }),
+        Claim::KeyReused => Err(Error::rejected(
+            ReasonCode::IdempotencyKeyReused,
+            format!("{} was already used for a different payload", record.key),
+        )),
+    }
+}
+
+/// Reads a stored step result back.
+pub fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|e| Error::Corrupt { what: format!("idempotency record {key}"), message: e.to_string() })
+}

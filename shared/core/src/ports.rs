@@ -137,6 +137,23 @@ pub trait Loyalty: Send + Sync {
     async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error>;
 }
 
+/// A queue message handed out by a receive, with the handle that deletes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub message: crate::steps::Message,
+    pub receipt: String,
+}
+
+/// Consuming a queue the way Lambda's SQS event source mapping does; the local runner drives the steps
+/// through this on backends without Lambda (embedded, an emulator).
+#[async_trait]
+pub trait QueueConsumer: Send + Sync {
+    /// Up to `max` visible messages; each becomes invisible for the queue's visibility timeout.
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Received>, Error>;
+    /// Acknowledges processed messages.
+    async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error>;
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }

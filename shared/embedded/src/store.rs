@@ -1,0 +1,499 @@
+//! One SQLite file holds every queue, the state tables and the bus archive. WAL journaling lets the
+//! operator CLI read it while a run writes; `synchronous=NORMAL` keeps commits durable across a crash
+//! of the process (the case a laptop run meets) without an fsync per message.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use retail_sync_contracts::values::CorrelationId;
+use retail_sync_core::Error;
+use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyRecord, RecordState};
+use retail_sync_core::ports::{
+    Clock, IdempotencyStore, Outgoing, Publisher, QuarantineItem, QuarantineStore, QueueConsumer, Received, SagaStore,
+};
+use retail_sync_core::saga::{Saga, SagaId};
+use retail_sync_core::steps::Message;
+
+use crate::topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("embedded store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("embedded store: cannot create {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("no queue {0} in the template")]
+    UnknownQueue(String),
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_queue ON messages(queue, visible_at, seq);
+CREATE TABLE IF NOT EXISTS idempotency (pk TEXT PRIMARY KEY, item TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sagas (
+    pk TEXT PRIMARY KEY,
+    correlation_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    item TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sagas_by_correlation ON sagas(correlation_id);
+CREATE TABLE IF NOT EXISTS quarantine (id TEXT PRIMARY KEY, received_at INTEGER NOT NULL, item TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS archive (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    detail_type TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+";
+
+/// A message as stored, for operators (DLQ inspection, reports).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredMessage {
+    pub id: String,
+    pub queue: String,
+    pub body: String,
+    pub receive_count: u32,
+    pub sent_at: Timestamp,
+}
+
+/// The embedded backend. Cheap to share behind an `Arc`; every operation is one short SQLite
+/// transaction under a mutex (no await while it is held).
+pub struct Embedded {
+    conn: Mutex<Connection>,
+    topology: Arc<Topology>,
+    clock: Arc<dyn Clock>,
+    /// Replaces every queue's visibility timeout. Local runs shorten the template's minutes to
+    /// seconds so a retry is seen in the same sitting; the semantics stay the same.
+    visibility_override: Option<Duration>,
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn from_ms(v: i64) -> Timestamp {
+    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn unavailable(e: impl Into<retail_sync_core::BoxError>) -> Error {
+    Error::unavailable("embedded store", e)
+}
+
+fn corrupt(what: String, e: serde_json::Error) -> Error {
+    Error::Corrupt { what, message: e.to_string() }
+}
+
+impl Embedded {
+    pub fn open(path: &Path, topology: Topology, clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| EmbeddedError::Dir { path: dir.display().to_string(), source })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn), topology: Arc::new(topology), clock, visibility_override: None })
+    }
+
+    pub fn with_visibility_timeout(mut self, visibility: Duration) -> Self {
+        self.visibility_override = Some(visibility);
+        self
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(out)
+    }
+
+    fn visibility(&self, queue: &str) -> Duration {
+        self.visibility_override
+            .or_else(|| self.topology.queues.get(queue).map(|q| q.visibility_timeout))
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// Sends a raw body to a queue, as a producer writing straight to SQS would.
+    pub fn send(&self, queue: &str, body: &str) -> Result<String, EmbeddedError> {
+        if !self.topology.queues.contains_key(queue) {
+            return Err(EmbeddedError::UnknownQueue(queue.to_owned()));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = ms(self.clock.now());
+        self.conn().execute(
+            "INSERT INTO messages (id, queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![id, queue, body, now],
+        )?;
+        Ok(id)
+    }
+
+    /// Puts events on the bus as channels' PutEvents do: each is stamped with an id and time, archived,
+    /// and copied to the target queue of every rule whose pattern it matches, in one transaction.
+    /// Returns the routed envelopes' ids.
+    pub fn put_events(&self, entries: &[(String, String, Value)]) -> Result<Vec<String>, Error> {
+        let now = self.clock.now();
+        self.tx(|tx| {
+            entries
+                .iter()
+                .map(|(source, detail_type, detail)| {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    let event = json!({
+                        "version": "0",
+                        "id": id,
+                        "detail-type": detail_type,
+                        "source": source,
+                        "account": "000000000000",
+                        "time": now.to_string(),
+                        "region": "local",
+                        "resources": [],
+                        "detail": detail,
+                    });
+                    let body = event.to_string();
+                    tx.prepare_cached(
+                        "INSERT INTO archive (id, time, source, detail_type, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| s.execute(params![id, ms(now), source, detail_type, body]))
+                    .map_err(unavailable)?;
+                    for rule in self.topology.rules.iter().filter(|r| r.pattern.matches(&event)) {
+                        for target in &rule.targets {
+                            tx.prepare_cached(
+                                "INSERT INTO messages (id, queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                            )
+                            .and_then(|mut s| {
+                                s.execute(params![uuid::Uuid::now_v7().to_string(), target, body, ms(now)])
+                            })
+                            .map_err(unavailable)?;
+                        }
+                    }
+                    Ok(id)
+                })
+                .collect()
+        })
+    }
+
+    /// (visible, in flight) messages of a queue.
+    pub fn depth(&self, queue: &str) -> Result<(u64, u64), EmbeddedError> {
+        let now = ms(self.clock.now());
+        let conn = self.conn();
+        let count = |sql: &str| conn.query_row(sql, params![queue, now], |r| r.get::<_, i64>(0));
+        let visible = count("SELECT COUNT(*) FROM messages WHERE queue = ?1 AND visible_at <= ?2")?;
+        let in_flight = count("SELECT COUNT(*) FROM messages WHERE queue = ?1 AND visible_at > ?2")?;
+        Ok((visible.unsigned_abs(), in_flight.unsigned_abs()))
+    }
+
+    /// Every message of a queue (a DLQ, typically), oldest first.
+    pub fn messages(&self, queue: &str) -> Result<Vec<StoredMessage>, EmbeddedError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, queue, body, receive_count, sent_at FROM messages WHERE queue = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![queue], |r| {
+            Ok(StoredMessage {
+                id: r.get(0)?,
+                queue: r.get(1)?,
+                body: r.get(2)?,
+                receive_count: r.get(3)?,
+                sent_at: from_ms(r.get(4)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves every message of `from` (a DLQ) back to `to`, visible at once with a fresh receive count.
+    pub fn redrive(&self, from: &str, to: &str) -> Result<usize, EmbeddedError> {
+        if !self.topology.queues.contains_key(to) {
+            return Err(EmbeddedError::UnknownQueue(to.to_owned()));
+        }
+        let now = ms(self.clock.now());
+        Ok(self.conn().execute(
+            "UPDATE messages SET queue = ?2, visible_at = ?3, receive_count = 0, receipt = NULL WHERE queue = ?1",
+            params![from, to, now],
+        )?)
+    }
+
+    /// Events the bus has seen, oldest first.
+    pub fn archive(&self) -> Result<Vec<Value>, EmbeddedError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT event FROM archive ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| Ok(serde_json::from_str(&r?).unwrap_or(Value::Null))).collect()
+    }
+
+    /// Every saga, by id.
+    pub fn sagas(&self) -> Result<Vec<Saga>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT pk, item FROM sagas ORDER BY pk").map_err(unavailable)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(unavailable)?;
+        rows.map(|r| {
+            let (pk, item) = r.map_err(unavailable)?;
+            serde_json::from_str(&item).map_err(|e| corrupt(format!("saga {pk}"), e))
+        })
+        .collect()
+    }
+
+    /// Deletes idempotency records past their TTL, as DynamoDB does eventually.
+    pub fn purge_expired(&self) -> Result<usize, EmbeddedError> {
+        let now = ms(self.clock.now());
+        Ok(self.conn().execute("DELETE FROM idempotency WHERE expires_at <= ?1", params![now])?)
+    }
+}
+
+fn load_idempotency(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyRecord>, Error> {
+    let item: Option<String> = tx
+        .prepare_cached("SELECT item FROM idempotency WHERE pk = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    item.map(|i| serde_json::from_str(&i).map_err(|e| corrupt(format!("idempotency record {key}"), e)))
+        .transpose()
+}
+
+fn store_idempotency(tx: &Transaction<'_>, record: &IdempotencyRecord) -> Result<(), Error> {
+    let item = serde_json::to_string(record).expect("records serialize");
+    tx.prepare_cached("INSERT OR REPLACE INTO idempotency (pk, item, expires_at) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![record.key.as_str(), item, ms(record.expires_at)]))
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+fn load_saga(tx: &Transaction<'_>, sql: &str, key: &str) -> Result<Option<Saga>, Error> {
+    let item: Option<String> = tx
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    item.map(|i| serde_json::from_str(&i).map_err(|e| corrupt(format!("saga {key}"), e))).transpose()
+}
+
+#[async_trait]
+impl IdempotencyStore for Embedded {
+    async fn try_insert(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<Option<IdempotencyRecord>, Error> {
+        self.tx(|tx| match load_idempotency(tx, record.key.as_str())? {
+            Some(existing) if existing.is_live(now) => Ok(Some(existing)),
+            _ => store_idempotency(tx, record).map(|()| None),
+        })
+    }
+
+    async fn release(&self, claim: &IdempotencyRecord) -> Result<(), Error> {
+        if !matches!(claim.state, RecordState::InProgress { .. }) {
+            return Ok(());
+        }
+        self.tx(|tx| {
+            if load_idempotency(tx, claim.key.as_str())?.as_ref() == Some(claim) {
+                tx.execute("DELETE FROM idempotency WHERE pk = ?1", params![claim.key.as_str()])
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn get(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, Error> {
+        self.tx(|tx| load_idempotency(tx, key.as_str()))
+    }
+}
+
+#[async_trait]
+impl SagaStore for Embedded {
+    async fn create(&self, saga: &Saga) -> Result<Option<Saga>, Error> {
+        self.tx(|tx| {
+            if let Some(existing) = load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", saga.id.as_str())? {
+                return Ok(Some(existing));
+            }
+            let item = serde_json::to_string(saga).expect("sagas serialize");
+            tx.prepare_cached(
+                "INSERT INTO sagas (pk, correlation_id, version, status, item, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    saga.id.as_str(),
+                    saga.correlation_id.as_str(),
+                    saga.version as i64,
+                    saga.status.as_str(),
+                    item,
+                    ms(saga.updated_at)
+                ])
+            })
+            .map_err(unavailable)?;
+            Ok(None)
+        })
+    }
+
+    async fn load(&self, id: &SagaId) -> Result<Option<Saga>, Error> {
+        self.tx(|tx| load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", id.as_str()))
+    }
+
+    async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
+        self.tx(|tx| {
+            load_saga(tx, "SELECT item FROM sagas WHERE correlation_id = ?1 LIMIT 1", correlation_id.as_str())
+        })
+    }
+
+    async fn save(&self, saga: &Saga, completion: Option<&IdempotencyRecord>) -> Result<(), Error> {
+        self.tx(|tx| {
+            let item = serde_json::to_string(saga).expect("sagas serialize");
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE sagas SET version = ?2, status = ?3, item = ?4, updated_at = ?5 WHERE pk = ?1 AND version = ?6",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        saga.id.as_str(),
+                        saga.version as i64,
+                        saga.status.as_str(),
+                        item,
+                        ms(saga.updated_at),
+                        (saga.version as i64) - 1
+                    ])
+                })
+                .map_err(unavailable)?;
+            if changed == 0 {
+                // Nothing written, including the completion: the transaction commits an empty change.
+                return Err(Error::Conflict { what: format!("saga {}", saga.id) });
+            }
+            if let Some(record) = completion {
+                store_idempotency(tx, record)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl QuarantineStore for Embedded {
+    async fn put(&self, item: &QuarantineItem) -> Result<(), Error> {
+        let json = serde_json::to_string(item).expect("items serialize");
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)",
+                params![item.id, ms(item.received_at), json],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, item FROM quarantine ORDER BY received_at, id LIMIT ?1")
+            .map_err(unavailable)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(unavailable)?;
+        rows.map(|r| {
+            let (id, item) = r.map_err(unavailable)?;
+            serde_json::from_str(&item).map_err(|e| corrupt(format!("quarantine item {id}"), e))
+        })
+        .collect()
+    }
+}
+
+#[async_trait]
+impl Publisher for Embedded {
+    async fn publish(&self, events: &[Outgoing]) -> Vec<Result<(), Error>> {
+        let entries: Vec<_> = events
+            .iter()
+            .map(|o| {
+                (o.source.to_owned(), o.detail_type().to_owned(), serde_json::to_value(&o.event).expect("events serialize"))
+            })
+            .collect();
+        // One transaction: all entries are routed, or none (then all are reported failed and retried).
+        match self.put_events(&entries) {
+            Ok(_) => events.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                let message = e.to_string();
+                events.iter().map(|_| Err(unavailable(message.clone()))).collect()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl QueueConsumer for Embedded {
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Received>, Error> {
+        let now = ms(self.clock.now());
+        let visible_until = now + i64::try_from(self.visibility(queue).as_millis()).unwrap_or(i64::MAX / 2);
+        let redrive = self.topology.queues.get(queue).and_then(|q| q.redrive.clone());
+        self.tx(|tx| {
+            let candidates: Vec<(i64, String, String, u32)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT seq, id, body, receive_count FROM messages
+                         WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
+                    )
+                    .map_err(unavailable)?;
+                let limit = i64::try_from(max).unwrap_or(10);
+                stmt.query_map(params![queue, now, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .and_then(|rows| rows.collect::<Result<_, _>>())
+                    .map_err(unavailable)?
+            };
+            let mut received = Vec::with_capacity(candidates.len());
+            for (seq, id, body, count) in candidates {
+                // SQS moves a message to the DLQ when a receive finds it already received
+                // maxReceiveCount times: it is not handed out again.
+                if let Some((dlq, max_receives)) = &redrive {
+                    if count >= *max_receives {
+                        tx.prepare_cached(
+                            "UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE seq = ?1",
+                        )
+                        .and_then(|mut s| s.execute(params![seq, dlq, now]))
+                        .map_err(unavailable)?;
+                        tracing::warn!(queue, message_id = %id, receive_count = count, dlq, "moved to dead-letter queue");
+                        continue;
+                    }
+                }
+                let receipt = uuid::Uuid::now_v7().to_string();
+                tx.prepare_cached(
+                    "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
+                )
+                .and_then(|mut s| s.execute(params![seq, visible_until, receipt]))
+                .map_err(unavailable)?;
+                received.push(Received { message: Message { id, body, receive_count: count + 1 }, receipt });
+            }
+            Ok(received)
+        })
+    }
+
+    async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error> {
+        self.tx(|tx| {
+            for receipt in receipts {
+                tx.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")
+                    .and_then(|mut s| s.execute(params![queue, receipt]))
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+    }
+}

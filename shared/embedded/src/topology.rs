@@ -1,0 +1,309 @@
+//! The wiring of the system, read from the SAM template: queues and their DLQs, EventBridge rules and
+//! their target queues, functions and the queue each consumes. The embedded backend and the local runner
+//! use only this, so there is no second description of the wiring to drift from the deployed one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::pattern::{Pattern, PatternError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot read template {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("template is not valid YAML: {0}")]
+    Yaml(#[from] yaml_serde::Error),
+    #[error("template resource {resource}: {message}")]
+    Invalid { resource: String, message: String },
+    #[error("rule {rule}: {source}")]
+    Pattern { rule: String, source: PatternError },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub id: String,
+    pub visibility_timeout: Duration,
+    /// Set on queues with a RedrivePolicy: (DLQ logical id, maxReceiveCount).
+    pub redrive: Option<(String, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub id: String,
+    pub pattern: Pattern,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    pub id: String,
+    /// The binary (`BuildProperties.Binary`), which is also the step name.
+    pub binary: String,
+    pub queue: String,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub queues: BTreeMap<String, QueueSpec>,
+    pub rules: Vec<RuleSpec>,
+    pub functions: Vec<FunctionSpec>,
+}
+
+/// SQS's default when a queue does not set one.
+const DEFAULT_VISIBILITY: u64 = 30;
+/// Lambda's default SQS batch size.
+const DEFAULT_BATCH: usize = 10;
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Self, TopologyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TopologyError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, TopologyError> {
+        let yaml: yaml_serde::Value = yaml_serde::from_str(text)?;
+        let template = to_json(yaml);
+        let resources = template
+            .get("Resources")
+            .and_then(Value::as_object)
+            .ok_or_else(|| invalid("Resources", "the template has no Resources mapping"))?;
+
+        let mut queues = BTreeMap::new();
+        let mut rules = Vec::new();
+        let mut functions = Vec::new();
+        for (id, resource) in resources {
+            let props = resource.get("Properties").cloned().unwrap_or(Value::Object(Map::new()));
+            match resource.get("Type").and_then(Value::as_str) {
+                Some("AWS::SQS::Queue") => {
+                    queues.insert(id.clone(), queue(id, &props)?);
+                }
+                Some("AWS::Events::Rule") => rules.push(rule(id, &props)?),
+                Some("AWS::Serverless::Function") => {
+                    functions.extend(function(id, resource, &props)?);
+                }
+                _ => {}
+            }
+        }
+        let topology = Self { queues, rules, functions };
+        topology.check_references()?;
+        Ok(topology)
+    }
+
+    fn check_references(&self) -> Result<(), TopologyError> {
+        let known = |q: &str| self.queues.contains_key(q);
+        for q in self.queues.values() {
+            if let Some((dlq, _)) = &q.redrive {
+                if !known(dlq) {
+                    return Err(invalid(&q.id, format!("dead-letter queue {dlq} is not a queue of the template")));
+                }
+            }
+        }
+        for r in &self.rules {
+            if let Some(t) = r.targets.iter().find(|t| !known(t)) {
+                return Err(invalid(&r.id, format!("target {t} is not a queue of the template")));
+            }
+        }
+        for f in &self.functions {
+            if !known(&f.queue) {
+                return Err(invalid(&f.id, format!("event source {} is not a queue of the template", f.queue)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|f| f.binary == binary)
+    }
+
+    /// The queues that are some queue's DLQ.
+    pub fn dead_letter_queues(&self) -> Vec<&str> {
+        self.queues.values().filter_map(|q| q.redrive.as_ref().map(|(d, _)| d.as_str())).collect()
+    }
+}
+
+fn invalid(resource: &str, message: impl Into<String>) -> TopologyError {
+    TopologyError::Invalid { resource: resource.to_owned(), message: message.into() }
+}
+
+/// YAML → JSON, turning CloudFormation short tags into their long forms (`!GetAtt Q.Arn` →
+/// `{"Fn::GetAtt": "Q.Arn"}`, `!Ref X` → `{"Ref": "X"}`).
+fn to_json(v: yaml_serde::Value) -> Value {
+    use yaml_serde::Value as Y;
+    match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => n
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| n.as_f64().map(Value::from))
+            .unwrap_or(Value::Null),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Y::Mapping(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let key = match to_json(k) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let long = if name == "Ref" { "Ref".to_owned() } else { format!("Fn::{name}") };
+            let mut obj = Map::new();
+            obj.insert(long, to_json(t.value));
+            Value::Object(obj)
+        }
+    }
+}
+
+/// The logical id a `!GetAtt X.Arn` / `!Ref X` points at.
+fn referenced(v: &Value) -> Option<String> {
+    if let Some(s) = v.get("Fn::GetAtt") {
+        return match s {
+            Value::String(s) => s.split('.').next().map(str::to_owned),
+            Value::Array(parts) => parts.first().and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+    }
+    v.get("Ref").and_then(Value::as_str).map(str::to_owned)
+}
+
+fn number(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+fn queue(id: &str, props: &Value) -> Result<QueueSpec, TopologyError> {
+    let visibility = match props.get("VisibilityTimeout") {
+        None => DEFAULT_VISIBILITY,
+        Some(v) => number(v).ok_or_else(|| invalid(id, "VisibilityTimeout must be a literal number"))?,
+    };
+    let redrive = match props.get("RedrivePolicy") {
+        None => None,
+        Some(policy) => {
+            let dlq = policy
+                .get("deadLetterTargetArn")
+                .and_then(referenced)
+                .ok_or_else(|| invalid(id, "RedrivePolicy.deadLetterTargetArn must be !GetAtt <Queue>.Arn"))?;
+            let max = policy
+                .get("maxReceiveCount")
+                .and_then(number)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| invalid(id, "RedrivePolicy.maxReceiveCount must be a literal number"))?;
+            Some((dlq, max))
+        }
+    };
+    Ok(QueueSpec { id: id.to_owned(), visibility_timeout: Duration::from_secs(visibility), redrive })
+}
+
+fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
+    let pattern = match props.get("EventPattern") {
+        Some(Value::String(s)) => {
+            serde_json::from_str(s).map_err(|e| invalid(id, format!("EventPattern is not JSON: {e}")))?
+        }
+        Some(p @ Value::Object(_)) => p.clone(),
+        _ => return Err(invalid(id, "only rules with an EventPattern are supported")),
+    };
+    let pattern = Pattern::compile(pattern).map_err(|source| TopologyError::Pattern { rule: id.to_owned(), source })?;
+    let targets = props
+        .get("Targets")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(id, "a rule needs Targets"))?
+        .iter()
+        .map(|t| {
+            t.get("Arn").and_then(referenced).ok_or_else(|| invalid(id, "target Arn must be !GetAtt <Queue>.Arn"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(RuleSpec { id: id.to_owned(), pattern, targets })
+}
+
+fn function(id: &str, resource: &Value, props: &Value) -> Result<Vec<FunctionSpec>, TopologyError> {
+    let binary = resource.pointer("/Metadata/BuildProperties/Binary").and_then(Value::as_str);
+    let mut specs = Vec::new();
+    for event in props.get("Events").and_then(Value::as_object).into_iter().flat_map(|e| e.values()) {
+        if event.get("Type").and_then(Value::as_str) != Some("SQS") {
+            continue;
+        }
+        let binary = binary.ok_or_else(|| invalid(id, "an SQS-fed function needs Metadata.BuildProperties.Binary"))?;
+        let queue = event
+            .pointer("/Properties/Queue")
+            .and_then(referenced)
+            .ok_or_else(|| invalid(id, "SQS event Queue must be !GetAtt <Queue>.Arn"))?;
+        let batch_size = match event.pointer("/Properties/BatchSize") {
+            None => DEFAULT_BATCH,
+            Some(v) => number(v)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| invalid(id, "BatchSize must be a literal number"))?,
+        };
+        specs.push(FunctionSpec { id: id.to_owned(), binary: binary.to_owned(), queue, batch_size });
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r#"
+Resources:
+  InQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 180
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt InDLQ.Arn
+        maxReceiveCount: 5
+  InDLQ:
+    Type: AWS::SQS::Queue
+  InRule:
+    Type: AWS::Events::Rule
+    Properties:
+      EventBusName: !Ref Bus
+      EventPattern:
+        source: [{prefix: "retail."}]
+      Targets:
+        - Id: InQueue
+          Arn: !GetAtt InQueue.Arn
+  InFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildMethod: rust-cargolambda
+      BuildProperties:
+        Binary: ingest
+    Properties:
+      Events:
+        Messages:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt InQueue.Arn
+            BatchSize: 10
+"#;
+
+    #[test]
+    fn reads_queues_dlqs_rules_and_functions_with_short_tags() {
+        let t = Topology::parse(TEMPLATE).unwrap();
+        let q = &t.queues["InQueue"];
+        assert_eq!(q.visibility_timeout, Duration::from_secs(180));
+        assert_eq!(q.redrive, Some(("InDLQ".to_owned(), 5)));
+        assert_eq!(t.dead_letter_queues(), vec!["InDLQ"]);
+        assert_eq!(t.rules[0].targets, vec!["InQueue".to_owned()]);
+        assert!(t.rules[0].pattern.matches(&serde_json::json!({"source": "retail.pos"})));
+        assert_eq!(t.function("ingest").unwrap().queue, "InQueue");
+    }
+
+    #[test]
+    fn a_rule_targeting_an_unknown_queue_is_an_error_not_a_silent_drop() {
+        let broken = TEMPLATE.replace("Arn: !GetAtt InQueue.Arn", "Arn: !GetAtt Nowhere.Arn");
+        let e = Topology::parse(&broken).unwrap_err().to_string();
+        assert!(e.contains("Nowhere"), "{e}");
+    }
+}

@@ -21,7 +21,7 @@ use retail_sync_core::ports::{
 use retail_sync_core::saga::{Saga, SagaId};
 use retail_sync_core::steps::Message;
 
-use crate::topology::Topology;
+use retail_sync_topology::Topology;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {

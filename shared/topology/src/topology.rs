@@ -46,9 +46,20 @@ pub struct FunctionSpec {
     pub batch_size: usize,
 }
 
+/// A DynamoDB table: its string hash key, its global secondary indexes (name, string hash key) and
+/// its TTL attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSpec {
+    pub id: String,
+    pub hash_key: String,
+    pub indexes: Vec<(String, String)>,
+    pub ttl_attribute: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub queues: BTreeMap<String, QueueSpec>,
+    pub tables: BTreeMap<String, TableSpec>,
     pub rules: Vec<RuleSpec>,
     pub functions: Vec<FunctionSpec>,
 }
@@ -74,6 +85,7 @@ impl Topology {
             .ok_or_else(|| invalid("Resources", "the template has no Resources mapping"))?;
 
         let mut queues = BTreeMap::new();
+        let mut tables = BTreeMap::new();
         let mut rules = Vec::new();
         let mut functions = Vec::new();
         for (id, resource) in resources {
@@ -82,6 +94,9 @@ impl Topology {
                 Some("AWS::SQS::Queue") => {
                     queues.insert(id.clone(), queue(id, &props)?);
                 }
+                Some("AWS::DynamoDB::Table") => {
+                    tables.insert(id.clone(), table(id, &props)?);
+                }
                 Some("AWS::Events::Rule") => rules.push(rule(id, &props)?),
                 Some("AWS::Serverless::Function") => {
                     functions.extend(function(id, resource, &props)?);
@@ -89,7 +104,7 @@ impl Topology {
                 _ => {}
             }
         }
-        let topology = Self { queues, rules, functions };
+        let topology = Self { queues, tables, rules, functions };
         topology.check_references()?;
         Ok(topology)
     }
@@ -205,6 +220,36 @@ fn queue(id: &str, props: &Value) -> Result<QueueSpec, TopologyError> {
     Ok(QueueSpec { id: id.to_owned(), visibility_timeout: Duration::from_secs(visibility), redrive })
 }
 
+fn table(id: &str, props: &Value) -> Result<TableSpec, TopologyError> {
+    let hash_of = |schema: Option<&Value>| {
+        schema
+            .and_then(Value::as_array)
+            .and_then(|keys| keys.iter().find(|k| k.get("KeyType").and_then(Value::as_str) == Some("HASH")))
+            .and_then(|k| k.get("AttributeName").and_then(Value::as_str))
+            .map(str::to_owned)
+    };
+    let hash_key = hash_of(props.get("KeySchema")).ok_or_else(|| invalid(id, "a table needs a HASH key"))?;
+    let indexes = props
+        .get("GlobalSecondaryIndexes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|index| {
+            let name = index.get("IndexName").and_then(Value::as_str);
+            match (name, hash_of(index.get("KeySchema"))) {
+                (Some(name), Some(key)) => Ok((name.to_owned(), key)),
+                _ => Err(invalid(id, "a global secondary index needs IndexName and a HASH key")),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let ttl_attribute = props
+        .get("TimeToLiveSpecification")
+        .filter(|t| t.get("Enabled").and_then(Value::as_bool) == Some(true))
+        .and_then(|t| t.get("AttributeName").and_then(Value::as_str))
+        .map(str::to_owned);
+    Ok(TableSpec { id: id.to_owned(), hash_key, indexes, ttl_attribute })
+}
+
 fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
     let pattern = match props.get("EventPattern") {
         Some(Value::String(s)) => {
@@ -298,6 +343,20 @@ Resources:
         assert_eq!(t.rules[0].targets, vec!["InQueue".to_owned()]);
         assert!(t.rules[0].pattern.matches(&serde_json::json!({"source": "retail.pos"})));
         assert_eq!(t.function("ingest").unwrap().queue, "InQueue");
+    }
+
+    #[test]
+    fn the_repository_template_wires_every_step() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let t = Topology::load(Path::new(path)).unwrap();
+        for binary in ["ingest", "post-sale-to-erp", "accrue-loyalty"] {
+            let f = t.function(binary).unwrap_or_else(|| panic!("{binary} is not in the template"));
+            assert!(t.queues[&f.queue].redrive.is_some(), "{binary}'s queue has no DLQ");
+        }
+        let sagas = &t.tables["SagaTable"];
+        assert_eq!(sagas.hash_key, "pk");
+        assert_eq!(sagas.indexes, vec![("by-correlation".to_owned(), "correlation_id".to_owned())]);
+        assert_eq!(sagas.ttl_attribute.as_deref(), Some("expires_at"));
     }
 
     #[test]

@@ -23,6 +23,11 @@ impl Pattern {
         Ok(Self(pattern))
     }
 
+    /// The pattern as written in the template (what PutRule takes).
+    pub fn as_json(&self) -> &Value {
+        &self.0
+    }
+
     pub fn matches(&self, event: &Value) -> bool {
         match_object(&self.0, Some(event))
     }

@@ -1,0 +1,15 @@
+//! The wiring of retail-sync, read from the one place it is written: `infra/template.yaml`.
+//!
+//! # Layout
+//! - [`topology`]: queues, DLQs, tables, rules and which function consumes which queue, so that the
+//!   embedded backend and the emulator provisioning are wired exactly as a deployment.
+//! - [`pattern`]: EventBridge event-pattern matching, for the operators the template uses.
+
+pub mod pattern;
+pub mod topology;
+
+pub use pattern::{Pattern, PatternError};
+pub use topology::{FunctionSpec, QueueSpec, RuleSpec, TableSpec, Topology, TopologyError};
+
+/// The template, relative to the workspace root.
+pub const TEMPLATE_PATH: &str = "infra/template.yaml";

@@ -130,6 +130,15 @@ impl EventType {
         Some(schema)
     }
 
+    /// Validates a `detail` against this type's schema at `version`; the findings name each violation's
+    /// location.
+    pub fn validate(self, version: u32, detail: &Value) -> Result<(), Vec<String>> {
+        let validator = self.validator(version).ok_or_else(|| vec![format!("no schema version {version}")])?;
+        let findings: Vec<String> =
+            validator.iter_errors(detail).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        if findings.is_empty() { Ok(()) } else { Err(findings) }
+    }
+
     pub(crate) fn validator(self, version: u32) -> Option<&'static jsonschema::Validator> {
         static VALIDATORS: OnceLock<HashMap<(EventType, u32), jsonschema::Validator>> = OnceLock::new();
         VALIDATORS

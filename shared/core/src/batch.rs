@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use retail_sync_contracts::envelope::{Channel, Detail, Metadata, SOURCE_RETAIL_SYNC};
 use retail_sync_contracts::events::{ReasonCode, WorkflowException};
 use retail_sync_contracts::values::CorrelationId;
@@ -24,6 +26,13 @@ pub struct BatchRunner {
     pub metrics: Arc<dyn Metrics>,
 }
 
+enum Handled {
+    Done(Vec<Outgoing>),
+    /// Kept for operators; the WorkflowException announcing it is to be published.
+    Quarantined(Outgoing),
+    Retry,
+}
+
 /// What happened to a batch.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchOutcome {
@@ -42,25 +51,21 @@ impl BatchRunner {
         // (message id, events) for the messages whose handling succeeded.
         let mut pending: Vec<(String, Vec<Outgoing>)> = Vec::with_capacity(messages.len());
         for message in messages {
-            let span = tracing::info_span!("message", step, message_id = %message.id, receive_count = message.receive_count);
-            let _enter = span.enter();
-            match self.step.handle(message).await {
-                Ok(events) => pending.push((message.id.clone(), events)),
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, class = e.class(), "retryable failure; message will be redelivered");
-                    self.metrics.add("retried", 1, Some(("class", e.class())));
-                    outcome.failed.push(message.id.clone());
+            // `correlation_id` is filled in by the step once it has parsed the event.
+            let span = tracing::info_span!(
+                "message",
+                step,
+                message_id = %message.id,
+                receive_count = message.receive_count,
+                correlation_id = tracing::field::Empty,
+            );
+            match self.handle_one(message).instrument(span).await {
+                Handled::Done(events) => pending.push((message.id.clone(), events)),
+                Handled::Quarantined(exception) => {
+                    outcome.quarantined.push(message.id.clone());
+                    pending.push((message.id.clone(), vec![exception]));
                 }
-                Err(e) => match self.quarantine(message, e).await {
-                    Ok(exception) => {
-                        outcome.quarantined.push(message.id.clone());
-                        pending.push((message.id.clone(), vec![exception]));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not quarantine; message will be redelivered");
-                        outcome.failed.push(message.id.clone());
-                    }
-                },
+                Handled::Retry => outcome.failed.push(message.id.clone()),
             }
         }
 
@@ -89,6 +94,24 @@ impl BatchRunner {
             }
         }
         outcome
+    }
+
+    async fn handle_one(&self, message: &Message) -> Handled {
+        match self.step.handle(message).await {
+            Ok(events) => Handled::Done(events),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, class = e.class(), "retryable failure; message will be redelivered");
+                self.metrics.add("retried", 1, Some(("class", e.class())));
+                Handled::Retry
+            }
+            Err(e) => match self.quarantine(message, e).await {
+                Ok(exception) => Handled::Quarantined(exception),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not quarantine; message will be redelivered");
+                    Handled::Retry
+                }
+            },
+        }
     }
 
     /// Keeps a permanently failed message for operators and builds the WorkflowException announcing it.

@@ -10,6 +10,7 @@
 //! - [`steps`]: the workflow steps; each consumes one queue and returns the events it wants published.
 //! - [`batch`]: runs a step over a batch of queue messages, publishes in batches and reports which
 //!   messages failed (the SQS partial batch response).
+//! - [`runner`]: polls queues the way Lambda's SQS event source does, for backends without Lambda.
 //! - [`memory`]: in-memory adapters of the ports, for unit tests and benchmarks.
 
 pub mod batch;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod idempotency;
 pub mod memory;
 pub mod ports;
+pub mod runner;
 pub mod saga;
 pub mod steps;
 

@@ -170,13 +170,25 @@ pub async fn update(
     store: &dyn SagaStore,
     id: &SagaId,
     completion: Option<&IdempotencyRecord>,
+    change: impl FnMut(&mut Saga),
+) -> Result<Saga, Error> {
+    let current = load_existing(store, id).await?;
+    update_from(store, current, completion, change).await
+}
+
+/// [`update`] starting from a saga the caller has just loaded, which saves a read on the common path.
+pub async fn update_from(
+    store: &dyn SagaStore,
+    mut current: Saga,
+    completion: Option<&IdempotencyRecord>,
     mut change: impl FnMut(&mut Saga),
 ) -> Result<Saga, Error> {
-    for _ in 0..UPDATE_ATTEMPTS {
-        let mut saga = store
-            .load(id)
-            .await?
-            .ok_or_else(|| Error::NotYet { what: format!("saga {id}") })?;
+    let id = current.id.clone();
+    for attempt in 0..UPDATE_ATTEMPTS {
+        if attempt > 0 {
+            current = load_existing(store, &id).await?;
+        }
+        let mut saga = current.clone();
         change(&mut saga);
         saga.version += 1;
         match store.save(&saga, completion).await {
@@ -186,4 +198,10 @@ pub async fn update(
         }
     }
     Err(Error::Conflict { what: format!("saga {id}") })
+}
+
+/// The saga, or `NotYet` when it does not exist (yet): a step that runs before ingest has recorded the
+/// transaction retries instead of failing.
+pub async fn load_existing(store: &dyn SagaStore, id: &SagaId) -> Result<Saga, Error> {
+    store.load(id).await?.ok_or_else(|| Error::NotYet { what: format!("saga {id}") })
 }

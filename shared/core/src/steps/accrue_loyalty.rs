@@ -52,11 +52,7 @@ impl Step for AccrueLoyalty {
         let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
         let now = self.clock.now();
 
-        let saga = self
-            .sagas
-            .load(&saga_id)
-            .await?
-            .ok_or_else(|| Error::NotYet { what: format!("saga {saga_id}") })?;
+        let saga = saga::load_existing(&*self.sagas, &saga_id).await?;
         let Event::SaleCompleted(sale) = saga.origin_event()? else {
             return Err(Error::Corrupt {
                 what: format!("saga {saga_id}"),
@@ -95,7 +91,7 @@ impl Step for AccrueLoyalty {
                 };
                 let completion =
                     self.policy.completed(&claim, serde_json::to_value(&accrued).expect("results serialize"), now);
-                saga::update(&*self.sagas, &saga_id, Some(&completion), |s| match &accrued {
+                saga::update_from(&*self.sagas, saga.clone(), Some(&completion), |s| match &accrued {
                     Accrued::Accrued { loyalty_transaction_id, points, eligible_minor, .. } => {
                         s.ledger.loyalty_transaction_id = Some(loyalty_transaction_id.clone());
                         s.ledger.points_accrued = Some(*points);

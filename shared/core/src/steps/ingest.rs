@@ -70,6 +70,7 @@ impl Step for Ingest {
         let envelope =
             parse_inbound(message.body.as_bytes(), &self.limits).map_err(|r| Error::BadInput(Box::new(r)))?;
         let event = envelope.detail;
+        super::note_correlation(event.metadata());
         let type_name = event.event_type().name();
         if let Err(findings) = business_rules(&event) {
             return Err(refuse(

@@ -10,6 +10,8 @@ pub use accrue_loyalty::AccrueLoyalty;
 pub use ingest::Ingest;
 pub use post_sale_to_erp::PostSaleToErp;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -19,11 +21,58 @@ use sha2::{Digest, Sha256};
 use retail_sync_contracts::envelope::{BusEvent, Channel, Detail, Metadata};
 use retail_sync_contracts::events::{ReasonCode, WorkflowException};
 use retail_sync_contracts::values::{CorrelationId, EventId};
-use retail_sync_contracts::{Event, EventType, Rejection};
+use retail_sync_contracts::{Event, EventType, IngestLimits, Rejection};
 
 use crate::error::Error;
 use crate::idempotency::{Claim, Fingerprint, IdempotencyKey, IdempotencyPolicy, IdempotencyRecord, decide};
-use crate::ports::{IdempotencyStore, Outgoing};
+use crate::ports::{Clock, Erp, IdempotencyStore, Loyalty, Metrics, Outgoing, SagaStore};
+
+/// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
+pub const STEPS: [&str; 3] = [ingest::STEP, post_sale_to_erp::STEP, accrue_loyalty::STEP];
+
+/// What the steps are built from: the ports, whatever adapters back them.
+#[derive(Clone)]
+pub struct Deps {
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub sagas: Arc<dyn SagaStore>,
+    pub erp: Arc<dyn Erp>,
+    pub loyalty: Arc<dyn Loyalty>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn Metrics>,
+    pub policy: IdempotencyPolicy,
+    pub limits: IngestLimits,
+}
+
+/// The step a function binary runs; `None` for a name no step has. The Lambda functions and the local
+/// runner both build their steps here, so a step is wired the same way everywhere.
+pub fn build(name: &str, deps: &Deps) -> Option<Arc<dyn Step>> {
+    let d = deps.clone();
+    Some(match name {
+        ingest::STEP => Arc::new(Ingest { sagas: d.sagas, clock: d.clock, metrics: d.metrics, limits: d.limits }),
+        post_sale_to_erp::STEP => Arc::new(PostSaleToErp {
+            idempotency: d.idempotency,
+            sagas: d.sagas,
+            erp: d.erp,
+            clock: d.clock,
+            metrics: d.metrics,
+            policy: d.policy,
+        }),
+        accrue_loyalty::STEP => Arc::new(AccrueLoyalty {
+            idempotency: d.idempotency,
+            sagas: d.sagas,
+            loyalty: d.loyalty,
+            clock: d.clock,
+            metrics: d.metrics,
+            policy: d.policy,
+        }),
+        _ => return None,
+    })
+}
+
+/// Puts the correlation id on the message's span, so every later log line of the step carries it.
+pub(crate) fn note_correlation(metadata: &Metadata) {
+    tracing::Span::current().record("correlation_id", metadata.correlation_id.as_str());
+}
 
 /// A queue message as every backend delivers it.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +111,7 @@ pub fn parse_internal(body: &str) -> Result<(BusEvent<Value>, Event), Error> {
         .ok_or_else(|| bad(format!("unknown detail-type {:?}", envelope.detail_type)))?;
     let event = Event::from_detail(event_type, envelope.detail.clone())
         .map_err(|e| bad(format!("{}: {e}", envelope.detail_type)))?;
+    note_correlation(event.metadata());
     Ok((envelope, event))
 }
 

@@ -1,0 +1,386 @@
+//! The POS sale workflow over in-memory adapters: each step alone and the three chained, with the
+//! failure paths that matter (duplicates, redelivery after a failed publish, permanent vs retryable).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::values::{ExternalRef, Points};
+use retail_sync_contracts::{Event, IngestLimits};
+use retail_sync_core::Error;
+use retail_sync_core::batch::BatchRunner;
+use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyPolicy};
+use retail_sync_core::memory::{CountingMetrics, ManualClock, MemoryBus, MemoryState};
+use retail_sync_core::ports::*;
+use retail_sync_core::saga::{SagaId, SagaStatus, StepOutcome};
+use retail_sync_core::steps::{self, Deps, Message, Step};
+
+/// An ERP that counts calls and answers what the test scripted.
+#[derive(Default)]
+struct FakeErp {
+    calls: AtomicU32,
+    /// `Some(true)`: rejected for good; `Some(false)`: unavailable.
+    fail: Mutex<Option<bool>>,
+}
+
+#[async_trait]
+impl Erp for FakeErp {
+    async fn post_sale(&self, _: &ErpSaleRequest, _: &IdempotencyKey) -> Result<ErpDocument, Error> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        match *self.fail.lock().unwrap() {
+            Some(true) => Err(Error::rejected(ReasonCode::ErpRejected, "period_closed: closed")),
+            Some(false) => Err(Error::unavailable("erp", "503")),
+            None => Ok(ErpDocument { document_id: ExternalRef::parse(format!("ERP-{n}")).unwrap() }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct FakeLoyalty {
+    calls: AtomicU32,
+    requests: Mutex<Vec<AccrualRequest>>,
+}
+
+#[async_trait]
+impl Loyalty for FakeLoyalty {
+    async fn accrue(&self, request: &AccrualRequest, _: &IdempotencyKey) -> Result<Accrual, Error> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.requests.lock().unwrap().push(request.clone());
+        if request.member_id.as_str().starts_with("unknown-") {
+            return Err(Error::rejected(ReasonCode::LoyaltyRejected, "member_not_found"));
+        }
+        let points = Points::new(request.eligible_minor.get() / 100).unwrap();
+        Ok(Accrual { loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(), points, balance: points })
+    }
+}
+
+struct World {
+    state: Arc<MemoryState>,
+    bus: Arc<MemoryBus>,
+    erp: Arc<FakeErp>,
+    loyalty: Arc<FakeLoyalty>,
+    clock: Arc<ManualClock>,
+    metrics: Arc<CountingMetrics>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            bus: Arc::default(),
+            erp: Arc::default(),
+            loyalty: Arc::default(),
+            clock: Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap())),
+            metrics: Arc::default(),
+        }
+    }
+
+    fn step(&self, name: &str) -> Arc<dyn Step> {
+        let deps = Deps {
+            idempotency: self.state.clone(),
+            sagas: self.state.clone(),
+            erp: self.erp.clone(),
+            loyalty: self.loyalty.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            policy: IdempotencyPolicy::default(),
+            limits: IngestLimits::default(),
+        };
+        steps::build(name, &deps).unwrap()
+    }
+
+    fn runner(&self, name: &str) -> BatchRunner {
+        BatchRunner {
+            step: self.step(name),
+            publisher: self.bus.clone(),
+            quarantine: self.state.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Runs the whole chain for one inbound body, routing published events as the template's rules do.
+    async fn process(&self, body: &str) {
+        let mut queue = vec![("ingest", body.to_owned())];
+        let mut n = 0;
+        while let Some((step, body)) = queue.pop() {
+            let before = self.bus.published().len();
+            n += 1;
+            let outcome = self.runner(step).run(&[msg(&format!("m{n}"), &body)]).await;
+            assert!(outcome.failed.is_empty(), "{step} failed: {outcome:?}");
+            for out in &self.bus.published()[before..] {
+                let next = match (out.source, out.detail_type()) {
+                    ("retail-sync.ingest", "SaleCompleted") => "post-sale-to-erp",
+                    ("retail-sync", "ErpSalePosted") => "accrue-loyalty",
+                    _ => continue,
+                };
+                queue.push((next, envelope(out)));
+            }
+        }
+    }
+
+    async fn saga(&self, id: &str) -> retail_sync_core::saga::Saga {
+        self.state.load(&SagaId::from_stored(id.to_owned())).await.unwrap().expect("saga exists")
+    }
+}
+
+fn msg(id: &str, body: &str) -> Message {
+    Message { id: id.to_owned(), body: body.to_owned(), receive_count: 1 }
+}
+
+/// The EventBridge envelope the bus would deliver for an outgoing event.
+fn envelope(out: &Outgoing) -> String {
+    json!({
+        "version": "0", "id": "b1", "detail-type": out.detail_type(), "source": out.source,
+        "time": "2026-11-20T10:00:01Z", "resources": [], "detail": out.event,
+    })
+    .to_string()
+}
+
+fn sample_sale() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/samples/SaleCompleted.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+const SAGA: &str = "receipt:store-042:r-000123";
+
+fn types(bus: &MemoryBus) -> Vec<String> {
+    bus.published().iter().map(|o| format!("{}/{}", o.source, o.detail_type())).collect()
+}
+
+#[tokio::test]
+async fn a_member_sale_is_posted_once_and_accrues_the_points_loyalty_computed() {
+    let w = World::new();
+    w.process(&sample_sale().to_string()).await;
+
+    let saga = w.saga(SAGA).await;
+    assert_eq!(saga.status, SagaStatus::Completed);
+    assert_eq!(saga.ledger.erp_document_id.as_ref().map(|d| d.as_str()), Some("ERP-1"));
+    // 2 × 19.99 + 45.00 − 5.00 eligible; the gift card line is not eligible.
+    assert_eq!(saga.ledger.eligible_minor.map(|a| a.get()), Some(7998));
+    assert_eq!(saga.ledger.points_accrued.map(|p| p.get()), Some(79));
+    let timeline: Vec<_> = saga.steps.iter().map(|s| (s.step.as_str(), s.outcome)).collect();
+    assert_eq!(
+        timeline,
+        [("ingest", StepOutcome::Accepted), ("post-sale-to-erp", StepOutcome::Done), ("accrue-loyalty", StepOutcome::Done)]
+    );
+    assert_eq!(
+        types(&w.bus),
+        ["retail-sync.ingest/SaleCompleted", "retail-sync/ErpSalePosted", "retail-sync/LoyaltyAccrued"]
+    );
+    // Outbound events keep the sender's correlation id.
+    for out in w.bus.published() {
+        assert_eq!(out.event.metadata().correlation_id.as_str(), "pos-store-042-r-000123");
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_repeats_no_effect_and_republishes_the_same_event_ids() {
+    let w = World::new();
+    let body = sample_sale().to_string();
+    w.process(&body).await;
+    let first: Vec<_> = w.bus.published().iter().map(|o| o.event.metadata().event_id.clone()).collect();
+    w.process(&body).await;
+    assert_eq!(w.erp.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 1);
+    let all: Vec<_> = w.bus.published().iter().map(|o| o.event.metadata().event_id.clone()).collect();
+    // Ingest re-emits the channel's own event; our events get the ids derived from the step keys.
+    assert_eq!(all[3..], first[..]);
+    assert_eq!(w.metrics.get("duplicates"), 1);
+    assert_eq!(w.saga(SAGA).await.steps.len(), 3, "the timeline records each effect once");
+}
+
+#[tokio::test]
+async fn a_step_whose_publish_failed_publishes_again_on_redelivery_without_calling_the_erp_again() {
+    let w = World::new();
+    let post = w.runner("post-sale-to-erp");
+    let mut accepted = sample_sale();
+    accepted["source"] = "retail-sync.ingest".into();
+    w.state.create(&start_saga(&accepted)).await.unwrap();
+    let body = accepted.to_string();
+
+    w.bus.fail_next(1);
+    let first = post.run(&[msg("m1", &body)]).await;
+    assert_eq!(first.failed, ["m1"], "a message whose events did not reach the bus is redelivered");
+    assert!(w.bus.published().is_empty());
+
+    let second = post.run(&[Message { receive_count: 2, ..msg("m1", &body) }]).await;
+    assert!(second.failed.is_empty());
+    assert_eq!(types(&w.bus), ["retail-sync/ErpSalePosted"]);
+    assert_eq!(w.erp.calls.load(Ordering::SeqCst), 1, "the effect happened once");
+}
+
+fn start_saga(envelope: &Value) -> retail_sync_core::saga::Saga {
+    let event = Event::from_detail(retail_sync_contracts::EventType::SaleCompleted, envelope["detail"].clone()).unwrap();
+    retail_sync_core::saga::Saga::start(SagaId::from_stored(SAGA.to_owned()), &event, "2026-11-20T10:00:00Z".parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_erp_rejection_fails_the_saga_and_announces_it_without_retrying() {
+    let w = World::new();
+    *w.erp.fail.lock().unwrap() = Some(true);
+    w.process(&sample_sale().to_string()).await;
+    let saga = w.saga(SAGA).await;
+    assert_eq!(saga.status, SagaStatus::Failed);
+    assert!(saga.has_step("post-sale-to-erp", StepOutcome::Failed));
+    assert_eq!(types(&w.bus), ["retail-sync.ingest/SaleCompleted", "retail-sync/WorkflowException"]);
+    let Event::WorkflowException(e) = &w.bus.published()[1].event else { panic!() };
+    assert_eq!(e.data.reason, ReasonCode::ErpRejected);
+    assert_eq!(e.metadata.correlation_id.as_str(), "pos-store-042-r-000123");
+    assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(w.metrics.get("failed{reason=erp_rejected}"), 1);
+}
+
+#[tokio::test]
+async fn an_unavailable_erp_leaves_the_message_for_redelivery_and_frees_the_claim() {
+    let w = World::new();
+    *w.erp.fail.lock().unwrap() = Some(false);
+    let mut accepted = sample_sale();
+    accepted["source"] = "retail-sync.ingest".into();
+    w.state.create(&start_saga(&accepted)).await.unwrap();
+    let post = w.runner("post-sale-to-erp");
+    let outcome = post.run(&[msg("m1", &accepted.to_string())]).await;
+    assert_eq!(outcome.failed, ["m1"]);
+    assert!(outcome.quarantined.is_empty());
+    let key = IdempotencyKey::for_step(SAGA, "post-sale-to-erp");
+    assert_eq!(w.state.get(&key).await.unwrap(), None, "the claim was released for the next delivery");
+
+    *w.erp.fail.lock().unwrap() = None;
+    let outcome = post.run(&[msg("m1", &accepted.to_string())]).await;
+    assert!(outcome.failed.is_empty());
+    assert_eq!(w.saga(SAGA).await.ledger.erp_document_id.as_ref().map(|d| d.as_str()), Some("ERP-2"));
+}
+
+#[tokio::test]
+async fn a_crashed_claim_blocks_until_its_lease_lapses_then_the_step_proceeds() {
+    let w = World::new();
+    let mut accepted = sample_sale();
+    accepted["source"] = "retail-sync.ingest".into();
+    w.state.create(&start_saga(&accepted)).await.unwrap();
+    // A delivery that claimed the step and died before finishing.
+    let key = IdempotencyKey::for_step(SAGA, "post-sale-to-erp");
+    let policy = IdempotencyPolicy::default();
+    let claim = policy.in_progress(
+        key,
+        retail_sync_core::idempotency::Fingerprint::of(
+            &serde_json::from_value::<retail_sync_contracts::SaleCompleted>(accepted["detail"]["data"].clone()).unwrap(),
+        ),
+        w.clock.now(),
+    );
+    w.state.try_insert(&claim, w.clock.now()).await.unwrap();
+
+    let post = w.step("post-sale-to-erp");
+    let err = post.handle(&msg("m1", &accepted.to_string())).await.unwrap_err();
+    assert!(matches!(err, Error::InProgress { .. }) && err.is_retryable(), "{err}");
+    assert_eq!(w.erp.calls.load(Ordering::SeqCst), 0);
+
+    w.clock.advance(Duration::from_secs(61));
+    post.handle(&msg("m1", &accepted.to_string())).await.unwrap();
+    assert_eq!(w.erp.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn accrual_before_its_saga_exists_waits_instead_of_failing() {
+    let w = World::new();
+    let erp_posted = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/samples/ErpSalePosted.json")).unwrap();
+    let err = w.step("accrue-loyalty").handle(&msg("m1", &erp_posted)).await.unwrap_err();
+    assert!(matches!(err, Error::NotYet { .. }) && err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn anonymous_sales_complete_without_accrual_and_unknown_members_fail_visibly() {
+    let w = World::new();
+    let mut anonymous = sample_sale();
+    anonymous["detail"]["data"].as_object_mut().unwrap().remove("member_id");
+    w.process(&anonymous.to_string()).await;
+    let saga = w.saga(SAGA).await;
+    assert_eq!(saga.status, SagaStatus::Completed);
+    assert!(saga.has_step("accrue-loyalty", StepOutcome::Skipped));
+    assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 0);
+
+    let mut unknown = sample_sale();
+    unknown["detail"]["data"]["receipt_id"] = "r-2".into();
+    unknown["detail"]["data"]["member_id"] = "unknown-1".into();
+    w.process(&unknown.to_string()).await;
+    let saga = w.saga("receipt:store-042:r-2").await;
+    assert_eq!(saga.status, SagaStatus::Failed);
+    assert!(types(&w.bus).last().unwrap().ends_with("WorkflowException"));
+}
+
+#[tokio::test]
+async fn points_paid_with_points_do_not_earn_points() {
+    let w = World::new();
+    let mut sale = sample_sale();
+    let gross = sale["detail"]["data"]["totals"]["gross_minor"].as_i64().unwrap();
+    sale["detail"]["data"]["tenders"] = json!([
+        {"method": "points", "amount_minor": 998},
+        {"method": "card", "amount_minor": gross - 998},
+    ]);
+    w.process(&sale.to_string()).await;
+    assert_eq!(w.loyalty.requests.lock().unwrap()[0].eligible_minor.get(), 7000);
+}
+
+#[tokio::test]
+async fn bad_input_is_quarantined_with_its_reason_and_announced_never_retried() {
+    let w = World::new();
+    let ingest = w.runner("ingest");
+    let mut bad_totals = sample_sale();
+    bad_totals["detail"]["data"]["totals"]["gross_minor"] = 1.into();
+    let mut no_id = sample_sale();
+    no_id["detail"]["data"].as_object_mut().unwrap().remove("receipt_id");
+    let batch = [
+        msg("bad-json", "{not json"),
+        msg("bad-totals", &bad_totals.to_string()),
+        msg("no-id", &no_id.to_string()),
+        msg("good", &sample_sale().to_string()),
+    ];
+    let outcome = ingest.run(&batch).await;
+    assert!(outcome.failed.is_empty(), "permanent failures are not retried");
+    assert_eq!(outcome.quarantined, ["bad-json", "bad-totals", "no-id"]);
+
+    let items = w.state.list(10).await.unwrap();
+    let reasons: Vec<_> = items.iter().map(|i| (i.id.as_str(), i.reason)).collect();
+    assert_eq!(
+        reasons,
+        [
+            ("bad-json", ReasonCode::InvalidJson),
+            ("bad-totals", ReasonCode::BusinessRuleViolation),
+            ("no-id", ReasonCode::MissingIdentifier)
+        ]
+    );
+    assert_eq!(items[0].body, "{not json", "the input is kept as received");
+    assert_eq!(items[1].correlation_id.as_deref(), Some("pos-store-042-r-000123"));
+    let exceptions = types(&w.bus).iter().filter(|t| t.ends_with("WorkflowException")).count();
+    assert_eq!(exceptions, 3);
+    assert_eq!(w.metrics.get("quarantined{reason=invalid_json}"), 1);
+}
+
+#[tokio::test]
+async fn the_same_receipt_with_different_content_is_refused_and_recorded_on_the_saga() {
+    let w = World::new();
+    w.process(&sample_sale().to_string()).await;
+    let mut altered = sample_sale();
+    altered["detail"]["metadata"]["event_id"] = "evt-other".into();
+    altered["detail"]["data"]["lines"][0]["sku"] = "SKU-OTHER".into();
+    let outcome = w.runner("ingest").run(&[msg("m9", &altered.to_string())]).await;
+    assert_eq!(outcome.quarantined, ["m9"]);
+    let item = &w.state.list(10).await.unwrap()[0];
+    assert_eq!(item.reason, ReasonCode::IdempotencyKeyReused);
+    let saga = w.saga(SAGA).await;
+    assert!(saga.has_step("ingest", StepOutcome::Refused));
+    assert_eq!(saga.status, SagaStatus::Completed, "the first sale stands");
+    assert_eq!(w.erp.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_event_on_the_wrong_queue_is_quarantined_not_looped() {
+    let w = World::new();
+    let tier = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/samples/TierChanged.json")).unwrap();
+    let outcome = w.runner("post-sale-to-erp").run(&[msg("m1", &tier)]).await;
+    assert_eq!(outcome.quarantined, ["m1"]);
+    assert_eq!(w.state.list(1).await.unwrap()[0].reason, ReasonCode::UnknownEventType);
+}

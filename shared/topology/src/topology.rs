@@ -77,8 +77,7 @@ impl Topology {
     }
 
     pub fn parse(text: &str) -> Result<Self, TopologyError> {
-        let yaml: yaml_serde::Value = yaml_serde::from_str(text)?;
-        let template = to_json(yaml);
+        let template = template_json(text)?;
         let resources = template
             .get("Resources")
             .and_then(Value::as_object)
@@ -143,6 +142,11 @@ impl Topology {
 
 fn invalid(resource: &str, message: impl Into<String>) -> TopologyError {
     TopologyError::Invalid { resource: resource.to_owned(), message: message.into() }
+}
+
+/// The template as JSON, short tags in their long forms: what checks of the template read.
+pub fn template_json(text: &str) -> Result<Value, TopologyError> {
+    Ok(to_json(yaml_serde::from_str(text)?))
 }
 
 /// YAML → JSON, turning CloudFormation short tags into their long forms (`!GetAtt Q.Arn` →

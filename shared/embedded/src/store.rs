@@ -160,8 +160,9 @@ impl Embedded {
 
     /// Puts events on the bus as channels' PutEvents do: each is stamped with an id and time, archived,
     /// and copied to the target queue of every rule whose pattern it matches, in one transaction.
-    /// Returns the routed envelopes' ids.
-    pub fn put_events(&self, entries: &[(String, String, Value)]) -> Result<Vec<String>, Error> {
+    /// Returns, per entry, the envelope's id and how many queues it was delivered to (0: no rule
+    /// matched, which EventBridge does not report either — callers that feed input make it visible).
+    pub fn put_events(&self, entries: &[(String, String, Value)]) -> Result<Vec<(String, usize)>, Error> {
         let now = self.clock.now();
         self.tx(|tx| {
             entries
@@ -185,6 +186,7 @@ impl Embedded {
                     )
                     .and_then(|mut s| s.execute(params![id, ms(now), source, detail_type, body]))
                     .map_err(unavailable)?;
+                    let mut delivered = 0;
                     for rule in self.topology.rules.iter().filter(|r| r.pattern.matches(&event)) {
                         for target in &rule.targets {
                             tx.prepare_cached(
@@ -194,9 +196,10 @@ impl Embedded {
                                 s.execute(params![uuid::Uuid::now_v7().to_string(), target, body, ms(now)])
                             })
                             .map_err(unavailable)?;
+                            delivered += 1;
                         }
                     }
-                    Ok(id)
+                    Ok((id, delivered))
                 })
                 .collect()
         })

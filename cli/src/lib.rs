@@ -1,0 +1,15 @@
+//! The `retail-sync` command line: local runs on the embedded backend, operator commands (quarantine,
+//! DLQs, sagas) and benchmarks. `main.rs` only parses arguments; the work is here so the end-to-end
+//! tests drive exactly what the command does.
+//!
+//! # Layout
+//! - [`input`]: reads sample files (JSON, JSON arrays, JSONL) into bus entries or raw queue bodies.
+//! - [`local`]: the whole system in-process: embedded backend wired from the template, the steps, the
+//!   reference simulators, and a loop that runs until every queue is drained.
+//! - [`bench`]: benchmarks that print figures.
+//! - [`report`]: the run's outcome as a stable JSON document and as a human summary.
+
+pub mod bench;
+pub mod input;
+pub mod local;
+pub mod report;

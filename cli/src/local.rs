@@ -1,0 +1,237 @@
+//! The whole system in one process: the embedded backend wired from `infra/template.yaml`, every
+//! function of the template as a poller over its queue, and the reference ERP and loyalty simulators.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use retail_sync_contracts::IngestLimits;
+use retail_sync_core::batch::BatchRunner;
+use retail_sync_core::idempotency::IdempotencyPolicy;
+use retail_sync_core::memory::CountingMetrics;
+use retail_sync_core::ports::{Clock, Erp, Loyalty, SystemClock};
+use retail_sync_core::runner::{Consumer, LocalRunner};
+use retail_sync_core::steps::{self, Deps};
+use retail_sync_embedded::{Embedded, Topology};
+use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
+
+use crate::input::Input;
+use crate::report::{DeadLetter, Facts, Report};
+
+/// Where a local run keeps its state, and how it is wired.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub template: PathBuf,
+    /// The SQLite file of the embedded backend.
+    pub state: PathBuf,
+    /// Start from empty state instead of resuming.
+    pub fresh: bool,
+    /// Replaces the template's visibility timeouts (minutes, sized for Lambda) so that a retry happens
+    /// within the run.
+    pub visibility_timeout: Duration,
+}
+
+impl LocalOptions {
+    pub fn new(template: PathBuf, state: PathBuf) -> Self {
+        Self { template, state, fresh: false, visibility_timeout: Duration::from_millis(500) }
+    }
+}
+
+/// The ERP and loyalty platform a local run talks to.
+#[derive(Clone, Default)]
+pub struct Simulators {
+    pub erp: ErpSimulator,
+    pub loyalty: LoyaltySimulator,
+}
+
+pub struct LocalSystem {
+    pub store: Arc<Embedded>,
+    pub simulators: Simulators,
+    pub metrics: Arc<CountingMetrics>,
+    runner: LocalRunner,
+    /// The queues the functions consume (not their DLQs).
+    work_queues: Vec<String>,
+    ingest_queue: String,
+}
+
+/// What feeding did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Fed {
+    /// Envelopes put on the bus.
+    pub events: usize,
+    /// Inputs that were not envelopes, sent to the ingest queue as they were.
+    pub raw: usize,
+    /// Envelopes no rule matched (EventBridge would drop them silently; we count them).
+    pub unrouted: usize,
+}
+
+/// Progress of a run, for a progress bar.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Progress {
+    /// Messages handled so far (every step counts).
+    pub handled: u64,
+    /// Messages waiting or in flight.
+    pub pending: u64,
+}
+
+impl LocalSystem {
+    pub fn open(options: &LocalOptions, simulators: Simulators) -> anyhow::Result<Self> {
+        let topology = Topology::load(&options.template)?;
+        if options.fresh {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = options.state.clone().into_os_string();
+                path.push(suffix);
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("cannot remove {}", options.state.display()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = Arc::new(
+            Embedded::open(&options.state, topology.clone(), clock.clone())?
+                .with_visibility_timeout(options.visibility_timeout),
+        );
+        let metrics = Arc::new(CountingMetrics::default());
+        let erp: Arc<dyn Erp> = Arc::new(InProcessErp(simulators.erp.clone()));
+        let loyalty: Arc<dyn Loyalty> = Arc::new(InProcessLoyalty(simulators.loyalty.clone()));
+        let deps = Deps {
+            idempotency: store.clone(),
+            sagas: store.clone(),
+            erp,
+            loyalty,
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            policy: IdempotencyPolicy::default(),
+            limits: IngestLimits::default(),
+        };
+        let mut consumers = Vec::new();
+        for f in &topology.functions {
+            let step = steps::build(&f.binary, &deps)
+                .with_context(|| format!("the template's function {} runs {}, which no step implements", f.id, f.binary))?;
+            consumers.push(Consumer {
+                queue: f.queue.clone(),
+                batch_size: f.batch_size,
+                runner: BatchRunner {
+                    step,
+                    publisher: store.clone(),
+                    quarantine: store.clone(),
+                    clock: clock.clone(),
+                    metrics: metrics.clone(),
+                },
+            });
+        }
+        let ingest_queue = topology
+            .function("ingest")
+            .map(|f| f.queue.clone())
+            .context("the template has no function whose binary is `ingest`")?;
+        let work_queues = consumers.iter().map(|c| c.queue.clone()).collect();
+        Ok(Self {
+            runner: LocalRunner { queues: store.clone(), consumers },
+            store,
+            simulators,
+            metrics,
+            work_queues,
+            ingest_queue,
+        })
+    }
+
+    /// Puts the inputs on the bus (envelopes) or the ingest queue (anything else).
+    pub fn feed(&self, inputs: &[Input]) -> anyhow::Result<Fed> {
+        let mut fed = Fed::default();
+        // PutEvents-sized chunks, in input order.
+        let mut batch = Vec::with_capacity(10);
+        let flush = |batch: &mut Vec<(String, String, serde_json::Value)>, fed: &mut Fed| -> anyhow::Result<()> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let routed = self.store.put_events(batch)?;
+            fed.events += routed.len();
+            fed.unrouted += routed.iter().filter(|(_, targets)| *targets == 0).count();
+            batch.clear();
+            Ok(())
+        };
+        for input in inputs {
+            match input {
+                Input::Event { source, detail_type, detail } => {
+                    batch.push((source.clone(), detail_type.clone(), detail.clone()));
+                    if batch.len() == 10 {
+                        flush(&mut batch, &mut fed)?;
+                    }
+                }
+                Input::Raw(body) => {
+                    flush(&mut batch, &mut fed)?;
+                    self.store.send(&self.ingest_queue, body)?;
+                    fed.raw += 1;
+                }
+            }
+        }
+        flush(&mut batch, &mut fed)?;
+        Ok(fed)
+    }
+
+    /// Messages waiting or in flight on the functions' queues.
+    pub fn pending(&self) -> anyhow::Result<u64> {
+        let mut pending = 0;
+        for q in &self.work_queues {
+            let (visible, in_flight) = self.store.depth(q)?;
+            pending += visible + in_flight;
+        }
+        Ok(pending)
+    }
+
+    /// Polls every function until all their queues are empty: handled, quarantined, or moved to a DLQ
+    /// after maxReceiveCount failed deliveries.
+    pub async fn run_until_idle(&self, mut on_progress: impl FnMut(Progress)) -> anyhow::Result<Progress> {
+        let mut progress = Progress { handled: 0, pending: self.pending()? };
+        on_progress(progress);
+        loop {
+            let round = self.runner.round().await?;
+            progress.handled += round.received as u64;
+            if round.received == 0 {
+                progress.pending = self.pending()?;
+                on_progress(progress);
+                if progress.pending == 0 {
+                    return Ok(progress);
+                }
+                // Only messages waiting out a visibility timeout remain.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            } else if progress.handled % 200 < round.received as u64 {
+                progress.pending = self.pending()?;
+                on_progress(progress);
+            }
+        }
+    }
+
+    /// Everything the run left behind, as a report.
+    pub async fn report(&self, input: Fed) -> anyhow::Result<Report> {
+        use retail_sync_core::ports::QuarantineStore;
+        let mut dead_letters = std::collections::BTreeMap::new();
+        for dlq in self.store.topology().dead_letter_queues() {
+            let messages = self.store.messages(dlq)?;
+            dead_letters.insert(
+                dlq.to_owned(),
+                messages.into_iter().map(|m| DeadLetter { body: m.body, receive_count: m.receive_count }).collect(),
+            );
+        }
+        Ok(Report::build(Facts {
+            input,
+            sagas: self.store.sagas()?,
+            quarantine: self.store.list(usize::MAX).await?,
+            dead_letters,
+            balances: self.simulators.loyalty.balances(),
+            erp_postings: self
+                .simulators
+                .erp
+                .postings()
+                .iter()
+                .map(|p| serde_json::to_value(p).expect("postings serialize"))
+                .collect(),
+            metrics: self.metrics.snapshot(),
+        }))
+    }
+}

@@ -1,0 +1,211 @@
+//! The outcome of a run: a JSON report other tools can check (`report_version` changes only with an
+//! incompatible change) and the human summary printed at the end of `local run`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use retail_sync_core::ports::QuarantineItem;
+use retail_sync_core::saga::Saga;
+
+use crate::local::Fed;
+
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub report_version: u32,
+    pub input: Fed,
+    pub summary: Summary,
+    /// By correlation id.
+    pub sagas: BTreeMap<String, SagaReport>,
+    /// Loyalty balance per member, as the loyalty platform has it.
+    pub balances: BTreeMap<String, u64>,
+    /// Documents the ERP posted, in posting order.
+    pub erp_postings: Vec<Value>,
+    /// Bad input and permanently failed messages, ordered by step, reason and event id.
+    pub quarantine: Vec<QuarantineEntry>,
+    /// Messages that exhausted their deliveries, by DLQ.
+    pub dead_letter_queues: BTreeMap<String, Vec<DeadLetter>>,
+    /// Business counters of the run.
+    pub metrics: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub sagas: usize,
+    pub sagas_by_status: BTreeMap<String, usize>,
+    pub quarantined: usize,
+    pub quarantined_by_reason: BTreeMap<String, usize>,
+    pub dead_lettered: usize,
+    pub erp_postings: usize,
+    pub points_accrued: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SagaReport {
+    pub saga_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erp_document_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_accrued: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eligible_minor: Option<i64>,
+    /// The timeline: `step: outcome — message`.
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantineEntry {
+    pub step: String,
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub body: String,
+    pub receive_count: u32,
+}
+
+fn name_of<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// What a report is made of; each backend gathers these its own way.
+pub struct Facts {
+    pub input: Fed,
+    pub sagas: Vec<Saga>,
+    pub quarantine: Vec<QuarantineItem>,
+    pub dead_letters: BTreeMap<String, Vec<DeadLetter>>,
+    pub balances: BTreeMap<String, u64>,
+    pub erp_postings: Vec<Value>,
+    pub metrics: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub fn build(facts: Facts) -> Self {
+        let mut summary = Summary::default();
+        let mut sagas = BTreeMap::new();
+        for saga in facts.sagas {
+            let status = saga.status.as_str().to_owned();
+            *summary.sagas_by_status.entry(status.clone()).or_default() += 1;
+            summary.points_accrued += saga.ledger.points_accrued.map_or(0, |p| p.get().unsigned_abs());
+            let steps = saga
+                .steps
+                .iter()
+                .map(|s| format!("{}: {} — {}", s.step, name_of(&s.outcome), s.message))
+                .collect();
+            sagas.insert(
+                saga.correlation_id.to_string(),
+                SagaReport {
+                    saga_id: saga.id.to_string(),
+                    status,
+                    erp_document_id: saga.ledger.erp_document_id.map(|d| d.to_string()),
+                    points_accrued: saga.ledger.points_accrued.map(|p| p.get()),
+                    eligible_minor: saga.ledger.eligible_minor.map(|a| a.get()),
+                    steps,
+                },
+            );
+        }
+        summary.sagas = sagas.len();
+        let mut quarantine: Vec<QuarantineEntry> = facts
+            .quarantine
+            .into_iter()
+            .map(|q| QuarantineEntry {
+                step: q.step,
+                reason: name_of(&q.reason),
+                message: q.message,
+                findings: q.findings,
+                detail_type: q.detail_type,
+                event_id: q.event_id,
+                correlation_id: q.correlation_id,
+            })
+            .collect();
+        quarantine.sort_by(|a, b| {
+            (&a.step, &a.reason, &a.event_id, &a.message).cmp(&(&b.step, &b.reason, &b.event_id, &b.message))
+        });
+        for q in &quarantine {
+            *summary.quarantined_by_reason.entry(q.reason.clone()).or_default() += 1;
+        }
+        summary.quarantined = quarantine.len();
+        summary.dead_lettered = facts.dead_letters.values().map(Vec::len).sum();
+        summary.erp_postings = facts.erp_postings.len();
+        Self {
+            report_version: REPORT_VERSION,
+            input: facts.input,
+            summary,
+            sagas,
+            balances: facts.balances,
+            erp_postings: facts.erp_postings,
+            quarantine,
+            dead_letter_queues: facts.dead_letters,
+            metrics: facts.metrics,
+        }
+    }
+
+    /// The human summary.
+    pub fn render(&self) -> String {
+        let s = &self.summary;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "input      {} events on the bus, {} raw messages, {} unrouted",
+            self.input.events, self.input.raw, self.input.unrouted
+        );
+        let by_status: Vec<String> = s.sagas_by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(out, "sagas      {} ({})", s.sagas, by_status.join(", "));
+        let _ = writeln!(out, "erp        {} documents posted", s.erp_postings);
+        let _ = writeln!(out, "loyalty    {} points accrued", s.points_accrued);
+        for (member, points) in &self.balances {
+            let _ = writeln!(out, "           {member:<16} {points:>8} points");
+        }
+        let reasons: Vec<String> = s.quarantined_by_reason.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(out, "quarantine {}{}", s.quarantined, paren(&reasons));
+        for q in &self.quarantine {
+            let what = q.event_id.as_deref().or(q.detail_type.as_deref()).unwrap_or("(unidentified)");
+            let _ = writeln!(out, "           {:<24} {:<16} {}", q.reason, what, first_line(&q.message, 70));
+        }
+        let _ = writeln!(out, "dlq        {}", s.dead_lettered);
+        for (queue, messages) in self.dead_letter_queues.iter().filter(|(_, m)| !m.is_empty()) {
+            let _ = writeln!(out, "           {queue}: {} messages", messages.len());
+        }
+        let failed: Vec<_> = self
+            .sagas
+            .iter()
+            .filter(|(_, s)| s.status != "completed")
+            .map(|(c, s)| format!("           {c:<28} {:<10} {}", s.status, s.steps.last().map_or("", |x| x)))
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(out, "not completed:");
+            for line in failed {
+                let _ = writeln!(out, "{}", first_line(&line, 150));
+            }
+        }
+        out
+    }
+}
+
+fn paren(items: &[String]) -> String {
+    if items.is_empty() { String::new() } else { format!(" ({})", items.join(", ")) }
+}
+
+fn first_line(s: &str, max: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.chars().count() > max { format!("{}…", line.chars().take(max).collect::<String>()) } else { line.to_owned() }
+}

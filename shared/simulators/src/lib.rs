@@ -1,1 +1,32 @@
-//! placeholder
+//! Reference ERP and loyalty "system APIs": a small documented rule set, the idempotency contract, and
+//! fault injection, usable in-process (fast: the local runner and benchmarks) and over HTTP (what the
+//! connectors are tested against).
+//!
+//! # Layout
+//! - [`erp`]: [`ErpSimulator`] and its rules (document numbering, closed periods).
+//! - [`loyalty`]: [`LoyaltySimulator`] and its rules (enrolment, 1 point per whole currency unit).
+//! - [`faults`]: [`Faults`], the injectable failures both share (503s, timeouts before and after commit,
+//!   latency, down, a deterministic "first N calls fail" script).
+//! - [`error`]: [`SimError`], what a simulator answers instead of a result.
+//! - [`in_process`]: [`InProcessErp`] / [`InProcessLoyalty`], the simulators as core port adapters.
+//! - [`http`]: the HTTP server ([`serve`], [`router`]) and its routes.
+//! - [`samples`]: small valid requests for tests and smoke checks.
+//!
+//! Shared by both systems (private `system` module): one mutex per simulator held for the whole call
+//! (the rules are a few map operations), a request counter, and the record of each idempotency key.
+
+pub mod erp;
+pub mod error;
+pub mod faults;
+pub mod http;
+pub mod in_process;
+pub mod loyalty;
+pub mod samples;
+mod system;
+
+pub use erp::{ErpPosting, ErpSimulator};
+pub use error::SimError;
+pub use faults::{FaultKind, Faults};
+pub use http::{ErrorBody, SimState, router, serve};
+pub use in_process::{InProcessErp, InProcessLoyalty};
+pub use loyalty::{LoyaltySimulator, LoyaltyTransaction, points_for};

@@ -1,0 +1,160 @@
+//! One JSON-over-HTTP caller per system: a shared `reqwest::Client` (connection pool, TLS), the
+//! idempotency key on every call, and retries of the failures that are worth retrying.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::HeaderValue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_core::Error;
+use retail_sync_core::idempotency::IdempotencyKey;
+
+use crate::config::HttpConfig;
+use crate::error::ConnectorError;
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// The error body the contract specifies for every non-2xx answer.
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+#[derive(Clone)]
+pub(crate) struct JsonApi {
+    client: reqwest::Client,
+    base_url: String,
+    backoff: ExponentialBuilder,
+    /// For `Error::Unavailable` and the logs: `erp` or `loyalty`.
+    system: &'static str,
+    /// What a refusal of this system is reported as.
+    rejected: ReasonCode,
+}
+
+impl JsonApi {
+    pub(crate) fn new(
+        config: &HttpConfig,
+        system: &'static str,
+        rejected: ReasonCode,
+    ) -> Result<Self, ConnectorError> {
+        config.check_base_url("base_url")?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("retail-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ConnectorError::Client)?;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.min_backoff)
+            .with_max_delay(config.max_backoff)
+            .with_max_times(config.max_attempts.saturating_sub(1) as usize)
+            .with_jitter();
+        Ok(Self {
+            client,
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            backoff,
+            system,
+            rejected,
+        })
+    }
+
+    /// POSTs `body` to `path` with the idempotency key and returns the parsed 2xx body.
+    ///
+    /// Retrying a POST is safe here only because of the key: the contract obliges the system to answer a
+    /// repeated key with its first response and never to apply twice, so a timeout after the system
+    /// committed costs a duplicate request, not a duplicate posting.
+    pub(crate) async fn post<Req, Resp>(
+        &self,
+        path: &str,
+        body: &Req,
+        key: &IdempotencyKey,
+    ) -> Result<Resp, Error>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned,
+    {
+        let Ok(key_header) = HeaderValue::from_str(key.as_str()) else {
+            // Keys are built from validated identifiers; this is a bug upstream, and retrying cannot help.
+            let message = format!("idempotency key {key} cannot be sent as an HTTP header");
+            return Err(Error::rejected(self.rejected, message));
+        };
+        let url = format!("{}{path}", self.base_url);
+        let attempts = AtomicU32::new(0);
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(&url, body, &key_header).await
+        })
+        .retry(self.backoff)
+        .when(ConnectorError::is_retryable)
+        .notify(|e, delay| {
+            tracing::warn!(
+                system = self.system,
+                attempt = attempts.load(Ordering::Relaxed),
+                status = e.status(),
+                error = %e,
+                retry_in_ms = delay.as_millis() as u64,
+                idempotency_key = %key,
+                "call failed, retrying"
+            );
+        })
+        .await;
+        result.map_err(|e| {
+            let e = if e.is_retryable() {
+                // `when` only lets a retryable error out once the attempts are used up.
+                let attempts = attempts.load(Ordering::Relaxed);
+                ConnectorError::GaveUp {
+                    attempts,
+                    last: Box::new(e),
+                }
+            } else {
+                e
+            };
+            e.into_port_error(self.system, self.rejected)
+        })
+    }
+
+    async fn attempt<Req, Resp>(
+        &self,
+        url: &str,
+        body: &Req,
+        key: &HeaderValue,
+    ) -> Result<Resp, ConnectorError>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned,
+    {
+        let response = self
+            .client
+            .post(url)
+            .header(IDEMPOTENCY_KEY_HEADER, key.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(ConnectorError::Transport)?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.map_err(ConnectorError::Body);
+        }
+        // The error body is only for the message; an unreadable one must not hide the status.
+        let bytes = response.bytes().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => (body.code, body.message),
+            Err(_) => (
+                status
+                    .canonical_reason()
+                    .unwrap_or("unexpected status")
+                    .to_owned(),
+                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            ),
+        };
+        Err(ConnectorError::Status {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! The ERP port over HTTP (contract: `openapi/erp.yaml`).
+
+use async_trait::async_trait;
+
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_core::Error;
+use retail_sync_core::idempotency::IdempotencyKey;
+use retail_sync_core::ports::{Erp, ErpDocument, ErpSaleRequest};
+
+use crate::api::JsonApi;
+use crate::config::HttpConfig;
+use crate::error::ConnectorError;
+
+/// Cheap to clone: clones share one connection pool. Build it once per process.
+#[derive(Clone)]
+pub struct HttpErp {
+    api: JsonApi,
+}
+
+impl HttpErp {
+    pub fn new(config: &HttpConfig) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            api: JsonApi::new(config, "erp", ReasonCode::ErpRejected)?,
+        })
+    }
+
+    /// From `ERP_BASE_URL` and the optional `ERP_*` settings of [`HttpConfig::from_env`].
+    pub fn from_env() -> Result<Self, ConnectorError> {
+        Self::new(&HttpConfig::from_env("ERP")?)
+    }
+}
+
+#[async_trait]
+impl Erp for HttpErp {
+    async fn post_sale(&self, request: &ErpSaleRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error> {
+        self.api.post("/erp/v1/sales", request, key).await
+    }
+}

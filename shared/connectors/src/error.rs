@@ -1,0 +1,76 @@
+//! The connectors' error: what went wrong on the wire, classified the way the retry loop and the port
+//! mapping need it.
+
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_core::Error;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// Missing or malformed configuration; the adapter cannot be built.
+    #[error("configuration {var}: {message}")]
+    Config { var: String, message: String },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("building the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// No usable answer: connect error, timeout, connection reset.
+    #[error("request failed: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// A 2xx whose body could not be read or parsed.
+    #[error("unreadable success response: {0}")]
+    Body(#[source] reqwest::Error),
+    /// A non-2xx answer, with the `{code, message}` of its error body (or the status text and the start
+    /// of the body when it had none).
+    #[error("HTTP {status}: {code}: {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The last retryable failure, once the attempts ran out.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        last: Box<ConnectorError>,
+    },
+}
+
+impl ConnectorError {
+    /// Worth another attempt with the same idempotency key. A 2xx with an unreadable body is included:
+    /// the call was applied, and the contract makes the retry return the same answer without applying
+    /// again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport(e) => !e.is_builder(),
+            Self::Body(_) => true,
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Self::Config { .. } | Self::Client(_) | Self::GaveUp { .. } => false,
+        }
+    }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::GaveUp { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+
+    /// The core's classes: a 4xx is the system's verdict on this request (`Rejected`, never retried);
+    /// everything else is `Unavailable` (the message is redelivered, then dead-lettered). 401, 403 and
+    /// 407 are kept out of the rejections on purpose: they say our credentials or proxy are wrong, not
+    /// the sale, and rejecting every sale until someone notices would be far worse than redelivering.
+    pub fn into_port_error(self, what: &'static str, reason: ReasonCode) -> Error {
+        match self {
+            Self::Status {
+                status,
+                code,
+                message,
+            } if (400..500).contains(&status) && !matches!(status, 401 | 403 | 407 | 408 | 429) => {
+                Error::rejected(reason, format!("{code}: {message}"))
+            }
+            other => Error::unavailable(what, other),
+        }
+    }
+}

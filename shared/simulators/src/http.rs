@@ -1,0 +1,246 @@
+//! The simulators over HTTP, as the "system APIs" the connectors talk to (contract:
+//! `shared/connectors/openapi/{erp,loyalty}.yaml`). One server carries both systems under their own
+//! path prefix, so one process and one port serve a whole local run.
+//!
+//! Routes:
+//! - `POST /erp/v1/sales` (`Idempotency-Key` header, `ErpSaleRequest`) → 201 `ErpDocument`
+//! - `POST /loyalty/v1/accruals` (`Idempotency-Key` header, `AccrualRequest`) → 201 `Accrual`
+//! - `GET /loyalty/v1/members/{member_id}/balance` → 200 `{member_id, balance}`
+//! - `GET|PUT /{erp|loyalty}/_admin/faults` → 200 `Faults`
+//! - `GET /_admin/state` → 200 [`SimState`]
+//! - `GET /health` → 200 `{"status": "ok"}`
+//!
+//! Every error is `{"code", "message"}` with its status. An injected timeout holds the response for
+//! [`HANG`], far beyond any client timeout.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use retail_sync_core::ports::{AccrualRequest, ErpSaleRequest};
+
+use crate::erp::{ErpPosting, ErpSimulator};
+use crate::error::SimError;
+use crate::faults::Faults;
+use crate::loyalty::{LoyaltySimulator, LoyaltyTransaction};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// How long an injected timeout keeps the client waiting.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// The error body of every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// What `GET /_admin/state` shows: both systems' books, for tests and the CLI's reconciliation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimState {
+    pub erp_requests: u64,
+    pub erp_postings: Vec<ErpPosting>,
+    pub loyalty_requests: u64,
+    pub loyalty_transactions: Vec<LoyaltyTransaction>,
+    pub balances: BTreeMap<String, u64>,
+}
+
+#[derive(Clone)]
+struct Sims {
+    erp: ErpSimulator,
+    loyalty: LoyaltySimulator,
+}
+
+/// The routes above, for callers that want to mount them in their own server.
+pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator) -> Router {
+    Router::new()
+        .route("/erp/v1/sales", post(post_sale))
+        .route("/loyalty/v1/accruals", post(accrue))
+        .route("/loyalty/v1/members/{member_id}/balance", get(balance))
+        .route("/{system}/_admin/faults", get(get_faults).put(put_faults))
+        .route("/_admin/state", get(state))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "route_not_found", "no such route".into()) })
+        .with_state(Sims { erp, loyalty })
+}
+
+/// Binds `addr` (use `127.0.0.1:0` for a free port), serves both simulators on it in a spawned task and
+/// returns the bound address. Abort the handle to stop serving.
+pub async fn serve(
+    erp: ErpSimulator,
+    loyalty: LoyaltySimulator,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(erp, loyalty);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "simulator server stopped");
+        }
+    });
+    Ok((bound, handle))
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody {
+        code: code.to_owned(),
+        message,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// A 400 answered before the system is reached.
+struct BadRequest {
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.code, self.message)
+    }
+}
+
+/// The body is parsed here rather than by axum's `Json` so that its rejections have our error shape too.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
+    serde_json::from_slice(body).map_err(|e| BadRequest {
+        code: "invalid_body",
+        message: e.to_string(),
+    })
+}
+
+/// The idempotency key and the typed body of a mutating call.
+fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<(String, T), BadRequest> {
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER).map(|v| v.to_str()) {
+        Some(Ok(key)) if !key.is_empty() => key.to_owned(),
+        _ => {
+            return Err(BadRequest {
+                code: "missing_idempotency_key",
+                message: "the Idempotency-Key header is required".to_owned(),
+            });
+        }
+    };
+    Ok((key, parse_body(body)?))
+}
+
+async fn respond<T: Serialize>(result: Result<T, SimError>) -> Response {
+    match result {
+        Ok(value) => (StatusCode::CREATED, Json(value)).into_response(),
+        Err(SimError::Refused {
+            status,
+            code,
+            message,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            error(status, code, message)
+        }
+        Err(SimError::Unavailable { message }) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.to_owned())
+        }
+        Err(SimError::TimedOut { .. }) => {
+            tokio::time::sleep(HANG).await;
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "injected timeout".to_owned(),
+            )
+        }
+    }
+}
+
+async fn post_sale(
+    State(sims): State<Sims>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<ErpSaleRequest>(&headers, &body)?;
+    sims.erp.delay().await;
+    Ok(respond(sims.erp.post_sale(&request, &key)).await)
+}
+
+async fn accrue(State(sims): State<Sims>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<AccrualRequest>(&headers, &body)?;
+    sims.loyalty.delay().await;
+    Ok(respond(sims.loyalty.accrue(&request, &key)).await)
+}
+
+async fn balance(State(sims): State<Sims>, Path(member_id): Path<String>) -> Response {
+    if sims.loyalty.faults().down {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the platform is down".into(),
+        );
+    }
+    match sims.loyalty.balance(&member_id) {
+        Some(balance) => {
+            Json(serde_json::json!({"member_id": member_id, "balance": balance})).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "member_not_found",
+            format!("no member {member_id}"),
+        ),
+    }
+}
+
+fn unknown_system(system: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_system",
+        format!("{system:?} is neither erp nor loyalty"),
+    )
+}
+
+async fn get_faults(State(sims): State<Sims>, Path(system): Path<String>) -> Response {
+    match system.as_str() {
+        "erp" => Json(sims.erp.faults()).into_response(),
+        "loyalty" => Json(sims.loyalty.faults()).into_response(),
+        _ => unknown_system(&system),
+    }
+}
+
+async fn put_faults(
+    State(sims): State<Sims>,
+    Path(system): Path<String>,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let faults: Faults = parse_body(&body)?;
+    faults.validate().map_err(|message| BadRequest {
+        code: "invalid_faults",
+        message,
+    })?;
+    match system.as_str() {
+        "erp" => sims.erp.set_faults(faults.clone()),
+        "loyalty" => sims.loyalty.set_faults(faults.clone()),
+        _ => return Ok(unknown_system(&system)),
+    }
+    tracing::info!(%system, ?faults, "faults set");
+    Ok(Json(faults).into_response())
+}
+
+async fn state(State(sims): State<Sims>) -> Json<SimState> {
+    Json(SimState {
+        erp_requests: sims.erp.requests(),
+        erp_postings: sims.erp.postings(),
+        loyalty_requests: sims.loyalty.requests(),
+        loyalty_transactions: sims.loyalty.transactions(),
+        balances: sims.loyalty.balances(),
+    })
+}

@@ -1,0 +1,273 @@
+//! DynamoDB item ↔ record mapping. Every item keeps the whole record as JSON in `item` (the one source
+//! of truth when reading back) plus the few attributes conditions, indexes and TTL need as top-level
+//! values.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use retail_sync_core::Error;
+use retail_sync_core::idempotency::{IdempotencyRecord, RecordState};
+use retail_sync_core::ports::QuarantineItem;
+use retail_sync_core::saga::Saga;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Attribute names, shared by the items and the expressions over them.
+pub mod attr {
+    pub const PK: &str = "pk";
+    pub const ITEM: &str = "item";
+    pub const STATE: &str = "state";
+    /// TTL attribute (whole epoch seconds, as DynamoDB's TTL sweeper reads it).
+    pub const EXPIRES_AT: &str = "expires_at";
+    /// The exact expiry, in epoch milliseconds, for conditions (see [`super::epoch_ms_exact`]).
+    pub const EXPIRES_AT_MS: &str = "expires_at_ms";
+    pub const LEASE_UNTIL: &str = "lease_until";
+    pub const CORRELATION_ID: &str = "correlation_id";
+    pub const VERSION: &str = "version";
+    pub const STATUS: &str = "status";
+    pub const RECEIVED_AT: &str = "received_at";
+}
+
+/// `state` of an in-progress idempotency record, as conditions compare it.
+pub const STATE_IN_PROGRESS: &str = "in_progress";
+pub const STATE_COMPLETED: &str = "completed";
+
+/// How long quarantined items are kept before DynamoDB's TTL removes them.
+pub const QUARANTINE_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// A timestamp as epoch milliseconds with the sub-millisecond rest as decimals (`1800000000123.456789`).
+/// DynamoDB compares numbers exactly (38 digits), so a condition over these values decides exactly as
+/// `IdempotencyRecord::is_live` does on the `Timestamp`s themselves; whole milliseconds would let a
+/// claim whose lease ends within the same millisecond as `now` be overwritten while it is still live.
+pub fn epoch_ms_exact(t: Timestamp) -> String {
+    let ns = t.as_nanosecond();
+    let (ms, rest) = (ns.div_euclid(1_000_000), ns.rem_euclid(1_000_000));
+    if rest == 0 {
+        ms.to_string()
+    } else {
+        format!("{ms}.{rest:06}")
+    }
+}
+
+/// Epoch seconds rounded up, for the TTL attribute: DynamoDB may delete an item once its TTL has
+/// passed, and rounding down would let it delete a record up to a second before it stops being live.
+pub fn ttl_seconds(t: Timestamp) -> i64 {
+    t.as_second() + i64::from(t.subsec_nanosecond() > 0)
+}
+
+pub fn ms_value(t: Timestamp) -> AttributeValue {
+    n(epoch_ms_exact(t))
+}
+
+fn json<T: Serialize>(record: &T) -> AttributeValue {
+    s(serde_json::to_string(record).expect("records serialize"))
+}
+
+/// The record a stored item holds in its `item` attribute.
+pub fn record_of<T: DeserializeOwned>(item: &Item, what: impl FnOnce() -> String) -> Result<T, Error> {
+    let corrupt = |message: String| Error::Corrupt {
+        what: what(),
+        message,
+    };
+    match item.get(attr::ITEM) {
+        Some(AttributeValue::S(text)) => serde_json::from_str(text).map_err(|e| corrupt(e.to_string())),
+        Some(_) => Err(corrupt(format!("attribute {} is not a string", attr::ITEM))),
+        None => Err(corrupt(format!("attribute {} is missing", attr::ITEM))),
+    }
+}
+
+pub fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v),
+        _ => None,
+    }
+}
+
+pub fn key(pk: &str) -> Item {
+    HashMap::from([(attr::PK.to_owned(), s(pk))])
+}
+
+/// The serialized form of a record, which `release` compares the stored `item` against.
+pub fn idempotency_json(record: &IdempotencyRecord) -> AttributeValue {
+    json(record)
+}
+
+pub fn idempotency_item(record: &IdempotencyRecord) -> Item {
+    let mut item = HashMap::from([
+        (attr::PK.to_owned(), s(record.key.as_str())),
+        (attr::ITEM.to_owned(), idempotency_json(record)),
+        (attr::EXPIRES_AT.to_owned(), n(ttl_seconds(record.expires_at))),
+        (attr::EXPIRES_AT_MS.to_owned(), ms_value(record.expires_at)),
+    ]);
+    let state = match &record.state {
+        RecordState::InProgress { lease_until } => {
+            item.insert(attr::LEASE_UNTIL.to_owned(), ms_value(*lease_until));
+            STATE_IN_PROGRESS
+        }
+        RecordState::Completed { .. } => STATE_COMPLETED,
+    };
+    item.insert(attr::STATE.to_owned(), s(state));
+    item
+}
+
+pub fn idempotency_of(item: &Item) -> Result<IdempotencyRecord, Error> {
+    record_of(item, || {
+        format!(
+            "idempotency record {}",
+            string_attr(item, attr::PK).unwrap_or("?")
+        )
+    })
+}
+
+/// Sagas carry no TTL: a saga is the audit trail of a transaction and has no retention rule in the
+/// core yet. The table's TTL attribute (`expires_at`) is left for operators to set.
+pub fn saga_item(saga: &Saga) -> Item {
+    HashMap::from([
+        (attr::PK.to_owned(), s(saga.id.as_str())),
+        (attr::CORRELATION_ID.to_owned(), s(saga.correlation_id.as_str())),
+        (attr::VERSION.to_owned(), n(saga.version)),
+        (attr::STATUS.to_owned(), s(saga.status.as_str())),
+        (attr::ITEM.to_owned(), json(saga)),
+    ])
+}
+
+pub fn saga_of(item: &Item) -> Result<Saga, Error> {
+    record_of(item, || {
+        format!("saga {}", string_attr(item, attr::PK).unwrap_or("?"))
+    })
+}
+
+pub fn quarantine_item(q: &QuarantineItem) -> Item {
+    HashMap::from([
+        (attr::PK.to_owned(), s(q.id.as_str())),
+        (attr::ITEM.to_owned(), json(q)),
+        (attr::RECEIVED_AT.to_owned(), ms_value(q.received_at)),
+        (
+            attr::EXPIRES_AT.to_owned(),
+            n(ttl_seconds(q.received_at + QUARANTINE_RETENTION)),
+        ),
+    ])
+}
+
+pub fn quarantine_of(item: &Item) -> Result<QuarantineItem, Error> {
+    record_of(item, || {
+        format!("quarantine item {}", string_attr(item, attr::PK).unwrap_or("?"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use retail_sync_contracts::events::ReasonCode;
+    use retail_sync_core::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millisecond(1_800_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn exact_milliseconds_keep_every_nanosecond_and_whole_ones_stay_integers() {
+        assert_eq!(epoch_ms_exact(at(123)), "1800000000123");
+        let t = Timestamp::from_nanosecond(1_800_000_000_123_000_456).unwrap();
+        assert_eq!(epoch_ms_exact(t), "1800000000123.000456");
+        let before_epoch = Timestamp::from_nanosecond(-1_500_000).unwrap();
+        assert_eq!(epoch_ms_exact(before_epoch), "-2.500000");
+    }
+
+    #[test]
+    fn ttl_seconds_round_up_so_the_sweeper_never_deletes_a_live_record() {
+        assert_eq!(ttl_seconds(at(0)), 1_800_000_000);
+        assert_eq!(ttl_seconds(at(1)), 1_800_000_001);
+        assert_eq!(ttl_seconds(at(999)), 1_800_000_001);
+    }
+
+    #[test]
+    fn an_in_progress_record_round_trips_and_carries_its_lease_and_state() {
+        let policy = IdempotencyPolicy::default();
+        let record = policy.in_progress(IdempotencyKey::for_step("k", "step"), Fingerprint::of(&1), at(5));
+        let item = idempotency_item(&record);
+        assert_eq!(idempotency_of(&item).unwrap(), record);
+        assert_eq!(string_attr(&item, attr::STATE), Some(STATE_IN_PROGRESS));
+        assert_eq!(item[attr::LEASE_UNTIL], AttributeValue::N("1800000060005".into()));
+        assert_eq!(
+            item[attr::EXPIRES_AT],
+            AttributeValue::N((1_800_000_000 + 35 * 24 * 3600 + 1).to_string())
+        );
+    }
+
+    #[test]
+    fn a_completed_record_round_trips_without_a_lease() {
+        let policy = IdempotencyPolicy::default();
+        let claim = policy.in_progress(IdempotencyKey::for_step("k", "step"), Fingerprint::of(&1), at(0));
+        let done = policy.completed(&claim, serde_json::json!({"doc": "D1"}), at(1));
+        let item = idempotency_item(&done);
+        assert_eq!(idempotency_of(&item).unwrap(), done);
+        assert_eq!(string_attr(&item, attr::STATE), Some(STATE_COMPLETED));
+        assert!(!item.contains_key(attr::LEASE_UNTIL));
+    }
+
+    #[test]
+    fn a_quarantine_item_round_trips_and_expires_after_ninety_days() {
+        let q = QuarantineItem {
+            id: "m-1".into(),
+            received_at: at(0),
+            step: "ingest".into(),
+            reason: ReasonCode::SchemaViolation,
+            message: "bad".into(),
+            findings: vec!["/data: missing".into()],
+            detail_type: Some("SaleCompleted".into()),
+            event_id: None,
+            correlation_id: None,
+            body: "{}".into(),
+            body_truncated: false,
+        };
+        let item = quarantine_item(&q);
+        assert_eq!(quarantine_of(&item).unwrap(), q);
+        assert_eq!(
+            item[attr::EXPIRES_AT],
+            AttributeValue::N((1_800_000_000 + 90 * 24 * 3600).to_string())
+        );
+    }
+
+    #[test]
+    fn a_saga_round_trips_with_its_index_and_condition_attributes() {
+        let sample: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/samples/SaleCompleted.json")).unwrap();
+        let event_type = retail_sync_contracts::EventType::from_name("SaleCompleted").unwrap();
+        let event = retail_sync_contracts::Event::from_detail(event_type, sample["detail"].clone()).unwrap();
+        let mut saga = Saga::start(
+            retail_sync_core::saga::SagaId::from_stored("receipt:s:r".into()),
+            &event,
+            at(0),
+        );
+        saga.version = 7;
+        let item = saga_item(&saga);
+        assert_eq!(saga_of(&item).unwrap(), saga);
+        assert_eq!(item[attr::VERSION], AttributeValue::N("7".into()));
+        assert_eq!(
+            string_attr(&item, attr::CORRELATION_ID),
+            Some("pos-store-042-r-000123")
+        );
+        assert_eq!(string_attr(&item, attr::STATUS), Some("running"));
+    }
+
+    #[test]
+    fn an_item_without_its_record_is_corrupt_not_missing() {
+        let e = saga_of(&key("receipt:s:r")).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("saga receipt:s:r"), "{e}");
+    }
+}

@@ -1,0 +1,297 @@
+//! The queue-consumer port over SQS, as the local runner drives steps on an emulator (on AWS, Lambda's
+//! event source mapping does the receiving), and the operator's queue tools: depth, DLQ peek, redrive.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message as SqsMessage, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use retail_sync_core::ports::{QueueConsumer, Received};
+use retail_sync_core::steps::Message;
+use retail_sync_core::{BoxError, Error};
+
+use crate::error::{AwsError, EntryFailure};
+use crate::settings::AwsSettings;
+
+/// SQS's most messages per receive, send batch and delete batch.
+pub const SQS_BATCH: usize = 10;
+
+/// Operator tools wait this long on an empty queue: a short poll samples only some SQS servers and can
+/// answer "empty" for a queue with messages; a long poll asks them all.
+const OPERATOR_WAIT_SECONDS: i32 = 1;
+
+fn unavailable(e: impl Into<BoxError>) -> Error {
+    Error::unavailable("sqs", e)
+}
+
+/// A message as an operator sees it (DLQ inspection); the same shape as the embedded backend's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueMessage {
+    pub id: String,
+    pub queue: String,
+    pub body: String,
+    pub receive_count: u32,
+    pub sent_at: Timestamp,
+}
+
+fn system_attribute(m: &SqsMessage, name: MessageSystemAttributeName) -> Option<&str> {
+    m.attributes
+        .as_ref()
+        .and_then(|a| a.get(&name))
+        .map(String::as_str)
+}
+
+fn receive_count(m: &SqsMessage) -> u32 {
+    system_attribute(m, MessageSystemAttributeName::ApproximateReceiveCount)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
+}
+
+fn received(m: SqsMessage) -> Received {
+    let receive_count = receive_count(&m);
+    Received {
+        message: Message {
+            id: m.message_id.unwrap_or_default(),
+            body: m.body.unwrap_or_default(),
+            receive_count,
+        },
+        receipt: m.receipt_handle.unwrap_or_default(),
+    }
+}
+
+fn queue_message(queue: &str, m: SqsMessage) -> QueueMessage {
+    let sent_at = system_attribute(&m, MessageSystemAttributeName::SentTimestamp)
+        .and_then(|t| t.parse().ok())
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    QueueMessage {
+        queue: queue.to_owned(),
+        receive_count: receive_count(&m),
+        sent_at,
+        id: m.message_id.unwrap_or_default(),
+        body: m.body.unwrap_or_default(),
+    }
+}
+
+fn batch_failures(operation: &'static str, total: usize, failures: Vec<EntryFailure>) -> Result<(), Error> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(unavailable(AwsError::BatchEntries {
+            operation,
+            total,
+            failures,
+        }))
+    }
+}
+
+/// The queues of one deployment, addressed by their logical ids in the template. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqsQueues {
+    client: Client,
+    urls: BTreeMap<String, String>,
+}
+
+impl SqsQueues {
+    pub fn new(client: Client, settings: &AwsSettings) -> Self {
+        Self {
+            client,
+            urls: settings.queue_urls.clone(),
+        }
+    }
+
+    pub fn url(&self, queue: &str) -> Result<&str, Error> {
+        self.urls
+            .get(queue)
+            .map(String::as_str)
+            .ok_or_else(|| unavailable(AwsError::UnknownQueue(queue.to_owned())))
+    }
+
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        visibility: Option<i32>,
+        wait_seconds: i32,
+    ) -> Result<Vec<SqsMessage>, Error> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, SQS_BATCH) as i32)
+            .wait_time_seconds(wait_seconds)
+            .set_visibility_timeout(visibility)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    async fn delete_from(&self, url: &str, receipts: &[String]) -> Result<(), Error> {
+        let mut failures = Vec::new();
+        for chunk in receipts.chunks(SQS_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            failures.extend(
+                out.failed()
+                    .iter()
+                    .map(|f| EntryFailure::new(Some(f.code()), f.message())),
+            );
+        }
+        batch_failures("DeleteMessageBatch", receipts.len(), failures)
+    }
+
+    /// Sends a raw body, as a producer writing straight to the queue would. Returns the message id.
+    pub async fn send_raw(&self, queue: &str, body: &str) -> Result<String, Error> {
+        let out = self
+            .client
+            .send_message()
+            .queue_url(self.url(queue)?)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+
+    /// (visible, in flight) messages, as SQS approximates them.
+    pub async fn queue_depth(&self, queue: &str) -> Result<(u64, u64), Error> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(self.url(queue)?)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let count = |name: QueueAttributeName| {
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
+    }
+
+    /// Up to `max` messages of a queue (a DLQ, typically) without taking them: each receive uses a
+    /// visibility timeout of 0, so they stay visible. SQS has no real peek: this raises their receive
+    /// count (harmless on a DLQ, which has no redrive policy of its own) and, as receives sample, may
+    /// miss some when the queue holds more than a few.
+    pub async fn dlq_messages(&self, queue: &str, max: usize) -> Result<Vec<QueueMessage>, Error> {
+        let url = self.url(queue)?;
+        let mut seen = BTreeSet::new();
+        let mut messages = Vec::new();
+        while messages.len() < max {
+            let batch = self
+                .receive_from(url, max - messages.len(), Some(0), OPERATOR_WAIT_SECONDS)
+                .await?;
+            let fresh: Vec<_> = batch
+                .into_iter()
+                .filter(|m| seen.insert(m.message_id.clone().unwrap_or_default()))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            messages.extend(fresh.into_iter().map(|m| queue_message(queue, m)));
+        }
+        Ok(messages)
+    }
+
+    /// Moves every message of `from` (a DLQ) to `to` as new messages (fresh receive count). Each batch
+    /// is sent before it is deleted, so a crash in between duplicates rather than loses; the steps are
+    /// idempotent. Returns how many were moved.
+    pub async fn redrive(&self, from: &str, to: &str) -> Result<usize, Error> {
+        let (from_url, to_url) = (self.url(from)?, self.url(to)?);
+        let mut moved = 0;
+        loop {
+            // The DLQ's own visibility timeout keeps a batch hidden while it is moved, so the next
+            // receive gets the next messages.
+            let batch = self
+                .receive_from(from_url, SQS_BATCH, None, OPERATOR_WAIT_SECONDS)
+                .await?;
+            if batch.is_empty() {
+                return Ok(moved);
+            }
+            let entries = batch
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(m.body.clone().unwrap_or_default())
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(to_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let sent: Vec<String> = out
+                .successful()
+                .iter()
+                .filter_map(|s| s.id().parse::<usize>().ok())
+                .filter_map(|i| batch.get(i).and_then(|m| m.receipt_handle.clone()))
+                .collect();
+            self.delete_from(from_url, &sent).await?;
+            moved += sent.len();
+            let failures = out
+                .failed()
+                .iter()
+                .map(|f| EntryFailure::new(Some(f.code()), f.message()))
+                .collect();
+            batch_failures("SendMessageBatch", batch.len(), failures)?;
+        }
+    }
+}
+
+#[async_trait]
+impl QueueConsumer for SqsQueues {
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Received>, Error> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let messages = self.receive_from(self.url(queue)?, max, None, 0).await?;
+        Ok(messages.into_iter().map(received).collect())
+    }
+
+    async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        self.delete_from(self.url(queue)?, receipts).await
+    }
+}

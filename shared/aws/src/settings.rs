@@ -1,0 +1,136 @@
+//! Where the backend's resources are (table, bus and queue names) and how the SDK reaches them.
+
+use std::collections::BTreeMap;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+use crate::error::AwsError;
+
+/// The names the template gives the functions through their environment, plus what the operator tools
+/// need besides (queue urls, an emulator endpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// An explicit endpoint (a `--endpoint-url` flag, moto). Without it the SDK resolves the endpoint
+    /// itself, honouring `AWS_ENDPOINT_URL`.
+    pub endpoint_url: Option<String>,
+    /// Without it the SDK's region chain decides (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    pub idempotency_table: String,
+    pub saga_table: String,
+    pub quarantine_table: String,
+    pub event_bus_name: String,
+    /// Queue url by the queue's logical id in the template (`IngestQueue`, `IngestDLQ`, ...).
+    pub queue_urls: BTreeMap<String, String>,
+}
+
+impl AwsSettings {
+    /// Reads the variables the template sets on every function.
+    pub fn from_env() -> Result<Self, AwsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any source of variables (tests, a dotenv map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AwsError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(AwsError::MissingEnv(name))
+        };
+        Ok(Self {
+            endpoint_url: None,
+            region: None,
+            idempotency_table: required("IDEMPOTENCY_TABLE")?,
+            saga_table: required("SAGA_TABLE")?,
+            quarantine_table: required("QUARANTINE_TABLE")?,
+            event_bus_name: required("EVENT_BUS_NAME")?,
+            queue_urls: BTreeMap::new(),
+        })
+    }
+
+    pub fn with_endpoint_url(mut self, endpoint_url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(endpoint_url.into());
+        self
+    }
+
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    pub fn with_queue_url(mut self, logical_id: impl Into<String>, url: impl Into<String>) -> Self {
+        self.queue_urls.insert(logical_id.into(), url.into());
+        self
+    }
+}
+
+/// The region emulators are addressed in when nothing else is said.
+pub const EMULATOR_REGION: &str = "us-east-1";
+
+fn loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint.clone());
+    }
+    loader
+}
+
+/// The SDK configuration for a real account: the default credential and region chains, with the
+/// settings' overrides. Loading it resolves credentials and region, which is the expensive part; build
+/// it once per process and derive every client from it (clients are cheap).
+pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
+    loader(settings).load().await
+}
+
+/// The SDK configuration for an emulator (moto): fixed dummy credentials, so nothing on the machine
+/// (profiles, SSO, IMDS) is consulted, and `us-east-1` unless the settings name a region.
+pub async fn emulator_sdk_config(settings: &AwsSettings) -> SdkConfig {
+    let mut loader = loader(settings).credentials_provider(Credentials::new(
+        "testing",
+        "testing",
+        None,
+        None,
+        "retail-sync-emulator",
+    ));
+    if settings.region.is_none() {
+        loader = loader.region(Region::new(EMULATOR_REGION));
+    }
+    loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn reads_the_names_the_template_gives_every_function() {
+        let settings = AwsSettings::from_lookup(env(&[
+            ("IDEMPOTENCY_TABLE", "idem"),
+            ("SAGA_TABLE", "sagas"),
+            ("QUARANTINE_TABLE", "quarantine"),
+            ("EVENT_BUS_NAME", "bus"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.saga_table, "sagas");
+        assert_eq!(settings.event_bus_name, "bus");
+        assert_eq!(settings.endpoint_url, None);
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let e =
+            AwsSettings::from_lookup(env(&[("IDEMPOTENCY_TABLE", "idem"), ("SAGA_TABLE", "")])).unwrap_err();
+        assert_eq!(e.to_string(), "environment variable SAGA_TABLE is not set");
+    }
+}

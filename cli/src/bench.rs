@@ -83,5 +83,9 @@ pub async fn local(options: &LocalOptions, n: usize) -> anyhow::Result<LocalFigu
         "not every saga completed: {:?}",
         report.summary
     );
-    Ok(LocalFigures { sagas: n, elapsed, messages: progress.handled })
+    Ok(LocalFigures {
+        sagas: n,
+        elapsed,
+        messages: progress.handled,
+    })
 }

@@ -21,7 +21,10 @@ use crate::StateArgs;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn options(state: &StateArgs) -> LocalOptions {
@@ -31,10 +34,17 @@ fn options(state: &StateArgs) -> LocalOptions {
 /// Opens the state of a previous run for inspection, without running anything.
 fn open_state(state: &StateArgs) -> anyhow::Result<Embedded> {
     if !state.state.exists() {
-        bail!("no local state at {} (run `retail-sync local run` first, or pass --state)", state.state.display());
+        bail!(
+            "no local state at {} (run `retail-sync local run` first, or pass --state)",
+            state.state.display()
+        );
     }
     let topology = Topology::load(&state.template)?;
-    Ok(Embedded::open(&state.state, topology, std::sync::Arc::new(retail_sync_core::ports::SystemClock))?)
+    Ok(Embedded::open(
+        &state.state,
+        topology,
+        std::sync::Arc::new(retail_sync_core::ports::SystemClock),
+    )?)
 }
 
 pub async fn local_run(
@@ -51,7 +61,11 @@ pub async fn local_run(
     let started = Instant::now();
     let fed = system.feed(&inputs)?;
 
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} messages {msg}")
             .expect("a valid template"),
@@ -119,7 +133,12 @@ pub fn dlq_list(json: bool, state: &StateArgs) -> anyhow::Result<ExitCode> {
         } else {
             println!("{dlq}: {} messages", messages.len());
             for m in &messages {
-                println!("  {}  received {}×  {}", m.id, m.receive_count, m.body.chars().take(120).collect::<String>());
+                println!(
+                    "  {}  received {}×  {}",
+                    m.id,
+                    m.receive_count,
+                    m.body.chars().take(120).collect::<String>()
+                );
             }
         }
     }

@@ -11,7 +11,11 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// An EventBridge envelope: what PutEvents takes.
-    Event { source: String, detail_type: String, detail: Value },
+    Event {
+        source: String,
+        detail_type: String,
+        detail: Value,
+    },
     /// Anything else, byte for byte.
     Raw(String),
 }
@@ -34,8 +38,12 @@ pub fn read_inputs(path: &Path) -> anyhow::Result<Vec<Input>> {
     };
     let mut inputs = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        inputs.extend(parse(&text, file.extension().and_then(|e| e.to_str()) == Some("jsonl")));
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        inputs.extend(parse(
+            &text,
+            file.extension().and_then(|e| e.to_str()) == Some("jsonl"),
+        ));
     }
     Ok(inputs)
 }
@@ -62,9 +70,11 @@ pub fn parse(text: &str, lines: bool) -> Vec<Input> {
 fn classify(v: Value, raw: Option<&str>) -> Input {
     let field = |name: &str| v.get(name).and_then(Value::as_str).map(str::to_owned);
     match (field("source"), field("detail-type"), v.get("detail")) {
-        (Some(source), Some(detail_type), Some(detail)) if detail.is_object() => {
-            Input::Event { source, detail_type, detail: detail.clone() }
-        }
+        (Some(source), Some(detail_type), Some(detail)) if detail.is_object() => Input::Event {
+            source,
+            detail_type,
+            detail: detail.clone(),
+        },
         _ => Input::Raw(raw.map_or_else(|| v.to_string(), str::to_owned)),
     }
 }
@@ -75,7 +85,8 @@ mod tests {
 
     #[test]
     fn envelopes_go_to_the_bus_and_everything_else_raw() {
-        let text = "{\"source\":\"retail.pos\",\"detail-type\":\"SaleCompleted\",\"detail\":{}}\n\n{broken\n[1]\n";
+        let text =
+            "{\"source\":\"retail.pos\",\"detail-type\":\"SaleCompleted\",\"detail\":{}}\n\n{broken\n[1]\n";
         let inputs = parse(text, true);
         assert_eq!(inputs.len(), 3);
         assert!(matches!(&inputs[0], Input::Event { detail_type, .. } if detail_type == "SaleCompleted"));

@@ -35,7 +35,12 @@ pub struct LocalOptions {
 
 impl LocalOptions {
     pub fn new(template: PathBuf, state: PathBuf) -> Self {
-        Self { template, state, fresh: false, visibility_timeout: Duration::from_millis(500) }
+        Self {
+            template,
+            state,
+            fresh: false,
+            visibility_timeout: Duration::from_millis(500),
+        }
     }
 }
 
@@ -111,8 +116,12 @@ impl LocalSystem {
         };
         let mut consumers = Vec::new();
         for f in &topology.functions {
-            let step = steps::build(&f.binary, &deps)
-                .with_context(|| format!("the template's function {} runs {}, which no step implements", f.id, f.binary))?;
+            let step = steps::build(&f.binary, &deps).with_context(|| {
+                format!(
+                    "the template's function {} runs {}, which no step implements",
+                    f.id, f.binary
+                )
+            })?;
             consumers.push(Consumer {
                 queue: f.queue.clone(),
                 batch_size: f.batch_size,
@@ -131,7 +140,10 @@ impl LocalSystem {
             .context("the template has no function whose binary is `ingest`")?;
         let work_queues = consumers.iter().map(|c| c.queue.clone()).collect();
         Ok(Self {
-            runner: LocalRunner { queues: store.clone(), consumers },
+            runner: LocalRunner {
+                queues: store.clone(),
+                consumers,
+            },
             store,
             simulators,
             metrics,
@@ -145,19 +157,24 @@ impl LocalSystem {
         let mut fed = Fed::default();
         // PutEvents-sized chunks, in input order.
         let mut batch = Vec::with_capacity(10);
-        let flush = |batch: &mut Vec<(String, String, serde_json::Value)>, fed: &mut Fed| -> anyhow::Result<()> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let routed = self.store.put_events(batch)?;
-            fed.events += routed.len();
-            fed.unrouted += routed.iter().filter(|(_, targets)| *targets == 0).count();
-            batch.clear();
-            Ok(())
-        };
+        let flush =
+            |batch: &mut Vec<(String, String, serde_json::Value)>, fed: &mut Fed| -> anyhow::Result<()> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let routed = self.store.put_events(batch)?;
+                fed.events += routed.len();
+                fed.unrouted += routed.iter().filter(|(_, targets)| *targets == 0).count();
+                batch.clear();
+                Ok(())
+            };
         for input in inputs {
             match input {
-                Input::Event { source, detail_type, detail } => {
+                Input::Event {
+                    source,
+                    detail_type,
+                    detail,
+                } => {
                     batch.push((source.clone(), detail_type.clone(), detail.clone()));
                     if batch.len() == 10 {
                         flush(&mut batch, &mut fed)?;
@@ -187,7 +204,10 @@ impl LocalSystem {
     /// Polls every function until all their queues are empty: handled, quarantined, or moved to a DLQ
     /// after maxReceiveCount failed deliveries.
     pub async fn run_until_idle(&self, mut on_progress: impl FnMut(Progress)) -> anyhow::Result<Progress> {
-        let mut progress = Progress { handled: 0, pending: self.pending()? };
+        let mut progress = Progress {
+            handled: 0,
+            pending: self.pending()?,
+        };
         on_progress(progress);
         loop {
             let round = self.runner.round().await?;
@@ -215,7 +235,13 @@ impl LocalSystem {
             let messages = self.store.messages(dlq)?;
             dead_letters.insert(
                 dlq.to_owned(),
-                messages.into_iter().map(|m| DeadLetter { body: m.body, receive_count: m.receive_count }).collect(),
+                messages
+                    .into_iter()
+                    .map(|m| DeadLetter {
+                        body: m.body,
+                        receive_count: m.receive_count,
+                    })
+                    .collect(),
             );
         }
         Ok(Report::build(Facts {

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 mod commands;
 
 #[derive(Parser)]
-#[command(name = "retail-sync", version, about = "Keeps the ERP and the loyalty platform telling the same truth.")]
+#[command(
+    name = "retail-sync",
+    version,
+    about = "Keeps the ERP and the loyalty platform telling the same truth."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,16 +127,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Local(LocalCommand::Run { input, report, fresh, quiet, state }) => {
-                commands::local_run(&input, report.as_deref(), fresh, quiet, &state).await
-            }
+            Command::Local(LocalCommand::Run {
+                input,
+                report,
+                fresh,
+                quiet,
+                state,
+            }) => commands::local_run(&input, report.as_deref(), fresh, quiet, &state).await,
             Command::Quarantine(QuarantineCommand::List { limit, json, state }) => {
                 commands::quarantine_list(limit, json, &state).await
             }
             Command::Dlq(DlqCommand::List { json, state }) => commands::dlq_list(json, &state),
             Command::Dlq(DlqCommand::Redrive { dlq, state }) => commands::dlq_redrive(&dlq, &state),
             Command::Saga { id, state } => commands::saga_show(&id, &state).await,
-            Command::Bench(BenchCommand::Local { sagas, state }) => commands::bench_local(sagas, &state).await,
+            Command::Bench(BenchCommand::Local { sagas, state }) => {
+                commands::bench_local(sagas, &state).await
+            }
         }
     });
     match result {

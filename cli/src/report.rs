@@ -168,18 +168,36 @@ impl Report {
             "input      {} events on the bus, {} raw messages, {} unrouted",
             self.input.events, self.input.raw, self.input.unrouted
         );
-        let by_status: Vec<String> = s.sagas_by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let by_status: Vec<String> = s
+            .sagas_by_status
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
         let _ = writeln!(out, "sagas      {} ({})", s.sagas, by_status.join(", "));
         let _ = writeln!(out, "erp        {} documents posted", s.erp_postings);
         let _ = writeln!(out, "loyalty    {} points accrued", s.points_accrued);
         for (member, points) in &self.balances {
             let _ = writeln!(out, "           {member:<16} {points:>8} points");
         }
-        let reasons: Vec<String> = s.quarantined_by_reason.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let reasons: Vec<String> = s
+            .quarantined_by_reason
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
         let _ = writeln!(out, "quarantine {}{}", s.quarantined, paren(&reasons));
         for q in &self.quarantine {
-            let what = q.event_id.as_deref().or(q.detail_type.as_deref()).unwrap_or("(unidentified)");
-            let _ = writeln!(out, "           {:<24} {:<16} {}", q.reason, what, first_line(&q.message, 70));
+            let what = q
+                .event_id
+                .as_deref()
+                .or(q.detail_type.as_deref())
+                .unwrap_or("(unidentified)");
+            let _ = writeln!(
+                out,
+                "           {:<24} {:<16} {}",
+                q.reason,
+                what,
+                first_line(&q.message, 70)
+            );
         }
         let _ = writeln!(out, "dlq        {}", s.dead_lettered);
         for (queue, messages) in self.dead_letter_queues.iter().filter(|(_, m)| !m.is_empty()) {
@@ -189,7 +207,13 @@ impl Report {
             .sagas
             .iter()
             .filter(|(_, s)| s.status != "completed")
-            .map(|(c, s)| format!("           {c:<28} {:<10} {}", s.status, s.steps.last().map_or("", |x| x)))
+            .map(|(c, s)| {
+                format!(
+                    "           {c:<28} {:<10} {}",
+                    s.status,
+                    s.steps.last().map_or("", |x| x)
+                )
+            })
             .collect();
         if !failed.is_empty() {
             let _ = writeln!(out, "not completed:");
@@ -202,10 +226,18 @@ impl Report {
 }
 
 fn paren(items: &[String]) -> String {
-    if items.is_empty() { String::new() } else { format!(" ({})", items.join(", ")) }
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", items.join(", "))
+    }
 }
 
 fn first_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or("");
-    if line.chars().count() > max { format!("{}…", line.chars().take(max).collect::<String>()) } else { line.to_owned() }
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_owned()
+    }
 }

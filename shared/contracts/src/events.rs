@@ -128,8 +128,13 @@ pub struct OrderCancelled {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TransactionRef {
-    Receipt { store_id: StoreId, receipt_id: ReceiptId },
-    Order { order_id: OrderId },
+    Receipt {
+        store_id: StoreId,
+        receipt_id: ReceiptId,
+    },
+    Order {
+        order_id: OrderId,
+    },
 }
 
 /// A returned line, referring to the original transaction's line.

@@ -41,19 +41,21 @@ pub struct Rejection {
 pub const MAX_FINDINGS: usize = 20;
 
 impl Rejection {
-    fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
-        Self {
+    /// Boxed: rejections travel in `Err` variants and inside the core error, where a large inline value
+    /// would make every `Result` large.
+    fn new(reason: ReasonCode, message: impl Into<String>) -> Box<Self> {
+        Box::new(Self {
             reason,
             message: message.into(),
             findings: Vec::new(),
             detail_type: None,
             event_id: None,
             correlation_id: None,
-        }
+        })
     }
 
     /// Fills in what identity the raw value still shows, so an operator can find the sender.
-    fn identified_by(mut self, raw: &Value) -> Self {
+    fn identified_by(mut self: Box<Self>, raw: &Value) -> Box<Self> {
         let s = |p: &str| raw.pointer(p).and_then(Value::as_str).map(str::to_owned);
         self.detail_type = s("/detail-type");
         self.event_id = s("/detail/metadata/event_id").or_else(|| s("/id"));
@@ -64,17 +66,25 @@ impl Rejection {
 
 /// Parses and validates one inbound envelope: size, JSON, envelope shape, known inbound type, supported
 /// version, schema, then the typed payload.
-pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event>, Rejection> {
+pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event>, Box<Rejection>> {
     if raw.len() > limits.max_bytes {
         return Err(Rejection::new(
             ReasonCode::Oversized,
-            format!("{} bytes exceed the limit of {} bytes", raw.len(), limits.max_bytes),
+            format!(
+                "{} bytes exceed the limit of {} bytes",
+                raw.len(),
+                limits.max_bytes
+            ),
         ));
     }
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| Rejection::new(ReasonCode::InvalidJson, format!("not JSON: {e}")))?;
     let envelope: BusEvent<Value> = BusEvent::deserialize(&value).map_err(|e| {
-        Rejection::new(ReasonCode::NotAnEnvelope, format!("not an EventBridge event: {e}")).identified_by(&value)
+        Rejection::new(
+            ReasonCode::NotAnEnvelope,
+            format!("not an EventBridge event: {e}"),
+        )
+        .identified_by(&value)
     })?;
     let reject = |reason, message: String| Rejection::new(reason, message).identified_by(&value);
 
@@ -89,7 +99,12 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
     let version = envelope
         .detail
         .pointer("/metadata/schema_version")
-        .ok_or_else(|| reject(ReasonCode::SchemaViolation, "detail.metadata.schema_version is missing".into()))?;
+        .ok_or_else(|| {
+            reject(
+                ReasonCode::SchemaViolation,
+                "detail.metadata.schema_version is missing".into(),
+            )
+        })?;
     let version = version
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())
@@ -101,7 +116,9 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
             )
         })?;
 
-    let validator = event_type.validator(version).expect("supported versions have validators");
+    let validator = event_type
+        .validator(version)
+        .expect("supported versions have validators");
     let errors: Vec<_> = validator.iter_errors(&envelope.detail).collect();
     if !errors.is_empty() {
         let missing_id = errors.iter().any(|e| match e.kind() {
@@ -111,8 +128,16 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
             _ => false,
         });
         let mut rejection = reject(
-            if missing_id { ReasonCode::MissingIdentifier } else { ReasonCode::SchemaViolation },
-            format!("{} v{version} violates its schema ({} findings)", event_type.name(), errors.len()),
+            if missing_id {
+                ReasonCode::MissingIdentifier
+            } else {
+                ReasonCode::SchemaViolation
+            },
+            format!(
+                "{} v{version} violates its schema ({} findings)",
+                event_type.name(),
+                errors.len()
+            ),
         );
         rejection.findings = errors
             .iter()

@@ -125,18 +125,32 @@ impl EventType {
             *v = serde_json::json!({ "type": "integer", "const": version });
         }
         let obj = schema.as_object_mut()?;
-        obj.insert("$id".into(), format!("urn:retail-sync:event:{}:v{version}", self.name()).into());
-        obj.insert("title".into(), format!("{} v{version} (EventBridge detail)", self.name()).into());
+        obj.insert(
+            "$id".into(),
+            format!("urn:retail-sync:event:{}:v{version}", self.name()).into(),
+        );
+        obj.insert(
+            "title".into(),
+            format!("{} v{version} (EventBridge detail)", self.name()).into(),
+        );
         Some(schema)
     }
 
     /// Validates a `detail` against this type's schema at `version`; the findings name each violation's
     /// location.
     pub fn validate(self, version: u32, detail: &Value) -> Result<(), Vec<String>> {
-        let validator = self.validator(version).ok_or_else(|| vec![format!("no schema version {version}")])?;
-        let findings: Vec<String> =
-            validator.iter_errors(detail).map(|e| format!("{}: {e}", e.instance_path())).collect();
-        if findings.is_empty() { Ok(()) } else { Err(findings) }
+        let validator = self
+            .validator(version)
+            .ok_or_else(|| vec![format!("no schema version {version}")])?;
+        let findings: Vec<String> = validator
+            .iter_errors(detail)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        if findings.is_empty() {
+            Ok(())
+        } else {
+            Err(findings)
+        }
     }
 
     pub(crate) fn validator(self, version: u32) -> Option<&'static jsonschema::Validator> {
@@ -147,8 +161,9 @@ impl EventType {
                 for &t in EventType::ALL {
                     for &v in SUPPORTED_VERSIONS {
                         let schema = t.schema(v).expect("supported version has a schema");
-                        let validator = jsonschema::validator_for(&schema)
-                            .unwrap_or_else(|e| panic!("generated schema of {} v{v} is invalid: {e}", t.name()));
+                        let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| {
+                            panic!("generated schema of {} v{v} is invalid: {e}", t.name())
+                        });
                         map.insert((t, v), validator);
                     }
                 }

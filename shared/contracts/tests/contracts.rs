@@ -32,10 +32,18 @@ fn committed_schemas_match_the_rust_types() {
             }
         }
     }
-    assert!(drifted.is_empty(), "schemas differ from the Rust types (UPDATE_SCHEMAS=1 rewrites them): {drifted:?}");
+    assert!(
+        drifted.is_empty(),
+        "schemas differ from the Rust types (UPDATE_SCHEMAS=1 rewrites them): {drifted:?}"
+    );
     // No stray schema for a type or version that does not exist.
     let expected = EventType::ALL.len() * SUPPORTED_VERSIONS.len();
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), expected, "unexpected files in {}", dir.display());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        expected,
+        "unexpected files in {}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -45,14 +53,21 @@ fn every_event_type_has_a_sample_that_its_schema_and_type_accept() {
         let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let envelope: BusEvent<Value> = serde_json::from_slice(&raw).unwrap();
         assert_eq!(envelope.detail_type, t.name(), "{}", path.display());
-        t.validate(1, &envelope.detail).unwrap_or_else(|f| panic!("{}: {f:?}", path.display()));
+        t.validate(1, &envelope.detail)
+            .unwrap_or_else(|f| panic!("{}: {f:?}", path.display()));
         let typed = Event::from_detail(t, envelope.detail.clone()).unwrap();
         // Round trip: what we would publish is what the sample says.
-        assert_eq!(serde_json::to_value(&typed).unwrap(), envelope.detail, "{}", path.display());
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap(),
+            envelope.detail,
+            "{}",
+            path.display()
+        );
         match t.direction() {
             Direction::Inbound => {
                 assert!(envelope.source.starts_with("retail."), "{}", path.display());
-                parse_inbound(&raw, &IngestLimits::default()).unwrap_or_else(|r| panic!("{}: {r:?}", path.display()));
+                parse_inbound(&raw, &IngestLimits::default())
+                    .unwrap_or_else(|r| panic!("{}: {r:?}", path.display()));
             }
             Direction::Outbound => {
                 assert!(envelope.source.starts_with("retail-sync"), "{}", path.display());
@@ -67,8 +82,11 @@ fn every_event_type_has_a_sample_that_its_schema_and_type_accept() {
 fn the_schema_rejects_what_the_type_rejects() {
     let raw = std::fs::read(events_dir().join("samples/SaleCompleted.json")).unwrap();
     let envelope: BusEvent<Value> = serde_json::from_slice(&raw).unwrap();
-    let cases: [(&str, fn(&mut Value)); 5] = [
-        ("negative amount", |d| d["data"]["lines"][0]["unit_price_minor"] = (-1).into()),
+    type Mutation = fn(&mut Value);
+    let cases: [(&str, Mutation); 5] = [
+        ("negative amount", |d| {
+            d["data"]["lines"][0]["unit_price_minor"] = (-1).into()
+        }),
         ("unknown currency", |d| d["data"]["currency"] = "XXY".into()),
         ("extra field", |d| d["data"]["surprise"] = true.into()),
         ("bad id", |d| d["data"]["receipt_id"] = "has spaces".into()),
@@ -79,7 +97,13 @@ fn the_schema_rejects_what_the_type_rejects() {
     for (name, mutate) in cases {
         let mut detail = envelope.detail.clone();
         mutate(&mut detail);
-        assert!(EventType::SaleCompleted.validate(1, &detail).is_err(), "schema accepted: {name}");
-        assert!(Event::from_detail(EventType::SaleCompleted, detail).is_err(), "type accepted: {name}");
+        assert!(
+            EventType::SaleCompleted.validate(1, &detail).is_err(),
+            "schema accepted: {name}"
+        );
+        assert!(
+            Event::from_detail(EventType::SaleCompleted, detail).is_err(),
+            "type accepted: {name}"
+        );
     }
 }

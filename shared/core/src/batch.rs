@@ -12,7 +12,9 @@ use retail_sync_contracts::values::CorrelationId;
 use retail_sync_contracts::{Event, EventType, Rejection};
 
 use crate::error::Error;
-use crate::ports::{Clock, Metrics, Outgoing, Publisher, QUARANTINE_BODY_LIMIT, QuarantineItem, QuarantineStore};
+use crate::ports::{
+    Clock, Metrics, Outgoing, Publisher, QUARANTINE_BODY_LIMIT, QuarantineItem, QuarantineStore,
+};
 use crate::steps::{Message, Step, derived_event_id, truncate};
 
 /// PutEvents takes at most 10 entries a call.
@@ -29,7 +31,7 @@ pub struct BatchRunner {
 enum Handled {
     Done(Vec<Outgoing>),
     /// Kept for operators; the WorkflowException announcing it is to be published.
-    Quarantined(Outgoing),
+    Quarantined(Box<Outgoing>),
     Retry,
 }
 
@@ -63,7 +65,7 @@ impl BatchRunner {
                 Handled::Done(events) => pending.push((message.id.clone(), events)),
                 Handled::Quarantined(exception) => {
                     outcome.quarantined.push(message.id.clone());
-                    pending.push((message.id.clone(), vec![exception]));
+                    pending.push((message.id.clone(), vec![*exception]));
                 }
                 Handled::Retry => outcome.failed.push(message.id.clone()),
             }
@@ -71,8 +73,11 @@ impl BatchRunner {
 
         // Publish all events of the batch together; a message counts as done only if all its events
         // were accepted by the bus, otherwise it is redelivered and (being idempotent) publishes again.
-        let flat: Vec<(usize, &Outgoing)> =
-            pending.iter().enumerate().flat_map(|(i, (_, evs))| evs.iter().map(move |e| (i, e))).collect();
+        let flat: Vec<(usize, &Outgoing)> = pending
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, evs))| evs.iter().map(move |e| (i, e)))
+            .collect();
         let mut ok = vec![true; pending.len()];
         for chunk in flat.chunks(PUBLISH_BATCH) {
             let events: Vec<Outgoing> = chunk.iter().map(|(_, e)| (*e).clone()).collect();
@@ -105,7 +110,7 @@ impl BatchRunner {
                 Handled::Retry
             }
             Err(e) => match self.quarantine(message, e).await {
-                Ok(exception) => Handled::Quarantined(exception),
+                Ok(exception) => Handled::Quarantined(Box::new(exception)),
                 Err(e) => {
                     tracing::error!(error = %e, "could not quarantine; message will be redelivered");
                     Handled::Retry
@@ -149,7 +154,13 @@ impl BatchRunner {
             .correlation_id
             .as_deref()
             .and_then(|c| CorrelationId::parse(c).ok())
-            .unwrap_or_else(|| CorrelationId::parse(format!("quarantine-{}", derived_event_id(&key, EventType::WorkflowException))).expect("valid id"));
+            .unwrap_or_else(|| {
+                CorrelationId::parse(format!(
+                    "quarantine-{}",
+                    derived_event_id(&key, EventType::WorkflowException)
+                ))
+                .expect("valid id")
+            });
         Ok(Outgoing {
             source: SOURCE_RETAIL_SYNC,
             event: Event::WorkflowException(Detail {
@@ -164,7 +175,10 @@ impl BatchRunner {
                 data: WorkflowException {
                     step: step.to_owned(),
                     reason: rejection.reason,
-                    message: truncate(format!("quarantined as {}: {}", message.id, rejection.message), 2000),
+                    message: truncate(
+                        format!("quarantined as {}: {}", message.id, rejection.message),
+                        2000,
+                    ),
                     detail_type: rejection.detail_type,
                     source_event_id: rejection.event_id,
                 },
@@ -174,7 +188,14 @@ impl BatchRunner {
 }
 
 fn plain(reason: ReasonCode, message: String) -> Rejection {
-    Rejection { reason, message, findings: Vec::new(), detail_type: None, event_id: None, correlation_id: None }
+    Rejection {
+        reason,
+        message,
+        findings: Vec::new(),
+        detail_type: None,
+        event_id: None,
+        correlation_id: None,
+    }
 }
 
 /// Cuts at a char boundary at or below `max` bytes.

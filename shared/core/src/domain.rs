@@ -10,14 +10,25 @@ use retail_sync_contracts::{LineItem, SaleCompleted, Tender, TenderMethod, Total
 /// sender can fix the feed in one go.
 pub fn check_sale(sale: &SaleCompleted) -> Result<(), Vec<String>> {
     let mut findings = check_lines(&sale.lines, &sale.totals);
-    let tendered: i128 = sale.tenders.iter().map(|t| i128::from(t.amount_minor.get())).sum();
+    let tendered: i128 = sale
+        .tenders
+        .iter()
+        .map(|t| i128::from(t.amount_minor.get()))
+        .sum();
     if tendered != i128::from(sale.totals.gross_minor.get()) {
-        findings.push(format!("tenders add up to {tendered}, gross is {}", sale.totals.gross_minor));
+        findings.push(format!(
+            "tenders add up to {tendered}, gross is {}",
+            sale.totals.gross_minor
+        ));
     }
     if sale.member_id.is_none() && sale.tenders.iter().any(|t| t.method == TenderMethod::Points) {
         findings.push("a points tender needs a member_id".into());
     }
-    if findings.is_empty() { Ok(()) } else { Err(findings) }
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(findings)
+    }
 }
 
 /// Line arithmetic shared by sales and orders: net = quantity × unit price − discount; totals are the
@@ -42,12 +53,20 @@ pub fn check_lines(lines: &[LineItem], totals: &Totals) -> Vec<String> {
         tax += i128::from(line.tax_minor.get());
     }
     if net != i128::from(totals.net_minor.get()) {
-        findings.push(format!("lines' net adds up to {net}, totals.net_minor is {}", totals.net_minor));
+        findings.push(format!(
+            "lines' net adds up to {net}, totals.net_minor is {}",
+            totals.net_minor
+        ));
     }
     if tax != i128::from(totals.tax_minor.get()) {
-        findings.push(format!("lines' tax adds up to {tax}, totals.tax_minor is {}", totals.tax_minor));
+        findings.push(format!(
+            "lines' tax adds up to {tax}, totals.tax_minor is {}",
+            totals.tax_minor
+        ));
     }
-    if i128::from(totals.net_minor.get()) + i128::from(totals.tax_minor.get()) != i128::from(totals.gross_minor.get()) {
+    if i128::from(totals.net_minor.get()) + i128::from(totals.tax_minor.get())
+        != i128::from(totals.gross_minor.get())
+    {
         findings.push(format!(
             "gross_minor {} is not net_minor {} + tax_minor {}",
             totals.gross_minor, totals.net_minor, totals.tax_minor
@@ -59,9 +78,16 @@ pub fn check_lines(lines: &[LineItem], totals: &Totals) -> Vec<String> {
 /// The value that earns points: net (before tax, after discounts) of eligible lines, less the part of
 /// the basket paid with points — points do not earn points.
 pub fn eligible_net(lines: &[LineItem], tenders: &[Tender]) -> Amount {
-    let eligible: i64 = lines.iter().filter(|l| l.loyalty_eligible).map(|l| l.net_minor.get()).sum();
-    let paid_with_points: i64 =
-        tenders.iter().filter(|t| t.method == TenderMethod::Points).map(|t| t.amount_minor.get()).sum();
+    let eligible: i64 = lines
+        .iter()
+        .filter(|l| l.loyalty_eligible)
+        .map(|l| l.net_minor.get())
+        .sum();
+    let paid_with_points: i64 = tenders
+        .iter()
+        .filter(|t| t.method == TenderMethod::Points)
+        .map(|t| t.amount_minor.get())
+        .sum();
     // Amounts are bounded by MAX_SAFE_INTEGER per line and validated sums, so the clamp only guards the
     // subtraction.
     Amount::new((eligible - paid_with_points).max(0)).unwrap_or(Amount::ZERO)
@@ -101,25 +127,40 @@ mod tests {
             },
             tenders: tenders
                 .into_iter()
-                .map(|(method, a)| Tender { method, amount_minor: Amount::new(a).unwrap() })
+                .map(|(method, a)| Tender {
+                    method,
+                    amount_minor: Amount::new(a).unwrap(),
+                })
                 .collect(),
         }
     }
 
     #[test]
     fn a_consistent_sale_passes() {
-        let s = sale(vec![line(1, 2, 1000, 100, 380, true)], vec![(TenderMethod::Card, 2280)]);
+        let s = sale(
+            vec![line(1, 2, 1000, 100, 380, true)],
+            vec![(TenderMethod::Card, 2280)],
+        );
         assert_eq!(check_sale(&s), Ok(()));
     }
 
     #[test]
     fn a_sale_whose_totals_do_not_add_up_is_refused_with_every_finding() {
-        let mut s = sale(vec![line(1, 2, 1000, 0, 400, true), line(1, 1, 500, 0, 100, true)], vec![]);
+        let mut s = sale(
+            vec![line(1, 2, 1000, 0, 400, true), line(1, 1, 500, 0, 100, true)],
+            vec![],
+        );
         s.totals.gross_minor = Amount::new(1).unwrap();
         s.lines[0].net_minor = Amount::new(1999).unwrap();
         let findings = check_sale(&s).unwrap_err();
-        assert!(findings.iter().any(|f| f.contains("appears twice")), "{findings:?}");
-        assert!(findings.iter().any(|f| f.contains("quantity × unit price")), "{findings:?}");
+        assert!(
+            findings.iter().any(|f| f.contains("appears twice")),
+            "{findings:?}"
+        );
+        assert!(
+            findings.iter().any(|f| f.contains("quantity × unit price")),
+            "{findings:?}"
+        );
         assert!(findings.iter().any(|f| f.contains("gross_minor")), "{findings:?}");
         assert!(findings.iter().any(|f| f.contains("tenders")), "{findings:?}");
     }
@@ -128,8 +169,14 @@ mod tests {
     fn only_eligible_lines_not_paid_with_points_earn() {
         let lines = vec![line(1, 1, 5000, 0, 0, true), line(2, 1, 2000, 0, 0, false)];
         let tenders = vec![
-            Tender { method: TenderMethod::Points, amount_minor: Amount::new(1000).unwrap() },
-            Tender { method: TenderMethod::Card, amount_minor: Amount::new(6000).unwrap() },
+            Tender {
+                method: TenderMethod::Points,
+                amount_minor: Amount::new(1000).unwrap(),
+            },
+            Tender {
+                method: TenderMethod::Card,
+                amount_minor: Amount::new(6000).unwrap(),
+            },
         ];
         assert_eq!(eligible_net(&lines, &tenders).get(), 4000);
     }

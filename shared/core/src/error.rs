@@ -42,11 +42,17 @@ pub enum Error {
 
 impl Error {
     pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
-        Self::Unavailable { what, source: source.into() }
+        Self::Unavailable {
+            what,
+            source: source.into(),
+        }
     }
 
     pub fn rejected(reason: ReasonCode, message: impl Into<String>) -> Self {
-        Self::Rejected { reason, message: message.into() }
+        Self::Rejected {
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn is_retryable(&self) -> bool {

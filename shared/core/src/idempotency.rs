@@ -117,16 +117,28 @@ impl Default for IdempotencyPolicy {
 }
 
 impl IdempotencyPolicy {
-    pub fn in_progress(&self, key: IdempotencyKey, fingerprint: Fingerprint, now: Timestamp) -> IdempotencyRecord {
+    pub fn in_progress(
+        &self,
+        key: IdempotencyKey,
+        fingerprint: Fingerprint,
+        now: Timestamp,
+    ) -> IdempotencyRecord {
         IdempotencyRecord {
             key,
             fingerprint,
-            state: RecordState::InProgress { lease_until: now + self.lease },
+            state: RecordState::InProgress {
+                lease_until: now + self.lease,
+            },
             expires_at: now + self.retention,
         }
     }
 
-    pub fn completed(&self, claim: &IdempotencyRecord, result: serde_json::Value, now: Timestamp) -> IdempotencyRecord {
+    pub fn completed(
+        &self,
+        claim: &IdempotencyRecord,
+        result: serde_json::Value,
+        now: Timestamp,
+    ) -> IdempotencyRecord {
         IdempotencyRecord {
             key: claim.key.clone(),
             fingerprint: claim.fingerprint.clone(),
@@ -172,7 +184,10 @@ mod tests {
         let fp = Fingerprint::of(&1);
         let claim = policy.in_progress(IdempotencyKey::for_step("receipt:s:r", "x"), fp.clone(), at(0));
         let done = policy.completed(&claim, serde_json::json!({"doc": "D1"}), at(1));
-        assert_eq!(decide(&done, &fp, at(2)), Claim::AlreadyDone(serde_json::json!({"doc": "D1"})));
+        assert_eq!(
+            decide(&done, &fp, at(2)),
+            Claim::AlreadyDone(serde_json::json!({"doc": "D1"}))
+        );
         assert_eq!(decide(&done, &Fingerprint::of(&2), at(2)), Claim::KeyReused);
     }
 
@@ -181,9 +196,17 @@ mod tests {
         let policy = IdempotencyPolicy::default();
         let fp = Fingerprint::of(&1);
         let claim = policy.in_progress(IdempotencyKey::for_step("k", "x"), fp.clone(), at(0));
-        assert_eq!(decide(&claim, &fp, at(20)), Claim::InProgress { retry_after: Duration::from_secs(40) });
+        assert_eq!(
+            decide(&claim, &fp, at(20)),
+            Claim::InProgress {
+                retry_after: Duration::from_secs(40)
+            }
+        );
         assert!(claim.is_live(at(59)));
-        assert!(!claim.is_live(at(60)), "a crashed attempt must not block the key forever");
+        assert!(
+            !claim.is_live(at(60)),
+            "a crashed attempt must not block the key forever"
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl IdempotencyStore for MemoryState {
-    async fn try_insert(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<Option<IdempotencyRecord>, Error> {
+    async fn try_insert(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, Error> {
         let mut map = lock(&self.idempotency);
         match map.get(&record.key) {
             Some(existing) if existing.is_live(now) => Ok(Some(existing.clone())),
@@ -70,14 +74,19 @@ impl SagaStore for MemoryState {
     }
 
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
-        Ok(lock(&self.sagas).values().find(|s| &s.correlation_id == correlation_id).cloned())
+        Ok(lock(&self.sagas)
+            .values()
+            .find(|s| &s.correlation_id == correlation_id)
+            .cloned())
     }
 
     async fn save(&self, saga: &Saga, completion: Option<&IdempotencyRecord>) -> Result<(), Error> {
         let mut sagas = lock(&self.sagas);
         let stored = sagas.get(&saga.id).map(|s| s.version);
         if stored != Some(saga.version - 1) {
-            return Err(Error::Conflict { what: format!("saga {}", saga.id) });
+            return Err(Error::Conflict {
+                what: format!("saga {}", saga.id),
+            });
         }
         sagas.insert(saga.id.clone(), saga.clone());
         if let Some(record) = completion {

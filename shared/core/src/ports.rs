@@ -18,7 +18,11 @@ use crate::saga::{Saga, SagaId};
 pub trait IdempotencyStore: Send + Sync {
     /// Writes `record` unless a record that is live at `now` (see `IdempotencyRecord::is_live`) holds the
     /// key; in that case writes nothing and returns the live record.
-    async fn try_insert(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<Option<IdempotencyRecord>, Error>;
+    async fn try_insert(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, Error>;
     /// Drops our in-progress claim (only if it is still ours and still in progress) after a retryable
     /// failure, so the next delivery need not wait for the lease to lapse.
     async fn release(&self, claim: &IdempotencyRecord) -> Result<(), Error>;

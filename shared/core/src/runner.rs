@@ -42,7 +42,10 @@ impl Consumer {
         if !done.is_empty() {
             queues.delete(&self.queue, &done).await?;
         }
-        Ok(PollOutcome { received: received.len(), batch })
+        Ok(PollOutcome {
+            received: received.len(),
+            batch,
+        })
     }
 }
 

@@ -144,14 +144,22 @@ impl Saga {
 
     /// The event that started the saga, typed again.
     pub fn origin_event(&self) -> Result<Event, Error> {
-        let corrupt = |message: String| Error::Corrupt { what: format!("saga {}", self.id), message };
+        let corrupt = |message: String| Error::Corrupt {
+            what: format!("saga {}", self.id),
+            message,
+        };
         let event_type = EventType::from_name(&self.origin_type)
             .ok_or_else(|| corrupt(format!("unknown origin type {}", self.origin_type)))?;
         Event::from_detail(event_type, self.origin.clone()).map_err(|e| corrupt(e.to_string()))
     }
 
     pub fn record(&mut self, step: &str, outcome: StepOutcome, message: impl Into<String>, now: Timestamp) {
-        self.steps.push(StepEntry { step: step.to_owned(), outcome, at: now, message: message.into() });
+        self.steps.push(StepEntry {
+            step: step.to_owned(),
+            outcome,
+            at: now,
+            message: message.into(),
+        });
         self.updated_at = now;
     }
 
@@ -197,11 +205,15 @@ pub async fn update_from(
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Conflict { what: format!("saga {id}") })
+    Err(Error::Conflict {
+        what: format!("saga {id}"),
+    })
 }
 
 /// The saga, or `NotYet` when it does not exist (yet): a step that runs before ingest has recorded the
 /// transaction retries instead of failing.
 pub async fn load_existing(store: &dyn SagaStore, id: &SagaId) -> Result<Saga, Error> {
-    store.load(id).await?.ok_or_else(|| Error::NotYet { what: format!("saga {id}") })
+    store.load(id).await?.ok_or_else(|| Error::NotYet {
+        what: format!("saga {id}"),
+    })
 }

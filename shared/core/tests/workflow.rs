@@ -34,7 +34,9 @@ impl Erp for FakeErp {
         match *self.fail.lock().unwrap() {
             Some(true) => Err(Error::rejected(ReasonCode::ErpRejected, "period_closed: closed")),
             Some(false) => Err(Error::unavailable("erp", "503")),
-            None => Ok(ErpDocument { document_id: ExternalRef::parse(format!("ERP-{n}")).unwrap() }),
+            None => Ok(ErpDocument {
+                document_id: ExternalRef::parse(format!("ERP-{n}")).unwrap(),
+            }),
         }
     }
 }
@@ -54,7 +56,11 @@ impl Loyalty for FakeLoyalty {
             return Err(Error::rejected(ReasonCode::LoyaltyRejected, "member_not_found"));
         }
         let points = Points::new(request.eligible_minor.get() / 100).unwrap();
-        Ok(Accrual { loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(), points, balance: points })
+        Ok(Accrual {
+            loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
+            points,
+            balance: points,
+        })
     }
 }
 
@@ -124,12 +130,20 @@ impl World {
     }
 
     async fn saga(&self, id: &str) -> retail_sync_core::saga::Saga {
-        self.state.load(&SagaId::from_stored(id.to_owned())).await.unwrap().expect("saga exists")
+        self.state
+            .load(&SagaId::from_stored(id.to_owned()))
+            .await
+            .unwrap()
+            .expect("saga exists")
     }
 }
 
 fn msg(id: &str, body: &str) -> Message {
-    Message { id: id.to_owned(), body: body.to_owned(), receive_count: 1 }
+    Message {
+        id: id.to_owned(),
+        body: body.to_owned(),
+        receive_count: 1,
+    }
 }
 
 /// The EventBridge envelope the bus would deliver for an outgoing event.
@@ -142,14 +156,20 @@ fn envelope(out: &Outgoing) -> String {
 }
 
 fn sample_sale() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/samples/SaleCompleted.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/samples/SaleCompleted.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 const SAGA: &str = "receipt:store-042:r-000123";
 
 fn types(bus: &MemoryBus) -> Vec<String> {
-    bus.published().iter().map(|o| format!("{}/{}", o.source, o.detail_type())).collect()
+    bus.published()
+        .iter()
+        .map(|o| format!("{}/{}", o.source, o.detail_type()))
+        .collect()
 }
 
 #[tokio::test]
@@ -159,22 +179,36 @@ async fn a_member_sale_is_posted_once_and_accrues_the_points_loyalty_computed() 
 
     let saga = w.saga(SAGA).await;
     assert_eq!(saga.status, SagaStatus::Completed);
-    assert_eq!(saga.ledger.erp_document_id.as_ref().map(|d| d.as_str()), Some("ERP-1"));
+    assert_eq!(
+        saga.ledger.erp_document_id.as_ref().map(|d| d.as_str()),
+        Some("ERP-1")
+    );
     // 2 × 19.99 + 45.00 − 5.00 eligible; the gift card line is not eligible.
     assert_eq!(saga.ledger.eligible_minor.map(|a| a.get()), Some(7998));
     assert_eq!(saga.ledger.points_accrued.map(|p| p.get()), Some(79));
     let timeline: Vec<_> = saga.steps.iter().map(|s| (s.step.as_str(), s.outcome)).collect();
     assert_eq!(
         timeline,
-        [("ingest", StepOutcome::Accepted), ("post-sale-to-erp", StepOutcome::Done), ("accrue-loyalty", StepOutcome::Done)]
+        [
+            ("ingest", StepOutcome::Accepted),
+            ("post-sale-to-erp", StepOutcome::Done),
+            ("accrue-loyalty", StepOutcome::Done)
+        ]
     );
     assert_eq!(
         types(&w.bus),
-        ["retail-sync.ingest/SaleCompleted", "retail-sync/ErpSalePosted", "retail-sync/LoyaltyAccrued"]
+        [
+            "retail-sync.ingest/SaleCompleted",
+            "retail-sync/ErpSalePosted",
+            "retail-sync/LoyaltyAccrued"
+        ]
     );
     // Outbound events keep the sender's correlation id.
     for out in w.bus.published() {
-        assert_eq!(out.event.metadata().correlation_id.as_str(), "pos-store-042-r-000123");
+        assert_eq!(
+            out.event.metadata().correlation_id.as_str(),
+            "pos-store-042-r-000123"
+        );
     }
 }
 
@@ -183,15 +217,29 @@ async fn a_duplicate_delivery_repeats_no_effect_and_republishes_the_same_event_i
     let w = World::new();
     let body = sample_sale().to_string();
     w.process(&body).await;
-    let first: Vec<_> = w.bus.published().iter().map(|o| o.event.metadata().event_id.clone()).collect();
+    let first: Vec<_> = w
+        .bus
+        .published()
+        .iter()
+        .map(|o| o.event.metadata().event_id.clone())
+        .collect();
     w.process(&body).await;
     assert_eq!(w.erp.calls.load(Ordering::SeqCst), 1);
     assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 1);
-    let all: Vec<_> = w.bus.published().iter().map(|o| o.event.metadata().event_id.clone()).collect();
+    let all: Vec<_> = w
+        .bus
+        .published()
+        .iter()
+        .map(|o| o.event.metadata().event_id.clone())
+        .collect();
     // Ingest re-emits the channel's own event; our events get the ids derived from the step keys.
     assert_eq!(all[3..], first[..]);
     assert_eq!(w.metrics.get("duplicates"), 1);
-    assert_eq!(w.saga(SAGA).await.steps.len(), 3, "the timeline records each effect once");
+    assert_eq!(
+        w.saga(SAGA).await.steps.len(),
+        3,
+        "the timeline records each effect once"
+    );
 }
 
 #[tokio::test]
@@ -205,18 +253,35 @@ async fn a_step_whose_publish_failed_publishes_again_on_redelivery_without_calli
 
     w.bus.fail_next(1);
     let first = post.run(&[msg("m1", &body)]).await;
-    assert_eq!(first.failed, ["m1"], "a message whose events did not reach the bus is redelivered");
+    assert_eq!(
+        first.failed,
+        ["m1"],
+        "a message whose events did not reach the bus is redelivered"
+    );
     assert!(w.bus.published().is_empty());
 
-    let second = post.run(&[Message { receive_count: 2, ..msg("m1", &body) }]).await;
+    let second = post
+        .run(&[Message {
+            receive_count: 2,
+            ..msg("m1", &body)
+        }])
+        .await;
     assert!(second.failed.is_empty());
     assert_eq!(types(&w.bus), ["retail-sync/ErpSalePosted"]);
     assert_eq!(w.erp.calls.load(Ordering::SeqCst), 1, "the effect happened once");
 }
 
 fn start_saga(envelope: &Value) -> retail_sync_core::saga::Saga {
-    let event = Event::from_detail(retail_sync_contracts::EventType::SaleCompleted, envelope["detail"].clone()).unwrap();
-    retail_sync_core::saga::Saga::start(SagaId::from_stored(SAGA.to_owned()), &event, "2026-11-20T10:00:00Z".parse().unwrap())
+    let event = Event::from_detail(
+        retail_sync_contracts::EventType::SaleCompleted,
+        envelope["detail"].clone(),
+    )
+    .unwrap();
+    retail_sync_core::saga::Saga::start(
+        SagaId::from_stored(SAGA.to_owned()),
+        &event,
+        "2026-11-20T10:00:00Z".parse().unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -227,8 +292,16 @@ async fn an_erp_rejection_fails_the_saga_and_announces_it_without_retrying() {
     let saga = w.saga(SAGA).await;
     assert_eq!(saga.status, SagaStatus::Failed);
     assert!(saga.has_step("post-sale-to-erp", StepOutcome::Failed));
-    assert_eq!(types(&w.bus), ["retail-sync.ingest/SaleCompleted", "retail-sync/WorkflowException"]);
-    let Event::WorkflowException(e) = &w.bus.published()[1].event else { panic!() };
+    assert_eq!(
+        types(&w.bus),
+        [
+            "retail-sync.ingest/SaleCompleted",
+            "retail-sync/WorkflowException"
+        ]
+    );
+    let Event::WorkflowException(e) = &w.bus.published()[1].event else {
+        panic!()
+    };
     assert_eq!(e.data.reason, ReasonCode::ErpRejected);
     assert_eq!(e.metadata.correlation_id.as_str(), "pos-store-042-r-000123");
     assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 0);
@@ -247,12 +320,24 @@ async fn an_unavailable_erp_leaves_the_message_for_redelivery_and_frees_the_clai
     assert_eq!(outcome.failed, ["m1"]);
     assert!(outcome.quarantined.is_empty());
     let key = IdempotencyKey::for_step(SAGA, "post-sale-to-erp");
-    assert_eq!(w.state.get(&key).await.unwrap(), None, "the claim was released for the next delivery");
+    assert_eq!(
+        w.state.get(&key).await.unwrap(),
+        None,
+        "the claim was released for the next delivery"
+    );
 
     *w.erp.fail.lock().unwrap() = None;
     let outcome = post.run(&[msg("m1", &accepted.to_string())]).await;
     assert!(outcome.failed.is_empty());
-    assert_eq!(w.saga(SAGA).await.ledger.erp_document_id.as_ref().map(|d| d.as_str()), Some("ERP-2"));
+    assert_eq!(
+        w.saga(SAGA)
+            .await
+            .ledger
+            .erp_document_id
+            .as_ref()
+            .map(|d| d.as_str()),
+        Some("ERP-2")
+    );
 }
 
 #[tokio::test]
@@ -267,7 +352,10 @@ async fn a_crashed_claim_blocks_until_its_lease_lapses_then_the_step_proceeds() 
     let claim = policy.in_progress(
         key,
         retail_sync_core::idempotency::Fingerprint::of(
-            &serde_json::from_value::<retail_sync_contracts::SaleCompleted>(accepted["detail"]["data"].clone()).unwrap(),
+            &serde_json::from_value::<retail_sync_contracts::SaleCompleted>(
+                accepted["detail"]["data"].clone(),
+            )
+            .unwrap(),
         ),
         w.clock.now(),
     );
@@ -275,7 +363,10 @@ async fn a_crashed_claim_blocks_until_its_lease_lapses_then_the_step_proceeds() 
 
     let post = w.step("post-sale-to-erp");
     let err = post.handle(&msg("m1", &accepted.to_string())).await.unwrap_err();
-    assert!(matches!(err, Error::InProgress { .. }) && err.is_retryable(), "{err}");
+    assert!(
+        matches!(err, Error::InProgress { .. }) && err.is_retryable(),
+        "{err}"
+    );
     assert_eq!(w.erp.calls.load(Ordering::SeqCst), 0);
 
     w.clock.advance(Duration::from_secs(61));
@@ -286,8 +377,16 @@ async fn a_crashed_claim_blocks_until_its_lease_lapses_then_the_step_proceeds() 
 #[tokio::test]
 async fn accrual_before_its_saga_exists_waits_instead_of_failing() {
     let w = World::new();
-    let erp_posted = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/samples/ErpSalePosted.json")).unwrap();
-    let err = w.step("accrue-loyalty").handle(&msg("m1", &erp_posted)).await.unwrap_err();
+    let erp_posted = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/samples/ErpSalePosted.json"
+    ))
+    .unwrap();
+    let err = w
+        .step("accrue-loyalty")
+        .handle(&msg("m1", &erp_posted))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotYet { .. }) && err.is_retryable(), "{err}");
 }
 
@@ -295,7 +394,10 @@ async fn accrual_before_its_saga_exists_waits_instead_of_failing() {
 async fn anonymous_sales_complete_without_accrual_and_unknown_members_fail_visibly() {
     let w = World::new();
     let mut anonymous = sample_sale();
-    anonymous["detail"]["data"].as_object_mut().unwrap().remove("member_id");
+    anonymous["detail"]["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("member_id");
     w.process(&anonymous.to_string()).await;
     let saga = w.saga(SAGA).await;
     assert_eq!(saga.status, SagaStatus::Completed);
@@ -331,7 +433,10 @@ async fn bad_input_is_quarantined_with_its_reason_and_announced_never_retried() 
     let mut bad_totals = sample_sale();
     bad_totals["detail"]["data"]["totals"]["gross_minor"] = 1.into();
     let mut no_id = sample_sale();
-    no_id["detail"]["data"].as_object_mut().unwrap().remove("receipt_id");
+    no_id["detail"]["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("receipt_id");
     let batch = [
         msg("bad-json", "{not json"),
         msg("bad-totals", &bad_totals.to_string()),
@@ -354,7 +459,10 @@ async fn bad_input_is_quarantined_with_its_reason_and_announced_never_retried() 
     );
     assert_eq!(items[0].body, "{not json", "the input is kept as received");
     assert_eq!(items[1].correlation_id.as_deref(), Some("pos-store-042-r-000123"));
-    let exceptions = types(&w.bus).iter().filter(|t| t.ends_with("WorkflowException")).count();
+    let exceptions = types(&w.bus)
+        .iter()
+        .filter(|t| t.ends_with("WorkflowException"))
+        .count();
     assert_eq!(exceptions, 3);
     assert_eq!(w.metrics.get("quarantined{reason=invalid_json}"), 1);
 }
@@ -379,8 +487,15 @@ async fn the_same_receipt_with_different_content_is_refused_and_recorded_on_the_
 #[tokio::test]
 async fn an_event_on_the_wrong_queue_is_quarantined_not_looped() {
     let w = World::new();
-    let tier = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/samples/TierChanged.json")).unwrap();
+    let tier = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/samples/TierChanged.json"
+    ))
+    .unwrap();
     let outcome = w.runner("post-sale-to-erp").run(&[msg("m1", &tier)]).await;
     assert_eq!(outcome.quarantined, ["m1"]);
-    assert_eq!(w.state.list(1).await.unwrap()[0].reason, ReasonCode::UnknownEventType);
+    assert_eq!(
+        w.state.list(1).await.unwrap()[0].reason,
+        ReasonCode::UnknownEventType
+    );
 }

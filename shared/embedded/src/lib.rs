@@ -11,5 +11,5 @@
 
 pub mod store;
 
-pub use store::{Embedded, EmbeddedError};
 pub use retail_sync_topology::{Topology, TopologyError};
+pub use store::{Embedded, EmbeddedError};

@@ -16,7 +16,8 @@ use retail_sync_contracts::values::CorrelationId;
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyRecord, RecordState};
 use retail_sync_core::ports::{
-    Clock, IdempotencyStore, Outgoing, Publisher, QuarantineItem, QuarantineStore, QueueConsumer, Received, SagaStore,
+    Clock, IdempotencyStore, Outgoing, Publisher, QuarantineItem, QuarantineStore, QueueConsumer, Received,
+    SagaStore,
 };
 use retail_sync_core::saga::{Saga, SagaId};
 use retail_sync_core::steps::Message;
@@ -102,19 +103,29 @@ fn unavailable(e: impl Into<retail_sync_core::BoxError>) -> Error {
 }
 
 fn corrupt(what: String, e: serde_json::Error) -> Error {
-    Error::Corrupt { what, message: e.to_string() }
+    Error::Corrupt {
+        what,
+        message: e.to_string(),
+    }
 }
 
 impl Embedded {
     pub fn open(path: &Path, topology: Topology, clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| EmbeddedError::Dir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| EmbeddedError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn), topology: Arc::new(topology), clock, visibility_override: None })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            topology: Arc::new(topology),
+            clock,
+            visibility_override: None,
+        })
     }
 
     pub fn with_visibility_timeout(mut self, visibility: Duration) -> Self {
@@ -250,13 +261,16 @@ impl Embedded {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT event FROM archive ORDER BY seq")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| Ok(serde_json::from_str(&r?).unwrap_or(Value::Null))).collect()
+        rows.map(|r| Ok(serde_json::from_str(&r?).unwrap_or(Value::Null)))
+            .collect()
     }
 
     /// Every saga, by id.
     pub fn sagas(&self) -> Result<Vec<Saga>, Error> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT pk, item FROM sagas ORDER BY pk").map_err(unavailable)?;
+        let mut stmt = conn
+            .prepare("SELECT pk, item FROM sagas ORDER BY pk")
+            .map_err(unavailable)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(unavailable)?;
@@ -270,7 +284,9 @@ impl Embedded {
     /// Deletes idempotency records past their TTL, as DynamoDB does eventually.
     pub fn purge_expired(&self) -> Result<usize, EmbeddedError> {
         let now = ms(self.clock.now());
-        Ok(self.conn().execute("DELETE FROM idempotency WHERE expires_at <= ?1", params![now])?)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM idempotency WHERE expires_at <= ?1", params![now])?)
     }
 }
 
@@ -296,12 +312,17 @@ fn load_saga(tx: &Transaction<'_>, sql: &str, key: &str) -> Result<Option<Saga>,
         .prepare_cached(sql)
         .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
         .map_err(unavailable)?;
-    item.map(|i| serde_json::from_str(&i).map_err(|e| corrupt(format!("saga {key}"), e))).transpose()
+    item.map(|i| serde_json::from_str(&i).map_err(|e| corrupt(format!("saga {key}"), e)))
+        .transpose()
 }
 
 #[async_trait]
 impl IdempotencyStore for Embedded {
-    async fn try_insert(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<Option<IdempotencyRecord>, Error> {
+    async fn try_insert(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, Error> {
         self.tx(|tx| match load_idempotency(tx, record.key.as_str())? {
             Some(existing) if existing.is_live(now) => Ok(Some(existing)),
             _ => store_idempotency(tx, record).map(|()| None),
@@ -314,8 +335,11 @@ impl IdempotencyStore for Embedded {
         }
         self.tx(|tx| {
             if load_idempotency(tx, claim.key.as_str())?.as_ref() == Some(claim) {
-                tx.execute("DELETE FROM idempotency WHERE pk = ?1", params![claim.key.as_str()])
-                    .map_err(unavailable)?;
+                tx.execute(
+                    "DELETE FROM idempotency WHERE pk = ?1",
+                    params![claim.key.as_str()],
+                )
+                .map_err(unavailable)?;
             }
             Ok(())
         })
@@ -358,7 +382,11 @@ impl SagaStore for Embedded {
 
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
         self.tx(|tx| {
-            load_saga(tx, "SELECT item FROM sagas WHERE correlation_id = ?1 LIMIT 1", correlation_id.as_str())
+            load_saga(
+                tx,
+                "SELECT item FROM sagas WHERE correlation_id = ?1 LIMIT 1",
+                correlation_id.as_str(),
+            )
         })
     }
 
@@ -413,7 +441,9 @@ impl QuarantineStore for Embedded {
             .map_err(unavailable)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params![limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(unavailable)?;
         rows.map(|r| {
             let (id, item) = r.map_err(unavailable)?;
@@ -429,7 +459,11 @@ impl Publisher for Embedded {
         let entries: Vec<_> = events
             .iter()
             .map(|o| {
-                (o.source.to_owned(), o.detail_type().to_owned(), serde_json::to_value(&o.event).expect("events serialize"))
+                (
+                    o.source.to_owned(),
+                    o.detail_type().to_owned(),
+                    serde_json::to_value(&o.event).expect("events serialize"),
+                )
             })
             .collect();
         // One transaction: all entries are routed, or none (then all are reported failed and retried).
@@ -466,18 +500,18 @@ impl QueueConsumer for Embedded {
             for (seq, id, body, count) in candidates {
                 // SQS moves a message to the DLQ when a receive finds it already received
                 // maxReceiveCount times: it is not handed out again.
-                if let Some((dlq, max_receives)) = &redrive {
-                    if count >= *max_receives {
-                        tx.prepare_cached(
-                            "UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE seq = ?1",
-                        )
+                if let Some((dlq, max_receives)) = &redrive
+                    && count >= *max_receives
+                {
+                    tx.prepare_cached("UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE seq = ?1")
                         .and_then(|mut s| s.execute(params![seq, dlq, now]))
                         .map_err(unavailable)?;
-                        tracing::warn!(queue, message_id = %id, receive_count = count, dlq, "moved to dead-letter queue");
-                        continue;
-                    }
+                    tracing::warn!(queue, message_id = %id, receive_count = count, dlq, "moved to dead-letter queue");
+                    continue;
                 }
-                let receipt = uuid::Uuid::now_v7().to_string();
+                // The receipt names the row, so a delete is a primary-key lookup; the random part makes
+                // a receipt from an earlier receive useless, as in SQS.
+                let receipt = format!("{seq}:{}", uuid::Uuid::now_v7().simple());
                 tx.prepare_cached(
                     "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
                 )
@@ -492,8 +526,14 @@ impl QueueConsumer for Embedded {
     async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error> {
         self.tx(|tx| {
             for receipt in receipts {
-                tx.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")
-                    .and_then(|mut s| s.execute(params![queue, receipt]))
+                // A malformed receipt matches no row, like a stale one.
+                let seq: i64 = receipt
+                    .split(':')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(-1);
+                tx.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")
+                    .and_then(|mut s| s.execute(params![seq, queue, receipt]))
                     .map_err(unavailable)?;
             }
             Ok(())

@@ -34,7 +34,10 @@ impl Pattern {
 }
 
 fn err(path: &str, message: impl Into<String>) -> PatternError {
-    PatternError { path: path.to_owned(), message: message.into() }
+    PatternError {
+        path: path.to_owned(),
+        message: message.into(),
+    }
 }
 
 fn check(pattern: &Value, path: &str) -> Result<(), PatternError> {
@@ -74,7 +77,14 @@ fn check_operator(op: &serde_json::Map<String, Value>, path: &str) -> Result<(),
         "numeric" => numeric_ops(arg).is_some(),
         _ => false,
     };
-    if ok { Ok(()) } else { Err(err(path, format!("operator {name:?} with {arg} is not supported"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            path,
+            format!("operator {name:?} with {arg} is not supported"),
+        ))
+    }
 }
 
 fn numeric_ops(arg: &Value) -> Option<Vec<(&str, f64)>> {
@@ -85,14 +95,18 @@ fn numeric_ops(arg: &Value) -> Option<Vec<(&str, f64)>> {
     items
         .chunks(2)
         .map(|c| {
-            let op = c[0].as_str().filter(|o| matches!(*o, "<" | "<=" | "=" | ">=" | ">"))?;
+            let op = c[0]
+                .as_str()
+                .filter(|o| matches!(*o, "<" | "<=" | "=" | ">=" | ">"))?;
             Some((op, c[1].as_f64()?))
         })
         .collect()
 }
 
 fn match_object(pattern: &Value, event: Option<&Value>) -> bool {
-    let Value::Object(fields) = pattern else { return false };
+    let Value::Object(fields) = pattern else {
+        return false;
+    };
     fields.iter().all(|(name, spec)| {
         let field = event.and_then(|e| e.get(name));
         match spec {
@@ -106,7 +120,9 @@ fn match_object(pattern: &Value, event: Option<&Value>) -> bool {
 /// A field matches if any allowed entry matches it; an array field matches if any of its elements does.
 fn match_field(allowed: &[Value], field: Option<&Value>) -> bool {
     allowed.iter().any(|a| match (a, field) {
-        (Value::Object(op), _) if op.contains_key("exists") => op["exists"].as_bool() == Some(field.is_some()),
+        (Value::Object(op), _) if op.contains_key("exists") => {
+            op["exists"].as_bool() == Some(field.is_some())
+        }
         (_, None) => false,
         (_, Some(Value::Array(elems))) => elems.iter().any(|e| match_one(a, e)),
         (_, Some(v)) => match_one(a, v),
@@ -120,7 +136,9 @@ fn match_one(allowed: &Value, value: &Value) -> bool {
             match (name.as_str(), value) {
                 ("prefix", Value::String(s)) => arg.as_str().is_some_and(|p| s.starts_with(p)),
                 ("suffix", Value::String(s)) => arg.as_str().is_some_and(|p| s.ends_with(p)),
-                ("equals-ignore-case", Value::String(s)) => arg.as_str().is_some_and(|p| s.eq_ignore_ascii_case(p)),
+                ("equals-ignore-case", Value::String(s)) => {
+                    arg.as_str().is_some_and(|p| s.eq_ignore_ascii_case(p))
+                }
                 ("anything-but", v) => match arg {
                     Value::Object(inner) => match (inner.get("prefix"), v) {
                         (Some(Value::String(p)), Value::String(s)) => !s.starts_with(p.as_str()),

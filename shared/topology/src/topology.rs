@@ -71,8 +71,10 @@ const DEFAULT_BATCH: usize = 10;
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Self, TopologyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TopologyError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text)
     }
 
@@ -88,7 +90,10 @@ impl Topology {
         let mut rules = Vec::new();
         let mut functions = Vec::new();
         for (id, resource) in resources {
-            let props = resource.get("Properties").cloned().unwrap_or(Value::Object(Map::new()));
+            let props = resource
+                .get("Properties")
+                .cloned()
+                .unwrap_or(Value::Object(Map::new()));
             match resource.get("Type").and_then(Value::as_str) {
                 Some("AWS::SQS::Queue") => {
                     queues.insert(id.clone(), queue(id, &props)?);
@@ -103,7 +108,12 @@ impl Topology {
                 _ => {}
             }
         }
-        let topology = Self { queues, tables, rules, functions };
+        let topology = Self {
+            queues,
+            tables,
+            rules,
+            functions,
+        };
         topology.check_references()?;
         Ok(topology)
     }
@@ -111,20 +121,29 @@ impl Topology {
     fn check_references(&self) -> Result<(), TopologyError> {
         let known = |q: &str| self.queues.contains_key(q);
         for q in self.queues.values() {
-            if let Some((dlq, _)) = &q.redrive {
-                if !known(dlq) {
-                    return Err(invalid(&q.id, format!("dead-letter queue {dlq} is not a queue of the template")));
-                }
+            if let Some((dlq, _)) = &q.redrive
+                && !known(dlq)
+            {
+                return Err(invalid(
+                    &q.id,
+                    format!("dead-letter queue {dlq} is not a queue of the template"),
+                ));
             }
         }
         for r in &self.rules {
             if let Some(t) = r.targets.iter().find(|t| !known(t)) {
-                return Err(invalid(&r.id, format!("target {t} is not a queue of the template")));
+                return Err(invalid(
+                    &r.id,
+                    format!("target {t} is not a queue of the template"),
+                ));
             }
         }
         for f in &self.functions {
             if !known(&f.queue) {
-                return Err(invalid(&f.id, format!("event source {} is not a queue of the template", f.queue)));
+                return Err(invalid(
+                    &f.id,
+                    format!("event source {} is not a queue of the template", f.queue),
+                ));
             }
         }
         Ok(())
@@ -136,12 +155,18 @@ impl Topology {
 
     /// The queues that are some queue's DLQ.
     pub fn dead_letter_queues(&self) -> Vec<&str> {
-        self.queues.values().filter_map(|q| q.redrive.as_ref().map(|(d, _)| d.as_str())).collect()
+        self.queues
+            .values()
+            .filter_map(|q| q.redrive.as_ref().map(|(d, _)| d.as_str()))
+            .collect()
     }
 }
 
 fn invalid(resource: &str, message: impl Into<String>) -> TopologyError {
-    TopologyError::Invalid { resource: resource.to_owned(), message: message.into() }
+    TopologyError::Invalid {
+        resource: resource.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// The template as JSON, short tags in their long forms: what checks of the template read.
@@ -177,7 +202,11 @@ fn to_json(v: yaml_serde::Value) -> Value {
         Y::Tagged(t) => {
             let tag = t.tag.to_string();
             let name = tag.trim_start_matches('!');
-            let long = if name == "Ref" { "Ref".to_owned() } else { format!("Fn::{name}") };
+            let long = if name == "Ref" {
+                "Ref".to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
             let mut obj = Map::new();
             obj.insert(long, to_json(t.value));
             Value::Object(obj)
@@ -212,7 +241,12 @@ fn queue(id: &str, props: &Value) -> Result<QueueSpec, TopologyError> {
             let dlq = policy
                 .get("deadLetterTargetArn")
                 .and_then(referenced)
-                .ok_or_else(|| invalid(id, "RedrivePolicy.deadLetterTargetArn must be !GetAtt <Queue>.Arn"))?;
+                .ok_or_else(|| {
+                    invalid(
+                        id,
+                        "RedrivePolicy.deadLetterTargetArn must be !GetAtt <Queue>.Arn",
+                    )
+                })?;
             let max = policy
                 .get("maxReceiveCount")
                 .and_then(number)
@@ -221,14 +255,21 @@ fn queue(id: &str, props: &Value) -> Result<QueueSpec, TopologyError> {
             Some((dlq, max))
         }
     };
-    Ok(QueueSpec { id: id.to_owned(), visibility_timeout: Duration::from_secs(visibility), redrive })
+    Ok(QueueSpec {
+        id: id.to_owned(),
+        visibility_timeout: Duration::from_secs(visibility),
+        redrive,
+    })
 }
 
 fn table(id: &str, props: &Value) -> Result<TableSpec, TopologyError> {
     let hash_of = |schema: Option<&Value>| {
         schema
             .and_then(Value::as_array)
-            .and_then(|keys| keys.iter().find(|k| k.get("KeyType").and_then(Value::as_str) == Some("HASH")))
+            .and_then(|keys| {
+                keys.iter()
+                    .find(|k| k.get("KeyType").and_then(Value::as_str) == Some("HASH"))
+            })
             .and_then(|k| k.get("AttributeName").and_then(Value::as_str))
             .map(str::to_owned)
     };
@@ -242,7 +283,10 @@ fn table(id: &str, props: &Value) -> Result<TableSpec, TopologyError> {
             let name = index.get("IndexName").and_then(Value::as_str);
             match (name, hash_of(index.get("KeySchema"))) {
                 (Some(name), Some(key)) => Ok((name.to_owned(), key)),
-                _ => Err(invalid(id, "a global secondary index needs IndexName and a HASH key")),
+                _ => Err(invalid(
+                    id,
+                    "a global secondary index needs IndexName and a HASH key",
+                )),
             }
         })
         .collect::<Result<_, _>>()?;
@@ -251,7 +295,12 @@ fn table(id: &str, props: &Value) -> Result<TableSpec, TopologyError> {
         .filter(|t| t.get("Enabled").and_then(Value::as_bool) == Some(true))
         .and_then(|t| t.get("AttributeName").and_then(Value::as_str))
         .map(str::to_owned);
-    Ok(TableSpec { id: id.to_owned(), hash_key, indexes, ttl_attribute })
+    Ok(TableSpec {
+        id: id.to_owned(),
+        hash_key,
+        indexes,
+        ttl_attribute,
+    })
 }
 
 fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
@@ -262,27 +311,44 @@ fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
         Some(p @ Value::Object(_)) => p.clone(),
         _ => return Err(invalid(id, "only rules with an EventPattern are supported")),
     };
-    let pattern = Pattern::compile(pattern).map_err(|source| TopologyError::Pattern { rule: id.to_owned(), source })?;
+    let pattern = Pattern::compile(pattern).map_err(|source| TopologyError::Pattern {
+        rule: id.to_owned(),
+        source,
+    })?;
     let targets = props
         .get("Targets")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid(id, "a rule needs Targets"))?
         .iter()
         .map(|t| {
-            t.get("Arn").and_then(referenced).ok_or_else(|| invalid(id, "target Arn must be !GetAtt <Queue>.Arn"))
+            t.get("Arn")
+                .and_then(referenced)
+                .ok_or_else(|| invalid(id, "target Arn must be !GetAtt <Queue>.Arn"))
         })
         .collect::<Result<_, _>>()?;
-    Ok(RuleSpec { id: id.to_owned(), pattern, targets })
+    Ok(RuleSpec {
+        id: id.to_owned(),
+        pattern,
+        targets,
+    })
 }
 
 fn function(id: &str, resource: &Value, props: &Value) -> Result<Vec<FunctionSpec>, TopologyError> {
-    let binary = resource.pointer("/Metadata/BuildProperties/Binary").and_then(Value::as_str);
+    let binary = resource
+        .pointer("/Metadata/BuildProperties/Binary")
+        .and_then(Value::as_str);
     let mut specs = Vec::new();
-    for event in props.get("Events").and_then(Value::as_object).into_iter().flat_map(|e| e.values()) {
+    for event in props
+        .get("Events")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|e| e.values())
+    {
         if event.get("Type").and_then(Value::as_str) != Some("SQS") {
             continue;
         }
-        let binary = binary.ok_or_else(|| invalid(id, "an SQS-fed function needs Metadata.BuildProperties.Binary"))?;
+        let binary =
+            binary.ok_or_else(|| invalid(id, "an SQS-fed function needs Metadata.BuildProperties.Binary"))?;
         let queue = event
             .pointer("/Properties/Queue")
             .and_then(referenced)
@@ -293,7 +359,12 @@ fn function(id: &str, resource: &Value, props: &Value) -> Result<Vec<FunctionSpe
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| invalid(id, "BatchSize must be a literal number"))?,
         };
-        specs.push(FunctionSpec { id: id.to_owned(), binary: binary.to_owned(), queue, batch_size });
+        specs.push(FunctionSpec {
+            id: id.to_owned(),
+            binary: binary.to_owned(),
+            queue,
+            batch_size,
+        });
     }
     Ok(specs)
 }
@@ -345,7 +416,11 @@ Resources:
         assert_eq!(q.redrive, Some(("InDLQ".to_owned(), 5)));
         assert_eq!(t.dead_letter_queues(), vec!["InDLQ"]);
         assert_eq!(t.rules[0].targets, vec!["InQueue".to_owned()]);
-        assert!(t.rules[0].pattern.matches(&serde_json::json!({"source": "retail.pos"})));
+        assert!(
+            t.rules[0]
+                .pattern
+                .matches(&serde_json::json!({"source": "retail.pos"}))
+        );
         assert_eq!(t.function("ingest").unwrap().queue, "InQueue");
     }
 
@@ -354,12 +429,20 @@ Resources:
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
         let t = Topology::load(Path::new(path)).unwrap();
         for binary in ["ingest", "post-sale-to-erp", "accrue-loyalty"] {
-            let f = t.function(binary).unwrap_or_else(|| panic!("{binary} is not in the template"));
-            assert!(t.queues[&f.queue].redrive.is_some(), "{binary}'s queue has no DLQ");
+            let f = t
+                .function(binary)
+                .unwrap_or_else(|| panic!("{binary} is not in the template"));
+            assert!(
+                t.queues[&f.queue].redrive.is_some(),
+                "{binary}'s queue has no DLQ"
+            );
         }
         let sagas = &t.tables["SagaTable"];
         assert_eq!(sagas.hash_key, "pk");
-        assert_eq!(sagas.indexes, vec![("by-correlation".to_owned(), "correlation_id".to_owned())]);
+        assert_eq!(
+            sagas.indexes,
+            vec![("by-correlation".to_owned(), "correlation_id".to_owned())]
+        );
         assert_eq!(sagas.ttl_attribute.as_deref(), Some("expires_at"));
     }
 

@@ -60,7 +60,11 @@ fn functions_are_rust_on_arm64_al2023_and_report_partial_batch_failures() {
     for (id, f) in functions {
         assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
         for event in f["Properties"]["Events"].as_object().unwrap().values() {
-            assert_eq!(event["Properties"]["FunctionResponseTypes"], serde_json::json!(["ReportBatchItemFailures"]), "{id}");
+            assert_eq!(
+                event["Properties"]["FunctionResponseTypes"],
+                serde_json::json!(["ReportBatchItemFailures"]),
+                "{id}"
+            );
         }
     }
 }
@@ -71,7 +75,10 @@ fn state_is_encrypted_recoverable_and_expires() {
     for (id, table) in resources(&t, "AWS::DynamoDB::Table") {
         let p = &table["Properties"];
         assert_eq!(p["SSESpecification"]["SSEEnabled"], true, "{id}");
-        assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true, "{id}");
+        assert_eq!(
+            p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true,
+            "{id}"
+        );
         assert_eq!(p["TimeToLiveSpecification"]["Enabled"], true, "{id}");
     }
     for (id, queue) in resources(&t, "AWS::SQS::Queue") {

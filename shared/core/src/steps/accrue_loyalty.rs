@@ -16,7 +16,10 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
 use crate::ports::{AccrualRequest, Clock, IdempotencyStore, Loyalty, Metrics, Outgoing, SagaStore};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Claimed, Message, Step, claim, outbound_metadata, parse_internal, stored_result, unexpected, workflow_exception};
+use crate::steps::{
+    Claimed, Message, Step, claim, outbound_metadata, parse_internal, stored_result, unexpected,
+    workflow_exception,
+};
 
 pub const STEP: &str = "accrue-loyalty";
 
@@ -31,10 +34,17 @@ pub struct AccrueLoyalty {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Accrued {
-    Accrued { member_id: MemberId, loyalty_transaction_id: ExternalRef, points: Points, eligible_minor: Amount },
+enum Outcome {
+    Accrued {
+        member_id: MemberId,
+        loyalty_transaction_id: ExternalRef,
+        points: Points,
+        eligible_minor: Amount,
+    },
     Anonymous,
-    Refused { message: String },
+    Refused {
+        message: String,
+    },
 }
 
 #[async_trait]
@@ -56,7 +66,10 @@ impl Step for AccrueLoyalty {
         let Event::SaleCompleted(sale) = saga.origin_event()? else {
             return Err(Error::Corrupt {
                 what: format!("saga {saga_id}"),
-                message: format!("{STEP} expects a SaleCompleted origin, found {}", saga.origin_type),
+                message: format!(
+                    "{STEP} expects a SaleCompleted origin, found {}",
+                    saga.origin_type
+                ),
             });
         };
 
@@ -65,7 +78,7 @@ impl Step for AccrueLoyalty {
             Claimed::AlreadyDone(result) => stored_result(key.as_str(), result)?,
             Claimed::Proceed(claim) => {
                 let accrued = match &sale.data.member_id {
-                    None => Accrued::Anonymous,
+                    None => Outcome::Anonymous,
                     Some(member_id) => {
                         let request = AccrualRequest {
                             member_id: member_id.clone(),
@@ -75,13 +88,13 @@ impl Step for AccrueLoyalty {
                             occurred_at: sale.metadata.occurred_at,
                         };
                         match self.loyalty.accrue(&request, &key).await {
-                            Ok(a) => Accrued::Accrued {
+                            Ok(a) => Outcome::Accrued {
                                 member_id: member_id.clone(),
                                 loyalty_transaction_id: a.loyalty_transaction_id,
                                 points: a.points,
                                 eligible_minor: request.eligible_minor,
                             },
-                            Err(Error::Rejected { message, .. }) => Accrued::Refused { message },
+                            Err(Error::Rejected { message, .. }) => Outcome::Refused { message },
                             Err(e) => {
                                 let _ = self.idempotency.release(&claim).await;
                                 return Err(e);
@@ -89,39 +102,73 @@ impl Step for AccrueLoyalty {
                         }
                     }
                 };
-                let completion =
-                    self.policy.completed(&claim, serde_json::to_value(&accrued).expect("results serialize"), now);
-                saga::update_from(&*self.sagas, saga.clone(), Some(&completion), |s| match &accrued {
-                    Accrued::Accrued { loyalty_transaction_id, points, eligible_minor, .. } => {
-                        s.ledger.loyalty_transaction_id = Some(loyalty_transaction_id.clone());
-                        s.ledger.points_accrued = Some(*points);
-                        s.ledger.eligible_minor = Some(*eligible_minor);
-                        s.status = SagaStatus::Completed;
-                        s.record(STEP, StepOutcome::Done, format!("{points} points ({loyalty_transaction_id})"), now);
-                    }
-                    Accrued::Anonymous => {
-                        s.status = SagaStatus::Completed;
-                        s.record(STEP, StepOutcome::Skipped, "anonymous sale: no accrual", now);
-                    }
-                    Accrued::Refused { message } => {
-                        // The sale stands in the ERP (goods left the store); only the points are missing,
-                        // and the exception tells service teams to fix the member and replay.
-                        s.status = SagaStatus::Failed;
-                        s.record(STEP, StepOutcome::Failed, format!("loyalty refused: {message}"), now);
-                    }
-                })
+                let completion = self.policy.completed(
+                    &claim,
+                    serde_json::to_value(&accrued).expect("results serialize"),
+                    now,
+                );
+                saga::update_from(
+                    &*self.sagas,
+                    saga.clone(),
+                    Some(&completion),
+                    |s| match &accrued {
+                        Outcome::Accrued {
+                            loyalty_transaction_id,
+                            points,
+                            eligible_minor,
+                            ..
+                        } => {
+                            s.ledger.loyalty_transaction_id = Some(loyalty_transaction_id.clone());
+                            s.ledger.points_accrued = Some(*points);
+                            s.ledger.eligible_minor = Some(*eligible_minor);
+                            s.status = SagaStatus::Completed;
+                            s.record(
+                                STEP,
+                                StepOutcome::Done,
+                                format!("{points} points ({loyalty_transaction_id})"),
+                                now,
+                            );
+                        }
+                        Outcome::Anonymous => {
+                            s.status = SagaStatus::Completed;
+                            s.record(STEP, StepOutcome::Skipped, "anonymous sale: no accrual", now);
+                        }
+                        Outcome::Refused { message } => {
+                            // The sale stands in the ERP (goods left the store); only the points are missing,
+                            // and the exception tells service teams to fix the member and replay.
+                            s.status = SagaStatus::Failed;
+                            s.record(
+                                STEP,
+                                StepOutcome::Failed,
+                                format!("loyalty refused: {message}"),
+                                now,
+                            );
+                        }
+                    },
+                )
                 .await?;
                 match &accrued {
-                    Accrued::Accrued { points, .. } => self.metrics.add("points_accrued", points.get().unsigned_abs(), None),
-                    Accrued::Anonymous => self.metrics.add("accrual_skipped", 1, None),
-                    Accrued::Refused { .. } => self.metrics.add("failed", 1, Some(("reason", "loyalty_rejected"))),
+                    Outcome::Accrued { points, .. } => {
+                        self.metrics
+                            .add("points_accrued", points.get().unsigned_abs(), None)
+                    }
+                    Outcome::Anonymous => self.metrics.add("accrual_skipped", 1, None),
+                    Outcome::Refused { .. } => {
+                        self.metrics
+                            .add("failed", 1, Some(("reason", "loyalty_rejected")))
+                    }
                 }
                 accrued
             }
         };
 
         Ok(match accrued {
-            Accrued::Accrued { member_id, loyalty_transaction_id, points, eligible_minor } => vec![Outgoing {
+            Outcome::Accrued {
+                member_id,
+                loyalty_transaction_id,
+                points,
+                eligible_minor,
+            } => vec![Outgoing {
                 source: SOURCE_RETAIL_SYNC,
                 event: Event::LoyaltyAccrued(Detail {
                     metadata: outbound_metadata(
@@ -141,8 +188,8 @@ impl Step for AccrueLoyalty {
                     },
                 }),
             }],
-            Accrued::Anonymous => Vec::new(),
-            Accrued::Refused { message } => vec![workflow_exception(
+            Outcome::Anonymous => Vec::new(),
+            Outcome::Refused { message } => vec![workflow_exception(
                 key.as_str(),
                 STEP,
                 ReasonCode::LoyaltyRejected,

@@ -32,7 +32,9 @@ fn starts_transaction(event: &Event) -> Option<TransactionRef> {
             store_id: d.data.store_id.clone(),
             receipt_id: d.data.receipt_id.clone(),
         }),
-        Event::OrderPlaced(d) => Some(TransactionRef::Order { order_id: d.data.order_id.clone() }),
+        Event::OrderPlaced(d) => Some(TransactionRef::Order {
+            order_id: d.data.order_id.clone(),
+        }),
         _ => None,
     }
 }
@@ -42,7 +44,11 @@ fn business_rules(event: &Event) -> Result<(), Vec<String>> {
         Event::SaleCompleted(d) => domain::check_sale(&d.data),
         Event::OrderPlaced(d) => {
             let findings = domain::check_lines(&d.data.lines, &d.data.totals);
-            if findings.is_empty() { Ok(()) } else { Err(findings) }
+            if findings.is_empty() {
+                Ok(())
+            } else {
+                Err(findings)
+            }
         }
         _ => Ok(()),
     }
@@ -67,8 +73,7 @@ impl Step for Ingest {
     }
 
     async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
-        let envelope =
-            parse_inbound(message.body.as_bytes(), &self.limits).map_err(|r| Error::BadInput(Box::new(r)))?;
+        let envelope = parse_inbound(message.body.as_bytes(), &self.limits).map_err(Error::BadInput)?;
         let event = envelope.detail;
         super::note_correlation(event.metadata());
         let type_name = event.event_type().name();
@@ -114,6 +119,9 @@ impl Step for Ingest {
         } else {
             self.metrics.add("accepted", 1, Some(("event_type", type_name)));
         }
-        Ok(vec![Outgoing { source: SOURCE_INGEST, event }])
+        Ok(vec![Outgoing {
+            source: SOURCE_INGEST,
+            event,
+        }])
     }
 }

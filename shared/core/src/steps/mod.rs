@@ -48,7 +48,12 @@ pub struct Deps {
 pub fn build(name: &str, deps: &Deps) -> Option<Arc<dyn Step>> {
     let d = deps.clone();
     Some(match name {
-        ingest::STEP => Arc::new(Ingest { sagas: d.sagas, clock: d.clock, metrics: d.metrics, limits: d.limits }),
+        ingest::STEP => Arc::new(Ingest {
+            sagas: d.sagas,
+            clock: d.clock,
+            metrics: d.metrics,
+            limits: d.limits,
+        }),
         post_sale_to_erp::STEP => Arc::new(PostSaleToErp {
             idempotency: d.idempotency,
             sagas: d.sagas,
@@ -210,7 +215,10 @@ pub async fn claim(
     match decide(&existing, &record.fingerprint, now) {
         Claim::Proceed => Ok(Claimed::Proceed(record)),
         Claim::AlreadyDone(result) => Ok(Claimed::AlreadyDone(result)),
-        Claim::InProgress { retry_after } => Err(Error::InProgress { key: record.key.to_string(), retry_after }),
+        Claim::InProgress { retry_after } => Err(Error::InProgress {
+            key: record.key.to_string(),
+            retry_after,
+        }),
         Claim::KeyReused => Err(Error::rejected(
             ReasonCode::IdempotencyKeyReused,
             format!("{} was already used for a different payload", record.key),
@@ -220,5 +228,8 @@ pub async fn claim(
 
 /// Reads a stored step result back.
 pub fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|e| Error::Corrupt { what: format!("idempotency record {key}"), message: e.to_string() })
+    serde_json::from_value(value).map_err(|e| Error::Corrupt {
+        what: format!("idempotency record {key}"),
+        message: e.to_string(),
+    })
 }

@@ -15,7 +15,10 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
 use crate::ports::{Clock, Erp, ErpSaleRequest, IdempotencyStore, Metrics, Outgoing, SagaStore};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Claimed, Message, Step, claim, outbound_metadata, parse_internal, stored_result, unexpected, workflow_exception};
+use crate::steps::{
+    Claimed, Message, Step, claim, outbound_metadata, parse_internal, stored_result, unexpected,
+    workflow_exception,
+};
 
 pub const STEP: &str = "post-sale-to-erp";
 
@@ -55,7 +58,15 @@ impl Step for PostSaleToErp {
         let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
         let now = self.clock.now();
 
-        let posted = match claim(&*self.idempotency, &self.policy, key.clone(), Fingerprint::of(&sale.data), now).await? {
+        let posted = match claim(
+            &*self.idempotency,
+            &self.policy,
+            key.clone(),
+            Fingerprint::of(&sale.data),
+            now,
+        )
+        .await?
+        {
             Claimed::AlreadyDone(result) => stored_result(key.as_str(), result)?,
             Claimed::Proceed(claim) => {
                 let request = ErpSaleRequest {
@@ -66,7 +77,9 @@ impl Step for PostSaleToErp {
                     occurred_at: sale.metadata.occurred_at,
                 };
                 let posted = match self.erp.post_sale(&request, &key).await {
-                    Ok(doc) => Posted::Posted { document_id: doc.document_id },
+                    Ok(doc) => Posted::Posted {
+                        document_id: doc.document_id,
+                    },
                     Err(Error::Rejected { message, .. }) => Posted::Refused { message },
                     Err(e) => {
                         // Let the next delivery claim at once; if even this fails the lease runs out.
@@ -74,12 +87,20 @@ impl Step for PostSaleToErp {
                         return Err(e);
                     }
                 };
-                let completion =
-                    self.policy.completed(&claim, serde_json::to_value(&posted).expect("results serialize"), now);
+                let completion = self.policy.completed(
+                    &claim,
+                    serde_json::to_value(&posted).expect("results serialize"),
+                    now,
+                );
                 saga::update(&*self.sagas, &saga_id, Some(&completion), |s| match &posted {
                     Posted::Posted { document_id } => {
                         s.ledger.erp_document_id = Some(document_id.clone());
-                        s.record(STEP, StepOutcome::Done, format!("ERP document {document_id}"), now);
+                        s.record(
+                            STEP,
+                            StepOutcome::Done,
+                            format!("ERP document {document_id}"),
+                            now,
+                        );
                     }
                     Posted::Refused { message } => {
                         s.status = SagaStatus::Failed;

@@ -122,7 +122,7 @@ impl LocalSystem {
                     f.id, f.binary
                 )
             })?;
-            consumers.push(Consumer {
+            consumers.push(Arc::new(Consumer {
                 queue: f.queue.clone(),
                 batch_size: f.batch_size,
                 runner: BatchRunner {
@@ -132,7 +132,7 @@ impl LocalSystem {
                     clock: clock.clone(),
                     metrics: metrics.clone(),
                 },
-            });
+            }));
         }
         let ingest_queue = topology
             .function("ingest")
@@ -210,7 +210,10 @@ impl LocalSystem {
         };
         on_progress(progress);
         loop {
-            let round = self.runner.round().await?;
+            self.store.begin_group()?;
+            let round = self.runner.round().await;
+            self.store.commit_group()?;
+            let round = round?;
             progress.handled += round.received as u64;
             if round.received == 0 {
                 progress.pending = self.pending()?;

@@ -49,18 +49,27 @@ impl Consumer {
     }
 }
 
-/// Every consumer of a deployment, polled in turn.
+/// Every consumer of a deployment.
 pub struct LocalRunner {
     pub queues: Arc<dyn QueueConsumer>,
-    pub consumers: Vec<Consumer>,
+    pub consumers: Vec<Arc<Consumer>>,
 }
 
 impl LocalRunner {
-    /// One round: each consumer polls once. Returns the sum of what the polls did.
+    /// One round: every consumer polls once, all at the same time (as Lambda runs functions side by
+    /// side), each on its own task so parsing and validation use every core. Returns the sum.
     pub async fn round(&self) -> Result<PollOutcome, Error> {
+        let polls: Vec<_> = self
+            .consumers
+            .iter()
+            .map(|consumer| {
+                let (consumer, queues) = (consumer.clone(), self.queues.clone());
+                tokio::spawn(async move { consumer.poll(&*queues).await })
+            })
+            .collect();
         let mut total = PollOutcome::default();
-        for consumer in &self.consumers {
-            let poll = consumer.poll(&*self.queues).await?;
+        for poll in polls {
+            let poll = poll.await.map_err(|e| Error::unavailable("local runner", e))??;
             total.received += poll.received;
             total.batch.published += poll.batch.published;
             total.batch.failed.extend(poll.batch.failed);

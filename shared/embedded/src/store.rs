@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -37,6 +37,10 @@ pub enum EmbeddedError {
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+PRAGMA cache_size = -65536;
+PRAGMA mmap_size = 268435456;
+PRAGMA temp_store = MEMORY;
+PRAGMA wal_autocheckpoint = 10000;
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -141,12 +145,36 @@ impl Embedded {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>) -> Result<T, Error> {
+    /// Runs `f` atomically: a savepoint, which is its own transaction outside a group and nests inside
+    /// one (see [`begin_group`](Self::begin_group)).
+    fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(unavailable)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(unavailable)?;
+        let sp = conn.savepoint().map_err(unavailable)?;
+        let out = f(&sp)?;
+        sp.commit().map_err(unavailable)?;
         Ok(out)
+    }
+
+    /// Starts a group commit: until [`commit_group`](Self::commit_group), every operation is still atomic
+    /// on its own but reaches the disk with the others in one commit. The local runner groups each
+    /// round of polls; a crash inside a group forgets the whole round, which is safe because nothing in
+    /// it was acknowledged: the messages reappear, the steps' claims are gone, and the ERP and loyalty
+    /// calls made in it are repeated with the same idempotency keys, which those systems must honour
+    /// (the system API contract). Without groups every operation is a commit of its own.
+    pub fn begin_group(&self) -> Result<(), EmbeddedError> {
+        let conn = self.conn();
+        if conn.is_autocommit() {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+        }
+        Ok(())
+    }
+
+    pub fn commit_group(&self) -> Result<(), EmbeddedError> {
+        let conn = self.conn();
+        if !conn.is_autocommit() {
+            conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
     }
 
     fn visibility(&self, queue: &str) -> Duration {
@@ -290,7 +318,7 @@ impl Embedded {
     }
 }
 
-fn load_idempotency(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyRecord>, Error> {
+fn load_idempotency(tx: &Connection, key: &str) -> Result<Option<IdempotencyRecord>, Error> {
     let item: Option<String> = tx
         .prepare_cached("SELECT item FROM idempotency WHERE pk = ?1")
         .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
@@ -299,7 +327,7 @@ fn load_idempotency(tx: &Transaction<'_>, key: &str) -> Result<Option<Idempotenc
         .transpose()
 }
 
-fn store_idempotency(tx: &Transaction<'_>, record: &IdempotencyRecord) -> Result<(), Error> {
+fn store_idempotency(tx: &Connection, record: &IdempotencyRecord) -> Result<(), Error> {
     let item = serde_json::to_string(record).expect("records serialize");
     tx.prepare_cached("INSERT OR REPLACE INTO idempotency (pk, item, expires_at) VALUES (?1, ?2, ?3)")
         .and_then(|mut s| s.execute(params![record.key.as_str(), item, ms(record.expires_at)]))
@@ -307,7 +335,7 @@ fn store_idempotency(tx: &Transaction<'_>, record: &IdempotencyRecord) -> Result
     Ok(())
 }
 
-fn load_saga(tx: &Transaction<'_>, sql: &str, key: &str) -> Result<Option<Saga>, Error> {
+fn load_saga(tx: &Connection, sql: &str, key: &str) -> Result<Option<Saga>, Error> {
     let item: Option<String> = tx
         .prepare_cached(sql)
         .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())

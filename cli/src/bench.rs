@@ -8,7 +8,7 @@ use anyhow::ensure;
 use serde_json::json;
 
 use crate::input::Input;
-use crate::local::{LocalOptions, LocalSystem, Simulators};
+use crate::local::{LocalOptions, Simulators, open_embedded};
 
 /// `n` distinct, valid POS sales: members and anonymous, one to three lines, some paid partly in points.
 pub fn synthetic_sales(n: usize) -> Vec<Input> {
@@ -72,9 +72,9 @@ pub async fn local(options: &LocalOptions, n: usize) -> anyhow::Result<LocalFigu
     let inputs = synthetic_sales(n);
     let mut options = options.clone();
     options.fresh = true;
-    let system = LocalSystem::open(&options, Simulators::default())?;
+    let system = open_embedded(&options, Simulators::default())?;
     let started = Instant::now();
-    system.feed(&inputs)?;
+    system.feed(&inputs).await?;
     let progress = system.run_until_idle(|_| {}).await?;
     let elapsed = started.elapsed();
     let report = system.report(Default::default()).await?;

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use retail_sync_cli::bench;
 use retail_sync_cli::input::read_inputs;
-use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators};
+use retail_sync_cli::local::{LocalOptions, Simulators, open_embedded};
 use retail_sync_core::ports::{QuarantineStore, SagaStore};
 use retail_sync_core::saga::SagaId;
 use retail_sync_embedded::{Embedded, Topology};
@@ -57,9 +57,9 @@ pub async fn local_run(
     let inputs = read_inputs(input)?;
     let mut opts = options(state);
     opts.fresh = fresh;
-    let system = LocalSystem::open(&opts, Simulators::default())?;
+    let system = open_embedded(&opts, Simulators::default())?;
     let started = Instant::now();
-    let fed = system.feed(&inputs)?;
+    let fed = system.feed(&inputs).await?;
 
     let bar = if quiet {
         ProgressBar::hidden()

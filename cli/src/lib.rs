@@ -6,9 +6,11 @@
 //! - [`input`]: reads sample files (JSON, JSON arrays, JSONL) into bus entries or raw queue bodies.
 //! - [`local`]: the whole system in-process: embedded backend wired from the template, the steps, the
 //!   reference simulators, and a loop that runs until every queue is drained.
+//! - [`backends`]: what a local run needs from a backend (feed, depths, read-back), for embedded and AWS.
 //! - [`bench`]: benchmarks that print figures.
 //! - [`report`]: the run's outcome as a stable JSON document and as a human summary.
 
+pub mod backends;
 pub mod bench;
 pub mod input;
 pub mod local;

@@ -1,11 +1,14 @@
-//! The whole system in one process: the embedded backend wired from `infra/template.yaml`, every
-//! function of the template as a poller over its queue, and the reference ERP and loyalty simulators.
+//! The whole system in one process: a backend (embedded, wired from `infra/template.yaml`; or AWS,
+//! e.g. provisioned on moto from the same template), every function of the template as a poller over
+//! its queue, and the reference ERP and loyalty simulators in-process.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde_json::{Value, json};
 
 use retail_sync_contracts::IngestLimits;
 use retail_sync_core::batch::BatchRunner;
@@ -17,8 +20,9 @@ use retail_sync_core::steps::{self, Deps};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
 
+use crate::backends::Backend;
 use crate::input::Input;
-use crate::report::{DeadLetter, Facts, Report};
+use crate::report::{Facts, Report};
 
 /// Where a local run keeps its state, and how it is wired.
 #[derive(Debug, Clone)]
@@ -51,16 +55,6 @@ pub struct Simulators {
     pub loyalty: LoyaltySimulator,
 }
 
-pub struct LocalSystem {
-    pub store: Arc<Embedded>,
-    pub simulators: Simulators,
-    pub metrics: Arc<CountingMetrics>,
-    runner: LocalRunner,
-    /// The queues the functions consume (not their DLQs).
-    work_queues: Vec<String>,
-    ingest_queue: String,
-}
-
 /// What feeding did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Fed {
@@ -81,32 +75,49 @@ pub struct Progress {
     pub pending: u64,
 }
 
-impl LocalSystem {
-    pub fn open(options: &LocalOptions, simulators: Simulators) -> anyhow::Result<Self> {
-        let topology = Topology::load(&options.template)?;
-        if options.fresh {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = options.state.clone().into_os_string();
-                path.push(suffix);
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(e).with_context(|| format!("cannot remove {}", options.state.display()));
-                    }
-                    _ => {}
+pub struct LocalSystem<B: Backend> {
+    pub backend: Arc<B>,
+    pub topology: Topology,
+    pub simulators: Simulators,
+    pub metrics: Arc<CountingMetrics>,
+    runner: LocalRunner,
+    /// The queues the functions consume (not their DLQs).
+    work_queues: Vec<String>,
+    ingest_queue: String,
+}
+
+/// Opens (or, with `fresh`, recreates) the embedded backend's state and wires the system over it.
+pub fn open_embedded(
+    options: &LocalOptions,
+    simulators: Simulators,
+) -> anyhow::Result<LocalSystem<Embedded>> {
+    let topology = Topology::load(&options.template)?;
+    if options.fresh {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = options.state.clone().into_os_string();
+            path.push(suffix);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", options.state.display()));
                 }
+                _ => {}
             }
         }
+    }
+    let store = Embedded::open(&options.state, topology.clone(), Arc::new(SystemClock))?
+        .with_visibility_timeout(options.visibility_timeout);
+    LocalSystem::new(Arc::new(store), topology, simulators)
+}
+
+impl<B: Backend> LocalSystem<B> {
+    pub fn new(backend: Arc<B>, topology: Topology, simulators: Simulators) -> anyhow::Result<Self> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = Arc::new(
-            Embedded::open(&options.state, topology.clone(), clock.clone())?
-                .with_visibility_timeout(options.visibility_timeout),
-        );
         let metrics = Arc::new(CountingMetrics::default());
         let erp: Arc<dyn Erp> = Arc::new(InProcessErp(simulators.erp.clone()));
         let loyalty: Arc<dyn Loyalty> = Arc::new(InProcessLoyalty(simulators.loyalty.clone()));
         let deps = Deps {
-            idempotency: store.clone(),
-            sagas: store.clone(),
+            idempotency: backend.clone(),
+            sagas: backend.clone(),
             erp,
             loyalty,
             clock: clock.clone(),
@@ -127,8 +138,8 @@ impl LocalSystem {
                 batch_size: f.batch_size,
                 runner: BatchRunner {
                     step,
-                    publisher: store.clone(),
-                    quarantine: store.clone(),
+                    publisher: backend.clone(),
+                    quarantine: backend.clone(),
                     clock: clock.clone(),
                     metrics: metrics.clone(),
                 },
@@ -141,10 +152,11 @@ impl LocalSystem {
         let work_queues = consumers.iter().map(|c| c.queue.clone()).collect();
         Ok(Self {
             runner: LocalRunner {
-                queues: store.clone(),
+                queues: backend.clone(),
                 consumers,
             },
-            store,
+            backend,
+            topology,
             simulators,
             metrics,
             work_queues,
@@ -152,22 +164,11 @@ impl LocalSystem {
         })
     }
 
-    /// Puts the inputs on the bus (envelopes) or the ingest queue (anything else).
-    pub fn feed(&self, inputs: &[Input]) -> anyhow::Result<Fed> {
+    /// Puts the inputs on the bus (envelopes, in PutEvents-sized batches) or on the ingest queue
+    /// (anything else), in input order.
+    pub async fn feed(&self, inputs: &[Input]) -> anyhow::Result<Fed> {
         let mut fed = Fed::default();
-        // PutEvents-sized chunks, in input order.
-        let mut batch = Vec::with_capacity(10);
-        let flush =
-            |batch: &mut Vec<(String, String, serde_json::Value)>, fed: &mut Fed| -> anyhow::Result<()> {
-                if batch.is_empty() {
-                    return Ok(());
-                }
-                let routed = self.store.put_events(batch)?;
-                fed.events += routed.len();
-                fed.unrouted += routed.iter().filter(|(_, targets)| *targets == 0).count();
-                batch.clear();
-                Ok(())
-            };
+        let mut batch: Vec<(String, String, Value)> = Vec::with_capacity(10);
         for input in inputs {
             match input {
                 Input::Event {
@@ -177,25 +178,50 @@ impl LocalSystem {
                 } => {
                     batch.push((source.clone(), detail_type.clone(), detail.clone()));
                     if batch.len() == 10 {
-                        flush(&mut batch, &mut fed)?;
+                        self.put(&mut batch, &mut fed).await?;
                     }
                 }
                 Input::Raw(body) => {
-                    flush(&mut batch, &mut fed)?;
-                    self.store.send(&self.ingest_queue, body)?;
+                    self.put(&mut batch, &mut fed).await?;
+                    self.backend.send_raw(&self.ingest_queue, body).await?;
                     fed.raw += 1;
                 }
             }
         }
-        flush(&mut batch, &mut fed)?;
+        self.put(&mut batch, &mut fed).await?;
         Ok(fed)
     }
 
+    async fn put(&self, batch: &mut Vec<(String, String, Value)>, fed: &mut Fed) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let delivered = match self.backend.put_channel_events(batch).await? {
+            Some(delivered) => delivered,
+            // The bus does not say; evaluate the template's rules the way it does.
+            None => batch
+                .iter()
+                .map(|(source, detail_type, detail)| {
+                    let event = json!({"source": source, "detail-type": detail_type, "detail": detail});
+                    self.topology
+                        .rules
+                        .iter()
+                        .filter(|r| r.pattern.matches(&event))
+                        .count()
+                })
+                .collect(),
+        };
+        fed.events += batch.len();
+        fed.unrouted += delivered.iter().filter(|&&n| n == 0).count();
+        batch.clear();
+        Ok(())
+    }
+
     /// Messages waiting or in flight on the functions' queues.
-    pub fn pending(&self) -> anyhow::Result<u64> {
+    pub async fn pending(&self) -> anyhow::Result<u64> {
         let mut pending = 0;
         for q in &self.work_queues {
-            let (visible, in_flight) = self.store.depth(q)?;
+            let (visible, in_flight) = self.backend.depth(q).await?;
             pending += visible + in_flight;
         }
         Ok(pending)
@@ -206,17 +232,17 @@ impl LocalSystem {
     pub async fn run_until_idle(&self, mut on_progress: impl FnMut(Progress)) -> anyhow::Result<Progress> {
         let mut progress = Progress {
             handled: 0,
-            pending: self.pending()?,
+            pending: self.pending().await?,
         };
         on_progress(progress);
         loop {
-            self.store.begin_group()?;
+            self.backend.begin_round()?;
             let round = self.runner.round().await;
-            self.store.commit_group()?;
+            self.backend.end_round()?;
             let round = round?;
             progress.handled += round.received as u64;
             if round.received == 0 {
-                progress.pending = self.pending()?;
+                progress.pending = self.pending().await?;
                 on_progress(progress);
                 if progress.pending == 0 {
                     return Ok(progress);
@@ -224,7 +250,7 @@ impl LocalSystem {
                 // Only messages waiting out a visibility timeout remain.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             } else if progress.handled % 200 < round.received as u64 {
-                progress.pending = self.pending()?;
+                progress.pending = self.pending().await?;
                 on_progress(progress);
             }
         }
@@ -232,25 +258,14 @@ impl LocalSystem {
 
     /// Everything the run left behind, as a report.
     pub async fn report(&self, input: Fed) -> anyhow::Result<Report> {
-        use retail_sync_core::ports::QuarantineStore;
-        let mut dead_letters = std::collections::BTreeMap::new();
-        for dlq in self.store.topology().dead_letter_queues() {
-            let messages = self.store.messages(dlq)?;
-            dead_letters.insert(
-                dlq.to_owned(),
-                messages
-                    .into_iter()
-                    .map(|m| DeadLetter {
-                        body: m.body,
-                        receive_count: m.receive_count,
-                    })
-                    .collect(),
-            );
+        let mut dead_letters = BTreeMap::new();
+        for dlq in self.topology.dead_letter_queues() {
+            dead_letters.insert(dlq.to_owned(), self.backend.dead_letters(dlq).await?);
         }
         Ok(Report::build(Facts {
             input,
-            sagas: self.store.sagas()?,
-            quarantine: self.store.list(usize::MAX).await?,
+            sagas: self.backend.all_sagas().await?,
+            quarantine: self.backend.list(usize::MAX).await?,
             dead_letters,
             balances: self.simulators.loyalty.balances(),
             erp_postings: self

@@ -1,0 +1,112 @@
+//! What a local run needs from a backend beyond the ports the steps use: feeding input, watching queue
+//! depths, and reading back everything for the report. Implemented by the embedded backend and by the
+//! AWS backend (on an emulator such as moto, or a real account).
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use retail_sync_aws::AwsBackend;
+use retail_sync_core::Error;
+use retail_sync_core::ports::{IdempotencyStore, Publisher, QuarantineStore, QueueConsumer, SagaStore};
+use retail_sync_core::saga::Saga;
+use retail_sync_embedded::Embedded;
+
+use crate::report::DeadLetter;
+
+#[async_trait]
+pub trait Backend:
+    IdempotencyStore + SagaStore + QuarantineStore + Publisher + QueueConsumer + Send + Sync + 'static
+{
+    /// PutEvents as a channel does. Returns per entry how many targets received it when the backend
+    /// knows (`None`: the caller evaluates the rules itself).
+    async fn put_channel_events(
+        &self,
+        entries: &[(String, String, Value)],
+    ) -> Result<Option<Vec<usize>>, Error>;
+    /// A raw body straight onto a queue (logical id).
+    async fn send_raw(&self, queue: &str, body: &str) -> Result<(), Error>;
+    /// (visible, in flight) of a queue.
+    async fn depth(&self, queue: &str) -> Result<(u64, u64), Error>;
+    async fn all_sagas(&self) -> Result<Vec<Saga>, Error>;
+    async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error>;
+    /// Brackets a round of polls (group commit where the backend has one).
+    fn begin_round(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn end_round(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+fn embedded_error(e: retail_sync_embedded::EmbeddedError) -> Error {
+    Error::unavailable("embedded store", e)
+}
+
+#[async_trait]
+impl Backend for Embedded {
+    async fn put_channel_events(
+        &self,
+        entries: &[(String, String, Value)],
+    ) -> Result<Option<Vec<usize>>, Error> {
+        Ok(Some(
+            self.put_events(entries)?
+                .into_iter()
+                .map(|(_, targets)| targets)
+                .collect(),
+        ))
+    }
+    async fn send_raw(&self, queue: &str, body: &str) -> Result<(), Error> {
+        self.send(queue, body).map(|_| ()).map_err(embedded_error)
+    }
+    async fn depth(&self, queue: &str) -> Result<(u64, u64), Error> {
+        Embedded::depth(self, queue).map_err(embedded_error)
+    }
+    async fn all_sagas(&self) -> Result<Vec<Saga>, Error> {
+        self.sagas()
+    }
+    async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error> {
+        let messages = self.messages(dlq).map_err(embedded_error)?;
+        Ok(messages
+            .into_iter()
+            .map(|m| DeadLetter {
+                body: m.body,
+                receive_count: m.receive_count,
+            })
+            .collect())
+    }
+    fn begin_round(&self) -> Result<(), Error> {
+        self.begin_group().map_err(embedded_error)
+    }
+    fn end_round(&self) -> Result<(), Error> {
+        self.commit_group().map_err(embedded_error)
+    }
+}
+
+#[async_trait]
+impl Backend for AwsBackend {
+    async fn put_channel_events(
+        &self,
+        entries: &[(String, String, Value)],
+    ) -> Result<Option<Vec<usize>>, Error> {
+        AwsBackend::put_channel_events(self, entries).await.map(|_| None)
+    }
+    async fn send_raw(&self, queue: &str, body: &str) -> Result<(), Error> {
+        AwsBackend::send_raw(self, queue, body).await.map(|_| ())
+    }
+    async fn depth(&self, queue: &str) -> Result<(u64, u64), Error> {
+        self.queue_depth(queue).await
+    }
+    async fn all_sagas(&self) -> Result<Vec<Saga>, Error> {
+        self.scan_sagas().await
+    }
+    async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error> {
+        let messages = self.dlq_messages(dlq, 1000).await?;
+        Ok(messages
+            .into_iter()
+            .map(|m| DeadLetter {
+                body: m.body,
+                receive_count: m.receive_count,
+            })
+            .collect())
+    }
+}

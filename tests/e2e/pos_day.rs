@@ -1,0 +1,199 @@
+//! The sample POS day (`events/streams/pos-day.jsonl`) end to end: on the embedded backend, and the same
+//! through the AWS backend on moto server (provisioned from the same template), with the same outcome.
+//! The stream holds a duplicate delivery and eight kinds of bad input.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use retail_sync_aws::ProvisionOptions;
+use retail_sync_aws::moto::MotoServer;
+use retail_sync_cli::backends::Backend;
+use retail_sync_cli::input::read_inputs;
+use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
+use retail_sync_cli::report::Report;
+use retail_sync_simulators::Faults;
+use retail_sync_tests::workspace;
+use retail_sync_topology::Topology;
+
+fn stream() -> Vec<retail_sync_cli::input::Input> {
+    read_inputs(&workspace().join("events/streams/pos-day.jsonl")).unwrap()
+}
+
+fn topology() -> Topology {
+    Topology::load(&workspace().join("infra/template.yaml")).unwrap()
+}
+
+async fn run<B: Backend>(system: &LocalSystem<B>) -> Report {
+    let fed = system.feed(&stream()).await.unwrap();
+    system.run_until_idle(|_| {}).await.unwrap();
+    system.report(fed).await.unwrap()
+}
+
+fn embedded(dir: &tempfile::TempDir, simulators: Simulators) -> LocalSystem<retail_sync_embedded::Embedded> {
+    let mut options = LocalOptions::new(
+        workspace().join("infra/template.yaml"),
+        dir.path().join("state.db"),
+    );
+    options.visibility_timeout = Duration::from_millis(50);
+    open_embedded(&options, simulators).unwrap()
+}
+
+/// The outcome without what legitimately differs between runs (document numbers follow processing
+/// order, quarantine items carry queue message ids).
+fn outcome(report: &Report) -> serde_json::Value {
+    let sagas: BTreeMap<_, _> = report
+        .sagas
+        .iter()
+        .map(|(c, s)| {
+            (
+                c.clone(),
+                (
+                    s.status.clone(),
+                    s.points_accrued,
+                    s.eligible_minor,
+                    s.erp_document_id.is_some(),
+                ),
+            )
+        })
+        .collect();
+    let quarantine: Vec<_> = report
+        .quarantine
+        .iter()
+        .map(|q| (q.step.clone(), q.reason.clone(), q.event_id.clone()))
+        .collect();
+    serde_json::json!({
+        "summary": report.summary,
+        "input": report.input,
+        "sagas": sagas,
+        "balances": report.balances,
+        "quarantine": quarantine,
+        "dead_lettered": report.summary.dead_lettered,
+    })
+}
+
+fn assert_pos_day(report: &Report) {
+    let s = &report.summary;
+    assert_eq!(
+        (report.input.events, report.input.raw, report.input.unrouted),
+        (51, 1, 0)
+    );
+    // 40 sales + the closed-period sale + the unknown member's sale; the duplicate adds no saga.
+    assert_eq!(s.sagas, 42);
+    assert_eq!(
+        s.sagas_by_status,
+        BTreeMap::from([("completed".into(), 40), ("failed".into(), 2)])
+    );
+    assert_eq!(
+        s.erp_postings, 41,
+        "every accepted sale but the closed-period one, each once"
+    );
+    let reasons: Vec<&str> = report.quarantine.iter().map(|q| q.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "business_rule_violation",
+            "idempotency_key_reused",
+            "invalid_json",
+            "missing_identifier",
+            "schema_violation",
+            "unknown_event_type",
+            "unknown_schema_version"
+        ]
+    );
+    assert_eq!(s.dead_lettered, 0);
+    // Ledgers reconcile: what the sagas recorded is what loyalty holds.
+    assert_eq!(report.balances.values().sum::<u64>(), s.points_accrued);
+    assert!(s.points_accrued > 0);
+    assert_eq!(
+        report.metrics.get("duplicates"),
+        Some(&1),
+        "the duplicate delivery was recognised"
+    );
+    let failed = |c: &str| report.sagas[c].steps.last().unwrap().clone();
+    assert!(failed("pos-closed-007-r-000001").contains("period_closed"));
+    assert!(failed("pos-store-041-r-009001").contains("member_not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pos_day_on_the_embedded_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = embedded(&dir, Simulators::default());
+    let report = run(&system).await;
+    assert_pos_day(&report);
+
+    // The whole day delivered again (a channel replaying its outbox): nothing is applied twice.
+    let again = run(&system).await;
+    assert_eq!(again.erp_postings, report.erp_postings);
+    assert_eq!(again.balances, report.balances);
+    assert_eq!(again.summary.sagas_by_status, report.summary.sagas_by_status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_resumes_from_its_state_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = embedded(&dir, Simulators::default());
+    first.feed(&stream()).await.unwrap();
+    // One round only, then "stop": the process state is dropped, the file stays.
+    first.backend.begin_round().unwrap();
+    drop(first);
+    let resumed = embedded(&dir, Simulators::default());
+    resumed.run_until_idle(|_| {}).await.unwrap();
+    let report = resumed.report(Default::default()).await.unwrap();
+    assert_eq!(report.summary.sagas, 42);
+    assert_eq!(report.summary.quarantined, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retries_dead_letters_then_a_redrive_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let simulators = Simulators::default();
+    simulators.loyalty.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    let system = embedded(&dir, simulators.clone());
+    let report = run(&system).await;
+    // Member sales stay running: their accrual messages were tried maxReceiveCount (5) times.
+    let stuck = report
+        .summary
+        .sagas_by_status
+        .get("running")
+        .copied()
+        .unwrap_or(0);
+    assert!(stuck > 0);
+    // One DLQ message per stuck saga, plus the duplicate delivery's second ErpSalePosted (same event
+    // id, as the bus may deliver twice).
+    assert_eq!(report.dead_letter_queues["AccrueLoyaltyDLQ"].len(), stuck + 1);
+    assert!(
+        report.dead_letter_queues["AccrueLoyaltyDLQ"]
+            .iter()
+            .all(|m| m.receive_count == 5)
+    );
+    assert!(report.balances.is_empty());
+
+    simulators.loyalty.set_faults(Faults::default());
+    let moved = system
+        .backend
+        .redrive("AccrueLoyaltyDLQ", "AccrueLoyaltyQueue")
+        .unwrap();
+    assert_eq!(moved, stuck + 1);
+    system.run_until_idle(|_| {}).await.unwrap();
+    let healed = system.report(report.input).await.unwrap();
+    assert_pos_day(&healed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pos_day_on_moto_has_the_same_outcome_as_on_the_embedded_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = run(&embedded(&dir, Simulators::default())).await;
+
+    let topology = topology();
+    let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(1));
+    let backend = Arc::new(MotoServer::shared().backend(&topology, &options).await);
+    let system = LocalSystem::new(backend, topology, Simulators::default()).unwrap();
+    let aws = run(&system).await;
+
+    assert_pos_day(&aws);
+    assert_eq!(outcome(&aws), outcome(&local));
+}

@@ -1,14 +1,22 @@
 //! Benchmarks that print figures (never timed tests): end-to-end sale sagas per second on the embedded
-//! backend with the in-process simulators.
+//! backend with the in-process simulators, and AWS API requests per sale saga on an emulator (moto).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use serde_json::json;
 
+use retail_sync_aws::{
+    AwsBackend, AwsClients, AwsSettings, ProvisionOptions, emulator_sdk_config, provision,
+};
+use retail_sync_topology::Topology;
+
 use crate::input::Input;
-use crate::local::{LocalOptions, Simulators, open_embedded};
+use crate::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
 
 /// `n` distinct, valid POS sales: members and anonymous, one to three lines, some paid partly in points.
 pub fn synthetic_sales(n: usize) -> Vec<Input> {
@@ -87,5 +95,93 @@ pub async fn local(options: &LocalOptions, n: usize) -> anyhow::Result<LocalFigu
         sagas: n,
         elapsed,
         messages: progress.handled,
+    })
+}
+
+/// AWS API requests of sale sagas on an emulator, by operation.
+pub struct AwsFigures {
+    pub sagas: usize,
+    /// Requests the steps made (what the Lambda functions would make), by `service:Operation`.
+    pub steps: BTreeMap<String, u64>,
+    /// Requests of the local runner's polling (on AWS, Lambda's SQS event source mapping does this).
+    pub polling: BTreeMap<String, u64>,
+    /// The channel's PutEvents calls feeding the sales.
+    pub feed: u64,
+}
+
+/// SQS operations the local runner (not the steps) makes.
+const POLLING: [&str; 3] = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessageBatch",
+    "sqs:GetQueueAttributes",
+];
+
+impl fmt::Display for AwsFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.sagas as f64;
+        let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>() as f64;
+        writeln!(
+            f,
+            "AWS API requests for {} sale sagas (moto), per saga:",
+            self.sagas
+        )?;
+        for (op, count) in &self.steps {
+            writeln!(f, "  {op:<36} {:>6.2}", *count as f64 / n)?;
+        }
+        writeln!(
+            f,
+            "  {:<36} {:>6.2}   <- the functions' own requests",
+            "steps total",
+            total(&self.steps) / n
+        )?;
+        for (op, count) in &self.polling {
+            writeln!(f, "  {op:<36} {:>6.2}", *count as f64 / n)?;
+        }
+        writeln!(
+            f,
+            "  {:<36} {:>6.2}   <- Lambda's event source mapping on AWS",
+            "polling total",
+            total(&self.polling) / n
+        )?;
+        write!(
+            f,
+            "  {:<36} {:>6.2}   (channel PutEvents, batches of 10)",
+            "feed",
+            self.feed as f64 / n
+        )
+    }
+}
+
+/// Runs `n` sales through the AWS backend on the emulator at `endpoint` and counts the requests.
+pub async fn aws(template: &Path, endpoint: &str, n: usize) -> anyhow::Result<AwsFigures> {
+    let topology = Topology::load(template)?;
+    let settings = AwsSettings::default().with_endpoint_url(endpoint);
+    let clients = AwsClients::new(&emulator_sdk_config(&settings).await);
+    let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(2));
+    let settings = provision(&clients, &topology, &options).await?;
+    let backend = Arc::new(AwsBackend::new(&clients, settings));
+    let system = LocalSystem::new(backend.clone(), topology, Simulators::default())?;
+
+    backend.counter().reset();
+    system.feed(&synthetic_sales(n)).await?;
+    let feed = backend.counter().total();
+    backend.counter().reset();
+    system.run_until_idle(|_| {}).await?;
+    let (polling, steps) = backend
+        .counter()
+        .snapshot()
+        .into_iter()
+        .partition(|(op, _)| POLLING.contains(&op.as_str()));
+    let report = system.report(Default::default()).await?;
+    ensure!(
+        report.summary.sagas_by_status.get("completed") == Some(&n),
+        "not every saga completed: {:?}",
+        report.summary
+    );
+    Ok(AwsFigures {
+        sagas: n,
+        steps,
+        polling,
+        feed,
     })
 }

@@ -113,6 +113,17 @@ enum BenchCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// AWS API requests per sale saga, counted on an emulator (moto server): the AWS backend provisioned
+    /// from the template, the steps polled locally.
+    Aws {
+        #[arg(long, default_value_t = 200)]
+        sagas: usize,
+        /// The emulator; without it a moto server from .tools/ is started for the run.
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
+        #[arg(long, default_value = "infra/template.yaml")]
+        template: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -143,6 +154,11 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Local { sagas, state }) => {
                 commands::bench_local(sagas, &state).await
             }
+            Command::Bench(BenchCommand::Aws {
+                sagas,
+                endpoint_url,
+                template,
+            }) => commands::bench_aws(sagas, endpoint_url.as_deref(), &template).await,
         }
     });
     match result {

@@ -1,0 +1,233 @@
+//! The embedded backend keeps the AWS semantics the workflows rely on: conditional writes, versioned
+//! saves atomic with their completion record, visibility timeout, receive count → DLQ, TTL, routing by
+//! the template's patterns, durability across reopen.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::json;
+
+use retail_sync_contracts::{Event, EventType};
+use retail_sync_core::Error;
+use retail_sync_core::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy, RecordState};
+use retail_sync_core::memory::ManualClock;
+use retail_sync_core::ports::{IdempotencyStore, QueueConsumer, SagaStore};
+use retail_sync_core::saga::{Saga, SagaId};
+use retail_sync_embedded::{Embedded, Topology};
+
+const T0: &str = "2026-11-20T10:00:00Z";
+
+fn open(dir: &Path, clock: Arc<ManualClock>) -> Embedded {
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+    Embedded::open(
+        &dir.join("state.db"),
+        Topology::load(Path::new(template)).unwrap(),
+        clock,
+    )
+    .unwrap()
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(T0.parse().unwrap()))
+}
+
+fn now(c: &ManualClock) -> Timestamp {
+    retail_sync_core::ports::Clock::now(c)
+}
+
+fn saga() -> Saga {
+    let raw = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/samples/SaleCompleted.json"
+    ));
+    let envelope: serde_json::Value = serde_json::from_str(&raw.unwrap()).unwrap();
+    let event = Event::from_detail(EventType::SaleCompleted, envelope["detail"].clone()).unwrap();
+    Saga::start(
+        SagaId::from_stored("receipt:store-042:r-000123".into()),
+        &event,
+        T0.parse().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_live_claim_blocks_and_a_lapsed_or_expired_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), clock.clone());
+    let policy = IdempotencyPolicy::default();
+    let key = IdempotencyKey::for_step("receipt:s:r", "post-sale-to-erp");
+    let claim = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
+
+    assert_eq!(store.try_insert(&claim, now(&clock)).await.unwrap(), None);
+    let other = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
+    assert_eq!(
+        store.try_insert(&other, now(&clock)).await.unwrap(),
+        Some(claim.clone())
+    );
+
+    clock.advance(Duration::from_secs(61));
+    let retry = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
+    assert_eq!(
+        store.try_insert(&retry, now(&clock)).await.unwrap(),
+        None,
+        "the crashed claim lapsed"
+    );
+
+    // Releasing someone else's (the lapsed) claim does nothing; releasing ours frees the key.
+    store.release(&claim).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), Some(retry.clone()));
+    store.release(&retry).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), None);
+
+    // A completed record holds until its TTL, then no longer counts (and is purged).
+    let done = policy.completed(&retry, json!({"ok": true}), now(&clock));
+    store.try_insert(&done, now(&clock)).await.unwrap();
+    let blocked = store.try_insert(&retry, now(&clock)).await.unwrap().unwrap();
+    assert!(matches!(blocked.state, RecordState::Completed { .. }));
+    clock.advance(Duration::from_secs(36 * 24 * 3600));
+    assert_eq!(store.purge_expired().unwrap(), 1);
+    assert_eq!(store.try_insert(&retry, now(&clock)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_stale_saga_save_conflicts_and_writes_nothing_not_even_its_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), clock.clone());
+    let s = saga();
+    assert_eq!(store.create(&s).await.unwrap(), None);
+    assert_eq!(
+        store.create(&s).await.unwrap(),
+        Some(s.clone()),
+        "create is conditional"
+    );
+
+    let policy = IdempotencyPolicy::default();
+    let key = IdempotencyKey::for_step(s.id.as_str(), "post-sale-to-erp");
+    let claim = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
+    let completion = policy.completed(&claim, json!({"outcome": "posted"}), now(&clock));
+
+    let mut first = s.clone();
+    first.version = 2;
+    store.save(&first, None).await.unwrap();
+    let mut stale = s.clone();
+    stale.version = 2; // also read version 1
+    let err = store.save(&stale, Some(&completion)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(
+        store.get(&key).await.unwrap(),
+        None,
+        "the completion went with the failed save"
+    );
+
+    let mut next = first.clone();
+    next.version = 3;
+    store.save(&next, Some(&completion)).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), Some(completion));
+    assert_eq!(
+        store
+            .find_by_correlation(&s.correlation_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        3
+    );
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_come_back_after_the_visibility_timeout_then_go_to_the_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), clock.clone());
+    store.send("IngestQueue", "hello").unwrap();
+
+    for attempt in 1..=5 {
+        let got = store.receive("IngestQueue", 10).await.unwrap();
+        assert_eq!(got.len(), 1, "attempt {attempt}");
+        assert_eq!(got[0].message.receive_count, attempt);
+        assert!(
+            store.receive("IngestQueue", 10).await.unwrap().is_empty(),
+            "invisible while in flight"
+        );
+        clock.advance(Duration::from_secs(181)); // the template's 180 s
+    }
+    // maxReceiveCount (5) reached: the next receive moves it to the DLQ instead of handing it out.
+    assert!(store.receive("IngestQueue", 10).await.unwrap().is_empty());
+    let dead = store.messages("IngestDLQ").unwrap();
+    assert_eq!(
+        (dead.len(), dead[0].body.as_str(), dead[0].receive_count),
+        (1, "hello", 5)
+    );
+
+    assert_eq!(store.redrive("IngestDLQ", "IngestQueue").unwrap(), 1);
+    let got = store.receive("IngestQueue", 10).await.unwrap();
+    assert_eq!(got[0].message.receive_count, 1, "a redriven message starts over");
+    store
+        .delete("IngestQueue", &[got[0].receipt.clone()])
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(181));
+    assert!(
+        store.receive("IngestQueue", 10).await.unwrap().is_empty(),
+        "deleted for good"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_receipt_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), clock.clone());
+    store.send("IngestQueue", "m").unwrap();
+    let first = store.receive("IngestQueue", 1).await.unwrap().remove(0);
+    clock.advance(Duration::from_secs(181));
+    let second = store.receive("IngestQueue", 1).await.unwrap().remove(0);
+    store
+        .delete("IngestQueue", &[first.receipt, "garbage".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.depth("IngestQueue").unwrap(),
+        (0, 1),
+        "still there, in flight under the new receipt"
+    );
+    store.delete("IngestQueue", &[second.receipt]).await.unwrap();
+    assert_eq!(store.depth("IngestQueue").unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn events_are_routed_by_the_template_rules_and_state_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    {
+        let store = open(dir.path(), clock.clone());
+        let routed = store
+            .put_events(&[
+                ("retail.pos".into(), "SaleCompleted".into(), json!({})),
+                ("retail-sync.ingest".into(), "SaleCompleted".into(), json!({})),
+                ("retail-sync".into(), "ErpSalePosted".into(), json!({})),
+                ("retail-sync".into(), "LoyaltyAccrued".into(), json!({})),
+            ])
+            .unwrap();
+        let targets: Vec<usize> = routed.iter().map(|(_, n)| *n).collect();
+        assert_eq!(targets, [1, 1, 1, 0]);
+        store.create(&saga()).await.unwrap();
+    }
+    let store = open(dir.path(), clock);
+    for q in ["IngestQueue", "PostSaleToErpQueue", "AccrueLoyaltyQueue"] {
+        assert_eq!(store.depth(q).unwrap(), (1, 0), "{q}");
+    }
+    let delivered = &store.messages("PostSaleToErpQueue").unwrap()[0];
+    let envelope: serde_json::Value = serde_json::from_str(&delivered.body).unwrap();
+    assert_eq!(envelope["source"], "retail-sync.ingest");
+    assert_eq!(envelope["detail-type"], "SaleCompleted");
+    assert_eq!(
+        store.archive().unwrap().len(),
+        4,
+        "the bus archives everything, routed or not"
+    );
+    assert_eq!(store.sagas().unwrap().len(), 1);
+}

@@ -77,15 +77,146 @@ fn sqs_record(id: &str, body: &Value) -> Value {
     })
 }
 
+/// A function binary running under cargo-lambda's runtime API emulator, its stdout collected.
+struct Function {
+    port: u16,
+    process: Guard,
+    _emulator: Guard,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Function {
+    fn start(binary: &str, env: &[(&str, String)]) -> Self {
+        let path = target_dir().join("debug").join(binary);
+        assert!(
+            path.exists(),
+            "{} missing: run `cargo build -p {binary}`",
+            path.display()
+        );
+        let port = free_port();
+        let emulator = Guard(
+            Command::new(tool("cargo-lambda"))
+                .args([
+                    "lambda",
+                    "watch",
+                    "--only-lambda-apis",
+                    "-A",
+                    "127.0.0.1",
+                    "-P",
+                    &port.to_string(),
+                ])
+                .current_dir(workspace())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cargo-lambda starts"),
+        );
+        wait_for(port);
+        let mut command = Command::new(&path);
+        command
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
+            // With --only-lambda-apis the emulator serves one function, named `_`.
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut process = Guard(command.spawn().expect("the function starts"));
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let stdout = process.0.stdout.take().unwrap();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            port,
+            process,
+            _emulator: emulator,
+            lines,
+        }
+    }
+
+    /// `cargo lambda invoke` with an SQS event of `records`; returns the function's response.
+    fn invoke(&self, records: Vec<Value>) -> Value {
+        let data = std::env::temp_dir().join(format!("sqs-event-{}.json", self.port));
+        std::fs::write(&data, json!({ "Records": records }).to_string()).unwrap();
+        let output = Command::new(tool("cargo-lambda"))
+            .args([
+                "lambda",
+                "invoke",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "--output-format",
+                "json",
+            ])
+            .arg("--data-file")
+            .arg(&data)
+            .arg("_")
+            .current_dir(workspace())
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&data);
+        assert!(
+            output.status.success(),
+            "invoke failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// The JSON lines the function printed so far.
+    fn logs(&self) -> Vec<Value> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Peak resident memory of the process, KiB.
+    fn peak_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+/// The environment the template gives every function, for a backend on moto and simulators at `sims`.
+fn function_env(
+    backend: &retail_sync_aws::AwsBackend,
+    moto: &str,
+    sims: std::net::SocketAddr,
+) -> Vec<(&'static str, String)> {
+    let s = backend.settings();
+    vec![
+        ("AWS_ENDPOINT_URL", moto.to_owned()),
+        ("IDEMPOTENCY_TABLE", s.idempotency_table.clone()),
+        ("SAGA_TABLE", s.saga_table.clone()),
+        ("QUARANTINE_TABLE", s.quarantine_table.clone()),
+        ("EVENT_BUS_NAME", s.event_bus_name.clone()),
+        ("ERP_BASE_URL", format!("http://{sims}")),
+        ("LOYALTY_BASE_URL", format!("http://{sims}")),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accrue_loyalty_under_the_runtime_api_reports_only_the_record_that_must_come_back() {
-    let binary = target_dir().join("debug/accrue-loyalty");
-    assert!(
-        binary.exists(),
-        "{} missing: run `cargo build -p accrue-loyalty`",
-        binary.display()
-    );
-
     // The AWS side on moto, provisioned from the template, with the sale's saga already started.
     let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
     let moto = MotoServer::shared();
@@ -100,101 +231,21 @@ async fn accrue_loyalty_under_the_runtime_api_reports_only_the_record_that_must_
 
     // The loyalty platform, over HTTP.
     let loyalty = LoyaltySimulator::new();
-    let (sim_addr, _server) = retail_sync_simulators::serve(
+    let (sims, _server) = retail_sync_simulators::serve(
         ErpSimulator::new(),
         loyalty.clone(),
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
     .unwrap();
-
-    // cargo-lambda's runtime API emulator; the function runs as Lambda runs it: a bootstrap process
-    // polling /runtime/invocation/next.
-    let port = free_port();
-    let _emulator = Guard(
-        Command::new(tool("cargo-lambda"))
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-            ])
-            .current_dir(workspace())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cargo-lambda starts"),
-    );
-    wait_for(port);
-    let s = backend.settings();
-    let mut function = Guard(
-        Command::new(&binary)
-            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
-            // With --only-lambda-apis the emulator serves one function, named `_`.
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_ENDPOINT_URL", moto.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("IDEMPOTENCY_TABLE", &s.idempotency_table)
-            .env("SAGA_TABLE", &s.saga_table)
-            .env("QUARANTINE_TABLE", &s.quarantine_table)
-            .env("EVENT_BUS_NAME", &s.event_bus_name)
-            .env("ERP_BASE_URL", format!("http://{sim_addr}"))
-            .env("LOYALTY_BASE_URL", format!("http://{sim_addr}"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the function starts"),
-    );
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stdout = function.0.stdout.take().unwrap();
-    let collected = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            collected.lock().unwrap().push(line);
-        }
-    });
+    let function = Function::start("accrue-loyalty", &function_env(&backend, moto.endpoint(), sims));
 
     // One record whose saga exists, one for a sale ingest has not seen yet (it must wait, not fail).
     let posted = sample("ErpSalePosted");
     let mut early = posted.clone();
     early["detail"]["data"]["transaction"]["receipt_id"] = "r-not-yet".into();
     early["detail"]["metadata"]["correlation_id"] = "pos-store-042-r-not-yet".into();
-    let event = json!({"Records": [sqs_record("m-ok", &posted), sqs_record("m-early", &early)]});
-    let data = std::env::temp_dir().join(format!("sqs-event-{port}.json"));
-    std::fs::write(&data, event.to_string()).unwrap();
-
-    let output = Command::new(tool("cargo-lambda"))
-        .args([
-            "lambda",
-            "invoke",
-            "-A",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "--output-format",
-            "json",
-        ])
-        .arg("--data-file")
-        .arg(&data)
-        .arg("_")
-        .current_dir(workspace())
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&data);
-    assert!(
-        output.status.success(),
-        "invoke failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let response: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let response = function.invoke(vec![sqs_record("m-ok", &posted), sqs_record("m-early", &early)]);
     assert_eq!(
         response,
         json!({"batchItemFailures": [{"itemIdentifier": "m-early"}]})
@@ -206,17 +257,11 @@ async fn accrue_loyalty_under_the_runtime_api_reports_only_the_record_that_must_
     assert_eq!(loyalty.balance("m-1001").map(|p| p.get()), Some(79));
 
     // Logs are JSON and carry the correlation id; metrics go out as EMF.
-    std::thread::sleep(Duration::from_millis(200));
-    let lines = lines.lock().unwrap().clone();
-    let logs: Vec<Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert!(!logs.is_empty(), "no JSON output: {lines:?}");
+    let logs = function.logs();
     assert!(
         logs.iter()
             .any(|l| l["span"]["correlation_id"] == "pos-store-042-r-not-yet"),
-        "no log line carries the waiting record's correlation id: {lines:#?}"
+        "no log line carries the waiting record's correlation id: {logs:#?}"
     );
     let emf = logs
         .iter()
@@ -224,21 +269,77 @@ async fn accrue_loyalty_under_the_runtime_api_reports_only_the_record_that_must_
         .expect("an EMF document");
     assert_eq!(emf["step"], "accrue-loyalty");
     assert_eq!(emf["points_accrued"], 79);
+}
 
-    // Peak resident memory of the function process (the figure the 128 MB budget is about).
-    let pid = function.0.id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    println!(
-        "accrue-loyalty (debug build) peak RSS after one batch: {} KiB",
-        hwm_kb
-    );
-    assert!(
-        hwm_kb < 128 * 1024,
-        "the function needs {hwm_kb} KiB, more than a 128 MB Lambda has"
-    );
+/// Ten sales through the three functions, one after the other, as the bus would chain them; prints each
+/// function's peak memory (the 128 MB Lambda budget) — a figure, and a limit the test holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_function_handles_a_full_batch_within_128_mb() {
+    let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
+    let moto = MotoServer::shared();
+    let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    let (sims, _server) =
+        retail_sync_simulators::serve(erp.clone(), loyalty.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let env = function_env(&backend, moto.endpoint(), sims);
+
+    let sales: Vec<Value> = (0..10)
+        .map(|i| {
+            let mut sale = sample("SaleCompleted");
+            sale["detail"]["data"]["receipt_id"] = format!("r-batch-{i}").into();
+            sale["detail"]["metadata"]["event_id"] = format!("evt-batch-{i}").into();
+            sale["detail"]["metadata"]["correlation_id"] = format!("batch-{i}").into();
+            sale
+        })
+        .collect();
+    let accepted: Vec<Value> = sales
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s["source"] = "retail-sync.ingest".into();
+            s
+        })
+        .collect();
+    let posted: Vec<Value> = sales
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut p = sample("ErpSalePosted");
+            p["detail"]["data"]["transaction"]["receipt_id"] = s["detail"]["data"]["receipt_id"].clone();
+            p["detail"]["data"]["erp_document_id"] = format!("ERP-{:08}", i + 1).into();
+            p["detail"]["metadata"]["event_id"] = format!("evt-posted-{i}").into();
+            p
+        })
+        .collect();
+
+    let mut peaks = Vec::new();
+    for (binary, events) in [
+        ("ingest", &sales),
+        ("post-sale-to-erp", &accepted),
+        ("accrue-loyalty", &posted),
+    ] {
+        let function = Function::start(binary, &env);
+        let records = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| sqs_record(&format!("{binary}-{i}"), e))
+            .collect();
+        let response = function.invoke(records);
+        assert_eq!(response, json!({"batchItemFailures": []}), "{binary}");
+        peaks.push((binary, function.peak_kib()));
+    }
+    assert_eq!(erp.postings().len(), 10);
+    assert_eq!(loyalty.balance("m-1001").map(|p| p.get()), Some(790));
+    for (binary, kib) in peaks {
+        println!(
+            "peak memory of {binary} (debug build, batch of 10): {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+        assert!(
+            kib < 128 * 1024,
+            "{binary} needs {kib} KiB, more than a 128 MB Lambda has"
+        );
+    }
 }

@@ -66,6 +66,25 @@ macro_rules! event_types {
                     $(EventType::$name => Event::$name(serde_json::from_value(detail)?)),+
                 })
             }
+
+            /// Builds the typed event of `event_type` from the JSON text of a `detail`: straight into the
+            /// payload types, without a `Value` tree in between (the hot path of every workflow step).
+            pub fn from_detail_str(event_type: EventType, detail: &str) -> Result<Self, serde_json::Error> {
+                Ok(match event_type {
+                    $(EventType::$name => Event::$name(serde_json::from_str(detail)?)),+
+                })
+            }
+
+            /// The payload (`data`) alone, serializable as the typed payload is (e.g. to fingerprint it).
+            pub fn data(&self) -> EventData<'_> {
+                EventData(self)
+            }
+        }
+
+        impl Serialize for EventData<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.0 { $(Event::$name(d) => d.data.serialize(s)),+ }
+            }
         }
 
         impl Serialize for Event {
@@ -79,6 +98,10 @@ macro_rules! event_types {
         })+
     };
 }
+
+/// The `data` of an [`Event`], see [`Event::data`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventData<'a>(&'a Event);
 
 event_types! {
     SaleCompleted => Inbound,

@@ -41,9 +41,20 @@ impl Fingerprint {
     pub fn of<T: Serialize>(payload: &T) -> Self {
         // serde_json writes struct fields in declaration order and maps sorted (no preserve_order), so
         // the same payload always gives the same bytes.
-        let bytes = serde_json::to_vec(payload).expect("payloads serialize");
-        let digest = Sha256::digest(&bytes);
-        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+        // The JSON is streamed into the hash rather than collected into a buffer first.
+        struct Hashing(Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut hashing = Hashing(Sha256::new());
+        serde_json::to_writer(&mut hashing, payload).expect("payloads serialize");
+        Self(hex(&hashing.0.finalize()))
     }
     pub fn from_stored(s: String) -> Self {
         Self(s)
@@ -51,6 +62,17 @@ impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Lower-case hex of `bytes`, by table: a `format!` per byte showed up in the step profile.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +189,11 @@ mod tests {
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn hex_is_lower_case_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
     }
 
     #[test]

@@ -177,10 +177,23 @@ impl CountingMetrics {
 
 impl Metrics for CountingMetrics {
     fn add(&self, name: &'static str, value: u64, dimension: Option<(&'static str, &str)>) {
+        // Called a few times per message: look the key up borrowed and only allocate it the first time.
+        fn bump(map: &mut BTreeMap<String, u64>, key: &str, value: u64) {
+            match map.get_mut(key) {
+                Some(count) => *count += value,
+                None => {
+                    map.insert(key.to_owned(), value);
+                }
+            }
+        }
         let mut map = lock(&self.0);
-        *map.entry(name.to_owned()).or_default() += value;
+        bump(&mut map, name, value);
         if let Some((d, v)) = dimension {
-            *map.entry(format!("{name}{{{d}={v}}}")).or_default() += value;
+            let mut key = String::with_capacity(name.len() + d.len() + v.len() + 3);
+            for part in [name, "{", d, "=", v, "}"] {
+                key.push_str(part);
+            }
+            bump(&mut map, &key, value);
         }
     }
 }

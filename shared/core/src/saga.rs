@@ -5,6 +5,7 @@ use std::fmt;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use retail_sync_contracts::events::TransactionRef;
 use retail_sync_contracts::values::{Amount, CorrelationId, ExternalRef, Points};
@@ -99,7 +100,7 @@ pub struct Ledger {
     pub eligible_minor: Option<Amount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Saga {
     pub id: SagaId,
     pub correlation_id: CorrelationId,
@@ -108,8 +109,9 @@ pub struct Saga {
     pub version: u64,
     /// `detail-type` of the event that started the saga.
     pub origin_type: String,
-    /// Its `detail`, as accepted.
-    pub origin: serde_json::Value,
+    /// Its `detail`, as accepted. Kept as JSON text: every step loads the saga, and only the one that
+    /// needs the origin types it (see [`origin_event`](Self::origin_event)); the stored shape is the same.
+    pub origin: Box<RawValue>,
     pub fingerprint: Fingerprint,
     #[serde(default)]
     pub ledger: Ledger,
@@ -121,15 +123,16 @@ pub struct Saga {
 impl Saga {
     /// A new saga for an accepted inbound event.
     pub fn start(id: SagaId, event: &Event, now: Timestamp) -> Self {
-        let origin = serde_json::to_value(event).expect("events serialize");
         Self {
             id,
             correlation_id: event.metadata().correlation_id.clone(),
             status: SagaStatus::Running,
             version: 1,
             origin_type: event.event_type().name().to_owned(),
-            fingerprint: Fingerprint::of(&origin["data"]),
-            origin,
+            // Of the typed payload (fields in declaration order): ingest compares the fingerprints of
+            // two sagas it built here, so only consistency with itself matters.
+            fingerprint: Fingerprint::of(&event.data()),
+            origin: serde_json::value::to_raw_value(event).expect("events serialize"),
             ledger: Ledger::default(),
             steps: vec![StepEntry {
                 step: "ingest".into(),
@@ -150,7 +153,7 @@ impl Saga {
         };
         let event_type = EventType::from_name(&self.origin_type)
             .ok_or_else(|| corrupt(format!("unknown origin type {}", self.origin_type)))?;
-        Event::from_detail(event_type, self.origin.clone()).map_err(|e| corrupt(e.to_string()))
+        Event::from_detail_str(event_type, self.origin.get()).map_err(|e| corrupt(e.to_string()))
     }
 
     pub fn record(&mut self, step: &str, outcome: StepOutcome, message: impl Into<String>, now: Timestamp) {
@@ -165,6 +168,37 @@ impl Saga {
 
     pub fn has_step(&self, step: &str, outcome: StepOutcome) -> bool {
         self.steps.iter().any(|e| e.step == step && e.outcome == outcome)
+    }
+}
+
+// By hand because `RawValue` has no `PartialEq`: the origins compare as JSON text. The destructuring
+// makes a new field a compile error here rather than a field silently left out of the comparison.
+impl PartialEq for Saga {
+    fn eq(&self, other: &Self) -> bool {
+        let Saga {
+            id,
+            correlation_id,
+            status,
+            version,
+            origin_type,
+            origin,
+            fingerprint,
+            ledger,
+            steps,
+            created_at,
+            updated_at,
+        } = self;
+        *id == other.id
+            && *correlation_id == other.correlation_id
+            && *status == other.status
+            && *version == other.version
+            && *origin_type == other.origin_type
+            && origin.get() == other.origin.get()
+            && *fingerprint == other.fingerprint
+            && *ledger == other.ledger
+            && *steps == other.steps
+            && *created_at == other.created_at
+            && *updated_at == other.updated_at
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -23,6 +23,9 @@ use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, Loyal
 use crate::backends::Backend;
 use crate::input::Input;
 use crate::report::{Facts, Report};
+
+/// How long the rounds of a local run may share one commit (see `run_until_idle`).
+const GROUP_WINDOW: Duration = Duration::from_millis(200);
 
 /// Where a local run keeps its state, and how it is wired.
 #[derive(Debug, Clone)]
@@ -235,10 +238,20 @@ impl<B: Backend> LocalSystem<B> {
             pending: self.pending().await?,
         };
         on_progress(progress);
+        // Rounds are committed together for up to GROUP_WINDOW: a saga's record and its neighbours'
+        // are then written once per window instead of once per step, which is most of the disk traffic.
+        let mut group_started: Option<Instant> = None;
         loop {
-            self.backend.begin_round()?;
+            if group_started.is_none() {
+                self.backend.begin_round()?;
+                group_started = Some(Instant::now());
+            }
             let round = self.runner.round().await;
-            self.backend.end_round()?;
+            let idle = round.as_ref().map_or(true, |r| r.received == 0);
+            if idle || group_started.is_some_and(|t| t.elapsed() >= GROUP_WINDOW) {
+                self.backend.end_round()?;
+                group_started = None;
+            }
             let round = round?;
             progress.handled += round.received as u64;
             if round.received == 0 {

@@ -1,0 +1,108 @@
+//! The `retail-sync` binary as an operator uses it: a local run with a report, then the inspection
+//! commands on the state it left, and clear errors for wrong input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn retail_sync(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .arg("--template")
+        .arg(root().join("infra/template.yaml"))
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("local.db");
+    let report = dir.path().join("out/report.json");
+    let stream = root().join("events/streams/pos-day.jsonl");
+    let run = retail_sync(
+        &state,
+        &[
+            "local",
+            "run",
+            stream.to_str().unwrap(),
+            "--fresh",
+            "--quiet",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary = stdout(&run);
+    assert!(
+        summary.contains("sagas      42 (40 completed, 2 failed)"),
+        "{summary}"
+    );
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["report_version"], 1);
+    assert_eq!(report["summary"]["quarantined"], 7);
+    assert_eq!(report["sagas"]["pos-store-042-r-000001"]["status"], "completed");
+    assert_eq!(report["sagas"]["pos-closed-007-r-000001"]["status"], "failed");
+    assert_eq!(report["dead_letter_queues"]["IngestDLQ"], serde_json::json!([]));
+
+    let list = retail_sync(&state, &["quarantine", "list", "--json"]);
+    assert!(list.status.success());
+    let items: Vec<Value> = stdout(&list)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(items.len(), 7);
+    assert!(
+        items
+            .iter()
+            .any(|i| i["reason"] == "invalid_json" && i["body"].as_str().unwrap().starts_with('{'))
+    );
+
+    let saga = retail_sync(&state, &["saga", "pos-closed-007-r-000001"]);
+    assert!(saga.status.success());
+    let saga: Value = serde_json::from_str(&stdout(&saga)).unwrap();
+    assert_eq!(saga["id"], "receipt:closed-007:r-000001");
+    assert_eq!(saga["status"], "failed");
+
+    let missing = retail_sync(&state, &["saga", "no-such-thing"]);
+    assert_eq!(missing.status.code(), Some(2));
+
+    let dlqs = retail_sync(&state, &["dlq", "list"]);
+    assert!(
+        stdout(&dlqs).contains("AccrueLoyaltyDLQ: 0 messages"),
+        "{}",
+        stdout(&dlqs)
+    );
+    let redrive = retail_sync(&state, &["dlq", "redrive", "AccrueLoyaltyDLQ"]);
+    assert!(
+        stdout(&redrive).starts_with("0 messages moved from AccrueLoyaltyDLQ back to AccrueLoyaltyQueue")
+    );
+    let wrong = retail_sync(&state, &["dlq", "redrive", "IngestQueue"]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the DLQ of any queue"));
+}
+
+#[test]
+fn inspecting_without_a_run_or_running_a_missing_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("none.db");
+    let list = retail_sync(&state, &["quarantine", "list"]);
+    assert!(!list.status.success());
+    assert!(String::from_utf8_lossy(&list.stderr).contains("no local state"));
+
+    let run = retail_sync(&state, &["local", "run", "/nonexistent/events.jsonl"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("cannot read /nonexistent/events.jsonl"));
+}

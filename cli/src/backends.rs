@@ -68,10 +68,7 @@ impl Backend for Embedded {
         let messages = self.messages(dlq).map_err(embedded_error)?;
         Ok(messages
             .into_iter()
-            .map(|m| DeadLetter {
-                body: m.body,
-                receive_count: m.receive_count,
-            })
+            .map(|m| DeadLetter::new(m.body, m.receive_count))
             .collect())
     }
     fn begin_round(&self) -> Result<(), Error> {
@@ -103,10 +100,7 @@ impl Backend for AwsBackend {
         let messages = self.dlq_messages(dlq, 1000).await?;
         Ok(messages
             .into_iter()
-            .map(|m| DeadLetter {
-                body: m.body,
-                receive_count: m.receive_count,
-            })
+            .map(|m| DeadLetter::new(m.body, m.receive_count))
             .collect())
     }
 }

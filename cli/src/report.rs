@@ -79,6 +79,12 @@ pub struct DeadLetter {
     pub receive_count: u32,
 }
 
+impl DeadLetter {
+    pub fn new(body: String, receive_count: u32) -> Self {
+        Self { body, receive_count }
+    }
+}
+
 fn name_of<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(Value::String(s)) => s,

@@ -29,6 +29,10 @@ if [ ! -x "$RETAIL_SYNC_ROOT/.tools/venv/bin/python" ] || [ ! -x "$RETAIL_SYNC_R
   echo "scripts/env.sh: tools missing; run: bash scripts/tools.sh" >&2
 fi
 
+# BuildMethod rust-cargolambda is a SAM CLI beta feature; this opts in so a plain `sam build` works
+# (samconfig.toml stays yours: `sam deploy --guided` writes your environment's parameters there).
+export SAM_CLI_BETA_RUST_CARGO_LAMBDA="${SAM_CLI_BETA_RUST_CARGO_LAMBDA:-1}"
+
 # SAM CLI would otherwise try to send telemetry (no network here, and not wanted in CI).
 export SAM_CLI_TELEMETRY="${SAM_CLI_TELEMETRY:-0}"
 

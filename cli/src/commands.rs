@@ -105,12 +105,11 @@ pub async fn quarantine_list(limit: usize, json: bool, state: &StateArgs) -> any
         if json {
             println!("{}", serde_json::to_string(item)?);
         } else {
-            let reason = serde_json::to_value(item.reason)?;
             println!(
                 "{}  {:<10} {:<24} {:<22} {}",
                 item.received_at,
                 item.step,
-                reason.as_str().unwrap_or("?"),
+                item.reason.as_str(),
                 item.event_id.as_deref().unwrap_or("-"),
                 item.message
             );

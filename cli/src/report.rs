@@ -85,14 +85,6 @@ impl DeadLetter {
     }
 }
 
-fn name_of<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => "?".into(),
-    }
-}
-
 /// What a report is made of; each backend gathers these its own way.
 pub struct Facts {
     pub input: Fed,
@@ -115,7 +107,7 @@ impl Report {
             let steps = saga
                 .steps
                 .iter()
-                .map(|s| format!("{}: {} — {}", s.step, name_of(&s.outcome), s.message))
+                .map(|s| format!("{}: {} — {}", s.step, s.outcome.as_str(), s.message))
                 .collect();
             sagas.insert(
                 saga.correlation_id.to_string(),
@@ -135,7 +127,7 @@ impl Report {
             .into_iter()
             .map(|q| QuarantineEntry {
                 step: q.step,
-                reason: name_of(&q.reason),
+                reason: q.reason.as_str().to_owned(),
                 message: q.message,
                 findings: q.findings,
                 detail_type: q.detail_type,

@@ -253,6 +253,41 @@ pub enum ReasonCode {
     RetriesExhausted,
 }
 
+impl ReasonCode {
+    pub const ALL: &[ReasonCode] = &[
+        Self::InvalidJson,
+        Self::NotAnEnvelope,
+        Self::Oversized,
+        Self::UnknownEventType,
+        Self::UnknownSchemaVersion,
+        Self::SchemaViolation,
+        Self::MissingIdentifier,
+        Self::BusinessRuleViolation,
+        Self::IdempotencyKeyReused,
+        Self::ErpRejected,
+        Self::LoyaltyRejected,
+        Self::RetriesExhausted,
+    ];
+
+    /// The wire name (as serialized), for logs, metric dimensions and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::NotAnEnvelope => "not_an_envelope",
+            Self::Oversized => "oversized",
+            Self::UnknownEventType => "unknown_event_type",
+            Self::UnknownSchemaVersion => "unknown_schema_version",
+            Self::SchemaViolation => "schema_violation",
+            Self::MissingIdentifier => "missing_identifier",
+            Self::BusinessRuleViolation => "business_rule_violation",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::ErpRejected => "erp_rejected",
+            Self::LoyaltyRejected => "loyalty_rejected",
+            Self::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
 /// Outbound: a workflow could not complete; operators and channels are told why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -269,4 +304,16 @@ pub struct WorkflowException {
     /// The id of the event that was being processed, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_event_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReasonCode;
+
+    #[test]
+    fn reason_names_are_the_serialized_ones() {
+        for &r in ReasonCode::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
 }

@@ -143,8 +143,7 @@ impl BatchRunner {
             body_truncated,
         };
         self.quarantine.put(&item).await?;
-        let reason = serde_json::to_value(rejection.reason).ok();
-        let reason = reason.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
+        let reason = rejection.reason.as_str();
         tracing::warn!(reason, message = %rejection.message, "quarantined");
         self.metrics.add("quarantined", 1, Some(("reason", reason)));
 

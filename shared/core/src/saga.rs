@@ -78,6 +78,19 @@ pub enum StepOutcome {
     Refused,
 }
 
+impl StepOutcome {
+    /// The wire name (as serialized), for timelines shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Done => "done",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+        }
+    }
+}
+
 /// One line of the timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepEntry {
@@ -250,4 +263,17 @@ pub async fn load_existing(store: &dyn SagaStore, id: &SagaId) -> Result<Saga, E
     store.load(id).await?.ok_or_else(|| Error::NotYet {
         what: format!("saga {id}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StepOutcome;
+
+    #[test]
+    fn outcome_names_are_the_serialized_ones() {
+        use StepOutcome::*;
+        for o in [Accepted, Done, Skipped, Failed, Refused] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+    }
 }

@@ -153,10 +153,11 @@ impl Step for AccrueLoyalty {
                             .add("points_accrued", points.get().unsigned_abs(), None)
                     }
                     Outcome::Anonymous => self.metrics.add("accrual_skipped", 1, None),
-                    Outcome::Refused { .. } => {
-                        self.metrics
-                            .add("failed", 1, Some(("reason", "loyalty_rejected")))
-                    }
+                    Outcome::Refused { .. } => self.metrics.add(
+                        "failed",
+                        1,
+                        Some(("reason", ReasonCode::LoyaltyRejected.as_str())),
+                    ),
                 }
                 accrued
             }

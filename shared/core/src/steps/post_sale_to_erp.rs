@@ -110,7 +110,10 @@ impl Step for PostSaleToErp {
                 .await?;
                 match &posted {
                     Posted::Posted { .. } => self.metrics.add("erp_posted", 1, None),
-                    Posted::Refused { .. } => self.metrics.add("failed", 1, Some(("reason", "erp_rejected"))),
+                    Posted::Refused { .. } => {
+                        self.metrics
+                            .add("failed", 1, Some(("reason", ReasonCode::ErpRejected.as_str())))
+                    }
                 }
                 posted
             }

@@ -29,11 +29,11 @@ pub trait Backend:
     async fn depth(&self, queue: &str) -> Result<(u64, u64), Error>;
     async fn all_sagas(&self) -> Result<Vec<Saga>, Error>;
     async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error>;
-    /// Brackets a round of polls (group commit where the backend has one).
-    fn begin_round(&self) -> Result<(), Error> {
+    /// Brackets the rounds of polls that share one commit, where the backend has group commits.
+    fn begin_group(&self) -> Result<(), Error> {
         Ok(())
     }
-    fn end_round(&self) -> Result<(), Error> {
+    fn end_group(&self) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -71,10 +71,10 @@ impl Backend for Embedded {
             .map(|m| DeadLetter::new(m.body, m.receive_count))
             .collect())
     }
-    fn begin_round(&self) -> Result<(), Error> {
-        self.begin_group().map_err(embedded_error)
+    fn begin_group(&self) -> Result<(), Error> {
+        Embedded::begin_group(self).map_err(embedded_error)
     }
-    fn end_round(&self) -> Result<(), Error> {
+    fn end_group(&self) -> Result<(), Error> {
         self.commit_group().map_err(embedded_error)
     }
 }

@@ -243,13 +243,13 @@ impl<B: Backend> LocalSystem<B> {
         let mut group_started: Option<Instant> = None;
         loop {
             if group_started.is_none() {
-                self.backend.begin_round()?;
+                self.backend.begin_group()?;
                 group_started = Some(Instant::now());
             }
             let round = self.runner.round().await;
             let idle = round.as_ref().map_or(true, |r| r.received == 0);
             if idle || group_started.is_some_and(|t| t.elapsed() >= GROUP_WINDOW) {
-                self.backend.end_round()?;
+                self.backend.end_group()?;
                 group_started = None;
             }
             let round = round?;

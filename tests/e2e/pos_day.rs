@@ -135,7 +135,7 @@ async fn a_stopped_run_resumes_from_its_state_on_disk() {
     let first = embedded(&dir, Simulators::default());
     first.feed(&stream()).await.unwrap();
     // One round only, then "stop": the process state is dropped, the file stays.
-    first.backend.begin_round().unwrap();
+    first.backend.begin_group().unwrap();
     drop(first);
     let resumed = embedded(&dir, Simulators::default());
     resumed.run_until_idle(|_| {}).await.unwrap();

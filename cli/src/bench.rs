@@ -119,29 +119,18 @@ const POLLING: [&str; 3] = [
 impl fmt::Display for AwsFigures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.sagas as f64;
-        let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>() as f64;
         writeln!(
             f,
             "AWS API requests for {} sale sagas (moto), per saga:",
             self.sagas
         )?;
-        for (op, count) in &self.steps {
-            writeln!(f, "  {op:<36} {:>6.2}", *count as f64 / n)?;
-        }
-        writeln!(
+        per_saga(f, &self.steps, n, "steps total", "<- the functions' own requests")?;
+        per_saga(
             f,
-            "  {:<36} {:>6.2}   <- the functions' own requests",
-            "steps total",
-            total(&self.steps) / n
-        )?;
-        for (op, count) in &self.polling {
-            writeln!(f, "  {op:<36} {:>6.2}", *count as f64 / n)?;
-        }
-        writeln!(
-            f,
-            "  {:<36} {:>6.2}   <- Lambda's event source mapping on AWS",
+            &self.polling,
+            n,
             "polling total",
-            total(&self.polling) / n
+            "<- Lambda's event source mapping on AWS",
         )?;
         write!(
             f,
@@ -150,6 +139,24 @@ impl fmt::Display for AwsFigures {
             self.feed as f64 / n
         )
     }
+}
+
+/// One line per operation, then their total with a note.
+fn per_saga(
+    f: &mut fmt::Formatter<'_>,
+    ops: &BTreeMap<String, u64>,
+    n: f64,
+    total: &str,
+    note: &str,
+) -> fmt::Result {
+    for (op, count) in ops {
+        writeln!(f, "  {op:<36} {:>6.2}", *count as f64 / n)?;
+    }
+    writeln!(
+        f,
+        "  {total:<36} {:>6.2}   {note}",
+        ops.values().sum::<u64>() as f64 / n
+    )
 }
 
 /// Runs `n` sales through the AWS backend on the emulator at `endpoint` and counts the requests.

@@ -129,6 +129,14 @@ impl World {
         }
     }
 
+    /// The sample sale as ingest re-emits it, with the saga ingest would have started.
+    async fn accepted_sale(&self) -> Value {
+        let mut accepted = sample_sale();
+        accepted["source"] = "retail-sync.ingest".into();
+        self.state.create(&start_saga(&accepted)).await.unwrap();
+        accepted
+    }
+
     async fn saga(&self, id: &str) -> retail_sync_core::saga::Saga {
         self.state
             .load(&SagaId::from_stored(id.to_owned()))
@@ -246,9 +254,7 @@ async fn a_duplicate_delivery_repeats_no_effect_and_republishes_the_same_event_i
 async fn a_step_whose_publish_failed_publishes_again_on_redelivery_without_calling_the_erp_again() {
     let w = World::new();
     let post = w.runner("post-sale-to-erp");
-    let mut accepted = sample_sale();
-    accepted["source"] = "retail-sync.ingest".into();
-    w.state.create(&start_saga(&accepted)).await.unwrap();
+    let accepted = w.accepted_sale().await;
     let body = accepted.to_string();
 
     w.bus.fail_next(1);
@@ -312,9 +318,7 @@ async fn an_erp_rejection_fails_the_saga_and_announces_it_without_retrying() {
 async fn an_unavailable_erp_leaves_the_message_for_redelivery_and_frees_the_claim() {
     let w = World::new();
     *w.erp.fail.lock().unwrap() = Some(false);
-    let mut accepted = sample_sale();
-    accepted["source"] = "retail-sync.ingest".into();
-    w.state.create(&start_saga(&accepted)).await.unwrap();
+    let accepted = w.accepted_sale().await;
     let post = w.runner("post-sale-to-erp");
     let outcome = post.run(&[msg("m1", &accepted.to_string())]).await;
     assert_eq!(outcome.failed, ["m1"]);
@@ -343,9 +347,7 @@ async fn an_unavailable_erp_leaves_the_message_for_redelivery_and_frees_the_clai
 #[tokio::test]
 async fn a_crashed_claim_blocks_until_its_lease_lapses_then_the_step_proceeds() {
     let w = World::new();
-    let mut accepted = sample_sale();
-    accepted["source"] = "retail-sync.ingest".into();
-    w.state.create(&start_saga(&accepted)).await.unwrap();
+    let accepted = w.accepted_sale().await;
     // A delivery that claimed the step and died before finishing.
     let key = IdempotencyKey::for_step(SAGA, "post-sale-to-erp");
     let policy = IdempotencyPolicy::default();

@@ -109,7 +109,7 @@ impl Step for AccrueLoyalty {
                 );
                 saga::update_from(
                     &*self.sagas,
-                    saga.clone(),
+                    saga,
                     Some(&completion),
                     |s| match &accrued {
                         Outcome::Accrued {

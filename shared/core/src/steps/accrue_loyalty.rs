@@ -107,45 +107,40 @@ impl Step for AccrueLoyalty {
                     serde_json::to_value(&accrued).expect("results serialize"),
                     now,
                 );
-                saga::update_from(
-                    &*self.sagas,
-                    saga,
-                    Some(&completion),
-                    |s| match &accrued {
-                        Outcome::Accrued {
-                            loyalty_transaction_id,
-                            points,
-                            eligible_minor,
-                            ..
-                        } => {
-                            s.ledger.loyalty_transaction_id = Some(loyalty_transaction_id.clone());
-                            s.ledger.points_accrued = Some(*points);
-                            s.ledger.eligible_minor = Some(*eligible_minor);
-                            s.status = SagaStatus::Completed;
-                            s.record(
-                                STEP,
-                                StepOutcome::Done,
-                                format!("{points} points ({loyalty_transaction_id})"),
-                                now,
-                            );
-                        }
-                        Outcome::Anonymous => {
-                            s.status = SagaStatus::Completed;
-                            s.record(STEP, StepOutcome::Skipped, "anonymous sale: no accrual", now);
-                        }
-                        Outcome::Refused { message } => {
-                            // The sale stands in the ERP (goods left the store); only the points are missing,
-                            // and the exception tells service teams to fix the member and replay.
-                            s.status = SagaStatus::Failed;
-                            s.record(
-                                STEP,
-                                StepOutcome::Failed,
-                                format!("loyalty refused: {message}"),
-                                now,
-                            );
-                        }
-                    },
-                )
+                saga::update_from(&*self.sagas, saga, Some(&completion), |s| match &accrued {
+                    Outcome::Accrued {
+                        loyalty_transaction_id,
+                        points,
+                        eligible_minor,
+                        ..
+                    } => {
+                        s.ledger.loyalty_transaction_id = Some(loyalty_transaction_id.clone());
+                        s.ledger.points_accrued = Some(*points);
+                        s.ledger.eligible_minor = Some(*eligible_minor);
+                        s.status = SagaStatus::Completed;
+                        s.record(
+                            STEP,
+                            StepOutcome::Done,
+                            format!("{points} points ({loyalty_transaction_id})"),
+                            now,
+                        );
+                    }
+                    Outcome::Anonymous => {
+                        s.status = SagaStatus::Completed;
+                        s.record(STEP, StepOutcome::Skipped, "anonymous sale: no accrual", now);
+                    }
+                    Outcome::Refused { message } => {
+                        // The sale stands in the ERP (goods left the store); only the points are missing,
+                        // and the exception tells service teams to fix the member and replay.
+                        s.status = SagaStatus::Failed;
+                        s.record(
+                            STEP,
+                            StepOutcome::Failed,
+                            format!("loyalty refused: {message}"),
+                            now,
+                        );
+                    }
+                })
                 .await?;
                 match &accrued {
                     Outcome::Accrued { points, .. } => {

@@ -217,6 +217,9 @@ pub struct ErpReturnPosted {
 pub struct LoyaltyAccrued {
     pub member_id: MemberId,
     pub transaction: TransactionRef,
+    /// The shipment that earned, for orders (points accrue per shipment, never at order time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment_id: Option<ShipmentId>,
     pub points: Points,
     /// The value the loyalty platform earned on, in the transaction's currency.
     pub eligible_minor: Amount,
@@ -224,15 +227,52 @@ pub struct LoyaltyAccrued {
     pub loyalty_transaction_id: ExternalRef,
 }
 
-/// Outbound: points were reversed for a return.
+/// Outbound: points were reversed for a return (earned points taken back in proportion to the returned
+/// eligible value; redeemed points given back in proportion to the refunded value).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoyaltyReversed {
     pub member_id: MemberId,
     pub return_id: ReturnId,
     pub original: TransactionRef,
+    /// Earned points taken back by this return.
     pub points: Points,
+    /// Ledger transaction of the reversal; absent when nothing was due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
+    /// Redeemed points given back by this return.
+    #[serde(default)]
+    pub points_recredited: Points,
+    /// Totals over every return of the original transaction so far.
+    pub total_reversed: Points,
+    pub total_earned: Points,
+}
+
+/// Outbound: the points redeemed at checkout were spent on the order; the ERP sales order follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedemptionCommitted {
+    pub order_id: OrderId,
+    pub member_id: MemberId,
+    pub hold_id: HoldId,
+    pub points: Points,
+    /// Applied to the order before tax.
+    pub value_minor: Amount,
+    pub currency: Currency,
     pub loyalty_transaction_id: ExternalRef,
+}
+
+/// Outbound (internal): a step failed for good after earlier steps took effect; the compensate step
+/// undoes those effects in reverse order and closes the saga as `compensated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompensationRequested {
+    pub transaction: TransactionRef,
+    #[schemars(length(min = 1, max = 64))]
+    pub failed_step: String,
+    pub reason: ReasonCode,
+    #[schemars(length(max = 2000))]
+    pub message: String,
 }
 
 /// Machine-readable reasons a workflow stopped. Stable strings: operators and tools filter on them.
@@ -251,6 +291,14 @@ pub enum ReasonCode {
     ErpRejected,
     LoyaltyRejected,
     RetriesExhausted,
+    /// More units returned than were bought (or shipped and kept), or a return id reused.
+    OverReturn,
+    /// A shipment or cancellation for more units than are open on the order.
+    QuantityExceeded,
+    /// The points hold of an order could not be committed (expired, released, unknown, mismatched).
+    RedemptionRefused,
+    /// A follow-up event for a transaction that failed or was compensated: nothing to apply it to.
+    TransactionClosed,
 }
 
 impl ReasonCode {
@@ -267,6 +315,10 @@ impl ReasonCode {
         Self::ErpRejected,
         Self::LoyaltyRejected,
         Self::RetriesExhausted,
+        Self::OverReturn,
+        Self::QuantityExceeded,
+        Self::RedemptionRefused,
+        Self::TransactionClosed,
     ];
 
     /// The wire name (as serialized), for logs, metric dimensions and tables.
@@ -284,6 +336,10 @@ impl ReasonCode {
             Self::ErpRejected => "erp_rejected",
             Self::LoyaltyRejected => "loyalty_rejected",
             Self::RetriesExhausted => "retries_exhausted",
+            Self::OverReturn => "over_return",
+            Self::QuantityExceeded => "quantity_exceeded",
+            Self::RedemptionRefused => "redemption_refused",
+            Self::TransactionClosed => "transaction_closed",
         }
     }
 }

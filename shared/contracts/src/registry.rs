@@ -115,6 +115,8 @@ event_types! {
     ErpReturnPosted => Outbound,
     LoyaltyAccrued => Outbound,
     LoyaltyReversed => Outbound,
+    RedemptionCommitted => Outbound,
+    CompensationRequested => Outbound,
     WorkflowException => Outbound,
 }
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::{ReasonCode, TransactionRef};
+use retail_sync_contracts::events::{LineQuantity, ReasonCode, ReturnLine, TransactionRef};
 use retail_sync_contracts::values::*;
 use retail_sync_contracts::{Event, LineItem, Totals};
 
@@ -109,12 +109,48 @@ pub struct ErpDocument {
     pub document_id: ExternalRef,
 }
 
+/// What the ERP receives to cancel (lines of) a sales order that has not shipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErpCancelRequest {
+    pub transaction: TransactionRef,
+    /// The cancellation's identity (the OrderCancelled event id): two cancellations of the same order
+    /// are two documents.
+    pub cancellation_id: String,
+    /// Absent: every open line is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<LineQuantity>>,
+    pub currency: Currency,
+    /// Net value (before tax) of what is cancelled.
+    pub value_minor: Amount,
+    pub reason: String,
+    pub occurred_at: Timestamp,
+}
+
+/// What the ERP receives for goods returned against an earlier sale or order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErpReturnRequest {
+    pub return_id: ReturnId,
+    pub original: TransactionRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<StoreId>,
+    pub currency: Currency,
+    pub lines: Vec<ReturnLine>,
+    /// Sum of the lines' refunds, before tax.
+    pub refund_minor: Amount,
+    pub occurred_at: Timestamp,
+}
+
 /// The ERP's "system API". Every mutating call carries the idempotency key; the contract obliges the
 /// ERP side to return the first result for a repeated key instead of applying twice.
 #[async_trait]
 pub trait Erp: Send + Sync {
+    /// Posts a POS sale or creates the sales order of an ecommerce order.
     /// `Err(Error::Rejected)` when the ERP refuses the document for good (validation, closed period).
     async fn post_sale(&self, request: &ErpSaleRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error>;
+    /// Cancels (lines of) an order. `Err(Error::Rejected)` when the ERP refuses (e.g. already shipped).
+    async fn cancel_order(&self, request: &ErpCancelRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error>;
+    /// Posts a return (credit note). `Err(Error::Rejected)` when the ERP refuses it for good.
+    async fn post_return(&self, request: &ErpReturnRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error>;
 }
 
 /// What the loyalty platform receives to accrue; it computes the points.
@@ -135,10 +171,131 @@ pub struct Accrual {
     pub balance: Points,
 }
 
+/// A member's points: `balance` is what they own, `held` what open holds reserve, `available` the
+/// difference (what a new hold may take).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Balance {
+    pub member_id: MemberId,
+    pub balance: Points,
+    pub held: Points,
+    pub available: Points,
+}
+
+/// A request to reserve points for a basket at checkout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldRequest {
+    pub member_id: MemberId,
+    pub points: Points,
+    pub currency: Currency,
+    /// Net value of the basket before tax: a redemption is applied before tax, so its value may not
+    /// exceed this.
+    pub basket_net_minor: Amount,
+    /// After this instant the hold is released by the platform without anyone asking.
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    Held,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Committed => "committed",
+            Self::Released => "released",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// A points reservation and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub hold_id: HoldId,
+    pub member_id: MemberId,
+    pub points: Points,
+    pub currency: Currency,
+    /// What the points are worth, before tax, as the loyalty platform values them. Orders carry this
+    /// figure; no other system re-derives it.
+    pub value_minor: Amount,
+    pub status: HoldStatus,
+    pub expires_at: Timestamp,
+    /// The order the hold was committed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionRef>,
+    /// The redemption transaction on the loyalty ledger, once committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
+}
+
+/// Commits a hold to the order that used it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub transaction: TransactionRef,
+    /// The points the order says it redeemed; the platform refuses a commit that disagrees with the hold.
+    pub points: Points,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentKind {
+    /// Earned points taken back (a return).
+    Reversal,
+    /// Redeemed points given back (a return, a cancellation, a compensation).
+    Recredit,
+}
+
+/// A correction of a member's balance tied to an earlier transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdjustmentRequest {
+    pub member_id: MemberId,
+    pub kind: AdjustmentKind,
+    /// The transaction whose points are corrected.
+    pub transaction: TransactionRef,
+    /// What caused the correction (a return id, a cancellation id, `compensation`).
+    pub reference: String,
+    /// How many points (always positive; `kind` gives the direction).
+    pub points: Points,
+    pub occurred_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adjustment {
+    pub loyalty_transaction_id: ExternalRef,
+    /// Signed change applied to the balance.
+    pub delta: i64,
+    pub balance: Points,
+}
+
 #[async_trait]
 pub trait Loyalty: Send + Sync {
     /// `Err(Error::Rejected)` for e.g. an unknown or closed member.
     async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error>;
+    /// `Err(Error::Rejected)` for an unknown member.
+    async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error>;
+    /// Reserves points. `Err(Error::Rejected)` when the member lacks them or their value exceeds the
+    /// basket before tax.
+    async fn create_hold(&self, request: &HoldRequest, key: &IdempotencyKey) -> Result<Hold, Error>;
+    async fn get_hold(&self, hold_id: &HoldId) -> Result<Hold, Error>;
+    /// Spends the held points for an order. `Err(Error::Rejected)` when the hold is expired, released,
+    /// unknown, committed to another order or for other points.
+    async fn commit_hold(
+        &self,
+        hold_id: &HoldId,
+        request: &CommitRequest,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, Error>;
+    /// Gives a held (not committed) reservation back. Releasing a released or expired hold is a no-op
+    /// that returns it; a committed one is `Err(Error::Rejected)` (re-credit it instead).
+    async fn release_hold(&self, hold_id: &HoldId, key: &IdempotencyKey) -> Result<Hold, Error>;
+    /// Reverses earned or re-credits redeemed points.
+    async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error>;
 }
 
 /// A queue message handed out by a receive, with the handle that deletes it.

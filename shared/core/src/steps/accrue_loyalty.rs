@@ -177,6 +177,7 @@ impl Step for AccrueLoyalty {
                     data: LoyaltyAccrued {
                         member_id,
                         transaction: posted.data.transaction.clone(),
+                        shipment_id: None,
                         points,
                         eligible_minor,
                         currency: sale.data.currency,

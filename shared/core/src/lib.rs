@@ -6,6 +6,9 @@
 //! - [`ports`]: role-sized traits the workflows need: state stores, publisher, ERP, loyalty, clock, metrics.
 //! - [`idempotency`]: keys, payload fingerprints, records and the claim decision.
 //! - [`saga`]: one record per business transaction, versioned, with the step log operators read.
+//! - [`ledger`]: what each system holds for a transaction, and the guards of follow-ups (shipments,
+//!   cancellations, returns) against it.
+//! - [`proration`]: exact integer proration on cumulative values (redemption shares, partial returns).
 //! - [`domain`]: retail rules that are ours (sale arithmetic, eligible value, transaction keys).
 //! - [`steps`]: the workflow steps; each consumes one queue and returns the events it wants published.
 //! - [`batch`]: runs a step over a batch of queue messages, publishes in batches and reports which
@@ -17,8 +20,10 @@ pub mod batch;
 pub mod domain;
 pub mod error;
 pub mod idempotency;
+pub mod ledger;
 pub mod memory;
 pub mod ports;
+pub mod proration;
 pub mod runner;
 pub mod saga;
 pub mod steps;

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use retail_sync_contracts::events::TransactionRef;
-use retail_sync_contracts::values::{Amount, CorrelationId, ExternalRef, Points};
+use retail_sync_contracts::values::CorrelationId;
 use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyRecord};
+pub use crate::ledger::Ledger;
 use crate::ports::SagaStore;
 
 /// The business transaction key, e.g. `receipt:store-042:r-1001` or `order:o-77`. Returns and follow-up
@@ -50,6 +51,8 @@ pub enum SagaStatus {
     Failed,
     /// A step failed permanently and earlier effects were compensated.
     Compensated,
+    /// The order was cancelled before anything shipped.
+    Cancelled,
 }
 
 impl SagaStatus {
@@ -59,6 +62,7 @@ impl SagaStatus {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Compensated => "compensated",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -98,19 +102,6 @@ pub struct StepEntry {
     pub outcome: StepOutcome,
     pub at: Timestamp,
     pub message: String,
-}
-
-/// What the ERP and the loyalty platform hold for this transaction, as far as retail-sync knows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Ledger {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub erp_document_id: Option<ExternalRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loyalty_transaction_id: Option<ExternalRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub points_accrued: Option<Points>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eligible_minor: Option<Amount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,738 @@
+//! What the ERP and the loyalty platform hold for one business transaction, as far as retail-sync knows
+//! (the saga's ledger), and the rules that guard follow-ups against it: a shipment or cancellation may
+//! not exceed the open units, a return may not exceed what the customer kept, and points reversed or
+//! re-credited are computed on cumulative values (see [`crate::proration`]) so that partial events that
+//! add up to the whole move exactly the whole.
+//!
+//! Every entry is written to the saga *before* its remote call (a reservation), under the saga's
+//! versioned write: two follow-ups of one transaction processed at once cannot both pass a check that
+//! only one of them fits, and a redelivery finds its entry and reuses its figures.
+
+use serde::{Deserialize, Serialize};
+
+use retail_sync_contracts::events::{LineQuantity, ReturnLine};
+use retail_sync_contracts::values::*;
+use retail_sync_contracts::{Event, LineItem, TenderMethod};
+
+use crate::proration::{allocate, due, units_value};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_document_id: Option<ExternalRef>,
+    /// The accrual of a POS sale (orders accrue per shipment, see `shipments`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
+    /// Points earned in total (a sale's accrual, or the sum of an order's shipments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_accrued: Option<Points>,
+    /// The eligible value those points were earned on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_minor: Option<Amount>,
+    /// Points redeemed at checkout and committed to the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redemption: Option<RedemptionEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shipments: Vec<ShipmentEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancellations: Vec<CancellationEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returns: Vec<ReturnEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedemptionEntry {
+    pub hold_id: HoldId,
+    pub points: Points,
+    pub value_minor: Amount,
+    pub loyalty_transaction_id: ExternalRef,
+    /// Redeemed points given back so far (cancellations, returns, compensation).
+    #[serde(default)]
+    pub points_recredited: Points,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentEntry {
+    pub shipment_id: ShipmentId,
+    pub lines: Vec<LineQuantity>,
+    /// Eligible value of the shipped units.
+    pub eligible_minor: Amount,
+    /// Set once the accrual is done (0 for an anonymous order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<Points>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancellationEntry {
+    pub cancellation_id: String,
+    pub lines: Vec<LineQuantity>,
+    /// Net value of the cancelled units.
+    pub net_minor: Amount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_document_id: Option<ExternalRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_recredited: Option<Points>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnStatus {
+    /// Checked and counted; being posted.
+    Reserved,
+    Posted,
+    /// The ERP refused it; its units count as kept again.
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReturnEntry {
+    pub return_id: ReturnId,
+    pub lines: Vec<ReturnLine>,
+    /// Net and eligible value of the returned units, and what the channel refunded.
+    pub net_minor: Amount,
+    pub eligible_minor: Amount,
+    pub refund_minor: Amount,
+    pub status: ReturnStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_document_id: Option<ExternalRef>,
+    /// Set when the loyalty side of the return is decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_reversed: Option<Points>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_recredited: Option<Points>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
+}
+
+/// One line of the original transaction with the values follow-ups are prorated on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineBasis {
+    pub line_no: u32,
+    pub sku: Sku,
+    pub quantity: u32,
+    pub net_minor: i64,
+    /// Net less the line's share of the points redeemed; 0 for lines that do not earn.
+    pub eligible_minor: i64,
+}
+
+/// The original transaction as follow-ups see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Basis {
+    pub is_order: bool,
+    pub member_id: Option<MemberId>,
+    pub currency: Currency,
+    pub lines: Vec<LineBasis>,
+    pub net_minor: i64,
+}
+
+/// Why a follow-up cannot be applied (yet).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// Never: the findings say why (more units than open or kept, unknown line, …).
+    Refuse(Vec<String>),
+    /// Not yet: something it depends on has not been processed (a shipment behind a return).
+    Wait(String),
+}
+
+impl Basis {
+    /// From the event that started the saga; `None` for types that do not start one.
+    pub fn of(origin: &Event) -> Option<Self> {
+        let (is_order, member_id, currency, lines, points_value) = match origin {
+            Event::SaleCompleted(d) => {
+                let paid_with_points: i64 = d
+                    .data
+                    .tenders
+                    .iter()
+                    .filter(|t| t.method == TenderMethod::Points)
+                    .map(|t| t.amount_minor.get())
+                    .sum();
+                (
+                    false,
+                    &d.data.member_id,
+                    d.data.currency,
+                    &d.data.lines,
+                    paid_with_points,
+                )
+            }
+            Event::OrderPlaced(d) => {
+                let value = d.data.redemption.as_ref().map_or(0, |r| r.value_minor.get());
+                (true, &d.data.member_id, d.data.currency, &d.data.lines, value)
+            }
+            _ => return None,
+        };
+        Some(Self::new(
+            is_order,
+            member_id.clone(),
+            currency,
+            lines,
+            points_value,
+        ))
+    }
+
+    /// Points do not earn points: the value paid with them is spread over the eligible lines by net,
+    /// and what is left of each is its eligible value (the sum is the sale's eligible net).
+    pub fn new(
+        is_order: bool,
+        member_id: Option<MemberId>,
+        currency: Currency,
+        lines: &[LineItem],
+        points_value: i64,
+    ) -> Self {
+        let eligible_net: Vec<i64> = lines
+            .iter()
+            .map(|l| if l.loyalty_eligible { l.net_minor.get() } else { 0 })
+            .collect();
+        let total_eligible: i64 = eligible_net.iter().sum();
+        let shares = allocate(points_value.min(total_eligible), &eligible_net);
+        let lines: Vec<LineBasis> = lines
+            .iter()
+            .zip(eligible_net.iter().zip(shares))
+            .map(|(l, (eligible, share))| LineBasis {
+                line_no: l.line_no,
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                net_minor: l.net_minor.get(),
+                eligible_minor: eligible - share,
+            })
+            .collect();
+        Self {
+            is_order,
+            member_id,
+            currency,
+            net_minor: lines.iter().map(|l| l.net_minor).sum(),
+            lines,
+        }
+    }
+
+    /// Total eligible value of the transaction.
+    pub fn eligible_minor(&self) -> i64 {
+        self.lines.iter().map(|l| l.eligible_minor).sum()
+    }
+
+    fn line(&self, line_no: u32) -> Option<&LineBasis> {
+        self.lines.iter().find(|l| l.line_no == line_no)
+    }
+
+    /// The eligible value of a shipment, or why it cannot ship: more units than are open.
+    pub fn shipment(&self, ledger: &Ledger, lines: &[LineQuantity]) -> Result<Amount, Check> {
+        let mut findings = Vec::new();
+        let mut eligible = 0;
+        for (i, q) in lines.iter().enumerate() {
+            let Some(line) = self.line(q.line_no) else {
+                findings.push(format!("line {} is not on the order", q.line_no));
+                continue;
+            };
+            let before = ledger.shipped(q.line_no) + sum_before(lines, i, q.line_no);
+            let open = line.quantity - ledger.cancelled(q.line_no);
+            if before + q.quantity > open {
+                findings.push(format!(
+                    "line {}: {} more shipped but only {} of {} are open",
+                    q.line_no,
+                    q.quantity,
+                    open.saturating_sub(before),
+                    line.quantity
+                ));
+                continue;
+            }
+            eligible += units_value(line.eligible_minor, line.quantity, before, before + q.quantity);
+        }
+        if findings.is_empty() {
+            Ok(amount(eligible))
+        } else {
+            Err(Check::Refuse(findings))
+        }
+    }
+
+    /// The units a cancellation takes (every open unit when `lines` is absent) and their net value.
+    /// Cancelled units are taken from the top of each line (shipments from the bottom), so the two never
+    /// overlap.
+    pub fn cancellation(
+        &self,
+        ledger: &Ledger,
+        lines: Option<&[LineQuantity]>,
+    ) -> Result<(Vec<LineQuantity>, Amount), Check> {
+        let requested: Vec<LineQuantity> = match lines {
+            Some(lines) => lines.to_vec(),
+            None => self
+                .lines
+                .iter()
+                .map(|l| LineQuantity {
+                    line_no: l.line_no,
+                    quantity: l.quantity - ledger.shipped(l.line_no) - ledger.cancelled(l.line_no),
+                })
+                .filter(|q| q.quantity > 0)
+                .collect(),
+        };
+        if requested.is_empty() {
+            return Err(Check::Refuse(vec!["nothing is open on the order".into()]));
+        }
+        let mut findings = Vec::new();
+        let mut net = 0;
+        for (i, q) in requested.iter().enumerate() {
+            let Some(line) = self.line(q.line_no) else {
+                findings.push(format!("line {} is not on the order", q.line_no));
+                continue;
+            };
+            let cancelled = ledger.cancelled(q.line_no) + sum_before(&requested, i, q.line_no);
+            let open = line.quantity - ledger.shipped(q.line_no) - cancelled.min(line.quantity);
+            if q.quantity > open {
+                findings.push(format!(
+                    "line {}: {} cancelled but only {open} are open (shipped {}, cancelled {cancelled})",
+                    q.line_no,
+                    q.quantity,
+                    ledger.shipped(q.line_no)
+                ));
+                continue;
+            }
+            let top = line.quantity - cancelled;
+            net += units_value(line.net_minor, line.quantity, top - q.quantity, top);
+        }
+        if findings.is_empty() {
+            Ok((requested, amount(net)))
+        } else {
+            Err(Check::Refuse(findings))
+        }
+    }
+
+    /// Checks a return against what the customer kept, and values its units: (net, eligible).
+    /// Units of an order that are not shipped yet (as far as retail-sync has processed) make it wait;
+    /// more units than were bought, a wrong SKU or a refund above the units' value refuse it.
+    pub fn check_return(&self, ledger: &Ledger, lines: &[ReturnLine]) -> Result<(Amount, Amount), Check> {
+        let mut findings = Vec::new();
+        let mut wait = None;
+        let (mut net, mut eligible) = (0, 0);
+        for (i, r) in lines.iter().enumerate() {
+            let Some(line) = self.line(r.line_no) else {
+                findings.push(format!("line {} is not on the original transaction", r.line_no));
+                continue;
+            };
+            if r.sku != line.sku {
+                findings.push(format!(
+                    "line {}: sku {} returned, {} was bought",
+                    r.line_no, r.sku, line.sku
+                ));
+            }
+            let returned = ledger.returned(r.line_no)
+                + lines[..i]
+                    .iter()
+                    .filter(|o| o.line_no == r.line_no)
+                    .map(|o| o.quantity)
+                    .sum::<u32>();
+            let bought = line.quantity - ledger.cancelled(r.line_no);
+            let received = if self.is_order {
+                ledger.shipped_done(r.line_no)
+            } else {
+                line.quantity
+            };
+            let after = returned + r.quantity;
+            if after > bought {
+                findings.push(format!(
+                    "line {}: {} returned but only {} of {bought} bought are not returned yet",
+                    r.line_no,
+                    r.quantity,
+                    bought.saturating_sub(returned)
+                ));
+                continue;
+            }
+            if after > received {
+                wait = Some(format!(
+                    "line {}: {after} units returned, {received} shipped so far",
+                    r.line_no
+                ));
+                continue;
+            }
+            let units_net = units_value(line.net_minor, line.quantity, returned, after);
+            let refunded_before = ledger.refunded(r.line_no);
+            if refunded_before + r.refund_minor.get() > units_value(line.net_minor, line.quantity, 0, after) {
+                findings.push(format!(
+                    "line {}: refund {} exceeds the net value {units_net} of the units returned",
+                    r.line_no, r.refund_minor
+                ));
+            }
+            net += units_net;
+            eligible += units_value(line.eligible_minor, line.quantity, returned, after);
+        }
+        if !findings.is_empty() {
+            return Err(Check::Refuse(findings));
+        }
+        if let Some(message) = wait {
+            return Err(Check::Wait(message));
+        }
+        Ok((amount(net), amount(eligible)))
+    }
+}
+
+/// Units of `line_no` requested earlier in the same event (a line may appear more than once).
+fn sum_before(lines: &[LineQuantity], i: usize, line_no: u32) -> u32 {
+    lines[..i]
+        .iter()
+        .filter(|o| o.line_no == line_no)
+        .map(|o| o.quantity)
+        .sum()
+}
+
+fn amount(v: i64) -> Amount {
+    Amount::new(v).expect("prorated values stay within the original's")
+}
+
+fn points(v: i64) -> Points {
+    Points::new(v).expect("prorated points stay within the original's")
+}
+
+impl Ledger {
+    /// Units of a line shipped (reserved or accrued).
+    pub fn shipped(&self, line_no: u32) -> u32 {
+        quantity(self.shipments.iter().flat_map(|s| &s.lines), line_no)
+    }
+
+    /// Units of a line whose shipment is fully processed (accrued).
+    pub fn shipped_done(&self, line_no: u32) -> u32 {
+        quantity(
+            self.shipments
+                .iter()
+                .filter(|s| s.points.is_some())
+                .flat_map(|s| &s.lines),
+            line_no,
+        )
+    }
+
+    pub fn cancelled(&self, line_no: u32) -> u32 {
+        quantity(self.cancellations.iter().flat_map(|c| &c.lines), line_no)
+    }
+
+    fn live_returns(&self) -> impl Iterator<Item = &ReturnEntry> {
+        self.returns.iter().filter(|r| r.status != ReturnStatus::Refused)
+    }
+
+    pub fn returned(&self, line_no: u32) -> u32 {
+        self.live_returns()
+            .flat_map(|r| &r.lines)
+            .filter(|l| l.line_no == line_no)
+            .map(|l| l.quantity)
+            .sum()
+    }
+
+    fn refunded(&self, line_no: u32) -> i64 {
+        self.live_returns()
+            .flat_map(|r| &r.lines)
+            .filter(|l| l.line_no == line_no)
+            .map(|l| l.refund_minor.get())
+            .sum()
+    }
+
+    pub fn return_entry(&self, return_id: &ReturnId) -> Option<&ReturnEntry> {
+        self.returns.iter().find(|r| &r.return_id == return_id)
+    }
+
+    pub fn return_entry_mut(&mut self, return_id: &ReturnId) -> Option<&mut ReturnEntry> {
+        self.returns.iter_mut().find(|r| &r.return_id == return_id)
+    }
+
+    /// Earned points reversed by returns so far.
+    pub fn points_reversed(&self) -> Points {
+        points(
+            self.returns
+                .iter()
+                .filter_map(|r| r.points_reversed)
+                .map(Points::get)
+                .sum(),
+        )
+    }
+
+    /// Decides the loyalty side of a posted return: the earned points to reverse (on the cumulative
+    /// eligible value of every return decided so far, this one included) and the redeemed points to give
+    /// back (on the cumulative net value given back: cancellations and returns). Records both on the
+    /// return's entry and returns them; a return already decided keeps its figures.
+    pub fn decide_return(&mut self, return_id: &ReturnId, basis: &Basis) -> Option<(Points, Points)> {
+        let entry = self.return_entry(return_id)?;
+        if let (Some(r), Some(c)) = (entry.points_reversed, entry.points_recredited) {
+            return Some((r, c));
+        }
+        let decided = |r: &&ReturnEntry| r.points_reversed.is_some() || &r.return_id == return_id;
+        let returned_eligible: i64 = self
+            .returns
+            .iter()
+            .filter(decided)
+            .map(|r| r.eligible_minor.get())
+            .sum();
+        let earned = self.points_accrued.map_or(0, Points::get);
+        let basis_eligible = self.eligible_minor.map_or(0, Amount::get);
+        let reverse = due(
+            earned,
+            returned_eligible,
+            basis_eligible,
+            self.points_reversed().get(),
+        );
+        let given_back: i64 = self.cancellations.iter().map(|c| c.net_minor.get()).sum::<i64>()
+            + self
+                .returns
+                .iter()
+                .filter(decided)
+                .map(|r| r.net_minor.get())
+                .sum::<i64>();
+        let recredit = self.recredit_due(given_back, basis);
+        let (reverse, recredit) = (points(reverse), points(recredit));
+        let entry = self.return_entry_mut(return_id)?;
+        entry.points_reversed = Some(reverse);
+        entry.points_recredited = Some(recredit);
+        if let Some(r) = self.redemption.as_mut() {
+            r.points_recredited = points(r.points_recredited.get() + recredit.get());
+        }
+        Some((reverse, recredit))
+    }
+
+    /// Redeemed points due back once `given_back_net` of the order's net has been cancelled or returned.
+    pub fn recredit_due(&self, given_back_net: i64, basis: &Basis) -> i64 {
+        self.redemption.as_ref().map_or(0, |r| {
+            due(
+                r.points.get(),
+                given_back_net,
+                basis.net_minor,
+                r.points_recredited.get(),
+            )
+        })
+    }
+
+    /// Records the total earned after a shipment's accrual.
+    pub fn add_accrual(&mut self, points_earned: Points, eligible: Amount) {
+        self.points_accrued = Some(
+            self.points_accrued
+                .map_or(points_earned, |p| points(p.get() + points_earned.get())),
+        );
+        self.eligible_minor = Some(
+            self.eligible_minor
+                .map_or(eligible, |e| amount(e.get() + eligible.get())),
+        );
+    }
+
+    /// Every unit of the order is either cancelled or shipped and accrued.
+    pub fn order_settled(&self, basis: &Basis) -> bool {
+        basis
+            .lines
+            .iter()
+            .all(|l| self.cancelled(l.line_no) + self.shipped_done(l.line_no) >= l.quantity)
+    }
+}
+
+fn quantity<'a>(lines: impl Iterator<Item = &'a LineQuantity>, line_no: u32) -> u32 {
+    lines.filter(|l| l.line_no == line_no).map(|l| l.quantity).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(no: u32, qty: u32, unit: i64, eligible: bool) -> LineItem {
+        LineItem {
+            line_no: no,
+            sku: Sku::parse(format!("sku-{no}")).unwrap(),
+            quantity: qty,
+            unit_price_minor: Amount::new(unit).unwrap(),
+            discount_minor: Amount::ZERO,
+            net_minor: Amount::new(i64::from(qty) * unit).unwrap(),
+            tax_minor: Amount::ZERO,
+            loyalty_eligible: eligible,
+        }
+    }
+
+    fn basis(lines: &[LineItem], redeemed_value: i64) -> Basis {
+        Basis::new(
+            true,
+            Some(MemberId::parse("m-1").unwrap()),
+            Currency::parse("EUR").unwrap(),
+            lines,
+            redeemed_value,
+        )
+    }
+
+    /// The loyalty simulator's earning rule (1 point per whole EUR, rounded down).
+    fn earn(eligible: Amount) -> Points {
+        Points::new(eligible.get() / 100).unwrap()
+    }
+
+    fn ship(ledger: &mut Ledger, b: &Basis, id: &str, lines: Vec<LineQuantity>) -> Result<(), Check> {
+        let eligible = b.shipment(ledger, &lines)?;
+        let p = earn(eligible);
+        ledger.shipments.push(ShipmentEntry {
+            shipment_id: ShipmentId::parse(id).unwrap(),
+            lines,
+            eligible_minor: eligible,
+            points: Some(p),
+            loyalty_transaction_id: None,
+        });
+        ledger.add_accrual(p, eligible);
+        Ok(())
+    }
+
+    fn give_back(
+        ledger: &mut Ledger,
+        b: &Basis,
+        id: &str,
+        lines: Vec<(u32, u32)>,
+    ) -> Result<(Points, Points), Check> {
+        let lines: Vec<ReturnLine> = lines
+            .into_iter()
+            .map(|(no, q)| ReturnLine {
+                line_no: no,
+                sku: Sku::parse(format!("sku-{no}")).unwrap(),
+                quantity: q,
+                refund_minor: Amount::ZERO,
+            })
+            .collect();
+        let (net, eligible) = b.check_return(ledger, &lines)?;
+        let return_id = ReturnId::parse(id).unwrap();
+        ledger.returns.push(ReturnEntry {
+            return_id: return_id.clone(),
+            lines,
+            net_minor: net,
+            eligible_minor: eligible,
+            refund_minor: Amount::ZERO,
+            status: ReturnStatus::Posted,
+            erp_document_id: None,
+            points_reversed: None,
+            points_recredited: None,
+            loyalty_transaction_id: None,
+        });
+        Ok(ledger.decide_return(&return_id, b).unwrap())
+    }
+
+    fn lq(line_no: u32, quantity: u32) -> LineQuantity {
+        LineQuantity { line_no, quantity }
+    }
+
+    #[test]
+    fn split_shipment_then_partial_returns_reverse_exactly_what_was_earned() {
+        let lines = [line(1, 1, 12_900, true), line(2, 2, 2_450, true)];
+        let b = basis(&lines, 500);
+        let mut ledger = Ledger {
+            redemption: Some(RedemptionEntry {
+                hold_id: HoldId::parse("h-1").unwrap(),
+                points: Points::new(500).unwrap(),
+                value_minor: Amount::new(500).unwrap(),
+                loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
+                points_recredited: Points::ZERO,
+            }),
+            ..Ledger::default()
+        };
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 1), lq(2, 1)]).unwrap();
+        ship(&mut ledger, &b, "s-2", vec![lq(2, 1)]).unwrap();
+        let earned = ledger.points_accrued.unwrap().get();
+        assert_eq!(earned, 149 + 23, "points are earned per shipment");
+        let (r1, c1) = give_back(&mut ledger, &b, "ret-1", vec![(2, 1)]).unwrap();
+        let (r2, c2) = give_back(&mut ledger, &b, "ret-2", vec![(1, 1), (2, 1)]).unwrap();
+        assert_eq!(r1.get() + r2.get(), earned);
+        assert_eq!(c1.get() + c2.get(), 500);
+        assert!(matches!(
+            give_back(&mut ledger, &b, "ret-3", vec![(2, 1)]),
+            Err(Check::Refuse(_))
+        ));
+    }
+
+    #[test]
+    fn a_return_of_units_not_yet_shipped_waits_and_more_than_bought_is_refused() {
+        let lines = [line(1, 2, 1_000, true)];
+        let b = basis(&lines, 0);
+        let mut ledger = Ledger::default();
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
+        assert!(matches!(
+            give_back(&mut ledger, &b, "r", vec![(1, 2)]),
+            Err(Check::Wait(_))
+        ));
+        assert!(matches!(
+            give_back(&mut ledger, &b, "r", vec![(1, 3)]),
+            Err(Check::Refuse(_))
+        ));
+        assert!(matches!(
+            ship(&mut ledger, &b, "s-2", vec![lq(1, 2)]),
+            Err(Check::Refuse(_))
+        ));
+    }
+
+    #[test]
+    fn cancelled_units_never_ship_and_a_whole_cancellation_takes_what_is_open() {
+        let lines = [line(1, 3, 1_000, true), line(2, 1, 500, false)];
+        let b = basis(&lines, 0);
+        let mut ledger = Ledger::default();
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
+        let (taken, net) = b.cancellation(&ledger, None).unwrap();
+        assert_eq!(taken, vec![lq(1, 2), lq(2, 1)]);
+        assert_eq!(net.get(), 2_500);
+        ledger.cancellations.push(CancellationEntry {
+            cancellation_id: "c-1".into(),
+            lines: taken,
+            net_minor: net,
+            erp_document_id: None,
+            points_recredited: None,
+        });
+        assert!(ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]).is_err());
+        assert!(b.cancellation(&ledger, None).is_err(), "nothing open");
+        assert!(ledger.order_settled(&b));
+    }
+
+    prop_compose! {
+        fn order()(specs in prop::collection::vec((1_u32..5, 1_i64..20_000, any::<bool>()), 1..6), redeemed in 0_i64..3_000)
+            -> (Vec<LineItem>, i64) {
+            let lines = specs.iter().enumerate().map(|(i, (q, unit, e))| line(i as u32 + 1, *q, *unit, *e)).collect();
+            (lines, redeemed)
+        }
+    }
+
+    proptest! {
+        /// For any order, any split into shipments and any sequence of partial returns: the points
+        /// reversed never exceed what was earned and equal it once everything came back; the same for
+        /// redeemed points given back.
+        #[test]
+        fn reversals_never_exceed_earnings_and_match_them_when_all_is_returned(
+            (lines, redeemed_points) in order(),
+            ship_cuts in prop::collection::vec(any::<u8>(), 1..6),
+            return_cuts in prop::collection::vec(any::<u8>(), 1..6),
+        ) {
+            let net: i64 = lines.iter().map(|l| l.net_minor.get()).sum();
+            let value = redeemed_points.min(net);
+            let b = basis(&lines, value);
+            let mut ledger = Ledger {
+                redemption: (redeemed_points > 0).then(|| RedemptionEntry {
+                    hold_id: HoldId::parse("h-1").unwrap(),
+                    points: Points::new(redeemed_points).unwrap(),
+                    value_minor: Amount::new(value).unwrap(),
+                    loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
+                    points_recredited: Points::ZERO,
+                }),
+                ..Ledger::default()
+            };
+            // Ship every unit, line by line, in chunks picked by the cuts.
+            for (i, l) in lines.iter().enumerate() {
+                let mut left = l.quantity;
+                let mut n = 0;
+                while left > 0 {
+                    let q = (u32::from(ship_cuts[(i + n) % ship_cuts.len()]) % left) + 1;
+                    ship(&mut ledger, &b, &format!("s-{i}-{n}"), vec![lq(l.line_no, q)]).unwrap();
+                    left -= q;
+                    n += 1;
+                }
+            }
+            let earned = ledger.points_accrued.unwrap().get();
+            let (mut reversed, mut recredited) = (0, 0);
+            let mut k = 0;
+            for l in &lines {
+                let mut left = l.quantity;
+                while left > 0 {
+                    let q = (u32::from(return_cuts[k % return_cuts.len()]) % left) + 1;
+                    let (r, c) = give_back(&mut ledger, &b, &format!("r-{k}"), vec![(l.line_no, q)]).unwrap();
+                    reversed += r.get();
+                    recredited += c.get();
+                    prop_assert!(reversed <= earned);
+                    prop_assert!(recredited <= redeemed_points);
+                    left -= q;
+                    k += 1;
+                }
+            }
+            prop_assert_eq!(reversed, earned);
+            prop_assert_eq!(recredited, redeemed_points);
+            prop_assert_eq!(ledger.points_reversed().get(), earned);
+        }
+    }
+}

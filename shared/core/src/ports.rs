@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::events::{LineQuantity, ReasonCode, ReturnLine, TransactionRef};
 use retail_sync_contracts::values::*;
-use retail_sync_contracts::{Event, LineItem, Totals};
+use retail_sync_contracts::{Event, LineItem, Redemption, Totals};
 
 use crate::error::Error;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord};
@@ -101,6 +101,9 @@ pub struct ErpSaleRequest {
     pub currency: Currency,
     pub lines: Vec<LineItem>,
     pub totals: Totals,
+    /// Points redeemed on an order: their value is deducted before tax, as the order states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redemption: Option<Redemption>,
     pub occurred_at: Timestamp,
 }
 
@@ -148,9 +151,17 @@ pub trait Erp: Send + Sync {
     /// `Err(Error::Rejected)` when the ERP refuses the document for good (validation, closed period).
     async fn post_sale(&self, request: &ErpSaleRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error>;
     /// Cancels (lines of) an order. `Err(Error::Rejected)` when the ERP refuses (e.g. already shipped).
-    async fn cancel_order(&self, request: &ErpCancelRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error>;
+    async fn cancel_order(
+        &self,
+        request: &ErpCancelRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error>;
     /// Posts a return (credit note). `Err(Error::Rejected)` when the ERP refuses it for good.
-    async fn post_return(&self, request: &ErpReturnRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error>;
+    async fn post_return(
+        &self,
+        request: &ErpReturnRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error>;
 }
 
 /// What the loyalty platform receives to accrue; it computes the points.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use retail_sync_contracts::events::ReasonCode;
-use retail_sync_contracts::values::{ExternalRef, Points};
+use retail_sync_contracts::values::{ExternalRef, HoldId, MemberId, Points};
 use retail_sync_contracts::{Event, IngestLimits};
 use retail_sync_core::Error;
 use retail_sync_core::batch::BatchRunner;
@@ -39,6 +39,14 @@ impl Erp for FakeErp {
             }),
         }
     }
+    // The POS workflow never cancels or returns; the order and return workflows are tested end to end
+    // against the simulators (tests/e2e).
+    async fn cancel_order(&self, _: &ErpCancelRequest, _: &IdempotencyKey) -> Result<ErpDocument, Error> {
+        unreachable!("not part of the POS workflow")
+    }
+    async fn post_return(&self, _: &ErpReturnRequest, _: &IdempotencyKey) -> Result<ErpDocument, Error> {
+        unreachable!("not part of the POS workflow")
+    }
 }
 
 #[derive(Default)]
@@ -61,6 +69,24 @@ impl Loyalty for FakeLoyalty {
             points,
             balance: points,
         })
+    }
+    async fn balance(&self, _: &MemberId) -> Result<Balance, Error> {
+        unreachable!("not part of the POS workflow")
+    }
+    async fn create_hold(&self, _: &HoldRequest, _: &IdempotencyKey) -> Result<Hold, Error> {
+        unreachable!("not part of the POS workflow")
+    }
+    async fn get_hold(&self, _: &HoldId) -> Result<Hold, Error> {
+        unreachable!("not part of the POS workflow")
+    }
+    async fn commit_hold(&self, _: &HoldId, _: &CommitRequest, _: &IdempotencyKey) -> Result<Hold, Error> {
+        unreachable!("not part of the POS workflow")
+    }
+    async fn release_hold(&self, _: &HoldId, _: &IdempotencyKey) -> Result<Hold, Error> {
+        unreachable!("not part of the POS workflow")
+    }
+    async fn adjust(&self, _: &AdjustmentRequest, _: &IdempotencyKey) -> Result<Adjustment, Error> {
+        unreachable!("not part of the POS workflow")
     }
 }
 

@@ -1,5 +1,6 @@
 //! Accrues loyalty points for a sale the ERP has posted, once per transaction; the loyalty platform
-//! computes the points from the eligible value. Anonymous sales are completed without accrual.
+//! computes the points from the eligible value. Anonymous sales are completed without accrual. Orders
+//! accrue per shipment (`OrderShipped`, see `accrue_shipment`).
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::{Detail, SOURCE_RETAIL_SYNC};
-use retail_sync_contracts::events::{LoyaltyAccrued, ReasonCode};
+use retail_sync_contracts::events::{LoyaltyAccrued, ReasonCode, TransactionRef};
 use retail_sync_contracts::values::{Amount, ExternalRef, MemberId, Points};
 use retail_sync_contracts::{Event, EventType};
 
@@ -24,6 +25,8 @@ use crate::steps::{
 pub const STEP: &str = "accrue-loyalty";
 
 pub struct AccrueLoyalty {
+    /// For shipments (see `accrue_shipment`).
+    pub deps: crate::steps::Deps,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub sagas: Arc<dyn SagaStore>,
     pub loyalty: Arc<dyn Loyalty>,
@@ -55,9 +58,17 @@ impl Step for AccrueLoyalty {
 
     async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
         let (_, event) = parse_internal(&message.body)?;
-        let Event::ErpSalePosted(posted) = &event else {
-            return Err(unexpected(STEP, &event));
+        let posted = match &event {
+            Event::ErpSalePosted(posted) => posted,
+            Event::OrderShipped(shipped) => {
+                return super::accrue_shipment::accrue_shipment(&self.deps, shipped).await;
+            }
+            _ => return Err(unexpected(STEP, &event)),
         };
+        if matches!(posted.data.transaction, TransactionRef::Order { .. }) {
+            // Orders earn per shipment, never when the ERP books them; the rules do not route these here.
+            return Err(unexpected(STEP, &event));
+        }
         let saga_id = SagaId::of(&posted.data.transaction);
         let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
         let now = self.clock.now();

@@ -43,7 +43,19 @@ fn business_rules(event: &Event) -> Result<(), Vec<String>> {
     match event {
         Event::SaleCompleted(d) => domain::check_sale(&d.data),
         Event::OrderPlaced(d) => {
-            let findings = domain::check_lines(&d.data.lines, &d.data.totals);
+            let mut findings = domain::check_lines(&d.data.lines, &d.data.totals);
+            if let Some(r) = &d.data.redemption {
+                if d.data.member_id.is_none() {
+                    findings.push("a redemption needs a member_id".into());
+                }
+                // Applied before tax: it can take at most the net of the basket.
+                if r.value_minor.get() > d.data.totals.net_minor.get() {
+                    findings.push(format!(
+                        "redemption value {} exceeds the order's net {} (it is applied before tax)",
+                        r.value_minor, d.data.totals.net_minor
+                    ));
+                }
+            }
             if findings.is_empty() {
                 Ok(())
             } else {

@@ -3,12 +3,23 @@
 //! the saga and returns the events to publish. Quarantine and publishing are the batch runner's job.
 
 mod accrue_loyalty;
+mod accrue_shipment;
+mod cancel_order;
+mod commit_redemption;
+mod compensate;
 mod ingest;
+mod post_return_to_erp;
 mod post_sale_to_erp;
+mod reverse_loyalty;
 
 pub use accrue_loyalty::AccrueLoyalty;
+pub use cancel_order::CancelOrder;
+pub use commit_redemption::CommitRedemption;
+pub use compensate::Compensate;
 pub use ingest::Ingest;
+pub use post_return_to_erp::PostReturnToErp;
 pub use post_sale_to_erp::PostSaleToErp;
+pub use reverse_loyalty::ReverseLoyalty;
 
 use std::sync::Arc;
 
@@ -29,7 +40,16 @@ use crate::idempotency::{Claim, Fingerprint, IdempotencyKey, IdempotencyPolicy, 
 use crate::ports::{Clock, Erp, IdempotencyStore, Loyalty, Metrics, Outgoing, SagaStore};
 
 /// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
-pub const STEPS: [&str; 3] = [ingest::STEP, post_sale_to_erp::STEP, accrue_loyalty::STEP];
+pub const STEPS: [&str; 8] = [
+    ingest::STEP,
+    commit_redemption::STEP,
+    post_sale_to_erp::STEP,
+    accrue_loyalty::STEP,
+    cancel_order::STEP,
+    post_return_to_erp::STEP,
+    reverse_loyalty::STEP,
+    compensate::STEP,
+];
 
 /// What the steps are built from: the ports, whatever adapters back them.
 #[derive(Clone)]
@@ -64,6 +84,7 @@ pub fn build(name: &str, deps: &Deps) -> Option<Arc<dyn Step>> {
             policy: d.policy,
         }),
         accrue_loyalty::STEP => Arc::new(AccrueLoyalty {
+            deps: deps.clone(),
             idempotency: d.idempotency,
             sagas: d.sagas,
             loyalty: d.loyalty,
@@ -71,6 +92,11 @@ pub fn build(name: &str, deps: &Deps) -> Option<Arc<dyn Step>> {
             metrics: d.metrics,
             policy: d.policy,
         }),
+        commit_redemption::STEP => Arc::new(CommitRedemption(d)),
+        cancel_order::STEP => Arc::new(CancelOrder(d)),
+        post_return_to_erp::STEP => Arc::new(PostReturnToErp(d)),
+        reverse_loyalty::STEP => Arc::new(ReverseLoyalty(d)),
+        compensate::STEP => Arc::new(Compensate(d)),
         _ => return None,
     })
 }
@@ -230,6 +256,131 @@ pub async fn claim(
             ReasonCode::IdempotencyKeyReused,
             format!("{} was already used for a different payload", record.key),
         )),
+    }
+}
+
+/// A step's effect run at most once per key: either it ran now (and `completion` must be saved with the
+/// saga update that records it), or an earlier run's stored result is returned.
+pub enum Once<T> {
+    Fresh {
+        result: T,
+        completion: IdempotencyRecord,
+    },
+    Stored(T),
+}
+
+impl<T> Once<T> {
+    pub fn result(&self) -> &T {
+        match self {
+            Once::Fresh { result, .. } | Once::Stored(result) => result,
+        }
+    }
+
+    pub fn completion(&self) -> Option<&IdempotencyRecord> {
+        match self {
+            Once::Fresh { completion, .. } => Some(completion),
+            Once::Stored(_) => None,
+        }
+    }
+}
+
+/// Claims `key` and runs `effect` unless an earlier run finished. `effect` maps the remote systems'
+/// refusals into its result (they are outcomes worth storing); an `Err` from it releases the claim so the
+/// redelivery may run it again at once.
+pub async fn run_once<T, Fut>(
+    deps: &Deps,
+    key: &IdempotencyKey,
+    fingerprint: Fingerprint,
+    effect: impl FnOnce() -> Fut,
+) -> Result<Once<T>, Error>
+where
+    T: serde::Serialize + for<'de> Deserialize<'de>,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let now = deps.clock.now();
+    match claim(&*deps.idempotency, &deps.policy, key.clone(), fingerprint, now).await? {
+        Claimed::AlreadyDone(value) => Ok(Once::Stored(stored_result(key.as_str(), value)?)),
+        Claimed::Proceed(claim) => match effect().await {
+            Ok(result) => {
+                let value = serde_json::to_value(&result).expect("results serialize");
+                let completion = deps.policy.completed(&claim, value, now);
+                Ok(Once::Fresh { result, completion })
+            }
+            Err(e) => {
+                let _ = deps.idempotency.release(&claim).await;
+                Err(e)
+            }
+        },
+    }
+}
+
+/// An event retail-sync publishes in consequence of `cause`, with an id derived from `key`.
+pub fn outgoing<T>(key: &str, cause: &Metadata, now: Timestamp, data: T) -> Outgoing
+where
+    Detail<T>: Into<Event>,
+    T: crate::steps::Typed,
+{
+    let metadata = outbound_metadata(
+        key,
+        T::TYPE,
+        cause.correlation_id.clone(),
+        Some(cause.event_id.clone()),
+        now,
+    );
+    Outgoing {
+        source: retail_sync_contracts::envelope::SOURCE_RETAIL_SYNC,
+        event: Detail { metadata, data }.into(),
+    }
+}
+
+/// The event type of a payload, for [`outgoing`].
+pub trait Typed {
+    const TYPE: EventType;
+}
+
+macro_rules! typed {
+    ($($t:ident),+) => { $(impl Typed for retail_sync_contracts::events::$t { const TYPE: EventType = EventType::$t; })+ };
+}
+typed!(
+    ErpSalePosted,
+    ErpReturnPosted,
+    LoyaltyAccrued,
+    LoyaltyReversed,
+    RedemptionCommitted,
+    CompensationRequested
+);
+
+/// The saga of `transaction`'s follow-up, typed with its origin's basis. `NotYet` when it does not exist:
+/// the follow-up arrived before the transaction was processed.
+pub async fn load_with_basis(
+    sagas: &dyn SagaStore,
+    id: &crate::saga::SagaId,
+) -> Result<(crate::saga::Saga, crate::ledger::Basis), Error> {
+    let saga = crate::saga::load_existing(sagas, id).await?;
+    let basis = crate::ledger::Basis::of(&saga.origin_event()?).ok_or_else(|| Error::Corrupt {
+        what: format!("saga {id}"),
+        message: format!("{} does not start a transaction", saga.origin_type),
+    })?;
+    Ok((saga, basis))
+}
+
+/// Records a refusal on the saga's timeline and returns the permanent error the runner quarantines
+/// (and announces as a WorkflowException).
+pub async fn refuse(
+    sagas: &dyn SagaStore,
+    id: &crate::saga::SagaId,
+    step: &str,
+    reason: ReasonCode,
+    message: String,
+    now: Timestamp,
+) -> Error {
+    let recorded = crate::saga::update(sagas, id, None, |s| {
+        s.record(step, crate::saga::StepOutcome::Refused, message.clone(), now)
+    })
+    .await;
+    match recorded {
+        Ok(_) => Error::rejected(reason, message),
+        Err(e) => e,
     }
 }
 

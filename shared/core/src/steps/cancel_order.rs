@@ -1,0 +1,257 @@
+//! Cancels (lines of) an order before they ship: cancels them in the ERP and gives back the share of the
+//! redeemed points their net value carries (cumulatively, so cancellations and returns that add up to
+//! the whole order give back exactly the points redeemed). Cancelled units never ship, hence never earn.
+//!
+//! A cancellation that arrives before the order is posted waits; one for units that shipped or were
+//! cancelled already is refused (`quantity_exceeded`); one for an order that failed or was compensated
+//! has nothing left to undo and is recorded as skipped.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use retail_sync_contracts::events::{ReasonCode, TransactionRef};
+use retail_sync_contracts::values::{ExternalRef, Points};
+use retail_sync_contracts::{Event, EventType};
+
+use crate::error::Error;
+use crate::idempotency::{Fingerprint, IdempotencyKey};
+use crate::ledger::{CancellationEntry, Check};
+use crate::ports::{AdjustmentKind, AdjustmentRequest, ErpCancelRequest, Outgoing};
+use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
+use crate::steps::{
+    Deps, Message, Step, load_with_basis, parse_internal, refuse, run_once, unexpected, workflow_exception,
+};
+
+pub const STEP: &str = "cancel-order";
+
+pub struct CancelOrder(pub Deps);
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Outcome {
+    Cancelled {
+        erp_document_id: ExternalRef,
+        points_recredited: Points,
+    },
+    /// The ERP refused: the units are open again and nothing was given back.
+    Refused { message: String },
+}
+
+#[async_trait]
+impl Step for CancelOrder {
+    fn name(&self) -> &'static str {
+        STEP
+    }
+
+    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
+        let d = &self.0;
+        let (_, event) = parse_internal(&message.body)?;
+        let Event::OrderCancelled(cancel) = &event else {
+            return Err(unexpected(STEP, &event));
+        };
+        let transaction = TransactionRef::Order {
+            order_id: cancel.data.order_id.clone(),
+        };
+        let saga_id = SagaId::of(&transaction);
+        // The cancellation's identity is its event id: a channel resending it keeps the id, while a
+        // second cancellation of other units is a new event.
+        let cancellation_id = cancel.metadata.event_id.to_string();
+        let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{cancellation_id}"));
+        let now = d.clock.now();
+        let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
+
+        let existing = saga
+            .ledger
+            .cancellations
+            .iter()
+            .find(|c| c.cancellation_id == cancellation_id)
+            .cloned();
+        let entry = match existing {
+            Some(entry) => entry,
+            None => {
+                if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
+                    let status = saga.status.as_str();
+                    saga::update_from(&*d.sagas, saga, None, |s| {
+                        s.record(
+                            STEP,
+                            StepOutcome::Skipped,
+                            format!(
+                                "cancellation {cancellation_id}: the order is {status}, nothing to cancel"
+                            ),
+                            now,
+                        )
+                    })
+                    .await?;
+                    return Ok(Vec::new());
+                }
+                if saga.ledger.erp_document_id.is_none() {
+                    return Err(Error::NotYet {
+                        what: format!("ERP sales order of {saga_id}"),
+                    });
+                }
+                // Checked and reserved in one versioned write (see `ledger`).
+                let mut verdict = None;
+                saga::update_from(&*d.sagas, saga, None, |s| {
+                    if let Some(c) = s
+                        .ledger
+                        .cancellations
+                        .iter()
+                        .find(|c| c.cancellation_id == cancellation_id)
+                    {
+                        verdict = Some(Ok(c.clone()));
+                        return;
+                    }
+                    let checked =
+                        basis
+                            .cancellation(&s.ledger, cancel.data.lines.as_deref())
+                            .map(|(lines, net)| CancellationEntry {
+                                cancellation_id: cancellation_id.clone(),
+                                lines,
+                                net_minor: net,
+                                erp_document_id: None,
+                                points_recredited: None,
+                            });
+                    if let Ok(c) = &checked {
+                        s.ledger.cancellations.push(c.clone());
+                    }
+                    verdict = Some(checked);
+                })
+                .await?;
+                match verdict.expect("the update ran its change") {
+                    Ok(entry) => entry,
+                    Err(Check::Wait(what)) => return Err(Error::NotYet { what }),
+                    Err(Check::Refuse(findings)) => {
+                        return Err(refuse(
+                            &*d.sagas,
+                            &saga_id,
+                            STEP,
+                            ReasonCode::QuantityExceeded,
+                            format!("cancellation {cancellation_id}: {}", findings.join("; ")),
+                            now,
+                        )
+                        .await);
+                    }
+                }
+            }
+        };
+
+        let run = run_once(d, &key, Fingerprint::of(&cancel.data), || async {
+            let request = ErpCancelRequest {
+                transaction: transaction.clone(),
+                cancellation_id: cancellation_id.clone(),
+                lines: Some(entry.lines.clone()),
+                currency: basis.currency,
+                value_minor: entry.net_minor,
+                reason: cancel.data.reason.clone(),
+                occurred_at: cancel.metadata.occurred_at,
+            };
+            let document = match d.erp.cancel_order(&request, &key).await {
+                Ok(doc) => doc.document_id,
+                Err(Error::Rejected { message, .. }) => return Ok(Outcome::Refused { message }),
+                Err(e) => return Err(e),
+            };
+            // Decided on the saga as it is now; the idempotency key keeps a retry at the same figure.
+            let saga = saga::load_existing(&*d.sagas, &saga_id).await?;
+            let given_back: i64 = saga
+                .ledger
+                .cancellations
+                .iter()
+                .map(|c| c.net_minor.get())
+                .sum::<i64>()
+                + saga
+                    .ledger
+                    .returns
+                    .iter()
+                    .filter_map(|r| r.points_recredited.map(|_| r.net_minor.get()))
+                    .sum::<i64>();
+            let recredit = Points::new(saga.ledger.recredit_due(given_back, &basis)).unwrap_or(Points::ZERO);
+            if let (Some(member_id), true) = (&basis.member_id, recredit.get() > 0) {
+                let request = AdjustmentRequest {
+                    member_id: member_id.clone(),
+                    kind: AdjustmentKind::Recredit,
+                    transaction: transaction.clone(),
+                    reference: format!("cancellation:{cancellation_id}"),
+                    points: recredit,
+                    occurred_at: cancel.metadata.occurred_at,
+                };
+                let recredit_key = IdempotencyKey::for_step(key.as_str(), "recredit");
+                d.loyalty.adjust(&request, &recredit_key).await?;
+            }
+            Ok(Outcome::Cancelled {
+                erp_document_id: document,
+                points_recredited: recredit,
+            })
+        })
+        .await?;
+
+        if let Some(completion) = run.completion() {
+            saga::update(&*d.sagas, &saga_id, Some(completion), |s| match run.result() {
+                Outcome::Cancelled {
+                    erp_document_id,
+                    points_recredited,
+                } => {
+                    if let Some(c) = s.ledger.cancellations.iter_mut().find(|c| c.cancellation_id == cancellation_id) {
+                        c.erp_document_id = Some(erp_document_id.clone());
+                        c.points_recredited = Some(*points_recredited);
+                    }
+                    if let Some(r) = s.ledger.redemption.as_mut() {
+                        r.points_recredited =
+                            Points::new(r.points_recredited.get() + points_recredited.get()).unwrap_or(r.points);
+                    }
+                    s.record(
+                        STEP,
+                        StepOutcome::Done,
+                        format!(
+                            "cancelled {} (net {}) in ERP {erp_document_id}; {points_recredited} redeemed points given back",
+                            describe(&entry.lines),
+                            entry.net_minor
+                        ),
+                        now,
+                    );
+                    if s.status == SagaStatus::Running && s.ledger.order_settled(&basis) {
+                        s.status = if s.ledger.shipments.is_empty() {
+                            SagaStatus::Cancelled
+                        } else {
+                            SagaStatus::Completed
+                        };
+                    }
+                }
+                Outcome::Refused { message } => {
+                    s.ledger.cancellations.retain(|c| c.cancellation_id != cancellation_id);
+                    s.record(STEP, StepOutcome::Failed, format!("ERP refused the cancellation: {message}"), now);
+                }
+            })
+            .await?;
+            if let Outcome::Cancelled {
+                points_recredited, ..
+            } = run.result()
+            {
+                d.metrics.add("orders_cancelled", 1, None);
+                d.metrics
+                    .add("points_recredited", points_recredited.get().unsigned_abs(), None);
+            }
+        }
+
+        Ok(match run.result() {
+            Outcome::Cancelled { .. } => Vec::new(),
+            Outcome::Refused { message } => vec![workflow_exception(
+                key.as_str(),
+                STEP,
+                ReasonCode::ErpRejected,
+                message.clone(),
+                &cancel.metadata,
+                EventType::OrderCancelled.name(),
+                now,
+            )],
+        })
+    }
+}
+
+/// `line 1 × 2, line 3 × 1`, for the timeline.
+pub(crate) fn describe(lines: &[retail_sync_contracts::events::LineQuantity]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("line {} × {}", l.line_no, l.quantity))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,7 @@
+//! The `ingest` step as a Lambda function (SQS event source, partial batch responses). Wiring and
+//! handling live in `retail-sync-lambda`; the step itself in `retail-sync-core`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    retail_sync_lambda::run("compensate").await
+}

@@ -29,6 +29,8 @@ pub trait Backend:
     async fn depth(&self, queue: &str) -> Result<(u64, u64), Error>;
     async fn all_sagas(&self) -> Result<Vec<Saga>, Error>;
     async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error>;
+    /// Moves every message of a DLQ back to its source queue; returns how many moved.
+    async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error>;
     /// Brackets the rounds of polls that share one commit, where the backend has group commits.
     fn begin_group(&self) -> Result<(), Error> {
         Ok(())
@@ -71,6 +73,9 @@ impl Backend for Embedded {
             .map(|m| DeadLetter::new(m.body, m.receive_count))
             .collect())
     }
+    async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error> {
+        Embedded::redrive(self, dlq, queue).map_err(embedded_error)
+    }
     fn begin_group(&self) -> Result<(), Error> {
         Embedded::begin_group(self).map_err(embedded_error)
     }
@@ -102,5 +107,8 @@ impl Backend for AwsBackend {
             .into_iter()
             .map(|m| DeadLetter::new(m.body, m.receive_count))
             .collect())
+    }
+    async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error> {
+        AwsBackend::redrive(self, dlq, queue).await
     }
 }

@@ -1,0 +1,461 @@
+//! The order, return, redemption and compensation workflows end to end, each scenario on the embedded
+//! backend and on moto server (the AWS backend, provisioned from the same template), against the
+//! reference ERP and loyalty simulators. A scenario is written once, over any backend; the
+//! `scenarios!` macro runs it on both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use retail_sync_aws::ProvisionOptions;
+use retail_sync_aws::moto::MotoServer;
+use retail_sync_cli::backends::Backend;
+use retail_sync_cli::input::Input;
+use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
+use retail_sync_cli::report::Report;
+use retail_sync_contracts::values::{Amount, Currency, HoldId, MemberId, Points};
+use retail_sync_core::idempotency::IdempotencyKey;
+use retail_sync_core::ledger::ReturnStatus;
+use retail_sync_core::memory::ManualClock;
+use retail_sync_core::ports::{Clock, HoldRequest, HoldStatus, Loyalty};
+use retail_sync_core::saga::{Saga, SagaStatus};
+use retail_sync_simulators::{Faults, InProcessLoyalty};
+use retail_sync_tests::workspace;
+use retail_sync_topology::Topology;
+
+/// What a scenario gets: the system on one backend, the simulators behind it, the clock of the loyalty
+/// platform (for hold expiry).
+struct World<B: Backend> {
+    system: LocalSystem<B>,
+    sims: Simulators,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+fn topology() -> Topology {
+    Topology::load(&workspace().join("infra/template.yaml")).unwrap()
+}
+
+fn simulators() -> (Simulators, Arc<ManualClock>) {
+    let sims = Simulators::default();
+    let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
+    sims.loyalty.set_clock(clock.clone());
+    // Members start with points to redeem.
+    for member in ["m-1", "m-2"] {
+        sims.loyalty.seed_balance(member, Points::new(5_000).unwrap());
+    }
+    (sims, clock)
+}
+
+fn embedded() -> World<retail_sync_embedded::Embedded> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(workspace().join("infra/template.yaml"), dir.path().join("state.db"));
+    // Long enough for a waiting follow-up's sale to be processed between its deliveries.
+    options.visibility_timeout = Duration::from_millis(300);
+    let (sims, clock) = simulators();
+    World {
+        system: open_embedded(&options, sims.clone()).unwrap(),
+        sims,
+        clock,
+        _dir: dir,
+    }
+}
+
+async fn moto() -> World<retail_sync_aws::AwsBackend> {
+    let topology = topology();
+    let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(1));
+    let backend = Arc::new(MotoServer::shared().backend(&topology, &options).await);
+    let (sims, clock) = simulators();
+    World {
+        system: LocalSystem::new(backend, topology, sims.clone()).unwrap(),
+        sims,
+        clock,
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl<B: Backend> World<B> {
+    /// Puts the events on the bus and runs every step until nothing is left to do.
+    async fn run(&self, inputs: Vec<Input>) {
+        let fed = self.system.feed(&inputs).await.unwrap();
+        assert_eq!(fed.unrouted, 0, "every event has a rule");
+        self.system.run_until_idle(|_| {}).await.unwrap();
+    }
+
+    async fn saga(&self, id: &str) -> Saga {
+        let sagas = self.system.backend.all_sagas().await.unwrap();
+        sagas
+            .into_iter()
+            .find(|s| s.id.as_str() == id)
+            .unwrap_or_else(|| panic!("no saga {id}"))
+    }
+
+    async fn report(&self) -> Report {
+        self.system.report(Default::default()).await.unwrap()
+    }
+
+    fn balance(&self, member: &str) -> i64 {
+        self.sims.loyalty.balance(member).map_or(0, Points::get)
+    }
+
+    fn loyalty(&self) -> InProcessLoyalty {
+        InProcessLoyalty(self.sims.loyalty.clone())
+    }
+
+    /// A hold as the experience API creates it at checkout.
+    async fn hold(&self, member: &str, points: i64, basket_net: i64, key: &str) -> retail_sync_core::ports::Hold {
+        let request = HoldRequest {
+            member_id: MemberId::parse(member).unwrap(),
+            points: Points::new(points).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            basket_net_minor: Amount::new(basket_net).unwrap(),
+            expires_at: self.clock.now() + jiff::SignedDuration::from_secs(900),
+        };
+        self.loyalty()
+            .create_hold(&request, &IdempotencyKey::for_step("api", key))
+            .await
+            .unwrap()
+    }
+}
+
+// --- Events, as channels send them -------------------------------------------------------------------
+
+fn envelope(source: &str, detail_type: &str, id: &str, correlation: &str, channel: &str, data: Value) -> Input {
+    Input::Event {
+        source: source.into(),
+        detail_type: detail_type.into(),
+        detail: json!({
+            "metadata": {
+                "event_id": format!("evt-{}-{id}", detail_type.to_lowercase()),
+                "schema_version": 1,
+                "correlation_id": correlation,
+                "occurred_at": "2026-11-20T10:15:00Z",
+                "channel": channel,
+            },
+            "data": data,
+        }),
+    }
+}
+
+/// Lines as (quantity, unit price); every line earns; 20 % tax.
+fn lines(specs: &[(u32, i64)]) -> (Vec<Value>, Value) {
+    let mut out = Vec::new();
+    let (mut net, mut tax) = (0, 0);
+    for (i, (q, unit)) in specs.iter().enumerate() {
+        let line_net = i64::from(*q) * unit;
+        out.push(json!({
+            "line_no": i + 1, "sku": format!("SKU-{}", i + 1), "quantity": q, "unit_price_minor": unit,
+            "discount_minor": 0, "net_minor": line_net, "tax_minor": line_net / 5, "loyalty_eligible": true,
+        }));
+        net += line_net;
+        tax += line_net / 5;
+    }
+    (out, json!({"net_minor": net, "tax_minor": tax, "gross_minor": net + tax}))
+}
+
+fn order(id: &str, member: &str, specs: &[(u32, i64)], redemption: Option<(&str, i64, i64)>) -> Input {
+    let (lines, totals) = lines(specs);
+    let mut data = json!({"order_id": id, "member_id": member, "currency": "EUR", "lines": lines, "totals": totals});
+    if let Some((hold, points, value)) = redemption {
+        data["redemption"] = json!({"hold_id": hold, "points": points, "value_minor": value});
+    }
+    envelope("retail.ecommerce", "OrderPlaced", id, &format!("c-{id}"), "ecommerce", data)
+}
+
+fn shipped(order: &str, shipment: &str, lines: &[(u32, u32)]) -> Input {
+    let lines: Vec<Value> = lines.iter().map(|(l, q)| json!({"line_no": l, "quantity": q})).collect();
+    envelope(
+        "retail.oms",
+        "OrderShipped",
+        shipment,
+        &format!("c-{order}"),
+        "oms",
+        json!({"order_id": order, "shipment_id": shipment, "lines": lines}),
+    )
+}
+
+fn cancelled(order: &str, id: &str, lines: Option<&[(u32, u32)]>) -> Input {
+    let mut data = json!({"order_id": order, "reason": "customer changed their mind"});
+    if let Some(lines) = lines {
+        data["lines"] = lines.iter().map(|(l, q)| json!({"line_no": l, "quantity": q})).collect();
+    }
+    envelope("retail.oms", "OrderCancelled", id, &format!("c-{order}"), "oms", data)
+}
+
+/// A return of (line, quantity, refund) against `original`, handed back in a store.
+fn returned(id: &str, original: Value, lines: &[(u32, u32, i64)]) -> Input {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(l, q, r)| json!({"line_no": l, "sku": format!("SKU-{l}"), "quantity": q, "refund_minor": r}))
+        .collect();
+    envelope(
+        "retail.pos",
+        "ReturnReceived",
+        id,
+        &format!("c-{id}"),
+        "pos",
+        json!({"return_id": id, "original": original, "store_id": "store-042", "currency": "EUR", "lines": lines}),
+    )
+}
+
+fn of_order(id: &str) -> Value {
+    json!({"kind": "order", "order_id": id})
+}
+
+fn sale(store: &str, receipt: &str, member: &str, specs: &[(u32, i64)]) -> Input {
+    let (lines, totals) = lines(specs);
+    let gross = totals["gross_minor"].clone();
+    envelope(
+        "retail.pos",
+        "SaleCompleted",
+        receipt,
+        &format!("c-{receipt}"),
+        "pos",
+        json!({"store_id": store, "receipt_id": receipt, "member_id": member, "currency": "EUR",
+               "lines": lines, "totals": totals, "tenders": [{"method": "card", "amount_minor": gross}]}),
+    )
+}
+
+fn steps(saga: &Saga) -> String {
+    saga.steps
+        .iter()
+        .map(|s| format!("{}: {} — {}", s.step, s.outcome.as_str(), s.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// --- Scenarios ---------------------------------------------------------------------------------------
+
+/// Two lines shipped in two shipments; then one unit of the second line comes back.
+async fn split_shipment_then_partial_return<B: Backend>(w: World<B>) {
+    w.run(vec![order("o-1", "m-1", &[(1, 12_900), (2, 2_450)], None)]).await;
+    let s = w.saga("order:o-1").await;
+    assert!(s.ledger.erp_document_id.is_some(), "{}", steps(&s));
+    assert_eq!(s.ledger.points_accrued, None, "no accrual at order time");
+
+    w.run(vec![shipped("o-1", "s-1", &[(1, 1), (2, 1)]), shipped("o-1", "s-2", &[(2, 1)])])
+        .await;
+    let s = w.saga("order:o-1").await;
+    // 153 points on the first shipment (15,350), 24 on the second (2,450).
+    assert_eq!(s.ledger.points_accrued.map(Points::get), Some(153 + 24), "{}", steps(&s));
+    assert_eq!(s.status, SagaStatus::Completed);
+    assert_eq!(w.balance("m-1"), 5_000 + 177);
+
+    w.run(vec![returned("ret-1", of_order("o-1"), &[(2, 1, 2_450)])]).await;
+    let s = w.saga("order:o-1").await;
+    let r = &s.ledger.returns[0];
+    assert_eq!(r.status, ReturnStatus::Posted, "{}", steps(&s));
+    assert!(r.erp_document_id.is_some());
+    // floor(177 × 2,450 / 17,800) = 24.
+    assert_eq!(r.points_reversed.map(Points::get), Some(24));
+    assert_eq!(w.balance("m-1"), 5_000 + 177 - 24);
+    let kinds: Vec<String> = w.sims.erp.postings().iter().map(|p| p.kind.as_str().to_owned()).collect();
+    assert_eq!(kinds, ["sale", "return"]);
+}
+
+/// Two partial returns that add up to the whole order reverse exactly what it earned, and give back
+/// exactly the points it redeemed.
+async fn two_partial_returns_make_a_full_return<B: Backend>(w: World<B>) {
+    let hold = w.hold("m-1", 500, 17_800, "checkout-o-2").await;
+    w.run(vec![
+        order("o-2", "m-1", &[(1, 12_900), (2, 2_450)], Some((hold.hold_id.as_str(), 500, hold.value_minor.get()))),
+        shipped("o-2", "s-1", &[(1, 1), (2, 2)]),
+    ])
+    .await;
+    let s = w.saga("order:o-2").await;
+    let earned = s.ledger.points_accrued.map(Points::get).unwrap_or_else(|| panic!("{}", steps(&s)));
+    assert_eq!(s.ledger.redemption.as_ref().map(|r| r.points.get()), Some(500));
+    assert_eq!(w.balance("m-1"), 5_000 - 500 + earned);
+
+    w.run(vec![returned("ret-a", of_order("o-2"), &[(2, 1, 2_400)])]).await;
+    w.run(vec![returned("ret-b", of_order("o-2"), &[(1, 1, 12_500), (2, 1, 2_400)])]).await;
+    let s = w.saga("order:o-2").await;
+    let reversed: i64 = s.ledger.returns.iter().map(|r| r.points_reversed.unwrap().get()).sum();
+    assert_eq!(reversed, earned, "reversed == earned, exactly\n{}", steps(&s));
+    let recredited: i64 = s.ledger.returns.iter().map(|r| r.points_recredited.unwrap().get()).sum();
+    assert_eq!(recredited, 500);
+    assert_eq!(w.balance("m-1"), 5_000, "back where the member started");
+}
+
+/// More units than bought, and the same units twice, are refused with a visible reason.
+async fn over_return_refused<B: Backend>(w: World<B>) {
+    w.run(vec![order("o-3", "m-2", &[(2, 1_000)], None), shipped("o-3", "s-1", &[(1, 2)])])
+        .await;
+    w.run(vec![
+        returned("ret-3a", of_order("o-3"), &[(1, 3, 3_000)]),
+        returned("ret-3b", of_order("o-3"), &[(1, 2, 2_000)]),
+    ])
+    .await;
+    w.run(vec![returned("ret-3c", of_order("o-3"), &[(1, 1, 1_000)])]).await;
+    let report = w.report().await;
+    let refused: Vec<_> = report.quarantine.iter().filter(|q| q.reason == "over_return").collect();
+    assert_eq!(refused.len(), 2, "{:#?}", report.quarantine);
+    assert!(refused.iter().all(|q| q.step == "post-return-to-erp"));
+    let s = w.saga("order:o-3").await;
+    assert_eq!(s.ledger.returns.len(), 1, "{}", steps(&s));
+    assert_eq!(s.ledger.returns[0].return_id.as_str(), "ret-3b");
+    assert_eq!(s.ledger.points_reversed().get(), s.ledger.points_accrued.unwrap().get());
+    assert_eq!(w.sims.erp.postings().iter().filter(|p| p.kind.as_str() == "return").count(), 1);
+    assert!(steps(&s).contains("refused"));
+}
+
+/// A return that arrives before its sale has been processed waits and is retried; it does not fail.
+async fn return_before_sale<B: Backend>(w: World<B>) {
+    w.run(vec![
+        returned(
+            "ret-4",
+            json!({"kind": "receipt", "store_id": "store-7", "receipt_id": "r-4"}),
+            &[(1, 1, 1_000)],
+        ),
+        sale("store-7", "r-4", "m-2", &[(2, 1_000)]),
+    ])
+    .await;
+    let s = w.saga("receipt:store-7:r-4").await;
+    assert_eq!(s.ledger.returns.len(), 1, "{}", steps(&s));
+    assert_eq!(s.ledger.returns[0].status, ReturnStatus::Posted);
+    assert_eq!(s.ledger.points_reversed().get(), 10, "half of 20 points");
+    let report = w.report().await;
+    assert!(report.quarantine.is_empty(), "{:#?}", report.quarantine);
+    assert!(report.dead_letter_queues.values().all(Vec::is_empty));
+    assert!(report.metrics.get("retried{class=not_yet}").copied().unwrap_or(0) >= 1, "{:?}", report.metrics);
+}
+
+/// Cancelling an order after its points were redeemed gives them back and cancels in the ERP; the
+/// cancelled lines never ship, hence never earn.
+async fn cancellation_after_redemption<B: Backend>(w: World<B>) {
+    let hold = w.hold("m-2", 800, 9_000, "checkout-o-5").await;
+    w.run(vec![order(
+        "o-5",
+        "m-2",
+        &[(1, 5_000), (2, 2_000)],
+        Some((hold.hold_id.as_str(), 800, hold.value_minor.get())),
+    )])
+    .await;
+    assert_eq!(w.balance("m-2"), 5_000 - 800);
+    w.run(vec![cancelled("o-5", "cx-1", None)]).await;
+    let s = w.saga("order:o-5").await;
+    assert_eq!(s.status, SagaStatus::Cancelled, "{}", steps(&s));
+    assert_eq!(s.ledger.cancellations[0].points_recredited.map(Points::get), Some(800));
+    assert_eq!(w.balance("m-2"), 5_000);
+    let kinds: Vec<String> = w.sims.erp.postings().iter().map(|p| p.kind.as_str().to_owned()).collect();
+    assert_eq!(kinds, ["sale", "cancellation"]);
+
+    w.run(vec![shipped("o-5", "s-late", &[(1, 1)])]).await;
+    let report = w.report().await;
+    assert!(report.quarantine.iter().any(|q| q.reason == "transaction_closed"), "{:#?}", report.quarantine);
+    assert_eq!(w.saga("order:o-5").await.ledger.points_accrued, None);
+}
+
+/// The ERP rejects an order after its points were committed: the points are re-credited, the saga ends
+/// `compensated`, and a WorkflowException names the reason.
+async fn erp_rejection_after_redemption_commit_is_compensated<B: Backend>(w: World<B>) {
+    let hold = w.hold("m-1", 1_000, 20_000, "checkout-reject-6").await;
+    w.run(vec![order(
+        "reject-6",
+        "m-1",
+        &[(1, 20_000)],
+        Some((hold.hold_id.as_str(), 1_000, hold.value_minor.get())),
+    )])
+    .await;
+    let s = w.saga("order:reject-6").await;
+    assert_eq!(s.status, SagaStatus::Compensated, "{}", steps(&s));
+    let t = steps(&s);
+    let (commit, erp, compensate) = (
+        t.find("commit-redemption: done").unwrap(),
+        t.find("post-sale-to-erp: failed").unwrap(),
+        t.find("compensate: done").unwrap(),
+    );
+    assert!(commit < erp && erp < compensate, "{t}");
+    assert_eq!(s.ledger.redemption.as_ref().unwrap().points_recredited.get(), 1_000);
+    assert_eq!(w.balance("m-1"), 5_000);
+    assert_eq!(w.report().await.metrics.get("compensated{reason=erp_rejected}"), Some(&1));
+    // Compensation is idempotent: the same order again changes nothing.
+    w.run(vec![order(
+        "reject-6",
+        "m-1",
+        &[(1, 20_000)],
+        Some((hold.hold_id.as_str(), 1_000, hold.value_minor.get())),
+    )])
+    .await;
+    assert_eq!(w.balance("m-1"), 5_000);
+}
+
+/// A hold not used before its expiry is released by itself; an order that still names it fails before
+/// anything is booked.
+async fn hold_expiry<B: Backend>(w: World<B>) {
+    let hold = w.hold("m-2", 700, 10_000, "checkout-o-7").await;
+    let available = |w: &World<B>| async move {
+        w.loyalty().balance(&MemberId::parse("m-2").unwrap()).await.unwrap().available.get()
+    };
+    assert_eq!(available(&w).await, 5_000 - 700);
+    w.clock.advance(Duration::from_secs(901));
+    assert_eq!(available(&w).await, 5_000, "the expired hold no longer reserves points");
+    let held = w.loyalty().get_hold(&HoldId::parse(hold.hold_id.as_str()).unwrap()).await.unwrap();
+    assert_eq!(held.status, HoldStatus::Expired);
+
+    w.run(vec![order(
+        "o-7",
+        "m-2",
+        &[(1, 10_000)],
+        Some((hold.hold_id.as_str(), 700, hold.value_minor.get())),
+    )])
+    .await;
+    let s = w.saga("order:o-7").await;
+    assert_eq!(s.status, SagaStatus::Failed, "{}", steps(&s));
+    assert!(steps(&s).contains("redemption refused"));
+    assert!(s.ledger.erp_document_id.is_none(), "nothing booked in the ERP");
+    assert_eq!(w.balance("m-2"), 5_000);
+}
+
+/// When loyalty is down a sale is still allowed: the order is booked in the ERP, its accrual waits in
+/// the DLQ and is posted once loyalty is back and the DLQ is redriven.
+async fn loyalty_outage_policy<B: Backend>(w: World<B>) {
+    w.sims.loyalty.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    w.run(vec![order("o-8", "m-1", &[(1, 3_000)], None), shipped("o-8", "s-1", &[(1, 1)])])
+        .await;
+    let s = w.saga("order:o-8").await;
+    assert!(s.ledger.erp_document_id.is_some(), "the sale is allowed\n{}", steps(&s));
+    assert_eq!(s.status, SagaStatus::Running);
+    let report = w.report().await;
+    assert_eq!(report.dead_letter_queues["AccrueLoyaltyDLQ"].len(), 1);
+
+    w.sims.loyalty.set_faults(Faults::default());
+    let moved = w.system.backend.redrive("AccrueLoyaltyDLQ", "AccrueLoyaltyQueue").await.unwrap();
+    assert_eq!(moved, 1);
+    w.system.run_until_idle(|_| {}).await.unwrap();
+    let s = w.saga("order:o-8").await;
+    assert_eq!(s.status, SagaStatus::Completed, "{}", steps(&s));
+    assert_eq!(s.ledger.points_accrued.map(Points::get), Some(30));
+}
+
+macro_rules! scenarios {
+    ($($name:ident),+ $(,)?) => {
+        mod embedded_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::embedded()).await;
+            })+
+        }
+        mod moto_server {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::moto().await).await;
+            })+
+        }
+    };
+}
+
+scenarios!(
+    split_shipment_then_partial_return,
+    two_partial_returns_make_a_full_return,
+    over_return_refused,
+    return_before_sale,
+    cancellation_after_redemption,
+    erp_rejection_after_redemption_commit_is_compensated,
+    hold_expiry,
+    loyalty_outage_policy,
+);

@@ -50,7 +50,10 @@ fn simulators() -> (Simulators, Arc<ManualClock>) {
 
 fn embedded() -> World<retail_sync_embedded::Embedded> {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(workspace().join("infra/template.yaml"), dir.path().join("state.db"));
+    let mut options = LocalOptions::new(
+        workspace().join("infra/template.yaml"),
+        dir.path().join("state.db"),
+    );
     // Long enough for a waiting follow-up's sale to be processed between its deliveries.
     options.visibility_timeout = Duration::from_millis(300);
     let (sims, clock) = simulators();
@@ -104,7 +107,13 @@ impl<B: Backend> World<B> {
     }
 
     /// A hold as the experience API creates it at checkout.
-    async fn hold(&self, member: &str, points: i64, basket_net: i64, key: &str) -> retail_sync_core::ports::Hold {
+    async fn hold(
+        &self,
+        member: &str,
+        points: i64,
+        basket_net: i64,
+        key: &str,
+    ) -> retail_sync_core::ports::Hold {
         let request = HoldRequest {
             member_id: MemberId::parse(member).unwrap(),
             points: Points::new(points).unwrap(),
@@ -121,7 +130,14 @@ impl<B: Backend> World<B> {
 
 // --- Events, as channels send them -------------------------------------------------------------------
 
-fn envelope(source: &str, detail_type: &str, id: &str, correlation: &str, channel: &str, data: Value) -> Input {
+fn envelope(
+    source: &str,
+    detail_type: &str,
+    id: &str,
+    correlation: &str,
+    channel: &str,
+    data: Value,
+) -> Input {
     Input::Event {
         source: source.into(),
         detail_type: detail_type.into(),
@@ -151,20 +167,34 @@ fn lines(specs: &[(u32, i64)]) -> (Vec<Value>, Value) {
         net += line_net;
         tax += line_net / 5;
     }
-    (out, json!({"net_minor": net, "tax_minor": tax, "gross_minor": net + tax}))
+    (
+        out,
+        json!({"net_minor": net, "tax_minor": tax, "gross_minor": net + tax}),
+    )
 }
 
 fn order(id: &str, member: &str, specs: &[(u32, i64)], redemption: Option<(&str, i64, i64)>) -> Input {
     let (lines, totals) = lines(specs);
-    let mut data = json!({"order_id": id, "member_id": member, "currency": "EUR", "lines": lines, "totals": totals});
+    let mut data =
+        json!({"order_id": id, "member_id": member, "currency": "EUR", "lines": lines, "totals": totals});
     if let Some((hold, points, value)) = redemption {
         data["redemption"] = json!({"hold_id": hold, "points": points, "value_minor": value});
     }
-    envelope("retail.ecommerce", "OrderPlaced", id, &format!("c-{id}"), "ecommerce", data)
+    envelope(
+        "retail.ecommerce",
+        "OrderPlaced",
+        id,
+        &format!("c-{id}"),
+        "ecommerce",
+        data,
+    )
 }
 
 fn shipped(order: &str, shipment: &str, lines: &[(u32, u32)]) -> Input {
-    let lines: Vec<Value> = lines.iter().map(|(l, q)| json!({"line_no": l, "quantity": q})).collect();
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(l, q)| json!({"line_no": l, "quantity": q}))
+        .collect();
     envelope(
         "retail.oms",
         "OrderShipped",
@@ -178,9 +208,19 @@ fn shipped(order: &str, shipment: &str, lines: &[(u32, u32)]) -> Input {
 fn cancelled(order: &str, id: &str, lines: Option<&[(u32, u32)]>) -> Input {
     let mut data = json!({"order_id": order, "reason": "customer changed their mind"});
     if let Some(lines) = lines {
-        data["lines"] = lines.iter().map(|(l, q)| json!({"line_no": l, "quantity": q})).collect();
+        data["lines"] = lines
+            .iter()
+            .map(|(l, q)| json!({"line_no": l, "quantity": q}))
+            .collect();
     }
-    envelope("retail.oms", "OrderCancelled", id, &format!("c-{order}"), "oms", data)
+    envelope(
+        "retail.oms",
+        "OrderCancelled",
+        id,
+        &format!("c-{order}"),
+        "oms",
+        data,
+    )
 }
 
 /// A return of (line, quantity, refund) against `original`, handed back in a store.
@@ -229,20 +269,30 @@ fn steps(saga: &Saga) -> String {
 
 /// Two lines shipped in two shipments; then one unit of the second line comes back.
 async fn split_shipment_then_partial_return<B: Backend>(w: World<B>) {
-    w.run(vec![order("o-1", "m-1", &[(1, 12_900), (2, 2_450)], None)]).await;
+    w.run(vec![order("o-1", "m-1", &[(1, 12_900), (2, 2_450)], None)])
+        .await;
     let s = w.saga("order:o-1").await;
     assert!(s.ledger.erp_document_id.is_some(), "{}", steps(&s));
     assert_eq!(s.ledger.points_accrued, None, "no accrual at order time");
 
-    w.run(vec![shipped("o-1", "s-1", &[(1, 1), (2, 1)]), shipped("o-1", "s-2", &[(2, 1)])])
-        .await;
+    w.run(vec![
+        shipped("o-1", "s-1", &[(1, 1), (2, 1)]),
+        shipped("o-1", "s-2", &[(2, 1)]),
+    ])
+    .await;
     let s = w.saga("order:o-1").await;
     // 153 points on the first shipment (15,350), 24 on the second (2,450).
-    assert_eq!(s.ledger.points_accrued.map(Points::get), Some(153 + 24), "{}", steps(&s));
+    assert_eq!(
+        s.ledger.points_accrued.map(Points::get),
+        Some(153 + 24),
+        "{}",
+        steps(&s)
+    );
     assert_eq!(s.status, SagaStatus::Completed);
     assert_eq!(w.balance("m-1"), 5_000 + 177);
 
-    w.run(vec![returned("ret-1", of_order("o-1"), &[(2, 1, 2_450)])]).await;
+    w.run(vec![returned("ret-1", of_order("o-1"), &[(2, 1, 2_450)])])
+        .await;
     let s = w.saga("order:o-1").await;
     let r = &s.ledger.returns[0];
     assert_eq!(r.status, ReturnStatus::Posted, "{}", steps(&s));
@@ -250,7 +300,13 @@ async fn split_shipment_then_partial_return<B: Backend>(w: World<B>) {
     // floor(177 × 2,450 / 17,800) = 24.
     assert_eq!(r.points_reversed.map(Points::get), Some(24));
     assert_eq!(w.balance("m-1"), 5_000 + 177 - 24);
-    let kinds: Vec<String> = w.sims.erp.postings().iter().map(|p| p.kind.as_str().to_owned()).collect();
+    let kinds: Vec<String> = w
+        .sims
+        .erp
+        .postings()
+        .iter()
+        .map(|p| p.kind.as_str().to_owned())
+        .collect();
     assert_eq!(kinds, ["sale", "return"]);
 }
 
@@ -259,44 +315,88 @@ async fn split_shipment_then_partial_return<B: Backend>(w: World<B>) {
 async fn two_partial_returns_make_a_full_return<B: Backend>(w: World<B>) {
     let hold = w.hold("m-1", 500, 17_800, "checkout-o-2").await;
     w.run(vec![
-        order("o-2", "m-1", &[(1, 12_900), (2, 2_450)], Some((hold.hold_id.as_str(), 500, hold.value_minor.get()))),
+        order(
+            "o-2",
+            "m-1",
+            &[(1, 12_900), (2, 2_450)],
+            Some((hold.hold_id.as_str(), 500, hold.value_minor.get())),
+        ),
         shipped("o-2", "s-1", &[(1, 1), (2, 2)]),
     ])
     .await;
     let s = w.saga("order:o-2").await;
-    let earned = s.ledger.points_accrued.map(Points::get).unwrap_or_else(|| panic!("{}", steps(&s)));
+    let earned = s
+        .ledger
+        .points_accrued
+        .map(Points::get)
+        .unwrap_or_else(|| panic!("{}", steps(&s)));
     assert_eq!(s.ledger.redemption.as_ref().map(|r| r.points.get()), Some(500));
     assert_eq!(w.balance("m-1"), 5_000 - 500 + earned);
 
-    w.run(vec![returned("ret-a", of_order("o-2"), &[(2, 1, 2_400)])]).await;
-    w.run(vec![returned("ret-b", of_order("o-2"), &[(1, 1, 12_500), (2, 1, 2_400)])]).await;
+    w.run(vec![returned("ret-a", of_order("o-2"), &[(2, 1, 2_400)])])
+        .await;
+    w.run(vec![returned(
+        "ret-b",
+        of_order("o-2"),
+        &[(1, 1, 12_500), (2, 1, 2_400)],
+    )])
+    .await;
     let s = w.saga("order:o-2").await;
-    let reversed: i64 = s.ledger.returns.iter().map(|r| r.points_reversed.unwrap().get()).sum();
+    let reversed: i64 = s
+        .ledger
+        .returns
+        .iter()
+        .map(|r| r.points_reversed.unwrap().get())
+        .sum();
     assert_eq!(reversed, earned, "reversed == earned, exactly\n{}", steps(&s));
-    let recredited: i64 = s.ledger.returns.iter().map(|r| r.points_recredited.unwrap().get()).sum();
+    let recredited: i64 = s
+        .ledger
+        .returns
+        .iter()
+        .map(|r| r.points_recredited.unwrap().get())
+        .sum();
     assert_eq!(recredited, 500);
     assert_eq!(w.balance("m-1"), 5_000, "back where the member started");
 }
 
 /// More units than bought, and the same units twice, are refused with a visible reason.
 async fn over_return_refused<B: Backend>(w: World<B>) {
-    w.run(vec![order("o-3", "m-2", &[(2, 1_000)], None), shipped("o-3", "s-1", &[(1, 2)])])
-        .await;
+    w.run(vec![
+        order("o-3", "m-2", &[(2, 1_000)], None),
+        shipped("o-3", "s-1", &[(1, 2)]),
+    ])
+    .await;
     w.run(vec![
         returned("ret-3a", of_order("o-3"), &[(1, 3, 3_000)]),
         returned("ret-3b", of_order("o-3"), &[(1, 2, 2_000)]),
     ])
     .await;
-    w.run(vec![returned("ret-3c", of_order("o-3"), &[(1, 1, 1_000)])]).await;
+    w.run(vec![returned("ret-3c", of_order("o-3"), &[(1, 1, 1_000)])])
+        .await;
     let report = w.report().await;
-    let refused: Vec<_> = report.quarantine.iter().filter(|q| q.reason == "over_return").collect();
+    let refused: Vec<_> = report
+        .quarantine
+        .iter()
+        .filter(|q| q.reason == "over_return")
+        .collect();
     assert_eq!(refused.len(), 2, "{:#?}", report.quarantine);
     assert!(refused.iter().all(|q| q.step == "post-return-to-erp"));
     let s = w.saga("order:o-3").await;
     assert_eq!(s.ledger.returns.len(), 1, "{}", steps(&s));
     assert_eq!(s.ledger.returns[0].return_id.as_str(), "ret-3b");
-    assert_eq!(s.ledger.points_reversed().get(), s.ledger.points_accrued.unwrap().get());
-    assert_eq!(w.sims.erp.postings().iter().filter(|p| p.kind.as_str() == "return").count(), 1);
+    assert_eq!(
+        s.ledger.points_reversed().get(),
+        s.ledger.points_accrued.unwrap().get()
+    );
+    assert_eq!(
+        w.sims
+            .erp
+            .postings()
+            .iter()
+            .filter(|p| p.kind.as_str() == "return")
+            .count(),
+        1
+    );
     assert!(steps(&s).contains("refused"));
 }
 
@@ -318,7 +418,11 @@ async fn return_before_sale<B: Backend>(w: World<B>) {
     let report = w.report().await;
     assert!(report.quarantine.is_empty(), "{:#?}", report.quarantine);
     assert!(report.dead_letter_queues.values().all(Vec::is_empty));
-    assert!(report.metrics.get("retried{class=not_yet}").copied().unwrap_or(0) >= 1, "{:?}", report.metrics);
+    assert!(
+        report.metrics.get("retried{class=not_yet}").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        report.metrics
+    );
 }
 
 /// Cancelling an order after its points were redeemed gives them back and cancels in the ERP; the
@@ -336,14 +440,27 @@ async fn cancellation_after_redemption<B: Backend>(w: World<B>) {
     w.run(vec![cancelled("o-5", "cx-1", None)]).await;
     let s = w.saga("order:o-5").await;
     assert_eq!(s.status, SagaStatus::Cancelled, "{}", steps(&s));
-    assert_eq!(s.ledger.cancellations[0].points_recredited.map(Points::get), Some(800));
+    assert_eq!(
+        s.ledger.cancellations[0].points_recredited.map(Points::get),
+        Some(800)
+    );
     assert_eq!(w.balance("m-2"), 5_000);
-    let kinds: Vec<String> = w.sims.erp.postings().iter().map(|p| p.kind.as_str().to_owned()).collect();
+    let kinds: Vec<String> = w
+        .sims
+        .erp
+        .postings()
+        .iter()
+        .map(|p| p.kind.as_str().to_owned())
+        .collect();
     assert_eq!(kinds, ["sale", "cancellation"]);
 
     w.run(vec![shipped("o-5", "s-late", &[(1, 1)])]).await;
     let report = w.report().await;
-    assert!(report.quarantine.iter().any(|q| q.reason == "transaction_closed"), "{:#?}", report.quarantine);
+    assert!(
+        report.quarantine.iter().any(|q| q.reason == "transaction_closed"),
+        "{:#?}",
+        report.quarantine
+    );
     assert_eq!(w.saga("order:o-5").await.ledger.points_accrued, None);
 }
 
@@ -367,9 +484,15 @@ async fn erp_rejection_after_redemption_commit_is_compensated<B: Backend>(w: Wor
         t.find("compensate: done").unwrap(),
     );
     assert!(commit < erp && erp < compensate, "{t}");
-    assert_eq!(s.ledger.redemption.as_ref().unwrap().points_recredited.get(), 1_000);
+    assert_eq!(
+        s.ledger.redemption.as_ref().unwrap().points_recredited.get(),
+        1_000
+    );
     assert_eq!(w.balance("m-1"), 5_000);
-    assert_eq!(w.report().await.metrics.get("compensated{reason=erp_rejected}"), Some(&1));
+    assert_eq!(
+        w.report().await.metrics.get("compensated{reason=erp_rejected}"),
+        Some(&1)
+    );
     // Compensation is idempotent: the same order again changes nothing.
     w.run(vec![order(
         "reject-6",
@@ -385,13 +508,21 @@ async fn erp_rejection_after_redemption_commit_is_compensated<B: Backend>(w: Wor
 /// anything is booked.
 async fn hold_expiry<B: Backend>(w: World<B>) {
     let hold = w.hold("m-2", 700, 10_000, "checkout-o-7").await;
-    let available = |w: &World<B>| async move {
-        w.loyalty().balance(&MemberId::parse("m-2").unwrap()).await.unwrap().available.get()
-    };
-    assert_eq!(available(&w).await, 5_000 - 700);
+    let loyalty = w.loyalty();
+    let member = MemberId::parse("m-2").unwrap();
+    let available = || async { loyalty.balance(&member).await.unwrap().available.get() };
+    assert_eq!(available().await, 5_000 - 700);
     w.clock.advance(Duration::from_secs(901));
-    assert_eq!(available(&w).await, 5_000, "the expired hold no longer reserves points");
-    let held = w.loyalty().get_hold(&HoldId::parse(hold.hold_id.as_str()).unwrap()).await.unwrap();
+    assert_eq!(
+        available().await,
+        5_000,
+        "the expired hold no longer reserves points"
+    );
+    let held = w
+        .loyalty()
+        .get_hold(&HoldId::parse(hold.hold_id.as_str()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(held.status, HoldStatus::Expired);
 
     w.run(vec![order(
@@ -415,16 +546,28 @@ async fn loyalty_outage_policy<B: Backend>(w: World<B>) {
         down: true,
         ..Faults::default()
     });
-    w.run(vec![order("o-8", "m-1", &[(1, 3_000)], None), shipped("o-8", "s-1", &[(1, 1)])])
-        .await;
+    w.run(vec![
+        order("o-8", "m-1", &[(1, 3_000)], None),
+        shipped("o-8", "s-1", &[(1, 1)]),
+    ])
+    .await;
     let s = w.saga("order:o-8").await;
-    assert!(s.ledger.erp_document_id.is_some(), "the sale is allowed\n{}", steps(&s));
+    assert!(
+        s.ledger.erp_document_id.is_some(),
+        "the sale is allowed\n{}",
+        steps(&s)
+    );
     assert_eq!(s.status, SagaStatus::Running);
     let report = w.report().await;
     assert_eq!(report.dead_letter_queues["AccrueLoyaltyDLQ"].len(), 1);
 
     w.sims.loyalty.set_faults(Faults::default());
-    let moved = w.system.backend.redrive("AccrueLoyaltyDLQ", "AccrueLoyaltyQueue").await.unwrap();
+    let moved = w
+        .system
+        .backend
+        .redrive("AccrueLoyaltyDLQ", "AccrueLoyaltyQueue")
+        .await
+        .unwrap();
     assert_eq!(moved, 1);
     w.system.run_until_idle(|_| {}).await.unwrap();
     let s = w.saga("order:o-8").await;

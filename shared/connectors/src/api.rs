@@ -1,5 +1,6 @@
 //! One JSON-over-HTTP caller per system: a shared `reqwest::Client` (connection pool, TLS), the
-//! idempotency key on every call, and retries of the failures that are worth retrying.
+//! idempotency key on every mutating call, and retries of the failures that are worth retrying (reads
+//! included).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -77,27 +78,76 @@ impl JsonApi {
         Req: Serialize + Sync,
         Resp: DeserializeOwned,
     {
+        self.post_refused_as(path, body, key, |_| self.rejected).await
+    }
+
+    /// [`JsonApi::post`], reporting a refusal with the reason `refused_as` gives its status: one call
+    /// of a system may need its refusals told apart from the system's others.
+    pub(crate) async fn post_refused_as<Req, Resp>(
+        &self,
+        path: &str,
+        body: &Req,
+        key: &IdempotencyKey,
+        refused_as: impl Fn(u16) -> ReasonCode,
+    ) -> Result<Resp, Error>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned,
+    {
         let Ok(key_header) = HeaderValue::from_str(key.as_str()) else {
             // Keys are built from validated identifiers; this is a bug upstream, and retrying cannot help.
             let message = format!("idempotency key {key} cannot be sent as an HTTP header");
             return Err(Error::rejected(self.rejected, message));
         };
         let url = format!("{}{path}", self.base_url);
+        let request = || {
+            self.client
+                .post(&url)
+                .header(IDEMPOTENCY_KEY_HEADER, key_header.clone())
+                .json(body)
+        };
+        self.send(path, request, Some(key), refused_as).await
+    }
+
+    /// GETs `path` and returns the parsed 2xx body. A read changes nothing, so it is retried like a POST
+    /// without needing a key.
+    pub(crate) async fn get<Resp>(&self, path: &str) -> Result<Resp, Error>
+    where
+        Resp: DeserializeOwned,
+    {
+        let url = format!("{}{path}", self.base_url);
+        self.send(path, || self.client.get(&url), None, |_| self.rejected)
+            .await
+    }
+
+    /// Sends what `request` builds (once per attempt) until it succeeds, fails for good or the attempts
+    /// run out, and maps the failure onto the port's errors.
+    async fn send<Resp>(
+        &self,
+        path: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+        key: Option<&IdempotencyKey>,
+        refused_as: impl Fn(u16) -> ReasonCode,
+    ) -> Result<Resp, Error>
+    where
+        Resp: DeserializeOwned,
+    {
         let attempts = AtomicU32::new(0);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(&url, body, &key_header).await
+            self.attempt(request()).await
         })
         .retry(self.backoff)
         .when(ConnectorError::is_retryable)
         .notify(|e, delay| {
             tracing::warn!(
                 system = self.system,
+                path,
                 attempt = attempts.load(Ordering::Relaxed),
                 status = e.status(),
                 error = %e,
                 retry_in_ms = delay.as_millis() as u64,
-                idempotency_key = %key,
+                idempotency_key = key.map(IdempotencyKey::as_str),
                 "call failed, retrying"
             );
         })
@@ -113,28 +163,16 @@ impl JsonApi {
             } else {
                 e
             };
-            e.into_port_error(self.system, self.rejected)
+            let reason = e.status().map_or(self.rejected, &refused_as);
+            e.into_port_error(self.system, reason)
         })
     }
 
-    async fn attempt<Req, Resp>(
-        &self,
-        url: &str,
-        body: &Req,
-        key: &HeaderValue,
-    ) -> Result<Resp, ConnectorError>
+    async fn attempt<Resp>(&self, request: reqwest::RequestBuilder) -> Result<Resp, ConnectorError>
     where
-        Req: Serialize + Sync,
         Resp: DeserializeOwned,
     {
-        let response = self
-            .client
-            .post(url)
-            .header(IDEMPOTENCY_KEY_HEADER, key.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(ConnectorError::Transport)?;
+        let response = request.send().await.map_err(ConnectorError::Transport)?;
         let status = response.status();
         if status.is_success() {
             return response.json().await.map_err(ConnectorError::Body);

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use retail_sync_contracts::events::ReasonCode;
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
-use retail_sync_core::ports::{Erp, ErpDocument, ErpSaleRequest};
+use retail_sync_core::ports::{Erp, ErpCancelRequest, ErpDocument, ErpReturnRequest, ErpSaleRequest};
 
 use crate::api::JsonApi;
 use crate::config::HttpConfig;
@@ -34,5 +34,21 @@ impl HttpErp {
 impl Erp for HttpErp {
     async fn post_sale(&self, request: &ErpSaleRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error> {
         self.api.post("/erp/v1/sales", request, key).await
+    }
+
+    async fn cancel_order(
+        &self,
+        request: &ErpCancelRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error> {
+        self.api.post("/erp/v1/sales/cancellations", request, key).await
+    }
+
+    async fn post_return(
+        &self,
+        request: &ErpReturnRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error> {
+        self.api.post("/erp/v1/returns", request, key).await
     }
 }

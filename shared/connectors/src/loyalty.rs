@@ -3,9 +3,13 @@
 use async_trait::async_trait;
 
 use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::values::{HoldId, MemberId};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
-use retail_sync_core::ports::{Accrual, AccrualRequest, Loyalty};
+use retail_sync_core::ports::{
+    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Hold, HoldRequest,
+    Loyalty,
+};
 
 use crate::api::JsonApi;
 use crate::config::HttpConfig;
@@ -34,5 +38,49 @@ impl HttpLoyalty {
 impl Loyalty for HttpLoyalty {
     async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
         self.api.post("/loyalty/v1/accruals", request, key).await
+    }
+
+    // Member and hold ids are validated identifiers (`[A-Za-z0-9][A-Za-z0-9._-]*`): safe as path segments
+    // as they are, and never `.` or `..`.
+
+    async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error> {
+        self.api
+            .get(&format!("/loyalty/v1/members/{member_id}/balance"))
+            .await
+    }
+
+    async fn create_hold(&self, request: &HoldRequest, key: &IdempotencyKey) -> Result<Hold, Error> {
+        self.api.post("/loyalty/v1/holds", request, key).await
+    }
+
+    async fn get_hold(&self, hold_id: &HoldId) -> Result<Hold, Error> {
+        self.api.get(&format!("/loyalty/v1/holds/{hold_id}")).await
+    }
+
+    /// The platform's verdicts on a commit (unknown hold, expired, released, committed elsewhere, other
+    /// points, a reused key) are `RedemptionRefused`: the order workflow fails the order on those, and
+    /// only those, without booking anything. A 400 says our request was malformed, not the redemption.
+    async fn commit_hold(
+        &self,
+        hold_id: &HoldId,
+        request: &CommitRequest,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, Error> {
+        let path = format!("/loyalty/v1/holds/{hold_id}/commit");
+        self.api
+            .post_refused_as(&path, request, key, |status| match status {
+                404 | 409 | 422 => ReasonCode::RedemptionRefused,
+                _ => ReasonCode::LoyaltyRejected,
+            })
+            .await
+    }
+
+    async fn release_hold(&self, hold_id: &HoldId, key: &IdempotencyKey) -> Result<Hold, Error> {
+        let path = format!("/loyalty/v1/holds/{hold_id}/release");
+        self.api.post(&path, &serde_json::json!({}), key).await
+    }
+
+    async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
+        self.api.post("/loyalty/v1/adjustments", request, key).await
     }
 }

@@ -2,14 +2,21 @@
 //! the failure paths stay fast.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use jiff::SignedDuration;
 
 use retail_sync_connectors::{HttpConfig, HttpErp, HttpLoyalty};
 use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::values::{HoldId, MemberId, Points};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
-use retail_sync_core::ports::{Erp, Loyalty};
-use retail_sync_simulators::samples::{accrual, sale};
+use retail_sync_core::memory::ManualClock;
+use retail_sync_core::ports::{AdjustmentKind, Clock, Erp, HoldStatus, Loyalty};
+use retail_sync_simulators::samples::{
+    accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
+};
 use retail_sync_simulators::{ErpSimulator, FaultKind, Faults, LoyaltySimulator, serve};
 
 fn fast(base_url: String) -> HttpConfig {
@@ -245,4 +252,294 @@ async fn an_unknown_member_is_rejected_without_retries() {
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert_eq!(h.loyalty.requests(), 1);
+}
+
+// --- Orders, returns and redemptions ---------------------------------------------------------------
+
+/// A loyalty platform on a manual clock where `m-1` has 1,000 points.
+fn with_points(h: &Harness) -> Arc<ManualClock> {
+    let clock = Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap()));
+    h.loyalty.set_clock(clock.clone());
+    h.loyalty.seed_balance("m-1", Points::new(1_000).unwrap());
+    clock
+}
+
+fn m1() -> MemberId {
+    MemberId::parse("m-1").unwrap()
+}
+
+fn rejection(err: Error) -> (ReasonCode, String) {
+    match err {
+        Error::Rejected { reason, message } => (reason, message),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hold_is_created_committed_and_the_balance_shows_it() {
+    let h = start().await;
+    let clock = with_points(&h);
+    let request = hold("m-1", 400, 5_000, clock.now(), SignedDuration::from_secs(900));
+    let held = h
+        .http_loyalty
+        .create_hold(&request, &key("checkout"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (held.hold_id.as_str(), held.status),
+        ("H-00000001", HoldStatus::Held)
+    );
+    assert_eq!(held.value_minor.get(), 400, "1 point = 1 cent");
+    let balance = h.http_loyalty.balance(&m1()).await.unwrap();
+    assert_eq!(
+        (balance.balance.get(), balance.held.get(), balance.available.get()),
+        (1_000, 400, 600)
+    );
+    assert_eq!(h.http_loyalty.get_hold(&held.hold_id).await.unwrap(), held);
+
+    let committed = h
+        .http_loyalty
+        .commit_hold(&held.hold_id, &commit("o-1", 400), &key("order:o-1"))
+        .await
+        .unwrap();
+    assert_eq!(committed.status, HoldStatus::Committed);
+    assert_eq!(committed.transaction, Some(order("o-1")));
+    assert!(committed.loyalty_transaction_id.is_some());
+    let balance = h.http_loyalty.balance(&m1()).await.unwrap();
+    assert_eq!(
+        (balance.balance.get(), balance.held.get(), balance.available.get()),
+        (600, 0, 600)
+    );
+
+    let again = h
+        .http_loyalty
+        .commit_hold(&held.hold_id, &commit("o-1", 400), &key("another"))
+        .await
+        .unwrap();
+    assert_eq!(again, committed, "the same commit, whatever the key");
+    assert_eq!(h.loyalty.transactions().len(), 1);
+}
+
+#[tokio::test]
+async fn a_commit_retried_after_a_timeout_spends_once() {
+    let h = start().await;
+    let clock = with_points(&h);
+    let request = hold("m-1", 400, 5_000, clock.now(), SignedDuration::from_secs(900));
+    let held = h
+        .http_loyalty
+        .create_hold(&request, &key("checkout"))
+        .await
+        .unwrap();
+    h.loyalty.set_faults(script(1, FaultKind::TimeoutAfterCommit));
+    let committed = h
+        .http_loyalty
+        .commit_hold(&held.hold_id, &commit("o-1", 400), &key("order:o-1"))
+        .await
+        .unwrap();
+    assert_eq!(committed.status, HoldStatus::Committed);
+    assert_eq!(h.loyalty.balance("m-1").map(Points::get), Some(600));
+    assert_eq!(h.loyalty.transactions().len(), 1);
+}
+
+#[tokio::test]
+async fn committing_an_expired_hold_is_a_refused_redemption() {
+    let h = start().await;
+    let clock = with_points(&h);
+    let request = hold("m-1", 400, 5_000, clock.now(), SignedDuration::from_secs(900));
+    let held = h
+        .http_loyalty
+        .create_hold(&request, &key("checkout"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(900));
+    assert_eq!(
+        h.http_loyalty.get_hold(&held.hold_id).await.unwrap().status,
+        HoldStatus::Expired
+    );
+    let before = h.loyalty.requests();
+    let err = h
+        .http_loyalty
+        .commit_hold(&held.hold_id, &commit("o-1", 400), &key("order:o-1"))
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::RedemptionRefused);
+    assert!(message.starts_with("hold_expired: "), "{message}");
+    assert_eq!(h.loyalty.requests(), before + 1, "a refusal is not retried");
+    assert_eq!(h.loyalty.balance("m-1").map(Points::get), Some(1_000));
+}
+
+#[tokio::test]
+async fn every_refusal_of_a_commit_is_a_refused_redemption() {
+    let h = start().await;
+    let clock = with_points(&h);
+    let unknown = HoldId::parse("H-00000099").unwrap();
+    let err = h
+        .http_loyalty
+        .commit_hold(&unknown, &commit("o-1", 1), &key("a"))
+        .await
+        .unwrap_err();
+    assert_eq!(rejection(err).0, ReasonCode::RedemptionRefused, "404");
+    let request = hold("m-1", 400, 5_000, clock.now(), SignedDuration::from_secs(900));
+    let held = h
+        .http_loyalty
+        .create_hold(&request, &key("checkout"))
+        .await
+        .unwrap();
+    let err = h
+        .http_loyalty
+        .commit_hold(&held.hold_id, &commit("o-1", 300), &key("b"))
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::RedemptionRefused, "422");
+    assert!(message.starts_with("points_mismatch: "), "{message}");
+    let released = h
+        .http_loyalty
+        .release_hold(&held.hold_id, &key("release"))
+        .await
+        .unwrap();
+    assert_eq!(released.status, HoldStatus::Released);
+    let err = h
+        .http_loyalty
+        .commit_hold(&held.hold_id, &commit("o-1", 400), &key("c"))
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::RedemptionRefused, "409");
+    assert!(message.starts_with("hold_released: "), "{message}");
+
+    // Refusals of other calls stay loyalty rejections.
+    let too_much = hold("m-1", 5_000, 10_000, clock.now(), SignedDuration::from_secs(900));
+    let err = h
+        .http_loyalty
+        .create_hold(&too_much, &key("d"))
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::LoyaltyRejected);
+    assert!(message.starts_with("insufficient_points: "), "{message}");
+    let err = h.http_loyalty.get_hold(&unknown).await.unwrap_err();
+    assert_eq!(rejection(err).0, ReasonCode::LoyaltyRejected);
+    let err = h
+        .http_loyalty
+        .balance(&MemberId::parse("unknown-1").unwrap())
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::LoyaltyRejected);
+    assert!(message.starts_with("member_not_found: "), "{message}");
+}
+
+#[tokio::test]
+async fn reads_are_retried_and_a_platform_that_stays_down_is_unavailable() {
+    let h = start().await;
+    h.loyalty.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    let err = h.http_loyalty.balance(&m1()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { what: "loyalty", .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("gave up after 4 attempts"), "{err}");
+    let err = h
+        .http_loyalty
+        .get_hold(&HoldId::parse("H-00000001").unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_adjustment_is_applied_once_under_its_key() {
+    let h = start().await;
+    with_points(&h);
+    let request = adjustment("m-1", AdjustmentKind::Reversal, "o-1", "return:ret-1", 150);
+    let first = h.http_loyalty.adjust(&request, &key("reverse")).await.unwrap();
+    assert_eq!((first.delta, first.balance.get()), (-150, 850));
+    let again = h.http_loyalty.adjust(&request, &key("reverse")).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(h.loyalty.balance("m-1").map(Points::get), Some(850));
+
+    // Applied, then the answer was lost: the retry under the key gets it without applying again.
+    h.loyalty.set_faults(script(1, FaultKind::TimeoutAfterCommit));
+    let recredit = adjustment("m-1", AdjustmentKind::Recredit, "o-1", "cancellation:cx-1", 50);
+    let adjusted = h.http_loyalty.adjust(&recredit, &key("recredit")).await.unwrap();
+    assert_eq!((adjusted.delta, adjusted.balance.get()), (50, 900));
+    assert_eq!(h.loyalty.transactions().len(), 2);
+
+    let err = h
+        .http_loyalty
+        .adjust(&recredit, &key("reverse"))
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::LoyaltyRejected);
+    assert!(message.starts_with("idempotency_key_reused: "), "{message}");
+}
+
+#[tokio::test]
+async fn an_order_is_cancelled_and_a_return_credited_in_the_erp() {
+    let h = start().await;
+    h.http_erp
+        .post_sale(&order_sale("o-1"), &key("order:o-1"))
+        .await
+        .unwrap();
+    let cancelled = h
+        .http_erp
+        .cancel_order(&cancellation("o-1", "cx-1"), &key("cancel"))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.document_id.as_str(), "ERP-00000002");
+    let again = h
+        .http_erp
+        .cancel_order(&cancellation("o-1", "cx-1"), &key("cancel"))
+        .await
+        .unwrap();
+    assert_eq!(again, cancelled);
+    let returned = h
+        .http_erp
+        .post_return(&return_of("ret-1", order("o-1"), Some("store-2")), &key("return"))
+        .await
+        .unwrap();
+    assert_eq!(returned.document_id.as_str(), "ERP-00000003");
+    let postings = h.erp.postings();
+    let kinds: Vec<_> = postings.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["sale", "cancellation", "return"]);
+    assert_eq!(postings[1].idempotency_key, "cancel:post-sale-to-erp");
+
+    let err = h
+        .http_erp
+        .post_return(&return_of("ret-2", order("o-9"), None), &key("return-2"))
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::ErpRejected);
+    assert!(message.starts_with("original_not_found: "), "{message}");
+    let err = h
+        .http_erp
+        .post_return(
+            &return_of("ret-3", order("o-1"), Some("closed-2")),
+            &key("return-3"),
+        )
+        .await
+        .unwrap_err();
+    assert!(rejection(err).1.starts_with("period_closed: "));
+    let err = h
+        .http_erp
+        .cancel_order(&cancellation("o-9", "cx-1"), &key("cancel-2"))
+        .await
+        .unwrap_err();
+    let (reason, message) = rejection(err);
+    assert_eq!(reason, ReasonCode::ErpRejected);
+    assert!(message.starts_with("order_not_found: "), "{message}");
+    let err = h
+        .http_erp
+        .post_sale(&order_sale("reject-1"), &key("order:reject-1"))
+        .await
+        .unwrap_err();
+    assert!(rejection(err).1.starts_with("order_rejected: "));
+    assert_eq!(h.erp.postings().len(), 3);
 }

@@ -3,7 +3,16 @@
 
 use serde_json::{Value, json};
 
-use retail_sync_simulators::samples::{accrual, sale};
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+use retail_sync_contracts::Redemption;
+use retail_sync_contracts::values::{Amount, HoldId, MemberId, Points};
+use retail_sync_core::memory::ManualClock;
+use retail_sync_core::ports::{AdjustmentKind, Clock};
+use retail_sync_simulators::samples::{
+    accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
+};
 use retail_sync_simulators::{ErpSimulator, ErrorBody, Faults, LoyaltySimulator};
 
 fn load(name: &str) -> Value {
@@ -77,12 +86,39 @@ fn every_reference_resolves() {
     }
 }
 
+/// Every POST the connectors send, with the success status the simulator answers.
+const MUTATING: &[(&str, &str, &str)] = &[
+    ("erp.yaml", "/erp/v1/sales", "201"),
+    ("erp.yaml", "/erp/v1/sales/cancellations", "201"),
+    ("erp.yaml", "/erp/v1/returns", "201"),
+    ("loyalty.yaml", "/loyalty/v1/accruals", "201"),
+    ("loyalty.yaml", "/loyalty/v1/holds", "201"),
+    ("loyalty.yaml", "/loyalty/v1/holds/{hold_id}/commit", "200"),
+    ("loyalty.yaml", "/loyalty/v1/holds/{hold_id}/release", "200"),
+    ("loyalty.yaml", "/loyalty/v1/adjustments", "201"),
+];
+
+/// Every GET the connectors send.
+const READS: &[(&str, &str)] = &[
+    ("loyalty.yaml", "/loyalty/v1/members/{member_id}/balance"),
+    ("loyalty.yaml", "/loyalty/v1/holds/{hold_id}"),
+];
+
+fn parameter_refs(operation: &Value) -> Vec<String> {
+    operation["parameters"]
+        .as_array()
+        .map(|params| {
+            params
+                .iter()
+                .filter_map(|p| p["$ref"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn the_called_operations_exist_and_require_an_idempotency_key() {
-    for (name, path) in [
-        ("erp.yaml", "/erp/v1/sales"),
-        ("loyalty.yaml", "/loyalty/v1/accruals"),
-    ] {
+    for (name, path, ok) in MUTATING {
         let doc = load(name);
         let operation = &doc["paths"][path]["post"];
         assert!(operation.is_object(), "{name}: no POST {path}");
@@ -90,15 +126,33 @@ fn the_called_operations_exist_and_require_an_idempotency_key() {
         assert_eq!(parameter["name"], "Idempotency-Key");
         assert_eq!(parameter["in"], "header");
         assert_eq!(parameter["required"], true);
-        let params = operation["parameters"].as_array().unwrap();
         assert!(
-            params
-                .iter()
-                .any(|p| p["$ref"] == "#/components/parameters/IdempotencyKey"),
-            "{name}"
+            parameter_refs(operation).contains(&"#/components/parameters/IdempotencyKey".to_owned()),
+            "{name}: {path}"
         );
-        assert!(operation["responses"]["201"].is_object(), "{name}: 201");
-        assert!(operation["responses"]["409"].is_object(), "{name}: 409");
+        assert!(operation["responses"][ok].is_object(), "{name}: {path} {ok}");
+        assert!(operation["responses"]["409"].is_object(), "{name}: {path} 409");
+        assert!(
+            operation["requestBody"]["required"] == true,
+            "{name}: {path} body"
+        );
+        if path.contains("{hold_id}") {
+            assert!(
+                parameter_refs(operation).contains(&"#/components/parameters/HoldId".to_owned()),
+                "{name}: {path} hold_id"
+            );
+        }
+    }
+    for (name, path) in READS {
+        let doc = load(name);
+        let operation = &doc["paths"][path]["get"];
+        assert!(operation.is_object(), "{name}: no GET {path}");
+        assert!(operation["responses"]["200"].is_object(), "{name}: {path} 200");
+        assert!(operation["responses"]["404"].is_object(), "{name}: {path} 404");
+        assert!(
+            !parameter_refs(operation).contains(&"#/components/parameters/IdempotencyKey".to_owned()),
+            "{name}: a read needs no key"
+        );
     }
 }
 
@@ -125,13 +179,73 @@ fn what_the_erp_connector_sends_and_the_simulator_answers_match_the_erp_contract
 }
 
 #[test]
+fn orders_cancellations_and_returns_match_the_erp_contract() {
+    let doc = load("erp.yaml");
+    let erp = ErpSimulator::new();
+    let mut order_request = order_sale("o-1");
+    order_request.redemption = Some(Redemption {
+        hold_id: HoldId::parse("H-00000001").unwrap(),
+        points: Points::new(500).unwrap(),
+        value_minor: Amount::new(500).unwrap(),
+    });
+    check(
+        &doc,
+        "ErpSaleRequest",
+        &serde_json::to_value(&order_request).unwrap(),
+    )
+    .unwrap();
+    erp.post_sale(&order_request, "s").unwrap();
+
+    let whole = cancellation("o-1", "cx-1");
+    let mut partial = cancellation("o-1", "cx-2");
+    partial.lines = Some(vec![retail_sync_contracts::events::LineQuantity {
+        line_no: 1,
+        quantity: 1,
+    }]);
+    for (i, request) in [whole, partial].iter().enumerate() {
+        check(&doc, "ErpCancelRequest", &serde_json::to_value(request).unwrap()).unwrap();
+        let document = erp.cancel_order(request, &format!("c{i}")).unwrap();
+        check(&doc, "ErpDocument", &serde_json::to_value(document).unwrap()).unwrap();
+    }
+
+    for (i, request) in [
+        return_of("ret-1", order("o-1"), Some("store-2")),
+        return_of("ret-2", order("o-1"), None),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check(&doc, "ErpReturnRequest", &serde_json::to_value(request).unwrap()).unwrap();
+        let document = erp.post_return(request, &format!("r{i}")).unwrap();
+        check(&doc, "ErpDocument", &serde_json::to_value(document).unwrap()).unwrap();
+    }
+
+    let mut bad = serde_json::to_value(return_of("ret-3", order("o-1"), None)).unwrap();
+    bad["lines"][0]["quantity"] = json!(0);
+    assert!(
+        check(&doc, "ErpReturnRequest", &bad).is_err(),
+        "the schema really is checked"
+    );
+    let mut bad = serde_json::to_value(cancellation("o-1", "cx-3")).unwrap();
+    bad["lines"] = json!([]);
+    assert!(check(&doc, "ErpCancelRequest", &bad).is_err());
+}
+
+#[test]
 fn what_the_loyalty_connector_sends_and_the_simulator_answers_match_the_loyalty_contract() {
     let doc = load("loyalty.yaml");
     let request = accrual("m-1", "r-1", 12_345);
     check(&doc, "AccrualRequest", &serde_json::to_value(&request).unwrap()).unwrap();
     let accrued = LoyaltySimulator::new().accrue(&request, "k").unwrap();
     check(&doc, "Accrual", &serde_json::to_value(accrued).unwrap()).unwrap();
-    check(&doc, "Balance", &json!({"member_id": "m-1", "balance": 123})).unwrap();
+    let balance = LoyaltySimulator::new()
+        .member_balance(&MemberId::parse("m-1").unwrap())
+        .unwrap();
+    check(&doc, "Balance", &serde_json::to_value(balance).unwrap()).unwrap();
+    assert!(
+        check(&doc, "Balance", &json!({"member_id": "m-1", "balance": 123})).is_err(),
+        "held and available are part of a balance"
+    );
 
     let mut bad = serde_json::to_value(&request).unwrap();
     bad["transaction"] = json!({"kind": "receipt", "order_id": "o-1"});
@@ -139,4 +253,46 @@ fn what_the_loyalty_connector_sends_and_the_simulator_answers_match_the_loyalty_
         check(&doc, "AccrualRequest", &bad).is_err(),
         "the schema really is checked"
     );
+}
+
+fn to_json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap()
+}
+
+#[test]
+fn holds_commits_releases_and_adjustments_match_the_loyalty_contract() {
+    let doc = load("loyalty.yaml");
+    let loyalty = LoyaltySimulator::new();
+    let clock = Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap()));
+    loyalty.set_clock(clock.clone());
+    loyalty.seed_balance("m-1", Points::new(1_000).unwrap());
+
+    let request = hold("m-1", 300, 5_000, clock.now(), SignedDuration::from_secs(900));
+    check(&doc, "HoldRequest", &to_json(&request)).unwrap();
+    let held = loyalty.create_hold(&request, "h1").unwrap();
+    check(&doc, "Hold", &to_json(&held)).unwrap();
+
+    let commit_request = commit("o-1", 300);
+    check(&doc, "CommitRequest", &to_json(&commit_request)).unwrap();
+    let committed = loyalty.commit_hold(&held.hold_id, &commit_request, "c1").unwrap();
+    check(&doc, "Hold", &to_json(&committed)).unwrap();
+
+    let other = loyalty.create_hold(&request, "h2").unwrap();
+    check(&doc, "ReleaseRequest", &json!({})).unwrap();
+    assert!(check(&doc, "ReleaseRequest", &json!({"hold_id": "H-1"})).is_err());
+    let released = loyalty.release_hold(&other.hold_id, "r1").unwrap();
+    check(&doc, "Hold", &to_json(&released)).unwrap();
+
+    for (kind, key) in [(AdjustmentKind::Reversal, "a1"), (AdjustmentKind::Recredit, "a2")] {
+        let request = adjustment("m-1", kind, "o-1", "return:ret-1", 120);
+        check(&doc, "AdjustmentRequest", &to_json(&request)).unwrap();
+        let adjusted = loyalty.adjust(&request, key).unwrap();
+        check(&doc, "Adjustment", &to_json(&adjusted)).unwrap();
+    }
+    let balance = loyalty.member_balance(&MemberId::parse("m-1").unwrap()).unwrap();
+    check(&doc, "Balance", &to_json(&balance)).unwrap();
+
+    let mut bad = to_json(&committed);
+    bad["status"] = json!("spent");
+    assert!(check(&doc, "Hold", &bad).is_err(), "the schema really is checked");
 }

@@ -1,41 +1,144 @@
 //! The ERP simulator. Rules:
-//! - documents are numbered `ERP-00000001`, `ERP-00000002`, … in posting order;
+//! - documents are numbered `ERP-00000001`, `ERP-00000002`, … in posting order; sales, cancellations
+//!   and returns (credit notes) share the sequence, as they share one journal;
 //! - a receipt of a store whose id starts with `closed-` is refused (422 `period_closed`): the store's
 //!   accounting period is closed;
+//! - an order whose id starts with `reject-` is refused (422 `order_rejected`), so tests can make the
+//!   ERP turn down an order after its points were spent;
+//! - a cancellation refers to an order posted as a sale; anything else (an order never posted, a POS
+//!   receipt: receipts are returned, not cancelled) is refused (404 `order_not_found`). Orders have no
+//!   store, so no period is closed for them;
+//! - a return refers to a transaction posted as a sale, else it is refused (404 `original_not_found`);
+//!   it is booked in the store the goods came back to (`store_id`), or when there is none in the
+//!   original receipt's store, and refused (422 `period_closed`) when that store's id starts with
+//!   `closed-`;
 //! - the idempotency contract: a repeated key with the same request returns the first document without
-//!   posting again; with another request it is refused (409 `idempotency_key_reused`).
+//!   posting again; with another request (of any kind) it is refused (409 `idempotency_key_reused`).
+//!
+//! The journal ([`ErpSimulator::postings`]) shows every document with its kind; amounts are absolute and
+//! the kind gives the direction ([`ErpPosting::signed_net_minor`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::events::TransactionRef;
-use retail_sync_contracts::values::{Amount, Currency, ExternalRef};
-use retail_sync_core::ports::{ErpDocument, ErpSaleRequest};
+use retail_sync_contracts::values::{Amount, Currency, ExternalRef, StoreId};
+use retail_sync_core::ports::{ErpCancelRequest, ErpDocument, ErpReturnRequest, ErpSaleRequest};
 
 use crate::error::SimError;
 use crate::faults::Faults;
 use crate::system::{Gate, Shared};
 
+/// What a journal entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErpPostingKind {
+    /// A POS sale or an order's sales order.
+    Sale,
+    /// (Lines of) an order cancelled before shipment.
+    Cancellation,
+    /// A credit note for goods returned.
+    Return,
+}
+
+impl ErpPostingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sale => "sale",
+            Self::Cancellation => "cancellation",
+            Self::Return => "return",
+        }
+    }
+}
+
 /// One posted document, as the ERP's journal shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErpPosting {
     pub document_id: ExternalRef,
+    pub kind: ErpPostingKind,
     pub idempotency_key: String,
+    /// The sale or order; for a cancellation the order cancelled, for a return the original transaction.
     pub transaction: TransactionRef,
+    /// The cancellation id or the return id; sales have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Returns only: the store the goods came back to (the original receipt's when the return names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<StoreId>,
     pub currency: Currency,
+    /// Net value before tax, always non-negative: `kind` says whether it is charged (a sale) or credited
+    /// (a cancellation, a return).
     pub net_minor: Amount,
-    pub tax_minor: Amount,
-    pub gross_minor: Amount,
+    /// Sales only: cancellations and returns are sent net, the ERP derives their tax from the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_minor: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gross_minor: Option<Amount>,
+    /// Sales only: the value of the points the order redeemed, deducted before tax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redemption_minor: Option<Amount>,
     pub line_count: usize,
     pub occurred_at: Timestamp,
 }
 
+impl ErpPosting {
+    /// The net value with its direction: positive for a sale, negative for a cancellation or a return.
+    /// The sum over the journal is what the ERP booked net, per currency.
+    pub fn signed_net_minor(&self) -> i64 {
+        match self.kind {
+            ErpPostingKind::Sale => self.net_minor.get(),
+            ErpPostingKind::Cancellation | ErpPostingKind::Return => -self.net_minor.get(),
+        }
+    }
+}
+
+/// Every mutating call, as the idempotency record keeps it: one key space for all three, so a key reused
+/// for a call of another kind is a reuse like any other.
+#[derive(Debug, Clone, PartialEq)]
+enum ErpCall {
+    Sale(ErpSaleRequest),
+    Cancel(ErpCancelRequest),
+    Return(ErpReturnRequest),
+}
+
 #[derive(Default)]
 struct ErpState {
-    gate: Gate<ErpSaleRequest, ErpDocument>,
+    gate: Gate<ErpCall, ErpDocument>,
+    journal: Journal,
+}
+
+/// Apart from the gate so that the gate's `apply` can borrow it.
+#[derive(Default)]
+struct Journal {
     postings: Vec<ErpPosting>,
+    /// Where each posted sale is in `postings`, by transaction: what cancellations and returns refer to.
+    sales: HashMap<TransactionRef, usize>,
+}
+
+impl Journal {
+    /// Appends `posting` under the next document number and returns the document.
+    fn post(&mut self, posting: impl FnOnce(ExternalRef) -> ErpPosting) -> ErpDocument {
+        let document_id = ExternalRef::parse(format!("ERP-{:08}", self.postings.len() + 1))
+            .expect("ERP- followed by digits is a valid ExternalRef");
+        let posting = posting(document_id.clone());
+        if posting.kind == ErpPostingKind::Sale {
+            self.sales
+                .insert(posting.transaction.clone(), self.postings.len());
+        }
+        self.postings.push(posting);
+        ErpDocument { document_id }
+    }
+}
+
+fn period_closed(store_id: &StoreId) -> SimError {
+    SimError::refused(
+        422,
+        "period_closed",
+        format!("the accounting period of store {store_id} is closed"),
+    )
 }
 
 /// The simulated ERP. Clones share one state, so the HTTP server, the in-process adapter and a test can
@@ -60,39 +163,128 @@ impl ErpSimulator {
     pub fn post_sale(&self, request: &ErpSaleRequest, key: &str) -> Result<ErpDocument, SimError> {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
-        state.gate.call(request, key, || {
-            if let TransactionRef::Receipt { store_id, .. } = &request.transaction
-                && store_id.as_str().starts_with("closed-")
-            {
-                return Err(SimError::refused(
-                    422,
-                    "period_closed",
-                    format!("the accounting period of store {store_id} is closed"),
-                ));
+        let call = ErpCall::Sale(request.clone());
+        state.gate.call(&call, key, || {
+            match &request.transaction {
+                TransactionRef::Receipt { store_id, .. } if store_id.as_str().starts_with("closed-") => {
+                    return Err(period_closed(store_id));
+                }
+                TransactionRef::Order { order_id } if order_id.as_str().starts_with("reject-") => {
+                    return Err(SimError::refused(
+                        422,
+                        "order_rejected",
+                        format!("order {order_id} is rejected by the ERP"),
+                    ));
+                }
+                _ => {}
             }
-            let document_id = ExternalRef::parse(format!("ERP-{:08}", state.postings.len() + 1))
-                .expect("ERP- followed by digits is a valid ExternalRef");
-            state.postings.push(ErpPosting {
-                document_id: document_id.clone(),
+            Ok(state.journal.post(|document_id| ErpPosting {
+                document_id,
+                kind: ErpPostingKind::Sale,
                 idempotency_key: key.to_owned(),
                 transaction: request.transaction.clone(),
+                reference: None,
+                store_id: None,
                 currency: request.currency,
                 net_minor: request.totals.net_minor,
-                tax_minor: request.totals.tax_minor,
-                gross_minor: request.totals.gross_minor,
+                tax_minor: Some(request.totals.tax_minor),
+                gross_minor: Some(request.totals.gross_minor),
+                redemption_minor: request.redemption.as_ref().map(|r| r.value_minor),
                 line_count: request.lines.len(),
                 occurred_at: request.occurred_at,
-            });
-            Ok(ErpDocument { document_id })
+            }))
         })
     }
 
-    /// Every posted document, in posting order.
-    pub fn postings(&self) -> Vec<ErpPosting> {
-        self.shared.lock().postings.clone()
+    /// Posts the cancellation of (lines of) an order under the rules above.
+    pub fn cancel_order(&self, request: &ErpCancelRequest, key: &str) -> Result<ErpDocument, SimError> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let call = ErpCall::Cancel(request.clone());
+        state.gate.call(&call, key, || {
+            let sale = match &request.transaction {
+                TransactionRef::Order { .. } => state.journal.sales.get(&request.transaction).copied(),
+                TransactionRef::Receipt { .. } => None,
+            };
+            let Some(sale) = sale else {
+                return Err(SimError::refused(
+                    404,
+                    "order_not_found",
+                    format!("no sales order for {:?}", request.transaction),
+                ));
+            };
+            // No lines named: every open line is cancelled; the order's line count is the best the
+            // journal can show without tracking what shipped.
+            let line_count = request
+                .lines
+                .as_ref()
+                .map_or(state.journal.postings[sale].line_count, Vec::len);
+            Ok(state.journal.post(|document_id| ErpPosting {
+                document_id,
+                kind: ErpPostingKind::Cancellation,
+                idempotency_key: key.to_owned(),
+                transaction: request.transaction.clone(),
+                reference: Some(request.cancellation_id.clone()),
+                store_id: None,
+                currency: request.currency,
+                net_minor: request.value_minor,
+                tax_minor: None,
+                gross_minor: None,
+                redemption_minor: None,
+                line_count,
+                occurred_at: request.occurred_at,
+            }))
+        })
     }
 
-    /// How many `post_sale` calls reached the ERP, faulted and refused ones included.
+    /// Posts a return as a credit note under the rules above.
+    pub fn post_return(&self, request: &ErpReturnRequest, key: &str) -> Result<ErpDocument, SimError> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let call = ErpCall::Return(request.clone());
+        state.gate.call(&call, key, || {
+            if !state.journal.sales.contains_key(&request.original) {
+                return Err(SimError::refused(
+                    404,
+                    "original_not_found",
+                    format!("no sale posted for {:?}", request.original),
+                ));
+            }
+            let store_id = match (&request.store_id, &request.original) {
+                (Some(store_id), _) => Some(store_id.clone()),
+                (None, TransactionRef::Receipt { store_id, .. }) => Some(store_id.clone()),
+                (None, TransactionRef::Order { .. }) => None,
+            };
+            if let Some(store_id) = &store_id
+                && store_id.as_str().starts_with("closed-")
+            {
+                return Err(period_closed(store_id));
+            }
+            Ok(state.journal.post(|document_id| ErpPosting {
+                document_id,
+                kind: ErpPostingKind::Return,
+                idempotency_key: key.to_owned(),
+                transaction: request.original.clone(),
+                reference: Some(request.return_id.to_string()),
+                store_id,
+                currency: request.currency,
+                net_minor: request.refund_minor,
+                tax_minor: None,
+                gross_minor: None,
+                redemption_minor: None,
+                line_count: request.lines.len(),
+                occurred_at: request.occurred_at,
+            }))
+        })
+    }
+
+    /// Every posted document (sales, cancellations, returns), in posting order.
+    pub fn postings(&self) -> Vec<ErpPosting> {
+        self.shared.lock().journal.postings.clone()
+    }
+
+    /// How many mutating calls (sales, cancellations, returns) reached the ERP, faulted and refused ones
+    /// included.
     pub fn requests(&self) -> u64 {
         self.shared.lock().gate.requests()
     }
@@ -107,7 +299,7 @@ impl ErpSimulator {
         self.shared.lock().gate.set_faults(faults);
     }
 
-    /// Waits out the latency fault; the adapters call it before `post_sale`.
+    /// Waits out the latency fault; the adapters call it before every call.
     pub async fn delay(&self) {
         self.shared.delay().await;
     }
@@ -116,8 +308,19 @@ impl ErpSimulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use retail_sync_contracts::events::LineQuantity;
+
     use crate::faults::FaultKind;
-    use crate::samples::sale;
+    use crate::samples::{cancellation, order, order_sale, return_of, sale};
+
+    fn refused_with(result: Result<ErpDocument, SimError>, status: u16, code: &str) {
+        match result {
+            Err(SimError::Refused {
+                status: s, code: c, ..
+            }) if s == status && c == code => {}
+            other => panic!("expected {status} {code}, got {other:?}"),
+        }
+    }
 
     #[test]
     fn documents_are_numbered_in_posting_order() {
@@ -129,8 +332,175 @@ mod tests {
         let postings = erp.postings();
         assert_eq!(postings.len(), 2);
         assert_eq!(postings[0].idempotency_key, "k1");
-        assert_eq!(postings[0].gross_minor.get(), 1190);
+        assert_eq!(postings[0].gross_minor.map(Amount::get), Some(1190));
         assert_eq!(postings[0].line_count, 1);
+        assert_eq!(postings[0].kind, ErpPostingKind::Sale);
+    }
+
+    #[test]
+    fn an_order_whose_id_starts_with_reject_is_refused_and_nothing_is_posted() {
+        let erp = ErpSimulator::new();
+        refused_with(erp.post_sale(&order_sale("reject-1"), "k"), 422, "order_rejected");
+        assert!(erp.postings().is_empty());
+        let doc = erp.post_sale(&order_sale("o-1"), "k").unwrap();
+        assert_eq!(
+            doc.document_id.as_str(),
+            "ERP-00000001",
+            "the refusal took no number"
+        );
+    }
+
+    #[test]
+    fn cancellations_and_returns_are_documents_numbered_with_the_sales() {
+        let erp = ErpSimulator::new();
+        erp.post_sale(&order_sale("o-1"), "sale").unwrap();
+        erp.post_sale(&sale("store-1", "r-1"), "sale-r").unwrap();
+        let cancelled = erp.cancel_order(&cancellation("o-1", "cx-1"), "cancel").unwrap();
+        let returned = erp
+            .post_return(&return_of("ret-1", order("o-1"), Some("store-2")), "return")
+            .unwrap();
+        let from_receipt = erp
+            .post_return(
+                &return_of("ret-2", sale("store-1", "r-1").transaction, None),
+                "return-r",
+            )
+            .unwrap();
+        assert_eq!(cancelled.document_id.as_str(), "ERP-00000003");
+        assert_eq!(returned.document_id.as_str(), "ERP-00000004");
+        assert_eq!(from_receipt.document_id.as_str(), "ERP-00000005");
+
+        let postings = erp.postings();
+        let kinds: Vec<_> = postings.iter().map(|p| p.kind.as_str()).collect();
+        assert_eq!(kinds, ["sale", "sale", "cancellation", "return", "return"]);
+        let c = &postings[2];
+        assert_eq!(c.transaction, order("o-1"));
+        assert_eq!(c.reference.as_deref(), Some("cx-1"));
+        assert_eq!(
+            (c.net_minor.get(), c.tax_minor, c.gross_minor),
+            (1000, None, None)
+        );
+        assert_eq!(c.line_count, 1, "every open line: the order's lines");
+        let r = &postings[3];
+        assert_eq!(r.transaction, order("o-1"), "a return refers to its original");
+        assert_eq!(r.reference.as_deref(), Some("ret-1"));
+        assert_eq!(r.store_id.as_ref().map(|s| s.as_str()), Some("store-2"));
+        assert_eq!(r.net_minor.get(), 500);
+        assert_eq!(
+            postings[4].store_id.as_ref().map(|s| s.as_str()),
+            Some("store-1"),
+            "no store named: the original receipt's"
+        );
+        let net: i64 = postings.iter().map(ErpPosting::signed_net_minor).sum();
+        assert_eq!(net, 1000 + 1000 - 1000 - 500 - 500);
+    }
+
+    #[test]
+    fn a_partial_cancellation_counts_its_lines() {
+        let erp = ErpSimulator::new();
+        erp.post_sale(&order_sale("o-1"), "sale").unwrap();
+        let mut request = cancellation("o-1", "cx-1");
+        request.lines = Some(vec![
+            LineQuantity {
+                line_no: 1,
+                quantity: 1,
+            },
+            LineQuantity {
+                line_no: 2,
+                quantity: 1,
+            },
+        ]);
+        erp.cancel_order(&request, "cancel").unwrap();
+        assert_eq!(erp.postings()[1].line_count, 2);
+    }
+
+    #[test]
+    fn only_posted_orders_can_be_cancelled() {
+        let erp = ErpSimulator::new();
+        refused_with(
+            erp.cancel_order(&cancellation("o-1", "cx-1"), "k"),
+            404,
+            "order_not_found",
+        );
+        refused_with(
+            erp.post_sale(&order_sale("reject-1"), "s1"),
+            422,
+            "order_rejected",
+        );
+        refused_with(
+            erp.cancel_order(&cancellation("reject-1", "cx-1"), "k"),
+            404,
+            "order_not_found",
+        );
+        // A receipt is posted, but receipts are returned, not cancelled.
+        erp.post_sale(&sale("store-1", "r-1"), "s2").unwrap();
+        let mut of_receipt = cancellation("o-1", "cx-1");
+        of_receipt.transaction = sale("store-1", "r-1").transaction;
+        refused_with(erp.cancel_order(&of_receipt, "k"), 404, "order_not_found");
+        assert_eq!(erp.postings().len(), 1);
+    }
+
+    #[test]
+    fn a_return_needs_its_original_posted_and_an_open_period() {
+        let erp = ErpSimulator::new();
+        refused_with(
+            erp.post_return(&return_of("ret-1", order("o-1"), None), "k"),
+            404,
+            "original_not_found",
+        );
+        erp.post_sale(&order_sale("o-1"), "sale").unwrap();
+        refused_with(
+            erp.post_return(&return_of("ret-1", order("o-1"), Some("closed-4")), "k"),
+            422,
+            "period_closed",
+        );
+        assert_eq!(erp.postings().len(), 1);
+        // Refusals are not recorded against the key: the same key may carry the corrected return.
+        let doc = erp
+            .post_return(&return_of("ret-1", order("o-1"), None), "k")
+            .unwrap();
+        assert_eq!(doc.document_id.as_str(), "ERP-00000002");
+        assert_eq!(erp.postings()[1].store_id, None, "an order has no store");
+    }
+
+    #[test]
+    fn cancellations_and_returns_are_idempotent_by_key_and_keys_are_one_space() {
+        let erp = ErpSimulator::new();
+        erp.post_sale(&order_sale("o-1"), "sale").unwrap();
+        let first = erp.cancel_order(&cancellation("o-1", "cx-1"), "cancel").unwrap();
+        let again = erp.cancel_order(&cancellation("o-1", "cx-1"), "cancel").unwrap();
+        assert_eq!(first, again);
+        let ret = return_of("ret-1", order("o-1"), None);
+        let first = erp.post_return(&ret, "return").unwrap();
+        assert_eq!(erp.post_return(&ret, "return").unwrap(), first);
+        assert_eq!(erp.postings().len(), 3);
+        // The sale's key on a cancellation is a reuse like any other.
+        refused_with(
+            erp.cancel_order(&cancellation("o-1", "cx-2"), "sale"),
+            409,
+            "idempotency_key_reused",
+        );
+        refused_with(erp.post_return(&ret, "cancel"), 409, "idempotency_key_reused");
+        assert_eq!(erp.postings().len(), 3);
+        assert_eq!(erp.requests(), 7);
+    }
+
+    #[test]
+    fn a_cancellation_timed_out_after_commit_is_posted_once_across_the_retry() {
+        let erp = ErpSimulator::new();
+        erp.post_sale(&order_sale("o-1"), "sale").unwrap();
+        erp.set_faults(Faults {
+            fail_first: 1,
+            fail_first_with: FaultKind::TimeoutAfterCommit,
+            ..Faults::default()
+        });
+        let request = cancellation("o-1", "cx-1");
+        assert_eq!(
+            erp.cancel_order(&request, "cancel").unwrap_err(),
+            SimError::TimedOut { committed: true }
+        );
+        let doc = erp.cancel_order(&request, "cancel").unwrap();
+        assert_eq!(doc.document_id.as_str(), "ERP-00000002");
+        assert_eq!(erp.postings().len(), 2);
     }
 
     #[test]

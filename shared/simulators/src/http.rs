@@ -2,16 +2,24 @@
 //! `shared/connectors/openapi/{erp,loyalty}.yaml`). One server carries both systems under their own
 //! path prefix, so one process and one port serve a whole local run.
 //!
-//! Routes:
-//! - `POST /erp/v1/sales` (`Idempotency-Key` header, `ErpSaleRequest`) → 201 `ErpDocument`
-//! - `POST /loyalty/v1/accruals` (`Idempotency-Key` header, `AccrualRequest`) → 201 `Accrual`
-//! - `GET /loyalty/v1/members/{member_id}/balance` → 200 `{member_id, balance}`
+//! Routes (the mutating ones, every `POST`, require the `Idempotency-Key` header):
+//! - `POST /erp/v1/sales` (`ErpSaleRequest`) → 201 `ErpDocument`
+//! - `POST /erp/v1/sales/cancellations` (`ErpCancelRequest`) → 201 `ErpDocument`
+//! - `POST /erp/v1/returns` (`ErpReturnRequest`) → 201 `ErpDocument`
+//! - `POST /loyalty/v1/accruals` (`AccrualRequest`) → 201 `Accrual`
+//! - `GET /loyalty/v1/members/{member_id}/balance` → 200 `Balance`
+//! - `POST /loyalty/v1/holds` (`HoldRequest`) → 201 `Hold`
+//! - `GET /loyalty/v1/holds/{hold_id}` → 200 `Hold`
+//! - `POST /loyalty/v1/holds/{hold_id}/commit` (`CommitRequest`) → 200 `Hold`
+//! - `POST /loyalty/v1/holds/{hold_id}/release` (`{}`) → 200 `Hold`
+//! - `POST /loyalty/v1/adjustments` (`AdjustmentRequest`) → 201 `Adjustment`
 //! - `GET|PUT /{erp|loyalty}/_admin/faults` → 200 `Faults`
 //! - `GET /_admin/state` → 200 [`SimState`]
 //! - `GET /health` → 200 `{"status": "ok"}`
 //!
 //! Every error is `{"code", "message"}` with its status. An injected timeout holds the response for
-//! [`HANG`], far beyond any client timeout.
+//! [`HANG`], far beyond any client timeout. A member or hold id in a path that is not a valid id is
+//! answered like an unknown one (404): no such member or hold can exist.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +36,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use retail_sync_core::ports::{AccrualRequest, ErpSaleRequest};
+use retail_sync_contracts::values::{HoldId, MemberId};
+use retail_sync_core::ports::{
+    AccrualRequest, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReturnRequest, ErpSaleRequest,
+    Hold, HoldRequest,
+};
 
 use crate::erp::{ErpPosting, ErpSimulator};
 use crate::error::SimError;
@@ -55,6 +67,9 @@ pub struct SimState {
     pub loyalty_requests: u64,
     pub loyalty_transactions: Vec<LoyaltyTransaction>,
     pub balances: BTreeMap<String, u64>,
+    /// Every hold, with its status as of the request (expiry applied).
+    #[serde(default)]
+    pub holds: Vec<Hold>,
 }
 
 #[derive(Clone)]
@@ -67,8 +82,15 @@ struct Sims {
 pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator) -> Router {
     Router::new()
         .route("/erp/v1/sales", post(post_sale))
+        .route("/erp/v1/sales/cancellations", post(cancel_order))
+        .route("/erp/v1/returns", post(post_return))
         .route("/loyalty/v1/accruals", post(accrue))
         .route("/loyalty/v1/members/{member_id}/balance", get(balance))
+        .route("/loyalty/v1/holds", post(create_hold))
+        .route("/loyalty/v1/holds/{hold_id}", get(get_hold))
+        .route("/loyalty/v1/holds/{hold_id}/commit", post(commit_hold))
+        .route("/loyalty/v1/holds/{hold_id}/release", post(release_hold))
+        .route("/loyalty/v1/adjustments", post(adjust))
         .route("/{system}/_admin/faults", get(get_faults).put(put_faults))
         .route("/_admin/state", get(state))
         .route(
@@ -139,9 +161,26 @@ fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<(Strin
     Ok((key, parse_body(body)?))
 }
 
-async fn respond<T: Serialize>(result: Result<T, SimError>) -> Response {
+/// The body of `POST …/release`: an empty object (an empty body is let through too).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// The idempotency key of a mutating call whose body carries nothing.
+fn parse_empty(headers: &HeaderMap, body: &[u8]) -> Result<String, BadRequest> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let (key, Empty {}) = parse(headers, body)?;
+    Ok(key)
+}
+
+/// `ok` is the status of a success: 201 for what creates a resource, 200 for reads and state changes.
+async fn respond<T: Serialize>(ok: StatusCode, result: Result<T, SimError>) -> Response {
     match result {
-        Ok(value) => (StatusCode::CREATED, Json(value)).into_response(),
+        Ok(value) => (ok, Json(value)).into_response(),
         Err(SimError::Refused {
             status,
             code,
@@ -171,33 +210,106 @@ async fn post_sale(
 ) -> Result<Response, BadRequest> {
     let (key, request) = parse::<ErpSaleRequest>(&headers, &body)?;
     sims.erp.delay().await;
-    Ok(respond(sims.erp.post_sale(&request, &key)).await)
+    Ok(respond(StatusCode::CREATED, sims.erp.post_sale(&request, &key)).await)
+}
+
+async fn cancel_order(
+    State(sims): State<Sims>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<ErpCancelRequest>(&headers, &body)?;
+    sims.erp.delay().await;
+    Ok(respond(StatusCode::CREATED, sims.erp.cancel_order(&request, &key)).await)
+}
+
+async fn post_return(
+    State(sims): State<Sims>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<ErpReturnRequest>(&headers, &body)?;
+    sims.erp.delay().await;
+    Ok(respond(StatusCode::CREATED, sims.erp.post_return(&request, &key)).await)
 }
 
 async fn accrue(State(sims): State<Sims>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
     let (key, request) = parse::<AccrualRequest>(&headers, &body)?;
     sims.loyalty.delay().await;
-    Ok(respond(sims.loyalty.accrue(&request, &key)).await)
+    Ok(respond(StatusCode::CREATED, sims.loyalty.accrue(&request, &key)).await)
 }
 
 async fn balance(State(sims): State<Sims>, Path(member_id): Path<String>) -> Response {
-    if sims.loyalty.faults().down {
+    let Ok(member_id) = MemberId::parse(&member_id) else {
         return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the platform is down".into(),
-        );
-    }
-    match sims.loyalty.balance(&member_id) {
-        Some(balance) => {
-            Json(serde_json::json!({"member_id": member_id, "balance": balance})).into_response()
-        }
-        None => error(
             StatusCode::NOT_FOUND,
             "member_not_found",
-            format!("no member {member_id}"),
-        ),
-    }
+            format!("no member {member_id:?}"),
+        );
+    };
+    sims.loyalty.delay().await;
+    respond(StatusCode::OK, sims.loyalty.member_balance(&member_id)).await
+}
+
+async fn create_hold(
+    State(sims): State<Sims>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<HoldRequest>(&headers, &body)?;
+    sims.loyalty.delay().await;
+    Ok(respond(StatusCode::CREATED, sims.loyalty.create_hold(&request, &key)).await)
+}
+
+/// The 404 of a hold id that names no hold (or is no hold id at all).
+fn no_hold(raw: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "hold_not_found",
+        format!("no hold {raw:?}"),
+    )
+}
+
+async fn get_hold(State(sims): State<Sims>, Path(raw): Path<String>) -> Response {
+    let Ok(hold_id) = HoldId::parse(&raw) else {
+        return no_hold(&raw);
+    };
+    sims.loyalty.delay().await;
+    respond(StatusCode::OK, sims.loyalty.get_hold(&hold_id)).await
+}
+
+async fn commit_hold(
+    State(sims): State<Sims>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<CommitRequest>(&headers, &body)?;
+    let Ok(hold_id) = HoldId::parse(&raw) else {
+        return Ok(no_hold(&raw));
+    };
+    sims.loyalty.delay().await;
+    Ok(respond(StatusCode::OK, sims.loyalty.commit_hold(&hold_id, &request, &key)).await)
+}
+
+async fn release_hold(
+    State(sims): State<Sims>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let key = parse_empty(&headers, &body)?;
+    let Ok(hold_id) = HoldId::parse(&raw) else {
+        return Ok(no_hold(&raw));
+    };
+    sims.loyalty.delay().await;
+    Ok(respond(StatusCode::OK, sims.loyalty.release_hold(&hold_id, &key)).await)
+}
+
+async fn adjust(State(sims): State<Sims>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<AdjustmentRequest>(&headers, &body)?;
+    sims.loyalty.delay().await;
+    Ok(respond(StatusCode::CREATED, sims.loyalty.adjust(&request, &key)).await)
 }
 
 fn unknown_system(system: &str) -> Response {
@@ -242,5 +354,6 @@ async fn state(State(sims): State<Sims>) -> Json<SimState> {
         loyalty_requests: sims.loyalty.requests(),
         loyalty_transactions: sims.loyalty.transactions(),
         balances: sims.loyalty.balances(),
+        holds: sims.loyalty.holds(),
     })
 }

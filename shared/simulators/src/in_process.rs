@@ -4,9 +4,13 @@
 use async_trait::async_trait;
 
 use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::values::{HoldId, MemberId};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
-use retail_sync_core::ports::{Accrual, AccrualRequest, Erp, ErpDocument, ErpSaleRequest, Loyalty};
+use retail_sync_core::ports::{
+    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Erp, ErpCancelRequest,
+    ErpDocument, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, Loyalty,
+};
 
 use crate::erp::ErpSimulator;
 use crate::error::SimError;
@@ -20,6 +24,8 @@ pub struct InProcessLoyalty(pub LoyaltySimulator);
 
 /// A refusal is the system's final word; a fault is what a network call would have shown as a 503 or a
 /// timeout. An injected timeout returns at once: in-process there is no client timer to wait out.
+/// Refusals of a hold commit are `RedemptionRefused`, so the order workflow can tell that its points
+/// could not be spent from any other loyalty refusal.
 fn to_port_error(e: SimError, what: &'static str, reason: ReasonCode) -> Error {
     match e {
         SimError::Refused { code, message, .. } => Error::rejected(reason, format!("{code}: {message}")),
@@ -35,6 +41,28 @@ impl Erp for InProcessErp {
             .post_sale(request, key.as_str())
             .map_err(|e| to_port_error(e, "erp", ReasonCode::ErpRejected))
     }
+
+    async fn cancel_order(
+        &self,
+        request: &ErpCancelRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error> {
+        self.0.delay().await;
+        self.0
+            .cancel_order(request, key.as_str())
+            .map_err(|e| to_port_error(e, "erp", ReasonCode::ErpRejected))
+    }
+
+    async fn post_return(
+        &self,
+        request: &ErpReturnRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error> {
+        self.0.delay().await;
+        self.0
+            .post_return(request, key.as_str())
+            .map_err(|e| to_port_error(e, "erp", ReasonCode::ErpRejected))
+    }
 }
 
 #[async_trait]
@@ -45,6 +73,53 @@ impl Loyalty for InProcessLoyalty {
             .accrue(request, key.as_str())
             .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
     }
+
+    async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error> {
+        self.0.delay().await;
+        self.0
+            .member_balance(member_id)
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
+
+    async fn create_hold(&self, request: &HoldRequest, key: &IdempotencyKey) -> Result<Hold, Error> {
+        self.0.delay().await;
+        self.0
+            .create_hold(request, key.as_str())
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
+
+    async fn get_hold(&self, hold_id: &HoldId) -> Result<Hold, Error> {
+        self.0.delay().await;
+        self.0
+            .get_hold(hold_id)
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
+
+    async fn commit_hold(
+        &self,
+        hold_id: &HoldId,
+        request: &CommitRequest,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, Error> {
+        self.0.delay().await;
+        self.0
+            .commit_hold(hold_id, request, key.as_str())
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::RedemptionRefused))
+    }
+
+    async fn release_hold(&self, hold_id: &HoldId, key: &IdempotencyKey) -> Result<Hold, Error> {
+        self.0.delay().await;
+        self.0
+            .release_hold(hold_id, key.as_str())
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
+
+    async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
+        self.0.delay().await;
+        self.0
+            .adjust(request, key.as_str())
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
 }
 
 #[cfg(test)]
@@ -53,7 +128,11 @@ mod tests {
 
     use super::*;
     use crate::faults::{FaultKind, Faults};
-    use crate::samples::{accrual, sale};
+    use crate::samples::{
+        accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
+    };
+    use retail_sync_contracts::values::Points;
+    use retail_sync_core::ports::{AdjustmentKind, HoldStatus};
 
     fn key(s: &str) -> IdempotencyKey {
         IdempotencyKey::for_step(s, "test")
@@ -106,6 +185,104 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.points.get(), 2);
+    }
+
+    fn reason_of<T: std::fmt::Debug>(result: Result<T, Error>) -> (ReasonCode, String) {
+        match result {
+            Err(Error::Rejected { reason, message }) => (reason, message),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cancellations_and_returns_go_through_and_their_refusals_are_erp_rejections() {
+        let erp = InProcessErp(ErpSimulator::new());
+        let (reason, message) = reason_of(erp.post_sale(&order_sale("reject-1"), &key("s0")).await);
+        assert_eq!(reason, ReasonCode::ErpRejected);
+        assert!(message.starts_with("order_rejected: "), "{message}");
+        erp.post_sale(&order_sale("o-1"), &key("s1")).await.unwrap();
+        let doc = erp
+            .cancel_order(&cancellation("o-1", "cx-1"), &key("c1"))
+            .await
+            .unwrap();
+        assert_eq!(doc.document_id.as_str(), "ERP-00000002");
+        let doc = erp
+            .post_return(&return_of("ret-1", order("o-1"), None), &key("r1"))
+            .await
+            .unwrap();
+        assert_eq!(doc.document_id.as_str(), "ERP-00000003");
+        let (reason, message) = reason_of(erp.cancel_order(&cancellation("o-2", "cx-1"), &key("c2")).await);
+        assert_eq!(reason, ReasonCode::ErpRejected);
+        assert!(message.starts_with("order_not_found: "), "{message}");
+        let (reason, _) = reason_of(
+            erp.post_return(&return_of("ret-2", order("o-2"), None), &key("r2"))
+                .await,
+        );
+        assert_eq!(reason, ReasonCode::ErpRejected);
+    }
+
+    #[tokio::test]
+    async fn hold_refusals_at_commit_are_refused_redemptions_and_the_rest_loyalty_rejections() {
+        let sim = LoyaltySimulator::new();
+        sim.seed_balance("m-1", Points::new(1_000).unwrap());
+        let loyalty = InProcessLoyalty(sim);
+        let now = jiff::Timestamp::now();
+        let minutes = jiff::SignedDuration::from_secs(600);
+        let (reason, message) = reason_of(
+            loyalty
+                .create_hold(&hold("m-1", 2_000, 10_000, now, minutes), &key("h0"))
+                .await,
+        );
+        assert_eq!(reason, ReasonCode::LoyaltyRejected);
+        assert!(message.starts_with("insufficient_points: "), "{message}");
+
+        let h = loyalty
+            .create_hold(&hold("m-1", 300, 10_000, now, minutes), &key("h1"))
+            .await
+            .unwrap();
+        let balance = loyalty.balance(&h.member_id).await.unwrap();
+        assert_eq!((balance.balance.get(), balance.available.get()), (1_000, 700));
+        let (reason, message) = reason_of(
+            loyalty
+                .commit_hold(&h.hold_id, &commit("o-1", 299), &key("c1"))
+                .await,
+        );
+        assert_eq!(reason, ReasonCode::RedemptionRefused);
+        assert!(message.starts_with("points_mismatch: "), "{message}");
+        let released = loyalty.release_hold(&h.hold_id, &key("r1")).await.unwrap();
+        assert_eq!(released.status, HoldStatus::Released);
+        assert_eq!(loyalty.get_hold(&h.hold_id).await.unwrap(), released);
+        let (reason, message) = reason_of(
+            loyalty
+                .commit_hold(&h.hold_id, &commit("o-1", 300), &key("c2"))
+                .await,
+        );
+        assert_eq!(reason, ReasonCode::RedemptionRefused);
+        assert!(message.starts_with("hold_released: "), "{message}");
+
+        let a = loyalty
+            .adjust(
+                &adjustment("m-1", AdjustmentKind::Recredit, "o-1", "compensation", 5),
+                &key("a1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!((a.delta, a.balance.get()), (5, 1_005));
+        let (reason, _) = reason_of(
+            loyalty
+                .balance(&retail_sync_contracts::values::MemberId::parse("unknown-1").unwrap())
+                .await,
+        );
+        assert_eq!(reason, ReasonCode::LoyaltyRejected);
+        loyalty.0.set_faults(Faults {
+            down: true,
+            ..Faults::default()
+        });
+        let err = loyalty.get_hold(&h.hold_id).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Unavailable { what: "loyalty", .. }),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

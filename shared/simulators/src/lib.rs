@@ -3,8 +3,10 @@
 //! connectors are tested against).
 //!
 //! # Layout
-//! - [`erp`]: [`ErpSimulator`] and its rules (document numbering, closed periods).
-//! - [`loyalty`]: [`LoyaltySimulator`] and its rules (enrolment, 1 point per whole currency unit).
+//! - [`erp`]: [`ErpSimulator`] and its rules (document numbering, closed periods, rejected orders,
+//!   cancellations and returns of posted sales only).
+//! - [`loyalty`]: [`LoyaltySimulator`] and its rules (enrolment, 1 point per whole currency unit, holds
+//!   and their expiry, redemption value, reversals and re-credits).
 //! - [`faults`]: [`Faults`], the injectable failures both share (503s, timeouts before and after commit,
 //!   latency, down, a deterministic "first N calls fail" script).
 //! - [`error`]: [`SimError`], what a simulator answers instead of a result.
@@ -24,9 +26,9 @@ pub mod loyalty;
 pub mod samples;
 mod system;
 
-pub use erp::{ErpPosting, ErpSimulator};
+pub use erp::{ErpPosting, ErpPostingKind, ErpSimulator};
 pub use error::SimError;
 pub use faults::{FaultKind, Faults};
 pub use http::{ErrorBody, SimState, router, serve};
 pub use in_process::{InProcessErp, InProcessLoyalty};
-pub use loyalty::{LoyaltySimulator, LoyaltyTransaction, points_for};
+pub use loyalty::{LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, points_for, points_value};

@@ -1,45 +1,529 @@
 //! The loyalty simulator. Rules:
-//! - a member is enrolled by their first accrual; member ids starting with `unknown-` do not exist
-//!   (404 `member_not_found`);
+//!
+//! Members
+//! - member ids starting with `unknown-` do not exist: every call about one is refused (404
+//!   `member_not_found`);
+//! - any other member is enrolled by the first call that gives them points (an accrual, a re-credit, a
+//!   seeded balance); a member never seen has balance 0 and nothing held, and reading that does not
+//!   enrol them;
+//! - a member's state is a balance and the open holds on it: `held` is what the holds reserve,
+//!   `available = balance − held` what a new hold or a reversal may take. `0 ≤ held ≤ balance` always.
+//!
+//! Earning
 //! - points = eligible net amount in whole currency units, rounded down: `eligible_minor /
 //!   minor_per_major` (1 point per 1.00 EUR, per 1 JPY, per 1.000 KWD);
-//! - transactions are numbered `LT-00000001`, … and each member has a balance;
-//! - the idempotency contract is the ERP's: first answer again for a repeated key, 409 if the key comes
-//!   with another request.
+//!
+//! Redeeming
+//! - a point is worth 0.01 of the major currency unit, rounded down: `value_minor = points ×
+//!   minor_per_major / 100` (EUR: 1 point = 1 cent; JPY: 100 points = 1 yen; KWD: 1 point = 10 fils);
+//! - a hold reserves points for a basket: refused (422) `invalid_hold` for 0 points or an `expires_at`
+//!   not after now, `insufficient_points` when fewer than its points are available, `exceeds_basket`
+//!   when their value exceeds `basket_net_minor`; holds are numbered `H-00000001`, … and start `held`;
+//! - a held hold whose `expires_at` is at or before now is `expired` and its points are available
+//!   again. "Now" is the simulator's clock ([`LoyaltySimulator::set_clock`], the system clock by
+//!   default), read for expiry only; expiry is evaluated lazily, at the start of every call;
+//! - committing a hold to a transaction spends its points: the balance drops by them, a `redemption`
+//!   transaction is booked and the hold is `committed`. Refused: an unknown hold (404
+//!   `hold_not_found`), an expired or released one (409 `hold_expired` / `hold_released`), one
+//!   committed to another transaction (409 `hold_committed`), other points than the hold's (422
+//!   `points_mismatch`). Committing again to the same transaction for the same points returns the
+//!   committed hold, under any key: the commit is idempotent by its business identity too;
+//! - releasing a held hold makes it `released` and its points available; a released or expired hold is
+//!   returned as it is; a committed one is refused (409 `hold_committed`: re-credit it instead); an
+//!   unknown one is 404 `hold_not_found`;
+//!
+//! Adjusting
+//! - a re-credit adds its points (422 `balance_limit` past the largest balance);
+//! - a reversal takes its points back, but never more than are available: `Points` cannot be negative,
+//!   and points an open hold reserves were promised to a basket. It takes what it can and the answer's
+//!   `delta` (and the ledger) say what was applied; a platform allowing negative balances would take
+//!   it all;
+//! - an adjustment of 0 points is refused (422 `invalid_adjustment`): callers skip those;
+//!
+//! Books
+//! - every change of a balance is a ledger transaction numbered `LT-00000001`, … of kind `accrual`,
+//!   `redemption`, `reversal` or `recredit` with its signed points (seeded balances are opening
+//!   balances, outside the ledger);
+//! - the idempotency contract is the ERP's, over one key space for every mutating call (accrue, hold,
+//!   commit, release, adjust): first answer again for a repeated key, 409 `idempotency_key_reused` if the
+//!   key comes with another request;
+//! - reads (balance, hold) are not counted as requests and meet only the `down` fault (503) and the
+//!   latency: the scripted and random faults are for the calls that change something.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::events::TransactionRef;
-use retail_sync_contracts::values::{Amount, Currency, ExternalRef, MemberId, Points};
-use retail_sync_core::ports::{Accrual, AccrualRequest};
+use retail_sync_contracts::values::{
+    Amount, Currency, ExternalRef, HoldId, MAX_SAFE_INTEGER, MemberId, Points,
+};
+use retail_sync_core::ports::{
+    Accrual, AccrualRequest, Adjustment, AdjustmentKind, AdjustmentRequest, Balance, Clock, CommitRequest,
+    Hold, HoldRequest, HoldStatus, SystemClock,
+};
 
 use crate::error::SimError;
 use crate::faults::Faults;
 use crate::system::{Gate, Shared};
 
-/// One accrual, as the loyalty platform's ledger shows it.
+/// What a ledger transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoyaltyTransactionKind {
+    /// Points earned on a transaction.
+    Accrual,
+    /// Points spent on an order (a committed hold).
+    Redemption,
+    /// Earned points taken back.
+    Reversal,
+    /// Redeemed points given back.
+    Recredit,
+}
+
+impl LoyaltyTransactionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accrual => "accrual",
+            Self::Redemption => "redemption",
+            Self::Reversal => "reversal",
+            Self::Recredit => "recredit",
+        }
+    }
+}
+
+/// One change of a member's balance, as the loyalty platform's ledger shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoyaltyTransaction {
     pub loyalty_transaction_id: ExternalRef,
+    pub kind: LoyaltyTransactionKind,
     pub idempotency_key: String,
     pub member_id: MemberId,
+    /// What earned, spent or is corrected.
     pub transaction: TransactionRef,
-    pub currency: Currency,
-    pub eligible_minor: Amount,
-    pub points: Points,
+    /// Signed change of the balance: positive for accruals and re-credits, negative for redemptions and
+    /// reversals. The ledger's sum per member plus their opening balance is their balance.
+    pub points: i64,
     pub balance_after: Points,
+    /// Accruals: the currency of `eligible_minor`; redemptions: of `value_minor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
+    /// Accruals only: the amount the points were earned on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_minor: Option<Amount>,
+    /// Redemptions only: the hold spent and what its points were worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<HoldId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_minor: Option<Amount>,
+    /// Adjustments only: what caused the correction (a return id, a cancellation id, `compensation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Reversals that could not take all they asked for: the points asked (`points` is what was taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_points: Option<Points>,
+    /// The caller's instant for accruals and adjustments; the platform's clock for redemptions (a commit
+    /// carries none).
     pub occurred_at: Timestamp,
 }
 
+/// Every mutating call, as the idempotency record keeps it.
+#[derive(Debug, Clone, PartialEq)]
+enum LoyaltyCall {
+    Accrue(AccrualRequest),
+    CreateHold(HoldRequest),
+    Commit(HoldId, CommitRequest),
+    Release(HoldId),
+    Adjust(AdjustmentRequest),
+}
+
+/// Every answer of a mutating call, as the idempotency record keeps it.
+#[derive(Debug, Clone)]
+enum LoyaltyAnswer {
+    Accrual(Accrual),
+    Hold(Hold),
+    Adjustment(Adjustment),
+}
+
+/// The answer type of one kind of call, in and out of [`LoyaltyAnswer`]. A key's recorded answer is
+/// only handed back for an equal request, hence of the same kind: `unwrap` cannot meet another one.
+trait Answer: Sized {
+    fn wrap(self) -> LoyaltyAnswer;
+    fn unwrap(answer: LoyaltyAnswer) -> Self;
+}
+
+macro_rules! answer {
+    ($t:ident) => {
+        impl Answer for $t {
+            fn wrap(self) -> LoyaltyAnswer {
+                LoyaltyAnswer::$t(self)
+            }
+            fn unwrap(answer: LoyaltyAnswer) -> Self {
+                match answer {
+                    LoyaltyAnswer::$t(a) => a,
+                    other => unreachable!(
+                        "a key's recorded answer has its request's kind, got {other:?} for a {}",
+                        stringify!($t)
+                    ),
+                }
+            }
+        }
+    };
+}
+
+answer!(Accrual);
+answer!(Hold);
+answer!(Adjustment);
+
+/// A member's points, as plain numbers: the rules keep `0 ≤ held ≤ balance ≤ MAX_SAFE_INTEGER`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Member {
+    balance: i64,
+    held: i64,
+}
+
+/// The platform's books; apart from the gate so that the gate's `apply` can borrow them.
 #[derive(Default)]
-struct LoyaltyState {
-    gate: Gate<AccrualRequest, Accrual>,
+struct Books {
     transactions: Vec<LoyaltyTransaction>,
-    balances: BTreeMap<String, Points>,
+    members: BTreeMap<String, Member>,
+    holds: Vec<Hold>,
+    hold_index: HashMap<HoldId, usize>,
+    /// The held holds by expiry (with their index), so lazy expiry looks at the due ones only.
+    open: BTreeSet<(Timestamp, usize)>,
+}
+
+struct LoyaltyState {
+    gate: Gate<LoyaltyCall, LoyaltyAnswer>,
+    books: Books,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for LoyaltyState {
+    fn default() -> Self {
+        Self {
+            gate: Gate::default(),
+            books: Books::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+fn points(n: i64) -> Points {
+    Points::new(n).expect("the rules keep balances and holds within 0..=MAX_SAFE_INTEGER")
+}
+
+fn member_not_found(member: &str) -> SimError {
+    SimError::refused(404, "member_not_found", format!("no member {member}"))
+}
+
+fn hold_not_found(hold_id: &HoldId) -> SimError {
+    SimError::refused(404, "hold_not_found", format!("no hold {hold_id}"))
+}
+
+fn check_member(member_id: &MemberId) -> Result<&str, SimError> {
+    let member = member_id.as_str();
+    if member.starts_with("unknown-") {
+        return Err(member_not_found(member));
+    }
+    Ok(member)
+}
+
+impl Books {
+    /// Expires the held holds due at `now`: their points become available again.
+    fn expire(&mut self, now: Timestamp) {
+        while let Some(&(expires_at, i)) = self.open.first()
+            && expires_at <= now
+        {
+            self.open.pop_first();
+            let hold = &mut self.holds[i];
+            hold.status = HoldStatus::Expired;
+            self.unreserve(i);
+        }
+    }
+
+    /// Gives the points of hold `i` back to its member's available points (it is no longer held).
+    fn unreserve(&mut self, i: usize) {
+        let hold = &self.holds[i];
+        self.open.remove(&(hold.expires_at, i));
+        if let Some(m) = self.members.get_mut(hold.member_id.as_str()) {
+            m.held -= hold.points.get();
+        }
+    }
+
+    fn hold(&self, hold_id: &HoldId) -> Result<usize, SimError> {
+        self.hold_index
+            .get(hold_id)
+            .copied()
+            .ok_or_else(|| hold_not_found(hold_id))
+    }
+
+    fn next_transaction_id(&self) -> ExternalRef {
+        ExternalRef::parse(format!("LT-{:08}", self.transactions.len() + 1))
+            .expect("LT- followed by digits is a valid ExternalRef")
+    }
+
+    fn balance(&self, member_id: &MemberId) -> Result<Balance, SimError> {
+        let member = check_member(member_id)?;
+        let m = self.members.get(member).copied().unwrap_or_default();
+        Ok(Balance {
+            member_id: member_id.clone(),
+            balance: points(m.balance),
+            held: points(m.held),
+            available: points(m.balance - m.held),
+        })
+    }
+
+    fn accrue(&mut self, request: &AccrualRequest, key: &str) -> Result<Accrual, SimError> {
+        let member = check_member(&request.member_id)?;
+        let earned = points_for(request.eligible_minor, request.currency);
+        let m = self.members.get(member).copied().unwrap_or_default();
+        let balance = Points::new(m.balance + earned.get())
+            .map_err(|e| SimError::refused(422, "balance_limit", format!("member {member}: {e}")))?;
+        let loyalty_transaction_id = self.next_transaction_id();
+        self.members.insert(
+            member.to_owned(),
+            Member {
+                balance: balance.get(),
+                ..m
+            },
+        );
+        self.transactions.push(LoyaltyTransaction {
+            loyalty_transaction_id: loyalty_transaction_id.clone(),
+            kind: LoyaltyTransactionKind::Accrual,
+            idempotency_key: key.to_owned(),
+            member_id: request.member_id.clone(),
+            transaction: request.transaction.clone(),
+            points: earned.get(),
+            balance_after: balance,
+            currency: Some(request.currency),
+            eligible_minor: Some(request.eligible_minor),
+            hold_id: None,
+            value_minor: None,
+            reference: None,
+            requested_points: None,
+            occurred_at: request.occurred_at,
+        });
+        Ok(Accrual {
+            loyalty_transaction_id,
+            points: earned,
+            balance,
+        })
+    }
+
+    fn create_hold(&mut self, request: &HoldRequest, now: Timestamp) -> Result<Hold, SimError> {
+        let member = check_member(&request.member_id)?;
+        let wanted = request.points.get();
+        if wanted == 0 {
+            return Err(SimError::refused(422, "invalid_hold", "a hold of 0 points"));
+        }
+        if request.expires_at <= now {
+            return Err(SimError::refused(
+                422,
+                "invalid_hold",
+                format!("expires_at {} is not after now ({now})", request.expires_at),
+            ));
+        }
+        let m = self.members.get(member).copied().unwrap_or_default();
+        let available = m.balance - m.held;
+        if available < wanted {
+            return Err(SimError::refused(
+                422,
+                "insufficient_points",
+                format!("member {member} has {available} points available, the hold needs {wanted}"),
+            ));
+        }
+        let value = points_value(request.points, request.currency)
+            .filter(|value| *value <= request.basket_net_minor)
+            .ok_or_else(|| {
+                SimError::refused(
+                    422,
+                    "exceeds_basket",
+                    format!(
+                        "{wanted} points are worth more than the basket's {} {} before tax",
+                        request.basket_net_minor, request.currency
+                    ),
+                )
+            })?;
+        let i = self.holds.len();
+        let hold_id =
+            HoldId::parse(format!("H-{:08}", i + 1)).expect("H- followed by digits is a valid HoldId");
+        let hold = Hold {
+            hold_id: hold_id.clone(),
+            member_id: request.member_id.clone(),
+            points: request.points,
+            currency: request.currency,
+            value_minor: value,
+            status: HoldStatus::Held,
+            expires_at: request.expires_at,
+            transaction: None,
+            loyalty_transaction_id: None,
+        };
+        // A member is only enrolled by being given points; one with an open hold has some already.
+        self.members.entry(member.to_owned()).or_default().held += wanted;
+        self.holds.push(hold.clone());
+        self.hold_index.insert(hold_id, i);
+        self.open.insert((request.expires_at, i));
+        Ok(hold)
+    }
+
+    fn commit(
+        &mut self,
+        hold_id: &HoldId,
+        request: &CommitRequest,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Hold, SimError> {
+        let i = self.hold(hold_id)?;
+        let hold = &self.holds[i];
+        let mismatch = || {
+            SimError::refused(
+                422,
+                "points_mismatch",
+                format!(
+                    "hold {hold_id} is for {} points, not {}",
+                    hold.points, request.points
+                ),
+            )
+        };
+        match hold.status {
+            HoldStatus::Expired => {
+                return Err(SimError::refused(
+                    409,
+                    "hold_expired",
+                    format!("hold {hold_id} expired at {}", hold.expires_at),
+                ));
+            }
+            HoldStatus::Released => {
+                return Err(SimError::refused(
+                    409,
+                    "hold_released",
+                    format!("hold {hold_id} was released"),
+                ));
+            }
+            // The same commit again, say under another key after the first answer was lost along with
+            // its key: the committed hold, not a refusal the caller would take for a failed redemption.
+            HoldStatus::Committed if hold.transaction.as_ref() == Some(&request.transaction) => {
+                return if hold.points == request.points {
+                    Ok(hold.clone())
+                } else {
+                    Err(mismatch())
+                };
+            }
+            HoldStatus::Committed => {
+                return Err(SimError::refused(
+                    409,
+                    "hold_committed",
+                    format!("hold {hold_id} is committed to another transaction"),
+                ));
+            }
+            HoldStatus::Held if hold.points != request.points => return Err(mismatch()),
+            HoldStatus::Held => {}
+        }
+        self.unreserve(i);
+        let hold = &self.holds[i];
+        let spent = hold.points.get();
+        let m = self
+            .members
+            .get_mut(hold.member_id.as_str())
+            .expect("a held hold's member is enrolled");
+        // `held ≤ balance` held before the hold was unreserved, so the points are there.
+        m.balance -= spent;
+        let balance_after = points(m.balance);
+        let loyalty_transaction_id = self.next_transaction_id();
+        self.transactions.push(LoyaltyTransaction {
+            loyalty_transaction_id: loyalty_transaction_id.clone(),
+            kind: LoyaltyTransactionKind::Redemption,
+            idempotency_key: key.to_owned(),
+            member_id: hold.member_id.clone(),
+            transaction: request.transaction.clone(),
+            points: -spent,
+            balance_after,
+            currency: Some(hold.currency),
+            eligible_minor: None,
+            hold_id: Some(hold_id.clone()),
+            value_minor: Some(hold.value_minor),
+            reference: None,
+            requested_points: None,
+            occurred_at: now,
+        });
+        let hold = &mut self.holds[i];
+        hold.status = HoldStatus::Committed;
+        hold.transaction = Some(request.transaction.clone());
+        hold.loyalty_transaction_id = Some(loyalty_transaction_id);
+        Ok(hold.clone())
+    }
+
+    fn release(&mut self, hold_id: &HoldId) -> Result<Hold, SimError> {
+        let i = self.hold(hold_id)?;
+        match self.holds[i].status {
+            HoldStatus::Held => {
+                self.unreserve(i);
+                self.holds[i].status = HoldStatus::Released;
+            }
+            HoldStatus::Released | HoldStatus::Expired => {}
+            HoldStatus::Committed => {
+                return Err(SimError::refused(
+                    409,
+                    "hold_committed",
+                    format!("hold {hold_id} is committed; re-credit its points instead"),
+                ));
+            }
+        }
+        Ok(self.holds[i].clone())
+    }
+
+    fn adjust(&mut self, request: &AdjustmentRequest, key: &str) -> Result<Adjustment, SimError> {
+        let member = check_member(&request.member_id)?;
+        let asked = request.points.get();
+        if asked == 0 {
+            return Err(SimError::refused(
+                422,
+                "invalid_adjustment",
+                "an adjustment of 0 points",
+            ));
+        }
+        let m = self.members.get(member).copied().unwrap_or_default();
+        let (kind, delta) = match request.kind {
+            AdjustmentKind::Recredit => {
+                if m.balance + asked > MAX_SAFE_INTEGER {
+                    return Err(SimError::refused(
+                        422,
+                        "balance_limit",
+                        format!("member {member}: a balance above {MAX_SAFE_INTEGER}"),
+                    ));
+                }
+                (LoyaltyTransactionKind::Recredit, asked)
+            }
+            AdjustmentKind::Reversal => (LoyaltyTransactionKind::Reversal, -asked.min(m.balance - m.held)),
+        };
+        let balance = m.balance + delta;
+        self.members.insert(member.to_owned(), Member { balance, ..m });
+        let loyalty_transaction_id = self.next_transaction_id();
+        self.transactions.push(LoyaltyTransaction {
+            loyalty_transaction_id: loyalty_transaction_id.clone(),
+            kind,
+            idempotency_key: key.to_owned(),
+            member_id: request.member_id.clone(),
+            transaction: request.transaction.clone(),
+            points: delta,
+            balance_after: points(balance),
+            currency: None,
+            eligible_minor: None,
+            hold_id: None,
+            value_minor: None,
+            reference: Some(request.reference.clone()),
+            requested_points: (delta.abs() != asked).then_some(request.points),
+            occurred_at: request.occurred_at,
+        });
+        Ok(Adjustment {
+            loyalty_transaction_id,
+            delta,
+            balance: points(balance),
+        })
+    }
 }
 
 /// The simulated loyalty platform. Clones share one state.
@@ -54,6 +538,14 @@ pub fn points_for(eligible_minor: Amount, currency: Currency) -> Points {
         .expect("a non-negative amount divided by a positive number stays in range")
 }
 
+/// The redemption rule: a point is worth 0.01 of the major unit, rounded down (`points ×
+/// minor_per_major / 100`). `None` when the value is beyond any amount.
+pub fn points_value(points: Points, currency: Currency) -> Option<Amount> {
+    // i128: `points × 1000` (three-digit currencies) may pass i64 near the largest point count.
+    let value = i128::from(points.get()) * i128::from(currency.minor_per_major()) / 100;
+    Amount::new(i64::try_from(value).ok()?).ok()
+}
+
 impl LoyaltySimulator {
     pub fn new() -> Self {
         Self::default()
@@ -65,67 +557,131 @@ impl LoyaltySimulator {
         sim
     }
 
-    /// Accrues points under the rules above; `key` is the caller's idempotency key.
-    pub fn accrue(&self, request: &AccrualRequest, key: &str) -> Result<Accrual, SimError> {
+    /// The clock hold expiry is judged by (the system clock until set); tests set a manual one.
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        self.shared.lock().clock = clock;
+    }
+
+    /// Gives `member` an opening balance of `balance` points, outside the ledger, for demos and tests.
+    /// Replaces their balance, but never below what their open holds reserve.
+    pub fn seed_balance(&self, member: &str, balance: Points) {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
-        state.gate.call(request, key, || {
-            let member = request.member_id.as_str();
-            if member.starts_with("unknown-") {
-                return Err(SimError::refused(
-                    404,
-                    "member_not_found",
-                    format!("no member {member}"),
-                ));
-            }
-            let points = points_for(request.eligible_minor, request.currency);
-            let before = state.balances.get(member).copied().unwrap_or(Points::ZERO);
-            let balance = Points::new(before.get() + points.get())
-                .map_err(|e| SimError::refused(422, "balance_limit", format!("member {member}: {e}")))?;
-            let loyalty_transaction_id =
-                ExternalRef::parse(format!("LT-{:08}", state.transactions.len() + 1))
-                    .expect("LT- followed by digits is a valid ExternalRef");
-            state.balances.insert(member.to_owned(), balance);
-            state.transactions.push(LoyaltyTransaction {
-                loyalty_transaction_id: loyalty_transaction_id.clone(),
-                idempotency_key: key.to_owned(),
-                member_id: request.member_id.clone(),
-                transaction: request.transaction.clone(),
-                currency: request.currency,
-                eligible_minor: request.eligible_minor,
-                points,
-                balance_after: balance,
-                occurred_at: request.occurred_at,
+        // Holds past their expiry reserve nothing any more.
+        state.books.expire(state.clock.now());
+        let m = state.books.members.entry(member.to_owned()).or_default();
+        m.balance = balance.get().max(m.held);
+    }
+
+    /// A mutating call: expiry first, then the gate (count, faults, idempotency), then `apply`.
+    fn call<T: Answer>(
+        &self,
+        call: &LoyaltyCall,
+        key: &str,
+        apply: impl FnOnce(&mut Books, Timestamp) -> Result<T, SimError>,
+    ) -> Result<T, SimError> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let now = state.clock.now();
+        state.books.expire(now);
+        let books = &mut state.books;
+        state
+            .gate
+            .call(call, key, || apply(books, now).map(T::wrap))
+            .map(T::unwrap)
+    }
+
+    /// A read: expiry first; only `down` applies of the faults.
+    fn read<T>(&self, read: impl FnOnce(&Books) -> Result<T, SimError>) -> Result<T, SimError> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        if state.gate.faults().down {
+            return Err(SimError::Unavailable {
+                message: "the platform is down (injected fault)",
             });
-            Ok(Accrual {
-                loyalty_transaction_id,
-                points,
-                balance,
-            })
-        })
+        }
+        let now = state.clock.now();
+        state.books.expire(now);
+        read(&state.books)
+    }
+
+    /// Accrues points under the rules above; `key` is the caller's idempotency key.
+    pub fn accrue(&self, request: &AccrualRequest, key: &str) -> Result<Accrual, SimError> {
+        let call = LoyaltyCall::Accrue(request.clone());
+        self.call(&call, key, |books, _| books.accrue(request, key))
+    }
+
+    /// The member's balance, held and available points under the rules above.
+    pub fn member_balance(&self, member_id: &MemberId) -> Result<Balance, SimError> {
+        self.read(|books| books.balance(member_id))
+    }
+
+    /// Reserves points for a basket under the rules above.
+    pub fn create_hold(&self, request: &HoldRequest, key: &str) -> Result<Hold, SimError> {
+        let call = LoyaltyCall::CreateHold(request.clone());
+        self.call(&call, key, |books, now| books.create_hold(request, now))
+    }
+
+    /// A hold as it is now (404 `hold_not_found` for an unknown one).
+    pub fn get_hold(&self, hold_id: &HoldId) -> Result<Hold, SimError> {
+        self.read(|books| books.hold(hold_id).map(|i| books.holds[i].clone()))
+    }
+
+    /// Spends a hold's points for `request.transaction` under the rules above.
+    pub fn commit_hold(
+        &self,
+        hold_id: &HoldId,
+        request: &CommitRequest,
+        key: &str,
+    ) -> Result<Hold, SimError> {
+        let call = LoyaltyCall::Commit(hold_id.clone(), request.clone());
+        self.call(&call, key, |books, now| books.commit(hold_id, request, key, now))
+    }
+
+    /// Gives a held reservation back under the rules above.
+    pub fn release_hold(&self, hold_id: &HoldId, key: &str) -> Result<Hold, SimError> {
+        let call = LoyaltyCall::Release(hold_id.clone());
+        self.call(&call, key, |books, _| books.release(hold_id))
+    }
+
+    /// Reverses earned or re-credits redeemed points under the rules above.
+    pub fn adjust(&self, request: &AdjustmentRequest, key: &str) -> Result<Adjustment, SimError> {
+        let call = LoyaltyCall::Adjust(request.clone());
+        self.call(&call, key, |books, _| books.adjust(request, key))
     }
 
     /// The member's balance; `None` for a member never enrolled.
     pub fn balance(&self, member_id: &str) -> Option<Points> {
-        self.shared.lock().balances.get(member_id).copied()
+        let state = self.shared.lock();
+        state.books.members.get(member_id).map(|m| points(m.balance))
     }
 
-    /// Every member's balance, by member id.
+    /// Every member's balance (what they own, held points included), by member id.
     pub fn balances(&self) -> BTreeMap<String, u64> {
         self.shared
             .lock()
-            .balances
+            .books
+            .members
             .iter()
-            .map(|(member, points)| (member.clone(), points.get().unsigned_abs()))
+            .map(|(member, m)| (member.clone(), m.balance.unsigned_abs()))
             .collect()
     }
 
-    /// Every accrual, in order.
+    /// Every ledger transaction (accruals, redemptions, reversals, re-credits), in order.
     pub fn transactions(&self) -> Vec<LoyaltyTransaction> {
-        self.shared.lock().transactions.clone()
+        self.shared.lock().books.transactions.clone()
     }
 
-    /// How many `accrue` calls reached the platform, faulted and refused ones included.
+    /// Every hold, in creation order, with its status as of now (expiry applied).
+    pub fn holds(&self) -> Vec<Hold> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let now = state.clock.now();
+        state.books.expire(now);
+        state.books.holds.clone()
+    }
+
+    /// How many mutating calls reached the platform, faulted and refused ones included.
     pub fn requests(&self) -> u64 {
         self.shared.lock().gate.requests()
     }
@@ -140,7 +696,7 @@ impl LoyaltySimulator {
         self.shared.lock().gate.set_faults(faults);
     }
 
-    /// Waits out the latency fault; the adapters call it before `accrue`.
+    /// Waits out the latency fault; the adapters call it before every call.
     pub async fn delay(&self) {
         self.shared.delay().await;
     }
@@ -148,9 +704,50 @@ impl LoyaltySimulator {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use jiff::SignedDuration;
+    use retail_sync_core::memory::ManualClock;
+
     use super::*;
     use crate::faults::FaultKind;
-    use crate::samples::accrual;
+    use crate::samples::{accrual, adjustment, commit, hold, order};
+
+    const FIFTEEN_MINUTES: SignedDuration = SignedDuration::from_secs(900);
+
+    fn refused<T: std::fmt::Debug>(result: Result<T, SimError>, status: u16, code: &str) {
+        match result {
+            Err(SimError::Refused {
+                status: s, code: c, ..
+            }) if s == status && c == code => {}
+            other => panic!("expected {status} {code}, got {other:?}"),
+        }
+    }
+
+    fn member(id: &str) -> MemberId {
+        MemberId::parse(id).unwrap()
+    }
+
+    /// A platform on a manual clock, with `m-1` holding 5,000 points.
+    fn platform() -> (LoyaltySimulator, Arc<ManualClock>) {
+        let loyalty = LoyaltySimulator::new();
+        let clock = Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap()));
+        loyalty.set_clock(clock.clone());
+        loyalty.seed_balance("m-1", Points::new(5_000).unwrap());
+        (loyalty, clock)
+    }
+
+    /// A 15-minute hold of `held` points of `m-1` on a basket of 100.00.
+    fn hold_of(loyalty: &LoyaltySimulator, clock: &ManualClock, held: i64, key: &str) -> Hold {
+        loyalty
+            .create_hold(&hold("m-1", held, 10_000, clock.now(), FIFTEEN_MINUTES), key)
+            .unwrap()
+    }
+
+    fn available(loyalty: &LoyaltySimulator, id: &str) -> (i64, i64, i64) {
+        let b = loyalty.member_balance(&member(id)).unwrap();
+        (b.balance.get(), b.held.get(), b.available.get())
+    }
 
     fn amount(minor: i64) -> Amount {
         Amount::new(minor).unwrap()
@@ -260,5 +857,458 @@ mod tests {
         assert_eq!(loyalty.balance("m-1").map(Points::get), Some(50));
         assert_eq!(loyalty.transactions().len(), 50);
         assert!(loyalty.requests() > 50, "some calls timed out");
+    }
+
+    #[test]
+    fn a_point_is_worth_a_hundredth_of_the_major_unit_rounded_down() {
+        let value = |p: i64, c: &str| points_value(Points::new(p).unwrap(), currency(c)).map(Amount::get);
+        assert_eq!(value(500, "EUR"), Some(500), "1 point = 1 cent");
+        assert_eq!(value(250, "JPY"), Some(2), "100 points = 1 yen, rounded down");
+        assert_eq!(value(7, "KWD"), Some(70), "1 point = 10 fils");
+        assert_eq!(value(MAX_SAFE_INTEGER, "KWD"), None, "beyond any amount");
+    }
+
+    #[test]
+    fn a_member_never_seen_has_nothing_and_is_not_enrolled_by_reading() {
+        let loyalty = LoyaltySimulator::new();
+        assert_eq!(available(&loyalty, "m-9"), (0, 0, 0));
+        assert_eq!(loyalty.balance("m-9"), None);
+        assert!(loyalty.balances().is_empty());
+        refused(
+            loyalty.member_balance(&member("unknown-1")),
+            404,
+            "member_not_found",
+        );
+        loyalty.seed_balance("m-9", Points::new(120).unwrap());
+        assert_eq!(available(&loyalty, "m-9"), (120, 0, 120));
+        assert_eq!(loyalty.balances(), BTreeMap::from([("m-9".to_owned(), 120)]));
+        assert!(
+            loyalty.transactions().is_empty(),
+            "an opening balance is outside the ledger"
+        );
+    }
+
+    #[test]
+    fn a_hold_reserves_points_and_is_worth_their_value() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        assert_eq!(h.hold_id.as_str(), "H-00000001");
+        assert_eq!(h.status, HoldStatus::Held);
+        assert_eq!((h.points.get(), h.value_minor.get()), (800, 800));
+        assert_eq!(h.expires_at, clock.now() + FIFTEEN_MINUTES);
+        assert_eq!(
+            (h.transaction.as_ref(), h.loyalty_transaction_id.as_ref()),
+            (None, None)
+        );
+        assert_eq!(available(&loyalty, "m-1"), (5_000, 800, 4_200));
+        let second = hold_of(&loyalty, &clock, 200, "h2");
+        assert_eq!(second.hold_id.as_str(), "H-00000002");
+        assert_eq!(available(&loyalty, "m-1"), (5_000, 1_000, 4_000));
+        assert_eq!(loyalty.holds(), [h.clone(), second]);
+        assert_eq!(loyalty.get_hold(&h.hold_id).unwrap(), h);
+        assert_eq!(
+            loyalty.balance("m-1").map(Points::get),
+            Some(5_000),
+            "holding spends nothing"
+        );
+    }
+
+    #[test]
+    fn a_hold_needs_available_points() {
+        let (loyalty, clock) = platform();
+        hold_of(&loyalty, &clock, 4_000, "h1");
+        refused(
+            loyalty.create_hold(&hold("m-1", 1_001, 10_000, clock.now(), FIFTEEN_MINUTES), "h2"),
+            422,
+            "insufficient_points",
+        );
+        hold_of(&loyalty, &clock, 1_000, "h3");
+        refused(
+            loyalty.create_hold(&hold("m-2", 1, 10_000, clock.now(), FIFTEEN_MINUTES), "h4"),
+            422,
+            "insufficient_points",
+        );
+        assert_eq!(loyalty.balance("m-2"), None, "a refused hold enrols nobody");
+    }
+
+    #[test]
+    fn a_hold_may_not_be_worth_more_than_the_basket_before_tax() {
+        let (loyalty, clock) = platform();
+        refused(
+            loyalty.create_hold(&hold("m-1", 1_001, 1_000, clock.now(), FIFTEEN_MINUTES), "h1"),
+            422,
+            "exceeds_basket",
+        );
+        let exact = loyalty
+            .create_hold(&hold("m-1", 1_000, 1_000, clock.now(), FIFTEEN_MINUTES), "h2")
+            .unwrap();
+        assert_eq!(exact.value_minor.get(), 1_000, "up to the basket is fine");
+    }
+
+    #[test]
+    fn a_hold_needs_points_a_future_expiry_and_a_member() {
+        let (loyalty, clock) = platform();
+        let now = clock.now();
+        refused(
+            loyalty.create_hold(&hold("m-1", 0, 1_000, now, FIFTEEN_MINUTES), "h1"),
+            422,
+            "invalid_hold",
+        );
+        refused(
+            loyalty.create_hold(&hold("m-1", 10, 1_000, now, SignedDuration::ZERO), "h2"),
+            422,
+            "invalid_hold",
+        );
+        refused(
+            loyalty.create_hold(&hold("unknown-1", 10, 1_000, now, FIFTEEN_MINUTES), "h3"),
+            404,
+            "member_not_found",
+        );
+        assert!(loyalty.holds().is_empty());
+    }
+
+    #[test]
+    fn a_hold_expires_at_its_expiry_and_its_points_are_available_again() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 700, "h1");
+        clock.advance(Duration::from_secs(899));
+        assert_eq!(loyalty.get_hold(&h.hold_id).unwrap().status, HoldStatus::Held);
+        assert_eq!(available(&loyalty, "m-1"), (5_000, 700, 4_300));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(loyalty.get_hold(&h.hold_id).unwrap().status, HoldStatus::Expired);
+        assert_eq!(available(&loyalty, "m-1"), (5_000, 0, 5_000));
+        assert_eq!(loyalty.holds()[0].status, HoldStatus::Expired);
+
+        refused(
+            loyalty.commit_hold(&h.hold_id, &commit("o-1", 700), "c1"),
+            409,
+            "hold_expired",
+        );
+        let released = loyalty.release_hold(&h.hold_id, "r1").unwrap();
+        assert_eq!(
+            released.status,
+            HoldStatus::Expired,
+            "releasing an expired hold changes nothing"
+        );
+        assert_eq!(available(&loyalty, "m-1"), (5_000, 0, 5_000));
+        assert!(loyalty.transactions().is_empty());
+    }
+
+    #[test]
+    fn a_commit_spends_the_held_points_once() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        clock.advance(Duration::from_secs(60));
+        let committed = loyalty
+            .commit_hold(&h.hold_id, &commit("o-1", 800), "c1")
+            .unwrap();
+        assert_eq!(committed.status, HoldStatus::Committed);
+        assert_eq!(committed.transaction, Some(order("o-1")));
+        let lt = committed.loyalty_transaction_id.clone().unwrap();
+        assert_eq!(lt.as_str(), "LT-00000001");
+        assert_eq!(available(&loyalty, "m-1"), (4_200, 0, 4_200));
+        let t = &loyalty.transactions()[0];
+        assert_eq!(t.kind, LoyaltyTransactionKind::Redemption);
+        assert_eq!((t.points, t.balance_after.get()), (-800, 4_200));
+        assert_eq!(
+            (t.hold_id.as_ref(), t.value_minor.map(Amount::get)),
+            (Some(&h.hold_id), Some(800))
+        );
+        assert_eq!(t.occurred_at, clock.now(), "when the platform committed it");
+
+        // The same key again: the first answer. The same commit under another key: the committed hold.
+        assert_eq!(
+            loyalty
+                .commit_hold(&h.hold_id, &commit("o-1", 800), "c1")
+                .unwrap(),
+            committed
+        );
+        assert_eq!(
+            loyalty
+                .commit_hold(&h.hold_id, &commit("o-1", 800), "c2")
+                .unwrap(),
+            committed
+        );
+        assert_eq!(loyalty.transactions().len(), 1, "spent once");
+        assert_eq!(available(&loyalty, "m-1"), (4_200, 0, 4_200));
+        // Committed holds do not expire.
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(loyalty.get_hold(&h.hold_id).unwrap(), committed);
+    }
+
+    #[test]
+    fn a_committed_hold_is_refused_to_another_transaction_and_for_other_points() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        refused(
+            loyalty.commit_hold(&h.hold_id, &commit("o-1", 700), "c0"),
+            422,
+            "points_mismatch",
+        );
+        assert_eq!(loyalty.get_hold(&h.hold_id).unwrap().status, HoldStatus::Held);
+        loyalty
+            .commit_hold(&h.hold_id, &commit("o-1", 800), "c1")
+            .unwrap();
+        refused(
+            loyalty.commit_hold(&h.hold_id, &commit("o-2", 800), "c2"),
+            409,
+            "hold_committed",
+        );
+        refused(
+            loyalty.commit_hold(&h.hold_id, &commit("o-1", 700), "c3"),
+            422,
+            "points_mismatch",
+        );
+        refused(
+            loyalty.commit_hold(&h.hold_id, &commit("o-2", 800), "c1"),
+            409,
+            "idempotency_key_reused",
+        );
+        refused(
+            loyalty.commit_hold(&HoldId::parse("H-00000009").unwrap(), &commit("o-1", 1), "c4"),
+            404,
+            "hold_not_found",
+        );
+        assert_eq!(loyalty.transactions().len(), 1);
+        assert_eq!(available(&loyalty, "m-1"), (4_200, 0, 4_200));
+    }
+
+    #[test]
+    fn a_released_hold_gives_its_points_back_and_cannot_be_committed() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        let released = loyalty.release_hold(&h.hold_id, "r1").unwrap();
+        assert_eq!(released.status, HoldStatus::Released);
+        assert_eq!(available(&loyalty, "m-1"), (5_000, 0, 5_000));
+        assert_eq!(
+            loyalty.release_hold(&h.hold_id, "r2").unwrap(),
+            released,
+            "a no-op"
+        );
+        refused(
+            loyalty.commit_hold(&h.hold_id, &commit("o-1", 800), "c1"),
+            409,
+            "hold_released",
+        );
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(
+            loyalty.get_hold(&h.hold_id).unwrap().status,
+            HoldStatus::Released,
+            "a released hold does not expire"
+        );
+        refused(
+            loyalty.release_hold(&HoldId::parse("H-00000009").unwrap(), "r3"),
+            404,
+            "hold_not_found",
+        );
+    }
+
+    #[test]
+    fn a_committed_hold_cannot_be_released() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        let committed = loyalty
+            .commit_hold(&h.hold_id, &commit("o-1", 800), "c1")
+            .unwrap();
+        refused(loyalty.release_hold(&h.hold_id, "r1"), 409, "hold_committed");
+        assert_eq!(loyalty.get_hold(&h.hold_id).unwrap(), committed);
+        assert_eq!(available(&loyalty, "m-1"), (4_200, 0, 4_200));
+    }
+
+    #[test]
+    fn a_recredit_gives_redeemed_points_back() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        loyalty
+            .commit_hold(&h.hold_id, &commit("o-1", 800), "c1")
+            .unwrap();
+        let a = loyalty
+            .adjust(
+                &adjustment("m-1", AdjustmentKind::Recredit, "o-1", "cancellation:cx-1", 800),
+                "a1",
+            )
+            .unwrap();
+        assert_eq!(a.loyalty_transaction_id.as_str(), "LT-00000002");
+        assert_eq!((a.delta, a.balance.get()), (800, 5_000));
+        let t = &loyalty.transactions()[1];
+        assert_eq!(t.kind, LoyaltyTransactionKind::Recredit);
+        assert_eq!(
+            (t.points, t.reference.as_deref()),
+            (800, Some("cancellation:cx-1"))
+        );
+        assert_eq!(t.requested_points, None);
+        assert_eq!(loyalty.balance("m-1").map(Points::get), Some(5_000));
+        // A member never seen is enrolled by a re-credit.
+        let a = loyalty
+            .adjust(
+                &adjustment("m-3", AdjustmentKind::Recredit, "o-3", "compensation", 40),
+                "a2",
+            )
+            .unwrap();
+        assert_eq!(a.balance.get(), 40);
+    }
+
+    #[test]
+    fn a_reversal_takes_earned_points_back_but_never_what_holds_reserve() {
+        let (loyalty, clock) = platform();
+        loyalty.accrue(&accrual("m-2", "r-1", 50_000), "e1").unwrap();
+        let a = loyalty
+            .adjust(
+                &adjustment("m-2", AdjustmentKind::Reversal, "o-1", "return:ret-1", 120),
+                "a1",
+            )
+            .unwrap();
+        assert_eq!((a.delta, a.balance.get()), (-120, 380));
+        let t = &loyalty.transactions()[1];
+        assert_eq!(
+            (t.kind, t.points, t.balance_after.get()),
+            (LoyaltyTransactionKind::Reversal, -120, 380)
+        );
+
+        // 380 owned, 300 held: a reversal of 200 can only take 80.
+        loyalty
+            .create_hold(&hold("m-2", 300, 10_000, clock.now(), FIFTEEN_MINUTES), "h1")
+            .unwrap();
+        let a = loyalty
+            .adjust(
+                &adjustment("m-2", AdjustmentKind::Reversal, "o-1", "return:ret-2", 200),
+                "a2",
+            )
+            .unwrap();
+        assert_eq!((a.delta, a.balance.get()), (-80, 300));
+        let t = &loyalty.transactions()[2];
+        assert_eq!((t.points, t.requested_points.map(Points::get)), (-80, Some(200)));
+        assert_eq!(available(&loyalty, "m-2"), (300, 300, 0));
+        // Once the hold lapses nothing reserves the points, and a reversal may take them all.
+        clock.advance(Duration::from_secs(900));
+        let a = loyalty
+            .adjust(
+                &adjustment("m-2", AdjustmentKind::Reversal, "o-1", "return:ret-3", 1_000),
+                "a3",
+            )
+            .unwrap();
+        assert_eq!((a.delta, a.balance.get()), (-300, 0), "never below zero");
+    }
+
+    #[test]
+    fn adjustments_need_a_member_and_points() {
+        let loyalty = LoyaltySimulator::new();
+        refused(
+            loyalty.adjust(
+                &adjustment("unknown-1", AdjustmentKind::Recredit, "o-1", "x", 5),
+                "a1",
+            ),
+            404,
+            "member_not_found",
+        );
+        refused(
+            loyalty.adjust(&adjustment("m-1", AdjustmentKind::Recredit, "o-1", "x", 0), "a2"),
+            422,
+            "invalid_adjustment",
+        );
+        loyalty.seed_balance("m-1", Points::new(MAX_SAFE_INTEGER).unwrap());
+        refused(
+            loyalty.adjust(&adjustment("m-1", AdjustmentKind::Recredit, "o-1", "x", 1), "a3"),
+            422,
+            "balance_limit",
+        );
+        assert!(loyalty.transactions().is_empty());
+    }
+
+    #[test]
+    fn an_adjustment_repeated_under_its_key_applies_once() {
+        let (loyalty, _) = platform();
+        let request = adjustment("m-1", AdjustmentKind::Reversal, "o-1", "return:ret-1", 100);
+        let first = loyalty.adjust(&request, "a1").unwrap();
+        assert_eq!(loyalty.adjust(&request, "a1").unwrap(), first);
+        assert_eq!(loyalty.balance("m-1").map(Points::get), Some(4_900));
+        assert_eq!(loyalty.transactions().len(), 1);
+        let recredit = adjustment("m-1", AdjustmentKind::Recredit, "o-1", "return:ret-1", 100);
+        refused(loyalty.adjust(&recredit, "a1"), 409, "idempotency_key_reused");
+    }
+
+    #[test]
+    fn one_key_space_spans_every_mutating_call() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 100, "k");
+        refused(
+            loyalty.release_hold(&h.hold_id, "k"),
+            409,
+            "idempotency_key_reused",
+        );
+        refused(
+            loyalty.accrue(&accrual("m-1", "r-1", 1_000), "k"),
+            409,
+            "idempotency_key_reused",
+        );
+        // A repeated hold request under its key is the same hold, not a second one.
+        let again = loyalty
+            .create_hold(
+                &hold(
+                    "m-1",
+                    100,
+                    10_000,
+                    h.expires_at - FIFTEEN_MINUTES,
+                    FIFTEEN_MINUTES,
+                ),
+                "k",
+            )
+            .unwrap();
+        assert_eq!(again, h);
+        assert_eq!(loyalty.holds().len(), 1);
+        assert_eq!(loyalty.requests(), 4);
+    }
+
+    #[test]
+    fn a_commit_timed_out_after_it_applied_spends_once_across_the_retry() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        loyalty.set_faults(Faults {
+            fail_first: 1,
+            fail_first_with: FaultKind::TimeoutAfterCommit,
+            ..Faults::default()
+        });
+        assert_eq!(
+            loyalty
+                .commit_hold(&h.hold_id, &commit("o-1", 800), "c1")
+                .unwrap_err(),
+            SimError::TimedOut { committed: true }
+        );
+        let committed = loyalty
+            .commit_hold(&h.hold_id, &commit("o-1", 800), "c1")
+            .unwrap();
+        assert_eq!(committed.status, HoldStatus::Committed);
+        assert_eq!(loyalty.transactions().len(), 1);
+        assert_eq!(available(&loyalty, "m-1"), (4_200, 0, 4_200));
+    }
+
+    #[test]
+    fn reads_meet_only_the_down_fault_and_are_not_counted() {
+        let (loyalty, clock) = platform();
+        let h = hold_of(&loyalty, &clock, 800, "h1");
+        loyalty.set_faults(Faults {
+            fail_first: 1,
+            ..Faults::default()
+        });
+        loyalty.member_balance(&member("m-1")).unwrap();
+        loyalty.get_hold(&h.hold_id).unwrap();
+        assert_eq!(
+            loyalty.faults().fail_first,
+            1,
+            "the script waits for a mutating call"
+        );
+        assert_eq!(loyalty.requests(), 1);
+        loyalty.set_faults(Faults {
+            down: true,
+            ..Faults::default()
+        });
+        assert!(matches!(
+            loyalty.member_balance(&member("m-1")),
+            Err(SimError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            loyalty.get_hold(&h.hold_id),
+            Err(SimError::Unavailable { .. })
+        ));
     }
 }

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use retail_sync_simulators::samples::{accrual, sale};
+use retail_sync_core::ports::{AdjustmentKind, Hold, HoldStatus};
+use retail_sync_simulators::samples::{
+    accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
+};
 use retail_sync_simulators::{ErpSimulator, Faults, LoyaltySimulator, SimState, serve};
 
 async fn start() -> (String, ErpSimulator, LoyaltySimulator) {
@@ -106,13 +109,31 @@ async fn balances_faults_state_and_health_are_readable() {
         .json()
         .await
         .unwrap();
-    assert_eq!(balance, json!({"member_id": "m-1", "balance": 42}));
-    let missing = client
+    assert_eq!(
+        balance,
+        json!({"member_id": "m-1", "balance": 42, "held": 0, "available": 42})
+    );
+    let never_seen: Value = client
         .get(format!("{base}/loyalty/v1/members/m-2/balance"))
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        never_seen,
+        json!({"member_id": "m-2", "balance": 0, "held": 0, "available": 0})
+    );
+    for member in ["unknown-2", "not%20an%20id"] {
+        let missing = client
+            .get(format!("{base}/loyalty/v1/members/{member}/balance"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{member}");
+        assert_eq!(missing.json::<Value>().await.unwrap()["code"], "member_not_found");
+    }
 
     let set = client
         .put(format!("{base}/erp/_admin/faults"))
@@ -193,4 +214,226 @@ async fn a_down_system_answers_503() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "unavailable");
     assert!(loyalty.transactions().is_empty());
+}
+
+#[tokio::test]
+async fn cancellations_and_returns_are_posted_as_documents() {
+    let (base, erp, _) = start().await;
+    let client = reqwest::Client::new();
+    let send = |path: &str, key: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let sale = serde_json::to_value(order_sale("o-1")).unwrap();
+    assert_eq!(
+        send("/erp/v1/sales", "s", sale).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    let cancel = serde_json::to_value(cancellation("o-1", "cx-1")).unwrap();
+    let response = send("/erp/v1/sales/cancellations", "c", cancel.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"document_id": "ERP-00000002"})
+    );
+    let again = send("/erp/v1/sales/cancellations", "c", cancel).await.unwrap();
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["document_id"],
+        "ERP-00000002"
+    );
+
+    let ret = serde_json::to_value(return_of("ret-1", order("o-1"), Some("store-3"))).unwrap();
+    let response = send("/erp/v1/returns", "r", ret).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["document_id"],
+        "ERP-00000003"
+    );
+
+    let unknown = serde_json::to_value(return_of("ret-2", order("o-9"), None)).unwrap();
+    let response = send("/erp/v1/returns", "r2", unknown).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "original_not_found"
+    );
+    let unknown = serde_json::to_value(cancellation("o-9", "cx-1")).unwrap();
+    let response = send("/erp/v1/sales/cancellations", "c2", unknown).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "order_not_found");
+
+    let without_key = client
+        .post(format!("{base}/erp/v1/returns"))
+        .json(&return_of("ret-3", order("o-1"), None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_key.status(), StatusCode::BAD_REQUEST);
+
+    let kinds: Vec<_> = erp.postings().iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["sale", "cancellation", "return"]);
+}
+
+#[tokio::test]
+async fn a_hold_is_created_read_committed_and_its_points_readjusted() {
+    let (base, _, loyalty) = start().await;
+    loyalty.seed_balance("m-1", retail_sync_contracts::values::Points::new(1_000).unwrap());
+    let client = reqwest::Client::new();
+    let post = |path: String, key: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let request = hold(
+        "m-1",
+        600,
+        5_000,
+        jiff::Timestamp::now(),
+        jiff::SignedDuration::from_secs(600),
+    );
+    let response = post(
+        "/loyalty/v1/holds".into(),
+        "h1",
+        serde_json::to_value(&request).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Hold = response.json().await.unwrap();
+    assert_eq!(
+        (created.hold_id.as_str(), created.status),
+        ("H-00000001", HoldStatus::Held)
+    );
+    assert_eq!(created.value_minor.get(), 600);
+
+    let read = client
+        .get(format!("{base}/loyalty/v1/holds/H-00000001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.json::<Hold>().await.unwrap(), created);
+    let balance: Value = client
+        .get(format!("{base}/loyalty/v1/members/m-1/balance"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["available"], 400);
+
+    let commit_body = serde_json::to_value(commit("o-1", 600)).unwrap();
+    let path = "/loyalty/v1/holds/H-00000001/commit".to_owned();
+    let response = post(path.clone(), "c1", commit_body.clone()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let committed: Hold = response.json().await.unwrap();
+    assert_eq!(committed.status, HoldStatus::Committed);
+    assert_eq!(
+        committed.loyalty_transaction_id.as_ref().map(|t| t.as_str()),
+        Some("LT-00000001")
+    );
+    let again: Hold = post(path, "c2", commit_body).await.unwrap().json().await.unwrap();
+    assert_eq!(again, committed, "the same commit under another key");
+
+    let response = post("/loyalty/v1/holds/H-00000001/release".into(), "r1", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "hold_committed");
+
+    let recredit = adjustment("m-1", AdjustmentKind::Recredit, "o-1", "compensation", 600);
+    let body = serde_json::to_value(&recredit).unwrap();
+    let response = post("/loyalty/v1/adjustments".into(), "a1", body.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let adjusted: Value = response.json().await.unwrap();
+    assert_eq!(
+        adjusted,
+        json!({"loyalty_transaction_id": "LT-00000002", "delta": 600, "balance": 1_000})
+    );
+    let again: Value = post("/loyalty/v1/adjustments".into(), "a1", body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, adjusted);
+    assert_eq!(loyalty.balance("m-1").map(|p| p.get()), Some(1_000));
+
+    let state: SimState = client
+        .get(format!("{base}/_admin/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state.holds, [committed]);
+    assert_eq!(state.loyalty_transactions.len(), 2);
+}
+
+#[tokio::test]
+async fn a_hold_is_released_with_an_empty_body_and_unknown_holds_are_404() {
+    let (base, _, loyalty) = start().await;
+    loyalty.seed_balance("m-1", retail_sync_contracts::values::Points::new(1_000).unwrap());
+    let request = hold(
+        "m-1",
+        100,
+        5_000,
+        jiff::Timestamp::now(),
+        jiff::SignedDuration::from_secs(600),
+    );
+    let h = loyalty.create_hold(&request, "h1").unwrap();
+    let client = reqwest::Client::new();
+    let release = |hold_id: String, key: &'static str, body: &'static str| {
+        client
+            .post(format!("{base}/loyalty/v1/holds/{hold_id}/release"))
+            .header("Idempotency-Key", key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let response = release(h.hold_id.to_string(), "r1", "{}").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Hold>().await.unwrap().status,
+        HoldStatus::Released
+    );
+    let response = release(h.hold_id.to_string(), "r2", "").await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "an empty body is an empty object"
+    );
+    let response = release(h.hold_id.to_string(), "r3", "{\"x\": 1}").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let response = release("H-00000042".into(), "r4", "{}").await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "hold_not_found");
+    let response = client
+        .get(format!("{base}/loyalty/v1/holds/H-00000042"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = client
+        .post(format!("{base}/loyalty/v1/holds/{}/commit", h.hold_id))
+        .header("Idempotency-Key", "c1")
+        .json(&commit("o-1", 100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "hold_released");
 }

@@ -134,8 +134,9 @@ fn match_object(pattern: &Value, event: Option<&Value>) -> bool {
 /// A field matches if any allowed entry matches it; an array field matches if any of its elements does.
 fn match_field(allowed: &[Value], field: Option<&Value>) -> bool {
     allowed.iter().any(|a| match (a, field) {
+        // EventBridge's `exists` only looks at leaves: an object field counts as absent.
         (Value::Object(op), _) if op.contains_key("exists") => {
-            op["exists"].as_bool() == Some(field.is_some())
+            op["exists"].as_bool() == Some(field.is_some_and(|f| !f.is_object()))
         }
         (_, None) => false,
         (_, Some(Value::Array(elems))) => elems.iter().any(|e| match_one(a, e)),
@@ -228,6 +229,17 @@ mod tests {
         assert!(!rule.matches(&event(false, 500)));
         assert!(!rule.matches(&event(true, 0)));
         assert!(!rule.matches(&event(true, 100001)));
+    }
+
+    #[test]
+    fn exists_looks_at_leaves_only_as_eventbridge_does() {
+        let present = p(json!({"detail": {"redemption": [{"exists": true}]}}));
+        let absent = p(json!({"detail": {"redemption": [{"exists": false}]}}));
+        let object = json!({"detail": {"redemption": {"hold_id": "h-1"}}});
+        assert!(!present.matches(&object), "an object is not a leaf");
+        assert!(absent.matches(&object));
+        let leaf = p(json!({"detail": {"redemption": {"hold_id": [{"exists": true}]}}}));
+        assert!(leaf.matches(&object));
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Lambda glue: what every function binary shares. A function's `main` is one line,
-//! `retail_sync_lambda::run("<binary>")`; this crate turns the environment into adapters, builds the
-//! step the binary names, and serves SQS batches with partial batch responses.
+//! `retail_sync_lambda::run("<binary>")` for a workflow step, `retail_sync_lambda::run_http("<binary>")`
+//! for the redemption API; this crate turns the environment into adapters, builds the step the binary
+//! names, and serves SQS batches with partial batch responses (or HTTP API requests).
 //!
 //! # Layout
 //! - [`handler`]: SQS event → step batch → `SqsBatchResponse` (the ids to redeliver).
+//! - [`http`]: HTTP API / Function URL event (payload 2.0) ↔ the redemption API's request and response.
 //! - [`emf`]: business metrics as CloudWatch Embedded Metric Format lines.
 //! - [`telemetry`]: JSON logs in which every line of a message carries its step and correlation id.
-//! - [`run`]: wiring from environment variables (the SAM template sets them).
+//! - [`run`], [`run_http`]: wiring from environment variables (the SAM template sets them).
 
 pub mod emf;
 pub mod handler;
+pub mod http;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use retail_sync_contracts::IngestLimits;
 use retail_sync_core::batch::BatchRunner;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::ports::{Clock, SystemClock};
+use retail_sync_core::redemption::{RedemptionApi, RedemptionConfig};
 use retail_sync_core::steps::{self, Deps};
 
 /// Runs the function `binary` (one of `steps::STEPS`) under the Lambda runtime API.
@@ -69,5 +73,36 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
             metrics: metrics.clone(),
         },
         metrics,
+    })
+}
+
+/// Runs the HTTP function `binary` (the redemption API) under the Lambda runtime API; its events come
+/// from an API Gateway HTTP API or a Function URL (payload format 2.0).
+pub async fn run_http(binary: &'static str) -> Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let api = Arc::new(
+        wire_http()
+            .await
+            .inspect_err(|e| tracing::error!(binary, error = %format!("{e:#}"), "cannot start"))?,
+    );
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<aws_lambda_events::apigw::ApiGatewayV2httpRequest>| {
+            let api = api.clone();
+            async move { Ok::<_, lambda_runtime::Error>(http::handle(&api, event.payload).await) }
+        },
+    ))
+    .await
+}
+
+/// The redemption API and its adapters, from the environment.
+async fn wire_http() -> anyhow::Result<RedemptionApi> {
+    let config = RedemptionConfig::from_env()?;
+    let backend = Arc::new(AwsBackend::connect(AwsSettings::from_env()?).await);
+    Ok(RedemptionApi {
+        loyalty: Arc::new(HttpLoyalty::from_env()?),
+        idempotency: backend,
+        clock: Arc::new(SystemClock),
+        policy: IdempotencyPolicy::default(),
+        config,
     })
 }

@@ -15,10 +15,11 @@ use retail_sync_cli::input::Input;
 use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
 use retail_sync_cli::report::Report;
 use retail_sync_contracts::values::{Amount, Currency, HoldId, MemberId, Points};
-use retail_sync_core::idempotency::IdempotencyKey;
+use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyPolicy};
 use retail_sync_core::ledger::ReturnStatus;
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{Clock, HoldRequest, HoldStatus, Loyalty};
+use retail_sync_core::redemption::{ApiRequest, ApiResponse, OutagePolicy, RedemptionApi, RedemptionConfig};
 use retail_sync_core::saga::{Saga, SagaStatus};
 use retail_sync_simulators::{Faults, InProcessLoyalty};
 use retail_sync_tests::workspace;
@@ -104,6 +105,20 @@ impl<B: Backend> World<B> {
 
     fn loyalty(&self) -> InProcessLoyalty {
         InProcessLoyalty(self.sims.loyalty.clone())
+    }
+
+    /// The redemption API over this backend's idempotency table and the loyalty simulator.
+    fn api(&self, outage_policy: OutagePolicy) -> RedemptionApi {
+        RedemptionApi {
+            loyalty: Arc::new(self.loyalty()),
+            idempotency: self.system.backend.clone(),
+            clock: self.clock.clone(),
+            policy: IdempotencyPolicy::default(),
+            config: RedemptionConfig {
+                outage_policy,
+                ..RedemptionConfig::default()
+            },
+        }
     }
 
     /// A hold as the experience API creates it at checkout.
@@ -539,13 +554,31 @@ async fn hold_expiry<B: Backend>(w: World<B>) {
     assert_eq!(w.balance("m-2"), 5_000);
 }
 
-/// When loyalty is down a sale is still allowed: the order is booked in the ERP, its accrual waits in
-/// the DLQ and is posted once loyalty is back and the DLQ is redriven.
+/// When loyalty is down, by default the redemption is refused with a clear error and the sale is
+/// allowed (`block_checkout` tells the channel otherwise); the order is booked in the ERP, its accrual
+/// waits in the DLQ and is posted once loyalty is back and the DLQ is redriven.
 async fn loyalty_outage_policy<B: Backend>(w: World<B>) {
     w.sims.loyalty.set_faults(Faults {
         down: true,
         ..Faults::default()
     });
+    let body = json!({"member_id": "m-1", "points": 300, "currency": "EUR", "basket_net_minor": 3_000});
+    for (policy, sale_allowed) in [
+        (OutagePolicy::RefuseRedemption, true),
+        (OutagePolicy::BlockCheckout, false),
+    ] {
+        let (response, error) = post(
+            &w.api(policy),
+            "/v1/holds",
+            &format!("chk-{sale_allowed}"),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(response.status, 503, "{}", response.body);
+        assert_eq!(error["code"], "loyalty_unavailable");
+        assert_eq!(error["sale_allowed"], sale_allowed);
+        assert!(response.header("retry-after").is_some());
+    }
     w.run(vec![
         order("o-8", "m-1", &[(1, 3_000)], None),
         shipped("o-8", "s-1", &[(1, 1)]),
@@ -575,6 +608,59 @@ async fn loyalty_outage_policy<B: Backend>(w: World<B>) {
     assert_eq!(s.ledger.points_accrued.map(Points::get), Some(30));
 }
 
+async fn post(api: &RedemptionApi, path: &str, key: &str, body: Value) -> (ApiResponse, Value) {
+    let response = api
+        .handle(
+            ApiRequest::new("POST", path)
+                .with_header("Idempotency-Key", key)
+                .with_body(body.to_string()),
+        )
+        .await;
+    let json = serde_json::from_str(&response.body).unwrap();
+    (response, json)
+}
+
+/// The same checkout request sent twice under one `Idempotency-Key` creates one hold and gets the same
+/// answer; the key with another request is refused; a release repeated is answered the same.
+async fn redemption_api_duplicate_requests_with_the_same_key<B: Backend>(w: World<B>) {
+    let api = w.api(OutagePolicy::RefuseRedemption);
+    let body = json!({"member_id": "m-1", "points": 300, "currency": "EUR", "basket_net_minor": 4_000});
+    let (first, hold) = post(&api, "/v1/holds", "chk-42", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let (again, _) = post(&api, "/v1/holds", "chk-42", body.clone()).await;
+    assert_eq!(
+        (again.status, &again.body),
+        (201, &first.body),
+        "the first answer, again"
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(w.sims.loyalty.holds().len(), 1, "one hold, not two");
+    assert_eq!(
+        hold["value_minor"], 300,
+        "300 points are worth 3.00 EUR, before tax"
+    );
+
+    let mut other = body.clone();
+    other["points"] = json!(400);
+    let (reused, error) = post(&api, "/v1/holds", "chk-42", other).await;
+    assert_eq!(
+        (reused.status, error["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+
+    let release = format!("/v1/holds/{}/release", hold["hold_id"].as_str().unwrap());
+    let (released, h) = post(&api, &release, "rel-42", json!({})).await;
+    assert_eq!((released.status, h["status"].as_str()), (200, Some("released")));
+    let (again, _) = post(&api, &release, "rel-42", json!({})).await;
+    assert_eq!(again.body, released.body);
+    let balance = w
+        .loyalty()
+        .balance(&MemberId::parse("m-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(balance.available.get(), 5_000);
+}
+
 macro_rules! scenarios {
     ($($name:ident),+ $(,)?) => {
         mod embedded_backend {
@@ -601,4 +687,5 @@ scenarios!(
     erp_rejection_after_redemption_commit_is_compensated,
     hold_expiry,
     loyalty_outage_policy,
+    redemption_api_duplicate_requests_with_the_same_key,
 );

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-input="${1:-events/streams/pos-day.jsonl}"
+input="${1:-events/streams}"
 shift || true
 exec cargo run --quiet -p retail-sync-cli --bin retail-sync -- \
   local run "$input" --fresh --report "$CARGO_TARGET_DIR/local-report.json" "$@"

@@ -57,7 +57,7 @@ pub async fn local_run(
     let inputs = read_inputs(input)?;
     let mut opts = options(state);
     opts.fresh = fresh;
-    let system = open_embedded(&opts, Simulators::default())?;
+    let system = open_embedded(&opts, Simulators::with_sample_members())?;
     let started = Instant::now();
     let fed = system.feed(&inputs).await?;
 

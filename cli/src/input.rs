@@ -16,8 +16,22 @@ pub enum Input {
         detail_type: String,
         detail: Value,
     },
+    /// A call of the redemption API (a checkout), as a channel makes it: `{"api": {...}}`.
+    Api(ApiCall),
     /// Anything else, byte for byte.
     Raw(String),
+}
+
+/// One request to the redemption experience API, in a sample stream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiCall {
+    pub method: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
 }
 
 /// Reads a file, or every `.json` / `.jsonl` file of a directory in name order.
@@ -68,6 +82,9 @@ pub fn parse(text: &str, lines: bool) -> Vec<Input> {
 }
 
 fn classify(v: Value, raw: Option<&str>) -> Input {
+    if let Some(Ok(call)) = v.get("api").map(|a| serde_json::from_value::<ApiCall>(a.clone())) {
+        return Input::Api(call);
+    }
     let field = |name: &str| v.get(name).and_then(Value::as_str).map(str::to_owned);
     match (field("source"), field("detail-type"), v.get("detail")) {
         (Some(source), Some(detail_type), Some(detail)) if detail.is_object() => Input::Event {
@@ -92,6 +109,16 @@ mod tests {
         assert!(matches!(&inputs[0], Input::Event { detail_type, .. } if detail_type == "SaleCompleted"));
         assert_eq!(inputs[1], Input::Raw("{broken".into()));
         assert_eq!(inputs[2], Input::Raw("[1]".into()));
+    }
+
+    #[test]
+    fn api_lines_are_checkout_calls_and_malformed_ones_stay_raw() {
+        let text = "{\"api\":{\"method\":\"POST\",\"path\":\"/v1/holds\",\"idempotency_key\":\"k\",\"body\":{}}}\n{\"api\":{\"verb\":1}}\n";
+        let inputs = parse(text, true);
+        assert!(
+            matches!(&inputs[0], Input::Api(c) if c.path == "/v1/holds" && c.idempotency_key.as_deref() == Some("k"))
+        );
+        assert!(matches!(&inputs[1], Input::Raw(_)));
     }
 
     #[test]

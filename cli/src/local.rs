@@ -11,17 +11,19 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use retail_sync_contracts::IngestLimits;
+use retail_sync_contracts::values::Points;
 use retail_sync_core::batch::BatchRunner;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::CountingMetrics;
 use retail_sync_core::ports::{Clock, Erp, Loyalty, SystemClock};
+use retail_sync_core::redemption::{ApiRequest, RedemptionApi, RedemptionConfig};
 use retail_sync_core::runner::{Consumer, LocalRunner};
 use retail_sync_core::steps::{self, Deps};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
 
 use crate::backends::Backend;
-use crate::input::Input;
+use crate::input::{ApiCall, Input};
 use crate::report::{Facts, Report};
 
 /// How long the rounds of a local run may share one commit (see `run_until_idle`).
@@ -58,6 +60,31 @@ pub struct Simulators {
     pub loyalty: LoyaltySimulator,
 }
 
+/// Members the sample streams redeem points of, and their opening balances.
+pub const SAMPLE_MEMBERS: [(&str, i64); 2] = [("m-3001", 10_000), ("m-3002", 10_000)];
+
+impl Simulators {
+    /// The reference systems with the sample members' opening balances (outside the loyalty ledger).
+    pub fn with_sample_members() -> Self {
+        let sims = Self::default();
+        for (member, points) in SAMPLE_MEMBERS {
+            sims.loyalty
+                .seed_balance(member, Points::new(points).expect("a small positive balance"));
+        }
+        sims
+    }
+}
+
+/// A call of the redemption API made while feeding, and its answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ApiExchange {
+    pub request: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub status: u16,
+    pub response: Value,
+}
+
 /// What feeding did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Fed {
@@ -67,6 +94,9 @@ pub struct Fed {
     pub raw: usize,
     /// Envelopes no rule matched (EventBridge would drop them silently; we count them).
     pub unrouted: usize,
+    /// Calls of the redemption API.
+    #[serde(default)]
+    pub api_calls: usize,
 }
 
 /// Progress of a run, for a progress bar.
@@ -84,6 +114,9 @@ pub struct LocalSystem<B: Backend> {
     pub simulators: Simulators,
     pub metrics: Arc<CountingMetrics>,
     runner: LocalRunner,
+    /// The experience API channels call at checkout, over the same idempotency table.
+    redemption: RedemptionApi,
+    api_log: std::sync::Mutex<Vec<ApiExchange>>,
     /// The queues the functions consume (not their DLQs).
     work_queues: Vec<String>,
     ingest_queue: String,
@@ -118,6 +151,13 @@ impl<B: Backend> LocalSystem<B> {
         let metrics = Arc::new(CountingMetrics::default());
         let erp: Arc<dyn Erp> = Arc::new(InProcessErp(simulators.erp.clone()));
         let loyalty: Arc<dyn Loyalty> = Arc::new(InProcessLoyalty(simulators.loyalty.clone()));
+        let redemption = RedemptionApi {
+            loyalty: loyalty.clone(),
+            idempotency: backend.clone(),
+            clock: clock.clone(),
+            policy: IdempotencyPolicy::default(),
+            config: RedemptionConfig::default(),
+        };
         let deps = Deps {
             idempotency: backend.clone(),
             sagas: backend.clone(),
@@ -162,6 +202,8 @@ impl<B: Backend> LocalSystem<B> {
             topology,
             simulators,
             metrics,
+            redemption,
+            api_log: Default::default(),
             work_queues,
             ingest_queue,
         })
@@ -184,6 +226,12 @@ impl<B: Backend> LocalSystem<B> {
                         self.put(&mut batch, &mut fed).await?;
                     }
                 }
+                Input::Api(call) => {
+                    // In input order: a checkout happens before the order that uses its hold.
+                    self.put(&mut batch, &mut fed).await?;
+                    self.call_api(call).await;
+                    fed.api_calls += 1;
+                }
                 Input::Raw(body) => {
                     self.put(&mut batch, &mut fed).await?;
                     self.backend.send_raw(&self.ingest_queue, body).await?;
@@ -193,6 +241,27 @@ impl<B: Backend> LocalSystem<B> {
         }
         self.put(&mut batch, &mut fed).await?;
         Ok(fed)
+    }
+
+    async fn call_api(&self, call: &ApiCall) {
+        let mut request = ApiRequest::new(call.method.clone(), call.path.clone());
+        if let Some(key) = &call.idempotency_key {
+            request = request.with_header("Idempotency-Key", key.clone());
+        }
+        if let Some(body) = &call.body {
+            request = request.with_body(body.to_string());
+        }
+        let response = self.redemption.handle(request).await;
+        let exchange = ApiExchange {
+            request: format!("{} {}", call.method, call.path),
+            idempotency_key: call.idempotency_key.clone(),
+            status: response.status,
+            response: serde_json::from_str(&response.body).unwrap_or(Value::String(response.body)),
+        };
+        self.api_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(exchange);
     }
 
     async fn put(&self, batch: &mut Vec<(String, String, Value)>, fed: &mut Fed) -> anyhow::Result<()> {
@@ -289,6 +358,7 @@ impl<B: Backend> LocalSystem<B> {
                 .map(|p| serde_json::to_value(p).expect("postings serialize"))
                 .collect(),
             metrics: self.metrics.snapshot(),
+            api: self.api_log.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }))
     }
 }

@@ -31,6 +31,9 @@ pub struct Report {
     pub dead_letter_queues: BTreeMap<String, Vec<DeadLetter>>,
     /// Business counters of the run.
     pub metrics: BTreeMap<String, u64>,
+    /// Redemption API calls made while feeding (checkouts), with their answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub api: Vec<crate::local::ApiExchange>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -94,6 +97,7 @@ pub struct Facts {
     pub balances: BTreeMap<String, u64>,
     pub erp_postings: Vec<Value>,
     pub metrics: BTreeMap<String, u64>,
+    pub api: Vec<crate::local::ApiExchange>,
 }
 
 impl Report {
@@ -154,6 +158,7 @@ impl Report {
             quarantine,
             dead_letter_queues: facts.dead_letters,
             metrics: facts.metrics,
+            api: facts.api,
         }
     }
 
@@ -166,6 +171,22 @@ impl Report {
             "input      {} events on the bus, {} raw messages, {} unrouted",
             self.input.events, self.input.raw, self.input.unrouted
         );
+        if !self.api.is_empty() {
+            let _ = writeln!(out, "api        {} redemption API calls", self.api.len());
+            for call in &self.api {
+                let answer = call.response["code"]
+                    .as_str()
+                    .or(call.response["hold_id"].as_str())
+                    .unwrap_or("");
+                let _ = writeln!(
+                    out,
+                    "           {:<34} {:<14} {} {answer}",
+                    call.request,
+                    call.idempotency_key.as_deref().unwrap_or("-"),
+                    call.status
+                );
+            }
+        }
         let by_status: Vec<String> = s
             .sagas_by_status
             .iter()

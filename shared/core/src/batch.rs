@@ -123,8 +123,14 @@ impl BatchRunner {
     async fn quarantine(&self, message: &Message, error: Error) -> Result<Outgoing, Error> {
         let rejection = match error {
             Error::BadInput(r) => *r,
-            Error::Rejected { reason, message } => plain(reason, message),
-            other => plain(ReasonCode::RetriesExhausted, other.to_string()),
+            Error::Rejected {
+                reason,
+                message: text,
+            } => identified(plain(reason, text), &message.body),
+            other => identified(
+                plain(ReasonCode::RetriesExhausted, other.to_string()),
+                &message.body,
+            ),
         };
         let now = self.clock.now();
         let step = self.step.name();
@@ -195,6 +201,33 @@ fn plain(reason: ReasonCode, message: String) -> Rejection {
         event_id: None,
         correlation_id: None,
     }
+}
+
+/// A refusal of a well-formed event (an over-return, a closed order) names the event it refused, so
+/// operators can find it by event and correlation id; the body is probed leniently for them.
+fn identified(mut rejection: Rejection, body: &str) -> Rejection {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "detail-type")]
+        detail_type: Option<String>,
+        detail: Option<ProbeDetail>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ProbeDetail {
+        metadata: Option<ProbeMetadata>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ProbeMetadata {
+        event_id: Option<String>,
+        correlation_id: Option<String>,
+    }
+    if let Ok(probe) = serde_json::from_str::<Probe>(body) {
+        let metadata = probe.detail.and_then(|d| d.metadata);
+        rejection.detail_type = probe.detail_type;
+        rejection.event_id = metadata.as_ref().and_then(|m| m.event_id.clone());
+        rejection.correlation_id = metadata.and_then(|m| m.correlation_id);
+    }
+    rejection
 }
 
 /// Cuts at a char boundary at or below `max` bytes.

@@ -208,7 +208,11 @@ async fn events_are_routed_by_the_template_rules_and_state_survives_reopening() 
             .put_events(&[
                 ("retail.pos".into(), "SaleCompleted".into(), json!({})),
                 ("retail-sync.ingest".into(), "SaleCompleted".into(), json!({})),
-                ("retail-sync".into(), "ErpSalePosted".into(), json!({})),
+                (
+                    "retail-sync".into(),
+                    "ErpSalePosted".into(),
+                    json!({"data": {"transaction": {"kind": "receipt"}}}),
+                ),
                 ("retail-sync".into(), "LoyaltyAccrued".into(), json!({})),
             ])
             .unwrap();

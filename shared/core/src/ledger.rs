@@ -72,8 +72,18 @@ pub struct CancellationEntry {
     pub net_minor: Amount,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erp_document_id: Option<ExternalRef>,
+    /// Set with the ERP's document: the redeemed points this cancellation gave back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points_recredited: Option<Points>,
+    /// The ERP refused it: its units are open again (kept, so a redelivery finds it decided).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+}
+
+impl CancellationEntry {
+    fn confirmed(&self) -> bool {
+        self.erp_document_id.is_some() && !self.refused
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,7 +235,17 @@ impl Basis {
                 continue;
             };
             let before = ledger.shipped(q.line_no) + sum_before(lines, i, q.line_no);
-            let open = line.quantity - ledger.cancelled(q.line_no);
+            let open = line.quantity.saturating_sub(ledger.cancelled(q.line_no));
+            if before + q.quantity > open
+                && before + q.quantity <= line.quantity - ledger.cancelled_confirmed(q.line_no)
+            {
+                // Only a cancellation the ERP has not confirmed stands in the way; if the ERP refuses it
+                // (the goods had left), these units are open again.
+                return Err(Check::Wait(format!(
+                    "line {}: a cancellation is pending",
+                    q.line_no
+                )));
+            }
             if before + q.quantity > open {
                 findings.push(format!(
                     "line {}: {} more shipped but only {} of {} are open",
@@ -260,7 +280,10 @@ impl Basis {
                 .iter()
                 .map(|l| LineQuantity {
                     line_no: l.line_no,
-                    quantity: l.quantity - ledger.shipped(l.line_no) - ledger.cancelled(l.line_no),
+                    quantity: l
+                        .quantity
+                        .saturating_sub(ledger.shipped(l.line_no))
+                        .saturating_sub(ledger.cancelled(l.line_no)),
                 })
                 .filter(|q| q.quantity > 0)
                 .collect(),
@@ -276,7 +299,10 @@ impl Basis {
                 continue;
             };
             let cancelled = ledger.cancelled(q.line_no) + sum_before(&requested, i, q.line_no);
-            let open = line.quantity - ledger.shipped(q.line_no) - cancelled.min(line.quantity);
+            let open = line
+                .quantity
+                .saturating_sub(ledger.shipped(q.line_no))
+                .saturating_sub(cancelled);
             if q.quantity > open {
                 findings.push(format!(
                     "line {}: {} cancelled but only {open} are open (shipped {}, cancelled {cancelled})",
@@ -286,7 +312,7 @@ impl Basis {
                 ));
                 continue;
             }
-            let top = line.quantity - cancelled;
+            let top = line.quantity.saturating_sub(cancelled);
             net += units_value(line.net_minor, line.quantity, top - q.quantity, top);
         }
         if findings.is_empty() {
@@ -320,13 +346,23 @@ impl Basis {
                     .filter(|o| o.line_no == r.line_no)
                     .map(|o| o.quantity)
                     .sum::<u32>();
-            let bought = line.quantity - ledger.cancelled(r.line_no);
+            let bought = line.quantity.saturating_sub(ledger.cancelled(r.line_no));
             let received = if self.is_order {
                 ledger.shipped_done(r.line_no)
             } else {
                 line.quantity
             };
             let after = returned + r.quantity;
+            let pending = ledger.returned(r.line_no) - ledger.returned_posted(r.line_no);
+            if after > bought && after - pending <= bought {
+                // Only a return the ERP has not confirmed stands in the way; if it is refused, these
+                // units are returnable again.
+                wait = Some(format!(
+                    "line {}: another return of these units is pending",
+                    r.line_no
+                ));
+                continue;
+            }
             if after > bought {
                 findings.push(format!(
                     "line {}: {} returned but only {} of {bought} bought are not returned yet",
@@ -398,8 +434,85 @@ impl Ledger {
         )
     }
 
+    /// Units of a line cancelled, or being cancelled (refused cancellations do not count).
     pub fn cancelled(&self, line_no: u32) -> u32 {
-        quantity(self.cancellations.iter().flat_map(|c| &c.lines), line_no)
+        quantity(
+            self.cancellations
+                .iter()
+                .filter(|c| !c.refused)
+                .flat_map(|c| &c.lines),
+            line_no,
+        )
+    }
+
+    /// Units of a line whose cancellation the ERP confirmed.
+    pub fn cancelled_confirmed(&self, line_no: u32) -> u32 {
+        quantity(
+            self.cancellations
+                .iter()
+                .filter(|c| c.confirmed())
+                .flat_map(|c| &c.lines),
+            line_no,
+        )
+    }
+
+    /// Units of a line returned with the ERP's credit note.
+    pub fn returned_posted(&self, line_no: u32) -> u32 {
+        self.returns
+            .iter()
+            .filter(|r| r.status == ReturnStatus::Posted)
+            .flat_map(|r| &r.lines)
+            .filter(|l| l.line_no == line_no)
+            .map(|l| l.quantity)
+            .sum()
+    }
+
+    /// Net value given back so far that redeemed points are re-credited on: confirmed cancellations and
+    /// returns whose loyalty side is decided, plus `also` (the one being decided).
+    fn given_back(&self, also: Option<&str>) -> i64 {
+        let cancelled: i64 = self
+            .cancellations
+            .iter()
+            .filter(|c| {
+                (c.confirmed() && c.points_recredited.is_some()) || also == Some(c.cancellation_id.as_str())
+            })
+            .map(|c| c.net_minor.get())
+            .sum();
+        let returned: i64 = self
+            .returns
+            .iter()
+            .filter(|r| r.points_recredited.is_some() || also == Some(r.return_id.as_str()))
+            .map(|r| r.net_minor.get())
+            .sum();
+        cancelled + returned
+    }
+
+    /// Decides the redeemed points a cancellation the ERP confirmed (as `document`) gives back, on the
+    /// cumulative net value given back, and records both; a cancellation already decided keeps its figure.
+    pub fn decide_cancellation(
+        &mut self,
+        cancellation_id: &str,
+        document: &ExternalRef,
+        basis: &Basis,
+    ) -> Option<Points> {
+        let entry = self
+            .cancellations
+            .iter()
+            .find(|c| c.cancellation_id == cancellation_id)?;
+        if let Some(p) = entry.points_recredited {
+            return Some(p);
+        }
+        let recredit = points(self.recredit_due(self.given_back(Some(cancellation_id)), basis));
+        let entry = self
+            .cancellations
+            .iter_mut()
+            .find(|c| c.cancellation_id == cancellation_id)?;
+        entry.erp_document_id = Some(document.clone());
+        entry.points_recredited = Some(recredit);
+        if let Some(r) = self.redemption.as_mut() {
+            r.points_recredited = points(r.points_recredited.get() + recredit.get());
+        }
+        Some(recredit)
     }
 
     fn live_returns(&self) -> impl Iterator<Item = &ReturnEntry> {
@@ -458,21 +571,18 @@ impl Ledger {
             .map(|r| r.eligible_minor.get())
             .sum();
         let earned = self.points_accrued.map_or(0, Points::get);
-        let basis_eligible = self.eligible_minor.map_or(0, Amount::get);
+        // Sales accrued before the ledger kept the eligible value: the basis recomputes it (the same
+        // figure `domain::eligible_net` sent).
+        let basis_eligible = self
+            .eligible_minor
+            .map_or_else(|| basis.eligible_minor(), Amount::get);
         let reverse = due(
             earned,
             returned_eligible,
             basis_eligible,
             self.points_reversed().get(),
         );
-        let given_back: i64 = self.cancellations.iter().map(|c| c.net_minor.get()).sum::<i64>()
-            + self
-                .returns
-                .iter()
-                .filter(decided)
-                .map(|r| r.net_minor.get())
-                .sum::<i64>();
-        let recredit = self.recredit_due(given_back, basis);
+        let recredit = self.recredit_due(self.given_back(Some(return_id.as_str())), basis);
         let (reverse, recredit) = (points(reverse), points(recredit));
         let entry = self.return_entry_mut(return_id)?;
         entry.points_reversed = Some(reverse);
@@ -666,10 +776,62 @@ mod tests {
             net_minor: net,
             erp_document_id: None,
             points_recredited: None,
+            refused: false,
         });
-        assert!(ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]).is_err());
+        assert!(
+            matches!(ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]), Err(Check::Wait(_))),
+            "a pending cancellation makes a shipment of its units wait"
+        );
+        ledger
+            .decide_cancellation("c-1", &ExternalRef::parse("ERP-9").unwrap(), &b)
+            .unwrap();
+        assert!(
+            matches!(
+                ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]),
+                Err(Check::Refuse(_))
+            ),
+            "a confirmed one refuses it"
+        );
         assert!(b.cancellation(&ledger, None).is_err(), "nothing open");
         assert!(ledger.order_settled(&b));
+        ledger.cancellations[0].refused = true;
+        assert!(
+            ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]).is_ok(),
+            "a refused one frees its units"
+        );
+    }
+
+    #[test]
+    fn cancellations_and_returns_together_give_back_exactly_the_redeemed_points() {
+        let lines = [line(1, 2, 5_000, true)];
+        let b = basis(&lines, 1_000);
+        let mut ledger = Ledger {
+            redemption: Some(RedemptionEntry {
+                hold_id: HoldId::parse("h-1").unwrap(),
+                points: Points::new(1_000).unwrap(),
+                value_minor: Amount::new(1_000).unwrap(),
+                loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
+                points_recredited: Points::ZERO,
+            }),
+            ..Ledger::default()
+        };
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
+        let (taken, net) = b.cancellation(&ledger, None).unwrap();
+        ledger.cancellations.push(CancellationEntry {
+            cancellation_id: "c-1".into(),
+            lines: taken,
+            net_minor: net,
+            erp_document_id: None,
+            points_recredited: None,
+            refused: false,
+        });
+        // The return is decided while the cancellation is still pending: it counts only itself.
+        let (_, c1) = give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).unwrap();
+        let c2 = ledger
+            .decide_cancellation("c-1", &ExternalRef::parse("ERP-9").unwrap(), &b)
+            .unwrap();
+        assert_eq!((c1.get(), c2.get()), (500, 500));
+        assert_eq!(ledger.redemption.unwrap().points_recredited.get(), 1_000);
     }
 
     prop_compose! {

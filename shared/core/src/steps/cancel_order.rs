@@ -31,10 +31,11 @@ pub struct CancelOrder(pub Deps);
 enum Outcome {
     Cancelled {
         erp_document_id: ExternalRef,
-        points_recredited: Points,
     },
     /// The ERP refused: the units are open again and nothing was given back.
-    Refused { message: String },
+    Refused {
+        message: String,
+    },
 }
 
 #[async_trait]
@@ -110,6 +111,7 @@ impl Step for CancelOrder {
                                 net_minor: net,
                                 erp_document_id: None,
                                 points_recredited: None,
+                                refused: false,
                             });
                     if let Ok(c) = &checked {
                         s.ledger.cancellations.push(c.clone());
@@ -145,26 +147,67 @@ impl Step for CancelOrder {
                 reason: cancel.data.reason.clone(),
                 occurred_at: cancel.metadata.occurred_at,
             };
-            let document = match d.erp.cancel_order(&request, &key).await {
-                Ok(doc) => doc.document_id,
-                Err(Error::Rejected { message, .. }) => return Ok(Outcome::Refused { message }),
-                Err(e) => return Err(e),
-            };
-            // Decided on the saga as it is now; the idempotency key keeps a retry at the same figure.
-            let saga = saga::load_existing(&*d.sagas, &saga_id).await?;
-            let given_back: i64 = saga
+            match d.erp.cancel_order(&request, &key).await {
+                Ok(doc) => Ok(Outcome::Cancelled {
+                    erp_document_id: doc.document_id,
+                }),
+                Err(Error::Rejected { message, .. }) => Ok(Outcome::Refused { message }),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+
+        // The points given back are decided with the ERP's answer, under the saga's versioned write, so a
+        // return or another cancellation decided at the same time is counted once; a redelivery finds
+        // the figure on the entry.
+        let saga = match run.completion() {
+            Some(completion) => {
+                let saga = saga::update(&*d.sagas, &saga_id, Some(completion), |s| match run.result() {
+                    Outcome::Cancelled { erp_document_id } => {
+                        let recredit = s.ledger.decide_cancellation(&cancellation_id, erp_document_id, &basis);
+                        s.record(
+                            STEP,
+                            StepOutcome::Done,
+                            format!(
+                                "cancelled {} (net {}) in ERP {erp_document_id}; {} redeemed points to give back",
+                                describe(&entry.lines),
+                                entry.net_minor,
+                                recredit.unwrap_or(Points::ZERO)
+                            ),
+                            now,
+                        );
+                        if s.status == SagaStatus::Running && s.ledger.order_settled(&basis) {
+                            s.status = if s.ledger.shipments.is_empty() {
+                                SagaStatus::Cancelled
+                            } else {
+                                SagaStatus::Completed
+                            };
+                        }
+                    }
+                    Outcome::Refused { message } => {
+                        if let Some(c) = s.ledger.cancellations.iter_mut().find(|c| c.cancellation_id == cancellation_id) {
+                            c.refused = true;
+                        }
+                        s.record(STEP, StepOutcome::Failed, format!("ERP refused the cancellation: {message}"), now);
+                    }
+                })
+                .await?;
+                if let Outcome::Cancelled { .. } = run.result() {
+                    d.metrics.add("orders_cancelled", 1, None);
+                }
+                saga
+            }
+            None => saga::load_existing(&*d.sagas, &saga_id).await?,
+        };
+
+        if let Outcome::Cancelled { .. } = run.result() {
+            let recredit = saga
                 .ledger
                 .cancellations
                 .iter()
-                .map(|c| c.net_minor.get())
-                .sum::<i64>()
-                + saga
-                    .ledger
-                    .returns
-                    .iter()
-                    .filter_map(|r| r.points_recredited.map(|_| r.net_minor.get()))
-                    .sum::<i64>();
-            let recredit = Points::new(saga.ledger.recredit_due(given_back, &basis)).unwrap_or(Points::ZERO);
+                .find(|c| c.cancellation_id == cancellation_id)
+                .and_then(|c| c.points_recredited)
+                .unwrap_or(Points::ZERO);
             if let (Some(member_id), true) = (&basis.member_id, recredit.get() > 0) {
                 let request = AdjustmentRequest {
                     member_id: member_id.clone(),
@@ -174,61 +217,15 @@ impl Step for CancelOrder {
                     points: recredit,
                     occurred_at: cancel.metadata.occurred_at,
                 };
-                let recredit_key = IdempotencyKey::for_step(key.as_str(), "recredit");
-                d.loyalty.adjust(&request, &recredit_key).await?;
-            }
-            Ok(Outcome::Cancelled {
-                erp_document_id: document,
-                points_recredited: recredit,
-            })
-        })
-        .await?;
-
-        if let Some(completion) = run.completion() {
-            saga::update(&*d.sagas, &saga_id, Some(completion), |s| match run.result() {
-                Outcome::Cancelled {
-                    erp_document_id,
-                    points_recredited,
-                } => {
-                    if let Some(c) = s.ledger.cancellations.iter_mut().find(|c| c.cancellation_id == cancellation_id) {
-                        c.erp_document_id = Some(erp_document_id.clone());
-                        c.points_recredited = Some(*points_recredited);
-                    }
-                    if let Some(r) = s.ledger.redemption.as_mut() {
-                        r.points_recredited =
-                            Points::new(r.points_recredited.get() + points_recredited.get()).unwrap_or(r.points);
-                    }
-                    s.record(
-                        STEP,
-                        StepOutcome::Done,
-                        format!(
-                            "cancelled {} (net {}) in ERP {erp_document_id}; {points_recredited} redeemed points given back",
-                            describe(&entry.lines),
-                            entry.net_minor
-                        ),
-                        now,
-                    );
-                    if s.status == SagaStatus::Running && s.ledger.order_settled(&basis) {
-                        s.status = if s.ledger.shipments.is_empty() {
-                            SagaStatus::Cancelled
-                        } else {
-                            SagaStatus::Completed
-                        };
-                    }
+                // The figure is stored, so every delivery sends the same request under this key and the
+                // platform applies it once.
+                d.loyalty
+                    .adjust(&request, &IdempotencyKey::for_step(key.as_str(), "recredit"))
+                    .await?;
+                if run.completion().is_some() {
+                    d.metrics
+                        .add("points_recredited", recredit.get().unsigned_abs(), None);
                 }
-                Outcome::Refused { message } => {
-                    s.ledger.cancellations.retain(|c| c.cancellation_id != cancellation_id);
-                    s.record(STEP, StepOutcome::Failed, format!("ERP refused the cancellation: {message}"), now);
-                }
-            })
-            .await?;
-            if let Outcome::Cancelled {
-                points_recredited, ..
-            } = run.result()
-            {
-                d.metrics.add("orders_cancelled", 1, None);
-                d.metrics
-                    .add("points_recredited", points_recredited.get().unsigned_abs(), None);
             }
         }
 

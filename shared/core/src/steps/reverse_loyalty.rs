@@ -22,17 +22,23 @@ pub const STEP: &str = "reverse-loyalty";
 
 pub struct ReverseLoyalty(pub Deps);
 
+/// What the platform applied: the reversal may take less than asked (a platform keeps points that open
+/// holds reserve), and a refusal of either adjustment keeps what the other one did.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 enum Outcome {
     Adjusted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         loyalty_transaction_id: Option<ExternalRef>,
+        reversed: Points,
+        recredited: Points,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+        /// Running totals as of this return, fixed here so a republish carries the same figures.
+        total_reversed: Points,
+        total_earned: Points,
     },
     Anonymous,
-    Refused {
-        message: String,
-    },
 }
 
 #[async_trait]
@@ -52,31 +58,40 @@ impl Step for ReverseLoyalty {
         let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{return_id}"));
         let now = d.clock.now();
         let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
-        if saga.ledger.return_entry(&return_id).is_none() {
+        let Some(entry) = saga.ledger.return_entry(&return_id) else {
             return Err(Error::Corrupt {
                 what: format!("saga {saga_id}"),
                 message: format!("return {return_id} was posted but is not on the ledger"),
             });
-        }
+        };
 
-        // Decided under the saga's versioned write, so two returns processed at once each see the other.
-        let mut decided = None;
-        let saga = saga::update_from(&*d.sagas, saga, None, |s| {
-            decided = s.ledger.decide_return(&return_id, &basis);
-        })
-        .await?;
-        let (reverse, recredit) = decided.expect("the entry exists");
+        // Decided under the saga's versioned write, so two returns processed at once each see the other;
+        // a redelivery finds the figures on the entry and writes nothing.
+        let (saga, (reverse, recredit)) = match (entry.points_reversed, entry.points_recredited) {
+            (Some(r), Some(c)) => (saga, (r, c)),
+            _ => {
+                let mut decided = None;
+                let saga = saga::update_from(&*d.sagas, saga, None, |s| {
+                    decided = s.ledger.decide_return(&return_id, &basis);
+                })
+                .await?;
+                (saga, decided.expect("the entry exists"))
+            }
+        };
+        let earned = saga.ledger.points_accrued.unwrap_or(Points::ZERO);
+        let decided_total = saga.ledger.points_reversed();
 
         let run = run_once(d, &key, Fingerprint::of(&posted.data), || async {
             let Some(member_id) = &basis.member_id else {
                 return Ok(Outcome::Anonymous);
             };
-            let mut loyalty_transaction_id = None;
+            let (mut loyalty_transaction_id, mut reversed, mut recredited, mut refused) =
+                (None, Points::ZERO, Points::ZERO, None);
             for (kind, points, suffix) in [
                 (AdjustmentKind::Reversal, reverse, "reverse"),
                 (AdjustmentKind::Recredit, recredit, "recredit"),
             ] {
-                if points.get() == 0 {
+                if points.get() == 0 || refused.is_some() {
                     continue;
                 }
                 let request = AdjustmentRequest {
@@ -92,74 +107,106 @@ impl Step for ReverseLoyalty {
                     .adjust(&request, &IdempotencyKey::for_step(key.as_str(), suffix))
                     .await
                 {
-                    Ok(a) if kind == AdjustmentKind::Reversal => {
-                        loyalty_transaction_id = Some(a.loyalty_transaction_id)
+                    Ok(a) => {
+                        let applied = Points::new(a.delta.abs()).unwrap_or(points);
+                        if kind == AdjustmentKind::Reversal {
+                            loyalty_transaction_id = Some(a.loyalty_transaction_id);
+                            reversed = applied;
+                        } else {
+                            recredited = applied;
+                        }
                     }
-                    Ok(_) => {}
-                    Err(Error::Rejected { message, .. }) => return Ok(Outcome::Refused { message }),
+                    Err(Error::Rejected { message, .. }) => refused = Some(message),
                     Err(e) => return Err(e),
                 }
             }
+            let shortfall = reverse.get() - reversed.get();
             Ok(Outcome::Adjusted {
                 loyalty_transaction_id,
+                reversed,
+                recredited,
+                refused,
+                total_reversed: Points::new(decided_total.get() - shortfall).unwrap_or(Points::ZERO),
+                total_earned: earned,
             })
         })
         .await?;
 
-        let earned = saga.ledger.points_accrued.unwrap_or(Points::ZERO);
-        let total_reversed = saga.ledger.points_reversed();
         if let Some(completion) = run.completion() {
             saga::update_from(&*d.sagas, saga, Some(completion), |s| {
-                let text = match run.result() {
+                let (outcome, text) = match run.result() {
                     Outcome::Adjusted {
                         loyalty_transaction_id,
+                        reversed,
+                        recredited,
+                        refused,
+                        total_reversed,
+                        ..
                     } => {
+                        // The ledger keeps what was applied: what a refusal or the platform left out is
+                        // owed still, and the next return's cumulative figure includes it.
                         if let Some(e) = s.ledger.return_entry_mut(&return_id) {
                             e.loyalty_transaction_id = loyalty_transaction_id.clone();
+                            e.points_reversed = Some(*reversed);
+                            e.points_recredited = Some(*recredited);
                         }
-                        format!(
-                            "return {return_id}: {reverse} earned points reversed ({total_reversed} of {earned} so far), {recredit} redeemed points given back"
-                        )
+                        if let Some(r) = s.ledger.redemption.as_mut() {
+                            let fixed = r.points_recredited.get() - recredit.get() + recredited.get();
+                            r.points_recredited = Points::new(fixed.max(0)).unwrap_or(r.points_recredited);
+                        }
+                        let mut text = format!(
+                            "return {return_id}: {reversed} earned points reversed ({total_reversed} of {earned} so far), {recredited} redeemed points given back"
+                        );
+                        if let Some(message) = refused {
+                            text.push_str(&format!("; loyalty refused the rest: {message}"));
+                        }
+                        let outcome = if refused.is_some() { StepOutcome::Failed } else { StepOutcome::Done };
+                        (outcome, text)
                     }
-                    Outcome::Anonymous => format!("return {return_id}: anonymous, no points"),
-                    Outcome::Refused { message } => format!("return {return_id}: loyalty refused: {message}"),
-                };
-                let outcome = match run.result() {
-                    Outcome::Adjusted { .. } => StepOutcome::Done,
-                    Outcome::Anonymous => StepOutcome::Skipped,
-                    Outcome::Refused { .. } => StepOutcome::Failed,
+                    Outcome::Anonymous => (StepOutcome::Skipped, format!("return {return_id}: anonymous, no points")),
                 };
                 s.record(STEP, outcome, text, now);
             })
             .await?;
-            if let Outcome::Adjusted { .. } = run.result() {
+            if let Outcome::Adjusted {
+                reversed, recredited, ..
+            } = run.result()
+            {
                 d.metrics
-                    .add("points_reversed", reverse.get().unsigned_abs(), None);
+                    .add("points_reversed", reversed.get().unsigned_abs(), None);
                 d.metrics
-                    .add("points_recredited", recredit.get().unsigned_abs(), None);
+                    .add("points_recredited", recredited.get().unsigned_abs(), None);
             }
         }
 
-        Ok(match run.result() {
-            Outcome::Adjusted {
-                loyalty_transaction_id,
-            } => vec![outgoing(
-                key.as_str(),
-                &posted.metadata,
-                now,
-                LoyaltyReversed {
-                    member_id: basis.member_id.clone().expect("adjusted for a member"),
-                    return_id,
-                    original: posted.data.original.clone(),
-                    points: reverse,
-                    loyalty_transaction_id: loyalty_transaction_id.clone(),
-                    points_recredited: recredit,
-                    total_reversed,
-                    total_earned: earned,
-                },
-            )],
-            Outcome::Anonymous => Vec::new(),
-            Outcome::Refused { message } => vec![workflow_exception(
+        let Outcome::Adjusted {
+            loyalty_transaction_id,
+            reversed,
+            recredited,
+            refused,
+            total_reversed,
+            total_earned,
+        } = run.result()
+        else {
+            return Ok(Vec::new());
+        };
+        let mut events = vec![outgoing(
+            key.as_str(),
+            &posted.metadata,
+            now,
+            LoyaltyReversed {
+                member_id: basis.member_id.clone().expect("adjusted for a member"),
+                return_id,
+                original: posted.data.original.clone(),
+                points: *reversed,
+                loyalty_transaction_id: loyalty_transaction_id.clone(),
+                points_recredited: *recredited,
+                total_reversed: *total_reversed,
+                total_earned: *total_earned,
+            },
+        )];
+        if let Some(message) = refused {
+            events.push(workflow_exception(
                 key.as_str(),
                 STEP,
                 ReasonCode::LoyaltyRejected,
@@ -167,7 +214,8 @@ impl Step for ReverseLoyalty {
                 &posted.metadata,
                 EventType::ErpReturnPosted.name(),
                 now,
-            )],
-        })
+            ));
+        }
+        Ok(events)
     }
 }

@@ -53,6 +53,7 @@ impl Step for CommitRedemption {
         let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
         let now = d.clock.now();
 
+        let release_key = IdempotencyKey::for_step(key.as_str(), "release");
         let run = run_once(d, &key, Fingerprint::of(&order.data), || async {
             // Checked before committing: the value the order deducted must be the one the platform
             // granted, or the ERP and the loyalty ledger would disagree for good.
@@ -71,10 +72,17 @@ impl Step for CommitRedemption {
             } else {
                 None
             };
-            if let Some(message) = mismatch {
-                if hold.status == HoldStatus::Held {
-                    d.loyalty.release_hold(&hold.hold_id, &key).await?;
+            // A hold of this member that the order cannot use is given back at once rather than left to
+            // expire; another member's hold is none of this order's business.
+            let release_key = &release_key;
+            let release_if_ours = |hold: crate::ports::Hold| async move {
+                if hold.status == HoldStatus::Held && &hold.member_id == member_id {
+                    d.loyalty.release_hold(&hold.hold_id, release_key).await?;
                 }
+                Ok::<_, Error>(())
+            };
+            if let Some(message) = mismatch {
+                release_if_ours(hold).await?;
                 return Ok(Outcome::Refused { message });
             }
             let request = CommitRequest {
@@ -88,7 +96,10 @@ impl Step for CommitRedemption {
                         message: "committed without a loyalty transaction".into(),
                     })?,
                 }),
-                Err(Error::Rejected { message, .. }) => Ok(Outcome::Refused { message }),
+                Err(Error::Rejected { message, .. }) => {
+                    release_if_ours(d.loyalty.get_hold(&redemption.hold_id).await?).await?;
+                    Ok(Outcome::Refused { message })
+                }
                 Err(e) => Err(e),
             }
         })

@@ -114,7 +114,23 @@ impl Step for Compensate {
             }
             Ok(plan.clone())
         })
-        .await?;
+        .await;
+        let run = match run {
+            Ok(run) => run,
+            // An effect that cannot be undone needs a person: the saga must not stay `running` (its
+            // follow-ups would wait for an ERP document that never comes), so it ends `failed`, and the
+            // quarantined message and its WorkflowException say why.
+            Err(e) if !e.is_retryable() => {
+                let text = format!("compensation failed: {e}");
+                saga::update(&*d.sagas, &saga_id, None, |s| {
+                    s.status = SagaStatus::Failed;
+                    s.record(STEP, StepOutcome::Failed, text.clone(), now);
+                })
+                .await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
 
         if let Some(completion) = run.completion() {
             let undone = run.result().clone();

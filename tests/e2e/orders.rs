@@ -692,7 +692,7 @@ scenarios!(
 
 /// The sample orders day (`events/streams/orders-day.jsonl`, what `retail-sync local run` shows): every
 /// workflow above in one stream, checkout calls included, with the same outcome on both backends.
-async fn orders_day<B: Backend>(system: LocalSystem<B>) -> Report {
+async fn orders_day<B: Backend>(system: &LocalSystem<B>) -> Report {
     let inputs =
         retail_sync_cli::input::read_inputs(&workspace().join("events/streams/orders-day.jsonl")).unwrap();
     let fed = system.feed(&inputs).await.unwrap();
@@ -734,7 +734,18 @@ async fn the_orders_day_has_the_same_outcome_on_both_backends() {
         dir.path().join("state.db"),
     );
     options.visibility_timeout = Duration::from_millis(300);
-    let local = orders_day(open_embedded(&options, Simulators::with_sample_members()).unwrap()).await;
+    let embedded = open_embedded(&options, Simulators::with_sample_members()).unwrap();
+    let local = orders_day(&embedded).await;
+    // The compensated order is announced: a WorkflowException with the reason and its correlation id.
+    let announced = embedded.backend.archive().unwrap().into_iter().any(|e| {
+        e["detail-type"] == "WorkflowException"
+            && e["detail"]["metadata"]["correlation_id"] == "reject-1004"
+            && e["detail"]["data"]["reason"] == "erp_rejected"
+            && e["detail"]["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("re-credited"))
+    });
+    assert!(announced);
     // Earned and reversed balance out on the fully returned order.
     let saga = |id: &str| local.sagas[id].clone();
     assert!(
@@ -750,6 +761,6 @@ async fn the_orders_day_has_the_same_outcome_on_both_backends() {
     let provision = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(1));
     let backend = Arc::new(MotoServer::shared().backend(&topology, &provision).await);
     let aws =
-        orders_day(LocalSystem::new(backend, topology, Simulators::with_sample_members()).unwrap()).await;
+        orders_day(&LocalSystem::new(backend, topology, Simulators::with_sample_members()).unwrap()).await;
     assert_eq!(comparable(&aws), comparable(&local));
 }

@@ -13,10 +13,10 @@ use retail_sync_contracts::values::{ExternalRef, Points};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ledger::{Check, ShipmentEntry};
+use crate::ledger::ShipmentEntry;
 use crate::ports::{AccrualRequest, Outgoing};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Deps, load_with_basis, outgoing, refuse, run_once};
+use crate::steps::{Deps, load_with_basis, outgoing, refuse, reserve, run_once};
 
 use super::accrue_loyalty::STEP;
 
@@ -91,42 +91,30 @@ pub(super) async fn accrue_shipment(
         None => {
             // Checked and reserved in one versioned write, so a concurrent shipment or cancellation of
             // the same units is counted when the write re-applies.
-            let mut verdict = None;
-            saga::update_from(&*d.sagas, saga, None, |s| {
-                if let Some(e) = s.ledger.shipments.iter().find(|e| e.shipment_id == shipment_id) {
-                    verdict = Some(Ok(e.clone()));
-                    return;
-                }
-                let checked = basis
-                    .shipment(&s.ledger, &shipped.data.lines)
-                    .map(|eligible| ShipmentEntry {
+            reserve(
+                &*d.sagas,
+                saga,
+                STEP,
+                ReasonCode::QuantityExceeded,
+                &format!("shipment {shipment_id}"),
+                now,
+                |ledger| {
+                    if let Some(e) = ledger.shipments.iter().find(|e| e.shipment_id == shipment_id) {
+                        return Ok(e.clone());
+                    }
+                    let eligible = basis.shipment(ledger, &shipped.data.lines)?;
+                    let entry = ShipmentEntry {
                         shipment_id: shipment_id.clone(),
                         lines: shipped.data.lines.clone(),
                         eligible_minor: eligible,
                         points: None,
                         loyalty_transaction_id: None,
-                    });
-                if let Ok(e) = &checked {
-                    s.ledger.shipments.push(e.clone());
-                }
-                verdict = Some(checked);
-            })
-            .await?;
-            match verdict.expect("the update ran its change") {
-                Ok(entry) => entry,
-                Err(Check::Wait(what)) => return Err(Error::NotYet { what }),
-                Err(Check::Refuse(findings)) => {
-                    return Err(refuse(
-                        &*d.sagas,
-                        &saga_id,
-                        STEP,
-                        ReasonCode::QuantityExceeded,
-                        format!("shipment {shipment_id}: {}", findings.join("; ")),
-                        now,
-                    )
-                    .await);
-                }
-            }
+                    };
+                    ledger.shipments.push(entry.clone());
+                    Ok(entry)
+                },
+            )
+            .await?
         }
     };
 

@@ -15,11 +15,11 @@ use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ledger::{CancellationEntry, Check};
+use crate::ledger::CancellationEntry;
 use crate::ports::{AdjustmentKind, AdjustmentRequest, ErpCancelRequest, Outgoing};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
 use crate::steps::{
-    Deps, Message, Step, load_with_basis, parse_internal, refuse, run_once, unexpected, workflow_exception,
+    Deps, Message, Step, load_with_basis, parse_internal, reserve, run_once, unexpected, workflow_exception,
 };
 
 pub const STEP: &str = "cancel-order";
@@ -91,49 +91,35 @@ impl Step for CancelOrder {
                     });
                 }
                 // Checked and reserved in one versioned write (see `ledger`).
-                let mut verdict = None;
-                saga::update_from(&*d.sagas, saga, None, |s| {
-                    if let Some(c) = s
-                        .ledger
-                        .cancellations
-                        .iter()
-                        .find(|c| c.cancellation_id == cancellation_id)
-                    {
-                        verdict = Some(Ok(c.clone()));
-                        return;
-                    }
-                    let checked =
-                        basis
-                            .cancellation(&s.ledger, cancel.data.lines.as_deref())
-                            .map(|(lines, net)| CancellationEntry {
-                                cancellation_id: cancellation_id.clone(),
-                                lines,
-                                net_minor: net,
-                                erp_document_id: None,
-                                points_recredited: None,
-                                refused: false,
-                            });
-                    if let Ok(c) = &checked {
-                        s.ledger.cancellations.push(c.clone());
-                    }
-                    verdict = Some(checked);
-                })
-                .await?;
-                match verdict.expect("the update ran its change") {
-                    Ok(entry) => entry,
-                    Err(Check::Wait(what)) => return Err(Error::NotYet { what }),
-                    Err(Check::Refuse(findings)) => {
-                        return Err(refuse(
-                            &*d.sagas,
-                            &saga_id,
-                            STEP,
-                            ReasonCode::QuantityExceeded,
-                            format!("cancellation {cancellation_id}: {}", findings.join("; ")),
-                            now,
-                        )
-                        .await);
-                    }
-                }
+                reserve(
+                    &*d.sagas,
+                    saga,
+                    STEP,
+                    ReasonCode::QuantityExceeded,
+                    &format!("cancellation {cancellation_id}"),
+                    now,
+                    |ledger| {
+                        if let Some(c) = ledger
+                            .cancellations
+                            .iter()
+                            .find(|c| c.cancellation_id == cancellation_id)
+                        {
+                            return Ok(c.clone());
+                        }
+                        let (lines, net) = basis.cancellation(ledger, cancel.data.lines.as_deref())?;
+                        let entry = CancellationEntry {
+                            cancellation_id: cancellation_id.clone(),
+                            lines,
+                            net_minor: net,
+                            erp_document_id: None,
+                            points_recredited: None,
+                            refused: false,
+                        };
+                        ledger.cancellations.push(entry.clone());
+                        Ok(entry)
+                    },
+                )
+                .await?
             }
         };
 

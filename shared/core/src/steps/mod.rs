@@ -384,6 +384,38 @@ pub async fn refuse(
     }
 }
 
+/// Checks and reserves a follow-up (shipment, cancellation, return) on the saga's ledger in one versioned
+/// write, so a concurrent follow-up of the same units is counted when the write re-applies (see
+/// `ledger`). `reserve` returns the follow-up's entry from an earlier delivery, or checks it and pushes a
+/// new one. `Wait` becomes a retry; `Refuse` is recorded on the timeline and becomes the permanent error
+/// the runner quarantines, its message `what: findings`.
+pub async fn reserve<T>(
+    sagas: &dyn SagaStore,
+    saga: crate::saga::Saga,
+    step: &str,
+    reason: ReasonCode,
+    what: &str,
+    now: Timestamp,
+    mut reserve: impl FnMut(&mut crate::ledger::Ledger) -> Result<T, crate::ledger::Check>,
+) -> Result<T, Error> {
+    let id = saga.id.clone();
+    let mut verdict = None;
+    crate::saga::update_from(sagas, saga, None, |s| verdict = Some(reserve(&mut s.ledger))).await?;
+    match verdict.expect("the update ran its change") {
+        Ok(entry) => Ok(entry),
+        Err(crate::ledger::Check::Wait(what)) => Err(Error::NotYet { what }),
+        Err(crate::ledger::Check::Refuse(findings)) => Err(refuse(
+            sagas,
+            &id,
+            step,
+            reason,
+            format!("{what}: {}", findings.join("; ")),
+            now,
+        )
+        .await),
+    }
+}
+
 /// Reads a stored step result back.
 pub fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> Result<T, Error> {
     serde_json::from_value(value).map_err(|e| Error::Corrupt {

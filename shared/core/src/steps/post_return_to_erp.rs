@@ -17,11 +17,11 @@ use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ledger::{Check, ReturnEntry, ReturnStatus};
+use crate::ledger::{ReturnEntry, ReturnStatus};
 use crate::ports::{ErpReturnRequest, Outgoing};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
 use crate::steps::{
-    Deps, Message, Step, load_with_basis, outgoing, parse_internal, refuse, run_once, unexpected,
+    Deps, Message, Step, load_with_basis, outgoing, parse_internal, refuse, reserve, run_once, unexpected,
     workflow_exception,
 };
 
@@ -101,15 +101,19 @@ impl Step for PostReturnToErp {
                 }
                 // Checked and reserved in one versioned write: a concurrent return of the same units
                 // makes the write re-apply, and the check then counts that return too.
-                let mut verdict = None;
-                saga::update_from(&*d.sagas, saga, None, |s| {
-                    if let Some(existing) = s.ledger.return_entry(&return_id) {
-                        verdict = Some(Ok(existing.clone()));
-                        return;
-                    }
-                    let checked = basis
-                        .check_return(&s.ledger, &ret.data.lines)
-                        .map(|(net, eligible)| ReturnEntry {
+                reserve(
+                    &*d.sagas,
+                    saga,
+                    STEP,
+                    ReasonCode::OverReturn,
+                    &format!("return {return_id} refused"),
+                    now,
+                    |ledger| {
+                        if let Some(existing) = ledger.return_entry(&return_id) {
+                            return Ok(existing.clone());
+                        }
+                        let (net, eligible) = basis.check_return(ledger, &ret.data.lines)?;
+                        let entry = ReturnEntry {
                             return_id: return_id.clone(),
                             lines: ret.data.lines.clone(),
                             net_minor: net,
@@ -120,29 +124,17 @@ impl Step for PostReturnToErp {
                             points_reversed: None,
                             points_recredited: None,
                             loyalty_transaction_id: None,
-                        });
-                    if let Ok(entry) = &checked {
-                        s.ledger.returns.push(entry.clone());
-                    }
-                    verdict = Some(checked);
-                })
-                .await?;
-                match verdict.expect("the update ran its change") {
-                    Ok(entry) => entry,
-                    Err(Check::Wait(what)) => return Err(Error::NotYet { what }),
-                    Err(Check::Refuse(findings)) => {
+                        };
+                        ledger.returns.push(entry.clone());
+                        Ok(entry)
+                    },
+                )
+                .await
+                .inspect_err(|e| {
+                    if matches!(e, Error::Rejected { .. }) {
                         d.metrics.add("returns_refused", 1, None);
-                        return Err(refuse(
-                            &*d.sagas,
-                            &saga_id,
-                            STEP,
-                            ReasonCode::OverReturn,
-                            format!("return {return_id} refused: {}", findings.join("; ")),
-                            now,
-                        )
-                        .await);
                     }
-                }
+                })?
             }
         };
 

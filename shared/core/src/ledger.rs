@@ -509,9 +509,7 @@ impl Ledger {
             .find(|c| c.cancellation_id == cancellation_id)?;
         entry.erp_document_id = Some(document.clone());
         entry.points_recredited = Some(recredit);
-        if let Some(r) = self.redemption.as_mut() {
-            r.points_recredited = points(r.points_recredited.get() + recredit.get());
-        }
+        self.add_recredited(recredit.get());
         Some(recredit)
     }
 
@@ -587,14 +585,20 @@ impl Ledger {
         let entry = self.return_entry_mut(return_id)?;
         entry.points_reversed = Some(reverse);
         entry.points_recredited = Some(recredit);
-        if let Some(r) = self.redemption.as_mut() {
-            r.points_recredited = points(r.points_recredited.get() + recredit.get());
-        }
+        self.add_recredited(recredit.get());
         Some((reverse, recredit))
     }
 
+    /// Moves the count of redeemed points given back by `delta` (negative: what a decision counted but
+    /// the platform did not apply). The one place that count changes.
+    pub fn add_recredited(&mut self, delta: i64) {
+        if let Some(r) = self.redemption.as_mut() {
+            r.points_recredited = points((r.points_recredited.get() + delta).clamp(0, r.points.get()));
+        }
+    }
+
     /// Redeemed points due back once `given_back_net` of the order's net has been cancelled or returned.
-    pub fn recredit_due(&self, given_back_net: i64, basis: &Basis) -> i64 {
+    fn recredit_due(&self, given_back_net: i64, basis: &Basis) -> i64 {
         self.redemption.as_ref().map_or(0, |r| {
             due(
                 r.points.get(),

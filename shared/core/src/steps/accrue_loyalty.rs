@@ -7,7 +7,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::envelope::{Detail, SOURCE_RETAIL_SYNC};
 use retail_sync_contracts::events::{LoyaltyAccrued, ReasonCode, TransactionRef};
 use retail_sync_contracts::values::{Amount, ExternalRef, MemberId, Points};
 use retail_sync_contracts::{Event, EventType};
@@ -18,8 +17,7 @@ use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
 use crate::ports::{AccrualRequest, Clock, IdempotencyStore, Loyalty, Metrics, Outgoing, SagaStore};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
 use crate::steps::{
-    Claimed, Message, Step, claim, outbound_metadata, parse_internal, stored_result, unexpected,
-    workflow_exception,
+    Claimed, Message, Step, claim, outgoing, parse_internal, stored_result, unexpected, workflow_exception,
 };
 
 pub const STEP: &str = "accrue-loyalty";
@@ -175,27 +173,20 @@ impl Step for AccrueLoyalty {
                 loyalty_transaction_id,
                 points,
                 eligible_minor,
-            } => vec![Outgoing {
-                source: SOURCE_RETAIL_SYNC,
-                event: Event::LoyaltyAccrued(Detail {
-                    metadata: outbound_metadata(
-                        key.as_str(),
-                        EventType::LoyaltyAccrued,
-                        posted.metadata.correlation_id.clone(),
-                        Some(posted.metadata.event_id.clone()),
-                        now,
-                    ),
-                    data: LoyaltyAccrued {
-                        member_id,
-                        transaction: posted.data.transaction.clone(),
-                        shipment_id: None,
-                        points,
-                        eligible_minor,
-                        currency: sale.data.currency,
-                        loyalty_transaction_id,
-                    },
-                }),
-            }],
+            } => vec![outgoing(
+                key.as_str(),
+                &posted.metadata,
+                now,
+                LoyaltyAccrued {
+                    member_id,
+                    transaction: posted.data.transaction.clone(),
+                    shipment_id: None,
+                    points,
+                    eligible_minor,
+                    currency: sale.data.currency,
+                    loyalty_transaction_id,
+                },
+            )],
             Outcome::Anonymous => Vec::new(),
             Outcome::Refused { message } => vec![workflow_exception(
                 key.as_str(),

@@ -138,12 +138,7 @@ impl Step for Compensate {
                 for undo in &undone {
                     match undo {
                         Undo::ReverseAccrual { .. } => {}
-                        Undo::RecreditRedemption { points, .. } => {
-                            if let Some(r) = s.ledger.redemption.as_mut() {
-                                r.points_recredited =
-                                    Points::new(r.points_recredited.get() + points.get()).unwrap_or(r.points);
-                            }
-                        }
+                        Undo::RecreditRedemption { points, .. } => s.ledger.add_recredited(points.get()),
                     }
                 }
                 s.status = SagaStatus::Compensated;

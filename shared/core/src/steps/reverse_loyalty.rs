@@ -150,10 +150,7 @@ impl Step for ReverseLoyalty {
                             e.points_reversed = Some(*reversed);
                             e.points_recredited = Some(*recredited);
                         }
-                        if let Some(r) = s.ledger.redemption.as_mut() {
-                            let fixed = r.points_recredited.get() - recredit.get() + recredited.get();
-                            r.points_recredited = Points::new(fixed.max(0)).unwrap_or(r.points_recredited);
-                        }
+                        s.ledger.add_recredited(recredited.get() - recredit.get());
                         let mut text = format!(
                             "return {return_id}: {reversed} earned points reversed ({total_reversed} of {earned} so far), {recredited} redeemed points given back"
                         );

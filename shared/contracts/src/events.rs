@@ -116,6 +116,11 @@ pub struct OrderShipped {
 #[serde(deny_unknown_fields)]
 pub struct OrderCancelled {
     pub order_id: OrderId,
+    /// The cancellation's own id, unique within the order: a cancellation re-sent under another event id
+    /// is recognised by it. Optional in v1; without it the cancellation is identified by its content
+    /// and business time (see the README, "Cancellations").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_id: Option<CancellationId>,
     /// Absent: the whole order is cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 500))]

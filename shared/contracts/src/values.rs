@@ -105,6 +105,10 @@ id_type!(
     ReturnId
 );
 id_type!(
+    /// A cancellation of (lines of) an order, unique within its order.
+    CancellationId
+);
+id_type!(
     /// A stock keeping unit.
     Sku
 );
@@ -255,6 +259,9 @@ macro_rules! nonneg_type {
             }
             pub fn get(self) -> i64 {
                 self.0
+            }
+            pub fn is_zero(&self) -> bool {
+                self.0 == 0
             }
         }
         impl TryFrom<i64> for $name {

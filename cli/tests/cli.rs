@@ -52,7 +52,10 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["report_version"], 1);
-    assert_eq!(report["summary"]["quarantined"], 7);
+    assert_eq!(
+        report["summary"]["quarantined"], 9,
+        "bad input and the two failed sales"
+    );
     assert_eq!(report["sagas"]["pos-store-042-r-000001"]["status"], "completed");
     assert_eq!(report["sagas"]["pos-closed-007-r-000001"]["status"], "failed");
     assert_eq!(report["dead_letter_queues"]["IngestDLQ"], serde_json::json!([]));
@@ -63,7 +66,7 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(items.len(), 7);
+    assert_eq!(items.len(), 9);
     assert!(
         items
             .iter()

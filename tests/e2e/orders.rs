@@ -469,14 +469,22 @@ async fn cancellation_after_redemption<B: Backend>(w: World<B>) {
         .collect();
     assert_eq!(kinds, ["sale", "cancellation"]);
 
+    // The OMS reports that line 1 had left after all: the shipment reinstates it (the ERP charges it
+    // again, the 445 redeemed points its cancellation gave back — 800 less the share of the 4,000 still
+    // cancelled, 355 — are taken back) and it earns on 5,000 less its 444 share of the redemption.
     w.run(vec![shipped("o-5", "s-late", &[(1, 1)])]).await;
-    let report = w.report().await;
-    assert!(
-        report.quarantine.iter().any(|q| q.reason == "transaction_closed"),
-        "{:#?}",
-        report.quarantine
+    let s = w.saga("order:o-5").await;
+    assert_eq!(s.status, SagaStatus::Completed, "{}", steps(&s));
+    let r = s.ledger.shipments[0].reinstatement.clone().unwrap();
+    assert_eq!(
+        (r.net_minor.get(), r.points_taken_back.map(Points::get)),
+        (5_000, Some(445))
     );
-    assert_eq!(w.saga("order:o-5").await.ledger.points_accrued, None);
+    assert_eq!(s.ledger.points_accrued.map(Points::get), Some(45));
+    assert_eq!(w.balance("m-2"), 5_000 - 445 + 45);
+    let net: i64 = w.sims.erp.postings().iter().map(|p| p.signed_net_minor()).sum();
+    assert_eq!(net, 5_000, "the ERP books the shipped unit only");
+    assert!(w.report().await.quarantine.is_empty());
 }
 
 /// The ERP rejects an order after its points were committed: the points are re-credited, the saga ends
@@ -711,8 +719,19 @@ async fn orders_day<B: Backend>(system: &LocalSystem<B>) -> Report {
     assert_eq!(status("reject-1004"), "compensated");
     assert_eq!(status("web-1005"), "completed");
     assert_eq!(status("pos-store-050-r-2001"), "completed");
-    let reasons: Vec<&str> = report.quarantine.iter().map(|q| q.reason.as_str()).collect();
-    assert_eq!(reasons, ["over_return"]);
+    // Everything that needs a person: the over-return, and the order the ERP rejected (compensated).
+    let kept: Vec<(&str, Option<&str>)> = report
+        .quarantine
+        .iter()
+        .map(|q| (q.reason.as_str(), q.correlation_id.as_deref()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("erp_rejected", Some("reject-1004")),
+            ("over_return", Some("ret-ret-1002-c"))
+        ]
+    );
     assert_eq!(report.summary.dead_lettered, 0);
     report
 }

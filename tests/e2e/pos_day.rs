@@ -57,11 +57,12 @@ fn outcome(report: &Report) -> serde_json::Value {
             )
         })
         .collect();
-    let quarantine: Vec<_> = report
+    let mut quarantine: Vec<_> = report
         .quarantine
         .iter()
         .map(|q| (q.step.clone(), q.reason.clone(), q.event_id.clone()))
         .collect();
+    quarantine.sort();
     serde_json::json!({
         "summary": report.summary,
         "input": report.input,
@@ -88,19 +89,31 @@ fn assert_pos_day(report: &Report) {
         s.erp_postings, 41,
         "every accepted sale but the closed-period one, each once"
     );
-    let reasons: Vec<&str> = report.quarantine.iter().map(|q| q.reason.as_str()).collect();
+    // Everything that needs a person, bad input and the two failed sales alike.
+    let mut reasons: Vec<&str> = report.quarantine.iter().map(|q| q.reason.as_str()).collect();
+    reasons.sort();
     assert_eq!(
         reasons,
         [
             "business_rule_violation",
+            "erp_rejected",
             "idempotency_key_reused",
             "invalid_json",
+            "loyalty_rejected",
             "missing_identifier",
             "schema_violation",
             "unknown_event_type",
             "unknown_schema_version"
         ]
     );
+    let failed_sales: Vec<(&str, Option<&str>)> = report
+        .quarantine
+        .iter()
+        .filter(|q| q.reason.ends_with("_rejected"))
+        .map(|q| (q.step.as_str(), q.correlation_id.as_deref()))
+        .collect();
+    assert!(failed_sales.contains(&("post-sale-to-erp", Some("pos-closed-007-r-000001"))));
+    assert!(failed_sales.contains(&("accrue-loyalty", Some("pos-store-041-r-009001"))));
     assert_eq!(s.dead_lettered, 0);
     // Ledgers reconcile: what the sagas recorded is what loyalty holds.
     assert_eq!(report.balances.values().sum::<u64>(), s.points_accrued);
@@ -141,7 +154,7 @@ async fn a_stopped_run_resumes_from_its_state_on_disk() {
     resumed.run_until_idle(|_| {}).await.unwrap();
     let report = resumed.report(Default::default()).await.unwrap();
     assert_eq!(report.summary.sagas, 42);
-    assert_eq!(report.summary.quarantined, 7);
+    assert_eq!(report.summary.quarantined, 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

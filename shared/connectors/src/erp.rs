@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use retail_sync_contracts::events::ReasonCode;
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
-use retail_sync_core::ports::{Erp, ErpCancelRequest, ErpDocument, ErpReturnRequest, ErpSaleRequest};
+use retail_sync_core::ports::{
+    Erp, ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest,
+};
 
 use crate::api::JsonApi;
 use crate::config::HttpConfig;
@@ -50,5 +52,13 @@ impl Erp for HttpErp {
         key: &IdempotencyKey,
     ) -> Result<ErpDocument, Error> {
         self.api.post("/erp/v1/returns", request, key).await
+    }
+
+    async fn reinstate(
+        &self,
+        request: &ErpReinstateRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error> {
+        self.api.post("/erp/v1/sales/reinstatements", request, key).await
     }
 }

@@ -11,7 +11,7 @@ use retail_sync_contracts::values::{Amount, HoldId, MemberId, Points};
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{AdjustmentKind, Clock};
 use retail_sync_simulators::samples::{
-    accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
+    accrual, adjustment, cancellation, commit, hold, order, order_sale, reinstatement, return_of, sale,
 };
 use retail_sync_simulators::{ErpSimulator, ErrorBody, Faults, LoyaltySimulator};
 
@@ -90,6 +90,7 @@ fn every_reference_resolves() {
 const MUTATING: &[(&str, &str, &str)] = &[
     ("erp.yaml", "/erp/v1/sales", "201"),
     ("erp.yaml", "/erp/v1/sales/cancellations", "201"),
+    ("erp.yaml", "/erp/v1/sales/reinstatements", "201"),
     ("erp.yaml", "/erp/v1/returns", "201"),
     ("loyalty.yaml", "/loyalty/v1/accruals", "201"),
     ("loyalty.yaml", "/loyalty/v1/holds", "201"),
@@ -207,6 +208,21 @@ fn orders_cancellations_and_returns_match_the_erp_contract() {
         let document = erp.cancel_order(request, &format!("c{i}")).unwrap();
         check(&doc, "ErpDocument", &serde_json::to_value(document).unwrap()).unwrap();
     }
+
+    let request = reinstatement("o-1", "ship-1", "cx-2");
+    check(
+        &doc,
+        "ErpReinstateRequest",
+        &serde_json::to_value(&request).unwrap(),
+    )
+    .unwrap();
+    let document = erp.reinstate(&request, "ri").unwrap();
+    check(&doc, "ErpDocument", &serde_json::to_value(document).unwrap()).unwrap();
+    let unknown = reinstatement("o-1", "ship-2", "cx-9");
+    assert!(
+        erp.reinstate(&unknown, "ri-2").is_err(),
+        "a reinstatement names a posted cancellation"
+    );
 
     for (i, request) in [
         return_of("ret-1", order("o-1"), Some("store-2")),

@@ -1,9 +1,15 @@
 //! Runs a step over a batch of queue messages the way every backend needs it: handle each message,
 //! quarantine permanent failures (and announce them), publish what succeeded in PutEvents-sized batches,
 //! and report the ids of the messages that must be redelivered — the SQS partial batch response.
+//!
+//! The quarantine is the one place that lists everything that needs a person: a message refused for
+//! good, and every `WorkflowException` a step announces while handling a message it did process (a sale
+//! the ERP refused, an order compensated, points the platform could not take back). An entry's id is the
+//! step and the refused event's id (or the exception's), so a duplicate delivery is the same entry.
 
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use retail_sync_contracts::envelope::{Channel, Detail, Metadata, SOURCE_RETAIL_SYNC};
@@ -103,7 +109,13 @@ impl BatchRunner {
 
     async fn handle_one(&self, message: &Message) -> Handled {
         match self.step.handle(message).await {
-            Ok(events) => Handled::Done(events),
+            Ok(events) => match self.keep_exceptions(message, &events).await {
+                Ok(()) => Handled::Done(events),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not quarantine; message will be redelivered");
+                    Handled::Retry
+                }
+            },
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, class = e.class(), "retryable failure; message will be redelivered");
                 self.metrics.add("retried", 1, Some(("class", e.class())));
@@ -117,6 +129,51 @@ impl BatchRunner {
                 }
             },
         }
+    }
+
+    /// Keeps, for each WorkflowException among `events`, the message that caused it, under the
+    /// exception's reason and message. The exception's id is derived from the step's key, so a
+    /// redelivery writes the same entry.
+    async fn keep_exceptions(&self, message: &Message, events: &[Outgoing]) -> Result<(), Error> {
+        for event in events {
+            let Event::WorkflowException(exception) = &event.event else {
+                continue;
+            };
+            let data = &exception.data;
+            let rejection = Rejection {
+                reason: data.reason,
+                message: data.message.clone(),
+                findings: Vec::new(),
+                detail_type: data.detail_type.clone(),
+                event_id: data.source_event_id.clone(),
+                correlation_id: Some(exception.metadata.correlation_id.to_string()),
+            };
+            let id = format!("{}:{}", self.step.name(), exception.metadata.event_id);
+            self.keep(id, message, &rejection).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one quarantine entry (an upsert: the same id is the same entry) and counts it.
+    async fn keep(&self, id: String, message: &Message, rejection: &Rejection) -> Result<(), Error> {
+        let item = QuarantineItem {
+            id,
+            received_at: self.clock.now(),
+            step: self.step.name().to_owned(),
+            reason: rejection.reason,
+            message: rejection.message.clone(),
+            findings: rejection.findings.clone(),
+            detail_type: rejection.detail_type.clone(),
+            event_id: rejection.event_id.clone(),
+            correlation_id: rejection.correlation_id.clone(),
+            body: cut(&message.body, QUARANTINE_BODY_LIMIT),
+            body_truncated: message.body.len() > QUARANTINE_BODY_LIMIT,
+        };
+        self.quarantine.put(&item).await?;
+        let reason = rejection.reason.as_str();
+        tracing::warn!(reason, message = %rejection.message, "quarantined");
+        self.metrics.add("quarantined", 1, Some(("reason", reason)));
+        Ok(())
     }
 
     /// Keeps a permanently failed message for operators and builds the WorkflowException announcing it.
@@ -134,26 +191,19 @@ impl BatchRunner {
         };
         let now = self.clock.now();
         let step = self.step.name();
-        let body_truncated = message.body.len() > QUARANTINE_BODY_LIMIT;
-        let item = QuarantineItem {
-            id: message.id.clone(),
-            received_at: now,
-            step: step.to_owned(),
-            reason: rejection.reason,
-            message: rejection.message.clone(),
-            findings: rejection.findings.clone(),
-            detail_type: rejection.detail_type.clone(),
-            event_id: rejection.event_id.clone(),
-            correlation_id: rejection.correlation_id.clone(),
-            body: cut(&message.body, QUARANTINE_BODY_LIMIT),
-            body_truncated,
+        // The refused event's id and the refusal name the entry, so a duplicate delivery (another
+        // message with the same event, refused the same way) is the same entry, while two different
+        // bodies under one event id stay two; input without a readable event id is named by its message.
+        let id = match &rejection.event_id {
+            Some(event_id) => {
+                let digest = Sha256::digest(format!("{}|{}", rejection.reason.as_str(), rejection.message));
+                format!("{step}:{event_id}:{}", crate::idempotency::hex(&digest[..4]))
+            }
+            None => message.id.clone(),
         };
-        self.quarantine.put(&item).await?;
-        let reason = rejection.reason.as_str();
-        tracing::warn!(reason, message = %rejection.message, "quarantined");
-        self.metrics.add("quarantined", 1, Some(("reason", reason)));
+        self.keep(id.clone(), message, &rejection).await?;
 
-        let key = format!("quarantine:{step}:{}", message.id);
+        let key = format!("quarantine:{id}");
         // The sender's correlation id if it was a valid one, else one naming the quarantine item.
         let correlation_id = rejection
             .correlation_id
@@ -180,10 +230,7 @@ impl BatchRunner {
                 data: WorkflowException {
                     step: step.to_owned(),
                     reason: rejection.reason,
-                    message: truncate(
-                        format!("quarantined as {}: {}", message.id, rejection.message),
-                        2000,
-                    ),
+                    message: truncate(format!("quarantined as {id}: {}", rejection.message), 2000),
                     detail_type: rejection.detail_type,
                     source_event_id: rejection.event_id,
                 },

@@ -75,22 +75,20 @@ pub fn check_lines(lines: &[LineItem], totals: &Totals) -> Vec<String> {
     findings
 }
 
-/// The value that earns points: net (before tax, after discounts) of eligible lines, less the part of
-/// the basket paid with points — points do not earn points.
+/// The value that earns points: net (before tax, after discounts) of eligible lines, less their share of
+/// what was paid with points — points do not earn points, and a points tender is spread over every line
+/// by net (see `ledger::eligible_by_line`).
 pub fn eligible_net(lines: &[LineItem], tenders: &[Tender]) -> Amount {
-    let eligible: i64 = lines
-        .iter()
-        .filter(|l| l.loyalty_eligible)
-        .map(|l| l.net_minor.get())
-        .sum();
     let paid_with_points: i64 = tenders
         .iter()
         .filter(|t| t.method == TenderMethod::Points)
         .map(|t| t.amount_minor.get())
         .sum();
-    // Amounts are bounded by MAX_SAFE_INTEGER per line and validated sums, so the clamp only guards the
-    // subtraction.
-    Amount::new((eligible - paid_with_points).max(0)).unwrap_or(Amount::ZERO)
+    let eligible: i64 = crate::ledger::eligible_by_line(lines, paid_with_points)
+        .iter()
+        .sum();
+    // Amounts are bounded by MAX_SAFE_INTEGER per line and validated sums; the fallback is unreachable.
+    Amount::new(eligible.max(0)).unwrap_or(Amount::ZERO)
 }
 
 #[cfg(test)]
@@ -165,19 +163,31 @@ mod tests {
         assert!(findings.iter().any(|f| f.contains("tenders")), "{findings:?}");
     }
 
+    fn points(amount: i64) -> Tender {
+        Tender {
+            method: TenderMethod::Points,
+            amount_minor: Amount::new(amount).unwrap(),
+        }
+    }
+
     #[test]
-    fn only_eligible_lines_not_paid_with_points_earn() {
+    fn only_eligible_lines_earn_less_their_share_of_what_was_paid_with_points() {
         let lines = vec![line(1, 1, 5000, 0, 0, true), line(2, 1, 2000, 0, 0, false)];
         let tenders = vec![
-            Tender {
-                method: TenderMethod::Points,
-                amount_minor: Amount::new(1000).unwrap(),
-            },
+            points(1000),
             Tender {
                 method: TenderMethod::Card,
                 amount_minor: Amount::new(6000).unwrap(),
             },
         ];
-        assert_eq!(eligible_net(&lines, &tenders).get(), 4000);
+        // 1,000 spread by net: 714 on the eligible line, 286 on the other.
+        assert_eq!(eligible_net(&lines, &tenders).get(), 4286);
+    }
+
+    #[test]
+    fn a_points_tender_is_shared_with_a_gift_card_line_pro_rata() {
+        // The README's worked example: 5,000 eligible + a 5,000 gift card, 1,000 paid with points.
+        let lines = vec![line(1, 1, 5000, 0, 0, true), line(2, 1, 5000, 0, 0, false)];
+        assert_eq!(eligible_net(&lines, &[points(1000)]).get(), 4500);
     }
 }

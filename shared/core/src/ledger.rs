@@ -7,13 +7,23 @@
 //! Every entry is written to the saga *before* its remote call (a reservation), under the saga's
 //! versioned write: two follow-ups of one transaction processed at once cannot both pass a check that
 //! only one of them fits, and a redelivery finds its entry and reuses its figures.
+//!
+//! Shipments and cancellations race (they travel on different queues, and the OMS may ship a unit the
+//! customer is cancelling at that moment), so the books are defined by facts, not arrival: a shipment is
+//! the fulfilment authority's word that units left and always stands; a cancellation cancels the units
+//! that are not shipped. A shipment of units a confirmed cancellation had claimed *reinstates* them (the
+//! ERP charges them again and the redeemed points the cancellation gave back for them are taken back);
+//! a cancellation processed after a shipment simply finds fewer units open. Either way, per line,
+//! `cancelled = min(requested, ordered − shipped)`.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::{LineQuantity, ReturnLine};
+use retail_sync_contracts::events::{LineQuantity, ReasonCode, ReturnLine};
 use retail_sync_contracts::values::*;
 use retail_sync_contracts::{Event, LineItem, TenderMethod};
 
+use crate::idempotency::Fingerprint;
 use crate::proration::{allocate, due, units_value};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,6 +48,20 @@ pub struct Ledger {
     pub cancellations: Vec<CancellationEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub returns: Vec<ReturnEntry>,
+    /// Follow-ups refused for good, so that a duplicate of one is the same refusal whatever happened
+    /// since (see `steps::reserve`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<RefusalEntry>,
+}
+
+/// A follow-up refused for good: what it was (`follow_up`, e.g. `return ret-1`), the fingerprint of its
+/// content, and the refusal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusalEntry {
+    pub follow_up: String,
+    pub fingerprint: Fingerprint,
+    pub reason: ReasonCode,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,14 +86,43 @@ pub struct ShipmentEntry {
     pub points: Option<Points>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loyalty_transaction_id: Option<ExternalRef>,
+    /// Units of this shipment that confirmed cancellations had claimed: the shipment proves they left,
+    /// so they are reinstated (see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reinstatement: Option<Reinstatement>,
+}
+
+/// Cancelled units a shipment reinstates: charged again in the ERP, and the redeemed points their
+/// cancellation gave back taken back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reinstatement {
+    pub lines: Vec<LineQuantity>,
+    /// The cancellations the units are taken from.
+    pub cancellation_ids: Vec<CancellationId>,
+    /// Net value of the units (what the cancellations had credited for them).
+    pub net_minor: Amount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_document_id: Option<ExternalRef>,
+    /// Set with the ERP's document: the redeemed points to take back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_taken_back: Option<Points>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancellationEntry {
-    pub cancellation_id: String,
+    pub cancellation_id: CancellationId,
+    /// The units cancelled when it was decided (a requested unit that had shipped is not among them).
     pub lines: Vec<LineQuantity>,
     /// Net value of the cancelled units.
     pub net_minor: Amount,
+    /// Business time of the cancellation: a shipment reinstates units from the latest one first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<Timestamp>,
+    /// Units of `lines` that a later-processed shipment proved had left, and their net value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reinstated: Vec<LineQuantity>,
+    #[serde(default, skip_serializing_if = "Amount::is_zero")]
+    pub reinstated_net_minor: Amount,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erp_document_id: Option<ExternalRef>,
     /// Set with the ERP's document: the redeemed points this cancellation gave back.
@@ -83,6 +136,19 @@ pub struct CancellationEntry {
 impl CancellationEntry {
     fn confirmed(&self) -> bool {
         self.erp_document_id.is_some() && !self.refused
+    }
+
+    /// Units of a line this cancellation holds now: what it took less what shipments reinstated.
+    pub fn units(&self, line_no: u32) -> u32 {
+        if self.refused {
+            return 0;
+        }
+        quantity(self.lines.iter(), line_no).saturating_sub(quantity(self.reinstated.iter(), line_no))
+    }
+
+    /// Net value of the units it holds now.
+    fn net_held(&self) -> i64 {
+        self.net_minor.get() - self.reinstated_net_minor.get()
     }
 }
 
@@ -181,8 +247,10 @@ impl Basis {
         ))
     }
 
-    /// Points do not earn points: the value paid with them is spread over the eligible lines by net,
-    /// and what is left of each is its eligible value (the sum is the sale's eligible net).
+    /// Points do not earn points. The value paid with them is a basket-level tender, spread over *every*
+    /// line in proportion to its net (as ERPs and order systems allocate a header-level discount to the
+    /// lines, and as the tax base of each line is reduced); an eligible line's eligible value is its net
+    /// less its share, a line that does not earn (a gift card) has none, whatever share it carries.
     pub fn new(
         is_order: bool,
         member_id: Option<MemberId>,
@@ -190,21 +258,16 @@ impl Basis {
         lines: &[LineItem],
         points_value: i64,
     ) -> Self {
-        let eligible_net: Vec<i64> = lines
-            .iter()
-            .map(|l| if l.loyalty_eligible { l.net_minor.get() } else { 0 })
-            .collect();
-        let total_eligible: i64 = eligible_net.iter().sum();
-        let shares = allocate(points_value.min(total_eligible), &eligible_net);
+        let eligible = eligible_by_line(lines, points_value);
         let lines: Vec<LineBasis> = lines
             .iter()
-            .zip(eligible_net.iter().zip(shares))
-            .map(|(l, (eligible, share))| LineBasis {
+            .zip(eligible)
+            .map(|(l, eligible_minor)| LineBasis {
                 line_no: l.line_no,
                 sku: l.sku.clone(),
                 quantity: l.quantity,
                 net_minor: l.net_minor.get(),
-                eligible_minor: eligible - share,
+                eligible_minor,
             })
             .collect();
         Self {
@@ -225,49 +288,11 @@ impl Basis {
         self.lines.iter().find(|l| l.line_no == line_no)
     }
 
-    /// The eligible value of a shipment, or why it cannot ship: more units than are open.
-    pub fn shipment(&self, ledger: &Ledger, lines: &[LineQuantity]) -> Result<Amount, Check> {
-        let mut findings = Vec::new();
-        let mut eligible = 0;
-        for (i, q) in lines.iter().enumerate() {
-            let Some(line) = self.line(q.line_no) else {
-                findings.push(format!("line {} is not on the order", q.line_no));
-                continue;
-            };
-            let before = ledger.shipped(q.line_no) + sum_before(lines, i, q.line_no);
-            let open = line.quantity.saturating_sub(ledger.cancelled(q.line_no));
-            if before + q.quantity > open
-                && before + q.quantity <= line.quantity - ledger.cancelled_confirmed(q.line_no)
-            {
-                // Only a cancellation the ERP has not confirmed stands in the way; if the ERP refuses it
-                // (the goods had left), these units are open again.
-                return Err(Check::Wait(format!(
-                    "line {}: a cancellation is pending",
-                    q.line_no
-                )));
-            }
-            if before + q.quantity > open {
-                findings.push(format!(
-                    "line {}: {} more shipped but only {} of {} are open",
-                    q.line_no,
-                    q.quantity,
-                    open.saturating_sub(before),
-                    line.quantity
-                ));
-                continue;
-            }
-            eligible += units_value(line.eligible_minor, line.quantity, before, before + q.quantity);
-        }
-        if findings.is_empty() {
-            Ok(amount(eligible))
-        } else {
-            Err(Check::Refuse(findings))
-        }
-    }
-
-    /// The units a cancellation takes (every open unit when `lines` is absent) and their net value.
-    /// Cancelled units are taken from the top of each line (shipments from the bottom), so the two never
-    /// overlap.
+    /// The units a cancellation takes and their net value: of each line it names (every line when
+    /// `lines` is absent), as many of the requested units as are open — neither shipped nor cancelled
+    /// already (a unit that shipped is not cancelled: the goods left). The result may be empty. Only a
+    /// line the order does not have, or more units than it ordered, is refused. Cancelled units are taken
+    /// from the top of each line (shipments from the bottom), so the two never overlap.
     pub fn cancellation(
         &self,
         ledger: &Ledger,
@@ -280,43 +305,43 @@ impl Basis {
                 .iter()
                 .map(|l| LineQuantity {
                     line_no: l.line_no,
-                    quantity: l
-                        .quantity
-                        .saturating_sub(ledger.shipped(l.line_no))
-                        .saturating_sub(ledger.cancelled(l.line_no)),
+                    quantity: l.quantity,
                 })
-                .filter(|q| q.quantity > 0)
                 .collect(),
         };
-        if requested.is_empty() {
-            return Err(Check::Refuse(vec!["nothing is open on the order".into()]));
-        }
         let mut findings = Vec::new();
+        let mut taken: Vec<LineQuantity> = Vec::new();
         let mut net = 0;
-        for (i, q) in requested.iter().enumerate() {
+        for q in &requested {
             let Some(line) = self.line(q.line_no) else {
                 findings.push(format!("line {} is not on the order", q.line_no));
                 continue;
             };
-            let cancelled = ledger.cancelled(q.line_no) + sum_before(&requested, i, q.line_no);
+            if q.quantity > line.quantity {
+                findings.push(format!(
+                    "line {}: {} cancelled but the order has {}",
+                    q.line_no, q.quantity, line.quantity
+                ));
+                continue;
+            }
+            let cancelled = ledger.cancelled(q.line_no) + quantity(taken.iter(), q.line_no);
             let open = line
                 .quantity
                 .saturating_sub(ledger.shipped(q.line_no))
                 .saturating_sub(cancelled);
-            if q.quantity > open {
-                findings.push(format!(
-                    "line {}: {} cancelled but only {open} are open (shipped {}, cancelled {cancelled})",
-                    q.line_no,
-                    q.quantity,
-                    ledger.shipped(q.line_no)
-                ));
+            let n = q.quantity.min(open);
+            if n == 0 {
                 continue;
             }
-            let top = line.quantity.saturating_sub(cancelled);
-            net += units_value(line.net_minor, line.quantity, top - q.quantity, top);
+            let top = line.quantity - cancelled;
+            net += units_value(line.net_minor, line.quantity, top - n, top);
+            taken.push(LineQuantity {
+                line_no: q.line_no,
+                quantity: n,
+            });
         }
         if findings.is_empty() {
-            Ok((requested, amount(net)))
+            Ok((taken, amount(net)))
         } else {
             Err(Check::Refuse(findings))
         }
@@ -409,6 +434,19 @@ fn sum_before(lines: &[LineQuantity], i: usize, line_no: u32) -> u32 {
         .sum()
 }
 
+/// Each line's eligible value: its net less its share of `points_value` (spread over every line by net),
+/// 0 for lines that do not earn. The one place the rule "points do not earn points" is computed.
+pub fn eligible_by_line(lines: &[LineItem], points_value: i64) -> Vec<i64> {
+    let nets: Vec<i64> = lines.iter().map(|l| l.net_minor.get()).collect();
+    let total: i64 = nets.iter().sum();
+    let shares = allocate(points_value.clamp(0, total.max(0)), &nets);
+    lines
+        .iter()
+        .zip(nets.iter().zip(shares))
+        .map(|(l, (net, share))| if l.loyalty_eligible { net - share } else { 0 })
+        .collect()
+}
+
 fn amount(v: i64) -> Amount {
     Amount::new(v).expect("prorated values stay within the original's")
 }
@@ -434,26 +472,162 @@ impl Ledger {
         )
     }
 
-    /// Units of a line cancelled, or being cancelled (refused cancellations do not count).
+    /// Units of a line cancelled, or being cancelled (refused cancellations and reinstated units do not
+    /// count).
     pub fn cancelled(&self, line_no: u32) -> u32 {
-        quantity(
-            self.cancellations
-                .iter()
-                .filter(|c| !c.refused)
-                .flat_map(|c| &c.lines),
-            line_no,
-        )
+        self.cancellations.iter().map(|c| c.units(line_no)).sum()
     }
 
-    /// Units of a line whose cancellation the ERP confirmed.
-    pub fn cancelled_confirmed(&self, line_no: u32) -> u32 {
-        quantity(
-            self.cancellations
+    /// Checks a shipment and reserves its units, in one step under the saga's versioned write. A shipment
+    /// of more units than the line has, less what other shipments took, is refused (two shipments of the
+    /// same units cannot both be true: a person decides). Units that cancellations hold are reinstated
+    /// from the cancellation latest in business time first (`occurred_at`, then the greater id); while a
+    /// cancellation of such a line is not confirmed by the ERP yet, the shipment waits. Returns the entry.
+    pub fn reserve_shipment(
+        &mut self,
+        basis: &Basis,
+        shipment_id: &ShipmentId,
+        lines: &[LineQuantity],
+    ) -> Result<ShipmentEntry, Check> {
+        let mut findings = Vec::new();
+        let mut eligible = 0;
+        // (line, units to reinstate) once every line is checked.
+        let mut overlaps: Vec<(&LineBasis, u32)> = Vec::new();
+        for (i, q) in lines.iter().enumerate() {
+            let Some(line) = basis.line(q.line_no) else {
+                findings.push(format!("line {} is not on the order", q.line_no));
+                continue;
+            };
+            let before = self.shipped(q.line_no) + sum_before(lines, i, q.line_no);
+            if before + q.quantity > line.quantity {
+                findings.push(format!(
+                    "line {}: {} more shipped but only {} of {} are not shipped yet",
+                    q.line_no,
+                    q.quantity,
+                    line.quantity.saturating_sub(before),
+                    line.quantity
+                ));
+                continue;
+            }
+            let overlap = (before + q.quantity + self.cancelled(q.line_no)).saturating_sub(line.quantity);
+            let already = overlaps
                 .iter()
-                .filter(|c| c.confirmed())
-                .flat_map(|c| &c.lines),
-            line_no,
-        )
+                .filter(|(l, _)| l.line_no == q.line_no)
+                .map(|(_, n)| n)
+                .sum::<u32>();
+            if overlap > already {
+                overlaps.push((line, overlap - already));
+            }
+            eligible += units_value(line.eligible_minor, line.quantity, before, before + q.quantity);
+        }
+        if !findings.is_empty() {
+            return Err(Check::Refuse(findings));
+        }
+        for (line, _) in &overlaps {
+            if self
+                .cancellations
+                .iter()
+                .any(|c| !c.confirmed() && c.units(line.line_no) > 0)
+            {
+                // If the ERP refuses that cancellation, its units are open again and nothing is reinstated.
+                return Err(Check::Wait(format!(
+                    "line {}: a cancellation is pending",
+                    line.line_no
+                )));
+            }
+        }
+        let reinstatement = (!overlaps.is_empty()).then(|| self.reinstate(&overlaps));
+        let entry = ShipmentEntry {
+            shipment_id: shipment_id.clone(),
+            lines: lines.to_vec(),
+            eligible_minor: amount(eligible),
+            points: None,
+            loyalty_transaction_id: None,
+            reinstatement,
+        };
+        self.shipments.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Takes `overlaps` (line, units) back from the cancellations holding them, latest first, valuing the
+    /// units on the line's cumulative cancelled value so that cancelled and reinstated values always add
+    /// up to the value of the units still cancelled.
+    fn reinstate(&mut self, overlaps: &[(&LineBasis, u32)]) -> Reinstatement {
+        let mut order: Vec<usize> = (0..self.cancellations.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&self.cancellations[a], &self.cancellations[b]);
+            (b.occurred_at, &b.cancellation_id).cmp(&(a.occurred_at, &a.cancellation_id))
+        });
+        let (mut lines, mut ids, mut net) = (Vec::new(), Vec::new(), 0);
+        for (line, units) in overlaps {
+            let mut left = *units;
+            let mut cancelled = self.cancelled(line.line_no);
+            for &i in &order {
+                if left == 0 {
+                    break;
+                }
+                let c = &mut self.cancellations[i];
+                let n = c.units(line.line_no).min(left);
+                if n == 0 {
+                    continue;
+                }
+                // The units held lowest on the line (cancellations take from the top down) go back first.
+                let bottom = line.quantity - cancelled;
+                let value = units_value(line.net_minor, line.quantity, bottom, bottom + n);
+                c.reinstated.push(LineQuantity {
+                    line_no: line.line_no,
+                    quantity: n,
+                });
+                c.reinstated_net_minor = amount(c.reinstated_net_minor.get() + value);
+                if !ids.contains(&c.cancellation_id) {
+                    ids.push(c.cancellation_id.clone());
+                }
+                net += value;
+                cancelled -= n;
+                left -= n;
+            }
+            lines.push(LineQuantity {
+                line_no: line.line_no,
+                quantity: *units - left,
+            });
+        }
+        Reinstatement {
+            lines,
+            cancellation_ids: ids,
+            net_minor: amount(net),
+            erp_document_id: None,
+            points_taken_back: None,
+        }
+    }
+
+    /// Decides, with the ERP's document for a shipment's reinstatement, the redeemed points to take back:
+    /// what was given back beyond the cumulative target for the net value still given back. Records both;
+    /// a reinstatement already decided keeps its figure.
+    pub fn decide_reinstatement(
+        &mut self,
+        shipment_id: &ShipmentId,
+        document: &ExternalRef,
+        basis: &Basis,
+    ) -> Option<Points> {
+        let given_back = self.given_back(None);
+        let target = self.redemption.as_ref().map_or(0, |r| {
+            crate::proration::share(r.points.get(), given_back, basis.net_minor)
+        });
+        let recredited = self.redemption.as_ref().map_or(0, |r| r.points_recredited.get());
+        let entry = self
+            .shipments
+            .iter_mut()
+            .find(|s| &s.shipment_id == shipment_id)?
+            .reinstatement
+            .as_mut()?;
+        if let Some(p) = entry.points_taken_back {
+            return Some(p);
+        }
+        let take_back = points((recredited - target).max(0));
+        entry.erp_document_id = Some(document.clone());
+        entry.points_taken_back = Some(take_back);
+        self.add_recredited(-take_back.get());
+        Some(take_back)
     }
 
     /// Units of a line returned with the ERP's credit note.
@@ -476,7 +650,7 @@ impl Ledger {
             .filter(|c| {
                 (c.confirmed() && c.points_recredited.is_some()) || also == Some(c.cancellation_id.as_str())
             })
-            .map(|c| c.net_minor.get())
+            .map(CancellationEntry::net_held)
             .sum();
         let returned: i64 = self
             .returns
@@ -491,22 +665,22 @@ impl Ledger {
     /// cumulative net value given back, and records both; a cancellation already decided keeps its figure.
     pub fn decide_cancellation(
         &mut self,
-        cancellation_id: &str,
+        cancellation_id: &CancellationId,
         document: &ExternalRef,
         basis: &Basis,
     ) -> Option<Points> {
         let entry = self
             .cancellations
             .iter()
-            .find(|c| c.cancellation_id == cancellation_id)?;
+            .find(|c| &c.cancellation_id == cancellation_id)?;
         if let Some(p) = entry.points_recredited {
             return Some(p);
         }
-        let recredit = points(self.recredit_due(self.given_back(Some(cancellation_id)), basis));
+        let recredit = points(self.recredit_due(self.given_back(Some(cancellation_id.as_str())), basis));
         let entry = self
             .cancellations
             .iter_mut()
-            .find(|c| c.cancellation_id == cancellation_id)?;
+            .find(|c| &c.cancellation_id == cancellation_id)?;
         entry.erp_document_id = Some(document.clone());
         entry.points_recredited = Some(recredit);
         self.add_recredited(recredit.get());
@@ -667,18 +841,68 @@ mod tests {
         Points::new(eligible.get() / 100).unwrap()
     }
 
+    /// A shipment as the step processes it: reserved, any reinstatement confirmed, then accrued.
     fn ship(ledger: &mut Ledger, b: &Basis, id: &str, lines: Vec<LineQuantity>) -> Result<(), Check> {
-        let eligible = b.shipment(ledger, &lines)?;
-        let p = earn(eligible);
-        ledger.shipments.push(ShipmentEntry {
-            shipment_id: ShipmentId::parse(id).unwrap(),
-            lines,
-            eligible_minor: eligible,
-            points: Some(p),
-            loyalty_transaction_id: None,
-        });
-        ledger.add_accrual(p, eligible);
+        let shipment_id = ShipmentId::parse(id).unwrap();
+        let entry = ledger.reserve_shipment(b, &shipment_id, &lines)?;
+        if entry.reinstatement.is_some() {
+            ledger
+                .decide_reinstatement(&shipment_id, &ExternalRef::parse("ERP-R").unwrap(), b)
+                .unwrap();
+        }
+        let p = earn(entry.eligible_minor);
+        let e = ledger
+            .shipments
+            .iter_mut()
+            .find(|s| s.shipment_id == shipment_id)
+            .unwrap();
+        e.points = Some(p);
+        ledger.add_accrual(p, entry.eligible_minor);
         Ok(())
+    }
+
+    fn cx(id: &str) -> CancellationId {
+        CancellationId::parse(id).unwrap()
+    }
+
+    /// A cancellation as the step processes it: reserved at `minute`, then (unless `pending`) confirmed
+    /// by the ERP with its re-credit decided.
+    fn cancel(
+        ledger: &mut Ledger,
+        b: &Basis,
+        id: &str,
+        minute: i64,
+        lines: Option<Vec<LineQuantity>>,
+        pending: bool,
+    ) -> Result<(), Check> {
+        let (taken, net) = b.cancellation(ledger, lines.as_deref())?;
+        ledger.cancellations.push(CancellationEntry {
+            cancellation_id: cx(id),
+            lines: taken,
+            net_minor: net,
+            occurred_at: Some(Timestamp::from_second(1_800_000_000 + minute * 60).unwrap()),
+            reinstated: Vec::new(),
+            reinstated_net_minor: Amount::ZERO,
+            erp_document_id: None,
+            points_recredited: None,
+            refused: false,
+        });
+        if !pending {
+            ledger
+                .decide_cancellation(&cx(id), &ExternalRef::parse("ERP-C").unwrap(), b)
+                .unwrap();
+        }
+        Ok(())
+    }
+
+    fn redeemed(points: i64) -> Option<RedemptionEntry> {
+        Some(RedemptionEntry {
+            hold_id: HoldId::parse("h-1").unwrap(),
+            points: Points::new(points).unwrap(),
+            value_minor: Amount::new(points).unwrap(),
+            loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
+            points_recredited: Points::ZERO,
+        })
     }
 
     fn give_back(
@@ -766,7 +990,7 @@ mod tests {
     }
 
     #[test]
-    fn cancelled_units_never_ship_and_a_whole_cancellation_takes_what_is_open() {
+    fn a_whole_cancellation_takes_what_is_open_and_a_pending_one_makes_a_shipment_of_its_units_wait() {
         let lines = [line(1, 3, 1_000, true), line(2, 1, 500, false)];
         let b = basis(&lines, 0);
         let mut ledger = Ledger::default();
@@ -774,30 +998,17 @@ mod tests {
         let (taken, net) = b.cancellation(&ledger, None).unwrap();
         assert_eq!(taken, vec![lq(1, 2), lq(2, 1)]);
         assert_eq!(net.get(), 2_500);
-        ledger.cancellations.push(CancellationEntry {
-            cancellation_id: "c-1".into(),
-            lines: taken,
-            net_minor: net,
-            erp_document_id: None,
-            points_recredited: None,
-            refused: false,
-        });
+        cancel(&mut ledger, &b, "c-1", 1, None, true).unwrap();
         assert!(
             matches!(ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]), Err(Check::Wait(_))),
             "a pending cancellation makes a shipment of its units wait"
         );
-        ledger
-            .decide_cancellation("c-1", &ExternalRef::parse("ERP-9").unwrap(), &b)
-            .unwrap();
-        assert!(
-            matches!(
-                ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]),
-                Err(Check::Refuse(_))
-            ),
-            "a confirmed one refuses it"
-        );
-        assert!(b.cancellation(&ledger, None).is_err(), "nothing open");
         assert!(ledger.order_settled(&b));
+        assert_eq!(
+            b.cancellation(&ledger, None).unwrap().0,
+            Vec::new(),
+            "nothing is open: a second cancellation takes nothing"
+        );
         ledger.cancellations[0].refused = true;
         assert!(
             ship(&mut ledger, &b, "s-2", vec![lq(1, 1)]).is_ok(),
@@ -806,36 +1017,162 @@ mod tests {
     }
 
     #[test]
+    fn a_shipment_of_cancelled_units_reinstates_them_and_takes_their_redeemed_points_back() {
+        let lines = [line(1, 3, 1_000, true)];
+        let b = basis(&lines, 600);
+        let mut ledger = Ledger {
+            redemption: redeemed(600),
+            ..Ledger::default()
+        };
+        cancel(&mut ledger, &b, "c-1", 2, None, false).unwrap();
+        assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 600);
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
+        let r = ledger.shipments[0].reinstatement.clone().unwrap();
+        assert_eq!((r.lines, r.net_minor.get()), (vec![lq(1, 1)], 1_000));
+        assert_eq!(r.points_taken_back.map(Points::get), Some(200));
+        assert_eq!((ledger.cancelled(1), ledger.shipped(1)), (2, 1));
+        assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 400);
+        assert!(
+            matches!(
+                ship(&mut ledger, &b, "s-2", vec![lq(1, 3)]),
+                Err(Check::Refuse(_))
+            ),
+            "more units than the order has not shipped yet are refused"
+        );
+    }
+
+    #[test]
+    fn a_cancellation_of_units_that_shipped_cancels_only_the_open_ones() {
+        let lines = [line(1, 3, 1_000, true)];
+        let b = basis(&lines, 0);
+        let mut ledger = Ledger::default();
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 2)]).unwrap();
+        let (taken, net) = b.cancellation(&ledger, Some(&[lq(1, 2)])).unwrap();
+        assert_eq!((taken, net.get()), (vec![lq(1, 1)], 1_000));
+        assert!(
+            matches!(b.cancellation(&ledger, Some(&[lq(1, 4)])), Err(Check::Refuse(_))),
+            "more units than ordered"
+        );
+        assert!(matches!(
+            b.cancellation(&ledger, Some(&[lq(9, 1)])),
+            Err(Check::Refuse(_))
+        ));
+    }
+
+    #[test]
     fn cancellations_and_returns_together_give_back_exactly_the_redeemed_points() {
         let lines = [line(1, 2, 5_000, true)];
         let b = basis(&lines, 1_000);
         let mut ledger = Ledger {
-            redemption: Some(RedemptionEntry {
-                hold_id: HoldId::parse("h-1").unwrap(),
-                points: Points::new(1_000).unwrap(),
-                value_minor: Amount::new(1_000).unwrap(),
-                loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
-                points_recredited: Points::ZERO,
-            }),
+            redemption: redeemed(1_000),
             ..Ledger::default()
         };
         ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
-        let (taken, net) = b.cancellation(&ledger, None).unwrap();
-        ledger.cancellations.push(CancellationEntry {
-            cancellation_id: "c-1".into(),
-            lines: taken,
-            net_minor: net,
-            erp_document_id: None,
-            points_recredited: None,
-            refused: false,
-        });
+        cancel(&mut ledger, &b, "c-1", 1, None, true).unwrap();
         // The return is decided while the cancellation is still pending: it counts only itself.
         let (_, c1) = give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).unwrap();
         let c2 = ledger
-            .decide_cancellation("c-1", &ExternalRef::parse("ERP-9").unwrap(), &b)
+            .decide_cancellation(&cx("c-1"), &ExternalRef::parse("ERP-9").unwrap(), &b)
             .unwrap();
         assert_eq!((c1.get(), c2.get()), (500, 500));
         assert_eq!(ledger.redemption.unwrap().points_recredited.get(), 1_000);
+    }
+
+    #[test]
+    fn redeemed_points_are_shared_over_every_line_by_net() {
+        // 5,000 that earns, a 5,000 gift card that does not, 1,000 redeemed: each line carries 500.
+        let b = basis(&[line(1, 1, 5_000, true), line(2, 1, 5_000, false)], 1_000);
+        assert_eq!(b.eligible_minor(), 4_500);
+        assert_eq!(earn(amount(b.eligible_minor())).get(), 45);
+    }
+
+    /// A follow-up of an order, for the interleaving tests.
+    #[derive(Debug, Clone)]
+    enum Fact {
+        Ship(&'static str, Vec<LineQuantity>),
+        /// id, business minute, lines (None: the whole order)
+        Cancel(&'static str, i64, Option<Vec<LineQuantity>>),
+    }
+
+    /// What the systems end up with: the ERP's net for the order (sale − cancellations + reinstatements),
+    /// points earned, redeemed points given back, and per line (shipped, cancelled).
+    fn books(lines: &[LineItem], redeemed_points: i64, facts: &[Fact]) -> (i64, i64, i64, Vec<(u32, u32)>) {
+        let b = basis(lines, redeemed_points);
+        let mut ledger = Ledger {
+            redemption: redeemed(redeemed_points),
+            ..Ledger::default()
+        };
+        for fact in facts {
+            match fact {
+                Fact::Ship(id, l) => ship(&mut ledger, &b, id, l.clone()).unwrap(),
+                Fact::Cancel(id, minute, l) => {
+                    cancel(&mut ledger, &b, id, *minute, l.clone(), false).unwrap()
+                }
+            }
+        }
+        let cancelled: i64 = ledger.cancellations.iter().map(|c| c.net_minor.get()).sum();
+        let reinstated: i64 = ledger
+            .shipments
+            .iter()
+            .filter_map(|s| s.reinstatement.as_ref())
+            .map(|r| r.net_minor.get())
+            .sum();
+        let per_line = b
+            .lines
+            .iter()
+            .map(|l| (ledger.shipped(l.line_no), ledger.cancelled(l.line_no)))
+            .collect();
+        (
+            b.net_minor - cancelled + reinstated,
+            ledger.points_accrued.map_or(0, Points::get),
+            ledger.redemption.map_or(0, |r| r.points_recredited.get()),
+            per_line,
+        )
+    }
+
+    fn permutations(facts: &[Fact]) -> Vec<Vec<Fact>> {
+        if facts.len() <= 1 {
+            return vec![facts.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..facts.len() {
+            let mut rest = facts.to_vec();
+            let first = rest.remove(i);
+            for mut p in permutations(&rest) {
+                p.insert(0, first.clone());
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn shipments_and_cancellations_give_the_same_books_in_every_order() {
+        let lines = [line(1, 3, 1_000, true), line(2, 2, 2_450, true)];
+        let sequences: Vec<Vec<Fact>> = vec![
+            // The acceptance run's case: ship 1, cancel the whole order.
+            vec![Fact::Ship("s-1", vec![lq(1, 1)]), Fact::Cancel("c-1", 5, None)],
+            // Two shipments and a whole cancellation between them in business time.
+            vec![
+                Fact::Ship("s-1", vec![lq(1, 1)]),
+                Fact::Cancel("c-1", 5, None),
+                Fact::Ship("s-2", vec![lq(2, 1), lq(1, 1)]),
+            ],
+            // Partial cancellations that overlap a shipment, and a whole one.
+            vec![
+                Fact::Cancel("c-1", 1, Some(vec![lq(1, 2)])),
+                Fact::Ship("s-1", vec![lq(1, 2)]),
+                Fact::Cancel("c-2", 2, Some(vec![lq(2, 1), lq(1, 1)])),
+                Fact::Cancel("c-3", 3, None),
+            ],
+        ];
+        for facts in sequences {
+            let all = permutations(&facts);
+            let expected = books(&lines, 600, &all[0]);
+            for order in &all {
+                assert_eq!(books(&lines, 600, order), expected, "{order:?}");
+            }
+        }
     }
 
     prop_compose! {

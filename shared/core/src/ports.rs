@@ -46,7 +46,8 @@ pub trait SagaStore: Send + Sync {
 /// Bad input and permanently failed messages, kept for operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuarantineItem {
-    /// Stable per message (the queue message id), so a redelivery overwrites instead of duplicating.
+    /// `{step}:{event id}` (the refused event, or the WorkflowException announcing a failure), else the
+    /// queue message id: a redelivery or a duplicate delivery overwrites instead of duplicating.
     pub id: String,
     pub received_at: Timestamp,
     pub step: String,
@@ -116,9 +117,9 @@ pub struct ErpDocument {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErpCancelRequest {
     pub transaction: TransactionRef,
-    /// The cancellation's identity (the OrderCancelled event id): two cancellations of the same order
-    /// are two documents.
-    pub cancellation_id: String,
+    /// The cancellation's identity (`OrderCancelled.cancellation_id`, or one derived from its content):
+    /// two cancellations of the same order are two documents.
+    pub cancellation_id: CancellationId,
     /// Absent: every open line is cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<Vec<LineQuantity>>,
@@ -126,6 +127,22 @@ pub struct ErpCancelRequest {
     /// Net value (before tax) of what is cancelled.
     pub value_minor: Amount,
     pub reason: String,
+    pub occurred_at: Timestamp,
+}
+
+/// What the ERP receives to reinstate cancelled units of an order that a shipment proved had left: they
+/// are charged again (the opposite of a cancellation, for those units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErpReinstateRequest {
+    pub transaction: TransactionRef,
+    /// The shipment that left with the units: the reinstatement's identity.
+    pub shipment_id: ShipmentId,
+    /// The cancellations the units are taken back from.
+    pub cancellation_ids: Vec<CancellationId>,
+    pub lines: Vec<LineQuantity>,
+    pub currency: Currency,
+    /// Net value (before tax) charged again: what the cancellations had credited for these units.
+    pub value_minor: Amount,
     pub occurred_at: Timestamp,
 }
 
@@ -160,6 +177,12 @@ pub trait Erp: Send + Sync {
     async fn post_return(
         &self,
         request: &ErpReturnRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error>;
+    /// Reinstates cancelled units that shipped after all. `Err(Error::Rejected)` when the ERP refuses.
+    async fn reinstate(
+        &self,
+        request: &ErpReinstateRequest,
         key: &IdempotencyKey,
     ) -> Result<ErpDocument, Error>;
 }

@@ -170,6 +170,23 @@ impl Saga {
         self.updated_at = now;
     }
 
+    /// An order whose every unit is either shipped and accrued or cancelled is done: `completed` when
+    /// anything shipped, `cancelled` when nothing did (a shipment reinstating cancelled units turns a
+    /// cancelled order into a completed one). Failed and compensated orders keep their status.
+    pub fn settle_order(&mut self, basis: &crate::ledger::Basis) {
+        if matches!(
+            self.status,
+            SagaStatus::Running | SagaStatus::Cancelled | SagaStatus::Completed
+        ) && self.ledger.order_settled(basis)
+        {
+            self.status = if self.ledger.shipments.is_empty() {
+                SagaStatus::Cancelled
+            } else {
+                SagaStatus::Completed
+            };
+        }
+    }
+
     pub fn has_step(&self, step: &str, outcome: StepOutcome) -> bool {
         self.steps.iter().any(|e| e.step == step && e.outcome == outcome)
     }

@@ -8,6 +8,9 @@
 //! - a cancellation refers to an order posted as a sale; anything else (an order never posted, a POS
 //!   receipt: receipts are returned, not cancelled) is refused (404 `order_not_found`). Orders have no
 //!   store, so no period is closed for them;
+//! - a reinstatement (cancelled units that shipped after all) refers to an order posted as a sale and to
+//!   cancellations posted for it, else it is refused (404 `order_not_found` / `cancellation_not_found`);
+//!   it charges the units' net again;
 //! - a return refers to a transaction posted as a sale, else it is refused (404 `original_not_found`);
 //!   it is booked in the store the goods came back to (`store_id`), or when there is none in the
 //!   original receipt's store, and refused (422 `period_closed`) when that store's id starts with
@@ -18,7 +21,7 @@
 //! The journal ([`ErpSimulator::postings`]) shows every document with its kind; amounts are absolute and
 //! the kind gives the direction ([`ErpPosting::signed_net_minor`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -26,7 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::events::TransactionRef;
 use retail_sync_contracts::values::{Amount, Currency, ExternalRef, StoreId};
-use retail_sync_core::ports::{ErpCancelRequest, ErpDocument, ErpReturnRequest, ErpSaleRequest};
+use retail_sync_core::ports::{
+    ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest,
+};
 
 use crate::error::SimError;
 use crate::faults::Faults;
@@ -42,6 +47,8 @@ pub enum ErpPostingKind {
     Cancellation,
     /// A credit note for goods returned.
     Return,
+    /// Cancelled units charged again: a shipment proved they had left.
+    Reinstatement,
 }
 
 impl ErpPostingKind {
@@ -50,6 +57,7 @@ impl ErpPostingKind {
             Self::Sale => "sale",
             Self::Cancellation => "cancellation",
             Self::Return => "return",
+            Self::Reinstatement => "reinstatement",
         }
     }
 }
@@ -62,7 +70,7 @@ pub struct ErpPosting {
     pub idempotency_key: String,
     /// The sale or order; for a cancellation the order cancelled, for a return the original transaction.
     pub transaction: TransactionRef,
-    /// The cancellation id or the return id; sales have none.
+    /// The cancellation id, the return id or the reinstating shipment's id; sales have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     /// Returns only: the store the goods came back to (the original receipt's when the return names none).
@@ -85,11 +93,12 @@ pub struct ErpPosting {
 }
 
 impl ErpPosting {
-    /// The net value with its direction: positive for a sale, negative for a cancellation or a return.
+    /// The net value with its direction: positive for a sale or a reinstatement, negative for a
+    /// cancellation or a return.
     /// The sum over the journal is what the ERP booked net, per currency.
     pub fn signed_net_minor(&self) -> i64 {
         match self.kind {
-            ErpPostingKind::Sale => self.net_minor.get(),
+            ErpPostingKind::Sale | ErpPostingKind::Reinstatement => self.net_minor.get(),
             ErpPostingKind::Cancellation | ErpPostingKind::Return => -self.net_minor.get(),
         }
     }
@@ -102,6 +111,7 @@ enum ErpCall {
     Sale(ErpSaleRequest),
     Cancel(ErpCancelRequest),
     Return(ErpReturnRequest),
+    Reinstate(ErpReinstateRequest),
 }
 
 #[derive(Default)]
@@ -116,6 +126,8 @@ struct Journal {
     postings: Vec<ErpPosting>,
     /// Where each posted sale is in `postings`, by transaction: what cancellations and returns refer to.
     sales: HashMap<TransactionRef, usize>,
+    /// The cancellations posted, by order and cancellation id: what reinstatements refer to.
+    cancellations: HashSet<(TransactionRef, String)>,
 }
 
 impl Journal {
@@ -124,9 +136,16 @@ impl Journal {
         let document_id = ExternalRef::parse(format!("ERP-{:08}", self.postings.len() + 1))
             .expect("ERP- followed by digits is a valid ExternalRef");
         let posting = posting(document_id.clone());
-        if posting.kind == ErpPostingKind::Sale {
-            self.sales
-                .insert(posting.transaction.clone(), self.postings.len());
+        match (posting.kind, &posting.reference) {
+            (ErpPostingKind::Sale, _) => {
+                self.sales
+                    .insert(posting.transaction.clone(), self.postings.len());
+            }
+            (ErpPostingKind::Cancellation, Some(id)) => {
+                self.cancellations
+                    .insert((posting.transaction.clone(), id.clone()));
+            }
+            _ => {}
         }
         self.postings.push(posting);
         ErpDocument { document_id }
@@ -224,7 +243,7 @@ impl ErpSimulator {
                 kind: ErpPostingKind::Cancellation,
                 idempotency_key: key.to_owned(),
                 transaction: request.transaction.clone(),
-                reference: Some(request.cancellation_id.clone()),
+                reference: Some(request.cancellation_id.to_string()),
                 store_id: None,
                 currency: request.currency,
                 net_minor: request.value_minor,
@@ -278,7 +297,52 @@ impl ErpSimulator {
         })
     }
 
-    /// Every posted document (sales, cancellations, returns), in posting order.
+    /// Charges cancelled units again under the rules above.
+    pub fn reinstate(&self, request: &ErpReinstateRequest, key: &str) -> Result<ErpDocument, SimError> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let call = ErpCall::Reinstate(request.clone());
+        state.gate.call(&call, key, || {
+            if !matches!(request.transaction, TransactionRef::Order { .. })
+                || !state.journal.sales.contains_key(&request.transaction)
+            {
+                return Err(SimError::refused(
+                    404,
+                    "order_not_found",
+                    format!("no sales order for {:?}", request.transaction),
+                ));
+            }
+            if let Some(missing) = request.cancellation_ids.iter().find(|c| {
+                !state
+                    .journal
+                    .cancellations
+                    .contains(&(request.transaction.clone(), c.to_string()))
+            }) {
+                return Err(SimError::refused(
+                    404,
+                    "cancellation_not_found",
+                    format!("no cancellation {missing} of this order"),
+                ));
+            }
+            Ok(state.journal.post(|document_id| ErpPosting {
+                document_id,
+                kind: ErpPostingKind::Reinstatement,
+                idempotency_key: key.to_owned(),
+                transaction: request.transaction.clone(),
+                reference: Some(request.shipment_id.to_string()),
+                store_id: None,
+                currency: request.currency,
+                net_minor: request.value_minor,
+                tax_minor: None,
+                gross_minor: None,
+                redemption_minor: None,
+                line_count: request.lines.len(),
+                occurred_at: request.occurred_at,
+            }))
+        })
+    }
+
+    /// Every posted document (sales, cancellations, returns, reinstatements), in posting order.
     pub fn postings(&self) -> Vec<ErpPosting> {
         self.shared.lock().journal.postings.clone()
     }

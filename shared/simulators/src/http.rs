@@ -5,6 +5,7 @@
 //! Routes (the mutating ones, every `POST`, require the `Idempotency-Key` header):
 //! - `POST /erp/v1/sales` (`ErpSaleRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/sales/cancellations` (`ErpCancelRequest`) → 201 `ErpDocument`
+//! - `POST /erp/v1/sales/reinstatements` (`ErpReinstateRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/returns` (`ErpReturnRequest`) → 201 `ErpDocument`
 //! - `POST /loyalty/v1/accruals` (`AccrualRequest`) → 201 `Accrual`
 //! - `GET /loyalty/v1/members/{member_id}/balance` → 200 `Balance`
@@ -38,8 +39,8 @@ use tokio::task::JoinHandle;
 
 use retail_sync_contracts::values::{HoldId, MemberId};
 use retail_sync_core::ports::{
-    AccrualRequest, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReturnRequest, ErpSaleRequest,
-    Hold, HoldRequest,
+    AccrualRequest, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReinstateRequest,
+    ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest,
 };
 
 use crate::erp::{ErpPosting, ErpSimulator};
@@ -83,6 +84,7 @@ pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator) -> Router {
     Router::new()
         .route("/erp/v1/sales", post(post_sale))
         .route("/erp/v1/sales/cancellations", post(cancel_order))
+        .route("/erp/v1/sales/reinstatements", post(reinstate))
         .route("/erp/v1/returns", post(post_return))
         .route("/loyalty/v1/accruals", post(accrue))
         .route("/loyalty/v1/members/{member_id}/balance", get(balance))
@@ -221,6 +223,16 @@ async fn cancel_order(
     let (key, request) = parse::<ErpCancelRequest>(&headers, &body)?;
     sims.erp.delay().await;
     Ok(respond(StatusCode::CREATED, sims.erp.cancel_order(&request, &key)).await)
+}
+
+async fn reinstate(
+    State(sims): State<Sims>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, request) = parse::<ErpReinstateRequest>(&headers, &body)?;
+    sims.erp.delay().await;
+    Ok(respond(StatusCode::CREATED, sims.erp.reinstate(&request, &key)).await)
 }
 
 async fn post_return(

@@ -9,7 +9,7 @@ use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
     Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Erp, ErpCancelRequest,
-    ErpDocument, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, Loyalty,
+    ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, Loyalty,
 };
 
 use crate::erp::ErpSimulator;
@@ -61,6 +61,17 @@ impl Erp for InProcessErp {
         self.0.delay().await;
         self.0
             .post_return(request, key.as_str())
+            .map_err(|e| to_port_error(e, "erp", ReasonCode::ErpRejected))
+    }
+
+    async fn reinstate(
+        &self,
+        request: &ErpReinstateRequest,
+        key: &IdempotencyKey,
+    ) -> Result<ErpDocument, Error> {
+        self.0.delay().await;
+        self.0
+            .reinstate(request, key.as_str())
             .map_err(|e| to_port_error(e, "erp", ReasonCode::ErpRejected))
     }
 }

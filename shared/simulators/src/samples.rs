@@ -4,12 +4,13 @@ use jiff::{SignedDuration, Timestamp};
 
 use retail_sync_contracts::events::{ReturnLine, TransactionRef};
 use retail_sync_contracts::values::{
-    Amount, Currency, MemberId, OrderId, Points, ReceiptId, ReturnId, Sku, StoreId,
+    Amount, CancellationId, Currency, MemberId, OrderId, Points, ReceiptId, ReturnId, ShipmentId, Sku,
+    StoreId,
 };
 use retail_sync_contracts::{LineItem, Totals};
 use retail_sync_core::ports::{
-    AccrualRequest, AdjustmentKind, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReturnRequest,
-    ErpSaleRequest, HoldRequest,
+    AccrualRequest, AdjustmentKind, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReinstateRequest,
+    ErpReturnRequest, ErpSaleRequest, HoldRequest,
 };
 
 /// The identifiers are the caller's; a bad one is a bug in the caller, hence the panics.
@@ -96,11 +97,27 @@ pub fn accrual(member_id: &str, receipt_id: &str, eligible_minor: i64) -> Accrua
 pub fn cancellation(order_id: &str, cancellation_id: &str) -> ErpCancelRequest {
     ErpCancelRequest {
         transaction: order(order_id),
-        cancellation_id: cancellation_id.to_owned(),
+        cancellation_id: CancellationId::parse(cancellation_id).expect("a valid cancellation id"),
         lines: None,
         currency: eur(),
         value_minor: amount(1000),
         reason: "customer changed their mind".to_owned(),
+        occurred_at: at(),
+    }
+}
+
+/// Shipment `shipment_id` of `order_id` reinstating one unit of line 1 from `cancellation_id` (10.00 net).
+pub fn reinstatement(order_id: &str, shipment_id: &str, cancellation_id: &str) -> ErpReinstateRequest {
+    ErpReinstateRequest {
+        transaction: order(order_id),
+        shipment_id: ShipmentId::parse(shipment_id).expect("a valid shipment id"),
+        cancellation_ids: vec![CancellationId::parse(cancellation_id).expect("a valid cancellation id")],
+        lines: vec![retail_sync_contracts::events::LineQuantity {
+            line_no: 1,
+            quantity: 1,
+        }],
+        currency: eur(),
+        value_minor: amount(1000),
         occurred_at: at(),
     }
 }

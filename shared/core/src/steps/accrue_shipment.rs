@@ -2,10 +2,14 @@
 //! (net of their share of the redeemed points) earns. Part of the `accrue-loyalty` step.
 //!
 //! A shipment that arrives before its order is posted to the ERP waits (retry); one for more units than
-//! are open (cancelled or shipped already) is refused; one for an order that failed or was compensated
-//! is refused as `transaction_closed`.
+//! the order has not shipped yet is refused (`quantity_exceeded`); one for an order that failed or was
+//! compensated is refused as `transaction_closed`. A shipment is the fulfilment authority's fact: units
+//! that a cancellation had claimed are reinstated (see `ledger`) — charged again in the ERP and their
+//! redeemed points taken back — before they earn, whatever order the two arrived in.
 
 use serde::{Deserialize, Serialize};
+
+use jiff::Timestamp;
 
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::{LoyaltyAccrued, OrderShipped, ReasonCode, TransactionRef};
@@ -13,10 +17,11 @@ use retail_sync_contracts::values::{ExternalRef, Points};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ledger::ShipmentEntry;
-use crate::ports::{AccrualRequest, Outgoing};
+use crate::ledger::{Basis, Reinstatement, ShipmentEntry};
+use crate::ports::{AccrualRequest, AdjustmentKind, AdjustmentRequest, ErpReinstateRequest, Outgoing};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Deps, load_with_basis, outgoing, refuse, reserve, run_once};
+use crate::steps::cancel_order::describe;
+use crate::steps::{Deps, load_with_basis, outgoing, refuse, reserve, run_once, workflow_exception};
 
 use super::accrue_loyalty::STEP;
 
@@ -45,10 +50,8 @@ pub(super) async fn accrue_shipment(
     let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{shipment_id}"));
     let now = d.clock.now();
     let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
-    if matches!(
-        saga.status,
-        SagaStatus::Failed | SagaStatus::Compensated | SagaStatus::Cancelled
-    ) {
+    // A cancelled order is not closed to shipments: a shipment proves its units left (reinstatement).
+    if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
         return Err(refuse(
             &*d.sagas,
             &saga_id,
@@ -97,26 +100,24 @@ pub(super) async fn accrue_shipment(
                 STEP,
                 ReasonCode::QuantityExceeded,
                 &format!("shipment {shipment_id}"),
+                &Fingerprint::of(&shipped.data),
                 now,
                 |ledger| {
                     if let Some(e) = ledger.shipments.iter().find(|e| e.shipment_id == shipment_id) {
                         return Ok(e.clone());
                     }
-                    let eligible = basis.shipment(ledger, &shipped.data.lines)?;
-                    let entry = ShipmentEntry {
-                        shipment_id: shipment_id.clone(),
-                        lines: shipped.data.lines.clone(),
-                        eligible_minor: eligible,
-                        points: None,
-                        loyalty_transaction_id: None,
-                    };
-                    ledger.shipments.push(entry.clone());
-                    Ok(entry)
+                    ledger.reserve_shipment(&basis, &shipment_id, &shipped.data.lines)
                 },
             )
             .await?
         }
     };
+
+    // The units must be sold again in the ERP (and their redeemed points taken back) before they earn.
+    let mut events = Vec::new();
+    if let Some(reinstatement) = &entry.reinstatement {
+        events = reinstate(d, &entry, reinstatement, &basis, shipped, &key, now).await?;
+    }
 
     let run = run_once(d, &key, Fingerprint::of(&shipped.data), || async {
         let Some(member_id) = &basis.member_id else {
@@ -178,9 +179,7 @@ pub(super) async fn accrue_shipment(
                 Outcome::Accrued { .. } => StepOutcome::Done,
             };
             s.record(STEP, outcome, message, now);
-            if s.status == SagaStatus::Running && s.ledger.order_settled(&basis) {
-                s.status = SagaStatus::Completed;
-            }
+            s.settle_order(&basis);
         })
         .await?;
         if let Outcome::Accrued { points, .. } = run.result() {
@@ -188,7 +187,7 @@ pub(super) async fn accrue_shipment(
         }
     }
 
-    Ok(match run.result() {
+    events.extend(match run.result() {
         Outcome::Accrued {
             loyalty_transaction_id,
             points,
@@ -216,5 +215,141 @@ pub(super) async fn accrue_shipment(
             "OrderShipped",
             now,
         )],
+    });
+    Ok(events)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Reinstated {
+    Reinstated { erp_document_id: ExternalRef },
+    Refused { message: String },
+}
+
+/// Charges the reinstated units again in the ERP, decides (with the ERP's document, under the saga's
+/// versioned write) the redeemed points their cancellations gave back that are now to be taken back,
+/// and takes them back. Every delivery sends the same requests under the same keys, so each system
+/// applies them once. An ERP refusal is a conflict for a person: quarantined (`erp_rejected`).
+async fn reinstate(
+    d: &Deps,
+    entry: &ShipmentEntry,
+    reinstatement: &Reinstatement,
+    basis: &Basis,
+    shipped: &Detail<OrderShipped>,
+    key: &IdempotencyKey,
+    now: Timestamp,
+) -> Result<Vec<Outgoing>, Error> {
+    let transaction = TransactionRef::Order {
+        order_id: shipped.data.order_id.clone(),
+    };
+    let saga_id = SagaId::of(&transaction);
+    let shipment_id = &entry.shipment_id;
+    let rkey = IdempotencyKey::for_step(key.as_str(), "reinstate");
+    let run = run_once(d, &rkey, Fingerprint::of(reinstatement), || async {
+        let request = ErpReinstateRequest {
+            transaction: transaction.clone(),
+            shipment_id: shipment_id.clone(),
+            cancellation_ids: reinstatement.cancellation_ids.clone(),
+            lines: reinstatement.lines.clone(),
+            currency: basis.currency,
+            value_minor: reinstatement.net_minor,
+            occurred_at: shipped.metadata.occurred_at,
+        };
+        match d.erp.reinstate(&request, &rkey).await {
+            Ok(doc) => Ok(Reinstated::Reinstated {
+                erp_document_id: doc.document_id,
+            }),
+            Err(Error::Rejected { message, .. }) => Ok(Reinstated::Refused { message }),
+            Err(e) => Err(e),
+        }
     })
+    .await?;
+    let what = format!(
+        "shipment {shipment_id} reinstates {} (net {}) cancelled by {}",
+        describe(&reinstatement.lines),
+        reinstatement.net_minor,
+        reinstatement
+            .cancellation_ids
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let erp_document_id = match run.result() {
+        Reinstated::Refused { message } => {
+            let message = format!("{what}: the ERP refused: {message}");
+            if let Some(completion) = run.completion() {
+                saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
+                    s.record(STEP, StepOutcome::Failed, message.clone(), now)
+                })
+                .await?;
+            }
+            return Err(Error::rejected(ReasonCode::ErpRejected, message));
+        }
+        Reinstated::Reinstated { erp_document_id } => erp_document_id,
+    };
+    let saga = match run.completion() {
+        Some(completion) => {
+            saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
+                let taken = s
+                    .ledger
+                    .decide_reinstatement(shipment_id, erp_document_id, basis)
+                    .unwrap_or(Points::ZERO);
+                s.record(
+                    STEP,
+                    StepOutcome::Done,
+                    format!("{what}: ERP {erp_document_id}; {taken} redeemed points to take back"),
+                    now,
+                );
+                if s.status == SagaStatus::Cancelled {
+                    s.status = SagaStatus::Running;
+                }
+            })
+            .await?
+        }
+        None => saga::load_existing(&*d.sagas, &saga_id).await?,
+    };
+    let take_back = saga
+        .ledger
+        .shipments
+        .iter()
+        .find(|s| &s.shipment_id == shipment_id)
+        .and_then(|s| s.reinstatement.as_ref())
+        .and_then(|r| r.points_taken_back)
+        .unwrap_or(Points::ZERO);
+    let (Some(member_id), true) = (&basis.member_id, take_back.get() > 0) else {
+        return Ok(Vec::new());
+    };
+    let request = AdjustmentRequest {
+        member_id: member_id.clone(),
+        kind: AdjustmentKind::Reversal,
+        transaction,
+        reference: format!("reinstatement:{shipment_id}"),
+        points: take_back,
+        occurred_at: shipped.metadata.occurred_at,
+    };
+    let adjustment = d
+        .loyalty
+        .adjust(&request, &IdempotencyKey::for_step(rkey.as_str(), "take-back"))
+        .await?;
+    let taken = adjustment.delta.unsigned_abs();
+    if run.completion().is_some() {
+        d.metrics.add("points_taken_back", taken, None);
+    }
+    if taken < take_back.get().unsigned_abs() {
+        // The member spent the points meanwhile: the platform took what was available. A person settles
+        // the rest with the member.
+        return Ok(vec![workflow_exception(
+            rkey.as_str(),
+            STEP,
+            ReasonCode::LoyaltyRejected,
+            format!(
+                "{what}: only {taken} of {take_back} redeemed points could be taken back from the member"
+            ),
+            &shipped.metadata,
+            "OrderShipped",
+            now,
+        )]);
+    }
+    Ok(Vec::new())
 }

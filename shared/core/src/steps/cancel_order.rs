@@ -2,16 +2,24 @@
 //! redeemed points their net value carries (cumulatively, so cancellations and returns that add up to
 //! the whole order give back exactly the points redeemed). Cancelled units never ship, hence never earn.
 //!
-//! A cancellation that arrives before the order is posted waits; one for units that shipped or were
-//! cancelled already is refused (`quantity_exceeded`); one for an order that failed or was compensated
-//! has nothing left to undo and is recorded as skipped.
+//! A cancellation that arrives before the order is posted waits. It cancels the requested units that are
+//! still open: units that shipped (whatever arrived first, see `ledger`) or were cancelled already are
+//! not cancelled again, and a cancellation with nothing left to cancel is recorded as skipped. Only a
+//! line the order does not have, or more units than it ordered, is refused (`quantity_exceeded`). One
+//! for an order that failed or was compensated has nothing left to undo and is recorded as skipped.
+//!
+//! A cancellation is identified by its `cancellation_id`, or without one by its content and business
+//! time ([`cancellation_id`]), never by its event id: a channel that re-sends it under a new event id
+//! cancels once.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::{ReasonCode, TransactionRef};
-use retail_sync_contracts::values::{ExternalRef, Points};
+use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::events::{OrderCancelled, ReasonCode, TransactionRef};
+use retail_sync_contracts::values::{Amount, CancellationId, ExternalRef, Points};
 use retail_sync_contracts::{Event, EventType};
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
@@ -36,6 +44,31 @@ enum Outcome {
     Refused {
         message: String,
     },
+    /// Every requested unit had shipped or was cancelled already: nothing was sent to the ERP.
+    NothingOpen,
+}
+
+/// The cancellation's identity: its `cancellation_id`, or for a channel that sends none, `cx-` and a
+/// digest of what it cancels (its lines, or the whole order) and its business time (`occurred_at`). A
+/// re-sent cancellation keeps both, whatever its event id; two cancellations of the same units at the
+/// same instant are one.
+pub fn cancellation_id(cancel: &Detail<OrderCancelled>) -> CancellationId {
+    if let Some(id) = &cancel.data.cancellation_id {
+        return id.clone();
+    }
+    let mut hasher = Sha256::new();
+    match &cancel.data.lines {
+        Some(lines) => {
+            for l in lines {
+                hasher.update(format!("{}x{};", l.line_no, l.quantity));
+            }
+        }
+        None => hasher.update(b"whole;"),
+    }
+    hasher.update(cancel.metadata.occurred_at.to_string());
+    let digest = hasher.finalize();
+    CancellationId::parse(format!("cx-{}", crate::idempotency::hex(&digest[..16])))
+        .expect("cx- and hex digits are a valid id")
 }
 
 #[async_trait]
@@ -54,9 +87,7 @@ impl Step for CancelOrder {
             order_id: cancel.data.order_id.clone(),
         };
         let saga_id = SagaId::of(&transaction);
-        // The cancellation's identity is its event id: a channel resending it keeps the id, while a
-        // second cancellation of other units is a new event.
-        let cancellation_id = cancel.metadata.event_id.to_string();
+        let cancellation_id = cancellation_id(cancel);
         let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{cancellation_id}"));
         let now = d.clock.now();
         let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
@@ -97,6 +128,7 @@ impl Step for CancelOrder {
                     STEP,
                     ReasonCode::QuantityExceeded,
                     &format!("cancellation {cancellation_id}"),
+                    &Fingerprint::of(&cancel.data),
                     now,
                     |ledger| {
                         if let Some(c) = ledger
@@ -111,6 +143,9 @@ impl Step for CancelOrder {
                             cancellation_id: cancellation_id.clone(),
                             lines,
                             net_minor: net,
+                            occurred_at: Some(cancel.metadata.occurred_at),
+                            reinstated: Vec::new(),
+                            reinstated_net_minor: Amount::ZERO,
                             erp_document_id: None,
                             points_recredited: None,
                             refused: false,
@@ -124,6 +159,9 @@ impl Step for CancelOrder {
         };
 
         let run = run_once(d, &key, Fingerprint::of(&cancel.data), || async {
+            if entry.lines.is_empty() {
+                return Ok(Outcome::NothingOpen);
+            }
             let request = ErpCancelRequest {
                 transaction: transaction.clone(),
                 cancellation_id: cancellation_id.clone(),
@@ -162,14 +200,16 @@ impl Step for CancelOrder {
                             ),
                             now,
                         );
-                        if s.status == SagaStatus::Running && s.ledger.order_settled(&basis) {
-                            s.status = if s.ledger.shipments.is_empty() {
-                                SagaStatus::Cancelled
-                            } else {
-                                SagaStatus::Completed
-                            };
-                        }
+                        s.settle_order(&basis);
                     }
+                    Outcome::NothingOpen => s.record(
+                        STEP,
+                        StepOutcome::Skipped,
+                        format!(
+                            "cancellation {cancellation_id}: nothing open to cancel (shipped or cancelled already)"
+                        ),
+                        now,
+                    ),
                     Outcome::Refused { message } => {
                         if let Some(c) = s.ledger.cancellations.iter_mut().find(|c| c.cancellation_id == cancellation_id) {
                             c.refused = true;
@@ -216,7 +256,7 @@ impl Step for CancelOrder {
         }
 
         Ok(match run.result() {
-            Outcome::Cancelled { .. } => Vec::new(),
+            Outcome::Cancelled { .. } | Outcome::NothingOpen => Vec::new(),
             Outcome::Refused { message } => vec![workflow_exception(
                 key.as_str(),
                 STEP,

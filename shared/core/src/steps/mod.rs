@@ -387,33 +387,55 @@ pub async fn refuse(
 /// Checks and reserves a follow-up (shipment, cancellation, return) on the saga's ledger in one versioned
 /// write, so a concurrent follow-up of the same units is counted when the write re-applies (see
 /// `ledger`). `reserve` returns the follow-up's entry from an earlier delivery, or checks it and pushes a
-/// new one. `Wait` becomes a retry; `Refuse` is recorded on the timeline and becomes the permanent error
-/// the runner quarantines, its message `what: findings`.
+/// new one. `Wait` becomes a retry. `Refuse` is recorded in the same write — on the timeline, and as a
+/// refusal of `what` with the content's `fingerprint` — and becomes the permanent error the runner
+/// quarantines, its message `what: findings`. A duplicate of a refused follow-up (same `what`, same
+/// content) is refused again with the first refusal, not re-evaluated against what happened since.
+#[allow(clippy::too_many_arguments)]
 pub async fn reserve<T>(
     sagas: &dyn SagaStore,
     saga: crate::saga::Saga,
     step: &str,
     reason: ReasonCode,
     what: &str,
+    fingerprint: &Fingerprint,
     now: Timestamp,
     mut reserve: impl FnMut(&mut crate::ledger::Ledger) -> Result<T, crate::ledger::Check>,
 ) -> Result<T, Error> {
-    let id = saga.id.clone();
-    let mut verdict = None;
-    crate::saga::update_from(sagas, saga, None, |s| verdict = Some(reserve(&mut s.ledger))).await?;
-    match verdict.expect("the update ran its change") {
-        Ok(entry) => Ok(entry),
-        Err(crate::ledger::Check::Wait(what)) => Err(Error::NotYet { what }),
-        Err(crate::ledger::Check::Refuse(findings)) => Err(refuse(
-            sagas,
-            &id,
-            step,
-            reason,
-            format!("{what}: {}", findings.join("; ")),
-            now,
-        )
-        .await),
+    let refused = |ledger: &crate::ledger::Ledger| {
+        ledger
+            .refusals
+            .iter()
+            .find(|r| r.follow_up == what && &r.fingerprint == fingerprint)
+            .map(|r| Error::rejected(r.reason, r.message.clone()))
+    };
+    if let Some(e) = refused(&saga.ledger) {
+        return Err(e);
     }
+    let mut verdict = None;
+    crate::saga::update_from(sagas, saga, None, |s| {
+        if let Some(e) = refused(&s.ledger) {
+            verdict = Some(Err(e));
+            return;
+        }
+        verdict = Some(match reserve(&mut s.ledger) {
+            Ok(entry) => Ok(entry),
+            Err(crate::ledger::Check::Wait(what)) => Err(Error::NotYet { what }),
+            Err(crate::ledger::Check::Refuse(findings)) => {
+                let message = format!("{what}: {}", findings.join("; "));
+                s.ledger.refusals.push(crate::ledger::RefusalEntry {
+                    follow_up: what.to_owned(),
+                    fingerprint: fingerprint.clone(),
+                    reason,
+                    message: message.clone(),
+                });
+                s.record(step, crate::saga::StepOutcome::Refused, message.clone(), now);
+                Err(Error::rejected(reason, message))
+            }
+        });
+    })
+    .await?;
+    verdict.expect("the update ran its change")
 }
 
 /// Reads a stored step result back.

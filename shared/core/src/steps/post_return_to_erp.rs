@@ -107,6 +107,7 @@ impl Step for PostReturnToErp {
                     STEP,
                     ReasonCode::OverReturn,
                     &format!("return {return_id} refused"),
+                    &Fingerprint::of(&ret.data),
                     now,
                     |ledger| {
                         if let Some(existing) = ledger.return_entry(&return_id) {

@@ -38,6 +38,15 @@ pub trait Backend:
     fn end_group(&self) -> Result<(), Error> {
         Ok(())
     }
+    /// Keeps entries of the reference systems' journals with the run's state, where the backend has a
+    /// state of its own on this machine (the embedded one); elsewhere the simulators live in memory.
+    fn keep_journal(&self, _entries: &[(&str, String)]) -> Result<(), Error> {
+        Ok(())
+    }
+    /// The journal of `system` kept so far.
+    fn journal(&self, _system: &str) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
 }
 
 fn embedded_error(e: retail_sync_embedded::EmbeddedError) -> Error {
@@ -81,6 +90,12 @@ impl Backend for Embedded {
     }
     fn end_group(&self) -> Result<(), Error> {
         self.commit_group().map_err(embedded_error)
+    }
+    fn keep_journal(&self, entries: &[(&str, String)]) -> Result<(), Error> {
+        self.append_journal(entries).map_err(embedded_error)
+    }
+    fn journal(&self, system: &str) -> Result<Vec<String>, Error> {
+        Embedded::journal(self, system).map_err(embedded_error)
     }
 }
 

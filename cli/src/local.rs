@@ -64,6 +64,13 @@ pub struct Simulators {
 pub const SAMPLE_MEMBERS: [(&str, i64); 2] = [("m-3001", 10_000), ("m-3002", 10_000)];
 
 impl Simulators {
+    /// The calls both systems applied since the last take, as `(system, entry)`.
+    fn take_journal(&self) -> Vec<(&'static str, String)> {
+        let erp = self.erp.take_journal().into_iter().map(|e| ("erp", e));
+        let loyalty = self.loyalty.take_journal().into_iter().map(|e| ("loyalty", e));
+        erp.chain(loyalty).collect()
+    }
+
     /// The reference systems with the sample members' opening balances (outside the loyalty ledger).
     pub fn with_sample_members() -> Self {
         let sims = Self::default();
@@ -146,7 +153,21 @@ pub fn open_embedded(
 }
 
 impl<B: Backend> LocalSystem<B> {
+    /// Wires the system. The simulators are brought to where the backend's state left them (their
+    /// journal, replayed; nothing on a fresh state) and keep their journal from then on.
     pub fn new(backend: Arc<B>, topology: Topology, simulators: Simulators) -> anyhow::Result<Self> {
+        let replay = |system: &str, replay: &dyn Fn(&[String]) -> Result<(), String>| {
+            let entries = backend.journal(system)?;
+            replay(&entries).map_err(|e| {
+                anyhow::anyhow!(
+                    "the state's {system} simulator journal does not replay ({e}); start again with --fresh"
+                )
+            })
+        };
+        replay("erp", &|e| simulators.erp.replay(e))?;
+        replay("loyalty", &|e| simulators.loyalty.replay(e))?;
+        simulators.erp.keep_journal();
+        simulators.loyalty.keep_journal();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(CountingMetrics::default());
         let erp: Arc<dyn Erp> = Arc::new(InProcessErp(simulators.erp.clone()));
@@ -252,6 +273,10 @@ impl<B: Backend> LocalSystem<B> {
             request = request.with_body(body.to_string());
         }
         let response = self.redemption.handle(request).await;
+        // Outside a group each write commits on its own: keep the hold with the answer just stored.
+        if let Err(e) = self.keep_journal() {
+            tracing::error!(error = %e, "could not keep the simulators' journal");
+        }
         let exchange = ApiExchange {
             request: format!("{} {}", call.method, call.path),
             idempotency_key: call.idempotency_key.clone(),
@@ -289,6 +314,11 @@ impl<B: Backend> LocalSystem<B> {
         Ok(())
     }
 
+    /// Stores what the simulators applied since the last call with the backend's state.
+    fn keep_journal(&self) -> anyhow::Result<()> {
+        Ok(self.backend.keep_journal(&self.simulators.take_journal())?)
+    }
+
     /// Messages waiting or in flight on the functions' queues.
     pub async fn pending(&self) -> anyhow::Result<u64> {
         let mut pending = 0;
@@ -318,6 +348,8 @@ impl<B: Backend> LocalSystem<B> {
             let round = self.runner.round().await;
             let idle = round.as_ref().map_or(true, |r| r.received == 0);
             if idle || group_started.is_some_and(|t| t.elapsed() >= GROUP_WINDOW) {
+                // The simulators' new journal entries commit with the round that caused them.
+                self.keep_journal()?;
                 self.backend.end_group()?;
                 group_started = None;
             }

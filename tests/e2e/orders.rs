@@ -669,6 +669,207 @@ async fn redemption_api_duplicate_requests_with_the_same_key<B: Backend>(w: Worl
     assert_eq!(balance.available.get(), 5_000);
 }
 
+// --- Same books whatever the order ---------------------------------------------------------------------
+
+/// `input` with `detail.<path>` set to `value` (a re-sent event under another id, a field a helper
+/// does not set).
+fn with(mut input: Input, path: &[&str], value: Value) -> Input {
+    if let Input::Event { detail, .. } = &mut input {
+        let pointer: String = path.iter().map(|p| format!("/{p}")).collect();
+        let (parent, last) = pointer.rsplit_once('/').unwrap();
+        let parent = detail.pointer_mut(parent).unwrap();
+        match parent {
+            Value::Array(items) => items[last.parse::<usize>().unwrap()] = value,
+            _ => parent[last] = value,
+        }
+    }
+    input
+}
+
+/// What the ERP booked net for an order (sale − cancellations + reinstatements − returns).
+fn erp_net(w: &World<impl Backend>, order_id: &str) -> i64 {
+    w.sims
+        .erp
+        .postings()
+        .iter()
+        .filter(|p| serde_json::to_value(&p.transaction).unwrap()["order_id"] == order_id)
+        .map(|p| p.signed_net_minor())
+        .sum()
+}
+
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for i in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(i, n - 1);
+            out.push(q);
+        }
+    }
+    out
+}
+
+/// Two shipments and a whole-order cancellation of one order redeeming 600 points, processed in every
+/// one of the six orders (each fact processed before the next arrives): one outcome. A shipment that
+/// comes after the cancellation reinstates its units instead of being refused.
+async fn shipments_and_cancellations_in_every_order_give_the_same_books<B: Backend>(w: World<B>) {
+    let specs = [(3, 1_000), (2, 2_450)];
+    let mut outcomes = Vec::new();
+    for (i, processing) in permutations(3).into_iter().enumerate() {
+        let (o, member) = (format!("o-perm-{i}"), format!("m-perm-{i}"));
+        w.sims.loyalty.seed_balance(&member, Points::new(5_000).unwrap());
+        let hold = w.hold(&member, 600, 7_900, &format!("checkout-{o}")).await;
+        w.run(vec![order(
+            &o,
+            &member,
+            &specs,
+            Some((hold.hold_id.as_str(), 600, hold.value_minor.get())),
+        )])
+        .await;
+        let facts = [
+            shipped(&o, &format!("{o}-s1"), &[(1, 1)]),
+            cancelled(&o, &format!("{o}-cx"), None),
+            shipped(&o, &format!("{o}-s2"), &[(2, 1), (1, 1)]),
+        ];
+        for k in &processing {
+            w.run(vec![facts[*k].clone()]).await;
+        }
+        let s = w.saga(&format!("order:{o}")).await;
+        let per_line: Vec<(u32, u32)> = [1, 2]
+            .iter()
+            .map(|l| (s.ledger.shipped(*l), s.ledger.cancelled(*l)))
+            .collect();
+        outcomes.push((
+            processing,
+            json!({
+                "status": s.status.as_str(),
+                "earned": s.ledger.points_accrued.map(Points::get),
+                "given_back": s.ledger.redemption.as_ref().map(|r| r.points_recredited.get()),
+                "per_line": per_line,
+                "erp_net": erp_net(&w, &o),
+                "balance": w.balance(&member),
+            }),
+        ));
+    }
+    let (_, first) = &outcomes[0];
+    // Shipped: 2 of line 1, 1 of line 2; cancelled: the rest. The ERP books 2 × 1,000 + 2,450.
+    assert_eq!(first["per_line"], json!([[2, 1], [1, 1]]), "{first}");
+    assert_eq!(first["erp_net"], 4_450);
+    assert_eq!(first["status"], "completed");
+    for (processing, outcome) in &outcomes {
+        assert_eq!(outcome, first, "processed in the order {processing:?}");
+    }
+    assert!(w.report().await.quarantine.is_empty());
+}
+
+/// The same one-unit cancellation sent twice under two event ids is applied once, with or without a
+/// `cancellation_id`; two cancellations with their own ids are two.
+async fn a_cancellation_resent_under_a_new_event_id_is_applied_once<B: Backend>(w: World<B>) {
+    let hold = w.hold("m-1", 600, 3_000, "checkout-o-30").await;
+    w.run(vec![order(
+        "o-30",
+        "m-1",
+        &[(3, 1_000)],
+        Some((hold.hold_id.as_str(), 600, hold.value_minor.get())),
+    )])
+    .await;
+    let one = cancelled("o-30", "e2", Some(&[(1, 1)]));
+    let resent = with(one.clone(), &["metadata", "event_id"], json!("evt-e3"));
+    w.run(vec![one, resent]).await;
+    let identified = |event: &str, id: &str| {
+        with(
+            with(
+                cancelled("o-30", event, Some(&[(1, 1)])),
+                &["data", "cancellation_id"],
+                json!(id),
+            ),
+            &["metadata", "occurred_at"],
+            json!("2026-11-20T11:00:00Z"),
+        )
+    };
+    w.run(vec![identified("e4", "cx-a"), identified("e5", "cx-a")])
+        .await;
+    let s = w.saga("order:o-30").await;
+    let cancellations: Vec<(&str, u32)> = s
+        .ledger
+        .cancellations
+        .iter()
+        .map(|c| (c.cancellation_id.as_str(), c.units(1)))
+        .collect();
+    assert_eq!(cancellations.len(), 2, "{cancellations:?}\n{}", steps(&s));
+    assert!(cancellations.iter().all(|(_, units)| *units == 1));
+    assert!(cancellations.iter().any(|(id, _)| *id == "cx-a"));
+    assert_eq!(
+        s.ledger.redemption.as_ref().unwrap().points_recredited.get(),
+        400,
+        "200 points for each of the two units"
+    );
+    assert_eq!(w.balance("m-1"), 5_000 - 600 + 400);
+    assert_eq!(erp_net(&w, "o-30"), 1_000);
+}
+
+/// An over-return delivered twice with the same event id, before and after a valid return of the same
+/// units: one refusal, with the same words, one quarantine entry.
+async fn a_duplicate_of_a_refused_message_is_the_same_refusal<B: Backend>(w: World<B>) {
+    w.run(vec![
+        order("o-31", "m-1", &[(2, 1_000)], None),
+        shipped("o-31", "s-31", &[(1, 2)]),
+    ])
+    .await;
+    let over = returned("ret-31-over", of_order("o-31"), &[(1, 3, 3_000)]);
+    w.run(vec![over.clone()]).await;
+    w.run(vec![returned("ret-31-ok", of_order("o-31"), &[(1, 2, 2_000)])])
+        .await;
+    w.run(vec![over]).await;
+    let report = w.report().await;
+    let refused: Vec<&str> = report
+        .quarantine
+        .iter()
+        .filter(|q| q.reason == "over_return")
+        .map(|q| q.message.as_str())
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("only 2 of 2 bought"), "{refused:?}");
+    let s = w.saga("order:o-31").await;
+    assert_eq!(
+        s.steps.iter().filter(|e| e.outcome.as_str() == "refused").count(),
+        1,
+        "{}",
+        steps(&s)
+    );
+    assert_eq!(s.ledger.returns.len(), 1);
+}
+
+/// The README's worked example: a 5,000 line that earns, a 5,000 gift card that does not, 1,000 points
+/// redeemed: each line carries 500 of the redemption, so the shipment earns on 4,500: 45 points.
+async fn redeemed_points_are_shared_over_every_line_by_net<B: Backend>(w: World<B>) {
+    let hold = w.hold("m-2", 1_000, 10_000, "checkout-o-32").await;
+    let placed = order(
+        "o-32",
+        "m-2",
+        &[(1, 5_000), (1, 5_000)],
+        Some((hold.hold_id.as_str(), 1_000, hold.value_minor.get())),
+    );
+    w.run(vec![with(
+        placed,
+        &["data", "lines", "1", "loyalty_eligible"],
+        json!(false),
+    )])
+    .await;
+    w.run(vec![shipped("o-32", "s-32", &[(1, 1), (2, 1)])]).await;
+    let s = w.saga("order:o-32").await;
+    assert_eq!(
+        s.ledger.points_accrued.map(Points::get),
+        Some(45),
+        "{}",
+        steps(&s)
+    );
+    assert_eq!(s.ledger.eligible_minor.map(Amount::get), Some(4_500));
+}
+
 macro_rules! scenarios {
     ($($name:ident),+ $(,)?) => {
         mod embedded_backend {
@@ -696,6 +897,10 @@ scenarios!(
     hold_expiry,
     loyalty_outage_policy,
     redemption_api_duplicate_requests_with_the_same_key,
+    shipments_and_cancellations_in_every_order_give_the_same_books,
+    a_cancellation_resent_under_a_new_event_id_is_applied_once,
+    a_duplicate_of_a_refused_message_is_the_same_refusal,
+    redeemed_points_are_shared_over_every_line_by_net,
 );
 
 /// The sample orders day (`events/streams/orders-day.jsonl`, what `retail-sync local run` shows): every
@@ -782,4 +987,45 @@ async fn the_orders_day_has_the_same_outcome_on_both_backends() {
     let aws =
         orders_day(&LocalSystem::new(backend, topology, Simulators::with_sample_members()).unwrap()).await;
     assert_eq!(comparable(&aws), comparable(&local));
+}
+
+/// Day 1 (order 3, ship 1), the process ends; day 2 on the same state with new simulators (cancel 1,
+/// return 1): the ERP still knows the order and the loyalty platform the accrual, because a local run
+/// keeps the reference systems' journal with its state (embedded backend: that state is on disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_sees_the_erp_and_loyalty_platform_it_left() {
+    let w = embedded();
+    w.run(vec![
+        order("o-40", "m-1", &[(3, 1_000)], None),
+        shipped("o-40", "s-40", &[(1, 1)]),
+    ])
+    .await;
+    let balance = w.balance("m-1");
+    let postings = w.sims.erp.postings();
+    let World { system, _dir, .. } = w;
+    drop(system);
+
+    let mut options = LocalOptions::new(
+        workspace().join("infra/template.yaml"),
+        _dir.path().join("state.db"),
+    );
+    options.visibility_timeout = Duration::from_millis(300);
+    let (sims, _clock) = simulators();
+    let resumed = open_embedded(&options, sims.clone()).unwrap();
+    assert_eq!(sims.erp.postings(), postings, "the ERP's journal is back");
+    assert_eq!(sims.loyalty.balance("m-1").map(Points::get), Some(balance));
+
+    resumed
+        .feed(&[
+            cancelled("o-40", "cx-40", Some(&[(1, 1)])),
+            returned("ret-40", of_order("o-40"), &[(1, 1, 1_000)]),
+        ])
+        .await
+        .unwrap();
+    resumed.run_until_idle(|_| {}).await.unwrap();
+    let report = resumed.report(Default::default()).await.unwrap();
+    assert!(report.quarantine.is_empty(), "{:#?}", report.quarantine);
+    let kinds: Vec<&str> = sims.erp.postings().iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["sale", "cancellation", "return"]);
+    assert_eq!(sims.loyalty.balance("m-1").map(Points::get), Some(5_000));
 }

@@ -69,6 +69,11 @@ CREATE TABLE IF NOT EXISTS sagas (
 );
 CREATE INDEX IF NOT EXISTS sagas_by_correlation ON sagas(correlation_id);
 CREATE TABLE IF NOT EXISTS quarantine (id TEXT PRIMARY KEY, received_at INTEGER NOT NULL, item TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS simulator_journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    system TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS archive (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
@@ -376,6 +381,29 @@ impl Embedded {
             "UPDATE messages SET queue = ?2, visible_at = ?3, receive_count = 0, receipt = NULL WHERE queue = ?1",
             params![from, to, now],
         )?)
+    }
+
+    /// Appends entries of the reference systems' journals (`(system, entry)`), in the current group if one
+    /// is open: a local run keeps the simulators' state with its own, committed together.
+    pub fn append_journal(&self, entries: &[(&str, String)]) -> Result<(), EmbeddedError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("INSERT INTO simulator_journal (system, entry) VALUES (?1, ?2)")?;
+        for (system, entry) in entries {
+            stmt.execute(params![system, entry])?;
+        }
+        Ok(())
+    }
+
+    /// Every journal entry of `system`, oldest first.
+    pub fn journal(&self, system: &str) -> Result<Vec<String>, EmbeddedError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT entry FROM simulator_journal WHERE system = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([system], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Events the bus has seen, oldest first.

@@ -35,7 +35,7 @@ use retail_sync_core::ports::{
 
 use crate::error::SimError;
 use crate::faults::Faults;
-use crate::system::{Gate, Shared};
+use crate::system::{Gate, Shared, parse_journal, write_journal};
 
 /// What a journal entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +106,8 @@ impl ErpPosting {
 
 /// Every mutating call, as the idempotency record keeps it: one key space for all three, so a key reused
 /// for a call of another kind is a reuse like any other.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "request", rename_all = "snake_case")]
 enum ErpCall {
     Sale(ErpSaleRequest),
     Cancel(ErpCancelRequest),
@@ -183,7 +184,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Sale(request.clone());
-        state.gate.call(&call, key, || {
+        state.gate.call(&call, key, Timestamp::now(), || {
             match &request.transaction {
                 TransactionRef::Receipt { store_id, .. } if store_id.as_str().starts_with("closed-") => {
                     return Err(period_closed(store_id));
@@ -220,7 +221,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Cancel(request.clone());
-        state.gate.call(&call, key, || {
+        state.gate.call(&call, key, Timestamp::now(), || {
             let sale = match &request.transaction {
                 TransactionRef::Order { .. } => state.journal.sales.get(&request.transaction).copied(),
                 TransactionRef::Receipt { .. } => None,
@@ -261,7 +262,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Return(request.clone());
-        state.gate.call(&call, key, || {
+        state.gate.call(&call, key, Timestamp::now(), || {
             if !state.journal.sales.contains_key(&request.original) {
                 return Err(SimError::refused(
                     404,
@@ -302,7 +303,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Reinstate(request.clone());
-        state.gate.call(&call, key, || {
+        state.gate.call(&call, key, Timestamp::now(), || {
             if !matches!(request.transaction, TransactionRef::Order { .. })
                 || !state.journal.sales.contains_key(&request.transaction)
             {
@@ -340,6 +341,31 @@ impl ErpSimulator {
                 occurred_at: request.occurred_at,
             }))
         })
+    }
+
+    /// Keeps the journal of applied calls from now on (see `system`).
+    pub fn keep_journal(&self) {
+        self.shared.lock().gate.keep_journal();
+    }
+
+    /// The calls applied since the last take, one JSON text each, oldest first.
+    pub fn take_journal(&self) -> Vec<String> {
+        write_journal(self.shared.lock().gate.take_journal())
+    }
+
+    /// Applies journal entries again, in order, to a fresh simulator: the same documents result.
+    pub fn replay(&self, entries: &[String]) -> Result<(), String> {
+        for entry in parse_journal::<ErpCall>("erp", entries)? {
+            let key = entry.key.as_str();
+            match &entry.call {
+                ErpCall::Sale(r) => self.post_sale(r, key).map(drop),
+                ErpCall::Cancel(r) => self.cancel_order(r, key).map(drop),
+                ErpCall::Return(r) => self.post_return(r, key).map(drop),
+                ErpCall::Reinstate(r) => self.reinstate(r, key).map(drop),
+            }
+            .map_err(|e| format!("erp journal entry {key}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Every posted document (sales, cancellations, returns, reinstatements), in posting order.

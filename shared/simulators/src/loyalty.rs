@@ -60,6 +60,7 @@ use retail_sync_contracts::events::TransactionRef;
 use retail_sync_contracts::values::{
     Amount, Currency, ExternalRef, HoldId, MAX_SAFE_INTEGER, MemberId, Points,
 };
+use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{
     Accrual, AccrualRequest, Adjustment, AdjustmentKind, AdjustmentRequest, Balance, Clock, CommitRequest,
     Hold, HoldRequest, HoldStatus, SystemClock,
@@ -67,7 +68,7 @@ use retail_sync_core::ports::{
 
 use crate::error::SimError;
 use crate::faults::Faults;
-use crate::system::{Gate, Shared};
+use crate::system::{Gate, Shared, parse_journal, write_journal};
 
 /// What a ledger transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +131,8 @@ pub struct LoyaltyTransaction {
 }
 
 /// Every mutating call, as the idempotency record keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "request", rename_all = "snake_case")]
 enum LoyaltyCall {
     Accrue(AccrualRequest),
     CreateHold(HoldRequest),
@@ -587,7 +589,7 @@ impl LoyaltySimulator {
         let books = &mut state.books;
         state
             .gate
-            .call(call, key, || apply(books, now).map(T::wrap))
+            .call(call, key, now, || apply(books, now).map(T::wrap))
             .map(T::unwrap)
     }
 
@@ -648,6 +650,37 @@ impl LoyaltySimulator {
     pub fn adjust(&self, request: &AdjustmentRequest, key: &str) -> Result<Adjustment, SimError> {
         let call = LoyaltyCall::Adjust(request.clone());
         self.call(&call, key, |books, _| books.adjust(request, key))
+    }
+
+    /// Keeps the journal of applied calls from now on (see `system`).
+    pub fn keep_journal(&self) {
+        self.shared.lock().gate.keep_journal();
+    }
+
+    /// The calls applied since the last take, one JSON text each, oldest first.
+    pub fn take_journal(&self) -> Vec<String> {
+        write_journal(self.shared.lock().gate.take_journal())
+    }
+
+    /// Applies journal entries again, in order, each at the instant it was first applied (the clock is
+    /// set back to what it was afterwards): the same transactions, balances and holds result.
+    pub fn replay(&self, entries: &[String]) -> Result<(), String> {
+        let entries = parse_journal::<LoyaltyCall>("loyalty", entries)?;
+        let clock = self.shared.lock().clock.clone();
+        let replayed = entries.iter().try_for_each(|entry| {
+            self.set_clock(Arc::new(ManualClock::new(entry.at)));
+            let key = entry.key.as_str();
+            match &entry.call {
+                LoyaltyCall::Accrue(r) => self.accrue(r, key).map(drop),
+                LoyaltyCall::CreateHold(r) => self.create_hold(r, key).map(drop),
+                LoyaltyCall::Commit(hold, r) => self.commit_hold(hold, r, key).map(drop),
+                LoyaltyCall::Release(hold) => self.release_hold(hold, key).map(drop),
+                LoyaltyCall::Adjust(r) => self.adjust(r, key).map(drop),
+            }
+            .map_err(|e| format!("loyalty journal entry {key}: {e}"))
+        });
+        self.set_clock(clock);
+        replayed
     }
 
     /// The member's balance; `None` for a member never enrolled.

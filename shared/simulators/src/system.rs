@@ -1,7 +1,17 @@
 //! What both simulated systems share: state behind one mutex, the latency setting outside it (read on
-//! every call without locking), the request counter, faults and the idempotency record of each key.
+//! every call without locking), the request counter, faults, the idempotency record of each key, and
+//! (when asked) the journal of applied calls.
+//!
+//! The journal is how a local run keeps the reference systems with its own state: the simulators are
+//! deterministic, so the calls they applied, replayed in order at the instants they were applied, give
+//! back the same documents, balances and holds. The local runner takes the new entries before each of
+//! its commits and stores them in the same transaction as the steps' results, so a resumed run sees the
+//! world it left, never one that is behind or ahead of its sagas.
 
 use std::collections::HashMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -41,6 +51,17 @@ pub(crate) struct Gate<Req, Resp> {
     faults: FaultState,
     requests: u64,
     seen: HashMap<String, (Req, Resp)>,
+    /// Calls applied since the journal was last taken; `None` while nobody keeps a journal.
+    journal: Option<Vec<Applied<Req>>>,
+}
+
+/// One applied call, as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Applied<Req> {
+    pub key: String,
+    /// The system's clock when it applied the call (hold expiry depends on it).
+    pub at: Timestamp,
+    pub call: Req,
 }
 
 impl<Req, Resp> Default for Gate<Req, Resp> {
@@ -49,6 +70,7 @@ impl<Req, Resp> Default for Gate<Req, Resp> {
             faults: FaultState::default(),
             requests: 0,
             seen: HashMap::new(),
+            journal: None,
         }
     }
 }
@@ -66,13 +88,25 @@ impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
         self.faults.set(faults);
     }
 
+    /// Starts keeping the journal of applied calls (from now on).
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The calls applied since the last take, oldest first.
+    pub(crate) fn take_journal(&mut self) -> Vec<Applied<Req>> {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Runs `apply` (the system's own rules and effect) unless a fault or the key's record decides.
     /// Only successes are recorded: a refusal is evaluated afresh when repeated, and the rules being
     /// deterministic, it is refused again.
+    /// `at` is the system's clock, kept in the journal.
     pub(crate) fn call(
         &mut self,
         request: &Req,
         key: &str,
+        at: Timestamp,
         apply: impl FnOnce() -> Result<Resp, SimError>,
     ) -> Result<Resp, SimError> {
         self.requests += 1;
@@ -98,6 +132,13 @@ impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
                 if let Ok(response) = &result {
                     self.seen
                         .insert(key.to_owned(), (request.clone(), response.clone()));
+                    if let Some(journal) = &mut self.journal {
+                        journal.push(Applied {
+                            key: key.to_owned(),
+                            at,
+                            call: request.clone(),
+                        });
+                    }
                 }
                 result
             }
@@ -109,4 +150,25 @@ impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
         }
         result
     }
+}
+
+/// Reads journal entries back; a line that does not parse is an error naming it (a state file written by
+/// another version, or damaged).
+pub(crate) fn parse_journal<Req: for<'de> Deserialize<'de>>(
+    system: &str,
+    entries: &[String],
+) -> Result<Vec<Applied<Req>>, String> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::from_str(e).map_err(|err| format!("{system} journal entry {i}: {err}")))
+        .collect()
+}
+
+/// Serializes taken journal entries, one JSON text each.
+pub(crate) fn write_journal<Req: Serialize>(entries: Vec<Applied<Req>>) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("journal entries serialize"))
+        .collect()
 }

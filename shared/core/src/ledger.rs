@@ -348,8 +348,9 @@ impl Basis {
     }
 
     /// Checks a return against what the customer kept, and values its units: (net, eligible).
-    /// Units of an order that are not shipped yet (as far as retail-sync has processed) make it wait;
-    /// more units than were bought, a wrong SKU or a refund above the units' value refuse it.
+    /// Units of an order that are not shipped yet (as far as retail-sync has processed; cancelled units
+    /// included) make it wait; more units than were bought, a wrong SKU or a refund above the units'
+    /// value refuse it.
     pub fn check_return(&self, ledger: &Ledger, lines: &[ReturnLine]) -> Result<(Amount, Amount), Check> {
         let mut findings = Vec::new();
         let mut wait = None;
@@ -371,7 +372,10 @@ impl Basis {
                     .filter(|o| o.line_no == r.line_no)
                     .map(|o| o.quantity)
                     .sum::<u32>();
-            let bought = line.quantity.saturating_sub(ledger.cancelled(r.line_no));
+            // Cancelled units of an order are not "not bought" for good: a shipment may still prove they
+            // left (reinstatement), so a return of them waits for the shipment like any unit not shipped
+            // yet, and only more units than were ordered are refused.
+            let bought = line.quantity;
             let received = if self.is_order {
                 ledger.shipped_done(r.line_no)
             } else {
@@ -1039,6 +1043,24 @@ mod tests {
             ),
             "more units than the order has not shipped yet are refused"
         );
+    }
+
+    #[test]
+    fn a_return_of_cancelled_units_waits_for_the_shipment_that_reinstates_them() {
+        let lines = [line(1, 2, 1_000, true)];
+        let b = basis(&lines, 0);
+        let mut ledger = Ledger::default();
+        cancel(&mut ledger, &b, "c-1", 1, None, false).unwrap();
+        assert!(matches!(
+            give_back(&mut ledger, &b, "r-1", vec![(1, 1)]),
+            Err(Check::Wait(_))
+        ));
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
+        assert!(give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).is_ok());
+        assert!(matches!(
+            give_back(&mut ledger, &b, "r-2", vec![(1, 2)]),
+            Err(Check::Refuse(_))
+        ));
     }
 
     #[test]

@@ -71,7 +71,9 @@ impl Step for PostReturnToErp {
                 .await);
             }
             None => {
-                let closed = matches!(saga.status, SagaStatus::Compensated | SagaStatus::Cancelled)
+                // A cancelled order is not closed: a shipment may still reinstate its units (see
+                // `ledger`), and a return of units not shipped waits for it.
+                let closed = saga.status == SagaStatus::Compensated
                     || (saga.status == SagaStatus::Failed && saga.ledger.erp_document_id.is_none());
                 if closed {
                     return Err(refuse(

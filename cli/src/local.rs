@@ -250,7 +250,7 @@ impl<B: Backend> LocalSystem<B> {
                 Input::Api(call) => {
                     // In input order: a checkout happens before the order that uses its hold.
                     self.put(&mut batch, &mut fed).await?;
-                    self.call_api(call).await;
+                    self.call_api(call).await?;
                     fed.api_calls += 1;
                 }
                 Input::Raw(body) => {
@@ -264,7 +264,7 @@ impl<B: Backend> LocalSystem<B> {
         Ok(fed)
     }
 
-    async fn call_api(&self, call: &ApiCall) {
+    async fn call_api(&self, call: &ApiCall) -> anyhow::Result<()> {
         let mut request = ApiRequest::new(call.method.clone(), call.path.clone());
         if let Some(key) = &call.idempotency_key {
             request = request.with_header("Idempotency-Key", key.clone());
@@ -273,10 +273,9 @@ impl<B: Backend> LocalSystem<B> {
             request = request.with_body(body.to_string());
         }
         let response = self.redemption.handle(request).await;
-        // Outside a group each write commits on its own: keep the hold with the answer just stored.
-        if let Err(e) = self.keep_journal() {
-            tracing::error!(error = %e, "could not keep the simulators' journal");
-        }
+        // Outside a group each write commits on its own: keep the hold with the answer just stored (a
+        // failure stops the run: the state must not hold an answer whose hold it cannot replay).
+        self.keep_journal()?;
         let exchange = ApiExchange {
             request: format!("{} {}", call.method, call.path),
             idempotency_key: call.idempotency_key.clone(),
@@ -287,6 +286,7 @@ impl<B: Backend> LocalSystem<B> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(exchange);
+        Ok(())
     }
 
     async fn put(&self, batch: &mut Vec<(String, String, Value)>, fed: &mut Fed) -> anyhow::Result<()> {

@@ -477,13 +477,27 @@ async fn cancellation_after_redemption<B: Backend>(w: World<B>) {
     assert_eq!(s.status, SagaStatus::Completed, "{}", steps(&s));
     let r = s.ledger.shipments[0].reinstatement.clone().unwrap();
     assert_eq!(
-        (r.net_minor.get(), r.points_taken_back.map(Points::get)),
+        (r.net_minor().get(), r.points_taken_back.map(Points::get)),
         (5_000, Some(445))
     );
     assert_eq!(s.ledger.points_accrued.map(Points::get), Some(45));
     assert_eq!(w.balance("m-2"), 5_000 - 445 + 45);
     let net: i64 = w.sims.erp.postings().iter().map(|p| p.signed_net_minor()).sum();
     assert_eq!(net, 5_000, "the ERP books the shipped unit only");
+    // Delivered again, and re-sent by the OMS under another event id: nothing moves.
+    let late = shipped("o-5", "s-late", &[(1, 1)]);
+    let resent = with(
+        late.clone(),
+        &["metadata", "event_id"],
+        json!("evt-s-late-resent"),
+    );
+    w.run(vec![late, resent]).await;
+    assert_eq!(w.balance("m-2"), 5_000 - 445 + 45);
+    assert_eq!(
+        w.sims.erp.postings().len(),
+        3,
+        "sale, cancellation, reinstatement"
+    );
     assert!(w.report().await.quarantine.is_empty());
 }
 

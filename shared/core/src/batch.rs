@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use retail_sync_contracts::envelope::{Channel, Detail, Metadata, SOURCE_RETAIL_SYNC};
 use retail_sync_contracts::events::{ReasonCode, WorkflowException};
-use retail_sync_contracts::values::CorrelationId;
+use retail_sync_contracts::values::{CorrelationId, EventId};
 use retail_sync_contracts::{Event, EventType, Rejection};
 
 use crate::error::Error;
@@ -194,9 +194,20 @@ impl BatchRunner {
         // The refused event's id and the refusal name the entry, so a duplicate delivery (another
         // message with the same event, refused the same way) is the same entry, while two different
         // bodies under one event id stay two; input without a readable event id is named by its message.
-        let id = match &rejection.event_id {
+        // Only a well-formed event id names an entry: bad input may carry anything there (64 KiB of it,
+        // beyond a DynamoDB key).
+        let event_id = rejection.event_id.as_deref().and_then(|e| EventId::parse(e).ok());
+        let id = match event_id {
             Some(event_id) => {
-                let digest = Sha256::digest(format!("{}|{}", rejection.reason.as_str(), rejection.message));
+                let mut digest = Sha256::new();
+                digest.update(rejection.reason.as_str());
+                digest.update(b"|");
+                digest.update(&rejection.message);
+                for finding in &rejection.findings {
+                    digest.update(b"|");
+                    digest.update(finding);
+                }
+                let digest = digest.finalize();
                 format!("{step}:{event_id}:{}", crate::idempotency::hex(&digest[..4]))
             }
             None => message.id.clone(),

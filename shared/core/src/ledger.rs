@@ -96,16 +96,61 @@ pub struct ShipmentEntry {
 /// cancellation gave back taken back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reinstatement {
-    pub lines: Vec<LineQuantity>,
-    /// The cancellations the units are taken from.
-    pub cancellation_ids: Vec<CancellationId>,
-    /// Net value of the units (what the cancellations had credited for them).
-    pub net_minor: Amount,
+    /// The units, by the cancellation they are taken back from, with their net value.
+    pub parts: Vec<ReinstatedPart>,
+    /// The shipment's business time: every request about the reinstatement carries it, so a shipment
+    /// re-sent under another event id sends the same requests.
+    pub occurred_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erp_document_id: Option<ExternalRef>,
     /// Set with the ERP's document: the redeemed points to take back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points_taken_back: Option<Points>,
+    /// What the loyalty platform took back (it takes what the member has available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_taken: Option<Points>,
+}
+
+/// Units of one line taken back from one cancellation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReinstatedPart {
+    pub cancellation_id: CancellationId,
+    pub line_no: u32,
+    pub quantity: u32,
+    pub net_minor: Amount,
+}
+
+impl Reinstatement {
+    /// The units per line, as the ERP receives them.
+    pub fn lines(&self) -> Vec<LineQuantity> {
+        let mut lines: Vec<LineQuantity> = Vec::new();
+        for p in &self.parts {
+            match lines.iter_mut().find(|l| l.line_no == p.line_no) {
+                Some(l) => l.quantity += p.quantity,
+                None => lines.push(LineQuantity {
+                    line_no: p.line_no,
+                    quantity: p.quantity,
+                }),
+            }
+        }
+        lines
+    }
+
+    /// The cancellations the units are taken back from, each once.
+    pub fn cancellation_ids(&self) -> Vec<CancellationId> {
+        let mut ids: Vec<CancellationId> = Vec::new();
+        for p in &self.parts {
+            if !ids.contains(&p.cancellation_id) {
+                ids.push(p.cancellation_id.clone());
+            }
+        }
+        ids
+    }
+
+    /// Net value of the units: what the cancellations had credited for them.
+    pub fn net_minor(&self) -> Amount {
+        amount(self.parts.iter().map(|p| p.net_minor.get()).sum())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,6 +375,19 @@ impl Basis {
                 .saturating_sub(ledger.shipped(q.line_no))
                 .saturating_sub(cancelled);
             let n = q.quantity.min(open);
+            if n < q.quantity
+                && ledger
+                    .cancellations
+                    .iter()
+                    .any(|c| !c.confirmed() && c.units(q.line_no) > 0)
+            {
+                // Another cancellation holds some of these units and the ERP has not answered it: if it
+                // refuses, they are open again and this one must take them.
+                return Err(Check::Wait(format!(
+                    "line {}: a cancellation is pending",
+                    q.line_no
+                )));
+            }
             if n == 0 {
                 continue;
             }
@@ -429,6 +487,13 @@ impl Basis {
     }
 }
 
+/// The follow-up whose give-back is being decided (cancellation and return ids are separate spaces).
+#[derive(Clone, Copy, PartialEq)]
+enum Deciding<'a> {
+    Cancellation(&'a CancellationId),
+    Return(&'a ReturnId),
+}
+
 /// Units of `line_no` requested earlier in the same event (a line may appear more than once).
 fn sum_before(lines: &[LineQuantity], i: usize, line_no: u32) -> u32 {
     lines[..i]
@@ -492,6 +557,7 @@ impl Ledger {
         basis: &Basis,
         shipment_id: &ShipmentId,
         lines: &[LineQuantity],
+        occurred_at: Timestamp,
     ) -> Result<ShipmentEntry, Check> {
         let mut findings = Vec::new();
         let mut eligible = 0;
@@ -540,7 +606,7 @@ impl Ledger {
                 )));
             }
         }
-        let reinstatement = (!overlaps.is_empty()).then(|| self.reinstate(&overlaps));
+        let reinstatement = (!overlaps.is_empty()).then(|| self.reinstate(&overlaps, occurred_at));
         let entry = ShipmentEntry {
             shipment_id: shipment_id.clone(),
             lines: lines.to_vec(),
@@ -556,13 +622,13 @@ impl Ledger {
     /// Takes `overlaps` (line, units) back from the cancellations holding them, latest first, valuing the
     /// units on the line's cumulative cancelled value so that cancelled and reinstated values always add
     /// up to the value of the units still cancelled.
-    fn reinstate(&mut self, overlaps: &[(&LineBasis, u32)]) -> Reinstatement {
+    fn reinstate(&mut self, overlaps: &[(&LineBasis, u32)], occurred_at: Timestamp) -> Reinstatement {
         let mut order: Vec<usize> = (0..self.cancellations.len()).collect();
         order.sort_by(|&a, &b| {
             let (a, b) = (&self.cancellations[a], &self.cancellations[b]);
             (b.occurred_at, &b.cancellation_id).cmp(&(a.occurred_at, &a.cancellation_id))
         });
-        let (mut lines, mut ids, mut net) = (Vec::new(), Vec::new(), 0);
+        let mut parts = Vec::new();
         for (line, units) in overlaps {
             let mut left = *units;
             let mut cancelled = self.cancelled(line.line_no);
@@ -583,25 +649,75 @@ impl Ledger {
                     quantity: n,
                 });
                 c.reinstated_net_minor = amount(c.reinstated_net_minor.get() + value);
-                if !ids.contains(&c.cancellation_id) {
-                    ids.push(c.cancellation_id.clone());
-                }
-                net += value;
+                parts.push(ReinstatedPart {
+                    cancellation_id: c.cancellation_id.clone(),
+                    line_no: line.line_no,
+                    quantity: n,
+                    net_minor: amount(value),
+                });
                 cancelled -= n;
                 left -= n;
             }
-            lines.push(LineQuantity {
-                line_no: line.line_no,
-                quantity: *units - left,
-            });
         }
         Reinstatement {
-            lines,
-            cancellation_ids: ids,
-            net_minor: amount(net),
+            parts,
+            occurred_at,
             erp_document_id: None,
             points_taken_back: None,
+            points_taken: None,
         }
+    }
+
+    /// Undoes a shipment's reservation whose reinstatement the ERP refused: its units go back to the
+    /// cancellations and the shipment is forgotten (its refusal is remembered apart, see
+    /// `steps::reserve`). Nothing to undo once the ERP confirmed it, or for an unknown shipment.
+    pub fn undo_shipment(&mut self, shipment_id: &ShipmentId) {
+        let Some(i) = self.shipments.iter().position(|s| {
+            &s.shipment_id == shipment_id
+                && s.reinstatement
+                    .as_ref()
+                    .is_some_and(|r| r.erp_document_id.is_none())
+        }) else {
+            return;
+        };
+        let shipment = self.shipments.remove(i);
+        for part in shipment.reinstatement.iter().flat_map(|r| &r.parts) {
+            let Some(c) = self
+                .cancellations
+                .iter_mut()
+                .find(|c| c.cancellation_id == part.cancellation_id)
+            else {
+                continue;
+            };
+            let units = LineQuantity {
+                line_no: part.line_no,
+                quantity: part.quantity,
+            };
+            if let Some(k) = c.reinstated.iter().position(|l| *l == units) {
+                c.reinstated.remove(k);
+                c.reinstated_net_minor = amount((c.reinstated_net_minor.get() - part.net_minor.get()).max(0));
+            }
+        }
+    }
+
+    /// Records what the platform took back of a reinstatement's decided figure; what it could not take
+    /// stays counted as given back (the member still has it). Returns the shortfall the first time.
+    pub fn record_taken_back(&mut self, shipment_id: &ShipmentId, taken: Points) -> Option<i64> {
+        let entry = self
+            .shipments
+            .iter_mut()
+            .find(|s| &s.shipment_id == shipment_id)?
+            .reinstatement
+            .as_mut()?;
+        if entry.points_taken.is_some() {
+            return None;
+        }
+        entry.points_taken = Some(taken);
+        let shortfall = entry.points_taken_back.map_or(0, Points::get) - taken.get();
+        if shortfall > 0 {
+            self.add_recredited(shortfall);
+        }
+        Some(shortfall.max(0))
     }
 
     /// Decides, with the ERP's document for a shipment's reinstatement, the redeemed points to take back:
@@ -647,19 +763,20 @@ impl Ledger {
 
     /// Net value given back so far that redeemed points are re-credited on: confirmed cancellations and
     /// returns whose loyalty side is decided, plus `also` (the one being decided).
-    fn given_back(&self, also: Option<&str>) -> i64 {
+    fn given_back(&self, also: Option<Deciding<'_>>) -> i64 {
         let cancelled: i64 = self
             .cancellations
             .iter()
             .filter(|c| {
-                (c.confirmed() && c.points_recredited.is_some()) || also == Some(c.cancellation_id.as_str())
+                (c.confirmed() && c.points_recredited.is_some())
+                    || also == Some(Deciding::Cancellation(&c.cancellation_id))
             })
             .map(CancellationEntry::net_held)
             .sum();
         let returned: i64 = self
             .returns
             .iter()
-            .filter(|r| r.points_recredited.is_some() || also == Some(r.return_id.as_str()))
+            .filter(|r| r.points_recredited.is_some() || also == Some(Deciding::Return(&r.return_id)))
             .map(|r| r.net_minor.get())
             .sum();
         cancelled + returned
@@ -680,7 +797,10 @@ impl Ledger {
         if let Some(p) = entry.points_recredited {
             return Some(p);
         }
-        let recredit = points(self.recredit_due(self.given_back(Some(cancellation_id.as_str())), basis));
+        let recredit = points(self.recredit_due(
+            self.given_back(Some(Deciding::Cancellation(cancellation_id))),
+            basis,
+        ));
         let entry = self
             .cancellations
             .iter_mut()
@@ -758,7 +878,7 @@ impl Ledger {
             basis_eligible,
             self.points_reversed().get(),
         );
-        let recredit = self.recredit_due(self.given_back(Some(return_id.as_str())), basis);
+        let recredit = self.recredit_due(self.given_back(Some(Deciding::Return(return_id))), basis);
         let (reverse, recredit) = (points(reverse), points(recredit));
         let entry = self.return_entry_mut(return_id)?;
         entry.points_reversed = Some(reverse);
@@ -848,7 +968,7 @@ mod tests {
     /// A shipment as the step processes it: reserved, any reinstatement confirmed, then accrued.
     fn ship(ledger: &mut Ledger, b: &Basis, id: &str, lines: Vec<LineQuantity>) -> Result<(), Check> {
         let shipment_id = ShipmentId::parse(id).unwrap();
-        let entry = ledger.reserve_shipment(b, &shipment_id, &lines)?;
+        let entry = ledger.reserve_shipment(b, &shipment_id, &lines, minute(0))?;
         if entry.reinstatement.is_some() {
             ledger
                 .decide_reinstatement(&shipment_id, &ExternalRef::parse("ERP-R").unwrap(), b)
@@ -863,6 +983,10 @@ mod tests {
         e.points = Some(p);
         ledger.add_accrual(p, entry.eligible_minor);
         Ok(())
+    }
+
+    fn minute(n: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + n * 60).unwrap()
     }
 
     fn cx(id: &str) -> CancellationId {
@@ -884,7 +1008,7 @@ mod tests {
             cancellation_id: cx(id),
             lines: taken,
             net_minor: net,
-            occurred_at: Some(Timestamp::from_second(1_800_000_000 + minute * 60).unwrap()),
+            occurred_at: Some(self::minute(minute)),
             reinstated: Vec::new(),
             reinstated_net_minor: Amount::ZERO,
             erp_document_id: None,
@@ -1008,10 +1132,18 @@ mod tests {
             "a pending cancellation makes a shipment of its units wait"
         );
         assert!(ledger.order_settled(&b));
+        assert!(
+            matches!(b.cancellation(&ledger, None), Err(Check::Wait(_))),
+            "a second cancellation of the units waits for the ERP's answer to the first"
+        );
+        let mut confirmed = ledger.clone();
+        confirmed
+            .decide_cancellation(&cx("c-1"), &ExternalRef::parse("ERP-9").unwrap(), &b)
+            .unwrap();
         assert_eq!(
-            b.cancellation(&ledger, None).unwrap().0,
+            b.cancellation(&confirmed, None).unwrap().0,
             Vec::new(),
-            "nothing is open: a second cancellation takes nothing"
+            "once it is confirmed nothing is open: a second cancellation takes nothing"
         );
         ledger.cancellations[0].refused = true;
         assert!(
@@ -1032,7 +1164,7 @@ mod tests {
         assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 600);
         ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
         let r = ledger.shipments[0].reinstatement.clone().unwrap();
-        assert_eq!((r.lines, r.net_minor.get()), (vec![lq(1, 1)], 1_000));
+        assert_eq!((r.lines(), r.net_minor().get()), (vec![lq(1, 1)], 1_000));
         assert_eq!(r.points_taken_back.map(Points::get), Some(200));
         assert_eq!((ledger.cancelled(1), ledger.shipped(1)), (2, 1));
         assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 400);
@@ -1061,6 +1193,55 @@ mod tests {
             give_back(&mut ledger, &b, "r-2", vec![(1, 2)]),
             Err(Check::Refuse(_))
         ));
+    }
+
+    #[test]
+    fn a_reinstatement_the_erp_refuses_gives_the_units_back_to_their_cancellation() {
+        let lines = [line(1, 3, 1_000, true)];
+        let b = basis(&lines, 0);
+        let mut ledger = Ledger::default();
+        cancel(&mut ledger, &b, "c-1", 1, None, false).unwrap();
+        let before = ledger.cancellations.clone();
+        let s1 = ShipmentId::parse("s-1").unwrap();
+        ledger.reserve_shipment(&b, &s1, &[lq(1, 1)], minute(2)).unwrap();
+        assert_eq!(ledger.cancelled(1), 2);
+        ledger.undo_shipment(&s1);
+        assert_eq!(ledger.cancellations, before);
+        assert!(ledger.shipments.is_empty());
+    }
+
+    #[test]
+    fn a_second_cancellation_of_units_a_pending_one_holds_waits() {
+        let lines = [line(1, 3, 1_000, true)];
+        let b = basis(&lines, 0);
+        let mut ledger = Ledger::default();
+        cancel(&mut ledger, &b, "c-1", 1, Some(vec![lq(1, 2)]), true).unwrap();
+        assert_eq!(
+            b.cancellation(&ledger, Some(&[lq(1, 1)])).unwrap().0,
+            vec![lq(1, 1)]
+        );
+        assert!(matches!(b.cancellation(&ledger, None), Err(Check::Wait(_))));
+    }
+
+    #[test]
+    fn what_the_platform_could_not_take_back_stays_given_back() {
+        let lines = [line(1, 3, 1_000, true)];
+        let b = basis(&lines, 600);
+        let mut ledger = Ledger {
+            redemption: redeemed(600),
+            ..Ledger::default()
+        };
+        cancel(&mut ledger, &b, "c-1", 1, None, false).unwrap();
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
+        let s1 = ShipmentId::parse("s-1").unwrap();
+        assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 400);
+        assert_eq!(ledger.record_taken_back(&s1, Points::new(150).unwrap()), Some(50));
+        assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 450);
+        assert_eq!(
+            ledger.record_taken_back(&s1, Points::new(150).unwrap()),
+            None,
+            "once"
+        );
     }
 
     #[test]
@@ -1137,7 +1318,7 @@ mod tests {
             .shipments
             .iter()
             .filter_map(|s| s.reinstatement.as_ref())
-            .map(|r| r.net_minor.get())
+            .map(|r| r.net_minor().get())
             .sum();
         let per_line = b
             .lines

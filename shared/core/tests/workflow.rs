@@ -523,6 +523,14 @@ async fn bad_input_is_quarantined_with_its_reason_and_announced_never_retried() 
         .count();
     assert_eq!(exceptions, 3);
     assert_eq!(w.metrics.get("quarantined{reason=invalid_json}"), 1);
+
+    // An event id that is no id (far beyond a key's size) does not name the entry: the message does.
+    let mut long_id = sample_sale();
+    long_id["detail"]["metadata"]["event_id"] = "x".repeat(3_000).into();
+    let outcome = ingest.run(&[msg("long-id", &long_id.to_string())]).await;
+    assert_eq!(outcome.quarantined, ["long-id"]);
+    let items = w.state.list(10).await.unwrap();
+    assert!(items.iter().any(|i| i.id == "long-id"), "{items:?}");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use retail_sync_contracts::values::{ExternalRef, Points};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ledger::{Basis, Reinstatement, ShipmentEntry};
+use crate::ledger::{Basis, RefusalEntry, Reinstatement, ShipmentEntry};
 use crate::ports::{AccrualRequest, AdjustmentKind, AdjustmentRequest, ErpReinstateRequest, Outgoing};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
 use crate::steps::cancel_order::describe;
@@ -106,7 +106,12 @@ pub(super) async fn accrue_shipment(
                     if let Some(e) = ledger.shipments.iter().find(|e| e.shipment_id == shipment_id) {
                         return Ok(e.clone());
                     }
-                    ledger.reserve_shipment(&basis, &shipment_id, &shipped.data.lines)
+                    ledger.reserve_shipment(
+                        &basis,
+                        &shipment_id,
+                        &shipped.data.lines,
+                        shipped.metadata.occurred_at,
+                    )
                 },
             )
             .await?
@@ -228,8 +233,9 @@ enum Reinstated {
 
 /// Charges the reinstated units again in the ERP, decides (with the ERP's document, under the saga's
 /// versioned write) the redeemed points their cancellations gave back that are now to be taken back,
-/// and takes them back. Every delivery sends the same requests under the same keys, so each system
-/// applies them once. An ERP refusal is a conflict for a person: quarantined (`erp_rejected`).
+/// and takes them back. Every delivery sends the same requests under the same keys (built from what the
+/// reservation stored), so each system applies them once. An ERP refusal is a conflict for a person: the
+/// reservation is undone, the refusal remembered and the shipment quarantined (`erp_rejected`).
 async fn reinstate(
     d: &Deps,
     entry: &ShipmentEntry,
@@ -245,15 +251,17 @@ async fn reinstate(
     let saga_id = SagaId::of(&transaction);
     let shipment_id = &entry.shipment_id;
     let rkey = IdempotencyKey::for_step(key.as_str(), "reinstate");
-    let run = run_once(d, &rkey, Fingerprint::of(reinstatement), || async {
+    // What was reserved, not what the ledger adds later (the document, the figures): the same on
+    // every delivery.
+    let run = run_once(d, &rkey, Fingerprint::of(&reinstatement.parts), || async {
         let request = ErpReinstateRequest {
             transaction: transaction.clone(),
             shipment_id: shipment_id.clone(),
-            cancellation_ids: reinstatement.cancellation_ids.clone(),
-            lines: reinstatement.lines.clone(),
+            cancellation_ids: reinstatement.cancellation_ids(),
+            lines: reinstatement.lines(),
             currency: basis.currency,
-            value_minor: reinstatement.net_minor,
-            occurred_at: shipped.metadata.occurred_at,
+            value_minor: reinstatement.net_minor(),
+            occurred_at: reinstatement.occurred_at,
         };
         match d.erp.reinstate(&request, &rkey).await {
             Ok(doc) => Ok(Reinstated::Reinstated {
@@ -266,10 +274,10 @@ async fn reinstate(
     .await?;
     let what = format!(
         "shipment {shipment_id} reinstates {} (net {}) cancelled by {}",
-        describe(&reinstatement.lines),
-        reinstatement.net_minor,
+        describe(&reinstatement.lines()),
+        reinstatement.net_minor(),
         reinstatement
-            .cancellation_ids
+            .cancellation_ids()
             .iter()
             .map(|c| c.as_str())
             .collect::<Vec<_>>()
@@ -279,8 +287,19 @@ async fn reinstate(
         Reinstated::Refused { message } => {
             let message = format!("{what}: the ERP refused: {message}");
             if let Some(completion) = run.completion() {
+                // The units go back to the cancellations, and a redelivery of the shipment finds the
+                // refusal (see `reserve`) instead of reserving again.
+                let follow_up = format!("shipment {shipment_id}");
+                let fingerprint = Fingerprint::of(&shipped.data);
                 saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
-                    s.record(STEP, StepOutcome::Failed, message.clone(), now)
+                    s.ledger.undo_shipment(shipment_id);
+                    s.ledger.refusals.push(RefusalEntry {
+                        follow_up: follow_up.clone(),
+                        fingerprint: fingerprint.clone(),
+                        reason: ReasonCode::ErpRejected,
+                        message: message.clone(),
+                    });
+                    s.record(STEP, StepOutcome::Failed, message.clone(), now);
                 })
                 .await?;
             }
@@ -309,14 +328,16 @@ async fn reinstate(
         }
         None => saga::load_existing(&*d.sagas, &saga_id).await?,
     };
-    let take_back = saga
+    let Some(decided) = saga
         .ledger
         .shipments
         .iter()
         .find(|s| &s.shipment_id == shipment_id)
-        .and_then(|s| s.reinstatement.as_ref())
-        .and_then(|r| r.points_taken_back)
-        .unwrap_or(Points::ZERO);
+        .and_then(|s| s.reinstatement.clone())
+    else {
+        return Ok(Vec::new());
+    };
+    let take_back = decided.points_taken_back.unwrap_or(Points::ZERO);
     let (Some(member_id), true) = (&basis.member_id, take_back.get() > 0) else {
         return Ok(Vec::new());
     };
@@ -326,17 +347,23 @@ async fn reinstate(
         transaction,
         reference: format!("reinstatement:{shipment_id}"),
         points: take_back,
-        occurred_at: shipped.metadata.occurred_at,
+        occurred_at: decided.occurred_at,
     };
     let adjustment = d
         .loyalty
         .adjust(&request, &IdempotencyKey::for_step(rkey.as_str(), "take-back"))
         .await?;
-    let taken = adjustment.delta.unsigned_abs();
-    if run.completion().is_some() {
-        d.metrics.add("points_taken_back", taken, None);
+    let taken = Points::new(adjustment.delta.saturating_abs().min(take_back.get())).unwrap_or(take_back);
+    if decided.points_taken.is_none() {
+        // What the platform could not take stays counted as given back: the member still has it.
+        saga::update(&*d.sagas, &saga_id, None, |s| {
+            s.ledger.record_taken_back(shipment_id, taken);
+        })
+        .await?;
+        d.metrics
+            .add("points_taken_back", taken.get().unsigned_abs(), None);
     }
-    if taken < take_back.get().unsigned_abs() {
+    if taken < take_back {
         // The member spent the points meanwhile: the platform took what was available. A person settles
         // the rest with the member.
         return Ok(vec![workflow_exception(

@@ -59,8 +59,13 @@ pub fn cancellation_id(cancel: &Detail<OrderCancelled>) -> CancellationId {
     let mut hasher = Sha256::new();
     match &cancel.data.lines {
         Some(lines) => {
+            // The same units however the channel lists them: per line, in line order.
+            let mut units: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
             for l in lines {
-                hasher.update(format!("{}x{};", l.line_no, l.quantity));
+                *units.entry(l.line_no).or_default() += u64::from(l.quantity);
+            }
+            for (line_no, quantity) in units {
+                hasher.update(format!("{line_no}x{quantity};"));
             }
         }
         None => hasher.update(b"whole;"),
@@ -169,7 +174,7 @@ impl Step for CancelOrder {
                 currency: basis.currency,
                 value_minor: entry.net_minor,
                 reason: cancel.data.reason.clone(),
-                occurred_at: cancel.metadata.occurred_at,
+                occurred_at: entry.occurred_at.unwrap_or(cancel.metadata.occurred_at),
             };
             match d.erp.cancel_order(&request, &key).await {
                 Ok(doc) => Ok(Outcome::Cancelled {
@@ -241,7 +246,8 @@ impl Step for CancelOrder {
                     transaction: transaction.clone(),
                     reference: format!("cancellation:{cancellation_id}"),
                     points: recredit,
-                    occurred_at: cancel.metadata.occurred_at,
+                    // As stored with the cancellation: a re-sent one sends the same request.
+                    occurred_at: entry.occurred_at.unwrap_or(cancel.metadata.occurred_at),
                 };
                 // The figure is stored, so every delivery sends the same request under this key and the
                 // platform applies it once.

@@ -130,8 +130,23 @@ fn generated_sales(path: &Path, n: usize) {
     std::fs::write(path, lines).unwrap();
 }
 
-fn report_of(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// `retail-sync local run STREAM --quiet --report DIR/NAME.json` (with `--fresh` when asked) on `state`;
+/// the run must succeed. Returns its report.
+fn run_day(state: &Path, stream: &str, fresh: bool, report: &Path) -> Value {
+    let mut args = vec![
+        "local",
+        "run",
+        stream,
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    if fresh {
+        args.push("--fresh");
+    }
+    let run = retail_sync(state, &args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
 }
 
 /// A run killed (`kill -9`) part-way and resumed without `--fresh` ends with the books of a run that was
@@ -144,26 +159,12 @@ fn a_killed_run_resumes_with_the_simulators_it_left_and_a_repeated_day_changes_n
     generated_sales(&stream, 2_000);
     let stream = stream.to_str().unwrap();
 
-    let clean_state = dir.path().join("clean.db");
-    let clean_report = dir.path().join("clean.json");
-    let clean = retail_sync(
-        &clean_state,
-        &[
-            "local",
-            "run",
-            stream,
-            "--fresh",
-            "--quiet",
-            "--report",
-            clean_report.to_str().unwrap(),
-        ],
+    let clean = run_day(
+        &dir.path().join("clean.db"),
+        stream,
+        true,
+        &dir.path().join("clean.json"),
     );
-    assert!(
-        clean.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clean.stderr)
-    );
-    let clean = report_of(&clean_report);
 
     let state = dir.path().join("killed.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
@@ -184,24 +185,7 @@ fn a_killed_run_resumes_with_the_simulators_it_left_and_a_repeated_day_changes_n
     let killed = child.wait().unwrap();
     assert!(!killed.success(), "the run was stopped part-way");
 
-    let resumed_report = dir.path().join("resumed.json");
-    let resumed = retail_sync(
-        &state,
-        &[
-            "local",
-            "run",
-            stream,
-            "--quiet",
-            "--report",
-            resumed_report.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let resumed = report_of(&resumed_report);
+    let resumed = run_day(&state, stream, false, &dir.path().join("resumed.json"));
     assert_eq!(resumed["balances"], clean["balances"]);
     assert_eq!(resumed["erp_postings"].as_array().unwrap().len(), 2_000);
     assert_eq!(
@@ -211,24 +195,7 @@ fn a_killed_run_resumes_with_the_simulators_it_left_and_a_repeated_day_changes_n
     assert_eq!(resumed["summary"]["quarantined"], 0);
 
     // The same day again on that state: every event a duplicate, the books unchanged.
-    let again_report = dir.path().join("again.json");
-    let again = retail_sync(
-        &state,
-        &[
-            "local",
-            "run",
-            stream,
-            "--quiet",
-            "--report",
-            again_report.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    let again = report_of(&again_report);
+    let again = run_day(&state, stream, false, &dir.path().join("again.json"));
     assert_eq!(again["balances"], clean["balances"]);
     assert_eq!(again["erp_postings"], resumed["erp_postings"]);
 }

@@ -93,6 +93,34 @@ pub struct ErpPosting {
 }
 
 impl ErpPosting {
+    /// A document that corrects a posted sale (a cancellation, a reinstatement, a return): sent net, the
+    /// ERP derives its tax from the original. Callers set the reference, store and line count.
+    fn correction(
+        document_id: ExternalRef,
+        kind: ErpPostingKind,
+        key: &str,
+        transaction: &TransactionRef,
+        currency: Currency,
+        net_minor: Amount,
+        occurred_at: Timestamp,
+    ) -> Self {
+        Self {
+            document_id,
+            kind,
+            idempotency_key: key.to_owned(),
+            transaction: transaction.clone(),
+            reference: None,
+            store_id: None,
+            currency,
+            net_minor,
+            tax_minor: None,
+            gross_minor: None,
+            redemption_minor: None,
+            line_count: 0,
+            occurred_at,
+        }
+    }
+
     /// The net value with its direction: positive for a sale or a reinstatement, negative for a
     /// cancellation or a return.
     /// The sum over the journal is what the ERP booked net, per currency.
@@ -240,19 +268,17 @@ impl ErpSimulator {
                 .as_ref()
                 .map_or(state.journal.postings[sale].line_count, Vec::len);
             Ok(state.journal.post(|document_id| ErpPosting {
-                document_id,
-                kind: ErpPostingKind::Cancellation,
-                idempotency_key: key.to_owned(),
-                transaction: request.transaction.clone(),
                 reference: Some(request.cancellation_id.to_string()),
-                store_id: None,
-                currency: request.currency,
-                net_minor: request.value_minor,
-                tax_minor: None,
-                gross_minor: None,
-                redemption_minor: None,
                 line_count,
-                occurred_at: request.occurred_at,
+                ..ErpPosting::correction(
+                    document_id,
+                    ErpPostingKind::Cancellation,
+                    key,
+                    &request.transaction,
+                    request.currency,
+                    request.value_minor,
+                    request.occurred_at,
+                )
             }))
         })
     }
@@ -281,19 +307,18 @@ impl ErpSimulator {
                 return Err(period_closed(store_id));
             }
             Ok(state.journal.post(|document_id| ErpPosting {
-                document_id,
-                kind: ErpPostingKind::Return,
-                idempotency_key: key.to_owned(),
-                transaction: request.original.clone(),
                 reference: Some(request.return_id.to_string()),
                 store_id,
-                currency: request.currency,
-                net_minor: request.refund_minor,
-                tax_minor: None,
-                gross_minor: None,
-                redemption_minor: None,
                 line_count: request.lines.len(),
-                occurred_at: request.occurred_at,
+                ..ErpPosting::correction(
+                    document_id,
+                    ErpPostingKind::Return,
+                    key,
+                    &request.original,
+                    request.currency,
+                    request.refund_minor,
+                    request.occurred_at,
+                )
             }))
         })
     }
@@ -326,19 +351,17 @@ impl ErpSimulator {
                 ));
             }
             Ok(state.journal.post(|document_id| ErpPosting {
-                document_id,
-                kind: ErpPostingKind::Reinstatement,
-                idempotency_key: key.to_owned(),
-                transaction: request.transaction.clone(),
                 reference: Some(request.shipment_id.to_string()),
-                store_id: None,
-                currency: request.currency,
-                net_minor: request.value_minor,
-                tax_minor: None,
-                gross_minor: None,
-                redemption_minor: None,
                 line_count: request.lines.len(),
-                occurred_at: request.occurred_at,
+                ..ErpPosting::correction(
+                    document_id,
+                    ErpPostingKind::Reinstatement,
+                    key,
+                    &request.transaction,
+                    request.currency,
+                    request.value_minor,
+                    request.occurred_at,
+                )
             }))
         })
     }

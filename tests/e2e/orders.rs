@@ -811,7 +811,7 @@ async fn a_cancellation_resent_under_a_new_event_id_is_applied_once<B: Backend>(
         .ledger
         .cancellations
         .iter()
-        .map(|c| (c.cancellation_id.as_str(), c.units(1)))
+        .map(|c| (c.cancellation_id.as_str(), s.ledger.held(c, 1)))
         .collect();
     assert_eq!(cancellations.len(), 2, "{cancellations:?}\n{}", steps(&s));
     assert!(cancellations.iter().all(|(_, units)| *units == 1));

@@ -260,9 +260,6 @@ macro_rules! nonneg_type {
             pub fn get(self) -> i64 {
                 self.0
             }
-            pub fn is_zero(&self) -> bool {
-                self.0 == 0
-            }
         }
         impl TryFrom<i64> for $name {
             type Error = ValueError;

@@ -160,14 +160,10 @@ pub struct CancellationEntry {
     pub lines: Vec<LineQuantity>,
     /// Net value of the cancelled units.
     pub net_minor: Amount,
-    /// Business time of the cancellation: a shipment reinstates units from the latest one first.
+    /// Business time of the cancellation: a shipment reinstates units from the latest one first. (The
+    /// units shipments took back from it are on their `reinstatement`, see [`Ledger::held`].)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurred_at: Option<Timestamp>,
-    /// Units of `lines` that a later-processed shipment proved had left, and their net value.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reinstated: Vec<LineQuantity>,
-    #[serde(default, skip_serializing_if = "Amount::is_zero")]
-    pub reinstated_net_minor: Amount,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erp_document_id: Option<ExternalRef>,
     /// Set with the ERP's document: the redeemed points this cancellation gave back.
@@ -181,19 +177,6 @@ pub struct CancellationEntry {
 impl CancellationEntry {
     fn confirmed(&self) -> bool {
         self.erp_document_id.is_some() && !self.refused
-    }
-
-    /// Units of a line this cancellation holds now: what it took less what shipments reinstated.
-    pub fn units(&self, line_no: u32) -> u32 {
-        if self.refused {
-            return 0;
-        }
-        quantity(self.lines.iter(), line_no).saturating_sub(quantity(self.reinstated.iter(), line_no))
-    }
-
-    /// Net value of the units it holds now.
-    fn net_held(&self) -> i64 {
-        self.net_minor.get() - self.reinstated_net_minor.get()
     }
 }
 
@@ -375,12 +358,7 @@ impl Basis {
                 .saturating_sub(ledger.shipped(q.line_no))
                 .saturating_sub(cancelled);
             let n = q.quantity.min(open);
-            if n < q.quantity
-                && ledger
-                    .cancellations
-                    .iter()
-                    .any(|c| !c.confirmed() && c.units(q.line_no) > 0)
-            {
+            if n < q.quantity && ledger.cancellation_pending(q.line_no) {
                 // Another cancellation holds some of these units and the ERP has not answered it: if it
                 // refuses, they are open again and this one must take them.
                 return Err(Check::Wait(format!(
@@ -544,7 +522,47 @@ impl Ledger {
     /// Units of a line cancelled, or being cancelled (refused cancellations and reinstated units do not
     /// count).
     pub fn cancelled(&self, line_no: u32) -> u32 {
-        self.cancellations.iter().map(|c| c.units(line_no)).sum()
+        self.cancellations.iter().map(|c| self.held(c, line_no)).sum()
+    }
+
+    /// The parts of the shipments' reinstatements, each with its shipment.
+    fn reinstated_parts(&self) -> impl Iterator<Item = &ReinstatedPart> {
+        self.shipments
+            .iter()
+            .filter_map(|s| s.reinstatement.as_ref())
+            .flat_map(|r| &r.parts)
+    }
+
+    /// Units of a line a cancellation holds now: what it took less what shipments reinstated from it (0
+    /// for a refused one).
+    pub fn held(&self, c: &CancellationEntry, line_no: u32) -> u32 {
+        if c.refused {
+            return 0;
+        }
+        let reinstated: u32 = self
+            .reinstated_parts()
+            .filter(|p| p.cancellation_id == c.cancellation_id && p.line_no == line_no)
+            .map(|p| p.quantity)
+            .sum();
+        quantity(c.lines.iter(), line_no).saturating_sub(reinstated)
+    }
+
+    /// Net value of the units a cancellation holds now.
+    fn net_held(&self, c: &CancellationEntry) -> i64 {
+        let reinstated: i64 = self
+            .reinstated_parts()
+            .filter(|p| p.cancellation_id == c.cancellation_id)
+            .map(|p| p.net_minor.get())
+            .sum();
+        c.net_minor.get() - reinstated
+    }
+
+    /// A cancellation the ERP has not answered yet holds units of the line: whatever would take them
+    /// waits, since a refusal opens them again.
+    fn cancellation_pending(&self, line_no: u32) -> bool {
+        self.cancellations
+            .iter()
+            .any(|c| !c.confirmed() && self.held(c, line_no) > 0)
     }
 
     /// Checks a shipment and reserves its units, in one step under the saga's versioned write. A shipment
@@ -594,11 +612,7 @@ impl Ledger {
             return Err(Check::Refuse(findings));
         }
         for (line, _) in &overlaps {
-            if self
-                .cancellations
-                .iter()
-                .any(|c| !c.confirmed() && c.units(line.line_no) > 0)
-            {
+            if self.cancellation_pending(line.line_no) {
                 // If the ERP refuses that cancellation, its units are open again and nothing is reinstated.
                 return Err(Check::Wait(format!(
                     "line {}: a cancellation is pending",
@@ -621,39 +635,31 @@ impl Ledger {
 
     /// Takes `overlaps` (line, units) back from the cancellations holding them, latest first, valuing the
     /// units on the line's cumulative cancelled value so that cancelled and reinstated values always add
-    /// up to the value of the units still cancelled.
-    fn reinstate(&mut self, overlaps: &[(&LineBasis, u32)], occurred_at: Timestamp) -> Reinstatement {
-        let mut order: Vec<usize> = (0..self.cancellations.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (&self.cancellations[a], &self.cancellations[b]);
-            (b.occurred_at, &b.cancellation_id).cmp(&(a.occurred_at, &a.cancellation_id))
-        });
+    /// up to the value of the units still cancelled. The cancellations are not changed: what they hold
+    /// is derived from the reinstatements (see [`Ledger::held`]).
+    fn reinstate(&self, overlaps: &[(&LineBasis, u32)], occurred_at: Timestamp) -> Reinstatement {
+        let mut latest_first: Vec<&CancellationEntry> = self.cancellations.iter().collect();
+        latest_first
+            .sort_by(|a, b| (b.occurred_at, &b.cancellation_id).cmp(&(a.occurred_at, &a.cancellation_id)));
         let mut parts = Vec::new();
         for (line, units) in overlaps {
             let mut left = *units;
             let mut cancelled = self.cancelled(line.line_no);
-            for &i in &order {
+            for c in &latest_first {
                 if left == 0 {
                     break;
                 }
-                let c = &mut self.cancellations[i];
-                let n = c.units(line.line_no).min(left);
+                let n = self.held(c, line.line_no).min(left);
                 if n == 0 {
                     continue;
                 }
                 // The units held lowest on the line (cancellations take from the top down) go back first.
                 let bottom = line.quantity - cancelled;
-                let value = units_value(line.net_minor, line.quantity, bottom, bottom + n);
-                c.reinstated.push(LineQuantity {
-                    line_no: line.line_no,
-                    quantity: n,
-                });
-                c.reinstated_net_minor = amount(c.reinstated_net_minor.get() + value);
                 parts.push(ReinstatedPart {
                     cancellation_id: c.cancellation_id.clone(),
                     line_no: line.line_no,
                     quantity: n,
-                    net_minor: amount(value),
+                    net_minor: amount(units_value(line.net_minor, line.quantity, bottom, bottom + n)),
                 });
                 cancelled -= n;
                 left -= n;
@@ -668,35 +674,40 @@ impl Ledger {
         }
     }
 
-    /// Undoes a shipment's reservation whose reinstatement the ERP refused: its units go back to the
-    /// cancellations and the shipment is forgotten (its refusal is remembered apart, see
-    /// `steps::reserve`). Nothing to undo once the ERP confirmed it, or for an unknown shipment.
+    /// Undoes a shipment's reservation whose reinstatement the ERP refused: the shipment is forgotten, so
+    /// its units are the cancellations' again (its refusal is remembered apart, see `steps::reserve`).
+    /// Nothing to undo once the ERP confirmed it, or for an unknown shipment.
     pub fn undo_shipment(&mut self, shipment_id: &ShipmentId) {
-        let Some(i) = self.shipments.iter().position(|s| {
-            &s.shipment_id == shipment_id
-                && s.reinstatement
+        self.shipments.retain(|s| {
+            &s.shipment_id != shipment_id
+                || s.reinstatement
                     .as_ref()
-                    .is_some_and(|r| r.erp_document_id.is_none())
-        }) else {
-            return;
-        };
-        let shipment = self.shipments.remove(i);
-        for part in shipment.reinstatement.iter().flat_map(|r| &r.parts) {
-            let Some(c) = self
-                .cancellations
-                .iter_mut()
-                .find(|c| c.cancellation_id == part.cancellation_id)
-            else {
-                continue;
-            };
-            let units = LineQuantity {
-                line_no: part.line_no,
-                quantity: part.quantity,
-            };
-            if let Some(k) = c.reinstated.iter().position(|l| *l == units) {
-                c.reinstated.remove(k);
-                c.reinstated_net_minor = amount((c.reinstated_net_minor.get() - part.net_minor.get()).max(0));
-            }
+                    .is_none_or(|r| r.erp_document_id.is_some())
+        });
+    }
+
+    /// The refusal remembered for `follow_up` with this content, if it was refused for good.
+    pub fn refusal(&self, follow_up: &str, fingerprint: &Fingerprint) -> Option<&RefusalEntry> {
+        self.refusals
+            .iter()
+            .find(|r| r.follow_up == follow_up && &r.fingerprint == fingerprint)
+    }
+
+    /// Remembers that `follow_up` with this content was refused for good (once).
+    pub fn remember_refusal(
+        &mut self,
+        follow_up: &str,
+        fingerprint: &Fingerprint,
+        reason: ReasonCode,
+        message: &str,
+    ) {
+        if self.refusal(follow_up, fingerprint).is_none() {
+            self.refusals.push(RefusalEntry {
+                follow_up: follow_up.to_owned(),
+                fingerprint: fingerprint.clone(),
+                reason,
+                message: message.to_owned(),
+            });
         }
     }
 
@@ -771,7 +782,7 @@ impl Ledger {
                 (c.confirmed() && c.points_recredited.is_some())
                     || also == Some(Deciding::Cancellation(&c.cancellation_id))
             })
-            .map(CancellationEntry::net_held)
+            .map(|c| self.net_held(c))
             .sum();
         let returned: i64 = self
             .returns
@@ -1009,8 +1020,6 @@ mod tests {
             lines: taken,
             net_minor: net,
             occurred_at: Some(self::minute(minute)),
-            reinstated: Vec::new(),
-            reinstated_net_minor: Amount::ZERO,
             erp_document_id: None,
             points_recredited: None,
             refused: false,

@@ -17,7 +17,7 @@ use retail_sync_contracts::values::{ExternalRef, Points};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ledger::{Basis, RefusalEntry, Reinstatement, ShipmentEntry};
+use crate::ledger::{Basis, Reinstatement, ShipmentEntry};
 use crate::ports::{AccrualRequest, AdjustmentKind, AdjustmentRequest, ErpReinstateRequest, Outgoing};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
 use crate::steps::cancel_order::describe;
@@ -293,12 +293,8 @@ async fn reinstate(
                 let fingerprint = Fingerprint::of(&shipped.data);
                 saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
                     s.ledger.undo_shipment(shipment_id);
-                    s.ledger.refusals.push(RefusalEntry {
-                        follow_up: follow_up.clone(),
-                        fingerprint: fingerprint.clone(),
-                        reason: ReasonCode::ErpRejected,
-                        message: message.clone(),
-                    });
+                    s.ledger
+                        .remember_refusal(&follow_up, &fingerprint, ReasonCode::ErpRejected, &message);
                     s.record(STEP, StepOutcome::Failed, message.clone(), now);
                 })
                 .await?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::{OrderCancelled, ReasonCode, TransactionRef};
-use retail_sync_contracts::values::{Amount, CancellationId, ExternalRef, Points};
+use retail_sync_contracts::values::{CancellationId, ExternalRef, Points};
 use retail_sync_contracts::{Event, EventType};
 use sha2::{Digest, Sha256};
 
@@ -149,8 +149,6 @@ impl Step for CancelOrder {
                             lines,
                             net_minor: net,
                             occurred_at: Some(cancel.metadata.occurred_at),
-                            reinstated: Vec::new(),
-                            reinstated_net_minor: Amount::ZERO,
                             erp_document_id: None,
                             points_recredited: None,
                             refused: false,

@@ -404,9 +404,7 @@ pub async fn reserve<T>(
 ) -> Result<T, Error> {
     let refused = |ledger: &crate::ledger::Ledger| {
         ledger
-            .refusals
-            .iter()
-            .find(|r| r.follow_up == what && &r.fingerprint == fingerprint)
+            .refusal(what, fingerprint)
             .map(|r| Error::rejected(r.reason, r.message.clone()))
     };
     if let Some(e) = refused(&saga.ledger) {
@@ -423,12 +421,7 @@ pub async fn reserve<T>(
             Err(crate::ledger::Check::Wait(what)) => Err(Error::NotYet { what }),
             Err(crate::ledger::Check::Refuse(findings)) => {
                 let message = format!("{what}: {}", findings.join("; "));
-                s.ledger.refusals.push(crate::ledger::RefusalEntry {
-                    follow_up: what.to_owned(),
-                    fingerprint: fingerprint.clone(),
-                    reason,
-                    message: message.clone(),
-                });
+                s.ledger.remember_refusal(what, fingerprint, reason, &message);
                 s.record(step, crate::saga::StepOutcome::Refused, message.clone(), now);
                 Err(Error::rejected(reason, message))
             }

@@ -35,7 +35,7 @@ pub struct AccrueLoyalty {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Outcome {
+pub(crate) enum Outcome {
     Accrued {
         member_id: MemberId,
         loyalty_transaction_id: ExternalRef,

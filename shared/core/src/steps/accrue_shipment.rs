@@ -27,7 +27,7 @@ use super::accrue_loyalty::STEP;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Outcome {
+pub(crate) enum Outcome {
     Accrued {
         loyalty_transaction_id: ExternalRef,
         points: Points,
@@ -226,7 +226,7 @@ pub(super) async fn accrue_shipment(
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Reinstated {
+pub(crate) enum Reinstated {
     Reinstated { erp_document_id: ExternalRef },
     Refused { message: String },
 }

@@ -36,7 +36,7 @@ pub struct CancelOrder(pub Deps);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Outcome {
+pub(crate) enum Outcome {
     Cancelled {
         erp_document_id: ExternalRef,
     },

@@ -23,7 +23,7 @@ pub struct CommitRedemption(pub Deps);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Outcome {
+pub(crate) enum Outcome {
     Committed { loyalty_transaction_id: ExternalRef },
     Refused { message: String },
 }

@@ -438,3 +438,66 @@ pub fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> R
         message: e.to_string(),
     })
 }
+
+/// Every step's stored result (the idempotency record's `result`) as the steps wrote it before the step
+/// skeleton: records live for the retention period, so a new build must read them and write the same.
+#[cfg(test)]
+mod stored_results {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::{Value, json};
+
+    fn same<T: Serialize + DeserializeOwned>(stored: Value) {
+        let read: T = serde_json::from_value(stored.clone()).unwrap_or_else(|e| panic!("{stored}: {e}"));
+        assert_eq!(serde_json::to_value(&read).unwrap(), stored);
+    }
+
+    #[test]
+    fn each_steps_stored_result_reads_and_writes_as_before() {
+        let refused = || json!({"outcome": "refused", "message": "member_not_found: no member unknown-9999"});
+        // Taken from a local run of the sample streams (`scripts/run-local.sh`) at b8e5089.
+        same::<super::commit_redemption::Outcome>(
+            json!({"outcome": "committed", "loyalty_transaction_id": "LT-00000004"}),
+        );
+        same::<super::commit_redemption::Outcome>(refused());
+        same::<super::post_sale_to_erp::Posted>(json!({"outcome": "posted", "document_id": "ERP-00000002"}));
+        same::<super::post_sale_to_erp::Posted>(refused());
+        same::<super::accrue_loyalty::Outcome>(json!({
+            "outcome": "accrued", "member_id": "m-1004", "loyalty_transaction_id": "LT-00000008",
+            "points": 49, "eligible_minor": 4900
+        }));
+        same::<super::accrue_loyalty::Outcome>(json!({"outcome": "anonymous"}));
+        same::<super::accrue_loyalty::Outcome>(refused());
+        same::<super::accrue_shipment::Outcome>(
+            json!({"outcome": "accrued", "loyalty_transaction_id": "LT-00000039", "points": 149}),
+        );
+        same::<super::accrue_shipment::Outcome>(json!({"outcome": "anonymous"}));
+        same::<super::accrue_shipment::Outcome>(refused());
+        same::<super::accrue_shipment::Reinstated>(
+            json!({"outcome": "reinstated", "erp_document_id": "ERP-00000051"}),
+        );
+        same::<super::accrue_shipment::Reinstated>(refused());
+        same::<super::cancel_order::Outcome>(
+            json!({"outcome": "cancelled", "erp_document_id": "ERP-00000005"}),
+        );
+        same::<super::cancel_order::Outcome>(json!({"outcome": "nothing_open"}));
+        same::<super::cancel_order::Outcome>(refused());
+        same::<super::post_return_to_erp::Outcome>(
+            json!({"outcome": "posted", "document_id": "ERP-00000052"}),
+        );
+        same::<super::post_return_to_erp::Outcome>(refused());
+        same::<super::reverse_loyalty::Outcome>(json!({
+            "outcome": "adjusted", "loyalty_transaction_id": "LT-00000044", "reversed": 23,
+            "recredited": 68, "total_reversed": 23, "total_earned": 172
+        }));
+        same::<super::reverse_loyalty::Outcome>(json!({
+            "outcome": "adjusted", "reversed": 0, "recredited": 68, "refused": "member_not_found: gone",
+            "total_reversed": 0, "total_earned": 0
+        }));
+        same::<super::reverse_loyalty::Outcome>(json!({"outcome": "anonymous"}));
+        same::<Vec<super::compensate::Undo>>(json!([
+            {"undo": "reverse_accrual", "shipment_id": "shp-1", "points": 40},
+            {"undo": "recredit_redemption", "hold_id": "H-00000003", "points": 1000}
+        ]));
+    }
+}

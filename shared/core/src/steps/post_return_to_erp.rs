@@ -31,7 +31,7 @@ pub struct PostReturnToErp(pub Deps);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Outcome {
+pub(crate) enum Outcome {
     Posted { document_id: ExternalRef },
     Refused { message: String },
 }

@@ -35,7 +35,7 @@ pub struct PostSaleToErp {
 /// What the step stores as its result: enough to publish again without asking the ERP again.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Posted {
+pub(crate) enum Posted {
     Posted { document_id: ExternalRef },
     Refused { message: String },
 }

@@ -26,7 +26,7 @@ pub struct ReverseLoyalty(pub Deps);
 /// holds reserve), and a refusal of either adjustment keeps what the other one did.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
-enum Outcome {
+pub(crate) enum Outcome {
     Adjusted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         loyalty_transaction_id: Option<ExternalRef>,

@@ -12,13 +12,12 @@ use serde_json::{Value, json};
 
 use retail_sync_contracts::IngestLimits;
 use retail_sync_contracts::values::Points;
-use retail_sync_core::batch::BatchRunner;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::CountingMetrics;
 use retail_sync_core::ports::{Clock, Erp, Loyalty, SystemClock};
 use retail_sync_core::redemption::{ApiRequest, RedemptionApi, RedemptionConfig};
 use retail_sync_core::runner::{Consumer, LocalRunner};
-use retail_sync_core::steps::{self, Deps};
+use retail_sync_core::steps::{Base, Wiring, connected};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
 
@@ -179,34 +178,29 @@ impl<B: Backend> LocalSystem<B> {
             policy: IdempotencyPolicy::default(),
             config: RedemptionConfig::default(),
         };
-        let deps = Deps {
-            idempotency: backend.clone(),
-            sagas: backend.clone(),
-            erp,
-            loyalty,
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-            policy: IdempotencyPolicy::default(),
+        let wiring = Wiring {
+            base: Base {
+                idempotency: backend.clone(),
+                sagas: backend.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                policy: IdempotencyPolicy::default(),
+            },
             limits: IngestLimits::default(),
+            erp: connected(erp),
+            loyalty: connected(loyalty),
+            publisher: backend.clone(),
+            quarantine: backend.clone(),
         };
         let mut consumers = Vec::new();
         for f in &topology.functions {
-            let step = steps::build(&f.binary, &deps).with_context(|| {
-                format!(
-                    "the template's function {} runs {}, which no step implements",
-                    f.id, f.binary
-                )
-            })?;
+            let runner = wiring
+                .runner(&f.binary)
+                .with_context(|| format!("the template's function {} runs {}", f.id, f.binary))?;
             consumers.push(Arc::new(Consumer {
                 queue: f.queue.clone(),
                 batch_size: f.batch_size,
-                runner: BatchRunner {
-                    step,
-                    publisher: backend.clone(),
-                    quarantine: backend.clone(),
-                    clock: clock.clone(),
-                    metrics: metrics.clone(),
-                },
+                runner,
             }));
         }
         let ingest_queue = topology

@@ -801,10 +801,7 @@ impl Ledger {
         document: &ExternalRef,
         basis: &Basis,
     ) -> Option<Points> {
-        let entry = self
-            .cancellations
-            .iter()
-            .find(|c| &c.cancellation_id == cancellation_id)?;
+        let entry = self.cancellation_entry(cancellation_id)?;
         if let Some(p) = entry.points_recredited {
             return Some(p);
         }
@@ -812,10 +809,7 @@ impl Ledger {
             self.given_back(Some(Deciding::Cancellation(cancellation_id))),
             basis,
         ));
-        let entry = self
-            .cancellations
-            .iter_mut()
-            .find(|c| &c.cancellation_id == cancellation_id)?;
+        let entry = self.cancellation_entry_mut(cancellation_id)?;
         entry.erp_document_id = Some(document.clone());
         entry.points_recredited = Some(recredit);
         self.add_recredited(recredit.get());
@@ -840,6 +834,14 @@ impl Ledger {
             .filter(|l| l.line_no == line_no)
             .map(|l| l.refund_minor.get())
             .sum()
+    }
+
+    pub fn cancellation_entry(&self, id: &CancellationId) -> Option<&CancellationEntry> {
+        self.cancellations.iter().find(|c| &c.cancellation_id == id)
+    }
+
+    pub fn cancellation_entry_mut(&mut self, id: &CancellationId) -> Option<&mut CancellationEntry> {
+        self.cancellations.iter_mut().find(|c| &c.cancellation_id == id)
     }
 
     pub fn return_entry(&self, return_id: &ReturnId) -> Option<&ReturnEntry> {

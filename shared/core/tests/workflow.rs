@@ -17,7 +17,7 @@ use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyPolicy};
 use retail_sync_core::memory::{CountingMetrics, ManualClock, MemoryBus, MemoryState};
 use retail_sync_core::ports::*;
 use retail_sync_core::saga::{SagaId, SagaStatus, StepOutcome};
-use retail_sync_core::steps::{self, Deps, Message, Step};
+use retail_sync_core::steps::{Base, Message, Step, Wiring, connected};
 
 /// An ERP that counts calls and answers what the test scripted.
 #[derive(Default)]
@@ -114,28 +114,29 @@ impl World {
         }
     }
 
-    fn step(&self, name: &str) -> Arc<dyn Step> {
-        let deps = Deps {
-            idempotency: self.state.clone(),
-            sagas: self.state.clone(),
-            erp: self.erp.clone(),
-            loyalty: self.loyalty.clone(),
-            clock: self.clock.clone(),
-            metrics: self.metrics.clone(),
-            policy: IdempotencyPolicy::default(),
+    fn wiring(&self) -> Wiring {
+        Wiring {
+            base: Base {
+                idempotency: self.state.clone(),
+                sagas: self.state.clone(),
+                clock: self.clock.clone(),
+                metrics: self.metrics.clone(),
+                policy: IdempotencyPolicy::default(),
+            },
             limits: IngestLimits::default(),
-        };
-        steps::build(name, &deps).unwrap()
+            erp: connected(self.erp.clone()),
+            loyalty: connected(self.loyalty.clone()),
+            publisher: self.bus.clone(),
+            quarantine: self.state.clone(),
+        }
+    }
+
+    fn step(&self, name: &str) -> Arc<dyn Step> {
+        self.wiring().step(name).unwrap()
     }
 
     fn runner(&self, name: &str) -> BatchRunner {
-        BatchRunner {
-            step: self.step(name),
-            publisher: self.bus.clone(),
-            quarantine: self.state.clone(),
-            clock: self.clock.clone(),
-            metrics: self.metrics.clone(),
-        }
+        self.wiring().runner(name).unwrap()
     }
 
     /// Runs the whole chain for one inbound body, routing published events as the template's rules do.
@@ -564,4 +565,31 @@ async fn an_event_on_the_wrong_queue_is_quarantined_not_looped() {
         w.state.list(1).await.unwrap()[0].reason,
         ReasonCode::UnknownEventType
     );
+}
+
+/// A step is built with only the ports it uses: `ingest` starts where the ERP and loyalty settings are
+/// missing, a step that calls the ERP says which port it could not connect, an unknown name is refused.
+#[test]
+fn a_step_connects_only_the_ports_it_uses() {
+    let w = World::new();
+    let mut wiring = w.wiring();
+    wiring.erp = Arc::new(|| Err("ERP_BASE_URL is not set".into()));
+    wiring.loyalty = Arc::new(|| Err("LOYALTY_BASE_URL is not set".into()));
+    assert_eq!(wiring.step("ingest").unwrap().name(), "ingest");
+    let Err(e) = wiring.step("post-sale-to-erp") else {
+        panic!("post-sale-to-erp needs the ERP");
+    };
+    assert_eq!(
+        e.to_string(),
+        "post-sale-to-erp needs the ERP: ERP_BASE_URL is not set"
+    );
+    let Err(e) = wiring.step("reverse-loyalty") else {
+        panic!("reverse-loyalty needs the loyalty platform");
+    };
+    assert!(e.to_string().contains("loyalty platform"), "{e}");
+    assert!(wiring.step("no-such-step").is_err());
+    // Every step the template may name can be built from a full wiring.
+    for name in retail_sync_core::steps::STEPS {
+        assert_eq!(w.wiring().step(name).unwrap().name(), name);
+    }
 }

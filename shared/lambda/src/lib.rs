@@ -17,17 +17,15 @@ pub mod telemetry;
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 use retail_sync_aws::{AwsBackend, AwsSettings};
 use retail_sync_connectors::{HttpErp, HttpLoyalty};
 use retail_sync_contracts::IngestLimits;
-use retail_sync_core::batch::BatchRunner;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::ports::{Clock, SystemClock};
 use retail_sync_core::redemption::{RedemptionApi, RedemptionConfig};
-use retail_sync_core::steps::{self, Deps};
+use retail_sync_core::steps::{Base, Wiring};
 
 /// Runs the function `binary` (one of `steps::STEPS`) under the Lambda runtime API.
 pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {
@@ -53,25 +51,23 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "RetailSync".into());
     let metrics = Arc::new(emf::EmfMetrics::new(namespace, binary));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let deps = Deps {
-        idempotency: backend.clone(),
-        sagas: backend.clone(),
-        erp: Arc::new(HttpErp::from_env()?),
-        loyalty: Arc::new(HttpLoyalty::from_env()?),
-        clock: clock.clone(),
-        metrics: metrics.clone(),
-        policy: IdempotencyPolicy::default(),
-        limits: IngestLimits::default(),
-    };
-    let step = steps::build(binary, &deps).with_context(|| format!("no step is called {binary}"))?;
-    Ok(handler::Function {
-        runner: BatchRunner {
-            step,
-            publisher: backend.clone(),
-            quarantine: backend,
+    // The connectors read their settings only when the step needs them: `ingest` has none.
+    let wiring = Wiring {
+        base: Base {
+            idempotency: backend.clone(),
+            sagas: backend.clone(),
             clock,
             metrics: metrics.clone(),
+            policy: IdempotencyPolicy::default(),
         },
+        limits: IngestLimits::default(),
+        erp: Arc::new(|| Ok(Arc::new(HttpErp::from_env()?))),
+        loyalty: Arc::new(|| Ok(Arc::new(HttpLoyalty::from_env()?))),
+        publisher: backend.clone(),
+        quarantine: backend,
+    };
+    Ok(handler::Function {
+        runner: wiring.runner(binary)?,
         metrics,
     })
 }

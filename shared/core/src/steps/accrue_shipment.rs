@@ -9,8 +9,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use jiff::Timestamp;
-
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::{LoyaltyAccrued, OrderShipped, ReasonCode, TransactionRef};
 use retail_sync_contracts::values::{ExternalRef, Points};
@@ -18,12 +16,12 @@ use retail_sync_contracts::values::{ExternalRef, Points};
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::{Basis, Reinstatement, ShipmentEntry};
-use crate::ports::{AccrualRequest, AdjustmentKind, AdjustmentRequest, ErpReinstateRequest, Outgoing};
+use crate::ports::{AccrualRequest, AdjustmentKind, AdjustmentRequest, ErpReinstateRequest};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
 use crate::steps::cancel_order::describe;
-use crate::steps::{Deps, load_with_basis, outgoing, refuse, reserve, run_once, workflow_exception};
+use crate::steps::{Cx, Refusal, load_with_basis};
 
-use super::accrue_loyalty::STEP;
+use super::accrue_loyalty::{AccrueLoyalty, STEP};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -38,32 +36,35 @@ pub(crate) enum Outcome {
     },
 }
 
+/// The key of a shipment's accrual: per order and shipment.
+pub(super) fn key(shipped: &Detail<OrderShipped>) -> IdempotencyKey {
+    let transaction = TransactionRef::Order {
+        order_id: shipped.data.order_id.clone(),
+    };
+    IdempotencyKey::for_step(
+        SagaId::of(&transaction).as_str(),
+        &format!("{STEP}:{}", shipped.data.shipment_id),
+    )
+}
+
 pub(super) async fn accrue_shipment(
-    d: &Deps,
+    step: &AccrueLoyalty,
+    cx: &mut Cx<'_>,
     shipped: &Detail<OrderShipped>,
-) -> Result<Vec<Outgoing>, Error> {
+) -> Result<(), Error> {
     let transaction = TransactionRef::Order {
         order_id: shipped.data.order_id.clone(),
     };
     let saga_id = SagaId::of(&transaction);
     let shipment_id = shipped.data.shipment_id.clone();
-    let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{shipment_id}"));
-    let now = d.clock.now();
-    let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
+    let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
     // A cancelled order is not closed to shipments: a shipment proves its units left (reinstatement).
     if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
-        return Err(refuse(
-            &*d.sagas,
-            &saga_id,
-            STEP,
-            ReasonCode::TransactionClosed,
-            format!(
-                "shipment {shipment_id} for an order that is {}",
-                saga.status.as_str()
-            ),
-            now,
-        )
-        .await);
+        let message = format!(
+            "shipment {shipment_id} for an order that is {}",
+            saga.status.as_str()
+        );
+        return Err(cx.refuse(&saga_id, ReasonCode::TransactionClosed, message).await);
     }
     if saga.ledger.erp_document_id.is_none() {
         return Err(Error::NotYet {
@@ -81,27 +82,19 @@ pub(super) async fn accrue_shipment(
     let entry = match existing {
         Some(e) if e.lines == shipped.data.lines => e,
         Some(_) => {
-            return Err(refuse(
-                &*d.sagas,
-                &saga_id,
-                STEP,
-                ReasonCode::IdempotencyKeyReused,
-                format!("shipment {shipment_id} was already received with other lines"),
-                now,
-            )
-            .await);
+            let message = format!("shipment {shipment_id} was already received with other lines");
+            return Err(cx
+                .refuse(&saga_id, ReasonCode::IdempotencyKeyReused, message)
+                .await);
         }
         None => {
             // Checked and reserved in one versioned write, so a concurrent shipment or cancellation of
             // the same units is counted when the write re-applies.
-            reserve(
-                &*d.sagas,
+            cx.reserve(
                 saga,
-                STEP,
                 ReasonCode::QuantityExceeded,
                 &format!("shipment {shipment_id}"),
                 &Fingerprint::of(&shipped.data),
-                now,
                 |ledger| {
                     if let Some(e) = ledger.shipments.iter().find(|e| e.shipment_id == shipment_id) {
                         return Ok(e.clone());
@@ -119,109 +112,102 @@ pub(super) async fn accrue_shipment(
     };
 
     // The units must be sold again in the ERP (and their redeemed points taken back) before they earn.
-    let mut events = Vec::new();
     if let Some(reinstatement) = &entry.reinstatement {
-        events = reinstate(d, &entry, reinstatement, &basis, shipped, &key, now).await?;
+        reinstate(step, cx, &entry, reinstatement, &basis, shipped).await?;
     }
 
-    let run = run_once(d, &key, Fingerprint::of(&shipped.data), || async {
-        let Some(member_id) = &basis.member_id else {
-            return Ok(Outcome::Anonymous);
-        };
-        let request = AccrualRequest {
-            member_id: member_id.clone(),
-            transaction: transaction.clone(),
-            currency: basis.currency,
-            eligible_minor: entry.eligible_minor,
-            occurred_at: shipped.metadata.occurred_at,
-        };
-        match d.loyalty.accrue(&request, &key).await {
-            Ok(a) => Ok(Outcome::Accrued {
-                loyalty_transaction_id: a.loyalty_transaction_id,
-                points: a.points,
-            }),
-            Err(Error::Rejected { message, .. }) => Ok(Outcome::Refused { message }),
-            Err(e) => Err(e),
-        }
-    })
-    .await?;
-
-    if let Some(completion) = run.completion() {
-        saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
-            let (points, ltx, message) = match run.result() {
-                Outcome::Accrued {
-                    loyalty_transaction_id,
-                    points,
-                } => (
-                    *points,
-                    Some(loyalty_transaction_id.clone()),
-                    format!("shipment {shipment_id}: {points} points ({loyalty_transaction_id})"),
-                ),
-                Outcome::Anonymous => (
-                    Points::ZERO,
-                    None,
-                    format!("shipment {shipment_id}: anonymous order"),
-                ),
-                Outcome::Refused { message } => (
-                    Points::ZERO,
-                    None,
-                    format!("shipment {shipment_id}: loyalty refused: {message}"),
-                ),
+    let run = cx
+        .once(Fingerprint::of(&shipped.data), || async {
+            let Some(member_id) = &basis.member_id else {
+                return Ok(Outcome::Anonymous);
             };
-            if let Some(e) = s
-                .ledger
-                .shipments
-                .iter_mut()
-                .find(|e| e.shipment_id == shipment_id)
-            {
-                e.points = Some(points);
-                e.loyalty_transaction_id = ltx;
-            }
-            s.ledger.add_accrual(points, entry.eligible_minor);
-            let outcome = match run.result() {
-                Outcome::Refused { .. } => StepOutcome::Failed,
-                Outcome::Anonymous => StepOutcome::Skipped,
-                Outcome::Accrued { .. } => StepOutcome::Done,
+            let request = AccrualRequest {
+                member_id: member_id.clone(),
+                transaction: transaction.clone(),
+                currency: basis.currency,
+                eligible_minor: entry.eligible_minor,
+                occurred_at: shipped.metadata.occurred_at,
             };
-            s.record(STEP, outcome, message, now);
-            s.settle_order(&basis);
+            Ok(match step.loyalty.accrue(&request, &cx.key).await.refusal()? {
+                Ok(a) => Outcome::Accrued {
+                    loyalty_transaction_id: a.loyalty_transaction_id,
+                    points: a.points,
+                },
+                Err(message) => Outcome::Refused { message },
+            })
         })
         .await?;
-        if let Outcome::Accrued { points, .. } = run.result() {
-            d.metrics.add("points_accrued", points.get().unsigned_abs(), None);
-        }
-    }
+    let accrued = cx
+        .settle(
+            &saga_id,
+            run,
+            |s, accrued| {
+                let (points, ltx, outcome, text) = match accrued {
+                    Outcome::Accrued {
+                        loyalty_transaction_id,
+                        points,
+                    } => (
+                        *points,
+                        Some(loyalty_transaction_id.clone()),
+                        StepOutcome::Done,
+                        format!("shipment {shipment_id}: {points} points ({loyalty_transaction_id})"),
+                    ),
+                    Outcome::Anonymous => (
+                        Points::ZERO,
+                        None,
+                        StepOutcome::Skipped,
+                        format!("shipment {shipment_id}: anonymous order"),
+                    ),
+                    Outcome::Refused { message } => (
+                        Points::ZERO,
+                        None,
+                        StepOutcome::Failed,
+                        format!("shipment {shipment_id}: loyalty refused: {message}"),
+                    ),
+                };
+                if let Some(e) = s
+                    .ledger
+                    .shipments
+                    .iter_mut()
+                    .find(|e| e.shipment_id == shipment_id)
+                {
+                    e.points = Some(points);
+                    e.loyalty_transaction_id = ltx;
+                }
+                s.ledger.add_accrual(points, entry.eligible_minor);
+                s.settle_order(&basis);
+                (outcome, text)
+            },
+            |accrued, metrics| {
+                if let Outcome::Accrued { points, .. } = accrued {
+                    metrics.add("points_accrued", points.get().unsigned_abs(), None);
+                }
+            },
+        )
+        .await?
+        .result;
 
-    events.extend(match run.result() {
+    match accrued {
         Outcome::Accrued {
             loyalty_transaction_id,
             points,
-        } => vec![outgoing(
-            key.as_str(),
-            &shipped.metadata,
-            now,
-            LoyaltyAccrued {
-                member_id: basis.member_id.clone().expect("accrued for a member"),
-                transaction,
-                shipment_id: Some(shipment_id),
-                points: *points,
-                eligible_minor: entry.eligible_minor,
-                currency: basis.currency,
-                loyalty_transaction_id: loyalty_transaction_id.clone(),
-            },
-        )],
-        Outcome::Anonymous => Vec::new(),
-        Outcome::Refused { message } => vec![super::workflow_exception(
-            key.as_str(),
-            STEP,
-            ReasonCode::LoyaltyRejected,
-            message.clone(),
-            &shipped.metadata,
-            "OrderShipped",
-            now,
-        )],
-    });
-    Ok(events)
+        } => {
+            if let Some(member_id) = basis.member_id.clone() {
+                cx.emit(LoyaltyAccrued {
+                    member_id,
+                    transaction,
+                    shipment_id: Some(shipment_id),
+                    points,
+                    eligible_minor: entry.eligible_minor,
+                    currency: basis.currency,
+                    loyalty_transaction_id,
+                });
+            }
+        }
+        Outcome::Anonymous => {}
+        Outcome::Refused { message } => cx.exception(ReasonCode::LoyaltyRejected, message),
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -237,41 +223,40 @@ pub(crate) enum Reinstated {
 /// reservation stored), so each system applies them once. An ERP refusal is a conflict for a person: the
 /// reservation is undone, the refusal remembered and the shipment quarantined (`erp_rejected`).
 async fn reinstate(
-    d: &Deps,
+    step: &AccrueLoyalty,
+    cx: &mut Cx<'_>,
     entry: &ShipmentEntry,
     reinstatement: &Reinstatement,
     basis: &Basis,
     shipped: &Detail<OrderShipped>,
-    key: &IdempotencyKey,
-    now: Timestamp,
-) -> Result<Vec<Outgoing>, Error> {
+) -> Result<(), Error> {
     let transaction = TransactionRef::Order {
         order_id: shipped.data.order_id.clone(),
     };
     let saga_id = SagaId::of(&transaction);
     let shipment_id = &entry.shipment_id;
-    let rkey = IdempotencyKey::for_step(key.as_str(), "reinstate");
+    let rkey = cx.sub_key("reinstate");
     // What was reserved, not what the ledger adds later (the document, the figures): the same on
     // every delivery.
-    let run = run_once(d, &rkey, Fingerprint::of(&reinstatement.parts), || async {
-        let request = ErpReinstateRequest {
-            transaction: transaction.clone(),
-            shipment_id: shipment_id.clone(),
-            cancellation_ids: reinstatement.cancellation_ids(),
-            lines: reinstatement.lines(),
-            currency: basis.currency,
-            value_minor: reinstatement.net_minor(),
-            occurred_at: reinstatement.occurred_at,
-        };
-        match d.erp.reinstate(&request, &rkey).await {
-            Ok(doc) => Ok(Reinstated::Reinstated {
-                erp_document_id: doc.document_id,
-            }),
-            Err(Error::Rejected { message, .. }) => Ok(Reinstated::Refused { message }),
-            Err(e) => Err(e),
-        }
-    })
-    .await?;
+    let run = cx
+        .once_as(&rkey, Fingerprint::of(&reinstatement.parts), || async {
+            let request = ErpReinstateRequest {
+                transaction: transaction.clone(),
+                shipment_id: shipment_id.clone(),
+                cancellation_ids: reinstatement.cancellation_ids(),
+                lines: reinstatement.lines(),
+                currency: basis.currency,
+                value_minor: reinstatement.net_minor(),
+                occurred_at: reinstatement.occurred_at,
+            };
+            Ok(match step.erp.reinstate(&request, &rkey).await.refusal()? {
+                Ok(doc) => Reinstated::Reinstated {
+                    erp_document_id: doc.document_id,
+                },
+                Err(message) => Reinstated::Refused { message },
+            })
+        })
+        .await?;
     let what = format!(
         "shipment {shipment_id} reinstates {} (net {}) cancelled by {}",
         describe(&reinstatement.lines()),
@@ -283,46 +268,47 @@ async fn reinstate(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let erp_document_id = match run.result() {
-        Reinstated::Refused { message } => {
-            let message = format!("{what}: the ERP refused: {message}");
-            if let Some(completion) = run.completion() {
-                // The units go back to the cancellations, and a redelivery of the shipment finds the
-                // refusal (see `reserve`) instead of reserving again.
-                let follow_up = format!("shipment {shipment_id}");
-                let fingerprint = Fingerprint::of(&shipped.data);
-                saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
+    // The units go back to the cancellations on a refusal, and a redelivery of the shipment finds the
+    // refusal (see `reserve`) instead of reserving again.
+    let (follow_up, fingerprint) = (format!("shipment {shipment_id}"), Fingerprint::of(&shipped.data));
+    let settled = cx
+        .settle(
+            &saga_id,
+            run,
+            |s, reinstated| match reinstated {
+                Reinstated::Refused { message } => {
+                    let message = format!("{what}: the ERP refused: {message}");
                     s.ledger.undo_shipment(shipment_id);
                     s.ledger
                         .remember_refusal(&follow_up, &fingerprint, ReasonCode::ErpRejected, &message);
-                    s.record(STEP, StepOutcome::Failed, message.clone(), now);
-                })
-                .await?;
-            }
-            return Err(Error::rejected(ReasonCode::ErpRejected, message));
-        }
-        Reinstated::Reinstated { erp_document_id } => erp_document_id,
-    };
-    let saga = match run.completion() {
-        Some(completion) => {
-            saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
-                let taken = s
-                    .ledger
-                    .decide_reinstatement(shipment_id, erp_document_id, basis)
-                    .unwrap_or(Points::ZERO);
-                s.record(
-                    STEP,
-                    StepOutcome::Done,
-                    format!("{what}: ERP {erp_document_id}; {taken} redeemed points to take back"),
-                    now,
-                );
-                if s.status == SagaStatus::Cancelled {
-                    s.status = SagaStatus::Running;
+                    (StepOutcome::Failed, message)
                 }
-            })
-            .await?
+                Reinstated::Reinstated { erp_document_id } => {
+                    let taken = s
+                        .ledger
+                        .decide_reinstatement(shipment_id, erp_document_id, basis)
+                        .unwrap_or(Points::ZERO);
+                    if s.status == SagaStatus::Cancelled {
+                        s.status = SagaStatus::Running;
+                    }
+                    (
+                        StepOutcome::Done,
+                        format!("{what}: ERP {erp_document_id}; {taken} redeemed points to take back"),
+                    )
+                }
+            },
+            |_, _| {},
+        )
+        .await?;
+    let saga = match (settled.result, settled.saga) {
+        (Reinstated::Refused { message }, _) => {
+            return Err(Error::rejected(
+                ReasonCode::ErpRejected,
+                format!("{what}: the ERP refused: {message}"),
+            ));
         }
-        None => saga::load_existing(&*d.sagas, &saga_id).await?,
+        (Reinstated::Reinstated { .. }, Some(saga)) => saga,
+        (Reinstated::Reinstated { .. }, None) => saga::load_existing(cx.sagas(), &saga_id).await?,
     };
     let Some(decided) = saga
         .ledger
@@ -331,11 +317,11 @@ async fn reinstate(
         .find(|s| &s.shipment_id == shipment_id)
         .and_then(|s| s.reinstatement.clone())
     else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let take_back = decided.points_taken_back.unwrap_or(Points::ZERO);
     let (Some(member_id), true) = (&basis.member_id, take_back.get() > 0) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let request = AdjustmentRequest {
         member_id: member_id.clone(),
@@ -345,34 +331,31 @@ async fn reinstate(
         points: take_back,
         occurred_at: decided.occurred_at,
     };
-    let adjustment = d
+    let adjustment = step
         .loyalty
         .adjust(&request, &IdempotencyKey::for_step(rkey.as_str(), "take-back"))
         .await?;
     let taken = Points::new(adjustment.delta.saturating_abs().min(take_back.get())).unwrap_or(take_back);
     if decided.points_taken.is_none() {
         // What the platform could not take stays counted as given back: the member still has it.
-        saga::update(&*d.sagas, &saga_id, None, |s| {
+        saga::update(cx.sagas(), &saga_id, None, |s| {
             s.ledger.record_taken_back(shipment_id, taken);
         })
         .await?;
-        d.metrics
+        cx.metrics()
             .add("points_taken_back", taken.get().unsigned_abs(), None);
     }
     if taken < take_back {
         // The member spent the points meanwhile: the platform took what was available. A person settles
         // the rest with the member.
-        return Ok(vec![workflow_exception(
-            rkey.as_str(),
+        cx.exception_as(
+            &rkey,
             STEP,
             ReasonCode::LoyaltyRejected,
             format!(
                 "{what}: only {taken} of {take_back} redeemed points could be taken back from the member"
             ),
-            &shipped.metadata,
-            "OrderShipped",
-            now,
-        )]);
+        );
     }
-    Ok(Vec::new())
+    Ok(())
 }

@@ -12,27 +12,30 @@
 //! time ([`cancellation_id`]), never by its event id: a channel that re-sends it under a new event id
 //! cancels once.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::{OrderCancelled, ReasonCode, TransactionRef};
 use retail_sync_contracts::values::{CancellationId, ExternalRef, Points};
-use retail_sync_contracts::{Event, EventType};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::CancellationEntry;
-use crate::ports::{AdjustmentKind, AdjustmentRequest, ErpCancelRequest, Outgoing};
+use crate::ports::{AdjustmentKind, AdjustmentRequest, Erp, ErpCancelRequest, Loyalty};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{
-    Deps, Message, Step, load_with_basis, parse_internal, reserve, run_once, unexpected, workflow_exception,
-};
+use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
 
 pub const STEP: &str = "cancel-order";
 
-pub struct CancelOrder(pub Deps);
+pub struct CancelOrder {
+    pub base: Base,
+    pub erp: Arc<dyn Erp>,
+    pub loyalty: Arc<dyn Loyalty>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -76,50 +79,47 @@ pub fn cancellation_id(cancel: &Detail<OrderCancelled>) -> CancellationId {
         .expect("cx- and hex digits are a valid id")
 }
 
+fn saga_id(cancel: &Detail<OrderCancelled>) -> SagaId {
+    SagaId::of(&TransactionRef::Order {
+        order_id: cancel.data.order_id.clone(),
+    })
+}
+
 #[async_trait]
-impl Step for CancelOrder {
-    fn name(&self) -> &'static str {
-        STEP
+impl Workflow for CancelOrder {
+    const NAME: &'static str = STEP;
+    type Input = Detail<OrderCancelled>;
+
+    fn base(&self) -> &Base {
+        &self.base
     }
 
-    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
-        let d = &self.0;
-        let (_, event) = parse_internal(&message.body)?;
-        let Event::OrderCancelled(cancel) = &event else {
-            return Err(unexpected(STEP, &event));
-        };
+    fn key(cancel: &Detail<OrderCancelled>) -> IdempotencyKey {
+        IdempotencyKey::for_step(
+            saga_id(cancel).as_str(),
+            &format!("{STEP}:{}", cancellation_id(cancel)),
+        )
+    }
+
+    async fn run(&self, cx: &mut Cx<'_>, cancel: &Detail<OrderCancelled>) -> Result<(), Error> {
         let transaction = TransactionRef::Order {
             order_id: cancel.data.order_id.clone(),
         };
-        let saga_id = SagaId::of(&transaction);
+        let saga_id = saga_id(cancel);
         let cancellation_id = cancellation_id(cancel);
-        let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{cancellation_id}"));
-        let now = d.clock.now();
-        let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
+        let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
 
-        let existing = saga
-            .ledger
-            .cancellations
-            .iter()
-            .find(|c| c.cancellation_id == cancellation_id)
-            .cloned();
+        let existing = saga.ledger.cancellation_entry(&cancellation_id).cloned();
         let entry = match existing {
             Some(entry) => entry,
             None => {
                 if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
-                    let status = saga.status.as_str();
-                    saga::update_from(&*d.sagas, saga, None, |s| {
-                        s.record(
-                            STEP,
-                            StepOutcome::Skipped,
-                            format!(
-                                "cancellation {cancellation_id}: the order is {status}, nothing to cancel"
-                            ),
-                            now,
-                        )
-                    })
-                    .await?;
-                    return Ok(Vec::new());
+                    let text = format!(
+                        "cancellation {cancellation_id}: the order is {}, nothing to cancel",
+                        saga.status.as_str()
+                    );
+                    cx.note(saga, StepOutcome::Skipped, text, |_| {}).await?;
+                    return Ok(());
                 }
                 if saga.ledger.erp_document_id.is_none() {
                     return Err(Error::NotYet {
@@ -127,20 +127,13 @@ impl Step for CancelOrder {
                     });
                 }
                 // Checked and reserved in one versioned write (see `ledger`).
-                reserve(
-                    &*d.sagas,
+                cx.reserve(
                     saga,
-                    STEP,
                     ReasonCode::QuantityExceeded,
                     &format!("cancellation {cancellation_id}"),
                     &Fingerprint::of(&cancel.data),
-                    now,
                     |ledger| {
-                        if let Some(c) = ledger
-                            .cancellations
-                            .iter()
-                            .find(|c| c.cancellation_id == cancellation_id)
-                        {
+                        if let Some(c) = ledger.cancellation_entry(&cancellation_id) {
                             return Ok(c.clone());
                         }
                         let (lines, net) = basis.cancellation(ledger, cancel.data.lines.as_deref())?;
@@ -160,40 +153,43 @@ impl Step for CancelOrder {
                 .await?
             }
         };
+        // As stored with the cancellation: a re-sent one sends the same requests.
+        let occurred_at = entry.occurred_at.unwrap_or(cancel.metadata.occurred_at);
 
-        let run = run_once(d, &key, Fingerprint::of(&cancel.data), || async {
-            if entry.lines.is_empty() {
-                return Ok(Outcome::NothingOpen);
-            }
-            let request = ErpCancelRequest {
-                transaction: transaction.clone(),
-                cancellation_id: cancellation_id.clone(),
-                lines: Some(entry.lines.clone()),
-                currency: basis.currency,
-                value_minor: entry.net_minor,
-                reason: cancel.data.reason.clone(),
-                occurred_at: entry.occurred_at.unwrap_or(cancel.metadata.occurred_at),
-            };
-            match d.erp.cancel_order(&request, &key).await {
-                Ok(doc) => Ok(Outcome::Cancelled {
-                    erp_document_id: doc.document_id,
-                }),
-                Err(Error::Rejected { message, .. }) => Ok(Outcome::Refused { message }),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-
+        let run = cx
+            .once(Fingerprint::of(&cancel.data), || async {
+                if entry.lines.is_empty() {
+                    return Ok(Outcome::NothingOpen);
+                }
+                let request = ErpCancelRequest {
+                    transaction: transaction.clone(),
+                    cancellation_id: cancellation_id.clone(),
+                    lines: Some(entry.lines.clone()),
+                    currency: basis.currency,
+                    value_minor: entry.net_minor,
+                    reason: cancel.data.reason.clone(),
+                    occurred_at,
+                };
+                Ok(match self.erp.cancel_order(&request, &cx.key).await.refusal()? {
+                    Ok(doc) => Outcome::Cancelled {
+                        erp_document_id: doc.document_id,
+                    },
+                    Err(message) => Outcome::Refused { message },
+                })
+            })
+            .await?;
         // The points given back are decided with the ERP's answer, under the saga's versioned write, so a
         // return or another cancellation decided at the same time is counted once; a redelivery finds
         // the figure on the entry.
-        let saga = match run.completion() {
-            Some(completion) => {
-                let saga = saga::update(&*d.sagas, &saga_id, Some(completion), |s| match run.result() {
+        let settled = cx
+            .settle(
+                &saga_id,
+                run,
+                |s, outcome| match outcome {
                     Outcome::Cancelled { erp_document_id } => {
                         let recredit = s.ledger.decide_cancellation(&cancellation_id, erp_document_id, &basis);
-                        s.record(
-                            STEP,
+                        s.settle_order(&basis);
+                        (
                             StepOutcome::Done,
                             format!(
                                 "cancelled {} (net {}) in ERP {erp_document_id}; {} redeemed points to give back",
@@ -201,76 +197,63 @@ impl Step for CancelOrder {
                                 entry.net_minor,
                                 recredit.unwrap_or(Points::ZERO)
                             ),
-                            now,
-                        );
-                        s.settle_order(&basis);
+                        )
                     }
-                    Outcome::NothingOpen => s.record(
-                        STEP,
+                    Outcome::NothingOpen => (
                         StepOutcome::Skipped,
                         format!(
                             "cancellation {cancellation_id}: nothing open to cancel (shipped or cancelled already)"
                         ),
-                        now,
                     ),
                     Outcome::Refused { message } => {
-                        if let Some(c) = s.ledger.cancellations.iter_mut().find(|c| c.cancellation_id == cancellation_id) {
+                        if let Some(c) = s.ledger.cancellation_entry_mut(&cancellation_id) {
                             c.refused = true;
                         }
-                        s.record(STEP, StepOutcome::Failed, format!("ERP refused the cancellation: {message}"), now);
+                        (StepOutcome::Failed, format!("ERP refused the cancellation: {message}"))
                     }
-                })
-                .await?;
-                if let Outcome::Cancelled { .. } = run.result() {
-                    d.metrics.add("orders_cancelled", 1, None);
-                }
-                saga
-            }
-            None => saga::load_existing(&*d.sagas, &saga_id).await?,
-        };
+                },
+                |outcome, metrics| {
+                    if let Outcome::Cancelled { .. } = outcome {
+                        metrics.add("orders_cancelled", 1, None);
+                    }
+                },
+            )
+            .await?;
+        let fresh = settled.saga.is_some();
 
-        if let Outcome::Cancelled { .. } = run.result() {
-            let recredit = saga
-                .ledger
-                .cancellations
-                .iter()
-                .find(|c| c.cancellation_id == cancellation_id)
-                .and_then(|c| c.points_recredited)
-                .unwrap_or(Points::ZERO);
-            if let (Some(member_id), true) = (&basis.member_id, recredit.get() > 0) {
-                let request = AdjustmentRequest {
-                    member_id: member_id.clone(),
-                    kind: AdjustmentKind::Recredit,
-                    transaction: transaction.clone(),
-                    reference: format!("cancellation:{cancellation_id}"),
-                    points: recredit,
-                    // As stored with the cancellation: a re-sent one sends the same request.
-                    occurred_at: entry.occurred_at.unwrap_or(cancel.metadata.occurred_at),
+        match settled.result {
+            Outcome::Cancelled { .. } => {
+                let saga = match settled.saga {
+                    Some(saga) => saga,
+                    None => saga::load_existing(cx.sagas(), &saga_id).await?,
                 };
-                // The figure is stored, so every delivery sends the same request under this key and the
-                // platform applies it once.
-                d.loyalty
-                    .adjust(&request, &IdempotencyKey::for_step(key.as_str(), "recredit"))
-                    .await?;
-                if run.completion().is_some() {
-                    d.metrics
-                        .add("points_recredited", recredit.get().unsigned_abs(), None);
+                let recredit = saga
+                    .ledger
+                    .cancellation_entry(&cancellation_id)
+                    .and_then(|c| c.points_recredited)
+                    .unwrap_or(Points::ZERO);
+                if let (Some(member_id), true) = (&basis.member_id, recredit.get() > 0) {
+                    let request = AdjustmentRequest {
+                        member_id: member_id.clone(),
+                        kind: AdjustmentKind::Recredit,
+                        transaction: transaction.clone(),
+                        reference: format!("cancellation:{cancellation_id}"),
+                        points: recredit,
+                        occurred_at,
+                    };
+                    // The figure is stored, so every delivery sends the same request under this key and
+                    // the platform applies it once.
+                    self.loyalty.adjust(&request, &cx.sub_key("recredit")).await?;
+                    if fresh {
+                        cx.metrics()
+                            .add("points_recredited", recredit.get().unsigned_abs(), None);
+                    }
                 }
             }
+            Outcome::NothingOpen => {}
+            Outcome::Refused { message } => cx.exception(ReasonCode::ErpRejected, message),
         }
-
-        Ok(match run.result() {
-            Outcome::Cancelled { .. } | Outcome::NothingOpen => Vec::new(),
-            Outcome::Refused { message } => vec![workflow_exception(
-                key.as_str(),
-                STEP,
-                ReasonCode::ErpRejected,
-                message.clone(),
-                &cancel.metadata,
-                EventType::OrderCancelled.name(),
-                now,
-            )],
-        })
+        Ok(())
     }
 }
 

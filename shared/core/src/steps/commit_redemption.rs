@@ -3,23 +3,28 @@
 //! that cannot be committed (expired, released, unknown, for other points or another value) fails the
 //! order before anything else took effect; the hold is released if it is still open.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::{ReasonCode, RedemptionCommitted, TransactionRef};
+use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::events::{OrderPlaced, ReasonCode, RedemptionCommitted, TransactionRef};
 use retail_sync_contracts::values::ExternalRef;
-use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::RedemptionEntry;
-use crate::ports::{CommitRequest, HoldStatus, Outgoing};
-use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Deps, Message, Step, outgoing, parse_internal, run_once, unexpected, workflow_exception};
+use crate::ports::{CommitRequest, HoldStatus, Loyalty};
+use crate::saga::{SagaId, SagaStatus, StepOutcome};
+use crate::steps::{Base, Cx, Refusal, Workflow};
 
 pub const STEP: &str = "commit-redemption";
 
-pub struct CommitRedemption(pub Deps);
+pub struct CommitRedemption {
+    pub base: Base,
+    pub loyalty: Arc<dyn Loyalty>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -28,18 +33,26 @@ pub(crate) enum Outcome {
     Refused { message: String },
 }
 
+fn saga_id(order: &Detail<OrderPlaced>) -> SagaId {
+    SagaId::of(&TransactionRef::Order {
+        order_id: order.data.order_id.clone(),
+    })
+}
+
 #[async_trait]
-impl Step for CommitRedemption {
-    fn name(&self) -> &'static str {
-        STEP
+impl Workflow for CommitRedemption {
+    const NAME: &'static str = STEP;
+    type Input = Detail<OrderPlaced>;
+
+    fn base(&self) -> &Base {
+        &self.base
     }
 
-    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
-        let d = &self.0;
-        let (_, event) = parse_internal(&message.body)?;
-        let Event::OrderPlaced(order) = &event else {
-            return Err(unexpected(STEP, &event));
-        };
+    fn key(order: &Detail<OrderPlaced>) -> IdempotencyKey {
+        IdempotencyKey::for_step(saga_id(order).as_str(), STEP)
+    }
+
+    async fn run(&self, cx: &mut Cx<'_>, order: &Detail<OrderPlaced>) -> Result<(), Error> {
         let (Some(redemption), Some(member_id)) = (&order.data.redemption, &order.data.member_id) else {
             return Err(Error::rejected(
                 ReasonCode::BusinessRuleViolation,
@@ -49,134 +62,124 @@ impl Step for CommitRedemption {
         let transaction = TransactionRef::Order {
             order_id: order.data.order_id.clone(),
         };
-        let saga_id = SagaId::of(&transaction);
-        let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
-        let now = d.clock.now();
-
-        let release_key = IdempotencyKey::for_step(key.as_str(), "release");
-        let run = run_once(d, &key, Fingerprint::of(&order.data), || async {
-            // Checked before committing: the value the order deducted must be the one the platform
-            // granted, or the ERP and the loyalty ledger would disagree for good.
-            let hold = match d.loyalty.get_hold(&redemption.hold_id).await {
-                Ok(hold) => hold,
-                Err(Error::Rejected { message, .. }) => return Ok(Outcome::Refused { message }),
-                Err(e) => return Err(e),
-            };
-            let mismatch = if &hold.member_id != member_id {
-                Some(format!("hold {} belongs to another member", hold.hold_id))
-            } else if hold.value_minor != redemption.value_minor || hold.points != redemption.points {
-                Some(format!(
-                    "order redeems {} points worth {}, hold {} is {} points worth {}",
-                    redemption.points, redemption.value_minor, hold.hold_id, hold.points, hold.value_minor
-                ))
-            } else {
-                None
-            };
-            // A hold of this member that the order cannot use is given back at once rather than left to
-            // expire; another member's hold is none of this order's business.
-            let release_key = &release_key;
-            let release_if_ours = |hold: crate::ports::Hold| async move {
-                if hold.status == HoldStatus::Held && &hold.member_id == member_id {
-                    d.loyalty.release_hold(&hold.hold_id, release_key).await?;
+        let saga_id = saga_id(order);
+        let release_key = cx.sub_key("release");
+        let run = cx
+            .once(Fingerprint::of(&order.data), || async {
+                // Checked before committing: the value the order deducted must be the one the platform
+                // granted, or the ERP and the loyalty ledger would disagree for good.
+                let hold = match self.loyalty.get_hold(&redemption.hold_id).await.refusal()? {
+                    Ok(hold) => hold,
+                    Err(message) => return Ok(Outcome::Refused { message }),
+                };
+                let mismatch = if &hold.member_id != member_id {
+                    Some(format!("hold {} belongs to another member", hold.hold_id))
+                } else if hold.value_minor != redemption.value_minor || hold.points != redemption.points {
+                    Some(format!(
+                        "order redeems {} points worth {}, hold {} is {} points worth {}",
+                        redemption.points,
+                        redemption.value_minor,
+                        hold.hold_id,
+                        hold.points,
+                        hold.value_minor
+                    ))
+                } else {
+                    None
+                };
+                // A hold of this member that the order cannot use is given back at once rather than left
+                // to expire; another member's hold is none of this order's business.
+                let release_key = &release_key;
+                let release_if_ours = |hold: crate::ports::Hold| async move {
+                    if hold.status == HoldStatus::Held && &hold.member_id == member_id {
+                        self.loyalty.release_hold(&hold.hold_id, release_key).await?;
+                    }
+                    Ok::<_, Error>(())
+                };
+                if let Some(message) = mismatch {
+                    release_if_ours(hold).await?;
+                    return Ok(Outcome::Refused { message });
                 }
-                Ok::<_, Error>(())
-            };
-            if let Some(message) = mismatch {
-                release_if_ours(hold).await?;
-                return Ok(Outcome::Refused { message });
-            }
-            let request = CommitRequest {
-                transaction: transaction.clone(),
-                points: redemption.points,
-            };
-            match d.loyalty.commit_hold(&redemption.hold_id, &request, &key).await {
-                Ok(hold) => Ok(Outcome::Committed {
-                    loyalty_transaction_id: hold.loyalty_transaction_id.ok_or_else(|| Error::Corrupt {
-                        what: format!("hold {}", hold.hold_id),
-                        message: "committed without a loyalty transaction".into(),
-                    })?,
-                }),
-                Err(Error::Rejected { message, .. }) => {
-                    release_if_ours(d.loyalty.get_hold(&redemption.hold_id).await?).await?;
-                    Ok(Outcome::Refused { message })
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-
-        if let Some(completion) = run.completion() {
-            saga::update(&*d.sagas, &saga_id, Some(completion), |s| match run.result() {
-                Outcome::Committed {
-                    loyalty_transaction_id,
-                } => {
-                    s.ledger.redemption = Some(RedemptionEntry {
-                        hold_id: redemption.hold_id.clone(),
-                        points: redemption.points,
-                        value_minor: redemption.value_minor,
-                        loyalty_transaction_id: loyalty_transaction_id.clone(),
-                        points_recredited: Default::default(),
-                    });
-                    s.record(
-                        STEP,
-                        StepOutcome::Done,
-                        format!(
-                            "{} points of hold {} spent ({loyalty_transaction_id})",
-                            redemption.points, redemption.hold_id
-                        ),
-                        now,
-                    );
-                }
-                Outcome::Refused { message } => {
-                    s.status = SagaStatus::Failed;
-                    s.record(
-                        STEP,
-                        StepOutcome::Failed,
-                        format!("redemption refused: {message}"),
-                        now,
-                    );
+                let request = CommitRequest {
+                    transaction: transaction.clone(),
+                    points: redemption.points,
+                };
+                match self
+                    .loyalty
+                    .commit_hold(&redemption.hold_id, &request, &cx.key)
+                    .await
+                    .refusal()?
+                {
+                    Ok(hold) => Ok(Outcome::Committed {
+                        loyalty_transaction_id: hold.loyalty_transaction_id.ok_or_else(|| {
+                            Error::Corrupt {
+                                what: format!("hold {}", hold.hold_id),
+                                message: "committed without a loyalty transaction".into(),
+                            }
+                        })?,
+                    }),
+                    Err(message) => {
+                        release_if_ours(self.loyalty.get_hold(&redemption.hold_id).await?).await?;
+                        Ok(Outcome::Refused { message })
+                    }
                 }
             })
             .await?;
-            match run.result() {
-                Outcome::Committed { .. } => {
-                    d.metrics
-                        .add("points_redeemed", redemption.points.get().unsigned_abs(), None)
-                }
-                Outcome::Refused { .. } => d.metrics.add(
-                    "failed",
-                    1,
-                    Some(("reason", ReasonCode::RedemptionRefused.as_str())),
-                ),
-            }
-        }
+        let committed = cx
+            .settle(
+                &saga_id,
+                run,
+                |s, committed| match committed {
+                    Outcome::Committed {
+                        loyalty_transaction_id,
+                    } => {
+                        s.ledger.redemption = Some(RedemptionEntry {
+                            hold_id: redemption.hold_id.clone(),
+                            points: redemption.points,
+                            value_minor: redemption.value_minor,
+                            loyalty_transaction_id: loyalty_transaction_id.clone(),
+                            points_recredited: Default::default(),
+                        });
+                        (
+                            StepOutcome::Done,
+                            format!(
+                                "{} points of hold {} spent ({loyalty_transaction_id})",
+                                redemption.points, redemption.hold_id
+                            ),
+                        )
+                    }
+                    Outcome::Refused { message } => {
+                        s.status = SagaStatus::Failed;
+                        (StepOutcome::Failed, format!("redemption refused: {message}"))
+                    }
+                },
+                |committed, metrics| match committed {
+                    Outcome::Committed { .. } => {
+                        metrics.add("points_redeemed", redemption.points.get().unsigned_abs(), None)
+                    }
+                    Outcome::Refused { .. } => metrics.add(
+                        "failed",
+                        1,
+                        Some(("reason", ReasonCode::RedemptionRefused.as_str())),
+                    ),
+                },
+            )
+            .await?
+            .result;
 
-        Ok(vec![match run.result() {
+        match committed {
             Outcome::Committed {
                 loyalty_transaction_id,
-            } => outgoing(
-                key.as_str(),
-                &order.metadata,
-                now,
-                RedemptionCommitted {
-                    order_id: order.data.order_id.clone(),
-                    member_id: member_id.clone(),
-                    hold_id: redemption.hold_id.clone(),
-                    points: redemption.points,
-                    value_minor: redemption.value_minor,
-                    currency: order.data.currency,
-                    loyalty_transaction_id: loyalty_transaction_id.clone(),
-                },
-            ),
-            Outcome::Refused { message } => workflow_exception(
-                key.as_str(),
-                STEP,
-                ReasonCode::RedemptionRefused,
-                message.clone(),
-                &order.metadata,
-                EventType::OrderPlaced.name(),
-                now,
-            ),
-        }])
+            } => cx.emit(RedemptionCommitted {
+                order_id: order.data.order_id.clone(),
+                member_id: member_id.clone(),
+                hold_id: redemption.hold_id.clone(),
+                points: redemption.points,
+                value_minor: redemption.value_minor,
+                currency: order.data.currency,
+                loyalty_transaction_id,
+            }),
+            Outcome::Refused { message } => cx.exception(ReasonCode::RedemptionRefused, message),
+        }
+        Ok(())
     }
 }

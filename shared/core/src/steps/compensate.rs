@@ -6,24 +6,28 @@
 //! The effects an order can have before its ERP sales order exists, newest first: accrued shipments
 //! (reversed) and the redemption (the spent points re-credited).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::Event;
+use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::events::CompensationRequested;
 use retail_sync_contracts::values::Points;
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::Ledger;
-use crate::ports::{AdjustmentKind, AdjustmentRequest, Outgoing};
-use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{
-    Deps, Message, Step, load_with_basis, parse_internal, run_once, unexpected, workflow_exception,
-};
+use crate::ports::{AdjustmentKind, AdjustmentRequest, Loyalty};
+use crate::saga::{SagaId, SagaStatus, StepOutcome};
+use crate::steps::{Base, Cx, Workflow, load_with_basis};
 
 pub const STEP: &str = "compensate";
 
-pub struct Compensate(pub Deps);
+pub struct Compensate {
+    pub base: Base,
+    pub loyalty: Arc<dyn Loyalty>,
+}
 
 /// One effect to undo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,105 +67,102 @@ pub fn undo_plan(ledger: &Ledger) -> Vec<Undo> {
 }
 
 #[async_trait]
-impl Step for Compensate {
-    fn name(&self) -> &'static str {
-        STEP
+impl Workflow for Compensate {
+    const NAME: &'static str = STEP;
+    type Input = Detail<CompensationRequested>;
+
+    fn base(&self) -> &Base {
+        &self.base
     }
 
-    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
-        let d = &self.0;
-        let (_, event) = parse_internal(&message.body)?;
-        let Event::CompensationRequested(request) = &event else {
-            return Err(unexpected(STEP, &event));
-        };
+    fn key(request: &Detail<CompensationRequested>) -> IdempotencyKey {
+        IdempotencyKey::for_step(SagaId::of(&request.data.transaction).as_str(), STEP)
+    }
+
+    async fn run(&self, cx: &mut Cx<'_>, request: &Detail<CompensationRequested>) -> Result<(), Error> {
         let saga_id = SagaId::of(&request.data.transaction);
-        let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
-        let now = d.clock.now();
-        let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
+        let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
         let plan = undo_plan(&saga.ledger);
 
-        let run = run_once(d, &key, Fingerprint::of(&request.data), || async {
-            if let Some(member_id) = &basis.member_id {
-                for (i, undo) in plan.iter().enumerate() {
-                    let (kind, points, reference) = match undo {
-                        Undo::ReverseAccrual { shipment_id, points } => (
-                            AdjustmentKind::Reversal,
-                            *points,
-                            format!("compensation:shipment:{shipment_id}"),
-                        ),
-                        Undo::RecreditRedemption { hold_id, points } => (
-                            AdjustmentKind::Recredit,
-                            *points,
-                            format!("compensation:hold:{hold_id}"),
-                        ),
-                    };
-                    let adjustment = AdjustmentRequest {
-                        member_id: member_id.clone(),
-                        kind,
-                        transaction: request.data.transaction.clone(),
-                        reference,
-                        points,
-                        occurred_at: request.metadata.occurred_at,
-                    };
-                    // Rejections propagate as permanent errors: an effect we cannot undo needs a person.
-                    d.loyalty
-                        .adjust(
-                            &adjustment,
-                            &IdempotencyKey::for_step(key.as_str(), &i.to_string()),
-                        )
-                        .await?;
+        let run = cx
+            .once(Fingerprint::of(&request.data), || async {
+                if let Some(member_id) = &basis.member_id {
+                    for (i, undo) in plan.iter().enumerate() {
+                        let (kind, points, reference) = match undo {
+                            Undo::ReverseAccrual { shipment_id, points } => (
+                                AdjustmentKind::Reversal,
+                                *points,
+                                format!("compensation:shipment:{shipment_id}"),
+                            ),
+                            Undo::RecreditRedemption { hold_id, points } => (
+                                AdjustmentKind::Recredit,
+                                *points,
+                                format!("compensation:hold:{hold_id}"),
+                            ),
+                        };
+                        let adjustment = AdjustmentRequest {
+                            member_id: member_id.clone(),
+                            kind,
+                            transaction: request.data.transaction.clone(),
+                            reference,
+                            points,
+                            occurred_at: request.metadata.occurred_at,
+                        };
+                        // Rejections propagate as permanent errors: an effect we cannot undo needs a
+                        // person.
+                        self.loyalty
+                            .adjust(&adjustment, &cx.sub_key(&i.to_string()))
+                            .await?;
+                    }
                 }
-            }
-            Ok(plan.clone())
-        })
-        .await;
+                Ok(plan.clone())
+            })
+            .await;
         let run = match run {
             Ok(run) => run,
             // An effect that cannot be undone needs a person: the saga must not stay `running` (its
             // follow-ups would wait for an ERP document that never comes), so it ends `failed`, and the
             // quarantined message and its WorkflowException say why.
             Err(e) if !e.is_retryable() => {
-                let text = format!("compensation failed: {e}");
-                saga::update(&*d.sagas, &saga_id, None, |s| {
-                    s.status = SagaStatus::Failed;
-                    s.record(STEP, StepOutcome::Failed, text.clone(), now);
-                })
+                cx.note(
+                    &saga_id,
+                    StepOutcome::Failed,
+                    format!("compensation failed: {e}"),
+                    |s| s.status = SagaStatus::Failed,
+                )
                 .await?;
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
-
-        if let Some(completion) = run.completion() {
-            let undone = run.result().clone();
-            saga::update_from(&*d.sagas, saga, Some(completion), |s| {
-                for undo in &undone {
-                    match undo {
-                        Undo::ReverseAccrual { .. } => {}
-                        Undo::RecreditRedemption { points, .. } => s.ledger.add_recredited(points.get()),
+        let reason = request.data.reason;
+        let undone = cx
+            .settle(
+                saga,
+                run,
+                |s, undone| {
+                    for undo in undone {
+                        match undo {
+                            Undo::ReverseAccrual { .. } => {}
+                            Undo::RecreditRedemption { points, .. } => s.ledger.add_recredited(points.get()),
+                        }
                     }
-                }
-                s.status = SagaStatus::Compensated;
-                s.record(STEP, StepOutcome::Done, describe(&undone), now);
-            })
-            .await?;
-            d.metrics
-                .add("compensated", 1, Some(("reason", request.data.reason.as_str())));
-        }
+                    s.status = SagaStatus::Compensated;
+                    (StepOutcome::Done, describe(undone))
+                },
+                |_, metrics| metrics.add("compensated", 1, Some(("reason", reason.as_str()))),
+            )
+            .await?
+            .result;
 
-        Ok(vec![workflow_exception(
-            key.as_str(),
+        let key = cx.key.clone();
+        cx.exception_as(
+            &key,
             &request.data.failed_step,
-            request.data.reason,
-            format!(
-                "{} — compensated: {}",
-                request.data.message,
-                describe(run.result())
-            ),
-            &request.metadata,
-            "CompensationRequested",
-            now,
-        )])
+            reason,
+            format!("{} — compensated: {}", request.data.message, describe(&undone)),
+        );
+        Ok(())
     }
 }
 

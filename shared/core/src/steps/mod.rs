@@ -11,6 +11,7 @@ mod ingest;
 mod post_return_to_erp;
 mod post_sale_to_erp;
 mod reverse_loyalty;
+mod skeleton;
 
 pub use accrue_loyalty::AccrueLoyalty;
 pub use cancel_order::CancelOrder;
@@ -20,6 +21,7 @@ pub use ingest::Ingest;
 pub use post_return_to_erp::PostReturnToErp;
 pub use post_sale_to_erp::PostSaleToErp;
 pub use reverse_loyalty::ReverseLoyalty;
+pub use skeleton::{Accepts, At, Base, Cx, Refusal, Settled, Workflow};
 
 use std::sync::Arc;
 
@@ -35,9 +37,10 @@ use retail_sync_contracts::events::{ReasonCode, WorkflowException};
 use retail_sync_contracts::values::{CorrelationId, EventId};
 use retail_sync_contracts::{Event, EventType, IngestLimits, Rejection};
 
-use crate::error::Error;
+use crate::batch::BatchRunner;
+use crate::error::{BoxError, Error};
 use crate::idempotency::{Claim, Fingerprint, IdempotencyKey, IdempotencyPolicy, IdempotencyRecord, decide};
-use crate::ports::{Clock, Erp, IdempotencyStore, Loyalty, Metrics, Outgoing, SagaStore};
+use crate::ports::{Erp, IdempotencyStore, Loyalty, Outgoing, Publisher, QuarantineStore, SagaStore};
 
 /// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
 pub const STEPS: [&str; 8] = [
@@ -51,54 +54,109 @@ pub const STEPS: [&str; 8] = [
     compensate::STEP,
 ];
 
-/// What the steps are built from: the ports, whatever adapters back them.
+/// How steps are built from ports, the same in a Lambda function, the local runner and the tests: each
+/// step takes only the ports it uses, and a port is connected only when a step needs it (the `ingest`
+/// function has no ERP or loyalty settings).
 #[derive(Clone)]
-pub struct Deps {
-    pub idempotency: Arc<dyn IdempotencyStore>,
-    pub sagas: Arc<dyn SagaStore>,
-    pub erp: Arc<dyn Erp>,
-    pub loyalty: Arc<dyn Loyalty>,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<dyn Metrics>,
-    pub policy: IdempotencyPolicy,
+pub struct Wiring {
+    pub base: Base,
     pub limits: IngestLimits,
+    pub erp: Connect<dyn Erp>,
+    pub loyalty: Connect<dyn Loyalty>,
+    pub publisher: Arc<dyn Publisher>,
+    pub quarantine: Arc<dyn QuarantineStore>,
 }
 
-/// The step a function binary runs; `None` for a name no step has. The Lambda functions and the local
-/// runner both build their steps here, so a step is wired the same way everywhere.
-pub fn build(name: &str, deps: &Deps) -> Option<Arc<dyn Step>> {
-    let d = deps.clone();
-    Some(match name {
-        ingest::STEP => Arc::new(Ingest {
-            sagas: d.sagas,
-            clock: d.clock,
-            metrics: d.metrics,
-            limits: d.limits,
-        }),
-        post_sale_to_erp::STEP => Arc::new(PostSaleToErp {
-            idempotency: d.idempotency,
-            sagas: d.sagas,
-            erp: d.erp,
-            clock: d.clock,
-            metrics: d.metrics,
-            policy: d.policy,
-        }),
-        accrue_loyalty::STEP => Arc::new(AccrueLoyalty {
-            deps: deps.clone(),
-            idempotency: d.idempotency,
-            sagas: d.sagas,
-            loyalty: d.loyalty,
-            clock: d.clock,
-            metrics: d.metrics,
-            policy: d.policy,
-        }),
-        commit_redemption::STEP => Arc::new(CommitRedemption(d)),
-        cancel_order::STEP => Arc::new(CancelOrder(d)),
-        post_return_to_erp::STEP => Arc::new(PostReturnToErp(d)),
-        reverse_loyalty::STEP => Arc::new(ReverseLoyalty(d)),
-        compensate::STEP => Arc::new(Compensate(d)),
-        _ => return None,
-    })
+/// Connects a port on first need (reads its settings, builds its client).
+pub type Connect<T> = Arc<dyn Fn() -> Result<Arc<T>, BoxError> + Send + Sync>;
+
+/// A port that is already connected.
+pub fn connected<T: ?Sized + Send + Sync + 'static>(port: Arc<T>) -> Connect<T> {
+    Arc::new(move || Ok(port.clone()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("no step is called {0:?}")]
+    UnknownStep(String),
+    #[error("{step} needs the {port}: {source}")]
+    Connect {
+        step: &'static str,
+        port: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Wiring {
+    /// The step called `name` (a template function's `BuildProperties.Binary`, one of [`STEPS`]).
+    pub fn step(&self, name: &str) -> Result<Arc<dyn Step>, WiringError> {
+        let base = self.base.clone();
+        let erp = |step| {
+            (self.erp)().map_err(|source| WiringError::Connect {
+                step,
+                port: "ERP",
+                source,
+            })
+        };
+        let loyalty = |step| {
+            (self.loyalty)().map_err(|source| WiringError::Connect {
+                step,
+                port: "loyalty platform",
+                source,
+            })
+        };
+        Ok(match name {
+            ingest::STEP => Arc::new(Ingest {
+                sagas: base.sagas,
+                clock: base.clock,
+                metrics: base.metrics,
+                limits: self.limits,
+            }),
+            post_sale_to_erp::STEP => Arc::new(PostSaleToErp {
+                erp: erp(post_sale_to_erp::STEP)?,
+                base,
+            }),
+            accrue_loyalty::STEP => Arc::new(AccrueLoyalty {
+                erp: erp(accrue_loyalty::STEP)?,
+                loyalty: loyalty(accrue_loyalty::STEP)?,
+                base,
+            }),
+            commit_redemption::STEP => Arc::new(CommitRedemption {
+                loyalty: loyalty(commit_redemption::STEP)?,
+                base,
+            }),
+            cancel_order::STEP => Arc::new(CancelOrder {
+                erp: erp(cancel_order::STEP)?,
+                loyalty: loyalty(cancel_order::STEP)?,
+                base,
+            }),
+            post_return_to_erp::STEP => Arc::new(PostReturnToErp {
+                erp: erp(post_return_to_erp::STEP)?,
+                base,
+            }),
+            reverse_loyalty::STEP => Arc::new(ReverseLoyalty {
+                loyalty: loyalty(reverse_loyalty::STEP)?,
+                base,
+            }),
+            compensate::STEP => Arc::new(Compensate {
+                loyalty: loyalty(compensate::STEP)?,
+                base,
+            }),
+            _ => return Err(WiringError::UnknownStep(name.to_owned())),
+        })
+    }
+
+    /// The step called `name` under a batch runner that publishes and quarantines through this wiring.
+    pub fn runner(&self, name: &str) -> Result<BatchRunner, WiringError> {
+        Ok(BatchRunner {
+            step: self.step(name)?,
+            publisher: self.publisher.clone(),
+            quarantine: self.quarantine.clone(),
+            clock: self.base.clock.clone(),
+            metrics: self.base.metrics.clone(),
+        })
+    }
 }
 
 /// Puts the correlation id on the message's span, so every later log line of the step carries it.
@@ -151,10 +209,10 @@ pub fn parse_internal(body: &str) -> Result<(BusEvent<&RawValue>, Event), Error>
 }
 
 /// The error for an event that reached a step it is not routed to.
-pub fn unexpected(step: &str, event: &Event) -> Error {
+pub fn unexpected(step: &str, event_type: EventType) -> Error {
     Error::rejected(
         ReasonCode::UnknownEventType,
-        format!("{step} does not handle {}", event.event_type().name()),
+        format!("{step} does not handle {}", event_type.name()),
     )
 }
 
@@ -288,7 +346,7 @@ impl<T> Once<T> {
 /// refusals into its result (they are outcomes worth storing); an `Err` from it releases the claim so the
 /// redelivery may run it again at once.
 pub async fn run_once<T, Fut>(
-    deps: &Deps,
+    deps: &Base,
     key: &IdempotencyKey,
     fingerprint: Fingerprint,
     effect: impl FnOnce() -> Fut,
@@ -362,73 +420,6 @@ pub async fn load_with_basis(
         message: format!("{} does not start a transaction", saga.origin_type),
     })?;
     Ok((saga, basis))
-}
-
-/// Records a refusal on the saga's timeline and returns the permanent error the runner quarantines
-/// (and announces as a WorkflowException).
-pub async fn refuse(
-    sagas: &dyn SagaStore,
-    id: &crate::saga::SagaId,
-    step: &str,
-    reason: ReasonCode,
-    message: String,
-    now: Timestamp,
-) -> Error {
-    let recorded = crate::saga::update(sagas, id, None, |s| {
-        s.record(step, crate::saga::StepOutcome::Refused, message.clone(), now)
-    })
-    .await;
-    match recorded {
-        Ok(_) => Error::rejected(reason, message),
-        Err(e) => e,
-    }
-}
-
-/// Checks and reserves a follow-up (shipment, cancellation, return) on the saga's ledger in one versioned
-/// write, so a concurrent follow-up of the same units is counted when the write re-applies (see
-/// `ledger`). `reserve` returns the follow-up's entry from an earlier delivery, or checks it and pushes a
-/// new one. `Wait` becomes a retry. `Refuse` is recorded in the same write — on the timeline, and as a
-/// refusal of `what` with the content's `fingerprint` — and becomes the permanent error the runner
-/// quarantines, its message `what: findings`. A duplicate of a refused follow-up (same `what`, same
-/// content) is refused again with the first refusal, not re-evaluated against what happened since.
-#[allow(clippy::too_many_arguments)]
-pub async fn reserve<T>(
-    sagas: &dyn SagaStore,
-    saga: crate::saga::Saga,
-    step: &str,
-    reason: ReasonCode,
-    what: &str,
-    fingerprint: &Fingerprint,
-    now: Timestamp,
-    mut reserve: impl FnMut(&mut crate::ledger::Ledger) -> Result<T, crate::ledger::Check>,
-) -> Result<T, Error> {
-    let refused = |ledger: &crate::ledger::Ledger| {
-        ledger
-            .refusal(what, fingerprint)
-            .map(|r| Error::rejected(r.reason, r.message.clone()))
-    };
-    if let Some(e) = refused(&saga.ledger) {
-        return Err(e);
-    }
-    let mut verdict = None;
-    crate::saga::update_from(sagas, saga, None, |s| {
-        if let Some(e) = refused(&s.ledger) {
-            verdict = Some(Err(e));
-            return;
-        }
-        verdict = Some(match reserve(&mut s.ledger) {
-            Ok(entry) => Ok(entry),
-            Err(crate::ledger::Check::Wait(what)) => Err(Error::NotYet { what }),
-            Err(crate::ledger::Check::Refuse(findings)) => {
-                let message = format!("{what}: {}", findings.join("; "));
-                s.ledger.remember_refusal(what, fingerprint, reason, &message);
-                s.record(step, crate::saga::StepOutcome::Refused, message.clone(), now);
-                Err(Error::rejected(reason, message))
-            }
-        });
-    })
-    .await?;
-    verdict.expect("the update ran its change")
 }
 
 /// Reads a stored step result back.

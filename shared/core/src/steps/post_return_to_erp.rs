@@ -8,26 +8,28 @@
 //!   refused (`over_return`), recorded on the original saga and quarantined with the reason.
 //! - A return against a transaction that never reached the ERP: refused (`transaction_closed`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::{ErpReturnPosted, ReasonCode};
+use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::events::{ErpReturnPosted, ReasonCode, ReturnReceived};
 use retail_sync_contracts::values::{Amount, ExternalRef};
-use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::{ReturnEntry, ReturnStatus};
-use crate::ports::{ErpReturnRequest, Outgoing};
-use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{
-    Deps, Message, Step, load_with_basis, outgoing, parse_internal, refuse, reserve, run_once, unexpected,
-    workflow_exception,
-};
+use crate::ports::{Erp, ErpReturnRequest};
+use crate::saga::{SagaId, SagaStatus, StepOutcome};
+use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
 
 pub const STEP: &str = "post-return-to-erp";
 
-pub struct PostReturnToErp(pub Deps);
+pub struct PostReturnToErp {
+    pub base: Base,
+    pub erp: Arc<dyn Erp>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -37,22 +39,23 @@ pub(crate) enum Outcome {
 }
 
 #[async_trait]
-impl Step for PostReturnToErp {
-    fn name(&self) -> &'static str {
-        STEP
+impl Workflow for PostReturnToErp {
+    const NAME: &'static str = STEP;
+    type Input = Detail<ReturnReceived>;
+
+    fn base(&self) -> &Base {
+        &self.base
     }
 
-    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
-        let d = &self.0;
-        let (_, event) = parse_internal(&message.body)?;
-        let Event::ReturnReceived(ret) = &event else {
-            return Err(unexpected(STEP, &event));
-        };
+    fn key(ret: &Detail<ReturnReceived>) -> IdempotencyKey {
+        let saga_id = SagaId::of(&ret.data.original);
+        IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{}", ret.data.return_id))
+    }
+
+    async fn run(&self, cx: &mut Cx<'_>, ret: &Detail<ReturnReceived>) -> Result<(), Error> {
         let saga_id = SagaId::of(&ret.data.original);
         let return_id = ret.data.return_id.clone();
-        let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{return_id}"));
-        let now = d.clock.now();
-        let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
+        let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
         let refund: i64 = ret.data.lines.iter().map(|l| l.refund_minor.get()).sum();
         let refund = Amount::new(refund)
             .map_err(|e| Error::rejected(ReasonCode::BusinessRuleViolation, e.to_string()))?;
@@ -60,15 +63,8 @@ impl Step for PostReturnToErp {
         let entry = match saga.ledger.return_entry(&return_id).cloned() {
             Some(entry) if entry.lines == ret.data.lines => entry,
             Some(_) => {
-                return Err(refuse(
-                    &*d.sagas,
-                    &saga_id,
-                    STEP,
-                    ReasonCode::OverReturn,
-                    format!("return {return_id} was already received with other lines"),
-                    now,
-                )
-                .await);
+                let message = format!("return {return_id} was already received with other lines");
+                return Err(cx.refuse(&saga_id, ReasonCode::OverReturn, message).await);
             }
             None => {
                 // A cancelled order is not closed: a shipment may still reinstate its units (see
@@ -76,18 +72,11 @@ impl Step for PostReturnToErp {
                 let closed = saga.status == SagaStatus::Compensated
                     || (saga.status == SagaStatus::Failed && saga.ledger.erp_document_id.is_none());
                 if closed {
-                    return Err(refuse(
-                        &*d.sagas,
-                        &saga_id,
-                        STEP,
-                        ReasonCode::TransactionClosed,
-                        format!(
-                            "return {return_id}: the original is {} and was never booked",
-                            saga.status.as_str()
-                        ),
-                        now,
-                    )
-                    .await);
+                    let message = format!(
+                        "return {return_id}: the original is {} and was never booked",
+                        saga.status.as_str()
+                    );
+                    return Err(cx.refuse(&saga_id, ReasonCode::TransactionClosed, message).await);
                 }
                 // A POS sale is processed once its accrual is decided; an order once it is in the ERP
                 // (its shipments are checked line by line below).
@@ -103,14 +92,11 @@ impl Step for PostReturnToErp {
                 }
                 // Checked and reserved in one versioned write: a concurrent return of the same units
                 // makes the write re-apply, and the check then counts that return too.
-                reserve(
-                    &*d.sagas,
+                cx.reserve(
                     saga,
-                    STEP,
                     ReasonCode::OverReturn,
                     &format!("return {return_id} refused"),
                     &Fingerprint::of(&ret.data),
-                    now,
                     |ledger| {
                         if let Some(existing) = ledger.return_entry(&return_id) {
                             return Ok(existing.clone());
@@ -135,91 +121,82 @@ impl Step for PostReturnToErp {
                 .await
                 .inspect_err(|e| {
                     if matches!(e, Error::Rejected { .. }) {
-                        d.metrics.add("returns_refused", 1, None);
+                        cx.metrics().add("returns_refused", 1, None);
                     }
                 })?
             }
         };
 
-        let run = run_once(d, &key, Fingerprint::of(&ret.data), || async {
-            let request = ErpReturnRequest {
-                return_id: return_id.clone(),
-                original: ret.data.original.clone(),
-                store_id: ret.data.store_id.clone(),
-                currency: ret.data.currency,
-                lines: ret.data.lines.clone(),
-                refund_minor: entry.refund_minor,
-                occurred_at: ret.metadata.occurred_at,
-            };
-            match d.erp.post_return(&request, &key).await {
-                Ok(doc) => Ok(Outcome::Posted {
-                    document_id: doc.document_id,
-                }),
-                Err(Error::Rejected { message, .. }) => Ok(Outcome::Refused { message }),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-
-        if let Some(completion) = run.completion() {
-            saga::update(&*d.sagas, &saga_id, Some(completion), |s| {
-                let Some(e) = s.ledger.return_entry_mut(&return_id) else {
-                    return;
+        let run = cx
+            .once(Fingerprint::of(&ret.data), || async {
+                let request = ErpReturnRequest {
+                    return_id: return_id.clone(),
+                    original: ret.data.original.clone(),
+                    store_id: ret.data.store_id.clone(),
+                    currency: ret.data.currency,
+                    lines: ret.data.lines.clone(),
+                    refund_minor: entry.refund_minor,
+                    occurred_at: ret.metadata.occurred_at,
                 };
-                match run.result() {
-                    Outcome::Posted { document_id } => {
-                        e.status = ReturnStatus::Posted;
-                        e.erp_document_id = Some(document_id.clone());
-                        let text = format!(
-                            "return {return_id}: {} units, refund {} (ERP {document_id})",
-                            e.lines.iter().map(|l| l.quantity).sum::<u32>(),
-                            e.refund_minor
-                        );
-                        s.record(STEP, StepOutcome::Done, text, now);
-                    }
-                    Outcome::Refused { message } => {
-                        e.status = ReturnStatus::Refused;
-                        s.record(
-                            STEP,
-                            StepOutcome::Failed,
-                            format!("return {return_id}: ERP refused: {message}"),
-                            now,
-                        );
-                    }
-                }
+                Ok(match self.erp.post_return(&request, &cx.key).await.refusal()? {
+                    Ok(doc) => Outcome::Posted {
+                        document_id: doc.document_id,
+                    },
+                    Err(message) => Outcome::Refused { message },
+                })
             })
             .await?;
-            match run.result() {
-                Outcome::Posted { .. } => d.metrics.add("returns_posted", 1, None),
-                Outcome::Refused { .. } => {
-                    d.metrics
-                        .add("failed", 1, Some(("reason", ReasonCode::ErpRejected.as_str())))
-                }
-            }
-        }
-
-        Ok(vec![match run.result() {
-            Outcome::Posted { document_id } => outgoing(
-                key.as_str(),
-                &ret.metadata,
-                now,
-                ErpReturnPosted {
-                    return_id,
-                    original: ret.data.original.clone(),
-                    erp_document_id: document_id.clone(),
-                    currency: ret.data.currency,
-                    refund_minor: entry.refund_minor,
+        let posted = cx
+            .settle(
+                &saga_id,
+                run,
+                |s, posted| {
+                    let Some(e) = s.ledger.return_entry_mut(&return_id) else {
+                        return (
+                            StepOutcome::Failed,
+                            format!("return {return_id}: not on the ledger"),
+                        );
+                    };
+                    match posted {
+                        Outcome::Posted { document_id } => {
+                            e.status = ReturnStatus::Posted;
+                            e.erp_document_id = Some(document_id.clone());
+                            let text = format!(
+                                "return {return_id}: {} units, refund {} (ERP {document_id})",
+                                e.lines.iter().map(|l| l.quantity).sum::<u32>(),
+                                e.refund_minor
+                            );
+                            (StepOutcome::Done, text)
+                        }
+                        Outcome::Refused { message } => {
+                            e.status = ReturnStatus::Refused;
+                            (
+                                StepOutcome::Failed,
+                                format!("return {return_id}: ERP refused: {message}"),
+                            )
+                        }
+                    }
                 },
-            ),
-            Outcome::Refused { message } => workflow_exception(
-                key.as_str(),
-                STEP,
-                ReasonCode::ErpRejected,
-                message.clone(),
-                &ret.metadata,
-                EventType::ReturnReceived.name(),
-                now,
-            ),
-        }])
+                |posted, metrics| match posted {
+                    Outcome::Posted { .. } => metrics.add("returns_posted", 1, None),
+                    Outcome::Refused { .. } => {
+                        metrics.add("failed", 1, Some(("reason", ReasonCode::ErpRejected.as_str())))
+                    }
+                },
+            )
+            .await?
+            .result;
+
+        match posted {
+            Outcome::Posted { document_id } => cx.emit(ErpReturnPosted {
+                return_id,
+                original: ret.data.original.clone(),
+                erp_document_id: document_id,
+                currency: ret.data.currency,
+                refund_minor: entry.refund_minor,
+            }),
+            Outcome::Refused { message } => cx.exception(ReasonCode::ErpRejected, message),
+        }
+        Ok(())
     }
 }

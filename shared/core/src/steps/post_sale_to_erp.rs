@@ -10,26 +10,24 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::Event;
-use retail_sync_contracts::events::{CompensationRequested, ErpSalePosted, ReasonCode, TransactionRef};
+use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::events::{
+    CompensationRequested, ErpSalePosted, OrderPlaced, ReasonCode, RedemptionCommitted, SaleCompleted,
+    TransactionRef,
+};
 use retail_sync_contracts::values::ExternalRef;
 
 use crate::error::Error;
-use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
-use crate::ports::{Clock, Erp, ErpSaleRequest, IdempotencyStore, Metrics, Outgoing, SagaStore};
+use crate::idempotency::{Fingerprint, IdempotencyKey};
+use crate::ports::{Erp, ErpSaleRequest};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{
-    Claimed, Message, Step, claim, outgoing, parse_internal, stored_result, unexpected, workflow_exception,
-};
+use crate::steps::{Accepts, Base, Cx, Refusal, Workflow};
 
 pub const STEP: &str = "post-sale-to-erp";
 
 pub struct PostSaleToErp {
-    pub idempotency: Arc<dyn IdempotencyStore>,
-    pub sagas: Arc<dyn SagaStore>,
+    pub base: Base,
     pub erp: Arc<dyn Erp>,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<dyn Metrics>,
-    pub policy: IdempotencyPolicy,
 }
 
 /// What the step stores as its result: enough to publish again without asking the ERP again.
@@ -40,20 +38,60 @@ pub(crate) enum Posted {
     Refused { message: String },
 }
 
+/// A POS sale; an order without redemption (straight from ingest); one with a redemption, once its
+/// points are spent. The rules route each kind; the order itself is the saga's origin.
+pub enum ToPost {
+    Sale(Detail<SaleCompleted>),
+    Order(Detail<OrderPlaced>),
+    Committed(Detail<RedemptionCommitted>),
+}
+
+impl Accepts for ToPost {
+    fn accept(event: Event) -> Option<Self> {
+        match event {
+            Event::SaleCompleted(d) => Some(Self::Sale(d)),
+            Event::OrderPlaced(d) => Some(Self::Order(d)),
+            Event::RedemptionCommitted(d) => Some(Self::Committed(d)),
+            _ => None,
+        }
+    }
+}
+
+impl ToPost {
+    fn transaction(&self) -> TransactionRef {
+        match self {
+            Self::Sale(sale) => TransactionRef::Receipt {
+                store_id: sale.data.store_id.clone(),
+                receipt_id: sale.data.receipt_id.clone(),
+            },
+            Self::Order(o) => TransactionRef::Order {
+                order_id: o.data.order_id.clone(),
+            },
+            Self::Committed(r) => TransactionRef::Order {
+                order_id: r.data.order_id.clone(),
+            },
+        }
+    }
+}
+
 #[async_trait]
-impl Step for PostSaleToErp {
-    fn name(&self) -> &'static str {
-        STEP
+impl Workflow for PostSaleToErp {
+    const NAME: &'static str = STEP;
+    type Input = ToPost;
+
+    fn base(&self) -> &Base {
+        &self.base
     }
 
-    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
-        let (_, event) = parse_internal(&message.body)?;
-        let (transaction, request, fingerprint) = match &event {
-            Event::SaleCompleted(sale) => {
-                let transaction = TransactionRef::Receipt {
-                    store_id: sale.data.store_id.clone(),
-                    receipt_id: sale.data.receipt_id.clone(),
-                };
+    fn key(input: &ToPost) -> IdempotencyKey {
+        IdempotencyKey::for_step(SagaId::of(&input.transaction()).as_str(), STEP)
+    }
+
+    async fn run(&self, cx: &mut Cx<'_>, input: &ToPost) -> Result<(), Error> {
+        let transaction = input.transaction();
+        let saga_id = SagaId::of(&transaction);
+        let (request, fingerprint) = match input {
+            ToPost::Sale(sale) => {
                 let request = ErpSaleRequest {
                     transaction: transaction.clone(),
                     currency: sale.data.currency,
@@ -62,23 +100,17 @@ impl Step for PostSaleToErp {
                     redemption: None,
                     occurred_at: sale.metadata.occurred_at,
                 };
-                (transaction, request, Fingerprint::of(&sale.data))
+                (request, Fingerprint::of(&sale.data))
             }
-            // An order without redemption comes straight from ingest; one with a redemption comes once the
-            // points are spent (the rules route each kind), and the order itself is the saga's origin.
-            Event::OrderPlaced(_) | Event::RedemptionCommitted(_) => {
-                let order_id = match &event {
-                    Event::OrderPlaced(o) => o.data.order_id.clone(),
-                    Event::RedemptionCommitted(r) => r.data.order_id.clone(),
-                    _ => unreachable!("matched above"),
+            ToPost::Order(_) | ToPost::Committed(_) => {
+                let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
+                let origin = saga.origin_event()?;
+                let Event::OrderPlaced(order) = &origin else {
+                    return Err(cx.unexpected());
                 };
-                let transaction = TransactionRef::Order { order_id };
-                let saga = saga::load_existing(&*self.sagas, &SagaId::of(&transaction)).await?;
-                let Event::OrderPlaced(order) = saga.origin_event()? else {
-                    return Err(unexpected(STEP, &event));
-                };
-                if order.data.redemption.is_some() && matches!(event, Event::OrderPlaced(_)) {
-                    return Err(unexpected(STEP, &event));
+                // An order with a redemption comes here once its points are spent, never straight.
+                if order.data.redemption.is_some() && matches!(input, ToPost::Order(_)) {
+                    return Err(cx.unexpected());
                 }
                 let request = ErpSaleRequest {
                     transaction: transaction.clone(),
@@ -88,97 +120,63 @@ impl Step for PostSaleToErp {
                     redemption: order.data.redemption.clone(),
                     occurred_at: order.metadata.occurred_at,
                 };
-                (transaction, request, Fingerprint::of(&order.data))
+                (request, Fingerprint::of(&order.data))
             }
-            _ => return Err(unexpected(STEP, &event)),
         };
-        let cause = event.metadata();
         let compensate = request.redemption.is_some();
-        let saga_id = SagaId::of(&transaction);
-        let key = IdempotencyKey::for_step(saga_id.as_str(), STEP);
-        let now = self.clock.now();
 
-        let posted = match claim(&*self.idempotency, &self.policy, key.clone(), fingerprint, now).await? {
-            Claimed::AlreadyDone(result) => stored_result(key.as_str(), result)?,
-            Claimed::Proceed(claim) => {
-                let posted = match self.erp.post_sale(&request, &key).await {
+        let run = cx
+            .once(fingerprint, || async {
+                Ok(match self.erp.post_sale(&request, &cx.key).await.refusal()? {
                     Ok(doc) => Posted::Posted {
                         document_id: doc.document_id,
                     },
-                    Err(Error::Rejected { message, .. }) => Posted::Refused { message },
-                    Err(e) => {
-                        // Let the next delivery claim at once; if even this fails the lease runs out.
-                        let _ = self.idempotency.release(&claim).await;
-                        return Err(e);
-                    }
-                };
-                let completion = self.policy.completed(
-                    &claim,
-                    serde_json::to_value(&posted).expect("results serialize"),
-                    now,
-                );
-                saga::update(&*self.sagas, &saga_id, Some(&completion), |s| match &posted {
+                    Err(message) => Posted::Refused { message },
+                })
+            })
+            .await?;
+        let posted = cx
+            .settle(
+                &saga_id,
+                run,
+                |s, posted| match posted {
                     Posted::Posted { document_id } => {
                         s.ledger.erp_document_id = Some(document_id.clone());
-                        s.record(
-                            STEP,
-                            StepOutcome::Done,
-                            format!("ERP document {document_id}"),
-                            now,
-                        );
+                        (StepOutcome::Done, format!("ERP document {document_id}"))
                     }
                     Posted::Refused { message } => {
                         // With points spent, the saga stays running until compensation closes it.
                         if !compensate {
                             s.status = SagaStatus::Failed;
                         }
-                        s.record(STEP, StepOutcome::Failed, format!("ERP refused: {message}"), now);
+                        (StepOutcome::Failed, format!("ERP refused: {message}"))
                     }
-                })
-                .await?;
-                match &posted {
-                    Posted::Posted { .. } => self.metrics.add("erp_posted", 1, None),
+                },
+                |posted, metrics| match posted {
+                    Posted::Posted { .. } => metrics.add("erp_posted", 1, None),
                     Posted::Refused { .. } => {
-                        self.metrics
-                            .add("failed", 1, Some(("reason", ReasonCode::ErpRejected.as_str())))
+                        metrics.add("failed", 1, Some(("reason", ReasonCode::ErpRejected.as_str())))
                     }
-                }
-                posted
-            }
-        };
+                },
+            )
+            .await?
+            .result;
 
-        Ok(vec![match posted {
-            Posted::Posted { document_id } => outgoing(
-                key.as_str(),
-                cause,
-                now,
-                ErpSalePosted {
-                    transaction,
-                    erp_document_id: document_id,
-                    currency: request.currency,
-                    totals: request.totals,
-                },
-            ),
-            Posted::Refused { message } if compensate => outgoing(
-                key.as_str(),
-                cause,
-                now,
-                CompensationRequested {
-                    transaction,
-                    failed_step: STEP.to_owned(),
-                    reason: ReasonCode::ErpRejected,
-                    message: super::truncate(message, 2000),
-                },
-            ),
-            Posted::Refused { message } => workflow_exception(
-                key.as_str(),
-                STEP,
-                ReasonCode::ErpRejected,
-                message,
-                cause,
-                event.event_type().name(),
-                now,
-            ),
-        }])
+        match posted {
+            Posted::Posted { document_id } => cx.emit(ErpSalePosted {
+                transaction,
+                erp_document_id: document_id,
+                currency: request.currency,
+                totals: request.totals,
+            }),
+            Posted::Refused { message } if compensate => cx.emit(CompensationRequested {
+                transaction,
+                failed_step: STEP.to_owned(),
+                reason: ReasonCode::ErpRejected,
+                message: super::truncate(message, 2000),
+            }),
+            Posted::Refused { message } => cx.exception(ReasonCode::ErpRejected, message),
+        }
+        Ok(())
     }
 }

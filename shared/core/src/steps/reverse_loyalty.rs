@@ -3,24 +3,27 @@
 //! values (see `ledger::Ledger::decide_return`), so partial returns that add up to the whole move exactly
 //! what was earned and redeemed. Announces `LoyaltyReversed`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::{LoyaltyReversed, ReasonCode};
+use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::events::{ErpReturnPosted, LoyaltyReversed, ReasonCode};
 use retail_sync_contracts::values::{ExternalRef, Points};
-use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ports::{AdjustmentKind, AdjustmentRequest, Outgoing};
+use crate::ports::{AdjustmentKind, AdjustmentRequest, Loyalty};
 use crate::saga::{self, SagaId, StepOutcome};
-use crate::steps::{
-    Deps, Message, Step, load_with_basis, outgoing, parse_internal, run_once, unexpected, workflow_exception,
-};
+use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
 
 pub const STEP: &str = "reverse-loyalty";
 
-pub struct ReverseLoyalty(pub Deps);
+pub struct ReverseLoyalty {
+    pub base: Base,
+    pub loyalty: Arc<dyn Loyalty>,
+}
 
 /// What the platform applied: the reversal may take less than asked (a platform keeps points that open
 /// holds reserve), and a refusal of either adjustment keeps what the other one did.
@@ -42,22 +45,23 @@ pub(crate) enum Outcome {
 }
 
 #[async_trait]
-impl Step for ReverseLoyalty {
-    fn name(&self) -> &'static str {
-        STEP
+impl Workflow for ReverseLoyalty {
+    const NAME: &'static str = STEP;
+    type Input = Detail<ErpReturnPosted>;
+
+    fn base(&self) -> &Base {
+        &self.base
     }
 
-    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
-        let d = &self.0;
-        let (_, event) = parse_internal(&message.body)?;
-        let Event::ErpReturnPosted(posted) = &event else {
-            return Err(unexpected(STEP, &event));
-        };
+    fn key(posted: &Detail<ErpReturnPosted>) -> IdempotencyKey {
+        let saga_id = SagaId::of(&posted.data.original);
+        IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{}", posted.data.return_id))
+    }
+
+    async fn run(&self, cx: &mut Cx<'_>, posted: &Detail<ErpReturnPosted>) -> Result<(), Error> {
         let saga_id = SagaId::of(&posted.data.original);
         let return_id = posted.data.return_id.clone();
-        let key = IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{return_id}"));
-        let now = d.clock.now();
-        let (saga, basis) = load_with_basis(&*d.sagas, &saga_id).await?;
+        let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
         let Some(entry) = saga.ledger.return_entry(&return_id) else {
             return Err(Error::Corrupt {
                 what: format!("saga {saga_id}"),
@@ -71,70 +75,76 @@ impl Step for ReverseLoyalty {
             (Some(r), Some(c)) => (saga, (r, c)),
             _ => {
                 let mut decided = None;
-                let saga = saga::update_from(&*d.sagas, saga, None, |s| {
+                let saga = saga::update_from(cx.sagas(), saga, None, |s| {
                     decided = s.ledger.decide_return(&return_id, &basis);
                 })
                 .await?;
-                (saga, decided.expect("the entry exists"))
+                let decided = decided.ok_or_else(|| Error::Corrupt {
+                    what: format!("saga {saga_id}"),
+                    message: format!("return {return_id} left the ledger while it was decided"),
+                })?;
+                (saga, decided)
             }
         };
         let earned = saga.ledger.points_accrued.unwrap_or(Points::ZERO);
         let decided_total = saga.ledger.points_reversed();
 
-        let run = run_once(d, &key, Fingerprint::of(&posted.data), || async {
-            let Some(member_id) = &basis.member_id else {
-                return Ok(Outcome::Anonymous);
-            };
-            let (mut loyalty_transaction_id, mut reversed, mut recredited, mut refused) =
-                (None, Points::ZERO, Points::ZERO, None);
-            for (kind, points, suffix) in [
-                (AdjustmentKind::Reversal, reverse, "reverse"),
-                (AdjustmentKind::Recredit, recredit, "recredit"),
-            ] {
-                if points.get() == 0 || refused.is_some() {
-                    continue;
-                }
-                let request = AdjustmentRequest {
-                    member_id: member_id.clone(),
-                    kind,
-                    transaction: posted.data.original.clone(),
-                    reference: format!("return:{return_id}"),
-                    points,
-                    occurred_at: posted.metadata.occurred_at,
+        let run = cx
+            .once(Fingerprint::of(&posted.data), || async {
+                let Some(member_id) = &basis.member_id else {
+                    return Ok(Outcome::Anonymous);
                 };
-                match d
-                    .loyalty
-                    .adjust(&request, &IdempotencyKey::for_step(key.as_str(), suffix))
-                    .await
-                {
-                    Ok(a) => {
-                        let applied = Points::new(a.delta.abs()).unwrap_or(points);
-                        if kind == AdjustmentKind::Reversal {
-                            loyalty_transaction_id = Some(a.loyalty_transaction_id);
-                            reversed = applied;
-                        } else {
-                            recredited = applied;
-                        }
+                let (mut loyalty_transaction_id, mut reversed, mut recredited, mut refused) =
+                    (None, Points::ZERO, Points::ZERO, None);
+                for (kind, points, suffix) in [
+                    (AdjustmentKind::Reversal, reverse, "reverse"),
+                    (AdjustmentKind::Recredit, recredit, "recredit"),
+                ] {
+                    if points.get() == 0 || refused.is_some() {
+                        continue;
                     }
-                    Err(Error::Rejected { message, .. }) => refused = Some(message),
-                    Err(e) => return Err(e),
+                    let request = AdjustmentRequest {
+                        member_id: member_id.clone(),
+                        kind,
+                        transaction: posted.data.original.clone(),
+                        reference: format!("return:{return_id}"),
+                        points,
+                        occurred_at: posted.metadata.occurred_at,
+                    };
+                    match self
+                        .loyalty
+                        .adjust(&request, &cx.sub_key(suffix))
+                        .await
+                        .refusal()?
+                    {
+                        Ok(a) => {
+                            let applied = Points::new(a.delta.abs()).unwrap_or(points);
+                            if kind == AdjustmentKind::Reversal {
+                                loyalty_transaction_id = Some(a.loyalty_transaction_id);
+                                reversed = applied;
+                            } else {
+                                recredited = applied;
+                            }
+                        }
+                        Err(message) => refused = Some(message),
+                    }
                 }
-            }
-            let shortfall = reverse.get() - reversed.get();
-            Ok(Outcome::Adjusted {
-                loyalty_transaction_id,
-                reversed,
-                recredited,
-                refused,
-                total_reversed: Points::new(decided_total.get() - shortfall).unwrap_or(Points::ZERO),
-                total_earned: earned,
+                let shortfall = reverse.get() - reversed.get();
+                Ok(Outcome::Adjusted {
+                    loyalty_transaction_id,
+                    reversed,
+                    recredited,
+                    refused,
+                    total_reversed: Points::new(decided_total.get() - shortfall).unwrap_or(Points::ZERO),
+                    total_earned: earned,
+                })
             })
-        })
-        .await?;
-
-        if let Some(completion) = run.completion() {
-            saga::update_from(&*d.sagas, saga, Some(completion), |s| {
-                let (outcome, text) = match run.result() {
+            .await?;
+        let adjusted = cx
+            .settle(
+                saga,
+                run,
+                |s, adjusted| match adjusted {
                     Outcome::Adjusted {
                         loyalty_transaction_id,
                         reversed,
@@ -157,62 +167,58 @@ impl Step for ReverseLoyalty {
                         if let Some(message) = refused {
                             text.push_str(&format!("; loyalty refused the rest: {message}"));
                         }
-                        let outcome = if refused.is_some() { StepOutcome::Failed } else { StepOutcome::Done };
+                        let outcome = if refused.is_some() {
+                            StepOutcome::Failed
+                        } else {
+                            StepOutcome::Done
+                        };
                         (outcome, text)
                     }
-                    Outcome::Anonymous => (StepOutcome::Skipped, format!("return {return_id}: anonymous, no points")),
-                };
-                s.record(STEP, outcome, text, now);
-            })
-            .await?;
-            if let Outcome::Adjusted {
-                reversed, recredited, ..
-            } = run.result()
-            {
-                d.metrics
-                    .add("points_reversed", reversed.get().unsigned_abs(), None);
-                d.metrics
-                    .add("points_recredited", recredited.get().unsigned_abs(), None);
-            }
-        }
+                    Outcome::Anonymous => (
+                        StepOutcome::Skipped,
+                        format!("return {return_id}: anonymous, no points"),
+                    ),
+                },
+                |adjusted, metrics| {
+                    if let Outcome::Adjusted {
+                        reversed, recredited, ..
+                    } = adjusted
+                    {
+                        metrics.add("points_reversed", reversed.get().unsigned_abs(), None);
+                        metrics.add("points_recredited", recredited.get().unsigned_abs(), None);
+                    }
+                },
+            )
+            .await?
+            .result;
 
-        let Outcome::Adjusted {
+        let (
+            Outcome::Adjusted {
+                loyalty_transaction_id,
+                reversed,
+                recredited,
+                refused,
+                total_reversed,
+                total_earned,
+            },
+            Some(member_id),
+        ) = (adjusted, basis.member_id.clone())
+        else {
+            return Ok(());
+        };
+        cx.emit(LoyaltyReversed {
+            member_id,
+            return_id,
+            original: posted.data.original.clone(),
+            points: reversed,
             loyalty_transaction_id,
-            reversed,
-            recredited,
-            refused,
+            points_recredited: recredited,
             total_reversed,
             total_earned,
-        } = run.result()
-        else {
-            return Ok(Vec::new());
-        };
-        let mut events = vec![outgoing(
-            key.as_str(),
-            &posted.metadata,
-            now,
-            LoyaltyReversed {
-                member_id: basis.member_id.clone().expect("adjusted for a member"),
-                return_id,
-                original: posted.data.original.clone(),
-                points: *reversed,
-                loyalty_transaction_id: loyalty_transaction_id.clone(),
-                points_recredited: *recredited,
-                total_reversed: *total_reversed,
-                total_earned: *total_earned,
-            },
-        )];
+        });
         if let Some(message) = refused {
-            events.push(workflow_exception(
-                key.as_str(),
-                STEP,
-                ReasonCode::LoyaltyRejected,
-                message.clone(),
-                &posted.metadata,
-                EventType::ErpReturnPosted.name(),
-                now,
-            ));
+            cx.exception(ReasonCode::LoyaltyRejected, message);
         }
-        Ok(events)
+        Ok(())
     }
 }

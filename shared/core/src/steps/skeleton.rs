@@ -1,0 +1,357 @@
+//! The one way a saga step is written. A step declares the events it takes ([`Workflow::Input`]) and the
+//! idempotency key of its effect ([`Workflow::key`]); the skeleton parses the bus event, turns a wrong
+//! type into the `unknown_event_type` rejection, and hands the step a [`Cx`] that knows the key, the
+//! cause and the time. With it the step:
+//!
+//! 1. runs its side effect at most once per key ([`Cx::once`]; a remote refusal is a stored outcome,
+//!    [`Refusal::refusal`] separates it from a retryable failure),
+//! 2. settles the outcome ([`Cx::settle`]): written on the saga (ledger, status, timeline) in the same
+//!    conditional write as the idempotency completion, and counted, only by the delivery that ran it,
+//! 3. announces it ([`Cx::emit`], [`Cx::exception`]) on every delivery, with ids derived from the key,
+//!    so a republish after a redelivery is recognisably the same event.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use retail_sync_contracts::envelope::{Detail, Metadata};
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::{Event, EventType};
+
+use crate::error::Error;
+use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
+use crate::ledger::{Check, Ledger};
+use crate::ports::{Clock, IdempotencyStore, Metrics, Outgoing, SagaStore};
+use crate::saga::{self, Saga, SagaId, StepOutcome};
+use crate::steps::{
+    Message, Once, Step, Typed, outgoing, parse_internal, run_once, unexpected, workflow_exception,
+};
+
+/// What every saga step works with, whatever else it calls: the state stores, the clock, the metrics
+/// and the idempotency policy.
+#[derive(Clone)]
+pub struct Base {
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub sagas: Arc<dyn SagaStore>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn Metrics>,
+    pub policy: IdempotencyPolicy,
+}
+
+/// The events a step takes, typed out of the bus event; `None` for an event of another type.
+pub trait Accepts: Sized + Send + Sync {
+    fn accept(event: Event) -> Option<Self>;
+}
+
+macro_rules! accepts {
+    ($($t:ident),+) => {$(
+        impl Accepts for Detail<retail_sync_contracts::events::$t> {
+            fn accept(event: Event) -> Option<Self> {
+                match event {
+                    Event::$t(d) => Some(d),
+                    _ => None,
+                }
+            }
+        }
+    )+};
+}
+accepts!(
+    OrderPlaced,
+    OrderCancelled,
+    ReturnReceived,
+    ErpReturnPosted,
+    CompensationRequested
+);
+
+/// A saga step, written against [`Cx`]. Every `Workflow` is a [`Step`] the batch runner can drive.
+#[async_trait]
+pub trait Workflow: Send + Sync + 'static {
+    /// The step's name as in the template (`post-sale-to-erp`, …): logs, keys, metrics, timelines.
+    const NAME: &'static str;
+    type Input: Accepts;
+    fn base(&self) -> &Base;
+    /// The idempotency key of the step's effect on `input`; what the step publishes derives its ids
+    /// from it.
+    fn key(input: &Self::Input) -> IdempotencyKey;
+    async fn run(&self, cx: &mut Cx<'_>, input: &Self::Input) -> Result<(), Error>;
+}
+
+#[async_trait]
+impl<W: Workflow> Step for W {
+    fn name(&self) -> &'static str {
+        W::NAME
+    }
+
+    async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
+        let (_, event) = parse_internal(&message.body)?;
+        let (cause, detail_type) = (event.metadata().clone(), event.event_type());
+        let input = W::Input::accept(event).ok_or_else(|| unexpected(W::NAME, detail_type))?;
+        let mut cx = Cx {
+            step: W::NAME,
+            base: self.base(),
+            key: W::key(&input),
+            cause,
+            detail_type,
+            now: self.base().clock.now(),
+            events: Vec::new(),
+        };
+        self.run(&mut cx, &input).await?;
+        Ok(cx.events)
+    }
+}
+
+/// One delivery of one step: its key, its cause (the input event's metadata), its time, and the events
+/// it announces.
+pub struct Cx<'a> {
+    pub step: &'static str,
+    base: &'a Base,
+    pub key: IdempotencyKey,
+    pub cause: Metadata,
+    detail_type: EventType,
+    /// Read once per delivery: every record and event of the delivery carries the same time.
+    pub now: Timestamp,
+    events: Vec<Outgoing>,
+}
+
+/// Where [`Cx::settle`] writes: a saga the step has loaded (re-read only on a conflict), or one by id.
+pub enum At<'s> {
+    Loaded(Box<Saga>),
+    Id(&'s SagaId),
+}
+
+impl From<Saga> for At<'_> {
+    fn from(saga: Saga) -> Self {
+        At::Loaded(Box::new(saga))
+    }
+}
+
+impl<'s> From<&'s SagaId> for At<'s> {
+    fn from(id: &'s SagaId) -> Self {
+        At::Id(id)
+    }
+}
+
+/// A settled outcome: the result (fresh or stored), and the saga as written when this delivery wrote it.
+pub struct Settled<T> {
+    pub result: T,
+    pub saga: Option<Saga>,
+}
+
+impl Cx<'_> {
+    /// Announces `data` as caused by the input event.
+    pub fn emit<T: Typed>(&mut self, data: T)
+    where
+        Detail<T>: Into<Event>,
+    {
+        self.events
+            .push(outgoing(self.key.as_str(), &self.cause, self.now, data));
+    }
+
+    /// Announces that the step stopped for `reason` (a `WorkflowException` for the input event).
+    pub fn exception(&mut self, reason: ReasonCode, message: impl Into<String>) {
+        let key = self.key.clone();
+        self.exception_as(&key, self.step, reason, message);
+    }
+
+    /// A `WorkflowException` under another key (a sub-effect's) or on behalf of another step (the one
+    /// whose failure is compensated).
+    pub fn exception_as(
+        &mut self,
+        key: &IdempotencyKey,
+        step: &str,
+        reason: ReasonCode,
+        message: impl Into<String>,
+    ) {
+        self.events.push(workflow_exception(
+            key.as_str(),
+            step,
+            reason,
+            message,
+            &self.cause,
+            self.detail_type.name(),
+            self.now,
+        ));
+    }
+
+    /// The delivery's key extended by `suffix`: the key of a sub-effect.
+    pub fn sub_key(&self, suffix: &str) -> IdempotencyKey {
+        IdempotencyKey::for_step(self.key.as_str(), suffix)
+    }
+
+    /// Runs `effect` at most once under the delivery's key for a payload with `fingerprint` (see
+    /// [`run_once`]).
+    pub async fn once<T, Fut>(
+        &self,
+        fingerprint: Fingerprint,
+        effect: impl FnOnce() -> Fut,
+    ) -> Result<Once<T>, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        run_once(self.base, &self.key, fingerprint, effect).await
+    }
+
+    /// [`Cx::once`] under another key (a sub-effect's).
+    pub async fn once_as<T, Fut>(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        effect: impl FnOnce() -> Fut,
+    ) -> Result<Once<T>, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        run_once(self.base, key, fingerprint, effect).await
+    }
+
+    /// Settles an effect's outcome. When this delivery ran the effect, `record` writes it on the saga
+    /// (ledger, status) and says what the timeline shows; that write carries the idempotency completion,
+    /// so the outcome and "done" are stored together or not at all; then `count` adds its metrics. A
+    /// stored outcome (a redelivery) writes and counts nothing.
+    pub async fn settle<'s, T>(
+        &self,
+        saga: impl Into<At<'s>>,
+        run: Once<T>,
+        mut record: impl FnMut(&mut Saga, &T) -> (StepOutcome, String),
+        count: impl FnOnce(&T, &dyn Metrics),
+    ) -> Result<Settled<T>, Error> {
+        let (result, completion) = match run {
+            Once::Stored(result) => return Ok(Settled { result, saga: None }),
+            Once::Fresh { result, completion } => (result, completion),
+        };
+        let (step, now) = (self.step, self.now);
+        let change = |s: &mut Saga| {
+            let (outcome, text) = record(s, &result);
+            s.record(step, outcome, text, now);
+        };
+        let sagas = &*self.base.sagas;
+        let written = match saga.into() {
+            At::Loaded(saga) => saga::update_from(sagas, *saga, Some(&completion), change).await?,
+            At::Id(id) => saga::update(sagas, id, Some(&completion), change).await?,
+        };
+        count(&result, &*self.base.metrics);
+        Ok(Settled {
+            result,
+            saga: Some(written),
+        })
+    }
+
+    /// Records a refusal on the saga's timeline and returns the permanent error the runner quarantines
+    /// (and announces as a `WorkflowException`).
+    pub async fn refuse(&self, saga: &SagaId, reason: ReasonCode, message: String) -> Error {
+        let (step, now) = (self.step, self.now);
+        let recorded = saga::update(&*self.base.sagas, saga, None, |s| {
+            s.record(step, StepOutcome::Refused, message.clone(), now)
+        })
+        .await;
+        match recorded {
+            Ok(_) => Error::rejected(reason, message),
+            Err(e) => e,
+        }
+    }
+
+    /// Writes a timeline entry (and whatever else `change` does) with no effect to settle.
+    pub async fn note<'s>(
+        &self,
+        saga: impl Into<At<'s>>,
+        outcome: StepOutcome,
+        text: String,
+        mut change: impl FnMut(&mut Saga),
+    ) -> Result<Saga, Error> {
+        let (step, now) = (self.step, self.now);
+        let apply = |s: &mut Saga| {
+            change(s);
+            s.record(step, outcome, text.clone(), now);
+        };
+        let sagas = &*self.base.sagas;
+        match saga.into() {
+            At::Loaded(saga) => saga::update_from(sagas, *saga, None, apply).await,
+            At::Id(id) => saga::update(sagas, id, None, apply).await,
+        }
+    }
+
+    /// Checks and reserves a follow-up (shipment, cancellation, return) on the saga's ledger in one
+    /// versioned write, so a concurrent follow-up of the same units is counted when the write re-applies
+    /// (see `ledger`). `reserve` returns the follow-up's entry from an earlier delivery, or checks it and
+    /// pushes a new one. `Wait` becomes a retry. `Refuse` is recorded in the same write — on the
+    /// timeline, and as a refusal of `what` with the content's `fingerprint` — and becomes the permanent
+    /// error the runner quarantines, its message `what: findings`. A duplicate of a refused follow-up
+    /// (same `what`, same content) is refused again with the first refusal, not re-evaluated against
+    /// what happened since.
+    pub async fn reserve<T>(
+        &self,
+        saga: Saga,
+        reason: ReasonCode,
+        what: &str,
+        fingerprint: &Fingerprint,
+        mut reserve: impl FnMut(&mut Ledger) -> Result<T, Check>,
+    ) -> Result<T, Error> {
+        let refused = |ledger: &Ledger| {
+            ledger
+                .refusal(what, fingerprint)
+                .map(|r| Error::rejected(r.reason, r.message.clone()))
+        };
+        if let Some(e) = refused(&saga.ledger) {
+            return Err(e);
+        }
+        let (step, now) = (self.step, self.now);
+        let mut verdict = None;
+        saga::update_from(&*self.base.sagas, saga, None, |s| {
+            if let Some(e) = refused(&s.ledger) {
+                verdict = Some(Err(e));
+                return;
+            }
+            verdict = Some(match reserve(&mut s.ledger) {
+                Ok(entry) => Ok(entry),
+                Err(Check::Wait(what)) => Err(Error::NotYet { what }),
+                Err(Check::Refuse(findings)) => {
+                    let message = format!("{what}: {}", findings.join("; "));
+                    s.ledger.remember_refusal(what, fingerprint, reason, &message);
+                    s.record(step, StepOutcome::Refused, message.clone(), now);
+                    Err(Error::rejected(reason, message))
+                }
+            });
+        })
+        .await?;
+        // `update_from` runs the change at least once before it returns Ok.
+        verdict.unwrap_or_else(|| {
+            Err(Error::Conflict {
+                what: what.to_owned(),
+            })
+        })
+    }
+
+    /// The input is of a type the step takes, but not in this state of the transaction: a wrong route.
+    pub fn unexpected(&self) -> Error {
+        unexpected(self.step, self.detail_type)
+    }
+
+    pub fn sagas(&self) -> &dyn SagaStore {
+        &*self.base.sagas
+    }
+
+    pub fn metrics(&self) -> &dyn Metrics {
+        &*self.base.metrics
+    }
+}
+
+/// Separates a remote system's refusal (an outcome worth storing) from a failure to retry.
+pub trait Refusal<T> {
+    /// `Ok(Ok(value))` done, `Ok(Err(message))` refused for good, `Err` retry.
+    fn refusal(self) -> Result<Result<T, String>, Error>;
+}
+
+impl<T> Refusal<T> for Result<T, Error> {
+    fn refusal(self) -> Result<Result<T, String>, Error> {
+        match self {
+            Ok(value) => Ok(Ok(value)),
+            Err(Error::Rejected { message, .. }) => Ok(Err(message)),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -109,9 +109,9 @@ pub async fn quarantine_list(limit: usize, json: bool, state: &StateArgs) -> any
                 "{}  {:<10} {:<24} {:<22} {}",
                 item.received_at,
                 item.step,
-                item.reason.as_str(),
-                item.event_id.as_deref().unwrap_or("-"),
-                item.message
+                item.rejection.reason.as_str(),
+                item.rejection.event_id.as_deref().unwrap_or("-"),
+                item.rejection.message
             );
         }
     }

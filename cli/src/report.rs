@@ -131,12 +131,12 @@ impl Report {
             .into_iter()
             .map(|q| QuarantineEntry {
                 step: q.step,
-                reason: q.reason.as_str().to_owned(),
-                message: q.message,
-                findings: q.findings,
-                detail_type: q.detail_type,
-                event_id: q.event_id,
-                correlation_id: q.correlation_id,
+                reason: q.rejection.reason.as_str().to_owned(),
+                message: q.rejection.message,
+                findings: q.rejection.findings,
+                detail_type: q.rejection.detail_type,
+                event_id: q.rejection.event_id,
+                correlation_id: q.rejection.correlation_id,
             })
             .collect();
         quarantine.sort_by(|a, b| {

@@ -78,14 +78,13 @@ fn json<T: Serialize>(record: &T) -> AttributeValue {
 
 /// The record a stored item holds in its `item` attribute.
 pub fn record_of<T: DeserializeOwned>(item: &Item, what: impl FnOnce() -> String) -> Result<T, Error> {
-    let corrupt = |message: String| Error::Corrupt {
-        what: what(),
-        message,
-    };
+    let corrupt = |cause: retail_sync_core::BoxError| Error::corrupt(what(), cause);
     match item.get(attr::ITEM) {
-        Some(AttributeValue::S(text)) => serde_json::from_str(text).map_err(|e| corrupt(e.to_string())),
-        Some(_) => Err(corrupt(format!("attribute {} is not a string", attr::ITEM))),
-        None => Err(corrupt(format!("attribute {} is missing", attr::ITEM))),
+        Some(AttributeValue::S(text)) => serde_json::from_str(text).map_err(|e| corrupt(e.into())),
+        Some(_) => Err(corrupt(
+            format!("attribute {} is not a string", attr::ITEM).into(),
+        )),
+        None => Err(corrupt(format!("attribute {} is missing", attr::ITEM).into())),
     }
 }
 
@@ -171,6 +170,7 @@ pub fn quarantine_of(item: &Item) -> Result<QuarantineItem, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use retail_sync_contracts::Rejection;
     use retail_sync_contracts::events::ReasonCode;
     use retail_sync_core::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
 
@@ -225,12 +225,14 @@ mod tests {
             id: "m-1".into(),
             received_at: at(0),
             step: "ingest".into(),
-            reason: ReasonCode::SchemaViolation,
-            message: "bad".into(),
-            findings: vec!["/data: missing".into()],
-            detail_type: Some("SaleCompleted".into()),
-            event_id: None,
-            correlation_id: None,
+            rejection: Rejection {
+                reason: ReasonCode::SchemaViolation,
+                message: "bad".into(),
+                findings: vec!["/data: missing".into()],
+                detail_type: Some("SaleCompleted".into()),
+                event_id: None,
+                correlation_id: None,
+            },
             body: "{}".into(),
             body_truncated: false,
         };

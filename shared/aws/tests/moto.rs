@@ -267,12 +267,14 @@ fn quarantined(id: &str, received_at: Timestamp, message: &str) -> QuarantineIte
         id: id.to_owned(),
         received_at,
         step: "ingest".into(),
-        reason: ReasonCode::InvalidJson,
-        message: message.to_owned(),
-        findings: vec![],
-        detail_type: None,
-        event_id: None,
-        correlation_id: None,
+        rejection: retail_sync_contracts::Rejection {
+            reason: ReasonCode::InvalidJson,
+            message: message.to_owned(),
+            findings: vec![],
+            detail_type: None,
+            event_id: None,
+            correlation_id: None,
+        },
         body: "{not json".into(),
         body_truncated: false,
     }
@@ -298,7 +300,7 @@ async fn quarantine_lists_oldest_first_and_a_redelivery_overwrites() {
     let all = aws.list(10).await.unwrap();
     let ids: Vec<_> = all.iter().map(|q| q.id.as_str()).collect();
     assert_eq!(ids, ["m-a", "m-b", "m-c"]);
-    assert_eq!(all[0].message, "first, redelivered");
+    assert_eq!(all[0].rejection.message, "first, redelivered");
     assert_eq!(aws.list(2).await.unwrap().len(), 2);
 }
 

@@ -160,12 +160,7 @@ impl BatchRunner {
             id,
             received_at: self.clock.now(),
             step: self.step.name().to_owned(),
-            reason: rejection.reason,
-            message: rejection.message.clone(),
-            findings: rejection.findings.clone(),
-            detail_type: rejection.detail_type.clone(),
-            event_id: rejection.event_id.clone(),
-            correlation_id: rejection.correlation_id.clone(),
+            rejection: rejection.clone(),
             body: cut(&message.body, QUARANTINE_BODY_LIMIT),
             body_truncated: message.body.len() > QUARANTINE_BODY_LIMIT,
         };

@@ -35,9 +35,14 @@ pub enum Error {
     /// Permanent: the runner quarantines it with the rejection's reason.
     #[error("bad input: {0}")]
     BadInput(Box<Rejection>),
-    /// A stored record could not be read back: a bug or a manual edit. Permanent for this message.
-    #[error("corrupt record {what}: {message}")]
-    Corrupt { what: String, message: String },
+    /// A stored record could not be read back, or holds what the rules never write: a bug or a manual
+    /// edit. Permanent for this message. `source` is the cause (a parse error, or what is wrong).
+    #[error("corrupt record {what}: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl Error {
@@ -45,6 +50,13 @@ impl Error {
         Self::Unavailable {
             what,
             source: source.into(),
+        }
+    }
+
+    pub fn corrupt(what: impl Into<String>, cause: impl Into<BoxError>) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            source: cause.into(),
         }
     }
 

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::{LineQuantity, ReasonCode, ReturnLine, TransactionRef};
+use retail_sync_contracts::events::{LineQuantity, ReturnLine, TransactionRef};
 use retail_sync_contracts::values::*;
-use retail_sync_contracts::{Event, LineItem, Redemption, Totals};
+use retail_sync_contracts::{Event, LineItem, Redemption, Rejection, Totals};
 
 use crate::error::Error;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord};
@@ -51,16 +51,10 @@ pub struct QuarantineItem {
     pub id: String,
     pub received_at: Timestamp,
     pub step: String,
-    pub reason: ReasonCode,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
+    /// Why it was kept: the same rejection ingest gives bad input and the steps give refusals (stored
+    /// flat, as its fields always were).
+    #[serde(flatten)]
+    pub rejection: Rejection,
     /// The input as received (cut at `QUARANTINE_BODY_LIMIT` bytes; `body_truncated` says so).
     pub body: String,
     #[serde(default)]
@@ -372,4 +366,31 @@ pub struct NoMetrics;
 
 impl Metrics for NoMetrics {
     fn add(&self, _: &'static str, _: u64, _: Option<(&'static str, &str)>) {}
+}
+
+#[cfg(test)]
+mod quarantine_shape {
+    use super::QuarantineItem;
+
+    /// A quarantine entry as stored before it embedded the rejection (flat fields) reads, and is written
+    /// back, the same: entries live for ninety days across deployments.
+    #[test]
+    fn a_stored_entry_reads_and_writes_as_before() {
+        let stored = serde_json::json!({
+            "id": "post-return-to-erp:evt-1:0a1b2c3d",
+            "received_at": "2026-11-20T10:00:00Z",
+            "step": "post-return-to-erp",
+            "reason": "over_return",
+            "message": "return r-1 refused: line 1: 5 returned",
+            "findings": ["line 1"],
+            "detail_type": "ReturnReceived",
+            "event_id": "evt-1",
+            "correlation_id": "c-1",
+            "body": "{}",
+            "body_truncated": false
+        });
+        let item: QuarantineItem = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(item.rejection.message, "return r-1 refused: line 1: 5 returned");
+        assert_eq!(serde_json::to_value(&item).unwrap(), stored);
+    }
 }

@@ -151,13 +151,10 @@ impl Saga {
 
     /// The event that started the saga, typed again.
     pub fn origin_event(&self) -> Result<Event, Error> {
-        let corrupt = |message: String| Error::Corrupt {
-            what: format!("saga {}", self.id),
-            message,
-        };
+        let what = || format!("saga {}", self.id);
         let event_type = EventType::from_name(&self.origin_type)
-            .ok_or_else(|| corrupt(format!("unknown origin type {}", self.origin_type)))?;
-        Event::from_detail_str(event_type, self.origin.get()).map_err(|e| corrupt(e.to_string()))
+            .ok_or_else(|| Error::corrupt(what(), format!("unknown origin type {}", self.origin_type)))?;
+        Event::from_detail_str(event_type, self.origin.get()).map_err(|e| Error::corrupt(what(), e))
     }
 
     pub fn record(&mut self, step: &str, outcome: StepOutcome, message: impl Into<String>, now: Timestamp) {

@@ -449,7 +449,13 @@ async fn anonymous_sales_complete_without_accrual_and_unknown_members_fail_visib
     let items = w.state.list(10).await.unwrap();
     let kept: Vec<_> = items
         .iter()
-        .map(|i| (i.step.as_str(), i.reason, i.correlation_id.as_deref()))
+        .map(|i| {
+            (
+                i.step.as_str(),
+                i.rejection.reason,
+                i.rejection.correlation_id.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         kept,
@@ -501,8 +507,8 @@ async fn bad_input_is_quarantined_with_its_reason_and_announced_never_retried() 
     assert_eq!(outcome.quarantined, ["bad-json", "bad-totals", "no-id"]);
 
     let mut items = w.state.list(10).await.unwrap();
-    items.sort_by_key(|i| i.reason.as_str());
-    let reasons: Vec<_> = items.iter().map(|i| i.reason).collect();
+    items.sort_by_key(|i| i.rejection.reason.as_str());
+    let reasons: Vec<_> = items.iter().map(|i| i.rejection.reason).collect();
     assert_eq!(
         reasons,
         [
@@ -517,7 +523,10 @@ async fn bad_input_is_quarantined_with_its_reason_and_announced_never_retried() 
     assert_eq!(items[1].body, "{not json", "the input is kept as received");
     assert!(items[0].id.starts_with("ingest:evt-") && items[2].id.starts_with("ingest:evt-"));
     assert_ne!(items[0].id, items[2].id);
-    assert_eq!(items[0].correlation_id.as_deref(), Some("pos-store-042-r-000123"));
+    assert_eq!(
+        items[0].rejection.correlation_id.as_deref(),
+        Some("pos-store-042-r-000123")
+    );
     let exceptions = types(&w.bus)
         .iter()
         .filter(|t| t.ends_with("WorkflowException"))
@@ -544,7 +553,7 @@ async fn the_same_receipt_with_different_content_is_refused_and_recorded_on_the_
     let outcome = w.runner("ingest").run(&[msg("m9", &altered.to_string())]).await;
     assert_eq!(outcome.quarantined, ["m9"]);
     let item = &w.state.list(10).await.unwrap()[0];
-    assert_eq!(item.reason, ReasonCode::IdempotencyKeyReused);
+    assert_eq!(item.rejection.reason, ReasonCode::IdempotencyKeyReused);
     let saga = w.saga(SAGA).await;
     assert!(saga.has_step("ingest", StepOutcome::Refused));
     assert_eq!(saga.status, SagaStatus::Completed, "the first sale stands");
@@ -562,7 +571,7 @@ async fn an_event_on_the_wrong_queue_is_quarantined_not_looped() {
     let outcome = w.runner("post-sale-to-erp").run(&[msg("m1", &tier)]).await;
     assert_eq!(outcome.quarantined, ["m1"]);
     assert_eq!(
-        w.state.list(1).await.unwrap()[0].reason,
+        w.state.list(1).await.unwrap()[0].rejection.reason,
         ReasonCode::UnknownEventType
     );
 }

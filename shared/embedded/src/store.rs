@@ -167,10 +167,7 @@ fn unavailable(e: impl Into<retail_sync_core::BoxError>) -> Error {
 }
 
 fn corrupt(what: String, e: serde_json::Error) -> Error {
-    Error::Corrupt {
-        what,
-        message: e.to_string(),
-    }
+    Error::corrupt(what, e)
 }
 
 impl Embedded {

@@ -93,13 +93,13 @@ impl Workflow for AccrueLoyalty {
         let saga_id = SagaId::of(&posted.data.transaction);
         let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
         let Event::SaleCompleted(sale) = saga.origin_event()? else {
-            return Err(Error::Corrupt {
-                what: format!("saga {saga_id}"),
-                message: format!(
+            return Err(Error::corrupt(
+                format!("saga {saga_id}"),
+                format!(
                     "{STEP} expects a SaleCompleted origin, found {}",
                     saga.origin_type
                 ),
-            });
+            ));
         };
 
         let run = cx

@@ -111,10 +111,10 @@ impl Workflow for CommitRedemption {
                 {
                     Ok(hold) => Ok(Outcome::Committed {
                         loyalty_transaction_id: hold.loyalty_transaction_id.ok_or_else(|| {
-                            Error::Corrupt {
-                                what: format!("hold {}", hold.hold_id),
-                                message: "committed without a loyalty transaction".into(),
-                            }
+                            Error::corrupt(
+                                format!("hold {}", hold.hold_id),
+                                "committed without a loyalty transaction",
+                            )
                         })?,
                     }),
                     Err(message) => {

@@ -415,19 +415,18 @@ pub async fn load_with_basis(
     id: &crate::saga::SagaId,
 ) -> Result<(crate::saga::Saga, crate::ledger::Basis), Error> {
     let saga = crate::saga::load_existing(sagas, id).await?;
-    let basis = crate::ledger::Basis::of(&saga.origin_event()?).ok_or_else(|| Error::Corrupt {
-        what: format!("saga {id}"),
-        message: format!("{} does not start a transaction", saga.origin_type),
+    let basis = crate::ledger::Basis::of(&saga.origin_event()?).ok_or_else(|| {
+        Error::corrupt(
+            format!("saga {id}"),
+            format!("{} does not start a transaction", saga.origin_type),
+        )
     })?;
     Ok((saga, basis))
 }
 
 /// Reads a stored step result back.
 pub fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|e| Error::Corrupt {
-        what: format!("idempotency record {key}"),
-        message: e.to_string(),
-    })
+    serde_json::from_value(value).map_err(|e| Error::corrupt(format!("idempotency record {key}"), e))
 }
 
 /// Every step's stored result (the idempotency record's `result`) as the steps wrote it before the step

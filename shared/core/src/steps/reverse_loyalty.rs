@@ -63,10 +63,10 @@ impl Workflow for ReverseLoyalty {
         let return_id = posted.data.return_id.clone();
         let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
         let Some(entry) = saga.ledger.return_entry(&return_id) else {
-            return Err(Error::Corrupt {
-                what: format!("saga {saga_id}"),
-                message: format!("return {return_id} was posted but is not on the ledger"),
-            });
+            return Err(Error::corrupt(
+                format!("saga {saga_id}"),
+                format!("return {return_id} was posted but is not on the ledger"),
+            ));
         };
 
         // Decided under the saga's versioned write, so two returns processed at once each see the other;
@@ -79,9 +79,11 @@ impl Workflow for ReverseLoyalty {
                     decided = s.ledger.decide_return(&return_id, &basis);
                 })
                 .await?;
-                let decided = decided.ok_or_else(|| Error::Corrupt {
-                    what: format!("saga {saga_id}"),
-                    message: format!("return {return_id} left the ledger while it was decided"),
+                let decided = decided.ok_or_else(|| {
+                    Error::corrupt(
+                        format!("saga {saga_id}"),
+                        format!("return {return_id} left the ledger while it was decided"),
+                    )
                 })?;
                 (saga, decided)
             }

@@ -260,6 +260,31 @@ macro_rules! nonneg_type {
             pub fn get(self) -> i64 {
                 self.0
             }
+            /// `None` when the sum leaves the range.
+            pub fn checked_add(self, other: Self) -> Option<Self> {
+                Self::new(self.0 + other.0).ok()
+            }
+            /// `None` when `other` is the greater.
+            pub fn checked_sub(self, other: Self) -> Option<Self> {
+                Self::new(self.0 - other.0).ok()
+            }
+            /// The sum, held at the range's top: figures derived from one transaction stay below it
+            /// (ingest bounds them), so the cap only keeps a bug from becoming a panic.
+            pub fn saturating_add(self, other: Self) -> Self {
+                Self((self.0 + other.0).min(MAX_SAFE_INTEGER))
+            }
+            /// The difference, or zero when `other` is the greater.
+            pub fn saturating_sub(self, other: Self) -> Self {
+                Self((self.0 - other.0).max(0))
+            }
+            /// The sum of `values`, `None` when it leaves the range.
+            pub fn checked_sum(values: impl IntoIterator<Item = Self>) -> Option<Self> {
+                values.into_iter().try_fold(Self::ZERO, Self::checked_add)
+            }
+            /// The sum of `values`, held at the range's top (see `saturating_add`).
+            pub fn saturating_sum(values: impl IntoIterator<Item = Self>) -> Self {
+                values.into_iter().fold(Self::ZERO, Self::saturating_add)
+            }
         }
         impl TryFrom<i64> for $name {
             type Error = ValueError;
@@ -302,6 +327,25 @@ nonneg_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_and_points_add_and_subtract_within_their_range() {
+        let p = |v| Points::new(v).unwrap();
+        assert_eq!(p(2).checked_add(p(3)), Some(p(5)));
+        assert_eq!(p(MAX_SAFE_INTEGER).checked_add(p(1)), None);
+        assert_eq!(p(MAX_SAFE_INTEGER).saturating_add(p(1)), p(MAX_SAFE_INTEGER));
+        assert_eq!(p(3).checked_sub(p(5)), None);
+        assert_eq!(p(3).saturating_sub(p(5)), Points::ZERO);
+        assert_eq!(p(5).checked_sub(p(3)), Some(p(2)));
+        let a = |v| Amount::new(v).unwrap();
+        assert_eq!(Amount::checked_sum([a(1), a(2), a(3)]), Some(a(6)));
+        assert_eq!(Amount::checked_sum([a(MAX_SAFE_INTEGER), a(1)]), None);
+        assert_eq!(
+            Amount::saturating_sum([a(MAX_SAFE_INTEGER), a(1)]),
+            a(MAX_SAFE_INTEGER)
+        );
+        assert_eq!(Amount::checked_sum([]), Some(Amount::ZERO));
+    }
 
     #[test]
     fn identifiers_refuse_separators_used_in_keys() {

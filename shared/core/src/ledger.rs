@@ -149,7 +149,7 @@ impl Reinstatement {
 
     /// Net value of the units: what the cancellations had credited for them.
     pub fn net_minor(&self) -> Amount {
-        amount(self.parts.iter().map(|p| p.net_minor.get()).sum())
+        Amount::saturating_sum(self.parts.iter().map(|p| p.net_minor))
     }
 }
 
@@ -494,12 +494,15 @@ pub fn eligible_by_line(lines: &[LineItem], points_value: i64) -> Vec<i64> {
         .collect()
 }
 
+/// A figure `proration` computed (exact integer shares of a value that is itself in range), typed
+/// again; the clamp keeps a bug from becoming a panic that would fail a whole batch.
 fn amount(v: i64) -> Amount {
-    Amount::new(v).expect("prorated values stay within the original's")
+    Amount::new(v.clamp(0, MAX_SAFE_INTEGER)).unwrap_or(Amount::ZERO)
 }
 
+/// As [`amount`], for points.
 fn points(v: i64) -> Points {
-    Points::new(v).expect("prorated points stay within the original's")
+    Points::new(v.clamp(0, MAX_SAFE_INTEGER)).unwrap_or(Points::ZERO)
 }
 
 impl Ledger {
@@ -548,13 +551,13 @@ impl Ledger {
     }
 
     /// Net value of the units a cancellation holds now.
-    fn net_held(&self, c: &CancellationEntry) -> i64 {
-        let reinstated: i64 = self
-            .reinstated_parts()
-            .filter(|p| p.cancellation_id == c.cancellation_id)
-            .map(|p| p.net_minor.get())
-            .sum();
-        c.net_minor.get() - reinstated
+    fn net_held(&self, c: &CancellationEntry) -> Amount {
+        let reinstated = Amount::saturating_sum(
+            self.reinstated_parts()
+                .filter(|p| p.cancellation_id == c.cancellation_id)
+                .map(|p| p.net_minor),
+        );
+        c.net_minor.saturating_sub(reinstated)
     }
 
     /// A cancellation the ERP has not answered yet holds units of the line: whatever would take them
@@ -713,7 +716,7 @@ impl Ledger {
 
     /// Records what the platform took back of a reinstatement's decided figure; what it could not take
     /// stays counted as given back (the member still has it). Returns the shortfall the first time.
-    pub fn record_taken_back(&mut self, shipment_id: &ShipmentId, taken: Points) -> Option<i64> {
+    pub fn record_taken_back(&mut self, shipment_id: &ShipmentId, taken: Points) -> Option<Points> {
         let entry = self
             .shipments
             .iter_mut()
@@ -724,11 +727,12 @@ impl Ledger {
             return None;
         }
         entry.points_taken = Some(taken);
-        let shortfall = entry.points_taken_back.map_or(0, Points::get) - taken.get();
-        if shortfall > 0 {
-            self.add_recredited(shortfall);
-        }
-        Some(shortfall.max(0))
+        let shortfall = entry
+            .points_taken_back
+            .unwrap_or(Points::ZERO)
+            .saturating_sub(taken);
+        self.count_recredited(shortfall);
+        Some(shortfall)
     }
 
     /// Decides, with the ERP's document for a shipment's reinstatement, the redeemed points to take back:
@@ -742,9 +746,12 @@ impl Ledger {
     ) -> Option<Points> {
         let given_back = self.given_back(None);
         let target = self.redemption.as_ref().map_or(0, |r| {
-            crate::proration::share(r.points.get(), given_back, basis.net_minor)
+            crate::proration::share(r.points.get(), given_back.get(), basis.net_minor)
         });
-        let recredited = self.redemption.as_ref().map_or(0, |r| r.points_recredited.get());
+        let recredited = self
+            .redemption
+            .as_ref()
+            .map_or(Points::ZERO, |r| r.points_recredited);
         let entry = self
             .shipments
             .iter_mut()
@@ -754,10 +761,10 @@ impl Ledger {
         if let Some(p) = entry.points_taken_back {
             return Some(p);
         }
-        let take_back = points((recredited - target).max(0));
+        let take_back = recredited.saturating_sub(points(target));
         entry.erp_document_id = Some(document.clone());
         entry.points_taken_back = Some(take_back);
-        self.add_recredited(-take_back.get());
+        self.uncount_recredited(take_back);
         Some(take_back)
     }
 
@@ -774,23 +781,21 @@ impl Ledger {
 
     /// Net value given back so far that redeemed points are re-credited on: confirmed cancellations and
     /// returns whose loyalty side is decided, plus `also` (the one being decided).
-    fn given_back(&self, also: Option<Deciding<'_>>) -> i64 {
-        let cancelled: i64 = self
+    fn given_back(&self, also: Option<Deciding<'_>>) -> Amount {
+        let cancelled = self
             .cancellations
             .iter()
             .filter(|c| {
                 (c.confirmed() && c.points_recredited.is_some())
                     || also == Some(Deciding::Cancellation(&c.cancellation_id))
             })
-            .map(|c| self.net_held(c))
-            .sum();
-        let returned: i64 = self
+            .map(|c| self.net_held(c));
+        let returned = self
             .returns
             .iter()
             .filter(|r| r.points_recredited.is_some() || also == Some(Deciding::Return(&r.return_id)))
-            .map(|r| r.net_minor.get())
-            .sum();
-        cancelled + returned
+            .map(|r| r.net_minor);
+        Amount::saturating_sum(cancelled.chain(returned))
     }
 
     /// Decides the redeemed points a cancellation the ERP confirmed (as `document`) gives back, on the
@@ -805,14 +810,14 @@ impl Ledger {
         if let Some(p) = entry.points_recredited {
             return Some(p);
         }
-        let recredit = points(self.recredit_due(
+        let recredit = self.recredit_due(
             self.given_back(Some(Deciding::Cancellation(cancellation_id))),
             basis,
-        ));
+        );
         let entry = self.cancellation_entry_mut(cancellation_id)?;
         entry.erp_document_id = Some(document.clone());
         entry.points_recredited = Some(recredit);
-        self.add_recredited(recredit.get());
+        self.count_recredited(recredit);
         Some(recredit)
     }
 
@@ -854,13 +859,7 @@ impl Ledger {
 
     /// Earned points reversed by returns so far.
     pub fn points_reversed(&self) -> Points {
-        points(
-            self.returns
-                .iter()
-                .filter_map(|r| r.points_reversed)
-                .map(Points::get)
-                .sum(),
-        )
+        Points::saturating_sum(self.returns.iter().filter_map(|r| r.points_reversed))
     }
 
     /// Decides the loyalty side of a posted return: the earned points to reverse (on the cumulative
@@ -892,31 +891,39 @@ impl Ledger {
             self.points_reversed().get(),
         );
         let recredit = self.recredit_due(self.given_back(Some(Deciding::Return(return_id))), basis);
-        let (reverse, recredit) = (points(reverse), points(recredit));
+        let reverse = points(reverse);
         let entry = self.return_entry_mut(return_id)?;
         entry.points_reversed = Some(reverse);
         entry.points_recredited = Some(recredit);
-        self.add_recredited(recredit.get());
+        self.count_recredited(recredit);
         Some((reverse, recredit))
     }
 
-    /// Moves the count of redeemed points given back by `delta` (negative: what a decision counted but
-    /// the platform did not apply). The one place that count changes.
-    pub fn add_recredited(&mut self, delta: i64) {
+    /// Counts `more` redeemed points as given back, never beyond what was redeemed. With
+    /// [`Ledger::uncount_recredited`], the one place that count changes.
+    pub fn count_recredited(&mut self, more: Points) {
         if let Some(r) = self.redemption.as_mut() {
-            r.points_recredited = points((r.points_recredited.get() + delta).clamp(0, r.points.get()));
+            r.points_recredited = r.points_recredited.saturating_add(more).min(r.points);
+        }
+    }
+
+    /// Counts `less` redeemed points as given back: what a decision counted but the platform did not
+    /// apply, or what a reinstatement takes back.
+    pub fn uncount_recredited(&mut self, less: Points) {
+        if let Some(r) = self.redemption.as_mut() {
+            r.points_recredited = r.points_recredited.saturating_sub(less);
         }
     }
 
     /// Redeemed points due back once `given_back_net` of the order's net has been cancelled or returned.
-    fn recredit_due(&self, given_back_net: i64, basis: &Basis) -> i64 {
-        self.redemption.as_ref().map_or(0, |r| {
-            due(
+    fn recredit_due(&self, given_back_net: Amount, basis: &Basis) -> Points {
+        self.redemption.as_ref().map_or(Points::ZERO, |r| {
+            points(due(
                 r.points.get(),
-                given_back_net,
+                given_back_net.get(),
                 basis.net_minor,
                 r.points_recredited.get(),
-            )
+            ))
         })
     }
 
@@ -924,11 +931,11 @@ impl Ledger {
     pub fn add_accrual(&mut self, points_earned: Points, eligible: Amount) {
         self.points_accrued = Some(
             self.points_accrued
-                .map_or(points_earned, |p| points(p.get() + points_earned.get())),
+                .map_or(points_earned, |p| p.saturating_add(points_earned)),
         );
         self.eligible_minor = Some(
             self.eligible_minor
-                .map_or(eligible, |e| amount(e.get() + eligible.get())),
+                .map_or(eligible, |e| e.saturating_add(eligible)),
         );
     }
 
@@ -1246,7 +1253,10 @@ mod tests {
         ship(&mut ledger, &b, "s-1", vec![lq(1, 1)]).unwrap();
         let s1 = ShipmentId::parse("s-1").unwrap();
         assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 400);
-        assert_eq!(ledger.record_taken_back(&s1, Points::new(150).unwrap()), Some(50));
+        assert_eq!(
+            ledger.record_taken_back(&s1, Points::new(150).unwrap()),
+            Some(Points::new(50).unwrap())
+        );
         assert_eq!(ledger.redemption.as_ref().unwrap().points_recredited.get(), 450);
         assert_eq!(
             ledger.record_taken_back(&s1, Points::new(150).unwrap()),

@@ -144,7 +144,7 @@ impl Workflow for Compensate {
                     for undo in undone {
                         match undo {
                             Undo::ReverseAccrual { .. } => {}
-                            Undo::RecreditRedemption { points, .. } => s.ledger.add_recredited(points.get()),
+                            Undo::RecreditRedemption { points, .. } => s.ledger.count_recredited(*points),
                         }
                     }
                     s.status = SagaStatus::Compensated;

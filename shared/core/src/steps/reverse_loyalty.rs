@@ -162,7 +162,9 @@ impl Workflow for ReverseLoyalty {
                             e.points_reversed = Some(*reversed);
                             e.points_recredited = Some(*recredited);
                         }
-                        s.ledger.add_recredited(recredited.get() - recredit.get());
+                        // Counted as decided: the count follows what the platform applied instead.
+                        s.ledger.count_recredited(recredited.saturating_sub(recredit));
+                        s.ledger.uncount_recredited(recredit.saturating_sub(*recredited));
                         let mut text = format!(
                             "return {return_id}: {reversed} earned points reversed ({total_reversed} of {earned} so far), {recredited} redeemed points given back"
                         );

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::CompensationRequested;
-use retail_sync_contracts::values::Points;
+use retail_sync_contracts::values::{HoldId, Points, ShipmentId};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
@@ -34,9 +34,9 @@ pub struct Compensate {
 #[serde(tag = "undo", rename_all = "snake_case")]
 pub enum Undo {
     /// Earned points of a shipment taken back.
-    ReverseAccrual { shipment_id: String, points: Points },
+    ReverseAccrual { shipment_id: ShipmentId, points: Points },
     /// Redeemed points given back (less what cancellations or returns gave back already).
-    RecreditRedemption { hold_id: String, points: Points },
+    RecreditRedemption { hold_id: HoldId, points: Points },
 }
 
 /// The effects recorded on `ledger`, newest first.
@@ -49,17 +49,17 @@ pub fn undo_plan(ledger: &Ledger) -> Vec<Undo> {
             s.points
                 .filter(|p| p.get() > 0)
                 .map(|points| Undo::ReverseAccrual {
-                    shipment_id: s.shipment_id.to_string(),
+                    shipment_id: s.shipment_id.clone(),
                     points,
                 })
         })
         .collect();
     if let Some(r) = &ledger.redemption {
-        let left = r.points.get() - r.points_recredited.get();
-        if left > 0 {
+        let left = r.points.saturating_sub(r.points_recredited);
+        if left > Points::ZERO {
             plan.push(Undo::RecreditRedemption {
-                hold_id: r.hold_id.to_string(),
-                points: Points::new(left).expect("less than the redeemed points"),
+                hold_id: r.hold_id.clone(),
+                points: left,
             });
         }
     }

@@ -1,4 +1,4 @@
-//! The `ingest` step as a Lambda function (SQS event source, partial batch responses). Wiring and
+//! The `commit-redemption` step as a Lambda function (SQS event source, partial batch responses). Wiring and
 //! handling live in `retail-sync-lambda`; the step itself in `retail-sync-core`.
 
 #[tokio::main]

@@ -446,6 +446,31 @@ Resources:
         assert_eq!(sagas.ttl_attribute.as_deref(), Some("expires_at"));
     }
 
+    /// Words that drift: each function's `main.rs` names the step it runs, and every repository path the
+    /// template mentions exists.
+    #[test]
+    fn each_function_says_what_it_runs_and_the_template_names_files_that_exist() {
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let template = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
+        let t = Topology::load(&root.join("infra/template.yaml")).unwrap();
+        for f in &t.functions {
+            let main = std::fs::read_to_string(root.join(format!("functions/{}/src/main.rs", f.binary)))
+                .unwrap_or_else(|e| panic!("functions/{}: {e}", f.binary));
+            assert!(main.contains(&format!("run(\"{}\")", f.binary)), "{} runs another step", f.binary);
+            let doc = main.lines().next().unwrap_or_default();
+            assert!(doc.contains(&format!("`{}`", f.binary)), "{}'s doc says: {doc}", f.binary);
+        }
+        let paths: Vec<&str> = template
+            .split(|c: char| c.is_whitespace() || "()`,;".contains(c))
+            .filter(|w| w.starts_with("shared/") || w.starts_with("events/"))
+            .map(|w| w.trim_end_matches('.'))
+            .collect();
+        assert!(!paths.is_empty());
+        for path in paths {
+            assert!(root.join(path).exists(), "the template names {path}, which does not exist");
+        }
+    }
+
     #[test]
     fn a_rule_targeting_an_unknown_queue_is_an_error_not_a_silent_drop() {
         let broken = TEMPLATE.replace("Arn: !GetAtt InQueue.Arn", "Arn: !GetAtt Nowhere.Arn");

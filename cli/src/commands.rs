@@ -186,7 +186,9 @@ pub async fn bench_local(sagas: usize, state: &StateArgs) -> anyhow::Result<Exit
 
 pub async fn bench_aws(sagas: usize, endpoint: Option<&str>, template: &Path) -> anyhow::Result<ExitCode> {
     // Started here only when no endpoint is given; stopped when it drops at the end.
-    let moto = endpoint.is_none().then(retail_sync_aws::moto::MotoServer::start);
+    let moto = endpoint
+        .is_none()
+        .then(retail_sync_testkit::moto::MotoServer::start);
     let endpoint = endpoint
         .or(moto.as_ref().map(|m| m.endpoint()))
         .expect("one of the two is set");

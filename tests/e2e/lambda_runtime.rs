@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use retail_sync_aws::ProvisionOptions;
-use retail_sync_aws::moto::MotoServer;
 use retail_sync_contracts::{Event, EventType};
 use retail_sync_core::ports::SagaStore;
 use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
 use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
+use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use retail_sync_aws::ProvisionOptions;
-use retail_sync_aws::moto::MotoServer;
 use retail_sync_cli::backends::Backend;
 use retail_sync_cli::input::Input;
 use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
@@ -22,6 +21,7 @@ use retail_sync_core::ports::{Clock, HoldRequest, HoldStatus, Loyalty};
 use retail_sync_core::redemption::{ApiRequest, ApiResponse, OutagePolicy, RedemptionApi, RedemptionConfig};
 use retail_sync_core::saga::{Saga, SagaStatus};
 use retail_sync_simulators::{Faults, InProcessLoyalty};
+use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retail_sync_aws::ProvisionOptions;
-use retail_sync_aws::moto::MotoServer;
 use retail_sync_cli::backends::Backend;
 use retail_sync_cli::input::read_inputs;
 use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
 use retail_sync_cli::report::Report;
 use retail_sync_simulators::Faults;
+use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
 

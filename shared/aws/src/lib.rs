@@ -10,7 +10,6 @@
 //! - [`queues`]: the queue consumer over SQS, and the operator's depth / DLQ peek / redrive.
 //! - [`counter`]: counts API requests per service and operation (the benchmark's "requests per sale").
 //! - [`provision`]: creates what `infra/template.yaml` declares on an emulator.
-//! - [`moto`]: starts moto server for tests through the real SDK.
 
 pub mod backend;
 pub mod bus;
@@ -18,7 +17,6 @@ pub mod counter;
 pub mod dynamo;
 pub mod error;
 pub mod items;
-pub mod moto;
 pub mod provision;
 pub mod queues;
 pub mod settings;

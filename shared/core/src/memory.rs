@@ -1,6 +1,7 @@
 //! In-memory adapters of the state, bus, clock and metrics ports: for unit tests and benchmarks of the
 //! pure workflow logic. They keep the same contracts as the durable adapters (conditional insert,
-//! versioned save with completion in one step), which the shared adapter tests check for every backend.
+//! versioned save with completion in one step), which `retail-sync-testkit`'s conformance suite checks for
+//! every backend, this one included (`tests/conformance.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -103,8 +104,12 @@ impl QuarantineStore for MemoryState {
         Ok(())
     }
 
+    /// Oldest first (then by id), as the durable stores list them.
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {
-        Ok(lock(&self.quarantine).values().take(limit).cloned().collect())
+        let mut items: Vec<QuarantineItem> = lock(&self.quarantine).values().cloned().collect();
+        items.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+        items.truncate(limit);
+        Ok(items)
     }
 }
 

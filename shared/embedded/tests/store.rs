@@ -1,6 +1,7 @@
-//! The embedded backend keeps the AWS semantics the workflows rely on: conditional writes, versioned
-//! saves atomic with their completion record, visibility timeout, receive count → DLQ, TTL, routing by
-//! the template's patterns, durability across reopen.
+//! The embedded backend keeps the AWS semantics the workflows rely on: the state ports' contract
+//! (the shared conformance suite: conditional writes, versioned saves atomic with their completion record,
+//! quarantine), visibility timeout, receive count → DLQ, TTL, routing by the template's patterns,
+//! durability across reopen.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use retail_sync_contracts::{Event, EventType};
-use retail_sync_core::Error;
 use retail_sync_core::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy, RecordState};
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{IdempotencyStore, QueueConsumer, SagaStore};
@@ -51,90 +51,33 @@ fn saga() -> Saga {
     )
 }
 
+/// The state ports' contract, as every backend keeps it (`retail_sync_core::conformance`).
+mod conformance {
+    async fn store() -> (retail_sync_embedded::Embedded, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (super::open(dir.path(), super::clock()), dir)
+    }
+
+    retail_sync_testkit::conformance_tests!(store);
+}
+
+/// Beyond the contract: the embedded store purges what expired, as DynamoDB's TTL does.
 #[tokio::test]
-async fn a_live_claim_blocks_and_a_lapsed_or_expired_one_does_not() {
+async fn expired_records_are_purged() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
     let store = open(dir.path(), clock.clone());
     let policy = IdempotencyPolicy::default();
     let key = IdempotencyKey::for_step("receipt:s:r", "post-sale-to-erp");
     let claim = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
-
-    assert_eq!(store.try_insert(&claim, now(&clock)).await.unwrap(), None);
-    let other = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
-    assert_eq!(
-        store.try_insert(&other, now(&clock)).await.unwrap(),
-        Some(claim.clone())
-    );
-
-    clock.advance(Duration::from_secs(61));
-    let retry = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
-    assert_eq!(
-        store.try_insert(&retry, now(&clock)).await.unwrap(),
-        None,
-        "the crashed claim lapsed"
-    );
-
-    // Releasing someone else's (the lapsed) claim does nothing; releasing ours frees the key.
-    store.release(&claim).await.unwrap();
-    assert_eq!(store.get(&key).await.unwrap(), Some(retry.clone()));
-    store.release(&retry).await.unwrap();
-    assert_eq!(store.get(&key).await.unwrap(), None);
-
-    // A completed record holds until its TTL, then no longer counts (and is purged).
-    let done = policy.completed(&retry, json!({"ok": true}), now(&clock));
+    let done = policy.completed(&claim, json!({"ok": true}), now(&clock));
     store.try_insert(&done, now(&clock)).await.unwrap();
-    let blocked = store.try_insert(&retry, now(&clock)).await.unwrap().unwrap();
+    let blocked = store.try_insert(&claim, now(&clock)).await.unwrap().unwrap();
     assert!(matches!(blocked.state, RecordState::Completed { .. }));
     clock.advance(Duration::from_secs(36 * 24 * 3600));
     assert_eq!(store.purge_expired().unwrap(), 1);
-    assert_eq!(store.try_insert(&retry, now(&clock)).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn a_stale_saga_save_conflicts_and_writes_nothing_not_even_its_completion() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = clock();
-    let store = open(dir.path(), clock.clone());
-    let s = saga();
-    assert_eq!(store.create(&s).await.unwrap(), None);
-    assert_eq!(
-        store.create(&s).await.unwrap(),
-        Some(s.clone()),
-        "create is conditional"
-    );
-
-    let policy = IdempotencyPolicy::default();
-    let key = IdempotencyKey::for_step(s.id.as_str(), "post-sale-to-erp");
-    let claim = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
-    let completion = policy.completed(&claim, json!({"outcome": "posted"}), now(&clock));
-
-    let mut first = s.clone();
-    first.version = 2;
-    store.save(&first, None).await.unwrap();
-    let mut stale = s.clone();
-    stale.version = 2; // also read version 1
-    let err = store.save(&stale, Some(&completion)).await.unwrap_err();
-    assert!(matches!(err, Error::Conflict { .. }), "{err}");
-    assert_eq!(
-        store.get(&key).await.unwrap(),
-        None,
-        "the completion went with the failed save"
-    );
-
-    let mut next = first.clone();
-    next.version = 3;
-    store.save(&next, Some(&completion)).await.unwrap();
-    assert_eq!(store.get(&key).await.unwrap(), Some(completion));
-    assert_eq!(
-        store
-            .find_by_correlation(&s.correlation_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        3
-    );
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert_eq!(store.try_insert(&claim, now(&clock)).await.unwrap(), None);
 }
 
 #[tokio::test]

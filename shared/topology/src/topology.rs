@@ -456,9 +456,17 @@ Resources:
         for f in &t.functions {
             let main = std::fs::read_to_string(root.join(format!("functions/{}/src/main.rs", f.binary)))
                 .unwrap_or_else(|e| panic!("functions/{}: {e}", f.binary));
-            assert!(main.contains(&format!("run(\"{}\")", f.binary)), "{} runs another step", f.binary);
+            assert!(
+                main.contains(&format!("run(\"{}\")", f.binary)),
+                "{} runs another step",
+                f.binary
+            );
             let doc = main.lines().next().unwrap_or_default();
-            assert!(doc.contains(&format!("`{}`", f.binary)), "{}'s doc says: {doc}", f.binary);
+            assert!(
+                doc.contains(&format!("`{}`", f.binary)),
+                "{}'s doc says: {doc}",
+                f.binary
+            );
         }
         let paths: Vec<&str> = template
             .split(|c: char| c.is_whitespace() || "()`,;".contains(c))
@@ -467,7 +475,10 @@ Resources:
             .collect();
         assert!(!paths.is_empty());
         for path in paths {
-            assert!(root.join(path).exists(), "the template names {path}, which does not exist");
+            assert!(
+                root.join(path).exists(),
+                "the template names {path}, which does not exist"
+            );
         }
     }
 

@@ -16,9 +16,9 @@ use aws_config::SdkConfig;
 
 use retail_sync_topology::Topology;
 
-use crate::backend::{AwsBackend, AwsClients};
-use crate::provision::{ProvisionOptions, provision};
-use crate::settings::{AwsSettings, emulator_sdk_config};
+use retail_sync_aws::{
+    AwsBackend, AwsClients, AwsSettings, ProvisionOptions, emulator_sdk_config, provision,
+};
 
 /// Names a running moto server (`http://127.0.0.1:5000`) to use instead of starting one.
 pub const ENDPOINT_ENV: &str = "RETAIL_SYNC_MOTO_ENDPOINT";

@@ -15,10 +15,10 @@ use retail_sync_contracts::values::Points;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::CountingMetrics;
 use retail_sync_core::ports::{Clock, Erp, Loyalty, SystemClock};
-use retail_sync_core::redemption::{ApiRequest, RedemptionApi, RedemptionConfig};
 use retail_sync_core::runner::{Consumer, LocalRunner};
 use retail_sync_core::steps::{Base, Wiring, connected};
 use retail_sync_embedded::{Embedded, Topology};
+use retail_sync_redemption::{ApiRequest, RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
 
 use crate::backends::Backend;

@@ -12,7 +12,7 @@ use retail_sync_contracts::values::Points;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::MemoryState;
 use retail_sync_core::ports::SystemClock;
-use retail_sync_core::redemption::{RedemptionApi, RedemptionConfig};
+use retail_sync_redemption::{RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::{ErpSimulator, FaultKind, Faults, LoyaltySimulator};
 use retail_sync_tests::workspace;
 

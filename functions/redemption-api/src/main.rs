@@ -1,5 +1,5 @@
 //! The redemption experience API as a Lambda function behind an API Gateway HTTP API (JWT-authorized at
-//! the edge). Wiring and the HTTP mapping live in `retail-sync-lambda`; the service in `retail-sync-core`.
+//! the edge). Wiring and the HTTP mapping live in `retail-sync-lambda`; the service in `retail-sync-redemption`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

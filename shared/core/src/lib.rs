@@ -14,8 +14,6 @@
 //! - [`batch`]: runs a step over a batch of queue messages, publishes in batches and reports which
 //!   messages failed (the SQS partial batch response).
 //! - [`runner`]: polls queues the way Lambda's SQS event source does, for backends without Lambda.
-//! - [`redemption`]: the redemption experience API (balance, holds) channels call at checkout,
-//!   transport-neutral, with its own idempotency and outage policy; contract in `openapi/redemption.yaml`.
 //! - [`memory`]: in-memory adapters of the ports, for unit tests and benchmarks.
 
 pub mod batch;
@@ -26,7 +24,6 @@ pub mod ledger;
 pub mod memory;
 pub mod ports;
 pub mod proration;
-pub mod redemption;
 pub mod runner;
 pub mod saga;
 pub mod steps;

@@ -6,7 +6,7 @@ use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 
-use retail_sync_core::redemption::{ApiRequest, ApiResponse, ErrorCode, RedemptionApi};
+use retail_sync_redemption::{ApiRequest, ApiResponse, ErrorCode, RedemptionApi};
 
 /// One HTTP request through the API.
 pub async fn handle(api: &RedemptionApi, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {

@@ -24,8 +24,8 @@ use retail_sync_connectors::{HttpErp, HttpLoyalty};
 use retail_sync_contracts::IngestLimits;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::ports::{Clock, SystemClock};
-use retail_sync_core::redemption::{RedemptionApi, RedemptionConfig};
 use retail_sync_core::steps::{Base, Wiring};
+use retail_sync_redemption::{RedemptionApi, RedemptionConfig};
 
 /// Runs the function `binary` (one of `steps::STEPS`) under the Lambda runtime API.
 pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {

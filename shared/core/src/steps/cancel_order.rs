@@ -187,29 +187,31 @@ impl Workflow for CancelOrder {
                 run,
                 |s, outcome| match outcome {
                     Outcome::Cancelled { erp_document_id } => {
-                        let recredit = s.ledger.decide_cancellation(&cancellation_id, erp_document_id, &basis);
+                        let recredit = s
+                            .ledger
+                            .decide_cancellation(&cancellation_id, erp_document_id, &basis)
+                            .unwrap_or(Points::ZERO);
                         s.settle_order(&basis);
+                        let (lines, net) = (describe(&entry.lines), entry.net_minor);
+                        let text = format!("cancelled {lines} (net {net}) in ERP {erp_document_id}; ");
                         (
                             StepOutcome::Done,
-                            format!(
-                                "cancelled {} (net {}) in ERP {erp_document_id}; {} redeemed points to give back",
-                                describe(&entry.lines),
-                                entry.net_minor,
-                                recredit.unwrap_or(Points::ZERO)
-                            ),
+                            text + &format!("{recredit} redeemed points to give back"),
                         )
                     }
                     Outcome::NothingOpen => (
                         StepOutcome::Skipped,
-                        format!(
-                            "cancellation {cancellation_id}: nothing open to cancel (shipped or cancelled already)"
-                        ),
+                        format!("cancellation {cancellation_id}: nothing open to cancel")
+                            + " (shipped or cancelled already)",
                     ),
                     Outcome::Refused { message } => {
                         if let Some(c) = s.ledger.cancellation_entry_mut(&cancellation_id) {
                             c.refused = true;
                         }
-                        (StepOutcome::Failed, format!("ERP refused the cancellation: {message}"))
+                        (
+                            StepOutcome::Failed,
+                            format!("ERP refused the cancellation: {message}"),
+                        )
                     }
                 },
                 |outcome, metrics| {

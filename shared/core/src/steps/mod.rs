@@ -397,7 +397,11 @@ pub trait Typed {
 }
 
 macro_rules! typed {
-    ($($t:ident),+) => { $(impl Typed for retail_sync_contracts::events::$t { const TYPE: EventType = EventType::$t; })+ };
+    ($($t:ident),+) => {$(
+        impl Typed for retail_sync_contracts::events::$t {
+            const TYPE: EventType = EventType::$t;
+        }
+    )+};
 }
 typed!(
     ErpSalePosted,

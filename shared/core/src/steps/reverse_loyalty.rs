@@ -165,9 +165,9 @@ impl Workflow for ReverseLoyalty {
                         // Counted as decided: the count follows what the platform applied instead.
                         s.ledger.count_recredited(recredited.saturating_sub(recredit));
                         s.ledger.uncount_recredited(recredit.saturating_sub(*recredited));
-                        let mut text = format!(
-                            "return {return_id}: {reversed} earned points reversed ({total_reversed} of {earned} so far), {recredited} redeemed points given back"
-                        );
+                        let mut text = format!("return {return_id}: {reversed} earned points reversed");
+                        text.push_str(&format!(" ({total_reversed} of {earned} so far),"));
+                        text.push_str(&format!(" {recredited} redeemed points given back"));
                         if let Some(message) = refused {
                             text.push_str(&format!("; loyalty refused the rest: {message}"));
                         }

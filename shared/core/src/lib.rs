@@ -1,5 +1,6 @@
 //! Business rules of retail-sync, written against ports so that the same code runs in a Lambda function
-//! (AWS adapters), in the local runner (embedded adapters) and in unit tests (in-memory adapters).
+//! (AWS adapters), in the local runner (embedded adapters) and in unit tests (in-memory adapters). The
+//! redemption API is its own crate (`retail-sync-redemption`) over the same ports.
 //!
 //! # Layout
 //! - [`error`]: the crate's error, classified retryable (redeliver) or permanent (record, tell, stop).
@@ -10,7 +11,8 @@
 //!   cancellations, returns) against it.
 //! - [`proration`]: exact integer proration on cumulative values (redemption shares, partial returns).
 //! - [`domain`]: retail rules that are ours (sale arithmetic, eligible value, transaction keys).
-//! - [`steps`]: the workflow steps; each consumes one queue and returns the events it wants published.
+//! - [`steps`]: the workflow steps, each written on one skeleton (`Workflow`, `Cx`: typed input, effect
+//!   once, settle, announce) and built by one `Wiring` with only the ports it uses.
 //! - [`batch`]: runs a step over a batch of queue messages, publishes in batches and reports which
 //!   messages failed (the SQS partial batch response).
 //! - [`runner`]: polls queues the way Lambda's SQS event source does, for backends without Lambda.

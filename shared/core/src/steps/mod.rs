@@ -1,6 +1,15 @@
 //! Workflow steps. Each step consumes one queue (wired in `infra/template.yaml`), parses the EventBridge
 //! event in the message body, does its one side effect at most once per business identity, records it on
 //! the saga and returns the events to publish. Quarantine and publishing are the batch runner's job.
+//!
+//! # Layout
+//! - `skeleton`: how every saga step is written — [`Workflow`] (typed input, key), [`Cx`] (effect once,
+//!   settle, emit, exception, reserve, refuse), [`Base`] (what every step works with).
+//! - [`Wiring`]: builds a step, or its batch runner, from ports, for the Lambda functions, the local
+//!   runner and the tests alike.
+//! - one module per step (`ingest`, `commit_redemption`, `post_sale_to_erp`, `accrue_loyalty` with
+//!   `accrue_shipment`, `cancel_order`, `post_return_to_erp`, `reverse_loyalty`, `compensate`), and the
+//!   helpers they share below (event ids derived from keys, the claim, stored results).
 
 mod accrue_loyalty;
 mod accrue_shipment;

@@ -196,7 +196,7 @@ pub trait Step: Send + Sync {
 ///
 /// The `detail` is kept as raw JSON text and typed in one pass: callers only need the typed event, and a
 /// `Value` tree of the detail (plus its clone) was most of the cost of a step.
-pub fn parse_internal(body: &str) -> Result<(BusEvent<&RawValue>, Event), Error> {
+pub(crate) fn parse_internal(body: &str) -> Result<(BusEvent<&RawValue>, Event), Error> {
     let bad = |message: String| {
         Error::BadInput(Box::new(Rejection {
             reason: ReasonCode::NotAnEnvelope,
@@ -218,7 +218,7 @@ pub fn parse_internal(body: &str) -> Result<(BusEvent<&RawValue>, Event), Error>
 }
 
 /// The error for an event that reached a step it is not routed to.
-pub fn unexpected(step: &str, event_type: EventType) -> Error {
+pub(crate) fn unexpected(step: &str, event_type: EventType) -> Error {
     Error::rejected(
         ReasonCode::UnknownEventType,
         format!("{step} does not handle {}", event_type.name()),
@@ -227,7 +227,7 @@ pub fn unexpected(step: &str, event_type: EventType) -> Error {
 
 /// Event ids of what a step publishes are derived from its idempotency key, so a republish after a
 /// redelivery carries the same id and consumers can discard it as a duplicate.
-pub fn derived_event_id(key: &str, event_type: EventType) -> EventId {
+pub(crate) fn derived_event_id(key: &str, event_type: EventType) -> EventId {
     let mut hasher = Sha256::new();
     hasher.update(key.as_bytes());
     hasher.update(b"|");
@@ -237,7 +237,7 @@ pub fn derived_event_id(key: &str, event_type: EventType) -> EventId {
 }
 
 /// Metadata of an event retail-sync emits in consequence of `cause`.
-pub fn outbound_metadata(
+pub(crate) fn outbound_metadata(
     key: &str,
     event_type: EventType,
     correlation_id: CorrelationId,
@@ -255,7 +255,7 @@ pub fn outbound_metadata(
 }
 
 /// A WorkflowException for a step that stopped.
-pub fn workflow_exception(
+pub(crate) fn workflow_exception(
     key: &str,
     step: &str,
     reason: ReasonCode,
@@ -294,14 +294,14 @@ pub(crate) fn truncate(mut s: String, max_chars: usize) -> String {
 }
 
 /// A claim on a step: either we may do the effect (holding `record`), or the outcome is already known.
-pub enum Claimed {
+pub(crate) enum Claimed {
     Proceed(IdempotencyRecord),
     AlreadyDone(Value),
 }
 
 /// Claims `key` for the payload with `fingerprint`. In-progress and reused keys become errors: the
 /// first retryable (another delivery is on it), the second permanent.
-pub async fn claim(
+pub(crate) async fn claim(
     store: &dyn IdempotencyStore,
     policy: &IdempotencyPolicy,
     key: IdempotencyKey,
@@ -354,7 +354,7 @@ impl<T> Once<T> {
 /// Claims `key` and runs `effect` unless an earlier run finished. `effect` maps the remote systems'
 /// refusals into its result (they are outcomes worth storing); an `Err` from it releases the claim so the
 /// redelivery may run it again at once.
-pub async fn run_once<T, Fut>(
+pub(crate) async fn run_once<T, Fut>(
     deps: &Base,
     key: &IdempotencyKey,
     fingerprint: Fingerprint,
@@ -382,7 +382,7 @@ where
 }
 
 /// An event retail-sync publishes in consequence of `cause`, with an id derived from `key`.
-pub fn outgoing<T>(key: &str, cause: &Metadata, now: Timestamp, data: T) -> Outgoing
+pub(crate) fn outgoing<T>(key: &str, cause: &Metadata, now: Timestamp, data: T) -> Outgoing
 where
     Detail<T>: Into<Event>,
     T: crate::steps::Typed,
@@ -423,7 +423,7 @@ typed!(
 
 /// The saga of `transaction`'s follow-up, typed with its origin's basis. `NotYet` when it does not exist:
 /// the follow-up arrived before the transaction was processed.
-pub async fn load_with_basis(
+pub(crate) async fn load_with_basis(
     sagas: &dyn SagaStore,
     id: &crate::saga::SagaId,
 ) -> Result<(crate::saga::Saga, crate::ledger::Basis), Error> {
@@ -438,7 +438,7 @@ pub async fn load_with_basis(
 }
 
 /// Reads a stored step result back.
-pub fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> Result<T, Error> {
+pub(crate) fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> Result<T, Error> {
     serde_json::from_value(value).map_err(|e| Error::corrupt(format!("idempotency record {key}"), e))
 }
 

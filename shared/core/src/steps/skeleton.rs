@@ -22,7 +22,7 @@ use retail_sync_contracts::events::ReasonCode;
 use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
-use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy};
+use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy, IdempotencyRecord};
 use crate::ledger::{Check, Ledger};
 use crate::ports::{Clock, IdempotencyStore, Metrics, Outgoing, SagaStore};
 use crate::saga::{self, Saga, SagaId, StepOutcome};
@@ -192,7 +192,7 @@ impl Cx<'_> {
         T: Serialize + DeserializeOwned,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
-        run_once(self.base, &self.key, fingerprint, effect).await
+        self.once_as(&self.key, fingerprint, effect).await
     }
 
     /// [`Cx::once`] under another key (a sub-effect's).
@@ -229,11 +229,7 @@ impl Cx<'_> {
             let (outcome, text) = record(s, &result);
             s.record(step, outcome, text, now);
         };
-        let sagas = &*self.base.sagas;
-        let written = match saga.into() {
-            At::Loaded(saga) => saga::update_from(sagas, *saga, Some(&completion), change).await?,
-            At::Id(id) => saga::update(sagas, id, Some(&completion), change).await?,
-        };
+        let written = self.write(saga.into(), Some(&completion), change).await?;
         count(&result, &*self.base.metrics);
         Ok(Settled {
             result,
@@ -268,10 +264,20 @@ impl Cx<'_> {
             change(s);
             s.record(step, outcome, text.clone(), now);
         };
+        self.write(saga.into(), None, apply).await
+    }
+
+    /// One versioned write of `change` to the saga `at`, with `completion` when there is one.
+    async fn write(
+        &self,
+        at: At<'_>,
+        completion: Option<&IdempotencyRecord>,
+        change: impl FnMut(&mut Saga),
+    ) -> Result<Saga, Error> {
         let sagas = &*self.base.sagas;
-        match saga.into() {
-            At::Loaded(saga) => saga::update_from(sagas, *saga, None, apply).await,
-            At::Id(id) => saga::update(sagas, id, None, apply).await,
+        match at {
+            At::Loaded(saga) => saga::update_from(sagas, *saga, completion, change).await,
+            At::Id(id) => saga::update(sagas, id, completion, change).await,
         }
     }
 

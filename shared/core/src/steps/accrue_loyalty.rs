@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::Event;
-use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::envelope::{Detail, Metadata};
 use retail_sync_contracts::events::{
     ErpSalePosted, LoyaltyAccrued, OrderShipped, ReasonCode, TransactionRef,
 };
@@ -59,9 +58,15 @@ impl Accepts for ToAccrue {
             _ => None,
         }
     }
+
+    fn metadata(&self) -> &Metadata {
+        match self {
+            Self::Sale(d) => &d.metadata,
+            Self::Shipment(d) => &d.metadata,
+        }
+    }
 }
 
-#[async_trait]
 impl Workflow for AccrueLoyalty {
     const NAME: &'static str = STEP;
     type Input = ToAccrue;

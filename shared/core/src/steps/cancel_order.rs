@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
@@ -85,7 +84,6 @@ fn saga_id(cancel: &Detail<OrderCancelled>) -> SagaId {
     })
 }
 
-#[async_trait]
 impl Workflow for CancelOrder {
     const NAME: &'static str = STEP;
     type Input = Detail<OrderCancelled>;

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
@@ -39,7 +38,6 @@ fn saga_id(order: &Detail<OrderPlaced>) -> SagaId {
     })
 }
 
-#[async_trait]
 impl Workflow for CommitRedemption {
     const NAME: &'static str = STEP;
     type Input = Detail<OrderPlaced>;

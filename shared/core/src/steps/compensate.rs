@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
@@ -66,7 +65,6 @@ pub fn undo_plan(ledger: &Ledger) -> Vec<Undo> {
     plan
 }
 
-#[async_trait]
 impl Workflow for Compensate {
     const NAME: &'static str = STEP;
     type Input = Detail<CompensationRequested>;

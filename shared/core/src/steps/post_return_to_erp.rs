@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
@@ -38,7 +37,6 @@ pub(crate) enum Outcome {
     Refused { message: String },
 }
 
-#[async_trait]
 impl Workflow for PostReturnToErp {
     const NAME: &'static str = STEP;
     type Input = Detail<ReturnReceived>;

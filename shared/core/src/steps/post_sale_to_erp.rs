@@ -6,11 +6,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::Event;
-use retail_sync_contracts::envelope::Detail;
+use retail_sync_contracts::envelope::{Detail, Metadata};
 use retail_sync_contracts::events::{
     CompensationRequested, ErpSalePosted, OrderPlaced, ReasonCode, RedemptionCommitted, SaleCompleted,
     TransactionRef,
@@ -55,6 +54,14 @@ impl Accepts for ToPost {
             _ => None,
         }
     }
+
+    fn metadata(&self) -> &Metadata {
+        match self {
+            Self::Sale(d) => &d.metadata,
+            Self::Order(d) => &d.metadata,
+            Self::Committed(d) => &d.metadata,
+        }
+    }
 }
 
 impl ToPost {
@@ -74,7 +81,6 @@ impl ToPost {
     }
 }
 
-#[async_trait]
 impl Workflow for PostSaleToErp {
     const NAME: &'static str = STEP;
     type Input = ToPost;

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
@@ -44,7 +43,6 @@ pub(crate) enum Outcome {
     Anonymous,
 }
 
-#[async_trait]
 impl Workflow for ReverseLoyalty {
     const NAME: &'static str = STEP;
     type Input = Detail<ErpReturnPosted>;

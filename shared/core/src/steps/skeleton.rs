@@ -44,6 +44,8 @@ pub struct Base {
 /// The events a step takes, typed out of the bus event; `None` for an event of another type.
 pub trait Accepts: Sized + Send + Sync {
     fn accept(event: Event) -> Option<Self>;
+    /// The accepted event's metadata: the cause of what the step announces.
+    fn metadata(&self) -> &Metadata;
 }
 
 macro_rules! accepts {
@@ -54,6 +56,10 @@ macro_rules! accepts {
                     Event::$t(d) => Some(d),
                     _ => None,
                 }
+            }
+
+            fn metadata(&self) -> &Metadata {
+                &self.metadata
             }
         }
     )+};
@@ -67,7 +73,8 @@ accepts!(
 );
 
 /// A saga step, written against [`Cx`]. Every `Workflow` is a [`Step`] the batch runner can drive.
-#[async_trait]
+/// (`run` is a plain `async fn` in the implementations; declared here with its `Send` bound, it is
+/// awaited inside `handle` without a second boxed future.)
 pub trait Workflow: Send + Sync + 'static {
     /// The step's name as in the template (`post-sale-to-erp`, …): logs, keys, metrics, timelines.
     const NAME: &'static str;
@@ -76,7 +83,11 @@ pub trait Workflow: Send + Sync + 'static {
     /// The idempotency key of the step's effect on `input`; what the step publishes derives its ids
     /// from it.
     fn key(input: &Self::Input) -> IdempotencyKey;
-    async fn run(&self, cx: &mut Cx<'_>, input: &Self::Input) -> Result<(), Error>;
+    fn run(
+        &self,
+        cx: &mut Cx<'_>,
+        input: &Self::Input,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
 }
 
 #[async_trait]
@@ -87,13 +98,13 @@ impl<W: Workflow> Step for W {
 
     async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
         let (_, event) = parse_internal(&message.body)?;
-        let (cause, detail_type) = (event.metadata().clone(), event.event_type());
+        let detail_type = event.event_type();
         let input = W::Input::accept(event).ok_or_else(|| unexpected(W::NAME, detail_type))?;
         let mut cx = Cx {
             step: W::NAME,
             base: self.base(),
             key: W::key(&input),
-            cause,
+            cause: input.metadata(),
             detail_type,
             now: self.base().clock.now(),
             events: Vec::new(),
@@ -109,7 +120,7 @@ pub struct Cx<'a> {
     pub step: &'static str,
     base: &'a Base,
     pub key: IdempotencyKey,
-    pub cause: Metadata,
+    pub cause: &'a Metadata,
     detail_type: EventType,
     /// Read once per delivery: every record and event of the delivery carries the same time.
     pub now: Timestamp,
@@ -117,14 +128,16 @@ pub struct Cx<'a> {
 }
 
 /// Where [`Cx::settle`] writes: a saga the step has loaded (re-read only on a conflict), or one by id.
+// Moved once per delivery: boxing the saga would cost an allocation on every write.
+#[allow(clippy::large_enum_variant)]
 pub enum At<'s> {
-    Loaded(Box<Saga>),
+    Loaded(Saga),
     Id(&'s SagaId),
 }
 
 impl From<Saga> for At<'_> {
     fn from(saga: Saga) -> Self {
-        At::Loaded(Box::new(saga))
+        At::Loaded(saga)
     }
 }
 
@@ -147,7 +160,7 @@ impl Cx<'_> {
         Detail<T>: Into<Event>,
     {
         self.events
-            .push(outgoing(self.key.as_str(), &self.cause, self.now, data));
+            .push(outgoing(self.key.as_str(), self.cause, self.now, data));
     }
 
     /// Announces that the step stopped for `reason` (a `WorkflowException` for the input event).
@@ -170,7 +183,7 @@ impl Cx<'_> {
             step,
             reason,
             message,
-            &self.cause,
+            self.cause,
             self.detail_type.name(),
             self.now,
         ));
@@ -276,7 +289,7 @@ impl Cx<'_> {
     ) -> Result<Saga, Error> {
         let sagas = &*self.base.sagas;
         match at {
-            At::Loaded(saga) => saga::update_from(sagas, *saga, completion, change).await,
+            At::Loaded(saga) => saga::update_from(sagas, saga, completion, change).await,
             At::Id(id) => saga::update(sagas, id, completion, change).await,
         }
     }

@@ -890,6 +890,132 @@ async fn redeemed_points_are_shared_over_every_line_by_net<B: Backend>(w: World<
     assert_eq!(s.ledger.eligible_minor.map(Amount::get), Some(4_500));
 }
 
+/// A workflow event (`source` `retail-sync`, or `retail-sync.ingest` skipping ingest's checks) sent by
+/// whoever may put events on the bus.
+fn forged(source: &str, detail_type: &str, id: &str, data: Value) -> Input {
+    Input::Event {
+        source: source.into(),
+        detail_type: detail_type.into(),
+        detail: json!({
+            "metadata": {
+                "event_id": format!("evt-forged-{id}"),
+                "schema_version": 1,
+                "correlation_id": format!("c-forged-{id}"),
+                "occurred_at": "2026-11-20T11:00:00Z",
+                "channel": "retail_sync",
+            },
+            "data": data,
+        }),
+    }
+}
+
+/// Every workflow event that makes a step act, forged for sagas that record no such thing: a
+/// compensation for an order that completed, an ERP posting and a return posting the ERP never made, a
+/// redemption commit the order never had, and a sale and an order that differ from what ingest accepted.
+/// Nothing reaches the ERP or the loyalty platform; each is quarantined as `inconsistent_with_saga` and
+/// written on its saga's timeline.
+async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
+    let hold = w.hold("m-1", 600, 5_000, "checkout-f1").await;
+    let redeemed = Some((hold.hold_id.as_str(), 600, hold.value_minor.get()));
+    w.run(vec![
+        order("o-f1", "m-1", &[(2, 2_500)], redeemed),
+        shipped("o-f1", "o-f1-s1", &[(1, 2)]),
+        order("o-f3", "m-2", &[(1, 1_000)], None),
+        sale("store-042", "r-f1", "m-2", &[(1, 3_000)]),
+    ])
+    .await;
+    assert_eq!(w.saga("order:o-f1").await.status, SagaStatus::Completed);
+    let postings = w.sims.erp.postings();
+    let (transactions, balances) = (w.sims.loyalty.transactions(), w.sims.loyalty.balances());
+    let internal = "retail-sync";
+    let ingest = "retail-sync.ingest";
+    let order_f1 = json!({"kind": "order", "order_id": "o-f1"});
+    let receipt = json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-f1"});
+    let totals = json!({"net_minor": 3_000, "tax_minor": 600, "gross_minor": 3_600});
+    let mut altered_sale = sale("store-042", "r-f1", "m-2", &[(1, 30)]);
+    let mut altered_order = order("o-f1", "m-1", &[(2, 2_400)], redeemed);
+    for input in [&mut altered_sale, &mut altered_order] {
+        if let Input::Event { source, .. } = input {
+            *source = ingest.into();
+        }
+    }
+    w.run(vec![
+        forged(
+            internal,
+            "CompensationRequested",
+            "1",
+            json!({"transaction": order_f1, "failed_step": "post-sale-to-erp", "reason": "erp_rejected",
+                   "message": "please re-credit"}),
+        ),
+        forged(
+            internal,
+            "ErpSalePosted",
+            "2",
+            json!({"transaction": receipt, "erp_document_id": "ERP-99999999", "currency": "EUR",
+                   "totals": totals}),
+        ),
+        forged(
+            internal,
+            "ErpReturnPosted",
+            "3",
+            json!({"return_id": "ret-forged", "original": order_f1, "erp_document_id": "ERP-99999998",
+                   "currency": "EUR", "refund_minor": 2_500}),
+        ),
+        forged(
+            internal,
+            "RedemptionCommitted",
+            "4",
+            json!({"order_id": "o-f3", "member_id": "m-2", "hold_id": "H-99999999", "points": 500,
+                   "value_minor": 500, "currency": "EUR", "loyalty_transaction_id": "LT-99999999"}),
+        ),
+        altered_sale,
+        altered_order,
+    ])
+    .await;
+
+    assert_eq!(w.sims.erp.postings(), postings, "nothing reached the ERP");
+    assert_eq!(
+        w.sims.loyalty.transactions(),
+        transactions,
+        "nothing reached loyalty"
+    );
+    assert_eq!(w.sims.loyalty.balances(), balances);
+    let report = w.report().await;
+    assert_eq!(
+        report.summary.dead_lettered, 0,
+        "{:#?}",
+        report.dead_letter_queues
+    );
+    let mut refused: Vec<(String, String)> = report
+        .quarantine
+        .iter()
+        .filter(|q| q.reason == "inconsistent_with_saga")
+        .map(|q| (q.step.clone(), q.detail_type.clone().unwrap_or_default()))
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            ("accrue-loyalty", "ErpSalePosted"),
+            ("commit-redemption", "OrderPlaced"),
+            ("compensate", "CompensationRequested"),
+            ("post-sale-to-erp", "RedemptionCommitted"),
+            ("post-sale-to-erp", "SaleCompleted"),
+            ("reverse-loyalty", "ErpReturnPosted"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "{:#?}",
+        report.quarantine
+    );
+    let s = w.saga("order:o-f1").await;
+    assert_eq!(s.status, SagaStatus::Completed, "{}", steps(&s));
+    assert!(
+        steps(&s).contains("compensate: refused — CompensationRequested for order:o-f1"),
+        "{}",
+        steps(&s)
+    );
+}
+
 macro_rules! scenarios {
     ($($name:ident),+ $(,)?) => {
         mod embedded_backend {
@@ -921,6 +1047,7 @@ scenarios!(
     a_cancellation_resent_under_a_new_event_id_is_applied_once,
     a_duplicate_of_a_refused_message_is_the_same_refusal,
     redeemed_points_are_shared_over_every_line_by_net,
+    forged_workflow_events_are_never_applied,
 );
 
 /// The sample orders day (`events/streams/orders-day.jsonl`, what `retail-sync local run` shows): every

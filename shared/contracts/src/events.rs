@@ -304,6 +304,8 @@ pub enum ReasonCode {
     RedemptionRefused,
     /// A follow-up event for a transaction that failed or was compensated: nothing to apply it to.
     TransactionClosed,
+    /// A workflow event that does not match what its saga records (a forgery, or a bug): never applied.
+    InconsistentWithSaga,
 }
 
 impl ReasonCode {
@@ -324,6 +326,7 @@ impl ReasonCode {
         Self::QuantityExceeded,
         Self::RedemptionRefused,
         Self::TransactionClosed,
+        Self::InconsistentWithSaga,
     ];
 
     /// The wire name (as serialized), for logs, metric dimensions and tables.
@@ -345,6 +348,7 @@ impl ReasonCode {
             Self::QuantityExceeded => "quantity_exceeded",
             Self::RedemptionRefused => "redemption_refused",
             Self::TransactionClosed => "transaction_closed",
+            Self::InconsistentWithSaga => "inconsistent_with_saga",
         }
     }
 }

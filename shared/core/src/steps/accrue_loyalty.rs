@@ -97,6 +97,15 @@ impl Workflow for AccrueLoyalty {
         }
         let saga_id = SagaId::of(&posted.data.transaction);
         let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
+        // Only what the saga records the ERP as having posted earns (post-sale-to-erp records the
+        // document in the write that precedes this event).
+        if saga.ledger.erp_document_id.as_ref() != Some(&posted.data.erp_document_id) {
+            let what = format!(
+                "ErpSalePosted of document {} for {saga_id}, which records no such posting",
+                posted.data.erp_document_id
+            );
+            return Err(cx.inconsistent(&saga_id, what).await);
+        }
         let Event::SaleCompleted(sale) = saga.origin_event()? else {
             return Err(Error::corrupt(
                 format!("saga {saga_id}"),

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::RedemptionEntry;
 use crate::ports::{CommitRequest, HoldStatus, Loyalty};
-use crate::saga::{SagaId, SagaStatus, StepOutcome};
+use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
 use crate::steps::{Base, Cx, Refusal, Workflow};
 
 pub const STEP: &str = "commit-redemption";
@@ -61,6 +61,12 @@ impl Workflow for CommitRedemption {
             order_id: order.data.order_id.clone(),
         };
         let saga_id = saga_id(order);
+        // The order the saga was started with (ingest validated it), not whatever the message says.
+        let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
+        if saga.origin_type != "OrderPlaced" || Fingerprint::of(&order.data) != saga.fingerprint {
+            let what = format!("OrderPlaced for {saga_id} differs from the order the saga records");
+            return Err(cx.inconsistent(&saga_id, what).await);
+        }
         let release_key = cx.sub_key("release");
         let run = cx
             .once(Fingerprint::of(&order.data), || async {
@@ -124,7 +130,7 @@ impl Workflow for CommitRedemption {
             .await?;
         let committed = cx
             .settle(
-                &saga_id,
+                saga,
                 run,
                 |s, committed| match committed {
                     Outcome::Committed {

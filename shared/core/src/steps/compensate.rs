@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::Ledger;
 use crate::ports::{AdjustmentKind, AdjustmentRequest, Loyalty};
-use crate::saga::{SagaId, SagaStatus, StepOutcome};
+use crate::saga::{Saga, SagaId, SagaStatus, StepOutcome};
 use crate::steps::{Base, Cx, Workflow, load_with_basis};
 
 pub const STEP: &str = "compensate";
@@ -36,6 +36,19 @@ pub enum Undo {
     ReverseAccrual { shipment_id: ShipmentId, points: Points },
     /// Redeemed points given back (less what cancellations or returns gave back already).
     RecreditRedemption { hold_id: HoldId, points: Points },
+}
+
+/// Whether `saga` records a failure of `failed_step` that leaves effects to undo: the ERP refused the
+/// sales order (no document) of an order whose redemption was committed. Still true once compensated, so
+/// a redelivery finds its stored result.
+fn needs_compensation(saga: &Saga, failed_step: &str) -> bool {
+    failed_step == super::post_sale_to_erp::STEP
+        && saga.ledger.erp_document_id.is_none()
+        && saga.ledger.redemption.is_some()
+        && saga
+            .steps
+            .iter()
+            .any(|e| e.step == failed_step && e.outcome == StepOutcome::Failed)
 }
 
 /// The effects recorded on `ledger`, newest first.
@@ -80,6 +93,15 @@ impl Workflow for Compensate {
     async fn run(&self, cx: &mut Cx<'_>, request: &Detail<CompensationRequested>) -> Result<(), Error> {
         let saga_id = SagaId::of(&request.data.transaction);
         let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
+        // Compensation undoes what a saga did before a step failed for good, so it runs only where the
+        // saga records such a failure: today the ERP refusing an order whose points were spent.
+        if !needs_compensation(&saga, &request.data.failed_step) {
+            let what = format!(
+                "CompensationRequested for {saga_id}, whose saga records no failure of {} to compensate",
+                request.data.failed_step
+            );
+            return Err(cx.inconsistent(&saga_id, what).await);
+        }
         let plan = undo_plan(&saga.ledger);
 
         let run = cx

@@ -96,8 +96,17 @@ impl Workflow for PostSaleToErp {
     async fn run(&self, cx: &mut Cx<'_>, input: &ToPost) -> Result<(), Error> {
         let transaction = input.transaction();
         let saga_id = SagaId::of(&transaction);
+        // The saga (which only ingest creates, from the validated event) is the truth: the message must
+        // be the event it was started with, or, for an order with a redemption, announce the commit the
+        // saga records. Anything else is never posted.
+        let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
         let (request, fingerprint) = match input {
             ToPost::Sale(sale) => {
+                let fingerprint = Fingerprint::of(&sale.data);
+                if saga.origin_type != "SaleCompleted" || fingerprint != saga.fingerprint {
+                    let what = format!("SaleCompleted for {saga_id} differs from the sale the saga records");
+                    return Err(cx.inconsistent(&saga_id, what).await);
+                }
                 let request = ErpSaleRequest {
                     transaction: transaction.clone(),
                     currency: sale.data.currency,
@@ -106,17 +115,34 @@ impl Workflow for PostSaleToErp {
                     redemption: None,
                     occurred_at: sale.metadata.occurred_at,
                 };
-                (request, Fingerprint::of(&sale.data))
+                (request, fingerprint)
             }
             ToPost::Order(_) | ToPost::Committed(_) => {
-                let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
                 let origin = saga.origin_event()?;
                 let Event::OrderPlaced(order) = &origin else {
-                    return Err(cx.unexpected());
+                    let what = format!("{saga_id} was started by {}, not an order", saga.origin_type);
+                    return Err(cx.inconsistent(&saga_id, what).await);
                 };
-                // An order with a redemption comes here once its points are spent, never straight.
-                if order.data.redemption.is_some() && matches!(input, ToPost::Order(_)) {
-                    return Err(cx.unexpected());
+                let consistent = match input {
+                    // An order with a redemption comes here once its points are spent, never straight.
+                    ToPost::Order(_) if order.data.redemption.is_some() => return Err(cx.unexpected()),
+                    ToPost::Order(placed) => Fingerprint::of(&placed.data) == saga.fingerprint,
+                    ToPost::Committed(c) => saga
+                        .ledger
+                        .redemption
+                        .as_ref()
+                        .is_some_and(|r| r.hold_id == c.data.hold_id && r.points == c.data.points),
+                    ToPost::Sale(_) => false,
+                };
+                if !consistent {
+                    let what = match input {
+                        ToPost::Committed(c) => format!(
+                            "RedemptionCommitted of hold {} for {saga_id}, which records no such commit",
+                            c.data.hold_id
+                        ),
+                        _ => format!("OrderPlaced for {saga_id} differs from the order the saga records"),
+                    };
+                    return Err(cx.inconsistent(&saga_id, what).await);
                 }
                 let request = ErpSaleRequest {
                     transaction: transaction.clone(),
@@ -143,7 +169,7 @@ impl Workflow for PostSaleToErp {
             .await?;
         let posted = cx
             .settle(
-                &saga_id,
+                saga,
                 run,
                 |s, posted| match posted {
                     Posted::Posted { document_id } => {

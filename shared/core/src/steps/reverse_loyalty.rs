@@ -13,6 +13,7 @@ use retail_sync_contracts::values::{ExternalRef, Points};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
+use crate::ledger::{ReturnEntry, ReturnStatus};
 use crate::ports::{AdjustmentKind, AdjustmentRequest, Loyalty};
 use crate::saga::{self, SagaId, StepOutcome};
 use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
@@ -60,11 +61,18 @@ impl Workflow for ReverseLoyalty {
         let saga_id = SagaId::of(&posted.data.original);
         let return_id = posted.data.return_id.clone();
         let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
-        let Some(entry) = saga.ledger.return_entry(&return_id) else {
-            return Err(Error::corrupt(
-                format!("saga {saga_id}"),
-                format!("return {return_id} was posted but is not on the ledger"),
-            ));
+        // Only a return the saga records the ERP as having accepted, under this document, is reversed
+        // (post-return-to-erp records it in the write that precedes this event).
+        let posted_here = |e: &ReturnEntry| {
+            e.status == ReturnStatus::Posted
+                && e.erp_document_id.as_ref() == Some(&posted.data.erp_document_id)
+        };
+        let Some(entry) = saga.ledger.return_entry(&return_id).filter(|e| posted_here(e)) else {
+            let what = format!(
+                "ErpReturnPosted of return {return_id} (document {}) for {saga_id}, which records no such posting",
+                posted.data.erp_document_id
+            );
+            return Err(cx.inconsistent(&saga_id, what).await);
         };
 
         // Decided under the saga's versioned write, so two returns processed at once each see the other;

@@ -264,6 +264,12 @@ impl Cx<'_> {
         }
     }
 
+    /// Refuses a workflow event that does not match what the saga records (a forgery, or a bug): it is
+    /// written on the timeline and quarantined as `inconsistent_with_saga`, and never applied.
+    pub async fn inconsistent(&self, saga: &SagaId, what: String) -> Error {
+        self.refuse(saga, ReasonCode::InconsistentWithSaga, what).await
+    }
+
     /// Writes a timeline entry (and whatever else `change` does) with no effect to settle.
     pub async fn note<'s>(
         &self,

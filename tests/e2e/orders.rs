@@ -1016,6 +1016,55 @@ async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
     );
 }
 
+/// The source policy on a deployed bus: the POS placing a web order and the CRM cancelling one are
+/// refused at ingest as `source_not_allowed`; the order the web shop placed goes on untouched.
+async fn a_channel_sends_only_what_the_source_policy_allows<B: Backend>(w: World<B>) {
+    let mut from_pos = order("o-s2", "m-1", &[(1, 1_000)], None);
+    let mut cancel_from_crm = cancelled("o-s1", "cx-s1", None);
+    for (input, source) in [
+        (&mut from_pos, "retail.pos"),
+        (&mut cancel_from_crm, "retail.crm"),
+    ] {
+        if let Input::Event { source: s, .. } = input {
+            *s = source.into();
+        }
+    }
+    w.run(vec![
+        order("o-s1", "m-1", &[(2, 1_000)], None),
+        from_pos,
+        cancel_from_crm,
+    ])
+    .await;
+    let report = w.report().await;
+    let mut refused: Vec<(&str, &str, Option<&str>)> = report
+        .quarantine
+        .iter()
+        .map(|q| (q.step.as_str(), q.reason.as_str(), q.detail_type.as_deref()))
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            ("ingest", "source_not_allowed", Some("OrderCancelled")),
+            ("ingest", "source_not_allowed", Some("OrderPlaced")),
+        ]
+    );
+    assert_eq!(w.saga("order:o-s1").await.status, SagaStatus::Running);
+    let sagas = w.system.backend.all_sagas().await.unwrap();
+    assert!(
+        sagas.iter().all(|s| s.id.as_str() != "order:o-s2"),
+        "no saga from the POS order"
+    );
+    let kinds: Vec<String> = w
+        .sims
+        .erp
+        .postings()
+        .iter()
+        .map(|p| p.kind.as_str().to_owned())
+        .collect();
+    assert_eq!(kinds, ["sale"], "the web order booked, nothing cancelled");
+}
+
 macro_rules! scenarios {
     ($($name:ident),+ $(,)?) => {
         mod embedded_backend {
@@ -1048,6 +1097,7 @@ scenarios!(
     a_duplicate_of_a_refused_message_is_the_same_refusal,
     redeemed_points_are_shared_over_every_line_by_net,
     forged_workflow_events_are_never_applied,
+    a_channel_sends_only_what_the_source_policy_allows,
 );
 
 /// The sample orders day (`events/streams/orders-day.jsonl`, what `retail-sync local run` shows): every

@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::registry::EventType;
 use crate::values::{CorrelationId, EventId};
 
 /// An event as EventBridge delivers it to an SQS target (and as `PutEvents` fields map onto it).
@@ -76,3 +77,104 @@ pub const SOURCE_RETAIL_SYNC: &str = "retail-sync";
 pub const SOURCE_INGEST: &str = "retail-sync.ingest";
 /// Channels' sources start with this (`retail.pos`, `retail.ecommerce`, …); the inbound rule matches it.
 pub const CHANNEL_SOURCE_PREFIX: &str = "retail.";
+
+/// Which channel may send which inbound event types: the source policy ingest enforces (the README's
+/// "Security" section prints this table). A channel publishes with `source` `retail.<channel>`; anything
+/// else, or a type its channel may not send, is refused as `source_not_allowed`.
+pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
+    (
+        Channel::Pos,
+        &[EventType::SaleCompleted, EventType::ReturnReceived],
+    ),
+    (
+        Channel::Ecommerce,
+        &[
+            EventType::OrderPlaced,
+            EventType::OrderShipped,
+            EventType::OrderCancelled,
+            EventType::ReturnReceived,
+            EventType::CustomerUpdated,
+        ],
+    ),
+    (
+        Channel::Mobile,
+        &[
+            EventType::OrderPlaced,
+            EventType::OrderCancelled,
+            EventType::ReturnReceived,
+            EventType::CustomerUpdated,
+        ],
+    ),
+    (
+        Channel::Marketplace,
+        &[
+            EventType::OrderPlaced,
+            EventType::OrderShipped,
+            EventType::OrderCancelled,
+            EventType::ReturnReceived,
+        ],
+    ),
+    (
+        Channel::Oms,
+        &[
+            EventType::OrderShipped,
+            EventType::OrderCancelled,
+            EventType::ReturnReceived,
+        ],
+    ),
+    (
+        Channel::Crm,
+        &[EventType::CustomerUpdated, EventType::TierChanged],
+    ),
+];
+
+impl Channel {
+    /// The channel whose `source` (`retail.<channel>`) this is; `None` for any other source.
+    pub fn of_source(source: &str) -> Option<Channel> {
+        let name = source.strip_prefix(CHANNEL_SOURCE_PREFIX)?;
+        SOURCE_POLICY
+            .iter()
+            .map(|(channel, _)| *channel)
+            .find(|channel| channel.as_str() == name)
+    }
+
+    /// The inbound event types this channel may send.
+    pub fn may_send(self) -> &'static [EventType] {
+        SOURCE_POLICY
+            .iter()
+            .find(|(channel, _)| *channel == self)
+            .map_or(&[], |(_, types)| *types)
+    }
+
+    /// The wire name (`pos`, `ecommerce`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pos => "pos",
+            Self::Ecommerce => "ecommerce",
+            Self::Mobile => "mobile",
+            Self::Marketplace => "marketplace",
+            Self::Oms => "oms",
+            Self::Crm => "crm",
+            Self::RetailSync => "retail_sync",
+        }
+    }
+}
+
+/// Checks `source` against the [`SOURCE_POLICY`]: `Err` says why it may not send `event_type`.
+pub fn check_source(source: &str, event_type: EventType) -> Result<Channel, String> {
+    let Some(channel) = Channel::of_source(source) else {
+        return Err(format!(
+            "source {source:?} is not a channel's (retail.pos, retail.ecommerce, retail.mobile, \
+             retail.marketplace, retail.oms, retail.crm)"
+        ));
+    };
+    if channel.may_send().contains(&event_type) {
+        return Ok(channel);
+    }
+    let allowed: Vec<&str> = channel.may_send().iter().map(|t| t.name()).collect();
+    Err(format!(
+        "source {source} may not send {}; it may send {}",
+        event_type.name(),
+        allowed.join(", ")
+    ))
+}

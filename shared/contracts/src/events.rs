@@ -306,6 +306,8 @@ pub enum ReasonCode {
     TransactionClosed,
     /// A workflow event that does not match what its saga records (a forgery, or a bug): never applied.
     InconsistentWithSaga,
+    /// An inbound event from a source that may not send its type (see the source policy).
+    SourceNotAllowed,
 }
 
 impl ReasonCode {
@@ -327,6 +329,7 @@ impl ReasonCode {
         Self::RedemptionRefused,
         Self::TransactionClosed,
         Self::InconsistentWithSaga,
+        Self::SourceNotAllowed,
     ];
 
     /// The wire name (as serialized), for logs, metric dimensions and tables.
@@ -349,6 +352,7 @@ impl ReasonCode {
             Self::RedemptionRefused => "redemption_refused",
             Self::TransactionClosed => "transaction_closed",
             Self::InconsistentWithSaga => "inconsistent_with_saga",
+            Self::SourceNotAllowed => "source_not_allowed",
         }
     }
 }

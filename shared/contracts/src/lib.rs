@@ -16,7 +16,7 @@ pub mod ingest;
 pub mod registry;
 pub mod values;
 
-pub use envelope::{BusEvent, Channel, Detail, Metadata};
+pub use envelope::{BusEvent, Channel, Detail, Metadata, SOURCE_POLICY, check_source};
 pub use events::*;
 pub use ingest::{IngestLimits, Rejection, parse_inbound};
 pub use registry::{Direction, Event, EventType};

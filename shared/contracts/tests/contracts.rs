@@ -107,3 +107,42 @@ fn the_schema_rejects_what_the_type_rejects() {
         );
     }
 }
+
+/// The source policy covers exactly the inbound types (each sent by some channel, none outbound), every
+/// channel but retail-sync's own has its row, and every inbound sample's source may send it.
+#[test]
+fn the_source_policy_covers_the_inbound_types_and_the_samples_follow_it() {
+    use retail_sync_contracts::{Channel, Direction, EventType, SOURCE_POLICY, check_source};
+    for &t in EventType::ALL {
+        let senders = SOURCE_POLICY
+            .iter()
+            .filter(|(_, types)| types.contains(&t))
+            .count();
+        match t.direction() {
+            Direction::Inbound => assert!(senders > 0, "no channel may send {}", t.name()),
+            _ => assert_eq!(senders, 0, "{} is retail-sync's own", t.name()),
+        }
+    }
+    assert!(SOURCE_POLICY.iter().all(|(c, _)| *c != Channel::RetailSync));
+    assert_eq!(Channel::of_source("retail.oms"), Some(Channel::Oms));
+    assert_eq!(Channel::of_source("retail.retail_sync"), None);
+    assert_eq!(Channel::of_source("retail-sync"), None);
+    for &t in EventType::ALL
+        .iter()
+        .filter(|t| t.direction() == Direction::Inbound)
+    {
+        let path = format!(
+            "{}/../../events/samples/{}.json",
+            env!("CARGO_MANIFEST_DIR"),
+            t.name()
+        );
+        let sample: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let source = sample["source"].as_str().unwrap();
+        assert!(check_source(source, t).is_ok(), "{}: {source}", t.name());
+    }
+    assert_eq!(
+        check_source("retail.crm", EventType::OrderCancelled).unwrap_err(),
+        "source retail.crm may not send OrderCancelled; it may send CustomerUpdated, TierChanged"
+    );
+}

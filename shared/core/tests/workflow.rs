@@ -602,3 +602,56 @@ fn a_step_connects_only_the_ports_it_uses() {
         assert_eq!(w.wiring().step(name).unwrap().name(), name);
     }
 }
+
+/// The source policy: a POS may not place a web order, a CRM may not sell, and a source that is no
+/// channel's sends nothing; each is quarantined `source_not_allowed` and nothing starts.
+#[tokio::test]
+async fn a_source_may_send_only_what_its_channel_sends() {
+    let w = World::new();
+    let ingest = w.runner("ingest");
+    let sample = |name: &str| -> Value {
+        let path = format!("{}/../../events/samples/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut order_from_pos = sample("OrderPlaced");
+    order_from_pos["source"] = "retail.pos".into();
+    let mut sale_from_crm = sample_sale();
+    sale_from_crm["source"] = "retail.crm".into();
+    let mut sale_from_nowhere = sample_sale();
+    sale_from_nowhere["source"] = "retail.kiosk".into();
+    let outcome = ingest
+        .run(&[
+            msg("order-from-pos", &order_from_pos.to_string()),
+            msg("sale-from-crm", &sale_from_crm.to_string()),
+            msg("sale-from-nowhere", &sale_from_nowhere.to_string()),
+            msg("good", &sample_sale().to_string()),
+        ])
+        .await;
+    assert!(outcome.failed.is_empty());
+    assert_eq!(
+        outcome.quarantined,
+        ["order-from-pos", "sale-from-crm", "sale-from-nowhere"]
+    );
+    let items = w.state.list(10).await.unwrap();
+    assert!(
+        items
+            .iter()
+            .all(|i| i.rejection.reason == ReasonCode::SourceNotAllowed),
+        "{items:#?}"
+    );
+    let messages: Vec<&str> = items.iter().map(|i| i.rejection.message.as_str()).collect();
+    assert!(
+        messages.contains(
+            &"source retail.pos may not send OrderPlaced; it may send SaleCompleted, ReturnReceived"
+        ),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("\"retail.kiosk\" is not a channel's"))
+    );
+    // Only the good sale started a saga.
+    assert_eq!(w.metrics.get("accepted{event_type=SaleCompleted}"), 1);
+    assert_eq!(w.metrics.get("accepted{event_type=OrderPlaced}"), 0);
+}

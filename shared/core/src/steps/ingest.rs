@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use retail_sync_contracts::envelope::SOURCE_INGEST;
 use retail_sync_contracts::events::{ReasonCode, TransactionRef};
-use retail_sync_contracts::{Event, IngestLimits, Rejection, parse_inbound};
+use retail_sync_contracts::{Event, IngestLimits, Rejection, check_source, parse_inbound};
 
 use crate::domain;
 use crate::error::Error;
@@ -89,6 +89,10 @@ impl Step for Ingest {
         let event = envelope.detail;
         super::note_correlation(event.metadata());
         let type_name = event.event_type().name();
+        // Who may send what (`SOURCE_POLICY`): a POS does not place web orders, a CRM does not cancel them.
+        if let Err(message) = check_source(&envelope.source, event.event_type()) {
+            return Err(refuse(&event, ReasonCode::SourceNotAllowed, message, Vec::new()));
+        }
         if let Err(findings) = business_rules(&event) {
             return Err(refuse(
                 &event,

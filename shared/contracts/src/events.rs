@@ -11,9 +11,11 @@ use crate::values::*;
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
     #[schemars(range(min = 1, max = 9999))]
+    #[serde(deserialize_with = "bounded_u32::<_, 1, 9999>")]
     pub line_no: u32,
     pub sku: Sku,
     #[schemars(range(min = 1, max = 100000))]
+    #[serde(deserialize_with = "bounded_u32::<_, 1, 100000>")]
     pub quantity: u32,
     pub unit_price_minor: Amount,
     #[serde(default)]
@@ -60,9 +62,11 @@ pub struct SaleCompleted {
     pub member_id: Option<MemberId>,
     pub currency: Currency,
     #[schemars(length(min = 1, max = 500))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 500>")]
     pub lines: Vec<LineItem>,
     pub totals: Totals,
     #[schemars(length(min = 1, max = 20))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 20>")]
     pub tenders: Vec<Tender>,
 }
 
@@ -85,6 +89,7 @@ pub struct OrderPlaced {
     pub member_id: Option<MemberId>,
     pub currency: Currency,
     #[schemars(length(min = 1, max = 500))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 500>")]
     pub lines: Vec<LineItem>,
     pub totals: Totals,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,8 +101,10 @@ pub struct OrderPlaced {
 #[serde(deny_unknown_fields)]
 pub struct LineQuantity {
     #[schemars(range(min = 1, max = 9999))]
+    #[serde(deserialize_with = "bounded_u32::<_, 1, 9999>")]
     pub line_no: u32,
     #[schemars(range(min = 1, max = 100000))]
+    #[serde(deserialize_with = "bounded_u32::<_, 1, 100000>")]
     pub quantity: u32,
 }
 
@@ -108,6 +115,7 @@ pub struct OrderShipped {
     pub order_id: OrderId,
     pub shipment_id: ShipmentId,
     #[schemars(length(min = 1, max = 500))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 500>")]
     pub lines: Vec<LineQuantity>,
 }
 
@@ -122,7 +130,11 @@ pub struct OrderCancelled {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation_id: Option<CancellationId>,
     /// Absent: the whole order is cancelled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_opt_vec::<_, _, 1, 500>"
+    )]
     #[schemars(length(min = 1, max = 500))]
     pub lines: Option<Vec<LineQuantity>>,
     #[schemars(length(max = 500))]
@@ -147,9 +159,11 @@ pub enum TransactionRef {
 #[serde(deny_unknown_fields)]
 pub struct ReturnLine {
     #[schemars(range(min = 1, max = 9999))]
+    #[serde(deserialize_with = "bounded_u32::<_, 1, 9999>")]
     pub line_no: u32,
     pub sku: Sku,
     #[schemars(range(min = 1, max = 100000))]
+    #[serde(deserialize_with = "bounded_u32::<_, 1, 100000>")]
     pub quantity: u32,
     /// Refunded net value of these units, before tax.
     pub refund_minor: Amount,
@@ -166,6 +180,7 @@ pub struct ReturnReceived {
     pub store_id: Option<StoreId>,
     pub currency: Currency,
     #[schemars(length(min = 1, max = 500))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 500>")]
     pub lines: Vec<ReturnLine>,
 }
 

@@ -324,6 +324,55 @@ nonneg_type!(
     "Non-negative whole number of loyalty points"
 );
 
+/// Deserializes a `u32` only within `MIN..=MAX`: the bounds the JSON Schema states hold in the Rust type
+/// too, for every path that types an event (ingest's, and each step's parse of what is on the bus), so
+/// no quantity or line number beyond them reaches the arithmetic.
+pub fn bounded_u32<'de, D, const MIN: u32, const MAX: u32>(d: D) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = u32::deserialize(d)?;
+    if (MIN..=MAX).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("{v} is outside {MIN}..={MAX}")))
+    }
+}
+
+/// Deserializes a list of `MIN..=MAX` items (see [`bounded_u32`]).
+pub fn bounded_vec<'de, D, T, const MIN: usize, const MAX: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let v = Vec::<T>::deserialize(d)?;
+    if (MIN..=MAX).contains(&v.len()) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{} items, outside {MIN}..={MAX}",
+            v.len()
+        )))
+    }
+}
+
+/// [`bounded_vec`] for an optional list.
+pub fn bounded_opt_vec<'de, D, T, const MIN: usize, const MAX: usize>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<Vec<T>>::deserialize(d)? {
+        Some(v) if !(MIN..=MAX).contains(&v.len()) => Err(serde::de::Error::custom(format!(
+            "{} items, outside {MIN}..={MAX}",
+            v.len()
+        ))),
+        v => Ok(v),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1407,59 +1407,129 @@ mod tests {
         }
     }
 
+    /// Ships every unit and then returns every unit, in chunks picked by the cuts (each a share of what
+    /// is left, so a line of 100,000 units takes a handful of steps): the points reversed never exceed
+    /// what was earned and equal it once everything came back; the same for redeemed points given back.
+    fn reversals_hold(
+        lines: &[LineItem],
+        redeemed_points: i64,
+        ship_cuts: &[u8],
+        return_cuts: &[u8],
+    ) -> Result<(), TestCaseError> {
+        let chunk = |left: u32, cut: u8| (u64::from(left) * (u64::from(cut) + 1) / 256).max(1) as u32;
+        let net: i64 = lines.iter().map(|l| l.net_minor.get()).sum();
+        let value = redeemed_points.min(net);
+        let b = basis(lines, value);
+        let mut ledger = Ledger {
+            redemption: (redeemed_points > 0).then(|| RedemptionEntry {
+                hold_id: HoldId::parse("h-1").unwrap(),
+                points: Points::new(redeemed_points).unwrap(),
+                value_minor: Amount::new(value).unwrap(),
+                loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
+                points_recredited: Points::ZERO,
+            }),
+            ..Ledger::default()
+        };
+        for (i, l) in lines.iter().enumerate() {
+            let (mut left, mut n) = (l.quantity, 0);
+            while left > 0 {
+                let q = chunk(left, ship_cuts[(i + n) % ship_cuts.len()]);
+                ship(&mut ledger, &b, &format!("s-{i}-{n}"), vec![lq(l.line_no, q)]).unwrap();
+                left -= q;
+                n += 1;
+            }
+        }
+        let earned = ledger.points_accrued.unwrap().get();
+        let (mut reversed, mut recredited) = (0, 0);
+        let mut k = 0;
+        for l in lines {
+            let mut left = l.quantity;
+            while left > 0 {
+                let q = chunk(left, return_cuts[k % return_cuts.len()]);
+                let (r, c) = give_back(&mut ledger, &b, &format!("r-{k}"), vec![(l.line_no, q)]).unwrap();
+                reversed += r.get();
+                recredited += c.get();
+                prop_assert!(reversed <= earned);
+                prop_assert!(recredited <= redeemed_points);
+                left -= q;
+                k += 1;
+            }
+        }
+        prop_assert_eq!(reversed, earned);
+        prop_assert_eq!(recredited, redeemed_points);
+        prop_assert_eq!(ledger.points_reversed().get(), earned);
+        Ok(())
+    }
+
+    prop_compose! {
+        /// Orders at the contract's edges: up to 100,000 units a line, unit prices up to 900 million
+        /// (so a line's net stays below 2^53), up to every point there can be.
+        fn extreme_order()(
+            specs in prop::collection::vec(
+                (prop_oneof![Just(1_u32), Just(99_999), Just(100_000), 1_u32..100_000],
+                 prop_oneof![Just(1_i64), Just(90_000_000_000), 1_i64..90_000_000_000],
+                 any::<bool>()),
+                1..4),
+            redeemed in prop_oneof![Just(0_i64), Just(MAX_SAFE_INTEGER), 0_i64..MAX_SAFE_INTEGER],
+        ) -> (Vec<LineItem>, i64) {
+            let lines = specs.iter().enumerate().map(|(i, (q, unit, e))| line(i as u32 + 1, *q, *unit, *e)).collect();
+            (lines, redeemed)
+        }
+    }
+
     proptest! {
-        /// For any order, any split into shipments and any sequence of partial returns: the points
-        /// reversed never exceed what was earned and equal it once everything came back; the same for
-        /// redeemed points given back.
         #[test]
         fn reversals_never_exceed_earnings_and_match_them_when_all_is_returned(
             (lines, redeemed_points) in order(),
             ship_cuts in prop::collection::vec(any::<u8>(), 1..6),
             return_cuts in prop::collection::vec(any::<u8>(), 1..6),
         ) {
-            let net: i64 = lines.iter().map(|l| l.net_minor.get()).sum();
-            let value = redeemed_points.min(net);
-            let b = basis(&lines, value);
-            let mut ledger = Ledger {
-                redemption: (redeemed_points > 0).then(|| RedemptionEntry {
-                    hold_id: HoldId::parse("h-1").unwrap(),
-                    points: Points::new(redeemed_points).unwrap(),
-                    value_minor: Amount::new(value).unwrap(),
-                    loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
-                    points_recredited: Points::ZERO,
-                }),
-                ..Ledger::default()
-            };
-            // Ship every unit, line by line, in chunks picked by the cuts.
-            for (i, l) in lines.iter().enumerate() {
-                let mut left = l.quantity;
-                let mut n = 0;
-                while left > 0 {
-                    let q = (u32::from(ship_cuts[(i + n) % ship_cuts.len()]) % left) + 1;
-                    ship(&mut ledger, &b, &format!("s-{i}-{n}"), vec![lq(l.line_no, q)]).unwrap();
-                    left -= q;
-                    n += 1;
-                }
-            }
-            let earned = ledger.points_accrued.unwrap().get();
-            let (mut reversed, mut recredited) = (0, 0);
-            let mut k = 0;
-            for l in &lines {
-                let mut left = l.quantity;
-                while left > 0 {
-                    let q = (u32::from(return_cuts[k % return_cuts.len()]) % left) + 1;
-                    let (r, c) = give_back(&mut ledger, &b, &format!("r-{k}"), vec![(l.line_no, q)]).unwrap();
-                    reversed += r.get();
-                    recredited += c.get();
-                    prop_assert!(reversed <= earned);
-                    prop_assert!(recredited <= redeemed_points);
-                    left -= q;
-                    k += 1;
-                }
-            }
-            prop_assert_eq!(reversed, earned);
-            prop_assert_eq!(recredited, redeemed_points);
-            prop_assert_eq!(ledger.points_reversed().get(), earned);
+            reversals_hold(&lines, redeemed_points, &ship_cuts, &return_cuts)?;
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The same books at the edges of what the contracts admit: the typed event parses (bounds hold),
+        /// its lines add up by the domain's arithmetic, and the ledger and proration neither overflow nor
+        /// panic on the way.
+        #[test]
+        fn extreme_values_pass_ingest_ledger_and_proration_without_overflow(
+            (lines, redeemed_points) in extreme_order(),
+            ship_cuts in prop::collection::vec(any::<u8>(), 1..4),
+            return_cuts in prop::collection::vec(any::<u8>(), 1..4),
+        ) {
+            let net: i64 = lines.iter().map(|l| l.net_minor.get()).sum();
+            prop_assume!(net <= MAX_SAFE_INTEGER);
+            let detail = serde_json::json!({
+                "metadata": {"event_id": "e-1", "schema_version": 1, "correlation_id": "c-1",
+                             "occurred_at": "2026-11-20T10:00:00Z", "channel": "ecommerce"},
+                "data": {"order_id": "o-1", "member_id": "m-1", "currency": "EUR", "lines": lines,
+                         "totals": {"net_minor": net, "tax_minor": 0, "gross_minor": net}},
+            });
+            // Through ingest's own parser: envelope, JSON Schema, typed event.
+            let envelope = serde_json::json!({
+                "version": "0", "id": "b-1", "detail-type": "OrderPlaced", "source": "retail.ecommerce",
+                "time": "2026-11-20T10:00:00Z", "resources": [], "detail": detail,
+            });
+            let raw = serde_json::to_vec(&envelope).unwrap();
+            let accepted = retail_sync_contracts::parse_inbound(&raw, &Default::default());
+            let Ok(retail_sync_contracts::BusEvent { detail: Event::OrderPlaced(order), .. }) = accepted else {
+                return Err(TestCaseError::fail(format!("refused: {accepted:?}")));
+            };
+            prop_assert!(crate::domain::check_lines(&order.data.lines, &order.data.totals).is_empty());
+            reversals_hold(&order.data.lines, redeemed_points, &ship_cuts, &return_cuts)?;
+        }
+    }
+
+    #[test]
+    fn a_quantity_beyond_the_contract_does_not_type() {
+        let detail = serde_json::json!({
+            "metadata": {"event_id": "e-1", "schema_version": 1, "correlation_id": "c-1",
+                         "occurred_at": "2026-11-20T10:00:00Z", "channel": "oms"},
+            "data": {"order_id": "o-1", "shipment_id": "s-1", "lines": [{"line_no": 1, "quantity": 4_000_000_000_u32}]},
+        });
+        let e = Event::from_detail(retail_sync_contracts::EventType::OrderShipped, detail).unwrap_err();
+        assert!(e.to_string().contains("4000000000 is outside 1..=100000"), "{e}");
     }
 }

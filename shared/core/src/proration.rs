@@ -14,19 +14,20 @@ pub fn share(total: i64, part: i64, whole: i64) -> i64 {
     }
     let part = part.clamp(0, whole);
     let v = i128::from(total) * i128::from(part) / i128::from(whole);
-    // v ≤ total because part ≤ whole.
-    i64::try_from(v).expect("a share is at most the total")
+    // v ≤ total because part ≤ whole, so it fits; the fallback only keeps a bug from becoming a panic.
+    i64::try_from(v).unwrap_or(total)
 }
 
 /// Splits `value` over `weights` in proportion, exactly: the parts add up to `value` (when the weights
 /// add up to more than 0) and none is negative. The cumulative form gives each part
 /// `share(value, weights up to and including it) − share(value, weights before it)`.
 pub fn allocate(value: i64, weights: &[i64]) -> Vec<i64> {
-    let whole: i64 = weights.iter().map(|w| (*w).max(0)).sum();
+    // Saturating: 500 lines of at most 2^53 each stay far below i64::MAX, and a bug must not panic.
+    let whole: i64 = weights.iter().fold(0_i64, |sum, w| sum.saturating_add((*w).max(0)));
     let mut parts = Vec::with_capacity(weights.len());
     let (mut cumulative, mut before) = (0_i64, 0_i64);
     for w in weights {
-        cumulative += (*w).max(0);
+        cumulative = cumulative.saturating_add((*w).max(0));
         let upto = share(value, cumulative, whole);
         parts.push(upto - before);
         before = upto;

@@ -32,6 +32,13 @@ pub struct ApiCall {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// The calling application (the token's `client_id` on AWS); `local` when absent. A local caller has
+    /// every scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// A member's own token: the call may act on this member only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
 }
 
 /// Reads a file, or every `.json` / `.jsonl` file of a directory in name order.

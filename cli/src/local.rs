@@ -18,7 +18,7 @@ use retail_sync_core::ports::{Clock, Erp, Loyalty, SystemClock};
 use retail_sync_core::runner::{Consumer, LocalRunner};
 use retail_sync_core::steps::{Base, Wiring, connected};
 use retail_sync_embedded::{Embedded, Topology};
-use retail_sync_redemption::{ApiRequest, RedemptionApi, RedemptionConfig};
+use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
 
 use crate::backends::Backend;
@@ -259,7 +259,9 @@ impl<B: Backend> LocalSystem<B> {
     }
 
     async fn call_api(&self, call: &ApiCall) -> anyhow::Result<()> {
-        let mut request = ApiRequest::new(call.method.clone(), call.path.clone());
+        let mut caller = Caller::local(call.client.as_deref().unwrap_or("local"));
+        caller.member = call.member_id.clone();
+        let mut request = ApiRequest::new(call.method.clone(), call.path.clone()).with_caller(caller);
         if let Some(key) = &call.idempotency_key {
             request = request.with_header("Idempotency-Key", key.clone());
         }

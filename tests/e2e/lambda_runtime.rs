@@ -217,17 +217,20 @@ fn function_env(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accrue_loyalty_under_the_runtime_api_reports_only_the_record_that_must_come_back() {
-    // The AWS side on moto, provisioned from the template, with the sale's saga already started.
+    // The AWS side on moto, provisioned from the template, with the sale's saga started and its ERP
+    // posting recorded (as post-sale-to-erp leaves it before announcing ErpSalePosted).
     let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
     let moto = MotoServer::shared();
     let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
     let sale = sample("SaleCompleted");
     let event = Event::from_detail(EventType::SaleCompleted, sale["detail"].clone()).unwrap();
     let saga_id = SagaId::from_stored("receipt:store-042:r-000123".into());
-    backend
-        .create(&Saga::start(saga_id.clone(), &event, jiff::Timestamp::now()))
-        .await
-        .unwrap();
+    let mut saga = Saga::start(saga_id.clone(), &event, jiff::Timestamp::now());
+    backend.create(&saga).await.unwrap();
+    let document = sample("ErpSalePosted")["detail"]["data"]["erp_document_id"].clone();
+    saga.ledger.erp_document_id = Some(serde_json::from_value(document).unwrap());
+    saga.version = 2;
+    backend.save(&saga, None).await.unwrap();
 
     // The loyalty platform, over HTTP.
     let loyalty = LoyaltySimulator::new();

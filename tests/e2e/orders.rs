@@ -19,7 +19,9 @@ use retail_sync_core::ledger::ReturnStatus;
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{Clock, HoldRequest, HoldStatus, Loyalty};
 use retail_sync_core::saga::{Saga, SagaStatus};
-use retail_sync_redemption::{ApiRequest, ApiResponse, OutagePolicy, RedemptionApi, RedemptionConfig};
+use retail_sync_redemption::{
+    ApiRequest, ApiResponse, Caller, OutagePolicy, RedemptionApi, RedemptionConfig,
+};
 use retail_sync_simulators::{Faults, InProcessLoyalty};
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
@@ -640,6 +642,7 @@ async fn post(api: &RedemptionApi, path: &str, key: &str, body: Value) -> (ApiRe
     let response = api
         .handle(
             ApiRequest::new("POST", path)
+                .with_caller(Caller::local("web"))
                 .with_header("Idempotency-Key", key)
                 .with_body(body.to_string()),
         )

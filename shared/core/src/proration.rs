@@ -23,7 +23,9 @@ pub fn share(total: i64, part: i64, whole: i64) -> i64 {
 /// `share(value, weights up to and including it) − share(value, weights before it)`.
 pub fn allocate(value: i64, weights: &[i64]) -> Vec<i64> {
     // Saturating: 500 lines of at most 2^53 each stay far below i64::MAX, and a bug must not panic.
-    let whole: i64 = weights.iter().fold(0_i64, |sum, w| sum.saturating_add((*w).max(0)));
+    let whole: i64 = weights
+        .iter()
+        .fold(0_i64, |sum, w| sum.saturating_add((*w).max(0)));
     let mut parts = Vec::with_capacity(weights.len());
     let (mut cumulative, mut before) = (0_i64, 0_i64);
     for w in weights {

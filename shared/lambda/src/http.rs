@@ -1,12 +1,14 @@
 //! API Gateway HTTP API requests (payload format 2.0, which Lambda Function URLs share) to the
 //! transport-neutral [`ApiRequest`] of the redemption API, and its [`ApiResponse`] back.
 
-use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
+};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 
-use retail_sync_redemption::{ApiRequest, ApiResponse, ErrorCode, RedemptionApi};
+use retail_sync_redemption::{ApiRequest, ApiResponse, Caller, ErrorCode, RedemptionApi};
 
 /// One HTTP request through the API.
 pub async fn handle(api: &RedemptionApi, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
@@ -20,6 +22,11 @@ pub async fn handle(api: &RedemptionApi, event: ApiGatewayV2httpRequest) -> ApiG
 /// The request as the service sees it, or the 400 for a body that is not text.
 pub fn to_api_request(event: ApiGatewayV2httpRequest) -> Result<ApiRequest, ApiResponse> {
     let context = event.request_context;
+    let caller = context
+        .authorizer
+        .as_ref()
+        .and_then(|a| a.jwt.as_ref())
+        .and_then(caller_of);
     let method = context.http.method.as_str().to_owned();
     let mut path = event
         .raw_path
@@ -51,6 +58,26 @@ pub fn to_api_request(event: ApiGatewayV2httpRequest) -> Result<ApiRequest, ApiR
         path,
         headers,
         body,
+        caller,
+    })
+}
+
+/// The caller the HTTP API's JWT authorizer verified: `client_id` (else `sub`), the granted scopes (the
+/// authorizer's list, else the `scope` claim split on spaces) and an optional `member_id` claim. No client
+/// means no caller (the service answers 401).
+fn caller_of(jwt: &ApiGatewayRequestAuthorizerJwtDescription) -> Option<Caller> {
+    let claim = |name: &str| jwt.claims.get(name).filter(|v| !v.is_empty()).cloned();
+    let client = claim("client_id").or_else(|| claim("sub"))?;
+    let scopes = match &jwt.scopes {
+        Some(scopes) if !scopes.is_empty() => scopes.clone(),
+        _ => claim("scope")
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    Some(Caller {
+        client,
+        scopes,
+        member: claim("member_id"),
     })
 }
 
@@ -105,6 +132,42 @@ mod tests {
         );
         let body: serde_json::Value = serde_json::from_str(request.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["points"], 500);
+        // The caller as the JWT authorizer verified it.
+        let caller = request.caller.unwrap();
+        assert_eq!(caller.client, "pos-017");
+        assert_eq!(
+            caller.scopes,
+            ["redemption/balance.read", "redemption/holds.write"]
+        );
+        assert_eq!(caller.member, None);
+    }
+
+    #[test]
+    fn the_caller_comes_from_the_verified_claims_or_there_is_none() {
+        let mut event = sample();
+        let jwt = event
+            .request_context
+            .authorizer
+            .as_mut()
+            .unwrap()
+            .jwt
+            .as_mut()
+            .unwrap();
+        jwt.claims.remove("client_id");
+        jwt.claims.insert("member_id".into(), "m-1".into());
+        jwt.scopes = Some(vec!["redemption/balance.read".into()]);
+        let caller = to_api_request(event).unwrap().caller.unwrap();
+        assert_eq!(caller.client, "pos-017", "sub when there is no client_id");
+        assert_eq!(
+            caller.scopes,
+            ["redemption/balance.read"],
+            "the authorizer's list first"
+        );
+        assert_eq!(caller.member.as_deref(), Some("m-1"));
+
+        let mut event = sample();
+        event.request_context.authorizer = None;
+        assert_eq!(to_api_request(event).unwrap().caller, None);
     }
 
     #[test]

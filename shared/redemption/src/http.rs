@@ -7,6 +7,51 @@ use retail_sync_contracts::values::{Amount, Currency, MemberId, Points};
 
 use crate::config::*;
 
+/// The scope each route needs (the HTTP API's JWT authorizer checks it at the edge, and the service
+/// again).
+pub const SCOPE_BALANCE_READ: &str = "redemption/balance.read";
+pub const SCOPE_HOLDS_READ: &str = "redemption/holds.read";
+pub const SCOPE_HOLDS_WRITE: &str = "redemption/holds.write";
+
+/// Who is calling, as the edge authenticated them (the JWT's claims).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The `client_id` claim (else `sub`): the channel application. It scopes idempotency keys and owns
+    /// the holds it creates. `[A-Za-z0-9._-]`, 1 to 64 characters, or the request is refused.
+    pub client: String,
+    /// The `scope` claim, split on spaces.
+    pub scopes: Vec<String>,
+    /// The `member_id` claim of a member's own token (a loyalty app): such a caller acts on that member
+    /// only.
+    pub member: Option<String>,
+}
+
+impl Caller {
+    /// The local run's caller: the channel of a sample stream, with every scope and no member claim.
+    pub fn local(client: impl Into<String>) -> Self {
+        Self {
+            client: client.into(),
+            scopes: [SCOPE_BALANCE_READ, SCOPE_HOLDS_READ, SCOPE_HOLDS_WRITE]
+                .map(str::to_owned)
+                .to_vec(),
+            member: None,
+        }
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether the client id is usable in keys (no ':', which separates key segments).
+    pub fn client_is_valid(&self) -> bool {
+        (1..=64).contains(&self.client.len())
+            && self
+                .client
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
+}
+
 /// An HTTP request, whatever carried it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiRequest {
@@ -16,6 +61,8 @@ pub struct ApiRequest {
     /// Header names are matched without regard to case; the first of repeated headers counts.
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
+    /// The authenticated caller; `None` is refused (401).
+    pub caller: Option<Caller>,
 }
 
 impl ApiRequest {
@@ -35,6 +82,11 @@ impl ApiRequest {
 
     pub fn with_body(mut self, body: impl Into<String>) -> Self {
         self.body = Some(body.into());
+        self
+    }
+
+    pub fn with_caller(mut self, caller: Caller) -> Self {
+        self.caller = Some(caller);
         self
     }
 
@@ -118,10 +170,15 @@ pub enum ErrorCode {
     ServiceUnavailable,
     /// 500: a bug or a corrupt record; logged.
     InternalError,
+    /// 401: no authenticated caller reached the service (the edge lets none through; a misrouted call).
+    Unauthenticated,
+    /// 403: the caller may not do this: a scope the token lacks, another member than its own, a hold
+    /// another caller created, or a client id unusable in keys.
+    Forbidden,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         Self::InvalidRequest,
         Self::IdempotencyKeyRequired,
         Self::IdempotencyKeyReused,
@@ -132,6 +189,8 @@ impl ErrorCode {
         Self::LoyaltyUnavailable,
         Self::ServiceUnavailable,
         Self::InternalError,
+        Self::Unauthenticated,
+        Self::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -146,6 +205,8 @@ impl ErrorCode {
             Self::LoyaltyUnavailable => "loyalty_unavailable",
             Self::ServiceUnavailable => "service_unavailable",
             Self::InternalError => "internal_error",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
         }
     }
 }

@@ -25,6 +25,9 @@ pub mod routes;
 pub mod service;
 
 pub use config::{ConfigError, OutagePolicy, RedemptionConfig};
-pub use http::{ApiRequest, ApiResponse, CreateHoldBody, ErrorBody, ErrorCode};
+pub use http::{
+    ApiRequest, ApiResponse, Caller, CreateHoldBody, ErrorBody, ErrorCode, SCOPE_BALANCE_READ,
+    SCOPE_HOLDS_READ, SCOPE_HOLDS_WRITE,
+};
 pub use routes::{ClientKey, Operation};
 pub use service::RedemptionApi;

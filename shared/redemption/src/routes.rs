@@ -55,6 +55,15 @@ impl Operation {
         }
     }
 
+    /// The scope a caller needs for this operation.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Self::GetBalance => SCOPE_BALANCE_READ,
+            Self::GetHold => SCOPE_HOLDS_READ,
+            Self::CreateHold | Self::CommitHold | Self::ReleaseHold => SCOPE_HOLDS_WRITE,
+        }
+    }
+
     /// The suffix of the key the loyalty platform receives for a mutating call.
     fn loyalty_step(self) -> &'static str {
         match self {
@@ -108,38 +117,56 @@ pub(crate) fn route<'p>(method: &str, path: &'p str) -> Result<(Operation, Vec<&
     }
 }
 
-/// The client's `Idempotency-Key`: 1–200 characters of `[A-Za-z0-9._:-]`.
+/// The client's `Idempotency-Key` (1–200 characters of `[A-Za-z0-9._:-]`), scoped by the caller's
+/// client id: two callers sending the same key make two requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientKey(String);
+pub struct ClientKey {
+    client: String,
+    key: String,
+}
 
 impl ClientKey {
-    pub fn parse(s: &str) -> Option<Self> {
-        let ok = (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&s.len())
-            && s.bytes()
+    /// `key` as `client` sent it; `None` for a key outside the rules. `client` holds no ':' (see
+    /// [`Caller::client_is_valid`](crate::http::Caller::client_is_valid)).
+    pub fn parse(client: &str, key: &str) -> Option<Self> {
+        let ok = (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
+            && key
+                .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        ok.then(|| Self(s.to_owned()))
+        ok.then(|| Self {
+            client: client.to_owned(),
+            key: key.to_owned(),
+        })
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// `{client}:{key}`: the client id holds no ':', so two (client, key) pairs never meet.
+    pub fn as_str(&self) -> String {
+        format!("{}:{}", self.client, self.key)
     }
 
-    /// Where the API keeps the answer: `api:{key}`. The `api` namespace holds no ':' of its own, so it
-    /// cannot meet the steps' keys (`receipt:…`, `order:…`) nor the pinned hold requests (`api-hold:…`).
+    /// Where the API keeps the answer: `api:{client}:{key}`. The `api` namespace holds no ':' of its
+    /// own, so it cannot meet the steps' keys (`receipt:…`, `order:…`) nor the pinned hold requests
+    /// (`api-hold:…`).
     pub fn store_key(&self) -> IdempotencyKey {
-        IdempotencyKey::for_step("api", &self.0)
+        IdempotencyKey::for_step("api", &self.as_str())
     }
 
     /// Where the first attempt's hold request is pinned (see [`RedemptionApi`]).
     pub(crate) fn hold_request_key(&self) -> IdempotencyKey {
-        IdempotencyKey::for_step("api-hold", &self.0)
+        IdempotencyKey::for_step("api-hold", &self.as_str())
     }
 
-    /// What the loyalty platform receives: `api:{key}:{operation}`. Operations contain no ':', so two
-    /// different (key, operation) pairs never give the same platform key.
+    /// What the loyalty platform receives: `api:{client}:{key}:{operation}`. Operations contain no ':',
+    /// so two different (client, key, operation) never give the same platform key.
     pub fn loyalty_key(&self, operation: Operation) -> IdempotencyKey {
-        IdempotencyKey::for_step(&format!("api:{}", self.0), operation.loyalty_step())
+        IdempotencyKey::for_step(&format!("api:{}", self.as_str()), operation.loyalty_step())
     }
+}
+
+/// Where the API records who created a hold (`api-owner:{hold_id}`): only that caller may read, commit
+/// or release it.
+pub(crate) fn owner_key(hold_id: &str) -> IdempotencyKey {
+    IdempotencyKey::for_step("api-owner", hold_id)
 }
 
 #[cfg(test)]
@@ -165,14 +192,18 @@ mod tests {
 
     #[test]
     fn client_keys_are_bounded_and_namespaced() {
-        assert!(ClientKey::parse("").is_none());
-        assert!(ClientKey::parse("a b").is_none());
-        assert!(ClientKey::parse(&"k".repeat(201)).is_none());
-        let key = ClientKey::parse("pos-1:basket.42_x").unwrap();
-        assert_eq!(key.store_key().as_str(), "api:pos-1:basket.42_x");
+        assert!(ClientKey::parse("web", "").is_none());
+        assert!(ClientKey::parse("web", "a b").is_none());
+        assert!(ClientKey::parse("web", &"k".repeat(201)).is_none());
+        let key = ClientKey::parse("web", "pos-1:basket.42_x").unwrap();
+        assert_eq!(key.store_key().as_str(), "api:web:pos-1:basket.42_x");
         assert_eq!(
             key.loyalty_key(Operation::CreateHold).as_str(),
-            "api:pos-1:basket.42_x:create-hold"
+            "api:web:pos-1:basket.42_x:create-hold"
+        );
+        assert_ne!(
+            ClientKey::parse("app", "k").unwrap().store_key(),
+            ClientKey::parse("web", "k").unwrap().store_key()
         );
     }
 }

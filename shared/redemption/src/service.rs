@@ -82,21 +82,24 @@ impl RedemptionApi {
             .split_once('?')
             .map_or(request.path.as_str(), |(p, _)| p);
         let (op, params) = route(&request.method, path)?;
+        let caller = authorize(request, op)?;
         match op {
             Operation::GetBalance => {
                 let member_id = id_param(params[0], MemberId::parse)?;
+                own_member(caller, &member_id)?;
                 let balance = self.loyalty_call(self.loyalty.balance(&member_id)).await;
                 Ok(self.answer(200, balance))
             }
             Operation::GetHold => {
                 let hold_id = id_param(params[0], HoldId::parse)?;
+                self.owns_hold(caller, &hold_id).await?;
                 let hold = self.loyalty_call(self.loyalty.get_hold(&hold_id)).await;
                 Ok(self.answer(200, hold))
             }
             Operation::CreateHold | Operation::CommitHold | Operation::ReleaseHold => {
                 let key = request
                     .header("idempotency-key")
-                    .and_then(ClientKey::parse)
+                    .and_then(|k| ClientKey::parse(&caller.client, k))
                     .ok_or_else(|| {
                         ApiResponse::error(
                             400,
@@ -109,17 +112,27 @@ impl RedemptionApi {
                     })?;
                 let body = json_body(request, op != Operation::ReleaseHold)?;
                 let command = match op {
-                    Operation::CreateHold => Command::Create(self.create_body(&body)?),
-                    Operation::CommitHold => Command::Commit(
-                        id_param(params[0], HoldId::parse)?,
-                        typed_body::<CommitRequest>(&body)?,
-                    ),
-                    _ => Command::Release(id_param(params[0], HoldId::parse)?),
+                    Operation::CreateHold => {
+                        let create = self.create_body(&body)?;
+                        own_member(caller, &create.member_id)?;
+                        Command::Create(create)
+                    }
+                    Operation::CommitHold => {
+                        let hold_id = id_param(params[0], HoldId::parse)?;
+                        let commit = typed_body::<CommitRequest>(&body)?;
+                        self.owns_hold(caller, &hold_id).await?;
+                        Command::Commit(hold_id, commit)
+                    }
+                    _ => {
+                        let hold_id = id_param(params[0], HoldId::parse)?;
+                        self.owns_hold(caller, &hold_id).await?;
+                        Command::Release(hold_id)
+                    }
                 };
                 // The fingerprint is of the parsed body, so whitespace and key order do not make a
                 // retry look like a different request.
                 let fingerprint = Fingerprint::of(&(op.method(), path, &body));
-                Ok(self.once(op, &key, fingerprint, command).await)
+                Ok(self.once(op, caller, &key, fingerprint, command).await)
             }
         }
     }
@@ -142,6 +155,7 @@ impl RedemptionApi {
     async fn once(
         &self,
         op: Operation,
+        caller: &Caller,
         key: &ClientKey,
         fingerprint: Fingerprint,
         command: Command,
@@ -177,7 +191,7 @@ impl RedemptionApi {
             };
         }
 
-        let response = self.execute(op, key, &claim, command, now).await;
+        let response = self.execute(op, caller, key, &claim, command, now).await;
         if response.status < 500 {
             self.complete(&claim, &response, now).await;
         } else if let Err(e) = self.idempotency.release(&claim).await {
@@ -190,6 +204,7 @@ impl RedemptionApi {
     async fn execute(
         &self,
         op: Operation,
+        caller: &Caller,
         key: &ClientKey,
         claim: &IdempotencyRecord,
         command: Command,
@@ -214,6 +229,11 @@ impl RedemptionApi {
                 let hold = self
                     .loyalty_call(self.loyalty.create_hold(&request, &loyalty_key))
                     .await;
+                if let Ok(hold) = &hold
+                    && let Err(e) = self.record_owner(caller, &hold.hold_id, now).await
+                {
+                    return self.failure(e, Dependency::State);
+                }
                 self.answer(201, hold)
             }
             Command::Commit(hold_id, request) => {
@@ -228,6 +248,49 @@ impl RedemptionApi {
                     .await;
                 self.answer(200, hold)
             }
+        }
+    }
+
+    /// Records `caller` as the creator of `hold_id` (a repeat finds the record there already).
+    async fn record_owner(&self, caller: &Caller, hold_id: &HoldId, now: Timestamp) -> Result<(), Error> {
+        let owner = Owner {
+            client: caller.client.clone(),
+            member: caller.member.clone(),
+        };
+        let claim = self
+            .policy
+            .in_progress(owner_key(hold_id.as_str()), Fingerprint::of(&owner), now);
+        let record = self.policy.completed(
+            &claim,
+            serde_json::to_value(&owner).expect("owners serialize"),
+            now,
+        );
+        self.idempotency.try_insert(&record, now).await.map(drop)
+    }
+
+    /// Only the caller that created a hold (through this API) may read, commit or release it; a
+    /// member's token, only its own member's.
+    async fn owns_hold(&self, caller: &Caller, hold_id: &HoldId) -> Result<(), ApiResponse> {
+        let record = self
+            .idempotency
+            .get(&owner_key(hold_id.as_str()))
+            .await
+            .map_err(|e| self.failure(e, Dependency::State))?;
+        let owner = record.and_then(|r| match r.state {
+            RecordState::Completed { result } => serde_json::from_value::<Owner>(result).ok(),
+            RecordState::InProgress { .. } => None,
+        });
+        match owner {
+            Some(o)
+                if o.client == caller.client && (caller.member.is_none() || caller.member == o.member) =>
+            {
+                Ok(())
+            }
+            _ => Err(ApiResponse::error(
+                403,
+                ErrorCode::Forbidden,
+                format!("hold {hold_id} was not created by this caller"),
+            )),
         }
     }
 
@@ -348,12 +411,56 @@ impl RedemptionApi {
     }
 }
 
+/// Who created a hold through the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Owner {
+    client: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    member: Option<String>,
+}
+
+/// The caller of `op`: authenticated (401 otherwise), with a client id usable in keys and the route's
+/// scope (403 otherwise).
+fn authorize(request: &ApiRequest, op: Operation) -> Result<&Caller, ApiResponse> {
+    let caller = request
+        .caller
+        .as_ref()
+        .ok_or_else(|| ApiResponse::error(401, ErrorCode::Unauthenticated, "no authenticated caller"))?;
+    if !caller.client_is_valid() {
+        return Err(ApiResponse::error(
+            403,
+            ErrorCode::Forbidden,
+            "the token's client id is not 1 to 64 characters of [A-Za-z0-9._-]",
+        ));
+    }
+    if !caller.has_scope(op.scope()) {
+        return Err(ApiResponse::error(
+            403,
+            ErrorCode::Forbidden,
+            format!("{} needs the scope {}", op.operation_id(), op.scope()),
+        ));
+    }
+    Ok(caller)
+}
+
+/// A member's token acts on its own member only.
+fn own_member(caller: &Caller, member_id: &MemberId) -> Result<(), ApiResponse> {
+    match &caller.member {
+        Some(m) if m != member_id.as_str() => Err(ApiResponse::error(
+            403,
+            ErrorCode::Forbidden,
+            "this token acts for another member",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The stored first answer, as it was.
 fn replay(key: &ClientKey, stored: Value) -> ApiResponse {
     match serde_json::from_value::<StoredResponse>(stored) {
         Ok(s) => ApiResponse::raw(s.status, s.body).with_header("idempotent-replayed", "true"),
         Err(e) => {
-            tracing::error!(error = %e, key = key.as_str(), "corrupt stored answer");
+            tracing::error!(error = %e, key = %key.as_str(), "corrupt stored answer");
             ApiResponse::error(500, ErrorCode::InternalError, "internal error")
         }
     }

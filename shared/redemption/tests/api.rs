@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use retail_sync_contracts::values::Points;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::{ManualClock, MemoryState};
-use retail_sync_redemption::{ApiRequest, ApiResponse, OutagePolicy, RedemptionApi, RedemptionConfig};
+use retail_sync_redemption::{
+    ApiRequest, ApiResponse, Caller, OutagePolicy, RedemptionApi, RedemptionConfig,
+};
 use retail_sync_simulators::{FaultKind, Faults, InProcessLoyalty, LoyaltySimulator};
 
 // --- Harness --------------------------------------------------------------------------------------------
@@ -81,8 +83,13 @@ impl World {
     }
 }
 
+/// A request from the web shop's application, with every scope.
+fn req(method: &str, path: &str) -> ApiRequest {
+    ApiRequest::new(method, path).with_caller(Caller::local("web"))
+}
+
 fn post(path: &str, key: Option<&str>, body: &str) -> ApiRequest {
-    let request = ApiRequest::new("POST", path).with_body(body);
+    let request = req("POST", path).with_body(body);
     match key {
         Some(k) => request.with_header("Idempotency-Key", k),
         None => request,
@@ -113,10 +120,7 @@ fn hold_id(response: &ApiResponse) -> String {
 #[tokio::test]
 async fn a_members_balance_is_read() {
     let w = world(RedemptionConfig::default());
-    let r = w
-        .api
-        .handle(ApiRequest::new("GET", "/v1/members/m-1/balance"))
-        .await;
+    let r = w.api.handle(req("GET", "/v1/members/m-1/balance")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(
@@ -141,12 +145,15 @@ async fn a_hold_is_created_with_201_and_expires_after_the_default_ttl() {
     // The platform is given a key derived from the client's, so it dedupes too.
     assert_eq!(
         w.applied(),
-        [("create_hold".to_owned(), "api:basket-1:create-hold".to_owned())]
+        [(
+            "create_hold".to_owned(),
+            "api:web:basket-1:create-hold".to_owned()
+        )]
     );
 
     let read = w
         .api
-        .handle(ApiRequest::new("GET", format!("/v1/holds/{}", hold_id(&r))))
+        .handle(req("GET", &format!("/v1/holds/{}", hold_id(&r))))
         .await;
     assert_eq!(read.status, 200);
     assert_eq!(json_of(&read), hold);
@@ -196,10 +203,7 @@ async fn the_same_request_under_the_same_key_gets_the_first_answer_and_reaches_l
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(w.requests(), 1);
 
-    let balance = w
-        .api
-        .handle(ApiRequest::new("GET", "/v1/members/m-1/balance"))
-        .await;
+    let balance = w.api.handle(req("GET", "/v1/members/m-1/balance")).await;
     assert_eq!(json_of(&balance)["held"], 300, "one hold, not two");
 }
 
@@ -259,10 +263,7 @@ async fn a_refusal_is_422_with_the_platforms_message_and_is_the_final_answer() {
     assert_eq!((again.status, &again.body), (422, &r.body));
     assert_eq!(w.requests(), 1, "a stored refusal is not asked again");
 
-    let unknown = w
-        .api
-        .handle(ApiRequest::new("GET", "/v1/members/unknown-404/balance"))
-        .await;
+    let unknown = w.api.handle(req("GET", "/v1/members/unknown-404/balance")).await;
     assert_eq!(unknown.status, 422);
     assert_eq!(code(&unknown), "redemption_refused");
 }
@@ -310,18 +311,15 @@ async fn an_outage_lets_the_sale_go_on_without_points_by_default_and_is_not_stor
     assert_eq!(w.loyalty.holds().len(), 1, "one hold, not two");
     assert_eq!(
         w.applied(),
-        [("create_hold".to_owned(), "api:k-out:create-hold".to_owned())]
+        [("create_hold".to_owned(), "api:web:k-out:create-hold".to_owned())]
     );
     assert_eq!(w.requests(), 3, "down, lost answer, replayed answer");
 
     let path = format!("/v1/holds/{}", hold_id(&retry));
-    let reads = w.api.handle(ApiRequest::new("GET", &path)).await;
+    let reads = w.api.handle(req("GET", &path)).await;
     assert_eq!(reads.status, 200);
     w.down();
-    let read_down = w
-        .api
-        .handle(ApiRequest::new("GET", "/v1/members/m-1/balance"))
-        .await;
+    let read_down = w.api.handle(req("GET", "/v1/members/m-1/balance")).await;
     assert_eq!(read_down.status, 503);
     assert_eq!(json_of(&read_down)["sale_allowed"], true);
 }
@@ -355,10 +353,7 @@ async fn a_platform_slower_than_the_timeout_is_an_outage() {
         .await;
     assert_eq!(r.status, 503);
     assert_eq!(code(&r), "loyalty_unavailable");
-    let r = w
-        .api
-        .handle(ApiRequest::new("GET", "/v1/members/m-1/balance"))
-        .await;
+    let r = w.api.handle(req("GET", "/v1/members/m-1/balance")).await;
     assert_eq!(r.status, 503);
 }
 
@@ -418,8 +413,8 @@ async fn a_hold_is_committed_or_released_through_its_routes() {
     assert_eq!(
         w.applied(),
         [
-            ("commit".to_owned(), "api:c-3:commit-hold".to_owned()),
-            ("release".to_owned(), "api:c-4:release-hold".to_owned()),
+            ("commit".to_owned(), "api:web:c-3:commit-hold".to_owned()),
+            ("release".to_owned(), "api:web:c-4:release-hold".to_owned()),
         ]
     );
     assert_eq!(w.loyalty.balance("m-1"), Some(Points::new(900).unwrap()));
@@ -450,10 +445,7 @@ async fn a_body_that_is_not_json_or_not_the_schema_is_400() {
     let r = w.api.handle(post("/v1/holds", Some("k-3"), "")).await;
     assert_eq!(code(&r), "invalid_request");
 
-    let r = w
-        .api
-        .handle(ApiRequest::new("GET", "/v1/members/bad:id/balance"))
-        .await;
+    let r = w.api.handle(req("GET", "/v1/members/bad:id/balance")).await;
     assert_eq!(r.status, 400);
     assert_eq!(code(&r), "invalid_request");
 
@@ -472,15 +464,15 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
         ("POST", "/v1/holds/H-1/refund"),
         ("GET", "/"),
     ] {
-        let r = w.api.handle(ApiRequest::new(method, path)).await;
+        let r = w.api.handle(req(method, path)).await;
         assert_eq!(r.status, 404, "{method} {path}");
         assert_eq!(code(&r), "not_found");
     }
-    let r = w.api.handle(ApiRequest::new("DELETE", "/v1/holds/H-1")).await;
+    let r = w.api.handle(req("DELETE", "/v1/holds/H-1")).await;
     assert_eq!(r.status, 405);
     assert_eq!(code(&r), "method_not_allowed");
     assert_eq!(r.header("allow"), Some("GET"));
-    let r = w.api.handle(ApiRequest::new("GET", "/v1/holds")).await;
+    let r = w.api.handle(req("GET", "/v1/holds")).await;
     assert_eq!(r.header("allow"), Some("POST"));
     assert_eq!(w.requests(), 0);
 }
@@ -618,10 +610,7 @@ async fn what_the_service_answers_is_what_the_openapi_describes() {
     let commit = json!({"transaction": {"kind": "order", "order_id": "o-1"}, "points": 100});
     conforms(&doc, "CommitRequest", &commit);
 
-    let balance = w
-        .api
-        .handle(ApiRequest::new("GET", "/v1/members/m-1/balance"))
-        .await;
+    let balance = w.api.handle(req("GET", "/v1/members/m-1/balance")).await;
     conforms(&doc, "Balance", &json_of(&balance));
     let held = w.api.handle(post("/v1/holds", Some("o-1"), &create)).await;
     conforms(&doc, "Hold", &json_of(&held));
@@ -641,4 +630,177 @@ async fn what_the_service_answers_is_what_the_openapi_describes() {
     conforms(&doc, "Error", &json_of(&outage));
     let examples = &doc["components"]["responses"]["Unavailable"]["content"]["application/json"]["examples"];
     assert_eq!(examples["refuse_redemption"]["value"], json_of(&outage));
+}
+
+// --- Callers ----------------------------------------------------------------------------------------------
+
+fn as_caller(mut request: ApiRequest, client: &str, scopes: &[&str], member: Option<&str>) -> ApiRequest {
+    request.caller = Some(Caller {
+        client: client.to_owned(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        member: member.map(str::to_owned),
+    });
+    request
+}
+
+#[tokio::test]
+async fn a_request_without_a_caller_or_the_routes_scope_is_refused() {
+    use retail_sync_redemption::{SCOPE_BALANCE_READ, SCOPE_HOLDS_WRITE};
+    let w = world(RedemptionConfig::default());
+    let anonymous = ApiRequest::new("GET", "/v1/members/m-1/balance");
+    let r = w.api.handle(anonymous).await;
+    assert_eq!((r.status, code(&r)), (401, "unauthenticated".to_owned()));
+
+    let read_only = |req: ApiRequest| as_caller(req, "kiosk", &[SCOPE_BALANCE_READ], None);
+    let r = w
+        .api
+        .handle(read_only(req("GET", "/v1/members/m-1/balance")))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = w
+        .api
+        .handle(read_only(post("/v1/holds", Some("k-1"), &hold_body(10))))
+        .await;
+    assert_eq!((r.status, code(&r)), (403, "forbidden".to_owned()));
+    assert!(
+        json_of(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains(SCOPE_HOLDS_WRITE)
+    );
+
+    let bad_client = as_caller(
+        req("GET", "/v1/members/m-1/balance"),
+        "a:b",
+        &[SCOPE_BALANCE_READ],
+        None,
+    );
+    assert_eq!(w.api.handle(bad_client).await.status, 403);
+    assert_eq!(w.requests(), 0, "nothing reached the platform");
+}
+
+#[tokio::test]
+async fn the_same_key_from_two_callers_is_two_requests() {
+    let w = world(RedemptionConfig::default());
+    let web = w
+        .api
+        .handle(post("/v1/holds", Some("k-same"), &hold_body(100)))
+        .await;
+    let app = as_caller(
+        post("/v1/holds", Some("k-same"), &hold_body(200)),
+        "app",
+        &["redemption/holds.write"],
+        None,
+    );
+    let app = w.api.handle(app).await;
+    assert_eq!((web.status, app.status), (201, 201), "{} {}", web.body, app.body);
+    assert_ne!(hold_id(&web), hold_id(&app));
+    assert_eq!(
+        w.applied(),
+        [
+            ("create_hold".to_owned(), "api:web:k-same:create-hold".to_owned()),
+            ("create_hold".to_owned(), "api:app:k-same:create-hold".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn another_callers_hold_and_another_member_are_refused() {
+    let all = [
+        "redemption/balance.read",
+        "redemption/holds.read",
+        "redemption/holds.write",
+    ];
+    let w = world(RedemptionConfig::default());
+    w.loyalty.seed_balance("m-2", Points::new(500).unwrap());
+    let created = w
+        .api
+        .handle(post("/v1/holds", Some("k-web"), &hold_body(100)))
+        .await;
+    let hold = hold_id(&created);
+
+    // Another application may not read, commit or release the web shop's hold.
+    let commit = json!({"transaction": {"kind": "order", "order_id": "o-1"}, "points": 100}).to_string();
+    for request in [
+        req("GET", &format!("/v1/holds/{hold}")),
+        post(&format!("/v1/holds/{hold}/commit"), Some("k-app-1"), &commit),
+        post(&format!("/v1/holds/{hold}/release"), Some("k-app-2"), ""),
+    ] {
+        let r = w.api.handle(as_caller(request, "app", &all, None)).await;
+        assert_eq!((r.status, code(&r)), (403, "forbidden".to_owned()), "{}", r.body);
+    }
+    assert_eq!(
+        w.loyalty.holds()[0].status,
+        retail_sync_core::ports::HoldStatus::Held
+    );
+
+    // A member's token reads and holds for that member only.
+    let member = |request: ApiRequest| as_caller(request, "app", &all, Some("m-2"));
+    let own = w.api.handle(member(req("GET", "/v1/members/m-2/balance"))).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    let other = w.api.handle(member(req("GET", "/v1/members/m-1/balance"))).await;
+    assert_eq!((other.status, code(&other)), (403, "forbidden".to_owned()));
+    let for_other = w
+        .api
+        .handle(member(post("/v1/holds", Some("k-m"), &hold_body(10))))
+        .await;
+    assert_eq!(for_other.status, 403, "hold_body is for m-1");
+
+    // The web shop itself still commits its hold.
+    let r = w
+        .api
+        .handle(post(
+            &format!("/v1/holds/{hold}/commit"),
+            Some("k-web-2"),
+            &commit,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn the_openapi_gives_each_operation_the_scope_the_service_checks() {
+    use retail_sync_redemption::Operation;
+    let doc = openapi();
+    for op in Operation::ALL {
+        let operation = &doc["paths"][op.path()][op.method().to_lowercase()];
+        assert_eq!(
+            operation["security"],
+            json!([{"bearer": [op.scope()]}]),
+            "{}",
+            op.operation_id()
+        );
+    }
+}
+
+/// The deployed edge asks for the same scope per route as the service checks, logs access and throttles.
+#[test]
+fn the_template_routes_need_the_services_scopes_and_are_logged_and_throttled() {
+    use retail_sync_redemption::Operation;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+    let t = retail_sync_topology::topology::template_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let events = t["Resources"]["RedemptionApiFunction"]["Properties"]["Events"]
+        .as_object()
+        .unwrap();
+    assert_eq!(events.len(), Operation::ALL.len());
+    for op in Operation::ALL {
+        let (name, event) = events
+            .iter()
+            .find(|(_, e)| e["Properties"]["Method"] == op.method() && e["Properties"]["Path"] == op.path())
+            .unwrap_or_else(|| panic!("no route for {}", op.operation_id()));
+        assert_eq!(
+            event["Properties"]["Auth"]["AuthorizationScopes"],
+            json!([op.scope()]),
+            "{name}"
+        );
+    }
+    let api = &t["Resources"]["RedemptionHttpApi"]["Properties"];
+    assert!(api["AccessLogSettings"]["DestinationArn"].is_object());
+    let format = api["AccessLogSettings"]["Format"].as_str().unwrap();
+    assert!(
+        !format.contains("member") && !format.contains("sourceIp"),
+        "no personal data: {format}"
+    );
+    assert!(api["DefaultRouteSettings"]["ThrottlingRateLimit"].is_object());
+    assert!(api["DefaultRouteSettings"]["ThrottlingBurstLimit"].is_object());
 }

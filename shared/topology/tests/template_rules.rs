@@ -98,8 +98,57 @@ fn state_is_encrypted_recoverable_and_expires() {
             "{id}"
         );
         assert_eq!(p["TimeToLiveSpecification"]["Enabled"], true, "{id}");
+        // Kept whatever happens to the stack.
+        assert_eq!(table["DeletionPolicy"], "Retain", "{id}");
+        assert_eq!(table["UpdateReplacePolicy"], "Retain", "{id}");
+        assert_eq!(p["DeletionProtectionEnabled"], true, "{id}");
     }
     for (id, queue) in resources(&t, "AWS::SQS::Queue") {
         assert_eq!(queue["Properties"]["SqsManagedSseEnabled"], true, "{id}");
+    }
+}
+
+/// Every statement of every function's policy: (function, statement).
+fn statements(t: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (id, f) in resources(t, "AWS::Serverless::Function") {
+        for policy in f["Properties"]["Policies"].as_array().into_iter().flatten() {
+            for st in policy["Statement"].as_array().into_iter().flatten() {
+                out.push((id.clone(), st.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Least privilege as the code uses it: the table actions the adapters call and nothing else (no
+/// UpdateItem, ConditionCheckItem, Scan or Query in any function), and each function publishes only
+/// under its own sources (an `events:source` condition on every PutEvents).
+#[test]
+fn functions_get_the_table_actions_they_call_and_publish_only_their_own_sources() {
+    let t = template();
+    let allowed = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"];
+    for (id, st) in statements(&t) {
+        let mut acts = Vec::new();
+        actions(&st, &mut acts);
+        for a in acts.iter().filter(|a| a.starts_with("dynamodb:")) {
+            assert!(allowed.contains(&a.as_str()), "{id} is granted {a}, which no adapter calls");
+        }
+        if acts.iter().any(|a| a == "events:PutEvents") {
+            let sources = &st["Condition"]["StringEquals"]["events:source"];
+            let expected = if id == "IngestFunction" {
+                serde_json::json!(["retail-sync.ingest", "retail-sync"])
+            } else {
+                serde_json::json!("retail-sync")
+            };
+            assert_eq!(sources, &expected, "{id} may publish under any source");
+        }
+        if acts.iter().any(|a| a == "dynamodb:DeleteItem") {
+            assert_eq!(
+                st["Resource"]["Fn::GetAtt"],
+                serde_json::json!("IdempotencyTable.Arn"),
+                "{id}: only claims are deleted"
+            );
+        }
     }
 }

@@ -132,7 +132,10 @@ fn functions_get_the_table_actions_they_call_and_publish_only_their_own_sources(
         let mut acts = Vec::new();
         actions(&st, &mut acts);
         for a in acts.iter().filter(|a| a.starts_with("dynamodb:")) {
-            assert!(allowed.contains(&a.as_str()), "{id} is granted {a}, which no adapter calls");
+            assert!(
+                allowed.contains(&a.as_str()),
+                "{id} is granted {a}, which no adapter calls"
+            );
         }
         if acts.iter().any(|a| a == "events:PutEvents") {
             let sources = &st["Condition"]["StringEquals"]["events:source"];

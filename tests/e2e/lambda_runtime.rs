@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use retail_sync_aws::ProvisionOptions;
 use retail_sync_contracts::{Event, EventType};
-use retail_sync_core::ports::SagaStore;
+use retail_sync_core::ports::{QuarantineStore, SagaStore};
 use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
 use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
 use retail_sync_testkit::moto::MotoServer;
@@ -344,5 +344,47 @@ async fn each_function_handles_a_full_batch_within_128_mb() {
             kib < 128 * 1024,
             "{binary} needs {kib} KiB, more than a 128 MB Lambda has"
         );
+    }
+}
+
+/// No personal data in any log line: the sample customer's e-mail, in an accepted CustomerUpdated and in
+/// one refused for a malformed e-mail and an unknown field, never reaches ingest's logs (the quarantine
+/// keeps the body for operators; logs say what and why, not who).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_logs_carry_no_personal_data() {
+    let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
+    let moto = MotoServer::shared();
+    let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
+    let (sims, _server) = retail_sync_simulators::serve(
+        ErpSimulator::new(),
+        LoyaltySimulator::new(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let function = Function::start("ingest", &function_env(&backend, moto.endpoint(), sims));
+    let customer = sample("CustomerUpdated");
+    let email = customer["detail"]["data"]["email"].as_str().unwrap().to_owned();
+    let mut malformed = customer.clone();
+    malformed["detail"]["metadata"]["event_id"] = "evt-customerupdated-bad".into();
+    malformed["detail"]["data"]["email"] = format!("{email} (call +44 20 7946 0958)").into();
+    malformed["detail"]["data"]["phone"] = "+44 20 7946 0958".into();
+    let response = function.invoke(vec![
+        sqs_record("m-customer", &customer),
+        sqs_record("m-malformed", &malformed),
+    ]);
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let logs = function.logs();
+    assert!(!logs.is_empty());
+    let quarantined = backend.list(10).await.unwrap();
+    assert_eq!(quarantined.len(), 1, "the malformed one is kept for operators");
+    for line in &logs {
+        let text = line.to_string();
+        for secret in [email.as_str(), "7946 0958", "ana"] {
+            assert!(
+                !text.contains(secret),
+                "a log line carries personal data ({secret}): {text}"
+            );
+        }
     }
 }

@@ -155,3 +155,31 @@ fn functions_get_the_table_actions_they_call_and_publish_only_their_own_sources(
         }
     }
 }
+
+/// The archive keeps what a replay can use — the channels' business transactions — and no personal data
+/// nothing consumes (customer and tier events) nor retail-sync's own events.
+#[test]
+fn the_archive_keeps_only_replayable_channel_transactions() {
+    use retail_sync_contracts::{Direction, EventType};
+    let t = template();
+    let archives = resources(&t, "AWS::Events::Archive");
+    assert_eq!(archives.len(), 1);
+    let pattern = &archives[0].1["Properties"]["EventPattern"];
+    assert_eq!(pattern["source"], serde_json::json!([{"prefix": "retail."}]));
+    let kept: Vec<&str> = pattern["detail-type"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for t in EventType::ALL {
+        let starts_or_follows = matches!(
+            t.name(),
+            "SaleCompleted" | "OrderPlaced" | "OrderShipped" | "OrderCancelled" | "ReturnReceived"
+        );
+        assert_eq!(kept.contains(&t.name()), starts_or_follows, "{}", t.name());
+        if kept.contains(&t.name()) {
+            assert_eq!(t.direction(), Direction::Inbound);
+        }
+    }
+}

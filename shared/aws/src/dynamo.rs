@@ -56,6 +56,8 @@ pub struct DynamoState {
     idempotency_table: String,
     saga_table: String,
     quarantine_table: String,
+    saga_retention: Option<std::time::Duration>,
+    quarantine_retention: std::time::Duration,
 }
 
 impl DynamoState {
@@ -65,6 +67,8 @@ impl DynamoState {
             idempotency_table: settings.idempotency_table.clone(),
             saga_table: settings.saga_table.clone(),
             quarantine_table: settings.quarantine_table.clone(),
+            saga_retention: settings.saga_retention,
+            quarantine_retention: settings.quarantine_retention,
         }
     }
 
@@ -153,7 +157,7 @@ impl DynamoState {
     fn saga_put(&self, saga: &Saga) -> Result<Put, Error> {
         Put::builder()
             .table_name(&self.saga_table)
-            .set_item(Some(items::saga_item(saga)))
+            .set_item(Some(items::saga_item(saga, self.saga_retention)))
             .condition_expression("#version = :prev")
             .expression_attribute_names("#version", attr::VERSION)
             .expression_attribute_values(
@@ -314,7 +318,7 @@ impl IdempotencyStore for DynamoState {
 impl SagaStore for DynamoState {
     async fn create(&self, saga: &Saga) -> Result<Option<Saga>, Error> {
         for _ in 0..WRITE_ATTEMPTS {
-            let item = items::saga_item(saga);
+            let item = items::saga_item(saga, self.saga_retention);
             let blocked = self.put_unless(
                 &self.saga_table,
                 item,
@@ -377,7 +381,7 @@ impl QuarantineStore for DynamoState {
         self.client
             .put_item()
             .table_name(&self.quarantine_table)
-            .set_item(Some(items::quarantine_item(item)))
+            .set_item(Some(items::quarantine_item(item, self.quarantine_retention)))
             .send()
             .await
             .map_err(unavailable)?;

@@ -7,6 +7,8 @@ use retail_sync_core::BoxError;
 pub enum AwsError {
     #[error("environment variable {0} is not set")]
     MissingEnv(&'static str),
+    #[error("environment variable {0} is not a whole number of days from 0 to 3653")]
+    BadEnv(&'static str),
     #[error("no url for queue {0}: provision it or add it to the settings")]
     UnknownQueue(String),
     #[error("the template declares no {0}")]

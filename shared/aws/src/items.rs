@@ -37,9 +37,6 @@ pub mod attr {
 pub const STATE_IN_PROGRESS: &str = "in_progress";
 pub const STATE_COMPLETED: &str = "completed";
 
-/// How long quarantined items are kept before DynamoDB's TTL removes them.
-pub const QUARANTINE_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
-
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -131,16 +128,23 @@ pub fn idempotency_of(item: &Item) -> Result<IdempotencyRecord, Error> {
     })
 }
 
-/// Sagas carry no TTL: a saga is the audit trail of a transaction and has no retention rule in the
-/// core yet. The table's TTL attribute (`expires_at`) is left for operators to set.
-pub fn saga_item(saga: &Saga) -> Item {
-    HashMap::from([
+/// A saga is the audit trail of a transaction: with a `retention` it expires that long after its last
+/// change (every write moves `expires_at` forward), without one it is kept.
+pub fn saga_item(saga: &Saga, retention: Option<Duration>) -> Item {
+    let mut item = HashMap::from([
         (attr::PK.to_owned(), s(saga.id.as_str())),
         (attr::CORRELATION_ID.to_owned(), s(saga.correlation_id.as_str())),
         (attr::VERSION.to_owned(), n(saga.version)),
         (attr::STATUS.to_owned(), s(saga.status.as_str())),
         (attr::ITEM.to_owned(), json(saga)),
-    ])
+    ]);
+    if let Some(retention) = retention {
+        item.insert(
+            attr::EXPIRES_AT.to_owned(),
+            n(ttl_seconds(saga.updated_at + retention)),
+        );
+    }
+    item
 }
 
 pub fn saga_of(item: &Item) -> Result<Saga, Error> {
@@ -149,14 +153,14 @@ pub fn saga_of(item: &Item) -> Result<Saga, Error> {
     })
 }
 
-pub fn quarantine_item(q: &QuarantineItem) -> Item {
+pub fn quarantine_item(q: &QuarantineItem, retention: Duration) -> Item {
     HashMap::from([
         (attr::PK.to_owned(), s(q.id.as_str())),
         (attr::ITEM.to_owned(), json(q)),
         (attr::RECEIVED_AT.to_owned(), ms_value(q.received_at)),
         (
             attr::EXPIRES_AT.to_owned(),
-            n(ttl_seconds(q.received_at + QUARANTINE_RETENTION)),
+            n(ttl_seconds(q.received_at + retention)),
         ),
     ])
 }
@@ -236,7 +240,7 @@ mod tests {
             body: "{}".into(),
             body_truncated: false,
         };
-        let item = quarantine_item(&q);
+        let item = quarantine_item(&q, Duration::from_secs(90 * 24 * 3600));
         assert_eq!(quarantine_of(&item).unwrap(), q);
         assert_eq!(
             item[attr::EXPIRES_AT],
@@ -256,8 +260,16 @@ mod tests {
             at(0),
         );
         saga.version = 7;
-        let item = saga_item(&saga);
+        let item = saga_item(&saga, None);
         assert_eq!(saga_of(&item).unwrap(), saga);
+        assert!(!item.contains_key(attr::EXPIRES_AT), "kept without a retention");
+        // With one, it expires that long after its last change.
+        saga.updated_at = at(5_000);
+        let item = saga_item(&saga, Some(Duration::from_secs(400 * 24 * 3600)));
+        assert_eq!(
+            item[attr::EXPIRES_AT],
+            AttributeValue::N((1_800_000_005 + 400 * 24 * 3600).to_string())
+        );
         assert_eq!(item[attr::VERSION], AttributeValue::N("7".into()));
         assert_eq!(
             string_attr(&item, attr::CORRELATION_ID),

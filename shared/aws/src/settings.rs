@@ -22,7 +22,21 @@ pub struct AwsSettings {
     pub event_bus_name: String,
     /// Queue url by the queue's logical id in the template (`IngestQueue`, `IngestDLQ`, ...).
     pub queue_urls: BTreeMap<String, String>,
+    /// How long a saga is kept after its last change (`SAGA_RETENTION_DAYS`; 0 or unset: kept until an
+    /// operator deletes it). Its TTL attribute is moved forward by every write.
+    pub saga_retention: Option<std::time::Duration>,
+    /// How long a quarantine entry is kept after it was received (`QUARANTINE_RETENTION_DAYS`, default
+    /// 90).
+    pub quarantine_retention: std::time::Duration,
 }
+
+/// Days → a retention, for the settings above.
+fn days(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n * 24 * 3600)
+}
+
+/// The quarantine's retention when the deployment says nothing.
+pub const DEFAULT_QUARANTINE_RETENTION_DAYS: u64 = 90;
 
 impl AwsSettings {
     /// Reads the variables the template sets on every function.
@@ -37,6 +51,20 @@ impl AwsSettings {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or(AwsError::MissingEnv(name))
         };
+        // Whole days, at most ten years; a bad value stops the function at start rather than keeping
+        // data for a surprising time.
+        let number = |name: &'static str| -> Result<Option<u64>, AwsError> {
+            match lookup(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= 3653)
+                    .map(Some)
+                    .ok_or(AwsError::BadEnv(name)),
+            }
+        };
         Ok(Self {
             endpoint_url: None,
             region: None,
@@ -45,6 +73,13 @@ impl AwsSettings {
             quarantine_table: required("QUARANTINE_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
             queue_urls: BTreeMap::new(),
+            saga_retention: match number("SAGA_RETENTION_DAYS")? {
+                None | Some(0) => None,
+                Some(n) => Some(days(n)),
+            },
+            quarantine_retention: days(
+                number("QUARANTINE_RETENTION_DAYS")?.unwrap_or(DEFAULT_QUARANTINE_RETENTION_DAYS),
+            ),
         })
     }
 
@@ -132,5 +167,44 @@ mod tests {
         let e =
             AwsSettings::from_lookup(env(&[("IDEMPOTENCY_TABLE", "idem"), ("SAGA_TABLE", "")])).unwrap_err();
         assert_eq!(e.to_string(), "environment variable SAGA_TABLE is not set");
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    fn env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut vars: BTreeMap<String, String> = [
+            ("IDEMPOTENCY_TABLE", "i"),
+            ("SAGA_TABLE", "s"),
+            ("QUARANTINE_TABLE", "q"),
+            ("EVENT_BUS_NAME", "b"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        move |name| vars.get(name).cloned()
+    }
+
+    #[test]
+    fn retention_is_read_in_days_and_bad_values_stop_the_start() {
+        let d = AwsSettings::from_lookup(env(&[])).unwrap();
+        assert_eq!(d.saga_retention, None);
+        assert_eq!(d.quarantine_retention, days(90));
+        let s = AwsSettings::from_lookup(env(&[
+            ("SAGA_RETENTION_DAYS", "400"),
+            ("QUARANTINE_RETENTION_DAYS", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(s.saga_retention, Some(days(400)));
+        assert_eq!(s.quarantine_retention, days(30));
+        let zero = AwsSettings::from_lookup(env(&[("SAGA_RETENTION_DAYS", "0")])).unwrap();
+        assert_eq!(zero.saga_retention, None);
+        for bad in ["-1", "ten", "3654"] {
+            let e = AwsSettings::from_lookup(env(&[("QUARANTINE_RETENTION_DAYS", bad)])).unwrap_err();
+            assert!(e.to_string().contains("QUARANTINE_RETENTION_DAYS"), "{e}");
+        }
     }
 }

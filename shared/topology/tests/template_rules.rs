@@ -183,3 +183,17 @@ fn the_archive_keeps_only_replayable_channel_transactions() {
         }
     }
 }
+
+/// Retention is the deployer's choice, with defaults: every function gets both settings from parameters.
+#[test]
+fn retention_of_sagas_and_quarantine_is_a_parameter() {
+    let t = template();
+    let vars = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(vars["SAGA_RETENTION_DAYS"]["Ref"], "SagaRetentionDays");
+    assert_eq!(
+        vars["QUARANTINE_RETENTION_DAYS"]["Ref"],
+        "QuarantineRetentionDays"
+    );
+    assert_eq!(t["Parameters"]["SagaRetentionDays"]["Default"], 400);
+    assert_eq!(t["Parameters"]["QuarantineRetentionDays"]["Default"], 90);
+}

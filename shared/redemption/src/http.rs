@@ -17,7 +17,7 @@ pub const SCOPE_HOLDS_WRITE: &str = "redemption/holds.write";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The `client_id` claim (else `sub`): the channel application. It scopes idempotency keys and owns
-    /// the holds it creates. `[A-Za-z0-9._-]`, 1 to 64 characters, or the request is refused.
+    /// the holds it creates. See [`Caller::client_is_valid`] for what is accepted.
     pub client: String,
     /// The `scope` claim, split on spaces.
     pub scopes: Vec<String>,
@@ -42,13 +42,15 @@ impl Caller {
         self.scopes.iter().any(|s| s == scope)
     }
 
-    /// Whether the client id is usable in keys (no ':', which separates key segments).
+    /// Whether the client id is usable in keys: 1 to 128 characters of `[A-Za-z0-9._@|-]` (identity
+    /// providers' client ids such as `abc@clients` or `auth0|abc` included), never ':', which separates
+    /// key segments.
     pub fn client_is_valid(&self) -> bool {
-        (1..=64).contains(&self.client.len())
+        (1..=128).contains(&self.client.len())
             && self
                 .client
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'|'))
     }
 }
 

@@ -430,7 +430,7 @@ fn authorize(request: &ApiRequest, op: Operation) -> Result<&Caller, ApiResponse
         return Err(ApiResponse::error(
             403,
             ErrorCode::Forbidden,
-            "the token's client id is not 1 to 64 characters of [A-Za-z0-9._-]",
+            "the token's client id is not 1 to 128 characters of [A-Za-z0-9._@|-]",
         ));
     }
     if !caller.has_scope(op.scope()) {

@@ -677,6 +677,16 @@ async fn a_request_without_a_caller_or_the_routes_scope_is_refused() {
     );
     assert_eq!(w.api.handle(bad_client).await.status, 403);
     assert_eq!(w.requests(), 0, "nothing reached the platform");
+    // Identity providers' usual client ids are fine.
+    for client in ["abc123@clients", "auth0|abc123"] {
+        let ok = as_caller(
+            req("GET", "/v1/members/m-1/balance"),
+            client,
+            &[SCOPE_BALANCE_READ],
+            None,
+        );
+        assert_eq!(w.api.handle(ok).await.status, 200, "{client}");
+    }
 }
 
 #[tokio::test]

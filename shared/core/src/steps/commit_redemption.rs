@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use retail_sync_contracts::Event;
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::{OrderPlaced, ReasonCode, RedemptionCommitted, TransactionRef};
 use retail_sync_contracts::values::ExternalRef;
@@ -16,7 +17,7 @@ use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::RedemptionEntry;
 use crate::ports::{CommitRequest, HoldStatus, Loyalty};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Base, Cx, Refusal, Workflow};
+use crate::steps::{Base, Cx, Refusal, Workflow, is_origin};
 
 pub const STEP: &str = "commit-redemption";
 
@@ -63,7 +64,13 @@ impl Workflow for CommitRedemption {
         let saga_id = saga_id(order);
         // The order the saga was started with (ingest validated it), not whatever the message says.
         let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
-        if saga.origin_type != "OrderPlaced" || Fingerprint::of(&order.data) != saga.fingerprint {
+        fn placed(e: &Event) -> Option<&OrderPlaced> {
+            match e {
+                Event::OrderPlaced(o) => Some(&o.data),
+                _ => None,
+            }
+        }
+        if saga.origin_type != "OrderPlaced" || !is_origin(&saga, &order.data, placed)? {
             let what = format!("OrderPlaced for {saga_id} differs from the order the saga records");
             return Err(cx.inconsistent(&saga_id, what).await);
         }

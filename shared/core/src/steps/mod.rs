@@ -437,6 +437,21 @@ pub(crate) async fn load_with_basis(
     Ok((saga, basis))
 }
 
+/// Whether `data` is what the saga was started with: the fingerprints ingest and the step compute agree
+/// (the cheap, usual answer), or else the origin event, typed again, holds equal data (so a change in how
+/// payloads serialize never turns a genuine event into an inconsistent one).
+pub(crate) fn is_origin<T: serde::Serialize + PartialEq>(
+    saga: &crate::saga::Saga,
+    data: &T,
+    of_origin: fn(&Event) -> Option<&T>,
+) -> Result<bool, Error> {
+    if Fingerprint::of(data) == saga.fingerprint {
+        return Ok(true);
+    }
+    let origin = saga.origin_event()?;
+    Ok(of_origin(&origin).is_some_and(|o| o == data))
+}
+
 /// Reads a stored step result back.
 pub(crate) fn stored_result<T: for<'de> Deserialize<'de>>(key: &str, value: Value) -> Result<T, Error> {
     serde_json::from_value(value).map_err(|e| Error::corrupt(format!("idempotency record {key}"), e))
@@ -502,5 +517,43 @@ mod stored_results {
             {"undo": "reverse_accrual", "shipment_id": "shp-1", "points": 40},
             {"undo": "recredit_redemption", "hold_id": "H-00000003", "points": 1000}
         ]));
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use retail_sync_contracts::{Event, EventType, SaleCompleted};
+
+    use crate::idempotency::Fingerprint;
+    use crate::saga::{Saga, SagaId};
+
+    fn sold(e: &Event) -> Option<&SaleCompleted> {
+        match e {
+            Event::SaleCompleted(s) => Some(&s.data),
+            _ => None,
+        }
+    }
+
+    /// The message is the origin when the fingerprints agree, and also when they do not but the data
+    /// does (a saga fingerprinted by an earlier serialization); other data is not.
+    #[test]
+    fn the_origin_is_recognised_by_its_data_whatever_its_fingerprint() {
+        let envelope: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../events/samples/SaleCompleted.json")).unwrap();
+        let event = Event::from_detail(EventType::SaleCompleted, envelope["detail"].clone()).unwrap();
+        let Event::SaleCompleted(sale) = &event else {
+            unreachable!()
+        };
+        let mut saga = Saga::start(
+            SagaId::from_stored("receipt:s:r".into()),
+            &event,
+            jiff::Timestamp::now(),
+        );
+        assert!(super::is_origin(&saga, &sale.data, sold).unwrap());
+        saga.fingerprint = Fingerprint::of(&"as an older build computed it");
+        assert!(super::is_origin(&saga, &sale.data, sold).unwrap());
+        let mut other = sale.data.clone();
+        other.totals.gross_minor = retail_sync_contracts::values::Amount::new(1).unwrap();
+        assert!(!super::is_origin(&saga, &other, sold).unwrap());
     }
 }

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ports::{Erp, ErpSaleRequest};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Accepts, Base, Cx, Refusal, Workflow};
+use crate::steps::{Accepts, Base, Cx, Refusal, Workflow, is_origin};
 
 pub const STEP: &str = "post-sale-to-erp";
 
@@ -103,7 +103,13 @@ impl Workflow for PostSaleToErp {
         let (request, fingerprint) = match input {
             ToPost::Sale(sale) => {
                 let fingerprint = Fingerprint::of(&sale.data);
-                if saga.origin_type != "SaleCompleted" || fingerprint != saga.fingerprint {
+                fn sold(e: &Event) -> Option<&SaleCompleted> {
+                    match e {
+                        Event::SaleCompleted(s) => Some(&s.data),
+                        _ => None,
+                    }
+                }
+                if saga.origin_type != "SaleCompleted" || !is_origin(&saga, &sale.data, sold)? {
                     let what = format!("SaleCompleted for {saga_id} differs from the sale the saga records");
                     return Err(cx.inconsistent(&saga_id, what).await);
                 }
@@ -126,7 +132,7 @@ impl Workflow for PostSaleToErp {
                 let consistent = match input {
                     // An order with a redemption comes here once its points are spent, never straight.
                     ToPost::Order(_) if order.data.redemption.is_some() => return Err(cx.unexpected()),
-                    ToPost::Order(placed) => Fingerprint::of(&placed.data) == saga.fingerprint,
+                    ToPost::Order(placed) => placed.data == order.data,
                     ToPost::Committed(c) => saga
                         .ledger
                         .redemption

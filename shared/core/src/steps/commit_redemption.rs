@@ -70,13 +70,14 @@ impl Workflow for CommitRedemption {
                 _ => None,
             }
         }
-        if saga.origin_type != "OrderPlaced" || !is_origin(&saga, &order.data, placed)? {
+        let fingerprint = Fingerprint::of(&order.data);
+        if saga.origin_type != "OrderPlaced" || !is_origin(&saga, &order.data, &fingerprint, placed)? {
             let what = format!("OrderPlaced for {saga_id} differs from the order the saga records");
             return Err(cx.inconsistent(&saga_id, what).await);
         }
         let release_key = cx.sub_key("release");
         let run = cx
-            .once(Fingerprint::of(&order.data), || async {
+            .once(fingerprint, || async {
                 // Checked before committing: the value the order deducted must be the one the platform
                 // granted, or the ERP and the loyalty ledger would disagree for good.
                 let hold = match self.loyalty.get_hold(&redemption.hold_id).await.refusal()? {

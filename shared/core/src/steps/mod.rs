@@ -437,15 +437,17 @@ pub(crate) async fn load_with_basis(
     Ok((saga, basis))
 }
 
-/// Whether `data` is what the saga was started with: the fingerprints ingest and the step compute agree
-/// (the cheap, usual answer), or else the origin event, typed again, holds equal data (so a change in how
-/// payloads serialize never turns a genuine event into an inconsistent one).
-pub(crate) fn is_origin<T: serde::Serialize + PartialEq>(
+/// Whether `data` (whose `fingerprint` the step computed for its claim) is what the saga was started
+/// with: the fingerprints ingest and the step compute agree (the cheap, usual answer), or else the origin
+/// event, typed again, holds equal data (so a change in how payloads serialize never turns a genuine
+/// event into an inconsistent one).
+pub(crate) fn is_origin<T: PartialEq>(
     saga: &crate::saga::Saga,
     data: &T,
+    fingerprint: &Fingerprint,
     of_origin: fn(&Event) -> Option<&T>,
 ) -> Result<bool, Error> {
-    if Fingerprint::of(data) == saga.fingerprint {
+    if *fingerprint == saga.fingerprint {
         return Ok(true);
     }
     let origin = saga.origin_event()?;
@@ -549,11 +551,12 @@ mod origin_tests {
             &event,
             jiff::Timestamp::now(),
         );
-        assert!(super::is_origin(&saga, &sale.data, sold).unwrap());
+        let fingerprint = Fingerprint::of(&sale.data);
+        assert!(super::is_origin(&saga, &sale.data, &fingerprint, sold).unwrap());
         saga.fingerprint = Fingerprint::of(&"as an older build computed it");
-        assert!(super::is_origin(&saga, &sale.data, sold).unwrap());
+        assert!(super::is_origin(&saga, &sale.data, &fingerprint, sold).unwrap());
         let mut other = sale.data.clone();
         other.totals.gross_minor = retail_sync_contracts::values::Amount::new(1).unwrap();
-        assert!(!super::is_origin(&saga, &other, sold).unwrap());
+        assert!(!super::is_origin(&saga, &other, &Fingerprint::of(&other), sold).unwrap());
     }
 }

@@ -109,7 +109,7 @@ impl Workflow for PostSaleToErp {
                         _ => None,
                     }
                 }
-                if saga.origin_type != "SaleCompleted" || !is_origin(&saga, &sale.data, sold)? {
+                if saga.origin_type != "SaleCompleted" || !is_origin(&saga, &sale.data, &fingerprint, sold)? {
                     let what = format!("SaleCompleted for {saga_id} differs from the sale the saga records");
                     return Err(cx.inconsistent(&saga_id, what).await);
                 }

@@ -163,9 +163,13 @@ impl Channel {
 /// Checks `source` against the [`SOURCE_POLICY`]: `Err` says why it may not send `event_type`.
 pub fn check_source(source: &str, event_type: EventType) -> Result<Channel, String> {
     let Some(channel) = Channel::of_source(source) else {
+        let channels: Vec<String> = SOURCE_POLICY
+            .iter()
+            .map(|(c, _)| format!("{CHANNEL_SOURCE_PREFIX}{}", c.as_str()))
+            .collect();
         return Err(format!(
-            "source {source:?} is not a channel's (retail.pos, retail.ecommerce, retail.mobile, \
-             retail.marketplace, retail.oms, retail.crm)"
+            "source {source:?} is not a channel's ({})",
+            channels.join(", ")
         ));
     };
     if channel.may_send().contains(&event_type) {

@@ -346,13 +346,15 @@ where
     T: Deserialize<'de>,
 {
     let v = Vec::<T>::deserialize(d)?;
+    check_len::<_, D::Error, MIN, MAX>(&v)?;
+    Ok(v)
+}
+
+fn check_len<T, E: serde::de::Error, const MIN: usize, const MAX: usize>(v: &[T]) -> Result<(), E> {
     if (MIN..=MAX).contains(&v.len()) {
-        Ok(v)
+        Ok(())
     } else {
-        Err(serde::de::Error::custom(format!(
-            "{} items, outside {MIN}..={MAX}",
-            v.len()
-        )))
+        Err(E::custom(format!("{} items, outside {MIN}..={MAX}", v.len())))
     }
 }
 
@@ -364,13 +366,11 @@ where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    match Option::<Vec<T>>::deserialize(d)? {
-        Some(v) if !(MIN..=MAX).contains(&v.len()) => Err(serde::de::Error::custom(format!(
-            "{} items, outside {MIN}..={MAX}",
-            v.len()
-        ))),
-        v => Ok(v),
+    let v = Option::<Vec<T>>::deserialize(d)?;
+    if let Some(v) = &v {
+        check_len::<_, D::Error, MIN, MAX>(v)?;
     }
+    Ok(v)
 }
 
 #[cfg(test)]

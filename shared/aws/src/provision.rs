@@ -87,9 +87,7 @@ pub async fn provision(
         event_bus_name: options.name(EVENT_BUS),
         queue_urls: BTreeMap::new(),
         saga_retention: None,
-        quarantine_retention: std::time::Duration::from_secs(
-            crate::settings::DEFAULT_QUARANTINE_RETENTION_DAYS * 24 * 3600,
-        ),
+        quarantine_retention: crate::settings::days(crate::settings::DEFAULT_QUARANTINE_RETENTION_DAYS),
     };
     for table in topology.tables.values() {
         create_table(clients, table, &options.name(&table.id)).await?;

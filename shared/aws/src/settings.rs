@@ -31,7 +31,7 @@ pub struct AwsSettings {
 }
 
 /// Days → a retention, for the settings above.
-fn days(n: u64) -> std::time::Duration {
+pub(crate) fn days(n: u64) -> std::time::Duration {
     std::time::Duration::from_secs(n * 24 * 3600)
 }
 
@@ -163,48 +163,41 @@ mod tests {
     }
 
     #[test]
+    fn retention_is_read_in_days_and_bad_values_stop_the_start() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("IDEMPOTENCY_TABLE", "i"),
+                ("SAGA_TABLE", "s"),
+                ("QUARANTINE_TABLE", "q"),
+                ("EVENT_BUS_NAME", "b"),
+            ];
+            pairs.extend_from_slice(extra);
+            AwsSettings::from_lookup(env(&pairs))
+        };
+        let d = with(&[]).unwrap();
+        assert_eq!(d.saga_retention, None);
+        assert_eq!(d.quarantine_retention, days(90));
+        let s = with(&[
+            ("SAGA_RETENTION_DAYS", "400"),
+            ("QUARANTINE_RETENTION_DAYS", "30"),
+        ])
+        .unwrap();
+        assert_eq!(s.saga_retention, Some(days(400)));
+        assert_eq!(s.quarantine_retention, days(30));
+        assert_eq!(
+            with(&[("SAGA_RETENTION_DAYS", "0")]).unwrap().saga_retention,
+            None
+        );
+        for bad in ["-1", "ten", "3654"] {
+            let e = with(&[("QUARANTINE_RETENTION_DAYS", bad)]).unwrap_err();
+            assert!(e.to_string().contains("QUARANTINE_RETENTION_DAYS"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_missing_variable_is_named() {
         let e =
             AwsSettings::from_lookup(env(&[("IDEMPOTENCY_TABLE", "idem"), ("SAGA_TABLE", "")])).unwrap_err();
         assert_eq!(e.to_string(), "environment variable SAGA_TABLE is not set");
-    }
-}
-
-#[cfg(test)]
-mod retention_tests {
-    use super::*;
-
-    fn env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let mut vars: BTreeMap<String, String> = [
-            ("IDEMPOTENCY_TABLE", "i"),
-            ("SAGA_TABLE", "s"),
-            ("QUARANTINE_TABLE", "q"),
-            ("EVENT_BUS_NAME", "b"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        move |name| vars.get(name).cloned()
-    }
-
-    #[test]
-    fn retention_is_read_in_days_and_bad_values_stop_the_start() {
-        let d = AwsSettings::from_lookup(env(&[])).unwrap();
-        assert_eq!(d.saga_retention, None);
-        assert_eq!(d.quarantine_retention, days(90));
-        let s = AwsSettings::from_lookup(env(&[
-            ("SAGA_RETENTION_DAYS", "400"),
-            ("QUARANTINE_RETENTION_DAYS", "30"),
-        ]))
-        .unwrap();
-        assert_eq!(s.saga_retention, Some(days(400)));
-        assert_eq!(s.quarantine_retention, days(30));
-        let zero = AwsSettings::from_lookup(env(&[("SAGA_RETENTION_DAYS", "0")])).unwrap();
-        assert_eq!(zero.saga_retention, None);
-        for bad in ["-1", "ten", "3654"] {
-            let e = AwsSettings::from_lookup(env(&[("QUARANTINE_RETENTION_DAYS", bad)])).unwrap_err();
-            assert!(e.to_string().contains("QUARANTINE_RETENTION_DAYS"), "{e}");
-        }
     }
 }

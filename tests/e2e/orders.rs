@@ -17,7 +17,7 @@ use retail_sync_contracts::values::{Amount, Currency, HoldId, MemberId, Points};
 use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyPolicy};
 use retail_sync_core::ledger::ReturnStatus;
 use retail_sync_core::memory::ManualClock;
-use retail_sync_core::ports::{Clock, HoldRequest, HoldStatus, Loyalty};
+use retail_sync_core::ports::{Clock, Hold, HoldRequest, HoldStatus, Loyalty};
 use retail_sync_core::saga::{Saga, SagaStatus};
 use retail_sync_redemption::{
     ApiRequest, ApiResponse, Caller, OutagePolicy, RedemptionApi, RedemptionConfig,
@@ -130,13 +130,7 @@ impl<B: Backend> World<B> {
     }
 
     /// A hold as the experience API creates it at checkout.
-    async fn hold(
-        &self,
-        member: &str,
-        points: i64,
-        basket_net: i64,
-        key: &str,
-    ) -> retail_sync_core::ports::Hold {
+    async fn hold(&self, member: &str, points: i64, basket_net: i64, key: &str) -> Hold {
         let request = HoldRequest {
             member_id: MemberId::parse(member).unwrap(),
             points: Points::new(points).unwrap(),
@@ -211,6 +205,11 @@ fn order(id: &str, member: &str, specs: &[(u32, i64)], redemption: Option<(&str,
         "ecommerce",
         data,
     )
+}
+
+/// The `redemption` of an order that spends all of `hold` (see [`order`]).
+fn redeeming(hold: &Hold) -> Option<(&str, i64, i64)> {
+    Some((hold.hold_id.as_str(), hold.points.get(), hold.value_minor.get()))
 }
 
 fn shipped(order: &str, shipment: &str, lines: &[(u32, u32)]) -> Input {
@@ -338,12 +337,7 @@ async fn split_shipment_then_partial_return<B: Backend>(w: World<B>) {
 async fn two_partial_returns_make_a_full_return<B: Backend>(w: World<B>) {
     let hold = w.hold("m-1", 500, 17_800, "checkout-o-2").await;
     w.run(vec![
-        order(
-            "o-2",
-            "m-1",
-            &[(1, 12_900), (2, 2_450)],
-            Some((hold.hold_id.as_str(), 500, hold.value_minor.get())),
-        ),
+        order("o-2", "m-1", &[(1, 12_900), (2, 2_450)], redeeming(&hold)),
         shipped("o-2", "s-1", &[(1, 1), (2, 2)]),
     ])
     .await;
@@ -456,7 +450,7 @@ async fn cancellation_after_redemption<B: Backend>(w: World<B>) {
         "o-5",
         "m-2",
         &[(1, 5_000), (2, 2_000)],
-        Some((hold.hold_id.as_str(), 800, hold.value_minor.get())),
+        redeeming(&hold),
     )])
     .await;
     assert_eq!(w.balance("m-2"), 5_000 - 800);
@@ -513,13 +507,8 @@ async fn cancellation_after_redemption<B: Backend>(w: World<B>) {
 /// `compensated`, and a WorkflowException names the reason.
 async fn erp_rejection_after_redemption_commit_is_compensated<B: Backend>(w: World<B>) {
     let hold = w.hold("m-1", 1_000, 20_000, "checkout-reject-6").await;
-    w.run(vec![order(
-        "reject-6",
-        "m-1",
-        &[(1, 20_000)],
-        Some((hold.hold_id.as_str(), 1_000, hold.value_minor.get())),
-    )])
-    .await;
+    w.run(vec![order("reject-6", "m-1", &[(1, 20_000)], redeeming(&hold))])
+        .await;
     let s = w.saga("order:reject-6").await;
     assert_eq!(s.status, SagaStatus::Compensated, "{}", steps(&s));
     let t = steps(&s);
@@ -539,13 +528,8 @@ async fn erp_rejection_after_redemption_commit_is_compensated<B: Backend>(w: Wor
         Some(&1)
     );
     // Compensation is idempotent: the same order again changes nothing.
-    w.run(vec![order(
-        "reject-6",
-        "m-1",
-        &[(1, 20_000)],
-        Some((hold.hold_id.as_str(), 1_000, hold.value_minor.get())),
-    )])
-    .await;
+    w.run(vec![order("reject-6", "m-1", &[(1, 20_000)], redeeming(&hold))])
+        .await;
     assert_eq!(w.balance("m-1"), 5_000);
 }
 
@@ -570,13 +554,8 @@ async fn hold_expiry<B: Backend>(w: World<B>) {
         .unwrap();
     assert_eq!(held.status, HoldStatus::Expired);
 
-    w.run(vec![order(
-        "o-7",
-        "m-2",
-        &[(1, 10_000)],
-        Some((hold.hold_id.as_str(), 700, hold.value_minor.get())),
-    )])
-    .await;
+    w.run(vec![order("o-7", "m-2", &[(1, 10_000)], redeeming(&hold))])
+        .await;
     let s = w.saga("order:o-7").await;
     assert_eq!(s.status, SagaStatus::Failed, "{}", steps(&s));
     assert!(steps(&s).contains("redemption refused"));
@@ -745,13 +724,7 @@ async fn shipments_and_cancellations_in_every_order_give_the_same_books<B: Backe
         let (o, member) = (format!("o-perm-{i}"), format!("m-perm-{i}"));
         w.sims.loyalty.seed_balance(&member, Points::new(5_000).unwrap());
         let hold = w.hold(&member, 600, 7_900, &format!("checkout-{o}")).await;
-        w.run(vec![order(
-            &o,
-            &member,
-            &specs,
-            Some((hold.hold_id.as_str(), 600, hold.value_minor.get())),
-        )])
-        .await;
+        w.run(vec![order(&o, &member, &specs, redeeming(&hold))]).await;
         let facts = [
             shipped(&o, &format!("{o}-s1"), &[(1, 1)]),
             cancelled(&o, &format!("{o}-cx"), None),
@@ -792,13 +765,8 @@ async fn shipments_and_cancellations_in_every_order_give_the_same_books<B: Backe
 /// `cancellation_id`; two cancellations with their own ids are two.
 async fn a_cancellation_resent_under_a_new_event_id_is_applied_once<B: Backend>(w: World<B>) {
     let hold = w.hold("m-1", 600, 3_000, "checkout-o-30").await;
-    w.run(vec![order(
-        "o-30",
-        "m-1",
-        &[(3, 1_000)],
-        Some((hold.hold_id.as_str(), 600, hold.value_minor.get())),
-    )])
-    .await;
+    w.run(vec![order("o-30", "m-1", &[(3, 1_000)], redeeming(&hold))])
+        .await;
     let one = cancelled("o-30", "e2", Some(&[(1, 1)]));
     let resent = with(one.clone(), &["metadata", "event_id"], json!("evt-e3"));
     w.run(vec![one, resent]).await;
@@ -870,12 +838,7 @@ async fn a_duplicate_of_a_refused_message_is_the_same_refusal<B: Backend>(w: Wor
 /// redeemed: each line carries 500 of the redemption, so the shipment earns on 4,500: 45 points.
 async fn redeemed_points_are_shared_over_every_line_by_net<B: Backend>(w: World<B>) {
     let hold = w.hold("m-2", 1_000, 10_000, "checkout-o-32").await;
-    let placed = order(
-        "o-32",
-        "m-2",
-        &[(1, 5_000), (1, 5_000)],
-        Some((hold.hold_id.as_str(), 1_000, hold.value_minor.get())),
-    );
+    let placed = order("o-32", "m-2", &[(1, 5_000), (1, 5_000)], redeeming(&hold));
     w.run(vec![with(
         placed,
         &["data", "lines", "1", "loyalty_eligible"],
@@ -919,7 +882,7 @@ fn forged(source: &str, detail_type: &str, id: &str, data: Value) -> Input {
 /// written on its saga's timeline.
 async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
     let hold = w.hold("m-1", 600, 5_000, "checkout-f1").await;
-    let redeemed = Some((hold.hold_id.as_str(), 600, hold.value_minor.get()));
+    let redeemed = redeeming(&hold);
     w.run(vec![
         order("o-f1", "m-1", &[(2, 2_500)], redeemed),
         shipped("o-f1", "o-f1-s1", &[(1, 2)]),

@@ -688,6 +688,14 @@ fn with(mut input: Input, path: &[&str], value: Value) -> Input {
     input
 }
 
+/// `input` as sent by `source` instead of its own channel.
+fn sent_by(mut input: Input, source: &str) -> Input {
+    if let Input::Event { source: s, .. } = &mut input {
+        *s = source.into();
+    }
+    input
+}
+
 /// What the ERP booked net for an order (sale − cancellations + reinstatements − returns).
 fn erp_net(w: &World<impl Backend>, order_id: &str) -> i64 {
     w.sims
@@ -898,13 +906,8 @@ async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
     let order_f1 = json!({"kind": "order", "order_id": "o-f1"});
     let receipt = json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-f1"});
     let totals = json!({"net_minor": 3_000, "tax_minor": 600, "gross_minor": 3_600});
-    let mut altered_sale = sale("store-042", "r-f1", "m-2", &[(1, 30)]);
-    let mut altered_order = order("o-f1", "m-1", &[(2, 2_400)], redeemed);
-    for input in [&mut altered_sale, &mut altered_order] {
-        if let Input::Event { source, .. } = input {
-            *source = ingest.into();
-        }
-    }
+    let altered_sale = sent_by(sale("store-042", "r-f1", "m-2", &[(1, 30)]), ingest);
+    let altered_order = sent_by(order("o-f1", "m-1", &[(2, 2_400)], redeemed), ingest);
     w.run(vec![
         forged(
             internal,
@@ -985,16 +988,8 @@ async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
 /// The source policy on a deployed bus: the POS placing a web order and the CRM cancelling one are
 /// refused at ingest as `source_not_allowed`; the order the web shop placed goes on untouched.
 async fn a_channel_sends_only_what_the_source_policy_allows<B: Backend>(w: World<B>) {
-    let mut from_pos = order("o-s2", "m-1", &[(1, 1_000)], None);
-    let mut cancel_from_crm = cancelled("o-s1", "cx-s1", None);
-    for (input, source) in [
-        (&mut from_pos, "retail.pos"),
-        (&mut cancel_from_crm, "retail.crm"),
-    ] {
-        if let Input::Event { source: s, .. } = input {
-            *s = source.into();
-        }
-    }
+    let from_pos = sent_by(order("o-s2", "m-1", &[(1, 1_000)], None), "retail.pos");
+    let cancel_from_crm = sent_by(cancelled("o-s1", "cx-s1", None), "retail.crm");
     w.run(vec![
         order("o-s1", "m-1", &[(2, 1_000)], None),
         from_pos,

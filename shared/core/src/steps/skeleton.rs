@@ -253,11 +253,9 @@ impl Cx<'_> {
     /// Records a refusal on the saga's timeline and returns the permanent error the runner quarantines
     /// (and announces as a `WorkflowException`).
     pub async fn refuse(&self, saga: &SagaId, reason: ReasonCode, message: String) -> Error {
-        let (step, now) = (self.step, self.now);
-        let recorded = saga::update(&*self.base.sagas, saga, None, |s| {
-            s.record(step, StepOutcome::Refused, message.clone(), now)
-        })
-        .await;
+        let recorded = self
+            .note(saga, StepOutcome::Refused, message.clone(), |_| {})
+            .await;
         match recorded {
             Ok(_) => Error::rejected(reason, message),
             Err(e) => e,

@@ -1,9 +1,9 @@
 # Source me (bash or zsh):  source scripts/env.sh
 # Puts the repo-local tools installed by scripts/tools.sh on PATH:
 #   .tools/venv/bin first (moto_server, cfn-lint, aws, cargo-lambda -> `cargo lambda`, python-zig),
-#   .tools/sam/bin after it (sam). The order matters: `sam build` with BuildMethod rust-cargolambda
+#   .tools/sam/bin after it (sam), .tools/checkov/bin last (checkov). The order matters: `sam build` with BuildMethod rust-cargolambda
 #   runs cargo-lambda/cargo-zigbuild, which must find the python that has ziglang (the first venv).
-# Safe to source repeatedly: the two entries are moved to the front, never duplicated.
+# Safe to source repeatedly: the entries are moved to the front, never duplicated.
 # No `set -e` here: this file runs inside the caller's shell.
 
 if [ -n "${BASH_SOURCE:-}" ]; then
@@ -18,14 +18,15 @@ RETAIL_SYNC_ROOT="$(cd "$(dirname "$_rs_env_src")/.." && pwd)"
 export RETAIL_SYNC_ROOT
 
 _rs_path=":${PATH}:"
-for _rs_dir in "$RETAIL_SYNC_ROOT/.tools/venv/bin" "$RETAIL_SYNC_ROOT/.tools/sam/bin"; do
+for _rs_dir in "$RETAIL_SYNC_ROOT/.tools/venv/bin" "$RETAIL_SYNC_ROOT/.tools/sam/bin" "$RETAIL_SYNC_ROOT/.tools/checkov/bin"; do
   _rs_path="${_rs_path//:${_rs_dir}:/:}"
 done
 _rs_path="${_rs_path#:}"
 _rs_path="${_rs_path%:}"
-export PATH="$RETAIL_SYNC_ROOT/.tools/venv/bin:$RETAIL_SYNC_ROOT/.tools/sam/bin${_rs_path:+:$_rs_path}"
+export PATH="$RETAIL_SYNC_ROOT/.tools/venv/bin:$RETAIL_SYNC_ROOT/.tools/sam/bin:$RETAIL_SYNC_ROOT/.tools/checkov/bin${_rs_path:+:$_rs_path}"
 
-if [ ! -x "$RETAIL_SYNC_ROOT/.tools/venv/bin/python" ] || [ ! -x "$RETAIL_SYNC_ROOT/.tools/sam/bin/sam" ]; then
+if [ ! -x "$RETAIL_SYNC_ROOT/.tools/venv/bin/python" ] || [ ! -x "$RETAIL_SYNC_ROOT/.tools/sam/bin/sam" ] \
+   || [ ! -x "$RETAIL_SYNC_ROOT/.tools/checkov/bin/checkov" ]; then
   echo "scripts/env.sh: tools missing; run: bash scripts/tools.sh" >&2
 fi
 

@@ -3,6 +3,7 @@
 #
 #   .tools/venv  moto[server] (AWS emulator), cfn-lint, awscli, cargo-lambda (+ ziglang for cross builds)
 #   .tools/sam   aws-sam-cli alone (it pins boto3/botocore, so it gets a virtualenv of its own)
+#   .tools/checkov  checkov alone (the template's security scan; its pins clash with cfn-lint's)
 #
 # Idempotent: each virtualenv carries a stamp with the hash of its requirement lines (and the Python
 # version); when the stamp matches, nothing is reinstalled. Change a pin below and the next run rebuilds
@@ -29,6 +30,9 @@ VENV_REQS=(
 PIP_VERSION=26.3
 SAM_REQS=(
   "aws-sam-cli==1.170.0"
+)
+CHECKOV_REQS=(
+  "checkov==3.3.30"
 )
 
 log() { printf '[tools] %s\n' "$*"; }
@@ -68,9 +72,11 @@ ensure_venv() {
 mkdir -p "$TOOLS"
 ensure_venv venv "${VENV_REQS[@]}"
 ensure_venv sam "${SAM_REQS[@]}"
+ensure_venv checkov "${CHECKOV_REQS[@]}"
 
 V="$TOOLS/venv/bin"
 S="$TOOLS/sam/bin"
+C="$TOOLS/checkov/bin"
 log "versions:"
 printf '  moto          %s\n' "$("$V/python" -c 'import moto; print(moto.__version__)')"
 printf '  cfn-lint      %s\n' "$("$V/cfn-lint" --version 2>&1 | awk '{print $NF}')"
@@ -78,4 +84,5 @@ printf '  awscli        %s\n' "$("$V/aws" --version 2>&1 | awk '{print $1}')"
 printf '  cargo-lambda  %s\n' "$("$V/cargo-lambda" lambda --version 2>&1 | head -n1)"
 printf '  ziglang       %s\n' "$("$V/python" -m ziglang version 2>&1)"
 printf '  sam           %s\n' "$(SAM_CLI_TELEMETRY=0 "$S/sam" --version 2>&1)"
+printf '  checkov       %s\n' "$("$C/checkov" --version 2>&1)"
 log "done in $((SECONDS - start))s; use: source scripts/env.sh"

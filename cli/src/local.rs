@@ -20,6 +20,7 @@ use retail_sync_core::steps::{Base, Wiring, connected};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
+use retail_sync_topology::CHANNEL_BUS;
 
 use crate::backends::Backend;
 use crate::input::{ApiCall, Input};
@@ -297,8 +298,7 @@ impl<B: Backend> LocalSystem<B> {
                 .map(|(source, detail_type, detail)| {
                     let event = json!({"source": source, "detail-type": detail_type, "detail": detail});
                     self.topology
-                        .rules
-                        .iter()
+                        .rules_on(CHANNEL_BUS)
                         .filter(|r| r.pattern.matches(&event))
                         .count()
                 })

@@ -865,7 +865,7 @@ async fn redeemed_points_are_shared_over_every_line_by_net<B: Backend>(w: World<
 }
 
 /// A workflow event (`source` `retail-sync`, or `retail-sync.ingest` skipping ingest's checks) sent by
-/// whoever may put events on the bus.
+/// someone who is not the workflow.
 fn forged(source: &str, detail_type: &str, id: &str, data: Value) -> Input {
     Input::Event {
         source: source.into(),
@@ -886,8 +886,8 @@ fn forged(source: &str, detail_type: &str, id: &str, data: Value) -> Input {
 /// Every workflow event that makes a step act, forged for sagas that record no such thing: a
 /// compensation for an order that completed, an ERP posting and a return posting the ERP never made, a
 /// redemption commit the order never had, and a sale and an order that differ from what ingest accepted.
-/// Nothing reaches the ERP or the loyalty platform; each is quarantined as `inconsistent_with_saga` and
-/// written on its saga's timeline.
+/// Put on the channel bus they reach no step; put on the internal bus, nothing reaches the ERP or the
+/// loyalty platform: each is quarantined as `inconsistent_with_saga` and written on its saga's timeline.
 async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
     let hold = w.hold("m-1", 600, 5_000, "checkout-f1").await;
     let redeemed = redeeming(&hold);
@@ -908,7 +908,7 @@ async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
     let totals = json!({"net_minor": 3_000, "tax_minor": 600, "gross_minor": 3_600});
     let altered_sale = sent_by(sale("store-042", "r-f1", "m-2", &[(1, 30)]), ingest);
     let altered_order = sent_by(order("o-f1", "m-1", &[(2, 2_400)], redeemed), ingest);
-    w.run(vec![
+    let forgeries = vec![
         forged(
             internal,
             "CompensationRequested",
@@ -939,8 +939,28 @@ async fn forged_workflow_events_are_never_applied<B: Backend>(w: World<B>) {
         ),
         altered_sale,
         altered_order,
-    ])
-    .await;
+    ];
+    // On the channel bus (anyone a channel's credentials reach): no rule there routes a workflow
+    // source, so nothing is delivered to any step (and the deployed bus's policy refuses the PutEvents).
+    let fed = w.system.feed(&forgeries).await.unwrap();
+    assert_eq!(fed.unrouted, forgeries.len());
+    w.system.run_until_idle(|_| {}).await.unwrap();
+    assert!(w.report().await.quarantine.is_empty());
+    // On the internal bus (past its policy: a compromised function, an operator's mistake): every step
+    // checks the event against its saga.
+    let entries: Vec<(String, String, Value)> = forgeries
+        .into_iter()
+        .map(|f| match f {
+            Input::Event {
+                source,
+                detail_type,
+                detail,
+            } => (source, detail_type, detail),
+            other => panic!("not an event: {other:?}"),
+        })
+        .collect();
+    w.system.backend.put_internal_events(&entries).await.unwrap();
+    w.system.run_until_idle(|_| {}).await.unwrap();
 
     assert_eq!(w.sims.erp.postings(), postings, "nothing reached the ERP");
     assert_eq!(

@@ -17,6 +17,7 @@ use retail_sync_core::saga::{Saga, SagaId};
 use crate::bus::EventBus;
 use crate::counter::RequestCounter;
 use crate::dynamo::DynamoState;
+use crate::error::AwsError;
 use crate::queues::{QueueMessage, SqsQueues};
 use crate::settings::{self, AwsSettings};
 
@@ -70,7 +71,9 @@ impl AwsClients {
 #[derive(Debug, Clone)]
 pub struct AwsBackend {
     state: DynamoState,
+    /// The internal bus (the steps' publisher).
     bus: EventBus,
+    channel_bus: Option<EventBus>,
     queues: SqsQueues,
     settings: AwsSettings,
     counter: RequestCounter,
@@ -81,6 +84,7 @@ impl AwsBackend {
         Self {
             state: DynamoState::new(clients.dynamodb.clone(), &settings),
             bus: EventBus::new(clients.eventbridge.clone(), &settings),
+            channel_bus: EventBus::channels(clients.eventbridge.clone(), &settings),
             queues: SqsQueues::new(clients.sqs.clone(), &settings),
             counter: clients.counter.clone(),
             settings,
@@ -136,11 +140,27 @@ impl AwsBackend {
         self.queues.redrive(from_dlq, to_queue).await
     }
 
+    /// PutEvents on the channel bus, as a channel does.
     pub async fn put_channel_events(
         &self,
         entries: &[(String, String, Value)],
     ) -> Result<Vec<String>, Error> {
-        self.bus.put_channel_events(entries).await
+        match &self.channel_bus {
+            Some(bus) => bus.put_raw_events(entries).await,
+            None => Err(Error::unavailable(
+                "eventbridge",
+                AwsError::MissingEnv("CHANNEL_BUS_NAME"),
+            )),
+        }
+    }
+
+    /// PutEvents on the internal bus with any content: what a principal inside the internal zone could
+    /// send. Only tests of the steps' guards use it (on AWS the bus's policy admits the functions alone).
+    pub async fn put_internal_events(
+        &self,
+        entries: &[(String, String, Value)],
+    ) -> Result<Vec<String>, Error> {
+        self.bus.put_raw_events(entries).await
     }
 
     pub async fn scan_sagas(&self) -> Result<Vec<Saga>, Error> {

@@ -29,11 +29,19 @@ pub struct EventBus {
 }
 
 impl EventBus {
+    /// The internal bus, which the steps publish to.
     pub fn new(client: Client, settings: &AwsSettings) -> Self {
-        Self {
-            client,
-            bus_name: settings.event_bus_name.clone(),
-        }
+        Self::named(client, settings.event_bus_name.clone())
+    }
+
+    /// The channel bus, when the settings name it (operator tools, local runs; never a function).
+    pub fn channels(client: Client, settings: &AwsSettings) -> Option<Self> {
+        let name = settings.channel_bus_name.clone()?;
+        Some(Self::named(client, name))
+    }
+
+    fn named(client: Client, bus_name: String) -> Self {
+        Self { client, bus_name }
     }
 
     fn entry(&self, source: &str, detail_type: &str, detail: String) -> PutEventsRequestEntry {
@@ -80,12 +88,10 @@ impl EventBus {
         results
     }
 
-    /// Puts events as a channel would (`(source, detail-type, detail)`), e.g. to feed sample events.
-    /// Returns the event ids; fails if any entry was refused (after trying all of them).
-    pub async fn put_channel_events(
-        &self,
-        entries: &[(String, String, Value)],
-    ) -> Result<Vec<String>, Error> {
+    /// Puts raw events (`(source, detail-type, detail)`) on this bus: on the channel bus as a channel
+    /// would, e.g. to feed sample events. Returns the event ids; fails if any entry was refused (after
+    /// trying all of them).
+    pub async fn put_raw_events(&self, entries: &[(String, String, Value)]) -> Result<Vec<String>, Error> {
         let requests = entries
             .iter()
             .map(|(source, detail_type, detail)| self.entry(source, detail_type, detail.to_string()));

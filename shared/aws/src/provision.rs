@@ -1,6 +1,7 @@
 //! Creates on an emulator (moto) what `infra/template.yaml` declares: tables, the bus, queues with their
-//! DLQs, rules and their queue targets. For emulators and local runs only: real deployments go through
-//! SAM, which also applies what this leaves out (queue policies, encryption, PITR, the archive).
+//! DLQs, rules and their queue targets, each on its bus. For emulators and local runs only: real
+//! deployments go through SAM, which also applies what this leaves out (bus and queue policies, roles,
+//! encryption, PITR, the archive).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_eventbridge::types::{RuleState, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use retail_sync_topology::{QueueSpec, TableSpec, Topology};
+use retail_sync_topology::{CHANNEL_BUS, INTERNAL_BUS, QueueSpec, TableSpec, Topology};
 
 use crate::backend::AwsClients;
 use crate::error::{AwsError, EntryFailure};
@@ -58,11 +59,10 @@ impl ProvisionOptions {
     }
 }
 
-/// The template's logical ids of the tables and bus the functions are configured with.
+/// The template's logical ids of the tables the functions are configured with.
 const IDEMPOTENCY_TABLE: &str = "IdempotencyTable";
 const SAGA_TABLE: &str = "SagaTable";
 const QUARANTINE_TABLE: &str = "QuarantineTable";
-const EVENT_BUS: &str = "EventBus";
 
 /// Creates everything and returns the settings that address it (with the clients' endpoint). Running
 /// it again with the same prefix finds what exists and leaves it be.
@@ -84,7 +84,8 @@ pub async fn provision(
         idempotency_table: table_name(IDEMPOTENCY_TABLE)?,
         saga_table: table_name(SAGA_TABLE)?,
         quarantine_table: table_name(QUARANTINE_TABLE)?,
-        event_bus_name: options.name(EVENT_BUS),
+        event_bus_name: options.name(INTERNAL_BUS),
+        channel_bus_name: Some(options.name(CHANNEL_BUS)),
         queue_urls: BTreeMap::new(),
         saga_retention: None,
         quarantine_retention: crate::settings::days(crate::settings::DEFAULT_QUARANTINE_RETENTION_DAYS),
@@ -92,13 +93,18 @@ pub async fn provision(
     for table in topology.tables.values() {
         create_table(clients, table, &options.name(&table.id)).await?;
     }
-    create_bus(clients, &settings.event_bus_name).await?;
+    for bus in [CHANNEL_BUS, INTERNAL_BUS] {
+        if !topology.buses.iter().any(|b| b == bus) {
+            return Err(AwsError::MissingResource(bus));
+        }
+        create_bus(clients, &options.name(bus)).await?;
+    }
     let queues = create_queues(clients, topology, options).await?;
     for rule in &topology.rules {
         let targets = rule.targets.iter().map(|q| (q.as_str(), queues[q].1.as_str()));
         put_rule(
             clients,
-            &settings.event_bus_name,
+            &options.name(&rule.bus),
             &options.name(&rule.id),
             rule.pattern.as_json(),
             targets,

@@ -19,7 +19,11 @@ pub struct AwsSettings {
     pub idempotency_table: String,
     pub saga_table: String,
     pub quarantine_table: String,
+    /// The internal bus: where the functions publish workflow events (`EVENT_BUS_NAME`).
     pub event_bus_name: String,
+    /// The channel bus: where channels (and a local run feeding sample events) put their events
+    /// (`CHANNEL_BUS_NAME`). The functions never need it.
+    pub channel_bus_name: Option<String>,
     /// Queue url by the queue's logical id in the template (`IngestQueue`, `IngestDLQ`, ...).
     pub queue_urls: BTreeMap<String, String>,
     /// How long a saga is kept after its last change (`SAGA_RETENTION_DAYS`; 0 or unset: kept until an
@@ -72,6 +76,7 @@ impl AwsSettings {
             saga_table: required("SAGA_TABLE")?,
             quarantine_table: required("QUARANTINE_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
+            channel_bus_name: lookup("CHANNEL_BUS_NAME").filter(|v| !v.trim().is_empty()),
             queue_urls: BTreeMap::new(),
             saga_retention: match number("SAGA_RETENTION_DAYS")? {
                 None | Some(0) => None,

@@ -99,9 +99,24 @@ async fn the_template_rules_route_published_events_to_the_step_queues() {
         "SaleCompleted".to_owned(),
         detail.clone(),
     );
-    let stranger = ("other.system".to_owned(), "SaleCompleted".to_owned(), detail);
-    let ids = aws.put_channel_events(&[channel, stranger]).await.unwrap();
-    assert_eq!(ids.len(), 2);
+    let stranger = (
+        "other.system".to_owned(),
+        "SaleCompleted".to_owned(),
+        detail.clone(),
+    );
+    // A workflow source on the channel bus reaches no step: the two zones are two buses.
+    let posing = (
+        SOURCE_INGEST.to_owned(),
+        "SaleCompleted".to_owned(),
+        detail.clone(),
+    );
+    let ids = aws
+        .put_channel_events(&[channel.clone(), stranger, posing])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    // And a channel's event on the internal bus does not reach ingest.
+    aws.put_internal_events(&[channel]).await.unwrap();
 
     let to_erp = aws.receive("PostSaleToErpQueue", 10).await.unwrap();
     assert_eq!(to_erp.len(), 1);
@@ -184,7 +199,11 @@ async fn provisioning_names_everything_by_prefix_and_can_run_again() {
     let options = ProvisionOptions::unique();
     let first = provision(&clients, &template(), &options).await.unwrap();
     assert_eq!(first.saga_table, options.name("SagaTable"));
-    assert_eq!(first.event_bus_name, options.name("EventBus"));
+    assert_eq!(first.event_bus_name, options.name("InternalBus"));
+    assert_eq!(
+        first.channel_bus_name.as_deref(),
+        Some(options.name("ChannelBus").as_str())
+    );
     assert_eq!(first.endpoint_url.as_deref(), Some(server.endpoint()));
     assert_eq!(
         first.queue_urls.keys().collect::<Vec<_>>(),

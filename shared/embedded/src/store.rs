@@ -23,7 +23,7 @@ use retail_sync_core::ports::{
 use retail_sync_core::saga::{Saga, SagaId};
 use retail_sync_core::steps::Message;
 
-use retail_sync_topology::Topology;
+use retail_sync_topology::{CHANNEL_BUS, INTERNAL_BUS, Topology};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -272,12 +272,28 @@ impl Embedded {
         Ok(id)
     }
 
-    /// Puts events on the bus as channels' PutEvents do: each is stamped with an id and time, archived,
-    /// and copied to the target queue of every rule whose pattern it matches, in one transaction.
+    /// Puts events on the channel bus as channels' PutEvents do: each is stamped with an id and time,
+    /// archived, and copied to the target queue of every rule of that bus whose pattern it matches, in
+    /// one transaction.
     /// Returns, per entry, the envelope's id and how many queues it was delivered to (0: no rule
     /// matched, which EventBridge does not report either — callers that feed input make it visible).
     pub fn put_events(&self, entries: &[(String, String, Value)]) -> Result<Vec<(String, usize)>, Error> {
+        self.put_on(CHANNEL_BUS, entries)
+    }
+
+    /// [`put_events`](Self::put_events) on the internal bus with any content: what a principal inside
+    /// the internal zone could send. Only tests of the steps' guards use it (on AWS the bus's policy
+    /// admits the functions alone; the steps publish through [`Publisher`]).
+    pub fn put_internal_events(
+        &self,
+        entries: &[(String, String, Value)],
+    ) -> Result<Vec<(String, usize)>, Error> {
+        self.put_on(INTERNAL_BUS, entries)
+    }
+
+    fn put_on(&self, bus: &str, entries: &[(String, String, Value)]) -> Result<Vec<(String, usize)>, Error> {
         self.route(
+            bus,
             entries
                 .iter()
                 .map(|(source, detail_type, detail)| (source.as_str(), detail_type.as_str(), detail)),
@@ -290,6 +306,7 @@ impl Embedded {
     /// the detail is turned into a `Value` (`detail_value`) only if some rule's pattern looks into it.
     fn route<'e, D: Serialize + ?Sized + 'e>(
         &self,
+        bus: &str,
         entries: impl Iterator<Item = (&'e str, &'e str, &'e D)>,
         detail_value: impl Fn(&D) -> Value,
     ) -> Result<Vec<(String, usize)>, Error> {
@@ -326,7 +343,7 @@ impl Embedded {
                         .map_err(unavailable)?;
                     let event = routing_view(&self.routed_fields, &envelope, || detail_value(detail));
                     let mut delivered = 0;
-                    for rule in self.topology.rules.iter().filter(|r| r.pattern.matches(&event)) {
+                    for rule in self.topology.rules_on(bus).filter(|r| r.pattern.matches(&event)) {
                         for target in &rule.targets {
                             deliver
                                 .execute(params![uuid::Uuid::now_v7().to_string(), target, body, ms(now)])
@@ -637,6 +654,7 @@ impl Publisher for Embedded {
     async fn publish(&self, events: &[Outgoing]) -> Vec<Result<(), Error>> {
         // One transaction: all entries are routed, or none (then all are reported failed and retried).
         let routed = self.route(
+            INTERNAL_BUS,
             events.iter().map(|o| (o.source, o.detail_type(), &o.event)),
             |event| serde_json::to_value(event).expect("events serialize"),
         );

@@ -142,25 +142,32 @@ async fn a_stale_receipt_deletes_nothing() {
 }
 
 #[tokio::test]
-async fn events_are_routed_by_the_template_rules_and_state_survives_reopening() {
+async fn events_are_routed_by_their_bus_rules_and_state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
     {
         let store = open(dir.path(), clock.clone());
-        let routed = store
-            .put_events(&[
-                ("retail.pos".into(), "SaleCompleted".into(), json!({})),
-                ("retail-sync.ingest".into(), "SaleCompleted".into(), json!({})),
-                (
-                    "retail-sync".into(),
-                    "ErpSalePosted".into(),
-                    json!({"data": {"transaction": {"kind": "receipt"}}}),
-                ),
-                ("retail-sync".into(), "LoyaltyAccrued".into(), json!({})),
-            ])
-            .unwrap();
-        let targets: Vec<usize> = routed.iter().map(|(_, n)| *n).collect();
-        assert_eq!(targets, [1, 1, 1, 0]);
+        let events: Vec<(String, String, serde_json::Value)> = vec![
+            ("retail.pos".into(), "SaleCompleted".into(), json!({})),
+            ("retail-sync.ingest".into(), "SaleCompleted".into(), json!({})),
+            (
+                "retail-sync".into(),
+                "ErpSalePosted".into(),
+                json!({"data": {"transaction": {"kind": "receipt"}}}),
+            ),
+            ("retail-sync".into(), "LoyaltyAccrued".into(), json!({})),
+        ];
+        let targets =
+            |routed: Vec<(String, usize)>| -> Vec<usize> { routed.iter().map(|(_, n)| *n).collect() };
+        // The channel bus routes channel sources to ingest and nothing else; the internal bus routes
+        // workflow sources to the steps and never a channel's event to ingest.
+        assert_eq!(targets(store.put_events(&events[1..]).unwrap()), [0, 0, 0]);
+        assert_eq!(targets(store.put_internal_events(&events[..1]).unwrap()), [0]);
+        assert_eq!(targets(store.put_events(&events[..1]).unwrap()), [1]);
+        assert_eq!(
+            targets(store.put_internal_events(&events[1..]).unwrap()),
+            [1, 1, 0]
+        );
         store.create(&saga()).await.unwrap();
     }
     let store = open(dir.path(), clock);
@@ -173,8 +180,8 @@ async fn events_are_routed_by_the_template_rules_and_state_survives_reopening() 
     assert_eq!(envelope["detail-type"], "SaleCompleted");
     assert_eq!(
         store.archive().unwrap().len(),
-        4,
-        "the bus archives everything, routed or not"
+        8,
+        "the buses archive everything, routed or not"
     );
     assert_eq!(store.sagas().unwrap().len(), 1);
 }

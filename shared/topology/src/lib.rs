@@ -9,7 +9,9 @@ pub mod pattern;
 pub mod topology;
 
 pub use pattern::{Pattern, PatternError};
-pub use topology::{FunctionSpec, QueueSpec, RuleSpec, TableSpec, Topology, TopologyError};
+pub use topology::{
+    CHANNEL_BUS, FunctionSpec, INTERNAL_BUS, QueueSpec, RuleSpec, TableSpec, Topology, TopologyError,
+};
 
 /// The template, relative to the workspace root.
 pub const TEMPLATE_PATH: &str = "infra/template.yaml";

@@ -33,6 +33,8 @@ pub struct QueueSpec {
 #[derive(Debug, Clone)]
 pub struct RuleSpec {
     pub id: String,
+    /// The bus the rule listens on (logical id of its `EventBusName: !Ref <Bus>`).
+    pub bus: String,
     pub pattern: Pattern,
     pub targets: Vec<String>,
 }
@@ -56,8 +58,16 @@ pub struct TableSpec {
     pub ttl_attribute: Option<String>,
 }
 
+/// The two trust zones' buses (logical ids). Channels put their events on the channel bus, whose only
+/// rule feeds ingest; every workflow event (what ingest accepted, what a step did) travels on the
+/// internal bus, which only the functions may put events on.
+pub const CHANNEL_BUS: &str = "ChannelBus";
+pub const INTERNAL_BUS: &str = "InternalBus";
+
 #[derive(Debug, Clone)]
 pub struct Topology {
+    /// Logical ids of the event buses.
+    pub buses: Vec<String>,
     pub queues: BTreeMap<String, QueueSpec>,
     pub tables: BTreeMap<String, TableSpec>,
     pub rules: Vec<RuleSpec>,
@@ -85,6 +95,7 @@ impl Topology {
             .and_then(Value::as_object)
             .ok_or_else(|| invalid("Resources", "the template has no Resources mapping"))?;
 
+        let mut buses = Vec::new();
         let mut queues = BTreeMap::new();
         let mut tables = BTreeMap::new();
         let mut rules = Vec::new();
@@ -101,6 +112,7 @@ impl Topology {
                 Some("AWS::DynamoDB::Table") => {
                     tables.insert(id.clone(), table(id, &props)?);
                 }
+                Some("AWS::Events::EventBus") => buses.push(id.clone()),
                 Some("AWS::Events::Rule") => rules.push(rule(id, &props)?),
                 Some("AWS::Serverless::Function") => {
                     functions.extend(function(id, resource, &props)?);
@@ -109,6 +121,7 @@ impl Topology {
             }
         }
         let topology = Self {
+            buses,
             queues,
             tables,
             rules,
@@ -131,6 +144,12 @@ impl Topology {
             }
         }
         for r in &self.rules {
+            if !self.buses.contains(&r.bus) {
+                return Err(invalid(
+                    &r.id,
+                    format!("bus {} is not an event bus of the template", r.bus),
+                ));
+            }
             if let Some(t) = r.targets.iter().find(|t| !known(t)) {
                 return Err(invalid(
                     &r.id,
@@ -147,6 +166,11 @@ impl Topology {
             }
         }
         Ok(())
+    }
+
+    /// The rules listening on one bus: where an event put on it goes.
+    pub fn rules_on<'a>(&'a self, bus: &'a str) -> impl Iterator<Item = &'a RuleSpec> + 'a {
+        self.rules.iter().filter(move |r| r.bus == bus)
     }
 
     pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
@@ -304,6 +328,12 @@ fn table(id: &str, props: &Value) -> Result<TableSpec, TopologyError> {
 }
 
 fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
+    let bus = props.get("EventBusName").and_then(referenced).ok_or_else(|| {
+        invalid(
+            id,
+            "EventBusName must be !Ref <EventBus> (the default bus is not used)",
+        )
+    })?;
     let pattern = match props.get("EventPattern") {
         Some(Value::String(s)) => {
             serde_json::from_str(s).map_err(|e| invalid(id, format!("EventPattern is not JSON: {e}")))?
@@ -328,6 +358,7 @@ fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
         .collect::<Result<_, _>>()?;
     Ok(RuleSpec {
         id: id.to_owned(),
+        bus,
         pattern,
         targets,
     })
@@ -384,6 +415,8 @@ Resources:
         maxReceiveCount: 5
   InDLQ:
     Type: AWS::SQS::Queue
+  Bus:
+    Type: AWS::Events::EventBus
   InRule:
     Type: AWS::Events::Rule
     Properties:
@@ -416,6 +449,7 @@ Resources:
         assert_eq!(q.redrive, Some(("InDLQ".to_owned(), 5)));
         assert_eq!(t.dead_letter_queues(), vec!["InDLQ"]);
         assert_eq!(t.rules[0].targets, vec!["InQueue".to_owned()]);
+        assert_eq!(t.rules_on("Bus").count(), 1);
         assert!(
             t.rules[0]
                 .pattern
@@ -480,6 +514,31 @@ Resources:
                 "the template names {path}, which does not exist"
             );
         }
+    }
+
+    /// Channels reach ingest and nothing else; every step hears only the internal bus.
+    #[test]
+    fn the_repository_template_splits_channels_from_workflow_events() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let t = Topology::load(Path::new(path)).unwrap();
+        let ingest = &t.function("ingest").unwrap().queue;
+        let channel: Vec<_> = t.rules_on(CHANNEL_BUS).collect();
+        assert_eq!(channel.len(), 1);
+        assert_eq!(&channel[0].targets, std::slice::from_ref(ingest));
+        let internal: Vec<_> = t.rules_on(INTERNAL_BUS).collect();
+        assert_eq!(
+            internal.len() + 1,
+            t.rules.len(),
+            "every rule is on one of the two buses"
+        );
+        assert!(internal.iter().all(|r| !r.targets.contains(ingest)));
+    }
+
+    #[test]
+    fn a_rule_on_an_unknown_bus_is_an_error() {
+        let broken = TEMPLATE.replace("EventBusName: !Ref Bus", "EventBusName: !Ref Elsewhere");
+        let e = Topology::parse(&broken).unwrap_err().to_string();
+        assert!(e.contains("Elsewhere"), "{e}");
     }
 
     #[test]

@@ -103,22 +103,161 @@ fn state_is_encrypted_recoverable_and_expires() {
         assert_eq!(table["UpdateReplacePolicy"], "Retain", "{id}");
         assert_eq!(p["DeletionProtectionEnabled"], true, "{id}");
     }
+    // SQS-managed SSE, or the customer-managed key when the deployer gives one.
+    let with_key = |v: &Value| v["Fn::If"][0] == "HasKmsKey" && v["Fn::If"][1]["Ref"] == "KmsKeyArn";
     for (id, queue) in resources(&t, "AWS::SQS::Queue") {
-        assert_eq!(queue["Properties"]["SqsManagedSseEnabled"], true, "{id}");
+        let p = &queue["Properties"];
+        assert_eq!(
+            p["SqsManagedSseEnabled"],
+            serde_json::json!({"Fn::If": ["HasKmsKey", false, true]}),
+            "{id}"
+        );
+        assert!(with_key(&p["KmsMasterKeyId"]), "{id}");
+    }
+    for (id, table) in resources(&t, "AWS::DynamoDB::Table") {
+        assert!(
+            with_key(&table["Properties"]["SSESpecification"]["KMSMasterKeyId"]),
+            "{id}"
+        );
+    }
+    for (id, bus) in resources(&t, "AWS::Events::EventBus") {
+        assert!(with_key(&bus["Properties"]["KmsKeyIdentifier"]), "{id}");
     }
 }
 
-/// Every statement of every function's policy: (function, statement).
+/// Every statement of every role's policies: (role, statement). `Fn::If` statements (present only
+/// with a parameter) count with their "then" branch.
 fn statements(t: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    for (id, f) in resources(t, "AWS::Serverless::Function") {
-        for policy in f["Properties"]["Policies"].as_array().into_iter().flatten() {
-            for st in policy["Statement"].as_array().into_iter().flatten() {
+    for (id, role) in resources(t, "AWS::IAM::Role") {
+        for policy in role["Properties"]["Policies"].as_array().into_iter().flatten() {
+            for st in policy["PolicyDocument"]["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let st = st.get("Fn::If").map_or(st, |branches| &branches[1]);
                 out.push((id.clone(), st.clone()));
             }
         }
     }
     out
+}
+
+/// Each function runs under its own role (SAM generates none, so no managed policy such as
+/// AWSLambdaSQSQueueExecutionRole, which reads every queue of the account, comes with it), and that
+/// role's poller statement names the function's own queue and nothing else.
+#[test]
+fn each_function_has_its_own_role_reading_only_its_own_queue() {
+    let t = template();
+    let all = statements(&t);
+    for (id, f) in resources(&t, "AWS::Serverless::Function") {
+        let p = &f["Properties"];
+        assert!(p.get("Policies").is_none(), "{id}: SAM would generate a role");
+        let role = p["Role"]["Fn::GetAtt"]
+            .as_str()
+            .and_then(|r| r.strip_suffix(".Arn"))
+            .unwrap_or_else(|| panic!("{id} has no role of its own"))
+            .to_owned();
+        let queues: Vec<Value> = p["Events"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|e| e["Type"] == "SQS")
+            .map(|e| e["Properties"]["Queue"].clone())
+            .collect();
+        let sqs: Vec<&Value> = all
+            .iter()
+            .filter(|(r, st)| {
+                let mut acts = Vec::new();
+                actions(st, &mut acts);
+                *r == role && acts.iter().any(|a| a.starts_with("sqs:"))
+            })
+            .map(|(_, st)| &st["Resource"])
+            .collect();
+        match queues.as_slice() {
+            [] => assert!(sqs.is_empty(), "{id} reads queues it is not fed by"),
+            [queue] => assert_eq!(sqs, vec![queue], "{id}"),
+            _ => panic!("{id} has several queues"),
+        }
+        // Its logs go to a log group of its own, with a retention, which is all its role may write.
+        let group = p["LoggingConfig"]["LogGroup"]["Ref"].as_str().unwrap();
+        let logs: Vec<&Value> = all
+            .iter()
+            .filter(|(r, st)| *r == role && st.to_string().contains("logs:"))
+            .map(|(_, st)| &st["Resource"]["Fn::GetAtt"])
+            .collect();
+        assert_eq!(logs, vec![&Value::from(format!("{group}.Arn"))], "{id}");
+        assert!(t["Resources"][group]["Properties"]["RetentionInDays"].is_object());
+    }
+}
+
+/// The two trust zones: the internal bus denies PutEvents to every principal but the step functions'
+/// roles; the channel bus admits, per channel, only the principals the deployer names for it, each only
+/// under its own source, and no workflow source at all.
+#[test]
+fn the_internal_bus_admits_the_functions_and_the_channel_bus_each_channel_its_source() {
+    use retail_sync_contracts::{Channel, SOURCE_POLICY};
+    let t = template();
+    let policy = &resources(&t, "AWS::Events::EventBusPolicy")[0].1["Properties"];
+    assert_eq!(policy["EventBusName"]["Ref"], "InternalBus");
+    let st = &policy["Statement"];
+    assert_eq!(st["Effect"], "Deny");
+    assert_eq!(st["Principal"], "*");
+    let mut admitted: Vec<String> = st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Fn::GetAtt"].as_str().unwrap().to_owned())
+        .collect();
+    admitted.sort();
+    // Exactly the roles of the functions that publish.
+    let mut publishers: Vec<String> = statements(&t)
+        .into_iter()
+        .filter(|(_, st)| st["Action"] == "events:PutEvents")
+        .map(|(role, st)| {
+            assert_eq!(st["Resource"]["Fn::GetAtt"], "InternalBus.Arn", "{role}");
+            format!("{role}.Arn")
+        })
+        .collect();
+    publishers.sort();
+    assert_eq!(admitted, publishers);
+    assert_eq!(publishers.len(), 8);
+
+    let channel = &t["Resources"]["ChannelBus"]["Properties"]["Policy"]["Statement"];
+    let channel = channel.as_array().unwrap();
+    assert_eq!(channel[0]["Effect"], "Deny");
+    assert_eq!(
+        channel[0]["Condition"]["StringNotLike"]["events:source"],
+        "retail.*"
+    );
+    let conditional: Vec<&Value> = channel.iter().filter_map(|s| s.get("Fn::If")).collect();
+    for (c, _) in SOURCE_POLICY.iter().filter(|(c, _)| *c != Channel::RetailSync) {
+        let source = format!("retail.{}", c.as_str());
+        let mine: Vec<&Value> = conditional
+            .iter()
+            .filter(|s| s[1]["Condition"].to_string().contains(&format!("\"{source}\"")))
+            .map(|s| &s[1])
+            .collect();
+        assert_eq!(mine.len(), 2, "{source}");
+        let param = mine[0]["Principal"]["AWS"]["Ref"].as_str().unwrap();
+        assert!(t["Parameters"][param].is_object(), "{param}");
+        assert_eq!(mine[0]["Effect"], "Allow");
+        assert_eq!(
+            mine[0]["Condition"]["StringEquals"]["events:source"],
+            source.as_str()
+        );
+        assert_eq!(mine[1]["Effect"], "Deny");
+        assert_eq!(mine[1]["Principal"], mine[0]["Principal"]);
+        assert_eq!(
+            mine[1]["Condition"]["StringNotEquals"]["events:source"],
+            source.as_str()
+        );
+    }
+    assert_eq!(
+        t["Resources"]["InboundEventsRule"]["Properties"]["EventBusName"]["Ref"],
+        "ChannelBus"
+    );
 }
 
 /// Least privilege as the code uses it: the table actions the adapters call and nothing else (no
@@ -139,7 +278,7 @@ fn functions_get_the_table_actions_they_call_and_publish_only_their_own_sources(
         }
         if acts.iter().any(|a| a == "events:PutEvents") {
             let sources = &st["Condition"]["StringEquals"]["events:source"];
-            let expected = if id == "IngestFunction" {
+            let expected = if id == "IngestRole" {
                 serde_json::json!(["retail-sync.ingest", "retail-sync"])
             } else {
                 serde_json::json!("retail-sync")

@@ -18,8 +18,10 @@ use retail_sync_aws::ProvisionOptions;
 use retail_sync_contracts::{Event, EventType};
 use retail_sync_core::ports::{QuarantineStore, SagaStore};
 use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
+use retail_sync_simulators::access::{Access, LOCAL_API_KEY, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET};
 use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
 use retail_sync_testkit::moto::MotoServer;
+use retail_sync_testkit::sims;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
 
@@ -198,20 +200,40 @@ impl Function {
 }
 
 /// The environment the template gives every function, for a backend on moto and simulators at `sims`.
-fn function_env(
+/// The ERP connector authenticates with OAuth 2.0, its client's credentials in a Secrets Manager secret
+/// on moto (as on AWS); the loyalty connector with an API key from the environment (as in a local run).
+async fn function_env(
     backend: &retail_sync_aws::AwsBackend,
     moto: &str,
-    sims: std::net::SocketAddr,
+    sims: &str,
 ) -> Vec<(&'static str, String)> {
     let s = backend.settings();
+    let sdk = retail_sync_aws::emulator_sdk_config(
+        &retail_sync_aws::AwsSettings::default().with_endpoint_url(moto),
+    )
+    .await;
+    let secret = aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(format!("erp-credentials-{}", uuid::Uuid::now_v7()))
+        .secret_string(
+            json!({"client_id": LOCAL_CLIENT_ID, "client_secret": LOCAL_CLIENT_SECRET}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
     vec![
         ("AWS_ENDPOINT_URL", moto.to_owned()),
         ("IDEMPOTENCY_TABLE", s.idempotency_table.clone()),
         ("SAGA_TABLE", s.saga_table.clone()),
         ("QUARANTINE_TABLE", s.quarantine_table.clone()),
         ("EVENT_BUS_NAME", s.event_bus_name.clone()),
-        ("ERP_BASE_URL", format!("http://{sims}")),
-        ("LOYALTY_BASE_URL", format!("http://{sims}")),
+        ("ERP_BASE_URL", sims.to_owned()),
+        ("ERP_AUTH", "oauth2-client-credentials".to_owned()),
+        ("ERP_TOKEN_URL", format!("{sims}/oauth/token")),
+        ("ERP_CREDENTIALS_SECRET_ARN", secret.arn().unwrap().to_owned()),
+        ("LOYALTY_BASE_URL", sims.to_owned()),
+        ("LOYALTY_AUTH", "api-key".to_owned()),
+        ("LOYALTY_API_KEY", LOCAL_API_KEY.to_owned()),
     ]
 }
 
@@ -234,14 +256,12 @@ async fn accrue_loyalty_under_the_runtime_api_reports_only_the_record_that_must_
 
     // The loyalty platform, over HTTP.
     let loyalty = LoyaltySimulator::new();
-    let (sims, _server) = retail_sync_simulators::serve(
-        ErpSimulator::new(),
-        loyalty.clone(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let function = Function::start("accrue-loyalty", &function_env(&backend, moto.endpoint(), sims));
+    let erp = ErpSimulator::new();
+    let (sims, _server) = sims::serve(erp.clone(), loyalty.clone(), Access::local()).await;
+    let function = Function::start(
+        "accrue-loyalty",
+        &function_env(&backend, moto.endpoint(), &sims).await,
+    );
 
     // One record whose saga exists, one for a sale ingest has not seen yet (it must wait, not fail).
     let posted = sample("ErpSalePosted");
@@ -282,11 +302,9 @@ async fn each_function_handles_a_full_batch_within_128_mb() {
     let moto = MotoServer::shared();
     let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
-    let (sims, _server) =
-        retail_sync_simulators::serve(erp.clone(), loyalty.clone(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-    let env = function_env(&backend, moto.endpoint(), sims);
+    let access = Access::local();
+    let (sims, _server) = sims::serve(erp.clone(), loyalty.clone(), access.clone()).await;
+    let env = function_env(&backend, moto.endpoint(), &sims).await;
 
     let sales: Vec<Value> = (0..10)
         .map(|i| {
@@ -335,6 +353,10 @@ async fn each_function_handles_a_full_batch_within_128_mb() {
     }
     assert_eq!(erp.postings().len(), 10);
     assert_eq!(loyalty.balance("m-1001").map(|p| p.get()), Some(790));
+    // post-sale-to-erp took its OAuth client's credentials from the secret and used one token for the
+    // batch; loyalty took the API key; nothing was refused.
+    assert_eq!(access.tokens_issued(), 1);
+    assert_eq!(access.refused(), 0);
     for (binary, kib) in peaks {
         println!(
             "peak memory of {binary} (debug build, batch of 10): {:.1} MiB",
@@ -355,14 +377,8 @@ async fn ingest_logs_carry_no_personal_data() {
     let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
     let moto = MotoServer::shared();
     let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
-    let (sims, _server) = retail_sync_simulators::serve(
-        ErpSimulator::new(),
-        LoyaltySimulator::new(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let function = Function::start("ingest", &function_env(&backend, moto.endpoint(), sims));
+    let (sims, _server) = sims::serve(ErpSimulator::new(), LoyaltySimulator::new(), Access::local()).await;
+    let function = Function::start("ingest", &function_env(&backend, moto.endpoint(), &sims).await);
     let customer = sample("CustomerUpdated");
     let email = customer["detail"]["data"]["email"].as_str().unwrap().to_owned();
     let mut malformed = customer.clone();

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use retail_sync_connectors::{HttpConfig, HttpLoyalty};
+use retail_sync_connectors::{ClientAuth, HttpConfig, HttpLoyalty};
 use retail_sync_contracts::values::Points;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::MemoryState;
 use retail_sync_core::ports::SystemClock;
 use retail_sync_redemption::{RedemptionApi, RedemptionConfig};
+use retail_sync_simulators::access::Access;
 use retail_sync_simulators::{ErpSimulator, FaultKind, Faults, LoyaltySimulator};
+use retail_sync_testkit::sims;
 use retail_sync_tests::workspace;
 
 /// The API Gateway event in `events/http/create-hold.json`, optionally changed.
@@ -38,15 +40,11 @@ fn body(response: &Value) -> Value {
 async fn a_hold_the_platform_made_before_timing_out_is_found_by_the_retry_not_made_twice() {
     let loyalty = LoyaltySimulator::new();
     loyalty.seed_balance("m-1001", Points::new(2000).unwrap());
-    let (addr, _server) = retail_sync_simulators::serve(
-        ErpSimulator::new(),
-        loyalty.clone(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let (base, _server) = sims::serve(ErpSimulator::new(), loyalty.clone(), Access::local()).await;
     let api = RedemptionApi {
-        loyalty: Arc::new(HttpLoyalty::new(&HttpConfig::new(format!("http://{addr}"))).unwrap()),
+        loyalty: Arc::new(
+            HttpLoyalty::new(&HttpConfig::new(&base), sims::oauth(&base, ClientAuth::Basic)).unwrap(),
+        ),
         idempotency: Arc::new(MemoryState::default()),
         clock: Arc::new(SystemClock),
         policy: IdempotencyPolicy::default(),

@@ -1,7 +1,8 @@
-//! One JSON-over-HTTP caller per system: a shared `reqwest::Client` (connection pool, TLS), the
-//! idempotency key on every mutating call, and retries of the failures that are worth retrying (reads
-//! included).
+//! One JSON-over-HTTP caller per system: a shared `reqwest::Client` (connection pool, TLS), its
+//! credentials on every call, the idempotency key on every mutating call, and retries of the failures
+//! that are worth retrying (reads included).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -13,10 +14,33 @@ use retail_sync_contracts::events::ReasonCode;
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 
-use crate::config::HttpConfig;
+use crate::auth::{AuthMethod, Authenticator, CredentialSource};
+use crate::config::{HttpConfig, check_url};
 use crate::error::ConnectorError;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// How a connector authenticates, and where its credentials come from.
+#[derive(Clone)]
+pub struct Auth {
+    pub method: AuthMethod,
+    pub credentials: Arc<dyn CredentialSource>,
+}
+
+impl Auth {
+    /// From `{prefix}_AUTH` and the rest of [`AuthMethod::from_lookup`], with the credentials of the
+    /// environment (`{prefix}_CLIENT_ID`, `{prefix}_CLIENT_SECRET`, `{prefix}_API_KEY`).
+    pub fn from_env(prefix: &str) -> Result<Self, ConnectorError> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        Ok(Self {
+            method: AuthMethod::from_lookup(prefix, lookup)?,
+            credentials: Arc::new(crate::auth::StaticCredentials {
+                credentials: crate::auth::Credentials::from_lookup(prefix, lookup),
+                origin: format!("{prefix}_CLIENT_ID/{prefix}_CLIENT_SECRET/{prefix}_API_KEY"),
+            }),
+        })
+    }
+}
 
 /// The error body the contract specifies for every non-2xx answer.
 #[derive(serde::Deserialize)]
@@ -29,6 +53,7 @@ struct ErrorBody {
 pub(crate) struct JsonApi {
     client: reqwest::Client,
     base_url: String,
+    auth: Arc<Authenticator>,
     backoff: ExponentialBuilder,
     /// For `Error::Unavailable` and the logs: `erp` or `loyalty`.
     system: &'static str,
@@ -39,10 +64,14 @@ pub(crate) struct JsonApi {
 impl JsonApi {
     pub(crate) fn new(
         config: &HttpConfig,
+        auth: Auth,
         system: &'static str,
         rejected: ReasonCode,
     ) -> Result<Self, ConnectorError> {
         config.check_base_url("base_url")?;
+        if let AuthMethod::OAuth2ClientCredentials { token_url, .. } = &auth.method {
+            check_url(token_url, "token_url")?;
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -57,6 +86,7 @@ impl JsonApi {
         Ok(Self {
             client,
             base_url: config.base_url.trim_end_matches('/').to_owned(),
+            auth: Arc::new(Authenticator::new(auth.method, auth.credentials)),
             backoff,
             system,
             rejected,
@@ -135,7 +165,7 @@ impl JsonApi {
         let attempts = AtomicU32::new(0);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(request()).await
+            self.authorized_attempt(&request).await
         })
         .retry(self.backoff)
         .when(ConnectorError::is_retryable)
@@ -166,6 +196,32 @@ impl JsonApi {
             let reason = e.status().map_or(self.rejected, &refused_as);
             e.into_port_error(self.system, reason)
         })
+    }
+
+    /// One attempt with the current credential; on a 401, one more with fresh ones (the token expired
+    /// or was revoked early, or the secret was rotated). A second 401 stands: the credentials are wrong.
+    async fn authorized_attempt<Resp>(
+        &self,
+        request: &impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Resp, ConnectorError>
+    where
+        Resp: DeserializeOwned,
+    {
+        let (name, value) = self.auth.header(&self.client).await?;
+        match self.attempt(request().header(name, value.clone())).await {
+            Err(ConnectorError::Status { status: 401, .. }) => {
+                tracing::info!(system = self.system, "credential refused, fetching a fresh one");
+                self.auth.refused(&value).await;
+                let (name, value) = self.auth.header(&self.client).await?;
+                self.attempt(request().header(name, value)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Tokens fetched so far (tests, and the proof that one token serves many calls).
+    pub(crate) fn tokens_fetched(&self) -> u64 {
+        self.auth.tokens_fetched()
     }
 
     async fn attempt<Resp>(&self, request: reqwest::RequestBuilder) -> Result<Resp, ConnectorError>

@@ -9,7 +9,7 @@ use retail_sync_core::ports::{
     Erp, ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest,
 };
 
-use crate::api::JsonApi;
+use crate::api::{Auth, JsonApi};
 use crate::config::HttpConfig;
 use crate::error::ConnectorError;
 
@@ -20,15 +20,21 @@ pub struct HttpErp {
 }
 
 impl HttpErp {
-    pub fn new(config: &HttpConfig) -> Result<Self, ConnectorError> {
+    pub fn new(config: &HttpConfig, auth: Auth) -> Result<Self, ConnectorError> {
         Ok(Self {
-            api: JsonApi::new(config, "erp", ReasonCode::ErpRejected)?,
+            api: JsonApi::new(config, auth, "erp", ReasonCode::ErpRejected)?,
         })
     }
 
-    /// From `ERP_BASE_URL` and the optional `ERP_*` settings of [`HttpConfig::from_env`].
+    /// From `ERP_BASE_URL` and the optional `ERP_*` settings of [`HttpConfig::from_env`], with
+    /// the authentication of [`Auth::from_env`] (credentials from the environment).
     pub fn from_env() -> Result<Self, ConnectorError> {
-        Self::new(&HttpConfig::from_env("ERP")?)
+        Self::new(&HttpConfig::from_env("ERP")?, Auth::from_env("ERP")?)
+    }
+
+    /// Tokens fetched from the token endpoint so far by this connector and its clones.
+    pub fn tokens_fetched(&self) -> u64 {
+        self.api.tokens_fetched()
     }
 }
 

@@ -26,6 +26,10 @@ pub enum ConnectorError {
         code: String,
         message: String,
     },
+    /// No credential to present: the credentials could not be loaded, lack a field, or the token
+    /// endpoint refused them or failed. Never a verdict on the business call, so never a rejection.
+    #[error("authentication: {message}")]
+    Auth { message: String, retryable: bool },
     /// The last retryable failure, once the attempts ran out.
     #[error("gave up after {attempts} attempts: {last}")]
     GaveUp {
@@ -44,6 +48,7 @@ impl ConnectorError {
             Self::Transport(e) => !e.is_builder(),
             Self::Body(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Self::Auth { retryable, .. } => *retryable,
             Self::Config { .. } | Self::Client(_) | Self::GaveUp { .. } => false,
         }
     }

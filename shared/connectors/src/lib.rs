@@ -2,7 +2,10 @@
 //! `openapi/erp.yaml` and `openapi/loyalty.yaml` (which the simulators implement).
 //!
 //! # Layout
-//! - [`config`]: [`HttpConfig`]: base URL, timeouts, attempts and backoff, from the environment.
+//! - [`config`]: [`HttpConfig`]: base URL (https, or http on loopback), timeouts, attempts and backoff,
+//!   from the environment.
+//! - [`auth`]: OAuth 2.0 client credentials or an API key, the credentials from a [`CredentialSource`]
+//!   (Secrets Manager on AWS, the environment locally), tokens cached and refreshed once on a 401.
 //! - [`erp`] / [`loyalty`]: [`HttpErp`] / [`HttpLoyalty`], the port implementations.
 //! - [`error`]: [`ConnectorError`], classified retryable or not, and its mapping onto the core's
 //!   `Rejected` (4xx: the system's verdict) and `Unavailable` (everything else).
@@ -10,12 +13,14 @@
 //!   on connect errors, timeouts, 408, 429 and 5xx.
 
 mod api;
+pub mod auth;
 pub mod config;
 pub mod erp;
 pub mod error;
 pub mod loyalty;
 
-pub use api::IDEMPOTENCY_KEY_HEADER;
+pub use api::{Auth, IDEMPOTENCY_KEY_HEADER};
+pub use auth::{AuthMethod, ClientAuth, CredentialSource, Credentials, Secret, StaticCredentials};
 pub use config::HttpConfig;
 pub use erp::HttpErp;
 pub use error::ConnectorError;

@@ -11,7 +11,7 @@ use retail_sync_core::ports::{
     Loyalty,
 };
 
-use crate::api::JsonApi;
+use crate::api::{Auth, JsonApi};
 use crate::config::HttpConfig;
 use crate::error::ConnectorError;
 
@@ -22,15 +22,21 @@ pub struct HttpLoyalty {
 }
 
 impl HttpLoyalty {
-    pub fn new(config: &HttpConfig) -> Result<Self, ConnectorError> {
+    pub fn new(config: &HttpConfig, auth: Auth) -> Result<Self, ConnectorError> {
         Ok(Self {
-            api: JsonApi::new(config, "loyalty", ReasonCode::LoyaltyRejected)?,
+            api: JsonApi::new(config, auth, "loyalty", ReasonCode::LoyaltyRejected)?,
         })
     }
 
-    /// From `LOYALTY_BASE_URL` and the optional `LOYALTY_*` settings of [`HttpConfig::from_env`].
+    /// From `LOYALTY_BASE_URL` and the optional `LOYALTY_*` settings of [`HttpConfig::from_env`], with
+    /// the authentication of [`Auth::from_env`] (credentials from the environment).
     pub fn from_env() -> Result<Self, ConnectorError> {
-        Self::new(&HttpConfig::from_env("LOYALTY")?)
+        Self::new(&HttpConfig::from_env("LOYALTY")?, Auth::from_env("LOYALTY")?)
+    }
+
+    /// Tokens fetched from the token endpoint so far by this connector and its clones.
+    pub fn tokens_fetched(&self) -> u64 {
+        self.api.tokens_fetched()
     }
 }
 

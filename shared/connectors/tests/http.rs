@@ -1,23 +1,27 @@
 //! The HTTP adapters against the HTTP simulator on a free local port, with short timeouts and backoff so
 //! the failure paths stay fast.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::SignedDuration;
 
-use retail_sync_connectors::{HttpConfig, HttpErp, HttpLoyalty};
+use retail_sync_connectors::{
+    Auth, AuthMethod, ClientAuth, CredentialSource, Credentials, HttpConfig, HttpErp, HttpLoyalty, Secret,
+    StaticCredentials,
+};
 use retail_sync_contracts::events::ReasonCode;
 use retail_sync_contracts::values::{HoldId, MemberId, Points};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{AdjustmentKind, Clock, Erp, HoldStatus, Loyalty};
+use retail_sync_simulators::access::{Access, LOCAL_API_KEY};
 use retail_sync_simulators::samples::{
     accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
 };
-use retail_sync_simulators::{ErpSimulator, FaultKind, Faults, LoyaltySimulator, serve};
+use retail_sync_simulators::{ErpSimulator, FaultKind, Faults, LoyaltySimulator};
+use retail_sync_testkit::sims;
 
 fn fast(base_url: String) -> HttpConfig {
     HttpConfig {
@@ -32,20 +36,28 @@ fn fast(base_url: String) -> HttpConfig {
 struct Harness {
     erp: ErpSimulator,
     loyalty: LoyaltySimulator,
+    access: Access,
+    base: String,
     http_erp: HttpErp,
     http_loyalty: HttpLoyalty,
 }
 
+/// The simulators behind their token endpoint, and both connectors authenticating with OAuth 2.0.
 async fn start() -> Harness {
+    start_with(Access::local()).await
+}
+
+async fn start_with(access: Access) -> Harness {
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
-    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (bound, _server) = serve(erp.clone(), loyalty.clone(), addr).await.unwrap();
-    let config = fast(format!("http://{bound}/"));
+    let (base, _server) = sims::serve(erp.clone(), loyalty.clone(), access.clone()).await;
+    let config = fast(format!("{base}/"));
     Harness {
         erp,
         loyalty,
-        http_erp: HttpErp::new(&config).unwrap(),
-        http_loyalty: HttpLoyalty::new(&config).unwrap(),
+        access,
+        http_erp: HttpErp::new(&config, sims::oauth(&base, ClientAuth::Basic)).unwrap(),
+        http_loyalty: HttpLoyalty::new(&config, sims::oauth(&base, ClientAuth::Body)).unwrap(),
+        base,
     }
 }
 
@@ -196,7 +208,8 @@ async fn nobody_listening_is_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let erp = HttpErp::new(&fast(format!("http://{addr}"))).unwrap();
+    let base = format!("http://{addr}");
+    let erp = HttpErp::new(&fast(base.clone()), sims::oauth(&base, ClientAuth::Basic)).unwrap();
     let err = erp
         .post_sale(&sale("store-1", "r-1"), &key("a"))
         .await
@@ -542,4 +555,201 @@ async fn an_order_is_cancelled_and_a_return_credited_in_the_erp() {
         .unwrap_err();
     assert!(rejection(err).1.starts_with("order_rejected: "));
     assert_eq!(h.erp.postings().len(), 3);
+}
+
+/// One token serves every call until it is refused: 20 calls over two connectors, one token each.
+#[tokio::test]
+async fn a_token_is_fetched_once_and_reused() {
+    let h = start().await;
+    for i in 0..10 {
+        let receipt = format!("r-{i}");
+        h.http_erp
+            .post_sale(&sale("store-1", &receipt), &key(&receipt))
+            .await
+            .unwrap();
+        h.http_loyalty
+            .accrue(&accrual("m-1", &receipt, 1_000), &key(&receipt))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        (h.http_erp.tokens_fetched(), h.http_loyalty.tokens_fetched()),
+        (1, 1)
+    );
+    assert_eq!(h.access.tokens_issued(), 2);
+    assert_eq!(h.access.refused(), 0);
+}
+
+/// A token revoked (or expired early) mid-run: the next call is refused once, the connector fetches a
+/// new token and the call goes through — no message is lost, nothing is applied twice.
+#[tokio::test]
+async fn a_token_refused_mid_run_is_replaced_and_the_call_goes_through() {
+    let h = start().await;
+    h.http_erp
+        .post_sale(&sale("store-1", "r-1"), &key("r-1"))
+        .await
+        .unwrap();
+    h.access.revoke_tokens();
+    let doc = h
+        .http_erp
+        .post_sale(&sale("store-1", "r-2"), &key("r-2"))
+        .await
+        .unwrap();
+    assert_eq!(doc.document_id.as_str(), "ERP-00000002");
+    assert_eq!(h.access.refused(), 1);
+    assert_eq!(h.http_erp.tokens_fetched(), 2);
+    assert_eq!(h.erp.postings().len(), 2);
+}
+
+/// A token that expires is renewed before it does (its `expires_in`, less a margin): no call is refused.
+#[tokio::test]
+async fn a_token_is_renewed_before_it_expires() {
+    let h = start_with(Access::local().with_token_ttl(Some(Duration::from_secs(1)))).await;
+    h.http_erp
+        .post_sale(&sale("store-1", "r-1"), &key("r-1"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    h.http_erp
+        .post_sale(&sale("store-1", "r-2"), &key("r-2"))
+        .await
+        .unwrap();
+    assert_eq!(h.http_erp.tokens_fetched(), 2);
+    assert_eq!(h.access.refused(), 0, "renewed, not refused");
+}
+
+/// Tokens without `expires_in` (as Salesforce answers) live until refused.
+#[tokio::test]
+async fn a_token_without_expiry_lives_until_refused() {
+    let h = start_with(Access::local().with_token_ttl(None)).await;
+    for i in 0..3 {
+        let r = format!("r-{i}");
+        h.http_erp
+            .post_sale(&sale("store-1", &r), &key(&r))
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.http_erp.tokens_fetched(), 1);
+}
+
+/// A secret rotated under a running connector: the old credentials stop working, the next call is
+/// refused, the connector loads the credentials again and carries on.
+#[tokio::test]
+async fn a_rotated_secret_is_loaded_again_after_a_refusal() {
+    struct Rotating {
+        loads: std::sync::atomic::AtomicU32,
+    }
+    #[async_trait::async_trait]
+    impl CredentialSource for Rotating {
+        async fn load(&self) -> Result<Credentials, retail_sync_core::BoxError> {
+            let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Credentials {
+                api_key: Some(Secret::new(if n == 0 { LOCAL_API_KEY } else { "rotated-key" })),
+                ..Credentials::default()
+            })
+        }
+        fn describe(&self) -> String {
+            "a rotating secret".into()
+        }
+    }
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    let access = Access::local();
+    let (base, _server) = sims::serve(erp.clone(), loyalty, access.clone()).await;
+    let source = Arc::new(Rotating {
+        loads: Default::default(),
+    });
+    let auth = Auth {
+        method: AuthMethod::ApiKey {
+            header: "x-api-key".into(),
+        },
+        credentials: source.clone(),
+    };
+    let http = HttpErp::new(&fast(base), auth).unwrap();
+    http.post_sale(&sale("store-1", "r-1"), &key("r-1"))
+        .await
+        .unwrap();
+    // The platform now accepts only the rotated key (and the secret holds it).
+    access.set_api_key("rotated-key");
+    http.post_sale(&sale("store-1", "r-2"), &key("r-2"))
+        .await
+        .unwrap();
+    assert_eq!(erp.postings().len(), 2);
+    assert_eq!(access.refused(), 1);
+    assert_eq!(source.loads.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+/// Wrong credentials are never a verdict on the sale: the call is `Unavailable` (redelivered, then
+/// dead-lettered until someone fixes the secret), never `Rejected` (which would fail the saga), and
+/// the token endpoint's refusal is not retried in a loop.
+#[tokio::test]
+async fn wrong_credentials_make_the_system_unavailable_not_a_refusal() {
+    let h = start().await;
+    let wrong = Auth {
+        method: AuthMethod::OAuth2ClientCredentials {
+            token_url: format!("{}/oauth/token", h.base),
+            scope: None,
+            client_auth: ClientAuth::Basic,
+        },
+        credentials: Arc::new(StaticCredentials {
+            credentials: Credentials {
+                client_id: Some("retail-sync-local".into()),
+                client_secret: Some(Secret::new("guessed")),
+                ..Credentials::default()
+            },
+            origin: "test".into(),
+        }),
+    };
+    let erp = HttpErp::new(&fast(h.base.clone()), wrong).unwrap();
+    let err = erp
+        .post_sale(&sale("store-1", "r-1"), &key("r-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { what: "erp", .. }), "{err:?}");
+    let text = format!("{err:#?} {err}");
+    assert!(text.contains("invalid_client"), "{text}");
+    assert!(!text.contains("guessed"), "the secret leaked: {text}");
+    assert_eq!(h.erp.requests(), 0);
+
+    let keyless = Auth {
+        method: AuthMethod::ApiKey {
+            header: "x-api-key".into(),
+        },
+        credentials: Arc::new(StaticCredentials {
+            credentials: Credentials {
+                api_key: Some(Secret::new("not-the-key")),
+                ..Credentials::default()
+            },
+            origin: "test".into(),
+        }),
+    };
+    let erp = HttpErp::new(&fast(h.base.clone()), keyless).unwrap();
+    let err = erp
+        .post_sale(&sale("store-1", "r-1"), &key("r-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { what: "erp", .. }), "{err:?}");
+    assert!(h.erp.postings().is_empty());
+}
+
+/// Plain http to another machine is refused when the connector is built, for the system and for the
+/// token endpoint alike.
+#[test]
+fn plain_http_beyond_loopback_is_refused() {
+    let remote = "http://erp.example.com";
+    assert!(
+        HttpErp::new(
+            &HttpConfig::new(remote),
+            sims::oauth("https://login.example.com", ClientAuth::Basic)
+        )
+        .is_err()
+    );
+    let local = "http://127.0.0.1:9";
+    let err = HttpErp::new(
+        &HttpConfig::new(local),
+        sims::oauth("http://login.example.com", ClientAuth::Basic),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("token_url"), "{err}");
 }

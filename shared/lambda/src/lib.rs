@@ -8,19 +8,21 @@
 //! - [`http`]: HTTP API / Function URL event (payload 2.0) ↔ the redemption API's request and response.
 //! - [`emf`]: business metrics as CloudWatch Embedded Metric Format lines.
 //! - [`telemetry`]: JSON logs in which every line of a message carries its step and correlation id.
+//! - [`secrets`]: connector credentials from Secrets Manager (or the environment).
 //! - [`run`], [`run_http`]: wiring from environment variables (the SAM template sets them).
 
 pub mod emf;
 pub mod handler;
 pub mod http;
+pub mod secrets;
 pub mod telemetry;
 
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 
-use retail_sync_aws::{AwsBackend, AwsSettings};
-use retail_sync_connectors::{HttpErp, HttpLoyalty};
+use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, sdk_config};
+use retail_sync_connectors::{HttpConfig, HttpErp, HttpLoyalty};
 use retail_sync_contracts::IngestLimits;
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::ports::{Clock, SystemClock};
@@ -47,7 +49,10 @@ pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {
 /// The step and its adapters, from the environment.
 async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
     let settings = AwsSettings::from_env()?;
-    let backend = Arc::new(AwsBackend::connect(settings).await);
+    let sdk = sdk_config(&settings).await;
+    let backend = Arc::new(AwsBackend::new(&AwsClients::new(&sdk), settings));
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let erp_secrets = secrets.clone();
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "RetailSync".into());
     let metrics = Arc::new(emf::EmfMetrics::new(namespace, binary));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -61,8 +66,17 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
             policy: IdempotencyPolicy::default(),
         },
         limits: IngestLimits::default(),
-        erp: Arc::new(|| Ok(Arc::new(HttpErp::from_env()?))),
-        loyalty: Arc::new(|| Ok(Arc::new(HttpLoyalty::from_env()?))),
+        erp: Arc::new(move || {
+            let auth = secrets::auth_from_env("ERP", &erp_secrets)?;
+            Ok(Arc::new(HttpErp::new(&HttpConfig::from_env("ERP")?, auth)?))
+        }),
+        loyalty: Arc::new(move || {
+            let auth = secrets::auth_from_env("LOYALTY", &secrets)?;
+            Ok(Arc::new(HttpLoyalty::new(
+                &HttpConfig::from_env("LOYALTY")?,
+                auth,
+            )?))
+        }),
         publisher: backend.clone(),
         quarantine: backend,
     };
@@ -93,9 +107,12 @@ pub async fn run_http(binary: &'static str) -> Result<(), lambda_runtime::Error>
 /// The redemption API and its adapters, from the environment.
 async fn wire_http() -> anyhow::Result<RedemptionApi> {
     let config = RedemptionConfig::from_env()?;
-    let backend = Arc::new(AwsBackend::connect(AwsSettings::from_env()?).await);
+    let settings = AwsSettings::from_env()?;
+    let sdk = sdk_config(&settings).await;
+    let backend = Arc::new(AwsBackend::new(&AwsClients::new(&sdk), settings));
+    let auth = secrets::auth_from_env("LOYALTY", &aws_sdk_secretsmanager::Client::new(&sdk))?;
     Ok(RedemptionApi {
-        loyalty: Arc::new(HttpLoyalty::from_env()?),
+        loyalty: Arc::new(HttpLoyalty::new(&HttpConfig::from_env("LOYALTY")?, auth)?),
         idempotency: backend,
         clock: Arc::new(SystemClock),
         policy: IdempotencyPolicy::default(),

@@ -2,7 +2,9 @@
 //! `shared/connectors/openapi/{erp,loyalty}.yaml`). One server carries both systems under their own
 //! path prefix, so one process and one port serve a whole local run.
 //!
-//! Routes (the mutating ones, every `POST`, require the `Idempotency-Key` header):
+//! Every route under `/erp/v1` and `/loyalty/v1` requires a credential the [`Access`] admits (a bearer
+//! token from `POST /oauth/token`, or the API key in `x-api-key`); without one it answers 401
+//! `unauthorized`. Routes (the mutating ones, every `POST`, require the `Idempotency-Key` header):
 //! - `POST /erp/v1/sales` (`ErpSaleRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/sales/cancellations` (`ErpCancelRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/sales/reinstatements` (`ErpReinstateRequest`) → 201 `ErpDocument`
@@ -14,6 +16,7 @@
 //! - `POST /loyalty/v1/holds/{hold_id}/commit` (`CommitRequest`) → 200 `Hold`
 //! - `POST /loyalty/v1/holds/{hold_id}/release` (`{}`) → 200 `Hold`
 //! - `POST /loyalty/v1/adjustments` (`AdjustmentRequest`) → 201 `Adjustment`
+//! - `POST /oauth/token` → 200 token (see [`crate::access`])
 //! - `GET|PUT /{erp|loyalty}/_admin/faults` → 200 `Faults`
 //! - `GET /_admin/state` → 200 [`SimState`]
 //! - `GET /health` → 200 `{"status": "ok"}`
@@ -27,8 +30,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Form, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -43,6 +47,7 @@ use retail_sync_core::ports::{
     ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest,
 };
 
+use crate::access::{Access, TOKEN_PATH};
 use crate::erp::{ErpPosting, ErpSimulator};
 use crate::error::SimError;
 use crate::faults::Faults;
@@ -80,8 +85,8 @@ struct Sims {
 }
 
 /// The routes above, for callers that want to mount them in their own server.
-pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator) -> Router {
-    Router::new()
+pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator, access: Access) -> Router {
+    let systems = Router::new()
         .route("/erp/v1/sales", post(post_sale))
         .route("/erp/v1/sales/cancellations", post(cancel_order))
         .route("/erp/v1/sales/reinstatements", post(reinstate))
@@ -93,6 +98,8 @@ pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator) -> Router {
         .route("/loyalty/v1/holds/{hold_id}/commit", post(commit_hold))
         .route("/loyalty/v1/holds/{hold_id}/release", post(release_hold))
         .route("/loyalty/v1/adjustments", post(adjust))
+        .route_layer(middleware::from_fn_with_state(access.clone(), authorize));
+    systems
         .route("/{system}/_admin/faults", get(get_faults).put(put_faults))
         .route("/_admin/state", get(state))
         .route(
@@ -101,6 +108,7 @@ pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator) -> Router {
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "route_not_found", "no such route".into()) })
         .with_state(Sims { erp, loyalty })
+        .merge(Router::new().route(TOKEN_PATH, post(token)).with_state(access))
 }
 
 /// Binds `addr` (use `127.0.0.1:0` for a free port), serves both simulators on it in a spawned task and
@@ -108,17 +116,63 @@ pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator) -> Router {
 pub async fn serve(
     erp: ErpSimulator,
     loyalty: LoyaltySimulator,
+    access: Access,
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(erp, loyalty);
+    let app = router(erp, loyalty, access);
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "simulator server stopped");
         }
     });
     Ok((bound, handle))
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Lets a call through to a system API only with a credential the access rules admit.
+async fn authorize(State(access): State<Access>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let admitted = access.admits(
+        header_str(headers, header::AUTHORIZATION.as_str()),
+        header_str(headers, "x-api-key"),
+    );
+    if !admitted {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token or API key is required".to_owned(),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+/// `POST /oauth/token`: RFC 6749's answers and error shape (`{"error": …}`), not the system APIs'.
+async fn token(
+    State(access): State<Access>,
+    headers: HeaderMap,
+    form: Result<Form<std::collections::HashMap<String, String>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        let body = serde_json::json!({"error": "invalid_request"});
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    };
+    match access.issue(header_str(&headers, header::AUTHORIZATION.as_str()), &form) {
+        Ok(token) => Json(token).into_response(),
+        Err((status, code)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, Json(serde_json::json!({"error": code}))).into_response()
+        }
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {

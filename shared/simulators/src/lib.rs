@@ -12,11 +12,14 @@
 //! - [`error`]: [`SimError`], what a simulator answers instead of a result.
 //! - [`in_process`]: [`InProcessErp`] / [`InProcessLoyalty`], the simulators as core port adapters.
 //! - [`http`]: the HTTP server ([`serve`], [`router`]) and its routes.
+//! - [`access`]: [`Access`]: the OAuth 2.0 token endpoint and the credential every system API route
+//!   requires.
 //! - [`samples`]: small valid requests for tests and smoke checks.
 //!
 //! Shared by both systems (private `system` module): one mutex per simulator held for the whole call
 //! (the rules are a few map operations), a request counter, and the record of each idempotency key.
 
+pub mod access;
 pub mod erp;
 pub mod error;
 pub mod faults;
@@ -26,6 +29,7 @@ pub mod loyalty;
 pub mod samples;
 mod system;
 
+pub use access::Access;
 pub use erp::{ErpPosting, ErpPostingKind, ErpSimulator};
 pub use error::SimError;
 pub use faults::{FaultKind, Faults};

@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use retail_sync_core::ports::{AdjustmentKind, Hold, HoldStatus};
+use retail_sync_simulators::access::{Access, LOCAL_API_KEY, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET};
 use retail_sync_simulators::samples::{
     accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
 };
@@ -14,14 +15,82 @@ use retail_sync_simulators::{ErpSimulator, Faults, LoyaltySimulator, SimState, s
 async fn start() -> (String, ErpSimulator, LoyaltySimulator) {
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (bound, _handle) = serve(erp.clone(), loyalty.clone(), addr).await.unwrap();
+    let (bound, _handle) = serve(erp.clone(), loyalty.clone(), Access::local(), addr)
+        .await
+        .unwrap();
     (format!("http://{bound}"), erp, loyalty)
+}
+
+/// A client that presents the local API key on every call, as a connector would.
+fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", LOCAL_API_KEY.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Every system API route refuses a call without a credential (401 `unauthorized`, and nothing is
+/// applied); the token endpoint gives the local client a bearer token that opens them.
+#[tokio::test]
+async fn system_routes_need_a_token_or_the_api_key() {
+    let (base, erp, _) = start().await;
+    let bare = reqwest::Client::new();
+    let refused = bare
+        .post(format!("{base}/erp/v1/sales"))
+        .header("Idempotency-Key", "k-1")
+        .json(&sale("store-1", "r-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "unauthorized");
+    let refused = bare
+        .get(format!("{base}/loyalty/v1/members/m-1/balance"))
+        .bearer_auth("made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(erp.postings().is_empty());
+
+    let token: Value = bare
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(LOCAL_CLIENT_ID, Some(LOCAL_CLIENT_SECRET))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(token["token_type"], "Bearer");
+    let accepted = bare
+        .post(format!("{base}/erp/v1/sales"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("Idempotency-Key", "k-1")
+        .json(&sale("store-1", "r-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::CREATED);
+    let wrong = bare
+        .post(format!("{base}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=retail-sync-local&client_secret=guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.json::<Value>().await.unwrap()["error"], "invalid_client");
 }
 
 #[tokio::test]
 async fn a_sale_is_posted_once_per_idempotency_key() {
     let (base, erp, _) = start().await;
-    let client = reqwest::Client::new();
+    let client = client();
     let post = || {
         client
             .post(format!("{base}/erp/v1/sales"))
@@ -41,7 +110,7 @@ async fn a_sale_is_posted_once_per_idempotency_key() {
 #[tokio::test]
 async fn a_call_without_idempotency_key_or_with_a_bad_body_is_a_400_with_a_code() {
     let (base, erp, _) = start().await;
-    let client = reqwest::Client::new();
+    let client = client();
     let response = client
         .post(format!("{base}/erp/v1/sales"))
         .json(&sale("store-1", "r-1"))
@@ -69,7 +138,7 @@ async fn a_call_without_idempotency_key_or_with_a_bad_body_is_a_400_with_a_code(
 #[tokio::test]
 async fn refusals_carry_their_status_and_code() {
     let (base, _, _) = start().await;
-    let client = reqwest::Client::new();
+    let client = client();
     let response = client
         .post(format!("{base}/erp/v1/sales"))
         .header("Idempotency-Key", "k")
@@ -97,7 +166,7 @@ async fn refusals_carry_their_status_and_code() {
 #[tokio::test]
 async fn balances_faults_state_and_health_are_readable() {
     let (base, erp, loyalty) = start().await;
-    let client = reqwest::Client::new();
+    let client = client();
     loyalty.accrue(&accrual("m-1", "r-1", 4_250), "k").unwrap();
     erp.post_sale(&sale("store-1", "r-1"), "k").unwrap();
 
@@ -204,7 +273,7 @@ async fn a_down_system_answers_503() {
         down: true,
         ..Faults::default()
     });
-    let response = reqwest::Client::new()
+    let response = client()
         .post(format!("{base}/loyalty/v1/accruals"))
         .header("Idempotency-Key", "k")
         .json(&accrual("m-1", "r-1", 100))
@@ -219,7 +288,7 @@ async fn a_down_system_answers_503() {
 #[tokio::test]
 async fn cancellations_and_returns_are_posted_as_documents() {
     let (base, erp, _) = start().await;
-    let client = reqwest::Client::new();
+    let client = client();
     let send = |path: &str, key: &str, body: Value| {
         client
             .post(format!("{base}{path}"))
@@ -284,7 +353,7 @@ async fn cancellations_and_returns_are_posted_as_documents() {
 async fn a_hold_is_created_read_committed_and_its_points_readjusted() {
     let (base, _, loyalty) = start().await;
     loyalty.seed_balance("m-1", retail_sync_contracts::values::Points::new(1_000).unwrap());
-    let client = reqwest::Client::new();
+    let client = client();
     let post = |path: String, key: &str, body: Value| {
         client
             .post(format!("{base}{path}"))
@@ -394,7 +463,7 @@ async fn a_hold_is_released_with_an_empty_body_and_unknown_holds_are_404() {
         jiff::SignedDuration::from_secs(600),
     );
     let h = loyalty.create_hold(&request, "h1").unwrap();
-    let client = reqwest::Client::new();
+    let client = client();
     let release = |hold_id: String, key: &'static str, body: &'static str| {
         client
             .post(format!("{base}/loyalty/v1/holds/{hold_id}/release"))

@@ -5,6 +5,8 @@
 //! - [`moto`]: a moto server (AWS API emulator) reached through the real SDK, started once per process.
 //! - [`conformance`]: the state ports' contract as one suite, run by the in-memory, embedded and
 //!   DynamoDB adapters' tests ([`conformance_tests!`]).
+//! - [`sims`]: the reference simulators over HTTP and the connector authentication that opens them.
 
 pub mod conformance;
 pub mod moto;
+pub mod sims;

@@ -285,6 +285,20 @@ fn functions_get_the_table_actions_they_call_and_publish_only_their_own_sources(
             };
             assert_eq!(sources, &expected, "{id} may publish under any source");
         }
+        if acts.iter().any(|a| a == "secretsmanager:GetSecretValue") {
+            // The connector credentials of the systems the step calls, by their parameters.
+            let arns: Vec<&str> = match &st["Resource"] {
+                Value::Array(a) => a.iter().map(|r| r["Ref"].as_str().unwrap()).collect(),
+                r => vec![r["Ref"].as_str().unwrap()],
+            };
+            assert!(id != "IngestRole", "ingest calls no system");
+            for arn in arns {
+                assert!(
+                    ["ErpCredentialsSecretArn", "LoyaltyCredentialsSecretArn"].contains(&arn),
+                    "{id} reads {arn}"
+                );
+            }
+        }
         if acts.iter().any(|a| a == "dynamodb:DeleteItem") {
             assert_eq!(
                 st["Resource"]["Fn::GetAtt"],

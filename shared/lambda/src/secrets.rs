@@ -1,0 +1,67 @@
+//! Connector credentials on AWS: read from Secrets Manager (`{PREFIX}_CREDENTIALS_SECRET_ARN`, a template
+//! parameter; the function's role may `GetSecretValue` on that ARN only), once per container and again
+//! after the system refuses them (a rotated secret). Without the variable, from the environment, as in
+//! a local run.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use retail_sync_connectors::{Auth, AuthMethod, ConnectorError, CredentialSource, Credentials};
+use retail_sync_core::BoxError;
+
+/// A Secrets Manager secret whose string is the JSON object of [`Credentials`].
+pub struct SecretsManagerCredentials {
+    pub client: aws_sdk_secretsmanager::Client,
+    pub arn: String,
+}
+
+#[async_trait]
+impl CredentialSource for SecretsManagerCredentials {
+    async fn load(&self) -> Result<Credentials, BoxError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.arn)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "GetSecretValue: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                )
+            })?;
+        let text = out.secret_string().ok_or("the secret has no string value")?;
+        // Only the position of a parse error is reported: serde's message can quote the value.
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "the secret is not a JSON object of client_id/client_secret or api_key (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+            .into()
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("secret {}", self.arn)
+    }
+}
+
+/// The authentication of the connector to `prefix` (`ERP`, `LOYALTY`) from the function's environment:
+/// the method from `{prefix}_AUTH`…, the credentials from the secret when
+/// `{prefix}_CREDENTIALS_SECRET_ARN` names one, else from the environment.
+pub fn auth_from_env(prefix: &str, secrets: &aws_sdk_secretsmanager::Client) -> Result<Auth, ConnectorError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let arn = lookup(&format!("{prefix}_CREDENTIALS_SECRET_ARN")).filter(|a| !a.trim().is_empty());
+    let Some(arn) = arn else {
+        return Auth::from_env(prefix);
+    };
+    Ok(Auth {
+        method: AuthMethod::from_lookup(prefix, lookup)?,
+        credentials: Arc::new(SecretsManagerCredentials {
+            client: secrets.clone(),
+            arn: arn.trim().to_owned(),
+        }),
+    })
+}

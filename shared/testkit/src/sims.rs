@@ -1,0 +1,41 @@
+//! The reference simulators over HTTP, and the connector authentication that opens them: what every test
+//! that goes through the real connectors shares.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use retail_sync_connectors::{Auth, AuthMethod, ClientAuth, Credentials, Secret, StaticCredentials};
+use retail_sync_simulators::access::{Access, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET, TOKEN_PATH};
+use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
+
+/// Both simulators served on a free loopback port behind `access`: (base url, server task).
+pub async fn serve(
+    erp: ErpSimulator,
+    loyalty: LoyaltySimulator,
+    access: Access,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("a socket address");
+    let (bound, handle) = retail_sync_simulators::serve(erp, loyalty, access, addr)
+        .await
+        .expect("a free loopback port");
+    (format!("http://{bound}"), handle)
+}
+
+/// OAuth 2.0 client credentials against the simulators at `base_url`, as the local client.
+pub fn oauth(base_url: &str, client_auth: ClientAuth) -> Auth {
+    Auth {
+        method: AuthMethod::OAuth2ClientCredentials {
+            token_url: format!("{}{TOKEN_PATH}", base_url.trim_end_matches('/')),
+            scope: None,
+            client_auth,
+        },
+        credentials: Arc::new(StaticCredentials {
+            credentials: Credentials {
+                client_id: Some(LOCAL_CLIENT_ID.to_owned()),
+                client_secret: Some(Secret::new(LOCAL_CLIENT_SECRET)),
+                ..Credentials::default()
+            },
+            origin: "the simulators' local client".to_owned(),
+        }),
+    }
+}

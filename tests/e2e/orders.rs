@@ -630,6 +630,118 @@ async fn post(api: &RedemptionApi, path: &str, key: &str, body: Value) -> (ApiRe
     (response, json)
 }
 
+/// A request as `client` (with every scope), or as `member`'s own token of that client.
+fn as_caller(
+    client: &str,
+    member: Option<&str>,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+) -> ApiRequest {
+    let mut caller = Caller::local(client);
+    caller.member = member.map(str::to_owned);
+    let mut request = ApiRequest::new(method, path).with_caller(caller);
+    if let Some(key) = key {
+        request = request.with_header("Idempotency-Key", key);
+    }
+    if method == "POST" {
+        request = request.with_body(body.to_string());
+    }
+    request
+}
+
+/// The redemption API's caller boundaries over this backend's own table (the stored answers and the
+/// holds' owner records live there): the same key from two applications, or from two members of one
+/// application, is two requests; another application cannot read, commit or release a hold; a member's
+/// token acts on its own member only.
+async fn the_redemption_api_keeps_callers_apart<B: Backend>(w: World<B>) {
+    let api = w.api(OutagePolicy::RefuseRedemption);
+    w.sims.loyalty.seed_balance("m-2", Points::new(5_000).unwrap());
+    let hold = |member: &str| json!({"member_id": member, "points": 100, "currency": "EUR", "basket_net_minor": 4_000});
+    let web = api
+        .handle(as_caller(
+            "web",
+            None,
+            "POST",
+            "/v1/holds",
+            Some("k-1"),
+            hold("m-1"),
+        ))
+        .await;
+    let app = api
+        .handle(as_caller(
+            "app",
+            None,
+            "POST",
+            "/v1/holds",
+            Some("k-1"),
+            hold("m-2"),
+        ))
+        .await;
+    let mine = api
+        .handle(as_caller(
+            "app",
+            Some("m-1"),
+            "POST",
+            "/v1/holds",
+            Some("k-2"),
+            hold("m-1"),
+        ))
+        .await;
+    let theirs = api
+        .handle(as_caller(
+            "app",
+            Some("m-2"),
+            "POST",
+            "/v1/holds",
+            Some("k-2"),
+            hold("m-2"),
+        ))
+        .await;
+    for r in [&web, &app, &mine, &theirs] {
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    assert_eq!(w.sims.loyalty.holds().len(), 4, "four requests, four holds");
+    let web_hold = serde_json::from_str::<Value>(&web.body).unwrap()["hold_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let commit = json!({"transaction": {"kind": "order", "order_id": "o-c1"}, "points": 100});
+    for (method, path, key) in [
+        ("GET", format!("/v1/holds/{web_hold}"), None),
+        ("POST", format!("/v1/holds/{web_hold}/commit"), Some("k-3")),
+        ("POST", format!("/v1/holds/{web_hold}/release"), Some("k-4")),
+    ] {
+        let r = api
+            .handle(as_caller("app", None, method, &path, key, commit.clone()))
+            .await;
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
+    }
+    let other_member = api
+        .handle(as_caller(
+            "app",
+            Some("m-2"),
+            "GET",
+            "/v1/members/m-1/balance",
+            None,
+            Value::Null,
+        ))
+        .await;
+    assert_eq!(other_member.status, 403, "{}", other_member.body);
+    let owner = api
+        .handle(as_caller(
+            "web",
+            None,
+            "POST",
+            &format!("/v1/holds/{web_hold}/commit"),
+            Some("k-5"),
+            commit,
+        ))
+        .await;
+    assert_eq!(owner.status, 200, "{}", owner.body);
+}
+
 /// The same checkout request sent twice under one `Idempotency-Key` creates one hold and gets the same
 /// answer; the key with another request is refused; a release repeated is answered the same.
 async fn redemption_api_duplicate_requests_with_the_same_key<B: Backend>(w: World<B>) {
@@ -1079,6 +1191,7 @@ scenarios!(
     redeemed_points_are_shared_over_every_line_by_net,
     forged_workflow_events_are_never_applied,
     a_channel_sends_only_what_the_source_policy_allows,
+    the_redemption_api_keeps_callers_apart,
 );
 
 /// The sample orders day (`events/streams/orders-day.jsonl`, what `retail-sync local run` shows): every

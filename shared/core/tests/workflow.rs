@@ -619,18 +619,22 @@ async fn a_source_may_send_only_what_its_channel_sends() {
     sale_from_crm["source"] = "retail.crm".into();
     let mut sale_from_nowhere = sample_sale();
     sale_from_nowhere["source"] = "retail.kiosk".into();
+    // Sent by the web shop (a source that may send orders), claiming to be the mobile app.
+    let mut posing = sample("OrderPlaced");
+    posing["detail"]["metadata"]["channel"] = "mobile".into();
     let outcome = ingest
         .run(&[
             msg("order-from-pos", &order_from_pos.to_string()),
             msg("sale-from-crm", &sale_from_crm.to_string()),
             msg("sale-from-nowhere", &sale_from_nowhere.to_string()),
+            msg("posing", &posing.to_string()),
             msg("good", &sample_sale().to_string()),
         ])
         .await;
     assert!(outcome.failed.is_empty());
     assert_eq!(
         outcome.quarantined,
-        ["order-from-pos", "sale-from-crm", "sale-from-nowhere"]
+        ["order-from-pos", "sale-from-crm", "sale-from-nowhere", "posing"]
     );
     let items = w.state.list(10).await.unwrap();
     assert!(
@@ -650,6 +654,10 @@ async fn a_source_may_send_only_what_its_channel_sends() {
         messages
             .iter()
             .any(|m| m.contains("\"retail.kiosk\" is not a channel's"))
+    );
+    assert!(
+        messages.contains(&"metadata.channel \"mobile\" is not the channel of source \"retail.ecommerce\""),
+        "{messages:#?}"
     );
     // Only the good sale started a saga.
     assert_eq!(w.metrics.get("accepted{event_type=SaleCompleted}"), 1);

@@ -38,6 +38,16 @@ impl Caller {
         }
     }
 
+    /// Whose idempotency keys a request's key belongs to: the client application's, or — for a member's
+    /// own token — that member's within it (`{client}/{member}`), so that two members of one app never
+    /// replay or block each other's requests. Neither a client id nor a member id holds '/' or ':'.
+    pub fn key_scope(&self) -> String {
+        match &self.member {
+            Some(member) => format!("{}/{member}", self.client),
+            None => self.client.clone(),
+        }
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }

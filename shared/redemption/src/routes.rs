@@ -117,8 +117,9 @@ pub(crate) fn route<'p>(method: &str, path: &'p str) -> Result<(Operation, Vec<&
     }
 }
 
-/// The client's `Idempotency-Key` (1–200 characters of `[A-Za-z0-9._:-]`), scoped by the caller's
-/// client id: two callers sending the same key make two requests.
+/// The client's `Idempotency-Key` (1–200 characters of `[A-Za-z0-9._:-]`), scoped by the caller
+/// ([`Caller::key_scope`](crate::http::Caller::key_scope): the client id, and the member of a member's
+/// token): two callers sending the same key make two requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientKey {
     client: String,
@@ -126,8 +127,8 @@ pub struct ClientKey {
 }
 
 impl ClientKey {
-    /// `key` as `client` sent it; `None` for a key outside the rules. `client` holds no ':' (see
-    /// [`Caller::client_is_valid`](crate::http::Caller::client_is_valid)).
+    /// `key` as the caller whose scope is `client` sent it; `None` for a key outside the rules. `client`
+    /// holds no ':' (see [`Caller::client_is_valid`](crate::http::Caller::client_is_valid)).
     pub fn parse(client: &str, key: &str) -> Option<Self> {
         let ok = (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
             && key

@@ -99,7 +99,7 @@ impl RedemptionApi {
             Operation::CreateHold | Operation::CommitHold | Operation::ReleaseHold => {
                 let key = request
                     .header("idempotency-key")
-                    .and_then(|k| ClientKey::parse(&caller.client, k))
+                    .and_then(|k| ClientKey::parse(&caller.key_scope(), k))
                     .ok_or_else(|| {
                         ApiResponse::error(
                             400,
@@ -431,6 +431,17 @@ fn authorize(request: &ApiRequest, op: Operation) -> Result<&Caller, ApiResponse
             403,
             ErrorCode::Forbidden,
             "the token's client id is not 1 to 128 characters of [A-Za-z0-9._@|-]",
+        ));
+    }
+    if caller
+        .member
+        .as_deref()
+        .is_some_and(|m| MemberId::parse(m).is_err())
+    {
+        return Err(ApiResponse::error(
+            403,
+            ErrorCode::Forbidden,
+            "the token's member_id claim is not a member id",
         ));
     }
     if !caller.has_scope(op.scope()) {

@@ -714,6 +714,63 @@ async fn the_same_key_from_two_callers_is_two_requests() {
     );
 }
 
+/// Two members of one application (a loyalty app's member tokens) sending the same key make two
+/// requests: a member can neither replay another's stored answer nor block its key. A member claim that
+/// is no member id is refused before anything happens.
+#[tokio::test]
+async fn the_same_key_from_two_members_of_one_app_is_two_requests() {
+    let write = ["redemption/holds.write"];
+    let w = world(RedemptionConfig::default());
+    w.loyalty.seed_balance("m-2", Points::new(500).unwrap());
+    let body = |member: &str| {
+        json!({"member_id": member, "points": 10, "currency": "EUR", "basket_net_minor": 5000}).to_string()
+    };
+    let first = as_caller(
+        post("/v1/holds", Some("k-same"), &body("m-1")),
+        "app",
+        &write,
+        Some("m-1"),
+    );
+    let second = as_caller(
+        post("/v1/holds", Some("k-same"), &body("m-2")),
+        "app",
+        &write,
+        Some("m-2"),
+    );
+    let (first, second) = (w.api.handle(first).await, w.api.handle(second).await);
+    assert_eq!(
+        (first.status, second.status),
+        (201, 201),
+        "{} {}",
+        first.body,
+        second.body
+    );
+    assert_ne!(hold_id(&first), hold_id(&second));
+    assert_eq!(
+        w.applied(),
+        [
+            (
+                "create_hold".to_owned(),
+                "api:app/m-1:k-same:create-hold".to_owned()
+            ),
+            (
+                "create_hold".to_owned(),
+                "api:app/m-2:k-same:create-hold".to_owned()
+            ),
+        ]
+    );
+    let forged = as_caller(
+        post("/v1/holds", Some("k-x"), &body("m-1")),
+        "app",
+        &write,
+        Some("m-1/x"),
+    );
+    let before = w.requests();
+    let r = w.api.handle(forged).await;
+    assert_eq!((r.status, code(&r)), (403, "forbidden".to_owned()), "{}", r.body);
+    assert_eq!(w.requests(), before, "nothing reached the platform");
+}
+
 #[tokio::test]
 async fn another_callers_hold_and_another_member_are_refused() {
     let all = [

@@ -90,8 +90,20 @@ impl Step for Ingest {
         super::note_correlation(event.metadata());
         let type_name = event.event_type().name();
         // Who may send what (`SOURCE_POLICY`): a POS does not place web orders, a CRM does not cancel them.
-        if let Err(message) = check_source(&envelope.source, event.event_type()) {
-            return Err(refuse(&event, ReasonCode::SourceNotAllowed, message, Vec::new()));
+        let claimed = event.metadata().channel;
+        match check_source(&envelope.source, event.event_type()) {
+            Err(message) => return Err(refuse(&event, ReasonCode::SourceNotAllowed, message, Vec::new())),
+            // The channel the event says it comes from is the one its source is: the saga, the reports
+            // and the ERP documents are filed under it.
+            Ok(channel) if channel != claimed => {
+                let message = format!(
+                    "metadata.channel {:?} is not the channel of source {:?}",
+                    claimed.as_str(),
+                    envelope.source
+                );
+                return Err(refuse(&event, ReasonCode::SourceNotAllowed, message, Vec::new()));
+            }
+            Ok(_) => {}
         }
         if let Err(findings) = business_rules(&event) {
             return Err(refuse(

@@ -33,7 +33,18 @@ pub trait Backend:
     async fn all_sagas(&self) -> Result<Vec<Saga>, Error>;
     async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error>;
     /// Moves every message of a DLQ back to its source queue; returns how many moved.
-    async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error>;
+    async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error> {
+        self.redrive_where(dlq, queue, &|_| true, usize::MAX).await
+    }
+    /// Moves the messages of a DLQ that `pick` selects, at most `limit`, back to its source queue, each
+    /// sent before it is removed (an interruption duplicates, the steps absorb it; nothing is lost).
+    async fn redrive_where(
+        &self,
+        dlq: &str,
+        queue: &str,
+        pick: &(dyn for<'m> Fn(&'m DeadLetter) -> bool + Sync),
+        limit: usize,
+    ) -> Result<usize, Error>;
     /// Brackets the rounds of polls that share one commit, where the backend has group commits.
     fn begin_group(&self) -> Result<(), Error> {
         Ok(())
@@ -49,6 +60,24 @@ pub trait Backend:
     /// The journal of `system` kept so far.
     fn journal(&self, _system: &str) -> Result<Vec<String>, Error> {
         Ok(Vec::new())
+    }
+}
+
+fn dead_letter_of_stored(m: retail_sync_embedded::StoredMessage) -> DeadLetter {
+    DeadLetter {
+        id: m.id,
+        body: m.body,
+        receive_count: m.receive_count,
+        sent_at: m.sent_at,
+    }
+}
+
+fn dead_letter_of_sqs(m: retail_sync_aws::QueueMessage) -> DeadLetter {
+    DeadLetter {
+        id: m.id,
+        body: m.body,
+        receive_count: m.receive_count,
+        sent_at: m.sent_at,
     }
 }
 
@@ -83,13 +112,17 @@ impl Backend for Embedded {
     }
     async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error> {
         let messages = self.messages(dlq).map_err(embedded_error)?;
-        Ok(messages
-            .into_iter()
-            .map(|m| DeadLetter::new(m.body, m.receive_count))
-            .collect())
+        Ok(messages.into_iter().map(dead_letter_of_stored).collect())
     }
-    async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error> {
-        Embedded::redrive(self, dlq, queue).map_err(embedded_error)
+    async fn redrive_where(
+        &self,
+        dlq: &str,
+        queue: &str,
+        pick: &(dyn for<'m> Fn(&'m DeadLetter) -> bool + Sync),
+        limit: usize,
+    ) -> Result<usize, Error> {
+        let pick = |m: &retail_sync_embedded::StoredMessage| pick(&dead_letter_of_stored(m.clone()));
+        Embedded::redrive_where(self, dlq, queue, &pick, limit).map_err(embedded_error)
     }
     fn begin_group(&self) -> Result<(), Error> {
         Embedded::begin_group(self).map_err(embedded_error)
@@ -127,12 +160,16 @@ impl Backend for AwsBackend {
     }
     async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error> {
         let messages = self.dlq_messages(dlq, 1000).await?;
-        Ok(messages
-            .into_iter()
-            .map(|m| DeadLetter::new(m.body, m.receive_count))
-            .collect())
+        Ok(messages.into_iter().map(dead_letter_of_sqs).collect())
     }
-    async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error> {
-        AwsBackend::redrive(self, dlq, queue).await
+    async fn redrive_where(
+        &self,
+        dlq: &str,
+        queue: &str,
+        pick: &(dyn for<'m> Fn(&'m DeadLetter) -> bool + Sync),
+        limit: usize,
+    ) -> Result<usize, Error> {
+        let pick = |m: &retail_sync_aws::QueueMessage| pick(&dead_letter_of_sqs(m.clone()));
+        AwsBackend::redrive_where(self, dlq, queue, &pick, limit).await
     }
 }

@@ -1,20 +1,21 @@
 //! What each subcommand does, in terms of the library.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use jiff::Timestamp;
 use retail_sync_cli::bench;
 use retail_sync_cli::input::read_inputs;
 use retail_sync_cli::local::{LocalOptions, Simulators, open_embedded};
-use retail_sync_core::ports::{QuarantineStore, SagaStore};
-use retail_sync_core::saga::SagaId;
-use retail_sync_embedded::{Embedded, Topology};
+use retail_sync_cli::ops::{self, DlqFilter, OpsError, QuarantineFilter};
+use retail_sync_cli::target::{self, TargetArgs};
 
-use crate::StateArgs;
+use crate::{OutputArgs, StateArgs};
 
 /// Logs go to stderr, errors only unless `RUST_LOG` asks for more: the progress bar and the summary
 /// are the CLI's output.
@@ -29,22 +30,6 @@ pub fn init_tracing() {
 
 fn options(state: &StateArgs) -> LocalOptions {
     LocalOptions::new(state.template.clone(), state.state.clone())
-}
-
-/// Opens the state of a previous run for inspection, without running anything.
-fn open_state(state: &StateArgs) -> anyhow::Result<Embedded> {
-    if !state.state.exists() {
-        bail!(
-            "no local state at {} (run `retail-sync local run` first, or pass --state)",
-            state.state.display()
-        );
-    }
-    let topology = Topology::load(&state.template)?;
-    Ok(Embedded::open(
-        &state.state,
-        topology,
-        std::sync::Arc::new(retail_sync_core::ports::SystemClock),
-    )?)
 }
 
 pub async fn local_run(
@@ -82,7 +67,7 @@ pub async fn local_run(
     let report = system.report(fed).await?;
     println!("{}", report.render());
     println!(
-        "{} messages handled in {:.2}s; state in {} (inspect with `retail-sync quarantine list`, `dlq list`, `saga <id>`)",
+        "{} messages handled in {:.2}s; state in {} (inspect with `retail-sync quarantine list`, `dlq list`, `saga show <id>`)",
         progress.handled,
         elapsed.as_secs_f64(),
         state.state.display()
@@ -98,80 +83,301 @@ pub async fn local_run(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn quarantine_list(limit: usize, json: bool, state: &StateArgs) -> anyhow::Result<ExitCode> {
-    let store = open_state(state)?;
-    let items = store.list(limit).await?;
+/// Exit codes: 0 done, 1 failure (or refused), 2 usage (clap's), 3 not found.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<OpsError>() {
+        Some(OpsError::NotFound(_)) => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// `90s`, `30m`, `2h`, `1d` (a bare number is seconds).
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age such as 90s, 30m, 2h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Asks before a change, unless `--yes`; without a terminal to ask on, `--yes` is required.
+fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{what}: pass --yes to confirm (no terminal to ask on)");
+    }
+    eprint!("{what}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn ago(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7_200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3_600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+pub async fn quarantine_list(
+    filter: &QuarantineFilter,
+    limit: usize,
+    output: OutputArgs,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let items = ops::quarantine_list(&*t.backend, filter, limit).await?;
     for item in &items {
-        if json {
-            println!("{}", serde_json::to_string(item)?);
+        if output.json() {
+            print_json(item)?;
         } else {
             println!(
-                "{}  {:<10} {:<24} {:<22} {}",
+                "{}  {:<34} {:<18} {:<24} {:<28} {}",
                 item.received_at,
+                item.id,
                 item.step,
                 item.rejection.reason.as_str(),
-                item.rejection.event_id.as_deref().unwrap_or("-"),
+                item.rejection.correlation_id.as_deref().unwrap_or("-"),
                 item.rejection.message
             );
         }
     }
-    if !json {
+    if !output.json() {
         eprintln!("{} quarantined", items.len());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn dlq_list(json: bool, state: &StateArgs) -> anyhow::Result<ExitCode> {
-    let store = open_state(state)?;
-    for dlq in store.topology().dead_letter_queues() {
-        let messages = store.messages(dlq)?;
-        if json {
-            for m in &messages {
-                println!("{}", serde_json::to_string(m)?);
-            }
+pub async fn quarantine_show(id: &str, output: OutputArgs, target: &TargetArgs) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let item = ops::quarantine_item(&*t.backend, id).await?;
+    if output.json() {
+        print_json(&item)?;
+    } else {
+        println!("{}", serde_json::to_string_pretty(&item)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn quarantine_retry(id: &str, yes: bool, target: &TargetArgs) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let item = ops::quarantine_item(&*t.backend, id).await?;
+    if !confirm(yes, &format!("retry {} of {}", item.step, id))? {
+        return Ok(ExitCode::FAILURE);
+    }
+    let r = ops::retry_item(&*t.backend, &t.topology, &item, Timestamp::now()).await?;
+    print_retried(&r);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_retried(r: &ops::Retried) {
+    println!(
+        "{} of saga {}: attempt {} recorded, its message sent to {}; the step runs it exactly once",
+        r.step, r.saga, r.attempt, r.queue
+    );
+}
+
+pub async fn dlq_list(output: OutputArgs, target: &TargetArgs) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    for d in ops::dlq_list(&*t.backend, &t.topology, Timestamp::now()).await? {
+        if output.json() {
+            print_json(&d)?;
         } else {
-            println!("{dlq}: {} messages", messages.len());
-            for m in &messages {
-                println!(
-                    "  {}  received {}×  {}",
-                    m.id,
-                    m.receive_count,
-                    m.body.chars().take(120).collect::<String>()
-                );
-            }
+            let oldest = d.oldest_age_seconds.map_or("-".to_owned(), ago);
+            println!(
+                "{}: {} messages  oldest {oldest}  (serves {})",
+                d.dlq, d.messages, d.source
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn dlq_redrive(dlq: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
-    let store = open_state(state)?;
-    let source = store
-        .topology()
-        .queues
-        .values()
-        .find(|q| q.redrive.as_ref().is_some_and(|(d, _)| d == dlq))
-        .map(|q| q.id.clone())
-        .with_context(|| format!("{dlq} is not the DLQ of any queue in the template"))?;
-    let moved = store.redrive(dlq, &source)?;
-    println!("{moved} messages moved from {dlq} back to {source}; `retail-sync local run` processes them");
+pub async fn dlq_show(
+    dlq: &str,
+    message: Option<&str>,
+    output: OutputArgs,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let letters = ops::dlq_show(&*t.backend, &t.topology, dlq, Timestamp::now()).await?;
+    if let Some(id) = message {
+        let Some((view, letter, saga)) = letters.into_iter().find(|(v, _, _)| v.id == id) else {
+            return Err(OpsError::NotFound(format!("no message {id} in {dlq}")).into());
+        };
+        let body: serde_json::Value =
+            serde_json::from_str(&letter.body).unwrap_or(serde_json::Value::String(letter.body.clone()));
+        let shown = serde_json::json!({"message": view, "body": body, "saga": saga});
+        if output.json() {
+            print_json(&shown)?;
+        } else {
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if output.json() {
+        for (view, _, _) in &letters {
+            print_json(view)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bucket = |s: i64| match s {
+        s if s < 3_600 => "< 1h",
+        s if s < 86_400 => "< 1d",
+        _ => ">= 1d",
+    };
+    let mut groups: std::collections::BTreeMap<(String, String, &str), usize> = Default::default();
+    for (v, _, _) in &letters {
+        let key = (
+            v.reason.clone(),
+            v.detail_type.clone().unwrap_or_else(|| "-".into()),
+            bucket(v.age_seconds),
+        );
+        *groups.entry(key).or_default() += 1;
+    }
+    println!("{dlq}: {} messages", letters.len());
+    println!(
+        "  {:<20} {:<22} {:<6} {:>5}",
+        "reason", "detail-type", "age", "count"
+    );
+    for ((reason, detail_type, age), n) in &groups {
+        println!("  {reason:<20} {detail_type:<22} {age:<6} {n:>5}");
+    }
+    for (v, _, _) in &letters {
+        println!(
+            "  {}  {:<20} {:<22} {:<28} received {}x, {} ago",
+            v.id,
+            v.reason,
+            v.detail_type.as_deref().unwrap_or("-"),
+            v.correlation_id.as_deref().unwrap_or("-"),
+            v.receive_count,
+            ago(v.age_seconds)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn saga_show(id: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
-    let store = open_state(state)?;
-    let saga = match store.load(&SagaId::from_stored(id.to_owned())).await? {
-        Some(s) => Some(s),
-        None => match retail_sync_contracts::values::CorrelationId::parse(id.to_owned()) {
-            Ok(c) => store.find_by_correlation(&c).await?,
-            Err(_) => None,
-        },
+pub async fn dlq_redrive(
+    dlq: &str,
+    filter: crate::DlqFilterArgs,
+    limit: Option<usize>,
+    dry_run: bool,
+    yes: bool,
+    output: OutputArgs,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let filter = DlqFilter {
+        reason: filter.reason,
+        detail_type: filter.detail_type,
+        correlation_id: filter.correlation_id,
+        older_than: filter.older_than,
     };
-    let Some(saga) = saga else {
-        eprintln!("no saga with id or correlation id {id}");
-        return Ok(ExitCode::from(2));
+    let limit = limit.unwrap_or(usize::MAX);
+    let now = Timestamp::now();
+    let preview = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, limit, true, now).await?;
+    let outcome = if dry_run || preview.selected.is_empty() {
+        preview
+    } else {
+        let what = format!(
+            "move {} messages from {dlq} back to {}",
+            preview.selected.len(),
+            preview.to
+        );
+        if !confirm(yes, &what)? {
+            return Ok(ExitCode::FAILURE);
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_message(what);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let moved = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, limit, false, now).await?;
+        bar.finish_and_clear();
+        moved
     };
-    println!("{}", serde_json::to_string_pretty(&saga)?);
+    if output.json() {
+        print_json(&outcome)?;
+    } else {
+        let verb = if dry_run { "would move" } else { "moved" };
+        let count = if dry_run {
+            outcome.selected.len()
+        } else {
+            outcome.moved
+        };
+        println!(
+            "{count} messages {verb} from {} back to {}",
+            outcome.dlq, outcome.to
+        );
+        for v in &outcome.selected {
+            println!(
+                "  {}  {:<20} {:<22} {}",
+                v.id,
+                v.reason,
+                v.detail_type.as_deref().unwrap_or("-"),
+                v.correlation_id.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn saga_show(id: &str, output: OutputArgs, target: &TargetArgs) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let saga = ops::saga(&*t.backend, id).await?;
+    if output.json() {
+        print_json(&saga)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}  {}  correlation {}  version {}",
+        saga.id,
+        saga.status.as_str(),
+        saga.correlation_id,
+        saga.version
+    );
+    for e in &saga.steps {
+        println!(
+            "  {}  {:<20} {:<9} {}",
+            e.at,
+            e.step,
+            e.outcome.as_str(),
+            e.message
+        );
+    }
+    println!("ledger: {}", serde_json::to_string(&saga.ledger)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn saga_retry(
+    id: &str,
+    step: Option<&str>,
+    yes: bool,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let saga = ops::saga(&*t.backend, id).await?;
+    let what = format!("retry {} of saga {}", step.unwrap_or("the refused step"), saga.id);
+    if !confirm(yes, &what)? {
+        return Ok(ExitCode::FAILURE);
+    }
+    let r = ops::retry_saga(&*t.backend, &t.topology, id, step, Timestamp::now()).await?;
+    print_retried(&r);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,9 @@
 //! - [`local`]: the whole system in-process: embedded backend wired from the template, the steps, the
 //!   reference simulators, and a loop that runs until every queue is drained.
 //! - [`backends`]: what a local run needs from a backend (feed, depths, read-back), for embedded and AWS.
+//! - [`ops`]: operator work on either backend: DLQs (list, show, filtered redrive), the quarantine,
+//!   sagas and their retry after a fix.
+//! - [`target`]: which system a command works on: a local run's state, or a deployed stack (`--stack`).
 //! - [`bench`]: benchmarks that print figures.
 //! - [`report`]: the run's outcome as a stable JSON document and as a human summary.
 
@@ -14,4 +17,6 @@ pub mod backends;
 pub mod bench;
 pub mod input;
 pub mod local;
+pub mod ops;
 pub mod report;
+pub mod target;

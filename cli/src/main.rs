@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
+use retail_sync_cli::target::TargetArgs;
+
 #[derive(Parser)]
 #[command(
     name = "retail-sync",
@@ -29,24 +31,42 @@ pub struct StateArgs {
     pub state: PathBuf,
 }
 
+#[derive(clap::Args, Clone, Copy)]
+pub struct OutputArgs {
+    /// `table` for people, `json` (one object per line) for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Output,
+    /// Same as `-o json`.
+    #[arg(long, hide = true)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl OutputArgs {
+    pub fn json(self) -> bool {
+        self.json || self.output == Output::Json
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run on this machine, no cloud.
     #[command(subcommand)]
     Local(LocalCommand),
-    /// Bad input and permanently failed messages.
+    /// Bad input and permanent refusals: list, show, retry after a fix.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
     /// Dead-letter queues: messages that exhausted their deliveries.
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// One business transaction's saga and timeline.
-    Saga {
-        /// A correlation id or a saga id (`receipt:<store>:<receipt>`, `order:<id>`).
-        id: String,
-        #[command(flatten)]
-        state: StateArgs,
-    },
+    /// One business transaction's saga: its timeline, and a retry of a refused step after a fix.
+    #[command(subcommand)]
+    Saga(SagaCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -74,33 +94,116 @@ enum LocalCommand {
 
 #[derive(Subcommand)]
 enum QuarantineCommand {
-    /// List quarantined messages with their reasons.
+    /// Quarantined messages, newest first, with their reasons.
     List {
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long)]
+        correlation_id: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Print JSON (one object per line) instead of a table.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        state: StateArgs,
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
     },
+    /// One entry: its reason, findings and the message as received.
+    Show {
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Attempts a refused step again once its cause is fixed in the ERP or the loyalty platform.
+    Retry {
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct DlqFilterArgs {
+    /// `waiting_for_saga`, `saga_running`, `saga_failed`, … (see `dlq show`).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long)]
+    pub detail_type: Option<String>,
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    /// Only messages first sent at least this long ago: `90s`, `30m`, `2h`, `1d`.
+    #[arg(long, value_parser = commands::parse_age)]
+    pub older_than: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand)]
 enum DlqCommand {
-    /// Every DLQ of the template with its messages.
+    /// Every DLQ of the template: depth and the age of its oldest message.
     List {
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        state: StateArgs,
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
     },
-    /// Move a DLQ's messages back to the queue it serves (after fixing the cause).
-    Redrive {
+    /// A DLQ's messages without taking them, grouped by reason, detail-type and age.
+    Show {
         /// The DLQ's logical id in the template, e.g. PostSaleToErpDLQ.
         dlq: String,
+        /// One message: its body, receive count and its saga's timeline.
+        #[arg(long)]
+        message: Option<String>,
         #[command(flatten)]
-        state: StateArgs,
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Moves messages back to the queue the DLQ serves (after fixing the cause).
+    Redrive {
+        dlq: String,
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Move at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Say what would move, move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SagaCommand {
+    /// The saga and its timeline.
+    Show {
+        /// A correlation id or a saga id (`receipt:<store>:<receipt>`, `order:<id>`).
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Attempts the refused step again (the one that failed, or `--step`) once its cause is fixed.
+    Retry {
+        id: String,
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        target: TargetArgs,
     },
 }
 
@@ -145,12 +248,52 @@ fn main() -> ExitCode {
                 quiet,
                 state,
             }) => commands::local_run(&input, report.as_deref(), fresh, quiet, &state).await,
-            Command::Quarantine(QuarantineCommand::List { limit, json, state }) => {
-                commands::quarantine_list(limit, json, &state).await
+            Command::Quarantine(QuarantineCommand::List {
+                reason,
+                step,
+                correlation_id,
+                limit,
+                output,
+                target,
+            }) => {
+                let filter = retail_sync_cli::ops::QuarantineFilter {
+                    reason,
+                    step,
+                    correlation_id,
+                };
+                commands::quarantine_list(&filter, limit, output, &target).await
             }
-            Command::Dlq(DlqCommand::List { json, state }) => commands::dlq_list(json, &state),
-            Command::Dlq(DlqCommand::Redrive { dlq, state }) => commands::dlq_redrive(&dlq, &state),
-            Command::Saga { id, state } => commands::saga_show(&id, &state).await,
+            Command::Quarantine(QuarantineCommand::Show { id, output, target }) => {
+                commands::quarantine_show(&id, output, &target).await
+            }
+            Command::Quarantine(QuarantineCommand::Retry { id, yes, target }) => {
+                commands::quarantine_retry(&id, yes, &target).await
+            }
+            Command::Dlq(DlqCommand::List { output, target }) => commands::dlq_list(output, &target).await,
+            Command::Dlq(DlqCommand::Show {
+                dlq,
+                message,
+                output,
+                target,
+            }) => commands::dlq_show(&dlq, message.as_deref(), output, &target).await,
+            Command::Dlq(DlqCommand::Redrive {
+                dlq,
+                filter,
+                limit,
+                dry_run,
+                yes,
+                output,
+                target,
+            }) => commands::dlq_redrive(&dlq, filter, limit, dry_run, yes, output, &target).await,
+            Command::Saga(SagaCommand::Show { id, output, target }) => {
+                commands::saga_show(&id, output, &target).await
+            }
+            Command::Saga(SagaCommand::Retry {
+                id,
+                step,
+                yes,
+                target,
+            }) => commands::saga_retry(&id, step.as_deref(), yes, &target).await,
             Command::Bench(BenchCommand::Local { sagas, state }) => {
                 commands::bench_local(sagas, &state).await
             }
@@ -165,7 +308,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            commands::exit_code(&e)
         }
     }
 }

@@ -78,14 +78,15 @@ pub struct QuarantineEntry {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
+    /// The queue's message id (stable while the message stays in the DLQ). Not in the report, whose
+    /// content is the same from run to run.
+    #[serde(skip)]
+    pub id: String,
     pub body: String,
     pub receive_count: u32,
-}
-
-impl DeadLetter {
-    pub fn new(body: String, receive_count: u32) -> Self {
-        Self { body, receive_count }
-    }
+    /// When it was first sent to the queue it failed in (SQS keeps `SentTimestamp` across the move).
+    #[serde(skip)]
+    pub sent_at: jiff::Timestamp,
 }
 
 /// What a report is made of; each backend gathers these its own way.

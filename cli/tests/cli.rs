@@ -73,14 +73,16 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
             .any(|i| i["reason"] == "invalid_json" && i["body"].as_str().unwrap().starts_with('{'))
     );
 
-    let saga = retail_sync(&state, &["saga", "pos-closed-007-r-000001"]);
+    let saga = retail_sync(&state, &["saga", "show", "pos-closed-007-r-000001", "-o", "json"]);
     assert!(saga.status.success());
     let saga: Value = serde_json::from_str(&stdout(&saga)).unwrap();
     assert_eq!(saga["id"], "receipt:closed-007:r-000001");
     assert_eq!(saga["status"], "failed");
 
-    let missing = retail_sync(&state, &["saga", "no-such-thing"]);
-    assert_eq!(missing.status.code(), Some(2));
+    let missing = retail_sync(&state, &["saga", "show", "no-such-thing"]);
+    assert_eq!(missing.status.code(), Some(3), "not found");
+    let usage = retail_sync(&state, &["saga", "show"]);
+    assert_eq!(usage.status.code(), Some(2), "usage");
 
     let dlqs = retail_sync(&state, &["dlq", "list"]);
     assert!(
@@ -94,7 +96,8 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
     );
     let wrong = retail_sync(&state, &["dlq", "redrive", "IngestQueue"]);
     assert!(!wrong.status.success());
-    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the DLQ of any queue"));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not a DLQ of the template"));
+    assert_eq!(wrong.status.code(), Some(3));
 }
 
 #[test]
@@ -177,7 +180,7 @@ fn a_killed_run_resumes_with_the_simulators_it_left_and_a_repeated_day_changes_n
         .unwrap();
     // Kill it once some sagas are committed (the CLI reads the state while the run writes it).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !retail_sync(&state, &["saga", "gen-20"]).status.success() {
+    while !retail_sync(&state, &["saga", "show", "gen-20"]).status.success() {
         assert!(std::time::Instant::now() < deadline, "the run committed nothing");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

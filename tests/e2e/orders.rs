@@ -630,6 +630,130 @@ async fn post(api: &RedemptionApi, path: &str, key: &str, body: Value) -> (ApiRe
     (response, json)
 }
 
+/// The operator commands' work on each backend (`retail_sync_cli::ops`, what `retail-sync dlq …`,
+/// `saga …` and `quarantine …` run): a loyalty outage dead-letters an accrual (`saga_running`) beside a
+/// shipment whose order never came (`waiting_for_saga`); `dlq show` tells them apart; a redrive by reason
+/// moves only the first, which completes once loyalty is back, and a second redrive moves nothing. A
+/// sale the ERP refused (period closed) and one loyalty refused (unknown member) are retried after the
+/// fix: each posts or accrues exactly once, and a retry of a completed saga is refused.
+async fn operators_redrive_by_reason_and_retry_after_a_fix<B: Backend>(w: World<B>) {
+    use retail_sync_cli::ops::{self, DlqFilter, OpsError};
+    let now = || jiff::Timestamp::now();
+    let (backend, topology): (&dyn Backend, _) = (&*w.system.backend, &w.system.topology);
+    w.sims.loyalty.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    w.run(vec![
+        sale("store-042", "r-op1", "m-1", &[(1, 2_000)]),
+        shipped("o-ghost", "o-ghost-s1", &[(1, 1)]),
+    ])
+    .await;
+    let letters = ops::dlq_show(backend, topology, "AccrueLoyaltyDLQ", now())
+        .await
+        .unwrap();
+    let mut reasons: Vec<&str> = letters.iter().map(|(v, _, _)| v.reason.as_str()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["saga_running", "waiting_for_saga"]);
+    let listed = ops::dlq_list(backend, topology, now()).await.unwrap();
+    let accrue = listed.iter().find(|d| d.dlq == "AccrueLoyaltyDLQ").unwrap();
+    assert_eq!(
+        (accrue.messages, accrue.source.as_str()),
+        (2, "AccrueLoyaltyQueue")
+    );
+
+    w.sims.loyalty.set_faults(Faults::default());
+    let running = DlqFilter {
+        reason: Some("saga_running".into()),
+        ..DlqFilter::default()
+    };
+    let dry = ops::dlq_redrive(
+        backend,
+        topology,
+        "AccrueLoyaltyDLQ",
+        &running,
+        usize::MAX,
+        true,
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((dry.selected.len(), dry.moved), (1, 0));
+    let moved = ops::dlq_redrive(
+        backend,
+        topology,
+        "AccrueLoyaltyDLQ",
+        &running,
+        usize::MAX,
+        false,
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.moved, 1);
+    w.system.run_until_idle(|_| {}).await.unwrap();
+    assert_eq!(
+        w.saga("receipt:store-042:r-op1").await.status,
+        SagaStatus::Completed
+    );
+    let again = ops::dlq_redrive(
+        backend,
+        topology,
+        "AccrueLoyaltyDLQ",
+        &running,
+        usize::MAX,
+        false,
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.moved, 0, "a second redrive moves nothing");
+    let left = ops::dlq_show(backend, topology, "AccrueLoyaltyDLQ", now())
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "the ghost shipment stays for a person");
+
+    // Refused by the ERP, then by loyalty; both fixed there, then retried.
+    w.run(vec![
+        sale("closed-009", "r-op2", "m-1", &[(1, 1_000)]),
+        sale("store-042", "r-op3", "unknown-77", &[(1, 4_000)]),
+    ])
+    .await;
+    let closed = "receipt:closed-009:r-op2";
+    let unknown = "receipt:store-042:r-op3";
+    assert_eq!(w.saga(closed).await.status, SagaStatus::Failed);
+    assert_eq!(w.saga(unknown).await.status, SagaStatus::Failed);
+    w.sims.erp.reopen_period("closed-009");
+    w.sims.loyalty.seed_balance("unknown-77", Points::new(0).unwrap());
+    let r = ops::retry_saga(backend, topology, closed, None, now())
+        .await
+        .unwrap();
+    assert_eq!((r.step.as_str(), r.attempt), ("post-sale-to-erp", 2));
+    let r = ops::retry_saga(backend, topology, unknown, None, now())
+        .await
+        .unwrap();
+    assert_eq!((r.step.as_str(), r.attempt), ("accrue-loyalty", 2));
+    w.system.run_until_idle(|_| {}).await.unwrap();
+    for id in [closed, unknown] {
+        let s = w.saga(id).await;
+        assert_eq!(s.status, SagaStatus::Completed, "{}", steps(&s));
+    }
+    let postings = w.sims.erp.postings();
+    assert_eq!(
+        postings
+            .iter()
+            .filter(|p| p.idempotency_key.starts_with(closed))
+            .count(),
+        1,
+        "posted once, under the retry's key"
+    );
+    assert_eq!(w.balance("unknown-77"), 40);
+    let done = ops::retry_saga(backend, topology, unknown, None, now()).await;
+    assert!(matches!(done, Err(OpsError::Refused(_))), "{done:?}");
+    let missing = ops::retry_saga(backend, topology, "no-such-saga", None, now()).await;
+    assert!(matches!(missing, Err(OpsError::NotFound(_))), "{missing:?}");
+}
+
 /// A request as `client` (with every scope), or as `member`'s own token of that client.
 fn as_caller(
     client: &str,
@@ -1192,6 +1316,7 @@ scenarios!(
     forged_workflow_events_are_never_applied,
     a_channel_sends_only_what_the_source_policy_allows,
     the_redemption_api_keeps_callers_apart,
+    operators_redrive_by_reason_and_retry_after_a_fix,
 );
 
 /// The sample orders day (`events/streams/orders-day.jsonl`, what `retail-sync local run` shows): every

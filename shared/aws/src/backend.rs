@@ -140,6 +140,16 @@ impl AwsBackend {
         self.queues.redrive(from_dlq, to_queue).await
     }
 
+    pub async fn redrive_where(
+        &self,
+        from_dlq: &str,
+        to_queue: &str,
+        pick: &(dyn Fn(&QueueMessage) -> bool + Sync),
+        limit: usize,
+    ) -> Result<usize, Error> {
+        self.queues.redrive_where(from_dlq, to_queue, pick, limit).await
+    }
+
     /// PutEvents on the channel bus, as a channel does.
     pub async fn put_channel_events(
         &self,

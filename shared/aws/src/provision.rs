@@ -81,6 +81,7 @@ pub async fn provision(
     let settings = AwsSettings {
         endpoint_url: clients.endpoint_url().map(str::to_owned),
         region: clients.region().map(str::to_owned),
+        profile: None,
         idempotency_table: table_name(IDEMPOTENCY_TABLE)?,
         saga_table: table_name(SAGA_TABLE)?,
         quarantine_table: table_name(QUARANTINE_TABLE)?,

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message as SqsMessage, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message as SqsMessage,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use jiff::Timestamp;
 use serde::Serialize;
@@ -226,55 +226,122 @@ impl SqsQueues {
         Ok(messages)
     }
 
-    /// Moves every message of `from` (a DLQ) to `to` as new messages (fresh receive count). Each batch
-    /// is sent before it is deleted, so a crash in between duplicates rather than loses; the steps are
-    /// idempotent. Returns how many were moved.
+    /// Moves every message of `from` (a DLQ) to `to` as new messages (fresh receive count). Returns how
+    /// many were moved.
     pub async fn redrive(&self, from: &str, to: &str) -> Result<usize, Error> {
+        self.redrive_where(from, to, &|_| true, usize::MAX).await
+    }
+
+    /// Moves the messages of `from` that `pick` selects, at most `limit`, to `to` as new messages. Each
+    /// batch is sent before it is deleted, so a crash in between duplicates rather than loses (the steps
+    /// are idempotent); the messages not picked are made visible again at the end. Returns how many
+    /// were moved.
+    pub async fn redrive_where(
+        &self,
+        from: &str,
+        to: &str,
+        pick: &(dyn Fn(&QueueMessage) -> bool + Sync),
+        limit: usize,
+    ) -> Result<usize, Error> {
         let (from_url, to_url) = (self.url(from)?, self.url(to)?);
         let mut moved = 0;
-        loop {
-            // The DLQ's own visibility timeout keeps a batch hidden while it is moved, so the next
-            // receive gets the next messages.
-            let batch = self
-                .receive_from(from_url, SQS_BATCH, None, OPERATOR_WAIT_SECONDS)
-                .await?;
-            if batch.is_empty() {
-                return Ok(moved);
+        let mut skipped: Vec<String> = Vec::new();
+        let result = async {
+            while moved < limit {
+                // The DLQ's own visibility timeout keeps a batch hidden while it is moved (or skipped),
+                // so the next receive gets the next messages.
+                let batch = self
+                    .receive_from(from_url, SQS_BATCH, None, OPERATOR_WAIT_SECONDS)
+                    .await?;
+                if batch.is_empty() {
+                    break;
+                }
+                let mut chosen = Vec::new();
+                for m in batch {
+                    let receipt = m.receipt_handle.clone().unwrap_or_default();
+                    let message = queue_message(from, m);
+                    if moved + chosen.len() < limit && pick(&message) {
+                        chosen.push((message.body, receipt));
+                    } else {
+                        skipped.push(receipt);
+                    }
+                }
+                if chosen.is_empty() {
+                    continue;
+                }
+                let entries = chosen
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (body, _))| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(body.clone())
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?;
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(to_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                let sent: Vec<String> = out
+                    .successful()
+                    .iter()
+                    .filter_map(|s| s.id().parse::<usize>().ok())
+                    .filter_map(|i| chosen.get(i).map(|(_, receipt)| receipt.clone()))
+                    .collect();
+                self.delete_from(from_url, &sent).await?;
+                moved += sent.len();
+                let failures = out
+                    .failed()
+                    .iter()
+                    .map(|f| EntryFailure::new(Some(f.code()), f.message()))
+                    .collect();
+                batch_failures("SendMessageBatch", chosen.len(), failures)?;
             }
-            let entries = batch
+            Ok::<_, Error>(())
+        }
+        .await;
+        // Whatever happened, what was looked at and not moved is visible again at once.
+        self.release(from_url, &skipped).await?;
+        result.map(|()| moved)
+    }
+
+    /// Makes received messages visible again at once.
+    async fn release(&self, url: &str, receipts: &[String]) -> Result<(), Error> {
+        let mut failures = Vec::new();
+        for chunk in receipts.chunks(SQS_BATCH) {
+            let entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, m)| {
-                    SendMessageBatchRequestEntry::builder()
+                .map(|(i, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(m.body.clone().unwrap_or_default())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
                         .build()
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
             let out = self
                 .client
-                .send_message_batch()
-                .queue_url(to_url)
+                .change_message_visibility_batch()
+                .queue_url(url)
                 .set_entries(Some(entries))
                 .send()
                 .await
                 .map_err(unavailable)?;
-            let sent: Vec<String> = out
-                .successful()
-                .iter()
-                .filter_map(|s| s.id().parse::<usize>().ok())
-                .filter_map(|i| batch.get(i).and_then(|m| m.receipt_handle.clone()))
-                .collect();
-            self.delete_from(from_url, &sent).await?;
-            moved += sent.len();
-            let failures = out
-                .failed()
-                .iter()
-                .map(|f| EntryFailure::new(Some(f.code()), f.message()))
-                .collect();
-            batch_failures("SendMessageBatch", batch.len(), failures)?;
+            failures.extend(
+                out.failed()
+                    .iter()
+                    .map(|f| EntryFailure::new(Some(f.code()), f.message())),
+            );
         }
+        batch_failures("ChangeMessageVisibilityBatch", receipts.len(), failures)
     }
 }
 

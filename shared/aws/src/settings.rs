@@ -16,6 +16,8 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Without it the SDK's region chain decides (`AWS_REGION`, profile, IMDS).
     pub region: Option<String>,
+    /// A named profile of the shared config files (`--profile`); without it the default chain.
+    pub profile: Option<String>,
     pub idempotency_table: String,
     pub saga_table: String,
     pub quarantine_table: String,
@@ -72,6 +74,7 @@ impl AwsSettings {
         Ok(Self {
             endpoint_url: None,
             region: None,
+            profile: None,
             idempotency_table: required("IDEMPOTENCY_TABLE")?,
             saga_table: required("SAGA_TABLE")?,
             quarantine_table: required("QUARANTINE_TABLE")?,
@@ -98,6 +101,39 @@ impl AwsSettings {
         self
     }
 
+    /// The settings of a deployed stack from its resources, `(logical id, physical id)` as CloudFormation
+    /// lists them: a table's or a bus's physical id is its name, a queue's is its URL.
+    pub fn from_stack_resources<'a>(
+        topology: &retail_sync_topology::Topology,
+        resources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, AwsError> {
+        let physical: BTreeMap<&str, &str> = resources.into_iter().collect();
+        let named = |id: &'static str| {
+            physical
+                .get(id)
+                .map(|p| (*p).to_owned())
+                .ok_or(AwsError::MissingResource(id))
+        };
+        let mut queue_urls = BTreeMap::new();
+        for id in topology.queues.keys() {
+            if let Some(url) = physical.get(id.as_str()) {
+                queue_urls.insert(id.clone(), (*url).to_owned());
+            }
+        }
+        Ok(Self {
+            idempotency_table: named("IdempotencyTable")?,
+            saga_table: named("SagaTable")?,
+            quarantine_table: named("QuarantineTable")?,
+            event_bus_name: named(retail_sync_topology::INTERNAL_BUS)?,
+            channel_bus_name: physical
+                .get(retail_sync_topology::CHANNEL_BUS)
+                .map(|p| (*p).to_owned()),
+            queue_urls,
+            quarantine_retention: days(DEFAULT_QUARANTINE_RETENTION_DAYS),
+            ..Self::default()
+        })
+    }
+
     pub fn with_queue_url(mut self, logical_id: impl Into<String>, url: impl Into<String>) -> Self {
         self.queue_urls.insert(logical_id.into(), url.into());
         self
@@ -109,6 +145,9 @@ pub const EMULATOR_REGION: &str = "us-east-1";
 
 fn loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = &settings.profile {
+        loader = loader.profile_name(profile);
+    }
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
@@ -204,5 +243,33 @@ mod tests {
         let e =
             AwsSettings::from_lookup(env(&[("IDEMPOTENCY_TABLE", "idem"), ("SAGA_TABLE", "")])).unwrap_err();
         assert_eq!(e.to_string(), "environment variable SAGA_TABLE is not set");
+    }
+
+    #[test]
+    fn a_stacks_resources_give_the_settings() {
+        let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let topology = retail_sync_topology::Topology::load(std::path::Path::new(template)).unwrap();
+        let resources = [
+            ("IdempotencyTable", "st-IdempotencyTable-1"),
+            ("SagaTable", "st-SagaTable-2"),
+            ("QuarantineTable", "st-QuarantineTable-3"),
+            ("InternalBus", "retail-sync-st-internal"),
+            ("ChannelBus", "retail-sync-st-channels"),
+            (
+                "IngestDLQ",
+                "https://sqs.eu-west-1.amazonaws.com/1/st-IngestDLQ-4",
+            ),
+            ("IngestRole", "st-IngestRole-5"),
+        ];
+        let s = AwsSettings::from_stack_resources(&topology, resources).unwrap();
+        assert_eq!(s.saga_table, "st-SagaTable-2");
+        assert_eq!(s.event_bus_name, "retail-sync-st-internal");
+        assert_eq!(s.channel_bus_name.as_deref(), Some("retail-sync-st-channels"));
+        assert_eq!(s.queue_urls.len(), 1);
+        assert!(s.queue_urls["IngestDLQ"].ends_with("st-IngestDLQ-4"));
+        let e = AwsSettings::from_stack_resources(&topology, resources[1..].iter().copied())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IdempotencyTable"), "{e}");
     }
 }

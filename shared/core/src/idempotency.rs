@@ -17,6 +17,16 @@ impl IdempotencyKey {
     pub fn for_step(business_key: &str, step: &str) -> Self {
         Self(format!("{business_key}:{step}"))
     }
+    /// The key of attempt `retries + 1` of the same effect: the key itself for the first attempt,
+    /// `{key}:retry-{n}` after `n` operator retries (see [`crate::retry`]). The ERP and the loyalty
+    /// platform see a new key only after they refused the last one, so nothing is applied twice.
+    pub fn attempt(&self, retries: u32) -> Self {
+        if retries == 0 {
+            self.clone()
+        } else {
+            Self(format!("{}:retry-{retries}", self.0))
+        }
+    }
     /// For keys read back from a store.
     pub fn from_stored(s: String) -> Self {
         Self(s)

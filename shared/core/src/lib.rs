@@ -15,6 +15,8 @@
 //!   once, settle, announce) and built by one `Wiring` with only the ports it uses.
 //! - [`batch`]: runs a step over a batch of queue messages, publishes in batches and reports which
 //!   messages failed (the SQS partial batch response).
+//! - [`retry`]: fix and retry: a step refused by the ERP or the loyalty platform attempted again, under
+//!   a new attempt's key, once the cause is fixed there.
 //! - [`runner`]: polls queues the way Lambda's SQS event source does, for backends without Lambda.
 //! - [`memory`]: in-memory adapters of the ports, for unit tests and benchmarks.
 
@@ -26,6 +28,7 @@ pub mod ledger;
 pub mod memory;
 pub mod ports;
 pub mod proration;
+pub mod retry;
 pub mod runner;
 pub mod saga;
 pub mod steps;

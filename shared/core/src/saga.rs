@@ -1,6 +1,7 @@
 //! One saga record per business transaction: its status, the event that started it, what each system
 //! ended up with (the ledger), and the step log operators read as the timeline.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use jiff::Timestamp;
@@ -80,6 +81,8 @@ pub enum StepOutcome {
     Failed,
     /// An event for this transaction was refused (e.g. same identity, different payload).
     Refused,
+    /// An operator asked for a refused step to be attempted again, after fixing its cause.
+    Retried,
 }
 
 impl StepOutcome {
@@ -91,6 +94,7 @@ impl StepOutcome {
             Self::Skipped => "skipped",
             Self::Failed => "failed",
             Self::Refused => "refused",
+            Self::Retried => "retried",
         }
     }
 }
@@ -120,6 +124,10 @@ pub struct Saga {
     #[serde(default)]
     pub ledger: Ledger,
     pub steps: Vec<StepEntry>,
+    /// Operator retries per step (see [`crate::retry`]): attempt `n + 1` of a step runs under a key of
+    /// its own, so the stored refusal of the attempt before does not answer it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retries: BTreeMap<String, u32>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -144,6 +152,7 @@ impl Saga {
                 at: now,
                 message: format!("{} accepted", event.event_type().name()),
             }],
+            retries: BTreeMap::new(),
             created_at: now,
             updated_at: now,
         }
@@ -203,6 +212,7 @@ impl PartialEq for Saga {
             fingerprint,
             ledger,
             steps,
+            retries,
             created_at,
             updated_at,
         } = self;
@@ -215,6 +225,7 @@ impl PartialEq for Saga {
             && *fingerprint == other.fingerprint
             && *ledger == other.ledger
             && *steps == other.steps
+            && *retries == other.retries
             && *created_at == other.created_at
             && *updated_at == other.updated_at
     }
@@ -277,7 +288,7 @@ mod tests {
     #[test]
     fn outcome_names_are_the_serialized_ones() {
         use StepOutcome::*;
-        for o in [Accepted, Done, Skipped, Failed, Refused] {
+        for o in [Accepted, Done, Skipped, Failed, Refused, Retried] {
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
     }

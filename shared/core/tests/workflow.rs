@@ -23,14 +23,17 @@ use retail_sync_core::steps::{Base, Message, Step, Wiring, connected};
 #[derive(Default)]
 struct FakeErp {
     calls: AtomicU32,
+    /// The idempotency key of every call.
+    keys: Mutex<Vec<String>>,
     /// `Some(true)`: rejected for good; `Some(false)`: unavailable.
     fail: Mutex<Option<bool>>,
 }
 
 #[async_trait]
 impl Erp for FakeErp {
-    async fn post_sale(&self, _: &ErpSaleRequest, _: &IdempotencyKey) -> Result<ErpDocument, Error> {
+    async fn post_sale(&self, _: &ErpSaleRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        self.keys.lock().unwrap().push(key.as_str().to_owned());
         match *self.fail.lock().unwrap() {
             Some(true) => Err(Error::rejected(ReasonCode::ErpRejected, "period_closed: closed")),
             Some(false) => Err(Error::unavailable("erp", "503")),
@@ -141,7 +144,12 @@ impl World {
 
     /// Runs the whole chain for one inbound body, routing published events as the template's rules do.
     async fn process(&self, body: &str) {
-        let mut queue = vec![("ingest", body.to_owned())];
+        self.process_from("ingest", body).await;
+    }
+
+    /// [`World::process`] from the queue of `step`.
+    async fn process_from(&self, step: &'static str, body: &str) {
+        let mut queue = vec![(step, body.to_owned())];
         let mut n = 0;
         while let Some((step, body)) = queue.pop() {
             let before = self.bus.published().len();
@@ -342,6 +350,61 @@ async fn an_erp_rejection_fails_the_saga_and_announces_it_without_retrying() {
     assert_eq!(e.metadata.correlation_id.as_str(), "pos-store-042-r-000123");
     assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 0);
     assert_eq!(w.metrics.get("failed{reason=erp_rejected}"), 1);
+}
+
+/// Fix and retry: the ERP refused the posting for good (period closed), so redeliveries get the stored
+/// refusal; once the period is reopened, an operator's retry records a new attempt on the saga and the
+/// quarantined message, sent again (twice here), is posted once under the new attempt's key, then
+/// accrues. A second retry while the first is under way, a retry of bad input and a retry of a
+/// completed saga are refused and change nothing.
+#[tokio::test]
+async fn a_refused_posting_is_retried_once_the_cause_is_fixed() {
+    use retail_sync_core::retry::{self, RetryError};
+    let w = World::new();
+    *w.erp.fail.lock().unwrap() = Some(true);
+    w.process(&sample_sale().to_string()).await;
+    let item = retry::find_refusal(&*w.state, &w.saga(SAGA).await, None)
+        .await
+        .unwrap()
+        .expect("the refusal is quarantined");
+    assert_eq!(item.step, "post-sale-to-erp");
+    w.process_from("post-sale-to-erp", &item.body).await;
+    assert_eq!(
+        w.erp.calls.load(Ordering::SeqCst),
+        1,
+        "a redelivery gets the stored refusal"
+    );
+
+    *w.erp.fail.lock().unwrap() = None;
+    let retried = retry::request(&*w.state, &item, w.clock.now()).await.unwrap();
+    assert_eq!((retried.step.as_str(), retried.attempt), ("post-sale-to-erp", 2));
+    let saga = w.saga(SAGA).await;
+    assert_eq!(saga.status, SagaStatus::Running);
+    assert!(saga.has_step(retry::OPERATOR, StepOutcome::Retried));
+    let again = retry::request(&*w.state, &item, w.clock.now()).await;
+    assert!(matches!(again, Err(RetryError::NotRetryable(_))), "{again:?}");
+
+    w.process_from("post-sale-to-erp", &retried.body).await;
+    w.process_from("post-sale-to-erp", &retried.body).await;
+    assert_eq!(
+        *w.erp.keys.lock().unwrap(),
+        [
+            "receipt:store-042:r-000123:post-sale-to-erp",
+            "receipt:store-042:r-000123:post-sale-to-erp:retry-1"
+        ]
+    );
+    let saga = w.saga(SAGA).await;
+    assert_eq!(saga.status, SagaStatus::Completed, "{:#?}", saga.steps);
+    assert_eq!(saga.retries["post-sale-to-erp"], 1);
+    assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 1);
+    let done = retry::request(&*w.state, &item, w.clock.now()).await;
+    assert!(matches!(done, Err(RetryError::NotRetryable(m)) if m.contains("completed")));
+
+    let mut bad = item.clone();
+    bad.step = "ingest".into();
+    bad.rejection.reason = ReasonCode::SchemaViolation;
+    let refused = retry::request(&*w.state, &bad, w.clock.now()).await;
+    assert!(matches!(refused, Err(RetryError::NotRetryable(m)) if m.contains("cannot be retried")));
 }
 
 #[tokio::test]

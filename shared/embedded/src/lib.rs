@@ -12,4 +12,4 @@
 pub mod store;
 
 pub use retail_sync_topology::{Topology, TopologyError};
-pub use store::{Embedded, EmbeddedError};
+pub use store::{Embedded, EmbeddedError, StoredMessage};

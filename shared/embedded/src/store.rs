@@ -387,14 +387,43 @@ impl Embedded {
 
     /// Moves every message of `from` (a DLQ) back to `to`, visible at once with a fresh receive count.
     pub fn redrive(&self, from: &str, to: &str) -> Result<usize, EmbeddedError> {
+        self.redrive_where(from, to, &|_| true, usize::MAX)
+    }
+
+    /// Moves the messages of `from` that `pick` selects, oldest first and at most `limit`, back to
+    /// `to`, in one transaction; the others stay where they are.
+    pub fn redrive_where(
+        &self,
+        from: &str,
+        to: &str,
+        pick: &dyn Fn(&StoredMessage) -> bool,
+        limit: usize,
+    ) -> Result<usize, EmbeddedError> {
         if !self.topology.queues.contains_key(to) {
             return Err(EmbeddedError::UnknownQueue(to.to_owned()));
         }
+        let chosen: Vec<String> = self
+            .messages(from)?
+            .into_iter()
+            .filter(|m| pick(m))
+            .take(limit)
+            .map(|m| m.id)
+            .collect();
         let now = ms(self.clock.now());
-        Ok(self.conn().execute(
-            "UPDATE messages SET queue = ?2, visible_at = ?3, receive_count = 0, receipt = NULL WHERE queue = ?1",
-            params![from, to, now],
-        )?)
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let mut moved = 0;
+        {
+            let mut update = tx.prepare(
+                "UPDATE messages SET queue = ?3, visible_at = ?4, receive_count = 0, receipt = NULL
+                 WHERE id = ?1 AND queue = ?2",
+            )?;
+            for id in &chosen {
+                moved += update.execute(params![id, from, to, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(moved)
     }
 
     /// Appends entries of the reference systems' journals (`(system, entry)`), in the current group if one

@@ -1,7 +1,8 @@
 //! The ERP simulator. Rules:
 //! - documents are numbered `ERP-00000001`, `ERP-00000002`, … in posting order; sales, cancellations
 //!   and returns (credit notes) share the sequence, as they share one journal;
-//! - a receipt of a store whose id starts with `closed-` is refused (422 `period_closed`): the store's
+//! - a receipt of a store whose id starts with `closed-` is refused (422 `period_closed`) until its
+//!   period is reopened (`reopen_period`, the fix before an operator retries): the store's
 //!   accounting period is closed;
 //! - an order whose id starts with `reject-` is refused (422 `order_rejected`), so tests can make the
 //!   ERP turn down an order after its points were spent;
@@ -147,6 +148,13 @@ enum ErpCall {
 struct ErpState {
     gate: Gate<ErpCall, ErpDocument>,
     journal: Journal,
+    /// `closed-` stores whose period an operator reopened (see [`ErpSimulator::reopen_period`]).
+    reopened: HashSet<String>,
+}
+
+/// Whether `store_id`'s accounting period is closed: a `closed-` store nobody reopened.
+fn closed(reopened: &HashSet<String>, store_id: &StoreId) -> bool {
+    store_id.as_str().starts_with("closed-") && !reopened.contains(store_id.as_str())
 }
 
 /// Apart from the gate so that the gate's `apply` can borrow it.
@@ -207,6 +215,12 @@ impl ErpSimulator {
         sim
     }
 
+    /// Reopens the accounting period of a `closed-` store: what a finance team does before an operator
+    /// retries the postings it refused. (An operator's act on the ERP, not a call: not journaled.)
+    pub fn reopen_period(&self, store_id: &str) {
+        self.shared.lock().reopened.insert(store_id.to_owned());
+    }
+
     /// Posts a sale under the rules above; `key` is the caller's idempotency key.
     pub fn post_sale(&self, request: &ErpSaleRequest, key: &str) -> Result<ErpDocument, SimError> {
         let mut guard = self.shared.lock();
@@ -214,7 +228,7 @@ impl ErpSimulator {
         let call = ErpCall::Sale(request.clone());
         state.gate.call(&call, key, Timestamp::now(), || {
             match &request.transaction {
-                TransactionRef::Receipt { store_id, .. } if store_id.as_str().starts_with("closed-") => {
+                TransactionRef::Receipt { store_id, .. } if closed(&state.reopened, store_id) => {
                     return Err(period_closed(store_id));
                 }
                 TransactionRef::Order { order_id } if order_id.as_str().starts_with("reject-") => {
@@ -302,7 +316,7 @@ impl ErpSimulator {
                 (None, TransactionRef::Order { .. }) => None,
             };
             if let Some(store_id) = &store_id
-                && store_id.as_str().starts_with("closed-")
+                && closed(&state.reopened, store_id)
             {
                 return Err(period_closed(store_id));
             }

@@ -2,7 +2,7 @@
 //!
 //! Members
 //! - member ids starting with `unknown-` do not exist: every call about one is refused (404
-//!   `member_not_found`);
+//!   `member_not_found`), until the member is enrolled (`seed_balance`);
 //! - any other member is enrolled by the first call that gives them points (an accrual, a re-credit, a
 //!   seeded balance); a member never seen has balance 0 and nothing held, and reading that does not
 //!   enrol them;
@@ -225,15 +225,17 @@ fn hold_not_found(hold_id: &HoldId) -> SimError {
     SimError::refused(404, "hold_not_found", format!("no hold {hold_id}"))
 }
 
-fn check_member(member_id: &MemberId) -> Result<&str, SimError> {
-    let member = member_id.as_str();
-    if member.starts_with("unknown-") {
-        return Err(member_not_found(member));
-    }
-    Ok(member)
-}
-
 impl Books {
+    /// An `unknown-` member does not exist until it is enrolled ([`LoyaltySimulator::seed_balance`]:
+    /// the fix before an operator retries an accrual refused as `member_not_found`).
+    fn check_member<'m>(&self, member_id: &'m MemberId) -> Result<&'m str, SimError> {
+        let member = member_id.as_str();
+        if member.starts_with("unknown-") && !self.members.contains_key(member) {
+            return Err(member_not_found(member));
+        }
+        Ok(member)
+    }
+
     /// Expires the held holds due at `now`: their points become available again.
     fn expire(&mut self, now: Timestamp) {
         while let Some(&(expires_at, i)) = self.open.first()
@@ -268,7 +270,7 @@ impl Books {
     }
 
     fn balance(&self, member_id: &MemberId) -> Result<Balance, SimError> {
-        let member = check_member(member_id)?;
+        let member = self.check_member(member_id)?;
         let m = self.members.get(member).copied().unwrap_or_default();
         Ok(Balance {
             member_id: member_id.clone(),
@@ -279,7 +281,7 @@ impl Books {
     }
 
     fn accrue(&mut self, request: &AccrualRequest, key: &str) -> Result<Accrual, SimError> {
-        let member = check_member(&request.member_id)?;
+        let member = self.check_member(&request.member_id)?;
         let earned = points_for(request.eligible_minor, request.currency);
         let m = self.members.get(member).copied().unwrap_or_default();
         let balance = Points::new(m.balance + earned.get())
@@ -316,7 +318,7 @@ impl Books {
     }
 
     fn create_hold(&mut self, request: &HoldRequest, now: Timestamp) -> Result<Hold, SimError> {
-        let member = check_member(&request.member_id)?;
+        let member = self.check_member(&request.member_id)?;
         let wanted = request.points.get();
         if wanted == 0 {
             return Err(SimError::refused(422, "invalid_hold", "a hold of 0 points"));
@@ -478,7 +480,7 @@ impl Books {
     }
 
     fn adjust(&mut self, request: &AdjustmentRequest, key: &str) -> Result<Adjustment, SimError> {
-        let member = check_member(&request.member_id)?;
+        let member = self.check_member(&request.member_id)?;
         let asked = request.points.get();
         if asked == 0 {
             return Err(SimError::refused(

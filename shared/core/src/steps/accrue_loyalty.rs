@@ -97,6 +97,7 @@ impl Workflow for AccrueLoyalty {
         }
         let saga_id = SagaId::of(&posted.data.transaction);
         let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
+        cx.attempt_of(&saga);
         // Only what the saga records the ERP as having posted earns (post-sale-to-erp records the
         // document in the write that precedes this event).
         if saga.ledger.erp_document_id.as_ref() != Some(&posted.data.erp_document_id) {

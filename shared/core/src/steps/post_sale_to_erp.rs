@@ -100,6 +100,7 @@ impl Workflow for PostSaleToErp {
         // be the event it was started with, or, for an order with a redemption, announce the commit the
         // saga records. Anything else is never posted.
         let saga = saga::load_existing(cx.sagas(), &saga_id).await?;
+        cx.attempt_of(&saga);
         let (request, fingerprint) = match input {
             ToPost::Sale(sale) => {
                 let fingerprint = Fingerprint::of(&sale.data);

@@ -189,6 +189,15 @@ impl Cx<'_> {
         ));
     }
 
+    /// Moves the delivery to the attempt the saga is at: after an operator's retry of this step
+    /// ([`crate::retry`]), its effect runs under the key of the new attempt. A step that can be retried
+    /// calls this once it has loaded the saga, before [`Cx::once`].
+    pub fn attempt_of(&mut self, saga: &Saga) {
+        if let Some(&n) = saga.retries.get(self.step) {
+            self.key = self.key.attempt(n);
+        }
+    }
+
     /// The delivery's key extended by `suffix`: the key of a sub-effect.
     pub fn sub_key(&self, suffix: &str) -> IdempotencyKey {
         IdempotencyKey::for_step(self.key.as_str(), suffix)

@@ -1,0 +1,224 @@
+//! `retail-sync` on the AWS backend beside the real AWS CLI, both against one moto server: what one puts
+//! on the queues and the bus, the other sees and moves. The stack is provisioned from the template under
+//! a prefix (`--prefix`), as on an emulator; on AWS the same commands take `--stack`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use retail_sync_aws::ProvisionOptions;
+use retail_sync_testkit::moto::MotoServer;
+use retail_sync_topology::Topology;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The AWS CLI of `scripts/tools.sh`, against moto.
+fn aws(moto: &str, args: &[&str]) -> Value {
+    let out = Command::new(root().join(".tools/venv/bin/aws"))
+        .args(args)
+        .args([
+            "--endpoint-url",
+            moto,
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("the AWS CLI from scripts/tools.sh");
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn retail_sync(moto: &str, prefix: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args(args)
+        .args([
+            "--backend",
+            "aws",
+            "--prefix",
+            prefix,
+            "--endpoint-url",
+            moto,
+            "--region",
+            "us-east-1",
+        ])
+        .arg("--template")
+        .arg(root().join("infra/template.yaml"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+}
+
+fn lines(o: &Output) -> Vec<Value> {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn sample(name: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(format!("events/samples/{name}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_and_retail_sync_work_on_the_same_stack() {
+    let moto = MotoServer::shared();
+    let endpoint = moto.endpoint();
+    let topology = Topology::load(&root().join("infra/template.yaml")).unwrap();
+    let options = ProvisionOptions::unique();
+    let backend = moto.backend(&topology, &options).await;
+    let settings = backend.settings().clone();
+    let prefix = options.prefix.as_str();
+
+    // A dead letter put there with the AWS CLI: an ErpSalePosted whose sale nobody started.
+    let mut orphan = sample("ErpSalePosted");
+    orphan["detail"]["metadata"]["correlation_id"] = "pos-store-099-r-orphan".into();
+    let dlq_url = &settings.queue_urls["AccrueLoyaltyDLQ"];
+    aws(
+        endpoint,
+        &[
+            "sqs",
+            "send-message",
+            "--queue-url",
+            dlq_url,
+            "--message-body",
+            &orphan.to_string(),
+        ],
+    );
+
+    let dlqs = lines(&retail_sync(endpoint, prefix, &["dlq", "list", "-o", "json"]));
+    let accrue = dlqs.iter().find(|d| d["dlq"] == "AccrueLoyaltyDLQ").unwrap();
+    assert_eq!(accrue["messages"], 1);
+    assert_eq!(accrue["source"], "AccrueLoyaltyQueue");
+    let shown = lines(&retail_sync(
+        endpoint,
+        prefix,
+        &["dlq", "show", "AccrueLoyaltyDLQ", "-o", "json"],
+    ));
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0]["reason"], "waiting_for_saga");
+    assert_eq!(shown[0]["detail_type"], "ErpSalePosted");
+
+    // Filters that match nothing move nothing; the matching one moves it, and the AWS CLI sees it.
+    let none = lines(&retail_sync(
+        endpoint,
+        prefix,
+        &[
+            "dlq",
+            "redrive",
+            "AccrueLoyaltyDLQ",
+            "--reason",
+            "saga_running",
+            "--yes",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(none[0]["moved"], 0);
+    let moved = lines(&retail_sync(
+        endpoint,
+        prefix,
+        &[
+            "dlq",
+            "redrive",
+            "AccrueLoyaltyDLQ",
+            "--correlation-id",
+            "pos-store-099-r-orphan",
+            "--yes",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(moved[0]["moved"], 1);
+    let attributes = aws(
+        endpoint,
+        &[
+            "sqs",
+            "get-queue-attributes",
+            "--queue-url",
+            &settings.queue_urls["AccrueLoyaltyQueue"],
+            "--attribute-names",
+            "ApproximateNumberOfMessages",
+        ],
+    );
+    assert_eq!(attributes["Attributes"]["ApproximateNumberOfMessages"], "1");
+    let received = aws(
+        endpoint,
+        &[
+            "sqs",
+            "receive-message",
+            "--queue-url",
+            &settings.queue_urls["AccrueLoyaltyQueue"],
+        ],
+    );
+    let body: Value = serde_json::from_str(received["Messages"][0]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, orphan, "moved byte for byte");
+
+    // A channel's event put with `aws events put-events` on the channel bus reaches ingest's queue.
+    let sale = sample("SaleCompleted");
+    let entries = json!([{
+        "EventBusName": settings.channel_bus_name.clone().unwrap(),
+        "Source": sale["source"], "DetailType": sale["detail-type"], "Detail": sale["detail"].to_string(),
+    }]);
+    let put = aws(
+        endpoint,
+        &["events", "put-events", "--entries", &entries.to_string()],
+    );
+    assert_eq!(put["FailedEntryCount"], 0);
+    let ingest = aws(
+        endpoint,
+        &[
+            "sqs",
+            "receive-message",
+            "--queue-url",
+            &settings.queue_urls["IngestQueue"],
+            "--wait-time-seconds",
+            "2",
+        ],
+    );
+    let delivered: Value = serde_json::from_str(ingest["Messages"][0]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(delivered["detail"], sale["detail"]);
+
+    // Exit codes: not found is 3; a target that names no deployment is a clear failure.
+    let missing = retail_sync(endpoint, prefix, &["saga", "show", "no-such-saga"]);
+    assert_eq!(missing.status.code(), Some(3));
+    let no_stack = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args([
+            "dlq",
+            "list",
+            "--backend",
+            "aws",
+            "--stack",
+            "no-such-stack",
+            "--endpoint-url",
+            endpoint,
+        ])
+        .args(["--region", "us-east-1", "--template"])
+        .arg(root().join("infra/template.yaml"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(no_stack.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&no_stack.stderr)
+            .contains("cannot list the resources of stack no-such-stack"),
+        "{}",
+        String::from_utf8_lossy(&no_stack.stderr)
+    );
+}

@@ -350,3 +350,78 @@ fn retention_of_sagas_and_quarantine_is_a_parameter() {
     assert_eq!(t["Parameters"]["SagaRetentionDays"]["Default"], 400);
     assert_eq!(t["Parameters"]["QuarantineRetentionDays"]["Default"], 90);
 }
+
+/// Every DLQ raises the dead-letter alarm, every step queue the backlog alarm and every step's
+/// quarantine the quarantine alarm; all alarms tell the alarm topic; the dashboard is valid JSON once
+/// its names are substituted, and charts every DLQ.
+#[test]
+fn alarms_watch_every_queue_and_step_and_the_dashboard_charts_them() {
+    use retail_sync_topology::Topology;
+    let t = template();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+    let topology = Topology::load(std::path::Path::new(path)).unwrap();
+    let watched = |alarm: &str| -> Vec<String> {
+        t["Resources"][alarm]["Properties"]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]
+                    .as_object()
+                    .map(|v| (m, v))
+            })
+            .map(|(_, v)| {
+                v["Fn::GetAtt"]
+                    .as_str()
+                    .unwrap()
+                    .trim_end_matches(".QueueName")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let mut dlqs: Vec<String> = topology
+        .dead_letter_queues()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    dlqs.sort();
+    let mut alarmed = watched("DeadLettersAlarm");
+    alarmed.sort();
+    assert_eq!(alarmed, dlqs);
+    let mut queues: Vec<String> = topology.functions.iter().map(|f| f.queue.clone()).collect();
+    queues.sort();
+    let mut aged = watched("BacklogAgeAlarm");
+    aged.sort();
+    assert_eq!(aged, queues);
+    let steps: Vec<&str> = t["Resources"]["QuarantineAlarm"]["Properties"]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["MetricStat"]["Metric"]["Dimensions"][0]["Value"].as_str())
+        .collect();
+    let mut expected: Vec<&str> = topology.functions.iter().map(|f| f.binary.as_str()).collect();
+    expected.sort();
+    let mut steps = steps;
+    steps.sort();
+    assert_eq!(steps, expected);
+    for (id, alarm) in resources(&t, "AWS::CloudWatch::Alarm") {
+        assert_eq!(
+            alarm["Properties"]["AlarmActions"],
+            serde_json::json!([{"Ref": "AlarmTopic"}]),
+            "{id}"
+        );
+    }
+    let body = t["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+        .as_str()
+        .unwrap();
+    let mut rendered = body.to_owned();
+    while let Some(start) = rendered.find("${") {
+        let end = start + rendered[start..].find('}').unwrap();
+        rendered.replace_range(start..=end, "x");
+    }
+    let dashboard: Value = serde_json::from_str(&rendered).expect("the dashboard is JSON");
+    assert_eq!(dashboard["widgets"].as_array().unwrap().len(), 5);
+    for dlq in &dlqs {
+        assert!(body.contains(&format!("${{{dlq}}}")), "{dlq} is not charted");
+    }
+}

@@ -45,6 +45,14 @@ pub trait Backend:
         pick: &(dyn for<'m> Fn(&'m DeadLetter) -> bool + Sync),
         limit: usize,
     ) -> Result<usize, Error>;
+    /// Replays the channel bus's archive for `[from, to)` (and, where the backend can filter, only
+    /// `detail_type`). Returns what happened, in words: how many events, or the replay's name and state.
+    async fn replay(
+        &self,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        detail_type: Option<&str>,
+    ) -> Result<String, Error>;
     /// Brackets the rounds of polls that share one commit, where the backend has group commits.
     fn begin_group(&self) -> Result<(), Error> {
         Ok(())
@@ -124,6 +132,15 @@ impl Backend for Embedded {
         let pick = |m: &retail_sync_embedded::StoredMessage| pick(&dead_letter_of_stored(m.clone()));
         Embedded::redrive_where(self, dlq, queue, &pick, limit).map_err(embedded_error)
     }
+    async fn replay(
+        &self,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        detail_type: Option<&str>,
+    ) -> Result<String, Error> {
+        let n = Embedded::replay(self, from, to, detail_type)?;
+        Ok(format!("{n} archived events replayed on the channel bus"))
+    }
     fn begin_group(&self) -> Result<(), Error> {
         Embedded::begin_group(self).map_err(embedded_error)
     }
@@ -171,5 +188,20 @@ impl Backend for AwsBackend {
     ) -> Result<usize, Error> {
         let pick = |m: &retail_sync_aws::QueueMessage| pick(&dead_letter_of_sqs(m.clone()));
         AwsBackend::redrive_where(self, dlq, queue, &pick, limit).await
+    }
+    async fn replay(
+        &self,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        detail_type: Option<&str>,
+    ) -> Result<String, Error> {
+        if let Some(t) = detail_type {
+            return Err(Error::unavailable(
+                "eventbridge",
+                format!("EventBridge replays a window whole; --detail-type {t} is for the embedded backend"),
+            ));
+        }
+        let (name, state) = AwsBackend::replay(self, from, to, std::time::Duration::from_secs(60)).await?;
+        Ok(format!("replay {name}: {state}"))
     }
 }

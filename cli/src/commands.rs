@@ -274,10 +274,12 @@ pub async fn dlq_show(
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)] // one per flag of the command
 pub async fn dlq_redrive(
     dlq: &str,
     filter: crate::DlqFilterArgs,
     limit: Option<usize>,
+    rate: Option<u32>,
     dry_run: bool,
     yes: bool,
     output: OutputArgs,
@@ -290,9 +292,13 @@ pub async fn dlq_redrive(
         correlation_id: filter.correlation_id,
         older_than: filter.older_than,
     };
-    let limit = limit.unwrap_or(usize::MAX);
+    let options = ops::RedriveOptions {
+        limit: limit.unwrap_or(usize::MAX),
+        dry_run: true,
+        rate,
+    };
     let now = Timestamp::now();
-    let preview = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, limit, true, now).await?;
+    let preview = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, options, now).await?;
     let outcome = if dry_run || preview.selected.is_empty() {
         preview
     } else {
@@ -307,7 +313,11 @@ pub async fn dlq_redrive(
         let bar = ProgressBar::new_spinner();
         bar.set_message(what);
         bar.enable_steady_tick(Duration::from_millis(200));
-        let moved = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, limit, false, now).await?;
+        let options = ops::RedriveOptions {
+            dry_run: false,
+            ..options
+        };
+        let moved = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, options, now).await?;
         bar.finish_and_clear();
         moved
     };
@@ -334,6 +344,27 @@ pub async fn dlq_redrive(
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn replay(
+    from: Timestamp,
+    to: Timestamp,
+    detail_type: Option<&str>,
+    yes: bool,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    if from >= to {
+        bail!("--from {from} is not before --to {to}");
+    }
+    let t = target::open(target).await?;
+    if !confirm(yes, &format!("replay the channel events of {from} to {to}"))? {
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", t.backend.replay(from, to, detail_type).await?);
+    println!(
+        "run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

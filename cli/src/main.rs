@@ -67,6 +67,23 @@ enum Command {
     /// One business transaction's saga: its timeline, and a retry of a refused step after a fix.
     #[command(subcommand)]
     Saga(SagaCommand),
+    /// Puts the archived channel events of a window on the channel bus again (every step is
+    /// idempotent: what was processed is recognised).
+    Replay {
+        /// Start of the window (RFC 3339, e.g. 2026-11-26T08:00:00Z), inclusive.
+        #[arg(long)]
+        from: jiff::Timestamp,
+        /// End of the window, exclusive.
+        #[arg(long)]
+        to: jiff::Timestamp,
+        /// Only this detail-type (embedded backend; EventBridge replays a window whole).
+        #[arg(long)]
+        detail_type: Option<String>,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -171,6 +188,9 @@ enum DlqCommand {
         /// Move at most this many.
         #[arg(long)]
         limit: Option<usize>,
+        /// At most this many messages a second.
+        #[arg(long)]
+        rate: Option<u32>,
         /// Say what would move, move nothing.
         #[arg(long)]
         dry_run: bool,
@@ -280,11 +300,19 @@ fn main() -> ExitCode {
                 dlq,
                 filter,
                 limit,
+                rate,
                 dry_run,
                 yes,
                 output,
                 target,
-            }) => commands::dlq_redrive(&dlq, filter, limit, dry_run, yes, output, &target).await,
+            }) => commands::dlq_redrive(&dlq, filter, limit, rate, dry_run, yes, output, &target).await,
+            Command::Replay {
+                from,
+                to,
+                detail_type,
+                yes,
+                target,
+            } => commands::replay(from, to, detail_type.as_deref(), yes, &target).await,
             Command::Saga(SagaCommand::Show { id, output, target }) => {
                 commands::saga_show(&id, output, &target).await
             }

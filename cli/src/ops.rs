@@ -196,18 +196,39 @@ pub struct Redrive {
     pub moved: usize,
 }
 
-/// Moves the dead letters of `dlq` that `filter` selects (at most `limit`) back to the queue it
-/// serves, or only says which on a `dry_run`. Selection reads the DLQ first (so the filters can look at
-/// the sagas), then the move takes exactly those messages: each is sent before it is removed.
+/// How a redrive goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RedriveOptions {
+    /// Move at most this many.
+    pub limit: usize,
+    /// Say what would move, move nothing.
+    pub dry_run: bool,
+    /// At most this many messages a second (protects the systems the steps call after an outage).
+    pub rate: Option<u32>,
+}
+
+impl Default for RedriveOptions {
+    fn default() -> Self {
+        Self {
+            limit: usize::MAX,
+            dry_run: false,
+            rate: None,
+        }
+    }
+}
+
+/// Moves the dead letters of `dlq` that `filter` selects back to the queue it serves, or only says which
+/// on a dry run. Selection reads the DLQ first (so the filters can look at the sagas), then the move
+/// takes exactly those messages, `rate` a second when given: each is sent before it is removed.
 pub async fn dlq_redrive(
     backend: &dyn Backend,
     topology: &Topology,
     dlq: &str,
     filter: &DlqFilter,
-    limit: usize,
-    dry_run: bool,
+    options: RedriveOptions,
     now: Timestamp,
 ) -> Result<Redrive, OpsError> {
+    let RedriveOptions { limit, dry_run, rate } = options;
     let to = source_of(topology, dlq)?;
     let selected: Vec<DeadLetterView> = dlq_show(backend, topology, dlq, now)
         .await?
@@ -216,14 +237,25 @@ pub async fn dlq_redrive(
         .filter(|v| filter.matches(v))
         .take(limit)
         .collect();
-    let moved = if dry_run || selected.is_empty() {
-        0
-    } else {
-        let ids: BTreeSet<&str> = selected.iter().map(|v| v.id.as_str()).collect();
-        backend
-            .redrive_where(dlq, &to, &|m: &DeadLetter| ids.contains(m.id.as_str()), limit)
-            .await?
-    };
+    let mut moved = 0;
+    if !dry_run {
+        let chunk = rate.map_or(usize::MAX, |r| r.max(1) as usize);
+        for part in selected.chunks(chunk.min(selected.len().max(1))) {
+            let started = std::time::Instant::now();
+            let ids: BTreeSet<&str> = part.iter().map(|v| v.id.as_str()).collect();
+            moved += backend
+                .redrive_where(
+                    dlq,
+                    &to,
+                    &|m: &DeadLetter| ids.contains(m.id.as_str()),
+                    part.len(),
+                )
+                .await?;
+            if rate.is_some() {
+                tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+            }
+        }
+    }
     Ok(Redrive {
         dlq: dlq.to_owned(),
         to,

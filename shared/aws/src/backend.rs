@@ -164,6 +164,39 @@ impl AwsBackend {
         }
     }
 
+    /// Replays the channel bus's archive for `[from, to)` (see [`EventBus::start_replay`]) and waits up to
+    /// `wait` for it to finish. Returns the replay's name and its last state.
+    pub async fn replay(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        wait: std::time::Duration,
+    ) -> Result<(String, String), Error> {
+        let archive = self.settings.archive_name.as_deref().ok_or_else(|| {
+            Error::unavailable(
+                "eventbridge",
+                AwsError::MissingResource("the channel bus's archive"),
+            )
+        })?;
+        let name = self.bus.start_replay(archive, from, to).await?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let (state, reason) = self.bus.replay_state(&name).await?;
+            match state.as_str() {
+                "COMPLETED" => return Ok((name, state)),
+                "FAILED" | "CANCELLED" => {
+                    let why = reason.unwrap_or_default();
+                    return Err(Error::unavailable(
+                        "eventbridge",
+                        format!("replay {name} {state}: {why}"),
+                    ));
+                }
+                _ if std::time::Instant::now() >= deadline => return Ok((name, state)),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
+    }
+
     /// PutEvents on the internal bus with any content: what a principal inside the internal zone could
     /// send. Only tests of the steps' guards use it (on AWS the bus's policy admits the functions alone).
     pub async fn put_internal_events(

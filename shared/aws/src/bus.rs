@@ -106,6 +106,65 @@ impl EventBus {
     }
 }
 
+impl EventBus {
+    /// Starts an EventBridge replay of `archive`'s events of `[from, to)` to the bus it archives; returns
+    /// the replay's name. EventBridge replays a window whole (no filter by detail-type).
+    pub async fn start_replay(
+        &self,
+        archive: &str,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+    ) -> Result<String, Error> {
+        let described = self
+            .client
+            .describe_archive()
+            .archive_name(archive)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let (Some(archive_arn), Some(bus_arn)) = (described.archive_arn(), described.event_source_arn())
+        else {
+            return Err(unavailable(AwsError::MissingField {
+                operation: "DescribeArchive",
+                field: "ArchiveArn and EventSourceArn",
+            }));
+        };
+        let time =
+            |t: jiff::Timestamp| aws_sdk_eventbridge::primitives::DateTime::from_millis(t.as_millisecond());
+        let name = format!("retail-sync-{}", jiff::Timestamp::now().as_millisecond());
+        let destination = aws_sdk_eventbridge::types::ReplayDestination::builder()
+            .arn(bus_arn)
+            .build()
+            .map_err(unavailable)?;
+        self.client
+            .start_replay()
+            .replay_name(&name)
+            .event_source_arn(archive_arn)
+            .event_start_time(time(from))
+            .event_end_time(time(to))
+            .destination(destination)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(name)
+    }
+
+    /// A replay's state (`STARTING`, `RUNNING`, `COMPLETED`, `FAILED`, …) and its reason, if any.
+    pub async fn replay_state(&self, name: &str) -> Result<(String, Option<String>), Error> {
+        let out = self
+            .client
+            .describe_replay()
+            .replay_name(name)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok((
+            out.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            out.state_reason().map(str::to_owned),
+        ))
+    }
+}
+
 #[async_trait]
 impl Publisher for EventBus {
     async fn publish(&self, events: &[Outgoing]) -> Vec<Result<(), Error>> {

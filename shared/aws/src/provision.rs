@@ -1,7 +1,7 @@
 //! Creates on an emulator (moto) what `infra/template.yaml` declares: tables, the bus, queues with their
-//! DLQs, rules and their queue targets, each on its bus. For emulators and local runs only: real
-//! deployments go through SAM, which also applies what this leaves out (bus and queue policies, roles,
-//! encryption, PITR, the archive).
+//! DLQs, rules and their queue targets, each on its bus, and the channel bus's archive. For emulators and
+//! local runs only: real deployments go through SAM, which also applies what this leaves out (bus and
+//! queue policies, roles, encryption, PITR, alarms).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +87,7 @@ pub async fn provision(
         quarantine_table: table_name(QUARANTINE_TABLE)?,
         event_bus_name: options.name(INTERNAL_BUS),
         channel_bus_name: Some(options.name(CHANNEL_BUS)),
+        archive_name: topology.archives.first().map(|a| options.name(&a.id)),
         queue_urls: BTreeMap::new(),
         saga_retention: None,
         quarantine_retention: crate::settings::days(crate::settings::DEFAULT_QUARANTINE_RETENTION_DAYS),
@@ -94,11 +95,24 @@ pub async fn provision(
     for table in topology.tables.values() {
         create_table(clients, table, &options.name(&table.id)).await?;
     }
+    let mut bus_arns = BTreeMap::new();
     for bus in [CHANNEL_BUS, INTERNAL_BUS] {
         if !topology.buses.iter().any(|b| b == bus) {
             return Err(AwsError::MissingResource(bus));
         }
-        create_bus(clients, &options.name(bus)).await?;
+        bus_arns.insert(bus, create_bus(clients, &options.name(bus)).await?);
+    }
+    for archive in &topology.archives {
+        let source = bus_arns
+            .get(archive.bus.as_str())
+            .ok_or(AwsError::MissingResource("the archive's bus"))?;
+        create_archive(
+            clients,
+            &options.name(&archive.id),
+            source,
+            archive.pattern.as_json(),
+        )
+        .await?;
     }
     let queues = create_queues(clients, topology, options).await?;
     for rule in &topology.rules {
@@ -203,8 +217,49 @@ async fn create_table(clients: &AwsClients, table: &TableSpec, name: &str) -> Re
     Ok(())
 }
 
-async fn create_bus(clients: &AwsClients, name: &str) -> Result<(), AwsError> {
+/// Creates the bus (or finds it) and returns its ARN.
+async fn create_bus(clients: &AwsClients, name: &str) -> Result<String, AwsError> {
     match clients.eventbridge.create_event_bus().name(name).send().await {
+        Ok(out) => {
+            if let Some(arn) = out.event_bus_arn {
+                return Ok(arn);
+            }
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_already_exists_exception()) => {}
+        Err(e) => return Err(AwsError::sdk("eventbridge", "CreateEventBus", e)),
+    }
+    let out = clients
+        .eventbridge
+        .describe_event_bus()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| AwsError::sdk("eventbridge", "DescribeEventBus", e))?;
+    out.arn.ok_or(AwsError::MissingField {
+        operation: "DescribeEventBus",
+        field: "Arn",
+    })
+}
+
+/// Creates the archive of `source` (a bus ARN) keeping what `pattern` matches, unless it exists.
+async fn create_archive(
+    clients: &AwsClients,
+    name: &str,
+    source: &str,
+    pattern: &serde_json::Value,
+) -> Result<(), AwsError> {
+    let created = clients
+        .eventbridge
+        .create_archive()
+        .archive_name(name)
+        .event_source_arn(source)
+        .event_pattern(pattern.to_string())
+        .retention_days(30)
+        .send()
+        .await;
+    match created {
         Ok(_) => Ok(()),
         Err(e)
             if e.as_service_error()
@@ -212,7 +267,7 @@ async fn create_bus(clients: &AwsClients, name: &str) -> Result<(), AwsError> {
         {
             Ok(())
         }
-        Err(e) => Err(AwsError::sdk("eventbridge", "CreateEventBus", e)),
+        Err(e) => Err(AwsError::sdk("eventbridge", "CreateArchive", e)),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct AwsSettings {
     /// The channel bus: where channels (and a local run feeding sample events) put their events
     /// (`CHANNEL_BUS_NAME`). The functions never need it.
     pub channel_bus_name: Option<String>,
+    /// The channel bus's archive (operator replays only).
+    pub archive_name: Option<String>,
     /// Queue url by the queue's logical id in the template (`IngestQueue`, `IngestDLQ`, ...).
     pub queue_urls: BTreeMap<String, String>,
     /// How long a saga is kept after its last change (`SAGA_RETENTION_DAYS`; 0 or unset: kept until an
@@ -80,6 +82,7 @@ impl AwsSettings {
             quarantine_table: required("QUARANTINE_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
             channel_bus_name: lookup("CHANNEL_BUS_NAME").filter(|v| !v.trim().is_empty()),
+            archive_name: None,
             queue_urls: BTreeMap::new(),
             saga_retention: match number("SAGA_RETENTION_DAYS")? {
                 None | Some(0) => None,
@@ -127,6 +130,11 @@ impl AwsSettings {
             event_bus_name: named(retail_sync_topology::INTERNAL_BUS)?,
             channel_bus_name: physical
                 .get(retail_sync_topology::CHANNEL_BUS)
+                .map(|p| (*p).to_owned()),
+            archive_name: topology
+                .archives
+                .first()
+                .and_then(|a| physical.get(a.id.as_str()))
                 .map(|p| (*p).to_owned()),
             queue_urls,
             quarantine_retention: days(DEFAULT_QUARANTINE_RETENTION_DAYS),

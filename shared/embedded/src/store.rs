@@ -294,6 +294,7 @@ impl Embedded {
     fn put_on(&self, bus: &str, entries: &[(String, String, Value)]) -> Result<Vec<(String, usize)>, Error> {
         self.route(
             bus,
+            true,
             entries
                 .iter()
                 .map(|(source, detail_type, detail)| (source.as_str(), detail_type.as_str(), detail)),
@@ -307,6 +308,7 @@ impl Embedded {
     fn route<'e, D: Serialize + ?Sized + 'e>(
         &self,
         bus: &str,
+        archived: bool,
         entries: impl Iterator<Item = (&'e str, &'e str, &'e D)>,
         detail_value: impl Fn(&D) -> Value,
     ) -> Result<Vec<(String, usize)>, Error> {
@@ -338,9 +340,11 @@ impl Embedded {
                         detail,
                     };
                     let body = serde_json::to_string(&envelope).expect("events serialize");
-                    archive
-                        .execute(params![id, ms(now), source, detail_type, body])
-                        .map_err(unavailable)?;
+                    if archived {
+                        archive
+                            .execute(params![id, ms(now), source, detail_type, body])
+                            .map_err(unavailable)?;
+                    }
                     let event = routing_view(&self.routed_fields, &envelope, || detail_value(detail));
                     let mut delivered = 0;
                     for rule in self.topology.rules_on(bus).filter(|r| r.pattern.matches(&event)) {
@@ -450,6 +454,49 @@ impl Embedded {
     }
 
     /// Events the bus has seen, oldest first.
+    /// Replays the archive as EventBridge replays the template's archive: the events of
+    /// `[from, to)` that it keeps (its pattern: the channels' transactions), and of `detail_type` when
+    /// given, put on the bus it archives again, in their original order, and not archived a second
+    /// time. Safe because every step is idempotent: what was processed is recognised. Returns how many
+    /// events were replayed.
+    pub fn replay(&self, from: Timestamp, to: Timestamp, detail_type: Option<&str>) -> Result<usize, Error> {
+        let Some(archive) = self.topology.archives.first() else {
+            return Ok(0);
+        };
+        let events: Vec<Value> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare("SELECT event FROM archive WHERE time >= ?1 AND time < ?2 ORDER BY seq")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![ms(from), ms(to)], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let text = r.map_err(unavailable)?;
+                serde_json::from_str(&text).map_err(|e| corrupt("an archived event".to_owned(), e))
+            })
+            .collect::<Result<_, Error>>()?
+        };
+        let chosen: Vec<(String, String, Value)> = events
+            .into_iter()
+            .filter(|e| archive.pattern.matches(e))
+            .filter(|e| detail_type.is_none_or(|t| e["detail-type"] == t))
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (text("source"), text("detail-type"), e["detail"].clone())
+            })
+            .collect();
+        let routed = self.route(
+            &archive.bus,
+            false,
+            chosen
+                .iter()
+                .map(|(source, detail_type, detail)| (source.as_str(), detail_type.as_str(), detail)),
+            Value::clone,
+        )?;
+        Ok(routed.len())
+    }
+
     pub fn archive(&self) -> Result<Vec<Value>, EmbeddedError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT event FROM archive ORDER BY seq")?;
@@ -684,6 +731,7 @@ impl Publisher for Embedded {
         // One transaction: all entries are routed, or none (then all are reported failed and retried).
         let routed = self.route(
             INTERNAL_BUS,
+            true,
             events.iter().map(|o| (o.source, o.detail_type(), &o.event)),
             |event| serde_json::to_value(event).expect("events serialize"),
         );

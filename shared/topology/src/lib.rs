@@ -10,7 +10,8 @@ pub mod topology;
 
 pub use pattern::{Pattern, PatternError};
 pub use topology::{
-    CHANNEL_BUS, FunctionSpec, INTERNAL_BUS, QueueSpec, RuleSpec, TableSpec, Topology, TopologyError,
+    ArchiveSpec, CHANNEL_BUS, FunctionSpec, INTERNAL_BUS, QueueSpec, RuleSpec, TableSpec, Topology,
+    TopologyError,
 };
 
 /// The template, relative to the workspace root.

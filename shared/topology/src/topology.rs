@@ -58,6 +58,14 @@ pub struct TableSpec {
     pub ttl_attribute: Option<String>,
 }
 
+/// An EventBridge archive: the bus it keeps events of and which (its pattern).
+#[derive(Debug, Clone)]
+pub struct ArchiveSpec {
+    pub id: String,
+    pub bus: String,
+    pub pattern: Pattern,
+}
+
 /// The two trust zones' buses (logical ids). Channels put their events on the channel bus, whose only
 /// rule feeds ingest; every workflow event (what ingest accepted, what a step did) travels on the
 /// internal bus, which only the functions may put events on.
@@ -68,6 +76,7 @@ pub const INTERNAL_BUS: &str = "InternalBus";
 pub struct Topology {
     /// Logical ids of the event buses.
     pub buses: Vec<String>,
+    pub archives: Vec<ArchiveSpec>,
     pub queues: BTreeMap<String, QueueSpec>,
     pub tables: BTreeMap<String, TableSpec>,
     pub rules: Vec<RuleSpec>,
@@ -96,6 +105,7 @@ impl Topology {
             .ok_or_else(|| invalid("Resources", "the template has no Resources mapping"))?;
 
         let mut buses = Vec::new();
+        let mut archives = Vec::new();
         let mut queues = BTreeMap::new();
         let mut tables = BTreeMap::new();
         let mut rules = Vec::new();
@@ -113,6 +123,7 @@ impl Topology {
                     tables.insert(id.clone(), table(id, &props)?);
                 }
                 Some("AWS::Events::EventBus") => buses.push(id.clone()),
+                Some("AWS::Events::Archive") => archives.push(archive(id, &props)?),
                 Some("AWS::Events::Rule") => rules.push(rule(id, &props)?),
                 Some("AWS::Serverless::Function") => {
                     functions.extend(function(id, resource, &props)?);
@@ -122,6 +133,7 @@ impl Topology {
         }
         let topology = Self {
             buses,
+            archives,
             queues,
             tables,
             rules,
@@ -324,6 +336,26 @@ fn table(id: &str, props: &Value) -> Result<TableSpec, TopologyError> {
         hash_key,
         indexes,
         ttl_attribute,
+    })
+}
+
+fn archive(id: &str, props: &Value) -> Result<ArchiveSpec, TopologyError> {
+    let bus = props
+        .get("SourceArn")
+        .and_then(referenced)
+        .ok_or_else(|| invalid(id, "SourceArn must be !GetAtt <EventBus>.Arn"))?;
+    let pattern = props
+        .get("EventPattern")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    let pattern = Pattern::compile(pattern).map_err(|source| TopologyError::Pattern {
+        rule: id.to_owned(),
+        source,
+    })?;
+    Ok(ArchiveSpec {
+        id: id.to_owned(),
+        bus,
+        pattern,
     })
 }
 

@@ -649,9 +649,18 @@ async fn operators_redrive_by_reason_and_retry_after_a_fix<B: Backend>(w: World<
         shipped("o-ghost", "o-ghost-s1", &[(1, 1)]),
     ])
     .await;
-    let letters = ops::dlq_show(backend, topology, "AccrueLoyaltyDLQ", now())
-        .await
-        .unwrap();
+    // moto moves a message to the DLQ in the receive that finds it exhausted, and keeps it hidden there
+    // for the source queue's visibility timeout: look until both show.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let letters = loop {
+        let letters = ops::dlq_show(backend, topology, "AccrueLoyaltyDLQ", now())
+            .await
+            .unwrap();
+        if letters.len() >= 2 || std::time::Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let mut reasons: Vec<&str> = letters.iter().map(|(v, _, _)| v.reason.as_str()).collect();
     reasons.sort();
     assert_eq!(reasons, ["saga_running", "waiting_for_saga"]);

@@ -194,11 +194,28 @@ impl Metrics for CountingMetrics {
         let mut map = lock(&self.0);
         bump(&mut map, name, value);
         if let Some((d, v)) = dimension {
-            let mut key = String::with_capacity(name.len() + d.len() + v.len() + 3);
-            for part in [name, "{", d, "=", v, "}"] {
-                key.push_str(part);
-            }
-            bump(&mut map, &key, value);
+            bump(&mut map, &dimensioned(name, d, v), value);
         }
     }
+
+    fn add_for(
+        &self,
+        channel: &str,
+        name: &'static str,
+        value: u64,
+        dimension: Option<(&'static str, &str)>,
+    ) {
+        self.add(name, value, dimension);
+        let key = dimensioned(name, "channel", channel);
+        *lock(&self.0).entry(key).or_default() += value;
+    }
+}
+
+/// `name{dimension=value}`, the key of a split counter.
+fn dimensioned(name: &str, dimension: &str, value: &str) -> String {
+    let mut key = String::with_capacity(name.len() + dimension.len() + value.len() + 3);
+    for part in [name, "{", dimension, "=", value, "}"] {
+        key.push_str(part);
+    }
+    key
 }

@@ -359,6 +359,30 @@ impl Clock for SystemClock {
 pub trait Metrics: Send + Sync {
     /// Adds `value` to the counter `name`, optionally split by one dimension (e.g. `reason`).
     fn add(&self, name: &'static str, value: u64, dimension: Option<(&'static str, &str)>);
+    /// [`Metrics::add`] for a transaction of `channel` (`pos`, `ecommerce`, …): also split by channel,
+    /// counted once in the step's total. Adapters without a channel split just add.
+    fn add_for(
+        &self,
+        channel: &str,
+        name: &'static str,
+        value: u64,
+        dimension: Option<(&'static str, &str)>,
+    ) {
+        let _ = channel;
+        self.add(name, value, dimension);
+    }
+}
+
+/// A step's metrics for one transaction: every counter also split by the transaction's channel.
+pub struct ForChannel<'a> {
+    pub inner: &'a dyn Metrics,
+    pub channel: &'a str,
+}
+
+impl Metrics for ForChannel<'_> {
+    fn add(&self, name: &'static str, value: u64, dimension: Option<(&'static str, &str)>) {
+        self.inner.add_for(self.channel, name, value, dimension);
+    }
 }
 
 /// Metrics that go nowhere, for callers that do not care.

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use retail_sync_contracts::envelope::Channel;
 use retail_sync_contracts::events::TransactionRef;
 use retail_sync_contracts::values::CorrelationId;
 use retail_sync_contracts::{Event, EventType};
@@ -124,6 +125,12 @@ pub struct Saga {
     #[serde(default)]
     pub ledger: Ledger,
     pub steps: Vec<StepEntry>,
+    /// The channel the transaction came from, and when it happened there (the origin's metadata, kept
+    /// apart so that metrics can split by channel and measure end to end without reading the origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<Timestamp>,
     /// Operator retries per step (see [`crate::retry`]): attempt `n + 1` of a step runs under a key of
     /// its own, so the stored refusal of the attempt before does not answer it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -152,6 +159,8 @@ impl Saga {
                 at: now,
                 message: format!("{} accepted", event.event_type().name()),
             }],
+            channel: Some(event.metadata().channel),
+            occurred_at: Some(event.metadata().occurred_at),
             retries: BTreeMap::new(),
             created_at: now,
             updated_at: now,
@@ -212,6 +221,8 @@ impl PartialEq for Saga {
             fingerprint,
             ledger,
             steps,
+            channel,
+            occurred_at,
             retries,
             created_at,
             updated_at,
@@ -225,6 +236,8 @@ impl PartialEq for Saga {
             && *fingerprint == other.fingerprint
             && *ledger == other.ledger
             && *steps == other.steps
+            && *channel == other.channel
+            && *occurred_at == other.occurred_at
             && *retries == other.retries
             && *created_at == other.created_at
             && *updated_at == other.updated_at

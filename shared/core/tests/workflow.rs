@@ -1,6 +1,7 @@
 //! The POS sale workflow over in-memory adapters: each step alone and the three chained, with the
 //! failure paths that matter (duplicates, redelivery after a failed publish, permanent vs retryable).
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -350,6 +351,30 @@ async fn an_erp_rejection_fails_the_saga_and_announces_it_without_retrying() {
     assert_eq!(e.metadata.correlation_id.as_str(), "pos-store-042-r-000123");
     assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 0);
     assert_eq!(w.metrics.get("failed{reason=erp_rejected}"), 1);
+}
+
+/// What operators filter by: each business counter also by the transaction's channel (counted once in
+/// the step's total), and the completed saga with its end-to-end time from the channel's `occurred_at`.
+#[tokio::test]
+async fn business_metrics_are_split_by_channel_and_completion_is_timed() {
+    let w = World::new();
+    // The sale happened at 10:15; it is processed at 10:16:30.
+    w.clock.advance(Duration::from_secs(16 * 60 + 30));
+    w.process(&sample_sale().to_string()).await;
+    assert_eq!(w.metrics.get("erp_posted"), 1);
+    assert_eq!(w.metrics.get("erp_posted{channel=pos}"), 1);
+    let points = w.metrics.get("points_accrued");
+    assert!(points > 0);
+    assert_eq!(w.metrics.get("points_accrued{channel=pos}"), points);
+    assert_eq!(w.metrics.get("sagas_completed{channel=pos}"), 1);
+    let occurred = jiff::Timestamp::from_str(
+        sample_sale()["detail"]["metadata"]["occurred_at"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(w.clock.now().duration_since(occurred).as_secs(), 90);
+    assert_eq!(w.metrics.get("saga_latency_ms{channel=pos}"), 90_000);
 }
 
 /// Fix and retry: the ERP refused the posting for good (period closed), so redeliveries get the stored

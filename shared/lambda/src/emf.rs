@@ -59,6 +59,22 @@ impl Metrics for EmfMetrics {
                 .or_default() += value;
         }
     }
+
+    fn add_for(
+        &self,
+        channel: &str,
+        name: &'static str,
+        value: u64,
+        dimension: Option<(&'static str, &str)>,
+    ) {
+        self.add(name, value, dimension);
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *counters
+            .entry(Some(("channel".to_owned(), channel.to_owned())))
+            .or_default()
+            .entry(name.to_owned())
+            .or_default() += value;
+    }
 }
 
 /// The EMF documents for `counters`.
@@ -118,6 +134,24 @@ mod tests {
         assert_eq!(
             by_reason["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "RetailSync"
+        );
+    }
+
+    #[test]
+    fn a_transactions_counters_are_also_split_by_channel_once() {
+        let m = EmfMetrics::new("RetailSync".into(), "accrue-loyalty");
+        m.add_for("pos", "points_accrued", 79, None);
+        m.add_for("ecommerce", "points_accrued", 10, None);
+        let counters = m.counters.lock().unwrap().clone();
+        let docs = documents("RetailSync", "accrue-loyalty", &counters, 1);
+        assert_eq!(docs.len(), 3);
+        let total = docs.iter().find(|d| d.get("channel").is_none()).unwrap();
+        assert_eq!(total["points_accrued"], 89, "the step's total counts each once");
+        let pos = docs.iter().find(|d| d["channel"] == "pos").unwrap();
+        assert_eq!(pos["points_accrued"], 79);
+        assert_eq!(
+            pos["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["step", "channel"]])
         );
     }
 }

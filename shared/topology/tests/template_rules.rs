@@ -420,7 +420,7 @@ fn alarms_watch_every_queue_and_step_and_the_dashboard_charts_them() {
         rendered.replace_range(start..=end, "x");
     }
     let dashboard: Value = serde_json::from_str(&rendered).expect("the dashboard is JSON");
-    assert_eq!(dashboard["widgets"].as_array().unwrap().len(), 5);
+    assert_eq!(dashboard["widgets"].as_array().unwrap().len(), 6);
     for dlq in &dlqs {
         assert!(body.contains(&format!("${{{dlq}}}")), "{dlq} is not charted");
     }

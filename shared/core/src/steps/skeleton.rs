@@ -24,8 +24,8 @@ use retail_sync_contracts::{Event, EventType};
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey, IdempotencyPolicy, IdempotencyRecord};
 use crate::ledger::{Check, Ledger};
-use crate::ports::{Clock, IdempotencyStore, Metrics, Outgoing, SagaStore};
-use crate::saga::{self, Saga, SagaId, StepOutcome};
+use crate::ports::{Clock, ForChannel, IdempotencyStore, Metrics, Outgoing, SagaStore};
+use crate::saga::{self, Saga, SagaId, SagaStatus, StepOutcome};
 use crate::steps::{
     Message, Once, Step, Typed, outgoing, parse_internal, run_once, unexpected, workflow_exception,
 };
@@ -252,7 +252,16 @@ impl Cx<'_> {
             s.record(step, outcome, text, now);
         };
         let written = self.write(saga.into(), Some(&completion), change).await?;
-        count(&result, &*self.base.metrics);
+        match written.channel {
+            Some(channel) => count(
+                &result,
+                &ForChannel {
+                    inner: &*self.base.metrics,
+                    channel: channel.as_str(),
+                },
+            ),
+            None => count(&result, &*self.base.metrics),
+        }
         Ok(Settled {
             result,
             saga: Some(written),
@@ -293,18 +302,41 @@ impl Cx<'_> {
         self.write(saga.into(), None, apply).await
     }
 
-    /// One versioned write of `change` to the saga `at`, with `completion` when there is one.
+    /// One versioned write of `change` to the saga `at`, with `completion` when there is one. The write
+    /// that completes the transaction counts it (`sagas_completed`) and its time from the channel's
+    /// `occurred_at` to now (`saga_latency_ms`: with the count, the mean end to end), by channel.
     async fn write(
         &self,
         at: At<'_>,
         completion: Option<&IdempotencyRecord>,
-        change: impl FnMut(&mut Saga),
+        mut change: impl FnMut(&mut Saga),
     ) -> Result<Saga, Error> {
         let sagas = &*self.base.sagas;
-        match at {
-            At::Loaded(saga) => saga::update_from(sagas, saga, completion, change).await,
-            At::Id(id) => saga::update(sagas, id, completion, change).await,
+        let mut completed = false;
+        let apply = |s: &mut Saga| {
+            let was = s.status;
+            change(s);
+            completed = was != SagaStatus::Completed && s.status == SagaStatus::Completed;
+        };
+        let written = match at {
+            At::Loaded(saga) => saga::update_from(sagas, saga, completion, apply).await,
+            At::Id(id) => saga::update(sagas, id, completion, apply).await,
+        }?;
+        if completed {
+            let metrics = &*self.base.metrics;
+            let latency = written
+                .occurred_at
+                .map(|at| self.now.duration_since(at).as_millis().max(0).unsigned_abs());
+            let add = |name, value| match written.channel {
+                Some(c) => metrics.add_for(c.as_str(), name, value, None),
+                None => metrics.add(name, value, None),
+            };
+            add("sagas_completed", 1);
+            if let Some(ms) = latency {
+                add("saga_latency_ms", u64::try_from(ms).unwrap_or(u64::MAX));
+            }
         }
+        Ok(written)
     }
 
     /// Checks and reserves a follow-up (shipment, cancellation, return) on the saga's ledger in one

@@ -33,7 +33,7 @@ pub enum OpsError {
 impl From<RetryError> for OpsError {
     fn from(e: RetryError) -> Self {
         match e {
-            RetryError::NoSaga(id) => Self::NotFound(format!("no saga for correlation id {id}")),
+            RetryError::NoSaga(id) => Self::NotFound(format!("no saga {id}")),
             RetryError::NotRetryable(m) => Self::Refused(m),
             RetryError::Store(e) => Self::Store(e),
         }
@@ -333,7 +333,7 @@ pub async fn retry_item(
         .function(&item.step)
         .map(|f| f.queue.clone())
         .ok_or_else(|| OpsError::Refused(format!("no function of the template runs {}", item.step)))?;
-    let r = retry::request(backend, item, now).await?;
+    let r = retry::request(backend, backend, item, now).await?;
     backend.send_raw(&queue, &r.body).await?;
     Ok(Retried {
         saga: r.saga.to_string(),

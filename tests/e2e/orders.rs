@@ -749,6 +749,54 @@ async fn operators_redrive_by_reason_and_retry_after_a_fix<B: Backend>(w: World<
         "posted once, under the retry's key"
     );
     assert_eq!(w.balance("unknown-77"), 40);
+    // A return the ERP refused (its store's period closed): retried once the period is reopened, it is
+    // posted once and its points are reversed.
+    let mut refused_return = returned(
+        "ret-op4",
+        json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-op1"}),
+        &[(1, 1, 2_000)],
+    );
+    if let Input::Event { detail, .. } = &mut refused_return {
+        detail["data"]["store_id"] = "closed-011".into();
+    }
+    let before = w.balance("m-1");
+    w.run(vec![refused_return]).await;
+    let sale_saga = "receipt:store-042:r-op1";
+    assert!(steps(&w.saga(sale_saga).await).contains("return ret-op4: ERP refused"));
+    assert_eq!(w.balance("m-1"), before, "nothing reversed for a refused return");
+    w.sims.erp.reopen_period("closed-011");
+    let r = ops::retry_saga(backend, topology, sale_saga, Some("post-return-to-erp"), now())
+        .await
+        .unwrap();
+    assert_eq!((r.step.as_str(), r.attempt), ("post-return-to-erp", 2));
+    w.system.run_until_idle(|_| {}).await.unwrap();
+    let returns: Vec<_> = w
+        .sims
+        .erp
+        .postings()
+        .into_iter()
+        .filter(|p| p.reference.as_deref() == Some("ret-op4"))
+        .collect();
+    assert_eq!(returns.len(), 1, "the return posted once");
+    assert_eq!(w.balance("m-1"), before - 20, "and its 20 points reversed");
+
+    // A shipment's accrual loyalty refused (the member was not enrolled yet): retried after the
+    // enrolment, it earns once.
+    w.run(vec![
+        order("o-op5", "unknown-88", &[(1, 3_000)], None),
+        shipped("o-op5", "o-op5-s1", &[(1, 1)]),
+    ])
+    .await;
+    assert!(steps(&w.saga("order:o-op5").await).contains("loyalty refused"));
+    w.sims.loyalty.seed_balance("unknown-88", Points::new(0).unwrap());
+    let r = ops::retry_saga(backend, topology, "order:o-op5", None, now())
+        .await
+        .unwrap();
+    assert_eq!((r.step.as_str(), r.attempt), ("accrue-loyalty", 2));
+    w.system.run_until_idle(|_| {}).await.unwrap();
+    assert_eq!(w.balance("unknown-88"), 30);
+    assert_eq!(w.saga("order:o-op5").await.status, SagaStatus::Completed);
+
     let done = ops::retry_saga(backend, topology, unknown, None, now()).await;
     assert!(matches!(done, Err(OpsError::Refused(_))), "{done:?}");
     let missing = ops::retry_saga(backend, topology, "no-such-saga", None, now()).await;

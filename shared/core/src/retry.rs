@@ -4,11 +4,12 @@
 //! period reopened, the member enrolled), an operator retries the step:
 //!
 //! 1. the refusal is found in the quarantine (every refusal has its entry there, with the message that
-//!    caused it) and checked: a retryable step, refused by the system it calls, on a saga that failed
-//!    there and has not moved on;
-//! 2. the saga records the retry — `retries[step]` goes up by one, the status back to `running`, and the
-//!    timeline says who asked and why (`operator`, `retried`) — in one versioned write, so two operators
-//!    retrying at once make one attempt, not two;
+//!    caused it) and checked: a retryable step, refused by the system it calls, whose effect — the one
+//!    the message asks for, by its idempotency key — is at an attempt the system refused (its record
+//!    holds the refusal), on a saga not compensated;
+//! 2. the saga records the retry — `retries[effect key]` goes up by one, a failed saga goes back to
+//!    `running`, and the timeline says who asked and why (`operator`, `retried`) — in one versioned write
+//!    over the attempt read, so two operators retrying at once make one attempt, not two;
 //! 3. the quarantined message is sent again to the step's queue. The step, at the saga's attempt
 //!    ([`Cx::attempt_of`](crate::steps::Cx::attempt_of)), runs its effect under the key of the new
 //!    attempt (`…:retry-1`): nothing is deleted, the refused attempt's record stays, and the new one is
@@ -21,14 +22,17 @@ use retail_sync_contracts::events::ReasonCode;
 use retail_sync_contracts::values::CorrelationId;
 
 use crate::error::Error;
-use crate::ports::{QuarantineItem, QuarantineStore, SagaStore};
+use crate::idempotency::{IdempotencyKey, IdempotencyRecord, RecordState};
+use crate::ports::{IdempotencyStore, QuarantineItem, QuarantineStore, SagaStore};
 use crate::saga::{self, Saga, SagaId, SagaStatus, StepOutcome};
+use crate::steps;
 
 /// The steps that can be attempted again after a refusal, with the refusal that can be fixed at the
 /// system they call.
 pub const RETRYABLE: &[(&str, ReasonCode)] = &[
     ("post-sale-to-erp", ReasonCode::ErpRejected),
     ("accrue-loyalty", ReasonCode::LoyaltyRejected),
+    ("post-return-to-erp", ReasonCode::ErpRejected),
 ];
 
 /// Who wrote the retry on the timeline.
@@ -58,24 +62,35 @@ pub enum RetryError {
     Store(#[from] Error),
 }
 
-/// The latest quarantined refusal of `step` (or of any retryable step) for `saga`.
+/// The latest quarantined refusal of `step` (or of any retryable step) of an effect of `saga` (a
+/// refused return names its own correlation id, so entries are matched by the effect's saga).
 pub async fn find_refusal(
     quarantine: &dyn QuarantineStore,
     saga: &Saga,
     step: Option<&str>,
 ) -> Result<Option<QuarantineItem>, Error> {
-    let correlation = saga.correlation_id.as_str();
     let items = quarantine.list(QUARANTINE_SCAN).await?;
     Ok(items
         .into_iter()
-        .filter(|i| i.rejection.correlation_id.as_deref() == Some(correlation))
         .filter(|i| step.is_none_or(|s| i.step == s))
         .filter(|i| {
             RETRYABLE
                 .iter()
                 .any(|(s, reason)| *s == i.step && *reason == i.rejection.reason)
         })
+        .filter(|i| saga_of_item(i).as_ref() == Some(&saga.id))
         .max_by_key(|i| i.received_at))
+}
+
+/// The effect a quarantined message asks of its step (its base key), and the saga it belongs to.
+fn effect_of(item: &QuarantineItem) -> Option<(IdempotencyKey, SagaId)> {
+    let key = steps::effect_key(&item.step, &item.body).ok()??;
+    let saga = SagaId::of_key(&key)?;
+    Some((key, saga))
+}
+
+fn saga_of_item(item: &QuarantineItem) -> Option<SagaId> {
+    effect_of(item).map(|(_, saga)| saga)
 }
 
 /// The saga of an id or a correlation id.
@@ -93,6 +108,7 @@ pub async fn saga_of(sagas: &dyn SagaStore, id: &str) -> Result<Option<Saga>, Er
 /// to send. Refuses, changing nothing, when the refusal cannot be retried.
 pub async fn request(
     sagas: &dyn SagaStore,
+    records: &dyn IdempotencyStore,
     item: &QuarantineItem,
     now: Timestamp,
 ) -> Result<Retry, RetryError> {
@@ -118,25 +134,60 @@ pub async fn request(
             "the quarantined message of {step} was cut; it cannot be sent again"
         ));
     }
-    let correlation = item.rejection.correlation_id.as_deref().unwrap_or_default();
-    let saga = saga_of(sagas, correlation)
+    let Some((base, saga_id)) = effect_of(item) else {
+        return refuse(format!("the quarantined message is not one {step} takes"));
+    };
+    let saga = sagas
+        .load(&saga_id)
         .await?
-        .ok_or_else(|| RetryError::NoSaga(correlation.to_owned()))?;
-    check(&saga, step)?;
+        .ok_or_else(|| RetryError::NoSaga(saga_id.to_string()))?;
+    if saga.status == SagaStatus::Compensated {
+        return refuse(format!(
+            "saga {} was compensated: what it did was undone, there is nothing to attempt again",
+            saga.id
+        ));
+    }
+    // The attempt the saga is at must be one the system refused: its record holds that refusal.
+    let n = saga.retries.get(base.as_str()).copied().unwrap_or(0);
+    let current = base.attempt(n);
+    match records.get(&current).await? {
+        Some(IdempotencyRecord {
+            state: RecordState::Completed { result },
+            ..
+        }) if result.get("outcome").and_then(|o| o.as_str()) == Some("refused") => {}
+        Some(IdempotencyRecord {
+            state: RecordState::Completed { .. },
+            ..
+        }) => {
+            return refuse(format!(
+                "{step} of saga {} was not refused (attempt {}): nothing to retry",
+                saga.id,
+                n + 1
+            ));
+        }
+        _ => {
+            return refuse(format!(
+                "attempt {} of {step} on saga {} has not run yet: a retry is already under way",
+                n + 1,
+                saga.id
+            ));
+        }
+    }
     let attempt_text = |n: u32| {
         let message = &item.rejection.message;
         format!("retry of {step} requested (attempt {}) after: {message}", n + 1)
     };
     let mut recorded = false;
     let written = saga::update_from(sagas, saga, None, |s| {
-        // Re-checked on the saga as it is when written: of two concurrent retries, one records.
-        recorded = check(s, step).is_ok();
+        // Only over the attempt read: of two concurrent retries, one records.
+        let at = s.retries.get(base.as_str()).copied().unwrap_or(0);
+        recorded = at == n;
         if recorded {
-            let n = s.retries.entry(step.to_owned()).or_insert(0);
-            *n += 1;
-            let n = *n;
-            s.status = SagaStatus::Running;
-            s.record(OPERATOR, StepOutcome::Retried, attempt_text(n), now);
+            s.retries.insert(base.as_str().to_owned(), n + 1);
+            if s.status == SagaStatus::Failed {
+                s.status = SagaStatus::Running;
+            }
+            s.record(OPERATOR, StepOutcome::Retried, attempt_text(n + 1), now);
         }
     })
     .await?;
@@ -146,30 +197,10 @@ pub async fn request(
             written.id
         ));
     }
-    let attempt = written.retries.get(step).copied().unwrap_or(0) + 1;
     Ok(Retry {
         saga: written.id,
         step: step.to_owned(),
-        attempt,
+        attempt: n + 2,
         body: item.body.clone(),
     })
-}
-
-/// Whether `step` of `saga` is where the saga failed and nothing happened since.
-fn check(saga: &Saga, step: &str) -> Result<(), RetryError> {
-    if saga.status != SagaStatus::Failed {
-        return Err(RetryError::NotRetryable(format!(
-            "saga {} is {}, not failed: nothing to retry (a retry may already be under way)",
-            saga.id,
-            saga.status.as_str()
-        )));
-    }
-    let last = saga.steps.iter().rev().find(|e| e.step == step);
-    if last.is_none_or(|e| e.outcome != StepOutcome::Failed) {
-        return Err(RetryError::NotRetryable(format!(
-            "{step} did not fail on saga {}",
-            saga.id
-        )));
-    }
-    Ok(())
 }

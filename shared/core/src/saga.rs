@@ -33,6 +33,17 @@ impl SagaId {
     pub fn from_stored(s: String) -> Self {
         Self(s)
     }
+    /// The saga an idempotency key of one of its steps belongs to: every step key starts with its saga
+    /// id (`receipt:<store>:<receipt>:…`, `order:<id>:…`), whose identifiers hold no ':'.
+    pub fn of_key(key: &crate::idempotency::IdempotencyKey) -> Option<Self> {
+        let parts = match key.as_str().split(':').next()? {
+            "receipt" => 3,
+            "order" => 2,
+            _ => return None,
+        };
+        let id: Vec<&str> = key.as_str().splitn(parts + 1, ':').take(parts).collect();
+        (id.len() == parts).then(|| Self(id.join(":")))
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -131,8 +142,8 @@ pub struct Saga {
     pub channel: Option<Channel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurred_at: Option<Timestamp>,
-    /// Operator retries per step (see [`crate::retry`]): attempt `n + 1` of a step runs under a key of
-    /// its own, so the stored refusal of the attempt before does not answer it.
+    /// Operator retries per effect, by the effect's idempotency key (see [`crate::retry`]): attempt
+    /// `n + 1` runs under a key of its own, so the stored refusal of the attempt before does not answer it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub retries: BTreeMap<String, u32>,
     pub created_at: Timestamp,
@@ -297,6 +308,23 @@ pub async fn load_existing(store: &dyn SagaStore, id: &SagaId) -> Result<Saga, E
 #[cfg(test)]
 mod tests {
     use super::StepOutcome;
+
+    #[test]
+    fn a_step_key_names_its_saga() {
+        use super::SagaId;
+        use crate::idempotency::IdempotencyKey;
+        let of = |k: &str| SagaId::of_key(&IdempotencyKey::from_stored(k.to_owned())).map(|s| s.0);
+        assert_eq!(
+            of("receipt:store-042:r-1:post-sale-to-erp:retry-1").as_deref(),
+            Some("receipt:store-042:r-1")
+        );
+        assert_eq!(
+            of("order:o-1:post-return-to-erp:ret-1").as_deref(),
+            Some("order:o-1")
+        );
+        assert_eq!(of("api:web:k-1:create-hold"), None);
+        assert_eq!(of("receipt:store-042"), None);
+    }
 
     #[test]
     fn outcome_names_are_the_serialized_ones() {

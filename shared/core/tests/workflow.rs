@@ -401,12 +401,14 @@ async fn a_refused_posting_is_retried_once_the_cause_is_fixed() {
     );
 
     *w.erp.fail.lock().unwrap() = None;
-    let retried = retry::request(&*w.state, &item, w.clock.now()).await.unwrap();
+    let retried = retry::request(&*w.state, &*w.state, &item, w.clock.now())
+        .await
+        .unwrap();
     assert_eq!((retried.step.as_str(), retried.attempt), ("post-sale-to-erp", 2));
     let saga = w.saga(SAGA).await;
     assert_eq!(saga.status, SagaStatus::Running);
     assert!(saga.has_step(retry::OPERATOR, StepOutcome::Retried));
-    let again = retry::request(&*w.state, &item, w.clock.now()).await;
+    let again = retry::request(&*w.state, &*w.state, &item, w.clock.now()).await;
     assert!(matches!(again, Err(RetryError::NotRetryable(_))), "{again:?}");
 
     w.process_from("post-sale-to-erp", &retried.body).await;
@@ -420,15 +422,15 @@ async fn a_refused_posting_is_retried_once_the_cause_is_fixed() {
     );
     let saga = w.saga(SAGA).await;
     assert_eq!(saga.status, SagaStatus::Completed, "{:#?}", saga.steps);
-    assert_eq!(saga.retries["post-sale-to-erp"], 1);
+    assert_eq!(saga.retries["receipt:store-042:r-000123:post-sale-to-erp"], 1);
     assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 1);
-    let done = retry::request(&*w.state, &item, w.clock.now()).await;
-    assert!(matches!(done, Err(RetryError::NotRetryable(m)) if m.contains("completed")));
+    let done = retry::request(&*w.state, &*w.state, &item, w.clock.now()).await;
+    assert!(matches!(done, Err(RetryError::NotRetryable(m)) if m.contains("was not refused")));
 
     let mut bad = item.clone();
     bad.step = "ingest".into();
     bad.rejection.reason = ReasonCode::SchemaViolation;
-    let refused = retry::request(&*w.state, &bad, w.clock.now()).await;
+    let refused = retry::request(&*w.state, &*w.state, &bad, w.clock.now()).await;
     assert!(matches!(refused, Err(RetryError::NotRetryable(m)) if m.contains("cannot be retried")));
 }
 

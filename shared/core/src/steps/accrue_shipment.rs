@@ -58,6 +58,8 @@ pub(super) async fn accrue_shipment(
     let saga_id = SagaId::of(&transaction);
     let shipment_id = shipped.data.shipment_id.clone();
     let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
+    // An operator's retry concerns the accrual only (below), never the reinstatement before it.
+    let retries = saga.retries.clone();
     // A cancelled order is not closed to shipments: a shipment proves its units left (reinstatement).
     if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
         let message = format!(
@@ -115,6 +117,7 @@ pub(super) async fn accrue_shipment(
     if let Some(reinstatement) = &entry.reinstatement {
         reinstate(step, cx, &entry, reinstatement, &basis, shipped).await?;
     }
+    cx.attempt_in(&retries);
 
     let run = cx
         .once(Fingerprint::of(&shipped.data), || async {

@@ -168,6 +168,28 @@ impl Wiring {
     }
 }
 
+/// The idempotency key of the effect `step` has for `body` (a message of its queue), before any retry:
+/// what an operator's retry counts attempts of (see [`crate::retry`]). `None` for a step without one
+/// effect per message (ingest).
+pub fn effect_key(step: &str, body: &str) -> Result<Option<IdempotencyKey>, Error> {
+    fn key_of<W: Workflow>(body: &str) -> Result<Option<IdempotencyKey>, Error> {
+        let (_, event) = parse_internal(body)?;
+        let detail_type = event.event_type();
+        let input = W::Input::accept(event).ok_or_else(|| unexpected(W::NAME, detail_type))?;
+        Ok(Some(W::key(&input)))
+    }
+    match step {
+        post_sale_to_erp::STEP => key_of::<PostSaleToErp>(body),
+        accrue_loyalty::STEP => key_of::<AccrueLoyalty>(body),
+        commit_redemption::STEP => key_of::<CommitRedemption>(body),
+        cancel_order::STEP => key_of::<CancelOrder>(body),
+        post_return_to_erp::STEP => key_of::<PostReturnToErp>(body),
+        reverse_loyalty::STEP => key_of::<ReverseLoyalty>(body),
+        compensate::STEP => key_of::<Compensate>(body),
+        _ => Ok(None),
+    }
+}
+
 /// Puts the correlation id on the message's span, so every later log line of the step carries it.
 pub(crate) fn note_correlation(metadata: &Metadata) {
     tracing::Span::current().record("correlation_id", metadata.correlation_id.as_str());

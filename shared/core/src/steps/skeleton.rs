@@ -189,11 +189,16 @@ impl Cx<'_> {
         ));
     }
 
-    /// Moves the delivery to the attempt the saga is at: after an operator's retry of this step
-    /// ([`crate::retry`]), its effect runs under the key of the new attempt. A step that can be retried
-    /// calls this once it has loaded the saga, before [`Cx::once`].
+    /// Moves the delivery to the attempt the saga is at for this effect: after an operator's retry of it
+    /// ([`crate::retry`]), it runs under the key of the new attempt. A step that can be retried calls
+    /// this once it has loaded the saga, before [`Cx::once`].
     pub fn attempt_of(&mut self, saga: &Saga) {
-        if let Some(&n) = saga.retries.get(self.step) {
+        self.attempt_in(&saga.retries);
+    }
+
+    /// [`Cx::attempt_of`] with the saga's `retries` kept aside (a step that moved its saga on).
+    pub fn attempt_in(&mut self, retries: &std::collections::BTreeMap<String, u32>) {
+        if let Some(&n) = retries.get(self.key.as_str()) {
             self.key = self.key.attempt(n);
         }
     }

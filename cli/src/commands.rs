@@ -188,8 +188,13 @@ pub async fn quarantine_retry(id: &str, yes: bool, target: &TargetArgs) -> anyho
 }
 
 fn print_retried(r: &ops::Retried) {
+    let what = if r.resent {
+        "was recorded before; its message sent again to"
+    } else {
+        "recorded, its message sent to"
+    };
     println!(
-        "{} of saga {}: attempt {} recorded, its message sent to {}; the step runs it exactly once",
+        "{} of saga {}: attempt {} {what} {}; the step runs it exactly once",
         r.step, r.saga, r.attempt, r.queue
     );
 }
@@ -297,29 +302,40 @@ pub async fn dlq_redrive(
         dry_run: true,
         rate,
     };
+    // The preview selects; the move below takes exactly its selection.
     let now = Timestamp::now();
     let preview = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, options, now).await?;
     let outcome = if dry_run || preview.selected.is_empty() {
         preview
     } else {
-        let what = format!(
-            "move {} messages from {dlq} back to {}",
-            preview.selected.len(),
-            preview.to
-        );
+        let everything = filter == DlqFilter::default() && limit.is_none() && rate.is_none();
+        let what = if everything {
+            format!(
+                "move every message of {dlq} ({} seen) back to {}",
+                preview.selected.len(),
+                preview.to
+            )
+        } else {
+            format!(
+                "move {} messages from {dlq} back to {}",
+                preview.selected.len(),
+                preview.to
+            )
+        };
         if !confirm(yes, &what)? {
             return Ok(ExitCode::FAILURE);
         }
         let bar = ProgressBar::new_spinner();
         bar.set_message(what);
         bar.enable_steady_tick(Duration::from_millis(200));
-        let options = ops::RedriveOptions {
-            dry_run: false,
-            ..options
+        // Exactly what was shown and confirmed; everything when nothing narrows it.
+        let moved = if everything {
+            t.backend.redrive(dlq, &preview.to).await?
+        } else {
+            ops::move_selected(&*t.backend, dlq, &preview.to, &preview.selected, rate).await?
         };
-        let moved = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, options, now).await?;
         bar.finish_and_clear();
-        moved
+        ops::Redrive { moved, ..preview }
     };
     if output.json() {
         print_json(&outcome)?;

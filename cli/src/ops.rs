@@ -237,31 +237,44 @@ pub async fn dlq_redrive(
         .filter(|v| filter.matches(v))
         .take(limit)
         .collect();
-    let mut moved = 0;
-    if !dry_run {
-        let chunk = rate.map_or(usize::MAX, |r| r.max(1) as usize);
-        for part in selected.chunks(chunk.min(selected.len().max(1))) {
-            let started = std::time::Instant::now();
-            let ids: BTreeSet<&str> = part.iter().map(|v| v.id.as_str()).collect();
-            moved += backend
-                .redrive_where(
-                    dlq,
-                    &to,
-                    &|m: &DeadLetter| ids.contains(m.id.as_str()),
-                    part.len(),
-                )
-                .await?;
-            if rate.is_some() {
-                tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
-            }
-        }
-    }
+    let moved = if dry_run {
+        0
+    } else if *filter == DlqFilter::default() && limit == usize::MAX && rate.is_none() {
+        // Everything: drained whole, not only what the look above saw (on SQS a look samples).
+        backend.redrive(dlq, &to).await?
+    } else {
+        move_selected(backend, dlq, &to, &selected, rate).await?
+    };
     Ok(Redrive {
         dlq: dlq.to_owned(),
         to,
         selected,
         moved,
     })
+}
+
+/// Moves exactly the dead letters `selected` (by message id) from `dlq` to `to`, `rate` a second when
+/// given. What a confirmed redrive moves: the messages the operator saw, not a second selection.
+pub async fn move_selected(
+    backend: &dyn Backend,
+    dlq: &str,
+    to: &str,
+    selected: &[DeadLetterView],
+    rate: Option<u32>,
+) -> Result<usize, OpsError> {
+    let mut moved = 0;
+    let chunk = rate.map_or(usize::MAX, |r| r.max(1) as usize);
+    for part in selected.chunks(chunk.min(selected.len().max(1))) {
+        let started = std::time::Instant::now();
+        let ids: BTreeSet<&str> = part.iter().map(|v| v.id.as_str()).collect();
+        moved += backend
+            .redrive_where(dlq, to, &|m: &DeadLetter| ids.contains(m.id.as_str()), part.len())
+            .await?;
+        if rate.is_some() {
+            tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+        }
+    }
+    Ok(moved)
 }
 
 /// Which quarantine entries to list; every filter given must match.
@@ -320,6 +333,8 @@ pub struct Retried {
     pub step: String,
     pub attempt: u32,
     pub queue: String,
+    /// The attempt had been recorded before; only its message was sent again.
+    pub resent: bool,
 }
 
 /// Retries the refusal quarantined as `item` (see `retail_sync_core::retry`).
@@ -340,6 +355,7 @@ pub async fn retry_item(
         step: r.step,
         attempt: r.attempt,
         queue,
+        resent: r.resent,
     })
 }
 

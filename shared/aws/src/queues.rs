@@ -245,11 +245,14 @@ impl SqsQueues {
     ) -> Result<usize, Error> {
         let (from_url, to_url) = (self.url(from)?, self.url(to)?);
         let mut moved = 0;
-        let mut skipped: Vec<String> = Vec::new();
+        // Message id → its latest receipt handle, for what was looked at and not taken.
+        let mut skipped: BTreeMap<String, String> = BTreeMap::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
         let result = async {
             while moved < limit {
                 // The DLQ's own visibility timeout keeps a batch hidden while it is moved (or skipped),
-                // so the next receive gets the next messages.
+                // so the next receive gets the next messages; one that comes round again means the
+                // pass is complete.
                 let batch = self
                     .receive_from(from_url, SQS_BATCH, None, OPERATOR_WAIT_SECONDS)
                     .await?;
@@ -257,16 +260,24 @@ impl SqsQueues {
                     break;
                 }
                 let mut chosen = Vec::new();
+                let mut fresh = 0;
                 for m in batch {
                     let receipt = m.receipt_handle.clone().unwrap_or_default();
                     let message = queue_message(from, m);
+                    if seen.insert(message.id.clone()) {
+                        fresh += 1;
+                    }
                     if moved + chosen.len() < limit && pick(&message) {
+                        skipped.remove(&message.id);
                         chosen.push((message.body, receipt));
                     } else {
-                        skipped.push(receipt);
+                        skipped.insert(message.id, receipt);
                     }
                 }
                 if chosen.is_empty() {
+                    if fresh == 0 {
+                        break;
+                    }
                     continue;
                 }
                 let entries = chosen
@@ -306,8 +317,12 @@ impl SqsQueues {
             Ok::<_, Error>(())
         }
         .await;
-        // Whatever happened, what was looked at and not moved is visible again at once.
-        self.release(from_url, &skipped).await?;
+        // Whatever happened, what was looked at and not moved is visible again at once (a receipt that
+        // went stale meanwhile only means the message is visible already).
+        let skipped: Vec<String> = skipped.into_values().collect();
+        if let Err(e) = self.release(from_url, &skipped).await {
+            tracing::warn!(error = %e, "could not make every skipped message visible again");
+        }
         result.map(|()| moved)
     }
 

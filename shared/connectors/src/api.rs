@@ -76,6 +76,10 @@ impl JsonApi {
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("retail-sync/", env!("CARGO_PKG_VERSION")))
+            // A redirect could lead a credential (an API key header, a form-encoded client secret) to
+            // another host or to plain http, and would turn a POST into a GET: the system answers where
+            // it was configured, or the call fails.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ConnectorError::Client)?;
         let backoff = ExponentialBuilder::default()

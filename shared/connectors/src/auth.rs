@@ -163,6 +163,7 @@ impl Authenticator {
         client: &reqwest::Client,
     ) -> Result<(HeaderName, HeaderValue), ConnectorError> {
         let mut cache = self.cache.lock().await;
+        let loaded_earlier = cache.credentials.is_some();
         let credentials = match &cache.credentials {
             Some(c) => c.clone(),
             None => {
@@ -199,9 +200,23 @@ impl Authenticator {
                 if let Some(token) = fresh {
                     return Ok((AUTHORIZATION, token.value.clone()));
                 }
-                let token = self
+                let fetched = self
                     .fetch_token(client, &credentials, token_url, scope.as_deref(), *client_auth)
-                    .await?;
+                    .await;
+                let token = match fetched {
+                    // The token endpoint refused credentials this container loaded earlier: the secret may
+                    // have been rotated since. Load it again and ask once more.
+                    Err(ConnectorError::Auth { retryable: false, .. }) if loaded_earlier => {
+                        let reloaded = self.source.load().await.map_err(|e| ConnectorError::Auth {
+                            message: format!("cannot load credentials from {}: {e}", self.source.describe()),
+                            retryable: true,
+                        })?;
+                        cache.credentials = Some(reloaded.clone());
+                        self.fetch_token(client, &reloaded, token_url, scope.as_deref(), *client_auth)
+                            .await?
+                    }
+                    other => other?,
+                };
                 let value = token.value.clone();
                 cache.token = Some(token);
                 Ok((AUTHORIZATION, value))
@@ -297,9 +312,10 @@ impl Authenticator {
         self.tokens_fetched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(expires_in = body.expires_in, "connector token fetched");
-        let renew_at = body.expires_in.map(|secs| {
+        // An absurd `expires_in` (beyond what an Instant can hold) is treated as no expiry.
+        let renew_at = body.expires_in.and_then(|secs| {
             let life = Duration::from_secs(secs);
-            started + life.saturating_sub(RENEW_MARGIN.min(life / 10))
+            started.checked_add(life.saturating_sub(RENEW_MARGIN.min(life / 10)))
         });
         Ok(Token {
             value: sensitive(&format!("Bearer {}", body.access_token))?,

@@ -653,7 +653,7 @@ async fn a_rotated_secret_is_loaded_again_after_a_refusal() {
         }
     }
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
-    let access = Access::local();
+    let access = Access::local().with_token_ttl(Some(Duration::from_secs(1)));
     let (base, _server) = sims::serve(erp.clone(), loyalty, access.clone()).await;
     let source = Arc::new(Rotating {
         loads: Default::default(),
@@ -752,4 +752,62 @@ fn plain_http_beyond_loopback_is_refused() {
     .unwrap()
     .to_string();
     assert!(err.contains("token_url"), "{err}");
+}
+
+/// The OAuth client's secret rotated while a container holds the old one: when its token expires and the
+/// token endpoint refuses the old secret, the connector loads the secret again and goes on (no call of
+/// the system is refused on the way).
+#[tokio::test]
+async fn a_client_secret_rotated_under_a_cached_token_is_reloaded_at_the_token_endpoint() {
+    struct Rotating {
+        loads: std::sync::atomic::AtomicU32,
+    }
+    #[async_trait::async_trait]
+    impl CredentialSource for Rotating {
+        async fn load(&self) -> Result<Credentials, retail_sync_core::BoxError> {
+            let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let secret = if n == 0 {
+                retail_sync_simulators::access::LOCAL_CLIENT_SECRET
+            } else {
+                "rotated-secret"
+            };
+            Ok(Credentials {
+                client_id: Some(retail_sync_simulators::access::LOCAL_CLIENT_ID.into()),
+                client_secret: Some(Secret::new(secret)),
+                ..Credentials::default()
+            })
+        }
+        fn describe(&self) -> String {
+            "a rotating secret".into()
+        }
+    }
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    let access = Access::local().with_token_ttl(Some(Duration::from_secs(1)));
+    let (base, _server) = sims::serve(erp.clone(), loyalty, access.clone()).await;
+    let source = Arc::new(Rotating {
+        loads: Default::default(),
+    });
+    let auth = Auth {
+        method: AuthMethod::OAuth2ClientCredentials {
+            token_url: format!("{base}/oauth/token"),
+            scope: None,
+            client_auth: ClientAuth::Basic,
+        },
+        credentials: source.clone(),
+    };
+    let http = HttpErp::new(&fast(base), auth).unwrap();
+    http.post_sale(&sale("store-1", "r-1"), &key("r-1"))
+        .await
+        .unwrap();
+    // The identity provider now knows only the new secret; the token runs out.
+    access.set_client_secret("rotated-secret");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    http.post_sale(&sale("store-1", "r-2"), &key("r-2"))
+        .await
+        .unwrap();
+    assert_eq!(erp.postings().len(), 2);
+    assert_eq!(http.tokens_fetched(), 2);
+    assert_eq!(access.refused(), 0);
+    // Loaded at first, and again when the token endpoint refused the old secret.
+    assert_eq!(source.loads.load(std::sync::atomic::Ordering::Relaxed), 2);
 }

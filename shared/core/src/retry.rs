@@ -7,6 +7,8 @@
 //!    caused it) and checked: a retryable step, refused by the system it calls, whose effect — the one
 //!    the message asks for, by its idempotency key — is at an attempt the system refused (its record
 //!    holds the refusal), on a saga not compensated;
+//!    and nothing else happened to the transaction since the refusal (a follow-up decided while it
+//!    stood refused would be wrong once the step succeeds);
 //! 2. the saga records the retry — `retries[effect key]` goes up by one, a failed saga goes back to
 //!    `running`, and the timeline says who asked and why (`operator`, `retried`) — in one versioned write
 //!    over the attempt read, so two operators retrying at once make one attempt, not two;
@@ -32,7 +34,6 @@ use crate::steps;
 pub const RETRYABLE: &[(&str, ReasonCode)] = &[
     ("post-sale-to-erp", ReasonCode::ErpRejected),
     ("accrue-loyalty", ReasonCode::LoyaltyRejected),
-    ("post-return-to-erp", ReasonCode::ErpRejected),
 ];
 
 /// Who wrote the retry on the timeline.
@@ -49,6 +50,8 @@ pub struct Retry {
     /// The attempt about to run (2 for the first retry).
     pub attempt: u32,
     pub body: String,
+    /// The attempt was recorded before and its message is sent again (nothing new recorded).
+    pub resent: bool,
 }
 
 /// Why a retry was not recorded. Nothing was changed.
@@ -165,13 +168,38 @@ pub async fn request(
                 n + 1
             ));
         }
-        _ => {
+        Some(_) => {
             return refuse(format!(
-                "attempt {} of {step} on saga {} has not run yet: a retry is already under way",
+                "attempt {} of {step} on saga {} is running now",
                 n + 1,
                 saga.id
             ));
         }
+        // A retry recorded whose message never ran (the send failed, or it waits in the queue): send it
+        // again, under the same attempt; the step runs it once whichever copy comes first.
+        None if n > 0 => {
+            return Ok(Retry {
+                saga: saga.id,
+                step: step.to_owned(),
+                attempt: n + 1,
+                body: item.body.clone(),
+                resent: true,
+            });
+        }
+        None => {
+            return refuse(format!(
+                "{step} of saga {} has no stored outcome (it has not run, or its record expired after the \
+                 idempotency retention): a redrive or a replay attempts it again",
+                saga.id
+            ));
+        }
+    }
+    if let Some(later) = follow_up_since_refusal(&saga, step) {
+        return refuse(format!(
+            "saga {} went on after the refusal of {step} ({later}): attempting it now would book it \
+             against what those steps assumed; settle it in the ERP or the loyalty platform instead",
+            saga.id
+        ));
     }
     let attempt_text = |n: u32| {
         let message = &item.rejection.message;
@@ -179,9 +207,10 @@ pub async fn request(
     };
     let mut recorded = false;
     let written = saga::update_from(sagas, saga, None, |s| {
-        // Only over the attempt read: of two concurrent retries, one records.
+        // Only over the attempt read, and never for a compensated saga: of two concurrent retries, one
+        // records.
         let at = s.retries.get(base.as_str()).copied().unwrap_or(0);
-        recorded = at == n;
+        recorded = at == n && s.status != SagaStatus::Compensated;
         if recorded {
             s.retries.insert(base.as_str().to_owned(), n + 1);
             if s.status == SagaStatus::Failed {
@@ -202,5 +231,20 @@ pub async fn request(
         step: step.to_owned(),
         attempt: n + 2,
         body: item.body.clone(),
+        resent: false,
     })
+}
+
+/// The first timeline entry of another step after the latest refusal of `step`: a follow-up (a
+/// cancellation, a return, a shipment) that was decided while the transaction stood refused — the
+/// sale or order unposted, the points not accrued — and would be wrong once the step succeeds.
+fn follow_up_since_refusal(saga: &Saga, step: &str) -> Option<String> {
+    let refused = saga
+        .steps
+        .iter()
+        .rposition(|e| e.step == step && e.outcome == StepOutcome::Failed)?;
+    saga.steps[refused + 1..]
+        .iter()
+        .find(|e| e.step != step && e.step != OPERATOR)
+        .map(|e| format!("{}: {}", e.step, e.message))
 }

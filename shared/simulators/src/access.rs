@@ -89,6 +89,11 @@ impl Access {
         self
     }
 
+    /// The client's secret changes (a rotation at the identity provider): the old one is refused.
+    pub fn set_client_secret(&self, secret: impl Into<String>) {
+        self.state().client_secret = secret.into();
+    }
+
     /// The platform's key changes (a rotation): the old one is refused from now on.
     pub fn set_api_key(&self, key: impl Into<String>) {
         self.state().api_key = Some(key.into());

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::{LoyaltyAccrued, OrderShipped, ReasonCode, TransactionRef};
-use retail_sync_contracts::values::{ExternalRef, Points};
+use retail_sync_contracts::values::{Amount, ExternalRef, Points};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
@@ -168,16 +168,25 @@ pub(super) async fn accrue_shipment(
                         format!("shipment {shipment_id}: loyalty refused: {message}"),
                     ),
                 };
+                // A shipment's value counts once towards what the order earned on: an operator's retry
+                // after a refusal (which recorded 0 points) adds the points, not the value again.
+                let mut counted = false;
                 if let Some(e) = s
                     .ledger
                     .shipments
                     .iter_mut()
                     .find(|e| e.shipment_id == shipment_id)
                 {
+                    counted = e.points.is_some();
                     e.points = Some(points);
                     e.loyalty_transaction_id = ltx;
                 }
-                s.ledger.add_accrual(points, entry.eligible_minor);
+                let eligible = if counted {
+                    Amount::ZERO
+                } else {
+                    entry.eligible_minor
+                };
+                s.ledger.add_accrual(points, eligible);
                 s.settle_order(&basis);
                 (outcome, text)
             },

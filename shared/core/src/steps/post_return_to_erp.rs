@@ -54,7 +54,6 @@ impl Workflow for PostReturnToErp {
         let saga_id = SagaId::of(&ret.data.original);
         let return_id = ret.data.return_id.clone();
         let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
-        cx.attempt_of(&saga);
         let refund: i64 = ret.data.lines.iter().map(|l| l.refund_minor.get()).sum();
         let refund = Amount::new(refund)
             .map_err(|e| Error::rejected(ReasonCode::BusinessRuleViolation, e.to_string()))?;

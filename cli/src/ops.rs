@@ -319,10 +319,8 @@ pub async fn quarantine_list(
 
 pub async fn quarantine_item(backend: &dyn Backend, id: &str) -> Result<QuarantineItem, OpsError> {
     backend
-        .list(QUARANTINE_SCAN)
+        .find(id)
         .await?
-        .into_iter()
-        .find(|i| i.id == id)
         .ok_or_else(|| OpsError::NotFound(format!("no quarantine entry {id}")))
 }
 

@@ -401,4 +401,11 @@ impl QuarantineStore for DynamoState {
         all.truncate(limit);
         Ok(all)
     }
+
+    async fn find(&self, id: &str) -> Result<Option<QuarantineItem>, Error> {
+        self.get_item(&self.quarantine_table, id)
+            .await?
+            .map(|i| items::quarantine_of(&i))
+            .transpose()
+    }
 }

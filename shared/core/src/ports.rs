@@ -67,7 +67,12 @@ pub const QUARANTINE_BODY_LIMIT: usize = 128 * 1024;
 #[async_trait]
 pub trait QuarantineStore: Send + Sync {
     async fn put(&self, item: &QuarantineItem) -> Result<(), Error>;
+    /// Oldest first (then by id), at most `limit`.
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error>;
+    /// One entry by its id, however many there are (operators name one to show or retry it).
+    async fn find(&self, id: &str) -> Result<Option<QuarantineItem>, Error> {
+        Ok(self.list(usize::MAX).await?.into_iter().find(|i| i.id == id))
+    }
 }
 
 /// An event a step wants on the bus.

@@ -723,6 +723,18 @@ impl QuarantineStore for Embedded {
         })
         .collect()
     }
+
+    async fn find(&self, id: &str) -> Result<Option<QuarantineItem>, Error> {
+        let conn = self.conn();
+        let item: Option<String> = conn
+            .query_row("SELECT item FROM quarantine WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(unavailable)?;
+        item.map(|item| serde_json::from_str(&item).map_err(|e| corrupt(format!("quarantine item {id}"), e)))
+            .transpose()
+    }
 }
 
 #[async_trait]

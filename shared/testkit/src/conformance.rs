@@ -296,4 +296,10 @@ pub async fn quarantine_lists_oldest_first_and_a_redelivery_overwrites(store: &i
     assert_eq!(all[0].rejection.message, "first, redelivered");
     assert_eq!(all[0], quarantined("m-z", t0() + secs(1), "first, redelivered"));
     assert_eq!(store.list(2).await.unwrap().len(), 2);
+    // One entry by its id, beyond any listing's limit.
+    assert_eq!(
+        store.find("m-c").await.unwrap(),
+        Some(quarantined("m-c", t0() + secs(2), "third"))
+    );
+    assert_eq!(store.find("m-nowhere").await.unwrap(), None);
 }

@@ -299,28 +299,27 @@ pub async fn dlq_redrive(
     };
     let options = ops::RedriveOptions {
         limit: limit.unwrap_or(usize::MAX),
-        dry_run: true,
+        dry_run,
         rate,
     };
-    // The preview selects; the move below takes exactly its selection.
-    let now = Timestamp::now();
-    let preview = ops::dlq_redrive(&*t.backend, &t.topology, dlq, &filter, options, now).await?;
+    // The selection is shown and confirmed; the move takes exactly it (everything when nothing narrows it).
+    let preview = ops::dlq_select(
+        &*t.backend,
+        &t.topology,
+        dlq,
+        &filter,
+        options.limit,
+        Timestamp::now(),
+    )
+    .await?;
     let outcome = if dry_run || preview.selected.is_empty() {
         preview
     } else {
-        let everything = filter == DlqFilter::default() && limit.is_none() && rate.is_none();
-        let what = if everything {
-            format!(
-                "move every message of {dlq} ({} seen) back to {}",
-                preview.selected.len(),
-                preview.to
-            )
+        let (n, to) = (preview.selected.len(), &preview.to);
+        let what = if options.takes_everything(&filter) {
+            format!("move every message of {dlq} ({n} seen) back to {to}")
         } else {
-            format!(
-                "move {} messages from {dlq} back to {}",
-                preview.selected.len(),
-                preview.to
-            )
+            format!("move {n} messages from {dlq} back to {to}")
         };
         if !confirm(yes, &what)? {
             return Ok(ExitCode::FAILURE);
@@ -328,12 +327,7 @@ pub async fn dlq_redrive(
         let bar = ProgressBar::new_spinner();
         bar.set_message(what);
         bar.enable_steady_tick(Duration::from_millis(200));
-        // Exactly what was shown and confirmed; everything when nothing narrows it.
-        let moved = if everything {
-            t.backend.redrive(dlq, &preview.to).await?
-        } else {
-            ops::move_selected(&*t.backend, dlq, &preview.to, &preview.selected, rate).await?
-        };
+        let moved = ops::dlq_move(&*t.backend, &preview, &filter, options).await?;
         bar.finish_and_clear();
         ops::Redrive { moved, ..preview }
     };

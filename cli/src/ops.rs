@@ -217,9 +217,16 @@ impl Default for RedriveOptions {
     }
 }
 
+impl RedriveOptions {
+    /// Nothing narrows the redrive: the DLQ is drained whole, not only what a look saw (on SQS a look
+    /// samples).
+    pub fn takes_everything(&self, filter: &DlqFilter) -> bool {
+        *filter == DlqFilter::default() && self.limit == usize::MAX && self.rate.is_none()
+    }
+}
+
 /// Moves the dead letters of `dlq` that `filter` selects back to the queue it serves, or only says which
-/// on a dry run. Selection reads the DLQ first (so the filters can look at the sagas), then the move
-/// takes exactly those messages, `rate` a second when given: each is sent before it is removed.
+/// on a dry run: [`dlq_select`], then [`dlq_move`].
 pub async fn dlq_redrive(
     backend: &dyn Backend,
     topology: &Topology,
@@ -228,7 +235,25 @@ pub async fn dlq_redrive(
     options: RedriveOptions,
     now: Timestamp,
 ) -> Result<Redrive, OpsError> {
-    let RedriveOptions { limit, dry_run, rate } = options;
+    let selection = dlq_select(backend, topology, dlq, filter, options.limit, now).await?;
+    let moved = if options.dry_run {
+        0
+    } else {
+        dlq_move(backend, &selection, filter, options).await?
+    };
+    Ok(Redrive { moved, ..selection })
+}
+
+/// What a redrive of `dlq` with `filter` would take (at most `limit`), read from the DLQ first so that
+/// the filters can look at the sagas; nothing is moved.
+pub async fn dlq_select(
+    backend: &dyn Backend,
+    topology: &Topology,
+    dlq: &str,
+    filter: &DlqFilter,
+    limit: usize,
+    now: Timestamp,
+) -> Result<Redrive, OpsError> {
     let to = source_of(topology, dlq)?;
     let selected: Vec<DeadLetterView> = dlq_show(backend, topology, dlq, now)
         .await?
@@ -237,25 +262,39 @@ pub async fn dlq_redrive(
         .filter(|v| filter.matches(v))
         .take(limit)
         .collect();
-    let moved = if dry_run {
-        0
-    } else if *filter == DlqFilter::default() && limit == usize::MAX && rate.is_none() {
-        // Everything: drained whole, not only what the look above saw (on SQS a look samples).
-        backend.redrive(dlq, &to).await?
-    } else {
-        move_selected(backend, dlq, &to, &selected, rate).await?
-    };
     Ok(Redrive {
         dlq: dlq.to_owned(),
         to,
         selected,
-        moved,
+        moved: 0,
     })
 }
 
+/// Moves what `selection` took — exactly those messages, `rate` a second when given, each sent before it
+/// is removed — or, when nothing narrows the redrive, the whole DLQ. Returns how many moved.
+pub async fn dlq_move(
+    backend: &dyn Backend,
+    selection: &Redrive,
+    filter: &DlqFilter,
+    options: RedriveOptions,
+) -> Result<usize, OpsError> {
+    if options.takes_everything(filter) {
+        Ok(backend.redrive(&selection.dlq, &selection.to).await?)
+    } else {
+        move_selected(
+            backend,
+            &selection.dlq,
+            &selection.to,
+            &selection.selected,
+            options.rate,
+        )
+        .await
+    }
+}
+
 /// Moves exactly the dead letters `selected` (by message id) from `dlq` to `to`, `rate` a second when
-/// given. What a confirmed redrive moves: the messages the operator saw, not a second selection.
-pub async fn move_selected(
+/// given.
+async fn move_selected(
     backend: &dyn Backend,
     dlq: &str,
     to: &str,

@@ -167,10 +167,7 @@ impl Authenticator {
         let credentials = match &cache.credentials {
             Some(c) => c.clone(),
             None => {
-                let loaded = self.source.load().await.map_err(|e| ConnectorError::Auth {
-                    message: format!("cannot load credentials from {}: {e}", self.source.describe()),
-                    retryable: true,
-                })?;
+                let loaded = self.load().await?;
                 cache.credentials = Some(loaded.clone());
                 loaded
             }
@@ -207,10 +204,7 @@ impl Authenticator {
                     // The token endpoint refused credentials this container loaded earlier: the secret may
                     // have been rotated since. Load it again and ask once more.
                     Err(ConnectorError::Auth { retryable: false, .. }) if loaded_earlier => {
-                        let reloaded = self.source.load().await.map_err(|e| ConnectorError::Auth {
-                            message: format!("cannot load credentials from {}: {e}", self.source.describe()),
-                            retryable: true,
-                        })?;
+                        let reloaded = self.load().await?;
                         cache.credentials = Some(reloaded.clone());
                         self.fetch_token(client, &reloaded, token_url, scope.as_deref(), *client_auth)
                             .await?
@@ -233,6 +227,15 @@ impl Authenticator {
             cache.token = None;
             cache.credentials = None;
         }
+    }
+
+    /// The credentials from their source; a source that cannot answer (Secrets Manager down) is a
+    /// passing failure.
+    async fn load(&self) -> Result<Credentials, ConnectorError> {
+        self.source.load().await.map_err(|e| ConnectorError::Auth {
+            message: format!("cannot load credentials from {}: {e}", self.source.describe()),
+            retryable: true,
+        })
     }
 
     fn missing(&self, field: &str) -> ConnectorError {

@@ -61,6 +61,37 @@ async fn start_with(access: Access) -> Harness {
     }
 }
 
+/// A secret that is rotated after its first read: `credentials(n)` is what load `n` (from 0) returns.
+struct Rotating {
+    loads: std::sync::atomic::AtomicU32,
+    credentials: fn(u32) -> Credentials,
+}
+
+impl Rotating {
+    fn new(credentials: fn(u32) -> Credentials) -> Self {
+        Self {
+            loads: Default::default(),
+            credentials,
+        }
+    }
+
+    fn loads(&self) -> u32 {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for Rotating {
+    async fn load(&self) -> Result<Credentials, retail_sync_core::BoxError> {
+        let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok((self.credentials)(n))
+    }
+
+    fn describe(&self) -> String {
+        "a rotating secret".into()
+    }
+}
+
 fn key(business: &str) -> IdempotencyKey {
     IdempotencyKey::for_step(business, "post-sale-to-erp")
 }
@@ -636,28 +667,13 @@ async fn a_token_without_expiry_lives_until_refused() {
 /// refused, the connector loads the credentials again and carries on.
 #[tokio::test]
 async fn a_rotated_secret_is_loaded_again_after_a_refusal() {
-    struct Rotating {
-        loads: std::sync::atomic::AtomicU32,
-    }
-    #[async_trait::async_trait]
-    impl CredentialSource for Rotating {
-        async fn load(&self) -> Result<Credentials, retail_sync_core::BoxError> {
-            let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(Credentials {
-                api_key: Some(Secret::new(if n == 0 { LOCAL_API_KEY } else { "rotated-key" })),
-                ..Credentials::default()
-            })
-        }
-        fn describe(&self) -> String {
-            "a rotating secret".into()
-        }
-    }
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
     let access = Access::local().with_token_ttl(Some(Duration::from_secs(1)));
     let (base, _server) = sims::serve(erp.clone(), loyalty, access.clone()).await;
-    let source = Arc::new(Rotating {
-        loads: Default::default(),
-    });
+    let source = Arc::new(Rotating::new(|n| Credentials {
+        api_key: Some(Secret::new(if n == 0 { LOCAL_API_KEY } else { "rotated-key" })),
+        ..Credentials::default()
+    }));
     let auth = Auth {
         method: AuthMethod::ApiKey {
             header: "x-api-key".into(),
@@ -675,7 +691,7 @@ async fn a_rotated_secret_is_loaded_again_after_a_refusal() {
         .unwrap();
     assert_eq!(erp.postings().len(), 2);
     assert_eq!(access.refused(), 1);
-    assert_eq!(source.loads.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(source.loads(), 2);
 }
 
 /// Wrong credentials are never a verdict on the sale: the call is `Unavailable` (redelivered, then
@@ -759,34 +775,18 @@ fn plain_http_beyond_loopback_is_refused() {
 /// the system is refused on the way).
 #[tokio::test]
 async fn a_client_secret_rotated_under_a_cached_token_is_reloaded_at_the_token_endpoint() {
-    struct Rotating {
-        loads: std::sync::atomic::AtomicU32,
-    }
-    #[async_trait::async_trait]
-    impl CredentialSource for Rotating {
-        async fn load(&self) -> Result<Credentials, retail_sync_core::BoxError> {
-            let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let secret = if n == 0 {
-                retail_sync_simulators::access::LOCAL_CLIENT_SECRET
-            } else {
-                "rotated-secret"
-            };
-            Ok(Credentials {
-                client_id: Some(retail_sync_simulators::access::LOCAL_CLIENT_ID.into()),
-                client_secret: Some(Secret::new(secret)),
-                ..Credentials::default()
-            })
-        }
-        fn describe(&self) -> String {
-            "a rotating secret".into()
-        }
-    }
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
     let access = Access::local().with_token_ttl(Some(Duration::from_secs(1)));
     let (base, _server) = sims::serve(erp.clone(), loyalty, access.clone()).await;
-    let source = Arc::new(Rotating {
-        loads: Default::default(),
-    });
+    let source = Arc::new(Rotating::new(|n| Credentials {
+        client_id: Some(retail_sync_simulators::access::LOCAL_CLIENT_ID.into()),
+        client_secret: Some(Secret::new(if n == 0 {
+            retail_sync_simulators::access::LOCAL_CLIENT_SECRET
+        } else {
+            "rotated-secret"
+        })),
+        ..Credentials::default()
+    }));
     let auth = Auth {
         method: AuthMethod::OAuth2ClientCredentials {
             token_url: format!("{base}/oauth/token"),
@@ -809,5 +809,5 @@ async fn a_client_secret_rotated_under_a_cached_token_is_reloaded_at_the_token_e
     assert_eq!(http.tokens_fetched(), 2);
     assert_eq!(access.refused(), 0);
     // Loaded at first, and again when the token endpoint refused the old secret.
-    assert_eq!(source.loads.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(source.loads(), 2);
 }

@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 
 use retail_sync_contracts::IngestLimits;
 use retail_sync_contracts::values::Points;
+use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::CountingMetrics;
-use retail_sync_core::ports::{Clock, Erp, Loyalty, SystemClock};
-use retail_sync_core::runner::{Consumer, LocalRunner};
-use retail_sync_core::steps::{Base, Wiring, connected};
+use retail_sync_core::ports::{Clock, Erp, Loyalty, QueueConsumer, SystemClock};
+use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
+use retail_sync_core::steps::{Base, Wiring, connected, downstream_of};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
@@ -43,12 +44,14 @@ pub struct LocalOptions {
 }
 
 impl LocalOptions {
+    pub const DEFAULT_VISIBILITY: Duration = Duration::from_millis(500);
+
     pub fn new(template: PathBuf, state: PathBuf) -> Self {
         Self {
             template,
             state,
             fresh: false,
-            visibility_timeout: Duration::from_millis(500),
+            visibility_timeout: Self::DEFAULT_VISIBILITY,
         }
     }
 }
@@ -115,8 +118,53 @@ pub struct Progress {
     pub pending: u64,
 }
 
+/// How the runner protects the downstream systems and paces retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Protection {
+    pub breaker: BreakerSettings,
+    pub backoff: Backoff,
+}
+
+impl Protection {
+    /// The default breaker, and retries paced from the run's visibility timeout: the first after it,
+    /// doubling per receive up to 60 times it (0.5 s → 30 s for a local run).
+    pub fn paced(visibility: Duration) -> Self {
+        Self {
+            breaker: BreakerSettings::default(),
+            backoff: Backoff {
+                first: visibility,
+                max: visibility * 60,
+            },
+        }
+    }
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Self::paced(LocalOptions::DEFAULT_VISIBILITY)
+    }
+}
+
+/// The breaker and cap of each downstream system.
+#[derive(Clone)]
+pub struct Guards {
+    pub erp: Arc<Downstream>,
+    pub loyalty: Arc<Downstream>,
+}
+
+impl Guards {
+    fn get(&self, system: &str) -> Arc<Downstream> {
+        if system == "erp" {
+            self.erp.clone()
+        } else {
+            self.loyalty.clone()
+        }
+    }
+}
+
 pub struct LocalSystem<B: Backend> {
     pub backend: Arc<B>,
+    pub guards: Guards,
     pub topology: Topology,
     pub simulators: Simulators,
     pub metrics: Arc<CountingMetrics>,
@@ -149,13 +197,28 @@ pub fn open_embedded(
     }
     let store = Embedded::open(&options.state, topology.clone(), Arc::new(SystemClock))?
         .with_visibility_timeout(options.visibility_timeout);
-    LocalSystem::new(Arc::new(store), topology, simulators)
+    LocalSystem::protected(
+        Arc::new(store),
+        topology,
+        simulators,
+        Protection::paced(options.visibility_timeout),
+    )
 }
 
 impl<B: Backend> LocalSystem<B> {
     /// Wires the system. The simulators are brought to where the backend's state left them (their
     /// journal, replayed; nothing on a fresh state) and keep their journal from then on.
     pub fn new(backend: Arc<B>, topology: Topology, simulators: Simulators) -> anyhow::Result<Self> {
+        Self::protected(backend, topology, simulators, Protection::default())
+    }
+
+    /// [`LocalSystem::new`] with other breaker and backoff settings (the chaos harness's, tests').
+    pub fn protected(
+        backend: Arc<B>,
+        topology: Topology,
+        simulators: Simulators,
+        protection: Protection,
+    ) -> anyhow::Result<Self> {
         let replay = |system: &str, replay: &dyn Fn(&[String]) -> Result<(), String>| {
             let entries = backend.journal(system)?;
             replay(&entries).map_err(|e| {
@@ -170,10 +233,29 @@ impl<B: Backend> LocalSystem<B> {
         simulators.loyalty.keep_journal();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(CountingMetrics::default());
-        let erp: Arc<dyn Erp> = Arc::new(InProcessErp(simulators.erp.clone()));
-        let loyalty: Arc<dyn Loyalty> = Arc::new(InProcessLoyalty(simulators.loyalty.clone()));
+        // The template's caps of concurrent calls per downstream hold here too, shared by every step
+        // that calls the system, with each system's breaker.
+        let cap = |parameter: &str| {
+            topology
+                .parameter_default(parameter)
+                .and_then(|n| usize::try_from(n).ok())
+        };
+        let guards = Guards {
+            erp: Downstream::new("erp", protection.breaker, cap("ErpMaxConcurrency")),
+            loyalty: Downstream::new("loyalty", protection.breaker, cap("LoyaltyMaxConcurrency")),
+        };
+        let unguarded_loyalty: Arc<dyn Loyalty> = Arc::new(InProcessLoyalty(simulators.loyalty.clone()));
+        let erp: Arc<dyn Erp> = Arc::new(GuardedErp {
+            inner: Arc::new(InProcessErp(simulators.erp.clone())),
+            guard: guards.erp.clone(),
+        });
+        let loyalty: Arc<dyn Loyalty> = Arc::new(GuardedLoyalty {
+            inner: unguarded_loyalty.clone(),
+            guard: guards.loyalty.clone(),
+        });
         let redemption = RedemptionApi {
-            loyalty: loyalty.clone(),
+            // Checkout has its own outage policy (answer at once, sale allowed or not): no breaker.
+            loyalty: unguarded_loyalty,
             idempotency: backend.clone(),
             clock: clock.clone(),
             policy: IdempotencyPolicy::default(),
@@ -202,6 +284,8 @@ impl<B: Backend> LocalSystem<B> {
                 queue: f.queue.clone(),
                 batch_size: f.batch_size,
                 runner,
+                backoff: protection.backoff,
+                downstream: downstream_of(&f.binary).map(|d| guards.get(d)),
             }));
         }
         let ingest_queue = topology
@@ -210,6 +294,7 @@ impl<B: Backend> LocalSystem<B> {
             .context("the template has no function whose binary is `ingest`")?;
         let work_queues = consumers.iter().map(|c| c.queue.clone()).collect();
         Ok(Self {
+            guards,
             runner: LocalRunner {
                 queues: backend.clone(),
                 consumers,
@@ -223,6 +308,12 @@ impl<B: Backend> LocalSystem<B> {
             work_queues,
             ingest_queue,
         })
+    }
+
+    /// Puts `wrap` around the queues the functions consume (the chaos harness loses acknowledgements
+    /// there, as a process killed between a side effect and its acknowledgement would).
+    pub fn wrap_queues(&mut self, wrap: impl FnOnce(Arc<dyn QueueConsumer>) -> Arc<dyn QueueConsumer>) {
+        self.runner.queues = wrap(self.runner.queues.clone());
     }
 
     /// Puts the inputs on the bus (envelopes, in PutEvents-sized batches) or on the ingest queue

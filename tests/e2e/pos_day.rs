@@ -9,9 +9,8 @@ use std::time::Duration;
 use retail_sync_aws::ProvisionOptions;
 use retail_sync_cli::backends::Backend;
 use retail_sync_cli::input::read_inputs;
-use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
+use retail_sync_cli::local::{LocalOptions, LocalSystem, Protection, Simulators, open_embedded};
 use retail_sync_cli::report::Report;
-use retail_sync_simulators::Faults;
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
@@ -158,14 +157,55 @@ async fn a_stopped_run_resumes_from_its_state_on_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_longer_than_the_retries_dead_letters_then_a_redrive_completes() {
+async fn an_outage_longer_than_the_retries_pauses_the_accruals_and_they_resume_by_themselves() {
     let dir = tempfile::tempdir().unwrap();
     let simulators = Simulators::default();
-    simulators.loyalty.set_faults(Faults {
-        down: true,
-        ..Faults::default()
-    });
+    simulators.loyalty.set_down(true);
     let system = embedded(&dir, simulators.clone());
+    // Loyalty is down for 3 s: with a 50 ms visibility timeout, five receives would have sent every
+    // accrual to the DLQ within a fraction of that.
+    let recovery = {
+        let loyalty = simulators.loyalty.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            loyalty.set_down(false);
+        })
+    };
+    let report = run(&system).await;
+    recovery.await.unwrap();
+    assert!(system.guards.loyalty.times_opened() >= 1, "the breaker opened");
+    assert!(
+        report.dead_letter_queues["AccrueLoyaltyDLQ"].is_empty(),
+        "the accruals waited instead of burning their receives: {:?}",
+        report.dead_letter_queues["AccrueLoyaltyDLQ"]
+    );
+    assert_pos_day(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_the_breaker_cannot_see_dead_letters_then_a_redrive_completes() {
+    // Without the breaker's pause (it opens only after 5 consecutive failures and the first ones
+    // already burn receives), a system that fails every call still ends in the DLQ eventually: shown
+    // here with a breaker that never opens, and the operators' redrive heals it.
+    let dir = tempfile::tempdir().unwrap();
+    let simulators = Simulators::default();
+    simulators.loyalty.set_down(true);
+    let mut options = LocalOptions::new(
+        workspace().join("infra/template.yaml"),
+        dir.path().join("state.db"),
+    );
+    options.visibility_timeout = Duration::from_millis(50);
+    let topology = topology();
+    let store = retail_sync_embedded::Embedded::open(
+        &options.state,
+        topology.clone(),
+        Arc::new(retail_sync_core::ports::SystemClock),
+    )
+    .unwrap()
+    .with_visibility_timeout(options.visibility_timeout);
+    let mut protection = Protection::paced(options.visibility_timeout);
+    protection.breaker.failures_to_open = u32::MAX;
+    let system = LocalSystem::protected(Arc::new(store), topology, simulators.clone(), protection).unwrap();
     let report = run(&system).await;
     // Member sales stay running: their accrual messages were tried maxReceiveCount (5) times.
     let stuck = report
@@ -185,7 +225,7 @@ async fn an_outage_longer_than_the_retries_dead_letters_then_a_redrive_completes
     );
     assert!(report.balances.is_empty());
 
-    simulators.loyalty.set_faults(Faults::default());
+    simulators.loyalty.set_down(false);
     let moved = system
         .backend
         .redrive("AccrueLoyaltyDLQ", "AccrueLoyaltyQueue")

@@ -276,4 +276,13 @@ impl QueueConsumer for AwsBackend {
     async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error> {
         self.queues.delete(queue, receipts).await
     }
+
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        wait: std::time::Duration,
+    ) -> Result<(), Error> {
+        self.queues.change_visibility(queue, receipt, wait).await
+    }
 }

@@ -27,5 +27,5 @@ pub use counter::RequestCounter;
 pub use dynamo::DynamoState;
 pub use error::AwsError;
 pub use provision::{ProvisionOptions, provision};
-pub use queues::{QueueMessage, SqsQueues};
+pub use queues::{QueueMessage, SourceQueues, SqsQueues};
 pub use settings::{AwsSettings, emulator_sdk_config, sdk_config};

@@ -2,6 +2,7 @@
 //! event source mapping does the receiving), and the operator's queue tools: depth, DLQ peek, redrive.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -375,5 +376,80 @@ impl QueueConsumer for SqsQueues {
             return Ok(());
         }
         self.delete_from(self.url(queue)?, receipts).await
+    }
+
+    async fn change_visibility(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+        // SQS takes whole seconds, at most 12 hours.
+        let seconds = wait.as_secs_f64().ceil().min(43_200.0) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(self.url(queue)?)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// The queue a Lambda function's SQS records came from, found by the records' `eventSourceARN`: where
+/// the function extends the visibility of the messages it reports failed (its backoff, a
+/// `Retry-After`). The URL is looked up once per queue and kept.
+#[derive(Debug)]
+pub struct SourceQueues {
+    client: Client,
+    urls: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl SourceQueues {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            urls: Default::default(),
+        }
+    }
+
+    async fn url(&self, arn: &str) -> Result<String, Error> {
+        if let Some(url) = self.urls.lock().unwrap_or_else(|p| p.into_inner()).get(arn) {
+            return Ok(url.clone());
+        }
+        // arn:aws:sqs:<region>:<account>:<name>
+        let parts: Vec<&str> = arn.split(':').collect();
+        let [_, _, "sqs", _, account, name] = parts.as_slice() else {
+            return Err(unavailable(AwsError::UnknownQueue(arn.to_owned())));
+        };
+        let out = self
+            .client
+            .get_queue_url()
+            .queue_name(*name)
+            .queue_owner_aws_account_id(*account)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let url = out
+            .queue_url()
+            .ok_or_else(|| unavailable(AwsError::UnknownQueue(arn.to_owned())))?
+            .to_owned();
+        self.urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(arn.to_owned(), url.clone());
+        Ok(url)
+    }
+
+    /// ChangeMessageVisibility of one received message, in whole seconds (at most 12 hours).
+    pub async fn change_visibility(&self, arn: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+        let url = self.url(arn).await?;
+        let seconds = wait.as_secs_f64().ceil().min(43_200.0) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::HeaderValue;
@@ -55,6 +56,8 @@ pub(crate) struct JsonApi {
     base_url: String,
     auth: Arc<Authenticator>,
     backoff: ExponentialBuilder,
+    /// The longest wait between attempts: a `Retry-After` beyond it is not waited out in place.
+    max_backoff: Duration,
     /// For `Error::Unavailable` and the logs: `erp` or `loyalty`.
     system: &'static str,
     /// What a refusal of this system is reported as.
@@ -92,6 +95,7 @@ impl JsonApi {
             base_url: config.base_url.trim_end_matches('/').to_owned(),
             auth: Arc::new(Authenticator::new(auth.method, auth.credentials)),
             backoff,
+            max_backoff: config.max_backoff,
             system,
             rejected,
         })
@@ -173,6 +177,14 @@ impl JsonApi {
         })
         .retry(self.backoff)
         .when(ConnectorError::is_retryable)
+        // A `Retry-After` within our own backoff's reach is waited out here; a longer one ends the
+        // attempts, and the wait goes up with the error (the runner keeps the message invisible that
+        // long) instead of holding the function.
+        .adjust(|e, backoff| match (e.retry_after(), backoff) {
+            (Some(wait), Some(_)) if wait <= self.max_backoff => Some(wait),
+            (Some(_), _) => None,
+            (None, backoff) => backoff,
+        })
         .notify(|e, delay| {
             tracing::warn!(
                 system = self.system,
@@ -237,6 +249,13 @@ impl JsonApi {
         if status.is_success() {
             return response.json().await.map_err(ConnectorError::Body);
         }
+        // Delta-seconds only (what rate limiters send); an HTTP-date is left to our own backoff.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(43_200)));
         // The error body is only for the message; an unreadable one must not hide the status.
         let bytes = response.bytes().await.unwrap_or_default();
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
@@ -253,6 +272,7 @@ impl JsonApi {
             status: status.as_u16(),
             code,
             message,
+            retry_after,
         })
     }
 }

@@ -25,6 +25,8 @@ pub enum ConnectorError {
         status: u16,
         code: String,
         message: String,
+        /// The answer's `Retry-After` (delta-seconds), on a 429 or a 503.
+        retry_after: Option<std::time::Duration>,
     },
     /// No credential to present: the credentials could not be loaded, lack a field, or the token
     /// endpoint refused them or failed. Never a verdict on the business call, so never a rejection.
@@ -53,6 +55,15 @@ impl ConnectorError {
         }
     }
 
+    /// The wait the server asked for with `Retry-After`.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            Self::GaveUp { last, .. } => last.retry_after(),
+            _ => None,
+        }
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -72,10 +83,14 @@ impl ConnectorError {
                 status,
                 code,
                 message,
+                ..
             } if (400..500).contains(&status) && !matches!(status, 401 | 403 | 407 | 408 | 429) => {
                 Error::rejected(reason, format!("{code}: {message}"))
             }
-            other => Error::unavailable(what, other),
+            other => match other.retry_after() {
+                Some(wait) => Error::unavailable_for(what, other, wait),
+                None => Error::unavailable(what, other),
+            },
         }
     }
 }

@@ -811,3 +811,48 @@ async fn a_client_secret_rotated_under_a_cached_token_is_reloaded_at_the_token_e
     // Loaded at first, and again when the token endpoint refused the old secret.
     assert_eq!(source.loads(), 2);
 }
+
+#[tokio::test]
+async fn a_429_is_waited_out_for_its_retry_after_when_it_is_short() {
+    let h = start().await;
+    // `fast` allows 40 ms between attempts; the config below allows 2 s, so a 1 s Retry-After is
+    // waited out in place.
+    let config = HttpConfig {
+        max_backoff: Duration::from_secs(2),
+        ..fast(h.base.clone())
+    };
+    let erp = HttpErp::new(&config, sims::oauth(&h.base, ClientAuth::Basic)).unwrap();
+    h.erp.set_faults(Faults {
+        retry_after_ms: 1_000,
+        ..script(1, FaultKind::Throttle)
+    });
+    let started = Instant::now();
+    erp.post_sale(&sale("store-1", "r-1"), &key("a")).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "the Retry-After was honoured: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.erp.requests(), 2);
+    assert_eq!(h.erp.postings().len(), 1);
+}
+
+#[tokio::test]
+async fn a_429_asking_longer_than_our_backoff_ends_the_attempts_and_carries_the_wait() {
+    let h = start().await;
+    h.erp.set_faults(Faults {
+        retry_after_ms: 30_000,
+        ..script(1, FaultKind::Throttle)
+    });
+    let started = Instant::now();
+    let err = h
+        .http_erp
+        .post_sale(&sale("store-1", "r-1"), &key("a"))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "not waited in place");
+    assert!(matches!(err, Error::Unavailable { what: "erp", .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
+    assert_eq!(h.erp.requests(), 1, "no second attempt before the wait");
+    assert!(h.erp.postings().is_empty());
+}

@@ -38,7 +38,8 @@ enum Handled {
     Done(Vec<Outgoing>),
     /// Kept for operators; the WorkflowException announcing it is to be published.
     Quarantined(Box<Outgoing>),
-    Retry,
+    /// Redeliver, after the wait the failure named, if any.
+    Retry(Option<std::time::Duration>),
 }
 
 /// What happened to a batch.
@@ -48,6 +49,9 @@ pub struct BatchOutcome {
     pub failed: Vec<String>,
     /// Messages quarantined (acknowledged; kept for operators).
     pub quarantined: Vec<String>,
+    /// For failed messages whose failure named a wait (a `Retry-After`, an open breaker, a claim held
+    /// elsewhere): how long to keep them invisible at least.
+    pub waits: std::collections::BTreeMap<String, std::time::Duration>,
     /// Events published.
     pub published: usize,
 }
@@ -73,7 +77,12 @@ impl BatchRunner {
                     outcome.quarantined.push(message.id.clone());
                     pending.push((message.id.clone(), vec![*exception]));
                 }
-                Handled::Retry => outcome.failed.push(message.id.clone()),
+                Handled::Retry(wait) => {
+                    if let Some(wait) = wait {
+                        outcome.waits.insert(message.id.clone(), wait);
+                    }
+                    outcome.failed.push(message.id.clone());
+                }
             }
         }
 
@@ -113,19 +122,19 @@ impl BatchRunner {
                 Ok(()) => Handled::Done(events),
                 Err(e) => {
                     tracing::error!(error = %e, "could not quarantine; message will be redelivered");
-                    Handled::Retry
+                    Handled::Retry(None)
                 }
             },
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, class = e.class(), "retryable failure; message will be redelivered");
                 self.metrics.add("retried", 1, Some(("class", e.class())));
-                Handled::Retry
+                Handled::Retry(e.retry_after())
             }
             Err(e) => match self.quarantine(message, e).await {
                 Ok(exception) => Handled::Quarantined(Box::new(exception)),
                 Err(e) => {
                     tracing::error!(error = %e, "could not quarantine; message will be redelivered");
-                    Handled::Retry
+                    Handled::Retry(None)
                 }
             },
         }

@@ -18,6 +18,9 @@ pub enum Error {
         what: &'static str,
         #[source]
         source: BoxError,
+        /// How long the dependency asked us to stay away (a 429's or 503's `Retry-After`, or an open
+        /// circuit breaker's remaining cool-down); the runner keeps the message invisible that long.
+        retry_after: Option<Duration>,
     },
     /// A versioned record changed under us. Retryable: reload and apply again.
     #[error("concurrent update of {what}")]
@@ -50,6 +53,26 @@ impl Error {
         Self::Unavailable {
             what,
             source: source.into(),
+            retry_after: None,
+        }
+    }
+
+    /// [`Error::unavailable`] with the wait the dependency asked for.
+    pub fn unavailable_for(what: &'static str, source: impl Into<BoxError>, retry_after: Duration) -> Self {
+        Self::Unavailable {
+            what,
+            source: source.into(),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// The wait the error itself names: a dependency's `Retry-After`, an open breaker's cool-down, or
+    /// another delivery's claim. `None` leaves the delay to the runner's backoff.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::InProgress { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod domain;
 pub mod error;
+pub mod guard;
 pub mod idempotency;
 pub mod ledger;
 pub mod memory;

@@ -1,6 +1,8 @@
 //! The ports: what the workflows need from the outside world, one role per trait. AWS, embedded, HTTP and
 //! in-memory adapters implement them in their own crates/modules.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -346,6 +348,9 @@ pub trait QueueConsumer: Send + Sync {
     async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Received>, Error>;
     /// Acknowledges processed messages.
     async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error>;
+    /// Keeps a received message invisible for `wait` from now (SQS ChangeMessageVisibility): a failed
+    /// message's backoff, or the wait a dependency asked for.
+    async fn change_visibility(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error>;
 }
 
 pub trait Clock: Send + Sync {

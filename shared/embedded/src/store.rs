@@ -819,4 +819,24 @@ impl QueueConsumer for Embedded {
             Ok(())
         })
     }
+
+    async fn change_visibility(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+        // SQS's ceiling: a message is never hidden for more than 12 hours.
+        let wait = wait.min(Duration::from_secs(43_200));
+        let visible_at = ms(self.clock.now()) + i64::try_from(wait.as_millis()).unwrap_or(0);
+        let seq: i64 = receipt
+            .split(':')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1);
+        self.tx(|tx| {
+            // A stale receipt (the message was received again since) changes nothing, as in SQS.
+            tx.prepare_cached(
+                "UPDATE messages SET visible_at = ?4 WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
+            )
+            .and_then(|mut s| s.execute(params![seq, queue, receipt, visible_at]))
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
 }

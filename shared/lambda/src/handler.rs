@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
+use retail_sync_aws::SourceQueues;
 use retail_sync_core::batch::BatchRunner;
+use retail_sync_core::runner::Backoff;
 use retail_sync_core::steps::Message;
 
 use crate::emf::EmfMetrics;
@@ -14,12 +16,48 @@ use crate::emf::EmfMetrics;
 pub struct Function {
     pub runner: BatchRunner,
     pub metrics: Arc<EmfMetrics>,
+    /// Where failed messages get their backoff (ChangeMessageVisibility); `None` leaves them to the
+    /// queue's visibility timeout.
+    pub visibility: Option<(Arc<SourceQueues>, Backoff)>,
 }
 
 impl Function {
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        // Where each record came from, for the backoff of those that fail.
+        let sources: Vec<(String, Option<String>, Option<String>, u32)> = event
+            .records
+            .iter()
+            .filter_map(|r| {
+                let count = r
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                Some((
+                    r.message_id.clone()?,
+                    r.event_source_arn.clone(),
+                    r.receipt_handle.clone(),
+                    count,
+                ))
+            })
+            .collect();
         let (messages, unusable) = messages(event.records);
         let outcome = self.runner.run(&messages).await;
+        if let Some((queues, backoff)) = &self.visibility {
+            for (id, arn, receipt, count) in &sources {
+                let (Some(arn), Some(receipt)) = (arn, receipt) else {
+                    continue;
+                };
+                if !outcome.failed.contains(id) {
+                    continue;
+                }
+                let wait = backoff.wait(*count, outcome.waits.get(id).copied());
+                // Best effort: without it the queue's visibility timeout applies.
+                if let Err(e) = queues.change_visibility(arn, receipt, wait).await {
+                    tracing::warn!(error = %e, message_id = %id, "could not extend the visibility of a failed message");
+                }
+            }
+        }
         let mut response = SqsBatchResponse::default();
         // A record without an id or body cannot be handled or acknowledged individually; report it so
         // that it is redelivered and, if it stays broken, dead-lettered where operators see it.

@@ -21,13 +21,22 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 
-use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, sdk_config};
+use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, SourceQueues, sdk_config};
 use retail_sync_connectors::{HttpConfig, HttpErp, HttpLoyalty};
 use retail_sync_contracts::IngestLimits;
+use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::ports::{Clock, SystemClock};
+use retail_sync_core::runner::Backoff;
 use retail_sync_core::steps::{Base, Wiring};
 use retail_sync_redemption::{RedemptionApi, RedemptionConfig};
+
+/// A failed message's wait on AWS: 30 s, then doubling per receive up to 15 minutes, so the five
+/// receives before the DLQ span about 7.5 minutes (a `Retry-After` or an open breaker may ask more).
+pub const LAMBDA_BACKOFF: Backoff = Backoff {
+    first: std::time::Duration::from_secs(30),
+    max: std::time::Duration::from_secs(900),
+};
 
 /// Runs the function `binary` (one of `steps::STEPS`) under the Lambda runtime API.
 pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {
@@ -50,7 +59,9 @@ pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {
 async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
     let settings = AwsSettings::from_env()?;
     let sdk = sdk_config(&settings).await;
-    let backend = Arc::new(AwsBackend::new(&AwsClients::new(&sdk), settings));
+    let clients = AwsClients::new(&sdk);
+    let sqs = clients.sqs.clone();
+    let backend = Arc::new(AwsBackend::new(&clients, settings));
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let erp_secrets = secrets.clone();
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "RetailSync".into());
@@ -66,16 +77,22 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
             policy: IdempotencyPolicy::default(),
         },
         limits: IngestLimits::default(),
+        // Each behind its breaker (this container's; the event source's MaximumConcurrency is the cap).
         erp: Arc::new(move || {
             let auth = secrets::auth_from_env("ERP", &erp_secrets)?;
-            Ok(Arc::new(HttpErp::new(&HttpConfig::from_env("ERP")?, auth)?))
+            let erp = HttpErp::new(&HttpConfig::from_env("ERP")?, auth)?;
+            Ok(Arc::new(GuardedErp {
+                inner: Arc::new(erp),
+                guard: Downstream::new("erp", BreakerSettings::default(), None),
+            }))
         }),
         loyalty: Arc::new(move || {
             let auth = secrets::auth_from_env("LOYALTY", &secrets)?;
-            Ok(Arc::new(HttpLoyalty::new(
-                &HttpConfig::from_env("LOYALTY")?,
-                auth,
-            )?))
+            let loyalty = HttpLoyalty::new(&HttpConfig::from_env("LOYALTY")?, auth)?;
+            Ok(Arc::new(GuardedLoyalty {
+                inner: Arc::new(loyalty),
+                guard: Downstream::new("loyalty", BreakerSettings::default(), None),
+            }))
         }),
         publisher: backend.clone(),
         quarantine: backend,
@@ -83,6 +100,7 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
     Ok(handler::Function {
         runner: wiring.runner(binary)?,
         metrics,
+        visibility: Some((Arc::new(SourceQueues::new(sqs)), LAMBDA_BACKOFF)),
     })
 }
 

@@ -14,6 +14,9 @@ pub enum SimError {
     /// Injected 503: nothing was applied.
     #[error("unavailable: {message}")]
     Unavailable { message: &'static str },
+    /// Injected 429: nothing was applied; come back after `retry_after_ms`.
+    #[error("throttled: retry after {retry_after_ms} ms")]
+    Throttled { retry_after_ms: u64 },
     /// Injected timeout: the caller never hears back. `committed` says whether the effect was applied
     /// anyway, which only a retry with the same idempotency key can reveal safely.
     #[error("timed out (effect applied: {committed})")]

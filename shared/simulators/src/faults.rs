@@ -14,6 +14,13 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Answer 503 without applying.
     pub error_rate: f64,
+    /// Answer 429 with `Retry-After: retry_after_ms` (rounded up to whole seconds over HTTP) without
+    /// applying: the platform's rate limit.
+    pub throttle_rate: f64,
+    pub retry_after_ms: u64,
+    /// A latency spike: this share of calls waits `spike_ms` more (on top of `latency_ms`).
+    pub spike_rate: f64,
+    pub spike_ms: u64,
     /// Do not apply, and never answer in time.
     pub timeout_rate: f64,
     /// Apply, then never answer in time: the case idempotency keys exist for.
@@ -36,6 +43,8 @@ pub enum FaultKind {
     /// 503, nothing applied.
     #[default]
     Error,
+    /// 429 with `Retry-After`, nothing applied.
+    Throttle,
     /// No answer, nothing applied.
     Timeout,
     /// No answer, but applied.
@@ -47,11 +56,12 @@ impl Faults {
     pub fn validate(&self) -> Result<(), String> {
         let rates = [
             ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
             ("timeout_rate", self.timeout_rate),
             ("timeout_after_commit_rate", self.timeout_after_commit_rate),
         ];
-        for (name, rate) in rates {
-            if !(0.0..=1.0).contains(&rate) {
+        for (name, rate) in rates.iter().chain([&("spike_rate", self.spike_rate)]) {
+            if !(0.0..=1.0).contains(rate) {
                 return Err(format!("{name} must be within 0.0..=1.0, got {rate}"));
             }
         }
@@ -93,6 +103,11 @@ impl FaultState {
         &self.faults
     }
 
+    /// Starts or ends an outage, leaving the other settings and the random sequence as they are.
+    pub(crate) fn set_down(&mut self, down: bool) {
+        self.faults.down = down;
+    }
+
     /// The fault this call meets, if any.
     pub(crate) fn next(&mut self) -> Option<FaultKind> {
         let f = &mut self.faults;
@@ -106,7 +121,8 @@ impl FaultState {
         // Out-of-range rates (set in-process without `validate`) behave as if clamped, never as garbage.
         let p = |r: f64| if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
         let error = p(f.error_rate);
-        let timeout = error + p(f.timeout_rate);
+        let throttle = error + p(f.throttle_rate);
+        let timeout = throttle + p(f.timeout_rate);
         let after_commit = timeout + p(f.timeout_after_commit_rate);
         // No draw when nothing can happen: keeps the fault-free path cheap.
         if after_commit == 0.0 {
@@ -115,6 +131,8 @@ impl FaultState {
         let r: f64 = self.rng.random();
         if r < error {
             Some(FaultKind::Error)
+        } else if r < throttle {
+            Some(FaultKind::Throttle)
         } else if r < timeout {
             Some(FaultKind::Timeout)
         } else if r < after_commit {
@@ -122,5 +140,36 @@ impl FaultState {
         } else {
             None
         }
+    }
+}
+
+/// Latency faults, read before every call (outside the system's lock): the fixed `latency_ms` and the
+/// random spikes.
+pub(crate) struct Latency {
+    fixed_ms: u64,
+    spike_rate: f64,
+    spike_ms: u64,
+    rng: StdRng,
+}
+
+impl Latency {
+    pub(crate) fn new(faults: &Faults) -> Option<Self> {
+        let spikes = faults.spike_rate > 0.0 && faults.spike_ms > 0;
+        (faults.latency_ms > 0 || spikes).then(|| Self {
+            fixed_ms: faults.latency_ms,
+            spike_rate: if spikes { faults.spike_rate } else { 0.0 },
+            spike_ms: faults.spike_ms,
+            // Its own stream, so spikes do not shift the draws of the other faults.
+            rng: match faults.seed {
+                Some(seed) => StdRng::seed_from_u64(seed ^ 0x5eed_5bac_e000_0001),
+                None => StdRng::from_os_rng(),
+            },
+        })
+    }
+
+    /// How long this call waits.
+    pub(crate) fn draw(&mut self) -> u64 {
+        let spike = self.spike_rate > 0.0 && self.rng.random::<f64>() < self.spike_rate;
+        self.fixed_ms + if spike { self.spike_ms } else { 0 }
     }
 }

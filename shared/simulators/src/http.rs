@@ -248,6 +248,19 @@ async fn respond<T: Serialize>(ok: StatusCode, result: Result<T, SimError>) -> R
         Err(SimError::Unavailable { message }) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.to_owned())
         }
+        Err(SimError::Throttled { retry_after_ms }) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "rate limit exceeded (injected fault)".to_owned(),
+            );
+            // Whole seconds, as the header has them; at least 1 so a client always waits a little.
+            let seconds = retry_after_ms.div_ceil(1000).max(1);
+            if let Ok(value) = seconds.to_string().parse() {
+                response.headers_mut().insert("retry-after", value);
+            }
+            response
+        }
         Err(SimError::TimedOut { .. }) => {
             tokio::time::sleep(HANG).await;
             error(

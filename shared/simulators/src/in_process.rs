@@ -29,6 +29,10 @@ pub struct InProcessLoyalty(pub LoyaltySimulator);
 fn to_port_error(e: SimError, what: &'static str, reason: ReasonCode) -> Error {
     match e {
         SimError::Refused { code, message, .. } => Error::rejected(reason, format!("{code}: {message}")),
+        SimError::Throttled { retry_after_ms } => {
+            let wait = std::time::Duration::from_millis(retry_after_ms);
+            Error::unavailable_for(what, SimError::Throttled { retry_after_ms }, wait)
+        }
         e @ (SimError::Unavailable { .. } | SimError::TimedOut { .. }) => Error::unavailable(what, e),
     }
 }

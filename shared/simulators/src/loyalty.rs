@@ -725,9 +725,15 @@ impl LoyaltySimulator {
         self.shared.lock().gate.faults().clone()
     }
 
+    /// Starts (`true`) or ends an outage: every call answers 503 meanwhile. The other fault settings
+    /// and their random sequence carry on.
+    pub fn set_down(&self, down: bool) {
+        self.shared.lock().gate.set_down(down);
+    }
+
     /// Replaces the faults (and restarts the seeded random sequence and the `fail_first` script).
     pub fn set_faults(&self, faults: Faults) {
-        self.shared.set_latency(faults.latency_ms);
+        self.shared.set_latency(&faults);
         self.shared.lock().gate.set_faults(faults);
     }
 

@@ -12,17 +12,19 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::SimError;
-use crate::faults::{FaultKind, FaultState, Faults};
+use crate::faults::{FaultKind, FaultState, Faults, Latency};
 
 #[derive(Default)]
 pub(crate) struct Shared<S> {
     state: Mutex<S>,
-    latency_ms: AtomicU64,
+    /// Set when any latency fault is: the fault-free path reads one flag and takes no lock.
+    has_latency: AtomicBool,
+    latency: Mutex<Option<Latency>>,
 }
 
 impl<S> Shared<S> {
@@ -32,13 +34,24 @@ impl<S> Shared<S> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn set_latency(&self, latency_ms: u64) {
-        self.latency_ms.store(latency_ms, Ordering::Relaxed);
+    pub(crate) fn set_latency(&self, faults: &Faults) {
+        let latency = Latency::new(faults);
+        self.has_latency.store(latency.is_some(), Ordering::Relaxed);
+        *self.latency.lock().unwrap_or_else(|p| p.into_inner()) = latency;
     }
 
-    /// Sleeps for the latency fault. Only touches the timer when there is one.
+    /// Sleeps for the latency faults (fixed, and a spike when one is drawn). Only touches the timer when
+    /// there is one.
     pub(crate) async fn delay(&self) {
-        let ms = self.latency_ms.load(Ordering::Relaxed);
+        if !self.has_latency.load(Ordering::Relaxed) {
+            return;
+        }
+        let ms = self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map_or(0, Latency::draw);
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -88,6 +101,10 @@ impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
         self.faults.set(faults);
     }
 
+    pub(crate) fn set_down(&mut self, down: bool) {
+        self.faults.set_down(down);
+    }
+
     /// Starts keeping the journal of applied calls (from now on).
     pub(crate) fn keep_journal(&mut self) {
         self.journal.get_or_insert_with(Vec::new);
@@ -115,6 +132,11 @@ impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
             Some(FaultKind::Error) => {
                 return Err(SimError::Unavailable {
                     message: "service unavailable (injected fault)",
+                });
+            }
+            Some(FaultKind::Throttle) => {
+                return Err(SimError::Throttled {
+                    retry_after_ms: self.faults.get().retry_after_ms,
                 });
             }
             Some(FaultKind::Timeout) => return Err(SimError::TimedOut { committed: false }),

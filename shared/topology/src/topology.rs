@@ -46,6 +46,8 @@ pub struct FunctionSpec {
     pub binary: String,
     pub queue: String,
     pub batch_size: usize,
+    /// The event source's `ScalingConfig.MaximumConcurrency` (a literal, or a parameter's default).
+    pub max_concurrency: Option<usize>,
 }
 
 /// A DynamoDB table: its string hash key, its global secondary indexes (name, string hash key) and
@@ -81,6 +83,8 @@ pub struct Topology {
     pub tables: BTreeMap<String, TableSpec>,
     pub rules: Vec<RuleSpec>,
     pub functions: Vec<FunctionSpec>,
+    /// The template's parameters and their defaults (those that have one).
+    pub parameters: BTreeMap<String, Value>,
 }
 
 /// SQS's default when a queue does not set one.
@@ -104,6 +108,13 @@ impl Topology {
             .and_then(Value::as_object)
             .ok_or_else(|| invalid("Resources", "the template has no Resources mapping"))?;
 
+        let parameters: BTreeMap<String, Value> = template
+            .get("Parameters")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, p)| Some((name.clone(), p.get("Default")?.clone())))
+            .collect();
         let mut buses = Vec::new();
         let mut archives = Vec::new();
         let mut queues = BTreeMap::new();
@@ -126,7 +137,7 @@ impl Topology {
                 Some("AWS::Events::Archive") => archives.push(archive(id, &props)?),
                 Some("AWS::Events::Rule") => rules.push(rule(id, &props)?),
                 Some("AWS::Serverless::Function") => {
-                    functions.extend(function(id, resource, &props)?);
+                    functions.extend(function(id, resource, &props, &parameters)?);
                 }
                 _ => {}
             }
@@ -138,6 +149,7 @@ impl Topology {
             tables,
             rules,
             functions,
+            parameters,
         };
         topology.check_references()?;
         Ok(topology)
@@ -396,7 +408,12 @@ fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
     })
 }
 
-fn function(id: &str, resource: &Value, props: &Value) -> Result<Vec<FunctionSpec>, TopologyError> {
+fn function(
+    id: &str,
+    resource: &Value,
+    props: &Value,
+    parameters: &BTreeMap<String, Value>,
+) -> Result<Vec<FunctionSpec>, TopologyError> {
     let binary = resource
         .pointer("/Metadata/BuildProperties/Binary")
         .and_then(Value::as_str);
@@ -422,14 +439,43 @@ fn function(id: &str, resource: &Value, props: &Value) -> Result<Vec<FunctionSpe
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| invalid(id, "BatchSize must be a literal number"))?,
         };
+        let max_concurrency = match event.pointer("/Properties/ScalingConfig/MaximumConcurrency") {
+            None => None,
+            Some(v) => Some(
+                parameter_number(v, parameters)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            id,
+                            "MaximumConcurrency must be a number or !Ref a parameter with a Default",
+                        )
+                    })?,
+            ),
+        };
         specs.push(FunctionSpec {
             id: id.to_owned(),
             binary: binary.to_owned(),
             queue,
             batch_size,
+            max_concurrency,
         });
     }
     Ok(specs)
+}
+
+/// A literal number, or `!Ref` of a parameter whose default is one.
+fn parameter_number(v: &Value, parameters: &BTreeMap<String, Value>) -> Option<u64> {
+    match v.get("Ref").and_then(Value::as_str) {
+        Some(name) => number(parameters.get(name)?),
+        None => number(v),
+    }
+}
+
+impl Topology {
+    /// A numeric parameter's default (`ErpMaxConcurrency`, …).
+    pub fn parameter_default(&self, name: &str) -> Option<u64> {
+        self.parameters.get(name).and_then(number)
+    }
 }
 
 #[cfg(test)]

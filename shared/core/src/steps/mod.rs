@@ -63,6 +63,20 @@ pub const STEPS: [&str; 8] = [
     compensate::STEP,
 ];
 
+/// The system each step's effect goes to: the step's queue pauses while that system's breaker is open,
+/// and the template caps the step's concurrency with that system's parameter (`ErpMaxConcurrency`,
+/// `LoyaltyMaxConcurrency`). `accrue-loyalty` may also call the ERP (a reinstatement) and
+/// `cancel-order` loyalty (re-credits); those calls pass the other system's breaker and cap.
+pub fn downstream_of(step: &str) -> Option<&'static str> {
+    match step {
+        post_sale_to_erp::STEP | cancel_order::STEP | post_return_to_erp::STEP => Some("erp"),
+        accrue_loyalty::STEP | reverse_loyalty::STEP | commit_redemption::STEP | compensate::STEP => {
+            Some("loyalty")
+        }
+        _ => None,
+    }
+}
+
 /// How steps are built from ports, the same in a Lambda function, the local runner and the tests: each
 /// step takes only the ports it uses, and a port is connected only when a step needs it (the `ingest`
 /// function has no ERP or loyalty settings).

@@ -15,7 +15,7 @@ use retail_sync_cli::local::{LocalOptions, Simulators, open_embedded};
 use retail_sync_cli::ops::{self, DlqFilter, OpsError, QuarantineFilter};
 use retail_sync_cli::target::{self, TargetArgs};
 
-use crate::{OutputArgs, StateArgs};
+use crate::{ChaosArgs, OutputArgs, StateArgs};
 
 /// Logs go to stderr, errors only unless `RUST_LOG` asks for more: the progress bar and the summary
 /// are the CLI's output.
@@ -81,6 +81,85 @@ pub async fn local_run(
         println!("report written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn local_chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
+    use retail_sync_cli::chaos::{self, FaultMix, Mix};
+    for (name, rate) in [
+        ("--duplicates", args.duplicates),
+        ("--resends", args.resends),
+        ("--poison", args.poison),
+        ("--error-rate", args.error_rate),
+        ("--throttle-rate", args.throttle_rate),
+        ("--timeout-rate", args.timeout_rate),
+        ("--timeout-after-commit-rate", args.timeout_after_commit_rate),
+        ("--spike-rate", args.spike_rate),
+        ("--ack-loss-rate", args.ack_loss_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("{name} must be a share within 0..=1, got {rate}");
+        }
+    }
+    let day = chaos::generate(
+        args.events,
+        args.seed,
+        Mix {
+            duplicate_rate: args.duplicates,
+            resend_rate: args.resends,
+            poison_rate: args.poison,
+        },
+    );
+    let faults = if args.no_faults {
+        FaultMix::none()
+    } else {
+        FaultMix {
+            error_rate: args.error_rate,
+            throttle_rate: args.throttle_rate,
+            retry_after_ms: args.retry_after_ms,
+            timeout_rate: args.timeout_rate,
+            timeout_after_commit_rate: args.timeout_after_commit_rate,
+            spike_rate: args.spike_rate,
+            spike_ms: args.spike_ms,
+            ack_loss_rate: args.ack_loss_rate,
+            outage: Duration::from_secs(args.outage_secs),
+            outage_at: Duration::from_secs(args.outage_at_secs),
+        }
+    };
+    let mut options = LocalOptions::new(args.template.clone(), args.state.clone());
+    options.fresh = args.fresh;
+    if args.fresh {
+        let _ = std::fs::remove_file(chaos::fed_marker(&args.state));
+    }
+    let system = open_embedded(&options, chaos::simulators(&day.plan))?;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} messages {msg}")
+            .expect("a valid template"),
+    );
+    let report = chaos::run(system, &day, args.seed, faults, Some(&args.state), |phase, p| {
+        bar.set_message(phase.to_owned());
+        bar.set_length(p.handled + p.pending);
+        bar.set_position(p.handled);
+    })
+    .await?;
+    bar.finish_and_clear();
+    print!("{}", report.summary());
+    if let Some(path) = &args.report {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if report.verdict.balanced() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Exit codes: 0 done, 1 failure (or refused), 2 usage (clap's), 3 not found.

@@ -11,10 +11,13 @@
 //!   sagas and their retry after a fix.
 //! - [`target`]: which system a command works on: a local run's state, or a deployed stack (`--stack`).
 //! - [`bench`]: benchmarks that print figures.
+//! - [`chaos`]: the chaos harness: a generated day under injected faults, and the books checked against
+//!   a model recomputed from the day.
 //! - [`report`]: the run's outcome as a stable JSON document and as a human summary.
 
 pub mod backends;
 pub mod bench;
+pub mod chaos;
 pub mod input;
 pub mod local;
 pub mod ops;

@@ -107,6 +107,75 @@ enum LocalCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// A generated day (POS sales, orders with redemptions, shipments, cancellations, returns,
+    /// duplicates, poison) run under injected faults, then the books checked against a model recomputed
+    /// from the day. Exit code 0 only when they balance.
+    Chaos(ChaosArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ChaosArgs {
+    /// Inbound events in the day (duplicates and poison included).
+    #[arg(long, default_value_t = 10_000)]
+    pub events: usize,
+    /// The same seed and size generate the same day and the same fault draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of events delivered twice (the same event id).
+    #[arg(long, default_value_t = 0.07)]
+    pub duplicates: f64,
+    /// Share of transactions whose every event is sent again under new event ids.
+    #[arg(long, default_value_t = 0.03)]
+    pub resends: f64,
+    /// Share of poison messages (bad input) in the day.
+    #[arg(long, default_value_t = 0.005)]
+    pub poison: f64,
+    /// Share of ERP and loyalty calls answered 503.
+    #[arg(long, default_value_t = 0.05)]
+    pub error_rate: f64,
+    /// Share answered 429 with `Retry-After: --retry-after-ms`.
+    #[arg(long, default_value_t = 0.005)]
+    pub throttle_rate: f64,
+    #[arg(long, default_value_t = 2_000)]
+    pub retry_after_ms: u64,
+    /// Share not applied and never answered.
+    #[arg(long, default_value_t = 0.005)]
+    pub timeout_rate: f64,
+    /// Share applied, then never answered.
+    #[arg(long, default_value_t = 0.01)]
+    pub timeout_after_commit_rate: f64,
+    /// Share of calls delayed by `--spike-ms`.
+    #[arg(long, default_value_t = 0.01)]
+    pub spike_rate: f64,
+    #[arg(long, default_value_t = 20)]
+    pub spike_ms: u64,
+    /// Share of processed messages whose acknowledgement is lost (a crash between the effect and the
+    /// ack): they come back after the visibility timeout.
+    #[arg(long, default_value_t = 0.01)]
+    pub ack_loss_rate: f64,
+    /// Seconds of one outage of each downstream (0: none).
+    #[arg(long, default_value_t = 60)]
+    pub outage_secs: u64,
+    /// When the ERP's outage starts, seconds into the run (loyalty's starts half an outage later).
+    #[arg(long, default_value_t = 2)]
+    pub outage_at_secs: u64,
+    /// No faults at all (the control run); the day keeps its duplicates and poison.
+    #[arg(long)]
+    pub no_faults: bool,
+    /// Start from empty state instead of resuming a killed run of the same day.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+    /// The SAM template the wiring is read from.
+    #[arg(long, default_value = "infra/template.yaml", env = "RETAIL_SYNC_TEMPLATE")]
+    pub template: PathBuf,
+    /// The embedded backend's state file (not the local run's).
+    #[arg(long, default_value = ".retail-sync/chaos.db")]
+    pub state: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -268,6 +337,7 @@ fn main() -> ExitCode {
                 quiet,
                 state,
             }) => commands::local_run(&input, report.as_deref(), fresh, quiet, &state).await,
+            Command::Local(LocalCommand::Chaos(args)) => commands::local_chaos(&args).await,
             Command::Quarantine(QuarantineCommand::List {
                 reason,
                 step,

@@ -5,8 +5,11 @@
 //! its receives on the way to the DLQ. With the breaker open, calls fail at once without reaching the
 //! system, with the breaker's remaining cool-down as `retry_after`: the runner keeps the message
 //! invisible that long (and the embedded runner stops polling the queues of a step whose downstream is
-//! open), and one probe call at the end of the cool-down decides whether traffic resumes. A 429's
-//! `Retry-After` opens it for at least that long: the system asked everyone to wait, not one message.
+//! open), and one probe call at the end of the cool-down decides whether traffic resumes. A 429 counts
+//! as a failure like a 503; its `Retry-After` keeps that message away at least as long, and when the
+//! breaker opens on a run of them, it stays open at least as long as the last one asked. (A single
+//! 429 does not stop everyone: platforms throttle single requests too, and a random one among
+//! thousands must not pause the whole flow.)
 //!
 //! The state is the process's own (one Lambda container, or the whole embedded runner): containers
 //! learn of an outage independently, which costs a few calls each, never correctness.
@@ -167,13 +170,9 @@ impl Downstream {
         }
         let asked = result.as_ref().err().and_then(|e| e.retry_after());
         let next = match *state {
-            State::Closed { failures }
-                if failures + 1 < self.settings.failures_to_open && asked.is_none() =>
-            {
-                State::Closed {
-                    failures: failures + 1,
-                }
-            }
+            State::Closed { failures } if failures + 1 < self.settings.failures_to_open => State::Closed {
+                failures: failures + 1,
+            },
             State::Closed { .. } | State::Open { .. } => self.open(self.settings.cool_down, asked),
             State::Probing { cool_down } => {
                 let doubled = (cool_down * 2).min(self.settings.max_cool_down);
@@ -380,13 +379,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_retry_after_opens_it_at_once_for_at_least_that_long() {
+    async fn one_429_does_not_open_it_but_a_run_of_them_opens_it_for_at_least_their_retry_after() {
         let guard = Downstream::new("loyalty", settings(), None);
-        let throttled = Error::unavailable_for("loyalty", "429", Duration::from_millis(300));
-        let _ = guard.call(async { Err::<(), _>(throttled) }).await;
+        let throttled = || Error::unavailable_for("loyalty", "429", Duration::from_millis(300));
+        let _ = guard.call(async { Err::<(), _>(throttled()) }).await;
+        assert_eq!(guard.state(), BreakerState::Closed);
+        for _ in 0..2 {
+            let _ = guard.call(async { Err::<(), _>(throttled()) }).await;
+        }
         assert_eq!(guard.state(), BreakerState::Open);
         let wait = guard.wait().expect("open");
-        assert!(wait > Duration::from_millis(200), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(200),
+            "the Retry-After, not the 40 ms cool-down: {wait:?}"
+        );
     }
 
     #[tokio::test]

@@ -77,8 +77,9 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(raw)
-        .map_err(|e| Rejection::new(ReasonCode::InvalidJson, format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice::<Strict>(raw)
+        .map_err(|e| Rejection::new(ReasonCode::InvalidJson, format!("not JSON: {e}")))?
+        .0;
     let envelope: BusEvent<Value> = BusEvent::deserialize(&value).map_err(|e| {
         Rejection::new(
             ReasonCode::NotAnEnvelope,
@@ -164,4 +165,80 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
 
 fn display_pointer(p: &str) -> String {
     format!("/detail{p}")
+}
+
+/// JSON read into a [`Value`] that refuses duplicate object keys. `serde_json` keeps the last of
+/// duplicates silently, so `{"quantity": 1, "quantity": 100}` would mean whatever the last parser in the
+/// chain decides; RFC 8259 leaves it undefined and I-JSON (RFC 7493) forbids it, so ingest refuses it as
+/// `invalid_json`. One pass, the same work as parsing into a `Value`; nesting stays bounded by
+/// `serde_json`'s recursion limit (128).
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON has no NaN or infinity, so this is always a number.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }

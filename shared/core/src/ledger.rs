@@ -386,9 +386,21 @@ impl Basis {
     /// Checks a return against what the customer kept, and values its units: (net, eligible).
     /// Units of an order that are not shipped yet (as far as retail-sync has processed; cancelled units
     /// included) make it wait; more units than were bought, a wrong SKU or a refund above the units'
-    /// value refuse it.
-    pub fn check_return(&self, ledger: &Ledger, lines: &[ReturnLine]) -> Result<(Amount, Amount), Check> {
+    /// value refuse it, and so does a return in another currency than the original's (its refund
+    /// would be booked in a currency the sale never had).
+    pub fn check_return(
+        &self,
+        ledger: &Ledger,
+        currency: Currency,
+        lines: &[ReturnLine],
+    ) -> Result<(Amount, Amount), Check> {
         let mut findings = Vec::new();
+        if currency != self.currency {
+            findings.push(format!(
+                "the return is in {currency}, the original transaction in {}",
+                self.currency
+            ));
+        }
         let mut wait = None;
         let (mut net, mut eligible) = (0, 0);
         for (i, r) in lines.iter().enumerate() {
@@ -1066,7 +1078,7 @@ mod tests {
                 refund_minor: Amount::ZERO,
             })
             .collect();
-        let (net, eligible) = b.check_return(ledger, &lines)?;
+        let (net, eligible) = b.check_return(ledger, b.currency, &lines)?;
         let return_id = ReturnId::parse(id).unwrap();
         ledger.returns.push(ReturnEntry {
             return_id: return_id.clone(),

@@ -99,7 +99,8 @@ impl Workflow for PostReturnToErp {
                         if let Some(existing) = ledger.return_entry(&return_id) {
                             return Ok(existing.clone());
                         }
-                        let (net, eligible) = basis.check_return(ledger, &ret.data.lines)?;
+                        let (net, eligible) =
+                            basis.check_return(ledger, ret.data.currency, &ret.data.lines)?;
                         let entry = ReturnEntry {
                             return_id: return_id.clone(),
                             lines: ret.data.lines.clone(),

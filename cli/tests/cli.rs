@@ -202,3 +202,56 @@ fn a_killed_run_resumes_with_the_simulators_it_left_and_a_repeated_day_changes_n
     assert_eq!(again["balances"], clean["balances"]);
     assert_eq!(again["erp_postings"], resumed["erp_postings"]);
 }
+
+/// `local chaos` killed with SIGKILL part-way through its faulty run and started again without
+/// `--fresh` resumes from its state on disk and ends with balanced books: nothing the killed process
+/// committed is lost or applied twice, whatever it was doing when it died.
+#[test]
+fn a_chaos_run_killed_part_way_resumes_and_its_books_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("chaos.db");
+    let args = [
+        "local",
+        "chaos",
+        "--events",
+        "1500",
+        "--seed",
+        "9",
+        "--outage-secs",
+        "1",
+        "--outage-at-secs",
+        "1",
+        "--quiet",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args(args)
+        .arg("--fresh")
+        .arg("--state")
+        .arg(&state)
+        .arg("--template")
+        .arg(root().join("infra/template.yaml"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it a moment after the day is fed (the marker beside the state says so): mid-run.
+    let marker = retail_sync_cli::chaos::fed_marker(&state);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "the day was never fed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    child.kill().unwrap();
+    let killed = child.wait().unwrap();
+    assert!(!killed.success(), "the run was killed part-way, not finished");
+
+    let resumed = retail_sync(&state, &args);
+    let out = stdout(&resumed);
+    assert!(
+        resumed.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(out.contains("lost 0 · doubles 0 · mismatched 0"), "{out}");
+    assert!(out.contains("verdict    BALANCED"), "{out}");
+}

@@ -44,7 +44,7 @@ for target in "${targets[@]}"; do
   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
     "../$corpus" "../fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -close_fd_mask=1 -print_final_stats=1 -max_len=70000) 2>&1 |
-    grep -E '^(#[0-9]+ +(INITED|DONE)|Done |stat::|==[0-9]+== ERROR|SUMMARY|panicked|Test unit written)' || true
+    grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|Done |stat::|==[0-9]+== ERROR|SUMMARY|panicked|Test unit written)' || true
   # cargo fuzz exits non-zero on a crash; the pipe hides it, so check for the artifact.
   if compgen -G "fuzz/artifacts/$target/crash-*" >/dev/null; then
     echo "[fuzz] $target crashed: see fuzz/artifacts/$target/" >&2

@@ -28,6 +28,29 @@ pub fn init_tracing() {
         .init();
 }
 
+/// The progress bar of the local runs (hidden with `--quiet`).
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} messages {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+/// Writes a report as pretty JSON, creating its directory.
+fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn options(state: &StateArgs) -> LocalOptions {
     LocalOptions::new(state.template.clone(), state.state.clone())
 }
@@ -46,15 +69,7 @@ pub async fn local_run(
     let started = Instant::now();
     let fed = system.feed(&inputs).await?;
 
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} messages {msg}")
-            .expect("a valid template"),
-    );
+    let bar = progress_bar(quiet);
     let progress = system
         .run_until_idle(|p| {
             bar.set_length(p.handled + p.pending);
@@ -73,11 +88,7 @@ pub async fn local_run(
         state.state.display()
     );
     if let Some(path) = report_path {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_report(path, &report)?;
         println!("report written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
@@ -131,15 +142,7 @@ pub async fn local_chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(chaos::fed_marker(&args.state));
     }
     let system = open_embedded(&options, chaos::simulators(&day.plan))?;
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} messages {msg}")
-            .expect("a valid template"),
-    );
+    let bar = progress_bar(args.quiet);
     let report = chaos::run(system, &day, args.seed, faults, Some(&args.state), |phase, p| {
         bar.set_message(phase.to_owned());
         bar.set_length(p.handled + p.pending);
@@ -149,11 +152,7 @@ pub async fn local_chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     print!("{}", report.summary());
     if let Some(path) = &args.report {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_report(path, &report)?;
     }
     Ok(if report.verdict.balanced() {
         ExitCode::SUCCESS

@@ -21,6 +21,19 @@ fn retail_sync(state: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The binary started in the background on `state` (to be killed), its output discarded.
+fn spawn(state: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .arg("--template")
+        .arg(root().join("infra/template.yaml"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -170,14 +183,7 @@ fn a_killed_run_resumes_with_the_simulators_it_left_and_a_repeated_day_changes_n
     );
 
     let state = dir.path().join("killed.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
-        .args(["local", "run", stream, "--fresh", "--quiet", "--state"])
-        .arg(&state)
-        .arg("--template")
-        .arg(root().join("infra/template.yaml"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&state, &["local", "run", stream, "--fresh", "--quiet"]);
     // Kill it once some sagas are committed (the CLI reads the state while the run writes it).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !retail_sync(&state, &["saga", "show", "gen-20"]).status.success() {
@@ -223,16 +229,7 @@ fn a_chaos_run_killed_part_way_resumes_and_its_books_balance() {
         "1",
         "--quiet",
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
-        .args(args)
-        .arg("--fresh")
-        .arg("--state")
-        .arg(&state)
-        .arg("--template")
-        .arg(root().join("infra/template.yaml"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&state, &[&args[..], &["--fresh"]].concat());
     // Kill it a moment after the day is fed (the marker beside the state says so): mid-run.
     let marker = retail_sync_cli::chaos::fed_marker(&state);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

@@ -379,17 +379,7 @@ impl QueueConsumer for SqsQueues {
     }
 
     async fn change_visibility(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
-        // SQS takes whole seconds, at most 12 hours.
-        let seconds = wait.as_secs_f64().ceil().min(43_200.0) as i32;
-        self.client
-            .change_message_visibility()
-            .queue_url(self.url(queue)?)
-            .receipt_handle(receipt)
-            .visibility_timeout(seconds)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        change_visibility(&self.client, self.url(queue)?, receipt, wait).await
     }
 }
 
@@ -441,15 +431,20 @@ impl SourceQueues {
     /// ChangeMessageVisibility of one received message, in whole seconds (at most 12 hours).
     pub async fn change_visibility(&self, arn: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
         let url = self.url(arn).await?;
-        let seconds = wait.as_secs_f64().ceil().min(43_200.0) as i32;
-        self.client
-            .change_message_visibility()
-            .queue_url(url)
-            .receipt_handle(receipt)
-            .visibility_timeout(seconds)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        change_visibility(&self.client, &url, receipt, wait).await
     }
+}
+
+/// ChangeMessageVisibility in whole seconds (rounded up), at most SQS's 12 hours.
+async fn change_visibility(client: &Client, url: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+    let seconds = wait.as_secs_f64().ceil().min(43_200.0) as i32;
+    client
+        .change_message_visibility()
+        .queue_url(url)
+        .receipt_handle(receipt)
+        .visibility_timeout(seconds)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }

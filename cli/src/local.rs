@@ -133,6 +133,7 @@ impl Protection {
             breaker: BreakerSettings::default(),
             backoff: Backoff {
                 first: visibility,
+                factor: 2,
                 max: visibility * 60,
             },
         }

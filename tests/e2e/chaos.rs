@@ -83,6 +83,7 @@ async fn a_smaller_day_under_faults_ends_with_balanced_books_on_moto() {
         },
         backoff: Backoff {
             first: Duration::from_secs(1),
+            factor: 2,
             max: Duration::from_secs(2),
         },
     };

@@ -24,20 +24,27 @@ pub struct Consumer {
     pub downstream: Option<Arc<Downstream>>,
 }
 
-/// Exponential backoff of failed messages by receive count: `first × 2^(receives − 1)`, at most `max`;
-/// a longer wait the failure named (a `Retry-After`, an open breaker) wins. Waiting messages (a return
-/// before its sale, a shipment before its order's posting) then spread their receives over minutes
-/// instead of seconds before a DLQ.
+/// Exponential backoff of failed messages by receive count: `first × factor^(receives − 1)`, at most
+/// `max`; a longer wait the failure named (a `Retry-After`, an open breaker) wins. Waiting messages (a
+/// return before its sale, a shipment before its order's posting) and messages held back by an outage then
+/// spread their five receives over a long span instead of seconds before a DLQ.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub first: Duration,
+    pub factor: u32,
     pub max: Duration,
 }
 
 impl Backoff {
     pub fn wait(&self, receive_count: u32, asked: Option<Duration>) -> Duration {
-        let doublings = receive_count.saturating_sub(1).min(20);
-        let backoff = self.first.saturating_mul(1 << doublings).min(self.max);
+        let mut backoff = self.first;
+        for _ in 1..receive_count.min(32) {
+            backoff = backoff.saturating_mul(self.factor.max(1));
+            if backoff >= self.max {
+                break;
+            }
+        }
+        let backoff = backoff.min(self.max);
         asked
             .map_or(backoff, |a| a.max(backoff))
             .min(Duration::from_secs(43_200))
@@ -120,5 +127,29 @@ impl LocalRunner {
             total.batch.quarantined.extend(poll.batch.quarantined);
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_grows_by_the_factor_up_to_the_max_and_a_longer_asked_wait_wins() {
+        let b = Backoff {
+            first: Duration::from_secs(60),
+            factor: 4,
+            max: Duration::from_secs(7_200),
+        };
+        let waits: Vec<u64> = (1..=6).map(|n| b.wait(n, None).as_secs()).collect();
+        assert_eq!(waits, vec![60, 240, 960, 3_840, 7_200, 7_200]);
+        assert_eq!(b.wait(1, Some(Duration::from_secs(90))).as_secs(), 90);
+        assert_eq!(b.wait(3, Some(Duration::from_secs(90))).as_secs(), 960);
+        assert_eq!(
+            b.wait(1, Some(Duration::from_secs(99_999))).as_secs(),
+            43_200,
+            "SQS's 12 hours"
+        );
+        assert_eq!(b.wait(u32::MAX, None).as_secs(), 7_200);
     }
 }

@@ -31,11 +31,14 @@ use retail_sync_core::runner::Backoff;
 use retail_sync_core::steps::{Base, Wiring};
 use retail_sync_redemption::{RedemptionApi, RedemptionConfig};
 
-/// A failed message's wait on AWS: 30 s, then doubling per receive up to 15 minutes, so the five
-/// receives before the DLQ span about 7.5 minutes (a `Retry-After` or an open breaker may ask more).
+/// A failed message's wait on AWS: 1 minute, then four times longer per receive up to 2 hours, so the
+/// five receives before the DLQ span about 85 minutes (60 + 240 + 960 + 3,840 s): an outage of the ERP
+/// or the loyalty platform shorter than that is ridden out without a DLQ (a `Retry-After` or an open
+/// breaker may ask more).
 pub const LAMBDA_BACKOFF: Backoff = Backoff {
-    first: std::time::Duration::from_secs(30),
-    max: std::time::Duration::from_secs(900),
+    first: std::time::Duration::from_secs(60),
+    factor: 4,
+    max: std::time::Duration::from_secs(7_200),
 };
 
 /// Runs the function `binary` (one of `steps::STEPS`) under the Lambda runtime API.

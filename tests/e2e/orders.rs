@@ -419,6 +419,12 @@ async fn over_return_refused<B: Backend>(w: World<B>) {
 
 /// A return that arrives before its sale has been processed waits and is retried; it does not fail.
 async fn return_before_sale<B: Backend>(w: World<B>) {
+    // The ERP takes 200 ms to post the sale, so the return, handled beside it, surely finds the sale
+    // not posted yet and has to wait (without it, which step runs first is up to the scheduler).
+    w.sims.erp.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
     w.run(vec![
         returned(
             "ret-4",
@@ -600,8 +606,17 @@ async fn loyalty_outage_policy<B: Backend>(w: World<B>) {
         steps(&s)
     );
     assert_eq!(s.status, SagaStatus::Running);
-    let report = w.report().await;
-    assert_eq!(report.dead_letter_queues["AccrueLoyaltyDLQ"].len(), 1);
+    // moto keeps a just dead-lettered message hidden in the DLQ for the source queue's visibility
+    // timeout: look until it shows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let letters = loop {
+        let letters = w.report().await.dead_letter_queues["AccrueLoyaltyDLQ"].len();
+        if letters >= 1 || std::time::Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(letters, 1);
 
     w.sims.loyalty.set_faults(Faults::default());
     let moved = w

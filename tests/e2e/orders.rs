@@ -419,21 +419,25 @@ async fn over_return_refused<B: Backend>(w: World<B>) {
 
 /// A return that arrives before its sale has been processed waits and is retried; it does not fail.
 async fn return_before_sale<B: Backend>(w: World<B>) {
-    // The ERP takes 200 ms to post the sale, so the return, handled beside it, surely finds the sale
-    // not posted yet and has to wait (without it, which step runs first is up to the scheduler).
-    w.sims.erp.set_faults(Faults {
-        latency_ms: 200,
-        ..Faults::default()
-    });
-    w.run(vec![
-        returned(
-            "ret-4",
-            json!({"kind": "receipt", "store_id": "store-7", "receipt_id": "r-4"}),
-            &[(1, 1, 1_000)],
-        ),
-        sale("store-7", "r-4", "m-2", &[(2, 1_000)]),
-    ])
-    .await;
+    // The return alone first: it finds no sale and waits; the sale arrives while the runner is still
+    // retrying it (which step runs first is otherwise up to the scheduler).
+    let ret = returned(
+        "ret-4",
+        json!({"kind": "receipt", "store_id": "store-7", "receipt_id": "r-4"}),
+        &[(1, 1, 1_000)],
+    );
+    w.system.feed(&[ret]).await.unwrap();
+    let late_sale = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        w.system
+            .feed(&[sale("store-7", "r-4", "m-2", &[(2, 1_000)])])
+            .await
+            .unwrap();
+    };
+    let (ran, ()) = tokio::join!(w.system.run_until_idle(|_| {}), late_sale);
+    ran.unwrap();
+    // Whatever the runner drained before the sale came, finish.
+    w.system.run_until_idle(|_| {}).await.unwrap();
     let s = w.saga("receipt:store-7:r-4").await;
     assert_eq!(s.ledger.returns.len(), 1, "{}", steps(&s));
     assert_eq!(s.ledger.returns[0].status, ReturnStatus::Posted);

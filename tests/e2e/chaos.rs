@@ -6,13 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retail_sync_aws::ProvisionOptions;
-use retail_sync_cli::backends::Backend;
-use retail_sync_cli::chaos::{self, ChaosReport, FaultMix, Mix, Observed};
+use retail_sync_cli::chaos::{self, ChaosReport, FaultMix, Mix};
 use retail_sync_cli::local::{LocalOptions, LocalSystem, Protection, open_embedded};
 use retail_sync_core::guard::BreakerSettings;
-use retail_sync_core::ports::QuarantineStore;
 use retail_sync_core::runner::Backoff;
-use retail_sync_embedded::Embedded;
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
@@ -99,20 +96,6 @@ async fn a_smaller_day_under_faults_ends_with_balanced_books_on_moto() {
     assert_balanced(&report);
 }
 
-async fn observe(s: &LocalSystem<Embedded>) -> Observed {
-    Observed {
-        sagas: s.backend.all_sagas().await.unwrap(),
-        postings: s.simulators.erp.postings(),
-        transactions: s.simulators.loyalty.transactions(),
-        balances: s.simulators.loyalty.balances(),
-        holds: s.simulators.loyalty.holds(),
-        quarantine: QuarantineStore::list(&*s.backend, usize::MAX).await.unwrap(),
-        quarantined: 0,
-        dead_letters: 0,
-        now: jiff::Timestamp::now(),
-    }
-}
-
 /// The checker finds each kind of difference planted in the books of a clean run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_finds_every_planted_difference() {
@@ -129,14 +112,14 @@ async fn the_checker_finds_every_planted_difference() {
 
     // Read the books back the way the harness does, from a reopened state.
     let system = open_embedded(&options, chaos::simulators(&day.plan)).unwrap();
-    let base = observe(&system).await;
+    let base = chaos::observe(&system).await.unwrap();
     assert!(
         chaos::check(&day.plan, &base).balanced(),
         "the reopened state balances too"
     );
 
     // A loyalty accrual booked twice: a double, and its member no longer balances.
-    let mut doubled = observe(&system).await;
+    let mut doubled = chaos::observe(&system).await.unwrap();
     let accrual = doubled
         .transactions
         .iter()
@@ -148,13 +131,13 @@ async fn the_checker_finds_every_planted_difference() {
     assert!(v.doubles >= 1 && v.members_unbalanced >= 1, "{v:?}");
 
     // A second ERP document for one sale: a double.
-    let mut doubled = observe(&system).await;
+    let mut doubled = chaos::observe(&system).await.unwrap();
     let sale = doubled.postings[0].clone();
     doubled.postings.push(sale);
     assert!(chaos::check(&day.plan, &doubled).doubles >= 1);
 
     // A credit note lost: the return is lost and the transaction's books differ.
-    let mut lost = observe(&system).await;
+    let mut lost = chaos::observe(&system).await.unwrap();
     let at = lost
         .postings
         .iter()
@@ -165,7 +148,7 @@ async fn the_checker_finds_every_planted_difference() {
     assert!(v.lost >= 1 && v.mismatched >= 1, "{v:?}");
 
     // A saga gone, a poison message not quarantined, a message left in a DLQ.
-    let mut gone = observe(&system).await;
+    let mut gone = chaos::observe(&system).await.unwrap();
     gone.sagas.pop();
     gone.quarantine.retain(|q| !q.body.contains("poison-"));
     gone.dead_letters = 1;
@@ -173,7 +156,7 @@ async fn the_checker_finds_every_planted_difference() {
     assert!(v.lost >= 2 && v.dead_letters == 1 && !v.balanced(), "{v:?}");
 
     // A member's balance off by one point.
-    let mut off = observe(&system).await;
+    let mut off = chaos::observe(&system).await.unwrap();
     let member = off.balances.keys().next().unwrap().clone();
     *off.balances.get_mut(&member).unwrap() += 1;
     assert_eq!(chaos::check(&day.plan, &off).members_unbalanced, 1);

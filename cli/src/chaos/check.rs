@@ -21,7 +21,6 @@ pub struct Observed {
     pub balances: BTreeMap<String, u64>,
     pub holds: Vec<Hold>,
     pub quarantine: Vec<QuarantineItem>,
-    pub quarantined: usize,
     pub dead_letters: usize,
     pub now: jiff::Timestamp,
 }

@@ -30,6 +30,7 @@ use retail_sync_simulators::Faults;
 
 use crate::backends::Backend;
 use crate::local::{LocalSystem, Progress, Simulators};
+use crate::ops::source_of;
 
 pub use check::{Observed, Verdict, check};
 pub use day::{Day, Mix, Plan, generate};
@@ -174,6 +175,25 @@ impl QueueConsumer for LossyAcks {
     }
 }
 
+/// What the system and its simulators hold now: the checker's input.
+pub async fn observe<B: Backend>(system: &LocalSystem<B>) -> anyhow::Result<Observed> {
+    let mut dead_letters = 0;
+    for dlq in system.topology.dead_letter_queues() {
+        dead_letters += system.backend.dead_letters(dlq).await?.len();
+    }
+    let sims = &system.simulators;
+    Ok(Observed {
+        sagas: system.backend.all_sagas().await?,
+        postings: sims.erp.postings(),
+        transactions: sims.loyalty.transactions(),
+        balances: sims.loyalty.balances(),
+        holds: sims.loyalty.holds(),
+        quarantine: system.backend.list(usize::MAX).await?,
+        dead_letters,
+        now: jiff::Timestamp::now(),
+    })
+}
+
 /// The file beside the state that says the day was fed whole.
 pub fn fed_marker(state: &Path) -> PathBuf {
     let mut path = state.as_os_str().to_owned();
@@ -192,22 +212,19 @@ pub async fn run<B: Backend>(
     mut on_progress: impl FnMut(&str, Progress),
 ) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
-    let lossy = Arc::new(std::sync::OnceLock::new());
-    {
-        let lossy = lossy.clone();
-        system.wrap_queues(|inner| {
-            let wrapper = Arc::new(LossyAcks {
-                inner,
-                rate: faults.ack_loss_rate,
-                on: AtomicBool::new(true),
-                rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed ^ 0xac4)),
-                lost: AtomicU64::new(0),
-            });
-            let _ = lossy.set(wrapper.clone());
-            wrapper
+    let mut lossy = None;
+    system.wrap_queues(|inner| {
+        let wrapper = Arc::new(LossyAcks {
+            inner,
+            rate: faults.ack_loss_rate,
+            on: AtomicBool::new(true),
+            rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed ^ 0xac4)),
+            lost: AtomicU64::new(0),
         });
-    }
-    let lossy = lossy.get().expect("set by wrap_queues").clone();
+        lossy = Some(wrapper.clone());
+        wrapper
+    });
+    let lossy = lossy.expect("wrap_queues calls its wrapper");
 
     let marker = state.map(fed_marker);
     let stamp = format!("{seed} {}", day.inputs.len());
@@ -263,37 +280,15 @@ pub async fn run<B: Backend>(
     let mut redriven = 0;
     for dlq in system.topology.dead_letter_queues() {
         dead_lettered += system.backend.dead_letters(dlq).await?.len();
-        let source = system
-            .topology
-            .queues
-            .values()
-            .find(|q| q.redrive.as_ref().is_some_and(|(d, _)| d == dlq))
-            .map(|q| q.id.clone());
-        if let Some(source) = source {
-            redriven += system.backend.redrive(dlq, &source).await?;
-        }
+        let source = source_of(&system.topology, dlq)?;
+        redriven += system.backend.redrive(dlq, &source).await?;
     }
     handled += system
         .run_until_idle(|p| on_progress("after the redrive", p))
         .await?
         .handled;
 
-    let mut dead_letters = 0;
-    for dlq in system.topology.dead_letter_queues() {
-        dead_letters += system.backend.dead_letters(dlq).await?.len();
-    }
-    let quarantine = system.backend.list(usize::MAX).await?;
-    let observed = Observed {
-        sagas: system.backend.all_sagas().await?,
-        postings: sims.erp.postings(),
-        transactions: sims.loyalty.transactions(),
-        balances: sims.loyalty.balances(),
-        holds: sims.loyalty.holds(),
-        quarantined: quarantine.len(),
-        quarantine,
-        dead_letters,
-        now: jiff::Timestamp::now(),
-    };
+    let observed = observe(&system).await?;
     let verdict = check(&day.plan, &observed);
     Ok(ChaosReport {
         seed,
@@ -309,7 +304,7 @@ pub async fn run<B: Backend>(
         breaker_opened: system.guards.erp.times_opened() + system.guards.loyalty.times_opened(),
         dead_lettered_before_redrive: dead_lettered,
         redriven,
-        quarantined: observed.quarantined,
+        quarantined: observed.quarantine.len(),
         wall_seconds: started.elapsed().as_secs_f64(),
         verdict,
     })

@@ -49,6 +49,14 @@ impl Backoff {
             .map_or(backoff, |a| a.max(backoff))
             .min(Duration::from_secs(43_200))
     }
+
+    /// How long to keep `message` invisible after `batch`: `None` unless the batch reported it failed.
+    pub fn for_failed(&self, batch: &BatchOutcome, message: &Message) -> Option<Duration> {
+        batch
+            .failed
+            .contains(&message.id)
+            .then(|| self.wait(message.receive_count, batch.waits.get(&message.id).copied()))
+    }
 }
 
 /// What one poll did.
@@ -85,9 +93,10 @@ impl Consumer {
         if !done.is_empty() {
             queues.delete(&self.queue, &done).await?;
         }
-        for r in received.iter().filter(|r| batch.failed.contains(&r.message.id)) {
-            let asked = batch.waits.get(&r.message.id).copied();
-            let wait = self.backoff.wait(r.message.receive_count, asked);
+        for r in &received {
+            let Some(wait) = self.backoff.for_failed(&batch, &r.message) else {
+                continue;
+            };
             // Best effort: if it fails, the queue's own visibility timeout applies.
             if let Err(e) = queues.change_visibility(&self.queue, &r.receipt, wait).await {
                 tracing::warn!(error = %e, queue = %self.queue, "could not extend the visibility of a failed message");

@@ -2,6 +2,7 @@
 //! `ReportBatchItemFailures` in the template). Quarantined messages are not failures: they are kept and
 //! acknowledged, so they are never retried forever.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -23,38 +24,28 @@ pub struct Function {
 
 impl Function {
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        // Where each record came from, for the backoff of those that fail.
-        let sources: Vec<(String, Option<String>, Option<String>, u32)> = event
+        // Where each record came from (queue and receipt), for the backoff of those that fail.
+        let sources: HashMap<String, (Option<String>, Option<String>)> = event
             .records
             .iter()
             .filter_map(|r| {
-                let count = r
-                    .attributes
-                    .get("ApproximateReceiveCount")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
-                Some((
-                    r.message_id.clone()?,
-                    r.event_source_arn.clone(),
-                    r.receipt_handle.clone(),
-                    count,
-                ))
+                let source = (r.event_source_arn.clone(), r.receipt_handle.clone());
+                Some((r.message_id.clone()?, source))
             })
             .collect();
         let (messages, unusable) = messages(event.records);
         let outcome = self.runner.run(&messages).await;
         if let Some((queues, backoff)) = &self.visibility {
-            for (id, arn, receipt, count) in &sources {
-                let (Some(arn), Some(receipt)) = (arn, receipt) else {
+            for message in &messages {
+                let Some(wait) = backoff.for_failed(&outcome, message) else {
                     continue;
                 };
-                if !outcome.failed.contains(id) {
+                let Some((Some(arn), Some(receipt))) = sources.get(&message.id) else {
                     continue;
-                }
-                let wait = backoff.wait(*count, outcome.waits.get(id).copied());
+                };
                 // Best effort: without it the queue's visibility timeout applies.
                 if let Err(e) = queues.change_visibility(arn, receipt, wait).await {
-                    tracing::warn!(error = %e, message_id = %id, "could not extend the visibility of a failed message");
+                    tracing::warn!(error = %e, message_id = %message.id, "could not extend the visibility of a failed message");
                 }
             }
         }

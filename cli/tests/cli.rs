@@ -10,25 +10,25 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn retail_sync(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+/// The binary with `args` on the local state `state` and the repository's template.
+fn command(state: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_retail-sync"));
+    command
         .args(args)
         .arg("--state")
         .arg(state)
         .arg("--template")
-        .arg(root().join("infra/template.yaml"))
-        .output()
-        .unwrap()
+        .arg(root().join("infra/template.yaml"));
+    command
+}
+
+fn retail_sync(state: &Path, args: &[&str]) -> Output {
+    command(state, args).output().unwrap()
 }
 
 /// The binary started in the background on `state` (to be killed), its output discarded.
 fn spawn(state: &Path, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_retail-sync"))
-        .args(args)
-        .arg("--state")
-        .arg(state)
-        .arg("--template")
-        .arg(root().join("infra/template.yaml"))
+    command(state, args)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()

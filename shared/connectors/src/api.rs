@@ -50,8 +50,12 @@ struct ErrorBody {
     message: String,
 }
 
+/// What every dialect shares: one `reqwest::Client` per system (connection pool, TLS, no redirects),
+/// its credentials on every call (fetched again once after a 401), and the retry loop with its backoff
+/// and `Retry-After` handling. The dialects (the system API, SAP OData, Salesforce) differ in what
+/// they send and how their answers and errors read, not in this.
 #[derive(Clone)]
-pub(crate) struct JsonApi {
+pub(crate) struct Caller {
     client: reqwest::Client,
     base_url: String,
     auth: Arc<Authenticator>,
@@ -59,18 +63,11 @@ pub(crate) struct JsonApi {
     /// The longest wait between attempts: a `Retry-After` beyond it is not waited out in place.
     max_backoff: Duration,
     /// For `Error::Unavailable` and the logs: `erp` or `loyalty`.
-    system: &'static str,
-    /// What a refusal of this system is reported as.
-    rejected: ReasonCode,
+    pub(crate) system: &'static str,
 }
 
-impl JsonApi {
-    pub(crate) fn new(
-        config: &HttpConfig,
-        auth: Auth,
-        system: &'static str,
-        rejected: ReasonCode,
-    ) -> Result<Self, ConnectorError> {
+impl Caller {
+    pub(crate) fn new(config: &HttpConfig, auth: Auth, system: &'static str) -> Result<Self, ConnectorError> {
         config.check_base_url("base_url")?;
         if let AuthMethod::OAuth2ClientCredentials { token_url, .. } = &auth.method {
             check_url(token_url, "token_url")?;
@@ -97,6 +94,174 @@ impl JsonApi {
             backoff,
             max_backoff: config.max_backoff,
             system,
+        })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The base URL followed by `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good or the attempts run out. A retryable failure
+    /// that uses up the attempts comes back as [`ConnectorError::GaveUp`]. `what` and `key` are for the
+    /// logs.
+    pub(crate) async fn retrying<T, Fut>(
+        &self,
+        what: &str,
+        key: Option<&str>,
+        attempt: impl FnMut() -> Fut,
+    ) -> Result<T, ConnectorError>
+    where
+        Fut: Future<Output = Result<T, ConnectorError>>,
+    {
+        let attempts = AtomicU32::new(0);
+        let mut attempt = attempt;
+        let result = (|| {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            attempt()
+        })
+        .retry(self.backoff)
+        .when(ConnectorError::is_retryable)
+        // A `Retry-After` within our own backoff's reach is waited out here; a longer one ends the
+        // attempts, and the wait goes up with the error (the runner keeps the message invisible that
+        // long) instead of holding the function.
+        .adjust(|e, backoff| match (e.retry_after(), backoff) {
+            (Some(wait), Some(_)) if wait <= self.max_backoff => Some(wait),
+            (Some(_), _) => None,
+            (None, backoff) => backoff,
+        })
+        .notify(|e, delay| {
+            tracing::warn!(
+                system = self.system,
+                call = what,
+                attempt = attempts.load(Ordering::Relaxed),
+                status = e.status(),
+                error = %e,
+                retry_in_ms = delay.as_millis() as u64,
+                idempotency_key = key,
+                "call failed, retrying"
+            );
+        })
+        .await;
+        result.map_err(|e| {
+            if e.is_retryable() {
+                // `when` only lets a retryable error out once the attempts are used up.
+                ConnectorError::GaveUp {
+                    attempts: attempts.load(Ordering::Relaxed),
+                    last: Box::new(e),
+                }
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Sends what `request` builds with the current credential; on a 401, once more with fresh ones (the
+    /// token expired or was revoked early, or the secret was rotated). A second 401 stands: the
+    /// credentials are wrong. Any other answer comes back as it is, for the dialect to read.
+    pub(crate) async fn authorized(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ConnectorError> {
+        let (name, value) = self.auth.header(&self.client).await?;
+        let response = request()
+            .header(name, value.clone())
+            .send()
+            .await
+            .map_err(ConnectorError::Transport)?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        tracing::info!(system = self.system, "credential refused, fetching a fresh one");
+        self.auth.refused(&value).await;
+        let (name, value) = self.auth.header(&self.client).await?;
+        request()
+            .header(name, value)
+            .send()
+            .await
+            .map_err(ConnectorError::Transport)
+    }
+
+    /// Tokens fetched so far (tests, and the proof that one token serves many calls).
+    pub(crate) fn tokens_fetched(&self) -> u64 {
+        self.auth.tokens_fetched()
+    }
+}
+
+/// A non-2xx answer as a [`ConnectorError::Status`]: `error_of` reads the dialect's error body into
+/// `(code, message)`; without one, the status text and the start of the body stand in.
+pub(crate) async fn status_error(
+    response: reqwest::Response,
+    error_of: impl Fn(&[u8]) -> Option<(String, String)>,
+) -> ConnectorError {
+    let status = response.status();
+    // Delta-seconds only (what rate limiters send); an HTTP-date is left to our own backoff.
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(43_200)));
+    // The error body is only for the message; an unreadable one must not hide the status.
+    let bytes = response.bytes().await.unwrap_or_default();
+    let (code, message) = error_of(&bytes).unwrap_or_else(|| {
+        (
+            status
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_owned(),
+            String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        )
+    });
+    ConnectorError::Status {
+        status: status.as_u16(),
+        code,
+        message,
+        retry_after,
+    }
+}
+
+/// A 2xx answer's JSON body, else the answer as an error.
+pub(crate) async fn json_of<Resp: DeserializeOwned>(
+    response: reqwest::Response,
+    error_of: impl Fn(&[u8]) -> Option<(String, String)>,
+) -> Result<Resp, ConnectorError> {
+    if response.status().is_success() {
+        response.json().await.map_err(ConnectorError::Body)
+    } else {
+        Err(status_error(response, error_of).await)
+    }
+}
+
+/// The system API's error body: `{code, message}`.
+fn system_api_error(bytes: &[u8]) -> Option<(String, String)> {
+    serde_json::from_slice::<ErrorBody>(bytes)
+        .ok()
+        .map(|b| (b.code, b.message))
+}
+
+/// The system API (`openapi/{erp,loyalty}.yaml`): JSON in and out, the idempotency key on every
+/// mutating call, errors as `{code, message}`.
+#[derive(Clone)]
+pub(crate) struct JsonApi {
+    caller: Caller,
+    /// What a refusal of this system is reported as.
+    rejected: ReasonCode,
+}
+
+impl JsonApi {
+    pub(crate) fn new(
+        config: &HttpConfig,
+        auth: Auth,
+        system: &'static str,
+        rejected: ReasonCode,
+    ) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            caller: Caller::new(config, auth, system)?,
             rejected,
         })
     }
@@ -137,9 +302,10 @@ impl JsonApi {
             let message = format!("idempotency key {key} cannot be sent as an HTTP header");
             return Err(Error::rejected(self.rejected, message));
         };
-        let url = format!("{}{path}", self.base_url);
+        let url = self.caller.url(path);
         let request = || {
-            self.client
+            self.caller
+                .client()
                 .post(&url)
                 .header(IDEMPOTENCY_KEY_HEADER, key_header.clone())
                 .json(body)
@@ -153,8 +319,8 @@ impl JsonApi {
     where
         Resp: DeserializeOwned,
     {
-        let url = format!("{}{path}", self.base_url);
-        self.send(path, || self.client.get(&url), None, |_| self.rejected)
+        let url = self.caller.url(path);
+        self.send(path, || self.caller.client().get(&url), None, |_| self.rejected)
             .await
     }
 
@@ -170,109 +336,20 @@ impl JsonApi {
     where
         Resp: DeserializeOwned,
     {
-        let attempts = AtomicU32::new(0);
-        let result = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            self.authorized_attempt(&request).await
-        })
-        .retry(self.backoff)
-        .when(ConnectorError::is_retryable)
-        // A `Retry-After` within our own backoff's reach is waited out here; a longer one ends the
-        // attempts, and the wait goes up with the error (the runner keeps the message invisible that
-        // long) instead of holding the function.
-        .adjust(|e, backoff| match (e.retry_after(), backoff) {
-            (Some(wait), Some(_)) if wait <= self.max_backoff => Some(wait),
-            (Some(_), _) => None,
-            (None, backoff) => backoff,
-        })
-        .notify(|e, delay| {
-            tracing::warn!(
-                system = self.system,
-                path,
-                attempt = attempts.load(Ordering::Relaxed),
-                status = e.status(),
-                error = %e,
-                retry_in_ms = delay.as_millis() as u64,
-                idempotency_key = key.map(IdempotencyKey::as_str),
-                "call failed, retrying"
-            );
-        })
-        .await;
-        result.map_err(|e| {
-            let e = if e.is_retryable() {
-                // `when` only lets a retryable error out once the attempts are used up.
-                let attempts = attempts.load(Ordering::Relaxed);
-                ConnectorError::GaveUp {
-                    attempts,
-                    last: Box::new(e),
-                }
-            } else {
-                e
-            };
-            let reason = e.status().map_or(self.rejected, &refused_as);
-            e.into_port_error(self.system, reason)
-        })
-    }
-
-    /// One attempt with the current credential; on a 401, one more with fresh ones (the token expired
-    /// or was revoked early, or the secret was rotated). A second 401 stands: the credentials are wrong.
-    async fn authorized_attempt<Resp>(
-        &self,
-        request: &impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Resp, ConnectorError>
-    where
-        Resp: DeserializeOwned,
-    {
-        let (name, value) = self.auth.header(&self.client).await?;
-        match self.attempt(request().header(name, value.clone())).await {
-            Err(ConnectorError::Status { status: 401, .. }) => {
-                tracing::info!(system = self.system, "credential refused, fetching a fresh one");
-                self.auth.refused(&value).await;
-                let (name, value) = self.auth.header(&self.client).await?;
-                self.attempt(request().header(name, value)).await
-            }
-            other => other,
-        }
+        let request = &request;
+        self.caller
+            .retrying(path, key.map(IdempotencyKey::as_str), || async move {
+                json_of(self.caller.authorized(request).await?, system_api_error).await
+            })
+            .await
+            .map_err(|e| {
+                let reason = e.status().map_or(self.rejected, &refused_as);
+                e.into_port_error(self.caller.system, reason)
+            })
     }
 
     /// Tokens fetched so far (tests, and the proof that one token serves many calls).
     pub(crate) fn tokens_fetched(&self) -> u64 {
-        self.auth.tokens_fetched()
-    }
-
-    async fn attempt<Resp>(&self, request: reqwest::RequestBuilder) -> Result<Resp, ConnectorError>
-    where
-        Resp: DeserializeOwned,
-    {
-        let response = request.send().await.map_err(ConnectorError::Transport)?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json().await.map_err(ConnectorError::Body);
-        }
-        // Delta-seconds only (what rate limiters send); an HTTP-date is left to our own backoff.
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(43_200)));
-        // The error body is only for the message; an unreadable one must not hide the status.
-        let bytes = response.bytes().await.unwrap_or_default();
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => (body.code, body.message),
-            Err(_) => (
-                status
-                    .canonical_reason()
-                    .unwrap_or("unexpected status")
-                    .to_owned(),
-                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            ),
-        };
-        Err(ConnectorError::Status {
-            status: status.as_u16(),
-            code,
-            message,
-            retry_after,
-        })
+        self.caller.tokens_fetched()
     }
 }

@@ -32,6 +32,14 @@ pub enum ConnectorError {
     /// endpoint refused them or failed. Never a verdict on the business call, so never a rejection.
     #[error("authentication: {message}")]
     Auth { message: String, retryable: bool },
+    /// The document is busy or changed under us: locked by another session, or the version we read
+    /// is no longer current (412 on `If-Match`). Reading it again and retrying resolves it.
+    #[error("document busy: HTTP {status}: {code}: {message}")]
+    Busy {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// The last retryable failure, once the attempts ran out.
     #[error("gave up after {attempts} attempts: {last}")]
     GaveUp {
@@ -51,6 +59,7 @@ impl ConnectorError {
             Self::Body(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Auth { retryable, .. } => *retryable,
+            Self::Busy { .. } => true,
             Self::Config { .. } | Self::Client(_) | Self::GaveUp { .. } => false,
         }
     }
@@ -67,7 +76,7 @@ impl ConnectorError {
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Status { status, .. } => Some(*status),
+            Self::Status { status, .. } | Self::Busy { status, .. } => Some(*status),
             Self::GaveUp { last, .. } => last.status(),
             _ => None,
         }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod erp;
 pub mod error;
 pub mod loyalty;
+pub mod sap;
 
 pub use api::{Auth, IDEMPOTENCY_KEY_HEADER};
 pub use auth::{AuthMethod, ClientAuth, CredentialSource, Credentials, Secret, StaticCredentials};
@@ -25,3 +26,4 @@ pub use config::HttpConfig;
 pub use erp::HttpErp;
 pub use error::ConnectorError;
 pub use loyalty::HttpLoyalty;
+pub use sap::{SapErp, SapMapping};

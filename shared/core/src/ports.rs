@@ -100,6 +100,10 @@ pub trait Publisher: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErpSaleRequest {
     pub transaction: TransactionRef,
+    /// The loyalty member the sale was made to, when there was one: an ERP that keeps members as
+    /// customers sells to them (see the SAP mapping's `sold_to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<MemberId>,
     pub currency: Currency,
     pub lines: Vec<LineItem>,
     pub totals: Totals,

@@ -137,7 +137,7 @@ impl ErpPosting {
 /// for a call of another kind is a reuse like any other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "request", rename_all = "snake_case")]
-enum ErpCall {
+pub enum ErpCall {
     Sale(ErpSaleRequest),
     Cancel(ErpCancelRequest),
     Return(ErpReturnRequest),
@@ -403,6 +403,21 @@ impl ErpSimulator {
             .map_err(|e| format!("erp journal entry {key}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Every posted document with the call that posted it, in posting order: what a dialect's front
+    /// (the SAP simulator) reads its own documents back from, so that its state is the journal's.
+    pub fn documents(&self) -> Vec<(ErpPosting, ErpCall)> {
+        let state = self.shared.lock();
+        state
+            .journal
+            .postings
+            .iter()
+            .filter_map(|p| {
+                let call = state.gate.request_of(&p.idempotency_key)?;
+                Some((p.clone(), call.clone()))
+            })
+            .collect()
     }
 
     /// Every posted document (sales, cancellations, returns, reinstatements), in posting order.

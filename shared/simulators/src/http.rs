@@ -52,6 +52,7 @@ use crate::erp::{ErpPosting, ErpSimulator};
 use crate::error::SimError;
 use crate::faults::Faults;
 use crate::loyalty::{LoyaltySimulator, LoyaltyTransaction};
+use crate::sap::SapSimulator;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
@@ -84,8 +85,36 @@ struct Sims {
     loyalty: LoyaltySimulator,
 }
 
+/// The platforms' own dialects in front of the reference systems, served beside the system APIs.
+#[derive(Clone)]
+pub struct Dialects {
+    pub sap: SapSimulator,
+}
+
+impl Dialects {
+    /// The dialects over these reference systems.
+    pub fn over(erp: &ErpSimulator, _loyalty: &LoyaltySimulator) -> Self {
+        Self {
+            sap: SapSimulator::new(erp.clone()),
+        }
+    }
+}
+
 /// The routes above, for callers that want to mount them in their own server.
 pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator, access: Access) -> Router {
+    let dialects = Dialects::over(&erp, &loyalty);
+    router_with(erp, loyalty, dialects, access)
+}
+
+/// [`router`] with dialects the caller keeps a handle on (to end SAP sessions, say).
+pub fn router_with(
+    erp: ErpSimulator,
+    loyalty: LoyaltySimulator,
+    dialects: Dialects,
+    access: Access,
+) -> Router {
+    let dialect_routes = crate::sap::router(dialects.sap)
+        .route_layer(middleware::from_fn_with_state(access.clone(), authorize));
     let systems = Router::new()
         .route("/erp/v1/sales", post(post_sale))
         .route("/erp/v1/sales/cancellations", post(cancel_order))
@@ -108,6 +137,7 @@ pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator, access: Access) -> R
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "route_not_found", "no such route".into()) })
         .with_state(Sims { erp, loyalty })
+        .merge(dialect_routes)
         .merge(Router::new().route(TOKEN_PATH, post(token)).with_state(access))
 }
 
@@ -119,9 +149,21 @@ pub async fn serve(
     access: Access,
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let dialects = Dialects::over(&erp, &loyalty);
+    serve_with(erp, loyalty, dialects, access, addr).await
+}
+
+/// [`serve`] with dialects the caller keeps a handle on.
+pub async fn serve_with(
+    erp: ErpSimulator,
+    loyalty: LoyaltySimulator,
+    dialects: Dialects,
+    access: Access,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(erp, loyalty, access);
+    let app = router_with(erp, loyalty, dialects, access);
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "simulator server stopped");
@@ -130,12 +172,12 @@ pub async fn serve(
     Ok((bound, handle))
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Lets a call through to a system API only with a credential the access rules admit.
-async fn authorize(State(access): State<Access>, request: Request, next: Next) -> Response {
+pub(crate) async fn authorize(State(access): State<Access>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let admitted = access.admits(
         header_str(headers, header::AUTHORIZATION.as_str()),
@@ -235,6 +277,15 @@ fn parse_empty(headers: &HeaderMap, body: &[u8]) -> Result<String, BadRequest> {
 
 /// `ok` is the status of a success: 201 for what creates a resource, 200 for reads and state changes.
 async fn respond<T: Serialize>(ok: StatusCode, result: Result<T, SimError>) -> Response {
+    respond_as(ok, result, error).await
+}
+
+/// [`respond`] with the error body of a dialect (`error` builds it from status, code and message).
+pub(crate) async fn respond_as<T: Serialize>(
+    ok: StatusCode,
+    result: Result<T, SimError>,
+    error: fn(StatusCode, &str, String) -> Response,
+) -> Response {
     match result {
         Ok(value) => (ok, Json(value)).into_response(),
         Err(SimError::Refused {

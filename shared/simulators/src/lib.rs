@@ -15,6 +15,7 @@
 //! - [`access`]: [`Access`]: the OAuth 2.0 token endpoint and the credential every system API route
 //!   requires.
 //! - [`samples`]: small valid requests for tests and smoke checks.
+//! - [`sap`]: [`SapSimulator`], SAP S/4HANA's OData dialect in front of the reference ERP.
 //!
 //! Shared by both systems (private `system` module): one mutex per simulator held for the whole call
 //! (the rules are a few map operations), a request counter, and the record of each idempotency key.
@@ -27,12 +28,14 @@ pub mod http;
 pub mod in_process;
 pub mod loyalty;
 pub mod samples;
+pub mod sap;
 mod system;
 
 pub use access::Access;
 pub use erp::{ErpPosting, ErpPostingKind, ErpSimulator};
 pub use error::SimError;
 pub use faults::{FaultKind, Faults};
-pub use http::{ErrorBody, SimState, router, serve};
+pub use http::{Dialects, ErrorBody, SimState, router, router_with, serve, serve_with};
 pub use in_process::{InProcessErp, InProcessLoyalty};
 pub use loyalty::{LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, points_for, points_value};
+pub use sap::SapSimulator;

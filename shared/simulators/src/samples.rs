@@ -13,8 +13,9 @@ use retail_sync_core::ports::{
     ErpReturnRequest, ErpSaleRequest, HoldRequest,
 };
 
-/// The identifiers are the caller's; a bad one is a bug in the caller, hence the panics.
-fn receipt(store_id: &str, receipt_id: &str) -> TransactionRef {
+/// A receipt reference. The identifiers are the caller's; a bad one is a bug in the caller, hence the
+/// panics.
+pub fn receipt(store_id: &str, receipt_id: &str) -> TransactionRef {
     TransactionRef::Receipt {
         store_id: StoreId::parse(store_id).expect("a valid store id"),
         receipt_id: ReceiptId::parse(receipt_id).expect("a valid receipt id"),
@@ -60,6 +61,7 @@ pub fn order_sale(order_id: &str) -> ErpSaleRequest {
 
 fn sale_of(transaction: TransactionRef) -> ErpSaleRequest {
     ErpSaleRequest {
+        member_id: None,
         transaction,
         currency: eur(),
         lines: vec![LineItem {

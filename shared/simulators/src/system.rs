@@ -89,6 +89,11 @@ impl<Req, Resp> Default for Gate<Req, Resp> {
 }
 
 impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
+    /// The request first applied under `key`.
+    pub(crate) fn request_of(&self, key: &str) -> Option<&Req> {
+        self.seen.get(key).map(|(request, _)| request)
+    }
+
     pub(crate) fn requests(&self) -> u64 {
         self.requests
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use retail_sync_connectors::{Auth, AuthMethod, ClientAuth, Credentials, Secret, StaticCredentials};
 use retail_sync_simulators::access::{Access, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET, TOKEN_PATH};
-use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
+use retail_sync_simulators::{Dialects, ErpSimulator, LoyaltySimulator};
 
 /// Both simulators served on a free loopback port behind `access`: (base url, server task).
 pub async fn serve(
@@ -16,6 +16,20 @@ pub async fn serve(
 ) -> (String, tokio::task::JoinHandle<()>) {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("a socket address");
     let (bound, handle) = retail_sync_simulators::serve(erp, loyalty, access, addr)
+        .await
+        .expect("a free loopback port");
+    (format!("http://{bound}"), handle)
+}
+
+/// [`serve`] with dialects the caller keeps a handle on.
+pub async fn serve_with(
+    erp: ErpSimulator,
+    loyalty: LoyaltySimulator,
+    dialects: Dialects,
+    access: Access,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("a socket address");
+    let (bound, handle) = retail_sync_simulators::serve_with(erp, loyalty, dialects, access, addr)
         .await
         .expect("a free loopback port");
     (format!("http://{bound}"), handle)

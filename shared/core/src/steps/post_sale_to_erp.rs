@@ -116,6 +116,7 @@ impl Workflow for PostSaleToErp {
                 }
                 let request = ErpSaleRequest {
                     transaction: transaction.clone(),
+                    member_id: sale.data.member_id.clone(),
                     currency: sale.data.currency,
                     lines: sale.data.lines.clone(),
                     totals: sale.data.totals.clone(),
@@ -153,6 +154,7 @@ impl Workflow for PostSaleToErp {
                 }
                 let request = ErpSaleRequest {
                     transaction: transaction.clone(),
+                    member_id: order.data.member_id.clone(),
                     currency: order.data.currency,
                     lines: order.data.lines.clone(),
                     totals: order.data.totals.clone(),

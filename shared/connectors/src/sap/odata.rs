@@ -1,0 +1,342 @@
+//! SAP's OData v2 dialect as the adapter speaks it: the `X-CSRF-Token` session, error bodies, decimals
+//! and dates, the idempotency stamp, and `$batch` change sets.
+
+use std::fmt::Write as _;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use retail_sync_contracts::values::Currency;
+
+use crate::error::ConnectorError;
+
+/// The longest value `PurchaseOrderByCustomer` holds (CHAR 35); a custom stamp field is expected to be
+/// at least as long.
+pub const STAMP_MAX: usize = 35;
+
+/// What identifies a document in SAP: `text` itself when it fits the stamp field and uses only
+/// characters that need no escaping in a `$filter`, else `RS-` and the first 128 bits of its SHA-256 in
+/// hex (35 characters). Identifiers are readable in SAP whenever they fit; the digest keeps long keys
+/// unique without truncating them into each other.
+pub fn stamp(text: &str) -> String {
+    let plain = text.len() <= STAMP_MAX
+        && !text.starts_with("RS-")
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-'));
+    if plain {
+        return text.to_owned();
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::from("RS-");
+    for b in &digest[..16] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// A query option's value percent-encoded (RFC 3986: everything but the unreserved characters), so a
+/// space is `%20` as OData expects, never `+`.
+pub fn percent(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// An amount in minor units as the decimal OData v2 sends (`Edm.Decimal` is a JSON string).
+pub fn decimal(amount: i64, currency: Currency) -> String {
+    let exponent = currency.minor_exponent();
+    if exponent == 0 {
+        return amount.to_string();
+    }
+    let per = currency.minor_per_major();
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    let per = per.unsigned_abs();
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / per,
+        abs % per,
+        width = exponent as usize
+    )
+}
+
+/// `Edm.Decimal` back to minor units; `None` when it is not a decimal or has more places than the
+/// currency.
+pub fn minor_units(text: &str, currency: Currency) -> Option<i64> {
+    let exponent = currency.minor_exponent() as usize;
+    let (negative, digits) = match text.trim().strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.trim()),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let fraction = fraction.trim_end_matches('0');
+    if whole.is_empty() && fraction.is_empty()
+        || fraction.len() > exponent
+        || !whole.chars().chain(fraction.chars()).all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let fraction: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<exponent$}").parse().ok()?
+    };
+    let value = whole
+        .checked_mul(currency.minor_per_major())?
+        .checked_add(fraction)?;
+    Some(if negative { -value } else { value })
+}
+
+/// `Edm.DateTime` as OData v2 JSON writes it: `/Date(<ms since the epoch>)/`.
+pub fn date(at: jiff::Timestamp) -> String {
+    format!("/Date({})/", at.as_millisecond())
+}
+
+/// An OData v2 error body: `{"error": {"code", "message": {"lang", "value"}}}`.
+pub fn error_of(bytes: &[u8]) -> Option<(String, String)> {
+    let body: Value = serde_json::from_slice(bytes).ok()?;
+    let error = body.get("error")?;
+    let code = error.get("code")?.as_str()?.to_owned();
+    let message = error
+        .pointer("/message/value")
+        .or_else(|| error.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Some((code, message))
+}
+
+/// SAP's message codes that say a document is locked by someone else (`V1/042`: "… is currently being
+/// processed"): busy, not refused.
+const LOCKED: &[&str] = &["V1/042", "MC/601"];
+
+/// A non-2xx OData answer as the connector's error: a lock or a stale version is [`ConnectorError::Busy`]
+/// (read again, retry), anything else a status error classified as usual (a 400 is SAP's verdict on the
+/// document, a 5xx or 429 back-pressure).
+pub fn classify(error: ConnectorError) -> ConnectorError {
+    match error {
+        ConnectorError::Status {
+            status,
+            code,
+            message,
+            ..
+        } if status == 412 || status == 409 || status == 423 || LOCKED.contains(&code.as_str()) => {
+            ConnectorError::Busy {
+                status,
+                code,
+                message,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The CSRF session of one tenant: the token and the cookies it is bound to.
+#[derive(Clone)]
+pub struct Session {
+    pub token: HeaderValue,
+    pub cookies: Option<HeaderValue>,
+}
+
+impl Session {
+    /// From the answer to a `X-CSRF-Token: Fetch` read.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ConnectorError> {
+        let token = headers
+            .get("x-csrf-token")
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"required"))
+            .cloned()
+            .ok_or_else(|| ConnectorError::Auth {
+                message: "the service answered the CSRF token fetch without a token".into(),
+                retryable: true,
+            })?;
+        let cookies: Vec<&str> = headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|c| c.split(';').next())
+            .map(str::trim)
+            .filter(|c| c.contains('='))
+            .collect();
+        let cookies = if cookies.is_empty() {
+            None
+        } else {
+            let mut value = HeaderValue::from_str(&cookies.join("; ")).map_err(|_| ConnectorError::Auth {
+                message: "the session cookies cannot be sent back".into(),
+                retryable: false,
+            })?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        let mut token = token;
+        token.set_sensitive(true);
+        Ok(Self { token, cookies })
+    }
+
+    pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let request = request.header("x-csrf-token", self.token.clone());
+        match &self.cookies {
+            Some(c) => request.header(reqwest::header::COOKIE, c.clone()),
+            None => request,
+        }
+    }
+}
+
+/// Whether a 403 is SAP refusing the CSRF token (expired, or its session ended), which a fresh token
+/// fixes, rather than an authorization the communication user lacks.
+pub fn csrf_refused(status: reqwest::StatusCode, headers: &HeaderMap) -> bool {
+    status == reqwest::StatusCode::FORBIDDEN
+        && headers
+            .get("x-csrf-token")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"required"))
+}
+
+/// One request of a `$batch` change set.
+pub struct Change {
+    pub method: &'static str,
+    /// Relative to the service root, e.g. `A_SalesOrderItem(SalesOrder='1',SalesOrderItem='10')`.
+    pub path: String,
+    pub if_match: Option<String>,
+    pub body: Value,
+}
+
+/// A `$batch` body holding one change set (applied by SAP all or nothing), and its content type.
+pub fn batch(changes: &[Change], boundary: &str) -> (String, String) {
+    let changeset = format!("changeset_{boundary}");
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "--batch_{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+    );
+    for change in changes {
+        let json = change.body.to_string();
+        let _ = write!(
+            body,
+            "--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n\
+             {} {} HTTP/1.1\r\nContent-Type: application/json\r\nAccept: application/json\r\n",
+            change.method, change.path
+        );
+        if let Some(etag) = &change.if_match {
+            let _ = write!(body, "If-Match: {etag}\r\n");
+        }
+        let _ = write!(body, "Content-Length: {}\r\n\r\n{json}\r\n", json.len());
+    }
+    let _ = write!(body, "--{changeset}--\r\n\r\n--batch_{boundary}--\r\n");
+    (body, format!("multipart/mixed; boundary=batch_{boundary}"))
+}
+
+/// The first failed operation of a `$batch` answer (SAP answers a failed change set with that one
+/// error in its place), as the connector's error; `None` when every operation succeeded.
+pub fn batch_failure(body: &str) -> Option<ConnectorError> {
+    let mut lines = body.split('\n').map(|l| l.trim_end_matches('\r')).peekable();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix("HTTP/1.1 ") else {
+            continue;
+        };
+        let status: u16 = rest.split(' ').next()?.parse().ok()?;
+        if status < 400 {
+            continue;
+        }
+        // The part's headers, a blank line, then its JSON body up to the next boundary.
+        let mut retry_after = None;
+        for header in lines.by_ref() {
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("retry-after")
+            {
+                retry_after = value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .map(std::time::Duration::from_secs);
+            }
+        }
+        let json: String = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let (code, message) = error_of(json.as_bytes())
+            .unwrap_or_else(|| (format!("HTTP {status}"), json.chars().take(200).collect()));
+        return Some(classify(ConnectorError::Status {
+            status,
+            code,
+            message,
+            retry_after,
+        }));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eur() -> Currency {
+        Currency::parse("EUR").unwrap()
+    }
+
+    #[test]
+    fn short_plain_texts_are_their_own_stamp_and_long_ones_a_digest() {
+        assert_eq!(stamp("receipt:store-001:r-000001"), "receipt:store-001:r-000001");
+        let long = stamp("receipt:store-001:r-000001:post-return-to-erp:ret-1");
+        assert_eq!(long.len(), STAMP_MAX);
+        assert!(long.starts_with("RS-"));
+        assert_ne!(long, stamp("receipt:store-001:r-000001:post-return-to-erp:ret-2"));
+        assert!(stamp("o'1").starts_with("RS-"), "a quote would break the $filter");
+        assert!(stamp("RS-abc").starts_with("RS-") && stamp("RS-abc").len() == STAMP_MAX);
+    }
+
+    #[test]
+    fn decimals_round_trip_in_the_currency_s_places() {
+        assert_eq!(decimal(12_345, eur()), "123.45");
+        assert_eq!(decimal(-5, eur()), "-0.05");
+        assert_eq!(decimal(700, Currency::parse("JPY").unwrap()), "700");
+        for (text, minor) in [("123.45", 12_345), ("-0.05", -5), ("7", 700), ("7.5", 750)] {
+            assert_eq!(minor_units(text, eur()), Some(minor), "{text}");
+        }
+        for bad in ["1.234", "", "1e3", "--1", "."] {
+            assert_eq!(minor_units(bad, eur()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn odata_errors_are_read_and_locks_are_busy() {
+        let body = br#"{"error":{"code":"V1/042","message":{"lang":"en","value":"Sales document 1 is currently being processed"}}}"#;
+        let (code, message) = error_of(body).unwrap();
+        assert_eq!(code, "V1/042");
+        let e = classify(ConnectorError::Status {
+            status: 400,
+            code,
+            message,
+            retry_after: None,
+        });
+        assert!(matches!(e, ConnectorError::Busy { .. }) && e.is_retryable());
+        let refused = classify(ConnectorError::Status {
+            status: 400,
+            code: "V1/320".into(),
+            message: "no".into(),
+            retry_after: None,
+        });
+        assert!(!refused.is_retryable());
+    }
+
+    #[test]
+    fn a_failed_change_set_is_found_in_the_batch_answer() {
+        let ok = "--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n--c\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n\r\n--c--\r\n--b--\r\n";
+        assert!(batch_failure(ok).is_none());
+        let failed = "--b\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 412 Precondition Failed\r\nContent-Type: application/json\r\n\r\n{\"error\":{\"code\":\"/IWBEP/CM_MGW_RT/022\",\"message\":{\"lang\":\"en\",\"value\":\"stale\"}}}\r\n--b--\r\n";
+        let e = batch_failure(failed).unwrap();
+        assert!(matches!(e, ConnectorError::Busy { status: 412, .. }), "{e}");
+    }
+}

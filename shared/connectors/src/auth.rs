@@ -1,5 +1,5 @@
 //! How a connector proves who it is to the ERP or the loyalty platform: an OAuth 2.0 client-credentials
-//! token (RFC 6749 §4.4) or an API key header, with the credentials read from a [`CredentialSource`]
+//! token (RFC 6749 §4.4), an API key header or HTTP Basic (an SAP communication user), with the credentials read from a [`CredentialSource`]
 //! (AWS Secrets Manager in a Lambda function, the environment locally).
 //!
 //! A token is kept until shortly before it expires (or, when the token endpoint gives no `expires_in`,
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -54,6 +55,11 @@ pub struct Credentials {
     /// The API key's header, when the secret names one (else the configured one).
     #[serde(default)]
     pub header: Option<String>,
+    /// HTTP Basic: a communication user (SAP) and its password.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
 }
 
 /// Where the credentials come from. Loaded on the first call and again after a 401 (a rotated secret).
@@ -102,6 +108,8 @@ pub enum AuthMethod {
         /// Used when the credentials name no header.
         header: String,
     },
+    /// HTTP Basic with a user and password (an SAP communication user), over TLS only.
+    Basic,
 }
 
 /// The API key header when nothing else is said.
@@ -184,6 +192,19 @@ impl Authenticator {
                     retryable: false,
                 })?;
                 Ok((name, sensitive(key.expose())?))
+            }
+            AuthMethod::Basic => {
+                let user = credentials
+                    .username
+                    .as_deref()
+                    .ok_or_else(|| self.missing("username"))?;
+                let password = credentials
+                    .password
+                    .as_ref()
+                    .ok_or_else(|| self.missing("password"))?;
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
+                Ok((AUTHORIZATION, sensitive(&format!("Basic {encoded}"))?))
             }
             AuthMethod::OAuth2ClientCredentials {
                 token_url,

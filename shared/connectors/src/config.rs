@@ -115,7 +115,7 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 }
 
 impl AuthMethod {
-    /// Reads `{prefix}_AUTH` (`oauth2-client-credentials` or `api-key`, required) and what it needs:
+    /// Reads `{prefix}_AUTH` (`oauth2-client-credentials`, `api-key` or `basic`, required) and what it needs:
     /// `{prefix}_TOKEN_URL` (required for OAuth 2.0), `{prefix}_SCOPE` and `{prefix}_TOKEN_AUTH`
     /// (`basic`, the default, or `body`); `{prefix}_API_KEY_HEADER` (default `x-api-key`).
     pub fn from_lookup(
@@ -156,24 +156,26 @@ impl AuthMethod {
                     client_auth,
                 })
             }
+            Some("basic") => Ok(Self::Basic),
             Some("api-key") => Ok(Self::ApiKey {
                 header: get(&var("API_KEY_HEADER")).unwrap_or_else(|| DEFAULT_API_KEY_HEADER.to_owned()),
             }),
             Some(other) => Err(config(
                 auth_var,
-                format!("{other:?} is neither oauth2-client-credentials nor api-key"),
+                format!("{other:?} is none of oauth2-client-credentials, api-key, basic"),
             )),
             None => Err(config(
                 auth_var.clone(),
-                format!("{auth_var} is not set; it must be oauth2-client-credentials or api-key"),
+                format!("{auth_var} is not set; it must be oauth2-client-credentials, api-key or basic"),
             )),
         }
     }
 }
 
 impl Credentials {
-    /// The credentials of a local run, from `{prefix}_CLIENT_ID`, `{prefix}_CLIENT_SECRET` and
-    /// `{prefix}_API_KEY` (on AWS they come from Secrets Manager instead).
+    /// The credentials of a local run, from `{prefix}_CLIENT_ID`, `{prefix}_CLIENT_SECRET`,
+    /// `{prefix}_API_KEY`, `{prefix}_USERNAME` and `{prefix}_PASSWORD` (on AWS they come from Secrets
+    /// Manager instead).
     pub fn from_lookup(prefix: &str, lookup: impl Fn(&str) -> Option<String>) -> Self {
         let get = |suffix: &str| lookup(&format!("{prefix}_{suffix}")).filter(|v| !v.is_empty());
         Self {
@@ -181,6 +183,8 @@ impl Credentials {
             client_secret: get("CLIENT_SECRET").map(Secret::new),
             api_key: get("API_KEY").map(Secret::new),
             header: None,
+            username: get("USERNAME"),
+            password: get("PASSWORD").map(Secret::new),
         }
     }
 }

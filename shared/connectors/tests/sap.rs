@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use retail_sync_connectors::{ClientAuth, HttpConfig, SapErp, SapMapping};
+use retail_sync_connectors::{HttpConfig, SapErp, SapMapping};
 use retail_sync_contracts::events::LineQuantity;
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
@@ -43,7 +43,8 @@ async fn start_with(mapping: SapMapping) -> Harness {
     Harness {
         erp,
         dialects,
-        sap: SapErp::new(&config, sims::oauth(&base, ClientAuth::Basic), mapping).unwrap(),
+        // SAP communication users authenticate with HTTP Basic.
+        sap: SapErp::new(&config, sims::basic(), mapping).unwrap(),
     }
 }
 

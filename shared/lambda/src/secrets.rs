@@ -35,7 +35,7 @@ impl CredentialSource for SecretsManagerCredentials {
         // Only the position of a parse error is reported: serde's message can quote the value.
         serde_json::from_str(text).map_err(|e| {
             format!(
-                "the secret is not a JSON object of client_id/client_secret or api_key (line {}, column {})",
+                "the secret is not a JSON object of client_id/client_secret, api_key or username/password (line {}, column {})",
                 e.line(),
                 e.column()
             )

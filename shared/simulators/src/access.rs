@@ -1,5 +1,6 @@
 //! Who may call the simulators over HTTP, as a real ERP or loyalty platform would ask: an OAuth 2.0
-//! token endpoint (client credentials, RFC 6749 §4.4) and, optionally, an API key. Every route of the
+//! token endpoint (client credentials, RFC 6749 §4.4), optionally an API key, and HTTP Basic with the
+//! client's id and secret as user and password (an SAP communication user). Every route of the
 //! system APIs (`/erp/v1/…`, `/loyalty/v1/…`) refuses a call without a valid bearer token or key with
 //! 401, so every test that goes through HTTP proves the connectors authenticate.
 //!
@@ -158,10 +159,14 @@ impl Access {
             .and_then(|t| state.tokens.get(t))
             .is_some_and(|until| until.is_none_or(|u| Instant::now() < u));
         let by_key = api_key.is_some_and(|k| state.api_key.as_deref() == Some(k));
-        if !(by_token || by_key) {
+        // HTTP Basic with the client's id and secret: the communication user of an SAP tenant.
+        let by_user = authorization
+            .and_then(basic)
+            .is_some_and(|(user, password)| user == state.client_id && password == state.client_secret);
+        if !(by_token || by_key || by_user) {
             state.refused += 1;
         }
-        by_token || by_key
+        by_token || by_key || by_user
     }
 }
 

@@ -320,7 +320,7 @@ impl SapSimulator {
             Err(message) => return odata_error(StatusCode::BAD_REQUEST, "SD_SALESDOC/001", message),
         };
         let key = self.key(&stamp);
-        let result = self.erp.post_sale(&request, &key).map(|doc| {
+        let result = self.erp.post_sale(&request, &key).map_err(business).map(|doc| {
             let seq = seq_of(doc.document_id.as_str());
             json!({"d": {
                 "__metadata": {"type": "API_SALES_ORDER_SRV.A_SalesOrderType", "etag": "W/\"1\""},
@@ -476,10 +476,13 @@ impl SapSimulator {
         changes: &[BatchChange],
     ) -> Result<Result<(), SimError>, (u16, &'static str, String)> {
         let refuse = |status: u16, code: &'static str, message: String| Err((status, code, message));
-        let Some(text) = changes
-            .iter()
-            .find(|c| c.method == "POST" && c.path == "A_SalesOrderText")
-        else {
+        let Some((text, number)) = changes.iter().find_map(|c| {
+            let number = c
+                .path
+                .strip_prefix("A_SalesOrder('")?
+                .strip_suffix("')/to_Text")?;
+            (c.method == "POST").then_some((c, number))
+        }) else {
             return refuse(400, "ZRS/001", "the change set carries no reference text".into());
         };
         let long_text = str_of(&text.body, "LongText");
@@ -492,7 +495,6 @@ impl SapSimulator {
                 format!("reference text {long_text:?} is not retail-sync's"),
             );
         };
-        let number = str_of(&text.body, "SalesOrder");
         let orders = self.sales_orders();
         let Some(order) = orders.iter().find(|o| o.number == number) else {
             return refuse(
@@ -592,7 +594,7 @@ impl SapSimulator {
                 reason: "rejected in SAP".into(),
                 occurred_at: now,
             };
-            self.erp.cancel_order(&request, &key).map(drop)
+            self.erp.cancel_order(&request, &key).map(drop).map_err(business)
         } else if fact.starts_with("reinstatement=") {
             let request = ErpReinstateRequest {
                 transaction: sale.transaction.clone(),
@@ -603,7 +605,7 @@ impl SapSimulator {
                 value_minor: amount,
                 occurred_at: now,
             };
-            self.erp.reinstate(&request, &key).map(drop)
+            self.erp.reinstate(&request, &key).map(drop).map_err(business)
         } else {
             return refuse(
                 400,
@@ -638,7 +640,7 @@ impl SapSimulator {
             Err(message) => return odata_error(StatusCode::BAD_REQUEST, "SD_SALESDOC/001", message),
         };
         let key = self.key(&stamp);
-        let result = self.erp.post_return(&request, &key).map(|doc| {
+        let result = self.erp.post_return(&request, &key).map_err(business).map(|doc| {
             json!({"d": {
                 "CustomerReturn": (RETURN_RANGE + seq_of(doc.document_id.as_str())).to_string(),
                 self.settings.stamp_field.clone(): stamp,
@@ -846,6 +848,19 @@ fn batch_response(body: String) -> Response {
         header::HeaderValue::from_static("multipart/mixed; boundary=batch_answer"),
     );
     response
+}
+
+/// The reference ERP's refusals as SAP answers its business errors: 400, whatever the reason (the
+/// code tells them apart).
+fn business(e: SimError) -> SimError {
+    match e {
+        SimError::Refused { code, message, .. } => SimError::Refused {
+            status: 400,
+            code,
+            message,
+        },
+        other => other,
+    }
 }
 
 /// An OData v2 error answer.

@@ -53,3 +53,18 @@ pub fn oauth(base_url: &str, client_auth: ClientAuth) -> Auth {
         }),
     }
 }
+
+/// HTTP Basic against the simulators, as an SAP communication user (the local client's id and secret).
+pub fn basic() -> Auth {
+    Auth {
+        method: AuthMethod::Basic,
+        credentials: Arc::new(StaticCredentials {
+            credentials: Credentials {
+                username: Some(LOCAL_CLIENT_ID.to_owned()),
+                password: Some(Secret::new(LOCAL_CLIENT_SECRET)),
+                ..Credentials::default()
+            },
+            origin: "the simulators' local communication user".to_owned(),
+        }),
+    }
+}

@@ -17,6 +17,8 @@
 //! or reinstatement changes the sales order, so its stamp goes in the reference text written in the
 //! same change set: found on the order, the change was made.
 
+#[cfg(test)]
+mod contract;
 pub mod mapping;
 pub mod odata;
 
@@ -104,7 +106,8 @@ impl SapErp {
 
     // --- the wire ---------------------------------------------------------------------------------
 
-    /// GETs `path` (under the tenant root) with `query` and returns the `d` of its JSON.
+    /// GETs `path` (under the tenant root) with `query` and returns the `d` of its JSON, with the
+    /// answer's `ETag` put in `d.__metadata.etag` when the body has none there.
     async fn read(&self, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, ConnectorError> {
         let query: Vec<String> = query
             .iter()
@@ -123,10 +126,22 @@ impl SapErp {
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body: Value = json_of(response, odata::error_of)
             .await
             .map_err(odata::classify)?;
-        Ok(body.get("d").cloned())
+        let mut d = body.get("d").cloned();
+        if let (Some(etag), Some(d)) = (etag, d.as_mut())
+            && d.pointer("/__metadata/etag").is_none()
+            && d.is_object()
+        {
+            d["__metadata"]["etag"] = Value::String(etag);
+        }
+        Ok(d)
     }
 
     /// The CSRF session, fetched first if there is none.
@@ -390,10 +405,9 @@ impl SapErp {
                 }
                 changes.push(Change {
                     method: "POST",
-                    path: "A_SalesOrderText".into(),
+                    path: format!("A_SalesOrder('{}')/to_Text", order.number),
                     if_match: None,
                     body: json!({
-                        "SalesOrder": order.number,
                         "Language": "EN",
                         "LongTextID": self.mapping.text_id,
                         "LongText": reference_text(stamp, fact),

@@ -18,7 +18,9 @@ pub mod config;
 pub mod erp;
 pub mod error;
 pub mod loyalty;
+pub mod salesforce;
 pub mod sap;
+pub mod wire;
 
 pub use api::{Auth, IDEMPOTENCY_KEY_HEADER};
 pub use auth::{AuthMethod, ClientAuth, CredentialSource, Credentials, Secret, StaticCredentials};
@@ -26,4 +28,5 @@ pub use config::HttpConfig;
 pub use erp::HttpErp;
 pub use error::ConnectorError;
 pub use loyalty::HttpLoyalty;
+pub use salesforce::{SalesforceLoyalty, SalesforceMapping};
 pub use sap::{SapErp, SapMapping};

@@ -52,6 +52,7 @@ use crate::erp::{ErpPosting, ErpSimulator};
 use crate::error::SimError;
 use crate::faults::Faults;
 use crate::loyalty::{LoyaltySimulator, LoyaltyTransaction};
+use crate::salesforce::SalesforceSimulator;
 use crate::sap::SapSimulator;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -89,13 +90,15 @@ struct Sims {
 #[derive(Clone)]
 pub struct Dialects {
     pub sap: SapSimulator,
+    pub salesforce: SalesforceSimulator,
 }
 
 impl Dialects {
     /// The dialects over these reference systems.
-    pub fn over(erp: &ErpSimulator, _loyalty: &LoyaltySimulator) -> Self {
+    pub fn over(erp: &ErpSimulator, loyalty: &LoyaltySimulator) -> Self {
         Self {
             sap: SapSimulator::new(erp.clone()),
+            salesforce: SalesforceSimulator::new(loyalty.clone()),
         }
     }
 }
@@ -114,6 +117,7 @@ pub fn router_with(
     access: Access,
 ) -> Router {
     let dialect_routes = crate::sap::router(dialects.sap)
+        .merge(crate::salesforce::router(dialects.salesforce))
         .route_layer(middleware::from_fn_with_state(access.clone(), authorize));
     let systems = Router::new()
         .route("/erp/v1/sales", post(post_sale))
@@ -138,7 +142,13 @@ pub fn router_with(
         .fallback(|| async { error(StatusCode::NOT_FOUND, "route_not_found", "no such route".into()) })
         .with_state(Sims { erp, loyalty })
         .merge(dialect_routes)
-        .merge(Router::new().route(TOKEN_PATH, post(token)).with_state(access))
+        .merge(
+            Router::new()
+                .route(TOKEN_PATH, post(token))
+                // Where Salesforce serves it (My Domain); same grant, same answer.
+                .route("/services/oauth2/token", post(token))
+                .with_state(access),
+        )
 }
 
 /// Binds `addr` (use `127.0.0.1:0` for a free port), serves both simulators on it in a spawned task and

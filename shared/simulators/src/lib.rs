@@ -16,6 +16,8 @@
 //!   requires.
 //! - [`samples`]: small valid requests for tests and smoke checks.
 //! - [`sap`]: [`SapSimulator`], SAP S/4HANA's OData dialect in front of the reference ERP.
+//! - [`salesforce`]: [`SalesforceSimulator`], Salesforce Loyalty Management's dialect in front of the
+//!   reference loyalty platform.
 //!
 //! Shared by both systems (private `system` module): one mutex per simulator held for the whole call
 //! (the rules are a few map operations), a request counter, and the record of each idempotency key.
@@ -27,6 +29,7 @@ pub mod faults;
 pub mod http;
 pub mod in_process;
 pub mod loyalty;
+pub mod salesforce;
 pub mod samples;
 pub mod sap;
 mod system;
@@ -38,4 +41,5 @@ pub use faults::{FaultKind, Faults};
 pub use http::{Dialects, ErrorBody, SimState, router, router_with, serve, serve_with};
 pub use in_process::{InProcessErp, InProcessLoyalty};
 pub use loyalty::{LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, points_for, points_value};
+pub use salesforce::SalesforceSimulator;
 pub use sap::SapSimulator;

@@ -133,7 +133,7 @@ pub struct LoyaltyTransaction {
 /// Every mutating call, as the idempotency record keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "request", rename_all = "snake_case")]
-enum LoyaltyCall {
+pub enum LoyaltyCall {
     Accrue(AccrualRequest),
     CreateHold(HoldRequest),
     Commit(HoldId, CommitRequest),
@@ -143,7 +143,7 @@ enum LoyaltyCall {
 
 /// Every answer of a mutating call, as the idempotency record keeps it.
 #[derive(Debug, Clone)]
-enum LoyaltyAnswer {
+pub enum LoyaltyAnswer {
     Accrual(Accrual),
     Hold(Hold),
     Adjustment(Adjustment),
@@ -662,6 +662,12 @@ impl LoyaltySimulator {
     /// The calls applied since the last take, one JSON text each, oldest first.
     pub fn take_journal(&self) -> Vec<String> {
         write_journal(self.shared.lock().gate.take_journal())
+    }
+
+    /// Every applied call with its key and answer, in no particular order: what a dialect's front (the
+    /// Salesforce simulator) reads its own journals back from, so that its state is the journal's.
+    pub fn applied(&self) -> Vec<(String, LoyaltyCall, LoyaltyAnswer)> {
+        self.shared.lock().gate.entries()
     }
 
     /// Applies journal entries again, in order, each at the instant it was first applied (the clock is

@@ -89,6 +89,14 @@ impl<Req, Resp> Default for Gate<Req, Resp> {
 }
 
 impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
+    /// Every applied call: key, request, answer.
+    pub(crate) fn entries(&self) -> Vec<(String, Req, Resp)> {
+        self.seen
+            .iter()
+            .map(|(key, (request, response))| (key.clone(), request.clone(), response.clone()))
+            .collect()
+    }
+
     /// The request first applied under `key`.
     pub(crate) fn request_of(&self, key: &str) -> Option<&Req> {
         self.seen.get(key).map(|(request, _)| request)

@@ -111,7 +111,7 @@ impl SapErp {
     async fn read(&self, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, ConnectorError> {
         let query: Vec<String> = query
             .iter()
-            .map(|(name, value)| format!("{name}={}", odata::percent(value)))
+            .map(|(name, value)| format!("{name}={}", crate::wire::percent(value)))
             .collect();
         let url = format!("{}?{}", self.caller.url(path), query.join("&"));
         let response = self
@@ -442,7 +442,7 @@ impl SapErp {
             .sales_area(&request.transaction, None)
             .ok_or_else(|| Self::area_refused(&request.transaction))?;
         let currency = request.currency;
-        let amount = |minor: i64| odata::decimal(minor, currency);
+        let amount = |minor: i64| crate::wire::decimal(minor, currency);
         let condition = |kind: &str, value: String| json!({"ConditionType": kind, "ConditionRateValue": value, "ConditionCurrency": currency.as_str()});
         let items: Vec<Value> = request
             .lines
@@ -470,7 +470,7 @@ impl SapErp {
             "DistributionChannel": area.distribution_channel,
             "OrganizationDivision": area.division,
             "SoldToParty": m.sold_to(request.member_id.as_ref()),
-            "CustomerPurchaseOrderDate": odata::date(request.occurred_at),
+            "CustomerPurchaseOrderDate": crate::wire::date(request.occurred_at),
             "TransactionCurrency": currency.as_str(),
             "to_Text": [{
                 "Language": "EN",
@@ -513,7 +513,7 @@ impl SapErp {
                     "ProductionPlant": area.plant,
                     "to_PricingElement": [{
                         "ConditionType": m.conditions.refund,
-                        "ConditionRateValue": odata::decimal(l.refund_minor.get(), currency),
+                        "ConditionRateValue": crate::wire::decimal(l.refund_minor.get(), currency),
                         "ConditionCurrency": currency.as_str(),
                     }],
                 })
@@ -534,7 +534,7 @@ impl SapErp {
             "OrganizationDivision": area.division,
             "SoldToParty": m.sold_to(None),
             "SDDocumentReason": m.return_reason,
-            "CustomerPurchaseOrderDate": odata::date(request.occurred_at),
+            "CustomerPurchaseOrderDate": crate::wire::date(request.occurred_at),
             "TransactionCurrency": currency.as_str(),
             "to_Text": [{"Language": "EN", "LongTextID": m.text_id, "LongText": reference_text(stamp, &fact)}],
             "to_Item": items,

@@ -5,9 +5,6 @@ use std::fmt::Write as _;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-use retail_sync_contracts::values::Currency;
 
 use crate::error::ConnectorError;
 
@@ -15,90 +12,9 @@ use crate::error::ConnectorError;
 /// at least as long.
 pub const STAMP_MAX: usize = 35;
 
-/// What identifies a document in SAP: `text` itself when it fits the stamp field and uses only
-/// characters that need no escaping in a `$filter`, else `RS-` and the first 128 bits of its SHA-256 in
-/// hex (35 characters). Identifiers are readable in SAP whenever they fit; the digest keeps long keys
-/// unique without truncating them into each other.
+/// The stamp of `text` in a SAP document: see [`crate::wire::stamp`].
 pub fn stamp(text: &str) -> String {
-    let plain = text.len() <= STAMP_MAX
-        && !text.starts_with("RS-")
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-'));
-    if plain {
-        return text.to_owned();
-    }
-    let digest = Sha256::digest(text.as_bytes());
-    let mut out = String::from("RS-");
-    for b in &digest[..16] {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-/// A query option's value percent-encoded (RFC 3986: everything but the unreserved characters), so a
-/// space is `%20` as OData expects, never `+`.
-pub fn percent(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// An amount in minor units as the decimal OData v2 sends (`Edm.Decimal` is a JSON string).
-pub fn decimal(amount: i64, currency: Currency) -> String {
-    let exponent = currency.minor_exponent();
-    if exponent == 0 {
-        return amount.to_string();
-    }
-    let per = currency.minor_per_major();
-    let sign = if amount < 0 { "-" } else { "" };
-    let abs = amount.unsigned_abs();
-    let per = per.unsigned_abs();
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / per,
-        abs % per,
-        width = exponent as usize
-    )
-}
-
-/// `Edm.Decimal` back to minor units; `None` when it is not a decimal or has more places than the
-/// currency.
-pub fn minor_units(text: &str, currency: Currency) -> Option<i64> {
-    let exponent = currency.minor_exponent() as usize;
-    let (negative, digits) = match text.trim().strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.trim()),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    let fraction = fraction.trim_end_matches('0');
-    if whole.is_empty() && fraction.is_empty()
-        || fraction.len() > exponent
-        || !whole.chars().chain(fraction.chars()).all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
-    let fraction: i64 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<exponent$}").parse().ok()?
-    };
-    let value = whole
-        .checked_mul(currency.minor_per_major())?
-        .checked_add(fraction)?;
-    Some(if negative { -value } else { value })
-}
-
-/// `Edm.DateTime` as OData v2 JSON writes it: `/Date(<ms since the epoch>)/`.
-pub fn date(at: jiff::Timestamp) -> String {
-    format!("/Date({})/", at.as_millisecond())
+    crate::wire::stamp(text, STAMP_MAX)
 }
 
 /// An OData v2 error body: `{"error": {"code", "message": {"lang", "value"}}}`.
@@ -281,34 +197,6 @@ pub fn batch_failure(body: &str) -> Option<ConnectorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn eur() -> Currency {
-        Currency::parse("EUR").unwrap()
-    }
-
-    #[test]
-    fn short_plain_texts_are_their_own_stamp_and_long_ones_a_digest() {
-        assert_eq!(stamp("receipt:store-001:r-000001"), "receipt:store-001:r-000001");
-        let long = stamp("receipt:store-001:r-000001:post-return-to-erp:ret-1");
-        assert_eq!(long.len(), STAMP_MAX);
-        assert!(long.starts_with("RS-"));
-        assert_ne!(long, stamp("receipt:store-001:r-000001:post-return-to-erp:ret-2"));
-        assert!(stamp("o'1").starts_with("RS-"), "a quote would break the $filter");
-        assert!(stamp("RS-abc").starts_with("RS-") && stamp("RS-abc").len() == STAMP_MAX);
-    }
-
-    #[test]
-    fn decimals_round_trip_in_the_currency_s_places() {
-        assert_eq!(decimal(12_345, eur()), "123.45");
-        assert_eq!(decimal(-5, eur()), "-0.05");
-        assert_eq!(decimal(700, Currency::parse("JPY").unwrap()), "700");
-        for (text, minor) in [("123.45", 12_345), ("-0.05", -5), ("7", 700), ("7.5", 750)] {
-            assert_eq!(minor_units(text, eur()), Some(minor), "{text}");
-        }
-        for bad in ["1.234", "", "1e3", "--1", "."] {
-            assert_eq!(minor_units(bad, eur()), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn odata_errors_are_read_and_locks_are_busy() {

@@ -16,6 +16,8 @@
 //! (`SELECT … FROM TransactionJournal WHERE ExternalTransactionNumber = '…'`, an indexed field): a
 //! journal posted by an attempt that timed out is found, never posted twice.
 
+#[cfg(test)]
+mod contract;
 pub mod mapping;
 
 use std::sync::Arc;
@@ -255,24 +257,7 @@ impl SalesforceLoyalty {
             wire::percent(member.as_str())
         );
         let profile = self.get(&path).await?;
-        let currencies = profile
-            .get("memberCurrencies")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let ours = currencies.iter().find(|c| {
-            [
-                "loyaltyMemberCurrencyName",
-                "loyaltyProgramCurrencyName",
-                "currencyName",
-            ]
-            .iter()
-            .any(|f| c.get(*f).and_then(Value::as_str) == Some(self.mapping.currency.as_str()))
-        });
-        Ok(ours
-            .and_then(|c| c.get("pointsBalance"))
-            .and_then(Value::as_f64)
-            .map_or(0, |p| p as i64))
+        Ok(profile_points(&profile, &self.mapping.currency))
     }
 
     fn transaction_journal(
@@ -315,11 +300,7 @@ impl SalesforceLoyalty {
         ));
         let body = json!({"processParameters": [{"TransactionJournal": journal, field: points as f64}]});
         let answer = self.send(reqwest::Method::POST, &path, &body).await?;
-        Ok(answer
-            .pointer("/outputParameters/outputParameters/results/0")
-            .and_then(|r| r.get(result))
-            .and_then(Value::as_f64)
-            .map_or(points, |p| p as i64))
+        Ok(process_points(&answer, result).unwrap_or(points))
     }
 
     /// Cancels a hold's debit (Cancel Redemption), unless it is cancelled already.
@@ -407,6 +388,62 @@ impl SalesforceLoyalty {
     }
 }
 
+/// The journal id and the points of `currency` an accrual earned, from the realtime processing answer
+/// (`processResult.transactionJournalResult[0]`).
+fn accrued(answer: &Value, currency: &str) -> (String, i64) {
+    let result = answer.pointer("/processResult/transactionJournalResult/0");
+    let id = result
+        .and_then(|r| r.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let earned: f64 = result
+        .and_then(|r| r.get("changeInMemberPoints"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|m| {
+            m.get("changeInMemberCurrencies")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c.get("currencyName").and_then(Value::as_str) == Some(currency))
+        .filter_map(|c| c.get("changeInPointsBalance").and_then(Value::as_f64))
+        .sum();
+    (id, earned as i64)
+}
+
+/// A member's points in `currency`, from the member profile (`memberCurrencies[]`).
+fn profile_points(profile: &Value, currency: &str) -> i64 {
+    let currencies = profile
+        .get("memberCurrencies")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ours = currencies.iter().find(|c| {
+        [
+            "loyaltyMemberCurrencyName",
+            "loyaltyProgramCurrencyName",
+            "currencyName",
+        ]
+        .iter()
+        .any(|f| c.get(*f).and_then(Value::as_str) == Some(currency))
+    });
+    ours.and_then(|c| c.get("pointsBalance"))
+        .and_then(Value::as_f64)
+        .map_or(0, |p| p as i64)
+}
+
+/// The points a program process moved (`outputParameters.outputParameters.results[0].<field>`).
+fn process_points(answer: &Value, field: &str) -> Option<i64> {
+    answer
+        .pointer("/outputParameters/outputParameters/results/0")
+        .and_then(|r| r.get(field))
+        .and_then(Value::as_f64)
+        .map(|p| p as i64)
+}
+
 fn transaction_of(id: &str) -> Option<TransactionRef> {
     let parts: Vec<&str> = id.split(':').collect();
     match parts.as_slice() {
@@ -486,30 +523,7 @@ impl Loyalty for SalesforceLoyalty {
                     None => {
                         let body = json!({"transactionJournals": [journal.clone()]});
                         let answer = self.send(reqwest::Method::POST, &path, &body).await?;
-                        let result = answer.pointer("/processResult/transactionJournalResult/0");
-                        let id = result
-                            .and_then(|r| r.get("id"))
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned();
-                        let earned: f64 = result
-                            .and_then(|r| r.get("changeInMemberPoints"))
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .flat_map(|m| {
-                                m.get("changeInMemberCurrencies")
-                                    .and_then(Value::as_array)
-                                    .cloned()
-                                    .unwrap_or_default()
-                            })
-                            .filter(|c| {
-                                c.get("currencyName").and_then(Value::as_str)
-                                    == Some(self.mapping.currency.as_str())
-                            })
-                            .filter_map(|c| c.get("changeInPointsBalance").and_then(Value::as_f64))
-                            .sum();
-                        (id, earned as i64)
+                        accrued(&answer, &self.mapping.currency)
                     }
                 };
                 let balance = self.points_balance(&request.member_id).await?;

@@ -11,9 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use retail_sync_cli::bench;
 use retail_sync_cli::input::read_inputs;
-use retail_sync_cli::local::{LocalOptions, Simulators, open_embedded};
+use retail_sync_cli::local::{Kinds, LocalOptions, Simulators, open_embedded};
 use retail_sync_cli::ops::{self, DlqFilter, OpsError, QuarantineFilter};
 use retail_sync_cli::target::{self, TargetArgs};
+use retail_sync_connectors::{ErpKind, LoyaltyKind};
 
 use crate::{ChaosArgs, OutputArgs, StateArgs};
 
@@ -55,17 +56,41 @@ fn options(state: &StateArgs) -> LocalOptions {
     LocalOptions::new(state.template.clone(), state.state.clone())
 }
 
+/// The kinds named by `--erp-kind` / `--loyalty-kind` (or `ERP_KIND` / `LOYALTY_KIND`).
+pub fn kinds(erp: &str, loyalty: &str) -> anyhow::Result<Kinds> {
+    Ok(Kinds {
+        erp: ErpKind::from_lookup(|_| Some(erp.to_owned()))?,
+        loyalty: LoyaltyKind::from_lookup(|_| Some(loyalty.to_owned()))?,
+    })
+}
+
 pub async fn local_run(
     input: &Path,
     report_path: Option<&Path>,
     fresh: bool,
     quiet: bool,
+    kinds: Kinds,
     state: &StateArgs,
 ) -> anyhow::Result<ExitCode> {
     let inputs = read_inputs(input)?;
     let mut opts = options(state);
     opts.fresh = fresh;
-    let system = open_embedded(&opts, Simulators::with_sample_members())?;
+    let mappings = opts
+        .template
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("connectors");
+    let simulators = Simulators::with_sample_members()
+        .speaking(kinds, &mappings)
+        .await?;
+    let system = open_embedded(&opts, simulators)?;
+    if kinds != Kinds::default() {
+        println!(
+            "ERP: {} · loyalty: {} (the connectors against the simulators' dialects)",
+            kinds.erp.name(),
+            kinds.loyalty.name()
+        );
+    }
     let started = Instant::now();
     let fed = system.feed(&inputs).await?;
 

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use retail_sync_connectors::{
+    Auth, AuthMethod, ClientAuth, Credentials, ErpKind, HttpConfig, LoyaltyKind, SalesforceLoyalty,
+    SalesforceMapping, SapErp, SapMapping, Secret, StaticCredentials,
+};
 use retail_sync_contracts::IngestLimits;
 use retail_sync_contracts::values::Points;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
@@ -20,12 +24,48 @@ use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
 use retail_sync_core::steps::{Base, Wiring, connected, downstream_of};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
-use retail_sync_simulators::{ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
+use retail_sync_simulators::access::{Access, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET};
+use retail_sync_simulators::{Dialects, ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
 use retail_sync_topology::CHANNEL_BUS;
 
 use crate::backends::Backend;
 use crate::input::{ApiCall, Input};
 use crate::report::{Facts, Report};
+
+/// The SAP communication user of a local run: HTTP Basic with the simulators' local client.
+fn local_user() -> Auth {
+    Auth {
+        method: AuthMethod::Basic,
+        credentials: Arc::new(StaticCredentials {
+            credentials: Credentials {
+                username: Some(LOCAL_CLIENT_ID.to_owned()),
+                password: Some(Secret::new(LOCAL_CLIENT_SECRET)),
+                ..Credentials::default()
+            },
+            origin: "the simulators' local communication user".to_owned(),
+        }),
+    }
+}
+
+/// The Salesforce connected app of a local run: OAuth 2.0 client credentials, sent in the form body as
+/// Salesforce documents, to `token_url`.
+fn local_app(token_url: &str) -> Auth {
+    Auth {
+        method: AuthMethod::OAuth2ClientCredentials {
+            token_url: token_url.to_owned(),
+            scope: None,
+            client_auth: ClientAuth::Body,
+        },
+        credentials: Arc::new(StaticCredentials {
+            credentials: Credentials {
+                client_id: Some(LOCAL_CLIENT_ID.to_owned()),
+                client_secret: Some(Secret::new(LOCAL_CLIENT_SECRET)),
+                ..Credentials::default()
+            },
+            origin: "the simulators' local connected app".to_owned(),
+        }),
+    }
+}
 
 /// How long the rounds of a local run may share one commit (see `run_until_idle`).
 const GROUP_WINDOW: Duration = Duration::from_millis(200);
@@ -61,6 +101,49 @@ impl LocalOptions {
 pub struct Simulators {
     pub erp: ErpSimulator,
     pub loyalty: LoyaltySimulator,
+    /// Set by [`Simulators::speaking`]: the real connectors, talking to the simulators' dialects.
+    speaking: Option<Arc<Speaking>>,
+}
+
+/// Which dialect each system speaks in a local run (`ERP_KIND`, `LOYALTY_KIND`, as on AWS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds {
+    pub erp: ErpKind,
+    pub loyalty: LoyaltyKind,
+}
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Self {
+            erp: ErpKind::SystemApi,
+            loyalty: LoyaltyKind::SystemApi,
+        }
+    }
+}
+
+impl Kinds {
+    /// From `ERP_KIND` and `LOYALTY_KIND`; the system API when unset.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        Ok(Self {
+            erp: ErpKind::from_lookup(lookup)?,
+            loyalty: LoyaltyKind::from_lookup(lookup)?,
+        })
+    }
+}
+
+/// The connectors of [`Simulators::speaking`] and the server they talk to (stopped when dropped).
+struct Speaking {
+    erp: Option<Arc<dyn Erp>>,
+    loyalty: Option<Arc<dyn Loyalty>>,
+    dialects: Dialects,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Speaking {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 /// Members the sample streams redeem points of, and their opening balances.
@@ -72,6 +155,106 @@ impl Simulators {
         let erp = self.erp.take_journal().into_iter().map(|e| ("erp", e));
         let loyalty = self.loyalty.take_journal().into_iter().map(|e| ("loyalty", e));
         erp.chain(loyalty).collect()
+    }
+
+    /// Serves the simulators with their SAP and Salesforce dialects on a loopback port and talks to
+    /// them through the connectors `kinds` names — the same adapters, mapping files and credentials
+    /// flow as a deployment's. A system of kind `system-api` keeps the in-process adapter (the same
+    /// rules, without HTTP). The mappings come from `ERP_SAP_MAPPING(_FILE)` /
+    /// `LOYALTY_SALESFORCE_MAPPING(_FILE)`, else the samples in `mappings` (`infra/connectors`).
+    pub async fn speaking(self, kinds: Kinds, mappings: &std::path::Path) -> anyhow::Result<Self> {
+        self.speaking_with(
+            kinds,
+            mappings,
+            HttpConfig::new("http://127.0.0.1").request_timeout,
+        )
+        .await
+    }
+
+    /// [`Simulators::speaking`] with the connectors giving up on an answer after `timeout` (tests with
+    /// injected timeouts keep it short).
+    pub async fn speaking_with(
+        mut self,
+        kinds: Kinds,
+        mappings: &std::path::Path,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        if kinds == Kinds::default() {
+            return Ok(self);
+        }
+        let dialects = Dialects::over(&self.erp, &self.loyalty);
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (addr, server) = retail_sync_simulators::serve_with(
+            self.erp.clone(),
+            self.loyalty.clone(),
+            dialects.clone(),
+            Access::local(),
+            loopback,
+        )
+        .await
+        .context("cannot serve the simulators on a loopback port")?;
+        let base = format!("http://{addr}");
+        let config = HttpConfig {
+            request_timeout: timeout,
+            ..HttpConfig::new(base.clone())
+        };
+        // A variable set in the environment wins; else the sample mapping beside the template.
+        let lookup = |var: &str, file: &str| {
+            let var = var.to_owned();
+            let default = mappings.join(file).to_string_lossy().into_owned();
+            move |name: &str| {
+                std::env::var(name)
+                    .ok()
+                    .or_else(|| (name == var).then(|| default.clone()))
+            }
+        };
+        let erp: Option<Arc<dyn Erp>> = match kinds.erp {
+            ErpKind::SystemApi => None,
+            ErpKind::SapS4Hana => {
+                let mapping =
+                    SapMapping::from_lookup("ERP", lookup("ERP_SAP_MAPPING_FILE", "sap-s4hana.json"))?;
+                Some(Arc::new(SapErp::new(&config, local_user(), mapping)?))
+            }
+        };
+        let loyalty: Option<Arc<dyn Loyalty>> = match kinds.loyalty {
+            LoyaltyKind::SystemApi => None,
+            LoyaltyKind::SalesforceLoyalty => {
+                let mapping = SalesforceMapping::from_lookup(
+                    "LOYALTY",
+                    lookup("LOYALTY_SALESFORCE_MAPPING_FILE", "salesforce-loyalty.json"),
+                )?;
+                let auth = local_app(&format!("{base}/services/oauth2/token"));
+                Some(Arc::new(SalesforceLoyalty::new(&config, auth, mapping)?))
+            }
+        };
+        self.speaking = Some(Arc::new(Speaking {
+            erp,
+            loyalty,
+            dialects,
+            server,
+        }));
+        Ok(self)
+    }
+
+    /// The dialects being spoken to, when [`Simulators::speaking`] set any up.
+    pub fn dialects(&self) -> Option<&Dialects> {
+        self.speaking.as_ref().map(|s| &s.dialects)
+    }
+
+    /// The ERP port of a run: the connector of the ERP's kind, or the in-process adapter.
+    pub fn erp_port(&self) -> Arc<dyn Erp> {
+        match self.speaking.as_ref().and_then(|s| s.erp.clone()) {
+            Some(erp) => erp,
+            None => Arc::new(InProcessErp(self.erp.clone())),
+        }
+    }
+
+    /// The loyalty port of a run: the connector of the platform's kind, or the in-process adapter.
+    pub fn loyalty_port(&self) -> Arc<dyn Loyalty> {
+        match self.speaking.as_ref().and_then(|s| s.loyalty.clone()) {
+            Some(loyalty) => loyalty,
+            None => Arc::new(InProcessLoyalty(self.loyalty.clone())),
+        }
     }
 
     /// The reference systems with the sample members' opening balances (outside the loyalty ledger).
@@ -245,9 +428,9 @@ impl<B: Backend> LocalSystem<B> {
             erp: Downstream::new("erp", protection.breaker, cap("ErpMaxConcurrency")),
             loyalty: Downstream::new("loyalty", protection.breaker, cap("LoyaltyMaxConcurrency")),
         };
-        let unguarded_loyalty: Arc<dyn Loyalty> = Arc::new(InProcessLoyalty(simulators.loyalty.clone()));
+        let unguarded_loyalty: Arc<dyn Loyalty> = simulators.loyalty_port();
         let erp: Arc<dyn Erp> = Arc::new(GuardedErp {
-            inner: Arc::new(InProcessErp(simulators.erp.clone())),
+            inner: simulators.erp_port(),
             guard: guards.erp.clone(),
         });
         let loyalty: Arc<dyn Loyalty> = Arc::new(GuardedLoyalty {

@@ -104,6 +104,16 @@ enum LocalCommand {
         /// No progress bar (the summary is still printed).
         #[arg(long)]
         quiet: bool,
+        /// The ERP connector's dialect: `system-api` (the reference ERP, in-process) or `sap-s4hana`
+        /// (the SAP connector against the SAP simulator; mapping `infra/connectors/sap-s4hana.json`
+        /// unless ERP_SAP_MAPPING_FILE names another).
+        #[arg(long, env = "ERP_KIND", default_value = "system-api")]
+        erp_kind: String,
+        /// The loyalty connector's dialect: `system-api` or `salesforce-loyalty` (the Salesforce
+        /// connector against the Salesforce simulator; mapping `infra/connectors/salesforce-loyalty.json`
+        /// unless LOYALTY_SALESFORCE_MAPPING_FILE names another).
+        #[arg(long, env = "LOYALTY_KIND", default_value = "system-api")]
+        loyalty_kind: String,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -335,8 +345,13 @@ fn main() -> ExitCode {
                 report,
                 fresh,
                 quiet,
+                erp_kind,
+                loyalty_kind,
                 state,
-            }) => commands::local_run(&input, report.as_deref(), fresh, quiet, &state).await,
+            }) => {
+                let kinds = commands::kinds(&erp_kind, &loyalty_kind)?;
+                commands::local_run(&input, report.as_deref(), fresh, quiet, kinds, &state).await
+            }
             Command::Local(LocalCommand::Chaos(args)) => commands::local_chaos(&args).await,
             Command::Quarantine(QuarantineCommand::List {
                 reason,

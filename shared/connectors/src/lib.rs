@@ -1,12 +1,18 @@
-//! HTTP adapters of the core `Erp` and `Loyalty` ports, against the system API contract in
-//! `openapi/erp.yaml` and `openapi/loyalty.yaml` (which the simulators implement).
+//! HTTP adapters of the core `Erp` and `Loyalty` ports: against the system API contract in
+//! `openapi/erp.yaml` and `openapi/loyalty.yaml` (which the reference simulators implement), and
+//! against SAP S/4HANA and Salesforce Loyalty Management in their own dialects.
 //!
 //! # Layout
 //! - [`config`]: [`HttpConfig`]: base URL (https, or http on loopback), timeouts, attempts and backoff,
 //!   from the environment.
 //! - [`auth`]: OAuth 2.0 client credentials or an API key, the credentials from a [`CredentialSource`]
 //!   (Secrets Manager on AWS, the environment locally), tokens cached and refreshed once on a 401.
-//! - [`erp`] / [`loyalty`]: [`HttpErp`] / [`HttpLoyalty`], the port implementations.
+//! - [`erp`] / [`loyalty`]: [`HttpErp`] / [`HttpLoyalty`], the port implementations over the system API.
+//! - [`sap`]: [`SapErp`], the ERP port on SAP S/4HANA's OData APIs, and its [`SapMapping`].
+//! - [`salesforce`]: [`SalesforceLoyalty`], the loyalty port on Salesforce Loyalty Management, and its
+//!   [`SalesforceMapping`].
+//! - [`kind`]: `ERP_KIND` / `LOYALTY_KIND`: which of them a deployment uses.
+//! - [`wire`]: what the dialects without idempotency keys share (the stamp, decimals).
 //! - [`error`]: [`ConnectorError`], classified retryable or not, and its mapping onto the core's
 //!   `Rejected` (4xx: the system's verdict) and `Unavailable` (everything else).
 //! - `api` (private): the shared caller: idempotency key on every call, exponential backoff with jitter
@@ -17,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod erp;
 pub mod error;
+pub mod kind;
 pub mod loyalty;
 pub mod salesforce;
 pub mod sap;
@@ -27,6 +34,7 @@ pub use auth::{AuthMethod, ClientAuth, CredentialSource, Credentials, Secret, St
 pub use config::HttpConfig;
 pub use erp::HttpErp;
 pub use error::ConnectorError;
+pub use kind::{ErpKind, LoyaltyKind, erp_from_env, erp_from_lookup, loyalty_from_env, loyalty_from_lookup};
 pub use loyalty::HttpLoyalty;
 pub use salesforce::{SalesforceLoyalty, SalesforceMapping};
 pub use sap::{SapErp, SapMapping};

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, SourceQueues, sdk_config};
-use retail_sync_connectors::{HttpConfig, HttpErp, HttpLoyalty};
 use retail_sync_contracts::IngestLimits;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
@@ -83,17 +82,19 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
         // Each behind its breaker (this container's; the event source's MaximumConcurrency is the cap).
         erp: Arc::new(move || {
             let auth = secrets::auth_from_env("ERP", &erp_secrets)?;
-            let erp = HttpErp::new(&HttpConfig::from_env("ERP")?, auth)?;
+            // The dialect ERP_KIND names: the system API, or SAP S/4HANA's OData.
+            let erp = retail_sync_connectors::erp_from_env(auth)?;
             Ok(Arc::new(GuardedErp {
-                inner: Arc::new(erp),
+                inner: erp,
                 guard: Downstream::new("erp", BreakerSettings::default(), None),
             }))
         }),
         loyalty: Arc::new(move || {
             let auth = secrets::auth_from_env("LOYALTY", &secrets)?;
-            let loyalty = HttpLoyalty::new(&HttpConfig::from_env("LOYALTY")?, auth)?;
+            // The dialect LOYALTY_KIND names: the system API, or Salesforce Loyalty Management.
+            let loyalty = retail_sync_connectors::loyalty_from_env(auth)?;
             Ok(Arc::new(GuardedLoyalty {
-                inner: Arc::new(loyalty),
+                inner: loyalty,
                 guard: Downstream::new("loyalty", BreakerSettings::default(), None),
             }))
         }),
@@ -133,7 +134,7 @@ async fn wire_http() -> anyhow::Result<RedemptionApi> {
     let backend = Arc::new(AwsBackend::new(&AwsClients::new(&sdk), settings));
     let auth = secrets::auth_from_env("LOYALTY", &aws_sdk_secretsmanager::Client::new(&sdk))?;
     Ok(RedemptionApi {
-        loyalty: Arc::new(HttpLoyalty::new(&HttpConfig::from_env("LOYALTY")?, auth)?),
+        loyalty: retail_sync_connectors::loyalty_from_env(auth)?,
         idempotency: backend,
         clock: Arc::new(SystemClock),
         policy: IdempotencyPolicy::default(),

@@ -8,7 +8,7 @@
 //! Each journal is a call of the reference platform (its rules, faults and journal apply) under a key
 //! of the sim's own (`sf:{nonce}:{ExternalTransactionNumber}`) that never repeats, and everything the
 //! dialect shows is read back from the reference's applied calls, so a replayed local run gets its
-//! Salesforce journals back too. Ids are Salesforce-like: `0lV` and the reference's number.
+//! Salesforce journals back too. Ids are the reference's numbers (see `sf_id`).
 //!
 //! Where it departs from Salesforce, and why: a checkout hold (a debit of the hold subtype, see the
 //! connector) is a hold of the reference platform, so an expired hold's points come back by
@@ -83,14 +83,14 @@ struct Journal {
     points: Option<i64>,
 }
 
+/// Journal ids are the reference platform's numbers (`LT-00000001`, holds `H-00000001`), so that a
+/// sample stream naming a hold works with either dialect; a real org's are 18-character ids.
 fn sf_id(reference_id: &str) -> String {
-    format!("0lV{}", reference_id.replace('-', ""))
+    reference_id.to_owned()
 }
 
 fn reference_id(sf: &str) -> Option<String> {
-    let rest = sf.strip_prefix("0lV")?;
-    let split = rest.find(|c: char| c.is_ascii_digit())?;
-    Some(format!("{}-{}", &rest[..split], &rest[split..]))
+    Some(sf.to_owned())
 }
 
 fn saga_id(t: &TransactionRef) -> String {

@@ -220,7 +220,7 @@ impl SalesforceLoyalty {
 
     /// A journal by its id; ids are checked first so that nothing else reaches the query.
     async fn journal_by_id(&self, id: &str) -> Result<Option<Journal>, ConnectorError> {
-        if id.is_empty() || id.len() > 18 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if id.is_empty() || id.len() > 40 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Ok(None);
         }
         self.journal_where("Id", id).await

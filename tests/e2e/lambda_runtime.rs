@@ -404,3 +404,86 @@ async fn ingest_logs_carry_no_personal_data() {
         }
     }
 }
+
+/// `ERP_KIND=sap-s4hana` and `LOYALTY_KIND=salesforce-loyalty` as the template sets them: a sale through
+/// ingest, post-sale-to-erp (SAP's OData as an HTTP Basic communication user whose password comes from
+/// a Secrets Manager secret; the mapping from `ERP_SAP_MAPPING`) and accrue-loyalty (Salesforce with an
+/// OAuth connected app; the mapping from `LOYALTY_SALESFORCE_MAPPING`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_speak_sap_and_salesforce_when_the_template_says_so() {
+    let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
+    let moto = MotoServer::shared();
+    let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    let dialects = retail_sync_simulators::Dialects::over(&erp, &loyalty);
+    let access = Access::local();
+    let (sims, _server) =
+        sims::serve_with(erp.clone(), loyalty.clone(), dialects.clone(), access.clone()).await;
+    let mut env = function_env(&backend, moto.endpoint(), &sims).await;
+    env.retain(|(name, _)| !name.starts_with("ERP_") && !name.starts_with("LOYALTY_"));
+    let sdk = retail_sync_aws::emulator_sdk_config(
+        &retail_sync_aws::AwsSettings::default().with_endpoint_url(moto.endpoint()),
+    )
+    .await;
+    let secret = aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(format!("sap-communication-user-{}", uuid::Uuid::now_v7()))
+        .secret_string(json!({"username": LOCAL_CLIENT_ID, "password": LOCAL_CLIENT_SECRET}).to_string())
+        .send()
+        .await
+        .unwrap();
+    // Minified, as a template parameter carries it.
+    let minified = |path: &str| {
+        let text = std::fs::read_to_string(workspace().join(path)).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap().to_string()
+    };
+    env.extend([
+        ("ERP_KIND", "sap-s4hana".to_owned()),
+        ("ERP_SAP_MAPPING", minified("infra/connectors/sap-s4hana.json")),
+        ("ERP_BASE_URL", sims.clone()),
+        ("ERP_AUTH", "basic".to_owned()),
+        ("ERP_CREDENTIALS_SECRET_ARN", secret.arn().unwrap().to_owned()),
+        ("LOYALTY_KIND", "salesforce-loyalty".to_owned()),
+        (
+            "LOYALTY_SALESFORCE_MAPPING",
+            minified("infra/connectors/salesforce-loyalty.json"),
+        ),
+        ("LOYALTY_BASE_URL", sims.clone()),
+        ("LOYALTY_AUTH", "oauth2-client-credentials".to_owned()),
+        ("LOYALTY_TOKEN_URL", format!("{sims}/services/oauth2/token")),
+        ("LOYALTY_TOKEN_AUTH", "body".to_owned()),
+        ("LOYALTY_CLIENT_ID", LOCAL_CLIENT_ID.to_owned()),
+        ("LOYALTY_CLIENT_SECRET", LOCAL_CLIENT_SECRET.to_owned()),
+    ]);
+
+    let sale = sample("SaleCompleted");
+    let mut accepted = sale.clone();
+    accepted["source"] = "retail-sync.ingest".into();
+    for (binary, event) in [("ingest", &sale), ("post-sale-to-erp", &accepted)] {
+        let function = Function::start(binary, &env);
+        let response = function.invoke(vec![sqs_record(&format!("{binary}-1"), event)]);
+        assert_eq!(response, json!({"batchItemFailures": []}), "{binary}");
+    }
+    assert_eq!(erp.postings().len(), 1);
+    assert_eq!(
+        dialects.sap.creates(),
+        1,
+        "one sales order, through SAP's dialect"
+    );
+    let mut posted = sample("ErpSalePosted");
+    posted["detail"]["data"]["erp_document_id"] = "1".into();
+    let function = Function::start("accrue-loyalty", &env);
+    let response = function.invoke(vec![sqs_record("accrue-1", &posted)]);
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_eq!(
+        dialects.salesforce.posts(),
+        1,
+        "one journal, through Salesforce's dialect"
+    );
+    assert_eq!(loyalty.balance("m-1001").map(|p| p.get()), Some(79));
+    assert_eq!(
+        access.refused(),
+        0,
+        "the communication user and the connected app were admitted"
+    );
+}

@@ -155,7 +155,8 @@ impl SalesforceSimulator {
         Self {
             loyalty,
             settings: Arc::new(SalesforceSettings::default()),
-            nonce: Arc::new(AtomicU64::new(rand::random::<u32>().into())),
+            // Random, so that keys made after a replayed journal never meet the journal's.
+            nonce: Arc::new(AtomicU64::new(rand::random::<u64>() >> 1)),
             posts: Arc::default(),
         }
     }

@@ -16,7 +16,11 @@
 //! - `POST /loyalty/v1/holds/{hold_id}/commit` (`CommitRequest`) → 200 `Hold`
 //! - `POST /loyalty/v1/holds/{hold_id}/release` (`{}`) → 200 `Hold`
 //! - `POST /loyalty/v1/adjustments` (`AdjustmentRequest`) → 201 `Adjustment`
-//! - `POST /oauth/token` → 200 token (see [`crate::access`])
+//! - `POST /oauth/token` (also at `/services/oauth2/token`, where Salesforce serves it) → 200 token
+//!   (see [`crate::access`])
+//! - `/sap/opu/odata/sap/{API_SALES_ORDER_SRV|API_CUSTOMER_RETURN_SRV}/…`: SAP's dialect
+//!   ([`crate::sap`]), and `/services/data/{version}/…`: Salesforce's ([`crate::salesforce`]), over the
+//!   same two systems and behind the same credentials
 //! - `GET|PUT /{erp|loyalty}/_admin/faults` → 200 `Faults`
 //! - `GET /_admin/state` → 200 [`SimState`]
 //! - `GET /health` → 200 `{"status": "ok"}`

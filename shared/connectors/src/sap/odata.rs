@@ -35,9 +35,10 @@ pub fn error_of(bytes: &[u8]) -> Option<(String, String)> {
 /// processed"): busy, not refused.
 const LOCKED: &[&str] = &["V1/042", "MC/601"];
 
-/// A non-2xx OData answer as the connector's error: a lock or a stale version is [`ConnectorError::Busy`]
-/// (read again, retry), anything else a status error classified as usual (a 400 is SAP's verdict on the
-/// document, a 5xx or 429 back-pressure).
+/// A non-2xx OData answer as the connector's error: a lock, a stale version (412) or a missing one
+/// (428) is [`ConnectorError::Busy`] (read again, retry; never a verdict on the document), anything else
+/// a status error classified as usual (a 400 is SAP's verdict on the document, a 5xx or 429
+/// back-pressure).
 pub fn classify(error: ConnectorError) -> ConnectorError {
     match error {
         ConnectorError::Status {
@@ -45,7 +46,7 @@ pub fn classify(error: ConnectorError) -> ConnectorError {
             code,
             message,
             ..
-        } if status == 412 || status == 409 || status == 423 || LOCKED.contains(&code.as_str()) => {
+        } if matches!(status, 409 | 412 | 423 | 428) || LOCKED.contains(&code.as_str()) => {
             ConnectorError::Busy {
                 status,
                 code,

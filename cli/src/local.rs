@@ -11,8 +11,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use retail_sync_connectors::{
-    Auth, AuthMethod, ClientAuth, Credentials, ErpKind, HttpConfig, LoyaltyKind, SalesforceLoyalty,
-    SalesforceMapping, SapErp, SapMapping, Secret, StaticCredentials,
+    ClientAuth, ErpKind, HttpConfig, LoyaltyKind, SalesforceLoyalty, SalesforceMapping, SapErp, SapMapping,
 };
 use retail_sync_contracts::IngestLimits;
 use retail_sync_contracts::values::Points;
@@ -24,48 +23,14 @@ use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
 use retail_sync_core::steps::{Base, Wiring, connected, downstream_of};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
-use retail_sync_simulators::access::{Access, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET};
+use retail_sync_simulators::access::Access;
 use retail_sync_simulators::{Dialects, ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
+use retail_sync_testkit::sims;
 use retail_sync_topology::CHANNEL_BUS;
 
 use crate::backends::Backend;
 use crate::input::{ApiCall, Input};
 use crate::report::{Facts, Report};
-
-/// The SAP communication user of a local run: HTTP Basic with the simulators' local client.
-fn local_user() -> Auth {
-    Auth {
-        method: AuthMethod::Basic,
-        credentials: Arc::new(StaticCredentials {
-            credentials: Credentials {
-                username: Some(LOCAL_CLIENT_ID.to_owned()),
-                password: Some(Secret::new(LOCAL_CLIENT_SECRET)),
-                ..Credentials::default()
-            },
-            origin: "the simulators' local communication user".to_owned(),
-        }),
-    }
-}
-
-/// The Salesforce connected app of a local run: OAuth 2.0 client credentials, sent in the form body as
-/// Salesforce documents, to `token_url`.
-fn local_app(token_url: &str) -> Auth {
-    Auth {
-        method: AuthMethod::OAuth2ClientCredentials {
-            token_url: token_url.to_owned(),
-            scope: None,
-            client_auth: ClientAuth::Body,
-        },
-        credentials: Arc::new(StaticCredentials {
-            credentials: Credentials {
-                client_id: Some(LOCAL_CLIENT_ID.to_owned()),
-                client_secret: Some(Secret::new(LOCAL_CLIENT_SECRET)),
-                ..Credentials::default()
-            },
-            origin: "the simulators' local connected app".to_owned(),
-        }),
-    }
-}
 
 /// How long the rounds of a local run may share one commit (see `run_until_idle`).
 const GROUP_WINDOW: Duration = Duration::from_millis(200);
@@ -213,7 +178,8 @@ impl Simulators {
             ErpKind::SapS4Hana => {
                 let mapping =
                     SapMapping::from_lookup("ERP", lookup("ERP_SAP_MAPPING_FILE", "sap-s4hana.json"))?;
-                Some(Arc::new(SapErp::new(&config, local_user(), mapping)?))
+                // The SAP communication user: HTTP Basic with the simulators' local client.
+                Some(Arc::new(SapErp::new(&config, sims::basic(), mapping)?))
             }
         };
         let loyalty: Option<Arc<dyn Loyalty>> = match kinds.loyalty {
@@ -223,7 +189,8 @@ impl Simulators {
                     "LOYALTY",
                     lookup("LOYALTY_SALESFORCE_MAPPING_FILE", "salesforce-loyalty.json"),
                 )?;
-                let auth = local_app(&format!("{base}/services/oauth2/token"));
+                // The Salesforce connected app: client credentials in the form body, as Salesforce documents.
+                let auth = sims::oauth_at(&format!("{base}/services/oauth2/token"), ClientAuth::Body);
                 Some(Arc::new(SalesforceLoyalty::new(&config, auth, mapping)?))
             }
         };

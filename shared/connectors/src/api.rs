@@ -186,6 +186,12 @@ impl Caller {
             .map_err(ConnectorError::Transport)
     }
 
+    /// GETs `url` asking for JSON, with the credential (see [`Caller::authorized`]).
+    pub(crate) async fn get_json(&self, url: &str) -> Result<reqwest::Response, ConnectorError> {
+        self.authorized(|| self.client.get(url).header("accept", "application/json"))
+            .await
+    }
+
     /// Tokens fetched so far (tests, and the proof that one token serves many calls).
     pub(crate) fn tokens_fetched(&self) -> u64 {
         self.auth.tokens_fetched()

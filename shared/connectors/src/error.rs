@@ -64,6 +64,24 @@ impl ConnectorError {
         }
     }
 
+    /// A status answer turned [`ConnectorError::Busy`] when `busy(status, code)` says the dialect means
+    /// contention or back-pressure by it (a lock, a stale version, a request limit), whatever its status.
+    pub fn busy_when(self, busy: impl Fn(u16, &str) -> bool) -> Self {
+        match self {
+            Self::Status {
+                status,
+                code,
+                message,
+                ..
+            } if busy(status, &code) => Self::Busy {
+                status,
+                code,
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// The wait the server asked for with `Retry-After`.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use retail_sync_connectors::{AuthMethod, ClientAuth, HttpConfig, SalesforceLoyalty, SalesforceMapping};
+use retail_sync_connectors::{ClientAuth, HttpConfig, SalesforceLoyalty, SalesforceMapping};
 use retail_sync_contracts::events::ReasonCode;
 use retail_sync_contracts::values::Points;
 use retail_sync_core::Error;
@@ -44,12 +44,7 @@ async fn start() -> Harness {
     };
     // A connected app's client credentials, sent in the form body as Salesforce documents, to the
     // token endpoint where Salesforce serves it.
-    let mut auth = sims::oauth(&base, ClientAuth::Body);
-    auth.method = AuthMethod::OAuth2ClientCredentials {
-        token_url: format!("{base}/services/oauth2/token"),
-        scope: None,
-        client_auth: ClientAuth::Body,
-    };
+    let auth = sims::oauth_at(&format!("{base}/services/oauth2/token"), ClientAuth::Body);
     loyalty.seed_balance("m-1", Points::new(5_000).unwrap());
     Harness {
         loyalty,

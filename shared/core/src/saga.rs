@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use retail_sync_contracts::envelope::Channel;
 use retail_sync_contracts::events::TransactionRef;
-use retail_sync_contracts::values::CorrelationId;
+use retail_sync_contracts::values::{CorrelationId, OrderId, ReceiptId, StoreId};
 use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
@@ -32,6 +32,22 @@ impl SagaId {
     }
     pub fn from_stored(s: String) -> Self {
         Self(s)
+    }
+    /// The transaction a saga id names: the inverse of [`SagaId::of`] (systems that keep only our
+    /// reference text, as SAP's and Salesforce's documents do, give it back this way). `None` for
+    /// anything that is not a saga id of valid identifiers.
+    pub fn transaction(&self) -> Option<TransactionRef> {
+        let parts: Vec<&str> = self.0.split(':').collect();
+        match parts.as_slice() {
+            ["receipt", store, receipt] => Some(TransactionRef::Receipt {
+                store_id: StoreId::parse(*store).ok()?,
+                receipt_id: ReceiptId::parse(*receipt).ok()?,
+            }),
+            ["order", order] => Some(TransactionRef::Order {
+                order_id: OrderId::parse(*order).ok()?,
+            }),
+            _ => None,
+        }
     }
     /// The saga an idempotency key of one of its steps belongs to: every step key starts with its saga
     /// id (`receipt:<store>:<receipt>:…`, `order:<id>:…`), whose identifiers hold no ':'.
@@ -324,6 +340,18 @@ mod tests {
         );
         assert_eq!(of("api:web:k-1:create-hold"), None);
         assert_eq!(of("receipt:store-042"), None);
+    }
+
+    #[test]
+    fn a_saga_id_gives_its_transaction_back() {
+        use super::SagaId;
+        for id in ["receipt:store-042:r-1", "order:o-1"] {
+            let t = SagaId::from_stored(id.into()).transaction().unwrap();
+            assert_eq!(SagaId::of(&t).as_str(), id);
+        }
+        for not in ["receipt:store-042", "order:o 1", "order:o-1:x", "api:k", ""] {
+            assert_eq!(SagaId::from_stored(not.into()).transaction(), None, "{not:?}");
+        }
     }
 
     #[test]

@@ -31,12 +31,11 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use retail_sync_contracts::events::TransactionRef;
-use retail_sync_contracts::values::{
-    Amount, Currency, HoldId, MemberId, OrderId, Points, ReceiptId, StoreId,
-};
+use retail_sync_contracts::values::{Amount, Currency, HoldId, MemberId, Points};
 use retail_sync_core::ports::{
     AccrualRequest, AdjustmentKind, AdjustmentRequest, CommitRequest, HoldRequest, HoldStatus,
 };
+use retail_sync_core::saga::SagaId;
 
 use crate::error::SimError;
 use crate::http::HANG;
@@ -93,25 +92,10 @@ fn reference_id(sf: &str) -> Option<String> {
     Some(sf.to_owned())
 }
 
-fn saga_id(t: &TransactionRef) -> String {
-    match t {
-        TransactionRef::Receipt { store_id, receipt_id } => format!("receipt:{store_id}:{receipt_id}"),
-        TransactionRef::Order { order_id } => format!("order:{order_id}"),
-    }
-}
-
 fn transaction_of(id: &str) -> Result<TransactionRef, String> {
-    let parts: Vec<&str> = id.split(':').collect();
-    match parts.as_slice() {
-        ["receipt", store, receipt] => Ok(TransactionRef::Receipt {
-            store_id: StoreId::parse(*store).map_err(|e| e.to_string())?,
-            receipt_id: ReceiptId::parse(*receipt).map_err(|e| e.to_string())?,
-        }),
-        ["order", order] => Ok(TransactionRef::Order {
-            order_id: OrderId::parse(*order).map_err(|e| e.to_string())?,
-        }),
-        _ => Err(format!("{id:?} is not a transaction")),
-    }
+    SagaId::from_stored(id.to_owned())
+        .transaction()
+        .ok_or_else(|| format!("{id:?} is not a transaction"))
 }
 
 fn term<'a>(reference: &'a str, name: &str) -> Option<&'a str> {
@@ -196,7 +180,7 @@ impl SalesforceSimulator {
                     id: sf_id(a.loyalty_transaction_id.as_str()),
                     etn,
                     status: "Processed",
-                    reference: format!("retail-sync transaction={}", saga_id(&r.transaction)),
+                    reference: format!("retail-sync transaction={}", SagaId::of(&r.transaction)),
                     points: points_of(a.loyalty_transaction_id.as_str()),
                 }),
                 (LoyaltyCall::Adjust(r), LoyaltyAnswer::Adjustment(a)) => journals.push(Journal {
@@ -205,7 +189,7 @@ impl SalesforceSimulator {
                     status: "Processed",
                     reference: format!(
                         "retail-sync transaction={} reference={}",
-                        saga_id(&r.transaction),
+                        SagaId::of(&r.transaction),
                         r.reference
                     ),
                     points: points_of(a.loyalty_transaction_id.as_str()),
@@ -217,7 +201,7 @@ impl SalesforceSimulator {
                         r.member_id, r.points, r.currency, r.basket_net_minor, r.expires_at
                     );
                     if let (HoldStatus::Committed, Some(t)) = (now.status, &now.transaction) {
-                        reference.push_str(&format!(" order={}", saga_id(t)));
+                        reference.push_str(&format!(" order={}", SagaId::of(t)));
                     }
                     journals.push(Journal {
                         id: sf_id(h.hold_id.as_str()),

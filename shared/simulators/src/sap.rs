@@ -29,11 +29,12 @@ use serde_json::{Value, json};
 
 use retail_sync_contracts::events::{LineQuantity, ReturnLine, TransactionRef};
 use retail_sync_contracts::values::{
-    Amount, CancellationId, Currency, HoldId, OrderId, Points, ReceiptId, ReturnId, ShipmentId, Sku, StoreId,
+    Amount, CancellationId, Currency, HoldId, Points, ReturnId, ShipmentId, Sku, StoreId,
 };
 use retail_sync_contracts::{LineItem, Redemption, Totals};
 use retail_sync_core::ports::{ErpCancelRequest, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest};
 use retail_sync_core::proration::units_value;
+use retail_sync_core::saga::SagaId;
 
 use crate::erp::{ErpCall, ErpPosting, ErpPostingKind, ErpSimulator};
 use crate::error::SimError;
@@ -160,7 +161,7 @@ impl SapSimulator {
                     open: sale.lines.iter().map(|l| (l.line_no, l.quantity)).collect(),
                     texts: vec![text_line(
                         stamp,
-                        &format!("transaction={}", saga_id(&sale.transaction)),
+                        &format!("transaction={}", SagaId::of(&sale.transaction)),
                     )],
                     version: 1,
                 }),
@@ -671,7 +672,7 @@ impl SapSimulator {
         let Some(order) = orders.iter().find(|o| o.number == reference) else {
             return Err(format!("Reference document {reference} does not exist"));
         };
-        if saga_id(&order.sale.transaction) != original {
+        if SagaId::of(&order.sale.transaction).as_str() != original {
             return Err(format!("Reference document {reference} is not {original}"));
         }
         let mut lines = Vec::new();
@@ -878,13 +879,6 @@ fn text_line(stamp: &str, fact: &str) -> String {
     format!("retail-sync {stamp} {fact}")
 }
 
-fn saga_id(t: &TransactionRef) -> String {
-    match t {
-        TransactionRef::Receipt { store_id, receipt_id } => format!("receipt:{store_id}:{receipt_id}"),
-        TransactionRef::Order { order_id } => format!("order:{order_id}"),
-    }
-}
-
 /// The stamp in one of our keys (`sap:{nonce}:{stamp}`).
 fn stamp_of(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("sap:")?;
@@ -951,17 +945,9 @@ fn transaction_of(v: &Value) -> Result<TransactionRef, String> {
         .split(' ')
         .find_map(|w| w.strip_prefix("transaction="))
         .ok_or("the reference text names no transaction")?;
-    let parts: Vec<&str> = id.split(':').collect();
-    match parts.as_slice() {
-        ["receipt", store, receipt] => Ok(TransactionRef::Receipt {
-            store_id: StoreId::parse(*store).map_err(|e| e.to_string())?,
-            receipt_id: ReceiptId::parse(*receipt).map_err(|e| e.to_string())?,
-        }),
-        ["order", order] => Ok(TransactionRef::Order {
-            order_id: OrderId::parse(*order).map_err(|e| e.to_string())?,
-        }),
-        _ => Err(format!("{id:?} is not a transaction")),
-    }
+    SagaId::from_stored(id.to_owned())
+        .transaction()
+        .ok_or_else(|| format!("{id:?} is not a transaction"))
 }
 
 fn date_of(v: &Value, field: &str) -> Result<jiff::Timestamp, String> {

@@ -37,9 +37,18 @@ pub async fn serve_with(
 
 /// OAuth 2.0 client credentials against the simulators at `base_url`, as the local client.
 pub fn oauth(base_url: &str, client_auth: ClientAuth) -> Auth {
+    oauth_at(
+        &format!("{}{TOKEN_PATH}", base_url.trim_end_matches('/')),
+        client_auth,
+    )
+}
+
+/// OAuth 2.0 client credentials as the local client, at the token endpoint `token_url` (the
+/// simulators serve one at `/oauth/token` and, as Salesforce does, at `/services/oauth2/token`).
+pub fn oauth_at(token_url: &str, client_auth: ClientAuth) -> Auth {
     Auth {
         method: AuthMethod::OAuth2ClientCredentials {
-            token_url: format!("{}{TOKEN_PATH}", base_url.trim_end_matches('/')),
+            token_url: token_url.to_owned(),
             scope: None,
             client_auth,
         },

@@ -81,19 +81,7 @@ const BUSY: &[&str] = &[
 
 /// A non-2xx answer as the connector's error, back-pressure told apart from refusals.
 pub fn classify(error: ConnectorError) -> ConnectorError {
-    match error {
-        ConnectorError::Status {
-            status,
-            code,
-            message,
-            ..
-        } if BUSY.contains(&code.as_str()) => ConnectorError::Busy {
-            status,
-            code,
-            message,
-        },
-        other => other,
-    }
+    error.busy_when(|_, code| BUSY.contains(&code))
 }
 
 /// A journal as SOQL shows it.
@@ -140,16 +128,7 @@ impl SalesforceLoyalty {
     // --- the wire ---------------------------------------------------------------------------------
 
     async fn get(&self, path_and_query: &str) -> Result<Value, ConnectorError> {
-        let url = self.caller.url(path_and_query);
-        let response = self
-            .caller
-            .authorized(|| {
-                self.caller
-                    .client()
-                    .get(&url)
-                    .header("accept", "application/json")
-            })
-            .await?;
+        let response = self.caller.get_json(&self.caller.url(path_and_query)).await?;
         json_of(response, error_of).await.map_err(classify)
     }
 
@@ -445,17 +424,7 @@ fn process_points(answer: &Value, field: &str) -> Option<i64> {
 }
 
 fn transaction_of(id: &str) -> Option<TransactionRef> {
-    let parts: Vec<&str> = id.split(':').collect();
-    match parts.as_slice() {
-        ["receipt", store, receipt] => Some(TransactionRef::Receipt {
-            store_id: retail_sync_contracts::values::StoreId::parse(*store).ok()?,
-            receipt_id: retail_sync_contracts::values::ReceiptId::parse(*receipt).ok()?,
-        }),
-        ["order", order] => Some(TransactionRef::Order {
-            order_id: retail_sync_contracts::values::OrderId::parse(*order).ok()?,
-        }),
-        _ => None,
-    }
+    SagaId::from_stored(id.to_owned()).transaction()
 }
 
 fn external(id: &str) -> Result<ExternalRef, ConnectorError> {

@@ -183,24 +183,8 @@ impl SapMapping {
         prefix: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConnectorError> {
-        let inline = format!("{prefix}_SAP_MAPPING");
-        let file = format!("{prefix}_SAP_MAPPING_FILE");
-        if let Some(text) = lookup(&inline).filter(|t| !t.trim().is_empty()) {
-            return Self::parse(&text, &inline);
-        }
-        match lookup(&file).filter(|t| !t.trim().is_empty()) {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| ConnectorError::Config {
-                    var: file.clone(),
-                    message: format!("cannot read {path}: {e}"),
-                })?;
-                Self::parse(&text, &file)
-            }
-            None => Err(ConnectorError::Config {
-                message: format!("neither {inline} (the mapping JSON) nor {file} (its path) is set"),
-                var: inline,
-            }),
-        }
+        let (text, origin) = crate::config::mapping_text(&format!("{prefix}_SAP_MAPPING"), lookup)?;
+        Self::parse(&text, &origin)
     }
 
     /// The sales area of a document for `transaction`, booked in `store` when it names one (a return

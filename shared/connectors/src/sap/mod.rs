@@ -114,15 +114,7 @@ impl SapErp {
             .map(|(name, value)| format!("{name}={}", crate::wire::percent(value)))
             .collect();
         let url = format!("{}?{}", self.caller.url(path), query.join("&"));
-        let response = self
-            .caller
-            .authorized(|| {
-                self.caller
-                    .client()
-                    .get(&url)
-                    .header("accept", "application/json")
-            })
-            .await?;
+        let response = self.caller.get_json(&url).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }

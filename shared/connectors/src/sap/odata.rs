@@ -40,21 +40,7 @@ const LOCKED: &[&str] = &["V1/042", "MC/601"];
 /// a status error classified as usual (a 400 is SAP's verdict on the document, a 5xx or 429
 /// back-pressure).
 pub fn classify(error: ConnectorError) -> ConnectorError {
-    match error {
-        ConnectorError::Status {
-            status,
-            code,
-            message,
-            ..
-        } if matches!(status, 409 | 412 | 423 | 428) || LOCKED.contains(&code.as_str()) => {
-            ConnectorError::Busy {
-                status,
-                code,
-                message,
-            }
-        }
-        other => other,
-    }
+    error.busy_when(|status, code| matches!(status, 409 | 412 | 423 | 428) || LOCKED.contains(&code))
 }
 
 /// The CSRF session of one tenant: the token and the cookies it is bound to.

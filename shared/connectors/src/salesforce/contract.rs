@@ -124,3 +124,33 @@ fn documented_answers_are_read() {
         "Salesforce tokens carry no expiry: kept until refused"
     );
 }
+
+#[test]
+fn odd_answers_are_errors_not_panics() {
+    for body in [
+        &b""[..],
+        b"null",
+        b"{}",
+        b"[]",
+        b"[1]",
+        b"[{\"errors\": 3}]",
+        b"\xff",
+    ] {
+        let _ = error_of(body);
+    }
+    for answer in [
+        json_value("null"),
+        json_value("[]"),
+        json_value("{\"processResult\": 5}"),
+    ] {
+        assert_eq!(accrued(&answer, "Points").1, 0);
+        assert_eq!(profile_points(&answer, "Points"), 0);
+        assert_eq!(process_points(&answer, "PointsCredited"), None);
+    }
+    assert!(!journal_id("0lV' OR Id != '"));
+    assert!(journal_id("0lVRM0000002qnB2AQ"));
+}
+
+fn json_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}

@@ -84,6 +84,11 @@ pub fn classify(error: ConnectorError) -> ConnectorError {
     error.busy_when(|_, code| BUSY.contains(&code))
 }
 
+/// Whether `id` can be a journal id (Salesforce's are 15 or 18 alphanumerics): only such reach a query.
+fn journal_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 40 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 /// A journal as SOQL shows it.
 #[derive(Debug, Clone)]
 struct Journal {
@@ -199,7 +204,7 @@ impl SalesforceLoyalty {
 
     /// A journal by its id; ids are checked first so that nothing else reaches the query.
     async fn journal_by_id(&self, id: &str) -> Result<Option<Journal>, ConnectorError> {
-        if id.is_empty() || id.len() > 40 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !journal_id(id) {
             return Ok(None);
         }
         self.journal_where("Id", id).await
@@ -207,6 +212,13 @@ impl SalesforceLoyalty {
 
     /// The points a journal moved (its ledger entries), signed: credits positive.
     async fn journal_points(&self, id: &str) -> Result<i64, ConnectorError> {
+        if !journal_id(id) {
+            return Err(refusal(
+                502,
+                "BAD_ID",
+                format!("Salesforce answered a journal id {id:?}"),
+            ));
+        }
         let records = self
             .query(&format!(
                 "SELECT Points, EventType FROM LoyaltyLedger WHERE TransactionJournalId = '{id}'"

@@ -201,3 +201,28 @@ fn documented_answers_are_read() {
     assert_eq!(code, "XX/123");
     assert!(message.starts_with("Account 12345678"));
 }
+
+#[test]
+fn odd_answers_are_errors_not_panics() {
+    for body in [
+        &b""[..],
+        b"null",
+        b"[]",
+        b"{\"error\": 1}",
+        b"{\"error\": {\"code\": 7}}",
+        b"\xff\xfe",
+    ] {
+        let _ = odata::error_of(body);
+        let _ = odata::batch_failure(&String::from_utf8_lossy(body));
+    }
+    for text in [
+        "HTTP/1.1 ",
+        "HTTP/1.1 9999999999 x",
+        "HTTP/1.1 500\r\n",
+        "--b\r\nHTTP/1.1 412 x",
+    ] {
+        let _ = odata::batch_failure(text);
+    }
+    assert!(checked_number("1'; DROP").is_err());
+    assert!(checked_number("").is_err());
+}

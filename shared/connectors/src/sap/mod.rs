@@ -127,11 +127,15 @@ impl SapErp {
             .await
             .map_err(odata::classify)?;
         let mut d = body.get("d").cloned();
-        if let (Some(etag), Some(d)) = (etag, d.as_mut())
-            && d.pointer("/__metadata/etag").is_none()
-            && d.is_object()
+        // Only where the answer has room for it: an odd body must not panic us.
+        if let Some(etag) = etag
+            && let Some(metadata) = d
+                .as_mut()
+                .and_then(Value::as_object_mut)
+                .map(|o| o.entry("__metadata").or_insert_with(|| json!({})))
+                .and_then(Value::as_object_mut)
         {
-            d["__metadata"]["etag"] = Value::String(etag);
+            metadata.entry("etag").or_insert(Value::String(etag));
         }
         Ok(d)
     }

@@ -234,3 +234,22 @@ async fn a_store_missing_from_the_mapping_is_refused_with_the_fix() {
     // A mapped one goes through.
     h.sap.post_sale(&order_sale("o-2"), &key("f")).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_order_changed_between_the_read_and_the_change_is_read_again() {
+    let h = start().await;
+    h.sap.post_sale(&order_sale("o-3"), &key("sale")).await.unwrap();
+    // Someone edits the order twice between the connector's read and its change set: 412 twice.
+    h.dialects.sap.edit_between_read_and_change(2);
+    let mut one = cancellation("o-3", "cx-1");
+    one.lines = Some(vec![LineQuantity {
+        line_no: 1,
+        quantity: 1,
+    }]);
+    h.sap.cancel_order(&one, &key("cx-3")).await.unwrap();
+    assert_eq!(h.dialects.sap.stale_answers(), 2);
+    assert_eq!(
+        kinds(&h.erp),
+        vec![(ErpPostingKind::Sale, 1000), (ErpPostingKind::Cancellation, -500)]
+    );
+}

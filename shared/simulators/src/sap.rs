@@ -77,6 +77,10 @@ pub struct SapSimulator {
     nonce: Arc<AtomicU64>,
     /// Creates received (every POST of a document, answered or not): what a test counts.
     creates: Arc<AtomicU64>,
+    /// Change sets still to be answered 412 as if another user had just changed the order.
+    edits_between: Arc<AtomicU64>,
+    /// 412 answers given.
+    stale: Arc<AtomicU64>,
 }
 
 const SESSION_COOKIE: &str = "SAP_SESSIONID_RS1_100";
@@ -97,7 +101,20 @@ impl SapSimulator {
             // Random, so that keys made after a replayed journal never meet the journal's.
             nonce: Arc::new(AtomicU64::new(rand::random::<u64>() >> 1)),
             creates: Arc::default(),
+            edits_between: Arc::default(),
+            stale: Arc::default(),
         }
+    }
+
+    /// The next `n` change sets find the order changed since their read (someone edited it in between):
+    /// 412, whatever their ETag.
+    pub fn edit_between_read_and_change(&self, n: u64) {
+        self.edits_between.store(n, Ordering::Relaxed);
+    }
+
+    /// 412 answers given so far.
+    pub fn stale_answers(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
     }
 
     /// Ends every session: the next change with an old token gets 403 "CSRF token validation failed".
@@ -524,7 +541,8 @@ impl SapSimulator {
             };
             match &change.if_match {
                 None => return refuse(428, "/IWBEP/CM_MGW_RT/021", "Precondition required".into()),
-                Some(etag) if *etag != order.etag() => {
+                Some(etag) if *etag != order.etag() || self.edited_in_between() => {
+                    self.stale.fetch_add(1, Ordering::Relaxed);
                     return refuse(412, "/IWBEP/CM_MGW_RT/022", "Precondition failed".into());
                 }
                 Some(_) => {}
@@ -616,6 +634,12 @@ impl SapSimulator {
             );
         };
         Ok(result)
+    }
+
+    fn edited_in_between(&self) -> bool {
+        self.edits_between
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn list_returns(&self, query: &HashMap<String, String>) -> Response {

@@ -256,3 +256,48 @@ async fn the_request_limit_and_outages_are_back_pressure_and_refusals_are_verdic
     );
     assert!(h.loyalty.transactions().is_empty());
 }
+
+/// Salesforce keeps an abandoned checkout's debit past the hold's expiry: the member's next balance
+/// read cancels it (Cancel Redemption), and only it.
+#[tokio::test]
+async fn an_abandoned_hold_is_cancelled_by_the_member_s_next_balance_read() {
+    let h = start().await;
+    let now = Timestamp::now();
+    let member = retail_sync_contracts::values::MemberId::parse("m-1").unwrap();
+    let abandoned =
+        h.sf.create_hold(
+            &hold("m-1", 400, 5_000, now, SignedDuration::from_millis(1_200)),
+            &key("h4"),
+        )
+        .await
+        .unwrap();
+    let kept =
+        h.sf.create_hold(
+            &hold("m-1", 100, 5_000, now, SignedDuration::from_secs(900)),
+            &key("h5"),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert_eq!(h.sf.balance(&member).await.unwrap().available.get(), 4_900);
+    // What reached the platform: the abandoned hold's debit cancelled, nothing else.
+    let cancelled: Vec<_> = h
+        .loyalty
+        .applied()
+        .into_iter()
+        .filter_map(|(_, call, _)| match call {
+            retail_sync_simulators::loyalty::LoyaltyCall::Release(hold) => Some(hold),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled, vec![abandoned.hold_id.clone()]);
+    assert_eq!(
+        h.sf.get_hold(&abandoned.hold_id).await.unwrap().status,
+        HoldStatus::Expired
+    );
+    assert_eq!(
+        h.sf.get_hold(&kept.hold_id).await.unwrap().status,
+        HoldStatus::Held,
+        "a live hold stays"
+    );
+}

@@ -13,7 +13,7 @@
 //! Where it departs from Salesforce, and why: a checkout hold (a debit of the hold subtype, see the
 //! connector) is a hold of the reference platform, so an expired hold's points come back by
 //! themselves here; in Salesforce they stay debited until the connector cancels the debit, which it
-//! does whenever it meets the expired hold (read, commit, release). The journal's reference field
+//! does whenever it meets the expired hold (read, commit, release, the member's balance or next hold). The journal's reference field
 //! (`RetailSync_Reference__c`) carries the transaction the reference platform needs; a real org keeps
 //! it as a plain text field. Shapes follow Salesforce's Loyalty Management developer guide (sources in
 //! `events/samples/salesforce/README.md`).
@@ -104,6 +104,43 @@ fn term<'a>(reference: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
 }
 
+/// One condition of a SOQL `WHERE`: `<field> = '<value>'` or `<field> LIKE '<prefix>%'`.
+struct Condition {
+    field: String,
+    value: String,
+    like: bool,
+}
+
+impl Condition {
+    fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let (field, value, like) = match text.split_once(" LIKE '") {
+            Some((field, value)) => (field, value, true),
+            None => {
+                let (field, value) = text.split_once(" = '")?;
+                (field, value, false)
+            }
+        };
+        let value = value.strip_suffix('\'')?;
+        // SOQL escapes: `\_` and `\%` are the characters themselves.
+        let value = value.replace("\\_", "\u{1}").replace("\\%", "\u{2}");
+        Some(Self {
+            field: field.trim().to_owned(),
+            value,
+            like,
+        })
+    }
+
+    fn matches(&self, actual: &str) -> bool {
+        let literal = |s: &str| s.replace('\u{1}', "_").replace('\u{2}', "%");
+        match (self.like, self.value.strip_suffix('%')) {
+            (true, Some(prefix)) if !prefix.contains(['%', '_']) => actual.starts_with(&literal(prefix)),
+            (true, _) => false,
+            (false, _) => actual == literal(&self.value),
+        }
+    }
+}
+
 /// A Salesforce error answer.
 fn sf_error(status: StatusCode, code: &str, message: String) -> Response {
     (status, Json(json!([{"errorCode": code, "message": message}]))).into_response()
@@ -166,8 +203,18 @@ impl SalesforceSimulator {
                 .find(|t| t.loyalty_transaction_id.as_str() == id)
                 .map(|t| t.points)
         };
+        let applied = self.loyalty.applied();
+        // A hold whose debit was cancelled, even after it had expired (which the reference platform
+        // shows as expired, not released).
+        let cancelled: Vec<HoldId> = applied
+            .iter()
+            .filter_map(|(_, call, _)| match call {
+                LoyaltyCall::Release(hold) => Some(hold.clone()),
+                _ => None,
+            })
+            .collect();
         let mut journals = Vec::new();
-        for (key, call, answer) in self.loyalty.applied() {
+        for (key, call, answer) in applied {
             let Some(etn) = key
                 .strip_prefix("sf:")
                 .and_then(|r| r.split_once(':'))
@@ -206,7 +253,7 @@ impl SalesforceSimulator {
                     journals.push(Journal {
                         id: sf_id(h.hold_id.as_str()),
                         etn,
-                        status: if now.status == HoldStatus::Released {
+                        status: if now.status == HoldStatus::Released || cancelled.contains(&h.hold_id) {
                             "Cancelled"
                         } else {
                             "Processed"
@@ -267,23 +314,22 @@ impl SalesforceSimulator {
         }
     }
 
-    /// `SELECT <fields> FROM <object> WHERE <field> = '<value>' …`: the shapes the connector sends.
+    /// `SELECT <fields> FROM <object> WHERE <field> = '<value>' [AND <field> LIKE '<prefix>%' …] …`: the
+    /// shapes the connector sends.
     fn query(&self, soql: &str) -> Response {
         let parsed = (|| {
             let rest = soql.strip_prefix("SELECT ")?;
             let (fields, rest) = rest.split_once(" FROM ")?;
             let (object, rest) = rest.split_once(" WHERE ")?;
-            let (field, rest) = rest.split_once(" = '")?;
-            let (value, _) = rest.split_once('\'')?;
+            let clause = rest.split(" ORDER BY ").next()?.split(" LIMIT ").next()?;
+            let conditions = clause
+                .split(" AND ")
+                .map(Condition::parse)
+                .collect::<Option<Vec<_>>>()?;
             let fields: Vec<String> = fields.split(',').map(|f| f.trim().to_owned()).collect();
-            Some((
-                fields,
-                object.trim().to_owned(),
-                field.trim().to_owned(),
-                value.to_owned(),
-            ))
+            Some((fields, object.trim().to_owned(), conditions))
         })();
-        let Some((fields, object, field, value)) = parsed else {
+        let Some((fields, object, conditions)) = parsed else {
             return sf_error(
                 StatusCode::BAD_REQUEST,
                 "MALFORMED_QUERY",
@@ -291,46 +337,62 @@ impl SalesforceSimulator {
             );
         };
         let journals = self.journals();
-        let records: Vec<Value> = match (object.as_str(), field.as_str()) {
-            ("TransactionJournal", "ExternalTransactionNumber" | "Id") => journals
-                .iter()
-                .filter(|j| {
-                    if field == "Id" {
-                        j.id == value
-                    } else {
-                        j.etn == value
-                    }
-                })
-                .map(|j| {
-                    let mut r = json!({"attributes": {"type": "TransactionJournal",
-                        "url": format!("/services/data/v62.0/sobjects/TransactionJournal/{}", j.id)}});
-                    for f in &fields {
-                        r[f.as_str()] = match f.as_str() {
-                            "Id" => json!(j.id),
-                            "Status" => json!(j.status),
-                            "ExternalTransactionNumber" => json!(j.etn),
-                            f if f == self.settings.reference_field => json!(j.reference),
-                            _ => Value::Null,
-                        };
-                    }
-                    r
-                })
-                .collect(),
-            ("LoyaltyLedger", "TransactionJournalId") => journals
-                .iter()
-                .filter(|j| j.id == value)
-                .filter_map(|j| j.points)
-                .map(|p| {
-                    json!({"attributes": {"type": "LoyaltyLedger"},
+        let reference_field = self.settings.reference_field.as_str();
+        let field_of = |j: &Journal, f: &str| -> Option<String> {
+            match f {
+                "Id" => Some(j.id.clone()),
+                "Status" => Some(j.status.to_owned()),
+                "ExternalTransactionNumber" => Some(j.etn.clone()),
+                f if f == reference_field => Some(j.reference.clone()),
+                _ => None,
+            }
+        };
+        let records: Vec<Value> = match object.as_str() {
+            "TransactionJournal" => {
+                let known = |f: &str| {
+                    matches!(f, "Id" | "Status" | "ExternalTransactionNumber") || f == reference_field
+                };
+                if let Some(c) = conditions.iter().find(|c| !known(&c.field)) {
+                    return sf_error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_FIELD",
+                        format!("No such column '{}' on entity 'TransactionJournal'", c.field),
+                    );
+                }
+                journals
+                    .iter()
+                    .filter(|j| {
+                        conditions
+                            .iter()
+                            .all(|c| field_of(j, &c.field).is_some_and(|v| c.matches(&v)))
+                    })
+                    .map(|j| {
+                        let mut r = json!({"attributes": {"type": "TransactionJournal",
+                            "url": format!("/services/data/v62.0/sobjects/TransactionJournal/{}", j.id)}});
+                        for f in &fields {
+                            r[f.as_str()] = field_of(j, f).map_or(Value::Null, Value::String);
+                        }
+                        r
+                    })
+                    .collect()
+            }
+            "LoyaltyLedger" if conditions.len() == 1 && conditions[0].field == "TransactionJournalId" => {
+                journals
+                    .iter()
+                    .filter(|j| conditions[0].matches(&j.id))
+                    .filter_map(|j| j.points)
+                    .map(|p| {
+                        json!({"attributes": {"type": "LoyaltyLedger"},
                         "Points": p.unsigned_abs() as f64,
                         "EventType": if p < 0 { "Debit" } else { "Credit" }})
-                })
-                .collect(),
+                    })
+                    .collect()
+            }
             _ => {
                 return sf_error(
                     StatusCode::BAD_REQUEST,
                     "INVALID_FIELD",
-                    format!("No such column '{field}' on entity '{object}'"),
+                    format!("unsupported query on {object}"),
                 );
             }
         };

@@ -6,8 +6,9 @@
 //!   /connect/loyalty/programs/{program}/program-processes/{process}`) with explicit points;
 //! - a hold → Salesforce has none for points, so a checkout's hold is a debit journal of the hold
 //!   subtype whose terms (points, value, basket, expiry) are written in the reference field; releasing
-//!   it, or finding it expired, cancels the debit (`actions/standard/cancelRedemption`); committing it
-//!   writes the order in its reference field (the points stay spent);
+//!   it, or finding it expired (reading it, committing it, or reading the member's balance or making
+//!   them a new hold), cancels the debit (`actions/standard/cancelRedemption`); committing it writes the
+//!   order in its reference field (the points stay spent);
 //! - the balance → the member profile's points currency (`GET /loyalty-programs/{program}/members`).
 //!
 //! # Exactly once without an idempotency key
@@ -190,12 +191,48 @@ impl SalesforceLoyalty {
         if records.len() > 1 {
             tracing::error!(system = "loyalty", field, "two journals carry one identity");
         }
-        let text = |r: &Value, f: &str| r.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
-        Ok(records.first().map(|r| Journal {
-            id: text(r, "Id"),
-            status: text(r, "Status"),
-            reference: text(r, reference),
-        }))
+        Ok(records.first().map(|r| self.journal_of(r)))
+    }
+
+    fn journal_of(&self, record: &Value) -> Journal {
+        let text = |f: &str| {
+            record
+                .get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Journal {
+            id: text("Id"),
+            status: text("Status"),
+            reference: text(&self.mapping.reference_field),
+        }
+    }
+
+    /// Salesforce keeps an expired hold's points debited until someone cancels the debit: before a
+    /// member's balance is read or a new hold is made, the member's holds still debited past their
+    /// expiry are cancelled (Cancel Redemption). So the points of an abandoned checkout come back by
+    /// the member's next look at them at the latest.
+    async fn release_expired(&self, member: &MemberId) -> Result<(), ConnectorError> {
+        let reference = &self.mapping.reference_field;
+        // Member ids hold no quote or `%`; `_` is SOQL's one-character wildcard, escaped.
+        let prefix = format!("retail-sync hold member={member} ").replace('_', "\\_");
+        let records = self
+            .query(&format!(
+                "SELECT Id, Status, ExternalTransactionNumber, {reference} FROM TransactionJournal \
+                 WHERE {reference} LIKE '{prefix}%' AND Status = 'Processed'"
+            ))
+            .await?;
+        let now = Timestamp::now();
+        for journal in records.iter().map(|r| self.journal_of(r)) {
+            if self
+                .hold_of(&journal, now)
+                .is_some_and(|h| h.status == HoldStatus::Expired)
+            {
+                self.cancel(&journal, "Checkout hold expired").await?;
+            }
+        }
+        Ok(())
     }
 
     async fn journal_by_stamp(&self, stamp: &str) -> Result<Option<Journal>, ConnectorError> {
@@ -330,7 +367,10 @@ impl SalesforceLoyalty {
         let currency = Currency::parse(term(r, "currency")?).ok()?;
         let expires_at: Timestamp = term(r, "expires")?.parse().ok()?;
         let transaction = term(r, "order").and_then(transaction_of);
+        // A cancelled debit past the hold's expiry reads as expired, whoever cancelled it first: the
+        // hold had run out either way.
         let status = match (journal.status.as_str(), &transaction) {
+            ("Cancelled", _) if expires_at <= now => HoldStatus::Expired,
             ("Cancelled", _) => HoldStatus::Released,
             (_, Some(_)) => HoldStatus::Committed,
             _ if expires_at <= now => HoldStatus::Expired,
@@ -521,7 +561,10 @@ impl Loyalty for SalesforceLoyalty {
     async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error> {
         let balance = self
             .caller
-            .retrying("balance", None, || self.points_balance(member_id))
+            .retrying("balance", None, || async {
+                self.release_expired(member_id).await?;
+                self.points_balance(member_id).await
+            })
             .await
             .and_then(points)
             .map_err(port_error)?;
@@ -572,6 +615,7 @@ impl Loyalty for SalesforceLoyalty {
         self.caller
             .retrying("hold", Some(key.as_str()), || async {
                 if self.journal_by_stamp(&stamp).await?.is_none() {
+                    self.release_expired(&request.member_id).await?;
                     self.points_process(false, journal.clone(), request.points.get())
                         .await?;
                 }
@@ -679,11 +723,7 @@ impl Loyalty for SalesforceLoyalty {
                         if let Some(journal) = self.journal_by_id(hold_id.as_str()).await? {
                             self.cancel(&journal, "Checkout abandoned").await?;
                         }
-                        let mut hold = self.hold(hold_id).await?;
-                        if hold.status == HoldStatus::Released && hold.expires_at <= Timestamp::now() {
-                            hold.status = HoldStatus::Expired;
-                        }
-                        Ok(hold)
+                        self.hold(hold_id).await
                     }
                 }
             })

@@ -252,3 +252,68 @@ fn a_chaos_run_killed_part_way_resumes_and_its_books_balance() {
     assert!(out.contains("lost 0 · doubles 0 · mismatched 0"), "{out}");
     assert!(out.contains("verdict    BALANCED"), "{out}");
 }
+
+/// The sample days through the SAP and Salesforce connectors, from the command line as the README shows
+/// it: the same sagas and balances as through the system API; a kind that does not exist and a mapping
+/// that cannot be read are clear errors.
+#[test]
+fn the_sample_days_run_through_sap_and_salesforce_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = root().join("events/streams");
+    let report = |name: &str, kinds: &[&str]| -> Value {
+        let path = dir.path().join(format!("{name}.json"));
+        let mut args = vec!["local", "run", streams.to_str().unwrap(), "--fresh", "--quiet"];
+        args.extend(["--report", path.to_str().unwrap()]);
+        args.extend(kinds);
+        let run = retail_sync(&dir.path().join(format!("{name}.db")), &args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        if !kinds.is_empty() {
+            assert!(stdout(&run).contains("ERP: sap-s4hana · loyalty: salesforce-loyalty"));
+        }
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let system_api = report("system-api", &[]);
+    let dialects = report(
+        "dialects",
+        &["--erp-kind", "sap-s4hana", "--loyalty-kind", "salesforce-loyalty"],
+    );
+    assert_eq!(dialects["balances"], system_api["balances"]);
+    let statuses = |r: &Value| -> Vec<(String, Value)> {
+        r["sagas"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v["status"].clone()))
+            .collect()
+    };
+    assert_eq!(statuses(&dialects), statuses(&system_api));
+
+    let state = dir.path().join("bad.db");
+    let stream = root().join("events/streams/pos-day.jsonl");
+    let bad = retail_sync(
+        &state,
+        &["local", "run", stream.to_str().unwrap(), "--erp-kind", "sap"],
+    );
+    assert!(!bad.status.success());
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(e.contains("ERP_KIND") && e.contains("sap-s4hana"), "{e}");
+    let unmapped = command(
+        &state,
+        &[
+            "local",
+            "run",
+            stream.to_str().unwrap(),
+            "--erp-kind",
+            "sap-s4hana",
+        ],
+    )
+    .env("ERP_SAP_MAPPING_FILE", dir.path().join("missing.json"))
+    .output()
+    .unwrap();
+    assert!(!unmapped.status.success());
+    let e = String::from_utf8_lossy(&unmapped.stderr);
+    assert!(
+        e.contains("ERP_SAP_MAPPING_FILE") && e.contains("missing.json"),
+        "{e}"
+    );
+}

@@ -40,6 +40,15 @@ pub enum ConnectorError {
         code: String,
         message: String,
     },
+    /// The system has no such resource where the configuration points (a wrong base URL, service,
+    /// program or process name): a fault of the setup, not a verdict on the document, so the message
+    /// waits for the fix like it would for an outage.
+    #[error("no such resource at {path} (check the base URL and the mapping): HTTP {status}: {message}")]
+    Misrouted {
+        path: String,
+        status: u16,
+        message: String,
+    },
     /// The last retryable failure, once the attempts ran out.
     #[error("gave up after {attempts} attempts: {last}")]
     GaveUp {
@@ -59,7 +68,7 @@ impl ConnectorError {
             Self::Body(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Auth { retryable, .. } => *retryable,
-            Self::Busy { .. } => true,
+            Self::Busy { .. } | Self::Misrouted { .. } => true,
             Self::Config { .. } | Self::Client(_) | Self::GaveUp { .. } => false,
         }
     }
@@ -94,7 +103,9 @@ impl ConnectorError {
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Status { status, .. } | Self::Busy { status, .. } => Some(*status),
+            Self::Status { status, .. } | Self::Busy { status, .. } | Self::Misrouted { status, .. } => {
+                Some(*status)
+            }
             Self::GaveUp { last, .. } => last.status(),
             _ => None,
         }

@@ -21,6 +21,7 @@ struct Harness {
     loyalty: LoyaltySimulator,
     dialects: Dialects,
     sf: SalesforceLoyalty,
+    base: String,
 }
 
 fn mapping() -> SalesforceMapping {
@@ -35,13 +36,7 @@ async fn start() -> Harness {
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
     let dialects = Dialects::over(&erp, &loyalty);
     let (base, _server) = sims::serve_with(erp, loyalty.clone(), dialects.clone(), Access::local()).await;
-    let config = HttpConfig {
-        connect_timeout: Duration::from_millis(300),
-        request_timeout: Duration::from_millis(400),
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(40),
-        ..HttpConfig::new(base.clone())
-    };
+    let config = fast(base.clone());
     // A connected app's client credentials, sent in the form body as Salesforce documents, to the
     // token endpoint where Salesforce serves it.
     let auth = sims::oauth_at(&format!("{base}/services/oauth2/token"), ClientAuth::Body);
@@ -50,6 +45,17 @@ async fn start() -> Harness {
         loyalty,
         dialects,
         sf: SalesforceLoyalty::new(&config, auth, mapping()).unwrap(),
+        base,
+    }
+}
+
+fn fast(base: String) -> HttpConfig {
+    HttpConfig {
+        connect_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(400),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        ..HttpConfig::new(base)
     }
 }
 
@@ -300,4 +306,21 @@ async fn an_abandoned_hold_is_cancelled_by_the_member_s_next_balance_read() {
         HoldStatus::Held,
         "a live hold stays"
     );
+}
+
+/// A wrong instance URL (or API version) answers 404: the accrual waits for the fix, it is never
+/// refused.
+#[tokio::test]
+async fn an_org_that_is_not_there_is_a_setup_fault_not_a_refusal() {
+    let h = start().await;
+    let base = h.base.clone();
+    let auth = sims::oauth_at(&format!("{base}/services/oauth2/token"), ClientAuth::Body);
+    let wrong = SalesforceLoyalty::new(&fast(format!("{base}/not-the-instance")), auth, mapping()).unwrap();
+    let e = wrong
+        .accrue(&accrual("m-1", "r-9", 1_000), &key("w"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("check the base URL"), "{e}");
+    assert!(h.loyalty.transactions().is_empty());
 }

@@ -23,28 +23,33 @@ struct Harness {
     erp: ErpSimulator,
     dialects: Dialects,
     sap: SapErp,
+    base: String,
 }
 
 fn mapping() -> SapMapping {
     SapMapping::parse(&workspace_file("infra/connectors/sap-s4hana.json"), "sample").unwrap()
 }
 
-async fn start_with(mapping: SapMapping) -> Harness {
-    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
-    let dialects = Dialects::over(&erp, &loyalty);
-    let (base, _server) = sims::serve_with(erp.clone(), loyalty, dialects.clone(), Access::local()).await;
-    let config = HttpConfig {
+fn fast(base: String) -> HttpConfig {
+    HttpConfig {
         connect_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_millis(400),
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(40),
-        ..HttpConfig::new(base.clone())
-    };
+        ..HttpConfig::new(base)
+    }
+}
+
+async fn start_with(mapping: SapMapping) -> Harness {
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    let dialects = Dialects::over(&erp, &loyalty);
+    let (base, _server) = sims::serve_with(erp.clone(), loyalty, dialects.clone(), Access::local()).await;
     Harness {
         erp,
         dialects,
         // SAP communication users authenticate with HTTP Basic.
-        sap: SapErp::new(&config, sims::basic(), mapping).unwrap(),
+        sap: SapErp::new(&fast(base.clone()), sims::basic(), mapping).unwrap(),
+        base,
     }
 }
 
@@ -252,4 +257,25 @@ async fn an_order_changed_between_the_read_and_the_change_is_read_again() {
         kinds(&h.erp),
         vec![(ErpPostingKind::Sale, 1000), (ErpPostingKind::Cancellation, -500)]
     );
+}
+
+/// A wrong base URL (or a service not activated) answers 404 everywhere: the sale waits for the fix,
+/// it is never refused.
+#[tokio::test]
+async fn a_service_that_is_not_there_is_a_setup_fault_not_a_refusal() {
+    let h = start().await;
+    let base = h.base.clone();
+    let wrong = SapErp::new(
+        &fast(format!("{base}/not-the-api-host")),
+        sims::basic(),
+        mapping(),
+    )
+    .unwrap();
+    let e = wrong
+        .post_sale(&sale("store-001", "r-8"), &key("g"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("check the base URL"), "{e}");
+    assert!(h.erp.postings().is_empty());
 }

@@ -153,6 +153,17 @@ impl SalesforceLoyalty {
         if response.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Value::Null);
         }
+        // Every POST and PATCH goes to a resource that exists in a well-set-up org (the program, its
+        // processes, the standard actions, a journal just read): a 404 is the setup's fault.
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            let (_, message) = error_of(&response.bytes().await.unwrap_or_default())
+                .unwrap_or_else(|| (String::new(), "not found".into()));
+            return Err(ConnectorError::Misrouted {
+                path: path.to_owned(),
+                status: 404,
+                message,
+            });
+        }
         if !response.status().is_success() {
             return Err(classify(status_error(response, error_of).await));
         }
@@ -170,9 +181,21 @@ impl SalesforceLoyalty {
     }
 
     async fn query(&self, soql: &str) -> Result<Vec<Value>, ConnectorError> {
+        let path = self.data("/query");
         let found = self
-            .get(&format!("{}?q={}", self.data("/query"), wire::percent(soql)))
-            .await?;
+            .get(&format!("{path}?q={}", wire::percent(soql)))
+            .await
+            // The query resource exists in every org: a 404 is a wrong instance URL or API version.
+            .map_err(|e| match e {
+                ConnectorError::Status {
+                    status: 404, message, ..
+                } => ConnectorError::Misrouted {
+                    path,
+                    status: 404,
+                    message,
+                },
+                other => other,
+            })?;
         Ok(found
             .get("records")
             .and_then(Value::as_array)

@@ -199,6 +199,13 @@ impl SapErp {
             if response.status().is_success() {
                 return Ok(response);
             }
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Err(ConnectorError::Misrouted {
+                    path: format!("{service}/{path}"),
+                    status: 404,
+                    message: "the service or entity set does not exist".into(),
+                });
+            }
             return Err(odata::classify(status_error(response, odata::error_of).await));
         }
     }
@@ -220,9 +227,17 @@ impl SapErp {
                 &[("$filter", &filter), ("$select", &select), ("$top", "2")],
             )
             .await?;
+        // A collection that is not there is a wrong base URL or a service not activated, never "no
+        // such document" (which is an empty result).
+        let Some(found) = found else {
+            return Err(ConnectorError::Misrouted {
+                path: format!("{service}/{entity_set}"),
+                status: 404,
+                message: "the service or entity set does not exist".into(),
+            });
+        };
         let results = found
-            .as_ref()
-            .and_then(|d| d.get("results"))
+            .get("results")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();

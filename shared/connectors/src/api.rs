@@ -172,7 +172,7 @@ impl Caller {
             .header(name, value.clone())
             .send()
             .await
-            .map_err(ConnectorError::Transport)?;
+            .map_err(|e| ConnectorError::Transport(e.without_url()))?;
         if response.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -183,7 +183,7 @@ impl Caller {
             .header(name, value)
             .send()
             .await
-            .map_err(ConnectorError::Transport)
+            .map_err(|e| ConnectorError::Transport(e.without_url()))
     }
 
     /// GETs `url` asking for JSON, with the credential (see [`Caller::authorized`]).

@@ -49,6 +49,12 @@ pub enum ConnectorError {
         status: u16,
         message: String,
     },
+    /// A create or change whose outcome this attempt cannot know (sent, and no readable answer), or
+    /// whose result cannot be read back yet. In a system without idempotency keys it must not be sent
+    /// again by this delivery: the lookup of the next delivery (after its backoff) settles it. Not
+    /// retried in place; the message is redelivered.
+    #[error("outcome not settled: {message}")]
+    Unsettled { message: String },
     /// The last retryable failure, once the attempts ran out.
     #[error("gave up after {attempts} attempts: {last}")]
     GaveUp {
@@ -69,7 +75,31 @@ impl ConnectorError {
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Auth { retryable, .. } => *retryable,
             Self::Busy { .. } | Self::Misrouted { .. } => true,
-            Self::Config { .. } | Self::Client(_) | Self::GaveUp { .. } => false,
+            Self::Config { .. } | Self::Client(_) | Self::GaveUp { .. } | Self::Unsettled { .. } => false,
+        }
+    }
+
+    /// Whether a create or change that failed with this error may have been applied all the same: sent,
+    /// and no answer that says otherwise (a timeout, a reset, an unreadable 2xx, a 500/502/504).
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Self::Transport(e) => !e.is_builder() && !e.is_connect(),
+            Self::Body(_) => true,
+            Self::Status { status, .. } => matches!(status, 500 | 502 | 504),
+            Self::GaveUp { last, .. } => last.may_have_applied(),
+            _ => false,
+        }
+    }
+
+    /// [`ConnectorError::Unsettled`] for a create or change that failed with `self` when it may have
+    /// been applied; `self` otherwise.
+    pub fn settle_later(self, what: &str) -> Self {
+        if self.may_have_applied() {
+            Self::Unsettled {
+                message: format!("{what}: {self}; the next delivery looks it up before sending it again"),
+            }
+        } else {
+            self
         }
     }
 

@@ -76,6 +76,13 @@ async fn an_accrual_timed_out_after_commit_is_found_by_its_external_transaction_
     let h = start().await;
     h.loyalty.set_faults(once_after_commit());
     let long_key = IdempotencyKey::for_step("receipt:store-001:r-000001", "accrue-loyalty-with-a-long-name");
+    // The answer is lost: the outcome is unknown, so this delivery does not post again.
+    let lost =
+        h.sf.accrue(&accrual("m-1", "r-1", 12_345), &long_key)
+            .await
+            .unwrap_err();
+    assert!(lost.to_string().contains("outcome not settled"), "{lost}");
+    // The next delivery finds the journal by its number.
     let first =
         h.sf.accrue(&accrual("m-1", "r-1", 12_345), &long_key)
             .await
@@ -90,7 +97,7 @@ async fn an_accrual_timed_out_after_commit_is_found_by_its_external_transaction_
     assert_eq!(
         h.dialects.salesforce.posts(),
         1,
-        "the retry found the journal instead of posting"
+        "the redelivery found the journal instead of posting"
     );
     let again =
         h.sf.accrue(&accrual("m-1", "r-1", 12_345), &long_key)
@@ -107,6 +114,7 @@ async fn reversals_and_recredits_are_posted_once_through_the_points_processes() 
         .unwrap();
     h.loyalty.set_faults(once_after_commit());
     let reversal = adjustment("m-1", AdjustmentKind::Reversal, "o-1", "ret-1", 40);
+    h.sf.adjust(&reversal, &key("rev")).await.unwrap_err();
     let first = h.sf.adjust(&reversal, &key("rev")).await.unwrap();
     assert_eq!((first.delta, first.balance.get()), (-40, 5_060));
     assert_eq!(h.sf.adjust(&reversal, &key("rev")).await.unwrap(), first);
@@ -123,6 +131,7 @@ async fn a_hold_is_a_debit_committed_once_to_one_order() {
     let now = Timestamp::now();
     h.loyalty.set_faults(once_after_commit());
     let request = hold("m-1", 600, 7_900, now, SignedDuration::from_secs(900));
+    h.sf.create_hold(&request, &key("h1")).await.unwrap_err();
     let held = h.sf.create_hold(&request, &key("h1")).await.unwrap();
     assert_eq!((held.status, held.value_minor.get()), (HoldStatus::Held, 600));
     assert_eq!(

@@ -76,20 +76,29 @@ async fn a_sales_order_created_then_timed_out_is_found_on_retry_not_made_twice()
         fail_first_with: FaultKind::TimeoutAfterCommit,
         ..Faults::default()
     });
+    // The answer is lost: the outcome is unknown, so this delivery does not send the create again.
+    let lost = h
+        .sap
+        .post_sale(&sale("store-001", "r-1"), &key("k1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(lost, Error::Unavailable { .. }), "{lost:?}");
+    assert!(lost.to_string().contains("outcome not settled"), "{lost}");
+    assert_eq!(
+        h.erp.postings().len(),
+        1,
+        "committed once, though the answer was lost"
+    );
+    // The next delivery looks it up and finds it.
     let first = h
         .sap
         .post_sale(&sale("store-001", "r-1"), &key("k1"))
         .await
         .unwrap();
     assert_eq!(
-        h.erp.postings().len(),
-        1,
-        "committed once, though the answer was lost"
-    );
-    assert_eq!(
         h.dialects.sap.creates(),
         1,
-        "the retry looked the order up instead of creating it"
+        "the redelivery looked the order up instead of creating it"
     );
     // A later delivery of the same sale (a new key after an operator retry, even) finds it too.
     let again = h
@@ -116,6 +125,8 @@ async fn a_customer_return_timed_out_after_commit_is_booked_once() {
     });
     let original = retail_sync_simulators::samples::receipt("store-001", "r-2");
     let ret = return_of("ret-1", original, Some("store-002"));
+    let lost = h.sap.post_return(&ret, &key("ret")).await.unwrap_err();
+    assert!(matches!(lost, Error::Unavailable { .. }), "{lost:?}");
     let doc = h.sap.post_return(&ret, &key("ret")).await.unwrap();
     assert!(doc.document_id.as_str().starts_with("600"), "{doc:?}");
     assert_eq!(h.sap.post_return(&ret, &key("ret")).await.unwrap(), doc);
@@ -148,6 +159,8 @@ async fn cancellations_and_reinstatements_change_the_items_once_each() {
         fail_first_with: FaultKind::TimeoutAfterCommit,
         ..Faults::default()
     });
+    // Lost answer, then the redelivery (which finds the change made), then a duplicate.
+    h.sap.cancel_order(&one, &key("cx-1")).await.unwrap_err();
     h.sap.cancel_order(&one, &key("cx-1")).await.unwrap();
     h.sap.cancel_order(&one, &key("cx-1")).await.unwrap();
     assert_eq!(

@@ -376,10 +376,22 @@ impl SalesforceSimulator {
                     })
                     .collect()
             }
-            "LoyaltyLedger" if conditions.len() == 1 && conditions[0].field == "TransactionJournalId" => {
+            "LoyaltyLedger"
+                if conditions.iter().all(|c| {
+                    matches!(
+                        c.field.as_str(),
+                        "TransactionJournalId" | "LoyaltyProgramCurrency.Name"
+                    )
+                }) =>
+            {
                 journals
                     .iter()
-                    .filter(|j| conditions[0].matches(&j.id))
+                    .filter(|j| {
+                        conditions.iter().all(|c| match c.field.as_str() {
+                            "TransactionJournalId" => c.matches(&j.id),
+                            _ => c.matches(&self.settings.currency),
+                        })
+                    })
                     .filter_map(|j| j.points)
                     .map(|p| {
                         json!({"attributes": {"type": "LoyaltyLedger"},

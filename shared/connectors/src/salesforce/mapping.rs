@@ -119,6 +119,13 @@ impl SalesforceMapping {
                 mapping.api_version
             )));
         }
+        // The currency's name is a literal of the connector's queries.
+        if mapping.currency.is_empty() || mapping.currency.contains(['\'', '\\']) {
+            return Err(config(format!(
+                "currency {:?} is not a currency name",
+                mapping.currency
+            )));
+        }
         if mapping.value_of_100_points <= 0 {
             return Err(config("value_of_100_points must be positive".into()));
         }

@@ -78,6 +78,7 @@ const BUSY: &[&str] = &[
     "REQUEST_LIMIT_EXCEEDED",
     "UNABLE_TO_LOCK_ROW",
     "SERVER_UNAVAILABLE",
+    "QUERY_TIMEOUT",
 ];
 
 /// A non-2xx answer as the connector's error, back-pressure told apart from refusals.
@@ -175,6 +176,13 @@ impl SalesforceLoyalty {
                 .and_then(Value::as_str)
                 .unwrap_or("the loyalty engine refused the request")
                 .to_owned();
+            if let Some(code) = BUSY.iter().find(|c| message.contains(*c)) {
+                return Err(ConnectorError::Busy {
+                    status: 200,
+                    code: (*code).to_owned(),
+                    message,
+                });
+            }
             return Err(refusal(422, "LOYALTY_ENGINE", message));
         }
         Ok(answer)
@@ -236,7 +244,14 @@ impl SalesforceLoyalty {
     /// member's balance is read or a new hold is made, the member's holds still debited past their
     /// expiry are cancelled (Cancel Redemption). So the points of an abandoned checkout come back by
     /// the member's next look at them at the latest.
-    async fn release_expired(&self, member: &MemberId) -> Result<(), ConnectorError> {
+    async fn release_expired(&self, member: &MemberId) {
+        if let Err(e) = self.try_release_expired(member).await {
+            // Best effort: the next look retries; the balance or hold asked for must not wait on it.
+            tracing::warn!(system = "loyalty", error = %e, "expired holds not released this time");
+        }
+    }
+
+    async fn try_release_expired(&self, member: &MemberId) -> Result<(), ConnectorError> {
         let reference = &self.mapping.reference_field;
         // Member ids hold no quote or `%`; `_` is SOQL's one-character wildcard, escaped.
         let prefix = format!("retail-sync hold member={member} ").replace('_', "\\_");
@@ -281,7 +296,9 @@ impl SalesforceLoyalty {
         }
         let records = self
             .query(&format!(
-                "SELECT Points, EventType FROM LoyaltyLedger WHERE TransactionJournalId = '{id}'"
+                "SELECT Points, EventType FROM LoyaltyLedger WHERE TransactionJournalId = '{id}' \
+                 AND LoyaltyProgramCurrency.Name = '{}'",
+                self.mapping.currency
             ))
             .await?;
         Ok(records
@@ -502,6 +519,46 @@ fn transaction_of(id: &str) -> Option<TransactionRef> {
     SagaId::from_stored(id.to_owned()).transaction()
 }
 
+/// A journal found by its number must have been processed: `Pending` is waited for, `Error` or
+/// `Cancelled` is the platform's refusal of it.
+fn processed(journal: &Journal) -> Result<(), ConnectorError> {
+    match journal.status.as_str() {
+        "Processed" => Ok(()),
+        "Pending" => Err(ConnectorError::Busy {
+            status: 409,
+            code: "JOURNAL_PENDING".into(),
+            message: format!("journal {} is still pending", journal.id),
+        }),
+        other => Err(refusal(
+            422,
+            "JOURNAL_NOT_PROCESSED",
+            format!("journal {} is {other}", journal.id),
+        )),
+    }
+}
+
+/// A read made after the journal was posted: whatever it meets, the effect exists, so it is never a
+/// refusal — the next delivery finds the journal by its number and reads again.
+fn after_effect(e: ConnectorError) -> ConnectorError {
+    match e {
+        ConnectorError::Status { status, .. }
+            if (400..500).contains(&status) && !matches!(status, 408 | 429) =>
+        {
+            ConnectorError::Unsettled {
+                message: format!("posted, but reading it back failed: {e}"),
+            }
+        }
+        other => other,
+    }
+}
+
+/// A journal posted (2xx) that its number does not find yet: never posted again by this delivery.
+fn not_visible(what: &str) -> ConnectorError {
+    ConnectorError::Unsettled {
+        message: format!("{what} was posted but its number does not find it yet"),
+    }
+}
+
 fn external(id: &str) -> Result<ExternalRef, ConnectorError> {
     ExternalRef::parse(id.to_owned()).map_err(|e| {
         refusal(
@@ -546,31 +603,24 @@ impl Loyalty for SalesforceLoyalty {
         self.caller
             .retrying("accrual", Some(key.as_str()), || async {
                 let (id, earned) = match self.journal_by_stamp(&stamp).await? {
-                    Some(found) if found.status == "Processed" => {
-                        let earned = self.journal_points(&found.id).await?;
-                        (found.id, earned)
-                    }
-                    Some(found) if found.status == "Pending" => {
-                        return Err(ConnectorError::Busy {
-                            status: 409,
-                            code: "JOURNAL_PENDING".into(),
-                            message: format!("journal {} is still pending", found.id),
-                        });
-                    }
                     Some(found) => {
-                        return Err(refusal(
-                            422,
-                            "JOURNAL_NOT_PROCESSED",
-                            format!("journal {} is {}", found.id, found.status),
-                        ));
+                        processed(&found)?;
+                        let earned = self.journal_points(&found.id).await.map_err(after_effect)?;
+                        (found.id, earned)
                     }
                     None => {
                         let body = json!({"transactionJournals": [journal.clone()]});
-                        let answer = self.send(reqwest::Method::POST, &path, &body).await?;
+                        let answer = self
+                            .send(reqwest::Method::POST, &path, &body)
+                            .await
+                            .map_err(|e| e.settle_later("posting the accrual journal"))?;
                         accrued(&answer, &self.mapping.currency)
                     }
                 };
-                let balance = self.points_balance(&request.member_id).await?;
+                let balance = self
+                    .points_balance(&request.member_id)
+                    .await
+                    .map_err(after_effect)?;
                 Ok(Accrual {
                     loyalty_transaction_id: external(&id)?,
                     points: points(earned)?,
@@ -585,7 +635,7 @@ impl Loyalty for SalesforceLoyalty {
         let balance = self
             .caller
             .retrying("balance", None, || async {
-                self.release_expired(member_id).await?;
+                self.release_expired(member_id).await;
                 self.points_balance(member_id).await
             })
             .await
@@ -625,7 +675,12 @@ impl Loyalty for SalesforceLoyalty {
         let stamp = wire::stamp(key.as_str(), ETN_MAX);
         let reference = format!(
             "retail-sync hold member={} points={} currency={} basket={} expires={}",
-            request.member_id, request.points, request.currency, request.basket_net_minor, request.expires_at
+            request.member_id,
+            request.points,
+            request.currency,
+            request.basket_net_minor,
+            // To the second, so that the terms fit a Text(255) field with the longest ids.
+            Timestamp::from_second(request.expires_at.as_second()).unwrap_or(request.expires_at)
         );
         let journal = self.transaction_journal(
             &self.mapping.hold,
@@ -638,18 +693,17 @@ impl Loyalty for SalesforceLoyalty {
         self.caller
             .retrying("hold", Some(key.as_str()), || async {
                 if self.journal_by_stamp(&stamp).await?.is_none() {
-                    self.release_expired(&request.member_id).await?;
+                    self.release_expired(&request.member_id).await;
                     self.points_process(false, journal.clone(), request.points.get())
-                        .await?;
+                        .await
+                        .map_err(|e| e.settle_later("debiting the hold"))?;
                 }
                 let found = self
                     .journal_by_stamp(&stamp)
-                    .await?
-                    .ok_or_else(|| ConnectorError::Busy {
-                        status: 404,
-                        code: "JOURNAL_NOT_VISIBLE".into(),
-                        message: "the hold's debit is not visible yet".into(),
-                    })?;
+                    .await
+                    .map_err(after_effect)?
+                    .ok_or_else(|| not_visible("the hold's debit"))?;
+                processed(&found)?;
                 self.hold_of(&found, Timestamp::now())
                     .ok_or_else(|| refusal(502, "NOT_A_HOLD", format!("journal {} is not a hold", found.id)))
             })
@@ -710,23 +764,38 @@ impl Loyalty for SalesforceLoyalty {
                 };
                 let committed = format!("{} order={order}", journal.reference);
                 let field = self.mapping.reference_field.clone();
+                // `hold_id` was checked by `journal_by_id` before it found the journal.
                 self.send(
                     reqwest::Method::PATCH,
-                    &self.data(&format!("/sobjects/TransactionJournal/{}", journal.id)),
+                    &self.data(&format!("/sobjects/TransactionJournal/{hold_id}")),
                     &json!({ field: committed }),
                 )
-                .await?;
-                self.hold(hold_id).await.map(Ok)
+                .await
+                .map_err(|e| e.settle_later("committing the hold"))?;
+                let hold = self.hold(hold_id).await.map_err(after_effect)?;
+                match (&hold.status, &hold.transaction) {
+                    (HoldStatus::Committed, Some(t)) if *t == request.transaction => Ok(Ok(hold)),
+                    (HoldStatus::Expired | HoldStatus::Released, _) => Ok(Err(redemption_refused(
+                        "hold_expired",
+                        format!("hold {hold_id} ran out while it was committed"),
+                    ))),
+                    _ => Err(ConnectorError::Unsettled {
+                        message: format!("hold {hold_id} reads {} after its commit", hold.status.as_str()),
+                    }),
+                }
             })
             .await
             .map_err(|e| match e {
-                // The platform's own refusal of the commit is a verdict on the redemption.
+                // The platform's own refusal of the commit is a verdict on the redemption; credentials,
+                // permissions and limits are not.
                 ConnectorError::Status {
                     status,
                     code,
                     message,
                     ..
-                } if (400..500).contains(&status) => redemption_refused(&code, message),
+                } if (400..500).contains(&status) && !matches!(status, 401 | 403 | 407 | 408 | 429) => {
+                    redemption_refused(&code, message)
+                }
                 other => port_error(other),
             })?
     }
@@ -779,18 +848,20 @@ impl Loyalty for SalesforceLoyalty {
                     Some(found) => found,
                     None => {
                         self.points_process(credit, journal.clone(), request.points.get())
-                            .await?;
+                            .await
+                            .map_err(|e| e.settle_later("posting the adjustment"))?;
                         self.journal_by_stamp(&stamp)
-                            .await?
-                            .ok_or_else(|| ConnectorError::Busy {
-                                status: 404,
-                                code: "JOURNAL_NOT_VISIBLE".into(),
-                                message: "the adjustment's journal is not visible yet".into(),
-                            })?
+                            .await
+                            .map_err(after_effect)?
+                            .ok_or_else(|| not_visible("the adjustment's journal"))?
                     }
                 };
-                let delta = self.journal_points(&found.id).await?;
-                let balance = self.points_balance(&request.member_id).await?;
+                processed(&found)?;
+                let delta = self.journal_points(&found.id).await.map_err(after_effect)?;
+                let balance = self
+                    .points_balance(&request.member_id)
+                    .await
+                    .map_err(after_effect)?;
                 Ok(Adjustment {
                     loyalty_transaction_id: external(&found.id)?,
                     delta,

@@ -123,9 +123,22 @@ impl SapErp {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // A read SAP refuses (a filter on a field that is not filterable, a property that does not
+        // exist) says the setup is wrong, never that the document is.
         let body: Value = json_of(response, odata::error_of)
             .await
-            .map_err(odata::classify)?;
+            .map_err(|e| match odata::classify(e) {
+                ConnectorError::Status {
+                    status: status @ (400 | 405 | 406 | 415 | 422),
+                    message,
+                    ..
+                } => ConnectorError::Misrouted {
+                    path: path.to_owned(),
+                    status,
+                    message,
+                },
+                other => other,
+            })?;
         let mut d = body.get("d").cloned();
         // Only where the answer has room for it: an odd body must not panic us.
         if let Some(etag) = etag
@@ -157,6 +170,13 @@ impl SapErp {
                     .header("accept", "application/json")
             })
             .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(ConnectorError::Misrouted {
+                path: format!("{service}/"),
+                status: 404,
+                message: "the service does not exist".into(),
+            });
+        }
         if !response.status().is_success() {
             return Err(odata::classify(status_error(response, odata::error_of).await));
         }
@@ -236,21 +256,28 @@ impl SapErp {
                 message: "the service or entity set does not exist".into(),
             });
         };
+        // An answer that cannot be read as the documents found must not pass for "none found".
+        let unreadable = || ConnectorError::Unsettled {
+            message: format!("the lookup of {entity_set} by its stamp answered no readable results"),
+        };
         let results = found
             .get("results")
             .and_then(Value::as_array)
             .cloned()
-            .unwrap_or_default();
+            .ok_or_else(unreadable)?;
         if results.len() > 1 {
             // Made twice by something else than this adapter (by hand, another integration): the first
             // stands, and the reconciliation shows the second.
             tracing::error!(system = "erp", entity_set, "two documents carry one stamp");
         }
-        Ok(results
-            .first()
-            .and_then(|r| r.get(key_property))
-            .and_then(Value::as_str)
-            .map(str::to_owned))
+        match results.first() {
+            None => Ok(None),
+            Some(first) => first
+                .get(key_property)
+                .and_then(Value::as_str)
+                .map(|k| Some(k.to_owned()))
+                .ok_or_else(unreadable),
+        }
     }
 
     /// Creates an `entity_set` document and answers its `key_property`.
@@ -265,15 +292,19 @@ impl SapErp {
             .modify(service, Method::POST, entity_set, |r| r.json(body))
             .await?;
         let created: Value = response.json().await.map_err(ConnectorError::Body)?;
+        // Created, but the number cannot be read: the next delivery finds the document by its stamp.
         created
             .pointer(&format!("/d/{key_property}"))
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| refused(format!("SAP answered the create without {key_property}")))
+            .ok_or_else(|| ConnectorError::Unsettled {
+                message: format!("SAP answered the create of {entity_set} without {key_property}"),
+            })
     }
 
-    /// Looks the document up by its stamp, and creates it when it is not there: once per attempt, so a
-    /// create that timed out after SAP committed is found by the next attempt instead of made again.
+    /// Looks the document up by its stamp, and creates it when it is not there. A create whose outcome
+    /// is unknown (sent, no answer) is not sent again by this delivery — SAP may still be committing
+    /// it — but left to the next one, whose lookup finds it if it was made.
     async fn find_or_create(
         &self,
         service: &str,
@@ -281,14 +312,16 @@ impl SapErp {
         key_property: &str,
         stamp: &str,
         key: &IdempotencyKey,
-        body: impl Fn() -> Result<Value, ConnectorError>,
+        body: &Value,
     ) -> Result<String, ConnectorError> {
         self.caller
             .retrying(entity_set, Some(key.as_str()), || async {
                 if let Some(found) = self.find(service, entity_set, key_property, stamp).await? {
                     return Ok(found);
                 }
-                self.create(service, entity_set, key_property, &body()?).await
+                self.create(service, entity_set, key_property, body)
+                    .await
+                    .map_err(|e| e.settle_later(&format!("creating {entity_set}")))
             })
             .await
     }
@@ -371,6 +404,30 @@ impl SapErp {
                 if order.texts.iter().any(|t| t.split(' ').nth(1) == Some(stamp)) {
                     return Ok(order.number);
                 }
+                // Without the order's ETag a change would be unguarded against an edit made since the
+                // read; an ETag or an item number SAP answered that does not look like one is not sent
+                // back into a request.
+                let Some(etag) = order
+                    .etag
+                    .clone()
+                    .filter(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_graphic() || c == ' '))
+                else {
+                    return Err(ConnectorError::Unsettled {
+                        message: format!("sales order {} was read without a usable ETag", order.number),
+                    });
+                };
+                if let Some(bad) = order
+                    .items
+                    .iter()
+                    .find(|i| i.number.is_empty() || !i.number.chars().all(|c| c.is_ascii_digit()))
+                {
+                    return Err(ConnectorError::Unsettled {
+                        message: format!(
+                            "sales order {} has an item numbered {:?}",
+                            order.number, bad.number
+                        ),
+                    });
+                }
                 let mut changes = Vec::new();
                 let wanted: Vec<(String, u32)> = match lines {
                     Some(lines) => lines
@@ -410,7 +467,7 @@ impl SapErp {
                             "A_SalesOrderItem(SalesOrder='{}',SalesOrderItem='{number}')",
                             order.number
                         ),
-                        if_match: order.etag.clone(),
+                        if_match: Some(etag.clone()),
                         body,
                     });
                 }
@@ -426,16 +483,18 @@ impl SapErp {
                 });
                 let boundary = format!("{:016x}", rand::random::<u64>());
                 let (body, content_type) = odata::batch(&changes, &boundary);
-                let response = self
-                    .modify(SALES_ORDER_SERVICE, Method::POST, "$batch", |r| {
-                        r.header("content-type", content_type.clone()).body(body.clone())
-                    })
-                    .await?;
-                let text = response.text().await.map_err(ConnectorError::Body)?;
-                match odata::batch_failure(&text) {
-                    Some(e) => Err(e),
-                    None => Ok(order.number),
-                }
+                let sent = async {
+                    let response = self
+                        .modify(SALES_ORDER_SERVICE, Method::POST, "$batch", |r| {
+                            r.header("content-type", content_type.clone()).body(body.clone())
+                        })
+                        .await?;
+                    let text = response.text().await.map_err(ConnectorError::Body)?;
+                    odata::batch_outcome(&text, changes.len())
+                };
+                sent.await
+                    .map_err(|e| e.settle_later("the change set"))
+                    .map(|()| order.number)
             })
             .await
     }
@@ -584,6 +643,8 @@ fn port_error(e: ConnectorError) -> Error {
 impl Erp for SapErp {
     async fn post_sale(&self, request: &ErpSaleRequest, key: &IdempotencyKey) -> Result<ErpDocument, Error> {
         let stamp = odata::stamp(SagaId::of(&request.transaction).as_str());
+        // What cannot be mapped is refused before SAP is called.
+        let body = self.sales_order_body(request).map_err(port_error)?;
         let number = self
             .find_or_create(
                 SALES_ORDER_SERVICE,
@@ -591,7 +652,7 @@ impl Erp for SapErp {
                 "SalesOrder",
                 &stamp,
                 key,
-                || self.sales_order_body(request),
+                &body,
             )
             .await
             .map_err(port_error)?;
@@ -625,6 +686,14 @@ impl Erp for SapErp {
         key: &IdempotencyKey,
     ) -> Result<ErpDocument, Error> {
         let stamp = odata::stamp(key.as_str());
+        // What cannot be mapped is refused before SAP is called.
+        if self
+            .mapping
+            .sales_area(&request.original, request.store_id.as_ref())
+            .is_none()
+        {
+            return Err(port_error(Self::area_refused(&request.original)));
+        }
         let sales_order = async {
             let original = odata::stamp(SagaId::of(&request.original).as_str());
             self.caller
@@ -641,6 +710,9 @@ impl Erp for SapErp {
         }
         .await
         .map_err(port_error)?;
+        let body = self
+            .customer_return_body(request, &sales_order, &stamp)
+            .map_err(port_error)?;
         let number = self
             .find_or_create(
                 CUSTOMER_RETURN_SERVICE,
@@ -648,7 +720,7 @@ impl Erp for SapErp {
                 "CustomerReturn",
                 &stamp,
                 key,
-                || self.customer_return_body(request, &sales_order, &stamp),
+                &body,
             )
             .await
             .map_err(port_error)?;

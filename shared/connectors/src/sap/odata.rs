@@ -136,8 +136,31 @@ pub fn batch(changes: &[Change], boundary: &str) -> (String, String) {
     (body, format!("multipart/mixed; boundary=batch_{boundary}"))
 }
 
+/// What a `$batch` answer says of a change set of `changes` operations: `Ok` only when it shows that
+/// many successes; the failed operation's error when SAP answered the change set with one (in its
+/// place); [`ConnectorError::Unsettled`] when it cannot be read (the change set may have been applied:
+/// the next delivery reads the order again).
+pub fn batch_outcome(body: &str, changes: usize) -> Result<(), ConnectorError> {
+    if let Some(e) = batch_failure(body) {
+        return Err(e);
+    }
+    let successes = body
+        .split('\n')
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("HTTP/1.1 "))
+        .filter(|rest| rest.starts_with('2'))
+        .count();
+    if successes >= changes {
+        Ok(())
+    } else {
+        Err(ConnectorError::Unsettled {
+            message: format!("the $batch answer shows {successes} of {changes} changes applied"),
+        })
+    }
+}
+
 /// The first failed operation of a `$batch` answer (SAP answers a failed change set with that one
-/// error in its place), as the connector's error; `None` when every operation succeeded.
+/// error in its place), as the connector's error; `None` when no operation failed (or none can be
+/// read: see [`batch_outcome`]).
 pub fn batch_failure(body: &str) -> Option<ConnectorError> {
     let mut lines = body.split('\n').map(|l| l.trim_end_matches('\r')).peekable();
     while let Some(line) = lines.next() {
@@ -213,5 +236,15 @@ mod tests {
         let failed = "--b\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 412 Precondition Failed\r\nContent-Type: application/json\r\n\r\n{\"error\":{\"code\":\"/IWBEP/CM_MGW_RT/022\",\"message\":{\"lang\":\"en\",\"value\":\"stale\"}}}\r\n--b--\r\n";
         let e = batch_failure(failed).unwrap();
         assert!(matches!(e, ConnectorError::Busy { status: 412, .. }), "{e}");
+        assert!(batch_outcome(ok, 1).is_ok());
+        assert!(matches!(
+            batch_outcome(failed, 1),
+            Err(ConnectorError::Busy { .. })
+        ));
+        // An answer that shows fewer successes than changes, or none at all, is not a success.
+        for unreadable in ["", "garbage", ok] {
+            let e = batch_outcome(unreadable, 2).unwrap_err();
+            assert!(matches!(e, ConnectorError::Unsettled { .. }), "{e}");
+        }
     }
 }

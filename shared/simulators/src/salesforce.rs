@@ -674,7 +674,11 @@ fn decimal_minor(text: &str, currency: Currency) -> Option<i64> {
     } else {
         format!("{fraction:0<exponent$}").parse::<i64>().ok()?
     };
-    Some(whole.parse::<i64>().ok()? * currency.minor_per_major() + fraction)
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(currency.minor_per_major())?
+        .checked_add(fraction)
 }
 
 fn parse_query(query: &str) -> HashMap<String, String> {

@@ -390,7 +390,10 @@ impl SapSimulator {
             let unit = amount(&s.price)?;
             let discount = -amount(&s.discount)?;
             let tax = amount(&s.tax)?;
-            let net = i64::from(quantity) * unit - discount;
+            let net = i64::from(quantity)
+                .checked_mul(unit)
+                .and_then(|n| n.checked_sub(discount))
+                .ok_or_else(|| format!("item {number}: the amounts overflow"))?;
             let money = |m: i64| Amount::new(m).map_err(|e| format!("item {number}: {e}"));
             lines.push(LineItem {
                 line_no: number / 10,
@@ -994,12 +997,16 @@ fn decimal_minor(text: &str, currency: Currency) -> Option<i64> {
     if whole.is_empty() || fraction.len() > exponent || !fraction.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let value = whole.parse::<i64>().ok()? * currency.minor_per_major()
-        + if fraction.is_empty() {
-            0
-        } else {
-            format!("{fraction:0<exponent$}").parse::<i64>().ok()?
-        };
+    let fraction = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<exponent$}").parse::<i64>().ok()?
+    };
+    let value = whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(currency.minor_per_major())?
+        .checked_add(fraction)?;
     Some(if negative { -value } else { value })
 }
 

@@ -301,17 +301,18 @@ impl SalesforceLoyalty {
                 self.mapping.currency
             ))
             .await?;
+        // `as` saturates, and so does the rest: no answer can overflow us.
         Ok(records
             .iter()
             .map(|r| {
                 let points = r.get("Points").and_then(Value::as_f64).unwrap_or(0.0) as i64;
                 if r.get("EventType").and_then(Value::as_str) == Some("Debit") {
-                    -points
+                    points.saturating_neg()
                 } else {
                     points
                 }
             })
-            .sum())
+            .fold(0_i64, i64::saturating_add))
     }
 
     /// The member's points in the program currency.

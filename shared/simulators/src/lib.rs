@@ -23,6 +23,7 @@
 //! (the rules are a few map operations), a request counter, and the record of each idempotency key.
 
 pub mod access;
+mod dialect;
 pub mod erp;
 pub mod error;
 pub mod faults;

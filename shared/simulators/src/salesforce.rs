@@ -18,7 +18,6 @@
 //! it as a plain text field. Shapes follow Salesforce's Loyalty Management developer guide (sources in
 //! `events/samples/salesforce/README.md`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +36,7 @@ use retail_sync_core::ports::{
 };
 use retail_sync_core::saga::SagaId;
 
+use crate::dialect::{decimal_minor, parse_query, percent_decode, str_of};
 use crate::error::SimError;
 use crate::http::HANG;
 use crate::loyalty::{LoyaltyAnswer, LoyaltyCall, LoyaltySimulator};
@@ -654,43 +654,9 @@ fn action_error(code: &str, message: String) -> Response {
         .into_response()
 }
 
-fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
-    v.get(field).and_then(Value::as_str).unwrap_or_default()
-}
-
 fn timestamp(text: &str) -> Result<Timestamp, String> {
     text.parse()
         .map_err(|e| format!("{text:?} is not a dateTime: {e}"))
-}
-
-fn decimal_minor(text: &str, currency: Currency) -> Option<i64> {
-    let exponent = currency.minor_exponent() as usize;
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() || fraction.len() > exponent || !fraction.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let fraction = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<exponent$}").parse::<i64>().ok()?
-    };
-    whole
-        .parse::<i64>()
-        .ok()?
-        .checked_mul(currency.minor_per_major())?
-        .checked_add(fraction)
-}
-
-fn parse_query(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    crate::sap::percent_decode(s)
 }
 
 /// The routes, for mounting under the simulators' server (behind its access rules).

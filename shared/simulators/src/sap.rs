@@ -36,6 +36,7 @@ use retail_sync_core::ports::{ErpCancelRequest, ErpReinstateRequest, ErpReturnRe
 use retail_sync_core::proration::units_value;
 use retail_sync_core::saga::SagaId;
 
+use crate::dialect::{decimal, decimal_minor, parse_query, str_of};
 use crate::erp::{ErpCall, ErpPosting, ErpPostingKind, ErpSimulator};
 use crate::error::SimError;
 use crate::http::{header_str, respond_as};
@@ -924,10 +925,6 @@ fn number_of(p: &ErpPosting) -> String {
     document_seq(p).to_string()
 }
 
-fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
-    v.get(field).and_then(Value::as_str).unwrap_or_default()
-}
-
 /// A navigation property of a deep insert: `[…]` or `{"results": […]}` (both are OData v2 JSON).
 fn array_of<'a>(v: &'a Value, field: &str) -> &'a [Value] {
     match v.get(field) {
@@ -984,77 +981,6 @@ fn date_of(v: &Value, field: &str) -> Result<jiff::Timestamp, String> {
         .and_then(|ms| ms.parse::<i64>().ok())
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .ok_or_else(|| format!("{field} {text:?} is not an Edm.DateTime"))
-}
-
-/// `Edm.Decimal` to minor units (the same rule as the connector's, kept apart: this is SAP's side).
-fn decimal_minor(text: &str, currency: Currency) -> Option<i64> {
-    let exponent = currency.minor_exponent() as usize;
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    if whole.is_empty() || fraction.len() > exponent || !fraction.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let fraction = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<exponent$}").parse::<i64>().ok()?
-    };
-    let value = whole
-        .parse::<i64>()
-        .ok()?
-        .checked_mul(currency.minor_per_major())?
-        .checked_add(fraction)?;
-    Some(if negative { -value } else { value })
-}
-
-fn decimal(minor: i64, currency: Currency) -> String {
-    let exponent = currency.minor_exponent() as usize;
-    if exponent == 0 {
-        return minor.to_string();
-    }
-    let per = currency.minor_per_major().unsigned_abs();
-    let sign = if minor < 0 { "-" } else { "" };
-    format!(
-        "{sign}{}.{:0exponent$}",
-        minor.unsigned_abs() / per,
-        minor.unsigned_abs() % per
-    )
-}
-
-fn parse_query(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        .collect()
-}
-
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The routes, for mounting under the simulators' server (behind its access rules).

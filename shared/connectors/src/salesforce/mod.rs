@@ -633,12 +633,11 @@ impl Loyalty for SalesforceLoyalty {
     }
 
     async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error> {
+        // Once per call, not once per attempt: the sweep is best effort and retries itself next time.
+        self.release_expired(member_id).await;
         let balance = self
             .caller
-            .retrying("balance", None, || async {
-                self.release_expired(member_id).await;
-                self.points_balance(member_id).await
-            })
+            .retrying("balance", None, || self.points_balance(member_id))
             .await
             .and_then(points)
             .map_err(port_error)?;

@@ -24,13 +24,7 @@ use retail_sync_simulators::{ErpSimulator, FaultKind, Faults, LoyaltySimulator};
 use retail_sync_testkit::sims;
 
 fn fast(base_url: String) -> HttpConfig {
-    HttpConfig {
-        connect_timeout: Duration::from_millis(300),
-        request_timeout: Duration::from_millis(300),
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(40),
-        ..HttpConfig::new(base_url)
-    }
+    sims::fast(base_url, Duration::from_millis(300))
 }
 
 struct Harness {

@@ -31,13 +31,7 @@ fn mapping() -> SapMapping {
 }
 
 fn fast(base: String) -> HttpConfig {
-    HttpConfig {
-        connect_timeout: Duration::from_millis(300),
-        request_timeout: Duration::from_millis(400),
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(40),
-        ..HttpConfig::new(base)
-    }
+    sims::fast(base, Duration::from_millis(400))
 }
 
 async fn start_with(mapping: SapMapping) -> Harness {

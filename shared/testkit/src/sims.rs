@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use retail_sync_connectors::{Auth, AuthMethod, ClientAuth, Credentials, Secret, StaticCredentials};
+use retail_sync_connectors::{
+    Auth, AuthMethod, ClientAuth, Credentials, HttpConfig, Secret, StaticCredentials,
+};
 use retail_sync_simulators::access::{Access, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET, TOKEN_PATH};
 use retail_sync_simulators::{Dialects, ErpSimulator, LoyaltySimulator};
 
@@ -75,5 +78,17 @@ pub fn basic() -> Auth {
             },
             origin: "the simulators' local communication user".to_owned(),
         }),
+    }
+}
+
+/// Connector settings for tests against the simulators: short timeouts (`request_timeout` per attempt)
+/// and backoff, so that failure paths stay fast.
+pub fn fast(base_url: impl Into<String>, request_timeout: Duration) -> HttpConfig {
+    HttpConfig {
+        connect_timeout: Duration::from_millis(300),
+        request_timeout,
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        ..HttpConfig::new(base_url)
     }
 }

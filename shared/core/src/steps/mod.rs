@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 
 use retail_sync_contracts::envelope::{BusEvent, Channel, Detail, Metadata};
 use retail_sync_contracts::events::{ReasonCode, WorkflowException};
-use retail_sync_contracts::values::{CorrelationId, EventId};
+use retail_sync_contracts::values::EventId;
 use retail_sync_contracts::{Event, EventType, IngestLimits, Rejection};
 
 use crate::batch::BatchRunner;
@@ -272,20 +272,18 @@ pub(crate) fn derived_event_id(key: &str, event_type: EventType) -> EventId {
     EventId::parse(crate::idempotency::hex(&digest[..16])).expect("hex is a valid id")
 }
 
-/// Metadata of an event retail-sync emits in consequence of `cause`.
-pub(crate) fn outbound_metadata(
-    key: &str,
-    event_type: EventType,
-    correlation_id: CorrelationId,
-    cause: Option<EventId>,
-    now: Timestamp,
-) -> Metadata {
+/// Metadata of an event retail-sync emits in consequence of `cause`. Its `occurred_at` is the cause's
+/// business time, not the time of this delivery: a republish after a redelivery is then the same event in
+/// every field, and a step that builds a downstream request from it (a loyalty reversal dated by its
+/// `ErpReturnPosted`) sends the same request under the same idempotency key, which a platform that
+/// compares requests would otherwise refuse as a reused key.
+pub(crate) fn outbound_metadata(key: &str, event_type: EventType, cause: &Metadata) -> Metadata {
     Metadata {
         event_id: derived_event_id(key, event_type),
         schema_version: 1,
-        correlation_id,
-        causation_id: cause,
-        occurred_at: now,
+        correlation_id: cause.correlation_id.clone(),
+        causation_id: Some(cause.event_id.clone()),
+        occurred_at: cause.occurred_at,
         channel: Channel::RetailSync,
     }
 }
@@ -298,15 +296,8 @@ pub(crate) fn workflow_exception(
     message: impl Into<String>,
     cause: &Metadata,
     detail_type: &str,
-    now: Timestamp,
 ) -> Outgoing {
-    let metadata = outbound_metadata(
-        key,
-        EventType::WorkflowException,
-        cause.correlation_id.clone(),
-        Some(cause.event_id.clone()),
-        now,
-    );
+    let metadata = outbound_metadata(key, EventType::WorkflowException, cause);
     Outgoing {
         source: retail_sync_contracts::envelope::SOURCE_RETAIL_SYNC,
         event: Event::WorkflowException(Detail {
@@ -418,18 +409,12 @@ where
 }
 
 /// An event retail-sync publishes in consequence of `cause`, with an id derived from `key`.
-pub(crate) fn outgoing<T>(key: &str, cause: &Metadata, now: Timestamp, data: T) -> Outgoing
+pub(crate) fn outgoing<T>(key: &str, cause: &Metadata, data: T) -> Outgoing
 where
     Detail<T>: Into<Event>,
     T: crate::steps::Typed,
 {
-    let metadata = outbound_metadata(
-        key,
-        T::TYPE,
-        cause.correlation_id.clone(),
-        Some(cause.event_id.clone()),
-        now,
-    );
+    let metadata = outbound_metadata(key, T::TYPE, cause);
     Outgoing {
         source: retail_sync_contracts::envelope::SOURCE_RETAIL_SYNC,
         event: Detail { metadata, data }.into(),

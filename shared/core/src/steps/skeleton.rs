@@ -159,8 +159,7 @@ impl Cx<'_> {
     where
         Detail<T>: Into<Event>,
     {
-        self.events
-            .push(outgoing(self.key.as_str(), self.cause, self.now, data));
+        self.events.push(outgoing(self.key.as_str(), self.cause, data));
     }
 
     /// Announces that the step stopped for `reason` (a `WorkflowException` for the input event).
@@ -185,7 +184,6 @@ impl Cx<'_> {
             message,
             self.cause,
             self.detail_type.name(),
-            self.now,
         ));
     }
 

@@ -86,29 +86,16 @@ impl HttpConfig {
     }
 }
 
-/// A connector's mapping file, from `var` (the JSON itself, as a template parameter passes it) or
-/// `{var}_FILE` (its path, for local runs): its text and the variable it came from, for errors.
+/// A connector's mapping file (see [`retail_sync_contracts::mapping::mapping_text`]): its text and the
+/// variable it came from, for errors.
 pub(crate) fn mapping_text(
     var: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(String, String), ConnectorError> {
-    let file = format!("{var}_FILE");
-    if let Some(text) = lookup(var).filter(|t| !t.trim().is_empty()) {
-        return Ok((text, var.to_owned()));
-    }
-    match lookup(&file).filter(|t| !t.trim().is_empty()) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| ConnectorError::Config {
-                var: file.clone(),
-                message: format!("cannot read {path}: {e}"),
-            })?;
-            Ok((text, file))
-        }
-        None => Err(ConnectorError::Config {
-            message: format!("neither {var} (the mapping JSON) nor {file} (its path) is set"),
-            var: var.to_owned(),
-        }),
-    }
+    retail_sync_contracts::mapping::mapping_text(var, lookup).map_err(|e| ConnectorError::Config {
+        var: e.var,
+        message: e.message,
+    })
 }
 
 /// Credentials and calls travel over TLS: `https://` always, `http://` only to this machine (the

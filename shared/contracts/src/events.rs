@@ -24,6 +24,11 @@ pub struct LineItem {
     pub tax_minor: Amount,
     /// False for lines the retailer excludes from earning (gift cards, tobacco, …).
     pub loyalty_eligible: bool,
+    /// The line's own id in the platform that sent the order (a Shopify line item id, an Adobe Commerce
+    /// order item id): the platform's shipments and refunds name lines by it, and the mapper finds their
+    /// `line_no` through it. Absent for channels that speak the canonical contract themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_line_id: Option<ChannelLineId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -323,6 +328,9 @@ pub enum ReasonCode {
     InconsistentWithSaga,
     /// An inbound event from a source that may not send its type (see the source policy).
     SourceNotAllowed,
+    /// A channel platform's native payload (Shopify, Adobe Commerce) that the mapping cannot turn into
+    /// a canonical event: an unknown product or location, a missing field, an amount that does not read.
+    Unmappable,
 }
 
 impl ReasonCode {
@@ -345,6 +353,7 @@ impl ReasonCode {
         Self::TransactionClosed,
         Self::InconsistentWithSaga,
         Self::SourceNotAllowed,
+        Self::Unmappable,
     ];
 
     /// The wire name (as serialized), for logs, metric dimensions and tables.
@@ -368,6 +377,7 @@ impl ReasonCode {
             Self::TransactionClosed => "transaction_closed",
             Self::InconsistentWithSaga => "inconsistent_with_saga",
             Self::SourceNotAllowed => "source_not_allowed",
+            Self::Unmappable => "unmappable",
         }
     }
 }

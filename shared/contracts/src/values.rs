@@ -132,6 +132,10 @@ id_type!(
     /// A loyalty tier (e.g. `silver`, `gold`).
     Tier
 );
+id_type!(
+    /// A line's id in the platform that sent its order (Shopify line item, Adobe Commerce order item).
+    ChannelLineId
+);
 
 /// Active ISO 4217 currency codes. Kept as a list, not just a pattern: `XYZ` is three capitals and still
 /// no currency, and a typo there would post money in a currency nobody can settle.
@@ -208,6 +212,32 @@ impl Currency {
     }
     pub fn minor_per_major(&self) -> i64 {
         10_i64.pow(self.minor_exponent())
+    }
+
+    /// A decimal string (`"129.90"`, `"-5"`) in minor units of this currency; `None` when it is not a
+    /// plain decimal, has more places than the currency, or does not fit.
+    pub fn minor_units(&self, text: &str) -> Option<i64> {
+        let exponent = self.minor_exponent() as usize;
+        let (negative, digits) = match text.trim().strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text.trim()),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        let fraction = fraction.trim_end_matches('0');
+        if whole.is_empty() && fraction.is_empty()
+            || fraction.len() > exponent
+            || !whole.chars().chain(fraction.chars()).all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+        let fraction: i64 = if fraction.is_empty() {
+            0
+        } else {
+            format!("{fraction:0<exponent$}").parse().ok()?
+        };
+        let value = whole.checked_mul(self.minor_per_major())?.checked_add(fraction)?;
+        Some(if negative { -value } else { value })
     }
 }
 impl TryFrom<String> for Currency {
@@ -376,6 +406,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_strings_read_as_minor_units_of_their_currency() {
+        let eur = Currency::parse("EUR").unwrap();
+        for (text, minor) in [
+            ("123.45", 12_345),
+            ("-0.05", -5),
+            ("7", 700),
+            ("7.5", 750),
+            ("199.00", 19_900),
+        ] {
+            assert_eq!(eur.minor_units(text), Some(minor), "{text}");
+        }
+        for bad in ["1.234", "", "1e3", "--1", ".", "12,5", "99999999999999999999"] {
+            assert_eq!(eur.minor_units(bad), None, "{bad:?}");
+        }
+        assert_eq!(Currency::parse("JPY").unwrap().minor_units("700"), Some(700));
+        assert_eq!(Currency::parse("JPY").unwrap().minor_units("700.5"), None);
+    }
 
     #[test]
     fn amounts_and_points_add_and_subtract_within_their_range() {

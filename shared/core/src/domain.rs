@@ -106,6 +106,7 @@ mod tests {
             net_minor: Amount::new(i64::from(qty) * unit - discount).unwrap(),
             tax_minor: Amount::new(tax).unwrap(),
             loyalty_eligible: eligible,
+            channel_line_id: None,
         }
     }
 

@@ -979,6 +979,7 @@ mod tests {
             net_minor: Amount::new(i64::from(qty) * unit).unwrap(),
             tax_minor: Amount::ZERO,
             loyalty_eligible: eligible,
+            channel_line_id: None,
         }
     }
 

@@ -73,6 +73,7 @@ fn sale_of(transaction: TransactionRef) -> ErpSaleRequest {
             net_minor: amount(1000),
             tax_minor: amount(190),
             loyalty_eligible: true,
+            channel_line_id: None,
         }],
         totals: Totals {
             net_minor: amount(1000),

@@ -405,6 +405,7 @@ impl SapSimulator {
                 net_minor: money(net)?,
                 tax_minor: money(tax)?,
                 loyalty_eligible: true,
+                channel_line_id: None,
             });
         }
         if lines.is_empty() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use retail_sync_channels::Platform;
 use retail_sync_connectors::{
     ClientAuth, ErpKind, HttpConfig, LoyaltyKind, SalesforceLoyalty, SalesforceMapping, SapErp, SapMapping,
 };
@@ -18,9 +19,9 @@ use retail_sync_contracts::values::Points;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::CountingMetrics;
-use retail_sync_core::ports::{Clock, Erp, Loyalty, QueueConsumer, SystemClock};
+use retail_sync_core::ports::{Clock, Erp, Loyalty, Outgoing, Publisher, QueueConsumer, SystemClock};
 use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
-use retail_sync_core::steps::{Base, Wiring, connected, downstream_of};
+use retail_sync_core::steps::{Base, ConnectMapping, Wiring, connected, downstream_of};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::access::Access;
@@ -313,6 +314,57 @@ impl Guards {
     }
 }
 
+/// The channel bus as the platform mappers publish to it: PutEvents as a channel does, so the mapped
+/// events meet the same rules (ingest, the archive) as any channel's.
+struct ChannelBus<B: Backend>(Arc<B>);
+
+#[async_trait::async_trait]
+impl<B: Backend> Publisher for ChannelBus<B> {
+    async fn publish(&self, events: &[Outgoing]) -> Vec<Result<(), retail_sync_core::Error>> {
+        let entries: Vec<(String, String, Value)> = events
+            .iter()
+            .map(|o| {
+                let detail = serde_json::to_value(&o.event).expect("events serialize");
+                (o.source.to_owned(), o.detail_type().to_owned(), detail)
+            })
+            .collect();
+        match self.0.put_channel_events(&entries).await {
+            Ok(_) => events.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                let message = e.to_string();
+                events
+                    .iter()
+                    .map(|_| {
+                        Err(retail_sync_core::Error::unavailable(
+                            "channel bus",
+                            message.clone(),
+                        ))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The platforms' mappings: `SHOPIFY_MAPPING(_FILE)` / `ADOBE_COMMERCE_MAPPING(_FILE)` when set, else the
+/// samples beside the template (`infra/channels/<platform>.json`).
+fn channel_mappings(template_dir: Option<PathBuf>) -> ConnectMapping {
+    Arc::new(move |platform: Platform| {
+        let default = template_dir
+            .as_ref()
+            .map(|d| d.join("channels").join(format!("{}.json", platform.name())));
+        let file_var = format!("{}_FILE", platform.mapping_var());
+        let lookup = |name: &str| {
+            std::env::var(name).ok().or_else(|| {
+                (name == file_var)
+                    .then(|| default.as_ref().map(|d| d.to_string_lossy().into_owned()))
+                    .flatten()
+            })
+        };
+        Ok(retail_sync_channels::mapper_from_lookup(platform, lookup)?)
+    })
+}
+
 pub struct LocalSystem<B: Backend> {
     pub backend: Arc<B>,
     pub guards: Guards,
@@ -424,6 +476,8 @@ impl<B: Backend> LocalSystem<B> {
             erp: connected(erp),
             loyalty: connected(loyalty),
             publisher: backend.clone(),
+            channel_bus: connected(Arc::new(ChannelBus(backend.clone()))),
+            channel_mapping: channel_mappings(topology.dir.clone()),
             quarantine: backend.clone(),
         };
         let mut consumers = Vec::new();

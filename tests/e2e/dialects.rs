@@ -3,21 +3,24 @@
 //! through the SAP and Salesforce connectors against the simulators' dialects — on the embedded backend,
 //! on moto server, and under timeouts after commit — give the same books as through the system API.
 
-use std::collections::BTreeMap;
+#[path = "books.rs"]
+mod books;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use retail_sync_aws::ProvisionOptions;
-use retail_sync_cli::backends::Backend;
 use retail_sync_cli::input::read_inputs;
 use retail_sync_cli::local::{Kinds, LocalOptions, LocalSystem, Simulators, open_embedded};
 use retail_sync_connectors::{ErpKind, LoyaltyKind};
 use retail_sync_simulators::Faults;
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
+
+use books::books;
 use retail_sync_topology::Topology;
 
 const DIALECTS: Kinds = Kinds {
@@ -42,46 +45,10 @@ fn embedded(dir: &tempfile::TempDir, sims: Simulators) -> LocalSystem<retail_syn
     open_embedded(&options, sims).unwrap()
 }
 
-/// Runs the sample days and answers the books: per transaction its saga's status and points and what
-/// the ERP booked net (sale − cancellations + reinstatements − returns: how many documents make it up
-/// depends on arrival order, a cancellation undone by a later shipment being two); per member the
-/// balance and the ledger's sum per kind; the quarantine's reasons.
-async fn books<B: Backend>(system: &LocalSystem<B>, sims: &Simulators) -> Value {
-    let fed = system.feed(&streams()).await.unwrap();
-    system.run_until_idle(|_| {}).await.unwrap();
-    let report = system.report(fed).await.unwrap();
-    let mut erp: BTreeMap<String, i64> = BTreeMap::new();
-    for p in sims.erp.postings() {
-        *erp.entry(serde_json::to_string(&p.transaction).unwrap())
-            .or_default() += p.signed_net_minor();
-    }
-    let mut ledger: BTreeMap<String, i64> = BTreeMap::new();
-    for t in sims.loyalty.transactions() {
-        *ledger
-            .entry(format!("{} {}", t.member_id, t.kind.as_str()))
-            .or_default() += t.points;
-    }
-    let sagas: BTreeMap<_, _> = report
-        .sagas
-        .iter()
-        .map(|(c, s)| (c.clone(), (s.status.clone(), s.points_accrued)))
-        .collect();
-    let mut reasons: Vec<String> = report.quarantine.iter().map(|q| q.reason.clone()).collect();
-    reasons.sort();
-    json!({
-        "sagas": sagas,
-        "erp": erp,
-        "balances": sims.loyalty.balances(),
-        "ledger": ledger,
-        "quarantine": reasons,
-        "dead_lettered": report.summary.dead_lettered,
-    })
-}
-
 async fn system_api_books() -> Value {
     let dir = tempfile::tempdir().unwrap();
     let sims = Simulators::with_sample_members();
-    books(&embedded(&dir, sims.clone()), &sims).await
+    books(&embedded(&dir, sims.clone()), &sims, &streams()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +60,7 @@ async fn the_sample_days_through_sap_and_salesforce_give_the_system_api_s_books(
         .speaking(DIALECTS, &mappings())
         .await
         .unwrap();
-    let got = books(&embedded(&dir, sims.clone()), &sims).await;
+    let got = books(&embedded(&dir, sims.clone()), &sims, &streams()).await;
     assert_eq!(got, expected);
     let dialects = sims.dialects().unwrap();
     assert!(
@@ -113,7 +80,7 @@ async fn on_moto_too() {
         .await
         .unwrap();
     let system = LocalSystem::new(backend, topology, sims.clone()).unwrap();
-    assert_eq!(books(&system, &sims).await, expected);
+    assert_eq!(books(&system, &sims, &streams()).await, expected);
 }
 
 /// Every tenth call to SAP and to Salesforce commits and then never answers: each is found by its stamp
@@ -133,6 +100,6 @@ async fn timeouts_after_commit_book_nothing_twice() {
     };
     sims.erp.set_faults(faults.clone());
     sims.loyalty.set_faults(faults);
-    let got = books(&embedded(&dir, sims.clone()), &sims).await;
+    let got = books(&embedded(&dir, sims.clone()), &sims, &streams()).await;
     assert_eq!(got, expected);
 }

@@ -1,6 +1,7 @@
 //! The ports: what the workflows need from the outside world, one role per trait. AWS, embedded, HTTP and
 //! in-memory adapters implement them in their own crates/modules.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -94,6 +95,40 @@ impl Outgoing {
 #[async_trait]
 pub trait Publisher: Send + Sync {
     async fn publish(&self, events: &[Outgoing]) -> Vec<Result<(), Error>>;
+}
+
+/// Publishes channel events (source `retail.*`) to one bus and retail-sync's own to the other: a platform
+/// mapper puts what it maps in front of ingest, on the channel bus, and announces a message it
+/// quarantines on the internal bus as every step does. Results come back in the events' order.
+pub struct BySource {
+    pub channel: Arc<dyn Publisher>,
+    pub internal: Arc<dyn Publisher>,
+}
+
+#[async_trait]
+impl Publisher for BySource {
+    async fn publish(&self, events: &[Outgoing]) -> Vec<Result<(), Error>> {
+        let is_channel = |o: &Outgoing| {
+            o.source
+                .starts_with(retail_sync_contracts::envelope::CHANNEL_SOURCE_PREFIX)
+        };
+        let (channel, internal): (Vec<Outgoing>, Vec<Outgoing>) =
+            events.iter().cloned().partition(is_channel);
+        let mut channel = self.channel.publish(&channel).await.into_iter();
+        let mut internal = self.internal.publish(&internal).await.into_iter();
+        let missing = || Err(Error::unavailable("event bus", "no result for an event"));
+        events
+            .iter()
+            .map(|o| {
+                let next = if is_channel(o) {
+                    channel.next()
+                } else {
+                    internal.next()
+                };
+                next.unwrap_or_else(missing)
+            })
+            .collect()
+    }
 }
 
 /// What the ERP receives for a sale (POS receipt or order).

@@ -131,6 +131,13 @@ impl World {
             erp: connected(self.erp.clone()),
             loyalty: connected(self.loyalty.clone()),
             publisher: self.bus.clone(),
+            channel_bus: connected(self.bus.clone()),
+            // Every field of a platform's mapping has a default.
+            channel_mapping: Arc::new(|platform| {
+                Ok(retail_sync_channels::mapper_from_lookup(platform, |_| {
+                    Some("{}".into())
+                })?)
+            }),
             quarantine: self.state.clone(),
         }
     }

@@ -14,7 +14,7 @@ use retail_sync_contracts::{IngestLimits, parse_inbound};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::{CountingMetrics, MemoryBus, MemoryState};
 use retail_sync_core::ports::{QuarantineStore, SystemClock};
-use retail_sync_core::steps::{Base, Wiring};
+use retail_sync_core::steps::{Base, Wiring, no_channels};
 use retail_sync_lambda::emf::EmfMetrics;
 use retail_sync_lambda::handler::Function;
 
@@ -53,6 +53,7 @@ pub fn sqs_batch(data: &[u8]) {
 async fn batch(data: &[u8]) {
     let state = Arc::new(MemoryState::default());
     let bus = Arc::new(MemoryBus::default());
+    let (channel_bus, channel_mapping) = no_channels("ingest maps no platform's events");
     let wiring = Wiring {
         base: Base {
             idempotency: state.clone(),
@@ -65,6 +66,8 @@ async fn batch(data: &[u8]) {
         erp: Arc::new(|| Err("ingest calls no ERP".into())),
         loyalty: Arc::new(|| Err("ingest calls no loyalty platform".into())),
         publisher: bus.clone(),
+        channel_bus,
+        channel_mapping,
         quarantine: state.clone(),
     };
     let function = Function {

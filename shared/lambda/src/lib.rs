@@ -9,6 +9,7 @@
 //! - [`emf`]: business metrics as CloudWatch Embedded Metric Format lines.
 //! - [`telemetry`]: JSON logs in which every line of a message carries its step and correlation id.
 //! - [`secrets`]: connector credentials from Secrets Manager (or the environment).
+//! - [`webhooks`]: the webhook ingress (platforms' signed HTTPS deliveries onto the channel bus).
 //! - [`run`], [`run_http`]: wiring from environment variables (the SAM template sets them).
 
 pub mod emf;
@@ -16,12 +17,13 @@ pub mod handler;
 pub mod http;
 pub mod secrets;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 
-use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, SourceQueues, sdk_config};
+use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, EventBus, SourceQueues, sdk_config};
 use retail_sync_contracts::IngestLimits;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
@@ -63,6 +65,8 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
     let sdk = sdk_config(&settings).await;
     let clients = AwsClients::new(&sdk);
     let sqs = clients.sqs.clone();
+    // Only the platform mappers publish to the channel bus (their template sets CHANNEL_BUS_NAME).
+    let channel_bus = EventBus::channels(clients.eventbridge.clone(), &settings);
     let backend = Arc::new(AwsBackend::new(&clients, settings));
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let erp_secrets = secrets.clone();
@@ -99,6 +103,16 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
             }))
         }),
         publisher: backend.clone(),
+        channel_bus: Arc::new(move || match &channel_bus {
+            Some(bus) => Ok(Arc::new(bus.clone())),
+            None => Err("CHANNEL_BUS_NAME is not set".into()),
+        }),
+        // The file SHOPIFY_MAPPING / ADOBE_COMMERCE_MAPPING holds (the template passes its JSON).
+        channel_mapping: Arc::new(|platform| {
+            Ok(retail_sync_channels::mapper_from_lookup(platform, |v| {
+                std::env::var(v).ok()
+            })?)
+        }),
         quarantine: backend,
     };
     Ok(handler::Function {
@@ -139,5 +153,39 @@ async fn wire_http() -> anyhow::Result<RedemptionApi> {
         clock: Arc::new(SystemClock),
         policy: IdempotencyPolicy::default(),
         config,
+    })
+}
+
+/// Runs the webhook ingress `binary` under the Lambda runtime API, behind an API Gateway HTTP API.
+pub async fn run_webhooks(binary: &'static str) -> Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let ingress = Arc::new(
+        wire_webhooks()
+            .await
+            .inspect_err(|e| tracing::error!(binary, error = %format!("{e:#}"), "cannot start"))?,
+    );
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<aws_lambda_events::apigw::ApiGatewayV2httpRequest>| {
+            let ingress = ingress.clone();
+            async move { Ok::<_, lambda_runtime::Error>(webhooks::handle(&ingress, event.payload).await) }
+        },
+    ))
+    .await
+}
+
+async fn wire_webhooks() -> anyhow::Result<webhooks::Ingress> {
+    let settings = AwsSettings::from_env()?;
+    let sdk = sdk_config(&settings).await;
+    let clients = AwsClients::new(&sdk);
+    let bus = EventBus::channels(clients.eventbridge.clone(), &settings)
+        .ok_or_else(|| anyhow::anyhow!("CHANNEL_BUS_NAME is not set"))?;
+    let arn = std::env::var("SHOPIFY_WEBHOOK_SECRET_ARN")
+        .ok()
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("SHOPIFY_WEBHOOK_SECRET_ARN is not set"))?;
+    Ok(webhooks::Ingress {
+        bus,
+        secrets: webhooks::SigningSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk), arn),
+        window: webhooks::window_from_env()?,
     })
 }

@@ -85,6 +85,9 @@ pub struct Topology {
     pub functions: Vec<FunctionSpec>,
     /// The template's parameters and their defaults (those that have one).
     pub parameters: BTreeMap<String, Value>,
+    /// The directory the template was loaded from (`infra/`), where its companion files are: the
+    /// connectors' and the channel platforms' sample mappings. `None` for a template parsed from text.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// SQS's default when a queue does not set one.
@@ -98,7 +101,9 @@ impl Topology {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        let mut topology = Self::parse(&text)?;
+        topology.dir = path.parent().map(Path::to_path_buf);
+        Ok(topology)
     }
 
     pub fn parse(text: &str) -> Result<Self, TopologyError> {
@@ -135,6 +140,9 @@ impl Topology {
                 }
                 Some("AWS::Events::EventBus") => buses.push(id.clone()),
                 Some("AWS::Events::Archive") => archives.push(archive(id, &props)?),
+                // A rule on a bus outside the stack (a partner event bus the deployer names by a
+                // parameter) exists on AWS only; locally such events are put on the channel bus.
+                Some("AWS::Events::Rule") if on_parameter_bus(&props, &template) => {}
                 Some("AWS::Events::Rule") => rules.push(rule(id, &props)?),
                 Some("AWS::Serverless::Function") => {
                     functions.extend(function(id, resource, &props, &parameters)?);
@@ -150,6 +158,7 @@ impl Topology {
             rules,
             functions,
             parameters,
+            dir: None,
         };
         topology.check_references()?;
         Ok(topology)
@@ -369,6 +378,14 @@ fn archive(id: &str, props: &Value) -> Result<ArchiveSpec, TopologyError> {
         bus,
         pattern,
     })
+}
+
+/// Whether a rule listens on a bus the template takes as a parameter instead of creating it.
+fn on_parameter_bus(props: &Value, template: &Value) -> bool {
+    props
+        .get("EventBusName")
+        .and_then(referenced)
+        .is_some_and(|name| template.pointer(&format!("/Parameters/{name}")).is_some())
 }
 
 fn rule(id: &str, props: &Value) -> Result<RuleSpec, TopologyError> {
@@ -600,14 +617,33 @@ Resources:
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
         let t = Topology::load(Path::new(path)).unwrap();
         let ingest = &t.function("ingest").unwrap().queue;
+        let mappers: Vec<&String> = ["map-shopify", "map-adobe-commerce"]
+            .iter()
+            .map(|b| &t.function(b).unwrap().queue)
+            .collect();
+        // On the channel bus: ingest's rule, and one rule per platform mapper, to its queue alone (the
+        // partner buses' rules are on buses outside the stack, not in the local topology).
         let channel: Vec<_> = t.rules_on(CHANNEL_BUS).collect();
-        assert_eq!(channel.len(), 1);
-        assert_eq!(&channel[0].targets, std::slice::from_ref(ingest));
+        assert_eq!(channel.len(), 3);
+        for rule in &channel {
+            assert_eq!(rule.targets.len(), 1, "{}", rule.id);
+            assert!(
+                &rule.targets[0] == ingest || mappers.contains(&&rule.targets[0]),
+                "{}",
+                rule.id
+            );
+        }
+        assert!(t.rules.iter().all(|r| !r.id.ends_with("PartnerRule")));
         let internal: Vec<_> = t.rules_on(INTERNAL_BUS).collect();
         assert_eq!(
-            internal.len() + 1,
+            internal.len() + 3,
             t.rules.len(),
             "every rule is on one of the two buses"
+        );
+        assert!(
+            internal
+                .iter()
+                .all(|r| mappers.iter().all(|m| !r.targets.contains(m)))
         );
         assert!(internal.iter().all(|r| !r.targets.contains(ingest)));
     }

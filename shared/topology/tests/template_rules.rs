@@ -211,25 +211,54 @@ fn the_internal_bus_admits_the_functions_and_the_channel_bus_each_channel_its_so
         .map(|v| v["Fn::GetAtt"].as_str().unwrap().to_owned())
         .collect();
     admitted.sort();
-    // Exactly the roles of the functions that publish.
-    let mut publishers: Vec<String> = statements(&t)
+    // Exactly the roles of the functions that publish there. The platform mappers also put what they
+    // map on the channel bus, as the ecommerce channel and nothing else.
+    let mut publishers = Vec::new();
+    for (role, st) in statements(&t)
         .into_iter()
         .filter(|(_, st)| st["Action"] == "events:PutEvents")
-        .map(|(role, st)| {
-            assert_eq!(st["Resource"]["Fn::GetAtt"], "InternalBus.Arn", "{role}");
-            format!("{role}.Arn")
-        })
-        .collect();
+    {
+        match st["Resource"]["Fn::GetAtt"].as_str() {
+            Some("InternalBus.Arn") => publishers.push(format!("{role}.Arn")),
+            Some("ChannelBus.Arn") if role == "WebhookIngressRole" => {
+                assert_eq!(
+                    st["Condition"]["StringEquals"]["events:source"],
+                    "retail-sync.webhooks"
+                );
+            }
+            Some("ChannelBus.Arn") => {
+                assert!(role.starts_with("Map"), "{role} publishes on the channel bus");
+                assert_eq!(
+                    st["Condition"]["StringEquals"]["events:source"],
+                    "retail.ecommerce"
+                );
+            }
+            other => panic!("{role} publishes on {other:?}"),
+        }
+    }
     publishers.sort();
     assert_eq!(admitted, publishers);
-    assert_eq!(publishers.len(), 8);
+    assert_eq!(publishers.len(), 10);
 
     let channel = &t["Resources"]["ChannelBus"]["Properties"]["Policy"]["Statement"];
     let channel = channel.as_array().unwrap();
     assert_eq!(channel[0]["Effect"], "Deny");
     assert_eq!(
         channel[0]["Condition"]["StringNotLike"]["events:source"],
-        "retail.*"
+        serde_json::json!(["retail.*", "retail-sync.webhooks"])
+    );
+    // The ingress's source, from the ingress's role alone.
+    assert_eq!(channel[1]["Sid"], "OnlyTheIngressPutsWebhooks");
+    assert_eq!(channel[1]["Effect"], "Deny");
+    assert_eq!(
+        channel[1]["Condition"]["StringEquals"]["events:source"],
+        "retail-sync.webhooks"
+    );
+    assert!(
+        t["Resources"]["WebhookIngressRole"]["Properties"]["RoleName"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with("-webhook-ingress")
     );
     let conditional: Vec<&Value> = channel.iter().filter_map(|s| s.get("Fn::If")).collect();
     for (c, _) in SOURCE_POLICY.iter().filter(|(c, _)| *c != Channel::RetailSync) {
@@ -280,6 +309,10 @@ fn functions_get_the_table_actions_they_call_and_publish_only_their_own_sources(
             let sources = &st["Condition"]["StringEquals"]["events:source"];
             let expected = if id == "IngestRole" {
                 serde_json::json!(["retail-sync.ingest", "retail-sync"])
+            } else if id == "WebhookIngressRole" {
+                serde_json::json!("retail-sync.webhooks")
+            } else if st["Resource"]["Fn::GetAtt"] == "ChannelBus.Arn" {
+                serde_json::json!("retail.ecommerce")
             } else {
                 serde_json::json!("retail-sync")
             };
@@ -292,6 +325,14 @@ fn functions_get_the_table_actions_they_call_and_publish_only_their_own_sources(
                 r => vec![r["Ref"].as_str().unwrap()],
             };
             assert!(id != "IngestRole", "ingest calls no system");
+            if id == "WebhookIngressRole" {
+                assert_eq!(
+                    arns,
+                    ["ShopifyWebhookSecretArn"],
+                    "the ingress reads its signing secret only"
+                );
+                continue;
+            }
             for arn in arns {
                 assert!(
                     ["ErpCredentialsSecretArn", "LoyaltyCredentialsSecretArn"].contains(&arn),

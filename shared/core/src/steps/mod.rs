@@ -17,6 +17,7 @@ mod cancel_order;
 mod commit_redemption;
 mod compensate;
 mod ingest;
+mod map_channel;
 mod post_return_to_erp;
 mod post_sale_to_erp;
 mod reverse_loyalty;
@@ -27,6 +28,7 @@ pub use cancel_order::CancelOrder;
 pub use commit_redemption::CommitRedemption;
 pub use compensate::Compensate;
 pub use ingest::Ingest;
+pub use map_channel::MapChannel;
 pub use post_return_to_erp::PostReturnToErp;
 pub use post_sale_to_erp::PostSaleToErp;
 pub use reverse_loyalty::ReverseLoyalty;
@@ -46,13 +48,19 @@ use retail_sync_contracts::events::{ReasonCode, WorkflowException};
 use retail_sync_contracts::values::EventId;
 use retail_sync_contracts::{Event, EventType, IngestLimits, Rejection};
 
+use retail_sync_channels::{Mapper, Platform};
+
 use crate::batch::BatchRunner;
 use crate::error::{BoxError, Error};
 use crate::idempotency::{Claim, Fingerprint, IdempotencyKey, IdempotencyPolicy, IdempotencyRecord, decide};
-use crate::ports::{Erp, IdempotencyStore, Loyalty, Outgoing, Publisher, QuarantineStore, SagaStore};
+use crate::ports::{
+    BySource, Erp, IdempotencyStore, Loyalty, Outgoing, Publisher, QuarantineStore, SagaStore,
+};
 
 /// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
-pub const STEPS: [&str; 8] = [
+pub const STEPS: [&str; 10] = [
+    "map-shopify",
+    "map-adobe-commerce",
     ingest::STEP,
     commit_redemption::STEP,
     post_sale_to_erp::STEP,
@@ -86,12 +94,29 @@ pub struct Wiring {
     pub limits: IngestLimits,
     pub erp: Connect<dyn Erp>,
     pub loyalty: Connect<dyn Loyalty>,
+    /// Where the steps publish: the internal bus.
     pub publisher: Arc<dyn Publisher>,
+    /// Where the platform mappers publish: the channel bus, in front of ingest like any channel.
+    pub channel_bus: Connect<dyn Publisher>,
+    /// A platform's mapping (its file), read when its mapper is built.
+    pub channel_mapping: ConnectMapping,
     pub quarantine: Arc<dyn QuarantineStore>,
 }
 
 /// Connects a port on first need (reads its settings, builds its client).
 pub type Connect<T> = Arc<dyn Fn() -> Result<Arc<T>, BoxError> + Send + Sync>;
+
+/// Reads a platform's mapping on first need.
+pub type ConnectMapping = Arc<dyn Fn(Platform) -> Result<Arc<dyn Mapper>, BoxError> + Send + Sync>;
+
+/// A wiring part a caller without platform mappers leaves out: building a mapper then says what is
+/// missing.
+pub fn no_channels(why: &'static str) -> (Connect<dyn Publisher>, ConnectMapping) {
+    (
+        Arc::new(move || Err(why.into())),
+        Arc::new(move |_| Err(why.into())),
+    )
+}
 
 /// A port that is already connected.
 pub fn connected<T: ?Sized + Send + Sync + 'static>(port: Arc<T>) -> Connect<T> {
@@ -129,6 +154,18 @@ impl Wiring {
                 source,
             })
         };
+        if let Some(platform) = Platform::of_step(name) {
+            let mapper = (self.channel_mapping)(platform).map_err(|source| WiringError::Connect {
+                step: platform.step(),
+                port: "mapping",
+                source,
+            })?;
+            return Ok(Arc::new(MapChannel {
+                mapper,
+                sagas: base.sagas,
+                metrics: base.metrics,
+            }));
+        }
         Ok(match name {
             ingest::STEP => Arc::new(Ingest {
                 sagas: base.sagas,
@@ -172,9 +209,21 @@ impl Wiring {
 
     /// The step called `name` under a batch runner that publishes and quarantines through this wiring.
     pub fn runner(&self, name: &str) -> Result<BatchRunner, WiringError> {
+        let step = self.step(name)?;
+        let publisher = match Platform::of_step(name) {
+            Some(platform) => Arc::new(BySource {
+                channel: (self.channel_bus)().map_err(|source| WiringError::Connect {
+                    step: platform.step(),
+                    port: "channel bus",
+                    source,
+                })?,
+                internal: self.publisher.clone(),
+            }),
+            None => self.publisher.clone(),
+        };
         Ok(BatchRunner {
-            step: self.step(name)?,
-            publisher: self.publisher.clone(),
+            step,
+            publisher,
             quarantine: self.quarantine.clone(),
             clock: self.base.clock.clone(),
             metrics: self.base.metrics.clone(),

@@ -338,9 +338,8 @@ impl AdobeMapping {
             match line {
                 Some(line) if qty > 0 => *lines.entry(line.line_no).or_default() += qty,
                 Some(_) => {}
-                // A configurable product's child repeats its priced parent, which is the line.
-                None if item.get("parent_id").is_some_and(|p| !p.is_null())
-                    || money(&item["price"], order.currency) == Some(0) => {}
+                // A configurable product's child (price 0) repeats its priced parent, which is the line.
+                None if money(&item["price"], order.currency) == Some(0) => {}
                 None => findings.add(format!(
                     "items[{i}].order_item_id: item {} is not a line of order {order_id}",
                     item["order_item_id"]
@@ -482,11 +481,14 @@ impl Mapper for AdobeMapping {
             .ok_or_else(|| {
                 Unmappable::new("neither detail.type nor detail-type is an Adobe Commerce event code")
             })?;
-        let event_id = detail
-            .get("event_id")
-            .or_else(|| detail.get("id"))
-            .and_then(Value::as_str)
-            .filter(|id| !id.trim().is_empty())
+        let id_of = |field: &str| {
+            detail
+                .get(field)
+                .and_then(Value::as_str)
+                .filter(|id| !id.trim().is_empty())
+        };
+        let event_id = id_of("event_id")
+            .or_else(|| id_of("id"))
             .ok_or_else(|| Unmappable::new("the I/O event has no id (detail.event_id or detail.id)"))?;
         let data = detail
             .get("data")

@@ -163,3 +163,130 @@ async fn what_cannot_be_mapped_is_kept_where_an_operator_sees_it() {
     assert_eq!(dead.len(), 1, "the orphan refund, after its receives");
     assert!(dead[0].body.contains("refunds/create"));
 }
+
+/// A Shopify store without the partner source: its signed HTTPS deliveries go through the webhook
+/// ingress (the Lambda handler, its secret in Secrets Manager, the channel bus on moto) to the mapper
+/// and the workflow. A forged, an altered and a stale delivery are refused with 401 and put nothing on
+/// the bus; a redelivery inside the window is absorbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_through_the_ingress_reach_the_books_and_forged_ones_do_not() {
+    use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+    use retail_sync_channels::webhook::{DEFAULT_REPLAY_WINDOW, sign_shopify};
+    use retail_sync_lambda::webhooks::{Ingress, SigningSecrets, handle};
+
+    let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
+    let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(1));
+    let moto = MotoServer::shared();
+    let backend = Arc::new(moto.backend(&topology, &options).await);
+    let sdk = moto.sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let secret = secrets
+        .create_secret()
+        .name(format!("shopify-webhooks-{}", uuid::Uuid::now_v7()))
+        .secret_string(r#"{"secrets": ["shpss_new", "shpss_old"]}"#)
+        .send()
+        .await
+        .unwrap();
+    let clients = moto.clients().await;
+    let ingress = Ingress {
+        bus: retail_sync_aws::EventBus::channels(clients.eventbridge.clone(), backend.settings()).unwrap(),
+        secrets: SigningSecrets::new(secrets, secret.arn().unwrap().to_owned()),
+        window: DEFAULT_REPLAY_WINDOW,
+    };
+    // A delivery as API Gateway hands it over: the sample's payload and headers, triggered now.
+    let deliver = |name: &str, secret: &str, triggered: jiff::Timestamp, tamper: bool| {
+        let sample = native(name);
+        let body = sample["detail"]["payload"].to_string();
+        let mut headers = serde_json::Map::new();
+        for (k, v) in sample["detail"]["metadata"].as_object().unwrap() {
+            headers.insert(k.to_lowercase(), v.clone());
+        }
+        headers.insert(
+            "x-shopify-hmac-sha256".into(),
+            sign_shopify(body.as_bytes(), secret).into(),
+        );
+        headers.insert("x-shopify-triggered-at".into(), triggered.to_string().into());
+        let body = if tamper {
+            body.replace("129.00", "1.00")
+        } else {
+            body
+        };
+        serde_json::from_value::<ApiGatewayV2httpRequest>(serde_json::json!({
+            "version": "2.0", "routeKey": "POST /webhooks/shopify", "rawPath": "/webhooks/shopify",
+            "headers": headers, "body": body, "isBase64Encoded": false,
+            "requestContext": {"http": {"method": "POST", "path": "/webhooks/shopify"}, "stage": "$default"}
+        }))
+        .unwrap()
+    };
+    let now = jiff::Timestamp::now();
+    let status = |r: aws_lambda_events::apigw::ApiGatewayV2httpResponse| r.status_code;
+    let stale = now - jiff::SignedDuration::from_hours(6);
+    assert_eq!(
+        status(
+            handle(
+                &ingress,
+                deliver("shopify/orders-create.json", "shpss_forged", now, false)
+            )
+            .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            handle(
+                &ingress,
+                deliver("shopify/orders-create.json", "shpss_new", now, true)
+            )
+            .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            handle(
+                &ingress,
+                deliver("shopify/orders-create.json", "shpss_new", stale, false)
+            )
+            .await
+        ),
+        401
+    );
+    // Signed with the previous secret during a rotation, delivered twice; then its fulfillment.
+    for name in [
+        "shopify/orders-create.json",
+        "shopify/orders-create.json",
+        "shopify/fulfillments-create.json",
+    ] {
+        assert_eq!(
+            status(handle(&ingress, deliver(name, "shpss_old", now, false)).await),
+            200,
+            "{name}"
+        );
+    }
+
+    let sims = Simulators::with_sample_members();
+    // The order redeems hold H-00000001: make it, as the checkout did.
+    let hold = retail_sync_cli::input::parse(
+        r#"{"api": {"method": "POST", "path": "/v1/holds", "idempotency_key": "chk-web-1001", "body": {"member_id": "m-3001", "points": 500, "currency": "EUR", "basket_net_minor": 17800}}}"#,
+        true,
+    );
+    let system = LocalSystem::new(backend, topology, sims.clone()).unwrap();
+    system.feed(&hold).await.unwrap();
+    system.run_until_idle(|_| {}).await.unwrap();
+    let sagas = system.backend.all_sagas().await.unwrap();
+    assert_eq!(sagas.len(), 1, "one order, whatever was refused or repeated");
+    assert_eq!(sagas[0].id.as_str(), "order:web-1001");
+    let sales: Vec<_> = sims
+        .erp
+        .postings()
+        .into_iter()
+        .filter(|p| p.net_minor.get() == 17800)
+        .collect();
+    assert_eq!(sales.len(), 1, "booked once, at the signed price");
+    assert!(
+        sims.loyalty
+            .transactions()
+            .iter()
+            .any(|t| t.member_id.as_str() == "m-3001" && t.points > 0)
+    );
+}

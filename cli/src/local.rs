@@ -14,18 +14,24 @@ use retail_sync_channels::Platform;
 use retail_sync_connectors::{
     ClientAuth, ErpKind, HttpConfig, LoyaltyKind, SalesforceLoyalty, SalesforceMapping, SapErp, SapMapping,
 };
+use retail_sync_contracts::ChannelPlatform;
 use retail_sync_contracts::IngestLimits;
 use retail_sync_contracts::values::Points;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::memory::CountingMetrics;
-use retail_sync_core::ports::{Clock, Erp, Loyalty, Outgoing, Publisher, QueueConsumer, SystemClock};
+use retail_sync_core::ports::{
+    ChannelOutcomes, Clock, Erp, Loyalty, Outgoing, Publisher, QueueConsumer, SystemClock,
+};
 use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
 use retail_sync_core::steps::{Base, ConnectMapping, Wiring, connected, downstream_of};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::access::Access;
-use retail_sync_simulators::{Dialects, ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator};
+use retail_sync_simulators::{
+    AdobeCommerceSimulator, Dialects, ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator,
+    ShopifyAdminSimulator,
+};
 use retail_sync_testkit::sims;
 use retail_sync_topology::CHANNEL_BUS;
 
@@ -67,6 +73,9 @@ impl LocalOptions {
 pub struct Simulators {
     pub erp: ErpSimulator,
     pub loyalty: LoyaltySimulator,
+    /// The ecommerce platforms' order APIs the outcomes of their orders are told to.
+    pub shopify: ShopifyAdminSimulator,
+    pub adobe_commerce: AdobeCommerceSimulator,
     /// Set by [`Simulators::speaking`]: the real connectors, talking to the simulators' dialects.
     speaking: Option<Arc<Speaking>>,
 }
@@ -478,6 +487,15 @@ impl<B: Backend> LocalSystem<B> {
             publisher: backend.clone(),
             channel_bus: connected(Arc::new(ChannelBus(backend.clone()))),
             channel_mapping: channel_mappings(topology.dir.clone()),
+            channel_outcomes: {
+                let (shopify, adobe) = (simulators.shopify.clone(), simulators.adobe_commerce.clone());
+                Arc::new(move |platform| -> Option<Arc<dyn ChannelOutcomes>> {
+                    Some(match platform {
+                        ChannelPlatform::Shopify => Arc::new(shopify.clone()),
+                        ChannelPlatform::AdobeCommerce => Arc::new(adobe.clone()),
+                    })
+                })
+            },
             quarantine: backend.clone(),
         };
         let mut consumers = Vec::new();

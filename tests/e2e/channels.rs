@@ -43,9 +43,56 @@ fn embedded(dir: &tempfile::TempDir) -> (LocalSystem<retail_sync_embedded::Embed
 }
 
 async fn embedded_books(inputs: &[Input]) -> Value {
+    embedded_run(inputs).await.0
+}
+
+/// The books and what the platforms heard back.
+async fn embedded_run(inputs: &[Input]) -> (Value, Value) {
     let dir = tempfile::tempdir().unwrap();
     let (system, sims) = embedded(&dir);
-    books(&system, &sims, inputs).await
+    let books = books(&system, &sims, inputs).await;
+    (books, outcomes(&sims))
+}
+
+/// Per platform order, the outcomes it holds: Shopify's `retail_sync` metafields, Adobe Commerce's
+/// comments by their marker — each listed as often as it is there.
+fn outcomes(sims: &Simulators) -> Value {
+    let shopify: std::collections::BTreeMap<String, Vec<String>> = sims
+        .shopify
+        .metafields()
+        .into_iter()
+        .map(|(order, fields)| (order, fields.into_keys().collect()))
+        .collect();
+    let adobe: std::collections::BTreeMap<String, Vec<String>> = sims
+        .adobe_commerce
+        .comments()
+        .into_iter()
+        .map(|(order, comments)| {
+            let markers = comments
+                .iter()
+                .filter_map(|c| Some(c.split_once("[retail-sync ")?.1.trim_end_matches(']').to_owned()))
+                .collect();
+            (order, markers)
+        })
+        .collect();
+    serde_json::json!({"shopify": shopify, "adobe-commerce": adobe})
+}
+
+/// What the native day tells the platforms: per shipment the points earned, per refund the points
+/// reversed, per cancellation the points given back — on the platform's own order ids.
+fn expected_outcomes() -> Value {
+    serde_json::json!({
+        "shopify": {
+            "1001": ["retail_sync.earned-5305427689701", "retail_sync.earned-5305427689702",
+                     "retail_sync.returned-shopify-refund-890088186047801"],
+            "1003": ["retail_sync.cancelled-order-cancelled"],
+            "1005": ["retail_sync.cancelled-refund-890088186047805", "retail_sync.earned-5305427689705"]
+        },
+        "adobe-commerce": {
+            "1002": ["earned-2002", "returned-adobe-creditmemo-3021", "returned-adobe-creditmemo-3022"],
+            "1006": ["cancelled-order-cancelled", "earned-2006"]
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,6 +103,15 @@ async fn the_native_day_gives_the_canonical_days_books() {
     let (system, sims) = embedded(&dir);
     let got = books(&system, &sims, &native_day()).await;
     assert_eq!(got, expected);
+    // Each outcome told once, in order (comments by time: the Adobe lists are sorted for comparing).
+    let mut told = outcomes(&sims);
+    for list in told["adobe-commerce"].as_object_mut().unwrap().values_mut() {
+        list.as_array_mut().unwrap().sort_by_key(|v| v.to_string());
+    }
+    assert_eq!(told, expected_outcomes());
+    let summary = &sims.shopify.metafields()["1001"]["retail_sync.returned-shopify-refund-890088186047801"];
+    assert_eq!(summary["points"], 23, "{summary}");
+    assert_eq!(summary["points_given_back"], 68, "{summary}");
     // The platforms' orders went through their mappers, and ingest saw what they mapped.
     let metrics = system.metrics.snapshot();
     let mapped = |topic: &str| {
@@ -87,7 +143,7 @@ async fn on_moto_too() {
 }
 
 /// Every native event twice, the lot shuffled (checkout calls kept before the orders that use their
-/// holds, as a checkout precedes its order): the same books.
+/// holds, as a checkout precedes its order): the same books, and every outcome told once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_native_event_twice_in_any_order_gives_the_same_books() {
     let expected = embedded_books(&canonical_day()).await;
@@ -104,7 +160,12 @@ async fn every_native_event_twice_in_any_order_gives_the_same_books() {
             twice.swap(i, (state >> 33) as usize % (i + 1));
         }
         let inputs: Vec<Input> = api.iter().cloned().chain(twice).collect();
-        assert_eq!(embedded_books(&inputs).await, expected, "seed {seed}");
+        let (books, mut told) = embedded_run(&inputs).await;
+        assert_eq!(books, expected, "seed {seed}");
+        for list in told["adobe-commerce"].as_object_mut().unwrap().values_mut() {
+            list.as_array_mut().unwrap().sort_by_key(|v| v.to_string());
+        }
+        assert_eq!(told, expected_outcomes(), "seed {seed}: every outcome told once");
     }
 }
 

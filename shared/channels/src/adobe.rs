@@ -310,6 +310,9 @@ impl AdobeMapping {
         if let Some(redemption) = redemption {
             data["redemption"] = redemption;
         }
+        // Where the order's outcomes are told back (the REST API's /V1/orders/<entity_id>).
+        data["channel_order"] =
+            json!({"platform": "adobe-commerce", "order_ref": id_text(&order["entity_id"])});
         let mut events = Events::new(Platform::AdobeCommerce, &native.event_id, &order_id, occurred);
         events.push(EventType::OrderPlaced, data);
         if !cancelled.is_empty() {

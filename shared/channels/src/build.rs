@@ -107,7 +107,7 @@ pub(crate) struct Events {
     base_id: String,
     correlation_id: String,
     occurred_at: Timestamp,
-    pending: Vec<(EventType, Value)>,
+    pending: Vec<(EventType, Value, Timestamp)>,
 }
 
 impl Events {
@@ -127,7 +127,12 @@ impl Events {
     }
 
     pub fn push(&mut self, event_type: EventType, data: Value) {
-        self.pending.push((event_type, data));
+        self.pending.push((event_type, data, self.occurred_at));
+    }
+
+    /// [`Events::push`] of an event with a business time of its own (one of several fulfillments).
+    pub fn push_at(&mut self, event_type: EventType, data: Value, occurred_at: Timestamp) {
+        self.pending.push((event_type, data, occurred_at));
     }
 
     /// The typed events (through the contract's own constructors, so a value the contract refuses is a
@@ -139,7 +144,7 @@ impl Events {
         let many = self.pending.len() > 1;
         let mut events = Vec::with_capacity(self.pending.len());
         let mut findings = Findings::default();
-        for (n, (event_type, data)) in self.pending.into_iter().enumerate() {
+        for (n, (event_type, data, occurred_at)) in self.pending.into_iter().enumerate() {
             let event_id = if many {
                 // 64 characters at most: the numbered id keeps the base's digest form when needed.
                 id_from("", &format!("{}-{}", self.base_id, n + 1))
@@ -151,7 +156,7 @@ impl Events {
                     "event_id": event_id,
                     "schema_version": 1,
                     "correlation_id": self.correlation_id,
-                    "occurred_at": self.occurred_at,
+                    "occurred_at": occurred_at,
                     "channel": self.platform.channel(),
                 },
                 "data": data,

@@ -370,6 +370,8 @@ impl ShopifyMapping {
         if let Some(redemption) = redemption {
             data["redemption"] = redemption;
         }
+        // Where the order's outcomes are told back (Admin GraphQL names it gid://shopify/Order/<id>).
+        data["channel_order"] = json!({"platform": "shopify", "order_ref": id_text(&order["id"])});
         let mut events = Events::new(Platform::Shopify, &native.event_id, &order_id, occurred);
         events.push(EventType::OrderPlaced, data);
         events.finish(String::new)
@@ -416,13 +418,21 @@ impl ShopifyMapping {
                     )),
                 }
             }
-            let at = time(&fulfillment["created_at"]);
-            occurred = occurred.max(at);
+            let Some(at) = time(&fulfillment["created_at"]) else {
+                findings.add(format!("fulfillment {id} created_at: not a timestamp"));
+                continue;
+            };
+            occurred = occurred.max(Some(at));
             let lines: Vec<Value> = lines
                 .into_iter()
                 .map(|(no, q)| json!({"line_no": no, "quantity": q}))
                 .collect();
-            shipped.push(json!({"order_id": order_id, "shipment_id": id_from("", &id), "lines": lines}));
+            // Each shipment at its own fulfillment's time: the same fulfillment mapped from
+            // fulfillments/create and from orders/fulfilled is then the same event.
+            shipped.push((
+                json!({"order_id": order_id, "shipment_id": id_from("", &id), "lines": lines}),
+                at,
+            ));
         }
         findings.check("the fulfillment cannot be mapped")?;
         let ignored = || format!("order {order_id}: no successful fulfillment");
@@ -432,8 +442,8 @@ impl ShopifyMapping {
         let occurred =
             occurred.ok_or_else(|| Unmappable::new("created_at: the fulfillment has no timestamp"))?;
         let mut events = Events::new(Platform::Shopify, &native.event_id, order_id, occurred);
-        for data in shipped {
-            events.push(EventType::OrderShipped, data);
+        for (data, at) in shipped {
+            events.push_at(EventType::OrderShipped, data, at);
         }
         events.finish(ignored)
     }

@@ -68,7 +68,8 @@ fn an_order_save_is_the_canonical_order_priced_by_its_parent_items() {
                 {"line_no": 2, "sku": "SKU-7002", "quantity": 1, "unit_price_minor": 1999, "discount_minor": 0,
                  "net_minor": 1999, "tax_minor": 399, "loyalty_eligible": true, "channel_line_id": "10022"}
             ],
-            "totals": {"net_minor": 8999, "tax_minor": 1799, "gross_minor": 10798}
+            "totals": {"net_minor": 8999, "tax_minor": 1799, "gross_minor": 10798},
+            "channel_order": {"platform": "adobe-commerce", "order_ref": "1002"}
         })
     );
 }

@@ -77,7 +77,8 @@ fn an_order_with_points_becomes_the_canonical_order_with_its_redemption() {
                  "net_minor": 4900, "tax_minor": 980, "loyalty_eligible": true, "channel_line_id": "100102"}
             ],
             "totals": {"net_minor": 17800, "tax_minor": 3560, "gross_minor": 21360},
-            "redemption": {"hold_id": "H-00000001", "points": 500, "value_minor": 500}
+            "redemption": {"hold_id": "H-00000001", "points": 500, "value_minor": 500},
+            "channel_order": {"platform": "shopify", "order_ref": "1001"}
         })
     );
     // A second delivery of the same webhook is the same event, id included.
@@ -104,6 +105,10 @@ fn fulfillments_ship_by_the_orders_line_ids_and_orders_fulfilled_repeats_them() 
         .collect();
     assert_eq!(ids, [&json!("5305427689701"), &json!("5305427689702")]);
     assert_eq!(fulfilled[0]["detail"]["data"], shipped[0]["detail"]["data"]);
+    assert_eq!(
+        fulfilled[0]["detail"]["metadata"]["occurred_at"], shipped[0]["detail"]["metadata"]["occurred_at"],
+        "each shipment at its own fulfillment's time"
+    );
     assert_ne!(
         fulfilled[0]["detail"]["metadata"]["event_id"],
         fulfilled[1]["detail"]["metadata"]["event_id"]
@@ -129,7 +134,7 @@ fn refunds_return_goods_or_cancel_unshipped_units_by_restock_type() {
         o.order_id = retail_sync_contracts::values::OrderId::parse("web-1005").unwrap();
         o.lines.truncate(1);
         o.lines[0].channel_line_id =
-            Some(retail_sync_contracts::values::ChannelLineId::parse("100501").unwrap());
+            Some(retail_sync_contracts::values::PlatformId::parse("100501").unwrap());
         o
     };
     let cancelled = events(map(&m, &sample("refunds-create-cancel.json"), Some(&web_1005)));

@@ -28,7 +28,7 @@ pub struct LineItem {
     /// order item id): the platform's shipments and refunds name lines by it, and the mapper finds their
     /// `line_no` through it. Absent for channels that speak the canonical contract themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_line_id: Option<ChannelLineId>,
+    pub channel_line_id: Option<PlatformId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -99,6 +99,26 @@ pub struct OrderPlaced {
     pub totals: Totals,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redemption: Option<Redemption>,
+    /// The order in the ecommerce platform it came from, when retail-sync mapped it from that platform's
+    /// own events: where the order's outcomes (points earned, reversed, a cancellation) are told back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_order: Option<ChannelOrder>,
+}
+
+/// The ecommerce platforms retail-sync maps orders from and tells outcomes back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelPlatform {
+    Shopify,
+    AdobeCommerce,
+}
+
+/// An order's own id in its platform (a Shopify order id, an Adobe Commerce order `entity_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOrder {
+    pub platform: ChannelPlatform,
+    pub order_ref: PlatformId,
 }
 
 /// A quantity of one order line.
@@ -331,6 +351,8 @@ pub enum ReasonCode {
     /// A channel platform's native payload (Shopify, Adobe Commerce) that the mapping cannot turn into
     /// a canonical event: an unknown product or location, a missing field, an amount that does not read.
     Unmappable,
+    /// An ecommerce platform refused to record an order's outcome (a missing order, a refused field).
+    ChannelRejected,
 }
 
 impl ReasonCode {
@@ -354,6 +376,7 @@ impl ReasonCode {
         Self::InconsistentWithSaga,
         Self::SourceNotAllowed,
         Self::Unmappable,
+        Self::ChannelRejected,
     ];
 
     /// The wire name (as serialized), for logs, metric dimensions and tables.
@@ -378,6 +401,7 @@ impl ReasonCode {
             Self::InconsistentWithSaga => "inconsistent_with_saga",
             Self::SourceNotAllowed => "source_not_allowed",
             Self::Unmappable => "unmappable",
+            Self::ChannelRejected => "channel_rejected",
         }
     }
 }

@@ -133,8 +133,9 @@ id_type!(
     Tier
 );
 id_type!(
-    /// A line's id in the platform that sent its order (Shopify line item, Adobe Commerce order item).
-    ChannelLineId
+    /// An id an ecommerce platform gave an order or one of its lines (a Shopify order or line item id,
+    /// an Adobe Commerce order or order item `entity_id`).
+    PlatformId
 );
 
 /// Active ISO 4217 currency codes. Kept as a list, not just a pattern: `XYZ` is three capitals and still

@@ -131,6 +131,63 @@ impl Publisher for BySource {
     }
 }
 
+/// An order's outcome told back to the ecommerce platform it came from (see `steps::NotifyChannel`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelOutcome {
+    /// Unique among the order's outcomes (`earned-<shipment>`, `returned-<return>`,
+    /// `cancelled-<cancellation>`): the platform-side record is keyed by it, so telling it twice is
+    /// telling it once.
+    pub outcome_id: String,
+    pub order_id: OrderId,
+    pub order: retail_sync_contracts::events::ChannelOrder,
+    pub kind: OutcomeKind,
+    /// Earned points (earned) or earned points taken back (returned).
+    pub points: Points,
+    /// Redeemed points given back (returned, cancelled).
+    pub points_given_back: Points,
+    pub occurred_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    PointsEarned,
+    ReturnReversed,
+    Cancelled,
+}
+
+impl ChannelOutcome {
+    /// The sentence the service team reads on the order, the same on every platform.
+    pub fn summary(&self) -> String {
+        let back = |n: Points| {
+            if n.get() > 0 {
+                format!("; {n} redeemed points given back")
+            } else {
+                String::new()
+            }
+        };
+        match self.kind {
+            OutcomeKind::PointsEarned => format!("Loyalty: {} points earned", self.points),
+            OutcomeKind::ReturnReversed => format!(
+                "Loyalty: return refunded, {} earned points taken back{}",
+                self.points,
+                back(self.points_given_back)
+            ),
+            OutcomeKind::Cancelled => {
+                format!("Loyalty: cancellation applied{}", back(self.points_given_back))
+            }
+        }
+    }
+}
+
+/// An ecommerce platform's order API, as far as outcomes go.
+#[async_trait]
+pub trait ChannelOutcomes: Send + Sync {
+    /// Records `outcome` on its order, once however often it is told (the record is keyed by the
+    /// outcome id). A refusal is `Error::Rejected`; an answer that did not come, retryable.
+    async fn tell(&self, outcome: &ChannelOutcome, key: &IdempotencyKey) -> Result<(), Error>;
+}
+
 /// What the ERP receives for a sale (POS receipt or order).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErpSaleRequest {

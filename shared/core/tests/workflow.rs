@@ -138,6 +138,7 @@ impl World {
                     Some("{}".into())
                 })?)
             }),
+            channel_outcomes: Arc::new(|_| None),
             quarantine: self.state.clone(),
         }
     }

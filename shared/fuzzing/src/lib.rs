@@ -68,6 +68,7 @@ async fn batch(data: &[u8]) {
         publisher: bus.clone(),
         channel_bus,
         channel_mapping,
+        channel_outcomes: Arc::new(|_| None),
         quarantine: state.clone(),
     };
     let function = Function {

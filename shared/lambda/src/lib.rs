@@ -24,10 +24,11 @@ use std::sync::Arc;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, EventBus, SourceQueues, sdk_config};
+use retail_sync_contracts::ChannelPlatform;
 use retail_sync_contracts::IngestLimits;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
-use retail_sync_core::ports::{Clock, SystemClock};
+use retail_sync_core::ports::{ChannelOutcomes, Clock, SystemClock};
 use retail_sync_core::runner::Backoff;
 use retail_sync_core::steps::{Base, Wiring};
 use retail_sync_redemption::{RedemptionApi, RedemptionConfig};
@@ -65,6 +66,12 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
     let sdk = sdk_config(&settings).await;
     let clients = AwsClients::new(&sdk);
     let sqs = clients.sqs.clone();
+    // The platforms' order APIs, for notify-channel only, each when its base URL is set.
+    let outcomes = if binary == "notify-channel" {
+        channel_outcomes(&aws_sdk_secretsmanager::Client::new(&sdk))?
+    } else {
+        Default::default()
+    };
     // Only the platform mappers publish to the channel bus (their template sets CHANNEL_BUS_NAME).
     let channel_bus = EventBus::channels(clients.eventbridge.clone(), &settings);
     let backend = Arc::new(AwsBackend::new(&clients, settings));
@@ -113,6 +120,7 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
                 std::env::var(v).ok()
             })?)
         }),
+        channel_outcomes: Arc::new(move |platform| outcomes.get(&platform).cloned()),
         quarantine: backend,
     };
     Ok(handler::Function {
@@ -120,6 +128,31 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
         metrics,
         visibility: Some((Arc::new(SourceQueues::new(sqs)), LAMBDA_BACKOFF)),
     })
+}
+
+/// The order APIs outcomes are told to: Shopify's Admin GraphQL API (`SHOPIFY_ADMIN_BASE_URL`, its
+/// access token from `SHOPIFY_ADMIN_CREDENTIALS_SECRET_ARN`) and Adobe Commerce's REST API
+/// (`ADOBE_COMMERCE_BASE_URL`, `ADOBE_COMMERCE_CREDENTIALS_SECRET_ARN`), each only when configured.
+fn channel_outcomes(
+    secrets: &aws_sdk_secretsmanager::Client,
+) -> anyhow::Result<std::collections::HashMap<ChannelPlatform, Arc<dyn ChannelOutcomes>>> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let configured =
+        |prefix: &str| lookup(&format!("{prefix}_BASE_URL")).is_some_and(|u| !u.trim().is_empty());
+    let mut out: std::collections::HashMap<ChannelPlatform, Arc<dyn ChannelOutcomes>> = Default::default();
+    if configured("SHOPIFY_ADMIN") {
+        let auth = secrets::auth_from_env("SHOPIFY_ADMIN", secrets)?;
+        if let Some(shopify) = retail_sync_connectors::ShopifyAdmin::from_lookup(auth, lookup)? {
+            out.insert(ChannelPlatform::Shopify, Arc::new(shopify));
+        }
+    }
+    if configured("ADOBE_COMMERCE") {
+        let auth = secrets::auth_from_env("ADOBE_COMMERCE", secrets)?;
+        if let Some(adobe) = retail_sync_connectors::AdobeCommerceRest::from_lookup(auth, lookup)? {
+            out.insert(ChannelPlatform::AdobeCommerce, Arc::new(adobe));
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the HTTP function `binary` (the redemption API) under the Lambda runtime API; its events come

@@ -92,3 +92,24 @@ pub fn fast(base_url: impl Into<String>, request_timeout: Duration) -> HttpConfi
         ..HttpConfig::new(base_url)
     }
 }
+
+/// An API key in `header` against the platform simulators (`retail_sync_simulators::LOCAL_PLATFORM_TOKEN`,
+/// after `prefix`: `""` for Shopify's `X-Shopify-Access-Token`, `"Bearer "` for Adobe Commerce's
+/// `Authorization`).
+pub fn platform_token(header: &str, prefix: &str) -> Auth {
+    Auth {
+        method: AuthMethod::ApiKey {
+            header: header.to_owned(),
+        },
+        credentials: Arc::new(StaticCredentials {
+            credentials: Credentials {
+                api_key: Some(Secret::new(format!(
+                    "{prefix}{}",
+                    retail_sync_simulators::LOCAL_PLATFORM_TOKEN
+                ))),
+                ..Credentials::default()
+            },
+            origin: "the platform simulators' token".to_owned(),
+        }),
+    }
+}

@@ -18,6 +18,7 @@ mod commit_redemption;
 mod compensate;
 mod ingest;
 mod map_channel;
+mod notify_channel;
 mod post_return_to_erp;
 mod post_sale_to_erp;
 mod reverse_loyalty;
@@ -29,6 +30,7 @@ pub use commit_redemption::CommitRedemption;
 pub use compensate::Compensate;
 pub use ingest::Ingest;
 pub use map_channel::MapChannel;
+pub use notify_channel::{NotifyChannel, OutcomesFor};
 pub use post_return_to_erp::PostReturnToErp;
 pub use post_sale_to_erp::PostSaleToErp;
 pub use reverse_loyalty::ReverseLoyalty;
@@ -58,7 +60,7 @@ use crate::ports::{
 };
 
 /// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
-pub const STEPS: [&str; 10] = [
+pub const STEPS: [&str; 11] = [
     "map-shopify",
     "map-adobe-commerce",
     ingest::STEP,
@@ -69,6 +71,7 @@ pub const STEPS: [&str; 10] = [
     post_return_to_erp::STEP,
     reverse_loyalty::STEP,
     compensate::STEP,
+    notify_channel::STEP,
 ];
 
 /// The system each step's effect goes to: the step's queue pauses while that system's breaker is open,
@@ -100,6 +103,8 @@ pub struct Wiring {
     pub channel_bus: Connect<dyn Publisher>,
     /// A platform's mapping (its file), read when its mapper is built.
     pub channel_mapping: ConnectMapping,
+    /// The platforms' order APIs the outcomes are told to (`None` for a platform not configured).
+    pub channel_outcomes: OutcomesFor,
     pub quarantine: Arc<dyn QuarantineStore>,
 }
 
@@ -198,6 +203,10 @@ impl Wiring {
             reverse_loyalty::STEP => Arc::new(ReverseLoyalty {
                 loyalty: loyalty(reverse_loyalty::STEP)?,
                 base,
+            }),
+            notify_channel::STEP => Arc::new(NotifyChannel {
+                base,
+                outcomes: self.channel_outcomes.clone(),
             }),
             compensate::STEP => Arc::new(Compensate {
                 loyalty: loyalty(compensate::STEP)?,

@@ -1,0 +1,443 @@
+//! The ecommerce platforms' order APIs, as far as retail-sync's outcomes go, with fault injection:
+//!
+//! - [`ShopifyAdminSimulator`]: Shopify's Admin GraphQL endpoint (`POST /admin/api/{version}/graphql.json`,
+//!   `X-Shopify-Access-Token`) answering the `metafieldsSet` mutation as Shopify does: `userErrors` for
+//!   a bad owner, key or value, `errors` with `extensions.code: THROTTLED` in a 200 when throttled. A
+//!   metafield set to the value it has stays one metafield. Source: shopify.dev, `metafieldsSet`,
+//!   `MetafieldsSetInput`, "API rate limits".
+//! - [`AdobeCommerceSimulator`]: Adobe Commerce's order comments (`GET`/`POST /rest/V1/orders/{id}/comments`,
+//!   `Authorization: Bearer`), errors as `{"message": …}`. Comments have no key: posting twice is two
+//!   comments, which is what the connector's lookup is for. Source: Adobe Commerce REST reference.
+//!
+//! Both also serve in-process (the local runner's fast path), recording the outcome the same way.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_core::Error;
+use retail_sync_core::idempotency::IdempotencyKey;
+use retail_sync_core::ports::{ChannelOutcome, ChannelOutcomes};
+
+use crate::faults::{FaultKind, FaultState, Faults};
+
+/// The access token the simulators admit unless told another (local runs and tests).
+pub const LOCAL_PLATFORM_TOKEN: &str = "local-platform-token";
+/// How long an injected timeout keeps the caller waiting (longer than any client's request timeout).
+const NEVER: Duration = Duration::from_secs(30);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+struct ShopifyState {
+    /// Order gid → "namespace.key" → value (JSON text).
+    metafields: BTreeMap<String, BTreeMap<String, String>>,
+    calls: u64,
+    faults: FaultState,
+}
+
+/// Shopify's Admin GraphQL API, for outcomes. Cheap to clone.
+#[derive(Clone)]
+pub struct ShopifyAdminSimulator {
+    state: Arc<Mutex<ShopifyState>>,
+    token: Arc<String>,
+}
+
+impl Default for ShopifyAdminSimulator {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            token: Arc::new(LOCAL_PLATFORM_TOKEN.to_owned()),
+        }
+    }
+}
+
+impl ShopifyAdminSimulator {
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.state).faults.set(faults);
+    }
+
+    /// Every order's metafields: order id (the number of its gid) → `namespace.key` → value.
+    pub fn metafields(&self) -> BTreeMap<String, BTreeMap<String, Value>> {
+        lock(&self.state)
+            .metafields
+            .iter()
+            .map(|(gid, fields)| {
+                let order = gid.trim_start_matches("gid://shopify/Order/").to_owned();
+                let fields = fields
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            serde_json::from_str(v).unwrap_or(Value::String(v.clone())),
+                        )
+                    })
+                    .collect();
+                (order, fields)
+            })
+            .collect()
+    }
+
+    /// Mutations received (faulted ones included).
+    pub fn calls(&self) -> u64 {
+        lock(&self.state).calls
+    }
+
+    /// `metafieldsSet`'s effect and answer for `inputs`: all set, or none with their `userErrors`.
+    fn metafields_set(&self, inputs: &[Value]) -> Value {
+        let mut errors = Vec::new();
+        if inputs.is_empty() || inputs.len() > 25 {
+            errors.push(
+                json!({"field": ["metafields"], "message": "between 1 and 25 metafields", "code": "INVALID"}),
+            );
+        }
+        for (i, m) in inputs.iter().enumerate() {
+            let owner = m["ownerId"].as_str().unwrap_or("");
+            let order = owner.strip_prefix("gid://shopify/Order/").unwrap_or("");
+            let key = m["key"].as_str().unwrap_or("");
+            let namespace = m["namespace"].as_str().unwrap_or("");
+            let mut bad = |field: &str, message: &str| {
+                errors.push(json!({"field": ["metafields", i.to_string(), field], "message": message, "code": "INVALID", "elementIndex": i}));
+            };
+            if order.is_empty() || !order.bytes().all(|b| b.is_ascii_digit()) {
+                bad("ownerId", "Owner does not exist");
+            }
+            if !(2..=64).contains(&key.len())
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                bad("key", "Key is invalid");
+            }
+            if !(3..=255).contains(&namespace.len()) {
+                bad("namespace", "Namespace is invalid");
+            }
+            if m["type"] == "json"
+                && m["value"]
+                    .as_str()
+                    .and_then(|v| serde_json::from_str::<Value>(v).ok())
+                    .is_none()
+            {
+                bad("value", "Value must be valid JSON");
+            }
+        }
+        if !errors.is_empty() {
+            return json!({"data": {"metafieldsSet": {"metafields": null, "userErrors": errors}}});
+        }
+        let mut state = lock(&self.state);
+        let mut set = Vec::new();
+        for m in inputs {
+            let owner = m["ownerId"].as_str().unwrap_or_default().to_owned();
+            let key = format!(
+                "{}.{}",
+                m["namespace"].as_str().unwrap_or_default(),
+                m["key"].as_str().unwrap_or_default()
+            );
+            state
+                .metafields
+                .entry(owner)
+                .or_default()
+                .insert(key, m["value"].as_str().unwrap_or_default().to_owned());
+            set.push(json!({"key": m["key"], "namespace": m["namespace"]}));
+        }
+        json!({"data": {"metafieldsSet": {"metafields": set, "userErrors": []}}})
+    }
+}
+
+#[derive(Default)]
+struct AdobeState {
+    /// Order entity id → its comments, oldest first.
+    comments: BTreeMap<String, Vec<String>>,
+    calls: u64,
+    faults: FaultState,
+}
+
+/// Adobe Commerce's order comments, for outcomes. Cheap to clone.
+#[derive(Clone)]
+pub struct AdobeCommerceSimulator {
+    state: Arc<Mutex<AdobeState>>,
+    token: Arc<String>,
+}
+
+impl Default for AdobeCommerceSimulator {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            token: Arc::new(LOCAL_PLATFORM_TOKEN.to_owned()),
+        }
+    }
+}
+
+impl AdobeCommerceSimulator {
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.state).faults.set(faults);
+    }
+
+    /// Every order's comments, oldest first.
+    pub fn comments(&self) -> BTreeMap<String, Vec<String>> {
+        lock(&self.state).comments.clone()
+    }
+
+    pub fn calls(&self) -> u64 {
+        lock(&self.state).calls
+    }
+
+    fn add_comment(&self, order: &str, comment: &str) {
+        lock(&self.state)
+            .comments
+            .entry(order.to_owned())
+            .or_default()
+            .push(comment.to_owned());
+    }
+}
+
+/// What an injected fault does to a call: `Ok(true)` apply and answer, `Ok(false)` apply and never answer
+/// in time, `Err` answer this instead of applying.
+async fn fault_of(kind: Option<FaultKind>) -> Result<bool, Response> {
+    match kind {
+        None => Ok(true),
+        Some(FaultKind::TimeoutAfterCommit) => Ok(false),
+        Some(FaultKind::Timeout) => {
+            tokio::time::sleep(NEVER).await;
+            Err(StatusCode::GATEWAY_TIMEOUT.into_response())
+        }
+        Some(FaultKind::Error) => Err((StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response()),
+        Some(FaultKind::Throttle) => Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]})),
+        )
+            .into_response()),
+    }
+}
+
+async fn shopify_graphql(
+    State(sim): State<ShopifyAdminSimulator>,
+    Path(_version): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if headers
+        .get("x-shopify-access-token")
+        .and_then(|v| v.to_str().ok())
+        != Some(sim.token.as_str())
+    {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}))).into_response();
+    }
+    let fault = {
+        let mut state = lock(&sim.state);
+        state.calls += 1;
+        state.faults.next()
+    };
+    // Shopify answers a throttled query 200 with THROTTLED in `errors` as often as 429.
+    if fault == Some(FaultKind::Throttle) && lock(&sim.state).calls % 2 == 0 {
+        return Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}))
+            .into_response();
+    }
+    let answer_in_time = match fault_of(fault).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let query = body["query"].as_str().unwrap_or("");
+    if !query.contains("metafieldsSet") {
+        return Json(json!({"errors": [{"message": "this simulator answers metafieldsSet only", "extensions": {"code": "UNSUPPORTED"}}]})).into_response();
+    }
+    let inputs = body
+        .pointer("/variables/metafields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let answer = sim.metafields_set(&inputs);
+    if !answer_in_time {
+        tokio::time::sleep(NEVER).await;
+    }
+    Json(answer).into_response()
+}
+
+fn adobe_authorized(sim: &AdobeCommerceSimulator, headers: &HeaderMap) -> bool {
+    let expected = format!("Bearer {}", sim.token);
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+}
+
+fn adobe_unauthorized() -> Response {
+    let body = json!({"message": "The consumer isn't authorized to access %resources.", "parameters": {"resources": "Magento_Sales::comment"}});
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+async fn adobe_list(
+    State(sim): State<AdobeCommerceSimulator>,
+    Path(order): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !adobe_authorized(&sim, &headers) {
+        return adobe_unauthorized();
+    }
+    let fault = {
+        let mut state = lock(&sim.state);
+        state.calls += 1;
+        state.faults.next()
+    };
+    // A read commits nothing: a timeout after commit drawn here passes (a test scripting one for the
+    // post lets the lookup before it go through).
+    if let Err(response) = fault_of(fault.filter(|f| *f != FaultKind::TimeoutAfterCommit)).await {
+        return response;
+    }
+    let comments = lock(&sim.state).comments.get(&order).cloned().unwrap_or_default();
+    let items: Vec<Value> = comments
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"entity_id": i + 1, "parent_id": order.parse::<i64>().unwrap_or(0), "comment": c, "is_customer_notified": 0, "is_visible_on_front": 0}))
+        .collect();
+    Json(json!({"items": items, "search_criteria": {"filter_groups": []}, "total_count": items.len()}))
+        .into_response()
+}
+
+async fn adobe_post(
+    State(sim): State<AdobeCommerceSimulator>,
+    Path(order): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !adobe_authorized(&sim, &headers) {
+        return adobe_unauthorized();
+    }
+    let fault = {
+        let mut state = lock(&sim.state);
+        state.calls += 1;
+        state.faults.next()
+    };
+    let answer_in_time = match fault_of(fault).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let Some(comment) = body.pointer("/statusHistory/comment").and_then(Value::as_str) else {
+        return (StatusCode::BAD_REQUEST, Json(json!({"message": "\"%fieldName\" is required. Enter and try again.", "parameters": {"fieldName": "comment"}}))).into_response();
+    };
+    sim.add_comment(&order, comment);
+    if !answer_in_time {
+        tokio::time::sleep(NEVER).await;
+    }
+    Json(json!(true)).into_response()
+}
+
+/// Both platforms' routes, for a server of their own or merged into another.
+pub fn router(shopify: ShopifyAdminSimulator, adobe: AdobeCommerceSimulator) -> Router {
+    Router::new()
+        .route("/admin/api/{version}/graphql.json", post(shopify_graphql))
+        .with_state(shopify)
+        .merge(
+            Router::new()
+                .route(
+                    "/rest/V1/orders/{order}/comments",
+                    get(adobe_list).post(adobe_post),
+                )
+                .with_state(adobe),
+        )
+}
+
+/// A fault in-process: what the connector would have seen.
+fn in_process_fault(kind: Option<FaultKind>, what: &'static str) -> Result<bool, Error> {
+    match kind {
+        None => Ok(true),
+        Some(FaultKind::TimeoutAfterCommit) => Ok(false),
+        Some(FaultKind::Throttle) => Err(Error::unavailable_for(what, "throttled", Duration::from_secs(1))),
+        Some(FaultKind::Error | FaultKind::Timeout) => Err(Error::unavailable(what, "unavailable")),
+    }
+}
+
+fn digits(outcome: &ChannelOutcome) -> Result<&str, Error> {
+    let r = outcome.order.order_ref.as_str();
+    if r.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(r)
+    } else {
+        Err(Error::rejected(
+            ReasonCode::ChannelRejected,
+            format!("{r:?} is not an order id"),
+        ))
+    }
+}
+
+#[async_trait]
+impl ChannelOutcomes for ShopifyAdminSimulator {
+    async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
+        let order = digits(outcome)?;
+        let fault = {
+            let mut state = lock(&self.state);
+            state.calls += 1;
+            state.faults.next()
+        };
+        let answered = in_process_fault(fault, "shopify")?;
+        let value = serde_json::to_string(outcome).map_err(|e| Error::corrupt("outcome", e))?;
+        let input = json!({"ownerId": format!("gid://shopify/Order/{order}"), "namespace": "retail_sync", "key": outcome.outcome_id.replace('.', "_"), "type": "json", "value": value});
+        let answer = self.metafields_set(&[input]);
+        if !answered {
+            return Err(Error::unavailable("shopify", "no answer in time"));
+        }
+        match answer
+            .pointer("/data/metafieldsSet/userErrors")
+            .and_then(Value::as_array)
+        {
+            Some(errors) if !errors.is_empty() => Err(Error::rejected(
+                ReasonCode::ChannelRejected,
+                errors[0]["message"].to_string(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl ChannelOutcomes for AdobeCommerceSimulator {
+    async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
+        let order = digits(outcome)?;
+        let marker = format!("[retail-sync {}]", outcome.outcome_id);
+        let fault = {
+            let mut state = lock(&self.state);
+            state.calls += 1;
+            state.faults.next()
+        };
+        let answered = in_process_fault(fault, "adobe-commerce")?;
+        // The connector's lookup before its post, in-process.
+        let known = lock(&self.state)
+            .comments
+            .get(order)
+            .is_some_and(|cs| cs.iter().any(|c| c.contains(&marker)));
+        if !known {
+            self.add_comment(order, &format!("{} {marker}", outcome.summary()));
+        }
+        if answered {
+            Ok(())
+        } else {
+            Err(Error::unavailable("adobe-commerce", "no answer in time"))
+        }
+    }
+}
+
+/// Serves both platforms on `addr` (`127.0.0.1:0` for a free port) in a spawned task; abort the handle
+/// to stop.
+pub async fn serve(
+    shopify: ShopifyAdminSimulator,
+    adobe: AdobeCommerceSimulator,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(shopify, adobe);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "platform simulator server stopped");
+        }
+    });
+    Ok((bound, handle))
+}

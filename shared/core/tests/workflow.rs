@@ -97,11 +97,33 @@ impl Loyalty for FakeLoyalty {
     }
 }
 
+/// An ecommerce platform's order API that records what it is told, or refuses it.
+#[derive(Default)]
+struct FakePlatform {
+    told: Mutex<Vec<ChannelOutcome>>,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl ChannelOutcomes for FakePlatform {
+    async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(Error::rejected(
+                ReasonCode::ChannelRejected,
+                "Owner does not exist",
+            ));
+        }
+        self.told.lock().unwrap().push(outcome.clone());
+        Ok(())
+    }
+}
+
 struct World {
     state: Arc<MemoryState>,
     bus: Arc<MemoryBus>,
     erp: Arc<FakeErp>,
     loyalty: Arc<FakeLoyalty>,
+    platform: Arc<FakePlatform>,
     clock: Arc<ManualClock>,
     metrics: Arc<CountingMetrics>,
 }
@@ -113,6 +135,7 @@ impl World {
             bus: Arc::default(),
             erp: Arc::default(),
             loyalty: Arc::default(),
+            platform: Arc::default(),
             clock: Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap())),
             metrics: Arc::default(),
         }
@@ -138,7 +161,14 @@ impl World {
                     Some("{}".into())
                 })?)
             }),
-            channel_outcomes: Arc::new(|_| None),
+            // Shopify is configured; Adobe Commerce is not.
+            channel_outcomes: {
+                let platform = self.platform.clone();
+                Arc::new(move |p| {
+                    (p == retail_sync_contracts::ChannelPlatform::Shopify)
+                        .then(|| platform.clone() as Arc<dyn ChannelOutcomes>)
+                })
+            },
             quarantine: self.state.clone(),
         }
     }
@@ -776,4 +806,104 @@ async fn a_source_may_send_only_what_its_channel_sends() {
     // Only the good sale started a saga.
     assert_eq!(w.metrics.get("accepted{event_type=SaleCompleted}"), 1);
     assert_eq!(w.metrics.get("accepted{event_type=OrderPlaced}"), 0);
+}
+
+/// An order mapped from a platform hears its outcomes back once each: points earned per shipment (a
+/// redelivery tells nothing twice), a refusal recorded and announced `channel_rejected`; a POS receipt's
+/// accrual, an order of no platform and a platform not configured hear nothing.
+#[tokio::test]
+async fn an_orders_outcomes_are_told_to_its_platform_once_each() {
+    let w = World::new();
+    let ingest = w.runner("ingest");
+    let order = |order_id: &str, platform: Option<&str>| {
+        let mut placed: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/../../events/samples/OrderPlaced.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        placed["detail"]["data"]["order_id"] = order_id.into();
+        placed["detail"]["metadata"]["event_id"] = format!("evt-{order_id}").into();
+        if let Some(platform) = platform {
+            placed["detail"]["data"]["channel_order"] = json!({"platform": platform, "order_ref": "1001"});
+        }
+        placed.to_string()
+    };
+    for (id, platform) in [
+        ("web-1", Some("shopify")),
+        ("web-2", None),
+        ("web-3", Some("adobe-commerce")),
+    ] {
+        assert!(
+            ingest
+                .run(&[msg(id, &order(id, platform))])
+                .await
+                .failed
+                .is_empty()
+        );
+    }
+    let accrued = |order_id: &str, shipment: &str, kind: &str| {
+        let transaction = if kind == "order" {
+            json!({"kind": "order", "order_id": order_id})
+        } else {
+            json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-1"})
+        };
+        json!({
+            "version": "0", "id": "x", "detail-type": "LoyaltyAccrued", "source": "retail-sync",
+            "time": "2026-11-20T10:00:01Z", "resources": [],
+            "detail": {
+                "metadata": {"event_id": format!("acc-{order_id}-{shipment}"), "schema_version": 1,
+                             "correlation_id": order_id, "occurred_at": "2026-11-20T10:00:00Z", "channel": "retail_sync"},
+                "data": {"member_id": "m-1001", "transaction": transaction, "shipment_id": shipment, "points": 129,
+                         "eligible_minor": 12900, "currency": "EUR", "loyalty_transaction_id": "LT-1"}
+            }
+        })
+        .to_string()
+    };
+    let notify = w.runner("notify-channel");
+    for body in [
+        accrued("web-1", "shp-1", "order"),
+        accrued("web-1", "shp-1", "order"),
+        accrued("web-2", "shp-1", "order"),
+        accrued("web-3", "shp-1", "order"),
+        accrued("web-1", "shp-1", "receipt"),
+    ] {
+        let outcome = notify.run(&[msg("n", &body)]).await;
+        assert!(
+            outcome.failed.is_empty() && outcome.quarantined.is_empty(),
+            "{outcome:?}"
+        );
+    }
+    let told = w.platform.told.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].outcome_id, "earned-shp-1");
+    assert_eq!(told[0].order.order_ref.as_str(), "1001");
+    assert_eq!(told[0].summary(), "Loyalty: 129 points earned");
+    let saga = w.saga("order:web-1").await;
+    assert!(
+        saga.steps
+            .iter()
+            .any(|s| s.step == "notify-channel" && s.message.contains("129 points earned"))
+    );
+
+    w.platform.refuse.store(true, Ordering::SeqCst);
+    let refused = notify.run(&[msg("n", &accrued("web-1", "shp-2", "order"))]).await;
+    assert!(refused.failed.is_empty(), "{refused:?}");
+    let kept = w.state.list(10).await.unwrap();
+    assert!(
+        kept.iter()
+            .any(|q| q.step == "notify-channel" && q.rejection.reason == ReasonCode::ChannelRejected),
+        "announced and kept for a person: {kept:?}"
+    );
+    let saga = w.saga("order:web-1").await;
+    assert!(
+        saga.steps.iter().any(|s| s.step == "notify-channel"
+            && s.outcome == StepOutcome::Failed
+            && s.message.contains("Owner does not exist")),
+        "{:?}",
+        saga.steps
+    );
+    assert!(types(&w.bus).contains(&"retail-sync/WorkflowException".to_owned()));
 }

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use retail_sync_contracts::envelope::{Detail, Metadata};
-use retail_sync_contracts::events::{LoyaltyAccrued, LoyaltyReversed, OrderCancelled, TransactionRef};
+use retail_sync_contracts::events::{
+    LoyaltyAccrued, LoyaltyReversed, OrderCancelled, ReasonCode, TransactionRef,
+};
 use retail_sync_contracts::values::{OrderId, Points};
 use retail_sync_contracts::{ChannelPlatform, Event};
 use serde::{Deserialize, Serialize};
@@ -166,27 +168,32 @@ impl Workflow for NotifyChannel {
                 },
             )
             .await?;
-        cx.settle(
-            saga,
-            run,
-            |_, told| match told {
-                Told::Told { platform, summary } => {
-                    (StepOutcome::Done, format!("told {platform:?}: {summary}"))
-                }
-                Told::Refused { platform, message } => (
-                    StepOutcome::Failed,
-                    format!("{platform:?} refused the outcome: {message}"),
-                ),
-            },
-            |told, metrics| {
-                let name = match told {
-                    Told::Told { .. } => "channel_outcomes_told",
-                    Told::Refused { .. } => "channel_outcomes_refused",
-                };
-                metrics.add(name, 1, None);
-            },
-        )
-        .await?;
+        let settled = cx
+            .settle(
+                saga,
+                run,
+                |_, told| match told {
+                    Told::Told { platform, summary } => {
+                        (StepOutcome::Done, format!("told {platform:?}: {summary}"))
+                    }
+                    Told::Refused { platform, message } => (
+                        StepOutcome::Failed,
+                        format!("{platform:?} refused the outcome: {message}"),
+                    ),
+                },
+                |told, metrics| {
+                    let name = match told {
+                        Told::Told { .. } => "channel_outcomes_told",
+                        Told::Refused { .. } => "channel_outcomes_refused",
+                    };
+                    metrics.add(name, 1, None);
+                },
+            )
+            .await?;
+        // A refusal needs a person: announced (and so quarantined) on every delivery.
+        if let Told::Refused { message, .. } = settled.result {
+            cx.exception(ReasonCode::ChannelRejected, message);
+        }
         Ok(())
     }
 }

@@ -36,19 +36,6 @@ fn platform_error(what: &'static str) -> impl Fn(ConnectorError) -> Error {
     move |e| e.into_port_error(what, ReasonCode::ChannelRejected)
 }
 
-/// Only digits go into a platform URL or global id.
-fn order_ref(outcome: &ChannelOutcome) -> Result<&str, Error> {
-    let r = outcome.order.order_ref.as_str();
-    if r.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(r)
-    } else {
-        Err(Error::rejected(
-            ReasonCode::ChannelRejected,
-            format!("order reference {r:?} is not a platform order id"),
-        ))
-    }
-}
-
 /// The outcome as the platforms keep it.
 fn record(outcome: &ChannelOutcome) -> Value {
     let kind = match outcome.kind {
@@ -169,7 +156,7 @@ fn graphql_error(bytes: &[u8]) -> Option<(String, String)> {
 #[async_trait]
 impl ChannelOutcomes for ShopifyAdmin {
     async fn tell(&self, outcome: &ChannelOutcome, key: &IdempotencyKey) -> Result<(), Error> {
-        let order = order_ref(outcome)?;
+        let order = outcome.platform_order()?;
         let body = json!({
             "query": METAFIELDS_SET,
             "variables": {"metafields": [{
@@ -272,7 +259,7 @@ impl AdobeCommerceRest {
 #[async_trait]
 impl ChannelOutcomes for AdobeCommerceRest {
     async fn tell(&self, outcome: &ChannelOutcome, key: &IdempotencyKey) -> Result<(), Error> {
-        let order = order_ref(outcome)?;
+        let order = outcome.platform_order()?;
         let marker = Self::marker(outcome);
         let comment = format!("{} {marker}", outcome.summary());
         self.caller

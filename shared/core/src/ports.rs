@@ -157,6 +157,20 @@ pub enum OutcomeKind {
 }
 
 impl ChannelOutcome {
+    /// The platform's order id, refused unless it is a number (as both platforms' ids are): the only
+    /// form that goes into a URL or a global id.
+    pub fn platform_order(&self) -> Result<&str, Error> {
+        let r = self.order.order_ref.as_str();
+        if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(r)
+        } else {
+            Err(Error::rejected(
+                retail_sync_contracts::events::ReasonCode::ChannelRejected,
+                format!("order reference {r:?} is not a platform order id"),
+            ))
+        }
+    }
+
     /// The sentence the service team reads on the order, the same on every platform.
     pub fn summary(&self) -> String {
         let back = |n: Points| {

@@ -16,24 +16,30 @@ pub struct SecretsManagerCredentials {
     pub arn: String,
 }
 
+/// A secret's string value (GetSecretValue), or why it cannot be had; never the value in the error.
+pub async fn secret_string(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<String, String> {
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "GetSecretValue: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
+        })?;
+    out.secret_string()
+        .map(str::to_owned)
+        .ok_or_else(|| "the secret has no string value".to_owned())
+}
+
 #[async_trait]
 impl CredentialSource for SecretsManagerCredentials {
     async fn load(&self) -> Result<Credentials, BoxError> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.arn)
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "GetSecretValue: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
-            })?;
-        let text = out.secret_string().ok_or("the secret has no string value")?;
+        let text = secret_string(&self.client, &self.arn).await?;
         // Only the position of a parse error is reported: serde's message can quote the value.
-        serde_json::from_str(text).map_err(|e| {
+        serde_json::from_str(&text).map_err(|e| {
             format!(
                 "the secret is not a JSON object of client_id/client_secret, api_key or username/password (line {}, column {})",
                 e.line(),

@@ -49,21 +49,9 @@ impl SigningSecrets {
     }
 
     async fn fetch(&self) -> Result<Vec<String>, String> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.arn)
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "GetSecretValue: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
-            })?;
-        let text = out.secret_string().ok_or("the secret has no string value")?;
+        let text = crate::secrets::secret_string(&self.client, &self.arn).await?;
         // Only the position of a parse error: serde's message can quote the value.
-        let value: SecretValue = serde_json::from_str(text).map_err(|e| {
+        let value: SecretValue = serde_json::from_str(&text).map_err(|e| {
             format!(
                 "the secret is not {{\"secrets\": [...]}} (line {}, column {})",
                 e.line(),

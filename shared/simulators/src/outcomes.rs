@@ -356,22 +356,10 @@ fn in_process_fault(kind: Option<FaultKind>, what: &'static str) -> Result<bool,
     }
 }
 
-fn digits(outcome: &ChannelOutcome) -> Result<&str, Error> {
-    let r = outcome.order.order_ref.as_str();
-    if r.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(r)
-    } else {
-        Err(Error::rejected(
-            ReasonCode::ChannelRejected,
-            format!("{r:?} is not an order id"),
-        ))
-    }
-}
-
 #[async_trait]
 impl ChannelOutcomes for ShopifyAdminSimulator {
     async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
-        let order = digits(outcome)?;
+        let order = outcome.platform_order()?;
         let fault = {
             let mut state = lock(&self.state);
             state.calls += 1;
@@ -400,7 +388,7 @@ impl ChannelOutcomes for ShopifyAdminSimulator {
 #[async_trait]
 impl ChannelOutcomes for AdobeCommerceSimulator {
     async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
-        let order = digits(outcome)?;
+        let order = outcome.platform_order()?;
         let marker = format!("[retail-sync {}]", outcome.outcome_id);
         let fault = {
             let mut state = lock(&self.state);

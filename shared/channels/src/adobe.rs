@@ -27,7 +27,10 @@ use retail_sync_contracts::EventType;
 use retail_sync_contracts::events::OrderPlaced;
 use retail_sync_contracts::values::{Currency, OrderId};
 
-use crate::build::{Events, Findings, id_from, id_text, is_id, money, order_line, quantity, time};
+use crate::build::{
+    Events, Findings, LineDraft, OrderDraft, Returned, customer_updated, id_from, id_text, is_id, money,
+    order_line, quantities, quantity, time,
+};
 use crate::shopify::envelope;
 use crate::{Mapped, Mapper, Native, Platform, Unmappable};
 
@@ -222,8 +225,8 @@ impl AdobeMapping {
                 order["order_currency_code"]
             )));
         };
-        let (mut lines, mut cancelled) = (Vec::new(), Vec::new());
-        let (mut net_total, mut tax_total) = (0_i64, 0_i64);
+        let mut draft = OrderDraft::default();
+        let mut cancelled = BTreeMap::new();
         for (i, item) in priced_items(order).enumerate() {
             let at = |what: &str| format!("items[{}].{what}", i);
             let sku = self.sku(item);
@@ -245,9 +248,6 @@ impl AdobeMapping {
             let (Some(sku), Some(qty), Some(unit)) = (sku, qty, unit) else {
                 continue;
             };
-            let net = i64::from(qty).saturating_mul(unit).saturating_sub(discount);
-            net_total = net_total.saturating_add(net);
-            tax_total = tax_total.saturating_add(tax);
             let product_type = item["product_type"].as_str().unwrap_or("");
             let earns = !self
                 .earning
@@ -255,22 +255,23 @@ impl AdobeMapping {
                 .iter()
                 .any(|t| t == product_type)
                 && !self.earning.exclude_skus.contains(&sku);
-            lines.push(json!({
-                "line_no": i + 1,
-                "sku": sku,
-                "quantity": qty,
-                "unit_price_minor": unit,
-                "discount_minor": discount,
-                "net_minor": net,
-                "tax_minor": tax,
-                "loyalty_eligible": earns,
-                "channel_line_id": line_id,
-            }));
+            draft.push(
+                i + 1,
+                LineDraft {
+                    sku,
+                    quantity: qty,
+                    unit_minor: unit,
+                    discount_minor: discount,
+                    tax_minor: tax,
+                    earns,
+                    channel_line_id: line_id,
+                },
+            );
             if let Some(q) = quantity(&item["qty_canceled"]).filter(|q| *q > 0) {
-                cancelled.push(json!({"line_no": i + 1, "quantity": q}));
+                cancelled.insert(u32::try_from(i + 1).unwrap_or(u32::MAX), q);
             }
         }
-        if lines.is_empty() && findings.0.is_empty() {
+        if draft.is_empty() && findings.0.is_empty() {
             findings.add("items: the order has no priced items (subscribe with the items field)");
         }
         let rule = &self.redemption;
@@ -298,28 +299,17 @@ impl AdobeMapping {
         let order_id = order_id.unwrap_or_default();
         let occurred =
             time_of(&order["created_at"]).ok_or_else(|| Unmappable::new("created_at: not a timestamp"))?;
-        let mut data = json!({
-            "order_id": order_id,
-            "currency": currency,
-            "lines": lines,
-            "totals": {"net_minor": net_total, "tax_minor": tax_total, "gross_minor": net_total.saturating_add(tax_total)},
-        });
-        if let Some(member) = self.member(order, order.get("customer_id")) {
-            data["member_id"] = json!(member);
-        }
-        if let Some(redemption) = redemption {
-            data["redemption"] = redemption;
-        }
+        let member = self.member(order, order.get("customer_id"));
         // Where the order's outcomes are told back (the REST API's /V1/orders/<entity_id>).
-        data["channel_order"] =
-            json!({"platform": "adobe-commerce", "order_ref": id_text(&order["entity_id"])});
+        let channel_order = json!({"platform": "adobe-commerce", "order_ref": id_text(&order["entity_id"])});
+        let data = draft.order_placed(&order_id, currency, member, redemption, channel_order);
         let mut events = Events::new(Platform::AdobeCommerce, &native.event_id, &order_id, occurred);
         events.push(EventType::OrderPlaced, data);
         if !cancelled.is_empty() {
             // Adobe Commerce cancels an order once (every unit not yet shipped or refunded).
             events.push(
                 EventType::OrderCancelled,
-                json!({"order_id": order_id, "cancellation_id": "order-cancelled", "lines": cancelled, "reason": "cancelled"}),
+                json!({"order_id": order_id, "cancellation_id": "order-cancelled", "lines": quantities(cancelled), "reason": "cancelled"}),
             );
         }
         events.finish(String::new)
@@ -357,10 +347,7 @@ impl AdobeMapping {
         }
         let occurred =
             time_of(&shipment["created_at"]).ok_or_else(|| Unmappable::new("created_at: not a timestamp"))?;
-        let lines: Vec<Value> = lines
-            .into_iter()
-            .map(|(no, q)| json!({"line_no": no, "quantity": q}))
-            .collect();
+        let lines = quantities(lines);
         let mut events = Events::new(Platform::AdobeCommerce, &native.event_id, order_id, occurred);
         events.push(
             EventType::OrderShipped,
@@ -376,7 +363,7 @@ impl AdobeMapping {
         let id = id_text(&memo["entity_id"])
             .ok_or_else(|| Unmappable::new("entity_id: the credit memo has no id"))?;
         let mut findings = Findings::default();
-        let mut returned: BTreeMap<u32, (String, u32, i64)> = BTreeMap::new();
+        let mut returned = Returned::default();
         for (i, item) in memo["items"].as_array().into_iter().flatten().enumerate() {
             let Some(qty) = quantity(&item["qty"]) else {
                 findings.add(format!("items[{i}].qty: not a whole number"));
@@ -387,13 +374,7 @@ impl AdobeMapping {
             let line = id_text(&item["order_item_id"]).and_then(|id| order_line(&order.lines, &id));
             match (line, row) {
                 (_, _) if qty == 0 => {}
-                (Some(line), Some(row)) => {
-                    let entry = returned
-                        .entry(line.line_no)
-                        .or_insert_with(|| (line.sku.to_string(), 0, 0));
-                    entry.1 += qty;
-                    entry.2 = entry.2.saturating_add(row.saturating_sub(discount));
-                }
+                (Some(line), Some(row)) => returned.add(line, qty, row.saturating_sub(discount)),
                 (Some(_), None) => findings.add(format!("items[{i}].row_total: not an amount in {currency}")),
                 // A configurable product's child: refunded through its priced parent.
                 (None, Some(0)) => {}
@@ -411,19 +392,8 @@ impl AdobeMapping {
         }
         let occurred =
             time_of(&memo["created_at"]).ok_or_else(|| Unmappable::new("created_at: not a timestamp"))?;
-        let lines: Vec<Value> = returned
-            .into_iter()
-            .map(|(no, (sku, q, refund))| json!({"line_no": no, "sku": sku, "quantity": q, "refund_minor": refund}))
-            .collect();
-        let mut data = json!({
-            "return_id": id_from(&self.return_id_prefix, &id),
-            "original": {"kind": "order", "order_id": order_id},
-            "currency": currency,
-            "lines": lines,
-        });
-        if let Some(store) = &self.default_store {
-            data["store_id"] = json!(store);
-        }
+        let return_id = id_from(&self.return_id_prefix, &id);
+        let data = returned.return_received(&return_id, order_id, currency, self.default_store.clone());
         let mut events = Events::new(Platform::AdobeCommerce, &native.event_id, order_id, occurred);
         events.push(EventType::ReturnReceived, data);
         events.finish(String::new)
@@ -441,10 +411,7 @@ impl AdobeMapping {
         let occurred = time_of(&customer["updated_at"])
             .or_else(|| time_of(&customer["created_at"]))
             .ok_or_else(|| Unmappable::new("updated_at: not a timestamp"))?;
-        let mut data = json!({"member_id": member});
-        if let Some(email) = customer["email"].as_str().filter(|e| !e.is_empty()) {
-            data["email"] = json!(email);
-        }
+        let data = customer_updated(member, customer["email"].as_str(), None);
         let correlation = id_from("adobe-customer-", &id.and_then(id_text).unwrap_or_default());
         let mut events = Events::new(Platform::AdobeCommerce, &native.event_id, &correlation, occurred);
         events.push(EventType::CustomerUpdated, data);

@@ -1,6 +1,8 @@
 //! What both platforms' mappings share: reading the payload's fields with findings instead of panics,
 //! money in minor units, identifiers that fit the contract, and the canonical events' metadata.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -169,6 +171,141 @@ impl Events {
         findings.check("the mapped event does not meet the canonical contract")?;
         Ok(Mapped::Events(events))
     }
+}
+
+/// One priced line of an order, as a platform gave it.
+pub(crate) struct LineDraft {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_minor: i64,
+    pub discount_minor: i64,
+    pub tax_minor: i64,
+    pub earns: bool,
+    pub channel_line_id: Option<String>,
+}
+
+/// An order's lines and totals in the canonical shape: net = quantity × unit − discount per line; the
+/// totals are the lines' sums, gross = net + tax.
+#[derive(Default)]
+pub(crate) struct OrderDraft {
+    lines: Vec<Value>,
+    net: i64,
+    tax: i64,
+}
+
+impl OrderDraft {
+    pub fn push(&mut self, line_no: usize, line: LineDraft) {
+        let net = i64::from(line.quantity)
+            .saturating_mul(line.unit_minor)
+            .saturating_sub(line.discount_minor);
+        self.net = self.net.saturating_add(net);
+        self.tax = self.tax.saturating_add(line.tax_minor);
+        self.lines.push(json!({
+            "line_no": line_no,
+            "sku": line.sku,
+            "quantity": line.quantity,
+            "unit_price_minor": line.unit_minor,
+            "discount_minor": line.discount_minor,
+            "net_minor": net,
+            "tax_minor": line.tax_minor,
+            "loyalty_eligible": line.earns,
+            "channel_line_id": line.channel_line_id,
+        }));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The `OrderPlaced` data: these lines and totals, the member and redemption when there are, and
+    /// where the order is in its platform (`channel_order`).
+    pub fn order_placed(
+        self,
+        order_id: &str,
+        currency: Currency,
+        member: Option<String>,
+        redemption: Option<Value>,
+        channel_order: Value,
+    ) -> Value {
+        let mut data = json!({
+            "order_id": order_id,
+            "currency": currency,
+            "lines": self.lines,
+            "totals": {"net_minor": self.net, "tax_minor": self.tax, "gross_minor": self.net.saturating_add(self.tax)},
+            "channel_order": channel_order,
+        });
+        if let Some(member) = member {
+            data["member_id"] = json!(member);
+        }
+        if let Some(redemption) = redemption {
+            data["redemption"] = redemption;
+        }
+        data
+    }
+}
+
+/// Units per order line (shipped, or cancelled), as `[{line_no, quantity}]` in line order.
+pub(crate) fn quantities(units: BTreeMap<u32, u32>) -> Vec<Value> {
+    units
+        .into_iter()
+        .map(|(line_no, quantity)| json!({"line_no": line_no, "quantity": quantity}))
+        .collect()
+}
+
+/// Goods coming back, per order line: the SKU, the units and the refunded net.
+#[derive(Default)]
+pub(crate) struct Returned(BTreeMap<u32, (String, u32, i64)>);
+
+impl Returned {
+    pub fn add(&mut self, line: &LineItem, quantity: u32, refund_minor: i64) {
+        let entry = self
+            .0
+            .entry(line.line_no)
+            .or_insert_with(|| (line.sku.to_string(), 0, 0));
+        entry.1 = entry.1.saturating_add(quantity);
+        entry.2 = entry.2.saturating_add(refund_minor);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `ReturnReceived` data of these lines.
+    pub fn return_received(
+        self,
+        return_id: &str,
+        order_id: &str,
+        currency: Currency,
+        store: Option<String>,
+    ) -> Value {
+        let lines: Vec<Value> = self
+            .0
+            .into_iter()
+            .map(|(no, (sku, q, refund))| json!({"line_no": no, "sku": sku, "quantity": q, "refund_minor": refund}))
+            .collect();
+        let mut data = json!({
+            "return_id": return_id,
+            "original": {"kind": "order", "order_id": order_id},
+            "currency": currency,
+            "lines": lines,
+        });
+        if let Some(store) = store {
+            data["store_id"] = json!(store);
+        }
+        data
+    }
+}
+
+/// The `CustomerUpdated` data of a member: the e-mail and the marketing consent when the payload says.
+pub(crate) fn customer_updated(member: String, email: Option<&str>, consent: Option<bool>) -> Value {
+    let mut data = json!({"member_id": member});
+    if let Some(email) = email.filter(|e| !e.is_empty()) {
+        data["email"] = json!(email);
+    }
+    if let Some(consent) = consent {
+        data["marketing_consent"] = json!(consent);
+    }
+    data
 }
 
 /// A follow-up's line of the accepted order, found by the platform's own line id.

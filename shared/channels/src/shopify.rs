@@ -25,7 +25,10 @@ use retail_sync_contracts::EventType;
 use retail_sync_contracts::events::OrderPlaced;
 use retail_sync_contracts::values::{Currency, OrderId};
 
-use crate::build::{Events, Findings, id_from, id_text, is_id, money, order_line, quantity, time};
+use crate::build::{
+    Events, Findings, LineDraft, OrderDraft, Returned, customer_updated, id_from, id_text, is_id, money,
+    order_line, quantities, quantity, time,
+};
 use crate::{Mapped, Mapper, Native, Platform, Unmappable};
 
 pub const DETAIL_TYPE: &str = "shopifyWebhook";
@@ -268,8 +271,8 @@ impl ShopifyMapping {
                 order["currency"]
             )));
         };
-        let mut lines = Vec::new();
-        let (mut net_total, mut tax_total, mut points_value) = (0_i64, 0_i64, 0_i64);
+        let mut draft = OrderDraft::default();
+        let mut points_value = 0_i64;
         let empty = Vec::new();
         let items = order["line_items"].as_array().unwrap_or(&empty);
         if items.is_empty() {
@@ -315,21 +318,20 @@ impl ShopifyMapping {
             let (Some(sku), Some(qty), Some(unit)) = (sku, qty, unit) else {
                 continue;
             };
-            let net = i64::from(qty).saturating_mul(unit).saturating_sub(discount);
-            net_total = net_total.saturating_add(net);
-            tax_total = tax_total.saturating_add(tax);
             points_value = points_value.saturating_add(points);
-            lines.push(json!({
-                "line_no": i + 1,
-                "sku": sku,
-                "quantity": qty,
-                "unit_price_minor": unit,
-                "discount_minor": discount,
-                "net_minor": net,
-                "tax_minor": tax,
-                "loyalty_eligible": self.earns(line, &sku),
-                "channel_line_id": id_text(&line["id"]),
-            }));
+            let earns = self.earns(line, &sku);
+            draft.push(
+                i + 1,
+                LineDraft {
+                    sku,
+                    quantity: qty,
+                    unit_minor: unit,
+                    discount_minor: discount,
+                    tax_minor: tax,
+                    earns,
+                    channel_line_id: id_text(&line["id"]),
+                },
+            );
         }
         let member = self.member_of_order(order);
         let hold = note_attribute(order, &self.redemption.hold_attribute);
@@ -358,20 +360,9 @@ impl ShopifyMapping {
         let order_id = order_id.unwrap_or_default();
         let occurred = time(&order["processed_at"]).or_else(|| time(&order["created_at"]));
         let occurred = occurred.ok_or_else(|| Unmappable::new("created_at: not a timestamp"))?;
-        let mut data = json!({
-            "order_id": order_id,
-            "currency": currency,
-            "lines": lines,
-            "totals": {"net_minor": net_total, "tax_minor": tax_total, "gross_minor": net_total.saturating_add(tax_total)},
-        });
-        if let Some(member) = member {
-            data["member_id"] = json!(member);
-        }
-        if let Some(redemption) = redemption {
-            data["redemption"] = redemption;
-        }
         // Where the order's outcomes are told back (Admin GraphQL names it gid://shopify/Order/<id>).
-        data["channel_order"] = json!({"platform": "shopify", "order_ref": id_text(&order["id"])});
+        let channel_order = json!({"platform": "shopify", "order_ref": id_text(&order["id"])});
+        let data = draft.order_placed(&order_id, currency, member, redemption, channel_order);
         let mut events = Events::new(Platform::Shopify, &native.event_id, &order_id, occurred);
         events.push(EventType::OrderPlaced, data);
         events.finish(String::new)
@@ -423,10 +414,7 @@ impl ShopifyMapping {
                 continue;
             };
             occurred = occurred.max(Some(at));
-            let lines: Vec<Value> = lines
-                .into_iter()
-                .map(|(no, q)| json!({"line_no": no, "quantity": q}))
-                .collect();
+            let lines = quantities(lines);
             // Each shipment at its own fulfillment's time: the same fulfillment mapped from
             // fulfillments/create and from orders/fulfilled is then the same event.
             shipped.push((
@@ -457,8 +445,8 @@ impl ShopifyMapping {
             .or_else(|| time(&refund["created_at"]))
             .ok_or_else(|| Unmappable::new("created_at: not a timestamp"))?;
         let mut findings = Findings::default();
-        // line_no → (sku, quantity, refund) for goods back; line_no → quantity for cancelled units.
-        let mut returned: BTreeMap<u32, (String, u32, i64)> = BTreeMap::new();
+        // Goods back, and units cancelled before they shipped (line_no → quantity).
+        let mut returned = Returned::default();
         let mut cancelled: BTreeMap<u32, u32> = BTreeMap::new();
         let mut store = None;
         for (i, item) in refund["refund_line_items"]
@@ -488,11 +476,7 @@ impl ShopifyMapping {
                 findings.add(format!("{at}.subtotal: not an amount in {currency}"));
                 continue;
             };
-            let entry = returned
-                .entry(line.line_no)
-                .or_insert_with(|| (line.sku.to_string(), 0, 0));
-            entry.1 += qty;
-            entry.2 = entry.2.saturating_add(subtotal);
+            returned.add(line, qty, subtotal);
             if store.is_none() {
                 store = id_text(&item["location_id"]).and_then(|l| self.locations.get(&l).cloned());
             }
@@ -500,10 +484,7 @@ impl ShopifyMapping {
         findings.check("the refund cannot be mapped")?;
         let mut events = Events::new(Platform::Shopify, &native.event_id, order_id, occurred);
         if !cancelled.is_empty() {
-            let lines: Vec<Value> = cancelled
-                .into_iter()
-                .map(|(no, q)| json!({"line_no": no, "quantity": q}))
-                .collect();
+            let lines = quantities(cancelled);
             events.push(
                 EventType::OrderCancelled,
                 json!({
@@ -515,21 +496,9 @@ impl ShopifyMapping {
             );
         }
         if !returned.is_empty() {
-            let lines: Vec<Value> = returned
-                .into_iter()
-                .map(|(no, (sku, q, refund))| {
-                    json!({"line_no": no, "sku": sku, "quantity": q, "refund_minor": refund})
-                })
-                .collect();
-            let mut data = json!({
-                "return_id": id_from(&self.return_id_prefix, &refund_id),
-                "original": {"kind": "order", "order_id": order_id},
-                "currency": currency,
-                "lines": lines,
-            });
-            if let Some(store) = store.or_else(|| self.default_store.clone()) {
-                data["store_id"] = json!(store);
-            }
+            let return_id = id_from(&self.return_id_prefix, &refund_id);
+            let store = store.or_else(|| self.default_store.clone());
+            let data = returned.return_received(&return_id, order_id, currency, store);
             events.push(EventType::ReturnReceived, data);
         }
         events.finish(|| {
@@ -569,19 +538,16 @@ impl ShopifyMapping {
         let occurred = time(&customer["updated_at"])
             .or_else(|| time(&customer["created_at"]))
             .ok_or_else(|| Unmappable::new("updated_at: not a timestamp"))?;
-        let mut data = json!({"member_id": member});
-        if let Some(email) = customer["email"].as_str().filter(|e| !e.is_empty()) {
-            data["email"] = json!(email);
-        }
         // Payloads before API version 2025-01 carry the consent; later ones leave it to its own topic.
-        match customer
+        let consent = match customer
             .pointer("/email_marketing_consent/state")
             .and_then(Value::as_str)
         {
-            Some("subscribed") => data["marketing_consent"] = json!(true),
-            Some("not_subscribed" | "unsubscribed" | "redacted") => data["marketing_consent"] = json!(false),
-            _ => {}
-        }
+            Some("subscribed") => Some(true),
+            Some("not_subscribed" | "unsubscribed" | "redacted") => Some(false),
+            _ => None,
+        };
+        let data = customer_updated(member, customer["email"].as_str(), consent);
         let correlation = id_from("shopify-customer-", &customer_id);
         let mut events = Events::new(Platform::Shopify, &native.event_id, &correlation, occurred);
         events.push(EventType::CustomerUpdated, data);

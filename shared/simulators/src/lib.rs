@@ -43,6 +43,6 @@ pub use faults::{FaultKind, Faults};
 pub use http::{Dialects, ErrorBody, SimState, router, router_with, serve, serve_with};
 pub use in_process::{InProcessErp, InProcessLoyalty};
 pub use loyalty::{LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, points_for, points_value};
-pub use outcomes::{AdobeCommerceSimulator, LOCAL_PLATFORM_TOKEN, ShopifyAdminSimulator};
+pub use outcomes::{AdobeCommerceSimulator, LOCAL_PLATFORM_TOKEN, PlatformSimulator, ShopifyAdminSimulator};
 pub use salesforce::SalesforceSimulator;
 pub use sap::SapSimulator;

@@ -39,22 +39,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What both platforms' simulators keep: their records, the calls they took, their faults.
 #[derive(Default)]
-struct ShopifyState {
-    /// Order gid → "namespace.key" → value (JSON text).
-    metafields: BTreeMap<String, BTreeMap<String, String>>,
+struct Shared<R> {
+    records: R,
     calls: u64,
     faults: FaultState,
 }
 
-/// Shopify's Admin GraphQL API, for outcomes. Cheap to clone.
-#[derive(Clone)]
-pub struct ShopifyAdminSimulator {
-    state: Arc<Mutex<ShopifyState>>,
+/// A platform's API, simulated: its records behind a lock, and the token it admits. Cheap to clone.
+pub struct PlatformSimulator<R> {
+    state: Arc<Mutex<Shared<R>>>,
     token: Arc<String>,
 }
 
-impl Default for ShopifyAdminSimulator {
+// By hand: a derive would ask the records to be `Clone`; the clones share them.
+impl<R> Clone for PlatformSimulator<R> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+impl<R: Default> Default for PlatformSimulator<R> {
     fn default() -> Self {
         Self {
             state: Arc::default(),
@@ -63,15 +72,44 @@ impl Default for ShopifyAdminSimulator {
     }
 }
 
-impl ShopifyAdminSimulator {
+impl<R> PlatformSimulator<R> {
     pub fn set_faults(&self, faults: Faults) {
         lock(&self.state).faults.set(faults);
     }
 
+    /// Calls received (faulted ones included).
+    pub fn calls(&self) -> u64 {
+        lock(&self.state).calls
+    }
+
+    /// Counts a call and draws the fault it meets.
+    fn call(&self) -> Option<FaultKind> {
+        let mut state = lock(&self.state);
+        state.calls += 1;
+        state.faults.next()
+    }
+}
+
+/// Shopify's records: order gid → "namespace.key" → value (JSON text).
+#[derive(Default)]
+pub struct Metafields(BTreeMap<String, BTreeMap<String, String>>);
+
+/// Adobe Commerce's records: order entity id → its comments, oldest first.
+#[derive(Default)]
+pub struct Comments(BTreeMap<String, Vec<String>>);
+
+/// Shopify's Admin GraphQL API, for outcomes.
+pub type ShopifyAdminSimulator = PlatformSimulator<Metafields>;
+
+/// Adobe Commerce's order comments, for outcomes.
+pub type AdobeCommerceSimulator = PlatformSimulator<Comments>;
+
+impl ShopifyAdminSimulator {
     /// Every order's metafields: order id (the number of its gid) → `namespace.key` → value.
     pub fn metafields(&self) -> BTreeMap<String, BTreeMap<String, Value>> {
         lock(&self.state)
-            .metafields
+            .records
+            .0
             .iter()
             .map(|(gid, fields)| {
                 let order = gid.trim_start_matches("gid://shopify/Order/").to_owned();
@@ -87,11 +125,6 @@ impl ShopifyAdminSimulator {
                 (order, fields)
             })
             .collect()
-    }
-
-    /// Mutations received (faulted ones included).
-    pub fn calls(&self) -> u64 {
-        lock(&self.state).calls
     }
 
     /// `metafieldsSet`'s effect and answer for `inputs`: all set, or none with their `userErrors`.
@@ -145,7 +178,8 @@ impl ShopifyAdminSimulator {
                 m["key"].as_str().unwrap_or_default()
             );
             state
-                .metafields
+                .records
+                .0
                 .entry(owner)
                 .or_default()
                 .insert(key, m["value"].as_str().unwrap_or_default().to_owned());
@@ -155,47 +189,16 @@ impl ShopifyAdminSimulator {
     }
 }
 
-#[derive(Default)]
-struct AdobeState {
-    /// Order entity id → its comments, oldest first.
-    comments: BTreeMap<String, Vec<String>>,
-    calls: u64,
-    faults: FaultState,
-}
-
-/// Adobe Commerce's order comments, for outcomes. Cheap to clone.
-#[derive(Clone)]
-pub struct AdobeCommerceSimulator {
-    state: Arc<Mutex<AdobeState>>,
-    token: Arc<String>,
-}
-
-impl Default for AdobeCommerceSimulator {
-    fn default() -> Self {
-        Self {
-            state: Arc::default(),
-            token: Arc::new(LOCAL_PLATFORM_TOKEN.to_owned()),
-        }
-    }
-}
-
 impl AdobeCommerceSimulator {
-    pub fn set_faults(&self, faults: Faults) {
-        lock(&self.state).faults.set(faults);
-    }
-
     /// Every order's comments, oldest first.
     pub fn comments(&self) -> BTreeMap<String, Vec<String>> {
-        lock(&self.state).comments.clone()
-    }
-
-    pub fn calls(&self) -> u64 {
-        lock(&self.state).calls
+        lock(&self.state).records.0.clone()
     }
 
     fn add_comment(&self, order: &str, comment: &str) {
         lock(&self.state)
-            .comments
+            .records
+            .0
             .entry(order.to_owned())
             .or_default()
             .push(comment.to_owned());
@@ -235,11 +238,7 @@ async fn shopify_graphql(
     {
         return (StatusCode::UNAUTHORIZED, Json(json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}))).into_response();
     }
-    let fault = {
-        let mut state = lock(&sim.state);
-        state.calls += 1;
-        state.faults.next()
-    };
+    let fault = sim.call();
     // Shopify answers a throttled query 200 with THROTTLED in `errors` as often as 429.
     if fault == Some(FaultKind::Throttle) && lock(&sim.state).calls % 2 == 0 {
         return Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}))
@@ -283,17 +282,18 @@ async fn adobe_list(
     if !adobe_authorized(&sim, &headers) {
         return adobe_unauthorized();
     }
-    let fault = {
-        let mut state = lock(&sim.state);
-        state.calls += 1;
-        state.faults.next()
-    };
+    let fault = sim.call();
     // A read commits nothing: a timeout after commit drawn here passes (a test scripting one for the
     // post lets the lookup before it go through).
     if let Err(response) = fault_of(fault.filter(|f| *f != FaultKind::TimeoutAfterCommit)).await {
         return response;
     }
-    let comments = lock(&sim.state).comments.get(&order).cloned().unwrap_or_default();
+    let comments = lock(&sim.state)
+        .records
+        .0
+        .get(&order)
+        .cloned()
+        .unwrap_or_default();
     let items: Vec<Value> = comments
         .iter()
         .enumerate()
@@ -312,11 +312,7 @@ async fn adobe_post(
     if !adobe_authorized(&sim, &headers) {
         return adobe_unauthorized();
     }
-    let fault = {
-        let mut state = lock(&sim.state);
-        state.calls += 1;
-        state.faults.next()
-    };
+    let fault = sim.call();
     let answer_in_time = match fault_of(fault).await {
         Ok(answer) => answer,
         Err(response) => return response,
@@ -360,11 +356,7 @@ fn in_process_fault(kind: Option<FaultKind>, what: &'static str) -> Result<bool,
 impl ChannelOutcomes for ShopifyAdminSimulator {
     async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
         let order = outcome.platform_order()?;
-        let fault = {
-            let mut state = lock(&self.state);
-            state.calls += 1;
-            state.faults.next()
-        };
+        let fault = self.call();
         let answered = in_process_fault(fault, "shopify")?;
         let value = serde_json::to_string(outcome).map_err(|e| Error::corrupt("outcome", e))?;
         let input = json!({"ownerId": format!("gid://shopify/Order/{order}"), "namespace": "retail_sync", "key": outcome.outcome_id.replace('.', "_"), "type": "json", "value": value});
@@ -390,15 +382,12 @@ impl ChannelOutcomes for AdobeCommerceSimulator {
     async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
         let order = outcome.platform_order()?;
         let marker = format!("[retail-sync {}]", outcome.outcome_id);
-        let fault = {
-            let mut state = lock(&self.state);
-            state.calls += 1;
-            state.faults.next()
-        };
+        let fault = self.call();
         let answered = in_process_fault(fault, "adobe-commerce")?;
         // The connector's lookup before its post, in-process.
         let known = lock(&self.state)
-            .comments
+            .records
+            .0
             .get(order)
             .is_some_and(|cs| cs.iter().any(|c| c.contains(&marker)));
         if !known {

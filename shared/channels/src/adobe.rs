@@ -2,11 +2,12 @@
 //!
 //! Adobe I/O Events for Adobe Commerce publishes the observer events an instance subscribes to
 //! (`bin/magento events:subscribe`, or `io_events.xml`) as CloudEvents, and delivers them to Amazon
-//! EventBridge through its partner event source (`aws.partner/adobe.io/…`): the EventBridge event's
-//! `detail` is the I/O event, whose `type` is the event code and whose `data.value` is the saved object
-//! with the fields the subscription lists (REST field names, money as JSON numbers). Sources:
-//! developer.adobe.com, "Adobe I/O Events for Adobe Commerce" (subscribe, event payloads) and "Amazon
-//! EventBridge integration" of Adobe I/O Events.
+//! EventBridge through its partner event source (`aws.partner/developer.adobe.com…/<uuid>`): the
+//! EventBridge event's `detail` holds the event data — the saved object in `value`, with the fields the
+//! subscription lists, as Magento's model data: ids, quantities and amounts as strings or numbers
+//! (`"3.000000"`, `200`), times as `2026-11-21 09:05:00` UTC. Sources: developer.adobe.com, "Adobe I/O
+//! Events for Adobe Commerce" (event payloads; AdobeDocs/commerce-extensibility) and "Amazon
+//! EventBridge" of Adobe I/O Events (AdobeDocs/adobe-io-events).
 //!
 //! | event code (`com.adobe.commerce.` + …) | canonical |
 //! |---|---|
@@ -439,30 +440,40 @@ impl Mapper for AdobeMapping {
     fn parse(&self, body: &str) -> Result<Native, Unmappable> {
         let event: Value = serde_json::from_str(body)
             .map_err(|e| Unmappable::new(format!("the message is not JSON: {e}")))?;
-        // The I/O event is the EventBridge event's detail; its type is the event code (the EventBridge
-        // detail-type carries it too).
         let detail_type = event.get("detail-type").and_then(Value::as_str).unwrap_or("");
         let (detail, _) = envelope(body, detail_type)?;
+        // Adobe documents `detail` as "the event data": the I/O event (a CloudEvent whose `data` holds
+        // the object), or its `data` alone. Both are read.
+        let data = match detail.get("data") {
+            Some(data) if data.get("value").is_some() => data,
+            _ if detail.contains_key("value") => &Value::Object(detail.clone()),
+            _ => return Err(Unmappable::new("the event has no data.value (the saved object)")),
+        };
+        // The event code: the CloudEvent's `type`, else the detail-type (`<provider label>:<event code>`).
         let topic = detail
             .get("type")
             .and_then(Value::as_str)
+            .or_else(|| detail_type.rsplit(':').next())
             .filter(|t| t.starts_with(PREFIX))
-            .or_else(|| Some(detail_type).filter(|t| t.starts_with(PREFIX)))
             .ok_or_else(|| {
-                Unmappable::new("neither detail.type nor detail-type is an Adobe Commerce event code")
+                Unmappable::new("neither detail.type nor detail-type names an Adobe Commerce event code")
             })?;
-        let id_of = |field: &str| {
-            detail
+        // The event's id, the same on every delivery of it: the I/O event id when the detail carries
+        // it (spelled `event_id` or `eventid`), else the event's `data.key`.
+        let id_of = |object: &Value, field: &str| {
+            object
                 .get(field)
                 .and_then(Value::as_str)
-                .filter(|id| !id.trim().is_empty())
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
         };
-        let event_id = id_of("event_id")
-            .or_else(|| id_of("id"))
-            .ok_or_else(|| Unmappable::new("the I/O event has no id (detail.event_id or detail.id)"))?;
-        let data = detail
-            .get("data")
-            .ok_or_else(|| Unmappable::new("the I/O event has no data"))?;
+        let detail_value = Value::Object(detail.clone());
+        let event_id = ["event_id", "eventid", "id"]
+            .iter()
+            .find_map(|f| id_of(&detail_value, f))
+            .or_else(|| id_of(data, "key"))
+            .ok_or_else(|| Unmappable::new("the event has no id (detail.event_id, detail.id or data.key)"))?;
         let instance = data.get("source").and_then(Value::as_str).map(str::to_owned);
         if !self.instances.is_empty() && !instance.as_ref().is_some_and(|i| self.instances.contains(i)) {
             return Err(Unmappable::new(format!(
@@ -474,9 +485,9 @@ impl Mapper for AdobeMapping {
             .get("value")
             .filter(|v| v.is_object())
             .cloned()
-            .ok_or_else(|| Unmappable::new("detail.data.value (the saved object) is missing"))?;
+            .ok_or_else(|| Unmappable::new("data.value (the saved object) is not an object"))?;
         Ok(Native {
-            event_id: event_id.trim().to_owned(),
+            event_id,
             topic: topic.to_owned(),
             shop: instance,
             payload,

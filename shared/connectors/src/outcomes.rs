@@ -7,10 +7,11 @@
 //!   `userErrors` are a refusal. Source: shopify.dev, Admin GraphQL `metafieldsSet`, and "API rate
 //!   limits".
 //! - **Adobe Commerce**: a comment on the order (`POST /rest/V1/orders/{id}/comments`), ending with the
-//!   marker `[retail-sync <outcome id>]`. Comments have no key, so every attempt first lists the order's
-//!   comments (`GET /rest/V1/orders/{id}/comments`) and posts only when the marker is not there; a post
-//!   whose answer is lost is not repeated by the same delivery (the next one's lookup settles it).
-//!   Source: Adobe Commerce REST reference, `salesOrderManagementV1` (`/V1/orders/{id}/comments`).
+//!   marker `[retail-sync <outcome id>]`, with the order's current status (without it the post clears
+//!   the status: magento/magento2#34180). Comments have no key, so every attempt first reads the order
+//!   (`GET /rest/V1/orders/{id}`: its status and `status_histories`) and posts only when the marker is
+//!   not there; a post whose answer is lost is not repeated by the same delivery (the next one's read
+//!   settles it). Source: Adobe Commerce REST reference (`/V1/orders/{id}`, `/V1/orders/{id}/comments`).
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -214,36 +215,49 @@ impl AdobeCommerceRest {
         format!("[retail-sync {}]", outcome.outcome_id)
     }
 
-    /// Whether the order already has the outcome's comment.
-    async fn has_comment(&self, order: &str, marker: &str) -> Result<bool, ConnectorError> {
-        let url = self.caller.url(&format!("/rest/V1/orders/{order}/comments"));
+    /// The order as the comment needs it: its current status (a comment posted without it sets the
+    /// order's status to none: magento/magento2#34180), and whether it already has the outcome's comment
+    /// (`status_histories`). `GET /rest/V1/orders/{id}`, ACL `Magento_Sales::actions_view`.
+    async fn order(&self, order: &str, marker: &str) -> Result<(Option<String>, bool), ConnectorError> {
+        let url = self.caller.url(&format!("/rest/V1/orders/{order}"));
         let response = self.caller.get_json(&url).await?;
         if !response.status().is_success() {
             return Err(status_error(response, adobe_error).await);
         }
         let answer: Value = response.json().await.map_err(ConnectorError::Body)?;
-        let items =
-            answer
-                .get("items")
-                .and_then(Value::as_array)
-                .ok_or_else(|| ConnectorError::Unsettled {
-                    message: "the order's comments came back without items".into(),
-                })?;
-        Ok(items
-            .iter()
+        if !answer.is_object() {
+            return Err(ConnectorError::Unsettled {
+                message: "the order came back as something else than an object".into(),
+            });
+        }
+        let status = answer["status"].as_str().map(str::to_owned);
+        let told = answer["status_histories"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .filter_map(|c| c["comment"].as_str())
-            .any(|c| c.contains(marker)))
+            .any(|c| c.contains(marker));
+        Ok((status, told))
     }
 
-    async fn post_comment(&self, order: &str, comment: &str) -> Result<(), ConnectorError> {
+    async fn post_comment(
+        &self,
+        order: &str,
+        comment: &str,
+        status: Option<&str>,
+    ) -> Result<(), ConnectorError> {
         let url = self.caller.url(&format!("/rest/V1/orders/{order}/comments"));
         let parent: i64 = order.parse().unwrap_or_default();
-        let body = json!({"statusHistory": {
+        let mut history = json!({
             "comment": comment,
             "is_customer_notified": 0,
             "is_visible_on_front": 0,
             "parent_id": parent,
-        }});
+        });
+        if let Some(status) = status {
+            history["status"] = json!(status);
+        }
+        let body = json!({"statusHistory": history});
         let response = self
             .caller
             .authorized(|| self.caller.client().post(&url).json(&body))
@@ -264,11 +278,12 @@ impl ChannelOutcomes for AdobeCommerceRest {
         let comment = format!("{} {marker}", outcome.summary());
         self.caller
             .retrying("order comment", Some(key.as_str()), || async {
-                if self.has_comment(order, &marker).await? {
+                let (status, told) = self.order(order, &marker).await?;
+                if told {
                     return Ok(());
                 }
                 // A post whose answer is lost may have been applied: not sent again by this delivery.
-                self.post_comment(order, &comment)
+                self.post_comment(order, &comment, status.as_deref())
                     .await
                     .map_err(|e| e.settle_later("the order comment"))
             })

@@ -141,8 +141,8 @@ async fn an_adobe_comment_whose_answer_was_lost_is_found_not_posted_again() {
     let (base, _, sim) = served().await;
     let adobe = adobe_at(&base);
     let told = outcome(ChannelPlatform::AdobeCommerce, "returned-r1");
-    // The post is applied and its answer never comes (the lookup before it passes the first scripted
-    // fault, a read committing nothing): this delivery does not post again.
+    // The post is applied and its answer never comes (the read of the order before it passes the first
+    // scripted fault, a read committing nothing): this delivery does not post again.
     sim.set_faults(faults(FaultKind::TimeoutAfterCommit, 2));
     let e = adobe.tell(&told, &key("r1")).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
@@ -157,6 +157,8 @@ async fn an_adobe_comment_whose_answer_was_lost_is_found_not_posted_again() {
         comments[0],
         "Loyalty: return refunded, 23 earned points taken back; 68 redeemed points given back [retail-sync returned-r1]"
     );
+    // The order keeps its status (a comment posted without one would clear it).
+    assert_eq!(sim.status("1001").as_deref(), Some("processing"));
     // Another outcome of the same order is another comment.
     adobe
         .tell(&outcome(ChannelPlatform::AdobeCommerce, "earned-s1"), &key("s1"))

@@ -5,9 +5,11 @@
 //!   a bad owner, key or value, `errors` with `extensions.code: THROTTLED` in a 200 when throttled. A
 //!   metafield set to the value it has stays one metafield. Source: shopify.dev, `metafieldsSet`,
 //!   `MetafieldsSetInput`, "API rate limits".
-//! - [`AdobeCommerceSimulator`]: Adobe Commerce's order comments (`GET`/`POST /rest/V1/orders/{id}/comments`,
-//!   `Authorization: Bearer`), errors as `{"message": …}`. Comments have no key: posting twice is two
-//!   comments, which is what the connector's lookup is for. Source: Adobe Commerce REST reference.
+//! - [`AdobeCommerceSimulator`]: Adobe Commerce's order and its comments (`GET /rest/V1/orders/{id}`
+//!   with `status` and `status_histories`, `POST /rest/V1/orders/{id}/comments`, `Authorization:
+//!   Bearer`), errors as `{"message": …}`. Comments have no key: posting twice is two comments, which is
+//!   what the connector's read is for; and a comment sets the order's status to the one it carries, none
+//!   when it carries none (magento/magento2#34180). Source: Adobe Commerce REST reference.
 //!
 //! Both also serve in-process (the local runner's fast path), recording the outcome the same way.
 
@@ -94,9 +96,24 @@ impl<R> PlatformSimulator<R> {
 #[derive(Default)]
 pub struct Metafields(BTreeMap<String, BTreeMap<String, String>>);
 
-/// Adobe Commerce's records: order entity id → its comments, oldest first.
+/// Adobe Commerce's records: per order entity id, its status and its comments (oldest first).
 #[derive(Default)]
-pub struct Comments(BTreeMap<String, Vec<String>>);
+pub struct Comments(BTreeMap<String, AdobeOrder>);
+
+/// An order as far as comments go. Every order the simulator is asked about exists, `processing`.
+pub struct AdobeOrder {
+    pub status: Option<String>,
+    pub comments: Vec<String>,
+}
+
+impl Default for AdobeOrder {
+    fn default() -> Self {
+        Self {
+            status: Some("processing".into()),
+            comments: Vec::new(),
+        }
+    }
+}
 
 /// Shopify's Admin GraphQL API, for outcomes.
 pub type ShopifyAdminSimulator = PlatformSimulator<Metafields>;
@@ -192,16 +209,29 @@ impl ShopifyAdminSimulator {
 impl AdobeCommerceSimulator {
     /// Every order's comments, oldest first.
     pub fn comments(&self) -> BTreeMap<String, Vec<String>> {
-        lock(&self.state).records.0.clone()
-    }
-
-    fn add_comment(&self, order: &str, comment: &str) {
         lock(&self.state)
             .records
             .0
-            .entry(order.to_owned())
-            .or_default()
-            .push(comment.to_owned());
+            .iter()
+            .map(|(order, o)| (order.clone(), o.comments.clone()))
+            .collect()
+    }
+
+    /// An order's status (`None`: a comment posted without one cleared it, as Adobe Commerce does).
+    pub fn status(&self, order: &str) -> Option<String> {
+        lock(&self.state)
+            .records
+            .0
+            .get(order)
+            .map_or(Some("processing".into()), |o| o.status.clone())
+    }
+
+    /// Adds a comment; the order takes `status` (Adobe Commerce sets it to what the comment says).
+    fn add_comment(&self, order: &str, comment: &str, status: Option<String>) {
+        let mut state = lock(&self.state);
+        let o = state.records.0.entry(order.to_owned()).or_default();
+        o.comments.push(comment.to_owned());
+        o.status = status;
     }
 }
 
@@ -274,7 +304,7 @@ fn adobe_unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, Json(body)).into_response()
 }
 
-async fn adobe_list(
+async fn adobe_order(
     State(sim): State<AdobeCommerceSimulator>,
     Path(order): Path<String>,
     headers: HeaderMap,
@@ -284,22 +314,20 @@ async fn adobe_list(
     }
     let fault = sim.call();
     // A read commits nothing: a timeout after commit drawn here passes (a test scripting one for the
-    // post lets the lookup before it go through).
+    // post lets the read before it go through).
     if let Err(response) = fault_of(fault.filter(|f| *f != FaultKind::TimeoutAfterCommit)).await {
         return response;
     }
-    let comments = lock(&sim.state)
-        .records
-        .0
+    let parent = order.parse::<i64>().unwrap_or(0);
+    let histories: Vec<Value> = sim
+        .comments()
         .get(&order)
-        .cloned()
-        .unwrap_or_default();
-    let items: Vec<Value> = comments
-        .iter()
+        .into_iter()
+        .flatten()
         .enumerate()
-        .map(|(i, c)| json!({"entity_id": i + 1, "parent_id": order.parse::<i64>().unwrap_or(0), "comment": c, "is_customer_notified": 0, "is_visible_on_front": 0}))
+        .map(|(i, c)| json!({"entity_id": i + 1, "parent_id": parent, "comment": c, "is_customer_notified": 0, "is_visible_on_front": 0}))
         .collect();
-    Json(json!({"items": items, "search_criteria": {"filter_groups": []}, "total_count": items.len()}))
+    Json(json!({"entity_id": parent, "status": sim.status(&order), "status_histories": histories}))
         .into_response()
 }
 
@@ -320,7 +348,11 @@ async fn adobe_post(
     let Some(comment) = body.pointer("/statusHistory/comment").and_then(Value::as_str) else {
         return (StatusCode::BAD_REQUEST, Json(json!({"message": "\"%fieldName\" is required. Enter and try again.", "parameters": {"fieldName": "comment"}}))).into_response();
     };
-    sim.add_comment(&order, comment);
+    let status = body
+        .pointer("/statusHistory/status")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    sim.add_comment(&order, comment, status);
     if !answer_in_time {
         tokio::time::sleep(NEVER).await;
     }
@@ -334,10 +366,8 @@ pub fn router(shopify: ShopifyAdminSimulator, adobe: AdobeCommerceSimulator) -> 
         .with_state(shopify)
         .merge(
             Router::new()
-                .route(
-                    "/rest/V1/orders/{order}/comments",
-                    get(adobe_list).post(adobe_post),
-                )
+                .route("/rest/V1/orders/{order}", get(adobe_order))
+                .route("/rest/V1/orders/{order}/comments", post(adobe_post))
                 .with_state(adobe),
         )
 }
@@ -384,14 +414,14 @@ impl ChannelOutcomes for AdobeCommerceSimulator {
         let marker = format!("[retail-sync {}]", outcome.outcome_id);
         let fault = self.call();
         let answered = in_process_fault(fault, "adobe-commerce")?;
-        // The connector's lookup before its post, in-process.
-        let known = lock(&self.state)
-            .records
-            .0
+        // The connector's read before its post, in-process: the marker, and the status to keep.
+        let known = self
+            .comments()
             .get(order)
             .is_some_and(|cs| cs.iter().any(|c| c.contains(&marker)));
         if !known {
-            self.add_comment(order, &format!("{} {marker}", outcome.summary()));
+            let status = self.status(order);
+            self.add_comment(order, &format!("{} {marker}", outcome.summary()), status);
         }
         if answered {
             Ok(())

@@ -213,6 +213,16 @@ impl AdobeMapping {
                 order_id.unwrap_or_default()
             )));
         }
+        // Cancelled before it was ever paid (a payment abandoned): it was never sold. Told only by the
+        // order's `total_invoiced` or `total_paid`, when the subscription lists one of them; without
+        // either the cancellation is mapped, as a cancellation of what is open.
+        let unpaid = ["total_invoiced", "total_paid"].map(|f| field(order, f).and_then(is_zero));
+        if state == "canceled" && unpaid.iter().any(Option::is_some) && unpaid.iter().flatten().all(|z| *z) {
+            return Ok(Mapped::Ignored(format!(
+                "order {} was cancelled before it was paid",
+                order_id.unwrap_or_default()
+            )));
+        }
         let mut findings = Findings::default();
         if order_id.is_none() {
             findings.add("entity_id: the order has no id");
@@ -307,10 +317,13 @@ impl AdobeMapping {
         let mut events = Events::new(Platform::AdobeCommerce, &native.event_id, &order_id, occurred);
         events.push(EventType::OrderPlaced, data);
         if !cancelled.is_empty() {
-            // Adobe Commerce cancels an order once (every unit not yet shipped or refunded).
-            events.push(
+            // Adobe Commerce cancels an order once (every unit not yet shipped or refunded), at the save
+            // that cancels it: its time is that save's.
+            let at = time_of(&order["updated_at"]).unwrap_or(occurred);
+            events.push_at(
                 EventType::OrderCancelled,
                 json!({"order_id": order_id, "cancellation_id": "order-cancelled", "lines": quantities(cancelled), "reason": "cancelled"}),
+                at,
             );
         }
         events.finish(String::new)
@@ -520,4 +533,15 @@ impl Mapper for AdobeMapping {
             ))),
         }
     }
+}
+
+/// Whether an amount (a number, or a decimal string as Adobe Commerce stores it, `"0.0000"`) is zero;
+/// `None` when it is no amount.
+fn is_zero(v: &Value) -> Option<bool> {
+    let amount = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    Some(amount == 0.0)
 }

@@ -11,9 +11,9 @@
 //! | topic | canonical |
 //! |---|---|
 //! | `orders/create` | `OrderPlaced` (with the redemption when the checkout used points) |
-//! | `fulfillments/create`, `orders/fulfilled` | `OrderShipped` per successful fulfillment |
+//! | `fulfillments/create`, `fulfillments/update`, `orders/fulfilled` | `OrderShipped` per successful fulfillment |
 //! | `orders/cancelled` | `OrderCancelled` of the whole order |
-//! | `refunds/create` | `OrderCancelled` of the lines restocked as `cancel`, `ReturnReceived` of the others |
+//! | `refunds/create` | `OrderCancelled` of units refunded before fulfillment, `ReturnReceived` of the others |
 //! | `customers/update` | `CustomerUpdated`, for loyalty members |
 
 use std::collections::BTreeMap;
@@ -34,9 +34,10 @@ use crate::{Mapped, Mapper, Native, Platform, Unmappable};
 pub const DETAIL_TYPE: &str = "shopifyWebhook";
 
 /// The topics the mapping knows; a subscription to any other is a setup mistake, quarantined as such.
-pub const TOPICS: [&str; 6] = [
+pub const TOPICS: [&str; 7] = [
     "orders/create",
     "fulfillments/create",
+    "fulfillments/update",
     "orders/fulfilled",
     "orders/cancelled",
     "refunds/create",
@@ -155,7 +156,7 @@ fn default_points_attribute() -> String {
     "loyalty_points".into()
 }
 fn default_points_code() -> String {
-    "POINTS".into()
+    "POINTS-".into()
 }
 
 /// A header of `detail.metadata`, whatever its case.
@@ -273,6 +274,7 @@ impl ShopifyMapping {
         };
         let mut draft = OrderDraft::default();
         let mut points_value = 0_i64;
+        let taxes_included = order["taxes_included"].as_bool().unwrap_or(false);
         let empty = Vec::new();
         let items = order["line_items"].as_array().unwrap_or(&empty);
         if items.is_empty() {
@@ -318,6 +320,22 @@ impl ShopifyMapping {
             let (Some(sku), Some(qty), Some(unit)) = (sku, qty, unit) else {
                 continue;
             };
+            // A tax-inclusive store's prices hold their tax. The canonical line is before tax: its unit
+            // price is the price less the tax it holds per unit (rounded up, the rest counted with the
+            // discount), so that net = quantity × unit − discount is the value before tax exactly and
+            // gross = net + tax is what the customer paid.
+            let (unit, discount) = if taxes_included {
+                let before_tax = i64::from(qty).saturating_mul(unit).saturating_sub(tax);
+                if before_tax < 0 {
+                    findings.add(format!("{}: more tax than price", at("tax_lines")));
+                    continue;
+                }
+                let q = i64::from(qty);
+                let per_unit = before_tax / q + i64::from(before_tax % q > 0);
+                (per_unit, q.saturating_mul(per_unit) - before_tax + discount)
+            } else {
+                (unit, discount)
+            };
             points_value = points_value.saturating_add(points);
             let earns = self.earns(line, &sku);
             draft.push(
@@ -338,6 +356,14 @@ impl ShopifyMapping {
         let points = note_attribute(order, &self.redemption.points_attribute);
         let redemption = match (hold, points_value) {
             (None, 0) => None,
+            (Some(hold), 0) => {
+                // The cart kept the hold, but no points discount was applied: nothing was taken off.
+                findings.add(format!(
+                    "discount_applications: hold {hold} in note_attributes.{} but no {} discount",
+                    self.redemption.hold_attribute, self.redemption.discount_code_prefix
+                ));
+                None
+            }
             (Some(hold), value) => match points.as_deref().map(str::parse::<u64>) {
                 Some(Ok(points)) => Some(json!({"hold_id": hold, "points": points, "value_minor": value})),
                 _ => {
@@ -468,7 +494,14 @@ impl ShopifyMapping {
                 findings.add(format!("{at}.quantity: not a whole number of units"));
                 continue;
             };
-            if item["restock_type"].as_str() == Some("cancel") {
+            // Units refunded before they were fulfilled are cancelled, not returned: restocked as
+            // `cancel`, or refunded without restocking (`no_restock`) from a line nothing of which was
+            // fulfilled.
+            let unfulfilled = item
+                .pointer("/line_item/fulfillment_status")
+                .is_some_and(Value::is_null);
+            let restock = item["restock_type"].as_str();
+            if restock == Some("cancel") || (restock == Some("no_restock") && unfulfilled) {
                 *cancelled.entry(line.line_no).or_default() += qty;
                 continue;
             }
@@ -609,7 +642,9 @@ impl Mapper for ShopifyMapping {
             .cloned()
             .ok_or_else(|| Unmappable::new("detail.payload (the resource) is missing"))?;
         Ok(Native {
-            event_id: event_id.to_owned(),
+            // One merchant action (a cancellation with its refund) shares its Event-Id across topics:
+            // the topic keeps their events apart.
+            event_id: format!("{}-{event_id}", topic.replace('/', "-")),
             topic: topic.to_owned(),
             shop,
             payload,
@@ -618,7 +653,7 @@ impl Mapper for ShopifyMapping {
 
     fn needs_order(&self, native: &Native) -> Result<Option<OrderId>, Unmappable> {
         let order_field = match native.topic.as_str() {
-            "fulfillments/create" | "refunds/create" => "order_id",
+            "fulfillments/create" | "fulfillments/update" | "refunds/create" => "order_id",
             _ => return Ok(None),
         };
         let id = self
@@ -655,7 +690,8 @@ impl Mapper for ShopifyMapping {
                 let fulfillments = order["fulfillments"].as_array().unwrap_or(&empty);
                 self.shipments(native, &order_id, fulfillments, line_no)
             }
-            "fulfillments/create" => {
+            // A fulfillment created pending and later successful is shipped by its update.
+            "fulfillments/create" | "fulfillments/update" => {
                 let order = order.ok_or_else(|| Unmappable::new("the fulfillment's order is needed"))?;
                 let line_no = |id: &str| order_line(&order.lines, id).map(|l| l.line_no);
                 self.shipments(

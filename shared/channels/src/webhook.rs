@@ -3,8 +3,8 @@
 //! HMAC-SHA256 of the raw body under the app's client secret, and dates it with
 //! `X-Shopify-Triggered-At` (source: shopify.dev, "Verify webhook deliveries"; "Webhooks" reference).
 //! Shopify retries a failed delivery 8 times over 4 hours with the original trigger time, so the window
-//! a delivery is accepted in must outlast that; within it a replayed request is a duplicate, which the
-//! ingress recognises by `X-Shopify-Webhook-Id` and the mapping absorbs anyway.
+//! a delivery is accepted in must outlast that; within it a replayed request is a duplicate delivery,
+//! which maps to the same canonical events (their ids derive from `X-Shopify-Event-Id`) and is absorbed.
 
 use std::time::Duration;
 

@@ -261,3 +261,32 @@ fn the_event_data_alone_maps_the_same() {
             .contains("is not mapped")
     );
 }
+
+/// An order cancelled before it was paid was never sold: ignored. A paid one cancelled is a
+/// cancellation at the save that cancels it.
+#[test]
+fn an_order_cancelled_unpaid_is_ignored_and_a_cancellation_has_its_own_time() {
+    let m = mapping();
+    let mut unpaid = sample("sales-order-save-after-cancelled.json");
+    unpaid["detail"]["data"]["value"]["state"] = json!("canceled");
+    unpaid["detail"]["data"]["value"]["total_invoiced"] = json!("0.0000");
+    assert!(
+        matches!(map(&m, &unpaid, None).unwrap(), Mapped::Ignored(why) if why.contains("before it was paid"))
+    );
+    unpaid["detail"]["data"]["value"]["total_invoiced"] = json!("36.0000");
+    assert!(matches!(map(&m, &unpaid, None).unwrap(), Mapped::Events(_)));
+
+    let Mapped::Events(events) = map(&m, &sample("sales-order-save-after-cancelled.json"), None).unwrap()
+    else {
+        panic!("mapped")
+    };
+    let times: Vec<String> = events
+        .iter()
+        .map(|e| e.metadata().occurred_at.to_string())
+        .collect();
+    assert_eq!(
+        times,
+        ["2026-11-21T09:18:00Z", "2026-11-21T09:20:00Z"],
+        "placed, then cancelled"
+    );
+}

@@ -57,7 +57,7 @@ fn an_order_with_points_becomes_the_canonical_order_with_its_redemption() {
     let detail = &out[0]["detail"];
     assert_eq!(
         detail["metadata"]["event_id"],
-        "shopify-3f6a1c2e-8b4d-4e2a-9c1f-000000000001"
+        "shopify-orders-create-3f6a1c2e-8b4d-4e2a-9c1f-000000000001"
     );
     assert_eq!(detail["metadata"]["channel"], "ecommerce");
     assert_eq!(detail["metadata"]["correlation_id"], "web-1001");
@@ -306,4 +306,68 @@ fn headers_are_found_whatever_their_case_and_header_casing_does_not_change_the_e
         events(map(&m, &e, None)),
         events(map(&m, &sample("orders-create.json"), None))
     );
+}
+
+/// A tax-inclusive store (`taxes_included`, the usual EU setting): prices hold their tax, so the canonical
+/// line's net is the price less that tax and the gross is what the customer paid.
+#[test]
+fn a_tax_inclusive_order_is_booked_before_tax() {
+    let m = mapping();
+    let mut e = sample("orders-create.json");
+    e["detail"]["payload"]["taxes_included"] = json!(true);
+    // One unit at 129.00 holding 21.50 of VAT; two at 24.50 holding 8.17 together.
+    e["detail"]["payload"]["line_items"][0]["tax_lines"][0]["price"] = json!("21.50");
+    e["detail"]["payload"]["line_items"][1]["tax_lines"][0]["price"] = json!("8.17");
+    let out = events(map(&m, &e, None));
+    let data = &out[0]["detail"]["data"];
+    let line = |i: usize, f: &str| data["lines"][i][f].as_i64().unwrap();
+    assert_eq!(
+        (
+            line(0, "unit_price_minor"),
+            line(0, "net_minor"),
+            line(0, "tax_minor")
+        ),
+        (10750, 10750, 2150)
+    );
+    // 4900 − 817 = 4083 before tax: 2 × 2042 less 1 of rounding.
+    assert_eq!(
+        (
+            line(1, "unit_price_minor"),
+            line(1, "discount_minor"),
+            line(1, "net_minor")
+        ),
+        (2042, 1, 4083)
+    );
+    assert_eq!(
+        data["totals"],
+        json!({"net_minor": 14833, "tax_minor": 2967, "gross_minor": 17800})
+    );
+}
+
+#[test]
+fn units_refunded_before_fulfillment_are_cancelled_and_a_hold_without_its_discount_is_refused() {
+    let m = mapping();
+    let order = placed(&m);
+    let mut refund = sample("refunds-create.json");
+    refund["detail"]["payload"]["refund_line_items"][0]["restock_type"] = json!("no_restock");
+    refund["detail"]["payload"]["refund_line_items"][0]["line_item"]["fulfillment_status"] = Value::Null;
+    let out = events(map(&m, &refund, Some(&order)));
+    assert_eq!(out[0]["type"], "OrderCancelled", "{out:?}");
+    // Refunded without restocking after it was fulfilled: a return.
+    refund["detail"]["payload"]["refund_line_items"][0]["line_item"]["fulfillment_status"] =
+        json!("fulfilled");
+    assert_eq!(
+        events(map(&m, &refund, Some(&order)))[0]["type"],
+        "ReturnReceived"
+    );
+
+    let mut no_discount = sample("orders-create.json");
+    for line in no_discount["detail"]["payload"]["line_items"]
+        .as_array_mut()
+        .unwrap()
+    {
+        line["discount_allocations"] = json!([]);
+    }
+    let e = map(&m, &no_discount, None).unwrap_err();
+    assert!(e.findings.join(" ").contains("but no POINTS- discount"), "{e:?}");
 }

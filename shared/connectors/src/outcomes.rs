@@ -165,7 +165,7 @@ impl ChannelOutcomes for ShopifyAdmin {
                 "namespace": SHOPIFY_NAMESPACE,
                 // Outcome ids are identifiers (letters, digits, '.', '_', '-'); a metafield key takes
                 // 2 to 64 of letters, digits, '_' and '-'.
-                "key": outcome.outcome_id.replace('.', "_").chars().take(64).collect::<String>(),
+                "key": outcome.record_key(),
                 "type": "json",
                 "value": record(outcome).to_string(),
             }]},

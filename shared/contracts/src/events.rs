@@ -272,6 +272,24 @@ pub struct LoyaltyAccrued {
     pub loyalty_transaction_id: ExternalRef,
 }
 
+/// Outbound: a cancellation of (lines of) an order took effect: the ERP booked it (`erp_document_id`),
+/// and the redeemed points it gives back are decided. Not announced for a cancellation that found nothing
+/// open, was refused, or came for an order that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCancellationApplied {
+    pub order_id: OrderId,
+    pub cancellation_id: CancellationId,
+    /// The units cancelled (a requested unit that had shipped is not among them).
+    #[schemars(length(min = 1, max = 500))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 500>")]
+    pub lines: Vec<LineQuantity>,
+    pub net_minor: Amount,
+    pub erp_document_id: ExternalRef,
+    /// Redeemed points given back for the cancelled units.
+    pub points_recredited: Points,
+}
+
 /// Outbound: points were reversed for a return (earned points taken back in proportion to the returned
 /// eligible value; redeemed points given back in proportion to the refunded value).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -115,6 +115,7 @@ event_types! {
     ErpReturnPosted => Outbound,
     LoyaltyAccrued => Outbound,
     LoyaltyReversed => Outbound,
+    OrderCancellationApplied => Outbound,
     RedemptionCommitted => Outbound,
     CompensationRequested => Outbound,
     WorkflowException => Outbound,

@@ -171,6 +171,20 @@ impl ChannelOutcome {
         }
     }
 
+    /// The outcome id as a record's key on a platform (a Shopify metafield key: 2 to 64 letters, digits,
+    /// `_`, `-`): the id itself, `.` made `_`, when it fits; else its start and a digest of the whole, so
+    /// two outcomes never share a key.
+    pub fn record_key(&self) -> String {
+        let plain = self.outcome_id.replace('.', "_");
+        if plain.len() <= 64 {
+            return plain;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.outcome_id.as_bytes());
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{hex}", &plain[..39])
+    }
+
     /// The sentence the service team reads on the order, the same on every platform.
     pub fn summary(&self) -> String {
         let back = |n: Points| {
@@ -536,5 +550,42 @@ mod quarantine_shape {
         let item: QuarantineItem = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(item.rejection.message, "return r-1 refused: line 1: 5 returned");
         assert_eq!(serde_json::to_value(&item).unwrap(), stored);
+    }
+}
+
+#[cfg(test)]
+mod outcome_keys {
+    use super::*;
+
+    fn outcome(id: &str) -> ChannelOutcome {
+        ChannelOutcome {
+            outcome_id: id.to_owned(),
+            order_id: OrderId::parse("web-1").unwrap(),
+            order: retail_sync_contracts::events::ChannelOrder {
+                platform: retail_sync_contracts::events::ChannelPlatform::Shopify,
+                order_ref: PlatformId::parse("1").unwrap(),
+            },
+            kind: OutcomeKind::PointsEarned,
+            points: Points::ZERO,
+            points_given_back: Points::ZERO,
+            occurred_at: "2026-11-21T09:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn record_keys_fit_a_metafield_key_and_never_collide() {
+        assert_eq!(outcome("earned-shp.1").record_key(), "earned-shp_1");
+        let a = outcome(&format!("returned-{}", "r".repeat(60))).record_key();
+        let b = outcome(&format!("returned-{}x", "r".repeat(59))).record_key();
+        assert!(a.len() <= 64 && b.len() <= 64, "{a} {b}");
+        assert_ne!(a, b);
+        let bad = ChannelOutcome {
+            order: retail_sync_contracts::events::ChannelOrder {
+                platform: retail_sync_contracts::events::ChannelPlatform::Shopify,
+                order_ref: PlatformId::parse("gid-1").unwrap(),
+            },
+            ..outcome("x")
+        };
+        assert!(bad.platform_order().is_err());
     }
 }

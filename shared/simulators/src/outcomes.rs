@@ -389,7 +389,7 @@ impl ChannelOutcomes for ShopifyAdminSimulator {
         let fault = self.call();
         let answered = in_process_fault(fault, "shopify")?;
         let value = serde_json::to_string(outcome).map_err(|e| Error::corrupt("outcome", e))?;
-        let input = json!({"ownerId": format!("gid://shopify/Order/{order}"), "namespace": "retail_sync", "key": outcome.outcome_id.replace('.', "_"), "type": "json", "value": value});
+        let input = json!({"ownerId": format!("gid://shopify/Order/{order}"), "namespace": "retail_sync", "key": outcome.record_key(), "type": "json", "value": value});
         let answer = self.metafields_set(&[input]);
         if !answered {
             return Err(Error::unavailable("shopify", "no answer in time"));

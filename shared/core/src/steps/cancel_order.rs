@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::envelope::Detail;
-use retail_sync_contracts::events::{OrderCancelled, ReasonCode, TransactionRef};
+use retail_sync_contracts::events::{OrderCancellationApplied, OrderCancelled, ReasonCode, TransactionRef};
 use retail_sync_contracts::values::{CancellationId, ExternalRef, Points};
 use sha2::{Digest, Sha256};
 
@@ -222,7 +222,7 @@ impl Workflow for CancelOrder {
         let fresh = settled.saga.is_some();
 
         match settled.result {
-            Outcome::Cancelled { .. } => {
+            Outcome::Cancelled { erp_document_id } => {
                 let saga = match settled.saga {
                     Some(saga) => saga,
                     None => saga::load_existing(cx.sagas(), &saga_id).await?,
@@ -249,6 +249,15 @@ impl Workflow for CancelOrder {
                             .add("points_recredited", recredit.get().unsigned_abs(), None);
                     }
                 }
+                // What took effect, for whoever tells it on (the ecommerce platform the order came from).
+                cx.emit(OrderCancellationApplied {
+                    order_id: cancel.data.order_id.clone(),
+                    cancellation_id: cancellation_id.clone(),
+                    lines: entry.lines.clone(),
+                    net_minor: entry.net_minor,
+                    erp_document_id,
+                    points_recredited: recredit,
+                });
             }
             Outcome::NothingOpen => {}
             Outcome::Refused { message } => cx.exception(ReasonCode::ErpRejected, message),

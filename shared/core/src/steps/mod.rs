@@ -496,6 +496,7 @@ typed!(
     ErpReturnPosted,
     LoyaltyAccrued,
     LoyaltyReversed,
+    OrderCancellationApplied,
     RedemptionCommitted,
     CompensationRequested
 );

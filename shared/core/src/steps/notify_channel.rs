@@ -1,6 +1,8 @@
 //! `notify-channel`: an order's outcomes told back to the ecommerce platform it came from — points earned
 //! per shipment (`LoyaltyAccrued`), a return refunded and its points reversed (`LoyaltyReversed`), a
-//! cancellation applied (the accepted `OrderCancelled`, once the saga records the ERP's document). Only
+//! cancellation applied (`OrderCancellationApplied`, which cancel-order announces once the ERP booked it;
+//! a cancellation that found nothing open, was refused or came for a failed order is never announced, so
+//! there is nothing to wait for). Only
 //! orders mapped from a platform's own events carry the platform's order (`channel_order`); the others
 //! have nobody to tell.
 //!
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use retail_sync_contracts::envelope::{Detail, Metadata};
 use retail_sync_contracts::events::{
-    LoyaltyAccrued, LoyaltyReversed, OrderCancelled, ReasonCode, TransactionRef,
+    LoyaltyAccrued, LoyaltyReversed, OrderCancellationApplied, ReasonCode, TransactionRef,
 };
 use retail_sync_contracts::values::{OrderId, Points};
 use retail_sync_contracts::{ChannelPlatform, Event};
@@ -38,7 +40,7 @@ pub struct NotifyChannel {
 pub enum Heard {
     Accrued(Detail<LoyaltyAccrued>),
     Reversed(Detail<LoyaltyReversed>),
-    Cancelled(Detail<OrderCancelled>),
+    Cancelled(Detail<OrderCancellationApplied>),
 }
 
 impl Accepts for Heard {
@@ -46,7 +48,7 @@ impl Accepts for Heard {
         match event {
             Event::LoyaltyAccrued(d) => Some(Self::Accrued(d)),
             Event::LoyaltyReversed(d) => Some(Self::Reversed(d)),
-            Event::OrderCancelled(d) => Some(Self::Cancelled(d)),
+            Event::OrderCancellationApplied(d) => Some(Self::Cancelled(d)),
             _ => None,
         }
     }
@@ -75,7 +77,7 @@ impl Heard {
             Self::Reversed(d) => Some((order(&d.data.original)?, format!("returned-{}", d.data.return_id))),
             Self::Cancelled(d) => Some((
                 d.data.order_id.clone(),
-                format!("cancelled-{}", super::cancel_order::cancellation_id(d)),
+                format!("cancelled-{}", d.data.cancellation_id),
             )),
         }
     }
@@ -131,8 +133,14 @@ impl Workflow for NotifyChannel {
             tracing::info!(order = %order_id, platform = ?order.platform, "outcomes to this platform are not configured");
             return Ok(());
         };
-        let Some((kind, points, given_back)) = what_happened(heard, &saga, &outcome_id)? else {
-            return Ok(());
+        let (kind, points, given_back) = match heard {
+            Heard::Accrued(d) => (OutcomeKind::PointsEarned, d.data.points, Points::ZERO),
+            Heard::Reversed(d) => (
+                OutcomeKind::ReturnReversed,
+                d.data.points,
+                d.data.points_recredited,
+            ),
+            Heard::Cancelled(d) => (OutcomeKind::Cancelled, Points::ZERO, d.data.points_recredited),
         };
         let outcome = ChannelOutcome {
             outcome_id,
@@ -203,43 +211,5 @@ fn channel_order(saga: &Saga) -> Result<Option<retail_sync_contracts::ChannelOrd
     Ok(match saga.origin_event()? {
         Event::OrderPlaced(placed) => placed.data.channel_order,
         _ => None,
-    })
-}
-
-/// The outcome's kind and points; `None` when there is nothing to tell (a refused cancellation), and
-/// `NotYet` while the saga does not record the cancellation's result.
-fn what_happened(
-    heard: &Heard,
-    saga: &Saga,
-    outcome_id: &str,
-) -> Result<Option<(OutcomeKind, Points, Points)>, Error> {
-    Ok(match heard {
-        Heard::Accrued(d) => Some((OutcomeKind::PointsEarned, d.data.points, Points::ZERO)),
-        Heard::Reversed(d) => Some((
-            OutcomeKind::ReturnReversed,
-            d.data.points,
-            d.data.points_recredited,
-        )),
-        Heard::Cancelled(_) => {
-            let id = outcome_id.trim_start_matches("cancelled-");
-            let entry = saga
-                .ledger
-                .cancellations
-                .iter()
-                .find(|c| c.cancellation_id.as_str() == id);
-            match entry {
-                Some(c) if c.refused => None,
-                Some(c) if c.erp_document_id.is_some() => Some((
-                    OutcomeKind::Cancelled,
-                    Points::ZERO,
-                    c.points_recredited.unwrap_or(Points::ZERO),
-                )),
-                _ => {
-                    return Err(Error::NotYet {
-                        what: format!("cancellation {id} of {} to be applied", saga.id),
-                    });
-                }
-            }
-        }
     })
 }

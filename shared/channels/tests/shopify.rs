@@ -97,6 +97,15 @@ fn fulfillments_ship_by_the_orders_line_ids_and_orders_fulfilled_repeats_them() 
         json!({"order_id": "web-1001", "shipment_id": "5305427689701",
                "lines": [{"line_no": 1, "quantity": 1}, {"line_no": 2, "quantity": 1}]})
     );
+    // A fulfillment created pending ships by its update: the same shipment.
+    let mut updated = sample("fulfillments-create.json");
+    updated["detail"]["metadata"]["X-Shopify-Topic"] = json!("fulfillments/update");
+    let native = m.parse(&updated.to_string()).unwrap();
+    assert_eq!(m.needs_order(&native).unwrap().unwrap().as_str(), "web-1001");
+    assert_eq!(
+        events(m.map(&native, Some(&order)))[0]["detail"]["data"],
+        shipped[0]["detail"]["data"]
+    );
     // orders/fulfilled carries the order with both fulfillments: two shipments, the first the same.
     let fulfilled = events(map(&m, &sample("orders-fulfilled.json"), None));
     let ids: Vec<&Value> = fulfilled

@@ -5,6 +5,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::error::SimError;
+
 /// Fault settings of one simulated system. The default injects nothing. Rates are probabilities in
 /// `0.0..=1.0` per call, drawn once per call from one random number, so at most one fault hits a call.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -106,6 +108,23 @@ impl FaultState {
     /// Starts or ends an outage, leaving the other settings and the random sequence as they are.
     pub(crate) fn set_down(&mut self, down: bool) {
         self.faults.down = down;
+    }
+
+    /// What the fault this call meets does to it: `Err` answers the call instead of applying it (503,
+    /// 429 with the configured wait, a timeout); `Ok(true)` applies it and answers; `Ok(false)` applies it
+    /// and never answers in time (the caller then sees `SimError::TimedOut { committed }`).
+    pub(crate) fn before_call(&mut self) -> Result<bool, SimError> {
+        match self.next() {
+            Some(FaultKind::Error) => Err(SimError::Unavailable {
+                message: "service unavailable (injected fault)",
+            }),
+            Some(FaultKind::Throttle) => Err(SimError::Throttled {
+                retry_after_ms: self.faults.retry_after_ms,
+            }),
+            Some(FaultKind::Timeout) => Err(SimError::TimedOut { committed: false }),
+            Some(FaultKind::TimeoutAfterCommit) => Ok(false),
+            None => Ok(true),
+        }
     }
 
     /// The fault this call meets, if any.

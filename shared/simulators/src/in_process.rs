@@ -26,7 +26,7 @@ pub struct InProcessLoyalty(pub LoyaltySimulator);
 /// timeout. An injected timeout returns at once: in-process there is no client timer to wait out.
 /// Refusals of a hold commit are `RedemptionRefused`, so the order workflow can tell that its points
 /// could not be spent from any other loyalty refusal.
-fn to_port_error(e: SimError, what: &'static str, reason: ReasonCode) -> Error {
+pub(crate) fn to_port_error(e: SimError, what: &'static str, reason: ReasonCode) -> Error {
     match e {
         SimError::Refused { code, message, .. } => Error::rejected(reason, format!("{code}: {message}")),
         SimError::Throttled { retry_after_ms } => {

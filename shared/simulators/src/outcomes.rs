@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::{Path, State};
@@ -30,12 +29,11 @@ use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{ChannelOutcome, ChannelOutcomes};
 
-use crate::faults::{FaultKind, FaultState, Faults};
+use crate::error::SimError;
+use crate::faults::{FaultState, Faults};
 
 /// The access token the simulators admit unless told another (local runs and tests).
 pub const LOCAL_PLATFORM_TOKEN: &str = "local-platform-token";
-/// How long an injected timeout keeps the caller waiting (longer than any client's request timeout).
-const NEVER: Duration = Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -84,11 +82,11 @@ impl<R> PlatformSimulator<R> {
         lock(&self.state).calls
     }
 
-    /// Counts a call and draws the fault it meets.
-    fn call(&self) -> Option<FaultKind> {
+    /// Counts a call and draws what its fault does to it (see `FaultState::before_call`).
+    fn call(&self) -> Result<bool, SimError> {
         let mut state = lock(&self.state);
         state.calls += 1;
-        state.faults.next()
+        state.faults.before_call()
     }
 }
 
@@ -235,24 +233,25 @@ impl AdobeCommerceSimulator {
     }
 }
 
-/// What an injected fault does to a call: `Ok(true)` apply and answer, `Ok(false)` apply and never answer
-/// in time, `Err` answer this instead of applying.
-async fn fault_of(kind: Option<FaultKind>) -> Result<bool, Response> {
-    match kind {
-        None => Ok(true),
-        Some(FaultKind::TimeoutAfterCommit) => Ok(false),
-        Some(FaultKind::Timeout) => {
-            tokio::time::sleep(NEVER).await;
-            Err(StatusCode::GATEWAY_TIMEOUT.into_response())
-        }
-        Some(FaultKind::Error) => Err((StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response()),
-        Some(FaultKind::Throttle) => Err((
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
-            Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]})),
-        )
-            .into_response()),
-    }
+/// Shopify's error body: GraphQL `errors` with the code in `extensions`.
+fn shopify_error(status: StatusCode, code: &str, message: String) -> Response {
+    let code = code.to_ascii_uppercase();
+    (
+        status,
+        Json(json!({"errors": [{"message": message, "extensions": {"code": code}}]})),
+    )
+        .into_response()
+}
+
+/// Adobe Commerce's error body: `{"message": …}`.
+fn adobe_error(status: StatusCode, _code: &str, message: String) -> Response {
+    (status, Json(json!({"message": message}))).into_response()
+}
+
+/// A faulted call's answer in the platform's dialect, as every simulator answers faults (a timeout
+/// hangs first).
+async fn fault_answer(e: SimError, dialect: fn(StatusCode, &str, String) -> Response) -> Response {
+    crate::http::respond_as(StatusCode::OK, Err::<(), _>(e), dialect).await
 }
 
 async fn shopify_graphql(
@@ -268,15 +267,13 @@ async fn shopify_graphql(
     {
         return (StatusCode::UNAUTHORIZED, Json(json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}))).into_response();
     }
-    let fault = sim.call();
-    // Shopify answers a throttled query 200 with THROTTLED in `errors` as often as 429.
-    if fault == Some(FaultKind::Throttle) && lock(&sim.state).calls % 2 == 0 {
-        return Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}))
-            .into_response();
-    }
-    let answer_in_time = match fault_of(fault).await {
+    let answer_in_time = match sim.call() {
         Ok(answer) => answer,
-        Err(response) => return response,
+        // Shopify answers a throttled query 200 with THROTTLED in `errors` as often as 429.
+        Err(SimError::Throttled { .. }) if sim.calls() % 2 == 0 => {
+            return shopify_error(StatusCode::OK, "throttled", "Throttled".into());
+        }
+        Err(e) => return fault_answer(e, shopify_error).await,
     };
     let query = body["query"].as_str().unwrap_or("");
     if !query.contains("metafieldsSet") {
@@ -289,7 +286,7 @@ async fn shopify_graphql(
         .unwrap_or_default();
     let answer = sim.metafields_set(&inputs);
     if !answer_in_time {
-        tokio::time::sleep(NEVER).await;
+        return fault_answer(SimError::TimedOut { committed: true }, shopify_error).await;
     }
     Json(answer).into_response()
 }
@@ -312,11 +309,10 @@ async fn adobe_order(
     if !adobe_authorized(&sim, &headers) {
         return adobe_unauthorized();
     }
-    let fault = sim.call();
     // A read commits nothing: a timeout after commit drawn here passes (a test scripting one for the
     // post lets the read before it go through).
-    if let Err(response) = fault_of(fault.filter(|f| *f != FaultKind::TimeoutAfterCommit)).await {
-        return response;
+    if let Err(e) = sim.call() {
+        return fault_answer(e, adobe_error).await;
     }
     let parent = order.parse::<i64>().unwrap_or(0);
     let histories: Vec<Value> = sim
@@ -340,10 +336,9 @@ async fn adobe_post(
     if !adobe_authorized(&sim, &headers) {
         return adobe_unauthorized();
     }
-    let fault = sim.call();
-    let answer_in_time = match fault_of(fault).await {
+    let answer_in_time = match sim.call() {
         Ok(answer) => answer,
-        Err(response) => return response,
+        Err(e) => return fault_answer(e, adobe_error).await,
     };
     let Some(comment) = body.pointer("/statusHistory/comment").and_then(Value::as_str) else {
         return (StatusCode::BAD_REQUEST, Json(json!({"message": "\"%fieldName\" is required. Enter and try again.", "parameters": {"fieldName": "comment"}}))).into_response();
@@ -354,7 +349,7 @@ async fn adobe_post(
         .map(str::to_owned);
     sim.add_comment(&order, comment, status);
     if !answer_in_time {
-        tokio::time::sleep(NEVER).await;
+        return fault_answer(SimError::TimedOut { committed: true }, adobe_error).await;
     }
     Json(json!(true)).into_response()
 }
@@ -372,27 +367,24 @@ pub fn router(shopify: ShopifyAdminSimulator, adobe: AdobeCommerceSimulator) -> 
         )
 }
 
-/// A fault in-process: what the connector would have seen.
-fn in_process_fault(kind: Option<FaultKind>, what: &'static str) -> Result<bool, Error> {
-    match kind {
-        None => Ok(true),
-        Some(FaultKind::TimeoutAfterCommit) => Ok(false),
-        Some(FaultKind::Throttle) => Err(Error::unavailable_for(what, "throttled", Duration::from_secs(1))),
-        Some(FaultKind::Error | FaultKind::Timeout) => Err(Error::unavailable(what, "unavailable")),
-    }
+/// A fault in-process: what the connector would have seen, as every in-process simulator shows it.
+fn in_process_error(e: SimError, what: &'static str) -> Error {
+    crate::in_process::to_port_error(e, what, ReasonCode::ChannelRejected)
 }
 
 #[async_trait]
 impl ChannelOutcomes for ShopifyAdminSimulator {
     async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
         let order = outcome.platform_order()?;
-        let fault = self.call();
-        let answered = in_process_fault(fault, "shopify")?;
+        let answered = self.call().map_err(|e| in_process_error(e, "shopify"))?;
         let value = serde_json::to_string(outcome).map_err(|e| Error::corrupt("outcome", e))?;
         let input = json!({"ownerId": format!("gid://shopify/Order/{order}"), "namespace": "retail_sync", "key": outcome.record_key(), "type": "json", "value": value});
         let answer = self.metafields_set(&[input]);
         if !answered {
-            return Err(Error::unavailable("shopify", "no answer in time"));
+            return Err(in_process_error(
+                SimError::TimedOut { committed: true },
+                "shopify",
+            ));
         }
         match answer
             .pointer("/data/metafieldsSet/userErrors")
@@ -412,8 +404,7 @@ impl ChannelOutcomes for AdobeCommerceSimulator {
     async fn tell(&self, outcome: &ChannelOutcome, _: &IdempotencyKey) -> Result<(), Error> {
         let order = outcome.platform_order()?;
         let marker = format!("[retail-sync {}]", outcome.outcome_id);
-        let fault = self.call();
-        let answered = in_process_fault(fault, "adobe-commerce")?;
+        let answered = self.call().map_err(|e| in_process_error(e, "adobe-commerce"))?;
         // The connector's read before its post, in-process: the marker, and the status to keep.
         let known = self
             .comments()
@@ -426,7 +417,10 @@ impl ChannelOutcomes for AdobeCommerceSimulator {
         if answered {
             Ok(())
         } else {
-            Err(Error::unavailable("adobe-commerce", "no answer in time"))
+            Err(in_process_error(
+                SimError::TimedOut { committed: true },
+                "adobe-commerce",
+            ))
         }
     }
 }

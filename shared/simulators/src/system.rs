@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::SimError;
-use crate::faults::{FaultKind, FaultState, Faults, Latency};
+use crate::faults::{FaultState, Faults, Latency};
 
 #[derive(Default)]
 pub(crate) struct Shared<S> {
@@ -140,21 +140,7 @@ impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
         apply: impl FnOnce() -> Result<Resp, SimError>,
     ) -> Result<Resp, SimError> {
         self.requests += 1;
-        let fault = self.faults.next();
-        match fault {
-            Some(FaultKind::Error) => {
-                return Err(SimError::Unavailable {
-                    message: "service unavailable (injected fault)",
-                });
-            }
-            Some(FaultKind::Throttle) => {
-                return Err(SimError::Throttled {
-                    retry_after_ms: self.faults.get().retry_after_ms,
-                });
-            }
-            Some(FaultKind::Timeout) => return Err(SimError::TimedOut { committed: false }),
-            Some(FaultKind::TimeoutAfterCommit) | None => {}
-        }
+        let answered = self.faults.before_call()?;
         let result = match self.seen.get(key) {
             Some((first, response)) if first == request => Ok(response.clone()),
             Some(_) => Err(SimError::refused(
@@ -178,7 +164,7 @@ impl<Req: PartialEq + Clone, Resp: Clone> Gate<Req, Resp> {
                 result
             }
         };
-        if fault == Some(FaultKind::TimeoutAfterCommit) {
+        if !answered {
             return Err(SimError::TimedOut {
                 committed: result.is_ok(),
             });

@@ -29,10 +29,9 @@ use retail_sync_contracts::events::OrderPlaced;
 use retail_sync_contracts::values::{Currency, OrderId};
 
 use crate::build::{
-    Events, Findings, LineDraft, OrderDraft, Returned, customer_updated, id_from, id_text, is_id, money,
-    order_line, quantities, quantity, time,
+    Events, Findings, LineDraft, OrderDraft, Returned, customer_updated, envelope, id_from, id_text, is_id,
+    money, order_line, quantities, quantity, time,
 };
-use crate::shopify::envelope;
 use crate::{Mapped, Mapper, Native, Platform, Unmappable};
 
 const PREFIX: &str = "com.adobe.commerce.";
@@ -451,15 +450,13 @@ impl Mapper for AdobeMapping {
     }
 
     fn parse(&self, body: &str) -> Result<Native, Unmappable> {
-        let event: Value = serde_json::from_str(body)
-            .map_err(|e| Unmappable::new(format!("the message is not JSON: {e}")))?;
-        let detail_type = event.get("detail-type").and_then(Value::as_str).unwrap_or("");
-        let (detail, _) = envelope(body, detail_type)?;
+        let (detail_type, detail) = envelope(body)?;
+        let detail = Value::Object(detail);
         // Adobe documents `detail` as "the event data": the I/O event (a CloudEvent whose `data` holds
         // the object), or its `data` alone. Both are read.
         let data = match detail.get("data") {
             Some(data) if data.get("value").is_some() => data,
-            _ if detail.contains_key("value") => &Value::Object(detail.clone()),
+            _ if detail.get("value").is_some() => &detail,
             _ => return Err(Unmappable::new("the event has no data.value (the saved object)")),
         };
         // The event code: the CloudEvent's `type`, else the detail-type (`<provider label>:<event code>`).
@@ -481,10 +478,9 @@ impl Mapper for AdobeMapping {
                 .filter(|id| !id.is_empty())
                 .map(str::to_owned)
         };
-        let detail_value = Value::Object(detail.clone());
         let event_id = ["event_id", "eventid", "id"]
             .iter()
-            .find_map(|f| id_of(&detail_value, f))
+            .find_map(|f| id_of(&detail, f))
             .or_else(|| id_of(data, "key"))
             .ok_or_else(|| Unmappable::new("the event has no id (detail.event_id, detail.id or data.key)"))?;
         let instance = data.get("source").and_then(Value::as_str).map(str::to_owned);

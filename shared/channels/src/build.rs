@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use retail_sync_contracts::events::LineItem;
@@ -32,6 +32,21 @@ pub(crate) fn id_from(prefix: &str, raw: &str) -> String {
     let digest = Sha256::digest(raw.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}{hex}")
+}
+
+/// One native EventBridge event, read once: its `detail-type` and its `detail` object.
+pub(crate) fn envelope(body: &str) -> Result<(String, Map<String, Value>), Unmappable> {
+    let mut event: Value =
+        serde_json::from_str(body).map_err(|e| Unmappable::new(format!("the message is not JSON: {e}")))?;
+    let detail_type = event
+        .get("detail-type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    match event.get_mut("detail").map(Value::take) {
+        Some(Value::Object(detail)) => Ok((detail_type, detail)),
+        _ => Err(Unmappable::new("the event has no detail object")),
+    }
 }
 
 /// A platform id (a JSON number, or a string of one) as text; ids above 2^53 stay exact because JSON

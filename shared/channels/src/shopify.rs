@@ -26,8 +26,8 @@ use retail_sync_contracts::events::OrderPlaced;
 use retail_sync_contracts::values::{Currency, OrderId};
 
 use crate::build::{
-    Events, Findings, LineDraft, OrderDraft, Returned, customer_updated, id_from, id_text, is_id, money,
-    order_line, quantities, quantity, time,
+    Events, Findings, LineDraft, OrderDraft, Returned, customer_updated, envelope, id_from, id_text, is_id,
+    money, order_line, quantities, quantity, time,
 };
 use crate::{Mapped, Mapper, Native, Platform, Unmappable};
 
@@ -167,23 +167,6 @@ fn header<'a>(metadata: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| v.as_str())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-}
-
-/// Reads one native EventBridge event: `detail-type`, and `detail` with `metadata` and `payload`.
-pub(crate) fn envelope(body: &str, detail_type: &str) -> Result<(Map<String, Value>, Value), Unmappable> {
-    let event: Value =
-        serde_json::from_str(body).map_err(|e| Unmappable::new(format!("the message is not JSON: {e}")))?;
-    let got = event.get("detail-type").and_then(Value::as_str);
-    if got != Some(detail_type) {
-        return Err(Unmappable::new(format!(
-            "expected an EventBridge event of detail-type {detail_type:?}, got {got:?}"
-        )));
-    }
-    let detail = event
-        .get("detail")
-        .and_then(Value::as_object)
-        .ok_or_else(|| Unmappable::new("the event has no detail object"))?;
-    Ok((detail.clone(), event))
 }
 
 impl ShopifyMapping {
@@ -618,7 +601,12 @@ impl Mapper for ShopifyMapping {
     }
 
     fn parse(&self, body: &str) -> Result<Native, Unmappable> {
-        let (detail, _) = envelope(body, DETAIL_TYPE)?;
+        let (detail_type, detail) = envelope(body)?;
+        if detail_type != DETAIL_TYPE {
+            return Err(Unmappable::new(format!(
+                "expected an EventBridge event of detail-type {DETAIL_TYPE:?}, got {detail_type:?}"
+            )));
+        }
         let metadata = detail
             .get("metadata")
             .and_then(Value::as_object)

@@ -173,16 +173,7 @@ impl Simulators {
             request_timeout: timeout,
             ..HttpConfig::new(base.clone())
         };
-        // A variable set in the environment wins; else the sample mapping beside the template.
-        let lookup = |var: &str, file: &str| {
-            let var = var.to_owned();
-            let default = mappings.join(file).to_string_lossy().into_owned();
-            move |name: &str| {
-                std::env::var(name)
-                    .ok()
-                    .or_else(|| (name == var).then(|| default.clone()))
-            }
-        };
+        let lookup = |var: &str, file: &str| env_or_sample(var, Some(mappings.join(file)));
         let erp: Option<Arc<dyn Erp>> = match kinds.erp {
             ErpKind::SystemApi => None,
             ErpKind::SapS4Hana => {
@@ -355,6 +346,18 @@ impl<B: Backend> Publisher for ChannelBus<B> {
     }
 }
 
+/// The environment for reading a mapping: a variable set there wins; else `file_var` (the mapping's
+/// `…_FILE`) names `sample`, the sample mapping beside the template.
+fn env_or_sample(file_var: &str, sample: Option<PathBuf>) -> impl Fn(&str) -> Option<String> + use<> {
+    let file_var = file_var.to_owned();
+    let sample = sample.map(|p| p.to_string_lossy().into_owned());
+    move |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| (name == file_var).then(|| sample.clone()).flatten())
+    }
+}
+
 /// The platforms' mappings: `SHOPIFY_MAPPING(_FILE)` / `ADOBE_COMMERCE_MAPPING(_FILE)` when set, else the
 /// samples beside the template (`infra/channels/<platform>.json`).
 fn channel_mappings(template_dir: Option<PathBuf>) -> ConnectMapping {
@@ -362,14 +365,7 @@ fn channel_mappings(template_dir: Option<PathBuf>) -> ConnectMapping {
         let default = template_dir
             .as_ref()
             .map(|d| d.join("channels").join(format!("{}.json", platform.name())));
-        let file_var = format!("{}_FILE", platform.mapping_var());
-        let lookup = |name: &str| {
-            std::env::var(name).ok().or_else(|| {
-                (name == file_var)
-                    .then(|| default.as_ref().map(|d| d.to_string_lossy().into_owned()))
-                    .flatten()
-            })
-        };
+        let lookup = env_or_sample(&format!("{}_FILE", platform.mapping_var()), default);
         Ok(retail_sync_channels::mapper_from_lookup(platform, lookup)?)
     })
 }

@@ -67,6 +67,10 @@ pub enum Channel {
     Marketplace,
     Oms,
     Crm,
+    /// The loyalty platform itself (tier changes, sign-ups in its app).
+    Loyalty,
+    /// Operators' requests through the `retail-sync` command (member merges, erasures).
+    Operator,
     /// Events retail-sync itself emits.
     RetailSync,
 }
@@ -84,7 +88,12 @@ pub const CHANNEL_SOURCE_PREFIX: &str = "retail.";
 pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
     (
         Channel::Pos,
-        &[EventType::SaleCompleted, EventType::ReturnReceived],
+        &[
+            EventType::SaleCompleted,
+            EventType::ReturnReceived,
+            EventType::CustomerUpdated,
+            EventType::MemberEnrolled,
+        ],
     ),
     (
         Channel::Ecommerce,
@@ -94,6 +103,7 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
             EventType::OrderCancelled,
             EventType::ReturnReceived,
             EventType::CustomerUpdated,
+            EventType::MemberEnrolled,
         ],
     ),
     (
@@ -103,6 +113,7 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
             EventType::OrderCancelled,
             EventType::ReturnReceived,
             EventType::CustomerUpdated,
+            EventType::MemberEnrolled,
         ],
     ),
     (
@@ -124,7 +135,25 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
     ),
     (
         Channel::Crm,
-        &[EventType::CustomerUpdated, EventType::TierChanged],
+        &[
+            EventType::CustomerUpdated,
+            EventType::TierChanged,
+            EventType::MemberEnrolled,
+            EventType::ErasureRequested,
+            EventType::MemberMergeRequested,
+        ],
+    ),
+    (
+        Channel::Loyalty,
+        &[
+            EventType::CustomerUpdated,
+            EventType::TierChanged,
+            EventType::MemberEnrolled,
+        ],
+    ),
+    (
+        Channel::Operator,
+        &[EventType::ErasureRequested, EventType::MemberMergeRequested],
     ),
 ];
 
@@ -155,6 +184,8 @@ impl Channel {
             Self::Marketplace => "marketplace",
             Self::Oms => "oms",
             Self::Crm => "crm",
+            Self::Loyalty => "loyalty",
+            Self::Operator => "operator",
             Self::RetailSync => "retail_sync",
         }
     }

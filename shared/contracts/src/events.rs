@@ -209,18 +209,75 @@ pub struct ReturnReceived {
     pub lines: Vec<ReturnLine>,
 }
 
-/// Customer master data changed in the CRM.
+/// Customer master data changed in a system (the CRM, a shop's account page, the POS). Only the
+/// attributes present are changed; which source may change which attribute is the member ownership table
+/// (README, "Customers, tiers and consent").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerUpdated {
     pub member_id: MemberId,
+    /// Profile: the member's name as they gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 254))]
+    #[schemars(length(min = 1, max = 200))]
+    pub name: Option<String>,
+    /// Contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
     pub email: Option<String>,
+    /// Contact, E.164 or national digits (spaces, dashes and brackets are ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 32))]
+    pub phone: Option<String>,
+    /// The sender checked the contact data (a confirmed e-mail, a verified phone): a verified value is
+    /// not overwritten by an unverified one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_verified: Option<bool>,
+    /// Consent to marketing; `false` is a withdrawal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marketing_consent: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_store_id: Option<StoreId>,
+}
+
+/// A new loyalty member signed up (at a till, on the web, in the app, in the CRM). The member is enrolled
+/// on the loyalty platform and known to the ERP and the CRM from then on; the attributes are applied as a
+/// `CustomerUpdated` from the same source would be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEnrolled {
+    pub member_id: MemberId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 32))]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marketing_consent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_store_id: Option<StoreId>,
+}
+
+/// The member asked for their personal data to be erased (GDPR art. 17): name, e-mail and phone are
+/// removed from every system and from retail-sync's own records; points and the books stay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureRequested {
+    pub member_id: MemberId,
+}
+
+/// Two member accounts are one person: the duplicate's points and history move to the survivor, once,
+/// and the duplicate is closed as merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberMergeRequested {
+    pub survivor_id: MemberId,
+    pub duplicate_id: MemberId,
 }
 
 /// A member's tier changed on the loyalty platform.
@@ -233,6 +290,59 @@ pub struct TierChanged {
     pub new_tier: Tier,
     #[schemars(length(max = 500))]
     pub reason: String,
+}
+
+/// Outbound: a new member's e-mail or phone is already another member's. Never merged without a
+/// person: an operator (or the CRM) merges with `MemberMergeRequested`. Carries no personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateMemberSuspected {
+    pub member_id: MemberId,
+    pub existing_member_id: MemberId,
+    /// `email`, `phone`.
+    #[schemars(length(min = 1, max = 2))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 2>")]
+    pub matched_on: Vec<String>,
+}
+
+/// A member's account status, the same in every system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    Active,
+    /// Merged into another member (`merged_into`); their points moved there.
+    Merged,
+    /// Personal data erased on the member's request.
+    Erased,
+}
+
+impl MemberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Merged => "merged",
+            Self::Erased => "erased",
+        }
+    }
+}
+
+/// Outbound: a member's record changed; for the POS and digital channels (tier at the till, consent
+/// in the app). Carries no personal data. `revision` increases with every change of the member: a
+/// consumer keeps the highest it saw and ignores an older one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberChanged {
+    pub member_id: MemberId,
+    #[schemars(range(min = 1))]
+    pub revision: u64,
+    pub status: MemberStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_store_id: Option<StoreId>,
+    pub marketing_consent: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<MemberId>,
 }
 
 /// Outbound: the ERP accepted a sale (POS receipt or order).
@@ -371,6 +481,14 @@ pub enum ReasonCode {
     Unmappable,
     /// An ecommerce platform refused to record an order's outcome (a missing order, a refused field).
     ChannelRejected,
+    /// A member attribute sent by a source that does not own it (see the member ownership table).
+    NotOwner,
+    /// The loyalty platform does not know the member (not enrolled, or the id was never issued).
+    MemberNotEnrolled,
+    /// A merge of two members that cannot be done (the same member, one unknown, already merged).
+    MergeRefused,
+    /// The CRM refused a member's record.
+    CrmRejected,
 }
 
 impl ReasonCode {
@@ -395,6 +513,10 @@ impl ReasonCode {
         Self::SourceNotAllowed,
         Self::Unmappable,
         Self::ChannelRejected,
+        Self::NotOwner,
+        Self::MemberNotEnrolled,
+        Self::MergeRefused,
+        Self::CrmRejected,
     ];
 
     /// The wire name (as serialized), for logs, metric dimensions and tables.
@@ -420,6 +542,10 @@ impl ReasonCode {
             Self::SourceNotAllowed => "source_not_allowed",
             Self::Unmappable => "unmappable",
             Self::ChannelRejected => "channel_rejected",
+            Self::NotOwner => "not_owner",
+            Self::MemberNotEnrolled => "member_not_enrolled",
+            Self::MergeRefused => "merge_refused",
+            Self::CrmRejected => "crm_rejected",
         }
     }
 }

@@ -111,6 +111,9 @@ event_types! {
     ReturnReceived => Inbound,
     CustomerUpdated => Inbound,
     TierChanged => Inbound,
+    MemberEnrolled => Inbound,
+    ErasureRequested => Inbound,
+    MemberMergeRequested => Inbound,
     ErpSalePosted => Outbound,
     ErpReturnPosted => Outbound,
     LoyaltyAccrued => Outbound,
@@ -119,6 +122,8 @@ event_types! {
     RedemptionCommitted => Outbound,
     CompensationRequested => Outbound,
     WorkflowException => Outbound,
+    DuplicateMemberSuspected => Outbound,
+    MemberChanged => Outbound,
 }
 
 /// The schema versions each type supports. All types are at v1; a v2 adds its number here and its

@@ -143,6 +143,6 @@ fn the_source_policy_covers_the_inbound_types_and_the_samples_follow_it() {
     }
     assert_eq!(
         check_source("retail.crm", EventType::OrderCancelled).unwrap_err(),
-        "source retail.crm may not send OrderCancelled; it may send CustomerUpdated, TierChanged"
+        "source retail.crm may not send OrderCancelled; it may send CustomerUpdated, TierChanged, MemberEnrolled, ErasureRequested, MemberMergeRequested"
     );
 }

@@ -262,6 +262,62 @@ impl Erp for GuardedErp {
 }
 
 /// The loyalty port behind its downstream guard.
+/// A member system's calls through its downstream's breaker and cap (the same `Downstream` as the
+/// system's other calls: a member sync during an outage waits with the rest).
+pub struct GuardedMembers<T: ?Sized> {
+    pub inner: Arc<T>,
+    pub guard: Arc<Downstream>,
+}
+
+#[async_trait]
+impl<T: crate::ports::MemberSync + ?Sized> crate::ports::MemberSync for GuardedMembers<T> {
+    async fn sync_member(
+        &self,
+        snapshot: &crate::ports::MemberSnapshot,
+        key: &IdempotencyKey,
+    ) -> Result<(), Error> {
+        self.guard.call(self.inner.sync_member(snapshot, key)).await
+    }
+}
+
+#[async_trait]
+impl<T: crate::ports::LoyaltyMembers + ?Sized> crate::ports::LoyaltyMembers for GuardedMembers<T> {
+    async fn enrol(&self, member_id: &MemberId, key: &IdempotencyKey) -> Result<(), Error> {
+        self.guard.call(self.inner.enrol(member_id, key)).await
+    }
+
+    async fn merge(
+        &self,
+        duplicate: &MemberId,
+        survivor: &MemberId,
+        key: &IdempotencyKey,
+    ) -> Result<retail_sync_contracts::values::Points, Error> {
+        self.guard.call(self.inner.merge(duplicate, survivor, key)).await
+    }
+}
+
+impl crate::ports::MemberSystems {
+    /// The systems' calls through their breakers: the loyalty platform's with `loyalty`, the ERP's with
+    /// `erp` (the CRM has none of its own: its calls are few and its outages dead-letter, for a redrive).
+    pub fn guarded(self, loyalty: &Arc<Downstream>, erp: &Arc<Downstream>) -> Self {
+        Self {
+            loyalty: self.loyalty.map(|inner| {
+                Arc::new(GuardedMembers {
+                    inner,
+                    guard: loyalty.clone(),
+                }) as Arc<dyn crate::ports::LoyaltyMembers>
+            }),
+            erp: self.erp.map(|inner| {
+                Arc::new(GuardedMembers {
+                    inner,
+                    guard: erp.clone(),
+                }) as Arc<dyn crate::ports::MemberSync>
+            }),
+            crm: self.crm,
+        }
+    }
+}
+
 pub struct GuardedLoyalty {
     pub inner: Arc<dyn Loyalty>,
     pub guard: Arc<Downstream>,

@@ -26,6 +26,7 @@ pub mod error;
 pub mod guard;
 pub mod idempotency;
 pub mod ledger;
+pub mod members;
 pub mod memory;
 pub mod ports;
 pub mod proration;

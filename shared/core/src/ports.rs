@@ -457,6 +457,70 @@ pub trait Loyalty: Send + Sync {
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error>;
 }
 
+/// What a system is told about a member: retail-sync's record of the member at `revision`, cut to what
+/// that system is to hold (see `members::Snapshot`). Whole state, never a delta: a system keeps the
+/// highest revision it was told and ignores an older one, so redeliveries and reordering change nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub member_id: MemberId,
+    pub revision: u64,
+    pub status: retail_sync_contracts::events::MemberStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_store_id: Option<StoreId>,
+    pub marketing_consent: bool,
+    /// Personal data, absent once erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The address campaigns go to: the e-mail, and only while the member consents to marketing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marketing_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<MemberId>,
+}
+
+/// A system that keeps a copy of members (the ERP's customer accounts, the CRM's contacts, the loyalty
+/// platform's member profiles).
+#[async_trait]
+pub trait MemberSync: Send + Sync {
+    /// Brings the system's copy of the member to `snapshot`, unless it holds a later revision (then
+    /// nothing changes). Repeating a key repeats nothing. `Err(Error::Rejected)` when the system refuses
+    /// (`MemberNotEnrolled` from a loyalty platform that does not know the member).
+    async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error>;
+}
+
+/// The loyalty platform's member administration, beyond points.
+#[async_trait]
+pub trait LoyaltyMembers: MemberSync {
+    /// Enrols the member; enrolling an enrolled member changes nothing. `Err(Error::Rejected)` with
+    /// `MemberNotEnrolled` when the platform will not enrol the id (a card number never issued).
+    async fn enrol(&self, member_id: &MemberId, key: &IdempotencyKey) -> Result<(), Error>;
+    /// Moves the duplicate's balance and transactions to the survivor and closes the duplicate as merged,
+    /// once per key; returns the points moved. Merging again into the same survivor returns the first
+    /// result. `Err(Error::Rejected)` (`MergeRefused`) for an unknown member, the same member twice, or a
+    /// duplicate merged elsewhere, or one with open holds.
+    async fn merge(
+        &self,
+        duplicate: &MemberId,
+        survivor: &MemberId,
+        key: &IdempotencyKey,
+    ) -> Result<Points, Error>;
+}
+
+/// The systems a member's record is propagated to, as this deployment connects them (`None`: not
+/// connected, or a connector that does not carry members).
+#[derive(Clone, Default)]
+pub struct MemberSystems {
+    pub loyalty: Option<Arc<dyn LoyaltyMembers>>,
+    pub erp: Option<Arc<dyn MemberSync>>,
+    pub crm: Option<Arc<dyn MemberSync>>,
+}
+
 /// A queue message handed out by a receive, with the handle that deletes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Received {

@@ -162,6 +162,10 @@ pub struct Saga {
     /// `n + 1` runs under a key of its own, so the stored refusal of the attempt before does not answer it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub retries: BTreeMap<String, u32>,
+    /// For the records of members (`member:<id>`) and of the duplicate index (`contact:…`), which the
+    /// saga store keeps too (see `members`); `None` for a transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<crate::members::MemberState>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -189,6 +193,7 @@ impl Saga {
             channel: Some(event.metadata().channel),
             occurred_at: Some(event.metadata().occurred_at),
             retries: BTreeMap::new(),
+            member: None,
             created_at: now,
             updated_at: now,
         }
@@ -251,6 +256,7 @@ impl PartialEq for Saga {
             channel,
             occurred_at,
             retries,
+            member,
             created_at,
             updated_at,
         } = self;
@@ -266,6 +272,7 @@ impl PartialEq for Saga {
             && *channel == other.channel
             && *occurred_at == other.occurred_at
             && *retries == other.retries
+            && *member == other.member
             && *created_at == other.created_at
             && *updated_at == other.updated_at
     }

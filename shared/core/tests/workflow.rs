@@ -169,6 +169,9 @@ impl World {
                         .then(|| platform.clone() as Arc<dyn ChannelOutcomes>)
                 })
             },
+            member_systems: Arc::new(|| Ok(Default::default())),
+            ownership: Arc::default(),
+            enrolment: Default::default(),
             quarantine: self.state.clone(),
         }
     }

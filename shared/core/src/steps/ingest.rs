@@ -56,13 +56,27 @@ fn business_rules(event: &Event) -> Result<(), Vec<String>> {
                     ));
                 }
             }
-            if findings.is_empty() {
-                Ok(())
-            } else {
-                Err(findings)
-            }
+            no_findings(findings)
         }
+        Event::CustomerUpdated(d) => no_findings(crate::members::check_contact(
+            d.data.name.as_deref(),
+            d.data.email.as_deref(),
+            d.data.phone.as_deref(),
+        )),
+        Event::MemberEnrolled(d) => no_findings(crate::members::check_contact(
+            d.data.name.as_deref(),
+            d.data.email.as_deref(),
+            d.data.phone.as_deref(),
+        )),
         _ => Ok(()),
+    }
+}
+
+fn no_findings(findings: Vec<String>) -> Result<(), Vec<String>> {
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(findings)
     }
 }
 

@@ -23,6 +23,7 @@ mod post_return_to_erp;
 mod post_sale_to_erp;
 mod reverse_loyalty;
 mod skeleton;
+mod sync_member;
 
 pub use accrue_loyalty::AccrueLoyalty;
 pub use cancel_order::CancelOrder;
@@ -35,6 +36,7 @@ pub use post_return_to_erp::PostReturnToErp;
 pub use post_sale_to_erp::PostSaleToErp;
 pub use reverse_loyalty::ReverseLoyalty;
 pub use skeleton::{Accepts, At, Base, Cx, Refusal, Settled, Workflow};
+pub use sync_member::SyncMember;
 
 use std::sync::Arc;
 
@@ -60,7 +62,7 @@ use crate::ports::{
 };
 
 /// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
-pub const STEPS: [&str; 11] = [
+pub const STEPS: [&str; 12] = [
     "map-shopify",
     "map-adobe-commerce",
     ingest::STEP,
@@ -72,18 +74,23 @@ pub const STEPS: [&str; 11] = [
     reverse_loyalty::STEP,
     compensate::STEP,
     notify_channel::STEP,
+    sync_member::STEP,
 ];
 
 /// The system each step's effect goes to: the step's queue pauses while that system's breaker is open,
 /// and the template caps the step's concurrency with that system's parameter (`ErpMaxConcurrency`,
-/// `LoyaltyMaxConcurrency`). `accrue-loyalty` may also call the ERP (a reinstatement) and
-/// `cancel-order` loyalty (re-credits); those calls pass the other system's breaker and cap.
+/// `LoyaltyMaxConcurrency`). `accrue-loyalty` may also call the ERP (a reinstatement), `cancel-order`
+/// loyalty (re-credits) and `sync-member` the ERP; those calls pass the other system's breaker and cap.
 pub fn downstream_of(step: &str) -> Option<&'static str> {
     match step {
         post_sale_to_erp::STEP | cancel_order::STEP | post_return_to_erp::STEP => Some("erp"),
-        accrue_loyalty::STEP | reverse_loyalty::STEP | commit_redemption::STEP | compensate::STEP => {
-            Some("loyalty")
-        }
+        // sync-member also tells the ERP and the CRM; the loyalty platform, whose enrolments and merges
+        // it makes, is the one it waits for.
+        accrue_loyalty::STEP
+        | reverse_loyalty::STEP
+        | commit_redemption::STEP
+        | compensate::STEP
+        | sync_member::STEP => Some("loyalty"),
         _ => None,
     }
 }
@@ -105,11 +112,20 @@ pub struct Wiring {
     pub channel_mapping: ConnectMapping,
     /// The platforms' order APIs the outcomes are told to (`None` for a platform not configured).
     pub channel_outcomes: OutcomesFor,
+    /// The systems that keep members (loyalty, ERP, CRM), as far as connected.
+    pub member_systems: ConnectMembers,
+    /// Who owns which member attribute.
+    pub ownership: Arc<crate::members::Ownership>,
+    /// How a member the loyalty platform does not know comes to earn (see `members::enrolment`).
+    pub enrolment: crate::members::Enrolment,
     pub quarantine: Arc<dyn QuarantineStore>,
 }
 
 /// Connects a port on first need (reads its settings, builds its client).
 pub type Connect<T> = Arc<dyn Fn() -> Result<Arc<T>, BoxError> + Send + Sync>;
+
+/// Connects the systems that keep members on first need.
+pub type ConnectMembers = Arc<dyn Fn() -> Result<crate::ports::MemberSystems, BoxError> + Send + Sync>;
 
 /// Reads a platform's mapping on first need.
 pub type ConnectMapping = Arc<dyn Fn(Platform) -> Result<Arc<dyn Mapper>, BoxError> + Send + Sync>;
@@ -184,7 +200,7 @@ impl Wiring {
             }),
             accrue_loyalty::STEP => Arc::new(AccrueLoyalty {
                 erp: erp(accrue_loyalty::STEP)?,
-                loyalty: loyalty(accrue_loyalty::STEP)?,
+                loyalty: self.enrolling(loyalty(accrue_loyalty::STEP)?),
                 base,
             }),
             commit_redemption::STEP => Arc::new(CommitRedemption {
@@ -208,11 +224,32 @@ impl Wiring {
                 base,
                 outcomes: self.channel_outcomes.clone(),
             }),
+            sync_member::STEP => Arc::new(SyncMember {
+                systems: (self.member_systems)().map_err(|source| WiringError::Connect {
+                    step: sync_member::STEP,
+                    port: "member systems",
+                    source,
+                })?,
+                ownership: self.ownership.clone(),
+                quarantine: self.quarantine.clone(),
+                base,
+            }),
             compensate::STEP => Arc::new(Compensate {
                 loyalty: loyalty(compensate::STEP)?,
                 base,
             }),
             _ => return Err(WiringError::UnknownStep(name.to_owned())),
+        })
+    }
+
+    /// The loyalty port of a step that earns: a member the platform does not know is enrolled on first
+    /// earn, or waited for (see `members::Enrolment`).
+    fn enrolling(&self, loyalty: Arc<dyn Loyalty>) -> Arc<dyn Loyalty> {
+        let members = (self.member_systems)().ok().and_then(|m| m.loyalty);
+        Arc::new(crate::members::Enrolling {
+            loyalty,
+            members,
+            enrolment: self.enrolment,
         })
     }
 
@@ -258,6 +295,7 @@ pub fn effect_key(step: &str, body: &str) -> Result<Option<IdempotencyKey>, Erro
         post_return_to_erp::STEP => key_of::<PostReturnToErp>(body),
         reverse_loyalty::STEP => key_of::<ReverseLoyalty>(body),
         compensate::STEP => key_of::<Compensate>(body),
+        sync_member::STEP => key_of::<SyncMember>(body),
         _ => Ok(None),
     }
 }
@@ -498,7 +536,9 @@ typed!(
     LoyaltyReversed,
     OrderCancellationApplied,
     RedemptionCommitted,
-    CompensationRequested
+    CompensationRequested,
+    DuplicateMemberSuspected,
+    MemberChanged
 );
 
 /// The saga of `transaction`'s follow-up, typed with its origin's basis. `NotYet` when it does not exist:

@@ -162,6 +162,15 @@ impl Cx<'_> {
         self.events.push(outgoing(self.key.as_str(), self.cause, data));
     }
 
+    /// Announces `data` under ids derived from `key` rather than the delivery's: the same fact reached
+    /// by two deliveries (a member's revision, a suspected pair) is one event.
+    pub fn emit_as<T: Typed>(&mut self, key: &str, data: T)
+    where
+        Detail<T>: Into<Event>,
+    {
+        self.events.push(outgoing(key, self.cause, data));
+    }
+
     /// Announces that the step stopped for `reason` (a `WorkflowException` for the input event).
     pub fn exception(&mut self, reason: ReasonCode, message: impl Into<String>) {
         let key = self.key.clone();

@@ -1,0 +1,1291 @@
+//! Customers, tiers and consent: retail-sync's record of each member (the "golden record"), the rules
+//! that decide which system's word counts for which attribute, and what every system is told.
+//!
+//! - **Ownership** ([`Ownership`], `infra/members/ownership.json`): which sources own which attribute,
+//!   in priority order. An update of an attribute from a source that does not own it is refused whole.
+//! - **Survivorship** ([`MemberRecord::apply`]): of two values of an attribute, a verified one beats an
+//!   unverified one (contact data), then the more recent business time wins, then the source listed first,
+//!   then the greater event id. A total order: the record is the same whatever order the events arrive in.
+//!   Consent: the most recent word wins, a withdrawal wins a tie. Tier: the most recent change wins.
+//! - **Revisions**: every change of what systems are told bumps `revision`; systems keep the highest
+//!   revision they were told, so a late or repeated snapshot changes nothing.
+//! - **Personal data** (name, e-mail, phone) lives only in the record's attribute values and the
+//!   snapshots sent to systems; never in timelines, logs, events on the bus or idempotency records. An
+//!   erasure clears it for good.
+//!
+//! Records are kept in the saga store (`member:<id>`, with the member's timeline as its audit trail), and
+//! the duplicate index under `contact:<kind>:<digest>`: the same conditional writes on every backend.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use retail_sync_contracts::envelope::Channel;
+use retail_sync_contracts::events::{CustomerUpdated, MemberEnrolled, MemberStatus};
+use retail_sync_contracts::values::{EventId, MemberId, StoreId, Tier};
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::values::HoldId;
+
+use crate::error::Error;
+use crate::idempotency::IdempotencyKey;
+use crate::ports::{
+    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Hold, HoldRequest,
+    Loyalty, LoyaltyMembers, MemberSnapshot,
+};
+
+/// The member attributes, as the ownership table names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribute {
+    /// The name.
+    Profile,
+    /// E-mail and phone.
+    Contact,
+    /// Marketing consent.
+    Consent,
+    Tier,
+    HomeStore,
+    /// Who may sign members up.
+    Enrolment,
+}
+
+impl Attribute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Profile => "profile",
+            Self::Contact => "contact",
+            Self::Consent => "consent",
+            Self::Tier => "tier",
+            Self::HomeStore => "home_store",
+            Self::Enrolment => "enrolment",
+        }
+    }
+}
+
+/// Which sources own which attribute, first = highest priority (see the README's ownership table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ownership {
+    pub profile: Vec<Channel>,
+    pub contact: Vec<Channel>,
+    pub consent: Vec<Channel>,
+    pub tier: Vec<Channel>,
+    pub home_store: Vec<Channel>,
+    pub enrolment: Vec<Channel>,
+}
+
+/// The shipped table; a deployment replaces it with its own (`MemberOwnership`).
+pub const DEFAULT_OWNERSHIP: &str = include_str!("../../../infra/members/ownership.json");
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Self::from_json(DEFAULT_OWNERSHIP).expect("the shipped ownership table reads")
+    }
+}
+
+impl Ownership {
+    /// Reads a table; every attribute needs at least one owner.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let table: Ownership =
+            serde_json::from_str(text).map_err(|e| format!("member ownership table: {e}"))?;
+        for attribute in [
+            Attribute::Profile,
+            Attribute::Contact,
+            Attribute::Consent,
+            Attribute::Tier,
+            Attribute::HomeStore,
+            Attribute::Enrolment,
+        ] {
+            if table.owners(attribute).is_empty() {
+                return Err(format!(
+                    "member ownership table: {} has no owner",
+                    attribute.as_str()
+                ));
+            }
+        }
+        Ok(table)
+    }
+
+    /// `MEMBER_OWNERSHIP` (a table's JSON) from `lookup`, else the shipped table.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        match lookup("MEMBER_OWNERSHIP").filter(|v| !v.trim().is_empty()) {
+            Some(json) => Self::from_json(&json),
+            None => Ok(Self::default()),
+        }
+    }
+
+    pub fn owners(&self, attribute: Attribute) -> &[Channel] {
+        match attribute {
+            Attribute::Profile => &self.profile,
+            Attribute::Contact => &self.contact,
+            Attribute::Consent => &self.consent,
+            Attribute::Tier => &self.tier,
+            Attribute::HomeStore => &self.home_store,
+            Attribute::Enrolment => &self.enrolment,
+        }
+    }
+
+    /// The source's rank among the attribute's owners (0 = first); `None` when it does not own it.
+    pub fn rank(&self, attribute: Attribute, source: Channel) -> Option<usize> {
+        self.owners(attribute).iter().position(|&c| c == source)
+    }
+
+    /// One finding per attribute of `attributes` that `source` does not own. A sign-up is where a
+    /// member first gives their data: one from a source that may enrol carries every attribute, those it
+    /// does not own counting as the lowest-priority source's (see [`MemberRecord::apply`]).
+    pub fn refusals(&self, attributes: &Attributes, source: Channel) -> Vec<String> {
+        let signup = attributes.enrolment && self.rank(Attribute::Enrolment, source).is_some();
+        attributes
+            .present()
+            .into_iter()
+            .filter(|&a| !signup && self.rank(a, source).is_none())
+            .map(|a| {
+                let owners: Vec<&str> = self.owners(a).iter().map(|c| c.as_str()).collect();
+                format!(
+                    "{}: {} does not own it (owners: {})",
+                    a.as_str(),
+                    source.as_str(),
+                    owners.join(", ")
+                )
+            })
+            .collect()
+    }
+}
+
+/// The attributes one event sets (absent: unchanged).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes {
+    pub enrolment: bool,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub contact_verified: bool,
+    pub marketing_consent: Option<bool>,
+    pub home_store_id: Option<StoreId>,
+    pub tier: Option<Tier>,
+}
+
+impl Attributes {
+    pub fn of_update(u: &CustomerUpdated) -> Self {
+        Self {
+            enrolment: false,
+            name: u.name.clone(),
+            email: u.email.clone(),
+            phone: u.phone.clone(),
+            contact_verified: u.contact_verified.unwrap_or(false),
+            marketing_consent: u.marketing_consent,
+            home_store_id: u.home_store_id.clone(),
+            tier: None,
+        }
+    }
+
+    pub fn of_enrolment(e: &MemberEnrolled) -> Self {
+        Self {
+            enrolment: true,
+            name: e.name.clone(),
+            email: e.email.clone(),
+            phone: e.phone.clone(),
+            contact_verified: e.contact_verified.unwrap_or(false),
+            marketing_consent: e.marketing_consent,
+            home_store_id: e.home_store_id.clone(),
+            tier: None,
+        }
+    }
+
+    pub fn of_tier(tier: Tier) -> Self {
+        Self {
+            tier: Some(tier),
+            ..Self::default()
+        }
+    }
+
+    /// The attributes present, each once.
+    pub fn present(&self) -> Vec<Attribute> {
+        let mut present = Vec::new();
+        if self.enrolment {
+            present.push(Attribute::Enrolment);
+        }
+        if self.name.is_some() {
+            present.push(Attribute::Profile);
+        }
+        if self.email.is_some() || self.phone.is_some() {
+            present.push(Attribute::Contact);
+        }
+        if self.marketing_consent.is_some() {
+            present.push(Attribute::Consent);
+        }
+        if self.home_store_id.is_some() {
+            present.push(Attribute::HomeStore);
+        }
+        if self.tier.is_some() {
+            present.push(Attribute::Tier);
+        }
+        present
+    }
+}
+
+/// The contact data of a `CustomerUpdated` or `MemberEnrolled`, checked at ingest: one finding per value
+/// that is no e-mail address or phone number (the values themselves are not repeated: they are personal).
+pub fn check_contact(name: Option<&str>, email: Option<&str>, phone: Option<&str>) -> Vec<String> {
+    let mut findings = Vec::new();
+    if name.is_some_and(|n| n.trim().is_empty() || n.chars().any(char::is_control)) {
+        findings.push("/name: empty or holds control characters".to_owned());
+    }
+    if email.is_some_and(|e| normalise_email(e).is_none()) {
+        findings.push("/email: not an e-mail address (local@domain, no spaces)".to_owned());
+    }
+    if phone.is_some_and(|p| normalise_phone(p).is_none()) {
+        findings.push("/phone: not a phone number (6 to 15 digits, an optional leading +)".to_owned());
+    }
+    findings
+}
+
+/// An e-mail address as duplicates are matched on: trimmed, lower case. `None` when it is not one.
+pub fn normalise_email(email: &str) -> Option<String> {
+    let e = email.trim().to_lowercase();
+    let (local, domain) = e.split_once('@')?;
+    let valid = !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    valid.then_some(e)
+}
+
+/// A phone number as duplicates are matched on: its digits, with the leading `+` if it had one; spaces,
+/// dashes, dots and brackets are ignored. `None` when it is not one.
+pub fn normalise_phone(phone: &str) -> Option<String> {
+    let p = phone.trim();
+    let (plus, rest) = match p.strip_prefix('+') {
+        Some(rest) => ("+", rest),
+        None => ("", p),
+    };
+    let mut digits = String::with_capacity(rest.len() + 1);
+    digits.push_str(plus);
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return None,
+        }
+    }
+    let n = digits.len() - plus.len();
+    (6..=15).contains(&n).then_some(digits)
+}
+
+/// Who said something about a member, and when (the event's business time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub source: Channel,
+    pub at: Timestamp,
+    pub event_id: EventId,
+}
+
+/// An attribute's value with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Valued<T> {
+    pub value: T,
+    pub source: Channel,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
+    pub event_id: EventId,
+}
+
+/// One consent statement, kept for audit whether or not it is the one in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentEntry {
+    pub granted: bool,
+    pub source: Channel,
+    /// When the member said it (the event's business time).
+    pub at: Timestamp,
+    pub event_id: EventId,
+    /// `erasure` when an erasure withdrew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// retail-sync's record of one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub member_id: MemberId,
+    pub status: MemberStatus,
+    /// Bumped by every change of what the systems are told ([`MemberRecord::snapshot`]).
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<Stamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Valued<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Valued<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Valued<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Valued<bool>>,
+    /// Every consent statement heard, by business time (then event id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consent_history: Vec<ConsentEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Valued<Tier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_store: Option<Valued<StoreId>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<MemberId>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub merged_from: BTreeSet<MemberId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<Stamp>,
+    /// The revision each system (`loyalty`, `erp`, `crm`) was last told.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub synced: BTreeMap<String, u64>,
+}
+
+/// What an event changed, for the timeline (no personal data: attribute names and sources only).
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    pub changed: Vec<&'static str>,
+    pub kept: Vec<&'static str>,
+}
+
+impl Applied {
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.changed.is_empty() {
+            parts.push(format!("changed {}", self.changed.join(", ")));
+        }
+        if !self.kept.is_empty() {
+            parts.push(format!("kept the stronger value of {}", self.kept.join(", ")));
+        }
+        if parts.is_empty() {
+            "nothing new".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// Survivorship: does `candidate` (ranked `rank`) beat `current` (ranked `current_rank`)? A verified value
+/// first, then the later business time, then the source listed first, then the greater event id.
+fn wins<T>(candidate: &Valued<T>, rank: usize, current: &Valued<T>, current_rank: usize) -> bool {
+    (
+        candidate.verified,
+        candidate.at,
+        std::cmp::Reverse(rank),
+        &candidate.event_id,
+    ) > (
+        current.verified,
+        current.at,
+        std::cmp::Reverse(current_rank),
+        &current.event_id,
+    )
+}
+
+/// A value offered by one event, with what survivorship needs to weigh it.
+struct Stamped<'a, R: Fn(Attribute) -> usize> {
+    stamp: &'a Stamp,
+    verified: bool,
+    rank: R,
+    ownership: &'a Ownership,
+}
+
+impl<R: Fn(Attribute) -> usize> Stamped<'_, R> {
+    /// Puts `value` in `slot` if it beats what is there. `None` when nothing was offered, else whether
+    /// the value in force changed.
+    fn offer<T: Clone + PartialEq>(
+        &self,
+        slot: &mut Option<Valued<T>>,
+        value: Option<T>,
+        attribute: Attribute,
+    ) -> Option<bool> {
+        let value = value?;
+        let candidate = Valued {
+            value,
+            source: self.stamp.source,
+            at: self.stamp.at,
+            verified: self.verified,
+            event_id: self.stamp.event_id.clone(),
+        };
+        let beats = slot.as_ref().is_none_or(|current| {
+            let current_rank = self
+                .ownership
+                .rank(attribute, current.source)
+                .unwrap_or(usize::MAX);
+            wins(&candidate, (self.rank)(attribute), current, current_rank)
+        });
+        if !beats {
+            return Some(false);
+        }
+        let changed = slot.as_ref().map(|c| &c.value) != Some(&candidate.value);
+        *slot = Some(candidate);
+        Some(changed)
+    }
+}
+
+impl MemberRecord {
+    pub fn new(member_id: MemberId) -> Self {
+        Self {
+            member_id,
+            status: MemberStatus::Active,
+            revision: 0,
+            enrolment: None,
+            name: None,
+            email: None,
+            phone: None,
+            consent: None,
+            consent_history: Vec::new(),
+            tier: None,
+            home_store: None,
+            merged_into: None,
+            merged_from: BTreeSet::new(),
+            erased: None,
+            synced: BTreeMap::new(),
+        }
+    }
+
+    pub fn consents(&self) -> bool {
+        self.consent.as_ref().is_some_and(|c| c.value)
+    }
+
+    /// What every system is told: the record's state, the marketing address only with consent.
+    pub fn snapshot(&self) -> MemberSnapshot {
+        let email = self.email.as_ref().map(|v| v.value.clone());
+        MemberSnapshot {
+            member_id: self.member_id.clone(),
+            revision: self.revision,
+            status: self.status,
+            tier: self.tier.as_ref().map(|v| v.value.clone()),
+            home_store_id: self.home_store.as_ref().map(|v| v.value.clone()),
+            marketing_consent: self.consents(),
+            name: self.name.as_ref().map(|v| v.value.clone()),
+            marketing_email: email.clone().filter(|_| self.consents()),
+            email,
+            phone: self.phone.as_ref().map(|v| v.value.clone()),
+            merged_into: self.merged_into.clone(),
+        }
+    }
+
+    /// Bumps the revision when `change` altered what systems are told.
+    fn revise(&mut self, change: impl FnOnce(&mut Self)) {
+        let before = self.snapshot();
+        change(self);
+        if self.snapshot() != before {
+            self.revision += 1;
+        }
+    }
+
+    /// Applies `attributes` said by `stamp.source` (whose ownership the caller checked) under the
+    /// survivorship rules. Personal data of an erased member is never taken again.
+    pub fn apply(&mut self, attributes: &Attributes, stamp: &Stamp, ownership: &Ownership) -> Applied {
+        let mut applied = Applied::default();
+        let erased = self.erased.is_some();
+        self.revise(|r| {
+            if attributes.enrolment {
+                // The earliest sign-up is the enrolment; a repeated one changes nothing.
+                let earlier = r
+                    .enrolment
+                    .as_ref()
+                    .is_none_or(|e| (stamp.at, &stamp.event_id) < (e.at, &e.event_id));
+                if earlier {
+                    r.enrolment = Some(stamp.clone());
+                }
+            }
+            let valued = |verified| Stamped {
+                stamp,
+                verified,
+                rank: |a| ownership.rank(a, stamp.source).unwrap_or(usize::MAX),
+                ownership,
+            };
+            let contact = valued(attributes.contact_verified);
+            let plain = valued(false);
+            let trimmed = |v: &Option<String>| v.as_ref().map(|v| v.trim().to_owned());
+            let mut offer = |taken: Option<bool>, label: &'static str| match taken {
+                Some(true) => applied.changed.push(label),
+                Some(false) => applied.kept.push(label),
+                None => {}
+            };
+            if erased {
+                // Personal data of an erased member is never taken again.
+                for (value, label) in [
+                    (&attributes.name, "name"),
+                    (&attributes.email, "email"),
+                    (&attributes.phone, "phone"),
+                ] {
+                    offer(value.as_ref().map(|_| false), label);
+                }
+            } else {
+                offer(
+                    plain.offer(&mut r.name, trimmed(&attributes.name), Attribute::Profile),
+                    "name",
+                );
+                offer(
+                    contact.offer(&mut r.email, trimmed(&attributes.email), Attribute::Contact),
+                    "email",
+                );
+                offer(
+                    contact.offer(&mut r.phone, trimmed(&attributes.phone), Attribute::Contact),
+                    "phone",
+                );
+            }
+            offer(
+                plain.offer(
+                    &mut r.home_store,
+                    attributes.home_store_id.clone(),
+                    Attribute::HomeStore,
+                ),
+                "home_store",
+            );
+            offer(
+                plain.offer(&mut r.tier, attributes.tier.clone(), Attribute::Tier),
+                "tier",
+            );
+
+            if let Some(granted) = attributes.marketing_consent {
+                let changed = r.hear_consent(ConsentEntry {
+                    granted,
+                    source: stamp.source,
+                    at: stamp.at,
+                    event_id: stamp.event_id.clone(),
+                    by: None,
+                });
+                offer(Some(changed), "consent");
+            }
+        });
+        applied
+    }
+
+    /// Records a consent statement (once per event) and puts the one in force: the latest; at the same
+    /// time a withdrawal beats a grant, then the event id decides. Returns whether the consent in force
+    /// changed value.
+    fn hear_consent(&mut self, entry: ConsentEntry) -> bool {
+        let order = |e: &ConsentEntry| (e.at, !e.granted, e.event_id.clone());
+        if !self
+            .consent_history
+            .iter()
+            .any(|e| e.event_id == entry.event_id && e.by == entry.by)
+        {
+            let at = self
+                .consent_history
+                .partition_point(|e| order(e) <= order(&entry));
+            self.consent_history.insert(at, entry);
+        }
+        let before = self.consent.as_ref().map(|c| c.value);
+        if let Some(last) = self.consent_history.last() {
+            self.consent = Some(Valued {
+                // A withdrawal by erasure stays in force whatever comes later.
+                value: last.granted && self.erased.is_none(),
+                source: last.source,
+                at: last.at,
+                verified: false,
+                event_id: last.event_id.clone(),
+            });
+        }
+        before != self.consent.as_ref().map(|c| c.value)
+    }
+
+    /// The member's contact values as the duplicate index keys them.
+    pub fn contact_keys(&self) -> Vec<ContactKey> {
+        let mut keys = Vec::new();
+        if let Some(e) = self.email.as_ref().and_then(|v| normalise_email(&v.value)) {
+            keys.push(ContactKey::of(ContactKind::Email, &e));
+        }
+        if let Some(p) = self.phone.as_ref().and_then(|v| normalise_phone(&v.value)) {
+            keys.push(ContactKey::of(ContactKind::Phone, &p));
+        }
+        keys
+    }
+
+    /// Erases the member's personal data for good, and withdraws consent as of the request.
+    pub fn erase(&mut self, stamp: &Stamp) {
+        self.revise(|r| {
+            r.name = None;
+            r.email = None;
+            r.phone = None;
+            r.hear_consent(ConsentEntry {
+                granted: false,
+                source: stamp.source,
+                at: stamp.at,
+                event_id: stamp.event_id.clone(),
+                by: Some("erasure".to_owned()),
+            });
+            if let Some(c) = &mut r.consent {
+                c.value = false;
+            }
+            if r.status == MemberStatus::Active {
+                r.status = MemberStatus::Erased;
+            }
+            if r.erased.is_none() {
+                r.erased = Some(stamp.clone());
+            }
+        });
+    }
+
+    /// Closes this record as merged into `survivor`.
+    pub fn close_as_merged(&mut self, survivor: &MemberId) {
+        self.revise(|r| {
+            r.status = MemberStatus::Merged;
+            r.merged_into = Some(survivor.clone());
+        });
+    }
+
+    /// Takes what the duplicate knows where it is stronger (the same survivorship rules) and records the
+    /// merge.
+    pub fn absorb(&mut self, duplicate: &MemberRecord, ownership: &Ownership) -> Applied {
+        let mut applied = Applied::default();
+        // Each of the duplicate's values offered as the event that set it would be, so the survivorship
+        // rules decide as they would have had both come to one member.
+        type Put = fn(&mut Attributes, String);
+        let values: [(&Option<Valued<String>>, Put); 3] = [
+            (&duplicate.name, |a, v| a.name = Some(v)),
+            (&duplicate.email, |a, v| a.email = Some(v)),
+            (&duplicate.phone, |a, v| a.phone = Some(v)),
+        ];
+        for (value, put) in values {
+            if let Some(v) = value {
+                let mut attributes = Attributes {
+                    contact_verified: v.verified,
+                    ..Attributes::default()
+                };
+                put(&mut attributes, v.value.clone());
+                let stamp = Stamp {
+                    source: v.source,
+                    at: v.at,
+                    event_id: v.event_id.clone(),
+                };
+                let a = self.apply(&attributes, &stamp, ownership);
+                applied.changed.extend(a.changed);
+                applied.kept.extend(a.kept);
+            }
+        }
+        self.merged_from.insert(duplicate.member_id.clone());
+        applied
+    }
+}
+
+/// The kinds of contact data duplicates are matched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactKind {
+    Email,
+    Phone,
+}
+
+impl ContactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+        }
+    }
+}
+
+/// A normalised contact value as the index keys it: a digest, so the index holds no address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContactKey {
+    pub kind: ContactKind,
+    pub digest: String,
+}
+
+impl ContactKey {
+    pub fn of(kind: ContactKind, normalised: &str) -> Self {
+        let digest = Sha256::digest(normalised.as_bytes());
+        Self {
+            kind,
+            digest: crate::idempotency::hex(&digest[..16]),
+        }
+    }
+
+    /// The index entry's id in the saga store.
+    pub fn entry_id(&self) -> String {
+        format!("contact:{}:{}", self.kind.as_str(), self.digest)
+    }
+}
+
+/// The members that gave one contact value, each with the earliest business time they gave it at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContactEntry {
+    pub kind: Option<ContactKind>,
+    pub members: BTreeMap<MemberId, Timestamp>,
+}
+
+impl ContactEntry {
+    /// The member who had the value first (earliest time, then smallest id): the one the others are
+    /// suspected duplicates of, whatever order the events came in.
+    pub fn first(&self) -> Option<&MemberId> {
+        self.members
+            .iter()
+            .min_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)))
+            .map(|(m, _)| m)
+    }
+
+    /// Each member but the first, with the first: the suspected pairs.
+    pub fn suspects(&self) -> Vec<(MemberId, MemberId)> {
+        let Some(first) = self.first() else {
+            return Vec::new();
+        };
+        self.members
+            .keys()
+            .filter(|m| *m != first)
+            .map(|m| (m.clone(), first.clone()))
+            .collect()
+    }
+}
+
+/// What a member-kind record in the saga store holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MemberState {
+    Record(Box<MemberRecord>),
+    Contact(ContactEntry),
+}
+
+/// How a member the loyalty platform does not know comes to earn (`MemberEnrolment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enrolment {
+    /// The first earn enrols the member: a card handed out at the till is activated by its first use.
+    #[default]
+    OnFirstEarn,
+    /// Only a `MemberEnrolled` enrols: an earn for a member not enrolled waits for it (retried with
+    /// backoff, then in the step's DLQ for a redrive).
+    Explicit,
+}
+
+impl Enrolment {
+    /// `MEMBER_ENROLMENT` from `lookup`, `on-first-earn` when unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        match lookup("MEMBER_ENROLMENT").filter(|v| !v.trim().is_empty()) {
+            Some(v) => Self::parse(v.trim()),
+            None => Ok(Self::default()),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "on-first-earn" => Ok(Self::OnFirstEarn),
+            "explicit" => Ok(Self::Explicit),
+            other => Err(format!(
+                "member enrolment {other:?} is neither on-first-earn nor explicit"
+            )),
+        }
+    }
+}
+
+/// The loyalty port of a step that earns, with the enrolment rule: an accrual the platform refuses as
+/// `member_not_enrolled` enrols the member and accrues again (on first earn), or waits (explicit).
+pub struct Enrolling {
+    pub loyalty: Arc<dyn Loyalty>,
+    /// `None` when the connector does not enrol (its platform's own rules apply).
+    pub members: Option<Arc<dyn LoyaltyMembers>>,
+    pub enrolment: Enrolment,
+}
+
+#[async_trait]
+impl Loyalty for Enrolling {
+    async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
+        match self.loyalty.accrue(request, key).await {
+            Err(Error::Rejected {
+                reason: ReasonCode::MemberNotEnrolled,
+                message,
+            }) => match (self.enrolment, &self.members) {
+                (Enrolment::OnFirstEarn, Some(members)) => {
+                    let enrol = IdempotencyKey::for_step(key.as_str(), "enrol");
+                    match members.enrol(&request.member_id, &enrol).await {
+                        Ok(()) => self.loyalty.accrue(request, key).await,
+                        // Both verdicts, for the timeline: why it did not earn, and why it was not enrolled.
+                        Err(Error::Rejected {
+                            reason,
+                            message: refused,
+                        }) => Err(Error::rejected(
+                            reason,
+                            format!("{message}; enrolling the member: {refused}"),
+                        )),
+                        Err(e) => Err(e),
+                    }
+                }
+                (Enrolment::Explicit, Some(_)) => Err(Error::NotYet {
+                    what: format!("the enrolment of member {}", request.member_id),
+                }),
+                (_, None) => Err(Error::rejected(ReasonCode::MemberNotEnrolled, message)),
+            },
+            other => other,
+        }
+    }
+
+    async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error> {
+        self.loyalty.balance(member_id).await
+    }
+
+    async fn create_hold(&self, request: &HoldRequest, key: &IdempotencyKey) -> Result<Hold, Error> {
+        self.loyalty.create_hold(request, key).await
+    }
+
+    async fn get_hold(&self, hold_id: &HoldId) -> Result<Hold, Error> {
+        self.loyalty.get_hold(hold_id).await
+    }
+
+    async fn commit_hold(
+        &self,
+        hold_id: &HoldId,
+        request: &CommitRequest,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, Error> {
+        self.loyalty.commit_hold(hold_id, request, key).await
+    }
+
+    async fn release_hold(&self, hold_id: &HoldId, key: &IdempotencyKey) -> Result<Hold, Error> {
+        self.loyalty.release_hold(hold_id, key).await
+    }
+
+    async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
+        self.loyalty.adjust(request, key).await
+    }
+}
+
+/// The saga-store id of a member's record.
+pub fn record_id(member: &MemberId) -> crate::saga::SagaId {
+    crate::saga::SagaId::from_stored(format!("member:{member}"))
+}
+
+/// Keys whose values are personal data wherever they appear in a stored JSON body (our contracts, and
+/// the platforms' customer payloads).
+const PERSONAL_KEYS: &[&str] = &[
+    "name",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "firstname",
+    "lastname",
+    "customer_email",
+    "customer_firstname",
+    "customer_lastname",
+    "address1",
+    "address2",
+    "street",
+    "telephone",
+    "default_address",
+    "addresses",
+    "billing_address",
+    "shipping_address",
+];
+
+/// Removes personal data from a stored body: the values under [`PERSONAL_KEYS`] (at any depth, also in
+/// JSON held as a string, as EventBridge bodies hold their detail) and any text equal to one of
+/// `values`. A body that is no JSON is replaced when it mentions one of `values`. Returns whether
+/// anything changed.
+pub fn redact(body: &mut String, values: &[String]) -> bool {
+    match serde_json::from_str::<Value>(body) {
+        Ok(mut json) => {
+            if redact_value(&mut json, values) {
+                *body = json.to_string();
+                true
+            } else {
+                false
+            }
+        }
+        Err(_) => {
+            if values.iter().any(|v| !v.is_empty() && body.contains(v.as_str())) {
+                *body = ERASED.to_owned();
+                true
+            } else {
+                false
+            }
+        }
+    }
+}
+
+/// What erased personal data is replaced with.
+pub const ERASED: &str = "[erased]";
+
+fn redact_value(value: &mut Value, values: &[String]) -> bool {
+    match value {
+        Value::Object(map) => {
+            let mut changed = false;
+            for (k, v) in map.iter_mut() {
+                if PERSONAL_KEYS.contains(&k.to_ascii_lowercase().as_str()) && !v.is_null() {
+                    if *v != Value::String(ERASED.to_owned()) {
+                        *v = Value::String(ERASED.to_owned());
+                        changed = true;
+                    }
+                } else {
+                    changed |= redact_value(v, values);
+                }
+            }
+            changed
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| redact_value(v, values) | changed),
+        Value::String(s) => {
+            // EventBridge bodies keep nested JSON as text at times; redact inside it too.
+            if let Ok(mut inner) = serde_json::from_str::<Value>(s)
+                && inner.is_object()
+            {
+                if redact_value(&mut inner, values) {
+                    *s = inner.to_string();
+                    return true;
+                }
+                return false;
+            }
+            let lower = s.to_lowercase();
+            if values
+                .iter()
+                .any(|v| !v.is_empty() && lower.contains(&v.to_lowercase()))
+            {
+                *s = ERASED.to_owned();
+                true
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(source: Channel, at: &str, id: &str) -> Stamp {
+        Stamp {
+            source,
+            at: at.parse().unwrap(),
+            event_id: EventId::parse(id).unwrap(),
+        }
+    }
+
+    fn member() -> MemberRecord {
+        MemberRecord::new(MemberId::parse("m-1").unwrap())
+    }
+
+    fn email(e: &str, verified: bool) -> Attributes {
+        Attributes {
+            email: Some(e.to_owned()),
+            contact_verified: verified,
+            ..Attributes::default()
+        }
+    }
+
+    #[test]
+    fn the_shipped_table_reads_and_an_ownerless_attribute_is_refused() {
+        let t = Ownership::default();
+        assert_eq!(t.owners(Attribute::Tier), &[Channel::Loyalty]);
+        let bad = DEFAULT_OWNERSHIP.replace("\"tier\": [\"loyalty\"]", "\"tier\": []");
+        assert!(
+            Ownership::from_json(&bad)
+                .unwrap_err()
+                .contains("tier has no owner")
+        );
+        let refusals = t.refusals(&Attributes::of_tier(Tier::parse("gold").unwrap()), Channel::Crm);
+        assert_eq!(refusals, ["tier: crm does not own it (owners: loyalty)"]);
+    }
+
+    #[test]
+    fn a_signup_carries_every_attribute_and_an_update_only_its_own() {
+        let t = Ownership::default();
+        let mut a = Attributes::of_enrolment(&MemberEnrolled {
+            member_id: MemberId::parse("m-1").unwrap(),
+            name: Some("Ana".into()),
+            email: None,
+            phone: None,
+            contact_verified: None,
+            marketing_consent: None,
+            home_store_id: Some(StoreId::parse("store-1").unwrap()),
+        });
+        assert!(t.refusals(&a, Channel::Pos).is_empty());
+        assert_eq!(t.refusals(&a, Channel::Oms).len(), 3, "the OMS signs nobody up");
+        a.enrolment = false;
+        assert_eq!(
+            t.refusals(&a, Channel::Pos),
+            ["profile: pos does not own it (owners: crm, loyalty)"]
+        );
+    }
+
+    #[test]
+    fn survivorship_is_the_same_in_every_order() {
+        let t = Ownership::default();
+        let events = [
+            (
+                email("a@x.io", false),
+                stamp(Channel::Crm, "2026-11-20T10:00:00Z", "e1"),
+            ),
+            (
+                email("b@x.io", false),
+                stamp(Channel::Ecommerce, "2026-11-20T11:00:00Z", "e2"),
+            ),
+            // Same time as e2, from a higher-priority owner.
+            (
+                email("c@x.io", false),
+                stamp(Channel::Crm, "2026-11-20T11:00:00Z", "e3"),
+            ),
+            // Verified but older: a verified value beats an unverified one.
+            (
+                email("d@x.io", true),
+                stamp(Channel::Mobile, "2026-11-20T09:00:00Z", "e4"),
+            ),
+        ];
+        let mut seen = None;
+        for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] {
+            let mut r = member();
+            for i in perm {
+                r.apply(&events[i].0, &events[i].1, &t);
+            }
+            assert_eq!(r.email.as_ref().unwrap().value, "d@x.io");
+            // The revision counts the changes seen on the way; the state is the same.
+            let snapshot = MemberSnapshot {
+                revision: 0,
+                ..r.snapshot()
+            };
+            assert_eq!(*seen.get_or_insert(snapshot.clone()), snapshot);
+        }
+        // Without the verified one, the same-time tie goes to the CRM.
+        let mut r = member();
+        for (a, s) in events.iter().take(3).rev() {
+            r.apply(a, s, &t);
+        }
+        assert_eq!(r.email.as_ref().unwrap().value, "c@x.io");
+    }
+
+    #[test]
+    fn an_older_tier_never_overwrites_a_newer_one() {
+        let t = Ownership::default();
+        let gold = Attributes::of_tier(Tier::parse("gold").unwrap());
+        let silver = Attributes::of_tier(Tier::parse("silver").unwrap());
+        let mut r = member();
+        r.apply(&gold, &stamp(Channel::Loyalty, "2026-11-21T00:00:00Z", "t2"), &t);
+        let applied = r.apply(
+            &silver,
+            &stamp(Channel::Loyalty, "2026-11-20T00:00:00Z", "t1"),
+            &t,
+        );
+        assert_eq!(applied.kept, ["tier"]);
+        assert_eq!(r.tier.as_ref().unwrap().value.as_str(), "gold");
+        assert_eq!(r.revision, 1);
+    }
+
+    #[test]
+    fn consent_the_latest_word_wins_a_withdrawal_wins_a_tie_and_every_statement_is_kept() {
+        let t = Ownership::default();
+        let say = |granted| Attributes {
+            marketing_consent: Some(granted),
+            ..Attributes::default()
+        };
+        let mut r = member();
+        r.apply(&say(true), &stamp(Channel::Crm, "2026-11-20T10:00:00Z", "c2"), &t);
+        r.apply(
+            &say(false),
+            &stamp(Channel::Pos, "2026-11-20T10:00:00Z", "c1"),
+            &t,
+        );
+        assert!(!r.consents());
+        r.apply(
+            &say(true),
+            &stamp(Channel::Mobile, "2026-11-19T10:00:00Z", "c0"),
+            &t,
+        );
+        assert!(!r.consents(), "an older grant does not undo a withdrawal");
+        r.apply(
+            &say(true),
+            &stamp(Channel::Mobile, "2026-11-19T10:00:00Z", "c0"),
+            &t,
+        );
+        assert_eq!(r.consent_history.len(), 3, "a repeated statement is kept once");
+        assert!(r.snapshot().marketing_email.is_none());
+    }
+
+    #[test]
+    fn an_erased_member_keeps_no_personal_data_and_takes_none_again() {
+        let t = Ownership::default();
+        let mut r = member();
+        let mut a = email("a@x.io", false);
+        a.name = Some("Ana".into());
+        a.marketing_consent = Some(true);
+        r.apply(&a, &stamp(Channel::Crm, "2026-11-20T10:00:00Z", "e1"), &t);
+        r.erase(&stamp(Channel::Crm, "2026-11-20T11:00:00Z", "x1"));
+        r.apply(&a, &stamp(Channel::Crm, "2026-11-21T10:00:00Z", "e2"), &t);
+        let s = r.snapshot();
+        assert_eq!((s.name, s.email, s.phone), (None, None, None));
+        assert!(!s.marketing_consent);
+        assert_eq!(s.status, MemberStatus::Erased);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("a@x.io") && !json.contains("Ana"), "{json}");
+    }
+
+    #[test]
+    fn contacts_normalise_and_bad_ones_are_found() {
+        assert_eq!(
+            normalise_email(" Ana@Example.COM ").as_deref(),
+            Some("ana@example.com")
+        );
+        assert_eq!(
+            normalise_phone("+49 (30) 123-456").as_deref(),
+            Some("+4930123456")
+        );
+        assert!(normalise_email("ana@").is_none() && normalise_email("a b@x.io").is_none());
+        assert!(normalise_phone("12345").is_none() && normalise_phone("12ab5678").is_none());
+        assert_eq!(check_contact(Some(" "), Some("nope"), Some("x")).len(), 3);
+        assert!(check_contact(Some("Ana"), Some("a@x.io"), Some("030 1234567")).is_empty());
+    }
+
+    #[test]
+    fn the_first_member_of_a_contact_is_the_same_in_every_order() {
+        let mut e = ContactEntry::default();
+        e.members.insert(
+            MemberId::parse("m-2").unwrap(),
+            "2026-11-20T10:00:00Z".parse().unwrap(),
+        );
+        e.members.insert(
+            MemberId::parse("m-1").unwrap(),
+            "2026-11-21T10:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(e.first().unwrap().as_str(), "m-2");
+        assert_eq!(e.suspects().len(), 1);
+    }
+
+    /// A platform that knows nobody until enrolled.
+    #[derive(Default)]
+    struct Platform {
+        enrolled: std::sync::Mutex<Vec<MemberId>>,
+    }
+
+    #[async_trait]
+    impl Loyalty for Platform {
+        async fn accrue(&self, request: &AccrualRequest, _: &IdempotencyKey) -> Result<Accrual, Error> {
+            if !self.enrolled.lock().unwrap().contains(&request.member_id) {
+                return Err(Error::rejected(ReasonCode::MemberNotEnrolled, "member_not_found"));
+            }
+            Ok(Accrual {
+                loyalty_transaction_id: retail_sync_contracts::values::ExternalRef::parse("LT-1").unwrap(),
+                points: retail_sync_contracts::values::Points::new(10).unwrap(),
+                balance: retail_sync_contracts::values::Points::new(10).unwrap(),
+            })
+        }
+        async fn balance(&self, _: &MemberId) -> Result<Balance, Error> {
+            unimplemented!("not called")
+        }
+        async fn create_hold(&self, _: &HoldRequest, _: &IdempotencyKey) -> Result<Hold, Error> {
+            unimplemented!("not called")
+        }
+        async fn get_hold(&self, _: &HoldId) -> Result<Hold, Error> {
+            unimplemented!("not called")
+        }
+        async fn commit_hold(
+            &self,
+            _: &HoldId,
+            _: &CommitRequest,
+            _: &IdempotencyKey,
+        ) -> Result<Hold, Error> {
+            unimplemented!("not called")
+        }
+        async fn release_hold(&self, _: &HoldId, _: &IdempotencyKey) -> Result<Hold, Error> {
+            unimplemented!("not called")
+        }
+        async fn adjust(&self, _: &AdjustmentRequest, _: &IdempotencyKey) -> Result<Adjustment, Error> {
+            unimplemented!("not called")
+        }
+    }
+
+    #[async_trait]
+    impl crate::ports::MemberSync for Platform {
+        async fn sync_member(&self, _: &MemberSnapshot, _: &IdempotencyKey) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl LoyaltyMembers for Platform {
+        async fn enrol(&self, member_id: &MemberId, _: &IdempotencyKey) -> Result<(), Error> {
+            if member_id.as_str().starts_with("unknown-") {
+                return Err(Error::rejected(
+                    ReasonCode::MemberNotEnrolled,
+                    "enrolment_refused",
+                ));
+            }
+            self.enrolled.lock().unwrap().push(member_id.clone());
+            Ok(())
+        }
+        async fn merge(
+            &self,
+            _: &MemberId,
+            _: &MemberId,
+            _: &IdempotencyKey,
+        ) -> Result<retail_sync_contracts::values::Points, Error> {
+            unimplemented!("not called")
+        }
+    }
+
+    fn accrual(member: &str) -> AccrualRequest {
+        AccrualRequest {
+            member_id: MemberId::parse(member).unwrap(),
+            transaction: retail_sync_contracts::events::TransactionRef::Order {
+                order_id: retail_sync_contracts::values::OrderId::parse("o-1").unwrap(),
+            },
+            currency: retail_sync_contracts::values::Currency::parse("EUR").unwrap(),
+            eligible_minor: retail_sync_contracts::values::Amount::new(1000).unwrap(),
+            occurred_at: "2026-11-20T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_member_is_enrolled_on_first_earn_or_waited_for() {
+        let platform = Arc::new(Platform::default());
+        let key = IdempotencyKey::for_step("order:o-1", "accrue-loyalty");
+        let port = |enrolment, members: bool| Enrolling {
+            loyalty: platform.clone(),
+            members: members.then(|| platform.clone() as Arc<dyn LoyaltyMembers>),
+            enrolment,
+        };
+        let explicit = port(Enrolment::Explicit, true)
+            .accrue(&accrual("m-1"), &key)
+            .await;
+        assert!(matches!(explicit, Err(Error::NotYet { .. })), "{explicit:?}");
+        let unsupported = port(Enrolment::OnFirstEarn, false)
+            .accrue(&accrual("m-1"), &key)
+            .await;
+        assert!(
+            matches!(unsupported, Err(Error::Rejected { .. })),
+            "{unsupported:?}"
+        );
+        let first = port(Enrolment::OnFirstEarn, true)
+            .accrue(&accrual("m-1"), &key)
+            .await;
+        assert!(first.is_ok(), "{first:?}");
+        assert_eq!(platform.enrolled.lock().unwrap().len(), 1);
+        let refused = port(Enrolment::OnFirstEarn, true)
+            .accrue(&accrual("unknown-1"), &key)
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::Rejected { message, .. })
+                if message == "member_not_found; enrolling the member: enrolment_refused"),
+            "{refused:?}"
+        );
+        assert_eq!(Enrolment::parse("explicit"), Ok(Enrolment::Explicit));
+        assert!(Enrolment::parse("sometimes").is_err());
+    }
+
+    #[test]
+    fn redaction_removes_personal_values_at_any_depth() {
+        let mut body = serde_json::json!({
+            "detail": {"data": {"member_id": "m-1", "email": "a@x.io", "note": "call A@x.io"}},
+            "text": "{\"phone\": \"030 1234567\"}"
+        })
+        .to_string();
+        assert!(redact(&mut body, &["a@x.io".into()]));
+        assert!(
+            !body.contains("a@x.io") && !body.contains("A@x.io") && !body.contains("1234567"),
+            "{body}"
+        );
+        assert!(body.contains("m-1"));
+        let mut plain = "not json a@x.io".to_owned();
+        assert!(redact(&mut plain, &["a@x.io".into()]));
+        assert_eq!(plain, ERASED);
+    }
+}

@@ -303,6 +303,40 @@ impl JsonApi {
         Req: Serialize + Sync,
         Resp: DeserializeOwned,
     {
+        self.keyed(reqwest::Method::POST, path, body, key, refused_as)
+            .await
+    }
+
+    /// PUTs `body` (a whole record, which the system keeps unless it holds a later one) to `path` with
+    /// the idempotency key, like [`JsonApi::post_refused_as`].
+    pub(crate) async fn put_refused_as<Req, Resp>(
+        &self,
+        path: &str,
+        body: &Req,
+        key: &IdempotencyKey,
+        refused_as: impl Fn(u16) -> ReasonCode,
+    ) -> Result<Resp, Error>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned,
+    {
+        self.keyed(reqwest::Method::PUT, path, body, key, refused_as)
+            .await
+    }
+
+    /// A mutating call: `body` sent with `method` to `path` under the idempotency key.
+    async fn keyed<Req, Resp>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Req,
+        key: &IdempotencyKey,
+        refused_as: impl Fn(u16) -> ReasonCode,
+    ) -> Result<Resp, Error>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned,
+    {
         let Ok(key_header) = HeaderValue::from_str(key.as_str()) else {
             // Keys are built from validated identifiers; this is a bug upstream, and retrying cannot help.
             let message = format!("idempotency key {key} cannot be sent as an HTTP header");
@@ -312,7 +346,7 @@ impl JsonApi {
         let request = || {
             self.caller
                 .client()
-                .post(&url)
+                .request(method.clone(), &url)
                 .header(IDEMPOTENCY_KEY_HEADER, key_header.clone())
                 .json(body)
         };

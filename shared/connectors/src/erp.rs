@@ -7,6 +7,7 @@ use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
     Erp, ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest,
+    MemberSnapshot, MemberSync,
 };
 
 use crate::api::{Auth, JsonApi};
@@ -66,5 +67,18 @@ impl Erp for HttpErp {
         key: &IdempotencyKey,
     ) -> Result<ErpDocument, Error> {
         self.api.post("/erp/v1/sales/reinstatements", request, key).await
+    }
+}
+
+/// The ERP's customer accounts: the member's record, kept unless the ERP holds a later revision.
+#[async_trait]
+impl MemberSync for HttpErp {
+    async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
+        let path = format!("/erp/v1/customers/{}", snapshot.member_id);
+        let _: serde_json::Value = self
+            .api
+            .put_refused_as(&path, snapshot, key, |_| ReasonCode::ErpRejected)
+            .await?;
+        Ok(())
     }
 }

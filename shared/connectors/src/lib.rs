@@ -21,6 +21,7 @@
 mod api;
 pub mod auth;
 pub mod config;
+pub mod crm;
 pub mod erp;
 pub mod error;
 pub mod kind;
@@ -33,6 +34,7 @@ pub mod wire;
 pub use api::{Auth, IDEMPOTENCY_KEY_HEADER};
 pub use auth::{AuthMethod, ClientAuth, CredentialSource, Credentials, Secret, StaticCredentials};
 pub use config::HttpConfig;
+pub use crm::HttpCrm;
 pub use erp::HttpErp;
 pub use error::ConnectorError;
 pub use kind::{ErpKind, LoyaltyKind, erp_from_env, erp_from_lookup, loyalty_from_env, loyalty_from_lookup};

@@ -3,12 +3,12 @@
 use async_trait::async_trait;
 
 use retail_sync_contracts::events::ReasonCode;
-use retail_sync_contracts::values::{HoldId, MemberId};
+use retail_sync_contracts::values::{HoldId, MemberId, Points};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
     Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Hold, HoldRequest,
-    Loyalty,
+    Loyalty, LoyaltyMembers, MemberSnapshot, MemberSync,
 };
 
 use crate::api::{Auth, JsonApi};
@@ -42,8 +42,12 @@ impl HttpLoyalty {
 
 #[async_trait]
 impl Loyalty for HttpLoyalty {
+    /// A 404 is the platform not knowing the member (`member_not_found`): the enrolment rule decides
+    /// what follows (see `members::Enrolling`).
     async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
-        self.api.post("/loyalty/v1/accruals", request, key).await
+        self.api
+            .post_refused_as("/loyalty/v1/accruals", request, key, not_enrolled_on_404)
+            .await
     }
 
     // Member and hold ids are validated identifiers (`[A-Za-z0-9][A-Za-z0-9._-]*`): safe as path segments
@@ -88,5 +92,82 @@ impl Loyalty for HttpLoyalty {
 
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
         self.api.post("/loyalty/v1/adjustments", request, key).await
+    }
+}
+
+/// A 404 about a member is `MemberNotEnrolled`; other refusals are the platform's own.
+fn not_enrolled_on_404(status: u16) -> ReasonCode {
+    match status {
+        404 => ReasonCode::MemberNotEnrolled,
+        _ => ReasonCode::LoyaltyRejected,
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Enrolment<'a> {
+    member_id: &'a MemberId,
+}
+
+#[derive(serde::Serialize)]
+struct MergeInto<'a> {
+    survivor_id: &'a MemberId,
+}
+
+#[derive(serde::Deserialize)]
+struct Merged {
+    points_moved: Points,
+}
+
+#[async_trait]
+impl MemberSync for HttpLoyalty {
+    async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
+        let path = format!("/loyalty/v1/members/{}/profile", snapshot.member_id);
+        let _: serde_json::Value = self
+            .api
+            .put_refused_as(&path, snapshot, key, not_enrolled_on_404)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LoyaltyMembers for HttpLoyalty {
+    /// `enrolment_refused` (422) and `member_not_found` are `MemberNotEnrolled`.
+    async fn enrol(&self, member_id: &MemberId, key: &IdempotencyKey) -> Result<(), Error> {
+        let _: serde_json::Value = self
+            .api
+            .post_refused_as(
+                "/loyalty/v1/members",
+                &Enrolment { member_id },
+                key,
+                |status| match status {
+                    404 | 422 => ReasonCode::MemberNotEnrolled,
+                    _ => ReasonCode::LoyaltyRejected,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every refusal of a merge is `MergeRefused`.
+    async fn merge(
+        &self,
+        duplicate: &MemberId,
+        survivor: &MemberId,
+        key: &IdempotencyKey,
+    ) -> Result<Points, Error> {
+        let path = format!("/loyalty/v1/members/{duplicate}/merge");
+        let merged: Merged = self
+            .api
+            .post_refused_as(
+                &path,
+                &MergeInto {
+                    survivor_id: survivor,
+                },
+                key,
+                |_| ReasonCode::MergeRefused,
+            )
+            .await?;
+        Ok(merged.points_moved)
     }
 }

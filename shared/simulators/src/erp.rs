@@ -16,26 +16,32 @@
 //!   it is booked in the store the goods came back to (`store_id`), or when there is none in the
 //!   original receipt's store, and refused (422 `period_closed`) when that store's id starts with
 //!   `closed-`;
-//! - the idempotency contract: a repeated key with the same request returns the first document without
-//!   posting again; with another request (of any kind) it is refused (409 `idempotency_key_reused`).
+//! - customer accounts: a member snapshot synced to the ERP creates the member's customer account (any
+//!   member id: the ERP opens an account for whoever it is told about) or replaces it when its revision
+//!   is higher than the account's, else changes nothing; the account is the snapshot whole (an erased
+//!   member's keeps no personal data). Accounts are not documents: they take no number;
+//! - the idempotency contract: a repeated key with the same request returns the first document (or
+//!   sync answer) without applying again; with another request (of any kind) it is refused (409
+//!   `idempotency_key_reused`).
 //!
 //! The journal ([`ErpSimulator::postings`]) shows every document with its kind; amounts are absolute and
 //! the kind gives the direction ([`ErpPosting::signed_net_minor`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::events::TransactionRef;
-use retail_sync_contracts::values::{Amount, Currency, ExternalRef, StoreId};
+use retail_sync_contracts::values::{Amount, Currency, ExternalRef, MemberId, StoreId};
 use retail_sync_core::ports::{
-    ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest,
+    ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, MemberSnapshot,
 };
 
 use crate::error::SimError;
 use crate::faults::Faults;
+use crate::members::{MemberSynced, keep_latest};
 use crate::system::{Gate, Shared, parse_journal, write_journal};
 
 /// What a journal entry is.
@@ -133,8 +139,8 @@ impl ErpPosting {
     }
 }
 
-/// Every mutating call, as the idempotency record keeps it: one key space for all three, so a key reused
-/// for a call of another kind is a reuse like any other.
+/// Every mutating call, as the idempotency record keeps it: one key space for all of them, so a key
+/// reused for a call of another kind is a reuse like any other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "request", rename_all = "snake_case")]
 pub enum ErpCall {
@@ -142,14 +148,41 @@ pub enum ErpCall {
     Cancel(ErpCancelRequest),
     Return(ErpReturnRequest),
     Reinstate(ErpReinstateRequest),
+    SyncMember(MemberSnapshot),
+}
+
+/// Every answer of a mutating call, as the idempotency record keeps it.
+#[derive(Debug, Clone)]
+enum ErpAnswer {
+    Document(ErpDocument),
+    Synced(MemberSynced),
+}
+
+impl ErpAnswer {
+    /// A key's recorded answer is only handed back for an equal request, hence of the same kind.
+    fn document(self) -> ErpDocument {
+        match self {
+            Self::Document(d) => d,
+            other => unreachable!("a key's recorded answer has its request's kind, got {other:?} for a document"),
+        }
+    }
+
+    fn synced(self) -> MemberSynced {
+        match self {
+            Self::Synced(s) => s,
+            other => unreachable!("a key's recorded answer has its request's kind, got {other:?} for a sync"),
+        }
+    }
 }
 
 #[derive(Default)]
 struct ErpState {
-    gate: Gate<ErpCall, ErpDocument>,
+    gate: Gate<ErpCall, ErpAnswer>,
     journal: Journal,
     /// `closed-` stores whose period an operator reopened (see [`ErpSimulator::reopen_period`]).
     reopened: HashSet<String>,
+    /// Customer accounts, by member.
+    customers: BTreeMap<MemberId, MemberSnapshot>,
 }
 
 /// Whether `store_id`'s accounting period is closed: a `closed-` store nobody reopened.
@@ -189,6 +222,17 @@ impl Journal {
     }
 }
 
+/// A document-posting call through the gate.
+fn document(
+    gate: &mut Gate<ErpCall, ErpAnswer>,
+    call: &ErpCall,
+    key: &str,
+    apply: impl FnOnce() -> Result<ErpDocument, SimError>,
+) -> Result<ErpDocument, SimError> {
+    gate.call(call, key, Timestamp::now(), || apply().map(ErpAnswer::Document))
+        .map(ErpAnswer::document)
+}
+
 fn period_closed(store_id: &StoreId) -> SimError {
     SimError::refused(
         422,
@@ -226,7 +270,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Sale(request.clone());
-        state.gate.call(&call, key, Timestamp::now(), || {
+        document(&mut state.gate, &call, key, || {
             match &request.transaction {
                 TransactionRef::Receipt { store_id, .. } if closed(&state.reopened, store_id) => {
                     return Err(period_closed(store_id));
@@ -263,7 +307,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Cancel(request.clone());
-        state.gate.call(&call, key, Timestamp::now(), || {
+        document(&mut state.gate, &call, key, || {
             let sale = match &request.transaction {
                 TransactionRef::Order { .. } => state.journal.sales.get(&request.transaction).copied(),
                 TransactionRef::Receipt { .. } => None,
@@ -302,7 +346,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Return(request.clone());
-        state.gate.call(&call, key, Timestamp::now(), || {
+        document(&mut state.gate, &call, key, || {
             if !state.journal.sales.contains_key(&request.original) {
                 return Err(SimError::refused(
                     404,
@@ -342,7 +386,7 @@ impl ErpSimulator {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let call = ErpCall::Reinstate(request.clone());
-        state.gate.call(&call, key, Timestamp::now(), || {
+        document(&mut state.gate, &call, key, || {
             if !matches!(request.transaction, TransactionRef::Order { .. })
                 || !state.journal.sales.contains_key(&request.transaction)
             {
@@ -380,6 +424,36 @@ impl ErpSimulator {
         })
     }
 
+    /// Opens or updates the member's customer account under the rules above; answers the revision the
+    /// account holds.
+    pub fn sync_member(&self, snapshot: &MemberSnapshot, key: &str) -> Result<MemberSynced, SimError> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let call = ErpCall::SyncMember(snapshot.clone());
+        let customers = &mut state.customers;
+        state
+            .gate
+            .call(&call, key, Timestamp::now(), || {
+                let mut account = customers.get(&snapshot.member_id).cloned();
+                let synced = keep_latest(&mut account, snapshot);
+                if let Some(account) = account {
+                    customers.insert(snapshot.member_id.clone(), account);
+                }
+                Ok(ErpAnswer::Synced(synced))
+            })
+            .map(ErpAnswer::synced)
+    }
+
+    /// The member's customer account; `None` when the ERP was never told about them.
+    pub fn customer(&self, member_id: &MemberId) -> Option<MemberSnapshot> {
+        self.shared.lock().customers.get(member_id).cloned()
+    }
+
+    /// Every customer account, by member id.
+    pub fn customers(&self) -> Vec<MemberSnapshot> {
+        self.shared.lock().customers.values().cloned().collect()
+    }
+
     /// Keeps the journal of applied calls from now on (see `system`).
     pub fn keep_journal(&self) {
         self.shared.lock().gate.keep_journal();
@@ -399,6 +473,7 @@ impl ErpSimulator {
                 ErpCall::Cancel(r) => self.cancel_order(r, key).map(drop),
                 ErpCall::Return(r) => self.post_return(r, key).map(drop),
                 ErpCall::Reinstate(r) => self.reinstate(r, key).map(drop),
+                ErpCall::SyncMember(snapshot) => self.sync_member(snapshot, key).map(drop),
             }
             .map_err(|e| format!("erp journal entry {key}: {e}"))?;
         }
@@ -425,7 +500,7 @@ impl ErpSimulator {
         self.shared.lock().journal.postings.clone()
     }
 
-    /// How many mutating calls (sales, cancellations, returns) reached the ERP, faulted and refused ones
+    /// How many mutating calls (documents and customer syncs) reached the ERP, faulted and refused ones
     /// included.
     pub fn requests(&self) -> u64 {
         self.shared.lock().gate.requests()

@@ -1,33 +1,41 @@
 //! The simulators over HTTP, as the "system APIs" the connectors talk to (contract:
-//! `shared/connectors/openapi/{erp,loyalty}.yaml`). One server carries both systems under their own
+//! `shared/connectors/openapi/{erp,loyalty,crm}.yaml`). One server carries every system under its own
 //! path prefix, so one process and one port serve a whole local run.
 //!
-//! Every route under `/erp/v1` and `/loyalty/v1` requires a credential the [`Access`] admits (a bearer
-//! token from `POST /oauth/token`, or the API key in `x-api-key`); without one it answers 401
-//! `unauthorized`. Routes (the mutating ones, every `POST`, require the `Idempotency-Key` header):
+//! Every route under `/erp/v1`, `/loyalty/v1` and `/crm/v1` requires a credential the [`Access`] admits
+//! (a bearer token from `POST /oauth/token`, or the API key in `x-api-key`); without one it answers 401
+//! `unauthorized`. Routes (the mutating ones, every `POST` and `PUT`, require the `Idempotency-Key`
+//! header):
 //! - `POST /erp/v1/sales` (`ErpSaleRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/sales/cancellations` (`ErpCancelRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/sales/reinstatements` (`ErpReinstateRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/returns` (`ErpReturnRequest`) → 201 `ErpDocument`
+//! - `PUT /erp/v1/customers/{member_id}` (`MemberSnapshot`) → 200 [`MemberSynced`]
 //! - `POST /loyalty/v1/accruals` (`AccrualRequest`) → 201 `Accrual`
+//! - `POST /loyalty/v1/members` (`{"member_id"}`) → 201 `{"member_id"}` (enrolled, now or before)
 //! - `GET /loyalty/v1/members/{member_id}/balance` → 200 `Balance`
+//! - `PUT /loyalty/v1/members/{member_id}/profile` (`MemberSnapshot`) → 200 [`MemberSynced`]
+//! - `POST /loyalty/v1/members/{duplicate_id}/merge` (`{"survivor_id"}`) → 200 [`MergeOutcome`]
 //! - `POST /loyalty/v1/holds` (`HoldRequest`) → 201 `Hold`
 //! - `GET /loyalty/v1/holds/{hold_id}` → 200 `Hold`
 //! - `POST /loyalty/v1/holds/{hold_id}/commit` (`CommitRequest`) → 200 `Hold`
 //! - `POST /loyalty/v1/holds/{hold_id}/release` (`{}`) → 200 `Hold`
 //! - `POST /loyalty/v1/adjustments` (`AdjustmentRequest`) → 201 `Adjustment`
+//! - `PUT /crm/v1/contacts/{member_id}` (`MemberSnapshot`) → 200 [`MemberSynced`]
+//! - `GET /crm/v1/contacts/{member_id}` → 200 [`CrmContact`]
 //! - `POST /oauth/token` (also at `/services/oauth2/token`, where Salesforce serves it) → 200 token
 //!   (see [`crate::access`])
 //! - `/sap/opu/odata/sap/{API_SALES_ORDER_SRV|API_CUSTOMER_RETURN_SRV}/…`: SAP's dialect
 //!   ([`crate::sap`]), and `/services/data/{version}/…`: Salesforce's ([`crate::salesforce`]), over the
 //!   same two systems and behind the same credentials
-//! - `GET|PUT /{erp|loyalty}/_admin/faults` → 200 `Faults`
+//! - `GET|PUT /{erp|loyalty|crm}/_admin/faults` → 200 `Faults`
 //! - `GET /_admin/state` → 200 [`SimState`]
 //! - `GET /health` → 200 `{"status": "ok"}`
 //!
 //! Every error is `{"code", "message"}` with its status. An injected timeout holds the response for
 //! [`HANG`], far beyond any client timeout. A member or hold id in a path that is not a valid id is
-//! answered like an unknown one (404): no such member or hold can exist.
+//! answered like an unknown one (404): no such member or hold can exist. A `PUT` of a snapshot names its
+//! member twice (path and body): a body of another member is refused (400 `member_mismatch`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,7 +46,7 @@ use axum::extract::{Form, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,14 +56,16 @@ use tokio::task::JoinHandle;
 use retail_sync_contracts::values::{HoldId, MemberId};
 use retail_sync_core::ports::{
     AccrualRequest, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReinstateRequest,
-    ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest,
+    ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, MemberSnapshot,
 };
 
 use crate::access::{Access, TOKEN_PATH};
+use crate::crm::{CrmContact, CrmSimulator};
 use crate::erp::{ErpPosting, ErpSimulator};
 use crate::error::SimError;
 use crate::faults::Faults;
-use crate::loyalty::{LoyaltySimulator, LoyaltyTransaction};
+use crate::loyalty::{LoyaltyMemberView, LoyaltySimulator, LoyaltyTransaction, MergeOutcome};
+use crate::members::MemberSynced;
 use crate::salesforce::SalesforceSimulator;
 use crate::sap::SapSimulator;
 
@@ -71,7 +81,7 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// What `GET /_admin/state` shows: both systems' books, for tests and the CLI's reconciliation.
+/// What `GET /_admin/state` shows: every system's books, for tests and the CLI's reconciliation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimState {
     pub erp_requests: u64,
@@ -82,12 +92,25 @@ pub struct SimState {
     /// Every hold, with its status as of the request (expiry applied).
     #[serde(default)]
     pub holds: Vec<Hold>,
+    /// Every enrolled member, merged ones included.
+    #[serde(default)]
+    pub loyalty_members: Vec<LoyaltyMemberView>,
+    /// The ERP's customer accounts.
+    #[serde(default)]
+    pub erp_customers: Vec<MemberSnapshot>,
+    #[serde(default)]
+    pub crm_requests: u64,
+    #[serde(default)]
+    pub crm_contacts: Vec<CrmContact>,
 }
 
-#[derive(Clone)]
-struct Sims {
-    erp: ErpSimulator,
-    loyalty: LoyaltySimulator,
+/// The reference systems one server carries. Clones share each system's state, so a caller keeps a
+/// handle on what it serves.
+#[derive(Clone, Default)]
+pub struct Systems {
+    pub erp: ErpSimulator,
+    pub loyalty: LoyaltySimulator,
+    pub crm: CrmSimulator,
 }
 
 /// The platforms' own dialects in front of the reference systems, served beside the system APIs.
@@ -107,7 +130,8 @@ impl Dialects {
     }
 }
 
-/// The routes above, for callers that want to mount them in their own server.
+/// The routes above, for callers that want to mount them in their own server. The CRM is a fresh one,
+/// reachable over HTTP only: [`router_for`] serves one the caller keeps a handle on.
 pub fn router(erp: ErpSimulator, loyalty: LoyaltySimulator, access: Access) -> Router {
     let dialects = Dialects::over(&erp, &loyalty);
     router_with(erp, loyalty, dialects, access)
@@ -120,23 +144,41 @@ pub fn router_with(
     dialects: Dialects,
     access: Access,
 ) -> Router {
+    let systems = Systems {
+        erp,
+        loyalty,
+        crm: CrmSimulator::new(),
+    };
+    router_for(systems, dialects, access)
+}
+
+/// The routes above over `systems`, with `dialects` in front of its ERP and loyalty platform.
+pub fn router_for(systems: Systems, dialects: Dialects, access: Access) -> Router {
     let dialect_routes = crate::sap::router(dialects.sap)
         .merge(crate::salesforce::router(dialects.salesforce))
         .route_layer(middleware::from_fn_with_state(access.clone(), authorize));
-    let systems = Router::new()
+    let routes = Router::new()
         .route("/erp/v1/sales", post(post_sale))
         .route("/erp/v1/sales/cancellations", post(cancel_order))
         .route("/erp/v1/sales/reinstatements", post(reinstate))
         .route("/erp/v1/returns", post(post_return))
+        .route("/erp/v1/customers/{member_id}", put(sync_customer))
         .route("/loyalty/v1/accruals", post(accrue))
+        .route("/loyalty/v1/members", post(enrol))
         .route("/loyalty/v1/members/{member_id}/balance", get(balance))
+        .route("/loyalty/v1/members/{member_id}/profile", put(sync_profile))
+        .route("/loyalty/v1/members/{member_id}/merge", post(merge))
         .route("/loyalty/v1/holds", post(create_hold))
         .route("/loyalty/v1/holds/{hold_id}", get(get_hold))
         .route("/loyalty/v1/holds/{hold_id}/commit", post(commit_hold))
         .route("/loyalty/v1/holds/{hold_id}/release", post(release_hold))
         .route("/loyalty/v1/adjustments", post(adjust))
+        .route(
+            "/crm/v1/contacts/{member_id}",
+            get(get_contact).put(sync_contact),
+        )
         .route_layer(middleware::from_fn_with_state(access.clone(), authorize));
-    systems
+    routes
         .route("/{system}/_admin/faults", get(get_faults).put(put_faults))
         .route("/_admin/state", get(state))
         .route(
@@ -144,7 +186,7 @@ pub fn router_with(
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "route_not_found", "no such route".into()) })
-        .with_state(Sims { erp, loyalty })
+        .with_state(systems)
         .merge(dialect_routes)
         .merge(
             Router::new()
@@ -155,8 +197,9 @@ pub fn router_with(
         )
 }
 
-/// Binds `addr` (use `127.0.0.1:0` for a free port), serves both simulators on it in a spawned task and
-/// returns the bound address. Abort the handle to stop serving.
+/// Binds `addr` (use `127.0.0.1:0` for a free port), serves the simulators on it in a spawned task and
+/// returns the bound address. Abort the handle to stop serving. The CRM is a fresh one, reachable over
+/// HTTP only: [`serve_systems`] serves one the caller keeps a handle on.
 pub async fn serve(
     erp: ErpSimulator,
     loyalty: LoyaltySimulator,
@@ -175,9 +218,24 @@ pub async fn serve_with(
     access: Access,
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let systems = Systems {
+        erp,
+        loyalty,
+        crm: CrmSimulator::new(),
+    };
+    serve_systems(systems, dialects, access, addr).await
+}
+
+/// [`serve`] of `systems` (the CRM included), with `dialects` in front of its ERP and loyalty platform.
+pub async fn serve_systems(
+    systems: Systems,
+    dialects: Dialects,
+    access: Access,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router_with(erp, loyalty, dialects, access);
+    let app = router_for(systems, dialects, access);
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "simulator server stopped");
@@ -338,7 +396,7 @@ pub(crate) async fn respond_as<T: Serialize>(
 }
 
 async fn post_sale(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BadRequest> {
@@ -348,7 +406,7 @@ async fn post_sale(
 }
 
 async fn cancel_order(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BadRequest> {
@@ -358,7 +416,7 @@ async fn cancel_order(
 }
 
 async fn reinstate(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BadRequest> {
@@ -368,7 +426,7 @@ async fn reinstate(
 }
 
 async fn post_return(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BadRequest> {
@@ -377,26 +435,135 @@ async fn post_return(
     Ok(respond(StatusCode::CREATED, sims.erp.post_return(&request, &key)).await)
 }
 
-async fn accrue(State(sims): State<Sims>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
+async fn accrue(State(sims): State<Systems>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
     let (key, request) = parse::<AccrualRequest>(&headers, &body)?;
     sims.loyalty.delay().await;
     Ok(respond(StatusCode::CREATED, sims.loyalty.accrue(&request, &key)).await)
 }
 
-async fn balance(State(sims): State<Sims>, Path(member_id): Path<String>) -> Response {
+/// The 404 of a member id that names no member (or is no member id at all).
+fn no_member(raw: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "member_not_found",
+        format!("no member {raw:?}"),
+    )
+}
+
+async fn balance(State(sims): State<Systems>, Path(member_id): Path<String>) -> Response {
     let Ok(member_id) = MemberId::parse(&member_id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "member_not_found",
-            format!("no member {member_id:?}"),
-        );
+        return no_member(&member_id);
     };
     sims.loyalty.delay().await;
     respond(StatusCode::OK, sims.loyalty.member_balance(&member_id)).await
 }
 
+/// The body of `POST /loyalty/v1/members`, and its answer.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Enrolment {
+    member_id: MemberId,
+}
+
+async fn enrol(State(sims): State<Systems>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
+    let (key, Enrolment { member_id }) = parse(&headers, &body)?;
+    sims.loyalty.delay().await;
+    let result = sims
+        .loyalty
+        .enrol(&member_id, &key)
+        .map(|()| Enrolment { member_id });
+    Ok(respond(StatusCode::CREATED, result).await)
+}
+
+/// The idempotency key and the snapshot of a `PUT` of a member, whose body must be the path's member.
+fn parse_snapshot(
+    headers: &HeaderMap,
+    body: &[u8],
+    path_member: &str,
+) -> Result<(String, MemberSnapshot), BadRequest> {
+    let (key, snapshot) = parse::<MemberSnapshot>(headers, body)?;
+    if snapshot.member_id.as_str() != path_member {
+        return Err(BadRequest {
+            code: "member_mismatch",
+            message: format!(
+                "the body is member {}, the path names {path_member:?}",
+                snapshot.member_id
+            ),
+        });
+    }
+    Ok((key, snapshot))
+}
+
+async fn sync_profile(
+    State(sims): State<Systems>,
+    Path(member_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, snapshot) = parse_snapshot(&headers, &body, &member_id)?;
+    sims.loyalty.delay().await;
+    Ok(respond(StatusCode::OK, sims.loyalty.sync_member(&snapshot, &key)).await)
+}
+
+/// The body of `POST /loyalty/v1/members/{duplicate_id}/merge`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeBody {
+    survivor_id: MemberId,
+}
+
+async fn merge(
+    State(sims): State<Systems>,
+    Path(duplicate_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, MergeBody { survivor_id }) = parse(&headers, &body)?;
+    let Ok(duplicate_id) = MemberId::parse(&duplicate_id) else {
+        return Ok(no_member(&duplicate_id));
+    };
+    sims.loyalty.delay().await;
+    let result: Result<MergeOutcome, SimError> = sims.loyalty.merge(&duplicate_id, &survivor_id, &key);
+    Ok(respond(StatusCode::OK, result).await)
+}
+
+async fn sync_customer(
+    State(sims): State<Systems>,
+    Path(member_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, snapshot) = parse_snapshot(&headers, &body, &member_id)?;
+    sims.erp.delay().await;
+    Ok(respond(StatusCode::OK, sims.erp.sync_member(&snapshot, &key)).await)
+}
+
+async fn sync_contact(
+    State(sims): State<Systems>,
+    Path(member_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let (key, snapshot) = parse_snapshot(&headers, &body, &member_id)?;
+    sims.crm.delay().await;
+    let result: Result<MemberSynced, SimError> = sims.crm.sync_member(&snapshot, &key);
+    Ok(respond(StatusCode::OK, result).await)
+}
+
+async fn get_contact(State(sims): State<Systems>, Path(raw): Path<String>) -> Response {
+    let Ok(member_id) = MemberId::parse(&raw) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "contact_not_found",
+            format!("no contact for {raw:?}"),
+        );
+    };
+    sims.crm.delay().await;
+    respond(StatusCode::OK, sims.crm.get_contact(&member_id)).await
+}
+
 async fn create_hold(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BadRequest> {
@@ -414,7 +581,7 @@ fn no_hold(raw: &str) -> Response {
     )
 }
 
-async fn get_hold(State(sims): State<Sims>, Path(raw): Path<String>) -> Response {
+async fn get_hold(State(sims): State<Systems>, Path(raw): Path<String>) -> Response {
     let Ok(hold_id) = HoldId::parse(&raw) else {
         return no_hold(&raw);
     };
@@ -423,7 +590,7 @@ async fn get_hold(State(sims): State<Sims>, Path(raw): Path<String>) -> Response
 }
 
 async fn commit_hold(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -437,7 +604,7 @@ async fn commit_hold(
 }
 
 async fn release_hold(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -450,7 +617,7 @@ async fn release_hold(
     Ok(respond(StatusCode::OK, sims.loyalty.release_hold(&hold_id, &key)).await)
 }
 
-async fn adjust(State(sims): State<Sims>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
+async fn adjust(State(sims): State<Systems>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
     let (key, request) = parse::<AdjustmentRequest>(&headers, &body)?;
     sims.loyalty.delay().await;
     Ok(respond(StatusCode::CREATED, sims.loyalty.adjust(&request, &key)).await)
@@ -460,20 +627,21 @@ fn unknown_system(system: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "unknown_system",
-        format!("{system:?} is neither erp nor loyalty"),
+        format!("{system:?} is not erp, loyalty or crm"),
     )
 }
 
-async fn get_faults(State(sims): State<Sims>, Path(system): Path<String>) -> Response {
+async fn get_faults(State(sims): State<Systems>, Path(system): Path<String>) -> Response {
     match system.as_str() {
         "erp" => Json(sims.erp.faults()).into_response(),
         "loyalty" => Json(sims.loyalty.faults()).into_response(),
+        "crm" => Json(sims.crm.faults()).into_response(),
         _ => unknown_system(&system),
     }
 }
 
 async fn put_faults(
-    State(sims): State<Sims>,
+    State(sims): State<Systems>,
     Path(system): Path<String>,
     body: Bytes,
 ) -> Result<Response, BadRequest> {
@@ -485,13 +653,14 @@ async fn put_faults(
     match system.as_str() {
         "erp" => sims.erp.set_faults(faults.clone()),
         "loyalty" => sims.loyalty.set_faults(faults.clone()),
+        "crm" => sims.crm.set_faults(faults.clone()),
         _ => return Ok(unknown_system(&system)),
     }
     tracing::info!(%system, ?faults, "faults set");
     Ok(Json(faults).into_response())
 }
 
-async fn state(State(sims): State<Sims>) -> Json<SimState> {
+async fn state(State(sims): State<Systems>) -> Json<SimState> {
     Json(SimState {
         erp_requests: sims.erp.requests(),
         erp_postings: sims.erp.postings(),
@@ -499,5 +668,9 @@ async fn state(State(sims): State<Sims>) -> Json<SimState> {
         loyalty_transactions: sims.loyalty.transactions(),
         balances: sims.loyalty.balances(),
         holds: sims.loyalty.holds(),
+        loyalty_members: sims.loyalty.members(),
+        erp_customers: sims.erp.customers(),
+        crm_requests: sims.crm.requests(),
+        crm_contacts: sims.crm.contacts(),
     })
 }

@@ -1,17 +1,20 @@
-//! The simulators as adapters of the core `Erp` and `Loyalty` ports, called in-process: the fast path of
-//! the local runner and the benchmarks (no sockets, no serialization).
+//! The simulators as adapters of the core `Erp`, `Loyalty`, `LoyaltyMembers` and `MemberSync` ports,
+//! called in-process: the fast path of the local runner and the benchmarks (no sockets, no
+//! serialization).
 
 use async_trait::async_trait;
 
 use retail_sync_contracts::events::ReasonCode;
-use retail_sync_contracts::values::{HoldId, MemberId};
+use retail_sync_contracts::values::{HoldId, MemberId, Points};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
     Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Erp, ErpCancelRequest,
     ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, Loyalty,
+    LoyaltyMembers, MemberSnapshot, MemberSync,
 };
 
+use crate::crm::CrmSimulator;
 use crate::erp::ErpSimulator;
 use crate::error::SimError;
 use crate::loyalty::LoyaltySimulator;
@@ -22,13 +25,34 @@ pub struct InProcessErp(pub ErpSimulator);
 #[derive(Clone)]
 pub struct InProcessLoyalty(pub LoyaltySimulator);
 
+#[derive(Clone)]
+pub struct InProcessCrm(pub CrmSimulator);
+
+/// What the CRM's refusals are reported as: there is no reason of its own, and the only refusal it has
+/// (a reused key) is a rule broken by the caller.
+pub const CRM_REJECTED: ReasonCode = ReasonCode::BusinessRuleViolation;
+
+/// The refusals whose code says more than the system that refused: the member workflow acts on an
+/// unknown member or a refused merge whichever call met them (the system API contract gives these codes
+/// the same meaning on every route).
+pub fn reason_of_code(code: &str) -> Option<ReasonCode> {
+    match code {
+        "member_not_found" | "enrolment_refused" => Some(ReasonCode::MemberNotEnrolled),
+        "merge_refused" | "member_merged" => Some(ReasonCode::MergeRefused),
+        _ => None,
+    }
+}
+
 /// A refusal is the system's final word; a fault is what a network call would have shown as a 503 or a
 /// timeout. An injected timeout returns at once: in-process there is no client timer to wait out.
 /// Refusals of a hold commit are `RedemptionRefused`, so the order workflow can tell that its points
-/// could not be spent from any other loyalty refusal.
+/// could not be spent from any other loyalty refusal; the codes of [`reason_of_code`] override `reason`.
 pub(crate) fn to_port_error(e: SimError, what: &'static str, reason: ReasonCode) -> Error {
     match e {
-        SimError::Refused { code, message, .. } => Error::rejected(reason, format!("{code}: {message}")),
+        SimError::Refused { code, message, .. } => Error::rejected(
+            reason_of_code(code).unwrap_or(reason),
+            format!("{code}: {message}"),
+        ),
         SimError::Throttled { retry_after_ms } => {
             let wait = std::time::Duration::from_millis(retry_after_ms);
             Error::unavailable_for(what, SimError::Throttled { retry_after_ms }, wait)
@@ -77,6 +101,62 @@ impl Erp for InProcessErp {
         self.0
             .reinstate(request, key.as_str())
             .map_err(|e| to_port_error(e, "erp", ReasonCode::ErpRejected))
+    }
+}
+
+#[async_trait]
+impl MemberSync for InProcessErp {
+    async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
+        self.0.delay().await;
+        self.0
+            .sync_member(snapshot, key.as_str())
+            .map(drop)
+            .map_err(|e| to_port_error(e, "erp", ReasonCode::ErpRejected))
+    }
+}
+
+#[async_trait]
+impl MemberSync for InProcessCrm {
+    async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
+        self.0.delay().await;
+        self.0
+            .sync_member(snapshot, key.as_str())
+            .map(drop)
+            .map_err(|e| to_port_error(e, "crm", CRM_REJECTED))
+    }
+}
+
+#[async_trait]
+impl MemberSync for InProcessLoyalty {
+    async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
+        self.0.delay().await;
+        self.0
+            .sync_member(snapshot, key.as_str())
+            .map(drop)
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
+}
+
+#[async_trait]
+impl LoyaltyMembers for InProcessLoyalty {
+    async fn enrol(&self, member_id: &MemberId, key: &IdempotencyKey) -> Result<(), Error> {
+        self.0.delay().await;
+        self.0
+            .enrol(member_id, key.as_str())
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
+
+    async fn merge(
+        &self,
+        duplicate: &MemberId,
+        survivor: &MemberId,
+        key: &IdempotencyKey,
+    ) -> Result<Points, Error> {
+        self.0.delay().await;
+        self.0
+            .merge(duplicate, survivor, key.as_str())
+            .map(|m| m.points_moved)
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::MergeRefused))
     }
 }
 

@@ -1,13 +1,30 @@
 //! The loyalty simulator. Rules:
 //!
 //! Members
-//! - member ids starting with `unknown-` do not exist: every call about one is refused (404
-//!   `member_not_found`), until the member is enrolled (`seed_balance`);
-//! - any other member is enrolled by the first call that gives them points (an accrual, a re-credit, a
-//!   seeded balance); a member never seen has balance 0 and nothing held, and reading that does not
-//!   enrol them;
+//! - a member exists once enrolled: by [`LoyaltySimulator::enrol`] (balance 0), or by
+//!   [`LoyaltySimulator::seed_balance`] (an opening balance, for demos and tests; also what an operator
+//!   does before retrying a call refused as `member_not_found`). Nobody is enrolled by being given
+//!   points, and reading does not enrol either: every call about a member not enrolled (accrue,
+//!   balance, hold, adjust, profile sync, merge) is refused (404 `member_not_found`);
+//! - enrolling an enrolled member changes nothing; ids starting with `unknown-` were never issued as
+//!   cards and are refused (422 `enrolment_refused`);
+//! - a member's profile is the last member snapshot synced to them, kept whole when its revision is
+//!   higher than the stored one's, else left as it is (an erased member's keeps no personal data);
 //! - a member's state is a balance and the open holds on it: `held` is what the holds reserve,
 //!   `available = balance − held` what a new hold or a reversal may take. `0 ≤ held ≤ balance` always.
+//!
+//! Merging
+//! - merging a duplicate into a survivor moves the duplicate's whole balance, as a `merge_out`
+//!   transaction on the duplicate and a `merge_in` on the survivor (each naming the other member), and
+//!   closes the duplicate as merged. The duplicate's earlier transactions stay on its own ledger, which
+//!   keeps "opening balance + ledger = balance" true per member: the merge pair links the two histories;
+//! - refused (422 `merge_refused`): the same member twice, a duplicate merged into another member, a
+//!   survivor that is itself merged, a duplicate with open holds (they must be committed, released or
+//!   expire first), a survivor balance past the largest one; refused (404 `member_not_found`) when
+//!   either is not enrolled. Merging a duplicate already merged into the same survivor returns the first
+//!   merge's points moved, under any key, and moves nothing more;
+//! - a merged member can still be read (balance 0) and synced, but every call that gives or takes points
+//!   (accrue, hold, adjust) is refused (409 `member_merged`, naming the survivor);
 //!
 //! Earning
 //! - points = eligible net amount in whole currency units, rounded down: `eligible_minor /
@@ -42,11 +59,12 @@
 //!
 //! Books
 //! - every change of a balance is a ledger transaction numbered `LT-00000001`, … of kind `accrual`,
-//!   `redemption`, `reversal` or `recredit` with its signed points (seeded balances are opening
-//!   balances, outside the ledger);
+//!   `redemption`, `reversal`, `recredit`, `merge_out` or `merge_in` with its signed points (seeded
+//!   balances are opening balances, outside the ledger);
 //! - the idempotency contract is the ERP's, over one key space for every mutating call (accrue, hold,
-//!   commit, release, adjust): first answer again for a repeated key, 409 `idempotency_key_reused` if the
-//!   key comes with another request;
+//!   commit, release, adjust, enrol, profile sync, merge): first answer again for a repeated key, 409
+//!   `idempotency_key_reused` if the key comes with another request. Each of them is journaled, so a
+//!   replayed journal enrols, syncs and merges again too;
 //! - reads (balance, hold) are not counted as requests and meet only the `down` fault (503) and the
 //!   latency: the scripted and random faults are for the calls that change something.
 
@@ -56,18 +74,19 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::events::TransactionRef;
+use retail_sync_contracts::events::{MemberStatus, TransactionRef};
 use retail_sync_contracts::values::{
     Amount, Currency, ExternalRef, HoldId, MAX_SAFE_INTEGER, MemberId, Points,
 };
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{
     Accrual, AccrualRequest, Adjustment, AdjustmentKind, AdjustmentRequest, Balance, Clock, CommitRequest,
-    Hold, HoldRequest, HoldStatus, SystemClock,
+    Hold, HoldRequest, HoldStatus, MemberSnapshot, SystemClock,
 };
 
 use crate::error::SimError;
 use crate::faults::Faults;
+use crate::members::{MemberSynced, keep_latest};
 use crate::system::{Gate, Shared, parse_journal, write_journal};
 
 /// What a ledger transaction did.
@@ -82,6 +101,10 @@ pub enum LoyaltyTransactionKind {
     Reversal,
     /// Redeemed points given back.
     Recredit,
+    /// A merged duplicate's balance leaving it (`counterpart_member_id`: the survivor).
+    MergeOut,
+    /// A merged duplicate's balance arriving at the survivor (`counterpart_member_id`: the duplicate).
+    MergeIn,
 }
 
 impl LoyaltyTransactionKind {
@@ -91,6 +114,8 @@ impl LoyaltyTransactionKind {
             Self::Redemption => "redemption",
             Self::Reversal => "reversal",
             Self::Recredit => "recredit",
+            Self::MergeOut => "merge_out",
+            Self::MergeIn => "merge_in",
         }
     }
 }
@@ -102,10 +127,12 @@ pub struct LoyaltyTransaction {
     pub kind: LoyaltyTransactionKind,
     pub idempotency_key: String,
     pub member_id: MemberId,
-    /// What earned, spent or is corrected.
-    pub transaction: TransactionRef,
-    /// Signed change of the balance: positive for accruals and re-credits, negative for redemptions and
-    /// reversals. The ledger's sum per member plus their opening balance is their balance.
+    /// What earned, spent or is corrected; merges have none (they move a balance, not a sale's points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionRef>,
+    /// Signed change of the balance: positive for accruals, re-credits and merges in, negative for
+    /// redemptions, reversals and merges out. The ledger's sum per member plus their opening balance is
+    /// their balance.
     pub points: i64,
     pub balance_after: Points,
     /// Accruals: the currency of `eligible_minor`; redemptions: of `value_minor`.
@@ -125,9 +152,42 @@ pub struct LoyaltyTransaction {
     /// Reversals that could not take all they asked for: the points asked (`points` is what was taken).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_points: Option<Points>,
-    /// The caller's instant for accruals and adjustments; the platform's clock for redemptions (a commit
-    /// carries none).
+    /// Merges only: the other member of the merge (the survivor on `merge_out`, the duplicate on
+    /// `merge_in`), which links the duplicate's history to the survivor's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterpart_member_id: Option<MemberId>,
+    /// The caller's instant for accruals and adjustments; the platform's clock for redemptions and
+    /// merges (their calls carry none).
     pub occurred_at: Timestamp,
+}
+
+/// A merge as the idempotency record and the journal keep it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeRequest {
+    pub duplicate_id: MemberId,
+    pub survivor_id: MemberId,
+}
+
+/// What a merge answers: the points it moved (0 for an empty balance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOutcome {
+    pub points_moved: Points,
+}
+
+/// A member as the platform shows them (reports, tests, the admin state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoyaltyMemberView {
+    pub member_id: MemberId,
+    /// `active`, or `merged` once merged into `merged_into` (the platform's own status; an erasure is
+    /// in the profile).
+    pub status: MemberStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<MemberId>,
+    pub balance: Points,
+    pub held: Points,
+    /// The last member snapshot synced to the member, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<MemberSnapshot>,
 }
 
 /// Every mutating call, as the idempotency record keeps it.
@@ -139,6 +199,9 @@ pub enum LoyaltyCall {
     Commit(HoldId, CommitRequest),
     Release(HoldId),
     Adjust(AdjustmentRequest),
+    Enrol(MemberId),
+    SyncMember(MemberSnapshot),
+    Merge(MergeRequest),
 }
 
 /// Every answer of a mutating call, as the idempotency record keeps it.
@@ -147,6 +210,9 @@ pub enum LoyaltyAnswer {
     Accrual(Accrual),
     Hold(Hold),
     Adjustment(Adjustment),
+    Enrolled,
+    MemberSynced(MemberSynced),
+    MergeOutcome(MergeOutcome),
 }
 
 /// The answer type of one kind of call, in and out of [`LoyaltyAnswer`]. A key's recorded answer is
@@ -178,12 +244,31 @@ macro_rules! answer {
 answer!(Accrual);
 answer!(Hold);
 answer!(Adjustment);
+answer!(MemberSynced);
+answer!(MergeOutcome);
 
-/// A member's points, as plain numbers: the rules keep `0 ≤ held ≤ balance ≤ MAX_SAFE_INTEGER`.
-#[derive(Debug, Clone, Copy, Default)]
+/// An enrolment answers nothing but success.
+impl Answer for () {
+    fn wrap(self) -> LoyaltyAnswer {
+        LoyaltyAnswer::Enrolled
+    }
+    fn unwrap(answer: LoyaltyAnswer) -> Self {
+        match answer {
+            LoyaltyAnswer::Enrolled => {}
+            other => unreachable!("a key's recorded answer has its request's kind, got {other:?} for an enrolment"),
+        }
+    }
+}
+
+/// An enrolled member: points as plain numbers (the rules keep `0 ≤ held ≤ balance ≤
+/// MAX_SAFE_INTEGER`), whether they were merged, and their profile.
+#[derive(Debug, Clone, Default)]
 struct Member {
     balance: i64,
     held: i64,
+    /// Once merged: the survivor, and the points the merge moved (what merging again answers).
+    merged: Option<(MemberId, Points)>,
+    profile: Option<MemberSnapshot>,
 }
 
 /// The platform's books; apart from the gate so that the gate's `apply` can borrow them.
@@ -225,15 +310,155 @@ fn hold_not_found(hold_id: &HoldId) -> SimError {
     SimError::refused(404, "hold_not_found", format!("no hold {hold_id}"))
 }
 
+fn merge_refused(message: String) -> SimError {
+    SimError::refused(422, "merge_refused", message)
+}
+
 impl Books {
-    /// An `unknown-` member does not exist until it is enrolled ([`LoyaltySimulator::seed_balance`]:
-    /// the fix before an operator retries an accrual refused as `member_not_found`).
-    fn check_member<'m>(&self, member_id: &'m MemberId) -> Result<&'m str, SimError> {
-        let member = member_id.as_str();
-        if member.starts_with("unknown-") && !self.members.contains_key(member) {
-            return Err(member_not_found(member));
+    /// An enrolled member (merged or not); 404 `member_not_found` for anyone else.
+    fn enrolled(&self, member_id: &MemberId) -> Result<&Member, SimError> {
+        self.members
+            .get(member_id.as_str())
+            .ok_or_else(|| member_not_found(member_id.as_str()))
+    }
+
+    /// An enrolled member that may be given or take points: not merged (409 `member_merged`, naming
+    /// the survivor the caller should use instead).
+    fn active(&self, member_id: &MemberId) -> Result<&Member, SimError> {
+        let m = self.enrolled(member_id)?;
+        match &m.merged {
+            Some((survivor, _)) => Err(SimError::refused(
+                409,
+                "member_merged",
+                format!("member {member_id} was merged into {survivor}"),
+            )),
+            None => Ok(m),
         }
-        Ok(member)
+    }
+
+    /// [`Books::active`] for a change, once every refusal has been checked.
+    fn active_mut(&mut self, member_id: &MemberId) -> Result<&mut Member, SimError> {
+        self.active(member_id)?;
+        self.members
+            .get_mut(member_id.as_str())
+            .ok_or_else(|| member_not_found(member_id.as_str()))
+    }
+
+    fn enrol(&mut self, member_id: &MemberId) -> Result<(), SimError> {
+        let member = member_id.as_str();
+        if self.members.contains_key(member) {
+            return Ok(());
+        }
+        if member.starts_with("unknown-") {
+            return Err(SimError::refused(
+                422,
+                "enrolment_refused",
+                format!("member {member}: no card was issued with this number"),
+            ));
+        }
+        self.members.insert(member.to_owned(), Member::default());
+        Ok(())
+    }
+
+    fn sync_member(&mut self, snapshot: &MemberSnapshot) -> Result<MemberSynced, SimError> {
+        self.enrolled(&snapshot.member_id)?;
+        let m = self
+            .members
+            .get_mut(snapshot.member_id.as_str())
+            .ok_or_else(|| member_not_found(snapshot.member_id.as_str()))?;
+        Ok(keep_latest(&mut m.profile, snapshot))
+    }
+
+    fn merge(&mut self, request: &MergeRequest, key: &str, now: Timestamp) -> Result<MergeOutcome, SimError> {
+        let (duplicate_id, survivor_id) = (&request.duplicate_id, &request.survivor_id);
+        if duplicate_id == survivor_id {
+            return Err(merge_refused(format!(
+                "member {duplicate_id} cannot be merged into itself"
+            )));
+        }
+        let duplicate = self.enrolled(duplicate_id)?;
+        let survivor = self.enrolled(survivor_id)?;
+        match &duplicate.merged {
+            // Merged before into this survivor (under another key, say after the first answer was lost
+            // with its key): the first merge's answer, nothing moved again.
+            Some((into, moved)) if into == survivor_id => {
+                return Ok(MergeOutcome { points_moved: *moved });
+            }
+            Some((into, _)) => {
+                return Err(merge_refused(format!(
+                    "member {duplicate_id} was already merged into {into}"
+                )));
+            }
+            None => {}
+        }
+        if let Some((into, _)) = &survivor.merged {
+            return Err(merge_refused(format!(
+                "survivor {survivor_id} was itself merged into {into}"
+            )));
+        }
+        // Held points were promised to a basket on the duplicate's account: moving them would break the
+        // hold's commit, and leaving them would leave a merged member with points.
+        if duplicate.held > 0 {
+            return Err(merge_refused(format!(
+                "member {duplicate_id} has {} points in open holds",
+                duplicate.held
+            )));
+        }
+        let moved = duplicate.balance;
+        let survivor_balance = survivor.balance + moved;
+        if survivor_balance > MAX_SAFE_INTEGER {
+            return Err(merge_refused(format!(
+                "survivor {survivor_id}: a balance above {MAX_SAFE_INTEGER}"
+            )));
+        }
+        let moved = points(moved);
+        let transaction = |books: &Self, kind, member_id: &MemberId, counterpart: &MemberId, delta, after| {
+            LoyaltyTransaction {
+                loyalty_transaction_id: books.next_transaction_id(),
+                kind,
+                idempotency_key: key.to_owned(),
+                member_id: member_id.clone(),
+                transaction: None,
+                points: delta,
+                balance_after: points(after),
+                currency: None,
+                eligible_minor: None,
+                hold_id: None,
+                value_minor: None,
+                reference: None,
+                requested_points: None,
+                counterpart_member_id: Some(counterpart.clone()),
+                occurred_at: now,
+            }
+        };
+        // Both sides are booked even for an empty balance: the pair is what links the two histories.
+        let out = transaction(
+            self,
+            LoyaltyTransactionKind::MergeOut,
+            duplicate_id,
+            survivor_id,
+            -moved.get(),
+            0,
+        );
+        self.transactions.push(out);
+        let into = transaction(
+            self,
+            LoyaltyTransactionKind::MergeIn,
+            survivor_id,
+            duplicate_id,
+            moved.get(),
+            survivor_balance,
+        );
+        self.transactions.push(into);
+        // Both were found enrolled above, under the same lock.
+        if let Some(d) = self.members.get_mut(duplicate_id.as_str()) {
+            d.balance = 0;
+            d.merged = Some((survivor_id.clone(), moved));
+        }
+        if let Some(s) = self.members.get_mut(survivor_id.as_str()) {
+            s.balance = survivor_balance;
+        }
+        Ok(MergeOutcome { points_moved: moved })
     }
 
     /// Expires the held holds due at `now`: their points become available again.
@@ -270,8 +495,7 @@ impl Books {
     }
 
     fn balance(&self, member_id: &MemberId) -> Result<Balance, SimError> {
-        let member = self.check_member(member_id)?;
-        let m = self.members.get(member).copied().unwrap_or_default();
+        let m = self.enrolled(member_id)?;
         Ok(Balance {
             member_id: member_id.clone(),
             balance: points(m.balance),
@@ -281,25 +505,19 @@ impl Books {
     }
 
     fn accrue(&mut self, request: &AccrualRequest, key: &str) -> Result<Accrual, SimError> {
-        let member = self.check_member(&request.member_id)?;
+        let member = request.member_id.as_str();
         let earned = points_for(request.eligible_minor, request.currency);
-        let m = self.members.get(member).copied().unwrap_or_default();
+        let m = self.active(&request.member_id)?;
         let balance = Points::new(m.balance + earned.get())
             .map_err(|e| SimError::refused(422, "balance_limit", format!("member {member}: {e}")))?;
+        self.active_mut(&request.member_id)?.balance = balance.get();
         let loyalty_transaction_id = self.next_transaction_id();
-        self.members.insert(
-            member.to_owned(),
-            Member {
-                balance: balance.get(),
-                ..m
-            },
-        );
         self.transactions.push(LoyaltyTransaction {
             loyalty_transaction_id: loyalty_transaction_id.clone(),
             kind: LoyaltyTransactionKind::Accrual,
             idempotency_key: key.to_owned(),
             member_id: request.member_id.clone(),
-            transaction: request.transaction.clone(),
+            transaction: Some(request.transaction.clone()),
             points: earned.get(),
             balance_after: balance,
             currency: Some(request.currency),
@@ -308,6 +526,7 @@ impl Books {
             value_minor: None,
             reference: None,
             requested_points: None,
+            counterpart_member_id: None,
             occurred_at: request.occurred_at,
         });
         Ok(Accrual {
@@ -318,7 +537,8 @@ impl Books {
     }
 
     fn create_hold(&mut self, request: &HoldRequest, now: Timestamp) -> Result<Hold, SimError> {
-        let member = self.check_member(&request.member_id)?;
+        let member = request.member_id.as_str();
+        let m = self.active(&request.member_id)?;
         let wanted = request.points.get();
         if wanted == 0 {
             return Err(SimError::refused(422, "invalid_hold", "a hold of 0 points"));
@@ -330,7 +550,6 @@ impl Books {
                 format!("expires_at {} is not after now ({now})", request.expires_at),
             ));
         }
-        let m = self.members.get(member).copied().unwrap_or_default();
         let available = m.balance - m.held;
         if available < wanted {
             return Err(SimError::refused(
@@ -365,8 +584,7 @@ impl Books {
             transaction: None,
             loyalty_transaction_id: None,
         };
-        // A member is only enrolled by being given points; one with an open hold has some already.
-        self.members.entry(member.to_owned()).or_default().held += wanted;
+        self.active_mut(&request.member_id)?.held += wanted;
         self.holds.push(hold.clone());
         self.hold_index.insert(hold_id, i);
         self.open.insert((request.expires_at, i));
@@ -442,7 +660,7 @@ impl Books {
             kind: LoyaltyTransactionKind::Redemption,
             idempotency_key: key.to_owned(),
             member_id: hold.member_id.clone(),
-            transaction: request.transaction.clone(),
+            transaction: Some(request.transaction.clone()),
             points: -spent,
             balance_after,
             currency: Some(hold.currency),
@@ -451,6 +669,7 @@ impl Books {
             value_minor: Some(hold.value_minor),
             reference: None,
             requested_points: None,
+            counterpart_member_id: None,
             occurred_at: now,
         });
         let hold = &mut self.holds[i];
@@ -480,7 +699,9 @@ impl Books {
     }
 
     fn adjust(&mut self, request: &AdjustmentRequest, key: &str) -> Result<Adjustment, SimError> {
-        let member = self.check_member(&request.member_id)?;
+        let member = request.member_id.as_str();
+        let m = self.active(&request.member_id)?;
+        let (balance, held) = (m.balance, m.held);
         let asked = request.points.get();
         if asked == 0 {
             return Err(SimError::refused(
@@ -489,10 +710,9 @@ impl Books {
                 "an adjustment of 0 points",
             ));
         }
-        let m = self.members.get(member).copied().unwrap_or_default();
         let (kind, delta) = match request.kind {
             AdjustmentKind::Recredit => {
-                if m.balance + asked > MAX_SAFE_INTEGER {
+                if balance + asked > MAX_SAFE_INTEGER {
                     return Err(SimError::refused(
                         422,
                         "balance_limit",
@@ -501,17 +721,17 @@ impl Books {
                 }
                 (LoyaltyTransactionKind::Recredit, asked)
             }
-            AdjustmentKind::Reversal => (LoyaltyTransactionKind::Reversal, -asked.min(m.balance - m.held)),
+            AdjustmentKind::Reversal => (LoyaltyTransactionKind::Reversal, -asked.min(balance - held)),
         };
-        let balance = m.balance + delta;
-        self.members.insert(member.to_owned(), Member { balance, ..m });
+        let balance = balance + delta;
+        self.active_mut(&request.member_id)?.balance = balance;
         let loyalty_transaction_id = self.next_transaction_id();
         self.transactions.push(LoyaltyTransaction {
             loyalty_transaction_id: loyalty_transaction_id.clone(),
             kind,
             idempotency_key: key.to_owned(),
             member_id: request.member_id.clone(),
-            transaction: request.transaction.clone(),
+            transaction: Some(request.transaction.clone()),
             points: delta,
             balance_after: points(balance),
             currency: None,
@@ -520,6 +740,7 @@ impl Books {
             value_minor: None,
             reference: Some(request.reference.clone()),
             requested_points: (delta.abs() != asked).then_some(request.points),
+            counterpart_member_id: None,
             occurred_at: request.occurred_at,
         });
         Ok(Adjustment {
@@ -534,6 +755,21 @@ impl Books {
 #[derive(Clone, Default)]
 pub struct LoyaltySimulator {
     shared: Arc<Shared<LoyaltyState>>,
+}
+
+fn view(member_id: MemberId, m: &Member) -> LoyaltyMemberView {
+    LoyaltyMemberView {
+        member_id,
+        status: if m.merged.is_some() {
+            MemberStatus::Merged
+        } else {
+            MemberStatus::Active
+        },
+        merged_into: m.merged.as_ref().map(|(survivor, _)| survivor.clone()),
+        balance: points(m.balance),
+        held: points(m.held),
+        profile: m.profile.clone(),
+    }
 }
 
 /// The earning rule: whole currency units of the eligible amount, rounded down.
@@ -566,8 +802,10 @@ impl LoyaltySimulator {
         self.shared.lock().clock = clock;
     }
 
-    /// Gives `member` an opening balance of `balance` points, outside the ledger, for demos and tests.
-    /// Replaces their balance, but never below what their open holds reserve.
+    /// Enrols `member` if they are not (any id, `unknown-` ones included: an operator's fix) and gives
+    /// them an opening balance of `balance` points, outside the ledger, for demos and tests. Replaces
+    /// their balance, but never below what their open holds reserve. (An operator's act on the platform,
+    /// not a call: not journaled; a local run seeds again before it replays the journal.)
     pub fn seed_balance(&self, member: &str, balance: Points) {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
@@ -654,6 +892,34 @@ impl LoyaltySimulator {
         self.call(&call, key, |books, _| books.adjust(request, key))
     }
 
+    /// Enrols a member with balance 0 under the rules above (a no-op for an enrolled one).
+    pub fn enrol(&self, member_id: &MemberId, key: &str) -> Result<(), SimError> {
+        let call = LoyaltyCall::Enrol(member_id.clone());
+        self.call(&call, key, |books, _| books.enrol(member_id))
+    }
+
+    /// Keeps `snapshot` as the enrolled member's profile unless a later revision is kept; answers the
+    /// revision kept.
+    pub fn sync_member(&self, snapshot: &MemberSnapshot, key: &str) -> Result<MemberSynced, SimError> {
+        let call = LoyaltyCall::SyncMember(snapshot.clone());
+        self.call(&call, key, |books, _| books.sync_member(snapshot))
+    }
+
+    /// Merges `duplicate_id` into `survivor_id` under the rules above; answers the points moved.
+    pub fn merge(
+        &self,
+        duplicate_id: &MemberId,
+        survivor_id: &MemberId,
+        key: &str,
+    ) -> Result<MergeOutcome, SimError> {
+        let request = MergeRequest {
+            duplicate_id: duplicate_id.clone(),
+            survivor_id: survivor_id.clone(),
+        };
+        let call = LoyaltyCall::Merge(request.clone());
+        self.call(&call, key, |books, now| books.merge(&request, key, now))
+    }
+
     /// Keeps the journal of applied calls from now on (see `system`).
     pub fn keep_journal(&self) {
         self.shared.lock().gate.keep_journal();
@@ -684,6 +950,9 @@ impl LoyaltySimulator {
                 LoyaltyCall::Commit(hold, r) => self.commit_hold(hold, r, key).map(drop),
                 LoyaltyCall::Release(hold) => self.release_hold(hold, key).map(drop),
                 LoyaltyCall::Adjust(r) => self.adjust(r, key).map(drop),
+                LoyaltyCall::Enrol(member) => self.enrol(member, key),
+                LoyaltyCall::SyncMember(snapshot) => self.sync_member(snapshot, key).map(drop),
+                LoyaltyCall::Merge(r) => self.merge(&r.duplicate_id, &r.survivor_id, key).map(drop),
             }
             .map_err(|e| format!("loyalty journal entry {key}: {e}"))
         });
@@ -708,7 +977,26 @@ impl LoyaltySimulator {
             .collect()
     }
 
-    /// Every ledger transaction (accruals, redemptions, reversals, re-credits), in order.
+    /// The member as the platform shows them; `None` for a member never enrolled.
+    pub fn member(&self, member_id: &MemberId) -> Option<LoyaltyMemberView> {
+        let state = self.shared.lock();
+        let m = state.books.members.get(member_id.as_str())?;
+        Some(view(member_id.clone(), m))
+    }
+
+    /// Every enrolled member, merged ones included, by member id. (A balance seeded under a string that
+    /// is no member id names nobody a call could reach, and is left out.)
+    pub fn members(&self) -> Vec<LoyaltyMemberView> {
+        let state = self.shared.lock();
+        state
+            .books
+            .members
+            .iter()
+            .filter_map(|(id, m)| Some(view(MemberId::parse(id.as_str()).ok()?, m)))
+            .collect()
+    }
+
+    /// Every ledger transaction (accruals, redemptions, reversals, re-credits, merges), in order.
     pub fn transactions(&self) -> Vec<LoyaltyTransaction> {
         self.shared.lock().books.transactions.clone()
     }

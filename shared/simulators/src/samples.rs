@@ -2,15 +2,15 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use retail_sync_contracts::events::{ReturnLine, TransactionRef};
+use retail_sync_contracts::events::{MemberStatus, ReturnLine, TransactionRef};
 use retail_sync_contracts::values::{
     Amount, CancellationId, Currency, MemberId, OrderId, Points, ReceiptId, ReturnId, ShipmentId, Sku,
-    StoreId,
+    StoreId, Tier,
 };
 use retail_sync_contracts::{LineItem, Totals};
 use retail_sync_core::ports::{
     AccrualRequest, AdjustmentKind, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReinstateRequest,
-    ErpReturnRequest, ErpSaleRequest, HoldRequest,
+    ErpReturnRequest, ErpSaleRequest, HoldRequest, MemberSnapshot,
 };
 
 /// A receipt reference. The identifiers are the caller's; a bad one is a bug in the caller, hence the
@@ -185,5 +185,36 @@ pub fn adjustment(
         reference: reference.to_owned(),
         points: points(adjusted),
         occurred_at: at(),
+    }
+}
+
+/// An active member at `revision`: gold tier, home store `store-1`, consenting to marketing, with made-up
+/// personal data (`Ada Example`, `ada@example.com`, `+4930123456`).
+pub fn member_snapshot(member_id: &str, revision: u64) -> MemberSnapshot {
+    MemberSnapshot {
+        member_id: member(member_id),
+        revision,
+        status: MemberStatus::Active,
+        tier: Some(Tier::parse("gold").expect("a valid tier")),
+        home_store_id: Some(StoreId::parse("store-1").expect("a valid store id")),
+        marketing_consent: true,
+        name: Some("Ada Example".to_owned()),
+        email: Some("ada@example.com".to_owned()),
+        phone: Some("+4930123456".to_owned()),
+        marketing_email: Some("ada@example.com".to_owned()),
+        merged_into: None,
+    }
+}
+
+/// The member of [`member_snapshot`] erased at `revision`: no personal data, no consent.
+pub fn erased_snapshot(member_id: &str, revision: u64) -> MemberSnapshot {
+    MemberSnapshot {
+        status: MemberStatus::Erased,
+        marketing_consent: false,
+        name: None,
+        email: None,
+        phone: None,
+        marketing_email: None,
+        ..member_snapshot(member_id, revision)
     }
 }

@@ -1,0 +1,48 @@
+//! The CRM's member system API over HTTP (contract: `openapi/crm.yaml`): contacts kept current from
+//! retail-sync's member records.
+
+use async_trait::async_trait;
+
+use retail_sync_contracts::events::ReasonCode;
+use retail_sync_core::Error;
+use retail_sync_core::idempotency::IdempotencyKey;
+use retail_sync_core::ports::{MemberSnapshot, MemberSync};
+
+use crate::api::{Auth, JsonApi};
+use crate::config::HttpConfig;
+use crate::error::ConnectorError;
+
+/// Cheap to clone: clones share one connection pool. Build it once per process.
+#[derive(Clone)]
+pub struct HttpCrm {
+    api: JsonApi,
+}
+
+impl HttpCrm {
+    pub fn new(config: &HttpConfig, auth: Auth) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            api: JsonApi::new(config, auth, "crm", ReasonCode::CrmRejected)?,
+        })
+    }
+
+    /// From `CRM_BASE_URL` and the optional `CRM_*` settings of [`HttpConfig::from_env`], with the
+    /// authentication of [`Auth::from_env`] (credentials from the environment).
+    pub fn from_env() -> Result<Self, ConnectorError> {
+        Self::new(&HttpConfig::from_env("CRM")?, Auth::from_env("CRM")?)
+    }
+}
+
+/// A contact is the member's whole record: the CRM replaces what it holds unless it holds a later
+/// revision (an erased member's snapshot carries no personal data, and the CRM keeps none).
+#[async_trait]
+impl MemberSync for HttpCrm {
+    async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
+        // Member ids are validated identifiers (`[A-Za-z0-9][A-Za-z0-9._-]*`): safe as a path segment.
+        let path = format!("/crm/v1/contacts/{}", snapshot.member_id);
+        let _: serde_json::Value = self
+            .api
+            .put_refused_as(&path, snapshot, key, |_| ReasonCode::CrmRejected)
+            .await?;
+        Ok(())
+    }
+}

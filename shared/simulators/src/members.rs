@@ -1,0 +1,88 @@
+//! What the three systems that keep a copy of members (the ERP's customer accounts, the CRM's contacts,
+//! the loyalty platform's member profiles) share: the answer to a sync, and the rule that a system keeps
+//! the highest revision it was told, whole.
+//!
+//! A snapshot is the member's whole state at its revision, never a delta: the stored copy is replaced,
+//! not merged field by field, so an erasure (a snapshot without name, e-mail or phone) leaves nothing of
+//! them behind. Equal or lower revisions change nothing, which makes redeliveries and reordering
+//! harmless.
+
+use serde::{Deserialize, Serialize};
+
+use retail_sync_contracts::events::MemberStatus;
+use retail_sync_contracts::values::MemberId;
+use retail_sync_core::ports::MemberSnapshot;
+
+/// The answer to a sync: the revision the system holds after it (the one sent, or a later one it kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSynced {
+    pub member_id: MemberId,
+    pub revision: u64,
+}
+
+/// `snapshot` as a system stores it. An erased member's personal data is dropped even if a sender put
+/// some in: after an erasure a system must hold none, whatever it was sent.
+pub(crate) fn stored(snapshot: &MemberSnapshot) -> MemberSnapshot {
+    let mut kept = snapshot.clone();
+    if kept.status == MemberStatus::Erased {
+        kept.name = None;
+        kept.email = None;
+        kept.phone = None;
+        kept.marketing_email = None;
+    }
+    kept
+}
+
+/// Replaces `current` with `snapshot` when it is a later revision (or there is none yet); returns the
+/// answer: the revision held afterwards.
+pub(crate) fn keep_latest(current: &mut Option<MemberSnapshot>, snapshot: &MemberSnapshot) -> MemberSynced {
+    match current {
+        Some(held) if held.revision >= snapshot.revision => {}
+        _ => *current = Some(stored(snapshot)),
+    }
+    MemberSynced {
+        member_id: snapshot.member_id.clone(),
+        revision: current.as_ref().map_or(snapshot.revision, |s| s.revision),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples::{erased_snapshot, member_snapshot};
+
+    #[test]
+    fn a_later_revision_replaces_the_copy_and_an_earlier_one_changes_nothing() {
+        let mut copy = None;
+        assert_eq!(keep_latest(&mut copy, &member_snapshot("m-1", 2)).revision, 2);
+        let older = MemberSnapshot {
+            name: Some("Old Name".into()),
+            ..member_snapshot("m-1", 1)
+        };
+        assert_eq!(keep_latest(&mut copy, &older).revision, 2, "the later revision stays");
+        assert_eq!(copy, Some(member_snapshot("m-1", 2)));
+        let same = MemberSnapshot {
+            tier: None,
+            ..member_snapshot("m-1", 2)
+        };
+        keep_latest(&mut copy, &same);
+        assert_eq!(copy, Some(member_snapshot("m-1", 2)), "an equal revision is a redelivery");
+    }
+
+    #[test]
+    fn an_erasure_leaves_no_personal_data_even_if_sent_some() {
+        let mut copy = None;
+        keep_latest(&mut copy, &member_snapshot("m-1", 1));
+        let careless = MemberSnapshot {
+            email: Some("ada@example.com".into()),
+            ..erased_snapshot("m-1", 2)
+        };
+        keep_latest(&mut copy, &careless);
+        let copy = copy.unwrap();
+        assert_eq!(copy.status, MemberStatus::Erased);
+        assert_eq!(
+            (&copy.name, &copy.email, &copy.phone, &copy.marketing_email),
+            (&None, &None, &None, &None)
+        );
+    }
+}

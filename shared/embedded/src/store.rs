@@ -521,6 +521,19 @@ impl Embedded {
         .collect()
     }
 
+    /// Every idempotency record's stored text, by key (what an audit of the stored data reads, e.g. that
+    /// an erased member's personal data is in none).
+    pub fn idempotency_items(&self) -> Result<Vec<String>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT item FROM idempotency ORDER BY pk")
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(unavailable)?;
+        rows.map(|r| r.map_err(unavailable)).collect()
+    }
+
     /// Deletes idempotency records past their TTL, as DynamoDB does eventually.
     pub fn purge_expired(&self) -> Result<usize, EmbeddedError> {
         let now = ms(self.clock.now());

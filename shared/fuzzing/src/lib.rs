@@ -69,6 +69,9 @@ async fn batch(data: &[u8]) {
         channel_bus,
         channel_mapping,
         channel_outcomes: Arc::new(|_| None),
+        member_systems: Arc::new(|| Ok(Default::default())),
+        ownership: Arc::default(),
+        enrolment: Default::default(),
         quarantine: state.clone(),
     };
     let function = Function {

@@ -77,6 +77,7 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
     let backend = Arc::new(AwsBackend::new(&clients, settings));
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let erp_secrets = secrets.clone();
+    let member_secrets = secrets.clone();
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "RetailSync".into());
     let metrics = Arc::new(emf::EmfMetrics::new(namespace, binary));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -121,6 +122,20 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
             })?)
         }),
         channel_outcomes: Arc::new(move |platform| outcomes.get(&platform).cloned()),
+        member_systems: {
+            let secrets = member_secrets;
+            Arc::new(move || {
+                let loyalty = Downstream::new("loyalty", BreakerSettings::default(), None);
+                let erp = Downstream::new("erp", BreakerSettings::default(), None);
+                Ok(member_systems(&secrets)?.guarded(&loyalty, &erp))
+            })
+        },
+        ownership: Arc::new(
+            retail_sync_core::members::Ownership::from_lookup(|v| std::env::var(v).ok())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        enrolment: retail_sync_core::members::Enrolment::from_lookup(|v| std::env::var(v).ok())
+            .map_err(anyhow::Error::msg)?,
         quarantine: backend,
     };
     Ok(handler::Function {
@@ -128,6 +143,40 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
         metrics,
         visibility: Some((Arc::new(SourceQueues::new(sqs)), LAMBDA_BACKOFF)),
     })
+}
+
+/// The systems that keep members, each as far as its connector carries them: the loyalty platform and
+/// the ERP through their system APIs (`*_KIND` `system-api`; the SAP and Salesforce connectors do not
+/// carry members yet), the CRM when `CRM_BASE_URL` is set.
+fn member_systems(
+    secrets: &aws_sdk_secretsmanager::Client,
+) -> Result<retail_sync_core::ports::MemberSystems, retail_sync_connectors::ConnectorError> {
+    use retail_sync_connectors::{ErpKind, HttpConfig, LoyaltyKind};
+    let lookup = |name: &str| std::env::var(name).ok();
+    let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
+    let mut systems = retail_sync_core::ports::MemberSystems::default();
+    if set("LOYALTY_BASE_URL") && LoyaltyKind::from_lookup(lookup)? == LoyaltyKind::SystemApi {
+        let auth = secrets::auth_from_env("LOYALTY", secrets)?;
+        systems.loyalty = Some(Arc::new(retail_sync_connectors::HttpLoyalty::new(
+            &HttpConfig::from_env("LOYALTY")?,
+            auth,
+        )?));
+    }
+    if set("ERP_BASE_URL") && ErpKind::from_lookup(lookup)? == ErpKind::SystemApi {
+        let auth = secrets::auth_from_env("ERP", secrets)?;
+        systems.erp = Some(Arc::new(retail_sync_connectors::HttpErp::new(
+            &HttpConfig::from_env("ERP")?,
+            auth,
+        )?));
+    }
+    if set("CRM_BASE_URL") {
+        let auth = secrets::auth_from_env("CRM", secrets)?;
+        systems.crm = Some(Arc::new(retail_sync_connectors::HttpCrm::new(
+            &HttpConfig::from_env("CRM")?,
+            auth,
+        )?));
+    }
+    Ok(systems)
 }
 
 /// The order APIs outcomes are told to: Shopify's Admin GraphQL API (`SHOPIFY_ADMIN_BASE_URL`, its
@@ -182,7 +231,8 @@ async fn wire_http() -> anyhow::Result<RedemptionApi> {
     let auth = secrets::auth_from_env("LOYALTY", &aws_sdk_secretsmanager::Client::new(&sdk))?;
     Ok(RedemptionApi {
         loyalty: retail_sync_connectors::loyalty_from_env(auth)?,
-        idempotency: backend,
+        idempotency: backend.clone(),
+        members: backend,
         clock: Arc::new(SystemClock),
         policy: IdempotencyPolicy::default(),
         config,

@@ -10,6 +10,7 @@ use crate::http::*;
 /// list exactly these (a test checks it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    GetMember,
     GetBalance,
     CreateHold,
     GetHold,
@@ -18,7 +19,8 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 6] = [
+        Self::GetMember,
         Self::GetBalance,
         Self::CreateHold,
         Self::GetHold,
@@ -28,7 +30,7 @@ impl Operation {
 
     pub fn method(self) -> &'static str {
         match self {
-            Self::GetBalance | Self::GetHold => "GET",
+            Self::GetMember | Self::GetBalance | Self::GetHold => "GET",
             Self::CreateHold | Self::CommitHold | Self::ReleaseHold => "POST",
         }
     }
@@ -36,6 +38,7 @@ impl Operation {
     /// The path template; `{name}` is one path segment.
     pub fn path(self) -> &'static str {
         match self {
+            Self::GetMember => "/v1/members/{member_id}",
             Self::GetBalance => "/v1/members/{member_id}/balance",
             Self::CreateHold => "/v1/holds",
             Self::GetHold => "/v1/holds/{hold_id}",
@@ -47,6 +50,7 @@ impl Operation {
     /// The OpenAPI `operationId`.
     pub fn operation_id(self) -> &'static str {
         match self {
+            Self::GetMember => "getMember",
             Self::GetBalance => "getBalance",
             Self::CreateHold => "createHold",
             Self::GetHold => "getHold",
@@ -58,7 +62,8 @@ impl Operation {
     /// The scope a caller needs for this operation.
     pub fn scope(self) -> &'static str {
         match self {
-            Self::GetBalance => SCOPE_BALANCE_READ,
+            // A member's own account, read as their balance is: the same scope and the same member rule.
+            Self::GetMember | Self::GetBalance => SCOPE_BALANCE_READ,
             Self::GetHold => SCOPE_HOLDS_READ,
             Self::CreateHold | Self::CommitHold | Self::ReleaseHold => SCOPE_HOLDS_WRITE,
         }
@@ -70,7 +75,7 @@ impl Operation {
             Self::CreateHold => "create-hold",
             Self::CommitHold => "commit-hold",
             Self::ReleaseHold => "release-hold",
-            Self::GetBalance | Self::GetHold => "read",
+            Self::GetMember | Self::GetBalance | Self::GetHold => "read",
         }
     }
 

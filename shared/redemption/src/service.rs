@@ -16,7 +16,7 @@ use retail_sync_core::Error;
 use retail_sync_core::idempotency::{
     Claim, Fingerprint, IdempotencyPolicy, IdempotencyRecord, RecordState, decide,
 };
-use retail_sync_core::ports::{Clock, CommitRequest, HoldRequest, IdempotencyStore, Loyalty};
+use retail_sync_core::ports::{Clock, CommitRequest, HoldRequest, IdempotencyStore, Loyalty, SagaStore};
 
 use crate::config::*;
 use crate::http::*;
@@ -57,6 +57,8 @@ enum Dependency {
 /// `api-hold:{key}` before calling, and every retry under that key sends the pinned instant.
 pub struct RedemptionApi {
     pub loyalty: Arc<dyn Loyalty>,
+    /// Where members' records are (their consent and account status, for `GET /v1/members/{id}`).
+    pub members: Arc<dyn SagaStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub clock: Arc<dyn Clock>,
     pub policy: IdempotencyPolicy,
@@ -84,6 +86,11 @@ impl RedemptionApi {
         let (op, params) = route(&request.method, path)?;
         let caller = authorize(request, op)?;
         match op {
+            Operation::GetMember => {
+                let member_id = id_param(params[0], MemberId::parse)?;
+                own_member(caller, &member_id)?;
+                self.member(&member_id).await
+            }
             Operation::GetBalance => {
                 let member_id = id_param(params[0], MemberId::parse)?;
                 own_member(caller, &member_id)?;
@@ -135,6 +142,51 @@ impl RedemptionApi {
                 Ok(self.once(op, caller, &key, fingerprint, command).await)
             }
         }
+    }
+
+    /// A member's account: status, tier and consent from retail-sync's record, points from the loyalty
+    /// platform. 404 when neither knows the member; personal data is never in the answer.
+    async fn member(&self, member_id: &MemberId) -> Result<ApiResponse, ApiResponse> {
+        let record = match self
+            .members
+            .load(&retail_sync_core::members::record_id(member_id))
+            .await
+        {
+            Ok(saga) => saga.and_then(|s| match s.member {
+                Some(retail_sync_core::members::MemberState::Record(r)) => Some(r),
+                _ => None,
+            }),
+            Err(e) => return Err(self.failure(e, Dependency::State)),
+        };
+        let balance = match self.loyalty_call(self.loyalty.balance(member_id)).await {
+            Ok(b) => Some(b),
+            // The platform does not know the member: not enrolled (yet), or merged away.
+            Err(Error::Rejected { .. }) => None,
+            Err(e) => return Err(self.failure(e, Dependency::Loyalty)),
+        };
+        if record.is_none() && balance.is_none() {
+            return Err(ApiResponse::error(
+                404,
+                ErrorCode::NotFound,
+                format!("no member {member_id}"),
+            ));
+        }
+        let snapshot = record.as_ref().map(|r| r.snapshot());
+        let status = snapshot.as_ref().map_or("active", |s| s.status.as_str());
+        Ok(ApiResponse::json(
+            200,
+            &serde_json::json!({
+                "member_id": member_id,
+                "status": status,
+                "enrolled": balance.is_some(),
+                "tier": snapshot.as_ref().and_then(|s| s.tier.clone()),
+                "home_store_id": snapshot.as_ref().and_then(|s| s.home_store_id.clone()),
+                "marketing_consent": snapshot.as_ref().is_some_and(|s| s.marketing_consent),
+                "merged_into": snapshot.as_ref().and_then(|s| s.merged_into.clone()),
+                "balance": balance.as_ref().map(|b| b.balance),
+                "available": balance.as_ref().map(|b| b.available),
+            }),
+        ))
     }
 
     fn create_body(&self, body: &Value) -> Result<CreateHoldBody, ApiResponse> {

@@ -35,6 +35,7 @@ fn world(config: RedemptionConfig) -> World {
     let api = Arc::new(RedemptionApi {
         loyalty: Arc::new(InProcessLoyalty(loyalty.clone())),
         idempotency: Arc::new(MemoryState::default()),
+        members: Arc::new(MemoryState::default()),
         clock: clock.clone(),
         policy: IdempotencyPolicy::default(),
         config,

@@ -15,6 +15,7 @@ use retail_sync_cli::local::{Kinds, LocalOptions, Simulators, open_embedded};
 use retail_sync_cli::ops::{self, DlqFilter, OpsError, QuarantineFilter};
 use retail_sync_cli::target::{self, TargetArgs};
 use retail_sync_connectors::{ErpKind, LoyaltyKind};
+use retail_sync_contracts::values::MemberId;
 
 use crate::{ChaosArgs, OutputArgs, StateArgs};
 
@@ -475,6 +476,182 @@ pub async fn replay(
         return Ok(ExitCode::FAILURE);
     }
     println!("{}", t.backend.replay(from, to, detail_type).await?);
+    println!(
+        "run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn member_show(
+    member_id: &str,
+    output: OutputArgs,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let member = MemberId::parse(member_id).map_err(|e| anyhow::anyhow!("{member_id:?}: {e}"))?;
+    let t = target::open(target).await?;
+    let saga = ops::saga(
+        &*t.backend,
+        retail_sync_core::members::record_id(&member).as_str(),
+    )
+    .await?;
+    let Some(retail_sync_core::members::MemberState::Record(record)) = &saga.member else {
+        bail!("{} holds no member record", saga.id);
+    };
+    if output.json() {
+        print_json(&serde_json::json!({"record": record, "timeline": saga.steps}))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let snapshot = record.snapshot();
+    let source = |v: Option<(String, retail_sync_contracts::Channel, jiff::Timestamp)>| {
+        v.map_or("-".to_owned(), |(what, by, at)| {
+            format!("{what} ({} at {at})", by.as_str())
+        })
+    };
+    println!(
+        "{}  {}  revision {}",
+        record.member_id,
+        record.status.as_str(),
+        record.revision
+    );
+    println!(
+        "  tier        {}",
+        source(
+            record
+                .tier
+                .as_ref()
+                .map(|v| (v.value.to_string(), v.source, v.at))
+        )
+    );
+    println!(
+        "  home store  {}",
+        source(
+            record
+                .home_store
+                .as_ref()
+                .map(|v| (v.value.to_string(), v.source, v.at))
+        )
+    );
+    println!(
+        "  consent     {}",
+        source(
+            record
+                .consent
+                .as_ref()
+                .map(|v| (v.value.to_string(), v.source, v.at))
+        )
+    );
+    // Which personal data is held and from where, never what it is (terminals are logged and shared).
+    for (label, v) in [
+        ("name", &record.name),
+        ("email", &record.email),
+        ("phone", &record.phone),
+    ] {
+        println!(
+            "  {label:<11} {}",
+            source(v.as_ref().map(|v| ("held".to_owned(), v.source, v.at)))
+        );
+    }
+    if let Some(into) = &snapshot.merged_into {
+        println!("  merged into {into}");
+    }
+    let told: Vec<String> = record.synced.iter().map(|(s, r)| format!("{s} r{r}")).collect();
+    println!("  told        {}", told.join(", "));
+    for c in &record.consent_history {
+        println!(
+            "  consent {:<9} by {:<10} at {}  ({}{})",
+            if c.granted { "granted" } else { "withdrawn" },
+            c.source.as_str(),
+            c.at,
+            c.event_id,
+            c.by.as_deref().map(|b| format!(", {b}")).unwrap_or_default()
+        );
+    }
+    for e in &saga.steps {
+        println!(
+            "  {}  {:<12} {:<8} {}",
+            e.at,
+            e.step,
+            e.outcome.as_str(),
+            e.message
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn member_merge(
+    survivor: &str,
+    duplicate: &str,
+    yes: bool,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let parse = |m: &str| MemberId::parse(m).map_err(|e| anyhow::anyhow!("{m:?}: {e}"));
+    let (survivor, duplicate) = (parse(survivor)?, parse(duplicate)?);
+    if survivor == duplicate {
+        bail!("cannot merge {duplicate} into itself");
+    }
+    let data = retail_sync_contracts::events::MemberMergeRequested {
+        survivor_id: survivor.clone(),
+        duplicate_id: duplicate.clone(),
+    };
+    let what = format!("merge member {duplicate} into {survivor} (its points move there, once)");
+    operator_request(
+        "MemberMergeRequested",
+        &format!("merge-{duplicate}-into-{survivor}"),
+        serde_json::to_value(data)?,
+        &what,
+        yes,
+        target,
+    )
+    .await
+}
+
+pub async fn member_erase(member_id: &str, yes: bool, target: &TargetArgs) -> anyhow::Result<ExitCode> {
+    let member = MemberId::parse(member_id).map_err(|e| anyhow::anyhow!("{member_id:?}: {e}"))?;
+    let data = retail_sync_contracts::events::ErasureRequested {
+        member_id: member.clone(),
+    };
+    let what = format!("erase the personal data of member {member} everywhere (this cannot be undone)");
+    operator_request(
+        "ErasureRequested",
+        &format!("erase-{member}"),
+        serde_json::to_value(data)?,
+        &what,
+        yes,
+        target,
+    )
+    .await
+}
+
+/// Puts an operator's request on the channel bus (source `retail.operator`), as a channel would: ingest
+/// validates it and sync-member applies it once.
+async fn operator_request(
+    detail_type: &str,
+    correlation: &str,
+    data: serde_json::Value,
+    what: &str,
+    yes: bool,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    if !confirm(yes, what)? {
+        return Ok(ExitCode::FAILURE);
+    }
+    let now = jiff::Timestamp::now();
+    let event_id = format!("op-{}-{}", now.as_nanosecond(), std::process::id());
+    let detail = serde_json::json!({
+        "metadata": {
+            "event_id": event_id,
+            "schema_version": 1,
+            "correlation_id": correlation,
+            "occurred_at": now.to_string(),
+            "channel": "operator"
+        },
+        "data": data
+    });
+    t.backend
+        .put_channel_events(&[("retail.operator".to_owned(), detail_type.to_owned(), detail)])
+        .await?;
+    println!("{detail_type} {event_id} put on the channel bus");
     println!(
         "run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)"
     );

@@ -19,9 +19,11 @@ use retail_sync_contracts::IngestLimits;
 use retail_sync_contracts::values::Points;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
+use retail_sync_core::members::{Enrolment, Ownership};
 use retail_sync_core::memory::CountingMetrics;
 use retail_sync_core::ports::{
-    ChannelOutcomes, Clock, Erp, Loyalty, Outgoing, Publisher, QueueConsumer, SystemClock,
+    ChannelOutcomes, Clock, Erp, Loyalty, LoyaltyMembers, MemberSync, MemberSystems, Outgoing, Publisher,
+    QueueConsumer, SystemClock,
 };
 use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
 use retail_sync_core::steps::{Base, ConnectMapping, Wiring, connected, downstream_of};
@@ -29,8 +31,8 @@ use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
 use retail_sync_simulators::access::Access;
 use retail_sync_simulators::{
-    AdobeCommerceSimulator, Dialects, ErpSimulator, InProcessErp, InProcessLoyalty, LoyaltySimulator,
-    ShopifyAdminSimulator,
+    AdobeCommerceSimulator, CrmSimulator, Dialects, ErpSimulator, InProcessCrm, InProcessErp,
+    InProcessLoyalty, LoyaltySimulator, ShopifyAdminSimulator,
 };
 use retail_sync_testkit::sims;
 use retail_sync_topology::CHANNEL_BUS;
@@ -76,6 +78,8 @@ pub struct Simulators {
     /// The ecommerce platforms' order APIs the outcomes of their orders are told to.
     pub shopify: ShopifyAdminSimulator,
     pub adobe_commerce: AdobeCommerceSimulator,
+    /// The reference CRM members' contacts are kept current in.
+    pub crm: CrmSimulator,
     /// Set by [`Simulators::speaking`]: the real connectors, talking to the simulators' dialects.
     speaking: Option<Arc<Speaking>>,
 }
@@ -129,7 +133,8 @@ impl Simulators {
     fn take_journal(&self) -> Vec<(&'static str, String)> {
         let erp = self.erp.take_journal().into_iter().map(|e| ("erp", e));
         let loyalty = self.loyalty.take_journal().into_iter().map(|e| ("loyalty", e));
-        erp.chain(loyalty).collect()
+        let crm = self.crm.take_journal().into_iter().map(|e| ("crm", e));
+        erp.chain(loyalty).chain(crm).collect()
     }
 
     /// Serves the simulators with their SAP and Salesforce dialects on a loopback port and talks to
@@ -223,6 +228,44 @@ impl Simulators {
             Some(loyalty) => loyalty,
             None => Arc::new(InProcessLoyalty(self.loyalty.clone())),
         }
+    }
+
+    /// The systems that keep members: the reference loyalty platform and ERP when the run speaks their
+    /// system APIs (the SAP and Salesforce connectors do not carry members), and the reference CRM.
+    pub fn member_systems(&self) -> MemberSystems {
+        let speaking = self.speaking.as_ref();
+        MemberSystems {
+            loyalty: speaking
+                .is_none_or(|s| s.loyalty.is_none())
+                .then(|| Arc::new(InProcessLoyalty(self.loyalty.clone())) as Arc<dyn LoyaltyMembers>),
+            erp: speaking
+                .is_none_or(|s| s.erp.is_none())
+                .then(|| Arc::new(InProcessErp(self.erp.clone())) as Arc<dyn MemberSync>),
+            crm: Some(Arc::new(InProcessCrm(self.crm.clone()))),
+        }
+    }
+
+    /// What the reference loyalty platform, ERP and CRM hold of each member, for the report.
+    pub fn members(&self) -> BTreeMap<String, crate::report::MemberReport> {
+        use crate::report::{MemberCopy, MemberReport};
+        let mut out: BTreeMap<String, MemberReport> = BTreeMap::new();
+        for m in self.loyalty.members() {
+            let mut copy = m.profile.as_ref().map(MemberCopy::of).unwrap_or_default();
+            // The platform's own status (merged) over the profile's; an erasure is in the profile.
+            if m.profile.is_none() || m.status != retail_sync_contracts::MemberStatus::Active {
+                copy.status = m.status.as_str().to_owned();
+            }
+            copy.merged_into = m.merged_into.as_ref().map(|s| s.to_string());
+            copy.balance = Some(m.balance.get().unsigned_abs());
+            out.entry(m.member_id.to_string()).or_default().loyalty = Some(copy);
+        }
+        for c in self.erp.customers() {
+            out.entry(c.member_id.to_string()).or_default().erp = Some(MemberCopy::of(&c));
+        }
+        for c in self.crm.contacts() {
+            out.entry(c.member.member_id.to_string()).or_default().crm = Some(MemberCopy::of(&c.member));
+        }
+        out
     }
 
     /// The reference systems with the sample members' opening balances (outside the loyalty ledger).
@@ -437,8 +480,10 @@ impl<B: Backend> LocalSystem<B> {
         };
         replay("erp", &|e| simulators.erp.replay(e))?;
         replay("loyalty", &|e| simulators.loyalty.replay(e))?;
+        replay("crm", &|e| simulators.crm.replay(e))?;
         simulators.erp.keep_journal();
         simulators.loyalty.keep_journal();
+        simulators.crm.keep_journal();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(CountingMetrics::default());
         // The template's caps of concurrent calls per downstream hold here too, shared by every step
@@ -465,6 +510,7 @@ impl<B: Backend> LocalSystem<B> {
             // Checkout has its own outage policy (answer at once, sale allowed or not): no breaker.
             loyalty: unguarded_loyalty,
             idempotency: backend.clone(),
+            members: backend.clone(),
             clock: clock.clone(),
             policy: IdempotencyPolicy::default(),
             config: RedemptionConfig::default(),
@@ -492,6 +538,14 @@ impl<B: Backend> LocalSystem<B> {
                     })
                 })
             },
+            member_systems: {
+                let systems = simulators.member_systems().guarded(&guards.loyalty, &guards.erp);
+                Arc::new(move || Ok(systems.clone()))
+            },
+            ownership: Arc::new(
+                Ownership::from_lookup(|v| std::env::var(v).ok()).map_err(anyhow::Error::msg)?,
+            ),
+            enrolment: Enrolment::from_lookup(|v| std::env::var(v).ok()).map_err(anyhow::Error::msg)?,
             quarantine: backend.clone(),
         };
         let mut consumers = Vec::new();
@@ -697,6 +751,7 @@ impl<B: Backend> LocalSystem<B> {
                 .collect(),
             metrics: self.metrics.snapshot(),
             api: self.api_log.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            members: self.simulators.members(),
         }))
     }
 }

@@ -84,9 +84,46 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Members: a record and its timeline, merges of duplicates, erasures.
+    #[command(subcommand)]
+    Members(MembersCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// retail-sync's record of a member (attributes with their sources, consent history, what each
+    /// system was told) and its timeline. Personal data is shown only with --json.
+    Show {
+        member_id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Moves the duplicate's points and history to the survivor and closes the duplicate: a
+    /// MemberMergeRequested (source retail.operator) on the channel bus, applied once by sync-member.
+    Merge {
+        #[arg(long)]
+        survivor: String,
+        #[arg(long)]
+        duplicate: String,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Erases a member's personal data in every system and in retail-sync's records: an
+    /// ErasureRequested (source retail.operator) on the channel bus.
+    Erase {
+        member_id: String,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -407,6 +444,22 @@ fn main() -> ExitCode {
                 yes,
                 target,
             }) => commands::saga_retry(&id, step.as_deref(), yes, &target).await,
+            Command::Members(MembersCommand::Show {
+                member_id,
+                output,
+                target,
+            }) => commands::member_show(&member_id, output, &target).await,
+            Command::Members(MembersCommand::Merge {
+                survivor,
+                duplicate,
+                yes,
+                target,
+            }) => commands::member_merge(&survivor, &duplicate, yes, &target).await,
+            Command::Members(MembersCommand::Erase {
+                member_id,
+                yes,
+                target,
+            }) => commands::member_erase(&member_id, yes, &target).await,
             Command::Bench(BenchCommand::Local { sagas, state }) => {
                 commands::bench_local(sagas, &state).await
             }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use retail_sync_core::members::MemberState;
 use retail_sync_core::ports::QuarantineItem;
 use retail_sync_core::saga::Saga;
 
@@ -31,6 +32,13 @@ pub struct Report {
     pub dead_letter_queues: BTreeMap<String, Vec<DeadLetter>>,
     /// Business counters of the run.
     pub metrics: BTreeMap<String, u64>,
+    /// Per member, what retail-sync's record and each system hold (no personal data: whether an
+    /// e-mail, phone or name is held, not what it is).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<String, MemberReport>,
+    /// Suspected duplicate members: `(member, suspected of being)`, from the duplicate index.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<(String, String)>,
     /// Redemption API calls made while feeding (checkouts), with their answers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub api: Vec<crate::local::ApiExchange>,
@@ -59,6 +67,54 @@ pub struct SagaReport {
     pub eligible_minor: Option<i64>,
     /// The timeline: `step: outcome — message`.
     pub steps: Vec<String>,
+}
+
+/// One member, system by system.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemberReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retail_sync: Option<MemberCopy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loyalty: Option<MemberCopy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erp: Option<MemberCopy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crm: Option<MemberCopy>,
+}
+
+/// What one system holds of a member.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemberCopy {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_store_id: Option<String>,
+    pub marketing_consent: bool,
+    /// Whether a campaign address is held (only with consent).
+    pub marketing_email: bool,
+    /// Whether any name, e-mail or phone is held (none after an erasure).
+    pub personal_data: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    /// Loyalty only: the member's points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<u64>,
+}
+
+impl MemberCopy {
+    pub fn of(s: &retail_sync_core::ports::MemberSnapshot) -> Self {
+        Self {
+            status: s.status.as_str().to_owned(),
+            tier: s.tier.as_ref().map(|t| t.to_string()),
+            home_store_id: s.home_store_id.as_ref().map(|t| t.to_string()),
+            marketing_consent: s.marketing_consent,
+            marketing_email: s.marketing_email.is_some(),
+            personal_data: s.name.is_some() || s.email.is_some() || s.phone.is_some(),
+            merged_into: s.merged_into.as_ref().map(|m| m.to_string()),
+            balance: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,13 +155,35 @@ pub struct Facts {
     pub erp_postings: Vec<Value>,
     pub metrics: BTreeMap<String, u64>,
     pub api: Vec<crate::local::ApiExchange>,
+    /// What the loyalty platform, the ERP and the CRM hold of members (empty for a backend whose
+    /// systems are not at hand).
+    pub members: BTreeMap<String, MemberReport>,
 }
 
 impl Report {
     pub fn build(facts: Facts) -> Self {
         let mut summary = Summary::default();
         let mut sagas = BTreeMap::new();
+        let mut members = facts.members;
+        let mut duplicates = Vec::new();
         for saga in facts.sagas {
+            // Member records and the duplicate index live in the saga store; they are no transactions.
+            match &saga.member {
+                Some(MemberState::Record(r)) => {
+                    members.entry(r.member_id.to_string()).or_default().retail_sync =
+                        Some(MemberCopy::of(&r.snapshot()));
+                    continue;
+                }
+                Some(MemberState::Contact(c)) => {
+                    duplicates.extend(
+                        c.suspects()
+                            .into_iter()
+                            .map(|(a, b)| (a.to_string(), b.to_string())),
+                    );
+                    continue;
+                }
+                None => {}
+            }
             let status = saga.status.as_str().to_owned();
             *summary.sagas_by_status.entry(status.clone()).or_default() += 1;
             summary.points_accrued += saga.ledger.points_accrued.map_or(0, |p| p.get().unsigned_abs());
@@ -159,6 +237,12 @@ impl Report {
             quarantine,
             dead_letter_queues: facts.dead_letters,
             metrics: facts.metrics,
+            members,
+            duplicates: {
+                duplicates.sort();
+                duplicates.dedup();
+                duplicates
+            },
             api: facts.api,
         }
     }
@@ -218,6 +302,39 @@ impl Report {
                 what,
                 first_line(&q.message, 70)
             );
+        }
+        if !self.members.is_empty() {
+            let _ = writeln!(
+                out,
+                "members    {} (status, tier, consent in retail-sync / loyalty / erp / crm)",
+                self.members.len()
+            );
+            let show = |c: &Option<MemberCopy>| match c {
+                None => "-".to_owned(),
+                Some(c) => format!(
+                    "{} {} {}",
+                    c.status,
+                    c.tier.as_deref().unwrap_or("-"),
+                    if c.marketing_consent {
+                        "consent"
+                    } else {
+                        "no-consent"
+                    }
+                ),
+            };
+            for (id, m) in &self.members {
+                let _ = writeln!(
+                    out,
+                    "           {id:<10} {:<26} {:<26} {:<26} {}",
+                    show(&m.retail_sync),
+                    show(&m.loyalty),
+                    show(&m.erp),
+                    show(&m.crm)
+                );
+            }
+            for (member, of) in &self.duplicates {
+                let _ = writeln!(out, "           {member} suspected duplicate of {of}");
+            }
         }
         let _ = writeln!(out, "dlq        {}", s.dead_lettered);
         for (queue, messages) in self.dead_letter_queues.iter().filter(|(_, m)| !m.is_empty()) {

@@ -120,6 +120,7 @@ impl<B: Backend> World<B> {
         RedemptionApi {
             loyalty: Arc::new(self.loyalty()),
             idempotency: self.system.backend.clone(),
+            members: self.system.backend.clone(),
             clock: self.clock.clone(),
             policy: IdempotencyPolicy::default(),
             config: RedemptionConfig {

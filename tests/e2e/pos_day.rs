@@ -225,12 +225,23 @@ async fn an_outage_the_breaker_cannot_see_dead_letters_then_a_redrive_completes(
     );
     assert!(report.balances.is_empty());
 
+    // The CRM's update of m-1002 could not reach the loyalty platform either (the ERP and the CRM were
+    // told; the loyalty platform is behind).
+    assert_eq!(report.dead_letter_queues["SyncMemberDLQ"].len(), 1);
+
     simulators.loyalty.set_down(false);
     let moved = system
         .backend
         .redrive("AccrueLoyaltyDLQ", "AccrueLoyaltyQueue")
         .unwrap();
     assert_eq!(moved, stuck + 1);
+    assert_eq!(
+        system
+            .backend
+            .redrive("SyncMemberDLQ", "SyncMemberQueue")
+            .unwrap(),
+        1
+    );
     system.run_until_idle(|_| {}).await.unwrap();
     let healed = system.report(report.input).await.unwrap();
     assert_pos_day(&healed);

@@ -46,6 +46,7 @@ async fn a_hold_the_platform_made_before_timing_out_is_found_by_the_retry_not_ma
             HttpLoyalty::new(&HttpConfig::new(&base), sims::oauth(&base, ClientAuth::Basic)).unwrap(),
         ),
         idempotency: Arc::new(MemoryState::default()),
+        members: Arc::new(MemoryState::default()),
         clock: Arc::new(SystemClock),
         policy: IdempotencyPolicy::default(),
         config: RedemptionConfig {

@@ -271,7 +271,11 @@ pub fn check(plan: &Plan, observed: &Observed) -> Verdict {
         }
     }
     for t in &observed.transactions {
-        let b = booked.entry(transaction_key(&t.transaction)).or_default();
+        // Merges move a balance between members; they belong to no transaction (chaos days have none).
+        let Some(transaction) = &t.transaction else {
+            continue;
+        };
+        let b = booked.entry(transaction_key(transaction)).or_default();
         b.member = Some(t.member_id.to_string());
         let reinstatement = t
             .reference
@@ -283,6 +287,7 @@ pub fn check(plan: &Plan, observed: &Observed) -> Verdict {
             LoyaltyTransactionKind::Reversal => b.reversed -= t.points,
             LoyaltyTransactionKind::Redemption => b.redeemed -= t.points,
             LoyaltyTransactionKind::Recredit => b.recredited += t.points,
+            LoyaltyTransactionKind::MergeOut | LoyaltyTransactionKind::MergeIn => {}
         }
     }
     let sagas: BTreeMap<String, &Saga> = observed.sagas.iter().map(|s| (s.id.to_string(), s)).collect();

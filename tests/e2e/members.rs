@@ -1,0 +1,298 @@
+//! Customers, tiers and consent end to end: the sample members day (`events/streams/members-day.jsonl`)
+//! through ingest and sync-member leaves the loyalty platform, the ERP and the CRM holding the same
+//! truth — on the embedded backend, on moto server, and with every event delivered twice in a shuffled
+//! order. Ownership refusals are quarantined with their findings; the older tier change never wins; a
+//! suspected duplicate is announced and merged once; a consent withdrawal reaches every system; an
+//! erasure leaves no personal data in any system, nor in retail-sync's records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use retail_sync_aws::ProvisionOptions;
+use retail_sync_cli::backends::Backend;
+use retail_sync_cli::input::{ApiCall, Input, read_inputs};
+use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
+use retail_sync_cli::report::Report;
+use retail_sync_core::ports::QuarantineStore;
+use retail_sync_testkit::moto::MotoServer;
+use retail_sync_tests::workspace;
+use retail_sync_topology::Topology;
+
+fn day() -> Vec<Input> {
+    read_inputs(&workspace().join("events/streams/members-day.jsonl")).unwrap()
+}
+
+fn is_merge(input: &Input) -> bool {
+    matches!(input, Input::Event { detail_type, .. } if detail_type == "MemberMergeRequested")
+}
+
+fn embedded(dir: &tempfile::TempDir) -> (LocalSystem<retail_sync_embedded::Embedded>, Simulators) {
+    let mut options = LocalOptions::new(
+        workspace().join("infra/template.yaml"),
+        dir.path().join("state.db"),
+    );
+    options.visibility_timeout = Duration::from_millis(100);
+    let sims = Simulators::with_sample_members();
+    (open_embedded(&options, sims.clone()).unwrap(), sims)
+}
+
+/// Feeds `inputs` in order, each group run until idle before the next: the operator's merge comes once
+/// the suspected duplicate is there to see, as it does in life.
+async fn run<B: Backend>(system: &LocalSystem<B>, groups: &[Vec<Input>]) -> Report {
+    let mut fed = Default::default();
+    for inputs in groups {
+        fed = system.feed(inputs).await.unwrap();
+        system.run_until_idle(|_| {}).await.unwrap();
+    }
+    system.report(fed).await.unwrap()
+}
+
+fn in_two(inputs: Vec<Input>) -> Vec<Vec<Input>> {
+    let (merge, rest): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(is_merge);
+    vec![rest, merge]
+}
+
+/// What the comparison of two runs looks at: per member what each system holds, the balances, the
+/// suspected duplicates left, and the quarantine's reasons.
+fn truth(report: &Report, sims: &Simulators) -> Value {
+    let mut reasons: Vec<&str> = report.quarantine.iter().map(|q| q.reason.as_str()).collect();
+    reasons.sort();
+    json!({
+        "members": report.members,
+        "duplicates": report.duplicates,
+        "balances": sims.loyalty.balances(),
+        "quarantine": reasons,
+        "dead_lettered": report.summary.dead_lettered,
+    })
+}
+
+fn copy<'r>(report: &'r Report, member: &str, system: &str) -> &'r retail_sync_cli::report::MemberCopy {
+    let m = &report.members[member];
+    let c = match system {
+        "retail_sync" => &m.retail_sync,
+        "loyalty" => &m.loyalty,
+        "erp" => &m.erp,
+        _ => &m.crm,
+    };
+    c.as_ref()
+        .unwrap_or_else(|| panic!("{system} holds nothing of {member}: {m:?}"))
+}
+
+const SYSTEMS: [&str; 4] = ["retail_sync", "loyalty", "erp", "crm"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_day_leaves_every_system_holding_the_same_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, _sims) = embedded(&dir);
+    let report = run(&system, &in_two(day())).await;
+
+    for s in SYSTEMS {
+        // Gold (12:00) beats silver (11:00), which arrived after it; the CRM withdrew consent at 14:00 and
+        // the app's older grant changed nothing: no system keeps a campaign address.
+        let ana = copy(&report, "m-5001", s);
+        assert_eq!(ana.tier.as_deref(), Some("gold"), "{s}: {ana:?}");
+        assert!(!ana.marketing_consent && !ana.marketing_email, "{s}: {ana:?}");
+        assert_eq!(ana.status, "active");
+        assert_eq!(ana.home_store_id.as_deref(), Some("store-042"), "{s}");
+        // The duplicate is closed as merged into her everywhere.
+        let dup = copy(&report, "m-5003", s);
+        assert_eq!(
+            (dup.status.as_str(), dup.merged_into.as_deref()),
+            ("merged", Some("m-5001")),
+            "{s}"
+        );
+        // Erased: no name, e-mail or phone anywhere, and no consent.
+        let carla = copy(&report, "m-5004", s);
+        assert_eq!(carla.status, "erased", "{s}");
+        assert!(!carla.personal_data && !carla.marketing_consent, "{s}: {carla:?}");
+        // The CRM's tier and the web shop's home store were refused: Bruno has neither.
+        let bruno = copy(&report, "m-5002", s);
+        assert_eq!(
+            (bruno.tier.as_ref(), bruno.home_store_id.as_ref()),
+            (None, None),
+            "{s}: {bruno:?}"
+        );
+        assert!(bruno.personal_data, "{s}: the CRM's name and phone were taken");
+    }
+    // Her 120 points and the duplicate's 45, once.
+    assert_eq!(copy(&report, "m-5001", "loyalty").balance, Some(165));
+    assert_eq!(copy(&report, "m-5003", "loyalty").balance, Some(0));
+    // The duplicate was announced, and the merge resolved it.
+    assert!(report.duplicates.is_empty(), "{:?}", report.duplicates);
+    assert!(
+        report
+            .metrics
+            .iter()
+            .any(|(k, v)| k.starts_with("duplicates_suspected") && *v >= 1)
+    );
+
+    // Ownership refusals: quarantined with one finding per attribute, nothing applied.
+    let not_owner: Vec<_> = report
+        .quarantine
+        .iter()
+        .filter(|q| q.reason == "not_owner")
+        .collect();
+    assert_eq!(not_owner.len(), 2, "{:?}", report.quarantine);
+    let findings: Vec<&str> = not_owner
+        .iter()
+        .flat_map(|q| q.findings.iter().map(String::as_str))
+        .collect();
+    assert!(
+        findings.contains(&"tier: crm does not own it (owners: loyalty)"),
+        "{findings:?}"
+    );
+    assert!(
+        findings.contains(&"home_store: ecommerce does not own it (owners: crm, pos)"),
+        "{findings:?}"
+    );
+    assert_eq!(report.summary.dead_lettered, 0);
+    // Members are not transactions: only the two sales are sagas.
+    assert_eq!(report.sagas.len(), 2, "{:?}", report.sagas.keys());
+
+    // The consent history keeps every statement, with its source and time, for audit.
+    let record = member_record(&*system.backend, "m-5001").await;
+    let history: Vec<(bool, &str)> = record["consent_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["granted"].as_bool().unwrap(), c["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(history, [(true, "pos"), (true, "mobile"), (false, "crm")]);
+
+    // The experience API answers from the same truth.
+    let lookup = Input::Api(ApiCall {
+        method: "GET".into(),
+        path: "/v1/members/m-5001".into(),
+        idempotency_key: None,
+        body: None,
+        client: None,
+        member_id: None,
+    });
+    system.feed(&[lookup]).await.unwrap();
+    let answer = &system.report(Default::default()).await.unwrap().api[0];
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.response["tier"], "gold");
+    assert_eq!(answer.response["marketing_consent"], false);
+    assert_eq!(answer.response["balance"], 165);
+    assert!(answer.response.get("email").is_none());
+}
+
+async fn member_record<B: Backend>(backend: &B, member: &str) -> Value {
+    let saga = backend
+        .all_sagas()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id.as_str() == format!("member:{member}"))
+        .unwrap();
+    serde_json::to_value(saga.member.unwrap()).unwrap()
+}
+
+/// Every event twice, shuffled: the same truth (the operator's merge still comes last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_event_twice_in_any_order_gives_the_same_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, sims) = embedded(&dir);
+    let expected = truth(&run(&system, &in_two(day())).await, &sims);
+    let (merge, events): (Vec<Input>, Vec<Input>) = day().into_iter().partition(is_merge);
+    for seed in [5_u64, 23] {
+        let mut twice: Vec<Input> = events.iter().chain(events.iter()).cloned().collect();
+        let mut state = seed;
+        for i in (1..twice.len()).rev() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            twice.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (system, sims) = embedded(&dir);
+        let merge_twice: Vec<Input> = merge.iter().chain(merge.iter()).cloned().collect();
+        let report = run(&system, &[twice, merge_twice]).await;
+        let got = truth(&report, &sims);
+        // Duplicates delivered twice are quarantined twice under one id: the reasons are the same.
+        assert_eq!(got, expected, "seed {seed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_moto_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, sims) = embedded(&dir);
+    let expected = truth(&run(&system, &in_two(day())).await, &sims);
+    let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
+    let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(1));
+    let backend = Arc::new(MotoServer::shared().backend(&topology, &options).await);
+    let sims = Simulators::with_sample_members();
+    let system = LocalSystem::new(backend, topology, sims.clone()).unwrap();
+    let report = run(&system, &in_two(day())).await;
+    assert_eq!(truth(&report, &sims), expected);
+}
+
+/// A bad update (its phone no number) is quarantined at ingest with the member's e-mail in its body;
+/// the erasure removes that e-mail from the quarantine, the member's record, and every system, and no
+/// idempotency record ever held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_leaves_no_personal_data_in_any_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, sims) = embedded(&dir);
+    let (erasure, rest): (Vec<Input>, Vec<Input>) = day()
+        .into_iter()
+        .filter(|i| !is_merge(i))
+        .partition(|i| matches!(i, Input::Event { detail_type, .. } if detail_type == "ErasureRequested"));
+    let bad = Input::Event {
+        source: "retail.crm".into(),
+        detail_type: "CustomerUpdated".into(),
+        detail: json!({
+            "metadata": {
+                "event_id": "evt-bad-phone-5004",
+                "schema_version": 1,
+                "correlation_id": "crm-m-5004-9",
+                "occurred_at": "2026-11-21T15:00:00Z",
+                "channel": "crm"
+            },
+            "data": {"member_id": "m-5004", "email": "carla@example.com", "phone": "call me"}
+        }),
+    };
+    let report = run(&system, &[rest, vec![bad]]).await;
+    let kept = |items: &[retail_sync_core::ports::QuarantineItem]| {
+        items.iter().any(|q| q.body.contains("carla@example.com"))
+    };
+    let quarantined = system.backend.list(usize::MAX).await.unwrap();
+    assert!(
+        kept(&quarantined),
+        "the bad update is kept as received: {:?}",
+        report.quarantine
+    );
+    assert!(format!("{:?}", copy(&report, "m-5004", "crm")).contains("personal_data: true"));
+
+    let report = run(&system, &[erasure]).await;
+    let quarantined = system.backend.list(usize::MAX).await.unwrap();
+    assert!(!kept(&quarantined), "{quarantined:?}");
+    assert!(
+        quarantined
+            .iter()
+            .any(|q| q.rejection.event_id.as_deref() == Some("evt-bad-phone-5004")),
+        "the entry stays, without the personal data"
+    );
+    for s in SYSTEMS {
+        let carla = copy(&report, "m-5004", s);
+        assert!(!carla.personal_data && carla.status == "erased", "{s}: {carla:?}");
+    }
+    for pii in ["carla@example.com", "Carla Moreno", "5550104"] {
+        let sagas = serde_json::to_string(&system.backend.all_sagas().await.unwrap()).unwrap();
+        assert!(!sagas.contains(pii), "{pii} in a saga record");
+        let idempotency = system.backend.idempotency_items().unwrap().join("\n");
+        assert!(!idempotency.contains(pii), "{pii} in an idempotency record");
+        let systems = format!(
+            "{:?}{:?}{:?}",
+            sims.crm.contacts(),
+            sims.erp.customers(),
+            sims.loyalty.members()
+        );
+        assert!(!systems.contains(pii), "{pii} still in a system");
+    }
+    let timeline = serde_json::to_string(&member_record(&*system.backend, "m-5004").await).unwrap();
+    assert!(timeline.contains("\"erased\""), "{timeline}");
+}

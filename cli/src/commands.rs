@@ -66,14 +66,17 @@ pub fn kinds(erp: &str, loyalty: &str) -> anyhow::Result<Kinds> {
 }
 
 pub async fn local_run(
-    input: &Path,
+    input: Option<&Path>,
     report_path: Option<&Path>,
     fresh: bool,
     quiet: bool,
     kinds: Kinds,
     state: &StateArgs,
 ) -> anyhow::Result<ExitCode> {
-    let inputs = read_inputs(input)?;
+    let inputs = match input {
+        Some(input) => read_inputs(input)?,
+        None => Vec::new(),
+    };
     let mut opts = options(state);
     opts.fresh = fresh;
     let mappings = opts

@@ -131,7 +131,8 @@ enum LocalCommand {
     /// Process events (a .json/.jsonl file or a directory of them) on the embedded backend with the
     /// reference ERP and loyalty simulators, until every queue is drained.
     Run {
-        input: PathBuf,
+        /// Without one, the run processes what is queued (e.g. an operator's `members merge`).
+        input: Option<PathBuf>,
         /// Also write the outcome as JSON here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -387,7 +388,7 @@ fn main() -> ExitCode {
                 state,
             }) => {
                 let kinds = commands::kinds(&erp_kind, &loyalty_kind)?;
-                commands::local_run(&input, report.as_deref(), fresh, quiet, kinds, &state).await
+                commands::local_run(input.as_deref(), report.as_deref(), fresh, quiet, kinds, &state).await
             }
             Command::Local(LocalCommand::Chaos(args)) => commands::local_chaos(&args).await,
             Command::Quarantine(QuarantineCommand::List {

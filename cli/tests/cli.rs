@@ -317,3 +317,96 @@ fn the_sample_days_run_through_sap_and_salesforce_from_the_command_line() {
         "{e}"
     );
 }
+
+/// The members day, then an operator's merge of its suspected duplicate and a run that processes what is
+/// queued: the duplicate's points reach the survivor once, and `members show` tells the story without a
+/// personal value.
+#[test]
+fn an_operator_merges_the_suspected_duplicate_of_a_members_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("local.db");
+    let report = dir.path().join("report.json");
+    let day = root().join("events/streams/members-day.jsonl");
+    let run = retail_sync(
+        &state,
+        &["local", "run", day.to_str().unwrap(), "--fresh", "--quiet"],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout(&run).contains("m-5003 suspected duplicate of m-5001"),
+        "{}",
+        stdout(&run)
+    );
+
+    let refused = retail_sync(
+        &state,
+        &[
+            "members",
+            "merge",
+            "--survivor",
+            "m-5001",
+            "--duplicate",
+            "m 5003",
+            "--yes",
+        ],
+    );
+    assert!(
+        !refused.status.success(),
+        "a bad id is refused before anything is sent"
+    );
+    for _ in 0..2 {
+        // Asked twice (two operators, or one who was unsure): moved once.
+        let merge = retail_sync(
+            &state,
+            &[
+                "members",
+                "merge",
+                "--survivor",
+                "m-5001",
+                "--duplicate",
+                "m-5003",
+                "--yes",
+            ],
+        );
+        assert!(
+            merge.status.success(),
+            "{}",
+            String::from_utf8_lossy(&merge.stderr)
+        );
+        assert!(
+            stdout(&merge).contains("MemberMergeRequested"),
+            "{}",
+            stdout(&merge)
+        );
+    }
+    let drain = retail_sync(
+        &state,
+        &["local", "run", "--quiet", "--report", report.to_str().unwrap()],
+    );
+    assert!(
+        drain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drain.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["balances"]["m-5001"], 165, "{}", report["balances"]);
+    assert_eq!(report["balances"]["m-5003"], 0);
+    assert_eq!(report["members"]["m-5003"]["crm"]["status"], "merged");
+    assert!(report.get("duplicates").is_none(), "{}", report["duplicates"]);
+
+    let show = retail_sync(&state, &["members", "show", "m-5001"]);
+    let shown = stdout(&show);
+    assert!(shown.contains("absorbed m-5003: 45 points moved here"), "{shown}");
+    assert!(shown.contains("consent withdrawn by crm"), "{shown}");
+    assert!(
+        !shown.to_lowercase().contains("ana.lima@example.com"),
+        "no personal value on a terminal: {shown}"
+    );
+    // The duplicate's address (given later, in other letters) survived the merge.
+    let json = retail_sync(&state, &["members", "show", "m-5001", "--json"]);
+    assert!(
+        stdout(&json).to_lowercase().contains("ana.lima@example.com"),
+        "--json is the whole record: {}",
+        stdout(&json)
+    );
+}

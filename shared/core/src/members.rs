@@ -450,8 +450,10 @@ impl MemberRecord {
         }
     }
 
+    /// Whether the member may be sent marketing: their consent in force, on an active account (a merged
+    /// account's person is the survivor, whose consent governs; an erased one has withdrawn).
     pub fn consents(&self) -> bool {
-        self.consent.as_ref().is_some_and(|c| c.value)
+        self.status == MemberStatus::Active && self.consent.as_ref().is_some_and(|c| c.value)
     }
 
     /// What every system is told: the record's state, the marketing address only with consent.
@@ -472,11 +474,14 @@ impl MemberRecord {
         }
     }
 
-    /// Bumps the revision when `change` altered what systems are told.
+    /// Bumps the revision when `change` altered what systems are told. A first consent statement is a
+    /// change even when it withdraws (no consent either way before): the systems may hold a consent of
+    /// their own, which the withdrawal must reach.
     fn revise(&mut self, change: impl FnOnce(&mut Self)) {
-        let before = self.snapshot();
+        let said = |r: &Self| r.consent.as_ref().map(|c| c.value);
+        let before = (self.snapshot(), said(self));
         change(self);
-        if self.snapshot() != before {
+        if (self.snapshot(), said(self)) != before {
             self.revision += 1;
         }
     }
@@ -663,6 +668,16 @@ impl MemberRecord {
                 applied.changed.extend(a.changed);
                 applied.kept.extend(a.kept);
             }
+        }
+        // The duplicate's consent statements are the same person's: the latest of all of them governs.
+        let before = self.consent.as_ref().map(|c| c.value);
+        self.revise(|r| {
+            for entry in &duplicate.consent_history {
+                r.hear_consent(entry.clone());
+            }
+        });
+        if self.consent.as_ref().map(|c| c.value) != before {
+            applied.changed.push("consent");
         }
         self.merged_from.insert(duplicate.member_id.clone());
         applied
@@ -1099,6 +1114,33 @@ mod tests {
         );
         assert_eq!(r.consent_history.len(), 3, "a repeated statement is kept once");
         assert!(r.snapshot().marketing_email.is_none());
+    }
+
+    #[test]
+    fn a_merge_gives_the_survivor_every_consent_statement_and_the_duplicate_none() {
+        let t = Ownership::default();
+        let say = |granted| Attributes {
+            marketing_consent: Some(granted),
+            ..Attributes::default()
+        };
+        let mut survivor = member();
+        survivor.apply(&say(false), &stamp(Channel::Crm, "2026-11-20T14:00:00Z", "s1"), &t);
+        let mut dup = MemberRecord::new(MemberId::parse("m-2").unwrap());
+        let mut a = say(true);
+        a.email = Some("a@x.io".into());
+        dup.apply(&a, &stamp(Channel::Mobile, "2026-11-20T09:00:00Z", "d1"), &t);
+        assert!(dup.snapshot().marketing_email.is_some());
+        dup.close_as_merged(&survivor.member_id);
+        let s = dup.snapshot();
+        assert!(!s.marketing_consent && s.marketing_email.is_none(), "a merged account gets no campaigns");
+        survivor.absorb(&dup, &t);
+        assert!(!survivor.consents(), "the later withdrawal governs");
+        assert_eq!(survivor.consent_history.len(), 2);
+        assert_eq!(survivor.email.as_ref().unwrap().value, "a@x.io");
+        // A first statement, even a withdrawal, is a revision: systems may hold a consent of their own.
+        let mut fresh = member();
+        fresh.apply(&say(false), &stamp(Channel::Pos, "2026-11-20T09:00:00Z", "f1"), &t);
+        assert_eq!(fresh.revision, 1);
     }
 
     #[test]

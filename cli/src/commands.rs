@@ -581,6 +581,32 @@ pub async fn member_show(
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn member_duplicates(output: OutputArgs, target: &TargetArgs) -> anyhow::Result<ExitCode> {
+    let t = target::open(target).await?;
+    let mut pairs = Vec::new();
+    for saga in t.backend.all_sagas().await? {
+        if let Some(retail_sync_core::members::MemberState::Contact(entry)) = &saga.member {
+            let on = entry.kind.map_or("contact", |k| k.as_str());
+            pairs.extend(entry.suspects().into_iter().map(|(m, of)| (m, of, on)));
+        }
+    }
+    pairs.sort();
+    pairs.dedup();
+    for (member, of, on) in &pairs {
+        if output.json() {
+            print_json(
+                &serde_json::json!({"member_id": member, "existing_member_id": of, "matched_on": on}),
+            )?;
+        } else {
+            println!("{member:<16} suspected duplicate of {of:<16} (same {on})");
+        }
+    }
+    if pairs.is_empty() && !output.json() {
+        println!("no suspected duplicates");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn member_merge(
     survivor: &str,
     duplicate: &str,

@@ -103,6 +103,14 @@ enum MembersCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Suspected duplicate members not merged yet: each member, whom they are suspected of being, and
+    /// on what (from the duplicate index; no personal data).
+    Duplicates {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Moves the duplicate's points and history to the survivor and closes the duplicate: a
     /// MemberMergeRequested (source retail.operator) on the channel bus, applied once by sync-member.
     Merge {
@@ -450,6 +458,9 @@ fn main() -> ExitCode {
                 output,
                 target,
             }) => commands::member_show(&member_id, output, &target).await,
+            Command::Members(MembersCommand::Duplicates { output, target }) => {
+                commands::member_duplicates(output, &target).await
+            }
             Command::Members(MembersCommand::Merge {
                 survivor,
                 duplicate,

@@ -338,6 +338,14 @@ fn an_operator_merges_the_suspected_duplicate_of_a_members_day() {
         stdout(&run)
     );
 
+    let listed = stdout(&retail_sync(&state, &["members", "duplicates"]));
+    assert!(
+        listed.contains("m-5003") && listed.contains("same email"),
+        "{listed}"
+    );
+    let shown = stdout(&retail_sync(&state, &["members", "show", "m-5003"]));
+    assert!(shown.contains("suspected duplicate of m-5001"), "{shown}");
+
     let refused = retail_sync(
         &state,
         &[
@@ -393,6 +401,8 @@ fn an_operator_merges_the_suspected_duplicate_of_a_members_day() {
     assert_eq!(report["balances"]["m-5003"], 0);
     assert_eq!(report["members"]["m-5003"]["crm"]["status"], "merged");
     assert!(report.get("duplicates").is_none(), "{}", report["duplicates"]);
+    let listed = stdout(&retail_sync(&state, &["members", "duplicates"]));
+    assert!(listed.contains("no suspected duplicates"), "{listed}");
 
     let show = retail_sync(&state, &["members", "show", "m-5001"]);
     let shown = stdout(&show);

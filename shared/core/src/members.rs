@@ -1124,7 +1124,11 @@ mod tests {
             ..Attributes::default()
         };
         let mut survivor = member();
-        survivor.apply(&say(false), &stamp(Channel::Crm, "2026-11-20T14:00:00Z", "s1"), &t);
+        survivor.apply(
+            &say(false),
+            &stamp(Channel::Crm, "2026-11-20T14:00:00Z", "s1"),
+            &t,
+        );
         let mut dup = MemberRecord::new(MemberId::parse("m-2").unwrap());
         let mut a = say(true);
         a.email = Some("a@x.io".into());
@@ -1132,14 +1136,21 @@ mod tests {
         assert!(dup.snapshot().marketing_email.is_some());
         dup.close_as_merged(&survivor.member_id);
         let s = dup.snapshot();
-        assert!(!s.marketing_consent && s.marketing_email.is_none(), "a merged account gets no campaigns");
+        assert!(
+            !s.marketing_consent && s.marketing_email.is_none(),
+            "a merged account gets no campaigns"
+        );
         survivor.absorb(&dup, &t);
         assert!(!survivor.consents(), "the later withdrawal governs");
         assert_eq!(survivor.consent_history.len(), 2);
         assert_eq!(survivor.email.as_ref().unwrap().value, "a@x.io");
         // A first statement, even a withdrawal, is a revision: systems may hold a consent of their own.
         let mut fresh = member();
-        fresh.apply(&say(false), &stamp(Channel::Pos, "2026-11-20T09:00:00Z", "f1"), &t);
+        fresh.apply(
+            &say(false),
+            &stamp(Channel::Pos, "2026-11-20T09:00:00Z", "f1"),
+            &t,
+        );
         assert_eq!(fresh.revision, 1);
     }
 

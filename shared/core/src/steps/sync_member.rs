@@ -335,9 +335,22 @@ impl SyncMember {
                         matched_on: vec![key.kind.as_str().to_owned()],
                     },
                 );
-                cx.metrics()
-                    .add("duplicates_suspected", 1, Some(("matched_on", key.kind.as_str())));
-                tracing::warn!(member = %later, existing = %first, matched_on = key.kind.as_str(), "duplicate member suspected");
+                // The operator-visible record: an entry on the suspected member's timeline, written
+                // once (it also counts the suspicion once, whichever delivery finds the pair).
+                let text = format!(
+                    "suspected duplicate of {first} (same {}): `retail-sync members merge --survivor {first} \
+                     --duplicate {later}` if they are one person",
+                    key.kind.as_str()
+                );
+                if let Some(saga) = cx.sagas().load(&members::record_id(&later)).await?
+                    && !has_entry(&saga, &text)
+                {
+                    self.write(cx, saga, None, |_| (StepOutcome::Skipped, text.clone()))
+                        .await?;
+                    cx.metrics()
+                        .add("duplicates_suspected", 1, Some(("matched_on", key.kind.as_str())));
+                    tracing::warn!(member = %later, existing = %first, matched_on = key.kind.as_str(), "duplicate member suspected");
+                }
             }
         }
         Ok(())

@@ -115,7 +115,11 @@ impl CrmSimulator {
             });
         }
         state.contacts.get(member_id).cloned().ok_or_else(|| {
-            SimError::refused(404, "contact_not_found", format!("no contact for member {member_id}"))
+            SimError::refused(
+                404,
+                "contact_not_found",
+                format!("no contact for member {member_id}"),
+            )
         })
     }
 
@@ -235,7 +239,12 @@ mod tests {
         let contact = crm.contact(&member("m-1")).unwrap().member;
         assert_eq!(contact.status, MemberStatus::Erased);
         assert_eq!(
-            (contact.name, contact.email, contact.phone, contact.marketing_email),
+            (
+                contact.name,
+                contact.email,
+                contact.phone,
+                contact.marketing_email
+            ),
             (None, None, None, None)
         );
         // A late redelivery of the pre-erasure revision brings nothing back.
@@ -276,7 +285,10 @@ mod tests {
             crm.sync_member(&member_snapshot("m-1", 1), "k").unwrap_err(),
             SimError::TimedOut { committed: true }
         );
-        assert_eq!(crm.sync_member(&member_snapshot("m-1", 1), "k").unwrap().revision, 1);
+        assert_eq!(
+            crm.sync_member(&member_snapshot("m-1", 1), "k").unwrap().revision,
+            1
+        );
         crm.set_down(true);
         assert!(matches!(
             crm.get_contact(&member("m-1")),
@@ -309,7 +321,10 @@ mod tests {
         assert_eq!(restored.contacts(), crm.contacts());
         // The keys are known again: a redelivery answers, it does not apply twice.
         assert_eq!(
-            restored.sync_member(&erased_snapshot("m-1", 2), "k2").unwrap().revision,
+            restored
+                .sync_member(&erased_snapshot("m-1", 2), "k2")
+                .unwrap()
+                .revision,
             2
         );
         assert!(restored.replay(&["{".to_owned()]).is_err());

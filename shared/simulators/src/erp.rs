@@ -163,7 +163,9 @@ impl ErpAnswer {
     fn document(self) -> ErpDocument {
         match self {
             Self::Document(d) => d,
-            other => unreachable!("a key's recorded answer has its request's kind, got {other:?} for a document"),
+            other => {
+                unreachable!("a key's recorded answer has its request's kind, got {other:?} for a document")
+            }
         }
     }
 

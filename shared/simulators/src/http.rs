@@ -173,10 +173,7 @@ pub fn router_for(systems: Systems, dialects: Dialects, access: Access) -> Route
         .route("/loyalty/v1/holds/{hold_id}/commit", post(commit_hold))
         .route("/loyalty/v1/holds/{hold_id}/release", post(release_hold))
         .route("/loyalty/v1/adjustments", post(adjust))
-        .route(
-            "/crm/v1/contacts/{member_id}",
-            get(get_contact).put(sync_contact),
-        )
+        .route("/crm/v1/contacts/{member_id}", get(get_contact).put(sync_contact))
         .route_layer(middleware::from_fn_with_state(access.clone(), authorize));
     routes
         .route("/{system}/_admin/faults", get(get_faults).put(put_faults))
@@ -435,7 +432,11 @@ async fn post_return(
     Ok(respond(StatusCode::CREATED, sims.erp.post_return(&request, &key)).await)
 }
 
-async fn accrue(State(sims): State<Systems>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
+async fn accrue(
+    State(sims): State<Systems>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
     let (key, request) = parse::<AccrualRequest>(&headers, &body)?;
     sims.loyalty.delay().await;
     Ok(respond(StatusCode::CREATED, sims.loyalty.accrue(&request, &key)).await)
@@ -617,7 +618,11 @@ async fn release_hold(
     Ok(respond(StatusCode::OK, sims.loyalty.release_hold(&hold_id, &key)).await)
 }
 
-async fn adjust(State(sims): State<Systems>, headers: HeaderMap, body: Bytes) -> Result<Response, BadRequest> {
+async fn adjust(
+    State(sims): State<Systems>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
     let (key, request) = parse::<AdjustmentRequest>(&headers, &body)?;
     sims.loyalty.delay().await;
     Ok(respond(StatusCode::CREATED, sims.loyalty.adjust(&request, &key)).await)

@@ -52,8 +52,8 @@ pub use http::{
 };
 pub use in_process::{InProcessCrm, InProcessErp, InProcessLoyalty};
 pub use loyalty::{
-    LoyaltyMemberView, LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, MergeOutcome, points_for,
-    points_value,
+    LoyaltyMemberView, LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, MergeOutcome,
+    points_for, points_value,
 };
 pub use members::MemberSynced;
 pub use outcomes::{AdobeCommerceSimulator, LOCAL_PLATFORM_TOKEN, PlatformSimulator, ShopifyAdminSimulator};

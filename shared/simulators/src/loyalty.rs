@@ -255,7 +255,9 @@ impl Answer for () {
     fn unwrap(answer: LoyaltyAnswer) -> Self {
         match answer {
             LoyaltyAnswer::Enrolled => {}
-            other => unreachable!("a key's recorded answer has its request's kind, got {other:?} for an enrolment"),
+            other => {
+                unreachable!("a key's recorded answer has its request's kind, got {other:?} for an enrolment")
+            }
         }
     }
 }

@@ -59,14 +59,22 @@ mod tests {
             name: Some("Old Name".into()),
             ..member_snapshot("m-1", 1)
         };
-        assert_eq!(keep_latest(&mut copy, &older).revision, 2, "the later revision stays");
+        assert_eq!(
+            keep_latest(&mut copy, &older).revision,
+            2,
+            "the later revision stays"
+        );
         assert_eq!(copy, Some(member_snapshot("m-1", 2)));
         let same = MemberSnapshot {
             tier: None,
             ..member_snapshot("m-1", 2)
         };
         keep_latest(&mut copy, &same);
-        assert_eq!(copy, Some(member_snapshot("m-1", 2)), "an equal revision is a redelivery");
+        assert_eq!(
+            copy,
+            Some(member_snapshot("m-1", 2)),
+            "an equal revision is a redelivery"
+        );
     }
 
     #[test]

@@ -277,7 +277,18 @@ fn the_sample_days_run_through_sap_and_salesforce_from_the_command_line() {
         "dialects",
         &["--erp-kind", "sap-s4hana", "--loyalty-kind", "salesforce-loyalty"],
     );
-    assert_eq!(dialects["balances"], system_api["balances"]);
+    // Members holding points (the day's sign-ups are enrolled through the system API only; with
+    // Salesforce they are the org's to enrol, and hold nothing yet).
+    let holding = |r: &Value| -> Vec<(String, Value)> {
+        r["balances"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| p.as_u64() != Some(0))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    assert_eq!(holding(&dialects), holding(&system_api));
     let statuses = |r: &Value| -> Vec<(String, Value)> {
         r["sagas"]
             .as_object()

@@ -37,7 +37,9 @@ pub async fn books<B: Backend>(system: &LocalSystem<B>, sims: &Simulators, input
     json!({
         "sagas": sagas,
         "erp": erp,
-        "balances": sims.loyalty.balances(),
+        // Members holding points: one enrolled with none has no books (and only the system API's
+        // connector enrols the day's sign-ups; with Salesforce they are the org's to enrol).
+        "balances": sims.loyalty.balances().into_iter().filter(|(_, p)| *p > 0).collect::<BTreeMap<_, _>>(),
         "ledger": ledger,
         "quarantine": reasons,
         "dead_lettered": report.summary.dead_lettered,

@@ -10,6 +10,9 @@
 //! dialect shows is read back from the reference's applied calls, so a replayed local run gets its
 //! Salesforce journals back too. Ids are the reference's numbers (see `sf_id`).
 //!
+//! Members: the first accrual journal of a membership number enrols it on the reference platform,
+//! standing in for the org's own sign-up flows (the Salesforce connector does not enrol).
+//!
 //! Where it departs from Salesforce, and why: a checkout hold (a debit of the hold subtype, see the
 //! connector) is a hold of the reference platform, so an expired hold's points come back by
 //! themselves here; in Salesforce they stay debited until the connector cancels the debit, which it
@@ -447,6 +450,12 @@ impl SalesforceSimulator {
         };
         let etn = str_of(journal, "ExternalTransactionNumber");
         let key = self.key(etn);
+        // Members are Salesforce's own (its sign-up flows enrol them; the connector does not): standing
+        // in for those flows, the first accrual journal of a membership number the reference platform
+        // does not know enrols it there. A number it will not enrol (`unknown-…`) is refused below.
+        if self.loyalty.member(&request.member_id).is_none() {
+            let _ = self.loyalty.enrol(&request.member_id, &format!("{key}:enrol"));
+        }
         match self.loyalty.accrue(&request, &key) {
             Ok(a) => {
                 let available = self

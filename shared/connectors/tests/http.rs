@@ -43,6 +43,8 @@ async fn start() -> Harness {
 
 async fn start_with(access: Access) -> Harness {
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    // The platform knows only enrolled members: m-1 is one, with nothing yet.
+    loyalty.seed_balance("m-1", Points::ZERO);
     let (base, _server) = sims::serve(erp.clone(), loyalty.clone(), access.clone()).await;
     let config = fast(format!("{base}/"));
     Harness {
@@ -284,7 +286,8 @@ async fn an_unknown_member_is_rejected_without_retries() {
         .unwrap_err();
     match err {
         Error::Rejected { reason, message } => {
-            assert_eq!(reason, ReasonCode::LoyaltyRejected);
+            // Told apart from the platform's other refusals: the enrolment rule decides what follows.
+            assert_eq!(reason, ReasonCode::MemberNotEnrolled);
             assert!(message.starts_with("member_not_found: "), "{message}");
         }
         other => panic!("expected a rejection, got {other:?}"),

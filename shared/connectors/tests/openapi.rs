@@ -252,9 +252,15 @@ fn what_the_loyalty_connector_sends_and_the_simulator_answers_match_the_loyalty_
     let doc = load("loyalty.yaml");
     let request = accrual("m-1", "r-1", 12_345);
     check(&doc, "AccrualRequest", &serde_json::to_value(&request).unwrap()).unwrap();
-    let accrued = LoyaltySimulator::new().accrue(&request, "k").unwrap();
+    // The platform knows enrolled members only.
+    let enrolled = || {
+        let loyalty = LoyaltySimulator::new();
+        loyalty.seed_balance("m-1", Points::ZERO);
+        loyalty
+    };
+    let accrued = enrolled().accrue(&request, "k").unwrap();
     check(&doc, "Accrual", &serde_json::to_value(accrued).unwrap()).unwrap();
-    let balance = LoyaltySimulator::new()
+    let balance = enrolled()
         .member_balance(&MemberId::parse("m-1").unwrap())
         .unwrap();
     check(&doc, "Balance", &serde_json::to_value(balance).unwrap()).unwrap();
@@ -311,4 +317,27 @@ fn holds_commits_releases_and_adjustments_match_the_loyalty_contract() {
     let mut bad = to_json(&committed);
     bad["status"] = json!("spent");
     assert!(check(&doc, "Hold", &bad).is_err(), "the schema really is checked");
+}
+
+/// The member record every system is told is the `MemberSnapshot` of each document, personal data or
+/// none (an erasure), and what the systems answer is their `MemberSynced`.
+#[test]
+fn the_member_snapshot_matches_the_loyalty_erp_and_crm_contracts() {
+    use retail_sync_simulators::samples::{erased_snapshot, member_snapshot};
+    for name in ["loyalty.yaml", "erp.yaml", "crm.yaml"] {
+        let doc = load(name);
+        for snapshot in [member_snapshot("m-1", 3), erased_snapshot("m-1", 4)] {
+            check(&doc, "MemberSnapshot", &serde_json::to_value(&snapshot).unwrap()).unwrap();
+        }
+        let answer = retail_sync_simulators::CrmSimulator::new()
+            .sync_member(&member_snapshot("m-1", 3), "k")
+            .unwrap();
+        check(&doc, "MemberSynced", &serde_json::to_value(answer).unwrap()).unwrap();
+        let mut bad = serde_json::to_value(member_snapshot("m-1", 3)).unwrap();
+        bad["status"] = json!("deleted");
+        assert!(
+            check(&doc, "MemberSnapshot", &bad).is_err(),
+            "{name}: the schema really is checked"
+        );
+    }
 }

@@ -250,7 +250,19 @@ fn system_api_error(bytes: &[u8]) -> Option<(String, String)> {
         .map(|b| (b.code, b.message))
 }
 
-/// The system API (`openapi/{erp,loyalty}.yaml`): JSON in and out, the idempotency key on every
+/// The refusals whose code says more than the system or the call that refused: the system API contract
+/// gives these codes one meaning on every route, and the member workflow acts on an unknown member or a
+/// merged one whichever call met them. (The in-process adapters of `retail-sync-simulators` map them
+/// the same way.)
+pub(crate) fn reason_of_code(code: &str) -> Option<ReasonCode> {
+    match code {
+        "member_not_found" | "enrolment_refused" => Some(ReasonCode::MemberNotEnrolled),
+        "merge_refused" | "member_merged" => Some(ReasonCode::MergeRefused),
+        _ => None,
+    }
+}
+
+/// The system API (`openapi/{erp,loyalty,crm}.yaml`): JSON in and out, the idempotency key on every
 /// mutating call, errors as `{code, message}`.
 #[derive(Clone)]
 pub(crate) struct JsonApi {
@@ -364,6 +376,37 @@ impl JsonApi {
             .await
     }
 
+    /// GETs `path` like [`JsonApi::get`], except that a 404 is `None` (no such resource) rather than a
+    /// refusal.
+    pub(crate) async fn get_optional<Resp>(&self, path: &str) -> Result<Option<Resp>, Error>
+    where
+        Resp: DeserializeOwned,
+    {
+        let url = self.caller.url(path);
+        let request = || self.caller.client().get(&url);
+        let request = &request;
+        self.caller
+            .retrying(path, None, || async move {
+                let response = self.caller.authorized(request).await?;
+                if response.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(None);
+                }
+                json_of(response, system_api_error).await.map(Some)
+            })
+            .await
+            .map_err(|e| self.port_error(e, |_| self.rejected))
+    }
+
+    /// The core's error for a failed call: a refusal's reason is the one its code has everywhere
+    /// ([`reason_of_code`]), else what `refused_as` gives its status.
+    fn port_error(&self, e: ConnectorError, refused_as: impl Fn(u16) -> ReasonCode) -> Error {
+        let reason = e
+            .code()
+            .and_then(reason_of_code)
+            .unwrap_or_else(|| e.status().map_or(self.rejected, &refused_as));
+        e.into_port_error(self.caller.system, reason)
+    }
+
     /// Sends what `request` builds (once per attempt) until it succeeds, fails for good or the attempts
     /// run out, and maps the failure onto the port's errors.
     async fn send<Resp>(
@@ -382,10 +425,7 @@ impl JsonApi {
                 json_of(self.caller.authorized(request).await?, system_api_error).await
             })
             .await
-            .map_err(|e| {
-                let reason = e.status().map_or(self.rejected, &refused_as);
-                e.into_port_error(self.caller.system, reason)
-            })
+            .map_err(|e| self.port_error(e, refused_as))
     }
 
     /// Tokens fetched so far (tests, and the proof that one token serves many calls).

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::values::MemberId;
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{MemberSnapshot, MemberSync};
@@ -29,6 +30,15 @@ impl HttpCrm {
     /// authentication of [`Auth::from_env`] (credentials from the environment).
     pub fn from_env() -> Result<Self, ConnectorError> {
         Self::new(&HttpConfig::from_env("CRM")?, Auth::from_env("CRM")?)
+    }
+
+    /// The member's contact as the CRM holds it (`GET /crm/v1/contacts/{member_id}`), `None` when it
+    /// has none: what a reconciliation or an operator's check reads back. It carries personal data:
+    /// callers keep it out of logs.
+    pub async fn contact(&self, member_id: &MemberId) -> Result<Option<MemberSnapshot>, Error> {
+        self.api
+            .get_optional(&format!("/crm/v1/contacts/{member_id}"))
+            .await
     }
 }
 

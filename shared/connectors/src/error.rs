@@ -130,6 +130,15 @@ impl ConnectorError {
         }
     }
 
+    /// The error body's code, when the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Status { code, .. } | Self::Busy { code, .. } => Some(code),
+            Self::GaveUp { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -1,13 +1,15 @@
-//! HTTP adapters of the core `Erp` and `Loyalty` ports: against the system API contract in
-//! `openapi/erp.yaml` and `openapi/loyalty.yaml` (which the reference simulators implement), and
-//! against SAP S/4HANA and Salesforce Loyalty Management in their own dialects.
+//! HTTP adapters of the core `Erp`, `Loyalty`, `LoyaltyMembers` and `MemberSync` ports: against the
+//! system API contract in `openapi/erp.yaml`, `openapi/loyalty.yaml` and `openapi/crm.yaml` (which the
+//! reference simulators implement), and against SAP S/4HANA and Salesforce Loyalty Management in their
+//! own dialects (points and documents only: they carry no members).
 //!
 //! # Layout
 //! - [`config`]: [`HttpConfig`]: base URL (https, or http on loopback), timeouts, attempts and backoff,
 //!   from the environment.
 //! - [`auth`]: OAuth 2.0 client credentials or an API key, the credentials from a [`CredentialSource`]
 //!   (Secrets Manager on AWS, the environment locally), tokens cached and refreshed once on a 401.
-//! - [`erp`] / [`loyalty`]: [`HttpErp`] / [`HttpLoyalty`], the port implementations over the system API.
+//! - [`erp`] / [`loyalty`] / [`crm`]: [`HttpErp`] / [`HttpLoyalty`] / [`HttpCrm`], the port
+//!   implementations over the system API (`CRM_BASE_URL` and the `CRM_*` settings for the CRM).
 //! - [`sap`]: [`SapErp`], the ERP port on SAP S/4HANA's OData APIs, and its [`SapMapping`].
 //! - [`salesforce`]: [`SalesforceLoyalty`], the loyalty port on Salesforce Loyalty Management, and its
 //!   [`SalesforceMapping`].
@@ -16,7 +18,9 @@
 //! - [`error`]: [`ConnectorError`], classified retryable or not, and its mapping onto the core's
 //!   `Rejected` (4xx: the system's verdict) and `Unavailable` (everything else).
 //! - `api` (private): the shared caller: idempotency key on every call, exponential backoff with jitter
-//!   on connect errors, timeouts, 408, 429 and 5xx.
+//!   on connect errors, timeouts, 408, 429 and 5xx; the error codes that mean the same on every route
+//!   (`member_not_found`, `enrolment_refused` → `MemberNotEnrolled`; `merge_refused`, `member_merged` →
+//!   `MergeRefused`).
 
 mod api;
 pub mod auth;

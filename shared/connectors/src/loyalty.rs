@@ -42,12 +42,12 @@ impl HttpLoyalty {
 
 #[async_trait]
 impl Loyalty for HttpLoyalty {
-    /// A 404 is the platform not knowing the member (`member_not_found`): the enrolment rule decides
-    /// what follows (see `members::Enrolling`).
+    /// The platform not knowing the member (`member_not_found`) is `MemberNotEnrolled`, which the
+    /// enrolment rule acts on (see `members::Enrolling`); a merged member (`member_merged`) is
+    /// `MergeRefused`, and earns nothing until the caller uses the survivor. So are the same codes on
+    /// every other call (see `api::reason_of_code`).
     async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
-        self.api
-            .post_refused_as("/loyalty/v1/accruals", request, key, not_enrolled_on_404)
-            .await
+        self.api.post("/loyalty/v1/accruals", request, key).await
     }
 
     // Member and hold ids are validated identifiers (`[A-Za-z0-9][A-Za-z0-9._-]*`): safe as path segments
@@ -95,11 +95,12 @@ impl Loyalty for HttpLoyalty {
     }
 }
 
-/// A 404 about a member is `MemberNotEnrolled`; other refusals are the platform's own.
-fn not_enrolled_on_404(status: u16) -> ReasonCode {
-    match status {
-        404 => ReasonCode::MemberNotEnrolled,
-        _ => ReasonCode::LoyaltyRejected,
+/// Every refusal of a merge is `MergeRefused`, as the port has it: an unknown member's included
+/// (which elsewhere would be `MemberNotEnrolled`), since what follows is the same, a person looks.
+fn merge_refusal(e: Error) -> Error {
+    match e {
+        Error::Rejected { message, .. } => Error::rejected(ReasonCode::MergeRefused, message),
+        other => other,
     }
 }
 
@@ -124,7 +125,7 @@ impl MemberSync for HttpLoyalty {
         let path = format!("/loyalty/v1/members/{}/profile", snapshot.member_id);
         let _: serde_json::Value = self
             .api
-            .put_refused_as(&path, snapshot, key, not_enrolled_on_404)
+            .put_refused_as(&path, snapshot, key, |_| ReasonCode::LoyaltyRejected)
             .await?;
         Ok(())
     }
@@ -132,19 +133,11 @@ impl MemberSync for HttpLoyalty {
 
 #[async_trait]
 impl LoyaltyMembers for HttpLoyalty {
-    /// `enrolment_refused` (422) and `member_not_found` are `MemberNotEnrolled`.
+    /// `enrolment_refused` (422: no card was issued with the number) is `MemberNotEnrolled`.
     async fn enrol(&self, member_id: &MemberId, key: &IdempotencyKey) -> Result<(), Error> {
         let _: serde_json::Value = self
             .api
-            .post_refused_as(
-                "/loyalty/v1/members",
-                &Enrolment { member_id },
-                key,
-                |status| match status {
-                    404 | 422 => ReasonCode::MemberNotEnrolled,
-                    _ => ReasonCode::LoyaltyRejected,
-                },
-            )
+            .post("/loyalty/v1/members", &Enrolment { member_id }, key)
             .await?;
         Ok(())
     }
@@ -167,7 +160,8 @@ impl LoyaltyMembers for HttpLoyalty {
                 key,
                 |_| ReasonCode::MergeRefused,
             )
-            .await?;
+            .await
+            .map_err(merge_refusal)?;
         Ok(merged.points_moved)
     }
 }

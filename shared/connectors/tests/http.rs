@@ -468,7 +468,8 @@ async fn every_refusal_of_a_commit_is_a_refused_redemption() {
         .await
         .unwrap_err();
     let (reason, message) = rejection(err);
-    assert_eq!(reason, ReasonCode::LoyaltyRejected);
+    // An unknown member is told apart from the platform's other refusals on every call.
+    assert_eq!(reason, ReasonCode::MemberNotEnrolled);
     assert!(message.starts_with("member_not_found: "), "{message}");
 }
 

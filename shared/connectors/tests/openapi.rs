@@ -86,23 +86,49 @@ fn every_reference_resolves() {
     }
 }
 
-/// Every POST the connectors send, with the success status the simulator answers.
-const MUTATING: &[(&str, &str, &str)] = &[
-    ("erp.yaml", "/erp/v1/sales", "201"),
-    ("erp.yaml", "/erp/v1/sales/cancellations", "201"),
-    ("erp.yaml", "/erp/v1/sales/reinstatements", "201"),
-    ("erp.yaml", "/erp/v1/returns", "201"),
-    ("loyalty.yaml", "/loyalty/v1/accruals", "201"),
-    ("loyalty.yaml", "/loyalty/v1/holds", "201"),
-    ("loyalty.yaml", "/loyalty/v1/holds/{hold_id}/commit", "200"),
-    ("loyalty.yaml", "/loyalty/v1/holds/{hold_id}/release", "200"),
-    ("loyalty.yaml", "/loyalty/v1/adjustments", "201"),
+/// Every POST and PUT the connectors send, with the success status the simulator answers.
+const MUTATING: &[(&str, &str, &str, &str)] = &[
+    ("erp.yaml", "post", "/erp/v1/sales", "201"),
+    ("erp.yaml", "post", "/erp/v1/sales/cancellations", "201"),
+    ("erp.yaml", "post", "/erp/v1/sales/reinstatements", "201"),
+    ("erp.yaml", "post", "/erp/v1/returns", "201"),
+    ("erp.yaml", "put", "/erp/v1/customers/{member_id}", "200"),
+    ("loyalty.yaml", "post", "/loyalty/v1/accruals", "201"),
+    ("loyalty.yaml", "post", "/loyalty/v1/members", "201"),
+    (
+        "loyalty.yaml",
+        "put",
+        "/loyalty/v1/members/{member_id}/profile",
+        "200",
+    ),
+    (
+        "loyalty.yaml",
+        "post",
+        "/loyalty/v1/members/{member_id}/merge",
+        "200",
+    ),
+    ("loyalty.yaml", "post", "/loyalty/v1/holds", "201"),
+    (
+        "loyalty.yaml",
+        "post",
+        "/loyalty/v1/holds/{hold_id}/commit",
+        "200",
+    ),
+    (
+        "loyalty.yaml",
+        "post",
+        "/loyalty/v1/holds/{hold_id}/release",
+        "200",
+    ),
+    ("loyalty.yaml", "post", "/loyalty/v1/adjustments", "201"),
+    ("crm.yaml", "put", "/crm/v1/contacts/{member_id}", "200"),
 ];
 
 /// Every GET the connectors send.
 const READS: &[(&str, &str)] = &[
     ("loyalty.yaml", "/loyalty/v1/members/{member_id}/balance"),
     ("loyalty.yaml", "/loyalty/v1/holds/{hold_id}"),
+    ("crm.yaml", "/crm/v1/contacts/{member_id}"),
 ];
 
 fn parameter_refs(operation: &Value) -> Vec<String> {
@@ -119,10 +145,10 @@ fn parameter_refs(operation: &Value) -> Vec<String> {
 
 #[test]
 fn the_called_operations_exist_and_require_an_idempotency_key() {
-    for (name, path, ok) in MUTATING {
+    for (name, method, path, ok) in MUTATING {
         let doc = load(name);
-        let operation = &doc["paths"][path]["post"];
-        assert!(operation.is_object(), "{name}: no POST {path}");
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{name}: no {method} {path}");
         let parameter = &doc["components"]["parameters"]["IdempotencyKey"];
         assert_eq!(parameter["name"], "Idempotency-Key");
         assert_eq!(parameter["in"], "header");
@@ -340,4 +366,34 @@ fn the_member_snapshot_matches_the_loyalty_erp_and_crm_contracts() {
             "{name}: the schema really is checked"
         );
     }
+}
+
+/// The members' calls: what the connectors send and the simulators answer.
+#[test]
+fn enrolments_merges_and_contacts_match_their_contracts() {
+    use retail_sync_simulators::CrmSimulator;
+    use retail_sync_simulators::samples::member_snapshot;
+
+    let doc = load("loyalty.yaml");
+    let enrolment = json!({"member_id": "m-1"});
+    check(&doc, "EnrolRequest", &enrolment).unwrap();
+    let loyalty = LoyaltySimulator::new();
+    let (m1, m2) = (MemberId::parse("m-1").unwrap(), MemberId::parse("m-2").unwrap());
+    loyalty.enrol(&m1, "e1").unwrap();
+    loyalty.enrol(&m2, "e2").unwrap();
+    check(&doc, "MergeRequest", &json!({"survivor_id": "m-2"})).unwrap();
+    let outcome = loyalty.merge(&m1, &m2, "m").unwrap();
+    check(&doc, "MergeOutcome", &to_json(&outcome)).unwrap();
+    let synced = loyalty.sync_member(&member_snapshot("m-1", 1), "s").unwrap();
+    check(&doc, "MemberSynced", &to_json(&synced)).unwrap();
+    assert!(
+        check(&doc, "MergeRequest", &json!({})).is_err(),
+        "the schema really is checked"
+    );
+
+    let doc = load("crm.yaml");
+    let crm = CrmSimulator::new();
+    crm.sync_member(&member_snapshot("m-1", 1), "c").unwrap();
+    let contact = crm.get_contact(&m1).unwrap();
+    check(&doc, "Contact", &to_json(&contact)).unwrap();
 }

@@ -793,7 +793,8 @@ async fn a_source_may_send_only_what_its_channel_sends() {
     let messages: Vec<&str> = items.iter().map(|i| i.rejection.message.as_str()).collect();
     assert!(
         messages.contains(
-            &"source retail.pos may not send OrderPlaced; it may send SaleCompleted, ReturnReceived"
+            &"source retail.pos may not send OrderPlaced; it may send SaleCompleted, ReturnReceived, \
+              CustomerUpdated, MemberEnrolled"
         ),
         "{messages:#?}"
     );

@@ -536,7 +536,9 @@ mod tests {
     use retail_sync_contracts::events::LineQuantity;
 
     use crate::faults::FaultKind;
-    use crate::samples::{cancellation, order, order_sale, return_of, sale};
+    use crate::samples::{
+        cancellation, erased_snapshot, member_snapshot, order, order_sale, return_of, sale,
+    };
 
     fn refused_with(result: Result<ErpDocument, SimError>, status: u16, code: &str) {
         match result {
@@ -545,6 +547,61 @@ mod tests {
             }) if s == status && c == code => {}
             other => panic!("expected {status} {code}, got {other:?}"),
         }
+    }
+
+    fn member(id: &str) -> MemberId {
+        MemberId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_customer_account_keeps_the_highest_revision_and_takes_no_document_number() {
+        let erp = ErpSimulator::new();
+        assert_eq!(
+            erp.sync_member(&member_snapshot("m-1", 2), "c2")
+                .unwrap()
+                .revision,
+            2
+        );
+        assert_eq!(
+            erp.sync_member(&member_snapshot("m-1", 1), "c1")
+                .unwrap()
+                .revision,
+            2,
+            "an older revision changes nothing"
+        );
+        assert_eq!(erp.customer(&member("m-1")), Some(member_snapshot("m-1", 2)));
+        erp.sync_member(&erased_snapshot("m-1", 3), "c3").unwrap();
+        let account = erp.customer(&member("m-1")).unwrap();
+        assert_eq!((account.name, account.email, account.phone), (None, None, None));
+        assert_eq!(erp.customer(&member("m-2")), None);
+
+        // Accounts share the documents' key space but not their numbers.
+        refused_with(
+            erp.post_sale(&sale("store-1", "r-1"), "c3"),
+            409,
+            "idempotency_key_reused",
+        );
+        let doc = erp.post_sale(&sale("store-1", "r-1"), "s1").unwrap();
+        assert_eq!(doc.document_id.as_str(), "ERP-00000001");
+        assert!(
+            erp.sync_member(&member_snapshot("m-1", 4), "s1").is_err(),
+            "a sale's key on a sync is a reuse"
+        );
+        assert_eq!(erp.customers().len(), 1);
+        assert!(erp.postings().len() == 1);
+    }
+
+    #[test]
+    fn customer_accounts_come_back_from_the_journal() {
+        let erp = ErpSimulator::new();
+        erp.keep_journal();
+        erp.sync_member(&member_snapshot("m-1", 1), "c1").unwrap();
+        erp.post_sale(&order_sale("o-1"), "s1").unwrap();
+        erp.sync_member(&member_snapshot("m-2", 4), "c2").unwrap();
+        let restored = ErpSimulator::new();
+        restored.replay(&erp.take_journal()).unwrap();
+        assert_eq!(restored.customers(), erp.customers());
+        assert_eq!(restored.postings(), erp.postings());
     }
 
     #[test]

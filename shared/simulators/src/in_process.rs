@@ -28,13 +28,9 @@ pub struct InProcessLoyalty(pub LoyaltySimulator);
 #[derive(Clone)]
 pub struct InProcessCrm(pub CrmSimulator);
 
-/// What the CRM's refusals are reported as: there is no reason of its own, and the only refusal it has
-/// (a reused key) is a rule broken by the caller.
-pub const CRM_REJECTED: ReasonCode = ReasonCode::BusinessRuleViolation;
-
-/// The refusals whose code says more than the system that refused: the member workflow acts on an
-/// unknown member or a refused merge whichever call met them (the system API contract gives these codes
-/// the same meaning on every route).
+/// The refusals whose code says more than the system or the call that refused: the system API contract
+/// gives these codes one meaning on every route, and the member workflow acts on an unknown member or a
+/// merged one whichever call met them. (`retail-sync-connectors` maps them the same way over HTTP.)
 pub fn reason_of_code(code: &str) -> Option<ReasonCode> {
     match code {
         "member_not_found" | "enrolment_refused" => Some(ReasonCode::MemberNotEnrolled),
@@ -122,7 +118,7 @@ impl MemberSync for InProcessCrm {
         self.0
             .sync_member(snapshot, key.as_str())
             .map(drop)
-            .map_err(|e| to_port_error(e, "crm", CRM_REJECTED))
+            .map_err(|e| to_port_error(e, "crm", ReasonCode::CrmRejected))
     }
 }
 
@@ -156,7 +152,11 @@ impl LoyaltyMembers for InProcessLoyalty {
         self.0
             .merge(duplicate, survivor, key.as_str())
             .map(|m| m.points_moved)
-            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::MergeRefused))
+            // Every refusal of a merge is `MergeRefused`, as the port has it, an unknown member's too.
+            .map_err(|e| match to_port_error(e, "loyalty", ReasonCode::MergeRefused) {
+                Error::Rejected { message, .. } => Error::rejected(ReasonCode::MergeRefused, message),
+                other => other,
+            })
     }
 }
 
@@ -224,13 +224,103 @@ mod tests {
     use super::*;
     use crate::faults::{FaultKind, Faults};
     use crate::samples::{
-        accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
+        accrual, adjustment, cancellation, commit, erased_snapshot, hold, member_snapshot, order, order_sale,
+        return_of, sale,
     };
     use retail_sync_contracts::values::Points;
     use retail_sync_core::ports::{AdjustmentKind, HoldStatus};
 
     fn key(s: &str) -> IdempotencyKey {
         IdempotencyKey::for_step(s, "test")
+    }
+
+    fn member(id: &str) -> MemberId {
+        MemberId::parse(id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn members_are_enrolled_synced_and_merged_and_their_refusals_say_why() {
+        let loyalty = InProcessLoyalty(LoyaltySimulator::new());
+        let (reason, message) = reason_of(loyalty.enrol(&member("unknown-1"), &key("e0")).await);
+        assert_eq!(reason, ReasonCode::MemberNotEnrolled);
+        assert!(message.starts_with("enrolment_refused: "), "{message}");
+        let (reason, _) = reason_of(loyalty.sync_member(&member_snapshot("m-1", 1), &key("s0")).await);
+        assert_eq!(reason, ReasonCode::MemberNotEnrolled, "not enrolled yet");
+
+        loyalty.enrol(&member("m-1"), &key("e1")).await.unwrap();
+        loyalty.enrol(&member("m-1"), &key("e1")).await.unwrap();
+        loyalty.enrol(&member("m-2"), &key("e2")).await.unwrap();
+        loyalty
+            .sync_member(&member_snapshot("m-1", 1), &key("s1"))
+            .await
+            .unwrap();
+        loyalty
+            .accrue(&accrual("m-1", "r-1", 2_500), &key("a1"))
+            .await
+            .unwrap();
+        let moved = loyalty
+            .merge(&member("m-1"), &member("m-2"), &key("m1"))
+            .await
+            .unwrap();
+        assert_eq!(moved.get(), 25);
+        let again = loyalty
+            .merge(&member("m-1"), &member("m-2"), &key("m2"))
+            .await
+            .unwrap();
+        assert_eq!(again, moved, "the first merge's answer");
+        assert_eq!(loyalty.0.balance("m-2").map(Points::get), Some(25));
+
+        let (reason, message) = reason_of(loyalty.merge(&member("m-2"), &member("m-2"), &key("m3")).await);
+        assert_eq!(reason, ReasonCode::MergeRefused);
+        assert!(message.starts_with("merge_refused: "), "{message}");
+        let (reason, message) = reason_of(loyalty.accrue(&accrual("m-1", "r-2", 100), &key("a2")).await);
+        assert_eq!(reason, ReasonCode::MergeRefused);
+        assert!(message.starts_with("member_merged: "), "{message}");
+        let (reason, message) = reason_of(loyalty.merge(&member("m-9"), &member("m-2"), &key("m4")).await);
+        assert_eq!(reason, ReasonCode::MergeRefused, "every refusal of a merge");
+        assert!(message.starts_with("member_not_found: "), "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_erp_and_the_crm_keep_the_highest_revision_of_any_member() {
+        let erp = InProcessErp(ErpSimulator::new());
+        let crm = InProcessCrm(CrmSimulator::new());
+        for system in [&erp as &dyn MemberSync, &crm] {
+            system
+                .sync_member(&member_snapshot("m-7", 2), &key("s2"))
+                .await
+                .unwrap();
+            system
+                .sync_member(&member_snapshot("m-7", 1), &key("s1"))
+                .await
+                .unwrap();
+            system
+                .sync_member(&erased_snapshot("m-7", 3), &key("s3"))
+                .await
+                .unwrap();
+            system
+                .sync_member(&erased_snapshot("m-7", 3), &key("s3"))
+                .await
+                .unwrap();
+            let (reason, message) =
+                reason_of(system.sync_member(&member_snapshot("m-7", 4), &key("s3")).await);
+            assert!(message.starts_with("idempotency_key_reused: "), "{message}");
+            assert!(matches!(
+                reason,
+                ReasonCode::ErpRejected | ReasonCode::CrmRejected
+            ));
+        }
+        assert_eq!(erp.0.customer(&member("m-7")), Some(erased_snapshot("m-7", 3)));
+        assert_eq!(
+            crm.0.contact(&member("m-7")).unwrap().member,
+            erased_snapshot("m-7", 3)
+        );
+        crm.0.set_down(true);
+        let err = crm
+            .sync_member(&member_snapshot("m-7", 4), &key("s4"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable { what: "crm", .. }), "{err:?}");
     }
 
     #[tokio::test]
@@ -269,12 +359,13 @@ mod tests {
             matches!(
                 err,
                 Error::Rejected {
-                    reason: ReasonCode::LoyaltyRejected,
+                    reason: ReasonCode::MemberNotEnrolled,
                     ..
                 }
             ),
             "{err:?}"
         );
+        loyalty.enrol(&member("m-1"), &key("e")).await.unwrap();
         let ok = loyalty
             .accrue(&accrual("m-1", "r-1", 250), &key("d"))
             .await
@@ -368,7 +459,11 @@ mod tests {
                 .balance(&retail_sync_contracts::values::MemberId::parse("unknown-1").unwrap())
                 .await,
         );
-        assert_eq!(reason, ReasonCode::LoyaltyRejected);
+        assert_eq!(
+            reason,
+            ReasonCode::MemberNotEnrolled,
+            "an unknown member, whichever call"
+        );
         loyalty.0.set_faults(Faults {
             down: true,
             ..Faults::default()
@@ -386,6 +481,7 @@ mod tests {
             latency_ms: 30,
             ..Faults::default()
         }));
+        loyalty.0.seed_balance("m-1", Points::ZERO);
         let started = Instant::now();
         loyalty
             .accrue(&accrual("m-1", "r-1", 100), &key("k"))

@@ -1048,7 +1048,7 @@ mod tests {
 
     use super::*;
     use crate::faults::FaultKind;
-    use crate::samples::{accrual, adjustment, commit, hold, order};
+    use crate::samples::{accrual, adjustment, commit, erased_snapshot, hold, member_snapshot, order};
 
     const FIFTEEN_MINUTES: SignedDuration = SignedDuration::from_secs(900);
 
@@ -1110,10 +1110,23 @@ mod tests {
         );
     }
 
+    /// A platform on the system clock with `m-1` enrolled (balance 0).
+    fn enrolled() -> LoyaltySimulator {
+        let loyalty = LoyaltySimulator::new();
+        loyalty.enrol(&member("m-1"), "enrol-m-1").unwrap();
+        loyalty
+    }
+
     #[test]
-    fn the_first_accrual_enrols_the_member_and_balances_add_up() {
+    fn an_enrolled_members_accruals_add_up() {
         let loyalty = LoyaltySimulator::new();
         assert_eq!(loyalty.balance("m-1"), None);
+        loyalty.enrol(&member("m-1"), "e").unwrap();
+        assert_eq!(
+            loyalty.balance("m-1"),
+            Some(Points::ZERO),
+            "enrolled with nothing"
+        );
         let a = loyalty.accrue(&accrual("m-1", "r-1", 12_345), "k1").unwrap();
         assert_eq!((a.points.get(), a.balance.get()), (123, 123));
         assert_eq!(a.loyalty_transaction_id.as_str(), "LT-00000001");
@@ -1126,26 +1139,253 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_member_is_refused_with_404_and_not_enrolled() {
+    fn a_member_never_enrolled_is_refused_with_404_by_every_call_and_not_enrolled() {
         let loyalty = LoyaltySimulator::new();
-        let err = loyalty
-            .accrue(&accrual("unknown-9", "r-1", 500), "k")
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            SimError::Refused {
-                status: 404,
-                code: "member_not_found",
-                ..
-            }
-        ));
-        assert_eq!(loyalty.balance("unknown-9"), None);
+        let now = Timestamp::now();
+        for id in ["m-1", "unknown-9"] {
+            refused(
+                loyalty.accrue(&accrual(id, "r-1", 500), "a"),
+                404,
+                "member_not_found",
+            );
+            refused(loyalty.member_balance(&member(id)), 404, "member_not_found");
+            refused(
+                loyalty.create_hold(&hold(id, 1, 1_000, now, FIFTEEN_MINUTES), "h"),
+                404,
+                "member_not_found",
+            );
+            refused(
+                loyalty.adjust(&adjustment(id, AdjustmentKind::Recredit, "o-1", "x", 5), "r"),
+                404,
+                "member_not_found",
+            );
+            refused(
+                loyalty.sync_member(&member_snapshot(id, 1), "s"),
+                404,
+                "member_not_found",
+            );
+            assert_eq!(loyalty.balance(id), None);
+            assert_eq!(loyalty.member(&member(id)), None);
+        }
         assert!(loyalty.transactions().is_empty());
+        assert!(loyalty.members().is_empty());
+    }
+
+    #[test]
+    fn enrolling_is_idempotent_and_refuses_numbers_never_issued() {
+        let loyalty = LoyaltySimulator::new();
+        loyalty.enrol(&member("m-1"), "e1").unwrap();
+        loyalty.accrue(&accrual("m-1", "r-1", 1_000), "a1").unwrap();
+        // Enrolling again, under another key, changes nothing: the points stay.
+        loyalty.enrol(&member("m-1"), "e2").unwrap();
+        assert_eq!(loyalty.balance("m-1").map(Points::get), Some(10));
+        refused(
+            loyalty.enrol(&member("unknown-1"), "e3"),
+            422,
+            "enrolment_refused",
+        );
+        assert_eq!(loyalty.balance("unknown-1"), None);
+        // An operator's seeded balance enrols even an `unknown-` id; enrolling it is then a no-op.
+        loyalty.seed_balance("unknown-1", Points::new(5).unwrap());
+        loyalty.enrol(&member("unknown-1"), "e4").unwrap();
+        assert_eq!(loyalty.balance("unknown-1").map(Points::get), Some(5));
+        refused(loyalty.enrol(&member("m-2"), "e1"), 409, "idempotency_key_reused");
+        let view = loyalty.member(&member("m-1")).unwrap();
+        assert_eq!(
+            (view.status, view.merged_into, view.balance.get(), view.held.get()),
+            (MemberStatus::Active, None, 10, 0)
+        );
+        assert_eq!(view.profile, None);
+        assert_eq!(loyalty.members().len(), 2);
+    }
+
+    #[test]
+    fn a_profile_keeps_the_highest_revision_synced() {
+        let loyalty = enrolled();
+        let synced = loyalty.sync_member(&member_snapshot("m-1", 2), "s2").unwrap();
+        assert_eq!(synced.revision, 2);
+        let older = MemberSnapshot {
+            name: Some("Old Name".into()),
+            ..member_snapshot("m-1", 1)
+        };
+        assert_eq!(loyalty.sync_member(&older, "s1").unwrap().revision, 2);
+        assert_eq!(
+            loyalty.member(&member("m-1")).unwrap().profile,
+            Some(member_snapshot("m-1", 2))
+        );
+        loyalty.sync_member(&erased_snapshot("m-1", 3), "s3").unwrap();
+        let profile = loyalty.member(&member("m-1")).unwrap().profile.unwrap();
+        assert_eq!((profile.revision, profile.name, profile.email), (3, None, None));
+        assert_eq!(
+            loyalty
+                .sync_member(&erased_snapshot("m-1", 3), "s3")
+                .unwrap()
+                .revision,
+            3,
+            "a repeated key answers again"
+        );
+        assert!(loyalty.transactions().is_empty(), "a profile is no points");
+    }
+
+    /// `m-1` (the duplicate) with 5,000 seeded and 123 earned, `m-2` (the survivor) with 40 earned.
+    fn two_accounts() -> (LoyaltySimulator, Arc<ManualClock>) {
+        let (loyalty, clock) = platform();
+        loyalty.accrue(&accrual("m-1", "r-1", 12_345), "a1").unwrap();
+        loyalty.enrol(&member("m-2"), "e2").unwrap();
+        loyalty.accrue(&accrual("m-2", "r-2", 4_000), "a2").unwrap();
+        (loyalty, clock)
+    }
+
+    #[test]
+    fn a_merge_moves_the_whole_balance_once_and_closes_the_duplicate() {
+        let (loyalty, clock) = two_accounts();
+        let (m1, m2) = (member("m-1"), member("m-2"));
+        let moved = loyalty.merge(&m1, &m2, "merge").unwrap();
+        assert_eq!(moved.points_moved.get(), 5_123);
+        assert_eq!(loyalty.balance("m-1").map(Points::get), Some(0));
+        assert_eq!(loyalty.balance("m-2").map(Points::get), Some(5_163));
+
+        let ledger = loyalty.transactions();
+        let (out, into) = (&ledger[2], &ledger[3]);
+        assert_eq!(
+            (
+                out.kind,
+                out.member_id.as_str(),
+                out.points,
+                out.balance_after.get()
+            ),
+            (LoyaltyTransactionKind::MergeOut, "m-1", -5_123, 0)
+        );
+        assert_eq!(
+            (
+                into.kind,
+                into.member_id.as_str(),
+                into.points,
+                into.balance_after.get()
+            ),
+            (LoyaltyTransactionKind::MergeIn, "m-2", 5_123, 5_163)
+        );
+        assert_eq!(out.counterpart_member_id.as_ref(), Some(&m2));
+        assert_eq!(into.counterpart_member_id.as_ref(), Some(&m1));
+        assert_eq!((out.transaction.as_ref(), out.occurred_at), (None, clock.now()));
+        assert_eq!(
+            ledger[0].member_id, m1,
+            "the duplicate's history stays readable under it"
+        );
+        // Opening balance + ledger = balance, per member, still.
+        let sum = |id: &str| -> i64 {
+            ledger
+                .iter()
+                .filter(|t| t.member_id.as_str() == id)
+                .map(|t| t.points)
+                .sum()
+        };
+        assert_eq!((5_000 + sum("m-1"), sum("m-2")), (0, 5_163));
+
+        let view = loyalty.member(&m1).unwrap();
+        assert_eq!(
+            (view.status, view.merged_into.as_ref()),
+            (MemberStatus::Merged, Some(&m2))
+        );
+        // Again, under the same or another key: the first answer, nothing moved.
+        assert_eq!(loyalty.merge(&m1, &m2, "merge").unwrap(), moved);
+        assert_eq!(loyalty.merge(&m1, &m2, "merge-again").unwrap(), moved);
+        assert_eq!(loyalty.transactions().len(), 4);
+        assert_eq!(loyalty.balance("m-2").map(Points::get), Some(5_163));
+    }
+
+    #[test]
+    fn a_merged_member_is_read_and_synced_but_gives_and_takes_no_points() {
+        let (loyalty, clock) = two_accounts();
+        loyalty.merge(&member("m-1"), &member("m-2"), "merge").unwrap();
+        refused(
+            loyalty.accrue(&accrual("m-1", "r-9", 1_000), "a9"),
+            409,
+            "member_merged",
+        );
+        refused(
+            loyalty.create_hold(&hold("m-1", 1, 1_000, clock.now(), FIFTEEN_MINUTES), "h9"),
+            409,
+            "member_merged",
+        );
+        refused(
+            loyalty.adjust(
+                &adjustment("m-1", AdjustmentKind::Recredit, "o-1", "compensation", 5),
+                "r9",
+            ),
+            409,
+            "member_merged",
+        );
+        let err = loyalty.accrue(&accrual("m-1", "r-9", 1_000), "a9").unwrap_err();
+        assert!(err.to_string().contains("m-2"), "names the survivor: {err}");
+        assert_eq!(available(&loyalty, "m-1"), (0, 0, 0));
+        let merged = MemberSnapshot {
+            status: MemberStatus::Merged,
+            merged_into: Some(member("m-2")),
+            ..member_snapshot("m-1", 5)
+        };
+        assert_eq!(loyalty.sync_member(&merged, "s5").unwrap().revision, 5);
+    }
+
+    #[test]
+    fn merges_are_refused_for_the_same_member_unknown_ones_merged_ones_and_open_holds() {
+        let (loyalty, clock) = two_accounts();
+        let (m1, m2, m3) = (member("m-1"), member("m-2"), member("m-3"));
+        refused(loyalty.merge(&m1, &m1, "x1"), 422, "merge_refused");
+        refused(loyalty.merge(&m1, &m3, "x2"), 404, "member_not_found");
+        refused(loyalty.merge(&m3, &m1, "x3"), 404, "member_not_found");
+        let h = hold_of(&loyalty, &clock, 100, "h1");
+        refused(loyalty.merge(&m1, &m2, "x4"), 422, "merge_refused");
+        assert!(
+            loyalty
+                .transactions()
+                .iter()
+                .all(|t| t.kind == LoyaltyTransactionKind::Accrual)
+        );
+        loyalty.release_hold(&h.hold_id, "r1").unwrap();
+        loyalty.merge(&m1, &m2, "m").unwrap();
+
+        loyalty.enrol(&m3, "e3").unwrap();
+        refused(loyalty.merge(&m1, &m3, "x5"), 422, "merge_refused");
+        refused(loyalty.merge(&m3, &m1, "x6"), 422, "merge_refused");
+        // An empty account merges too, for 0 points: the pair of transactions still links them.
+        assert_eq!(loyalty.merge(&m3, &m2, "m3").unwrap().points_moved, Points::ZERO);
+        assert_eq!(loyalty.transactions().len(), 2 + 4);
+        loyalty.enrol(&member("m-4"), "e4").unwrap();
+        loyalty.seed_balance("m-4", Points::new(MAX_SAFE_INTEGER).unwrap());
+        refused(loyalty.merge(&member("m-4"), &m2, "x7"), 422, "merge_refused");
+    }
+
+    #[test]
+    fn enrolments_syncs_and_merges_come_back_from_the_journal() {
+        let (loyalty, clock) = two_accounts();
+        loyalty.keep_journal();
+        loyalty.enrol(&member("m-3"), "e3").unwrap();
+        loyalty.sync_member(&member_snapshot("m-3", 1), "s3").unwrap();
+        clock.advance(Duration::from_secs(30));
+        loyalty.merge(&member("m-1"), &member("m-2"), "merge").unwrap();
+        let journal = loyalty.take_journal();
+        assert_eq!(journal.len(), 3);
+
+        // What a local run does after a kill: the opening balances, then the journal (here only the
+        // calls made after it was kept, on top of a platform in the state it was kept from).
+        let (restored, _) = two_accounts();
+        restored.replay(&journal).unwrap();
+        assert_eq!(restored.members(), loyalty.members());
+        assert_eq!(restored.transactions(), loyalty.transactions());
+        assert_eq!(
+            restored
+                .merge(&member("m-1"), &member("m-2"), "merge")
+                .unwrap()
+                .points_moved
+                .get(),
+            5_123
+        );
     }
 
     #[test]
     fn a_repeated_key_returns_the_first_accrual_and_earns_once() {
-        let loyalty = LoyaltySimulator::new();
+        let loyalty = enrolled();
         let first = loyalty.accrue(&accrual("m-1", "r-1", 5_000), "k").unwrap();
         let again = loyalty.accrue(&accrual("m-1", "r-1", 5_000), "k").unwrap();
         assert_eq!(first, again);
@@ -1169,6 +1409,8 @@ mod tests {
             fail_first_with: FaultKind::TimeoutAfterCommit,
             ..Faults::default()
         });
+        // Seeded, not enrolled: an enrolment is a call and would meet the scripted fault.
+        loyalty.seed_balance("m-1", Points::ZERO);
         let req = accrual("m-1", "r-1", 2_000);
         assert_eq!(
             loyalty.accrue(&req, "k").unwrap_err(),
@@ -1209,9 +1451,9 @@ mod tests {
     }
 
     #[test]
-    fn a_member_never_seen_has_nothing_and_is_not_enrolled_by_reading() {
+    fn a_member_never_seen_is_not_enrolled_by_reading_and_a_seed_enrols() {
         let loyalty = LoyaltySimulator::new();
-        assert_eq!(available(&loyalty, "m-9"), (0, 0, 0));
+        refused(loyalty.member_balance(&member("m-9")), 404, "member_not_found");
         assert_eq!(loyalty.balance("m-9"), None);
         assert!(loyalty.balances().is_empty());
         refused(
@@ -1265,10 +1507,16 @@ mod tests {
         hold_of(&loyalty, &clock, 1_000, "h3");
         refused(
             loyalty.create_hold(&hold("m-2", 1, 10_000, clock.now(), FIFTEEN_MINUTES), "h4"),
+            404,
+            "member_not_found",
+        );
+        assert_eq!(loyalty.balance("m-2"), None, "a refused hold enrols nobody");
+        loyalty.enrol(&member("m-2"), "e2").unwrap();
+        refused(
+            loyalty.create_hold(&hold("m-2", 1, 10_000, clock.now(), FIFTEEN_MINUTES), "h5"),
             422,
             "insufficient_points",
         );
-        assert_eq!(loyalty.balance("m-2"), None, "a refused hold enrols nobody");
     }
 
     #[test]
@@ -1478,19 +1726,22 @@ mod tests {
         );
         assert_eq!(t.requested_points, None);
         assert_eq!(loyalty.balance("m-1").map(Points::get), Some(5_000));
-        // A member never seen is enrolled by a re-credit.
-        let a = loyalty
-            .adjust(
+        // A member never enrolled is not enrolled by a re-credit.
+        refused(
+            loyalty.adjust(
                 &adjustment("m-3", AdjustmentKind::Recredit, "o-3", "compensation", 40),
                 "a2",
-            )
-            .unwrap();
-        assert_eq!(a.balance.get(), 40);
+            ),
+            404,
+            "member_not_found",
+        );
+        assert_eq!(loyalty.balance("m-3"), None);
     }
 
     #[test]
     fn a_reversal_takes_earned_points_back_but_never_what_holds_reserve() {
         let (loyalty, clock) = platform();
+        loyalty.enrol(&member("m-2"), "enrol").unwrap();
         loyalty.accrue(&accrual("m-2", "r-1", 50_000), "e1").unwrap();
         let a = loyalty
             .adjust(
@@ -1532,7 +1783,7 @@ mod tests {
 
     #[test]
     fn adjustments_need_a_member_and_points() {
-        let loyalty = LoyaltySimulator::new();
+        let loyalty = enrolled();
         refused(
             loyalty.adjust(
                 &adjustment("unknown-1", AdjustmentKind::Recredit, "o-1", "x", 5),

@@ -5,12 +5,17 @@ use std::net::SocketAddr;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use retail_sync_contracts::values::{MemberId, Points};
+use retail_sync_core::ports::MemberSnapshot;
 use retail_sync_core::ports::{AdjustmentKind, Hold, HoldStatus};
 use retail_sync_simulators::access::{Access, LOCAL_API_KEY, LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET};
 use retail_sync_simulators::samples::{
     accrual, adjustment, cancellation, commit, hold, order, order_sale, return_of, sale,
 };
-use retail_sync_simulators::{ErpSimulator, Faults, LoyaltySimulator, SimState, serve};
+use retail_sync_simulators::samples::{erased_snapshot, member_snapshot};
+use retail_sync_simulators::{
+    Dialects, ErpSimulator, Faults, LoyaltySimulator, SimState, Systems, serve, serve_systems,
+};
 
 async fn start() -> (String, ErpSimulator, LoyaltySimulator) {
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
@@ -19,6 +24,21 @@ async fn start() -> (String, ErpSimulator, LoyaltySimulator) {
         .await
         .unwrap();
     (format!("http://{bound}"), erp, loyalty)
+}
+
+/// Every system served, the CRM included, with a handle on each.
+async fn start_systems() -> (String, Systems) {
+    let systems = Systems::default();
+    let dialects = Dialects::over(&systems.erp, &systems.loyalty);
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (bound, _handle) = serve_systems(systems.clone(), dialects, Access::local(), addr)
+        .await
+        .unwrap();
+    (format!("http://{bound}"), systems)
+}
+
+fn member(id: &str) -> MemberId {
+    MemberId::parse(id).unwrap()
 }
 
 /// A client that presents the local API key on every call, as a connector would.
@@ -167,6 +187,7 @@ async fn refusals_carry_their_status_and_code() {
 async fn balances_faults_state_and_health_are_readable() {
     let (base, erp, loyalty) = start().await;
     let client = client();
+    loyalty.seed_balance("m-1", Points::ZERO);
     loyalty.accrue(&accrual("m-1", "r-1", 4_250), "k").unwrap();
     erp.post_sale(&sale("store-1", "r-1"), "k").unwrap();
 
@@ -182,19 +203,7 @@ async fn balances_faults_state_and_health_are_readable() {
         balance,
         json!({"member_id": "m-1", "balance": 42, "held": 0, "available": 42})
     );
-    let never_seen: Value = client
-        .get(format!("{base}/loyalty/v1/members/m-2/balance"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        never_seen,
-        json!({"member_id": "m-2", "balance": 0, "held": 0, "available": 0})
-    );
-    for member in ["unknown-2", "not%20an%20id"] {
+    for member in ["m-2", "unknown-2", "not%20an%20id"] {
         let missing = client
             .get(format!("{base}/loyalty/v1/members/{member}/balance"))
             .send()
@@ -240,7 +249,7 @@ async fn balances_faults_state_and_health_are_readable() {
         "unknown fields are refused, not ignored"
     );
     let other = client
-        .get(format!("{base}/crm/_admin/faults"))
+        .get(format!("{base}/pos/_admin/faults"))
         .send()
         .await
         .unwrap();
@@ -505,4 +514,198 @@ async fn a_hold_is_released_with_an_empty_body_and_unknown_holds_are_404() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "hold_released");
+}
+
+/// A `PUT` of `snapshot` to `path` under `key`.
+async fn put_snapshot(
+    client: &reqwest::Client,
+    url: String,
+    key: &str,
+    snapshot: &MemberSnapshot,
+) -> reqwest::Response {
+    client
+        .put(url)
+        .header("Idempotency-Key", key)
+        .json(snapshot)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn members_are_enrolled_profiled_and_merged() {
+    let (base, systems) = start_systems().await;
+    let loyalty = &systems.loyalty;
+    let client = client();
+    let enrol = |member: &'static str, key: &'static str| {
+        client
+            .post(format!("{base}/loyalty/v1/members"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"member_id": member}))
+            .send()
+    };
+    let enrolled = enrol("m-1", "e1").await.unwrap();
+    assert_eq!(enrolled.status(), StatusCode::CREATED);
+    assert_eq!(
+        enrolled.json::<Value>().await.unwrap(),
+        json!({"member_id": "m-1"})
+    );
+    assert_eq!(
+        enrol("m-1", "e1b").await.unwrap().status(),
+        StatusCode::CREATED,
+        "a no-op"
+    );
+    enrol("m-2", "e2").await.unwrap();
+    let refused = enrol("unknown-1", "e3").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["code"],
+        "enrolment_refused"
+    );
+
+    let profile = |id: &str| format!("{base}/loyalty/v1/members/{id}/profile");
+    let synced = put_snapshot(&client, profile("m-1"), "p1", &member_snapshot("m-1", 2)).await;
+    assert_eq!(synced.status(), StatusCode::OK);
+    assert_eq!(
+        synced.json::<Value>().await.unwrap(),
+        json!({"member_id": "m-1", "revision": 2})
+    );
+    let older = put_snapshot(&client, profile("m-1"), "p0", &member_snapshot("m-1", 1)).await;
+    assert_eq!(older.json::<Value>().await.unwrap()["revision"], 2);
+    let unknown = put_snapshot(&client, profile("m-9"), "p9", &member_snapshot("m-9", 1)).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json::<Value>().await.unwrap()["code"], "member_not_found");
+    let elsewhere = put_snapshot(&client, profile("m-2"), "p2", &member_snapshot("m-1", 3)).await;
+    assert_eq!(elsewhere.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        elsewhere.json::<Value>().await.unwrap()["code"],
+        "member_mismatch"
+    );
+
+    loyalty.accrue(&accrual("m-1", "r-1", 3_000), "a1").unwrap();
+    let merge = |duplicate: &str, survivor: &str, key: &'static str| {
+        client
+            .post(format!("{base}/loyalty/v1/members/{duplicate}/merge"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"survivor_id": survivor}))
+            .send()
+    };
+    let merged = merge("m-1", "m-2", "m1").await.unwrap();
+    assert_eq!(merged.status(), StatusCode::OK);
+    assert_eq!(merged.json::<Value>().await.unwrap(), json!({"points_moved": 30}));
+    let again = merge("m-1", "m-2", "m2").await.unwrap();
+    assert_eq!(again.json::<Value>().await.unwrap(), json!({"points_moved": 30}));
+    for (duplicate, survivor, status, code) in [
+        ("m-2", "m-2", StatusCode::UNPROCESSABLE_ENTITY, "merge_refused"),
+        ("m-9", "m-2", StatusCode::NOT_FOUND, "member_not_found"),
+        ("not%20an%20id", "m-2", StatusCode::NOT_FOUND, "member_not_found"),
+    ] {
+        let response = merge(duplicate, survivor, "m3").await.unwrap();
+        assert_eq!(response.status(), status, "{duplicate}");
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], code);
+    }
+    let after = client
+        .post(format!("{base}/loyalty/v1/accruals"))
+        .header("Idempotency-Key", "a2")
+        .json(&accrual("m-1", "r-2", 1_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::CONFLICT);
+    assert_eq!(after.json::<Value>().await.unwrap()["code"], "member_merged");
+
+    let state: SimState = client
+        .get(format!("{base}/_admin/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let members: Vec<_> = state
+        .loyalty_members
+        .iter()
+        .map(|m| (m.member_id.as_str(), m.status.as_str(), m.balance.get()))
+        .collect();
+    assert_eq!(members, [("m-1", "merged", 0), ("m-2", "active", 30)]);
+    assert_eq!(
+        loyalty.member(&member("m-1")).unwrap().profile,
+        Some(member_snapshot("m-1", 2))
+    );
+}
+
+#[tokio::test]
+async fn the_erp_and_the_crm_keep_accounts_and_contacts_at_their_latest_revision() {
+    let (base, systems) = start_systems().await;
+    let client = client();
+    let customer = format!("{base}/erp/v1/customers/m-5");
+    let contact = format!("{base}/crm/v1/contacts/m-5");
+    for url in [&customer, &contact] {
+        let first = put_snapshot(&client, url.clone(), "k2", &member_snapshot("m-5", 2)).await;
+        assert_eq!(first.status(), StatusCode::OK, "{url}");
+        let late = put_snapshot(&client, url.clone(), "k1", &member_snapshot("m-5", 1)).await;
+        assert_eq!(late.json::<Value>().await.unwrap()["revision"], 2, "{url}");
+        let erased = put_snapshot(&client, url.clone(), "k3", &erased_snapshot("m-5", 3)).await;
+        assert_eq!(erased.json::<Value>().await.unwrap()["revision"], 3, "{url}");
+        let reused = put_snapshot(&client, url.clone(), "k3", &member_snapshot("m-5", 4)).await;
+        assert_eq!(reused.status(), StatusCode::CONFLICT, "{url}");
+        let keyless = client
+            .put(url.clone())
+            .json(&member_snapshot("m-5", 4))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(keyless.status(), StatusCode::BAD_REQUEST, "{url}");
+    }
+    assert_eq!(
+        systems.erp.customer(&member("m-5")),
+        Some(erased_snapshot("m-5", 3))
+    );
+    assert!(systems.erp.postings().is_empty(), "an account is no document");
+
+    let read: Value = client.get(&contact).send().await.unwrap().json().await.unwrap();
+    assert_eq!(read["revision"], 3);
+    assert_eq!(read["status"], "erased");
+    for field in ["name", "email", "phone", "marketing_email"] {
+        assert!(read.get(field).is_none(), "{field} survived the erasure: {read}");
+    }
+    assert!(read["updated_at"].is_string());
+    for id in ["m-6", "not%20an%20id"] {
+        let missing = client
+            .get(format!("{base}/crm/v1/contacts/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            missing.json::<Value>().await.unwrap()["code"],
+            "contact_not_found"
+        );
+    }
+    let bare = reqwest::Client::new().get(&contact).send().await.unwrap();
+    assert_eq!(
+        bare.status(),
+        StatusCode::UNAUTHORIZED,
+        "the CRM needs a credential too"
+    );
+
+    let set = client
+        .put(format!("{base}/crm/_admin/faults"))
+        .json(&json!({"down": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::OK);
+    let down = client.get(&contact).send().await.unwrap();
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let state: SimState = client
+        .get(format!("{base}/_admin/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((state.crm_requests, state.crm_contacts.len()), (4, 1));
+    assert_eq!(state.erp_customers, [erased_snapshot("m-5", 3)]);
 }

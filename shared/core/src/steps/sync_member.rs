@@ -88,6 +88,17 @@ impl Heard {
         }
     }
 
+    fn event_type(&self) -> retail_sync_contracts::EventType {
+        match self {
+            Self::Enrolled(_) => retail_sync_contracts::EventType::MemberEnrolled,
+            Self::Updated(_) => retail_sync_contracts::EventType::CustomerUpdated,
+            Self::Tier(_) => retail_sync_contracts::EventType::TierChanged,
+            Self::Erasure(_) => retail_sync_contracts::EventType::ErasureRequested,
+            Self::Merge(_) => retail_sync_contracts::EventType::MemberMergeRequested,
+        }
+    }
+
+    /// The event again, as a record's origin is started from (a clone: called once per new record).
     fn event(&self) -> Event {
         match self {
             Self::Enrolled(d) => Event::MemberEnrolled(d.clone()),
@@ -164,24 +175,28 @@ impl SyncMember {
         let refusals = self.ownership.refusals(attributes, stamp.source);
         if !refusals.is_empty() {
             let message = format!(
-                "{} from {} refused: it sets what {} does not own",
-                heard.event().event_type().name(),
+                "{} from {} ({}) refused: it sets what {} does not own",
+                heard.event_type().name(),
                 stamp.source.as_str(),
+                stamp.event_id,
                 stamp.source.as_str()
             );
-            if let Some(saga) = cx.sagas().load(&members::record_id(member)).await? {
+            // On the member's timeline and counted once, however often the event is delivered.
+            if let Some(saga) = cx.sagas().load(&members::record_id(member)).await?
+                && !has_entry(&saga, &message)
+            {
                 let text = message.clone();
                 self.write(cx, saga, None, |_| (StepOutcome::Refused, text.clone()))
                     .await?;
+                cx.metrics()
+                    .add("member_updates_refused", 1, Some(("reason", "not_owner")));
             }
-            cx.metrics()
-                .add("member_updates_refused", 1, Some(("reason", "not_owner")));
             let meta = heard.metadata();
             return Err(Error::BadInput(Box::new(Rejection {
                 reason: ReasonCode::NotOwner,
                 message,
                 findings: refusals,
-                detail_type: Some(heard.event().event_type().name().to_owned()),
+                detail_type: Some(heard.event_type().name().to_owned()),
                 event_id: Some(meta.event_id.to_string()),
                 correlation_id: Some(meta.correlation_id.to_string()),
             })));
@@ -194,7 +209,7 @@ impl SyncMember {
         let saga = self.load_or_start(cx, heard).await?;
         let entry = format!(
             "{} from {} ({})",
-            heard.event().event_type().name(),
+            heard.event_type().name(),
             stamp.source.as_str(),
             stamp.event_id
         );
@@ -256,9 +271,12 @@ impl SyncMember {
     /// The member's record, started from `heard` when there is none yet.
     async fn load_or_start(&self, cx: &Cx<'_>, heard: &Heard) -> Result<Saga, Error> {
         let member = heard.member().clone();
-        start_or_load(cx, members::record_id(&member), &heard.event(), || {
-            MemberState::Record(Box::new(MemberRecord::new(member.clone())))
-        })
+        start_or_load(
+            cx,
+            members::record_id(&member),
+            || heard.event(),
+            || MemberState::Record(Box::new(MemberRecord::new(member.clone()))),
+        )
         .await
     }
 
@@ -303,13 +321,17 @@ impl SyncMember {
         for key in now_keys {
             let Some(first_at) = at(key.kind) else { continue };
             let id = SagaId::from_stored(key.entry_id());
-            let origin = index_origin(record, cx.cause);
-            let entry = start_or_load(cx, id, &origin, || {
-                MemberState::Contact(ContactEntry {
-                    kind: Some(key.kind),
-                    ..ContactEntry::default()
-                })
-            })
+            let entry = start_or_load(
+                cx,
+                id,
+                || index_origin(record, cx.cause),
+                || {
+                    MemberState::Contact(ContactEntry {
+                        kind: Some(key.kind),
+                        ..ContactEntry::default()
+                    })
+                },
+            )
             .await?;
             let member = record.member_id.clone();
             let entry = saga::update_from(cx.sagas(), entry, None, |s| {
@@ -611,9 +633,12 @@ impl SyncMember {
             self.unindex(cx, &key, duplicate).await?;
         }
         // The survivor's record, started from the merge request when retail-sync never heard of them.
-        let survivor_saga = start_or_load(cx, members::record_id(survivor), &heard.event(), || {
-            MemberState::Record(Box::new(MemberRecord::new(survivor.clone())))
-        })
+        let survivor_saga = start_or_load(
+            cx,
+            members::record_id(survivor),
+            || heard.event(),
+            || MemberState::Record(Box::new(MemberRecord::new(survivor.clone()))),
+        )
         .await?;
         let text = format!("absorbed {duplicate}: {moved} points moved here");
         let survivor_saga = if has_entry(&survivor_saga, &text) {
@@ -672,13 +697,13 @@ fn index_origin(record: &MemberRecord, cause: &Metadata) -> Event {
 async fn start_or_load(
     cx: &Cx<'_>,
     id: SagaId,
-    origin: &Event,
+    origin: impl FnOnce() -> Event,
     state: impl FnOnce() -> MemberState,
 ) -> Result<Saga, Error> {
     if let Some(saga) = cx.sagas().load(&id).await? {
         return Ok(saga);
     }
-    let mut saga = Saga::start(id, origin, cx.now);
+    let mut saga = Saga::start(id, &origin(), cx.now);
     let mut text = saga.origin.get().to_owned();
     members::redact(&mut text, &[]);
     saga.origin = serde_json::value::RawValue::from_string(text)

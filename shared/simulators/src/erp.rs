@@ -502,32 +502,7 @@ impl ErpSimulator {
         self.shared.lock().journal.postings.clone()
     }
 
-    /// How many mutating calls (documents and customer syncs) reached the ERP, faulted and refused ones
-    /// included.
-    pub fn requests(&self) -> u64 {
-        self.shared.lock().gate.requests()
-    }
-
-    pub fn faults(&self) -> Faults {
-        self.shared.lock().gate.faults().clone()
-    }
-
-    /// Starts (`true`) or ends an outage: every call answers 503 meanwhile. The other fault settings
-    /// and their random sequence carry on.
-    pub fn set_down(&self, down: bool) {
-        self.shared.lock().gate.set_down(down);
-    }
-
-    /// Replaces the faults (and restarts the seeded random sequence and the `fail_first` script).
-    pub fn set_faults(&self, faults: Faults) {
-        self.shared.set_latency(&faults);
-        self.shared.lock().gate.set_faults(faults);
-    }
-
-    /// Waits out the latency fault; the adapters call it before every call.
-    pub async fn delay(&self) {
-        self.shared.delay().await;
-    }
+    crate::system::fault_controls!("the ERP (documents and customer syncs)");
 }
 
 #[cfg(test)]

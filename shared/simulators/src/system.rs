@@ -27,6 +27,42 @@ pub(crate) struct Shared<S> {
     latency: Mutex<Option<Latency>>,
 }
 
+/// The request counter and fault controls every simulated system offers, over its `shared` state's
+/// `gate` (the ERP's, the loyalty platform's and the CRM's are the same five methods): written once here
+/// and stated in each simulator's `impl` as `crate::system::fault_controls!("the ERP");`.
+macro_rules! fault_controls {
+    ($system:literal) => {
+        #[doc = concat!(
+                    "How many mutating calls reached ", $system, ", faulted and refused ones included."
+                )]
+        pub fn requests(&self) -> u64 {
+            self.shared.lock().gate.requests()
+        }
+
+        pub fn faults(&self) -> crate::faults::Faults {
+            self.shared.lock().gate.faults().clone()
+        }
+
+        /// Starts (`true`) or ends an outage: every call answers 503 meanwhile. The other fault
+        /// settings and their random sequence carry on.
+        pub fn set_down(&self, down: bool) {
+            self.shared.lock().gate.set_down(down);
+        }
+
+        /// Replaces the faults (and restarts the seeded random sequence and the `fail_first` script).
+        pub fn set_faults(&self, faults: crate::faults::Faults) {
+            self.shared.set_latency(&faults);
+            self.shared.lock().gate.set_faults(faults);
+        }
+
+        /// Waits out the latency fault; the adapters call it before every call.
+        pub async fn delay(&self) {
+            self.shared.delay().await;
+        }
+    };
+}
+pub(crate) use fault_controls;
+
 impl<S> Shared<S> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, S> {
         // A panic while holding the lock leaves plain data behind; keep serving rather than poison

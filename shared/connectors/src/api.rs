@@ -320,19 +320,18 @@ impl JsonApi {
     }
 
     /// PUTs `body` (a whole record, which the system keeps unless it holds a later one) to `path` with
-    /// the idempotency key, like [`JsonApi::post_refused_as`].
-    pub(crate) async fn put_refused_as<Req, Resp>(
+    /// the idempotency key, like [`JsonApi::post`].
+    pub(crate) async fn put<Req, Resp>(
         &self,
         path: &str,
         body: &Req,
         key: &IdempotencyKey,
-        refused_as: impl Fn(u16) -> ReasonCode,
     ) -> Result<Resp, Error>
     where
         Req: Serialize + Sync,
         Resp: DeserializeOwned,
     {
-        self.keyed(reqwest::Method::PUT, path, body, key, refused_as)
+        self.keyed(reqwest::Method::PUT, path, body, key, |_| self.rejected)
             .await
     }
 

@@ -49,10 +49,7 @@ impl MemberSync for HttpCrm {
     async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
         // Member ids are validated identifiers (`[A-Za-z0-9][A-Za-z0-9._-]*`): safe as a path segment.
         let path = format!("/crm/v1/contacts/{}", snapshot.member_id);
-        let _: serde_json::Value = self
-            .api
-            .put_refused_as(&path, snapshot, key, |_| ReasonCode::CrmRejected)
-            .await?;
+        let _: serde_json::Value = self.api.put(&path, snapshot, key).await?;
         Ok(())
     }
 }

@@ -75,10 +75,7 @@ impl Erp for HttpErp {
 impl MemberSync for HttpErp {
     async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
         let path = format!("/erp/v1/customers/{}", snapshot.member_id);
-        let _: serde_json::Value = self
-            .api
-            .put_refused_as(&path, snapshot, key, |_| ReasonCode::ErpRejected)
-            .await?;
+        let _: serde_json::Value = self.api.put(&path, snapshot, key).await?;
         Ok(())
     }
 }

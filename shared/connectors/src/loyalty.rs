@@ -123,10 +123,7 @@ struct Merged {
 impl MemberSync for HttpLoyalty {
     async fn sync_member(&self, snapshot: &MemberSnapshot, key: &IdempotencyKey) -> Result<(), Error> {
         let path = format!("/loyalty/v1/members/{}/profile", snapshot.member_id);
-        let _: serde_json::Value = self
-            .api
-            .put_refused_as(&path, snapshot, key, |_| ReasonCode::LoyaltyRejected)
-            .await?;
+        let _: serde_json::Value = self.api.put(&path, snapshot, key).await?;
         Ok(())
     }
 }

@@ -305,6 +305,42 @@ pub struct DuplicateMemberSuspected {
     pub matched_on: Vec<String>,
 }
 
+/// Outbound: a difference the nightly reconciliation found between retail-sync's sagas, the ERP's
+/// documents and the loyalty platform's ledger that it did not repair (see the README's
+/// "Reconciliation"). One per difference and window; carries no personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationMismatch {
+    /// `missing_accrual`, `double_accrual`, `amount_mismatch`, `reversal_missing`,
+    /// `redemption_not_booked`, `document_missing`, `orphan_document`, `stuck_saga`.
+    #[schemars(length(min = 1, max = 40))]
+    pub difference: String,
+    /// Stable across runs: the same difference found again has the same id.
+    #[schemars(length(min = 1, max = 300))]
+    pub finding_id: String,
+    /// `loyalty`, `erp`, `retail-sync`.
+    #[schemars(length(min = 1, max = 20))]
+    pub system: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub transaction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 120))]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<i64>,
+    /// Whether `retail-sync reconcile --repair` can repair it.
+    pub repairable: bool,
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub window_from: jiff::Timestamp,
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub window_to: jiff::Timestamp,
+    #[schemars(length(max = 500))]
+    pub message: String,
+}
+
 /// A member's account status, the same in every system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

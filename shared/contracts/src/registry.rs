@@ -124,6 +124,7 @@ event_types! {
     WorkflowException => Outbound,
     DuplicateMemberSuspected => Outbound,
     MemberChanged => Outbound,
+    ReconciliationMismatch => Outbound,
 }
 
 /// The schema versions each type supports. All types are at v1; a v2 adds its number here and its

@@ -30,6 +30,7 @@ pub mod members;
 pub mod memory;
 pub mod ports;
 pub mod proration;
+pub mod reconcile;
 pub mod retry;
 pub mod runner;
 pub mod saga;

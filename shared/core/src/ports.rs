@@ -457,6 +457,82 @@ pub trait Loyalty: Send + Sync {
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error>;
 }
 
+/// What a document in the ERP's books is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    Sale,
+    Cancellation,
+    Return,
+    Reinstatement,
+}
+
+/// One document as the ERP's books show it, for reconciliation (see `reconcile`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookedDocument {
+    pub document_id: ExternalRef,
+    pub kind: DocumentKind,
+    /// The sale or order the document belongs to (a return's original transaction).
+    pub transaction: TransactionRef,
+    /// The cancellation, return or reinstating shipment id; sales have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub currency: Currency,
+    /// Net value before tax, never negative (`kind` gives the direction).
+    pub net_minor: Amount,
+    /// Sales only: the value of the points redeemed on it, as booked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redemption_minor: Option<Amount>,
+    pub occurred_at: Timestamp,
+}
+
+/// What a movement on the loyalty platform's ledger is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointsKind {
+    Accrual,
+    Redemption,
+    Reversal,
+    Recredit,
+    /// A merge of two members' balances (no transaction of ours).
+    Merge,
+}
+
+/// One movement of points as the loyalty platform's ledger shows it, for reconciliation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookedPoints {
+    pub loyalty_transaction_id: ExternalRef,
+    pub kind: PointsKind,
+    pub member_id: MemberId,
+    /// The sale or order the points belong to; merges have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionRef>,
+    /// Adjustments: what caused them (`return:<id>`, `cancellation:<id>`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Signed change of the balance.
+    pub points: i64,
+    /// Reversals that took less than they asked (the member had spent the points): what was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_points: Option<Points>,
+    /// Redemptions: what the points were worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_minor: Option<Amount>,
+    pub occurred_at: Timestamp,
+}
+
+/// The ERP's books, read back: every document whose business time is in `[from, until)`, in any order.
+#[async_trait]
+pub trait ErpBooks: Send + Sync {
+    async fn documents(&self, from: Timestamp, until: Timestamp) -> Result<Vec<BookedDocument>, Error>;
+}
+
+/// The loyalty platform's ledger, read back: every movement whose business time is in `[from, until)`.
+#[async_trait]
+pub trait LoyaltyBooks: Send + Sync {
+    async fn movements(&self, from: Timestamp, until: Timestamp) -> Result<Vec<BookedPoints>, Error>;
+}
+
 /// What a system is told about a member: retail-sync's record of the member at `revision`, cut to what
 /// that system is to hold (see `members::Snapshot`). Whole state, never a delta: a system keeps the
 /// highest revision it was told and ignores an older one, so redeliveries and reordering change nothing.

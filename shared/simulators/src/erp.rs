@@ -128,6 +128,26 @@ impl ErpPosting {
         }
     }
 
+    /// The document as the `ErpBooks` port shows it.
+    pub fn booked(&self) -> retail_sync_core::ports::BookedDocument {
+        use retail_sync_core::ports::DocumentKind;
+        retail_sync_core::ports::BookedDocument {
+            document_id: self.document_id.clone(),
+            kind: match self.kind {
+                ErpPostingKind::Sale => DocumentKind::Sale,
+                ErpPostingKind::Cancellation => DocumentKind::Cancellation,
+                ErpPostingKind::Return => DocumentKind::Return,
+                ErpPostingKind::Reinstatement => DocumentKind::Reinstatement,
+            },
+            transaction: self.transaction.clone(),
+            reference: self.reference.clone(),
+            currency: self.currency,
+            net_minor: self.net_minor,
+            redemption_minor: self.redemption_minor,
+            occurred_at: self.occurred_at,
+        }
+    }
+
     /// The net value with its direction: positive for a sale or a reinstatement, negative for a
     /// cancellation or a return.
     /// The sum over the journal is what the ERP booked net, per currency.
@@ -495,6 +515,49 @@ impl ErpSimulator {
                 Some((p.clone(), call.clone()))
             })
             .collect()
+    }
+
+    /// What the ERP's books hold, as reconciliation reads them: every document with its business time in
+    /// `[from, until)`.
+    pub fn documents_between(
+        &self,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Vec<retail_sync_core::ports::BookedDocument> {
+        self.shared
+            .lock()
+            .journal
+            .postings
+            .iter()
+            .filter(|p| p.occurred_at >= from && p.occurred_at < until)
+            .map(ErpPosting::booked)
+            .collect()
+    }
+
+    /// Changes the journal behind the ERP's back, as a manual entry in the ERP would: for reconciliation
+    /// tests. `change` edits the document `id` in place (`false`: no such document).
+    pub fn tamper(&self, id: &str, change: impl FnOnce(&mut ErpPosting)) -> bool {
+        let mut state = self.shared.lock();
+        match state
+            .journal
+            .postings
+            .iter_mut()
+            .find(|p| p.document_id.as_str() == id)
+        {
+            Some(p) => {
+                change(p);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Books a document nobody asked retail-sync for (a manual entry in the ERP), under the next
+    /// document number: for reconciliation tests. Returns its id.
+    pub fn book_by_hand(&self, posting: impl FnOnce(ExternalRef) -> ErpPosting) -> ExternalRef {
+        let mut state = self.shared.lock();
+        let doc = state.journal.post(posting);
+        doc.document_id
     }
 
     /// Every posted document (sales, cancellations, returns, reinstatements), in posting order.

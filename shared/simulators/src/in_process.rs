@@ -13,6 +13,7 @@ use retail_sync_core::ports::{
     ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, Loyalty,
     LoyaltyMembers, MemberSnapshot, MemberSync,
 };
+use retail_sync_core::ports::{BookedDocument, BookedPoints, ErpBooks, LoyaltyBooks};
 
 use crate::crm::CrmSimulator;
 use crate::erp::ErpSimulator;
@@ -157,6 +158,30 @@ impl LoyaltyMembers for InProcessLoyalty {
                 Error::Rejected { message, .. } => Error::rejected(ReasonCode::MergeRefused, message),
                 other => other,
             })
+    }
+}
+
+#[async_trait]
+impl ErpBooks for InProcessErp {
+    async fn documents(
+        &self,
+        from: jiff::Timestamp,
+        until: jiff::Timestamp,
+    ) -> Result<Vec<BookedDocument>, Error> {
+        self.0.delay().await;
+        Ok(self.0.documents_between(from, until))
+    }
+}
+
+#[async_trait]
+impl LoyaltyBooks for InProcessLoyalty {
+    async fn movements(
+        &self,
+        from: jiff::Timestamp,
+        until: jiff::Timestamp,
+    ) -> Result<Vec<BookedPoints>, Error> {
+        self.0.delay().await;
+        Ok(self.0.movements(from, until))
     }
 }
 

@@ -52,7 +52,7 @@ pub use http::{
 };
 pub use in_process::{InProcessCrm, InProcessErp, InProcessLoyalty};
 pub use loyalty::{
-    LoyaltyMemberView, LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, MergeOutcome,
+    LoyaltyMemberView, LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, MergeOutcome, Tamper,
     points_for, points_value,
 };
 pub use members::MemberSynced;

@@ -161,6 +161,38 @@ pub struct LoyaltyTransaction {
     pub occurred_at: Timestamp,
 }
 
+impl LoyaltyTransaction {
+    /// The transaction as the `LoyaltyBooks` port shows it.
+    pub fn booked(&self) -> retail_sync_core::ports::BookedPoints {
+        use retail_sync_core::ports::PointsKind;
+        retail_sync_core::ports::BookedPoints {
+            loyalty_transaction_id: self.loyalty_transaction_id.clone(),
+            kind: match self.kind {
+                LoyaltyTransactionKind::Accrual => PointsKind::Accrual,
+                LoyaltyTransactionKind::Redemption => PointsKind::Redemption,
+                LoyaltyTransactionKind::Reversal => PointsKind::Reversal,
+                LoyaltyTransactionKind::Recredit => PointsKind::Recredit,
+                LoyaltyTransactionKind::MergeOut | LoyaltyTransactionKind::MergeIn => PointsKind::Merge,
+            },
+            member_id: self.member_id.clone(),
+            transaction: self.transaction.clone(),
+            reference: self.reference.clone(),
+            points: self.points,
+            requested_points: self.requested_points,
+            value_minor: self.value_minor,
+            occurred_at: self.occurred_at,
+        }
+    }
+}
+
+/// A change made to the ledger behind the platform's back (see [`LoyaltySimulator::tamper`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    Lose,
+    Duplicate,
+    SetPoints(i64),
+}
+
 /// A merge as the idempotency record and the journal keep it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MergeRequest {
@@ -282,6 +314,8 @@ struct Books {
     hold_index: HashMap<HoldId, usize>,
     /// The held holds by expiry (with their index), so lazy expiry looks at the due ones only.
     open: BTreeSet<(Timestamp, usize)>,
+    /// Transactions taken off the ledger by [`LoyaltySimulator::tamper`]: ids stay unique after one is lost.
+    lost: usize,
 }
 
 struct LoyaltyState {
@@ -492,7 +526,7 @@ impl Books {
     }
 
     fn next_transaction_id(&self) -> ExternalRef {
-        ExternalRef::parse(format!("LT-{:08}", self.transactions.len() + 1))
+        ExternalRef::parse(format!("LT-{:08}", self.transactions.len() + self.lost + 1))
             .expect("LT- followed by digits is a valid ExternalRef")
     }
 
@@ -1001,6 +1035,61 @@ impl LoyaltySimulator {
     /// Every ledger transaction (accruals, redemptions, reversals, re-credits, merges), in order.
     pub fn transactions(&self) -> Vec<LoyaltyTransaction> {
         self.shared.lock().books.transactions.clone()
+    }
+
+    /// What the platform's books hold, as reconciliation reads them: every movement with its business
+    /// time in `[from, until)`.
+    pub fn movements(&self, from: Timestamp, until: Timestamp) -> Vec<retail_sync_core::ports::BookedPoints> {
+        let state = self.shared.lock();
+        state
+            .books
+            .transactions
+            .iter()
+            .filter(|t| t.occurred_at >= from && t.occurred_at < until)
+            .map(LoyaltyTransaction::booked)
+            .collect()
+    }
+
+    /// Changes the ledger behind the platform's back, the way a lost write, a double booking or a manual
+    /// correction in the platform's back office would: for reconciliation tests. `Lose` takes a
+    /// transaction off the ledger and its points off the balance; `Duplicate` books it again under a new
+    /// id; `SetPoints` changes its points (and the balance by the difference). `false`: no such
+    /// transaction.
+    pub fn tamper(&self, id: &str, change: Tamper) -> bool {
+        let mut guard = self.shared.lock();
+        let books = &mut guard.books;
+        let Some(at) = books
+            .transactions
+            .iter()
+            .position(|t| t.loyalty_transaction_id.as_str() == id)
+        else {
+            return false;
+        };
+        let t = books.transactions[at].clone();
+        let delta = match change {
+            Tamper::Lose => {
+                books.transactions.remove(at);
+                books.lost += 1;
+                -t.points
+            }
+            Tamper::Duplicate => {
+                let again = LoyaltyTransaction {
+                    loyalty_transaction_id: books.next_transaction_id(),
+                    idempotency_key: format!("{}:again", t.idempotency_key),
+                    ..t.clone()
+                };
+                books.transactions.push(again);
+                t.points
+            }
+            Tamper::SetPoints(points) => {
+                books.transactions[at].points = points;
+                points - t.points
+            }
+        };
+        if let Some(m) = books.members.get_mut(t.member_id.as_str()) {
+            m.balance += delta;
+        }
+        true
     }
 
     /// Every hold, in creation order, with its status as of now (expiry applied).

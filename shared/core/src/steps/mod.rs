@@ -359,7 +359,7 @@ pub(crate) fn unexpected(step: &str, event_type: EventType) -> Error {
 
 /// Event ids of what a step publishes are derived from its idempotency key, so a republish after a
 /// redelivery carries the same id and consumers can discard it as a duplicate.
-pub(crate) fn derived_event_id(key: &str, event_type: EventType) -> EventId {
+pub fn derived_event_id(key: &str, event_type: EventType) -> EventId {
     let mut hasher = Sha256::new();
     hasher.update(key.as_bytes());
     hasher.update(b"|");

@@ -243,6 +243,17 @@ pub(crate) async fn json_of<Resp: DeserializeOwned>(
     }
 }
 
+/// `path` with the business-time window `[from, until)` of a read of the books as its query: `from` and
+/// `to`, RFC 3339, percent-encoded.
+pub(crate) fn with_window(path: &str, from: jiff::Timestamp, until: jiff::Timestamp) -> String {
+    use crate::wire::percent;
+    format!(
+        "{path}?from={}&to={}",
+        percent(&from.to_string()),
+        percent(&until.to_string())
+    )
+}
+
 /// The system API's error body: `{code, message}`.
 fn system_api_error(bytes: &[u8]) -> Option<(String, String)> {
     serde_json::from_slice::<ErrorBody>(bytes)

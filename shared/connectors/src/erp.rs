@@ -1,16 +1,18 @@
-//! The ERP port over HTTP (contract: `openapi/erp.yaml`).
+//! The ERP port over HTTP (contract: `openapi/erp.yaml`), and the ERP's books read back for
+//! reconciliation.
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 
 use retail_sync_contracts::events::ReasonCode;
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
-    Erp, ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest,
-    MemberSnapshot, MemberSync,
+    BookedDocument, Erp, ErpBooks, ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest,
+    ErpSaleRequest, MemberSnapshot, MemberSync,
 };
 
-use crate::api::{Auth, JsonApi};
+use crate::api::{Auth, JsonApi, with_window};
 use crate::config::HttpConfig;
 use crate::error::ConnectorError;
 
@@ -77,5 +79,25 @@ impl MemberSync for HttpErp {
         let path = format!("/erp/v1/customers/{}", snapshot.member_id);
         let _: serde_json::Value = self.api.put(&path, snapshot, key).await?;
         Ok(())
+    }
+}
+
+/// The answer of `GET /erp/v1/documents`.
+#[derive(serde::Deserialize)]
+struct DocumentList {
+    documents: Vec<BookedDocument>,
+}
+
+/// The ERP's books over `GET /erp/v1/documents`, retried and authenticated like every other call. A
+/// window the ERP refuses (empty or inverted: `invalid_window`) is `Rejected`; an ERP that does not
+/// answer usefully, `Unavailable`.
+#[async_trait]
+impl ErpBooks for HttpErp {
+    async fn documents(&self, from: Timestamp, until: Timestamp) -> Result<Vec<BookedDocument>, Error> {
+        let list: DocumentList = self
+            .api
+            .get(&with_window("/erp/v1/documents", from, until))
+            .await?;
+        Ok(list.documents)
     }
 }

@@ -1,10 +1,11 @@
 //! Which dialect each system speaks, from configuration: `ERP_KIND` (`system-api`, the default, or
 //! `sap-s4hana`) and `LOYALTY_KIND` (`system-api` or `salesforce-loyalty`), and the port adapter each
-//! gives.
+//! gives: for the workflows (`Erp`, `Loyalty`) and for reconciliation (`ErpBooks`, `LoyaltyBooks`, which
+//! only the system API reads back so far).
 
 use std::sync::Arc;
 
-use retail_sync_core::ports::{Erp, Loyalty};
+use retail_sync_core::ports::{Erp, ErpBooks, Loyalty, LoyaltyBooks};
 
 use crate::api::Auth;
 use crate::config::HttpConfig;
@@ -127,6 +128,64 @@ pub fn loyalty_from_env(auth: Auth) -> Result<Arc<dyn Loyalty>, ConnectorError> 
     loyalty_from_lookup(auth, |name| std::env::var(name).ok())
 }
 
+/// The refusal of a kind whose connector cannot read its system's books back.
+fn cannot_read_back(var: &str, kind: &str, system: &str, what: &str) -> ConnectorError {
+    ConnectorError::Config {
+        var: var.to_owned(),
+        message: format!(
+            "the {kind} {system} connector cannot read {what} back yet; reconciliation needs the \
+             system API ({var}=system-api)"
+        ),
+    }
+}
+
+/// The ERP's books (for reconciliation) through the adapter `ERP_KIND` names, over `ERP_BASE_URL` and
+/// the `ERP_*` settings, authenticating with `auth`. Only the system API reads its documents back so
+/// far: any other kind is a configuration error saying so.
+pub fn erp_books_from_lookup(
+    auth: Auth,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn ErpBooks>, ConnectorError> {
+    match ErpKind::from_lookup(&lookup)? {
+        ErpKind::SystemApi => {
+            let config = HttpConfig::from_lookup("ERP", &lookup)?;
+            Ok(Arc::new(HttpErp::new(&config, auth)?))
+        }
+        kind @ ErpKind::SapS4Hana => Err(cannot_read_back("ERP_KIND", kind.name(), "ERP", "documents")),
+    }
+}
+
+/// The loyalty platform's ledger (for reconciliation) through the adapter `LOYALTY_KIND` names, over
+/// `LOYALTY_BASE_URL` and the `LOYALTY_*` settings. Only the system API reads its ledger back so far:
+/// any other kind is a configuration error saying so.
+pub fn loyalty_books_from_lookup(
+    auth: Auth,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn LoyaltyBooks>, ConnectorError> {
+    match LoyaltyKind::from_lookup(&lookup)? {
+        LoyaltyKind::SystemApi => {
+            let config = HttpConfig::from_lookup("LOYALTY", &lookup)?;
+            Ok(Arc::new(HttpLoyalty::new(&config, auth)?))
+        }
+        kind @ LoyaltyKind::SalesforceLoyalty => Err(cannot_read_back(
+            "LOYALTY_KIND",
+            kind.name(),
+            "loyalty",
+            "transactions",
+        )),
+    }
+}
+
+/// [`erp_books_from_lookup`] over the environment.
+pub fn erp_books_from_env(auth: Auth) -> Result<Arc<dyn ErpBooks>, ConnectorError> {
+    erp_books_from_lookup(auth, |name| std::env::var(name).ok())
+}
+
+/// [`loyalty_books_from_lookup`] over the environment.
+pub fn loyalty_books_from_env(auth: Auth) -> Result<Arc<dyn LoyaltyBooks>, ConnectorError> {
+    loyalty_books_from_lookup(auth, |name| std::env::var(name).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +220,63 @@ mod tests {
         };
         let e = erp_from_lookup(auth, vars).err().unwrap().to_string();
         assert!(e.contains("ERP_SAP_MAPPING"), "{e}");
+    }
+
+    fn basic() -> Auth {
+        Auth {
+            method: crate::AuthMethod::Basic,
+            credentials: Arc::new(crate::StaticCredentials {
+                credentials: Default::default(),
+                origin: "test".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_books_are_read_through_the_system_api_and_other_kinds_say_they_cannot() {
+        let vars = |erp: &'static str, loyalty: &'static str| {
+            move |n: &str| match n {
+                "ERP_KIND" => Some(erp.to_owned()),
+                "LOYALTY_KIND" => Some(loyalty.to_owned()),
+                "ERP_BASE_URL" | "LOYALTY_BASE_URL" => Some("https://books.example.com".to_owned()),
+                _ => None,
+            }
+        };
+        assert!(erp_books_from_lookup(basic(), vars("system-api", "system-api")).is_ok());
+        assert!(
+            erp_books_from_lookup(basic(), vars("", "")).is_ok(),
+            "the default kind"
+        );
+        assert!(loyalty_books_from_lookup(basic(), vars("system-api", "system-api")).is_ok());
+
+        let e = erp_books_from_lookup(basic(), vars("sap-s4hana", "system-api"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("ERP_KIND")
+                && e.contains("the sap-s4hana ERP connector cannot read documents back yet")
+                && e.contains("reconciliation needs the system API"),
+            "{e}"
+        );
+        let e = loyalty_books_from_lookup(basic(), vars("system-api", "salesforce-loyalty"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("LOYALTY_KIND")
+                && e.contains("the salesforce-loyalty loyalty connector cannot read transactions back yet"),
+            "{e}"
+        );
+        let e = erp_books_from_lookup(basic(), vars("sap", "system-api"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is not one of"), "an unknown kind as ever: {e}");
+        let e = loyalty_books_from_lookup(basic(), |n: &str| (n == "LOYALTY_KIND").then(String::new))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("LOYALTY_BASE_URL is not set"), "{e}");
     }
 }

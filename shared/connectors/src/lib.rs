@@ -9,11 +9,14 @@
 //! - [`auth`]: OAuth 2.0 client credentials or an API key, the credentials from a [`CredentialSource`]
 //!   (Secrets Manager on AWS, the environment locally), tokens cached and refreshed once on a 401.
 //! - [`erp`] / [`loyalty`] / [`crm`]: [`HttpErp`] / [`HttpLoyalty`] / [`HttpCrm`], the port
-//!   implementations over the system API (`CRM_BASE_URL` and the `CRM_*` settings for the CRM).
+//!   implementations over the system API (`CRM_BASE_URL` and the `CRM_*` settings for the CRM), the
+//!   books read back included (`ErpBooks`, `LoyaltyBooks`).
 //! - [`sap`]: [`SapErp`], the ERP port on SAP S/4HANA's OData APIs, and its [`SapMapping`].
 //! - [`salesforce`]: [`SalesforceLoyalty`], the loyalty port on Salesforce Loyalty Management, and its
 //!   [`SalesforceMapping`].
-//! - [`kind`]: `ERP_KIND` / `LOYALTY_KIND`: which of them a deployment uses.
+//! - [`kind`]: `ERP_KIND` / `LOYALTY_KIND`: which of them a deployment uses, for the workflows
+//!   ([`erp_from_env`], [`loyalty_from_env`]) and for reconciliation's reads of the books
+//!   ([`erp_books_from_env`], [`loyalty_books_from_env`]: the system API only, so far).
 //! - [`wire`]: what the dialects without idempotency keys share (the stamp, decimals).
 //! - [`error`]: [`ConnectorError`], classified retryable or not, and its mapping onto the core's
 //!   `Rejected` (4xx: the system's verdict) and `Unavailable` (everything else).
@@ -41,7 +44,10 @@ pub use config::HttpConfig;
 pub use crm::HttpCrm;
 pub use erp::HttpErp;
 pub use error::ConnectorError;
-pub use kind::{ErpKind, LoyaltyKind, erp_from_env, erp_from_lookup, loyalty_from_env, loyalty_from_lookup};
+pub use kind::{
+    ErpKind, LoyaltyKind, erp_books_from_env, erp_books_from_lookup, erp_from_env, erp_from_lookup,
+    loyalty_books_from_env, loyalty_books_from_lookup, loyalty_from_env, loyalty_from_lookup,
+};
 pub use loyalty::HttpLoyalty;
 pub use outcomes::{AdobeCommerceRest, ShopifyAdmin};
 pub use salesforce::{SalesforceLoyalty, SalesforceMapping};

@@ -1,17 +1,19 @@
-//! The loyalty port over HTTP (contract: `openapi/loyalty.yaml`).
+//! The loyalty port over HTTP (contract: `openapi/loyalty.yaml`), and the platform's ledger read back
+//! for reconciliation.
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 
 use retail_sync_contracts::events::ReasonCode;
 use retail_sync_contracts::values::{HoldId, MemberId, Points};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
-    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Hold, HoldRequest,
-    Loyalty, LoyaltyMembers, MemberSnapshot, MemberSync,
+    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, BookedPoints, CommitRequest, Hold,
+    HoldRequest, Loyalty, LoyaltyBooks, LoyaltyMembers, MemberSnapshot, MemberSync,
 };
 
-use crate::api::{Auth, JsonApi};
+use crate::api::{Auth, JsonApi, with_window};
 use crate::config::HttpConfig;
 use crate::error::ConnectorError;
 
@@ -160,5 +162,25 @@ impl LoyaltyMembers for HttpLoyalty {
             .await
             .map_err(merge_refusal)?;
         Ok(merged.points_moved)
+    }
+}
+
+/// The answer of `GET /loyalty/v1/transactions`.
+#[derive(serde::Deserialize)]
+struct MovementList {
+    movements: Vec<BookedPoints>,
+}
+
+/// The platform's ledger over `GET /loyalty/v1/transactions`, retried and authenticated like every
+/// other call. A window the platform refuses (empty or inverted: `invalid_window`) is `Rejected`; a
+/// platform that does not answer usefully, `Unavailable`.
+#[async_trait]
+impl LoyaltyBooks for HttpLoyalty {
+    async fn movements(&self, from: Timestamp, until: Timestamp) -> Result<Vec<BookedPoints>, Error> {
+        let list: MovementList = self
+            .api
+            .get(&with_window("/loyalty/v1/transactions", from, until))
+            .await?;
+        Ok(list.movements)
     }
 }

@@ -131,6 +131,12 @@ const READS: &[(&str, &str)] = &[
     ("crm.yaml", "/crm/v1/contacts/{member_id}"),
 ];
 
+/// The reads of the books: a window of business time in the query, a list in the answer.
+const WINDOW_READS: &[(&str, &str, &str)] = &[
+    ("erp.yaml", "/erp/v1/documents", "DocumentList"),
+    ("loyalty.yaml", "/loyalty/v1/transactions", "MovementList"),
+];
+
 fn parameter_refs(operation: &Value) -> Vec<String> {
     operation["parameters"]
         .as_array()
@@ -396,4 +402,192 @@ fn enrolments_merges_and_contacts_match_their_contracts() {
     crm.sync_member(&member_snapshot("m-1", 1), "c").unwrap();
     let contact = crm.get_contact(&m1).unwrap();
     check(&doc, "Contact", &to_json(&contact)).unwrap();
+}
+
+/// The reads of the books take `from` and `to`, both required RFC 3339 instants in the query, need no
+/// key, and answer their list or a 400 in the API's error shape.
+#[test]
+fn the_reads_of_the_books_take_a_window_and_answer_a_list() {
+    for (name, path, list) in WINDOW_READS {
+        let doc = load(name);
+        let operation = &doc["paths"][path]["get"];
+        assert!(operation.is_object(), "{name}: no GET {path}");
+        assert_eq!(
+            operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            format!("#/components/schemas/{list}"),
+            "{name}: {path}"
+        );
+        assert_eq!(
+            operation["responses"]["400"]["$ref"], "#/components/responses/BadWindow",
+            "{name}: {path}"
+        );
+        let bad = &doc["components"]["responses"]["BadWindow"];
+        assert_eq!(
+            bad["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
+        );
+        assert_eq!(bad["x-retryable"], false);
+        let refs = parameter_refs(operation);
+        assert!(
+            !refs.contains(&"#/components/parameters/IdempotencyKey".to_owned()),
+            "{name}: a read needs no key"
+        );
+        for (parameter, query_name) in [("WindowFrom", "from"), ("WindowTo", "to")] {
+            assert!(
+                refs.contains(&format!("#/components/parameters/{parameter}")),
+                "{name}: {path} {parameter}"
+            );
+            let p = &doc["components"]["parameters"][parameter];
+            assert_eq!(
+                (&p["name"], &p["in"], &p["required"]),
+                (&json!(query_name), &json!("query"), &json!(true)),
+                "{name}: {parameter}"
+            );
+            assert_eq!(p["schema"]["format"], "date-time", "{name}: {parameter}");
+        }
+    }
+}
+
+/// Every kind of document the ERP books, as `GET /erp/v1/documents` answers them, is the contract's.
+#[test]
+fn the_erp_s_books_match_the_erp_contract() {
+    use retail_sync_core::ports::DocumentKind;
+    use retail_sync_simulators::http::DocumentList;
+    use retail_sync_simulators::samples::receipt;
+
+    let doc = load("erp.yaml");
+    let erp = ErpSimulator::new();
+    let mut order_request = order_sale("o-1");
+    order_request.redemption = Some(Redemption {
+        hold_id: HoldId::parse("H-00000001").unwrap(),
+        points: Points::new(500).unwrap(),
+        value_minor: Amount::new(500).unwrap(),
+    });
+    erp.post_sale(&order_request, "s1").unwrap();
+    erp.post_sale(&sale("store-1", "r-1"), "s2").unwrap();
+    erp.cancel_order(&cancellation("o-1", "cx-1"), "c1").unwrap();
+    erp.reinstate(&reinstatement("o-1", "ship-1", "cx-1"), "ri")
+        .unwrap();
+    erp.post_return(
+        &return_of("ret-1", receipt("store-1", "r-1"), Some("store-2")),
+        "r1",
+    )
+    .unwrap();
+    let (from, until) = (
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+        "2027-01-01T00:00:00Z".parse().unwrap(),
+    );
+    let list = DocumentList {
+        documents: erp.documents_between(from, until),
+    };
+    let mut kinds: Vec<_> = list.documents.iter().map(|d| d.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            DocumentKind::Sale,
+            DocumentKind::Cancellation,
+            DocumentKind::Return,
+            DocumentKind::Reinstatement
+        ],
+        "every kind is checked"
+    );
+    assert!(list.documents.iter().any(|d| d.redemption_minor.is_some()));
+    let answer = to_json(&list);
+    check(&doc, "DocumentList", &answer).unwrap();
+    check(&doc, "DocumentList", &json!({"documents": []})).unwrap();
+
+    let mut bad = answer.clone();
+    bad["documents"][0]["kind"] = json!("refund");
+    assert!(
+        check(&doc, "DocumentList", &bad).is_err(),
+        "the schema really is checked"
+    );
+    let mut bad = answer;
+    bad["documents"][1]["net_minor"] = json!(-1);
+    assert!(
+        check(&doc, "DocumentList", &bad).is_err(),
+        "amounts are never negative"
+    );
+}
+
+/// Every kind of movement the platform books, as `GET /loyalty/v1/transactions` answers them, is the
+/// contract's: signed points, a partial reversal's request, a redemption's value, merges without a
+/// transaction.
+#[test]
+fn the_loyalty_ledger_matches_the_loyalty_contract() {
+    use retail_sync_core::ports::PointsKind;
+    use retail_sync_simulators::http::MovementList;
+
+    let doc = load("loyalty.yaml");
+    let loyalty = LoyaltySimulator::new();
+    let clock = Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap()));
+    loyalty.set_clock(clock.clone());
+    loyalty.seed_balance("m-1", Points::new(1_000).unwrap());
+    loyalty.seed_balance("m-2", Points::ZERO);
+    loyalty.seed_balance("m-3", Points::new(50).unwrap());
+    loyalty.accrue(&accrual("m-1", "r-1", 12_345), "a1").unwrap();
+    let held = loyalty
+        .create_hold(
+            &hold("m-1", 300, 5_000, clock.now(), SignedDuration::from_secs(900)),
+            "h1",
+        )
+        .unwrap();
+    loyalty
+        .commit_hold(&held.hold_id, &commit("o-1", 300), "c1")
+        .unwrap();
+    loyalty
+        .adjust(
+            &adjustment("m-1", AdjustmentKind::Recredit, "o-1", "cancellation:cx-1", 100),
+            "a2",
+        )
+        .unwrap();
+    loyalty
+        .adjust(
+            &adjustment("m-1", AdjustmentKind::Reversal, "o-1", "return:ret-1", 5_000),
+            "a3",
+        )
+        .unwrap();
+    let (m2, m3) = (MemberId::parse("m-2").unwrap(), MemberId::parse("m-3").unwrap());
+    loyalty.merge(&m3, &m2, "m1").unwrap();
+    let (from, until) = (
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+        "2027-01-01T00:00:00Z".parse().unwrap(),
+    );
+    let list = MovementList {
+        movements: loyalty.movements(from, until),
+    };
+    let mut kinds: Vec<_> = list.movements.iter().map(|m| m.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            PointsKind::Accrual,
+            PointsKind::Redemption,
+            PointsKind::Reversal,
+            PointsKind::Recredit,
+            PointsKind::Merge
+        ],
+        "every kind is checked"
+    );
+    assert!(
+        list.movements.iter().any(|m| m.requested_points.is_some()),
+        "a partial reversal"
+    );
+    assert!(list.movements.iter().any(|m| m.transaction.is_none()), "a merge");
+    assert!(list.movements.iter().any(|m| m.points < 0));
+    let answer = to_json(&list);
+    check(&doc, "MovementList", &answer).unwrap();
+
+    let mut bad = answer.clone();
+    bad["movements"][0]["kind"] = json!("bonus");
+    assert!(
+        check(&doc, "MovementList", &bad).is_err(),
+        "the schema really is checked"
+    );
+    let mut bad = answer;
+    bad["movements"][0].as_object_mut().unwrap().remove("points");
+    assert!(check(&doc, "MovementList", &bad).is_err(), "points are required");
 }

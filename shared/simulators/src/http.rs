@@ -13,6 +13,8 @@
 //! - `PUT /erp/v1/customers/{member_id}` (`MemberSnapshot`) → 200 [`MemberSynced`]
 //! - `POST /loyalty/v1/accruals` (`AccrualRequest`) → 201 `Accrual`
 //! - `POST /loyalty/v1/members` (`{"member_id"}`) → 201 `{"member_id"}` (enrolled, now or before)
+//! - `GET /erp/v1/documents?from=…&to=…` → 200 [`DocumentList`]: the ERP's books, every document whose
+//!   business time is in `[from, to)`, in posting order
 //! - `GET /loyalty/v1/members/{member_id}/balance` → 200 `Balance`
 //! - `PUT /loyalty/v1/members/{member_id}/profile` (`MemberSnapshot`) → 200 [`MemberSynced`]
 //! - `POST /loyalty/v1/members/{duplicate_id}/merge` (`{"survivor_id"}`) → 200 [`MergeOutcome`]
@@ -21,6 +23,8 @@
 //! - `POST /loyalty/v1/holds/{hold_id}/commit` (`CommitRequest`) → 200 `Hold`
 //! - `POST /loyalty/v1/holds/{hold_id}/release` (`{}`) → 200 `Hold`
 //! - `POST /loyalty/v1/adjustments` (`AdjustmentRequest`) → 201 `Adjustment`
+//! - `GET /loyalty/v1/transactions?from=…&to=…` → 200 [`MovementList`]: the platform's ledger, every
+//!   movement whose business time is in `[from, to)`, in booking order
 //! - `PUT /crm/v1/contacts/{member_id}` (`MemberSnapshot`) → 200 [`MemberSynced`]
 //! - `GET /crm/v1/contacts/{member_id}` → 200 [`CrmContact`]
 //! - `POST /oauth/token` (also at `/services/oauth2/token`, where Salesforce serves it) → 200 token
@@ -36,13 +40,18 @@
 //! [`HANG`], far beyond any client timeout. A member or hold id in a path that is not a valid id is
 //! answered like an unknown one (404): no such member or hold can exist. A `PUT` of a snapshot names its
 //! member twice (path and body): a body of another member is refused (400 `member_mismatch`).
+//!
+//! The reads of the books take `from` and `to` as RFC 3339 instants, percent-encoded (a `+` of an offset
+//! as `%2B`: a bare `+` reads as a space); a missing, repeated, unknown or unreadable parameter is
+//! refused (400 `invalid_query`), and so is an empty or inverted window (400 `invalid_window`). Like the
+//! other reads they meet only the `down` fault (and the latency); they are not counted as requests.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Form, Path, Request, State};
+use axum::extract::{Form, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -53,14 +62,17 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use jiff::Timestamp;
+
 use retail_sync_contracts::values::{HoldId, MemberId};
 use retail_sync_core::ports::{
-    AccrualRequest, AdjustmentRequest, CommitRequest, ErpCancelRequest, ErpReinstateRequest,
-    ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, MemberSnapshot,
+    AccrualRequest, AdjustmentRequest, BookedDocument, BookedPoints, CommitRequest, ErpCancelRequest,
+    ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, MemberSnapshot,
 };
 
 use crate::access::{Access, TOKEN_PATH};
 use crate::crm::{CrmContact, CrmSimulator};
+use crate::dialect::percent_decode;
 use crate::erp::{ErpPosting, ErpSimulator};
 use crate::error::SimError;
 use crate::faults::Faults;
@@ -102,6 +114,18 @@ pub struct SimState {
     pub crm_requests: u64,
     #[serde(default)]
     pub crm_contacts: Vec<CrmContact>,
+}
+
+/// What `GET /erp/v1/documents` answers: the ERP's books over the window asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentList {
+    pub documents: Vec<BookedDocument>,
+}
+
+/// What `GET /loyalty/v1/transactions` answers: the loyalty platform's ledger over the window asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MovementList {
+    pub movements: Vec<BookedPoints>,
 }
 
 /// The reference systems one server carries. Clones share each system's state, so a caller keeps a
@@ -163,6 +187,7 @@ pub fn router_for(systems: Systems, dialects: Dialects, access: Access) -> Route
         .route("/erp/v1/sales/reinstatements", post(reinstate))
         .route("/erp/v1/returns", post(post_return))
         .route("/erp/v1/customers/{member_id}", put(sync_customer))
+        .route("/erp/v1/documents", get(documents))
         .route("/loyalty/v1/accruals", post(accrue))
         .route("/loyalty/v1/members", post(enrol))
         .route("/loyalty/v1/members/{member_id}/balance", get(balance))
@@ -173,6 +198,7 @@ pub fn router_for(systems: Systems, dialects: Dialects, access: Access) -> Route
         .route("/loyalty/v1/holds/{hold_id}/commit", post(commit_hold))
         .route("/loyalty/v1/holds/{hold_id}/release", post(release_hold))
         .route("/loyalty/v1/adjustments", post(adjust))
+        .route("/loyalty/v1/transactions", get(movements))
         .route("/crm/v1/contacts/{member_id}", get(get_contact).put(sync_contact))
         .route_layer(middleware::from_fn_with_state(access.clone(), authorize));
     routes
@@ -295,6 +321,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 }
 
 /// A 400 answered before the system is reached.
+#[derive(Debug)]
 struct BadRequest {
     code: &'static str,
     message: String,
@@ -628,6 +655,96 @@ async fn adjust(
     Ok(respond(StatusCode::CREATED, sims.loyalty.adjust(&request, &key)).await)
 }
 
+/// The business-time window `[from, to)` a read of the books asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Window {
+    from: Timestamp,
+    to: Timestamp,
+}
+
+/// What of a refused query value is echoed back: enough to recognise it, never a whole large input.
+fn shown(value: &str) -> String {
+    let mut cut: String = value.chars().take(64).collect();
+    if cut.len() < value.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
+/// `from` and `to` of a query string, both required, once each, and nothing else; `from` before `to`.
+fn parse_window(query: Option<&str>) -> Result<Window, BadRequest> {
+    let invalid = |message: String| BadRequest {
+        code: "invalid_query",
+        message,
+    };
+    let (mut from, mut to) = (None, None);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name);
+        let slot = match name.as_str() {
+            "from" => &mut from,
+            "to" => &mut to,
+            _ => {
+                return Err(invalid(format!(
+                    "unknown parameter {}: only from and to are read",
+                    shown(&name)
+                )));
+            }
+        };
+        if slot.is_some() {
+            return Err(invalid(format!("{name} is given more than once")));
+        }
+        let value = percent_decode(value);
+        let at = value.parse::<Timestamp>().map_err(|_| {
+            invalid(format!(
+                "{name} {} is not an RFC 3339 instant (e.g. 2026-11-20T00:00:00Z)",
+                shown(&value)
+            ))
+        })?;
+        *slot = Some(at);
+    }
+    let required = |name: &str| invalid(format!("{name} is required (an RFC 3339 instant)"));
+    let from = from.ok_or_else(|| required("from"))?;
+    let to = to.ok_or_else(|| required("to"))?;
+    if from >= to {
+        return Err(BadRequest {
+            code: "invalid_window",
+            message: format!("from {from} is not before to {to}: the window [from, to) is empty"),
+        });
+    }
+    Ok(Window { from, to })
+}
+
+async fn documents(State(sims): State<Systems>, RawQuery(query): RawQuery) -> Result<Response, BadRequest> {
+    let window = parse_window(query.as_deref())?;
+    sims.erp.delay().await;
+    let result = if sims.erp.faults().down {
+        Err(SimError::Unavailable {
+            message: "the ERP is down (injected fault)",
+        })
+    } else {
+        Ok(DocumentList {
+            documents: sims.erp.documents_between(window.from, window.to),
+        })
+    };
+    Ok(respond(StatusCode::OK, result).await)
+}
+
+async fn movements(State(sims): State<Systems>, RawQuery(query): RawQuery) -> Result<Response, BadRequest> {
+    let window = parse_window(query.as_deref())?;
+    sims.loyalty.delay().await;
+    let result = if sims.loyalty.faults().down {
+        Err(SimError::Unavailable {
+            message: "the platform is down (injected fault)",
+        })
+    } else {
+        Ok(MovementList {
+            movements: sims.loyalty.movements(window.from, window.to),
+        })
+    };
+    Ok(respond(StatusCode::OK, result).await)
+}
+
 fn unknown_system(system: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -678,4 +795,88 @@ async fn state(State(sims): State<Systems>) -> Json<SimState> {
         crm_requests: sims.crm.requests(),
         crm_contacts: sims.crm.contacts(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn refused(query: Option<&str>) -> (&'static str, String) {
+        match parse_window(query) {
+            Ok(window) => panic!("{query:?} was read as {window:?}"),
+            Err(BadRequest { code, message }) => (code, message),
+        }
+    }
+
+    #[test]
+    fn a_window_is_two_rfc3339_instants_percent_encoded_in_any_order() {
+        let window = parse_window(Some("to=2026-11-21T00:00:00Z&from=2026-11-20T00:00:00Z")).unwrap();
+        assert_eq!(window.from, at("2026-11-20T00:00:00Z"));
+        assert_eq!(window.to, at("2026-11-21T00:00:00Z"));
+        let encoded = parse_window(Some(
+            "from=2026-11-20T01%3A00%3A00.5%2B01%3A00&to=2026-11-20T00%3A00%3A01Z",
+        ))
+        .unwrap();
+        assert_eq!(encoded.from, at("2026-11-20T00:00:00.5Z"));
+        assert_eq!(encoded.to, at("2026-11-20T00:00:01Z"));
+    }
+
+    #[test]
+    fn a_missing_repeated_unknown_or_unreadable_parameter_is_an_invalid_query() {
+        let from = "from=2026-11-20T00:00:00Z";
+        let to = "to=2026-11-21T00:00:00Z";
+        for (query, says) in [
+            (None, "from is required"),
+            (Some(""), "from is required"),
+            (Some(from), "to is required"),
+            (Some(to), "from is required"),
+            (
+                Some(&*format!("{from}&{to}&{from}")),
+                "from is given more than once",
+            ),
+            (
+                Some(&*format!("{from}&{to}&until=x")),
+                "unknown parameter \"until\"",
+            ),
+            (
+                Some("from=yesterday&to=today"),
+                "from \"yesterday\" is not an RFC 3339 instant",
+            ),
+            (
+                Some(&*format!("{from}&to=2026-11-21")),
+                "to \"2026-11-21\" is not",
+            ),
+            (Some(&*format!("{from}&to")), "to \"\" is not"),
+            // A bare `+` is a space in a query string: the offset must be sent as `%2B`.
+            (
+                Some(&*format!("{from}&to=2026-11-21T00:00:00+01:00")),
+                "is not an RFC 3339",
+            ),
+            (Some(&*format!("{from}&to=%FF%FE")), "is not an RFC 3339"),
+        ] {
+            let (code, message) = refused(query);
+            assert_eq!(code, "invalid_query", "{query:?}");
+            assert!(message.contains(says), "{query:?}: {message}");
+        }
+        let long = format!("{from}&to={}", "9".repeat(10_000));
+        let (_, message) = refused(Some(&long));
+        assert!(message.len() < 200, "the value is not echoed whole: {message}");
+    }
+
+    #[test]
+    fn an_empty_or_inverted_window_is_refused() {
+        for query in [
+            "from=2026-11-20T00:00:00Z&to=2026-11-20T00:00:00Z",
+            "from=2026-11-21T00:00:00Z&to=2026-11-20T00:00:00Z",
+            "from=2026-11-20T01:00:00%2B01:00&to=2026-11-20T00:00:00Z",
+        ] {
+            let (code, message) = refused(Some(query));
+            assert_eq!(code, "invalid_window", "{query}");
+            assert!(message.contains("is not before"), "{message}");
+        }
+    }
 }

@@ -709,3 +709,136 @@ async fn the_erp_and_the_crm_keep_accounts_and_contacts_at_their_latest_revision
     assert_eq!((state.crm_requests, state.crm_contacts.len()), (4, 1));
     assert_eq!(state.erp_customers, [erased_snapshot("m-5", 3)]);
 }
+
+/// The books read back: every document and ledger movement whose business time is in `[from, to)`, in
+/// the order the system booked them, behind the same credential as the rest of the system's API; a
+/// window that is missing, unreadable or empty is a 400 in the API's error shape, and a system that is
+/// down answers 503.
+#[tokio::test]
+async fn the_books_are_read_back_over_a_window_of_business_time() {
+    use retail_sync_core::ports::{DocumentKind, PointsKind};
+    use retail_sync_simulators::http::{DocumentList, MovementList};
+
+    let (base, erp, loyalty) = start().await;
+    loyalty.seed_balance("m-1", Points::ZERO);
+    let hour = |h: i64| jiff::Timestamp::from_second(1_780_000_000 + h * 3_600).unwrap();
+    for h in 0..3 {
+        let mut posted = sale("store-1", &format!("r-{h}"));
+        posted.occurred_at = hour(h);
+        erp.post_sale(&posted, &format!("s-{h}")).unwrap();
+        let mut accrued = accrual("m-1", &format!("r-{h}"), 1_000 * (h + 1));
+        accrued.occurred_at = hour(h);
+        loyalty.accrue(&accrued, &format!("a-{h}")).unwrap();
+    }
+    let mut returned = return_of(
+        "ret-1",
+        retail_sync_simulators::samples::receipt("store-1", "r-0"),
+        None,
+    );
+    returned.occurred_at = hour(1);
+    erp.post_return(&returned, "ret-1").unwrap();
+
+    let client = client();
+    // `[hour 0, hour 2)`, the start written with an offset (its `+` percent-encoded).
+    let window = "from=2026-05-28T21%3A26%3A40%2B01%3A00&to=2026-05-28T22:26:40Z";
+    assert_eq!(hour(0).to_string(), "2026-05-28T20:26:40Z");
+    let answer = client
+        .get(format!("{base}/erp/v1/documents?{window}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let books: DocumentList = answer.json().await.unwrap();
+    assert_eq!(books.documents, erp.documents_between(hour(0), hour(2)));
+    let kinds: Vec<_> = books
+        .documents
+        .iter()
+        .map(|d| (d.document_id.as_str(), d.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("ERP-00000001", DocumentKind::Sale),
+            ("ERP-00000002", DocumentKind::Sale),
+            ("ERP-00000004", DocumentKind::Return)
+        ],
+        "the journal's order, the sale at hour 2 left out"
+    );
+    assert_eq!(books.documents[2].reference.as_deref(), Some("ret-1"));
+
+    let answer = client
+        .get(format!("{base}/loyalty/v1/transactions?{window}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let ledger: MovementList = answer.json().await.unwrap();
+    assert_eq!(ledger.movements, loyalty.movements(hour(0), hour(2)));
+    let points: Vec<_> = ledger.movements.iter().map(|m| (m.kind, m.points)).collect();
+    assert_eq!(points, [(PointsKind::Accrual, 10), (PointsKind::Accrual, 20)]);
+    let raw: Value = client
+        .get(format!(
+            "{base}/loyalty/v1/transactions?from=2026-05-28T22:26:40Z&to=2026-05-29T00:00:00Z"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["movements"][0]["transaction"]["receipt_id"], "r-2");
+    assert_eq!(raw["movements"][0]["kind"], "accrual");
+
+    for (path, query, code) in [
+        ("/erp/v1/documents", "", "invalid_query"),
+        ("/erp/v1/documents", "from=2026-05-28T20:26:40Z", "invalid_query"),
+        (
+            "/loyalty/v1/transactions",
+            "from=last%20week&to=2026-05-28T20:26:40Z",
+            "invalid_query",
+        ),
+        (
+            "/loyalty/v1/transactions",
+            "from=2026-05-28T20:26:40Z&to=2026-05-28T20:26:40Z",
+            "invalid_window",
+        ),
+        (
+            "/erp/v1/documents",
+            "from=2026-05-29T00:00:00Z&to=2026-05-28T00:00:00Z",
+            "invalid_window",
+        ),
+    ] {
+        let refused = client.get(format!("{base}{path}?{query}")).send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{path}?{query}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["code"], code, "{path}?{query}: {body}");
+        assert!(body["message"].is_string());
+    }
+
+    let bare = reqwest::Client::new();
+    for path in ["/erp/v1/documents", "/loyalty/v1/transactions"] {
+        let refused = bare.get(format!("{base}{path}?{window}")).send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(refused.json::<Value>().await.unwrap()["code"], "unauthorized");
+    }
+
+    let (erp_requests, loyalty_requests) = (erp.requests(), loyalty.requests());
+    for system in ["erp", "loyalty"] {
+        client
+            .put(format!("{base}/{system}/_admin/faults"))
+            .json(&json!({"down": true}))
+            .send()
+            .await
+            .unwrap();
+    }
+    for path in ["/erp/v1/documents", "/loyalty/v1/transactions"] {
+        let down = client.get(format!("{base}{path}?{window}")).send().await.unwrap();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(down.json::<Value>().await.unwrap()["code"], "unavailable");
+    }
+    assert_eq!(
+        (erp.requests(), loyalty.requests()),
+        (erp_requests, loyalty_requests),
+        "reads are not counted"
+    );
+}

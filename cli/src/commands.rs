@@ -1,7 +1,7 @@
 //! What each subcommand does, in terms of the library.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,9 +13,10 @@ use retail_sync_cli::bench;
 use retail_sync_cli::input::read_inputs;
 use retail_sync_cli::local::{Kinds, LocalOptions, Simulators, open_embedded};
 use retail_sync_cli::ops::{self, DlqFilter, OpsError, QuarantineFilter};
-use retail_sync_cli::target::{self, TargetArgs};
+use retail_sync_cli::target::{self, BackendKind, TargetArgs};
 use retail_sync_connectors::{ErpKind, LoyaltyKind};
 use retail_sync_contracts::values::MemberId;
+use retail_sync_core::reconcile::{RepairMode, Settings, Window};
 
 use crate::{ChaosArgs, OutputArgs, StateArgs};
 
@@ -483,6 +484,80 @@ pub async fn replay(
         "run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn reconcile(
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    mode: RepairMode,
+    announce: bool,
+    settings: Settings,
+    report: Option<PathBuf>,
+    output: OutputArgs,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let window = match (from, to) {
+        (None, None) => Window::day_before(Timestamp::now()),
+        (Some(from), Some(to)) => Window::new(from, to).map_err(anyhow::Error::msg)?,
+        _ => bail!("name both ends of the window (--from and --to), or neither for yesterday (UTC)"),
+    };
+    if settings.points_per_major <= 0 {
+        bail!("--points-per-major must be positive");
+    }
+    let result = match target.backend {
+        BackendKind::Embedded => {
+            if !target.state.exists() {
+                bail!(
+                    "no local state at {} (run `retail-sync local run` first, or pass --state)",
+                    target.state.display()
+                );
+            }
+            if Kinds::from_env()? != Kinds::default() {
+                bail!(
+                    "a local reconciliation reads the reference systems' books through their system APIs; unset ERP_KIND and LOYALTY_KIND"
+                );
+            }
+            let options = LocalOptions::new(target.template.clone(), target.state.clone());
+            let system = open_embedded(&options, Simulators::with_sample_members())?;
+            system.reconcile(window, settings, mode, announce).await?
+        }
+        BackendKind::Aws => {
+            // The systems as the deployment's functions reach them: the connectors' settings and
+            // credentials from this environment (ERP_*, LOYALTY_*), as the reconcile function reads its own.
+            let t = target::open(target).await?;
+            let sdk = target::sdk(target).await;
+            let systems =
+                retail_sync_lambda::reconcile::Systems::from_env(&aws_sdk_secretsmanager::Client::new(&sdk))?;
+            let sagas = t.backend.all_sagas().await?;
+            let publisher: &dyn retail_sync_core::ports::Publisher = t.backend.as_ref();
+            retail_sync_lambda::reconcile::reconcile_with(
+                &systems,
+                window,
+                settings,
+                mode,
+                &sagas,
+                t.backend.as_ref(),
+                announce.then_some(publisher),
+                &retail_sync_core::ports::NoMetrics,
+            )
+            .await?
+        }
+    };
+    if let Some(path) = &report {
+        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    if output.json() {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print!("{}", retail_sync_core::reconcile::render(&result));
+    }
+    Ok(if result.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub async fn member_show(

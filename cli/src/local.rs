@@ -25,6 +25,7 @@ use retail_sync_core::ports::{
     ChannelOutcomes, Clock, Erp, Loyalty, LoyaltyMembers, MemberSync, MemberSystems, Outgoing, Publisher,
     QueueConsumer, SystemClock,
 };
+use retail_sync_core::reconcile::{Reconciliation, RepairMode, Settings, Sources, Window};
 use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
 use retail_sync_core::steps::{Base, ConnectMapping, Wiring, connected, downstream_of};
 use retail_sync_embedded::{Embedded, Topology};
@@ -728,6 +729,46 @@ impl<B: Backend> LocalSystem<B> {
                 on_progress(progress);
             }
         }
+    }
+
+    /// Reconciles `window` (see `retail_sync_core::reconcile`): the backend's sagas against the reference
+    /// ERP's and loyalty platform's books, read through their `ErpBooks` and `LoyaltyBooks` ports.
+    /// Repairs go to the loyalty platform and are kept in the simulators' journal with the state;
+    /// `announce` puts a `ReconciliationMismatch` on the internal bus for each difference left.
+    pub async fn reconcile(
+        &self,
+        window: Window,
+        settings: Settings,
+        mode: RepairMode,
+        announce: bool,
+    ) -> anyhow::Result<Reconciliation> {
+        if self.simulators.dialects().is_some() {
+            anyhow::bail!(
+                "a local reconciliation reads the reference systems' books through their system APIs; this run speaks another dialect"
+            );
+        }
+        let sagas = self.backend.all_sagas().await?;
+        let erp = InProcessErp(self.simulators.erp.clone());
+        let loyalty = InProcessLoyalty(self.simulators.loyalty.clone());
+        let publisher: &dyn Publisher = &*self.backend;
+        let report = retail_sync_core::reconcile::run(
+            window,
+            SystemClock.now(),
+            settings,
+            mode,
+            Sources {
+                sagas: &sagas,
+                erp: &erp,
+                loyalty_books: &loyalty,
+                loyalty: &loyalty,
+                store: &*self.backend,
+                publisher: announce.then_some(publisher),
+                metrics: &*self.metrics,
+            },
+        )
+        .await?;
+        self.keep_journal()?;
+        Ok(report)
     }
 
     /// Everything the run left behind, as a report.

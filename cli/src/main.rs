@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod commands;
 
 use retail_sync_cli::target::TargetArgs;
+use retail_sync_core::reconcile::{RepairMode, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +82,39 @@ enum Command {
         detail_type: Option<String>,
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Checks a window's books: the sagas against the ERP's documents and the loyalty platform's
+    /// ledger, with totals per day, store, channel and currency and every difference classified. Exit
+    /// code 0 when the books agree, 1 when differences remain.
+    Reconcile {
+        /// Start of the window (RFC 3339), inclusive; default: the start of yesterday (UTC).
+        #[arg(long)]
+        from: Option<jiff::Timestamp>,
+        /// End of the window, exclusive; default: the start of today (UTC).
+        #[arg(long)]
+        to: Option<jiff::Timestamp>,
+        /// Repair the safe differences (a missing accrual or reversal is made again, once).
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: list the repairs, change nothing.
+        #[arg(long, requires = "repair")]
+        dry_run: bool,
+        /// Put a ReconciliationMismatch event on the internal bus for each difference left.
+        #[arg(long)]
+        announce: bool,
+        /// A running saga with an unfinished effect is stuck after this long without a change.
+        #[arg(long, default_value = "2h")]
+        stuck_after: jiff::SignedDuration,
+        /// How many points make one major unit of currency (the liability's value).
+        #[arg(long, default_value_t = 100)]
+        points_per_major: i64,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -444,6 +478,29 @@ fn main() -> ExitCode {
                 yes,
                 target,
             } => commands::replay(from, to, detail_type.as_deref(), yes, &target).await,
+            Command::Reconcile {
+                from,
+                to,
+                repair,
+                dry_run,
+                announce,
+                stuck_after,
+                points_per_major,
+                report,
+                output,
+                target,
+            } => {
+                let mode = match (repair, dry_run) {
+                    (false, _) => RepairMode::Off,
+                    (true, true) => RepairMode::DryRun,
+                    (true, false) => RepairMode::Apply,
+                };
+                let settings = Settings {
+                    stuck_after,
+                    points_per_major,
+                };
+                commands::reconcile(from, to, mode, announce, settings, report, output, &target).await
+            }
             Command::Saga(SagaCommand::Show { id, output, target }) => {
                 commands::saga_show(&id, output, &target).await
             }

@@ -74,13 +74,22 @@ pub async fn open(args: &TargetArgs) -> anyhow::Result<Opened> {
     Ok(Opened { backend, topology })
 }
 
-async fn open_aws(args: &TargetArgs, topology: &Topology) -> anyhow::Result<AwsBackend> {
-    let base = AwsSettings {
+fn base_settings(args: &TargetArgs) -> AwsSettings {
+    AwsSettings {
         endpoint_url: args.endpoint_url.clone(),
         region: args.region.clone(),
         profile: args.profile.clone(),
         ..AwsSettings::default()
-    };
+    }
+}
+
+/// The AWS SDK configuration the target's options give (profile, region, endpoint).
+pub async fn sdk(args: &TargetArgs) -> aws_config::SdkConfig {
+    sdk_config(&base_settings(args)).await
+}
+
+async fn open_aws(args: &TargetArgs, topology: &Topology) -> anyhow::Result<AwsBackend> {
+    let base = base_settings(args);
     let sdk = sdk_config(&base).await;
     let found = match (&args.stack, &args.prefix) {
         (Some(stack), None) => by_stack(&sdk, topology, stack).await?,

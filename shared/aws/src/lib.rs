@@ -19,6 +19,7 @@ pub mod error;
 pub mod items;
 pub mod provision;
 pub mod queues;
+pub mod reports;
 pub mod settings;
 
 pub use backend::{AwsBackend, AwsClients};
@@ -28,4 +29,5 @@ pub use dynamo::DynamoState;
 pub use error::AwsError;
 pub use provision::{ProvisionOptions, provision};
 pub use queues::{QueueMessage, SourceQueues, SqsQueues};
+pub use reports::ReportBucket;
 pub use settings::{AwsSettings, emulator_sdk_config, sdk_config};

@@ -12,6 +12,7 @@
 //! difference is gone. Everything else needs a person and is announced.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -1021,7 +1022,7 @@ pub struct Sources<'a> {
 
 /// One run: reads both systems' books from the window's start to `now` (or the window's end, if later),
 /// compares, repairs as `mode` says, then announces what is left — one `ReconciliationMismatch` per
-/// difference not repaired, and the metric `ReconciliationMismatches` by difference — when a publisher
+/// difference not repaired, and the metric `reconciliation_mismatches` by difference — when a publisher
 /// is given. A repaired difference is gone from the report's findings (its outcome is in `repairs`).
 pub async fn run(
     window: Window,
@@ -1051,7 +1052,7 @@ pub async fn run(
                 Ok(done) => {
                     repaired.insert(f.id.clone());
                     sources.metrics.add(
-                        "ReconciliationRepairs",
+                        "reconciliation_repairs",
                         1,
                         Some(("difference", f.difference.as_str())),
                     );
@@ -1084,7 +1085,7 @@ pub async fn run(
     }
     for f in &report.findings {
         sources.metrics.add(
-            "ReconciliationMismatches",
+            "reconciliation_mismatches",
             1,
             Some(("difference", f.difference.as_str())),
         );
@@ -1158,4 +1159,122 @@ fn cut(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+// The report as a table.
+
+/// `minor` in the currency's major units (`1234.50`); as it is where the currency is unknown.
+fn money(minor: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(c) if c.minor_exponent() > 0 => {
+            let digits = c.minor_exponent() as usize;
+            let per = c.minor_per_major().unsigned_abs();
+            let sign = if minor < 0 { "-" } else { "" };
+            let abs = minor.unsigned_abs();
+            format!("{sign}{}.{:0digits$}", abs / per, abs % per)
+        }
+        _ => minor.to_string(),
+    }
+}
+
+fn row(out: &mut String, day: &str, store: &str, channel: &str, currency: &str, t: &Totals) {
+    let _ = writeln!(
+        out,
+        "{day:<10}  {store:<12}  {channel:<10}  {currency:<3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>11}  {:>12}  {:>5}",
+        t.points_issued,
+        t.points_reversed,
+        t.points_redeemed,
+        t.points_recredited,
+        t.outstanding_points,
+        money(t.liability_minor, currency),
+        money(t.erp_net_minor, currency),
+        t.differences,
+    );
+}
+
+/// The report as people read it: totals per day, store, channel and currency, the window's total per
+/// currency, then every difference with its transaction and what a repair would do.
+pub fn render(r: &Reconciliation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "reconciliation {} .. {}: {} sagas, {} ERP documents, {} loyalty movements compared",
+        r.window.from, r.window.to, r.compared.sagas, r.compared.erp_documents, r.compared.loyalty_movements
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<10}  {:<12}  {:<10}  {:<3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>11}  {:>12}  {:>5}",
+        "day",
+        "store",
+        "channel",
+        "cur",
+        "issued",
+        "reversed",
+        "redeemed",
+        "recredit",
+        "outstanding",
+        "liability",
+        "ERP net",
+        "diffs"
+    );
+    for t in &r.totals {
+        row(
+            &mut out,
+            &t.key.day,
+            &t.key.store,
+            &t.key.channel,
+            &t.key.currency,
+            &t.totals,
+        );
+    }
+    for (currency, t) in &r.total {
+        row(&mut out, "total", "", "", currency, t);
+    }
+    let _ = writeln!(out);
+    if r.findings.is_empty() {
+        let _ = writeln!(out, "differences  none: the books agree");
+    } else {
+        let counts: Vec<String> = r
+            .differences
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(d, n)| format!("{d} {n}"))
+            .collect();
+        let _ = writeln!(out, "differences  {} ({})", r.findings.len(), counts.join(", "));
+        for f in &r.findings {
+            let _ = writeln!(
+                out,
+                "  {:<22} {:<11} {:<34} {}",
+                f.difference.as_str(),
+                f.system,
+                f.transaction.as_deref().unwrap_or("-"),
+                f.message
+            );
+            if let Some(c) = &f.correlation_id {
+                let _ = writeln!(out, "  {:<22} correlation {c}", "");
+            }
+            if let Some(repair) = &f.repair {
+                let _ = writeln!(out, "  {:<22} repair: {}", "", repair.describe());
+            }
+        }
+    }
+    for rep in &r.repairs {
+        let _ = writeln!(out, "repair {:<8} {}  {}", rep.status, rep.finding, rep.message);
+    }
+    out
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::money;
+
+    #[test]
+    fn money_is_in_major_units_with_the_currencys_digits() {
+        assert_eq!(money(123_450, "EUR"), "1234.50");
+        assert_eq!(money(-5, "EUR"), "-0.05");
+        assert_eq!(money(1_500, "JPY"), "1500");
+        assert_eq!(money(1_234, "KWD"), "1.234");
+        assert_eq!(money(77, "-"), "77");
+    }
 }

@@ -9,12 +9,14 @@
 //! - [`emf`]: business metrics as CloudWatch Embedded Metric Format lines.
 //! - [`telemetry`]: JSON logs in which every line of a message carries its step and correlation id.
 //! - [`secrets`]: connector credentials from Secrets Manager (or the environment).
+//! - [`reconcile`]: the scheduled reconciliation (its report to S3, its mismatches announced).
 //! - [`webhooks`]: the webhook ingress (platforms' signed HTTPS deliveries onto the channel bus).
 //! - [`run`], [`run_http`]: wiring from environment variables (the SAM template sets them).
 
 pub mod emf;
 pub mod handler;
 pub mod http;
+pub mod reconcile;
 pub mod secrets;
 pub mod telemetry;
 pub mod webhooks;

@@ -1,0 +1,7 @@
+//! The scheduled reconciliation as a Lambda function (EventBridge Scheduler, daily). Wiring and handling
+//! live in `retail-sync-lambda`; the comparison itself in `retail-sync-core`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    retail_sync_lambda::reconcile::run_scheduled().await
+}

@@ -222,3 +222,177 @@ async fn the_aws_cli_and_retail_sync_work_on_the_same_stack() {
         String::from_utf8_lossy(&no_stack.stderr)
     );
 }
+
+/// `retail-sync reconcile --backend aws`: the sagas in DynamoDB (on moto) against the reference ERP and
+/// loyalty platform over their system APIs, as a deployment's reconcile function reads them (base URLs
+/// and API keys from the environment). A sale whose accrual the platform lost and a document booked by
+/// hand are found; `--repair` accrues the lost points again through the connector, once; the hand-booked
+/// document stays a difference for a person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reads_the_stack_and_the_systems_and_repairs_once() {
+    use retail_sync_contracts::values::{Amount, Currency, ExternalRef, Points, ReceiptId, StoreId};
+    use retail_sync_contracts::{Event, EventType};
+    use retail_sync_core::ports::SagaStore;
+    use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
+    use retail_sync_simulators::access::{Access, LOCAL_API_KEY};
+    use retail_sync_simulators::{ErpPosting, ErpPostingKind, ErpSimulator, LoyaltySimulator};
+
+    let moto = MotoServer::shared();
+    let endpoint = moto.endpoint();
+    let topology = Topology::load(&root().join("infra/template.yaml")).unwrap();
+    let options = ProvisionOptions::unique();
+    let backend = moto.backend(&topology, &options).await;
+    let prefix = options.prefix.as_str();
+
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    loyalty.seed_balance("m-1001", Points::ZERO);
+    let (systems, _server) =
+        retail_sync_testkit::sims::serve(erp.clone(), loyalty.clone(), Access::local()).await;
+
+    // The sample sale, completed with 120 points that the platform has no record of.
+    let sale = sample("SaleCompleted");
+    let event = Event::from_detail(EventType::SaleCompleted, sale["detail"].clone()).unwrap();
+    let id = SagaId::from_stored("receipt:store-042:r-000123".into());
+    let mut saga = Saga::start(id.clone(), &event, "2026-11-20T10:16:00Z".parse().unwrap());
+    saga.status = SagaStatus::Completed;
+    saga.ledger.loyalty_transaction_id = Some(ExternalRef::parse("LT-LOST-1").unwrap());
+    saga.ledger.points_accrued = Some(Points::new(120).unwrap());
+    saga.ledger.eligible_minor = Some(Amount::new(12_000).unwrap());
+    assert!(backend.create(&saga).await.unwrap().is_none());
+    erp.book_by_hand(|document_id| ErpPosting {
+        document_id,
+        kind: ErpPostingKind::Sale,
+        idempotency_key: "manual-entry-1".into(),
+        transaction: retail_sync_contracts::events::TransactionRef::Receipt {
+            store_id: StoreId::parse("store-099").unwrap(),
+            receipt_id: ReceiptId::parse("r-hand-1").unwrap(),
+        },
+        reference: None,
+        store_id: None,
+        currency: Currency::parse("EUR").unwrap(),
+        net_minor: Amount::new(990).unwrap(),
+        tax_minor: None,
+        gross_minor: None,
+        redemption_minor: None,
+        line_count: 1,
+        occurred_at: "2026-11-20T18:00:00Z".parse().unwrap(),
+    });
+
+    let reconcile = |extra: &[&str]| {
+        let mut args = vec![
+            "reconcile",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+            .args(&args)
+            .args([
+                "--backend",
+                "aws",
+                "--prefix",
+                prefix,
+                "--endpoint-url",
+                endpoint,
+                "--region",
+                "us-east-1",
+            ])
+            .arg("--template")
+            .arg(root().join("infra/template.yaml"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("ERP_BASE_URL", &systems)
+            .env("ERP_AUTH", "api-key")
+            .env("ERP_API_KEY", LOCAL_API_KEY)
+            .env("LOYALTY_BASE_URL", &systems)
+            .env("LOYALTY_AUTH", "api-key")
+            .env("LOYALTY_API_KEY", LOCAL_API_KEY)
+            .output()
+            .unwrap()
+    };
+    let differences = |o: &Output| -> Vec<(String, String)> {
+        let report: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["difference"].as_str().unwrap().to_owned(),
+                    f["transaction"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let found = reconcile(&[]);
+    assert_eq!(found.status.code(), Some(1), "differences exit 1");
+    assert_eq!(
+        differences(&found),
+        [
+            ("missing_accrual".to_owned(), id.to_string()),
+            (
+                "orphan_document".to_owned(),
+                "receipt:store-099:r-hand-1".to_owned()
+            ),
+        ]
+    );
+    assert!(loyalty.transactions().is_empty(), "a report repairs nothing");
+
+    let repaired = reconcile(&["--repair"]);
+    assert_eq!(
+        differences(&repaired),
+        [(
+            "orphan_document".to_owned(),
+            "receipt:store-099:r-hand-1".to_owned()
+        )]
+    );
+    assert_eq!(loyalty.transactions().len(), 1);
+    assert_eq!(loyalty.balance("m-1001").unwrap().get(), 120);
+    let stored = backend.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.ledger.loyalty_transaction_id,
+        Some(loyalty.transactions()[0].loyalty_transaction_id.clone()),
+        "the saga records the new accrual"
+    );
+    assert!(stored.steps.iter().any(|s| s.step == "reconcile"));
+
+    let again = reconcile(&["--repair"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(loyalty.transactions().len(), 1, "repaired once");
+
+    // Without the systems' settings the command says what is missing.
+    let out = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args([
+            "reconcile",
+            "--backend",
+            "aws",
+            "--prefix",
+            prefix,
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            "us-east-1",
+        ])
+        .arg("--template")
+        .arg(root().join("infra/template.yaml"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("ERP_BASE_URL")
+        .env_remove("LOYALTY_BASE_URL")
+        .env_remove("ERP_AUTH")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ERP_AUTH"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

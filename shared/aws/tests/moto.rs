@@ -272,3 +272,36 @@ fn a_started_server_stops_when_dropped() {
         "moto still listens on {addr}"
     );
 }
+
+/// The reconciliation's reports: written and read back in a bucket (path-style on the emulator); a
+/// key never written is `None`, and a bucket that does not exist is an error that names S3.
+#[tokio::test]
+async fn reports_are_kept_in_the_report_bucket() {
+    use retail_sync_aws::ReportBucket;
+    let moto = MotoServer::shared();
+    let sdk = moto.sdk_config().await;
+    let name = format!("reports-{}", jiff::Timestamp::now().as_nanosecond());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket(&name).send().await.unwrap();
+    let bucket = ReportBucket::new(&sdk, name.clone(), true);
+    let key = "reconciliation/2026-11-21T00:00:00Z_2026-11-22T00:00:00Z.json";
+    bucket
+        .put(key, br#"{"report_version":1}"#.to_vec(), "application/json")
+        .await
+        .unwrap();
+    assert_eq!(
+        bucket.get(key).await.unwrap().unwrap(),
+        br#"{"report_version":1}"#.to_vec()
+    );
+    assert_eq!(bucket.get("reconciliation/none.json").await.unwrap(), None);
+    let missing = ReportBucket::new(&sdk, format!("{name}-missing"), true);
+    let e = missing
+        .put(key, b"{}".to_vec(), "application/json")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("s3"), "{e}");
+}

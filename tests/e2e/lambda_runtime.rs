@@ -2,8 +2,11 @@
 //! (moto) with the loyalty simulator over HTTP: an SQS batch with one record that cannot be processed yet
 //! gets a partial batch response naming exactly that record. Also reads the function's peak memory.
 //!
-//! Needs the function built (`cargo build -p accrue-loyalty`; `scripts/test.sh` does it) and
-//! cargo-lambda (`scripts/tools.sh`).
+//! The scheduled reconcile function too: invoked with its window, it writes its report to the bucket,
+//! repairs what it is configured to and prints its metric.
+//!
+//! Needs the functions built (`cargo build -p accrue-loyalty -p reconcile`; `scripts/test.sh` does it)
+//! and cargo-lambda (`scripts/tools.sh`).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -149,8 +152,13 @@ impl Function {
 
     /// `cargo lambda invoke` with an SQS event of `records`; returns the function's response.
     fn invoke(&self, records: Vec<Value>) -> Value {
-        let data = std::env::temp_dir().join(format!("sqs-event-{}.json", self.port));
-        std::fs::write(&data, json!({ "Records": records }).to_string()).unwrap();
+        self.invoke_with(&json!({ "Records": records }))
+    }
+
+    /// `cargo lambda invoke` with `payload`; returns the function's response.
+    fn invoke_with(&self, payload: &Value) -> Value {
+        let data = std::env::temp_dir().join(format!("event-{}.json", self.port));
+        std::fs::write(&data, payload.to_string()).unwrap();
         let output = Command::new(tool("cargo-lambda"))
             .args([
                 "lambda",
@@ -486,4 +494,120 @@ async fn the_functions_speak_sap_and_salesforce_when_the_template_says_so() {
         0,
         "the communication user and the connected app were admitted"
     );
+}
+
+/// The reconcile function as EventBridge Scheduler starts it, with a window: a sale whose accrual the
+/// platform lost is accrued again (RECONCILE_REPAIR=apply), a document booked by hand in the ERP is
+/// reported, the report is in the bucket as JSON and as a table, and the mismatch metric is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_function_reports_to_the_bucket_and_repairs() {
+    use retail_sync_contracts::values::{Amount, Currency, ExternalRef, Points, ReceiptId, StoreId};
+    use retail_sync_simulators::{ErpPosting, ErpPostingKind};
+
+    let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
+    let moto = MotoServer::shared();
+    let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
+    let sale = sample("SaleCompleted");
+    let event = Event::from_detail(EventType::SaleCompleted, sale["detail"].clone()).unwrap();
+    let saga_id = SagaId::from_stored("receipt:store-042:r-000123".into());
+    let mut saga = Saga::start(saga_id.clone(), &event, "2026-11-20T10:16:00Z".parse().unwrap());
+    saga.status = SagaStatus::Completed;
+    saga.ledger.loyalty_transaction_id = Some(ExternalRef::parse("LT-LOST-1").unwrap());
+    saga.ledger.points_accrued = Some(Points::new(120).unwrap());
+    saga.ledger.eligible_minor = Some(Amount::new(12_000).unwrap());
+    backend.create(&saga).await.unwrap();
+
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    loyalty.seed_balance("m-1001", Points::ZERO);
+    erp.book_by_hand(|document_id| ErpPosting {
+        document_id,
+        kind: ErpPostingKind::Sale,
+        idempotency_key: "manual-entry-1".into(),
+        transaction: retail_sync_contracts::events::TransactionRef::Receipt {
+            store_id: StoreId::parse("store-099").unwrap(),
+            receipt_id: ReceiptId::parse("r-hand-1").unwrap(),
+        },
+        reference: None,
+        store_id: None,
+        currency: Currency::parse("EUR").unwrap(),
+        net_minor: Amount::new(990).unwrap(),
+        tax_minor: None,
+        gross_minor: None,
+        redemption_minor: None,
+        line_count: 1,
+        occurred_at: "2026-11-20T18:00:00Z".parse().unwrap(),
+    });
+    let (sims, _server) = sims::serve(erp, loyalty.clone(), Access::local()).await;
+
+    let sdk = retail_sync_aws::emulator_sdk_config(
+        &retail_sync_aws::AwsSettings::default().with_endpoint_url(moto.endpoint()),
+    )
+    .await;
+    let bucket_name = format!("reports-{}", uuid::Uuid::now_v7());
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+    .create_bucket()
+    .bucket(&bucket_name)
+    .send()
+    .await
+    .unwrap();
+    let mut env = function_env(&backend, moto.endpoint(), &sims).await;
+    env.push(("REPORT_BUCKET", bucket_name.clone()));
+    env.push(("RECONCILE_REPAIR", "apply".to_owned()));
+    let function = Function::start("reconcile", &env);
+
+    let answer = function.invoke_with(&json!({"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"}));
+    let key = "reconciliation/2026-11-20T00:00:00Z_2026-11-21T00:00:00Z";
+    assert_eq!(answer["report"], format!("s3://{bucket_name}/{key}.json"));
+    assert_eq!(answer["findings"], 1);
+    assert_eq!(answer["repairs"], 1);
+    assert_eq!(answer["differences"]["orphan_document"], 1);
+    assert_eq!(
+        loyalty.balance("m-1001").map(|p| p.get()),
+        Some(120),
+        "the lost accrual is made again"
+    );
+
+    let bucket = retail_sync_aws::ReportBucket::new(&sdk, bucket_name, true);
+    let report: Value =
+        serde_json::from_slice(&bucket.get(&format!("{key}.json")).await.unwrap().unwrap()).unwrap();
+    assert_eq!(report["findings"][0]["transaction"], "receipt:store-099:r-hand-1");
+    assert_eq!(report["repairs"][0]["status"], "applied");
+    let table = String::from_utf8(bucket.get(&format!("{key}.txt")).await.unwrap().unwrap()).unwrap();
+    assert!(table.contains("orphan_document"), "{table}");
+
+    let logs = function.logs();
+    let emf = logs
+        .iter()
+        .find(|l| l.get("reconciliation_mismatches").is_some() && l.get("difference").is_none())
+        .unwrap_or_else(|| panic!("no EMF line with the mismatches: {logs:#?}"));
+    assert_eq!(emf["step"], "reconcile");
+    assert_eq!(emf["reconciliation_mismatches"], 1);
+
+    // A window that is no window is refused, and nothing is written for it.
+    let refused = Command::new(tool("cargo-lambda"))
+        .args([
+            "lambda",
+            "invoke",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &function.port.to_string(),
+            "--data-ascii",
+        ])
+        .arg(r#"{"from":"2026-11-21T00:00:00Z","to":"2026-11-20T00:00:00Z"}"#)
+        .arg("_")
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("window is empty"), "{said}");
 }

@@ -189,7 +189,9 @@ impl Repair {
         match self {
             Self::Accrue { request, .. } => format!(
                 "accrue again on {} for {} {} eligible",
-                request.member_id, request.eligible_minor, request.currency
+                request.member_id,
+                money(request.eligible_minor.get(), request.currency.as_str()),
+                request.currency
             ),
             Self::Adjust { request, .. } => format!(
                 "{} {} points again for {} ({})",
@@ -455,12 +457,17 @@ fn signed(d: &BookedDocument) -> i64 {
     }
 }
 
-fn day_key(t: Timestamp, channel: &str) -> TotalsKey {
+/// The row of something no saga knows: its own day, its receipt's store when it names one, its currency
+/// when it has one.
+fn orphan_key(t: Timestamp, transaction: Option<&TransactionRef>, currency: Option<Currency>) -> TotalsKey {
     TotalsKey {
         day: t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string(),
-        store: "-".to_owned(),
-        channel: channel.to_owned(),
-        currency: "-".to_owned(),
+        store: match transaction {
+            Some(TransactionRef::Receipt { store_id, .. }) => store_id.to_string(),
+            _ => "-".to_owned(),
+        },
+        channel: "-".to_owned(),
+        currency: currency.map_or_else(|| "-".to_owned(), |c| c.as_str().to_owned()),
     }
 }
 
@@ -496,7 +503,9 @@ pub fn reconcile(
         if known.contains(&id) {
             docs_of.entry(id).or_default().push(d);
         } else if window.contains(d.occurred_at) {
-            let row = rows.entry(day_key(d.occurred_at, "-")).or_default();
+            let row = rows
+                .entry(orphan_key(d.occurred_at, Some(&d.transaction), Some(d.currency)))
+                .or_default();
             row.erp_net_minor += signed(d);
             row.differences += 1;
             findings.push(orphan(
@@ -518,7 +527,9 @@ pub fn reconcile(
         match id {
             Some(id) if known.contains(&id) => moves_of.entry(id).or_default().push(m),
             _ if window.contains(m.occurred_at) => {
-                let row = rows.entry(day_key(m.occurred_at, "-")).or_default();
+                let row = rows
+                    .entry(orphan_key(m.occurred_at, m.transaction.as_ref(), None))
+                    .or_default();
                 count_points(row, m);
                 row.differences += 1;
                 findings.push(orphan(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use retail_sync_contracts::values::{HoldId, MemberId};
+use retail_sync_contracts::values::{ExternalRef, HoldId, MemberId};
 
 use crate::error::Error;
 use crate::idempotency::IdempotencyKey;
@@ -358,6 +358,15 @@ impl Loyalty for GuardedLoyalty {
 
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
         self.guard.call(self.inner.adjust(request, key)).await
+    }
+    async fn confirm_accrual(
+        &self,
+        loyalty_transaction_id: &ExternalRef,
+        key: &IdempotencyKey,
+    ) -> Result<crate::ports::Confirmation, Error> {
+        self.guard
+            .call(self.inner.confirm_accrual(loyalty_transaction_id, key))
+            .await
     }
 }
 

@@ -862,6 +862,13 @@ impl Loyalty for Enrolling {
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
         self.loyalty.adjust(request, key).await
     }
+    async fn confirm_accrual(
+        &self,
+        loyalty_transaction_id: &retail_sync_contracts::values::ExternalRef,
+        key: &IdempotencyKey,
+    ) -> Result<crate::ports::Confirmation, Error> {
+        self.loyalty.confirm_accrual(loyalty_transaction_id, key).await
+    }
 }
 
 /// The saga-store id of a member's record.
@@ -1219,6 +1226,7 @@ mod tests {
                 loyalty_transaction_id: retail_sync_contracts::values::ExternalRef::parse("LT-1").unwrap(),
                 points: retail_sync_contracts::values::Points::new(10).unwrap(),
                 balance: retail_sync_contracts::values::Points::new(10).unwrap(),
+                pending: false,
             })
         }
         async fn balance(&self, _: &MemberId) -> Result<Balance, Error> {
@@ -1284,6 +1292,7 @@ mod tests {
             currency: retail_sync_contracts::values::Currency::parse("EUR").unwrap(),
             eligible_minor: retail_sync_contracts::values::Amount::new(1000).unwrap(),
             occurred_at: "2026-11-20T10:00:00Z".parse().unwrap(),
+            pending_until: None,
         }
     }
 

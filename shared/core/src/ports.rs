@@ -321,12 +321,36 @@ pub struct AccrualRequest {
     /// Net value (before tax, after discounts) of the lines that earn.
     pub eligible_minor: Amount,
     pub occurred_at: Timestamp,
+    /// The end of the sale's return window (see `settlement::ReturnWindows`): the points are pending —
+    /// the member's, not spendable — until retail-sync confirms them after this instant; a return before
+    /// then cancels them. Absent: spendable at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accrual {
     pub loyalty_transaction_id: ExternalRef,
     pub points: Points,
+    pub balance: Points,
+    /// The platform holds the points pending (it was asked to, and it can): they wait for
+    /// [`Loyalty::confirm_accrual`]. `false` from a platform that holds nothing pending (the points are
+    /// spendable at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+fn no_points(p: &Points) -> bool {
+    p.get() == 0
+}
+
+/// Pending points made spendable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub loyalty_transaction_id: ExternalRef,
+    /// What was still pending and is now spendable (less than the accrual when a return cancelled part
+    /// of it; 0 when a return cancelled it all).
+    pub points_confirmed: Points,
     pub balance: Points,
 }
 
@@ -338,6 +362,9 @@ pub struct Balance {
     pub balance: Points,
     pub held: Points,
     pub available: Points,
+    /// Earned points waiting for their sale's return window to end: not in `balance`, not spendable.
+    #[serde(default)]
+    pub pending: Points,
 }
 
 /// A request to reserve points for a basket at checkout.
@@ -427,9 +454,14 @@ pub struct AdjustmentRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Adjustment {
     pub loyalty_transaction_id: ExternalRef,
-    /// Signed change applied to the balance.
+    /// Signed change applied: to the balance, and for a reversal also to the transaction's pending
+    /// points (see `pending_cancelled`).
     pub delta: i64,
     pub balance: Points,
+    /// Of a reversal: the points taken from the transaction's pending accruals (a return inside the return
+    /// window cancels pending points before it reverses spendable ones); the rest came off the balance.
+    #[serde(default, skip_serializing_if = "no_points")]
+    pub pending_cancelled: Points,
 }
 
 #[async_trait]
@@ -455,6 +487,20 @@ pub trait Loyalty: Send + Sync {
     async fn release_hold(&self, hold_id: &HoldId, key: &IdempotencyKey) -> Result<Hold, Error>;
     /// Reverses earned or re-credits redeemed points.
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error>;
+    /// Makes an accrual's pending points spendable (what a return has not cancelled). Confirming again
+    /// answers the first confirmation. `Err(Error::Rejected)` for an unknown accrual or one that was never
+    /// pending. A platform that holds nothing pending never answers `pending` and is never asked.
+    async fn confirm_accrual(
+        &self,
+        loyalty_transaction_id: &ExternalRef,
+        key: &IdempotencyKey,
+    ) -> Result<Confirmation, Error> {
+        let _ = key;
+        Err(Error::rejected(
+            retail_sync_contracts::events::ReasonCode::LoyaltyRejected,
+            format!("this loyalty platform holds no points pending ({loyalty_transaction_id})"),
+        ))
+    }
 }
 
 /// What a document in the ERP's books is.
@@ -518,6 +564,9 @@ pub struct BookedPoints {
     /// Redemptions: what the points were worth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_minor: Option<Amount>,
+    /// Accruals: the points still pending (neither confirmed nor cancelled by a return) as of the read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_points: Option<Points>,
     pub occurred_at: Timestamp,
 }
 

@@ -909,6 +909,7 @@ fn accrual_repair(e: &Expected, lost: &ExternalRef) -> Option<Repair> {
             currency: basis.currency,
             eligible_minor,
             occurred_at: e.saga.occurred_at.unwrap_or(e.saga.created_at),
+            pending_until: None,
         },
     })
 }

@@ -75,6 +75,7 @@ impl Loyalty for FakeLoyalty {
             loyalty_transaction_id: ExternalRef::parse("LT-1").unwrap(),
             points,
             balance: points,
+            pending: false,
         })
     }
     async fn balance(&self, _: &MemberId) -> Result<Balance, Error> {

@@ -180,6 +180,7 @@ impl LoyaltyTransaction {
             points: self.points,
             requested_points: self.requested_points,
             value_minor: self.value_minor,
+            pending_points: None,
             occurred_at: self.occurred_at,
         }
     }
@@ -537,6 +538,7 @@ impl Books {
             balance: points(m.balance),
             held: points(m.held),
             available: points(m.balance - m.held),
+            pending: Points::ZERO,
         })
     }
 
@@ -569,6 +571,7 @@ impl Books {
             loyalty_transaction_id,
             points: earned,
             balance,
+            pending: false,
         })
     }
 
@@ -783,6 +786,7 @@ impl Books {
             loyalty_transaction_id,
             delta,
             balance: points(balance),
+            pending_cancelled: Points::ZERO,
         })
     }
 }

@@ -501,6 +501,7 @@ impl SalesforceSimulator {
             )
             .map_err(|e| e.to_string())?,
             occurred_at: timestamp(str_of(journal, "ActivityDate"))?,
+            pending_until: None,
         })
     }
 

@@ -93,6 +93,7 @@ pub fn accrual(member_id: &str, receipt_id: &str, eligible_minor: i64) -> Accrua
         currency: eur(),
         eligible_minor: amount(eligible_minor),
         occurred_at: at(),
+        pending_until: None,
     }
 }
 

@@ -626,6 +626,8 @@ impl Loyalty for SalesforceLoyalty {
                     loyalty_transaction_id: external(&id)?,
                     points: points(earned)?,
                     balance: points(balance)?,
+                    // The program's own rules decide when points activate; retail-sync holds none.
+                    pending: false,
                 })
             })
             .await
@@ -647,6 +649,7 @@ impl Loyalty for SalesforceLoyalty {
             balance,
             held: Points::ZERO,
             available: balance,
+            pending: Points::ZERO,
         })
     }
 
@@ -866,6 +869,7 @@ impl Loyalty for SalesforceLoyalty {
                     loyalty_transaction_id: external(&found.id)?,
                     delta,
                     balance: points(balance)?,
+                    pending_cancelled: Points::ZERO,
                 })
             })
             .await

@@ -128,6 +128,7 @@ impl Workflow for AccrueLoyalty {
                     currency: sale.data.currency,
                     eligible_minor: domain::eligible_net(&sale.data.lines, &sale.data.tenders),
                     occurred_at: sale.metadata.occurred_at,
+                    pending_until: None,
                 };
                 Ok(match self.loyalty.accrue(&request, &cx.key).await.refusal()? {
                     Ok(a) => Outcome::Accrued {

@@ -130,6 +130,7 @@ pub(super) async fn accrue_shipment(
                 currency: basis.currency,
                 eligible_minor: entry.eligible_minor,
                 occurred_at: shipped.metadata.occurred_at,
+                pending_until: None,
             };
             Ok(match step.loyalty.accrue(&request, &cx.key).await.refusal()? {
                 Ok(a) => Outcome::Accrued {

@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use retail_sync_contracts::events::ReasonCode;
-use retail_sync_contracts::values::{HoldId, MemberId, Points};
+use retail_sync_contracts::values::{ExternalRef, HoldId, MemberId, Points};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
-    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, BookedPoints, CommitRequest, Hold,
-    HoldRequest, Loyalty, LoyaltyBooks, LoyaltyMembers, MemberSnapshot, MemberSync,
+    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, BookedPoints, CommitRequest,
+    Confirmation, Hold, HoldRequest, Loyalty, LoyaltyBooks, LoyaltyMembers, MemberSnapshot, MemberSync,
 };
 
 use crate::api::{Auth, JsonApi, with_window};
@@ -94,6 +94,19 @@ impl Loyalty for HttpLoyalty {
 
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
         self.api.post("/loyalty/v1/adjustments", request, key).await
+    }
+
+    /// `POST /loyalty/v1/accruals/{id}/confirm` with an empty object, retried under the key like every
+    /// mutating call. An unknown accrual (404 `transaction_not_found`) and one never pending (409
+    /// `not_pending`) are `LoyaltyRejected`, the code first in the message.
+    async fn confirm_accrual(
+        &self,
+        loyalty_transaction_id: &ExternalRef,
+        key: &IdempotencyKey,
+    ) -> Result<Confirmation, Error> {
+        // A validated identifier, like member and hold ids: safe as a path segment as it is.
+        let path = format!("/loyalty/v1/accruals/{loyalty_transaction_id}/confirm");
+        self.api.post(&path, &serde_json::json!({}), key).await
     }
 }
 

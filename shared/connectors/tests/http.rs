@@ -522,6 +522,133 @@ async fn an_adjustment_is_applied_once_under_its_key() {
     assert!(message.starts_with("idempotency_key_reused: "), "{message}");
 }
 
+// --- Pending points ----------------------------------------------------------------------------------
+
+/// Accrued pending through the connector: shown apart in the balance and not spendable; a return inside
+/// the window cancels them first; the confirmation makes the rest spendable, once.
+#[tokio::test]
+async fn a_pending_accrual_is_confirmed_through_the_connector() {
+    let h = start().await;
+    let clock = with_points(&h);
+    let request = retail_sync_core::ports::AccrualRequest {
+        pending_until: Some("2026-12-20T10:00:00Z".parse().unwrap()),
+        ..accrual("m-1", "r-1", 12_345)
+    };
+    let accrued = h.http_loyalty.accrue(&request, &key("accrue")).await.unwrap();
+    assert!(accrued.pending);
+    assert_eq!((accrued.points.get(), accrued.balance.get()), (123, 1_000));
+    let balance = h.http_loyalty.balance(&m1()).await.unwrap();
+    assert_eq!(
+        (
+            balance.balance.get(),
+            balance.available.get(),
+            balance.pending.get()
+        ),
+        (1_000, 1_000, 123)
+    );
+    // 1,123 are the member's, 1,000 spendable.
+    let too_much = hold("m-1", 1_050, 20_000, clock.now(), SignedDuration::from_secs(900));
+    let (reason, message) = rejection(
+        h.http_loyalty
+            .create_hold(&too_much, &key("hold"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(reason, ReasonCode::LoyaltyRejected);
+    assert!(message.starts_with("insufficient_points: "), "{message}");
+
+    let mut reversal = adjustment("m-1", AdjustmentKind::Reversal, "o-1", "return:ret-1", 100);
+    reversal.transaction = retail_sync_simulators::samples::receipt("store-1", "r-1");
+    let adjusted = h.http_loyalty.adjust(&reversal, &key("return")).await.unwrap();
+    assert_eq!(
+        (
+            adjusted.delta,
+            adjusted.balance.get(),
+            adjusted.pending_cancelled.get()
+        ),
+        (-100, 1_000, 100)
+    );
+
+    // Applied, then the answer was lost: the retry under the key gets the confirmation, moved once.
+    h.loyalty.set_faults(script(1, FaultKind::TimeoutAfterCommit));
+    let confirmed = h
+        .http_loyalty
+        .confirm_accrual(&accrued.loyalty_transaction_id, &key("confirm"))
+        .await
+        .unwrap();
+    assert_eq!(confirmed.loyalty_transaction_id, accrued.loyalty_transaction_id);
+    assert_eq!(
+        (confirmed.points_confirmed.get(), confirmed.balance.get()),
+        (23, 1_023)
+    );
+    let again = h
+        .http_loyalty
+        .confirm_accrual(&accrued.loyalty_transaction_id, &key("confirm-again"))
+        .await
+        .unwrap();
+    assert_eq!(again, confirmed, "another key: the first confirmation's figures");
+    let balance = h.http_loyalty.balance(&m1()).await.unwrap();
+    assert_eq!(
+        (
+            balance.balance.get(),
+            balance.available.get(),
+            balance.pending.get()
+        ),
+        (1_023, 1_023, 0)
+    );
+    h.http_loyalty
+        .create_hold(
+            &hold("m-1", 1_023, 20_000, clock.now(), SignedDuration::from_secs(900)),
+            &key("hold-2"),
+        )
+        .await
+        .unwrap();
+}
+
+/// An unknown accrual (404) and one never pending (409) are the platform's final word: rejected at
+/// once, the code first in the message, nothing retried or moved.
+#[tokio::test]
+async fn confirming_an_unknown_or_never_pending_accrual_is_rejected_without_retries() {
+    let h = start().await;
+    with_points(&h);
+    let plain = h
+        .http_loyalty
+        .accrue(&accrual("m-1", "r-1", 1_000), &key("accrue"))
+        .await
+        .unwrap();
+    assert!(!plain.pending);
+    for (id, code) in [
+        (plain.loyalty_transaction_id.clone(), "not_pending: "),
+        (
+            retail_sync_contracts::values::ExternalRef::parse("LT-00000077").unwrap(),
+            "transaction_not_found: ",
+        ),
+    ] {
+        let before = h.loyalty.requests();
+        let err = h
+            .http_loyalty
+            .confirm_accrual(&id, &key(&format!("confirm-{id}")))
+            .await
+            .unwrap_err();
+        let (reason, message) = rejection(err);
+        assert_eq!(reason, ReasonCode::LoyaltyRejected);
+        assert!(message.starts_with(code), "{message}");
+        assert_eq!(h.loyalty.requests(), before + 1, "a refusal is not retried");
+    }
+    assert_eq!(h.loyalty.balance("m-1").map(Points::get), Some(1_010));
+    // A platform that stays down is unavailable, after the retries.
+    h.loyalty.set_down(true);
+    let err = h
+        .http_loyalty
+        .confirm_accrual(&plain.loyalty_transaction_id, &key("confirm-down"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { what: "loyalty", .. }),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_order_is_cancelled_and_a_return_credited_in_the_erp() {
     let h = start().await;

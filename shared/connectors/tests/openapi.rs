@@ -94,6 +94,12 @@ const MUTATING: &[(&str, &str, &str, &str)] = &[
     ("erp.yaml", "post", "/erp/v1/returns", "201"),
     ("erp.yaml", "put", "/erp/v1/customers/{member_id}", "200"),
     ("loyalty.yaml", "post", "/loyalty/v1/accruals", "201"),
+    (
+        "loyalty.yaml",
+        "post",
+        "/loyalty/v1/accruals/{loyalty_transaction_id}/confirm",
+        "200",
+    ),
     ("loyalty.yaml", "post", "/loyalty/v1/members", "201"),
     (
         "loyalty.yaml",
@@ -173,6 +179,18 @@ fn the_called_operations_exist_and_require_an_idempotency_key() {
             assert!(
                 parameter_refs(operation).contains(&"#/components/parameters/HoldId".to_owned()),
                 "{name}: {path} hold_id"
+            );
+        }
+        if path.contains("{loyalty_transaction_id}") {
+            assert!(
+                parameter_refs(operation)
+                    .contains(&"#/components/parameters/LoyaltyTransactionId".to_owned()),
+                "{name}: {path} loyalty_transaction_id"
+            );
+            let p = &doc["components"]["parameters"]["LoyaltyTransactionId"];
+            assert_eq!(
+                (&p["name"], &p["in"], &p["required"]),
+                (&json!("loyalty_transaction_id"), &json!("path"), &json!(true))
             );
         }
     }
@@ -590,4 +608,108 @@ fn the_loyalty_ledger_matches_the_loyalty_contract() {
     let mut bad = answer;
     bad["movements"][0].as_object_mut().unwrap().remove("points");
     assert!(check(&doc, "MovementList", &bad).is_err(), "points are required");
+}
+
+/// Pending points: what the connector sends (`pending_until`, an empty confirmation body) and what the
+/// simulator answers (`pending` in an accrual and a balance, `pending_cancelled` in a reversal, the
+/// confirmation, `pending_points` in the books) are the contract's.
+#[test]
+fn pending_points_match_the_loyalty_contract() {
+    use retail_sync_core::ports::{AccrualRequest, AdjustmentRequest};
+    use retail_sync_simulators::http::MovementList;
+    use retail_sync_simulators::samples::receipt;
+
+    let doc = load("loyalty.yaml");
+    let loyalty = LoyaltySimulator::new();
+    let clock = Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap()));
+    loyalty.set_clock(clock.clone());
+    loyalty.seed_balance("m-1", Points::new(1_000).unwrap());
+
+    let request = AccrualRequest {
+        pending_until: Some("2026-12-20T10:00:00Z".parse().unwrap()),
+        ..accrual("m-1", "r-1", 12_345)
+    };
+    let sent = to_json(&request);
+    assert_eq!(sent["pending_until"], "2026-12-20T10:00:00Z");
+    check(&doc, "AccrualRequest", &sent).unwrap();
+    let accrued = loyalty.accrue(&request, "a1").unwrap();
+    let answer = to_json(&accrued);
+    assert_eq!(answer["pending"], true);
+    check(&doc, "Accrual", &answer).unwrap();
+    let mut bad = answer;
+    bad["pending"] = json!("yes");
+    assert!(
+        check(&doc, "Accrual", &bad).is_err(),
+        "the schema really is checked"
+    );
+
+    let balance = to_json(&loyalty.member_balance(&MemberId::parse("m-1").unwrap()).unwrap());
+    assert_eq!(balance["pending"], 123);
+    check(&doc, "Balance", &balance).unwrap();
+    let mut bad = balance;
+    bad["pending"] = json!(-1);
+    assert!(check(&doc, "Balance", &bad).is_err(), "pending is never negative");
+
+    let reversal = AdjustmentRequest {
+        transaction: receipt("store-1", "r-1"),
+        ..adjustment("m-1", AdjustmentKind::Reversal, "o-1", "return:ret-1", 100)
+    };
+    let adjusted = to_json(&loyalty.adjust(&reversal, "x1").unwrap());
+    assert_eq!(adjusted["pending_cancelled"], 100);
+    check(&doc, "Adjustment", &adjusted).unwrap();
+    let mut bad = adjusted;
+    bad["pending_cancelled"] = json!(-100);
+    assert!(check(&doc, "Adjustment", &bad).is_err());
+
+    check(&doc, "ConfirmRequest", &json!({})).unwrap();
+    assert!(check(&doc, "ConfirmRequest", &json!({"points": 23})).is_err());
+    let confirmed = to_json(
+        &loyalty
+            .confirm_accrual(&accrued.loyalty_transaction_id, "c1")
+            .unwrap(),
+    );
+    assert_eq!(
+        confirmed,
+        json!({"loyalty_transaction_id": "LT-00000001", "points_confirmed": 23, "balance": 1_023})
+    );
+    check(&doc, "Confirmation", &confirmed).unwrap();
+    let mut bad = confirmed;
+    bad.as_object_mut().unwrap().remove("points_confirmed");
+    assert!(
+        check(&doc, "Confirmation", &bad).is_err(),
+        "points_confirmed is required"
+    );
+
+    let operation = &doc["paths"]["/loyalty/v1/accruals/{loyalty_transaction_id}/confirm"]["post"];
+    assert_eq!(
+        operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Confirmation"
+    );
+    assert_eq!(
+        operation["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ConfirmRequest"
+    );
+    assert_eq!(
+        operation["responses"]["404"]["$ref"],
+        "#/components/responses/TransactionNotFound"
+    );
+    assert_eq!(operation["responses"]["409"]["x-retryable"], false);
+    let not_found = &doc["components"]["responses"]["TransactionNotFound"];
+    assert_eq!(not_found["x-retryable"], false);
+
+    let (from, until) = (
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+        "2027-01-01T00:00:00Z".parse().unwrap(),
+    );
+    loyalty.accrue(&accrual("m-1", "r-2", 1_000), "a2").unwrap();
+    let list = to_json(&MovementList {
+        movements: loyalty.movements(from, until),
+    });
+    assert_eq!(list["movements"][0]["pending_points"], 0, "confirmed");
+    assert_eq!(list["movements"][1].get("pending_points"), None, "a reversal");
+    assert_eq!(list["movements"][2].get("pending_points"), None, "never pending");
+    check(&doc, "MovementList", &list).unwrap();
+    let mut bad = list;
+    bad["movements"][0]["pending_points"] = json!(-1);
+    assert!(check(&doc, "MovementList", &bad).is_err());
 }

@@ -11,7 +11,10 @@
 //! - `POST /erp/v1/sales/reinstatements` (`ErpReinstateRequest`) → 201 `ErpDocument`
 //! - `POST /erp/v1/returns` (`ErpReturnRequest`) → 201 `ErpDocument`
 //! - `PUT /erp/v1/customers/{member_id}` (`MemberSnapshot`) → 200 [`MemberSynced`]
-//! - `POST /loyalty/v1/accruals` (`AccrualRequest`) → 201 `Accrual`
+//! - `POST /loyalty/v1/accruals` (`AccrualRequest`) → 201 `Accrual` (`pending` when `pending_until`
+//!   held its points pending)
+//! - `POST /loyalty/v1/accruals/{loyalty_transaction_id}/confirm` (`{}`) → 200 `Confirmation`: the
+//!   accrual's pending points made spendable (404 `transaction_not_found`, 409 `not_pending`)
 //! - `POST /loyalty/v1/members` (`{"member_id"}`) → 201 `{"member_id"}` (enrolled, now or before)
 //! - `GET /erp/v1/documents?from=…&to=…` → 200 [`DocumentList`]: the ERP's books, every document whose
 //!   business time is in `[from, to)`, in posting order
@@ -64,7 +67,7 @@ use tokio::task::JoinHandle;
 
 use jiff::Timestamp;
 
-use retail_sync_contracts::values::{HoldId, MemberId};
+use retail_sync_contracts::values::{ExternalRef, HoldId, MemberId};
 use retail_sync_core::ports::{
     AccrualRequest, AdjustmentRequest, BookedDocument, BookedPoints, CommitRequest, ErpCancelRequest,
     ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, MemberSnapshot,
@@ -189,6 +192,10 @@ pub fn router_for(systems: Systems, dialects: Dialects, access: Access) -> Route
         .route("/erp/v1/customers/{member_id}", put(sync_customer))
         .route("/erp/v1/documents", get(documents))
         .route("/loyalty/v1/accruals", post(accrue))
+        .route(
+            "/loyalty/v1/accruals/{loyalty_transaction_id}/confirm",
+            post(confirm_accrual),
+        )
         .route("/loyalty/v1/members", post(enrol))
         .route("/loyalty/v1/members/{member_id}/balance", get(balance))
         .route("/loyalty/v1/members/{member_id}/profile", put(sync_profile))
@@ -355,7 +362,8 @@ fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<(Strin
     Ok((key, parse_body(body)?))
 }
 
-/// The body of `POST …/release`: an empty object (an empty body is let through too).
+/// The body of `POST …/release` and `POST …/confirm`: an empty object (an empty body is let through
+/// too).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
@@ -467,6 +475,25 @@ async fn accrue(
     let (key, request) = parse::<AccrualRequest>(&headers, &body)?;
     sims.loyalty.delay().await;
     Ok(respond(StatusCode::CREATED, sims.loyalty.accrue(&request, &key)).await)
+}
+
+async fn confirm_accrual(
+    State(sims): State<Systems>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let key = parse_empty(&headers, &body)?;
+    // An id that is no valid id names no transaction.
+    let Ok(id) = ExternalRef::parse(&raw) else {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "transaction_not_found",
+            format!("no accrual {}", shown(&raw)),
+        ));
+    };
+    sims.loyalty.delay().await;
+    Ok(respond(StatusCode::OK, sims.loyalty.confirm_accrual(&id, &key)).await)
 }
 
 /// The 404 of a member id that names no member (or is no member id at all).

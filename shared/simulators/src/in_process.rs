@@ -5,13 +5,13 @@
 use async_trait::async_trait;
 
 use retail_sync_contracts::events::ReasonCode;
-use retail_sync_contracts::values::{HoldId, MemberId, Points};
+use retail_sync_contracts::values::{ExternalRef, HoldId, MemberId, Points};
 use retail_sync_core::Error;
 use retail_sync_core::idempotency::IdempotencyKey;
 use retail_sync_core::ports::{
-    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Erp, ErpCancelRequest,
-    ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest, Loyalty,
-    LoyaltyMembers, MemberSnapshot, MemberSync,
+    Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Confirmation, Erp,
+    ErpCancelRequest, ErpDocument, ErpReinstateRequest, ErpReturnRequest, ErpSaleRequest, Hold, HoldRequest,
+    Loyalty, LoyaltyMembers, MemberSnapshot, MemberSync,
 };
 use retail_sync_core::ports::{BookedDocument, BookedPoints, ErpBooks, LoyaltyBooks};
 
@@ -238,6 +238,18 @@ impl Loyalty for InProcessLoyalty {
         self.0.delay().await;
         self.0
             .adjust(request, key.as_str())
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
+    }
+
+    /// `transaction_not_found` and `not_pending` are `LoyaltyRejected`, the code in the message.
+    async fn confirm_accrual(
+        &self,
+        loyalty_transaction_id: &ExternalRef,
+        key: &IdempotencyKey,
+    ) -> Result<Confirmation, Error> {
+        self.0.delay().await;
+        self.0
+            .confirm_accrual(loyalty_transaction_id, key.as_str())
             .map_err(|e| to_port_error(e, "loyalty", ReasonCode::LoyaltyRejected))
     }
 }
@@ -498,6 +510,48 @@ mod tests {
             matches!(err, Error::Unavailable { what: "loyalty", .. }),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn pending_points_are_confirmed_through_the_port_and_its_refusals_say_why() {
+        let loyalty = InProcessLoyalty(LoyaltySimulator::new());
+        loyalty.enrol(&member("m-1"), &key("e1")).await.unwrap();
+        let pending = retail_sync_core::ports::AccrualRequest {
+            pending_until: Some("2026-12-20T10:00:00Z".parse().unwrap()),
+            ..accrual("m-1", "r-1", 2_500)
+        };
+        let a = loyalty.accrue(&pending, &key("a1")).await.unwrap();
+        assert!(a.pending);
+        let b = loyalty.balance(&member("m-1")).await.unwrap();
+        assert_eq!((b.balance.get(), b.available.get(), b.pending.get()), (0, 0, 25));
+        let c = loyalty
+            .confirm_accrual(&a.loyalty_transaction_id, &key("c1"))
+            .await
+            .unwrap();
+        assert_eq!((c.points_confirmed.get(), c.balance.get()), (25, 25));
+        let again = loyalty
+            .confirm_accrual(&a.loyalty_transaction_id, &key("c2"))
+            .await
+            .unwrap();
+        assert_eq!(again, c);
+        let b = loyalty.balance(&member("m-1")).await.unwrap();
+        assert_eq!((b.balance.get(), b.available.get(), b.pending.get()), (25, 25, 0));
+
+        let plain = loyalty
+            .accrue(&accrual("m-1", "r-2", 1_000), &key("a2"))
+            .await
+            .unwrap();
+        let (reason, message) = reason_of(
+            loyalty
+                .confirm_accrual(&plain.loyalty_transaction_id, &key("c3"))
+                .await,
+        );
+        assert_eq!(reason, ReasonCode::LoyaltyRejected);
+        assert!(message.starts_with("not_pending: "), "{message}");
+        let unknown = ExternalRef::parse("LT-00000042").unwrap();
+        let (reason, message) = reason_of(loyalty.confirm_accrual(&unknown, &key("c4")).await);
+        assert_eq!(reason, ReasonCode::LoyaltyRejected);
+        assert!(message.starts_with("transaction_not_found: "), "{message}");
     }
 
     #[tokio::test]

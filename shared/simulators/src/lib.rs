@@ -6,7 +6,8 @@
 //! - [`erp`]: [`ErpSimulator`] and its rules (document numbering, closed periods, rejected orders,
 //!   cancellations and returns of posted sales only, customer accounts).
 //! - [`loyalty`]: [`LoyaltySimulator`] and its rules (enrolment, 1 point per whole currency unit, holds
-//!   and their expiry, redemption value, reversals and re-credits, member profiles and merges).
+//!   and their expiry, redemption value, reversals and re-credits, pending points and their
+//!   confirmation, member profiles and merges).
 //! - [`crm`]: [`CrmSimulator`] and its rules (contacts, kept at the highest revision, whole).
 //! - [`members`]: what the three share about members ([`MemberSynced`], the highest revision kept
 //!   whole, no personal data after an erasure).

@@ -10,14 +10,20 @@
 //!   cards and are refused (422 `enrolment_refused`);
 //! - a member's profile is the last member snapshot synced to them, kept whole when its revision is
 //!   higher than the stored one's, else left as it is (an erased member's keeps no personal data);
-//! - a member's state is a balance and the open holds on it: `held` is what the holds reserve,
-//!   `available = balance − held` what a new hold or a reversal may take. `0 ≤ held ≤ balance` always.
+//! - a member's state is a balance, the open holds on it and their pending points: `held` is what the
+//!   holds reserve, `available = balance − held` what a new hold or a reversal may take; `pending` is
+//!   earned points waiting for their sale's return window to end (see Pending points), apart from the
+//!   balance and never available. `0 ≤ held ≤ balance`, `0 ≤ pending` and `balance + pending ≤
+//!   MAX_SAFE_INTEGER` always.
 //!
 //! Merging
-//! - merging a duplicate into a survivor moves the duplicate's whole balance, as a `merge_out`
-//!   transaction on the duplicate and a `merge_in` on the survivor (each naming the other member), and
-//!   closes the duplicate as merged. The duplicate's earlier transactions stay on its own ledger, which
-//!   keeps "opening balance + ledger = balance" true per member: the merge pair links the two histories;
+//! - merging a duplicate into a survivor moves the duplicate's whole balance and its pending points
+//!   (the merge's points moved are both), as a `merge_out` transaction on the duplicate and a `merge_in`
+//!   on the survivor (each naming the other member), and closes the duplicate as merged. The duplicate's
+//!   earlier transactions stay on its own ledger, which keeps "opening balance + ledger = balance +
+//!   pending" true per member: the merge pair links the two histories. The duplicate's pending accruals
+//!   stay on its ledger too, their points now the survivor's: a return cancels them on the survivor and
+//!   confirming them credits the survivor;
 //! - refused (422 `merge_refused`): the same member twice, a duplicate merged into another member, a
 //!   survivor that is itself merged, a duplicate with open holds (they must be committed, released or
 //!   expire first), a survivor balance past the largest one; refused (404 `member_not_found`) when
@@ -28,7 +34,26 @@
 //!
 //! Earning
 //! - points = eligible net amount in whole currency units, rounded down: `eligible_minor /
-//!   minor_per_major` (1 point per 1.00 EUR, per 1 JPY, per 1.000 KWD);
+//!   minor_per_major` (1 point per 1.00 EUR, per 1 JPY, per 1.000 KWD); 422 `balance_limit` when the
+//!   member's balance and pending points would pass the largest balance;
+//!
+//! Pending points
+//! - an accrual with `pending_until` (its sale's return window end) books its points pending: the
+//!   member's `pending` grows, their balance does not (`balance_after` is the balance, unchanged), the
+//!   answer says `pending: true`, and the accrual records `pending_until` and its points still pending
+//!   (`pending_points`). Pending points are never available: no hold, redemption or reversal of another
+//!   transaction takes them. Any `pending_until` is held, past ones too: the platform waits for the
+//!   confirmation, not for the clock;
+//! - a reversal of a transaction with pending accruals takes from their pending points first, oldest
+//!   accrual first, then from the balance (as any reversal: what is available). Its `points` are the
+//!   total taken and `pending_cancelled` how many of them were pending; the accruals' `pending_points`
+//!   drop by what was cancelled of each;
+//! - confirming an accrual moves what is still pending of it into the balance of the member holding it
+//!   (the survivor after a merge), records `confirmed_at` (the platform's clock), the points confirmed
+//!   (0 when returns cancelled them all) and the balance after, and answers those. Confirming again,
+//!   under any key, answers the first confirmation and moves nothing. Refused: an unknown transaction or
+//!   one that is no accrual (404 `transaction_not_found`), an accrual never pending (409 `not_pending`).
+//!   A confirmation books no transaction: the points were on the ledger since the accrual;
 //!
 //! Redeeming
 //! - a point is worth 0.01 of the major currency unit, rounded down: `value_minor = points ×
@@ -51,20 +76,23 @@
 //!
 //! Adjusting
 //! - a re-credit adds its points (422 `balance_limit` past the largest balance);
-//! - a reversal takes its points back, but never more than are available: `Points` cannot be negative,
+//! - a reversal takes its points back: first what is pending of its transaction's accruals (see Pending
+//!   points), then from the balance, but never more than is available: `Points` cannot be negative,
 //!   and points an open hold reserves were promised to a basket. It takes what it can and the answer's
 //!   `delta` (and the ledger) say what was applied; a platform allowing negative balances would take
 //!   it all;
 //! - an adjustment of 0 points is refused (422 `invalid_adjustment`): callers skip those;
 //!
 //! Books
-//! - every change of a balance is a ledger transaction numbered `LT-00000001`, … of kind `accrual`,
-//!   `redemption`, `reversal`, `recredit`, `merge_out` or `merge_in` with its signed points (seeded
-//!   balances are opening balances, outside the ledger);
+//! - every change of a member's points is a ledger transaction numbered `LT-00000001`, … of kind
+//!   `accrual`, `redemption`, `reversal`, `recredit`, `merge_out` or `merge_in` with its signed points
+//!   (seeded balances are opening balances, outside the ledger). The invariant, per member: opening
+//!   balance + the sum of their transactions' points = balance + pending (a confirmation moves points
+//!   from pending to the balance and changes neither side);
 //! - the idempotency contract is the ERP's, over one key space for every mutating call (accrue, hold,
-//!   commit, release, adjust, enrol, profile sync, merge): first answer again for a repeated key, 409
-//!   `idempotency_key_reused` if the key comes with another request. Each of them is journaled, so a
-//!   replayed journal enrols, syncs and merges again too;
+//!   commit, release, adjust, confirm, enrol, profile sync, merge): first answer again for a repeated
+//!   key, 409 `idempotency_key_reused` if the key comes with another request. Each of them is journaled,
+//!   so a replayed journal enrols, syncs, confirms and merges again too;
 //! - reads (balance, hold) are not counted as requests and meet only the `down` fault (503) and the
 //!   latency: the scripted and random faults are for the calls that change something.
 
@@ -81,7 +109,7 @@ use retail_sync_contracts::values::{
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{
     Accrual, AccrualRequest, Adjustment, AdjustmentKind, AdjustmentRequest, Balance, Clock, CommitRequest,
-    Hold, HoldRequest, HoldStatus, MemberSnapshot, SystemClock,
+    Confirmation, Hold, HoldRequest, HoldStatus, MemberSnapshot, SystemClock,
 };
 
 use crate::error::SimError;
@@ -130,10 +158,12 @@ pub struct LoyaltyTransaction {
     /// What earned, spent or is corrected; merges have none (they move a balance, not a sale's points).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<TransactionRef>,
-    /// Signed change of the balance: positive for accruals, re-credits and merges in, negative for
-    /// redemptions, reversals and merges out. The ledger's sum per member plus their opening balance is
-    /// their balance.
+    /// Signed change of the member's points: positive for accruals, re-credits and merges in, negative
+    /// for redemptions, reversals and merges out. The ledger's sum per member plus their opening balance
+    /// is their balance plus their pending points (a pending accrual's points go to `pending`, a
+    /// reversal's `pending_cancelled` come off it).
     pub points: i64,
+    /// The balance after the transaction (pending points apart: a pending accrual leaves it unchanged).
     pub balance_after: Points,
     /// Accruals: the currency of `eligible_minor`; redemptions: of `value_minor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,12 +186,74 @@ pub struct LoyaltyTransaction {
     /// `merge_in`), which links the duplicate's history to the survivor's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counterpart_member_id: Option<MemberId>,
+    /// Accruals held pending: the end of the sale's return window the caller gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_until: Option<Timestamp>,
+    /// Accruals held pending: their points still pending, neither cancelled by a return nor confirmed
+    /// (0 once confirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_points: Option<Points>,
+    /// Reversals that cancelled pending points of their transaction's accruals: how many of `points`
+    /// were pending (the rest came off the balance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_cancelled: Option<Points>,
+    /// Confirmed pending accruals: when (the platform's clock), the points made spendable, and the
+    /// balance after (of the member holding them: the survivor after a merge). What confirming again
+    /// answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_points: Option<Points>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_balance: Option<Points>,
     /// The caller's instant for accruals and adjustments; the platform's clock for redemptions and
     /// merges (their calls carry none).
     pub occurred_at: Timestamp,
 }
 
 impl LoyaltyTransaction {
+    /// A transaction with its identity, points and instant, and nothing else.
+    fn blank(
+        loyalty_transaction_id: ExternalRef,
+        kind: LoyaltyTransactionKind,
+        key: &str,
+        member_id: &MemberId,
+        points: i64,
+        balance_after: Points,
+        occurred_at: Timestamp,
+    ) -> Self {
+        Self {
+            loyalty_transaction_id,
+            kind,
+            idempotency_key: key.to_owned(),
+            member_id: member_id.clone(),
+            transaction: None,
+            points,
+            balance_after,
+            currency: None,
+            eligible_minor: None,
+            hold_id: None,
+            value_minor: None,
+            reference: None,
+            requested_points: None,
+            counterpart_member_id: None,
+            pending_until: None,
+            pending_points: None,
+            pending_cancelled: None,
+            confirmed_at: None,
+            confirmed_points: None,
+            confirmed_balance: None,
+            occurred_at,
+        }
+    }
+
+    /// An accrual whose points are still pending: held pending, not confirmed, some left.
+    fn still_pending(&self) -> bool {
+        self.kind == LoyaltyTransactionKind::Accrual
+            && self.confirmed_at.is_none()
+            && self.pending_points.is_some_and(|p| p.get() > 0)
+    }
+
     /// The transaction as the `LoyaltyBooks` port shows it.
     pub fn booked(&self) -> retail_sync_core::ports::BookedPoints {
         use retail_sync_core::ports::PointsKind;
@@ -180,7 +272,10 @@ impl LoyaltyTransaction {
             points: self.points,
             requested_points: self.requested_points,
             value_minor: self.value_minor,
-            pending_points: None,
+            pending_points: match self.kind {
+                LoyaltyTransactionKind::Accrual => self.pending_points,
+                _ => None,
+            },
             occurred_at: self.occurred_at,
         }
     }
@@ -218,6 +313,9 @@ pub struct LoyaltyMemberView {
     pub merged_into: Option<MemberId>,
     pub balance: Points,
     pub held: Points,
+    /// Earned points waiting for their sale's return window to end: apart from `balance`.
+    #[serde(default, skip_serializing_if = "no_points")]
+    pub pending: Points,
     /// The last member snapshot synced to the member, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<MemberSnapshot>,
@@ -235,6 +333,8 @@ pub enum LoyaltyCall {
     Enrol(MemberId),
     SyncMember(MemberSnapshot),
     Merge(MergeRequest),
+    /// Confirming the pending points of an accrual (by its loyalty transaction id).
+    ConfirmAccrual(ExternalRef),
 }
 
 /// Every answer of a mutating call, as the idempotency record keeps it.
@@ -246,6 +346,7 @@ pub enum LoyaltyAnswer {
     Enrolled,
     MemberSynced(MemberSynced),
     MergeOutcome(MergeOutcome),
+    Confirmation(Confirmation),
 }
 
 /// The answer type of one kind of call, in and out of [`LoyaltyAnswer`]. A key's recorded answer is
@@ -279,6 +380,7 @@ answer!(Hold);
 answer!(Adjustment);
 answer!(MemberSynced);
 answer!(MergeOutcome);
+answer!(Confirmation);
 
 /// An enrolment answers nothing but success.
 impl Answer for () {
@@ -295,12 +397,14 @@ impl Answer for () {
     }
 }
 
-/// An enrolled member: points as plain numbers (the rules keep `0 ≤ held ≤ balance ≤
-/// MAX_SAFE_INTEGER`), whether they were merged, and their profile.
+/// An enrolled member: points as plain numbers (the rules keep `0 ≤ held ≤ balance`, `0 ≤ pending`
+/// and `balance + pending ≤ MAX_SAFE_INTEGER`), whether they were merged, and their profile.
 #[derive(Debug, Clone, Default)]
 struct Member {
     balance: i64,
     held: i64,
+    /// Pending points of accruals this member holds (their own, and a merged duplicate's).
+    pending: i64,
     /// Once merged: the survivor, and the points the merge moved (what merging again answers).
     merged: Option<(MemberId, Points)>,
     profile: Option<MemberSnapshot>,
@@ -317,6 +421,11 @@ struct Books {
     open: BTreeSet<(Timestamp, usize)>,
     /// Transactions taken off the ledger by [`LoyaltySimulator::tamper`]: ids stay unique after one is lost.
     lost: usize,
+    /// Each transaction's position on the ledger, by id.
+    index: HashMap<ExternalRef, usize>,
+    /// The positions of the accruals with points still pending, by their transaction, oldest first:
+    /// what a reversal of the transaction cancels first.
+    pending_accruals: HashMap<TransactionRef, Vec<usize>>,
 }
 
 struct LoyaltyState {
@@ -337,6 +446,22 @@ impl Default for LoyaltyState {
 
 fn points(n: i64) -> Points {
     Points::new(n).expect("the rules keep balances and holds within 0..=MAX_SAFE_INTEGER")
+}
+
+fn no_points(p: &Points) -> bool {
+    p.get() == 0
+}
+
+fn balance_limit(member: &MemberId) -> SimError {
+    SimError::refused(
+        422,
+        "balance_limit",
+        format!("member {member}: a balance and pending points above {MAX_SAFE_INTEGER}"),
+    )
+}
+
+fn transaction_not_found(id: &str) -> SimError {
+    SimError::refused(404, "transaction_not_found", format!("no accrual {id}"))
 }
 
 fn member_not_found(member: &str) -> SimError {
@@ -441,9 +566,12 @@ impl Books {
                 duplicate.held
             )));
         }
-        let moved = duplicate.balance;
-        let survivor_balance = survivor.balance + moved;
-        if survivor_balance > MAX_SAFE_INTEGER {
+        // The pending points go along: they are the person's, and wait for their window at the survivor.
+        let (moved_balance, moved_pending) = (duplicate.balance, duplicate.pending);
+        let moved = moved_balance + moved_pending;
+        let survivor_balance = survivor.balance + moved_balance;
+        let survivor_pending = survivor.pending + moved_pending;
+        if survivor_balance + survivor_pending > MAX_SAFE_INTEGER {
             return Err(merge_refused(format!(
                 "survivor {survivor_id}: a balance above {MAX_SAFE_INTEGER}"
             )));
@@ -451,21 +579,16 @@ impl Books {
         let moved = points(moved);
         let transaction = |books: &Self, kind, member_id: &MemberId, counterpart: &MemberId, delta, after| {
             LoyaltyTransaction {
-                loyalty_transaction_id: books.next_transaction_id(),
-                kind,
-                idempotency_key: key.to_owned(),
-                member_id: member_id.clone(),
-                transaction: None,
-                points: delta,
-                balance_after: points(after),
-                currency: None,
-                eligible_minor: None,
-                hold_id: None,
-                value_minor: None,
-                reference: None,
-                requested_points: None,
                 counterpart_member_id: Some(counterpart.clone()),
-                occurred_at: now,
+                ..LoyaltyTransaction::blank(
+                    books.next_transaction_id(),
+                    kind,
+                    key,
+                    member_id,
+                    delta,
+                    points(after),
+                    now,
+                )
             }
         };
         // Both sides are booked even for an empty balance: the pair is what links the two histories.
@@ -477,7 +600,7 @@ impl Books {
             -moved.get(),
             0,
         );
-        self.transactions.push(out);
+        self.book(out);
         let into = transaction(
             self,
             LoyaltyTransactionKind::MergeIn,
@@ -486,14 +609,16 @@ impl Books {
             moved.get(),
             survivor_balance,
         );
-        self.transactions.push(into);
+        self.book(into);
         // Both were found enrolled above, under the same lock.
         if let Some(d) = self.members.get_mut(duplicate_id.as_str()) {
             d.balance = 0;
+            d.pending = 0;
             d.merged = Some((survivor_id.clone(), moved));
         }
         if let Some(s) = self.members.get_mut(survivor_id.as_str()) {
             s.balance = survivor_balance;
+            s.pending = survivor_pending;
         }
         Ok(MergeOutcome { points_moved: moved })
     }
@@ -531,6 +656,81 @@ impl Books {
             .expect("LT- followed by digits is a valid ExternalRef")
     }
 
+    /// Puts `t` on the ledger, indexed.
+    fn book(&mut self, t: LoyaltyTransaction) {
+        let at = self.transactions.len();
+        self.index.insert(t.loyalty_transaction_id.clone(), at);
+        if t.still_pending()
+            && let Some(transaction) = &t.transaction
+        {
+            self.pending_accruals
+                .entry(transaction.clone())
+                .or_default()
+                .push(at);
+        }
+        self.transactions.push(t);
+    }
+
+    /// The accrual at `at` has nothing pending any more: a reversal need not look at it.
+    fn settled(&mut self, at: usize) {
+        let Some(transaction) = &self.transactions[at].transaction else {
+            return;
+        };
+        if let Some(positions) = self.pending_accruals.get_mut(transaction) {
+            positions.retain(|&p| p != at);
+            if positions.is_empty() {
+                self.pending_accruals.remove(transaction);
+            }
+        }
+    }
+
+    /// Builds the indexes again from the ledger (after it was changed behind the platform's back).
+    fn reindex(&mut self) {
+        self.index.clear();
+        self.pending_accruals.clear();
+        let ledger = std::mem::take(&mut self.transactions);
+        ledger.into_iter().for_each(|t| self.book(t));
+    }
+
+    /// The member who holds the points of `member_id` now: the member, or after a merge the survivor
+    /// (followed along, should the survivor have been merged since).
+    fn holder(&self, member_id: &MemberId) -> MemberId {
+        let mut holder = member_id;
+        // A merged member is never a survivor, so the chain has no loop; bounded all the same.
+        for _ in 0..=self.members.len() {
+            match self.members.get(holder.as_str()).and_then(|m| m.merged.as_ref()) {
+                Some((survivor, _)) => holder = survivor,
+                None => break,
+            }
+        }
+        holder.clone()
+    }
+
+    /// What a reversal of `transaction` by `member_id` cancels of its pending accruals, oldest first,
+    /// for at most `wanted` points: `(ledger position, points)` of each accrual it takes from.
+    fn pending_to_cancel(
+        &self,
+        transaction: &TransactionRef,
+        member_id: &MemberId,
+        wanted: i64,
+    ) -> Vec<(usize, i64)> {
+        let mut left = wanted;
+        let mut taken = Vec::new();
+        for &at in self.pending_accruals.get(transaction).into_iter().flatten() {
+            if left == 0 {
+                break;
+            }
+            let t = &self.transactions[at];
+            if !t.still_pending() || &self.holder(&t.member_id) != member_id {
+                continue;
+            }
+            let take = t.pending_points.map_or(0, Points::get).min(left);
+            left -= take;
+            taken.push((at, take));
+        }
+        taken
+    }
+
     fn balance(&self, member_id: &MemberId) -> Result<Balance, SimError> {
         let m = self.enrolled(member_id)?;
         Ok(Balance {
@@ -538,40 +738,46 @@ impl Books {
             balance: points(m.balance),
             held: points(m.held),
             available: points(m.balance - m.held),
-            pending: Points::ZERO,
+            pending: points(m.pending),
         })
     }
 
     fn accrue(&mut self, request: &AccrualRequest, key: &str) -> Result<Accrual, SimError> {
-        let member = request.member_id.as_str();
         let earned = points_for(request.eligible_minor, request.currency);
         let m = self.active(&request.member_id)?;
-        let balance = Points::new(m.balance + earned.get())
-            .map_err(|e| SimError::refused(422, "balance_limit", format!("member {member}: {e}")))?;
-        self.active_mut(&request.member_id)?.balance = balance.get();
+        if m.balance + m.pending + earned.get() > MAX_SAFE_INTEGER {
+            return Err(balance_limit(&request.member_id));
+        }
+        let pending = request.pending_until.is_some();
+        let m = self.active_mut(&request.member_id)?;
+        if pending {
+            m.pending += earned.get();
+        } else {
+            m.balance += earned.get();
+        }
+        let balance = points(m.balance);
         let loyalty_transaction_id = self.next_transaction_id();
-        self.transactions.push(LoyaltyTransaction {
-            loyalty_transaction_id: loyalty_transaction_id.clone(),
-            kind: LoyaltyTransactionKind::Accrual,
-            idempotency_key: key.to_owned(),
-            member_id: request.member_id.clone(),
+        self.book(LoyaltyTransaction {
             transaction: Some(request.transaction.clone()),
-            points: earned.get(),
-            balance_after: balance,
             currency: Some(request.currency),
             eligible_minor: Some(request.eligible_minor),
-            hold_id: None,
-            value_minor: None,
-            reference: None,
-            requested_points: None,
-            counterpart_member_id: None,
-            occurred_at: request.occurred_at,
+            pending_until: request.pending_until,
+            pending_points: pending.then_some(earned),
+            ..LoyaltyTransaction::blank(
+                loyalty_transaction_id.clone(),
+                LoyaltyTransactionKind::Accrual,
+                key,
+                &request.member_id,
+                earned.get(),
+                balance,
+                request.occurred_at,
+            )
         });
         Ok(Accrual {
             loyalty_transaction_id,
             points: earned,
             balance,
-            pending: false,
+            pending,
         })
     }
 
@@ -694,23 +900,22 @@ impl Books {
         m.balance -= spent;
         let balance_after = points(m.balance);
         let loyalty_transaction_id = self.next_transaction_id();
-        self.transactions.push(LoyaltyTransaction {
-            loyalty_transaction_id: loyalty_transaction_id.clone(),
-            kind: LoyaltyTransactionKind::Redemption,
-            idempotency_key: key.to_owned(),
-            member_id: hold.member_id.clone(),
+        let redemption = LoyaltyTransaction {
             transaction: Some(request.transaction.clone()),
-            points: -spent,
-            balance_after,
             currency: Some(hold.currency),
-            eligible_minor: None,
             hold_id: Some(hold_id.clone()),
             value_minor: Some(hold.value_minor),
-            reference: None,
-            requested_points: None,
-            counterpart_member_id: None,
-            occurred_at: now,
-        });
+            ..LoyaltyTransaction::blank(
+                loyalty_transaction_id.clone(),
+                LoyaltyTransactionKind::Redemption,
+                key,
+                &hold.member_id,
+                -spent,
+                balance_after,
+                now,
+            )
+        };
+        self.book(redemption);
         let hold = &mut self.holds[i];
         hold.status = HoldStatus::Committed;
         hold.transaction = Some(request.transaction.clone());
@@ -738,9 +943,8 @@ impl Books {
     }
 
     fn adjust(&mut self, request: &AdjustmentRequest, key: &str) -> Result<Adjustment, SimError> {
-        let member = request.member_id.as_str();
         let m = self.active(&request.member_id)?;
-        let (balance, held) = (m.balance, m.held);
+        let (balance, held, pending) = (m.balance, m.held, m.pending);
         let asked = request.points.get();
         if asked == 0 {
             return Err(SimError::refused(
@@ -749,44 +953,113 @@ impl Books {
                 "an adjustment of 0 points",
             ));
         }
-        let (kind, delta) = match request.kind {
+        // A reversal cancels the transaction's pending points first, then takes what is available.
+        let (kind, cancel) = match request.kind {
             AdjustmentKind::Recredit => {
-                if balance + asked > MAX_SAFE_INTEGER {
-                    return Err(SimError::refused(
-                        422,
-                        "balance_limit",
-                        format!("member {member}: a balance above {MAX_SAFE_INTEGER}"),
-                    ));
+                if balance + pending + asked > MAX_SAFE_INTEGER {
+                    return Err(balance_limit(&request.member_id));
                 }
-                (LoyaltyTransactionKind::Recredit, asked)
+                (LoyaltyTransactionKind::Recredit, Vec::new())
             }
-            AdjustmentKind::Reversal => (LoyaltyTransactionKind::Reversal, -asked.min(balance - held)),
+            AdjustmentKind::Reversal => (
+                LoyaltyTransactionKind::Reversal,
+                self.pending_to_cancel(&request.transaction, &request.member_id, asked),
+            ),
         };
-        let balance = balance + delta;
-        self.active_mut(&request.member_id)?.balance = balance;
+        // The member holds the accruals' pending points (`pending_to_cancel` checked): never more.
+        let cancelled = cancel.iter().map(|(_, p)| p).sum::<i64>().min(pending);
+        let from_balance = match request.kind {
+            AdjustmentKind::Recredit => asked,
+            AdjustmentKind::Reversal => -(asked - cancelled).min(balance - held),
+        };
+        let delta = from_balance - cancelled;
+        let balance = balance + from_balance;
+        let m = self.active_mut(&request.member_id)?;
+        m.balance = balance;
+        m.pending -= cancelled;
+        for (at, take) in cancel {
+            let accrual = &mut self.transactions[at];
+            let left = accrual.pending_points.map_or(0, Points::get) - take;
+            accrual.pending_points = Some(points(left));
+            if left == 0 {
+                self.settled(at);
+            }
+        }
         let loyalty_transaction_id = self.next_transaction_id();
-        self.transactions.push(LoyaltyTransaction {
-            loyalty_transaction_id: loyalty_transaction_id.clone(),
-            kind,
-            idempotency_key: key.to_owned(),
-            member_id: request.member_id.clone(),
+        self.book(LoyaltyTransaction {
             transaction: Some(request.transaction.clone()),
-            points: delta,
-            balance_after: points(balance),
-            currency: None,
-            eligible_minor: None,
-            hold_id: None,
-            value_minor: None,
             reference: Some(request.reference.clone()),
             requested_points: (delta.abs() != asked).then_some(request.points),
-            counterpart_member_id: None,
-            occurred_at: request.occurred_at,
+            pending_cancelled: (cancelled > 0).then(|| points(cancelled)),
+            ..LoyaltyTransaction::blank(
+                loyalty_transaction_id.clone(),
+                kind,
+                key,
+                &request.member_id,
+                delta,
+                points(balance),
+                request.occurred_at,
+            )
         });
         Ok(Adjustment {
             loyalty_transaction_id,
             delta,
             balance: points(balance),
-            pending_cancelled: Points::ZERO,
+            pending_cancelled: points(cancelled),
+        })
+    }
+
+    fn confirm(&mut self, id: &ExternalRef, now: Timestamp) -> Result<Confirmation, SimError> {
+        let at = self
+            .index
+            .get(id)
+            .copied()
+            .filter(|&at| self.transactions[at].kind == LoyaltyTransactionKind::Accrual)
+            .ok_or_else(|| transaction_not_found(id.as_str()))?;
+        let accrual = &self.transactions[at];
+        // Confirmed before (under another key, say after the first answer was lost with its key): the
+        // first confirmation's figures, nothing moved again.
+        if let (Some(_), Some(points_confirmed), Some(balance)) = (
+            accrual.confirmed_at,
+            accrual.confirmed_points,
+            accrual.confirmed_balance,
+        ) {
+            return Ok(Confirmation {
+                loyalty_transaction_id: id.clone(),
+                points_confirmed,
+                balance,
+            });
+        }
+        let Some(still) = accrual.pending_until.and(accrual.pending_points) else {
+            return Err(SimError::refused(
+                409,
+                "not_pending",
+                format!("accrual {id} was never pending: its points were spendable at once"),
+            ));
+        };
+        let holder = self.holder(&accrual.member_id);
+        let m = self
+            .members
+            .get_mut(holder.as_str())
+            .ok_or_else(|| member_not_found(holder.as_str()))?;
+        // The holder holds the accrual's pending points; never move more than they hold.
+        let moved = still.get().min(m.pending);
+        if m.balance + moved > MAX_SAFE_INTEGER {
+            return Err(balance_limit(&holder));
+        }
+        m.pending -= moved;
+        m.balance += moved;
+        let (points_confirmed, balance) = (points(moved), points(m.balance));
+        let accrual = &mut self.transactions[at];
+        accrual.pending_points = Some(Points::ZERO);
+        accrual.confirmed_at = Some(now);
+        accrual.confirmed_points = Some(points_confirmed);
+        accrual.confirmed_balance = Some(balance);
+        self.settled(at);
+        Ok(Confirmation {
+            loyalty_transaction_id: id.clone(),
+            points_confirmed,
+            balance,
         })
     }
 }
@@ -808,6 +1081,7 @@ fn view(member_id: MemberId, m: &Member) -> LoyaltyMemberView {
         merged_into: m.merged.as_ref().map(|(survivor, _)| survivor.clone()),
         balance: points(m.balance),
         held: points(m.held),
+        pending: points(m.pending),
         profile: m.profile.clone(),
     }
 }
@@ -844,15 +1118,16 @@ impl LoyaltySimulator {
 
     /// Enrols `member` if they are not (any id, `unknown-` ones included: an operator's fix) and gives
     /// them an opening balance of `balance` points, outside the ledger, for demos and tests. Replaces
-    /// their balance, but never below what their open holds reserve. (An operator's act on the platform,
-    /// not a call: not journaled; a local run seeds again before it replays the journal.)
+    /// their balance, but never below what their open holds reserve, nor so high that their pending
+    /// points pass the largest balance with it. (An operator's act on the platform, not a call: not
+    /// journaled; a local run seeds again before it replays the journal.)
     pub fn seed_balance(&self, member: &str, balance: Points) {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         // Holds past their expiry reserve nothing any more.
         state.books.expire(state.clock.now());
         let m = state.books.members.entry(member.to_owned()).or_default();
-        m.balance = balance.get().max(m.held);
+        m.balance = balance.get().min(MAX_SAFE_INTEGER - m.pending).max(m.held);
     }
 
     /// A mutating call: expiry first, then the gate (count, faults, idempotency), then `apply`.
@@ -960,6 +1235,19 @@ impl LoyaltySimulator {
         self.call(&call, key, |books, now| books.merge(&request, key, now))
     }
 
+    /// Makes the pending points of an accrual spendable under the rules above; answers what was
+    /// confirmed (the first confirmation's figures when it was confirmed before).
+    pub fn confirm_accrual(
+        &self,
+        loyalty_transaction_id: &ExternalRef,
+        key: &str,
+    ) -> Result<Confirmation, SimError> {
+        let call = LoyaltyCall::ConfirmAccrual(loyalty_transaction_id.clone());
+        self.call(&call, key, |books, now| {
+            books.confirm(loyalty_transaction_id, now)
+        })
+    }
+
     /// Keeps the journal of applied calls from now on (see `system`).
     pub fn keep_journal(&self) {
         self.shared.lock().gate.keep_journal();
@@ -993,6 +1281,7 @@ impl LoyaltySimulator {
                 LoyaltyCall::Enrol(member) => self.enrol(member, key),
                 LoyaltyCall::SyncMember(snapshot) => self.sync_member(snapshot, key).map(drop),
                 LoyaltyCall::Merge(r) => self.merge(&r.duplicate_id, &r.survivor_id, key).map(drop),
+                LoyaltyCall::ConfirmAccrual(id) => self.confirm_accrual(id, key).map(drop),
             }
             .map_err(|e| format!("loyalty journal entry {key}: {e}"))
         });
@@ -1056,8 +1345,10 @@ impl LoyaltySimulator {
 
     /// Changes the ledger behind the platform's back, the way a lost write, a double booking or a manual
     /// correction in the platform's back office would: for reconciliation tests. `Lose` takes a
-    /// transaction off the ledger and its points off the balance; `Duplicate` books it again under a new
-    /// id; `SetPoints` changes its points (and the balance by the difference). `false`: no such
+    /// transaction off the ledger and its points off the member; `Duplicate` books it again under a new
+    /// id; `SetPoints` changes its points (and the member's by the difference). The member's points are
+    /// their balance, except for an accrual still waiting for its confirmation: its pending points
+    /// change first (at the member holding them), the rest changes the balance. `false`: no such
     /// transaction.
     pub fn tamper(&self, id: &str, change: Tamper) -> bool {
         let mut guard = self.shared.lock();
@@ -1070,11 +1361,16 @@ impl LoyaltySimulator {
             return false;
         };
         let t = books.transactions[at].clone();
-        let delta = match change {
+        let was_pending = t.pending_points.map_or(0, Points::get);
+        let awaiting = t.kind == LoyaltyTransactionKind::Accrual
+            && t.pending_until.is_some()
+            && t.confirmed_at.is_none();
+        // The change of the member's points, and how much of it is their pending points'.
+        let (delta, pending_delta) = match change {
             Tamper::Lose => {
                 books.transactions.remove(at);
                 books.lost += 1;
-                -t.points
+                (-t.points, -was_pending)
             }
             Tamper::Duplicate => {
                 let again = LoyaltyTransaction {
@@ -1083,16 +1379,36 @@ impl LoyaltySimulator {
                     ..t.clone()
                 };
                 books.transactions.push(again);
-                t.points
+                (t.points, was_pending)
             }
-            Tamper::SetPoints(points) => {
-                books.transactions[at].points = points;
-                points - t.points
+            Tamper::SetPoints(new) => {
+                let delta = new.saturating_sub(t.points);
+                let tampered = &mut books.transactions[at];
+                tampered.points = new;
+                if awaiting {
+                    let now_pending = was_pending.saturating_add(delta).clamp(0, MAX_SAFE_INTEGER);
+                    tampered.pending_points = Some(points(now_pending));
+                    (delta, now_pending - was_pending)
+                } else {
+                    (delta, 0)
+                }
             }
         };
-        if let Some(m) = books.members.get_mut(t.member_id.as_str()) {
-            m.balance += delta;
+        let (delta, pending_delta) = if awaiting {
+            (delta, pending_delta)
+        } else {
+            (delta, 0)
+        };
+        if pending_delta != 0 {
+            let holder = books.holder(&t.member_id);
+            if let Some(m) = books.members.get_mut(holder.as_str()) {
+                m.pending = m.pending.saturating_add(pending_delta).max(0);
+            }
         }
+        if let Some(m) = books.members.get_mut(t.member_id.as_str()) {
+            m.balance = m.balance.saturating_add(delta.saturating_sub(pending_delta));
+        }
+        books.reindex();
         true
     }
 
@@ -1970,5 +2286,504 @@ mod tests {
             loyalty.get_hold(&h.hold_id),
             Err(SimError::Unavailable { .. })
         ));
+    }
+
+    // --- Pending points ----------------------------------------------------------------------------
+
+    /// The end of the return window the pending accruals below are held for.
+    fn window_end() -> Timestamp {
+        "2026-12-20T10:00:00Z".parse().unwrap()
+    }
+
+    /// An accrual like [`accrual`] whose points are held pending until [`window_end`].
+    fn pending_accrual(member_id: &str, receipt_id: &str, eligible_minor: i64) -> AccrualRequest {
+        AccrualRequest {
+            pending_until: Some(window_end()),
+            ..accrual(member_id, receipt_id, eligible_minor)
+        }
+    }
+
+    /// A return's reversal of `reversed` points earned on receipt `receipt_id` of `store-1`.
+    fn reversal_of(member_id: &str, receipt_id: &str, return_id: &str, reversed: i64) -> AdjustmentRequest {
+        AdjustmentRequest {
+            transaction: crate::samples::receipt("store-1", receipt_id),
+            ..adjustment(
+                member_id,
+                AdjustmentKind::Reversal,
+                "o-1",
+                &format!("return:{return_id}"),
+                reversed,
+            )
+        }
+    }
+
+    fn lt(id: &str) -> ExternalRef {
+        ExternalRef::parse(id).unwrap()
+    }
+
+    /// `(balance, held, available, pending)` of a member.
+    fn points_of(loyalty: &LoyaltySimulator, id: &str) -> (i64, i64, i64, i64) {
+        let b = loyalty.member_balance(&member(id)).unwrap();
+        (b.balance.get(), b.held.get(), b.available.get(), b.pending.get())
+    }
+
+    /// The ledger invariant: for every member, opening balance + the sum of their transactions =
+    /// balance + pending.
+    fn assert_ledger_adds_up(loyalty: &LoyaltySimulator, opening: &[(&str, i64)]) {
+        let ledger = loyalty.transactions();
+        for view in loyalty.members() {
+            let id = view.member_id.as_str();
+            let open = opening.iter().find(|(m, _)| *m == id).map_or(0, |(_, p)| *p);
+            let sum: i64 = ledger
+                .iter()
+                .filter(|t| t.member_id.as_str() == id)
+                .map(|t| t.points)
+                .sum();
+            assert_eq!(
+                open + sum,
+                view.balance.get() + view.pending.get(),
+                "member {id}: opening {open} + ledger {sum} = balance {} + pending {}",
+                view.balance,
+                view.pending
+            );
+        }
+    }
+
+    #[test]
+    fn a_pending_accrual_is_the_members_but_not_spendable() {
+        let (loyalty, clock) = platform();
+        loyalty.enrol(&member("m-2"), "e2").unwrap();
+        loyalty.accrue(&accrual("m-2", "r-0", 3_000), "a0").unwrap();
+        let a = loyalty
+            .accrue(&pending_accrual("m-2", "r-1", 12_345), "a1")
+            .unwrap();
+        assert!(a.pending, "held pending");
+        assert_eq!(
+            (a.points.get(), a.balance.get()),
+            (123, 30),
+            "the balance is unchanged"
+        );
+        assert_eq!(points_of(&loyalty, "m-2"), (30, 0, 30, 123));
+        let view = loyalty.member(&member("m-2")).unwrap();
+        assert_eq!((view.balance.get(), view.pending.get()), (30, 123));
+        assert_eq!(loyalty.balance("m-2").map(Points::get), Some(30));
+
+        let t = &loyalty.transactions()[1];
+        assert_eq!(t.kind, LoyaltyTransactionKind::Accrual);
+        assert_eq!((t.points, t.balance_after.get()), (123, 30));
+        assert_eq!(t.pending_until, Some(window_end()));
+        assert_eq!(t.pending_points.map(Points::get), Some(123));
+        assert_eq!((t.confirmed_at, t.confirmed_points), (None, None));
+        let plain = &loyalty.transactions()[0];
+        assert_eq!((plain.pending_until, plain.pending_points), (None, None));
+
+        // 30 available, 153 the member's: a hold of 100 is refused, one of 30 is not.
+        refused(
+            loyalty.create_hold(&hold("m-2", 100, 10_000, clock.now(), FIFTEEN_MINUTES), "h1"),
+            422,
+            "insufficient_points",
+        );
+        let h = loyalty
+            .create_hold(&hold("m-2", 30, 10_000, clock.now(), FIFTEEN_MINUTES), "h2")
+            .unwrap();
+        assert_eq!(points_of(&loyalty, "m-2"), (30, 30, 0, 123));
+        // A reversal of another transaction takes only what is available: never the pending points.
+        let other = loyalty
+            .adjust(&reversal_of("m-2", "r-0", "ret-0", 10), "x1")
+            .unwrap();
+        assert_eq!((other.delta, other.pending_cancelled), (0, Points::ZERO));
+        loyalty.release_hold(&h.hold_id, "r2").unwrap();
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+    }
+
+    #[test]
+    fn a_confirmation_makes_the_pending_points_spendable() {
+        let (loyalty, clock) = platform();
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 12_345), "a1")
+            .unwrap();
+        clock.advance(Duration::from_secs(86_400 * 30));
+        let c = loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap();
+        assert_eq!(c.loyalty_transaction_id, a.loyalty_transaction_id);
+        assert_eq!((c.points_confirmed.get(), c.balance.get()), (123, 5_123));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_123, 0, 5_123, 0));
+        let t = &loyalty.transactions()[0];
+        assert_eq!(t.confirmed_at, Some(clock.now()), "the platform's clock");
+        assert_eq!(
+            (t.pending_points, t.confirmed_points, t.confirmed_balance),
+            (Some(Points::ZERO), Some(points(123)), Some(points(5_123)))
+        );
+        assert_eq!(
+            (t.points, t.balance_after.get()),
+            (123, 5_000),
+            "the accrual as booked"
+        );
+        assert_eq!(loyalty.transactions().len(), 1, "a confirmation books nothing");
+        // All 5,123 can be held now.
+        loyalty
+            .create_hold(&hold("m-1", 5_123, 10_000, clock.now(), FIFTEEN_MINUTES), "h1")
+            .unwrap();
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+    }
+
+    #[test]
+    fn confirming_again_under_any_key_answers_the_first_confirmation_and_moves_nothing() {
+        let (loyalty, clock) = platform();
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 12_345), "a1")
+            .unwrap();
+        let first = loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap();
+        let confirmed_at = loyalty.transactions()[0].confirmed_at;
+        // Points earned meanwhile change the balance, not the first confirmation's figures.
+        loyalty.accrue(&accrual("m-1", "r-2", 1_000), "a2").unwrap();
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(
+            loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap(),
+            first
+        );
+        assert_eq!(
+            loyalty.confirm_accrual(&a.loyalty_transaction_id, "c2").unwrap(),
+            first
+        );
+        assert_eq!(points_of(&loyalty, "m-1"), (5_133, 0, 5_133, 0), "moved once");
+        assert_eq!(loyalty.transactions()[0].confirmed_at, confirmed_at);
+        let b = loyalty.accrue(&pending_accrual("m-1", "r-3", 500), "a3").unwrap();
+        refused(
+            loyalty.confirm_accrual(&b.loyalty_transaction_id, "c1"),
+            409,
+            "idempotency_key_reused",
+        );
+        assert_eq!(points_of(&loyalty, "m-1"), (5_133, 0, 5_133, 5));
+    }
+
+    #[test]
+    fn a_return_inside_the_window_cancels_pending_points_before_spendable_ones() {
+        let (loyalty, _) = platform();
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 12_345), "a1")
+            .unwrap();
+        // Covered by the pending points: the balance is untouched.
+        let first = loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-1", 100), "x1")
+            .unwrap();
+        assert_eq!(
+            (first.delta, first.balance.get(), first.pending_cancelled.get()),
+            (-100, 5_000, 100)
+        );
+        assert_eq!(points_of(&loyalty, "m-1"), (5_000, 0, 5_000, 23));
+        let ledger = loyalty.transactions();
+        assert_eq!(ledger[0].pending_points.map(Points::get), Some(23));
+        assert_eq!(
+            (
+                ledger[1].kind,
+                ledger[1].points,
+                ledger[1].pending_cancelled.map(Points::get)
+            ),
+            (LoyaltyTransactionKind::Reversal, -100, Some(100))
+        );
+        assert_eq!(ledger[1].requested_points, None, "all it asked was taken");
+
+        // Not covered: 23 pending, the other 27 from the balance.
+        let second = loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-2", 50), "x2")
+            .unwrap();
+        assert_eq!(
+            (second.delta, second.balance.get(), second.pending_cancelled.get()),
+            (-50, 4_973, 23)
+        );
+        assert_eq!(points_of(&loyalty, "m-1"), (4_973, 0, 4_973, 0));
+        // Nothing left pending: the next return takes from the balance alone.
+        let third = loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-3", 10), "x3")
+            .unwrap();
+        assert_eq!((third.delta, third.pending_cancelled.get()), (-10, 0));
+        assert_eq!(loyalty.transactions()[3].pending_cancelled, None);
+        // Everything was returned before the window ended: the confirmation confirms nothing.
+        let c = loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap();
+        assert_eq!((c.points_confirmed.get(), c.balance.get()), (0, 4_963));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+    }
+
+    #[test]
+    fn a_reversal_cancels_the_oldest_pending_accrual_first_and_holds_still_stand() {
+        let (loyalty, clock) = platform();
+        // Two accruals on one transaction (say two shipments of an order), and one on another.
+        loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 1_000), "a1")
+            .unwrap();
+        loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 2_000), "a2")
+            .unwrap();
+        loyalty
+            .accrue(&pending_accrual("m-1", "r-2", 4_000), "a3")
+            .unwrap();
+        assert_eq!(points_of(&loyalty, "m-1"), (5_000, 0, 5_000, 70));
+        loyalty
+            .create_hold(&hold("m-1", 4_990, 10_000, clock.now(), FIFTEEN_MINUTES), "h1")
+            .unwrap();
+        // 30 pending of r-1 (10 + 20), 10 available: a return of 15 cancels the first accrual's 10, then
+        // 5 of the second's.
+        let a = loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-1", 15), "x1")
+            .unwrap();
+        assert_eq!((a.delta, a.pending_cancelled.get()), (-15, 15));
+        let pending: Vec<_> = loyalty
+            .transactions()
+            .iter()
+            .take(3)
+            .map(|t| t.pending_points.map(Points::get))
+            .collect();
+        assert_eq!(pending, [Some(0), Some(15), Some(40)], "oldest first");
+        // 15 left pending of r-1, 10 available: a return of 45 takes 15 + 10, less than it asked.
+        let b = loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-2", 45), "x2")
+            .unwrap();
+        assert_eq!(
+            (b.delta, b.pending_cancelled.get(), b.balance.get()),
+            (-25, 15, 4_990)
+        );
+        let t = &loyalty.transactions()[4];
+        assert_eq!(t.requested_points.map(Points::get), Some(45));
+        assert_eq!(points_of(&loyalty, "m-1"), (4_990, 4_990, 0, 40), "r-2's stay");
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+    }
+
+    #[test]
+    fn a_confirmation_after_a_partial_return_confirms_only_the_rest() {
+        let (loyalty, _) = platform();
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 12_345), "a1")
+            .unwrap();
+        loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-1", 100), "x1")
+            .unwrap();
+        let c = loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap();
+        assert_eq!((c.points_confirmed.get(), c.balance.get()), (23, 5_023));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_023, 0, 5_023, 0));
+        // A return after the confirmation takes spendable points, as before pending points existed.
+        let late = loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-2", 5), "x2")
+            .unwrap();
+        assert_eq!(
+            (late.delta, late.balance.get(), late.pending_cancelled.get()),
+            (-5, 5_018, 0)
+        );
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+    }
+
+    #[test]
+    fn confirming_an_unknown_accrual_or_one_never_pending_is_refused() {
+        let (loyalty, clock) = platform();
+        let plain = loyalty.accrue(&accrual("m-1", "r-1", 1_000), "a1").unwrap();
+        let h = hold_of(&loyalty, &clock, 100, "h1");
+        let redeemed = loyalty
+            .commit_hold(&h.hold_id, &commit("o-1", 100), "c0")
+            .unwrap()
+            .loyalty_transaction_id
+            .unwrap();
+        refused(
+            loyalty.confirm_accrual(&lt("LT-00000099"), "c1"),
+            404,
+            "transaction_not_found",
+        );
+        refused(
+            loyalty.confirm_accrual(&redeemed, "c2"),
+            404,
+            "transaction_not_found",
+        );
+        refused(
+            loyalty.confirm_accrual(&plain.loyalty_transaction_id, "c3"),
+            409,
+            "not_pending",
+        );
+        assert_eq!(points_of(&loyalty, "m-1"), (4_910, 0, 4_910, 0));
+        assert_eq!(loyalty.transactions().len(), 2);
+        // Refusals are not recorded against their keys: the key is free for a confirmation.
+        let a = loyalty.accrue(&pending_accrual("m-1", "r-2", 500), "a2").unwrap();
+        assert_eq!(
+            loyalty
+                .confirm_accrual(&a.loyalty_transaction_id, "c3")
+                .unwrap()
+                .points_confirmed
+                .get(),
+            5
+        );
+    }
+
+    #[test]
+    fn pending_points_move_with_a_merge_and_their_confirmation_credits_the_survivor() {
+        let (loyalty, _) = two_accounts();
+        let (m1, m2) = (member("m-1"), member("m-2"));
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-7", 2_000), "a7")
+            .unwrap();
+        let moved = loyalty.merge(&m1, &m2, "merge").unwrap();
+        assert_eq!(
+            moved.points_moved.get(),
+            5_123 + 20,
+            "the balance and the pending points"
+        );
+        assert_eq!(points_of(&loyalty, "m-1"), (0, 0, 0, 0));
+        assert_eq!(points_of(&loyalty, "m-2"), (5_163, 0, 5_163, 20));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+
+        // The survivor's return of the duplicate's sale cancels the points it now holds pending.
+        let r = loyalty
+            .adjust(&reversal_of("m-2", "r-7", "ret-7", 5), "x7")
+            .unwrap();
+        assert_eq!(
+            (r.delta, r.pending_cancelled.get(), r.balance.get()),
+            (-5, 5, 5_163)
+        );
+        let c = loyalty.confirm_accrual(&a.loyalty_transaction_id, "c7").unwrap();
+        assert_eq!((c.points_confirmed.get(), c.balance.get()), (15, 5_178));
+        assert_eq!(points_of(&loyalty, "m-2"), (5_178, 0, 5_178, 0));
+        assert_eq!(loyalty.balance("m-1").map(Points::get), Some(0));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+    }
+
+    #[test]
+    fn the_books_show_what_is_still_pending_of_each_accrual() {
+        let (loyalty, _) = platform();
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 12_345), "a1")
+            .unwrap();
+        loyalty.accrue(&accrual("m-1", "r-2", 1_000), "a2").unwrap();
+        loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-1", 100), "x1")
+            .unwrap();
+        let (from, until) = (
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+            "2027-01-01T00:00:00Z".parse().unwrap(),
+        );
+        let pending = |loyalty: &LoyaltySimulator| -> Vec<Option<i64>> {
+            loyalty
+                .movements(from, until)
+                .iter()
+                .map(|m| m.pending_points.map(Points::get))
+                .collect()
+        };
+        assert_eq!(pending(&loyalty), [Some(23), None, None]);
+        loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap();
+        assert_eq!(pending(&loyalty), [Some(0), None, None]);
+    }
+
+    #[test]
+    fn pending_points_count_toward_the_largest_balance() {
+        let loyalty = enrolled();
+        loyalty.seed_balance("m-1", Points::new(MAX_SAFE_INTEGER - 10).unwrap());
+        loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 1_000), "a1")
+            .unwrap();
+        refused(
+            loyalty.accrue(&accrual("m-1", "r-2", 100), "a2"),
+            422,
+            "balance_limit",
+        );
+        refused(
+            loyalty.adjust(&adjustment("m-1", AdjustmentKind::Recredit, "o-1", "x", 1), "a3"),
+            422,
+            "balance_limit",
+        );
+        // An opening balance leaves room for the pending points.
+        loyalty.seed_balance("m-1", Points::new(MAX_SAFE_INTEGER).unwrap());
+        let b = loyalty.member_balance(&member("m-1")).unwrap();
+        assert_eq!((b.balance.get() + b.pending.get()), MAX_SAFE_INTEGER);
+        let confirmed = loyalty.confirm_accrual(&lt("LT-00000001"), "c1").unwrap();
+        assert_eq!(confirmed.balance.get(), MAX_SAFE_INTEGER);
+    }
+
+    #[test]
+    fn pending_accruals_returns_and_confirmations_come_back_from_the_journal() {
+        let (loyalty, clock) = two_accounts();
+        loyalty.keep_journal();
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 12_345), "p1")
+            .unwrap();
+        let b = loyalty
+            .accrue(&pending_accrual("m-1", "r-2", 3_000), "p2")
+            .unwrap();
+        loyalty
+            .accrue(&pending_accrual("m-2", "r-3", 9_000), "p3")
+            .unwrap();
+        clock.advance(Duration::from_secs(3_600));
+        loyalty
+            .adjust(&reversal_of("m-1", "r-1", "ret-1", 100), "x1")
+            .unwrap();
+        clock.advance(Duration::from_secs(3_600));
+        loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap();
+        loyalty.merge(&member("m-1"), &member("m-2"), "merge").unwrap();
+        clock.advance(Duration::from_secs(3_600));
+        let confirmed = loyalty.confirm_accrual(&b.loyalty_transaction_id, "c2").unwrap();
+        let journal = loyalty.take_journal();
+        assert_eq!(journal.len(), 7);
+
+        let (restored, _) = two_accounts();
+        restored.replay(&journal).unwrap();
+        assert_eq!(restored.transactions(), loyalty.transactions());
+        assert_eq!(restored.members(), loyalty.members());
+        for id in ["m-1", "m-2"] {
+            assert_eq!(
+                restored.member_balance(&member(id)).unwrap(),
+                loyalty.member_balance(&member(id)).unwrap()
+            );
+        }
+        assert_eq!(points_of(&restored, "m-2"), (5_163 + 23 + 30, 0, 5_216, 90));
+        // Its idempotency record too: the same key answers the first confirmation.
+        assert_eq!(
+            restored.confirm_accrual(&b.loyalty_transaction_id, "c2").unwrap(),
+            confirmed
+        );
+        // And the journal of a platform that never saw pending points reads as before.
+        let old = serde_json::json!({
+            "key": "k",
+            "at": "2026-11-20T10:00:00Z",
+            "call": {"op": "accrue", "request": {
+                "member_id": "m-1",
+                "transaction": {"kind": "receipt", "store_id": "store-1", "receipt_id": "r-9"},
+                "currency": "EUR",
+                "eligible_minor": 1000,
+                "occurred_at": "2026-11-20T10:00:00Z"
+            }}
+        })
+        .to_string();
+        let (plain, _) = platform();
+        plain.replay(&[old]).unwrap();
+        assert_eq!(points_of(&plain, "m-1"), (5_010, 0, 5_010, 0));
+        assert_eq!(plain.transactions()[0].pending_until, None);
+    }
+
+    #[test]
+    fn tampering_with_a_pending_accrual_keeps_the_ledger_adding_up() {
+        let (loyalty, _) = platform();
+        loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 12_345), "a1")
+            .unwrap();
+        loyalty
+            .accrue(&pending_accrual("m-1", "r-2", 1_000), "a2")
+            .unwrap();
+        assert!(loyalty.tamper("LT-00000001", Tamper::Duplicate));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_000, 0, 5_000, 123 + 10 + 123));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+        assert!(loyalty.tamper("LT-00000002", Tamper::SetPoints(4)));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_000, 0, 5_000, 123 + 4 + 123));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+        assert!(loyalty.tamper("LT-00000001", Tamper::Lose));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_000, 0, 5_000, 4 + 123));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+        // The ledger positions moved: a return and a confirmation still find their accruals.
+        let r = loyalty
+            .adjust(&reversal_of("m-1", "r-2", "ret-2", 1), "x1")
+            .unwrap();
+        assert_eq!(r.pending_cancelled.get(), 1);
+        refused(
+            loyalty.confirm_accrual(&lt("LT-00000001"), "c0"),
+            404,
+            "transaction_not_found",
+        );
+        let c = loyalty.confirm_accrual(&lt("LT-00000003"), "c1").unwrap();
+        assert_eq!((c.points_confirmed.get(), c.balance.get()), (123, 5_123));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_123, 0, 5_123, 3));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
     }
 }

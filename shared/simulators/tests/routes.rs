@@ -201,7 +201,7 @@ async fn balances_faults_state_and_health_are_readable() {
         .unwrap();
     assert_eq!(
         balance,
-        json!({"member_id": "m-1", "balance": 42, "held": 0, "available": 42})
+        json!({"member_id": "m-1", "balance": 42, "held": 0, "available": 42, "pending": 0})
     );
     for member in ["m-2", "unknown-2", "not%20an%20id"] {
         let missing = client
@@ -841,4 +841,184 @@ async fn the_books_are_read_back_over_a_window_of_business_time() {
         (erp_requests, loyalty_requests),
         "reads are not counted"
     );
+}
+
+/// Pending points over HTTP: `pending_until` on an accrual, `pending` in its answer and the balance's,
+/// `pending_cancelled` in a reversal's, and the confirmation route with its refusals.
+#[tokio::test]
+async fn pending_points_are_accrued_cancelled_and_confirmed_over_http() {
+    let (base, _, loyalty) = start().await;
+    loyalty.seed_balance("m-1", Points::new(1_000).unwrap());
+    let client = client();
+    let post = |path: String, key: &'static str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let mut request = serde_json::to_value(accrual("m-1", "r-1", 12_345)).unwrap();
+    request["pending_until"] = json!("2026-12-20T10:00:00Z");
+    let response = post("/loyalty/v1/accruals".into(), "a1", request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let accrued: Value = response.json().await.unwrap();
+    assert_eq!(
+        accrued,
+        json!({"loyalty_transaction_id": "LT-00000001", "points": 123, "balance": 1_000, "pending": true})
+    );
+    let plain = post(
+        "/loyalty/v1/accruals".into(),
+        "a2",
+        serde_json::to_value(accrual("m-1", "r-2", 1_000)).unwrap(),
+    )
+    .await
+    .unwrap()
+    .json::<Value>()
+    .await
+    .unwrap();
+    assert_eq!(plain.get("pending"), None, "absent when not pending");
+    let balance = |client: reqwest::Client| {
+        let url = format!("{base}/loyalty/v1/members/m-1/balance");
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        balance(client.clone()).await,
+        json!({"member_id": "m-1", "balance": 1_010, "held": 0, "available": 1_010, "pending": 123})
+    );
+
+    let mut reversal = serde_json::to_value(adjustment(
+        "m-1",
+        AdjustmentKind::Reversal,
+        "o-1",
+        "return:ret-1",
+        100,
+    ))
+    .unwrap();
+    reversal["transaction"] = json!({"kind": "receipt", "store_id": "store-1", "receipt_id": "r-1"});
+    let adjusted: Value = post("/loyalty/v1/adjustments".into(), "x1", reversal)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        adjusted,
+        json!({
+            "loyalty_transaction_id": "LT-00000003",
+            "delta": -100,
+            "balance": 1_010,
+            "pending_cancelled": 100
+        })
+    );
+
+    let confirm = "/loyalty/v1/accruals/LT-00000001/confirm".to_owned();
+    let response = post(confirm.clone(), "c1", json!({})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let confirmed: Value = response.json().await.unwrap();
+    assert_eq!(
+        confirmed,
+        json!({"loyalty_transaction_id": "LT-00000001", "points_confirmed": 23, "balance": 1_033})
+    );
+    // Again, under the key or another one, with an empty body too: the same figures, moved once.
+    assert_eq!(
+        post(confirm.clone(), "c1", json!({}))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        confirmed
+    );
+    let again = client
+        .post(format!("{base}{confirm}"))
+        .header("Idempotency-Key", "c2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "an empty body is an empty object");
+    assert_eq!(again.json::<Value>().await.unwrap(), confirmed);
+    assert_eq!(
+        balance(client.clone()).await,
+        json!({"member_id": "m-1", "balance": 1_033, "held": 0, "available": 1_033, "pending": 0})
+    );
+
+    for (path, key, status, code) in [
+        (
+            "/loyalty/v1/accruals/LT-00000002/confirm",
+            "c3",
+            StatusCode::CONFLICT,
+            "not_pending",
+        ),
+        (
+            "/loyalty/v1/accruals/LT-00000099/confirm",
+            "c4",
+            StatusCode::NOT_FOUND,
+            "transaction_not_found",
+        ),
+        (
+            "/loyalty/v1/accruals/LT-00000003/confirm",
+            "c5",
+            StatusCode::NOT_FOUND,
+            "transaction_not_found",
+        ),
+        (
+            "/loyalty/v1/accruals/not%20an%20id/confirm",
+            "c6",
+            StatusCode::NOT_FOUND,
+            "transaction_not_found",
+        ),
+    ] {
+        let response = post(path.to_owned(), key, json!({})).await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], code, "{path}");
+    }
+    let response = client
+        .post(format!("{base}{confirm}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "missing_idempotency_key"
+    );
+    let response = post(confirm.clone(), "c7", json!({"points": 5})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bare = reqwest::Client::new()
+        .post(format!("{base}{confirm}"))
+        .header("Idempotency-Key", "c8")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(loyalty.balance("m-1").map(Points::get), Some(1_033));
+
+    let state: SimState = client
+        .get(format!("{base}/_admin/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let accrual = &state.loyalty_transactions[0];
+    assert_eq!(
+        (
+            accrual.pending_points.map(Points::get),
+            accrual.confirmed_points.map(Points::get)
+        ),
+        (Some(0), Some(23))
+    );
+    assert_eq!(state.loyalty_members[0].pending, Points::ZERO);
 }

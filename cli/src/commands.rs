@@ -560,6 +560,61 @@ pub async fn reconcile(
     })
 }
 
+pub async fn points_confirm(
+    now: Option<Timestamp>,
+    output: OutputArgs,
+    target: &TargetArgs,
+) -> anyhow::Result<ExitCode> {
+    let now = now.unwrap_or_else(Timestamp::now);
+    let done = match target.backend {
+        BackendKind::Embedded => {
+            if !target.state.exists() {
+                bail!(
+                    "no local state at {} (run `retail-sync local run` first, or pass --state)",
+                    target.state.display()
+                );
+            }
+            let options = LocalOptions::new(target.template.clone(), target.state.clone());
+            let system = open_embedded(&options, Simulators::with_sample_members())?;
+            system.confirm_points(now).await?
+        }
+        BackendKind::Aws => {
+            let t = target::open(target).await?;
+            let sdk = target::sdk(target).await;
+            let loyalty =
+                retail_sync_lambda::confirm::loyalty_from_env(&aws_sdk_secretsmanager::Client::new(&sdk))?;
+            let sagas = t.backend.all_sagas().await?;
+            retail_sync_core::settlement::confirm_due(
+                &sagas,
+                loyalty.as_ref(),
+                t.backend.as_ref(),
+                &retail_sync_core::ports::NoMetrics,
+                now,
+            )
+            .await
+        }
+    };
+    if output.json() {
+        println!("{}", serde_json::to_string(&done)?);
+    } else {
+        println!(
+            "confirmed {} pending accruals ({} points); {} still in their return window; {} failed",
+            done.accruals,
+            done.points,
+            done.waiting,
+            done.failed.len()
+        );
+        for (saga, message) in &done.failed {
+            println!("  {saga}: {message}");
+        }
+    }
+    Ok(if done.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 pub async fn member_show(
     member_id: &str,
     output: OutputArgs,

@@ -27,6 +27,7 @@ use retail_sync_core::ports::{
 };
 use retail_sync_core::reconcile::{Reconciliation, RepairMode, Settings, Sources, Window};
 use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
+use retail_sync_core::settlement::{Confirmed, ReturnWindows, confirm_due};
 use retail_sync_core::steps::{Base, ConnectMapping, Wiring, connected, downstream_of};
 use retail_sync_embedded::{Embedded, Topology};
 use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
@@ -56,6 +57,8 @@ pub struct LocalOptions {
     /// Replaces the template's visibility timeouts (minutes, sized for Lambda) so that a retry happens
     /// within the run.
     pub visibility_timeout: Duration,
+    /// The return windows; `None`: `RETURN_WINDOWS` from the environment, as the functions read it.
+    pub return_windows: Option<ReturnWindows>,
 }
 
 impl LocalOptions {
@@ -67,6 +70,7 @@ impl LocalOptions {
             state,
             fresh: false,
             visibility_timeout: Self::DEFAULT_VISIBILITY,
+            return_windows: None,
         }
     }
 }
@@ -449,12 +453,13 @@ pub fn open_embedded(
     }
     let store = Embedded::open(&options.state, topology.clone(), Arc::new(SystemClock))?
         .with_visibility_timeout(options.visibility_timeout);
-    LocalSystem::protected(
-        Arc::new(store),
-        topology,
-        simulators,
-        Protection::paced(options.visibility_timeout),
-    )
+    let protection = Protection::paced(options.visibility_timeout);
+    match &options.return_windows {
+        Some(windows) => {
+            LocalSystem::configured(Arc::new(store), topology, simulators, protection, windows.clone())
+        }
+        None => LocalSystem::protected(Arc::new(store), topology, simulators, protection),
+    }
 }
 
 impl<B: Backend> LocalSystem<B> {
@@ -470,6 +475,19 @@ impl<B: Backend> LocalSystem<B> {
         topology: Topology,
         simulators: Simulators,
         protection: Protection,
+    ) -> anyhow::Result<Self> {
+        // As the functions read it: RETURN_WINDOWS from the environment (none when unset).
+        let windows = ReturnWindows::from_lookup(|v| std::env::var(v).ok()).map_err(anyhow::Error::msg)?;
+        Self::configured(backend, topology, simulators, protection, windows)
+    }
+
+    /// [`LocalSystem::protected`] with the return windows given, not read from the environment.
+    pub fn configured(
+        backend: Arc<B>,
+        topology: Topology,
+        simulators: Simulators,
+        protection: Protection,
+        return_windows: ReturnWindows,
     ) -> anyhow::Result<Self> {
         let replay = |system: &str, replay: &dyn Fn(&[String]) -> Result<(), String>| {
             let entries = backend.journal(system)?;
@@ -547,6 +565,7 @@ impl<B: Backend> LocalSystem<B> {
                 Ownership::from_lookup(|v| std::env::var(v).ok()).map_err(anyhow::Error::msg)?,
             ),
             enrolment: Enrolment::from_lookup(|v| std::env::var(v).ok()).map_err(anyhow::Error::msg)?,
+            return_windows,
             quarantine: backend.clone(),
         };
         let mut consumers = Vec::new();
@@ -769,6 +788,17 @@ impl<B: Backend> LocalSystem<B> {
         .await?;
         self.keep_journal()?;
         Ok(report)
+    }
+
+    /// The scheduled `confirm-points` step, run now as of `now` (see `retail_sync_core::settlement`):
+    /// every pending accrual whose return window ended is confirmed on the loyalty platform the run
+    /// speaks to, once; the simulators' journal keeps it.
+    pub async fn confirm_points(&self, now: jiff::Timestamp) -> anyhow::Result<Confirmed> {
+        let sagas = self.backend.all_sagas().await?;
+        let loyalty = self.simulators.loyalty_port();
+        let done = confirm_due(&sagas, &*loyalty, &*self.backend, &*self.metrics, now).await;
+        self.keep_journal()?;
+        Ok(done)
     }
 
     /// Everything the run left behind, as a report.

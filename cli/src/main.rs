@@ -121,9 +121,27 @@ enum Command {
     /// Members: a record and its timeline, merges of duplicates, erasures.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// Points held pending for their sale's return window.
+    #[command(subcommand)]
+    Points(PointsCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum PointsCommand {
+    /// What the scheduled confirm-points function does: confirms every pending accrual whose return
+    /// window has ended, once. Exit code 1 when a confirmation failed (run it again).
+    Confirm {
+        /// Confirm as of this instant (RFC 3339) instead of now: e.g. to settle a past local run's days.
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -500,6 +518,9 @@ fn main() -> ExitCode {
                     points_per_major,
                 };
                 commands::reconcile(from, to, mode, announce, settings, report, output, &target).await
+            }
+            Command::Points(PointsCommand::Confirm { now, output, target }) => {
+                commands::points_confirm(now, output, &target).await
             }
             Command::Saga(SagaCommand::Show { id, output, target }) => {
                 commands::saga_show(&id, output, &target).await

@@ -18,6 +18,7 @@ pub struct Observed {
     pub sagas: Vec<Saga>,
     pub postings: Vec<ErpPosting>,
     pub transactions: Vec<LoyaltyTransaction>,
+    /// Per member, the points they own: the balance and, under return windows, the pending points.
     pub balances: BTreeMap<String, u64>,
     pub holds: Vec<Hold>,
     pub quarantine: Vec<QuarantineItem>,

@@ -186,7 +186,16 @@ pub async fn observe<B: Backend>(system: &LocalSystem<B>) -> anyhow::Result<Obse
         sagas: system.backend.all_sagas().await?,
         postings: sims.erp.postings(),
         transactions: sims.loyalty.transactions(),
-        balances: sims.loyalty.balances(),
+        // What each member owns: spendable and, under return windows, pending (the ledger holds both).
+        balances: {
+            let mut owned = sims.loyalty.balances();
+            for m in sims.loyalty.members() {
+                if let Some(b) = owned.get_mut(m.member_id.as_str()) {
+                    *b += m.pending.get().unsigned_abs();
+                }
+            }
+            owned
+        },
         holds: sims.loyalty.holds(),
         quarantine: system.backend.list(usize::MAX).await?,
         dead_letters,

@@ -52,6 +52,23 @@ pub struct Ledger {
     /// since (see `steps::reserve`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<RefusalEntry>,
+    /// Accruals the loyalty platform holds pending until their return window ends (see `settlement`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingEntry>,
+}
+
+/// An accrual whose points wait for the return window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingEntry {
+    pub loyalty_transaction_id: ExternalRef,
+    pub points: Points,
+    /// The end of the return window: `confirm-points` confirms after it.
+    pub until: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<Timestamp>,
+    /// What the confirmation made spendable (less than `points` when returns cancelled some).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_confirmed: Option<Points>,
 }
 
 /// A follow-up refused for good: what it was (`follow_up`, e.g. `return ret-1`), the fingerprint of its
@@ -208,6 +225,10 @@ pub struct ReturnEntry {
     pub points_recredited: Option<Points>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loyalty_transaction_id: Option<ExternalRef>,
+    /// Of the points reversed, those the platform took from pending points (a return inside the return
+    /// window) rather than from the member's spendable balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_pending_cancelled: Option<Points>,
 }
 
 /// One line of the original transaction with the values follow-ups are prorated on.
@@ -1092,6 +1113,7 @@ mod tests {
             points_reversed: None,
             points_recredited: None,
             loyalty_transaction_id: None,
+            points_pending_cancelled: None,
         });
         Ok(ledger.decide_return(&return_id, b).unwrap())
     }

@@ -34,6 +34,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod runner;
 pub mod saga;
+pub mod settlement;
 pub mod steps;
 
 pub use error::{BoxError, Error};

@@ -217,6 +217,9 @@ pub struct Totals {
     pub points_recredited: i64,
     /// Issued − reversed − redeemed + re-credited: what the members may still spend of this business.
     pub outstanding_points: i64,
+    /// Of the outstanding points, those still pending (their return window has not ended).
+    #[serde(default)]
+    pub pending_points: i64,
     /// `outstanding_points` in the currency's minor units.
     pub liability_minor: i64,
     /// Net value the ERP booked (sales and reinstatements less cancellations and returns).
@@ -231,6 +234,7 @@ impl Totals {
         self.points_redeemed += other.points_redeemed;
         self.points_recredited += other.points_recredited;
         self.outstanding_points += other.outstanding_points;
+        self.pending_points += other.pending_points;
         self.liability_minor += other.liability_minor;
         self.erp_net_minor += other.erp_net_minor;
         self.differences += other.differences;
@@ -647,7 +651,10 @@ fn points_name(k: PointsKind) -> &'static str {
 fn count_points(row: &mut Totals, m: &BookedPoints) {
     let n = m.points.abs();
     match m.kind {
-        PointsKind::Accrual => row.points_issued += m.points,
+        PointsKind::Accrual => {
+            row.points_issued += m.points;
+            row.pending_points += m.pending_points.map_or(0, |p| p.get());
+        }
         PointsKind::Reversal => row.points_reversed += n,
         PointsKind::Redemption => row.points_redeemed += n,
         PointsKind::Recredit => row.points_recredited += n,
@@ -1192,12 +1199,13 @@ fn money(minor: i64, currency: &str) -> String {
 fn row(out: &mut String, day: &str, store: &str, channel: &str, currency: &str, t: &Totals) {
     let _ = writeln!(
         out,
-        "{day:<10}  {store:<12}  {channel:<10}  {currency:<3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>11}  {:>12}  {:>5}",
+        "{day:<10}  {store:<12}  {channel:<10}  {currency:<3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>8}  {:>11}  {:>12}  {:>5}",
         t.points_issued,
         t.points_reversed,
         t.points_redeemed,
         t.points_recredited,
         t.outstanding_points,
+        t.pending_points,
         money(t.liability_minor, currency),
         money(t.erp_net_minor, currency),
         t.differences,
@@ -1216,7 +1224,7 @@ pub fn render(r: &Reconciliation) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<10}  {:<12}  {:<10}  {:<3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>11}  {:>12}  {:>5}",
+        "{:<10}  {:<12}  {:<10}  {:<3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>8}  {:>11}  {:>12}  {:>5}",
         "day",
         "store",
         "channel",
@@ -1226,6 +1234,7 @@ pub fn render(r: &Reconciliation) -> String {
         "redeemed",
         "recredit",
         "outstanding",
+        "pending",
         "liability",
         "ERP net",
         "diffs"

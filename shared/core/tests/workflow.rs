@@ -173,6 +173,7 @@ impl World {
             member_systems: Arc::new(|| Ok(Default::default())),
             ownership: Arc::default(),
             enrolment: Default::default(),
+            return_windows: Default::default(),
             quarantine: self.state.clone(),
         }
     }

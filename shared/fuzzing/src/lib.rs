@@ -72,6 +72,7 @@ async fn batch(data: &[u8]) {
         member_systems: Arc::new(|| Ok(Default::default())),
         ownership: Arc::default(),
         enrolment: Default::default(),
+        return_windows: Default::default(),
         quarantine: state.clone(),
     };
     let function = Function {

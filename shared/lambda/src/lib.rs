@@ -9,10 +9,12 @@
 //! - [`emf`]: business metrics as CloudWatch Embedded Metric Format lines.
 //! - [`telemetry`]: JSON logs in which every line of a message carries its step and correlation id.
 //! - [`secrets`]: connector credentials from Secrets Manager (or the environment).
+//! - [`confirm`]: the scheduled confirmation of pending points whose return window ended.
 //! - [`reconcile`]: the scheduled reconciliation (its report to S3, its mismatches announced).
 //! - [`webhooks`]: the webhook ingress (platforms' signed HTTPS deliveries onto the channel bus).
 //! - [`run`], [`run_http`]: wiring from environment variables (the SAM template sets them).
 
+pub mod confirm;
 pub mod emf;
 pub mod handler;
 pub mod http;
@@ -136,6 +138,8 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
             retail_sync_core::members::Ownership::from_lookup(|v| std::env::var(v).ok())
                 .map_err(anyhow::Error::msg)?,
         ),
+        return_windows: retail_sync_core::settlement::ReturnWindows::from_lookup(|v| std::env::var(v).ok())
+            .map_err(anyhow::Error::msg)?,
         enrolment: retail_sync_core::members::Enrolment::from_lookup(|v| std::env::var(v).ok())
             .map_err(anyhow::Error::msg)?,
         quarantine: backend,

@@ -185,6 +185,7 @@ impl RedemptionApi {
                 "merged_into": snapshot.as_ref().and_then(|s| s.merged_into.clone()),
                 "balance": balance.as_ref().map(|b| b.balance),
                 "available": balance.as_ref().map(|b| b.available),
+                "pending": balance.as_ref().map(|b| b.pending),
             }),
         ))
     }

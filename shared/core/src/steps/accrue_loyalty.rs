@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use retail_sync_contracts::Event;
@@ -18,15 +19,44 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ports::{AccrualRequest, Erp, Loyalty};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
+use crate::settlement::ReturnWindows;
 use crate::steps::{Accepts, Base, Cx, Refusal, Workflow};
 
 pub const STEP: &str = "accrue-loyalty";
+
+/// Records an accrual the platform holds pending (once: a redelivery finds it); the timeline's words.
+pub(crate) fn record_pending(
+    ledger: &mut crate::ledger::Ledger,
+    accrual: &ExternalRef,
+    points: Points,
+    until: Option<Timestamp>,
+) -> String {
+    let Some(until) = until else {
+        return String::new();
+    };
+    if !ledger
+        .pending
+        .iter()
+        .any(|p| &p.loyalty_transaction_id == accrual)
+    {
+        ledger.pending.push(crate::ledger::PendingEntry {
+            loyalty_transaction_id: accrual.clone(),
+            points,
+            until,
+            confirmed_at: None,
+            points_confirmed: None,
+        });
+    }
+    format!(", pending until {until}")
+}
 
 pub struct AccrueLoyalty {
     pub base: Base,
     pub loyalty: Arc<dyn Loyalty>,
     /// For shipments that reinstate cancelled units (see `accrue_shipment`).
     pub erp: Arc<dyn Erp>,
+    /// Points wait for the sale's return window where its channel has one.
+    pub return_windows: ReturnWindows,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +67,9 @@ pub(crate) enum Outcome {
         loyalty_transaction_id: ExternalRef,
         points: Points,
         eligible_minor: Amount,
+        /// The platform holds the points pending until then (see `settlement`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_until: Option<Timestamp>,
     },
     Anonymous,
     Refused {
@@ -128,7 +161,9 @@ impl Workflow for AccrueLoyalty {
                     currency: sale.data.currency,
                     eligible_minor: domain::eligible_net(&sale.data.lines, &sale.data.tenders),
                     occurred_at: sale.metadata.occurred_at,
-                    pending_until: None,
+                    pending_until: self
+                        .return_windows
+                        .pending_until(Some(sale.metadata.channel), sale.metadata.occurred_at),
                 };
                 Ok(match self.loyalty.accrue(&request, &cx.key).await.refusal()? {
                     Ok(a) => Outcome::Accrued {
@@ -136,6 +171,7 @@ impl Workflow for AccrueLoyalty {
                         loyalty_transaction_id: a.loyalty_transaction_id,
                         points: a.points,
                         eligible_minor: request.eligible_minor,
+                        pending_until: request.pending_until.filter(|_| a.pending),
                     },
                     Err(message) => Outcome::Refused { message },
                 })
@@ -150,15 +186,18 @@ impl Workflow for AccrueLoyalty {
                         loyalty_transaction_id,
                         points,
                         eligible_minor,
+                        pending_until,
                         ..
                     } => {
                         s.ledger.loyalty_transaction_id = Some(loyalty_transaction_id.clone());
                         s.ledger.points_accrued = Some(*points);
                         s.ledger.eligible_minor = Some(*eligible_minor);
                         s.status = SagaStatus::Completed;
+                        let pending =
+                            record_pending(&mut s.ledger, loyalty_transaction_id, *points, *pending_until);
                         (
                             StepOutcome::Done,
-                            format!("{points} points ({loyalty_transaction_id})"),
+                            format!("{points} points ({loyalty_transaction_id}){pending}"),
                         )
                     }
                     Outcome::Anonymous => {
@@ -193,6 +232,7 @@ impl Workflow for AccrueLoyalty {
                 loyalty_transaction_id,
                 points,
                 eligible_minor,
+                ..
             } => cx.emit(LoyaltyAccrued {
                 member_id,
                 transaction: posted.data.transaction.clone(),

@@ -29,6 +29,9 @@ pub(crate) enum Outcome {
     Accrued {
         loyalty_transaction_id: ExternalRef,
         points: Points,
+        /// The platform holds the points pending until then (see `settlement`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_until: Option<jiff::Timestamp>,
     },
     Anonymous,
     Refused {
@@ -58,6 +61,11 @@ pub(super) async fn accrue_shipment(
     let saga_id = SagaId::of(&transaction);
     let shipment_id = shipped.data.shipment_id.clone();
     let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;
+    // The order's channel (where the customer bought, not the fulfilment system that ships) sets the
+    // return window, which runs from the shipment: the goods the customer has.
+    let pending_until = step
+        .return_windows
+        .pending_until(saga.channel, shipped.metadata.occurred_at);
     // An operator's retry concerns the accrual only (below), never the reinstatement before it.
     let retries = saga.retries.clone();
     // A cancelled order is not closed to shipments: a shipment proves its units left (reinstatement).
@@ -130,12 +138,13 @@ pub(super) async fn accrue_shipment(
                 currency: basis.currency,
                 eligible_minor: entry.eligible_minor,
                 occurred_at: shipped.metadata.occurred_at,
-                pending_until: None,
+                pending_until,
             };
             Ok(match step.loyalty.accrue(&request, &cx.key).await.refusal()? {
                 Ok(a) => Outcome::Accrued {
                     loyalty_transaction_id: a.loyalty_transaction_id,
                     points: a.points,
+                    pending_until: pending_until.filter(|_| a.pending),
                 },
                 Err(message) => Outcome::Refused { message },
             })
@@ -150,12 +159,23 @@ pub(super) async fn accrue_shipment(
                     Outcome::Accrued {
                         loyalty_transaction_id,
                         points,
-                    } => (
-                        *points,
-                        Some(loyalty_transaction_id.clone()),
-                        StepOutcome::Done,
-                        format!("shipment {shipment_id}: {points} points ({loyalty_transaction_id})"),
-                    ),
+                        pending_until,
+                    } => {
+                        let pending = super::accrue_loyalty::record_pending(
+                            &mut s.ledger,
+                            loyalty_transaction_id,
+                            *points,
+                            *pending_until,
+                        );
+                        (
+                            *points,
+                            Some(loyalty_transaction_id.clone()),
+                            StepOutcome::Done,
+                            format!(
+                                "shipment {shipment_id}: {points} points ({loyalty_transaction_id}){pending}"
+                            ),
+                        )
+                    }
                     Outcome::Anonymous => (
                         Points::ZERO,
                         None,
@@ -204,6 +224,7 @@ pub(super) async fn accrue_shipment(
         Outcome::Accrued {
             loyalty_transaction_id,
             points,
+            ..
         } => {
             if let Some(member_id) = basis.member_id.clone() {
                 cx.emit(LoyaltyAccrued {

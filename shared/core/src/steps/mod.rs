@@ -118,6 +118,8 @@ pub struct Wiring {
     pub ownership: Arc<crate::members::Ownership>,
     /// How a member the loyalty platform does not know comes to earn (see `members::enrolment`).
     pub enrolment: crate::members::Enrolment,
+    /// How long points wait for returns, per channel (see `settlement`).
+    pub return_windows: crate::settlement::ReturnWindows,
     pub quarantine: Arc<dyn QuarantineStore>,
 }
 
@@ -201,6 +203,7 @@ impl Wiring {
             accrue_loyalty::STEP => Arc::new(AccrueLoyalty {
                 erp: erp(accrue_loyalty::STEP)?,
                 loyalty: self.enrolling(loyalty(accrue_loyalty::STEP)?),
+                return_windows: self.return_windows.clone(),
                 base,
             }),
             commit_redemption::STEP => Arc::new(CommitRedemption {

@@ -112,6 +112,7 @@ impl Workflow for PostReturnToErp {
                             points_reversed: None,
                             points_recredited: None,
                             loyalty_transaction_id: None,
+                            points_pending_cancelled: None,
                         };
                         ledger.returns.push(entry.clone());
                         Ok(entry)

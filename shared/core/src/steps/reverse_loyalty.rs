@@ -40,6 +40,10 @@ pub(crate) enum Outcome {
         /// Running totals as of this return, fixed here so a republish carries the same figures.
         total_reversed: Points,
         total_earned: Points,
+        /// Of `reversed`, the points the platform cancelled while still pending (the return came inside
+        /// the return window).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_cancelled: Option<Points>,
     },
     Anonymous,
 }
@@ -104,6 +108,7 @@ impl Workflow for ReverseLoyalty {
                 };
                 let (mut loyalty_transaction_id, mut reversed, mut recredited, mut refused) =
                     (None, Points::ZERO, Points::ZERO, None);
+                let mut pending_cancelled = None;
                 for (kind, points, suffix) in [
                     (AdjustmentKind::Reversal, reverse, "reverse"),
                     (AdjustmentKind::Recredit, recredit, "recredit"),
@@ -130,6 +135,7 @@ impl Workflow for ReverseLoyalty {
                             if kind == AdjustmentKind::Reversal {
                                 loyalty_transaction_id = Some(a.loyalty_transaction_id);
                                 reversed = applied;
+                                pending_cancelled = Some(a.pending_cancelled).filter(|p| p.get() > 0);
                             } else {
                                 recredited = applied;
                             }
@@ -145,6 +151,7 @@ impl Workflow for ReverseLoyalty {
                     refused,
                     total_reversed: Points::new(decided_total.get() - shortfall).unwrap_or(Points::ZERO),
                     total_earned: earned,
+                    pending_cancelled,
                 })
             })
             .await?;
@@ -159,11 +166,13 @@ impl Workflow for ReverseLoyalty {
                         recredited,
                         refused,
                         total_reversed,
+                        pending_cancelled,
                         ..
                     } => {
                         // The ledger keeps what was applied: what a refusal or the platform left out is
                         // owed still, and the next return's cumulative figure includes it.
                         if let Some(e) = s.ledger.return_entry_mut(&return_id) {
+                            e.points_pending_cancelled = *pending_cancelled;
                             e.loyalty_transaction_id = loyalty_transaction_id.clone();
                             e.points_reversed = Some(*reversed);
                             e.points_recredited = Some(*recredited);
@@ -172,6 +181,9 @@ impl Workflow for ReverseLoyalty {
                         s.ledger.count_recredited(recredited.saturating_sub(recredit));
                         s.ledger.uncount_recredited(recredit.saturating_sub(*recredited));
                         let mut text = format!("return {return_id}: {reversed} earned points reversed");
+                        if let Some(p) = pending_cancelled {
+                            text.push_str(&format!(" ({p} of them still pending: cancelled)"));
+                        }
                         text.push_str(&format!(" ({total_reversed} of {earned} so far),"));
                         text.push_str(&format!(" {recredited} redeemed points given back"));
                         if let Some(message) = refused {
@@ -210,6 +222,7 @@ impl Workflow for ReverseLoyalty {
                 refused,
                 total_reversed,
                 total_earned,
+                ..
             },
             Some(member_id),
         ) = (adjusted, basis.member_id.clone())

@@ -16,6 +16,7 @@ use retail_sync_contracts::values::MemberId;
 use retail_sync_core::reconcile::{RepairMode, Settings, Window};
 use retail_sync_core::settlement::ReturnWindows;
 use retail_sync_embedded::Embedded;
+use retail_sync_simulators::Tamper;
 use retail_sync_tests::workspace;
 
 fn days() -> Vec<Input> {
@@ -119,6 +120,33 @@ async fn points_wait_for_the_return_window_and_settle_to_the_same_books() {
         .await
         .unwrap();
     assert!(report.is_clean(), "{:#?}", report.findings);
+
+    // A pending accrual the platform lost is made again, pending until the same instant, and the saga's
+    // pending entry follows it (so its confirmation below finds it).
+    let lost = sagas
+        .iter()
+        .filter(|s| s.ledger.returns.is_empty())
+        .find_map(|s| s.ledger.pending.first())
+        .unwrap()
+        .clone();
+    assert!(
+        sims.loyalty
+            .tamper(lost.loyalty_transaction_id.as_str(), Tamper::Lose)
+    );
+    let repaired = system
+        .reconcile(window, Settings::default(), RepairMode::Apply, false)
+        .await
+        .unwrap();
+    assert_eq!(repaired.repairs.len(), 1, "{:?}", repaired.repairs);
+    assert!(repaired.is_clean(), "{:#?}", repaired.findings);
+    assert_eq!(holdings(&sims), held);
+    let sagas = system.backend.all_sagas().await.unwrap();
+    let again = sagas.iter().flat_map(|s| s.ledger.pending.iter()).find(|p| {
+        p.until == lost.until
+            && p.points == lost.points
+            && p.loyalty_transaction_id != lost.loyalty_transaction_id
+    });
+    assert!(again.is_some(), "the pending entry names the new accrual");
 
     // Before any window ends: nothing to confirm.
     let early = system.confirm_points(at("2026-11-25T00:00:00Z")).await.unwrap();

@@ -916,7 +916,12 @@ fn accrual_repair(e: &Expected, lost: &ExternalRef) -> Option<Repair> {
             currency: basis.currency,
             eligible_minor,
             occurred_at: e.saga.occurred_at.unwrap_or(e.saga.created_at),
-            pending_until: None,
+            // A lost accrual that was still pending is made again pending, until the same instant.
+            pending_until: l
+                .pending
+                .iter()
+                .find(|p| &p.loyalty_transaction_id == lost && p.confirmed_at.is_none())
+                .map(|p| p.until),
         },
     })
 }
@@ -1007,6 +1012,10 @@ pub async fn repair(
             l.returns
                 .iter_mut()
                 .for_each(|x| replace(&mut x.loyalty_transaction_id));
+            // The pending entry follows its accrual, so confirm-points confirms the new one.
+            for p in l.pending.iter_mut().filter(|p| &p.loyalty_transaction_id == lost) {
+                p.loyalty_transaction_id = new_id.clone();
+            }
         }
         s.record(RECONCILE, StepOutcome::Done, message.clone(), now);
     })

@@ -44,7 +44,7 @@ export RETAIL_SYNC_MOTO_ENDPOINT="http://127.0.0.1:$port"
 echo "moto server on $RETAIL_SYNC_MOTO_ENDPOINT (log: $moto_log)"
 
 step "function binaries (for the Lambda runtime API test)"
-cargo build --locked -p ingest -p post-sale-to-erp -p accrue-loyalty -p reconcile
+cargo build --locked -p ingest -p post-sale-to-erp -p accrue-loyalty -p reconcile -p confirm-points
 
 step "tests"
 cargo test --workspace --locked

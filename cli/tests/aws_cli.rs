@@ -235,7 +235,7 @@ async fn reconcile_reads_the_stack_and_the_systems_and_repairs_once() {
     use retail_sync_core::ports::SagaStore;
     use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
     use retail_sync_simulators::access::{Access, LOCAL_API_KEY};
-    use retail_sync_simulators::{ErpPosting, ErpPostingKind, ErpSimulator, LoyaltySimulator};
+    use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
 
     let moto = MotoServer::shared();
     let endpoint = moto.endpoint();
@@ -259,24 +259,15 @@ async fn reconcile_reads_the_stack_and_the_systems_and_repairs_once() {
     saga.ledger.points_accrued = Some(Points::new(120).unwrap());
     saga.ledger.eligible_minor = Some(Amount::new(12_000).unwrap());
     assert!(backend.create(&saga).await.unwrap().is_none());
-    erp.book_by_hand(|document_id| ErpPosting {
-        document_id,
-        kind: ErpPostingKind::Sale,
-        idempotency_key: "manual-entry-1".into(),
-        transaction: retail_sync_contracts::events::TransactionRef::Receipt {
+    erp.book_by_hand(
+        retail_sync_contracts::events::TransactionRef::Receipt {
             store_id: StoreId::parse("store-099").unwrap(),
             receipt_id: ReceiptId::parse("r-hand-1").unwrap(),
         },
-        reference: None,
-        store_id: None,
-        currency: Currency::parse("EUR").unwrap(),
-        net_minor: Amount::new(990).unwrap(),
-        tax_minor: None,
-        gross_minor: None,
-        redemption_minor: None,
-        line_count: 1,
-        occurred_at: "2026-11-20T18:00:00Z".parse().unwrap(),
-    });
+        Currency::parse("EUR").unwrap(),
+        Amount::new(990).unwrap(),
+        "2026-11-20T18:00:00Z".parse().unwrap(),
+    );
 
     let reconcile = |extra: &[&str]| {
         let mut args = vec![

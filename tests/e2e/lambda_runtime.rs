@@ -502,7 +502,6 @@ async fn the_functions_speak_sap_and_salesforce_when_the_template_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconcile_function_reports_to_the_bucket_and_repairs() {
     use retail_sync_contracts::values::{Amount, Currency, ExternalRef, Points, ReceiptId, StoreId};
-    use retail_sync_simulators::{ErpPosting, ErpPostingKind};
 
     let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
     let moto = MotoServer::shared();
@@ -519,24 +518,15 @@ async fn the_reconcile_function_reports_to_the_bucket_and_repairs() {
 
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
     loyalty.seed_balance("m-1001", Points::ZERO);
-    erp.book_by_hand(|document_id| ErpPosting {
-        document_id,
-        kind: ErpPostingKind::Sale,
-        idempotency_key: "manual-entry-1".into(),
-        transaction: retail_sync_contracts::events::TransactionRef::Receipt {
+    erp.book_by_hand(
+        retail_sync_contracts::events::TransactionRef::Receipt {
             store_id: StoreId::parse("store-099").unwrap(),
             receipt_id: ReceiptId::parse("r-hand-1").unwrap(),
         },
-        reference: None,
-        store_id: None,
-        currency: Currency::parse("EUR").unwrap(),
-        net_minor: Amount::new(990).unwrap(),
-        tax_minor: None,
-        gross_minor: None,
-        redemption_minor: None,
-        line_count: 1,
-        occurred_at: "2026-11-20T18:00:00Z".parse().unwrap(),
-    });
+        Currency::parse("EUR").unwrap(),
+        Amount::new(990).unwrap(),
+        "2026-11-20T18:00:00Z".parse().unwrap(),
+    );
     let (sims, _server) = sims::serve(erp, loyalty.clone(), Access::local()).await;
 
     let sdk = retail_sync_aws::emulator_sdk_config(
@@ -610,4 +600,75 @@ async fn the_reconcile_function_reports_to_the_bucket_and_repairs() {
     );
     assert!(!refused.status.success(), "{said}");
     assert!(said.contains("window is empty"), "{said}");
+}
+
+/// The confirm-points function as EventBridge Scheduler starts it: the pending accrual whose return
+/// window has ended is confirmed on the loyalty platform over HTTP and on its saga in DynamoDB; the one
+/// still in its window waits; a second run confirms nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_confirm_points_function_confirms_what_is_due_once() {
+    use retail_sync_contracts::values::Points;
+    use retail_sync_core::ledger::PendingEntry;
+    use retail_sync_simulators::samples;
+
+    let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
+    let moto = MotoServer::shared();
+    let backend = moto.backend(&topology, &ProvisionOptions::unique()).await;
+    let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
+    loyalty.seed_balance("m-1001", Points::ZERO);
+    let ended: jiff::Timestamp = "2026-11-20T10:15:00Z".parse().unwrap();
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30);
+    let accrue = |receipt: &str, until: jiff::Timestamp| {
+        let request = retail_sync_core::ports::AccrualRequest {
+            pending_until: Some(until),
+            ..samples::accrual("m-1001", receipt, 12_000)
+        };
+        let a = loyalty.accrue(&request, &format!("k-{receipt}")).unwrap();
+        assert!(a.pending);
+        PendingEntry {
+            loyalty_transaction_id: a.loyalty_transaction_id,
+            points: a.points,
+            until,
+            confirmed_at: None,
+            points_confirmed: None,
+        }
+    };
+    let due = accrue("r-due", ended);
+    let waiting = accrue("r-waiting", later);
+    let sale = sample("SaleCompleted");
+    let event = Event::from_detail(EventType::SaleCompleted, sale["detail"].clone()).unwrap();
+    let saga_id = SagaId::from_stored("receipt:store-042:r-000123".into());
+    let mut saga = Saga::start(saga_id.clone(), &event, ended);
+    saga.status = SagaStatus::Completed;
+    saga.ledger.pending = vec![due.clone(), waiting];
+    backend.create(&saga).await.unwrap();
+    let (sims, _server) = sims::serve(erp, loyalty.clone(), Access::local()).await;
+    let function = Function::start(
+        "confirm-points",
+        &function_env(&backend, moto.endpoint(), &sims).await,
+    );
+
+    let answer = function.invoke_with(&json!({}));
+    assert_eq!(answer["accruals"], 1, "{answer}");
+    assert_eq!(answer["points"], 120);
+    assert_eq!(answer["waiting"], 1);
+    let balance = loyalty
+        .member_balance(&retail_sync_contracts::values::MemberId::parse("m-1001").unwrap())
+        .unwrap();
+    assert_eq!((balance.balance.get(), balance.pending.get()), (120, 120));
+    let stored = backend.load(&saga_id).await.unwrap().unwrap();
+    assert!(stored.ledger.pending[0].confirmed_at.is_some());
+    assert_eq!(stored.ledger.pending[0].points_confirmed, Some(due.points));
+    assert!(stored.ledger.pending[1].confirmed_at.is_none());
+    assert!(stored.steps.iter().any(|s| s.step == "confirm-points"));
+
+    let again = function.invoke_with(&json!({}));
+    assert_eq!(
+        (again["accruals"].clone(), again["waiting"].clone()),
+        (json!(0), json!(1))
+    );
+    let balance = loyalty
+        .member_balance(&retail_sync_contracts::values::MemberId::parse("m-1001").unwrap())
+        .unwrap();
+    assert_eq!(balance.balance.get(), 120, "confirmed once");
 }

@@ -14,11 +14,11 @@ use retail_sync_cli::backends::Backend;
 use retail_sync_cli::input::{Input, read_inputs};
 use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
 use retail_sync_contracts::events::TransactionRef;
-use retail_sync_contracts::values::{Amount, Currency, ExternalRef, ReceiptId, StoreId};
+use retail_sync_contracts::values::{Amount, Currency, ReceiptId, StoreId};
 use retail_sync_contracts::{Event, EventType};
 use retail_sync_core::reconcile::{Reconciliation, RepairMode, Settings, Window};
 use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
-use retail_sync_simulators::{ErpPosting, ErpPostingKind, Tamper};
+use retail_sync_simulators::Tamper;
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
@@ -133,21 +133,12 @@ async fn plant<B: Backend>(
         store_id: StoreId::parse("store-099").unwrap(),
         receipt_id: ReceiptId::parse("r-900001").unwrap(),
     };
-    sims.erp.book_by_hand(|document_id: ExternalRef| ErpPosting {
-        document_id,
-        kind: ErpPostingKind::Sale,
-        idempotency_key: "manual-entry-1".into(),
-        transaction: unknown.clone(),
-        reference: None,
-        store_id: None,
-        currency: Currency::parse("EUR").unwrap(),
-        net_minor: Amount::new(4_990).unwrap(),
-        tax_minor: None,
-        gross_minor: None,
-        redemption_minor: None,
-        line_count: 1,
-        occurred_at: "2026-11-21T12:00:00Z".parse().unwrap(),
-    });
+    sims.erp.book_by_hand(
+        unknown.clone(),
+        Currency::parse("EUR").unwrap(),
+        Amount::new(4_990).unwrap(),
+        "2026-11-21T12:00:00Z".parse().unwrap(),
+    );
     plant("orphan_document", &SagaId::of(&unknown));
 
     // A sale whose saga started a week ago and never got further.

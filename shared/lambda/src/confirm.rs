@@ -7,13 +7,12 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use lambda_runtime::{LambdaEvent, service_fn};
 
 use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, sdk_config};
 use retail_sync_core::ports::Loyalty;
 use retail_sync_core::settlement::{CONFIRM_POINTS, Confirmed, confirm_due};
 
-use crate::{emf, secrets, telemetry};
+use crate::{emf, secrets};
 
 /// The loyalty platform as the steps reach it (`LOYALTY_*`, credentials from its secret).
 pub fn loyalty_from_env(secrets: &aws_sdk_secretsmanager::Client) -> anyhow::Result<Arc<dyn Loyalty>> {
@@ -29,7 +28,7 @@ struct Function {
 }
 
 impl Function {
-    async fn handle(&self) -> anyhow::Result<Confirmed> {
+    async fn confirm(&self) -> anyhow::Result<Confirmed> {
         // A scan, as the reconciliation's: pending accruals are found on their sagas.
         let sagas = self.backend.scan_sagas().await?;
         let done = confirm_due(
@@ -61,22 +60,15 @@ impl Function {
 
 /// Runs the confirm-points function under the Lambda runtime API (any payload: it confirms what is due).
 pub async fn run_scheduled() -> Result<(), lambda_runtime::Error> {
-    telemetry::init();
-    let function = Arc::new(
-        wire()
-            .await
-            .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "cannot start"))?,
-    );
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
-        let function = function.clone();
-        async move {
-            function
-                .handle()
-                .await
-                .map_err(|e| lambda_runtime::Error::from(format!("{e:#}")))
-        }
-    }))
-    .await
+    crate::serve_scheduled(wire()).await
+}
+
+#[async_trait::async_trait]
+impl crate::Scheduled for Function {
+    type Answer = Confirmed;
+    async fn handle(&self, _: serde_json::Value) -> anyhow::Result<Confirmed> {
+        self.confirm().await
+    }
 }
 
 async fn wire() -> anyhow::Result<Function> {

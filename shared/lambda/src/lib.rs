@@ -47,6 +47,36 @@ pub const LAMBDA_BACKOFF: Backoff = Backoff {
     max: std::time::Duration::from_secs(7_200),
 };
 
+/// A function EventBridge Scheduler starts (the reconciliation, the confirmation of pending points):
+/// wired once per container, then handling each invocation's payload.
+#[async_trait::async_trait]
+pub(crate) trait Scheduled: Send + Sync + 'static {
+    type Answer: serde::Serialize + Send;
+    async fn handle(&self, payload: serde_json::Value) -> anyhow::Result<Self::Answer>;
+}
+
+/// Serves a [`Scheduled`] function under the Lambda runtime API; a wiring error is logged and ends the
+/// process, a handling error is the invocation's error (what the function's `Errors` alarm counts).
+pub(crate) async fn serve_scheduled<F: Scheduled>(
+    wire: impl std::future::Future<Output = anyhow::Result<F>>,
+) -> Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let function = Arc::new(
+        wire.await
+            .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "cannot start"))?,
+    );
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let function = function.clone();
+        async move {
+            function
+                .handle(event.payload)
+                .await
+                .map_err(|e| lambda_runtime::Error::from(format!("{e:#}")))
+        }
+    }))
+    .await
+}
+
 /// Runs the function `binary` (one of `steps::STEPS`) under the Lambda runtime API.
 pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {
     telemetry::init();

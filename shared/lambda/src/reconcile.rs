@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
-use lambda_runtime::{LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
 
 use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, ReportBucket, sdk_config};
@@ -17,7 +16,7 @@ use retail_sync_core::ports::{ErpBooks, Loyalty, LoyaltyBooks, Metrics, Publishe
 use retail_sync_core::reconcile::{self, Reconciliation, RepairMode, Settings, Sources, Window};
 use retail_sync_core::saga::Saga;
 
-use crate::{emf, secrets, telemetry};
+use crate::{emf, secrets};
 
 /// The systems a reconciliation reads (and repairs through), as this deployment connects them.
 pub struct Systems {
@@ -152,7 +151,7 @@ struct Function {
 }
 
 impl Function {
-    async fn handle(&self, request: Request) -> anyhow::Result<Answer> {
+    async fn reconcile(&self, request: Request) -> anyhow::Result<Answer> {
         let window = request.window(Timestamp::now()).map_err(anyhow::Error::msg)?;
         // A scan: the nightly run reads the whole table once (see the README on its cost).
         let sagas = self.backend.scan_sagas().await?;
@@ -200,30 +199,21 @@ impl Function {
 
 /// Runs the reconcile function under the Lambda runtime API.
 pub async fn run_scheduled() -> Result<(), lambda_runtime::Error> {
-    telemetry::init();
-    let function = Arc::new(
-        wire()
-            .await
-            .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "cannot start"))?,
-    );
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let function = function.clone();
-        async move {
-            // An empty or null payload is the default window; anything else must be a request.
-            let request: Request = match event.payload {
-                serde_json::Value::Null => Request::default(),
-                v if v.as_object().is_some_and(|o| o.is_empty()) => Request::default(),
-                v => {
-                    serde_json::from_value(v).map_err(|e| format!("the request is not {{from, to}}: {e}"))?
-                }
-            };
-            function
-                .handle(request)
-                .await
-                .map_err(|e| lambda_runtime::Error::from(format!("{e:#}")))
-        }
-    }))
-    .await
+    crate::serve_scheduled(wire()).await
+}
+
+#[async_trait::async_trait]
+impl crate::Scheduled for Function {
+    type Answer = Answer;
+    async fn handle(&self, payload: serde_json::Value) -> anyhow::Result<Answer> {
+        // An empty or null payload is the default window; anything else must be a request.
+        let request: Request = match payload {
+            serde_json::Value::Null => Request::default(),
+            v if v.as_object().is_some_and(|o| o.is_empty()) => Request::default(),
+            v => serde_json::from_value(v).context("the request is not {from, to}")?,
+        };
+        self.reconcile(request).await
+    }
 }
 
 async fn wire() -> anyhow::Result<Function> {

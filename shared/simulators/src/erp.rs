@@ -552,11 +552,32 @@ impl ErpSimulator {
         }
     }
 
-    /// Books a document nobody asked retail-sync for (a manual entry in the ERP), under the next
-    /// document number: for reconciliation tests. Returns its id.
-    pub fn book_by_hand(&self, posting: impl FnOnce(ExternalRef) -> ErpPosting) -> ExternalRef {
+    /// Books a sale nobody asked retail-sync for (a manual entry in the ERP) of `net_minor` for
+    /// `transaction`, under the next document number: for reconciliation tests. Returns its id.
+    pub fn book_by_hand(
+        &self,
+        transaction: TransactionRef,
+        currency: Currency,
+        net_minor: Amount,
+        occurred_at: Timestamp,
+    ) -> ExternalRef {
         let mut state = self.shared.lock();
-        let doc = state.journal.post(posting);
+        let key = format!("manual-entry-{}", state.journal.postings.len() + 1);
+        let doc = state.journal.post(|document_id| ErpPosting {
+            document_id,
+            kind: ErpPostingKind::Sale,
+            idempotency_key: key,
+            transaction,
+            reference: None,
+            store_id: None,
+            currency,
+            net_minor,
+            tax_minor: None,
+            gross_minor: None,
+            redemption_minor: None,
+            line_count: 1,
+            occurred_at,
+        });
         doc.document_id
     }
 

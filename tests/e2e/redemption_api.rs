@@ -115,6 +115,6 @@ async fn a_hold_the_platform_made_before_timing_out_is_found_by_the_retry_not_ma
     .await;
     assert_eq!(
         body(&balance),
-        json!({"member_id": "m-1001", "balance": 2000, "held": 0, "available": 2000})
+        json!({"member_id": "m-1001", "balance": 2000, "held": 0, "available": 2000, "pending": 0})
     );
 }

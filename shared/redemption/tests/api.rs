@@ -126,7 +126,7 @@ async fn a_members_balance_is_read() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(
         json_of(&r),
-        json!({"member_id": "m-1", "balance": 1000, "held": 0, "available": 1000})
+        json!({"member_id": "m-1", "balance": 1000, "held": 0, "available": 1000, "pending": 0})
     );
 }
 

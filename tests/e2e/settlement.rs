@@ -204,3 +204,82 @@ async fn points_wait_for_the_return_window_and_settle_to_the_same_books() {
         );
     }
 }
+
+/// A POS sale paid partly with points (a `points` tender that says how many) gives them back on its
+/// return, in proportion to the net returned — in any order of the sale and the return, each delivered
+/// twice — as an order's redeemed points are; the ERP and the loyalty platform agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_tendered_at_the_till_are_given_back_on_a_return() {
+    let sample = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(workspace().join(format!("events/samples/{name}.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let mut sale = sample("SaleCompleted");
+    sale["detail"]["metadata"]["event_id"] = "evt-tender-sale".into();
+    sale["detail"]["metadata"]["correlation_id"] = "pos-store-042-r-tender-1".into();
+    let data = &mut sale["detail"]["data"];
+    data["receipt_id"] = "r-tender-1".into();
+    data["member_id"] = "m-3001".into();
+    // 14,597 gross: 13,597 by card, 10.00 EUR in 1,000 points.
+    data["tenders"] = serde_json::json!([
+        {"method": "card", "amount_minor": 13597},
+        {"method": "points", "amount_minor": 1000, "points": 1000}
+    ]);
+    let mut ret = sample("ReturnReceived");
+    ret["detail"]["metadata"]["event_id"] = "evt-tender-return".into();
+    ret["detail"]["metadata"]["correlation_id"] = "pos-store-042-r-tender-1".into();
+    ret["detail"]["data"]["return_id"] = "ret-tender-1".into();
+    ret["detail"]["data"]["original"] =
+        serde_json::json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-tender-1"});
+    // Line 2 (4,000 of the 12,998 net) comes back: floor(1,000 × 4,000 / 12,998) = 307 points.
+    ret["detail"]["data"]["lines"] =
+        serde_json::json!([{"line_no": 2, "sku": "SKU-2002", "quantity": 1, "refund_minor": 4000}]);
+    let event = |v: &serde_json::Value| Input::Event {
+        source: v["source"].as_str().unwrap().to_owned(),
+        detail_type: v["detail-type"].as_str().unwrap().to_owned(),
+        detail: v["detail"].clone(),
+    };
+    let given_back = |sims: &Simulators| -> Vec<i64> {
+        sims.loyalty
+            .transactions()
+            .iter()
+            .filter(|t| t.reference.as_deref() == Some("return:ret-tender-1"))
+            .filter(|t| t.kind == retail_sync_simulators::LoyaltyTransactionKind::Recredit)
+            .map(|t| t.points)
+            .collect()
+    };
+    for (label, inputs) in [
+        ("in order", vec![event(&sale), event(&ret)]),
+        (
+            "return first, each twice",
+            vec![event(&ret), event(&sale), event(&ret), event(&sale)],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (system, sims) = system(&dir, ReturnWindows::none());
+        run(&system, &inputs).await;
+        assert_eq!(given_back(&sims), vec![307], "{label}");
+        let saga = system
+            .backend
+            .all_sagas()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id.as_str() == "receipt:store-042:r-tender-1")
+            .unwrap();
+        assert_eq!(saga.ledger.tender_recredited.get(), 307, "{label}");
+        assert_eq!(
+            saga.ledger.returns[0].points_recredited.map(|p| p.get()),
+            Some(307),
+            "{label}"
+        );
+        let window = Window::new(at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")).unwrap();
+        let report = system
+            .reconcile(window, Settings::default(), RepairMode::Off, false)
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "{label}: {:#?}", report.findings);
+    }
+}

@@ -54,6 +54,10 @@ pub enum TenderMethod {
 pub struct Tender {
     pub method: TenderMethod,
     pub amount_minor: Amount,
+    /// A `points` tender: how many points paid `amount_minor`. With it, a return gives back its share of
+    /// them (as an order's redeemed points); without it, they cannot be given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<Points>,
 }
 
 /// A completed point-of-sale transaction.

@@ -24,6 +24,11 @@ pub fn check_sale(sale: &SaleCompleted) -> Result<(), Vec<String>> {
     if sale.member_id.is_none() && sale.tenders.iter().any(|t| t.method == TenderMethod::Points) {
         findings.push("a points tender needs a member_id".into());
     }
+    for (i, t) in sale.tenders.iter().enumerate() {
+        if t.points.is_some() && t.method != TenderMethod::Points {
+            findings.push(format!("tender {}: points on a tender that is not points", i + 1));
+        }
+    }
     if findings.is_empty() {
         Ok(())
     } else {
@@ -129,6 +134,7 @@ mod tests {
                 .map(|(method, a)| Tender {
                     method,
                     amount_minor: Amount::new(a).unwrap(),
+                    points: None,
                 })
                 .collect(),
         }
@@ -164,10 +170,29 @@ mod tests {
         assert!(findings.iter().any(|f| f.contains("tenders")), "{findings:?}");
     }
 
+    #[test]
+    fn only_a_points_tender_says_how_many_points() {
+        let mut s = sale(
+            vec![line(1, 1, 1000, 0, 0, true)],
+            vec![(TenderMethod::Card, 1000)],
+        );
+        s.tenders[0].points = Some(retail_sync_contracts::values::Points::new(100).unwrap());
+        let findings = check_sale(&s).unwrap_err();
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("tender 1: points on a tender that is not points")),
+            "{findings:?}"
+        );
+        s.tenders[0].method = TenderMethod::Points;
+        assert!(check_sale(&s).is_ok());
+    }
+
     fn points(amount: i64) -> Tender {
         Tender {
             method: TenderMethod::Points,
             amount_minor: Amount::new(amount).unwrap(),
+            points: None,
         }
     }
 
@@ -179,6 +204,7 @@ mod tests {
             Tender {
                 method: TenderMethod::Card,
                 amount_minor: Amount::new(6000).unwrap(),
+                points: None,
             },
         ];
         // 1,000 spread by net: 714 on the eligible line, 286 on the other.

@@ -55,6 +55,14 @@ pub struct Ledger {
     /// Accruals the loyalty platform holds pending until their return window ends (see `settlement`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<PendingEntry>,
+    /// A POS sale paid partly with points ([`Basis::points_tendered`]): the tendered points given back so
+    /// far by returns (an order's are counted on its `redemption`).
+    #[serde(default, skip_serializing_if = "no_points")]
+    pub tender_recredited: Points,
+}
+
+fn no_points(p: &Points) -> bool {
+    p.get() == 0
 }
 
 /// An accrual whose points wait for the return window.
@@ -250,6 +258,9 @@ pub struct Basis {
     pub currency: Currency,
     pub lines: Vec<LineBasis>,
     pub net_minor: i64,
+    /// A POS sale's `points` tenders that say how many points they were: given back on returns as an
+    /// order's redeemed points are (see [`Ledger::recredit_due`]).
+    pub points_tendered: Option<Points>,
 }
 
 /// Why a follow-up cannot be applied (yet).
@@ -287,13 +298,20 @@ impl Basis {
             }
             _ => return None,
         };
-        Some(Self::new(
-            is_order,
-            member_id.clone(),
-            currency,
-            lines,
-            points_value,
-        ))
+        let mut basis = Self::new(is_order, member_id.clone(), currency, lines, points_value);
+        if let Event::SaleCompleted(d) = origin {
+            let tendered: Vec<Points> = d
+                .data
+                .tenders
+                .iter()
+                .filter(|t| t.method == TenderMethod::Points)
+                .filter_map(|t| t.points)
+                .collect();
+            if !tendered.is_empty() {
+                basis.points_tendered = Some(tendered.into_iter().fold(Points::ZERO, Points::saturating_add));
+            }
+        }
+        Some(basis)
     }
 
     /// Points do not earn points. The value paid with them is a basket-level tender, spread over *every*
@@ -325,6 +343,7 @@ impl Basis {
             currency,
             net_minor: lines.iter().map(|l| l.net_minor).sum(),
             lines,
+            points_tendered: None,
         }
     }
 
@@ -935,27 +954,36 @@ impl Ledger {
     /// Counts `more` redeemed points as given back, never beyond what was redeemed. With
     /// [`Ledger::uncount_recredited`], the one place that count changes.
     pub fn count_recredited(&mut self, more: Points) {
-        if let Some(r) = self.redemption.as_mut() {
-            r.points_recredited = r.points_recredited.saturating_add(more).min(r.points);
+        match self.redemption.as_mut() {
+            Some(r) => r.points_recredited = r.points_recredited.saturating_add(more).min(r.points),
+            // A POS sale's tendered points (what is due never exceeds them).
+            None => self.tender_recredited = self.tender_recredited.saturating_add(more),
         }
     }
 
     /// Counts `less` redeemed points as given back: what a decision counted but the platform did not
     /// apply, or what a reinstatement takes back.
     pub fn uncount_recredited(&mut self, less: Points) {
-        if let Some(r) = self.redemption.as_mut() {
-            r.points_recredited = r.points_recredited.saturating_sub(less);
+        match self.redemption.as_mut() {
+            Some(r) => r.points_recredited = r.points_recredited.saturating_sub(less),
+            None => self.tender_recredited = self.tender_recredited.saturating_sub(less),
         }
     }
 
-    /// Redeemed points due back once `given_back_net` of the order's net has been cancelled or returned.
+    /// Points paid with points due back once `given_back_net` of the transaction's net has been
+    /// cancelled or returned: an order's redeemed points, or a POS sale's tendered points.
     fn recredit_due(&self, given_back_net: Amount, basis: &Basis) -> Points {
-        self.redemption.as_ref().map_or(Points::ZERO, |r| {
+        let paid = self
+            .redemption
+            .as_ref()
+            .map(|r| (r.points, r.points_recredited))
+            .or_else(|| basis.points_tendered.map(|p| (p, self.tender_recredited)));
+        paid.map_or(Points::ZERO, |(paid, given)| {
             points(due(
-                r.points.get(),
+                paid.get(),
                 given_back_net.get(),
                 basis.net_minor,
-                r.points_recredited.get(),
+                given.get(),
             ))
         })
     }
@@ -1120,6 +1148,33 @@ mod tests {
 
     fn lq(line_no: u32, quantity: u32) -> LineQuantity {
         LineQuantity { line_no, quantity }
+    }
+
+    /// A POS sale paid partly with points that say how many: its returns give the points back as an
+    /// order's returns give back its redeemed points — by cumulative net, exactly the whole at the end;
+    /// a points tender without its points gives nothing back (nothing to give back is known).
+    #[test]
+    fn a_pos_sales_tendered_points_are_given_back_by_its_returns() {
+        let lines = [line(1, 1, 6_000, true), line(2, 1, 4_000, true)];
+        let mut b = basis(&lines, 1_000);
+        b.is_order = false;
+        b.points_tendered = Some(Points::new(1_000).unwrap());
+        let mut ledger = Ledger {
+            points_accrued: Some(Points::new(90).unwrap()),
+            eligible_minor: Some(Amount::new(9_000).unwrap()),
+            ..Default::default()
+        };
+        let (_, first) = give_back(&mut ledger, &b, "r-1", vec![(2, 1)]).unwrap();
+        assert_eq!(first.get(), 400);
+        assert_eq!(ledger.tender_recredited.get(), 400);
+        let (_, second) = give_back(&mut ledger, &b, "r-2", vec![(1, 1)]).unwrap();
+        assert_eq!(second.get(), 600, "the whole 1,000 in the end");
+        assert_eq!(ledger.tender_recredited.get(), 1_000);
+
+        b.points_tendered = None;
+        let mut ledger = Ledger::default();
+        let (_, nothing) = give_back(&mut ledger, &b, "r-1", vec![(2, 1)]).unwrap();
+        assert_eq!(nothing, Points::ZERO);
     }
 
     #[test]

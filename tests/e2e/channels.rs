@@ -148,15 +148,7 @@ async fn every_native_event_twice_in_any_order_gives_the_same_books() {
     let (api, events): (Vec<Input>, Vec<Input>) =
         native_day().into_iter().partition(|i| matches!(i, Input::Api(_)));
     for seed in [3_u64, 11] {
-        let mut twice: Vec<Input> = events.iter().chain(events.iter()).cloned().collect();
-        // A small deterministic shuffle (Fisher–Yates over a linear congruential sequence).
-        let mut state = seed;
-        for i in (1..twice.len()).rev() {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            twice.swap(i, (state >> 33) as usize % (i + 1));
-        }
+        let twice = retail_sync_tests::twice_shuffled(&events, seed);
         let inputs: Vec<Input> = api.iter().cloned().chain(twice).collect();
         let (books, told) = embedded_run(&inputs).await;
         assert_eq!(books, expected, "seed {seed}");

@@ -208,14 +208,7 @@ async fn every_member_event_twice_in_any_order_gives_the_same_truth() {
     let expected = truth(&run(&system, &with_merge()).await, &sims);
     let events = day();
     for seed in [5_u64, 23] {
-        let mut twice: Vec<Input> = events.iter().chain(events.iter()).cloned().collect();
-        let mut state = seed;
-        for i in (1..twice.len()).rev() {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            twice.swap(i, (state >> 33) as usize % (i + 1));
-        }
+        let twice = retail_sync_tests::twice_shuffled(&events, seed);
         let dir = tempfile::tempdir().unwrap();
         let (system, sims) = embedded(&dir);
         let merge_twice: Vec<Input> = merge().into_iter().chain(merge()).collect();

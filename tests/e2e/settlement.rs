@@ -63,14 +63,7 @@ fn holdings(sims: &Simulators) -> BTreeMap<String, (i64, i64)> {
 fn shuffled_twice(seed: u64) -> Vec<Input> {
     let (api, events): (Vec<Input>, Vec<Input>) =
         days().into_iter().partition(|i| matches!(i, Input::Api(_)));
-    let mut twice: Vec<Input> = events.iter().chain(events.iter()).cloned().collect();
-    let mut state = seed;
-    for i in (1..twice.len()).rev() {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        twice.swap(i, (state >> 33) as usize % (i + 1));
-    }
+    let twice = retail_sync_tests::twice_shuffled(&events, seed);
     api.into_iter().chain(twice).collect()
 }
 

@@ -492,102 +492,158 @@ pub fn reconcile(
         .filter(|s| window.contains(s.occurred_at.unwrap_or(s.created_at)))
         .map(Expected::of)
         .collect();
-    // Every transaction retail-sync knows, in or out of the window: a document of last week's sale is
-    // not an orphan.
-    let known: BTreeSet<SagaId> = sagas
-        .iter()
-        .filter(|s| s.member.is_none())
-        .map(|s| s.id.clone())
-        .collect();
-    let mut docs_of: BTreeMap<SagaId, Vec<&BookedDocument>> = BTreeMap::new();
-    let mut findings = Vec::new();
-    let mut rows: BTreeMap<TotalsKey, Totals> = BTreeMap::new();
-    for d in documents {
-        let id = SagaId::of(&d.transaction);
-        if known.contains(&id) {
-            docs_of.entry(id).or_default().push(d);
-        } else if window.contains(d.occurred_at) {
-            let row = rows
-                .entry(orphan_key(d.occurred_at, Some(&d.transaction), Some(d.currency)))
-                .or_default();
-            row.erp_net_minor += signed(d);
-            row.differences += 1;
-            findings.push(orphan(
-                "erp",
-                d.document_id.as_str(),
-                Some(&id),
-                signed(d),
-                format!(
-                    "ERP {} document {} for {id}, which retail-sync never saw",
-                    kind_name(d.kind),
-                    d.document_id
-                ),
-            ));
-        }
-    }
-    let mut moves_of: BTreeMap<SagaId, Vec<&BookedPoints>> = BTreeMap::new();
-    for m in movements.iter().filter(|m| m.kind != PointsKind::Merge) {
-        let id = m.transaction.as_ref().map(SagaId::of);
-        match id {
-            Some(id) if known.contains(&id) => moves_of.entry(id).or_default().push(m),
-            _ if window.contains(m.occurred_at) => {
-                let row = rows
-                    .entry(orphan_key(m.occurred_at, m.transaction.as_ref(), None))
-                    .or_default();
-                count_points(row, m);
-                row.differences += 1;
-                findings.push(orphan(
-                    "loyalty",
-                    m.loyalty_transaction_id.as_str(),
-                    id.as_ref(),
-                    m.points,
-                    format!(
-                        "loyalty {} {} of {} points for {}, which retail-sync never made",
-                        points_name(m.kind),
-                        m.loyalty_transaction_id,
-                        m.points,
-                        id.as_ref()
-                            .map_or_else(|| "no transaction".to_owned(), ToString::to_string)
-                    ),
-                ));
-            }
-            _ => {}
-        }
-    }
-
+    let mut books = Books::sort(window, sagas, documents, movements);
     for e in &in_window {
-        let docs = docs_of.remove(&e.saga.id).unwrap_or_default();
-        let moves = moves_of.remove(&e.saga.id).unwrap_or_default();
-        let before = findings.len();
-        check_loyalty(e, &moves, &mut findings);
-        check_erp(e, &docs, &moves, &mut findings);
-        if let Some(what) = e.unfinished {
-            let deadline = e.saga.updated_at + settings.stuck_after;
-            if now > deadline {
-                let mut f = e.finding(
-                    Difference::StuckSaga,
-                    "",
-                    "retail-sync",
-                    format!(
-                        "running since {} with {what} unfinished; its deadline was {deadline}",
-                        e.saga.updated_at
-                    ),
-                );
-                f.reference = e.saga.steps.last().map(|s| s.step.clone());
-                findings.push(f);
-            }
-        }
-        let key = e.key();
-        let row = rows.entry(key.clone()).or_default();
+        let docs = books.docs_of.remove(&e.saga.id).unwrap_or_default();
+        let moves = books.moves_of.remove(&e.saga.id).unwrap_or_default();
+        let before = books.findings.len();
+        check_accruals(e, &moves, &mut books.findings);
+        check_adjustments(e, &moves, &mut books.findings);
+        check_redeemed(e, &moves, &mut books.findings);
+        check_erp(e, &docs, &moves, &mut books.findings);
+        books.findings.extend(check_stuck(e, settings, now));
+        let row = books.rows.entry(e.key()).or_default();
         for m in &moves {
             count_points(row, m);
         }
         row.erp_net_minor += docs.iter().map(|d| signed(d)).sum::<i64>();
-        row.differences += findings.len() - before;
+        row.differences += books.findings.len() - before;
     }
+    let (totals, total) = finish_totals(books.rows, settings);
+    let mut findings = books.findings;
+    findings
+        .sort_by(|a, b| (a.difference, &a.transaction, &a.id).cmp(&(b.difference, &b.transaction, &b.id)));
+    findings.dedup_by(|a, b| a.id == b.id);
+    Reconciliation {
+        report_version: RECONCILIATION_VERSION,
+        window,
+        generated_at: now,
+        compared: Compared {
+            sagas: in_window.len(),
+            erp_documents: documents.len(),
+            loyalty_movements: movements.len(),
+        },
+        totals,
+        total,
+        differences: count_differences(&findings),
+        findings,
+        repairs: Vec::new(),
+    }
+}
 
+/// Both systems' books sorted by the transaction they belong to, for the transactions retail-sync
+/// knows; what it does not know (in the window) is already a finding with its row.
+struct Books<'a> {
+    docs_of: BTreeMap<SagaId, Vec<&'a BookedDocument>>,
+    moves_of: BTreeMap<SagaId, Vec<&'a BookedPoints>>,
+    rows: BTreeMap<TotalsKey, Totals>,
+    findings: Vec<Finding>,
+}
+
+impl<'a> Books<'a> {
+    fn sort(
+        window: Window,
+        sagas: &[Saga],
+        documents: &'a [BookedDocument],
+        movements: &'a [BookedPoints],
+    ) -> Self {
+        // Every transaction retail-sync knows, in or out of the window: a document of last week's sale
+        // is not an orphan.
+        let known: BTreeSet<SagaId> = sagas
+            .iter()
+            .filter(|s| s.member.is_none())
+            .map(|s| s.id.clone())
+            .collect();
+        let mut books = Self {
+            docs_of: BTreeMap::new(),
+            moves_of: BTreeMap::new(),
+            rows: BTreeMap::new(),
+            findings: Vec::new(),
+        };
+        for d in documents {
+            let id = SagaId::of(&d.transaction);
+            if known.contains(&id) {
+                books.docs_of.entry(id).or_default().push(d);
+            } else if window.contains(d.occurred_at) {
+                let row = books
+                    .rows
+                    .entry(orphan_key(d.occurred_at, Some(&d.transaction), Some(d.currency)))
+                    .or_default();
+                row.erp_net_minor += signed(d);
+                row.differences += 1;
+                books.findings.push(orphan(
+                    "erp",
+                    d.document_id.as_str(),
+                    Some(&id),
+                    signed(d),
+                    format!(
+                        "ERP {} document {} for {id}, which retail-sync never saw",
+                        kind_name(d.kind),
+                        d.document_id
+                    ),
+                ));
+            }
+        }
+        for m in movements.iter().filter(|m| m.kind != PointsKind::Merge) {
+            let id = m.transaction.as_ref().map(SagaId::of);
+            match id {
+                Some(id) if known.contains(&id) => books.moves_of.entry(id).or_default().push(m),
+                _ if window.contains(m.occurred_at) => {
+                    let row = books
+                        .rows
+                        .entry(orphan_key(m.occurred_at, m.transaction.as_ref(), None))
+                        .or_default();
+                    count_points(row, m);
+                    row.differences += 1;
+                    books.findings.push(orphan(
+                        "loyalty",
+                        m.loyalty_transaction_id.as_str(),
+                        id.as_ref(),
+                        m.points,
+                        format!(
+                            "loyalty {} {} of {} points for {}, which retail-sync never made",
+                            points_name(m.kind),
+                            m.loyalty_transaction_id,
+                            m.points,
+                            id.as_ref()
+                                .map_or_else(|| "no transaction".to_owned(), ToString::to_string)
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        books
+    }
+}
+
+/// A running saga with an unfinished effect and no change since before `now − stuck_after`.
+fn check_stuck(e: &Expected, settings: Settings, now: Timestamp) -> Option<Finding> {
+    let what = e.unfinished?;
+    let deadline = e.saga.updated_at + settings.stuck_after;
+    if now <= deadline {
+        return None;
+    }
+    let mut f = e.finding(
+        Difference::StuckSaga,
+        "",
+        "retail-sync",
+        format!(
+            "running since {} with {what} unfinished; its deadline was {deadline}",
+            e.saga.updated_at
+        ),
+    );
+    f.reference = e.saga.steps.last().map(|s| s.step.clone());
+    Some(f)
+}
+
+/// The rows with their outstanding points and liability, and the totals per currency.
+fn finish_totals(
+    rows: BTreeMap<TotalsKey, Totals>,
+    settings: Settings,
+) -> (Vec<TotalsRow>, BTreeMap<String, Totals>) {
     let mut total: BTreeMap<String, Totals> = BTreeMap::new();
-    let totals: Vec<TotalsRow> = rows
+    let rows = rows
         .into_iter()
         .map(|(key, mut totals)| {
             totals.outstanding_points =
@@ -602,31 +658,19 @@ pub fn reconcile(
             TotalsRow { key, totals }
         })
         .collect();
-    findings
-        .sort_by(|a, b| (a.difference, &a.transaction, &a.id).cmp(&(b.difference, &b.transaction, &b.id)));
-    findings.dedup_by(|a, b| a.id == b.id);
+    (rows, total)
+}
+
+/// How many findings of each kind, every kind listed.
+fn count_differences(findings: &[Finding]) -> BTreeMap<String, usize> {
     let mut differences: BTreeMap<String, usize> = Difference::ALL
         .iter()
         .map(|d| (d.as_str().to_owned(), 0))
         .collect();
-    for f in &findings {
+    for f in findings {
         *differences.entry(f.difference.as_str().to_owned()).or_default() += 1;
     }
-    Reconciliation {
-        report_version: RECONCILIATION_VERSION,
-        window,
-        generated_at: now,
-        compared: Compared {
-            sagas: in_window.len(),
-            erp_documents: documents.len(),
-            loyalty_movements: movements.len(),
-        },
-        totals,
-        total,
-        differences,
-        findings,
-        repairs: Vec::new(),
-    }
+    differences
 }
 
 fn kind_name(k: DocumentKind) -> &'static str {
@@ -683,7 +727,8 @@ fn orphan(
     }
 }
 
-fn check_loyalty(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Finding>) {
+/// The saga's accruals against the ledger's: each found with its points, none made twice.
+fn check_accruals(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Finding>) {
     let accruals: Vec<&&BookedPoints> = moves.iter().filter(|m| m.kind == PointsKind::Accrual).collect();
     for (id, points) in &e.accruals {
         match accruals.iter().find(|m| &m.loyalty_transaction_id == id) {
@@ -746,8 +791,11 @@ fn check_loyalty(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Findi
         f.found = Some(m.points);
         findings.push(f);
     }
-    // Adjustments by reference: what the platform took may be less than asked (the member had spent
-    // the points), and the saga keeps what was applied.
+}
+
+/// Reversals and re-credits by reference: what the platform took may be less than asked (the member had
+/// spent the points), and the saga keeps what was applied.
+fn check_adjustments(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Finding>) {
     let mut booked: BTreeMap<(PointsKind, String), (i64, i64)> = BTreeMap::new();
     for m in moves
         .iter()
@@ -794,6 +842,10 @@ fn check_loyalty(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Findi
             Some(_) => {}
         }
     }
+}
+
+/// The points the order redeemed against the ledger's redemptions.
+fn check_redeemed(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Finding>) {
     if let Some((points, _)) = e.redemption {
         let booked: i64 = moves
             .iter()
@@ -1101,15 +1153,7 @@ pub async fn run(
     }
     if !repaired.is_empty() {
         report.findings.retain(|f| !repaired.contains(&f.id));
-        for (_, n) in report.differences.iter_mut() {
-            *n = 0;
-        }
-        for f in &report.findings {
-            *report
-                .differences
-                .entry(f.difference.as_str().to_owned())
-                .or_default() += 1;
-        }
+        report.differences = count_differences(&report.findings);
     }
     for f in &report.findings {
         sources.metrics.add(

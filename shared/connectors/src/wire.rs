@@ -45,20 +45,7 @@ pub fn percent(value: &str) -> String {
 
 /// An amount in minor units as a decimal string (OData's `Edm.Decimal`, Salesforce's currency fields).
 pub fn decimal(amount: i64, currency: Currency) -> String {
-    let exponent = currency.minor_exponent();
-    if exponent == 0 {
-        return amount.to_string();
-    }
-    let per = currency.minor_per_major();
-    let sign = if amount < 0 { "-" } else { "" };
-    let abs = amount.unsigned_abs();
-    let per = per.unsigned_abs();
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / per,
-        abs % per,
-        width = exponent as usize
-    )
+    currency.decimal(amount)
 }
 
 /// `Edm.DateTime` as OData v2 JSON writes it: `/Date(<ms since the epoch>)/`.

@@ -215,6 +215,19 @@ impl Currency {
         10_i64.pow(self.minor_exponent())
     }
 
+    /// `minor` units of this currency as a decimal string with the currency's places (`"1234.50"`,
+    /// `"-0.05"`, JPY `"1500"`): the inverse of [`Currency::minor_units`].
+    pub fn decimal(&self, minor: i64) -> String {
+        let places = self.minor_exponent() as usize;
+        if places == 0 {
+            return minor.to_string();
+        }
+        let per = self.minor_per_major().unsigned_abs();
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        format!("{sign}{}.{:0places$}", abs / per, abs % per)
+    }
+
     /// A decimal string (`"129.90"`, `"-5"`) in minor units of this currency; `None` when it is not a
     /// plain decimal, has more places than the currency, or does not fit.
     pub fn minor_units(&self, text: &str) -> Option<i64> {
@@ -290,6 +303,10 @@ macro_rules! nonneg_type {
             }
             pub fn get(self) -> i64 {
                 self.0
+            }
+            /// Zero (serde's `skip_serializing_if` for a count that is usually none).
+            pub fn is_zero(&self) -> bool {
+                self.0 == 0
             }
             /// `None` when the sum leaves the range.
             pub fn checked_add(self, other: Self) -> Option<Self> {

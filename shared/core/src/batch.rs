@@ -293,7 +293,7 @@ fn identified(mut rejection: Rejection, body: &str) -> Rejection {
 }
 
 /// Cuts at a char boundary at or below `max` bytes.
-fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use retail_sync_contracts::events::TransactionRef;
 use retail_sync_contracts::values::*;
 
+use crate::batch::cut;
 use crate::error::Error;
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Basis, ReturnStatus};
@@ -416,13 +417,9 @@ impl<'a> Expected<'a> {
     }
 
     fn key(&self) -> TotalsKey {
-        let day = |t: Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
         TotalsKey {
-            day: day(self.saga.occurred_at.unwrap_or(self.saga.created_at)),
-            store: match self.saga.id.transaction() {
-                Some(TransactionRef::Receipt { store_id, .. }) => store_id.to_string(),
-                _ => "-".to_owned(),
-            },
+            day: utc_day(business_time(self.saga)),
+            store: store_of(self.saga.id.transaction().as_ref()),
             channel: self
                 .saga
                 .channel
@@ -461,15 +458,30 @@ fn signed(d: &BookedDocument) -> i64 {
     }
 }
 
+/// `YYYY-MM-DD` of `t` in UTC: the day a row counts on.
+fn utc_day(t: Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string()
+}
+
+/// A receipt's store; `-` for an order or nothing.
+fn store_of(transaction: Option<&TransactionRef>) -> String {
+    match transaction {
+        Some(TransactionRef::Receipt { store_id, .. }) => store_id.to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// When a saga's transaction happened in its channel (its creation, for a saga stored without it).
+fn business_time(saga: &Saga) -> Timestamp {
+    saga.occurred_at.unwrap_or(saga.created_at)
+}
+
 /// The row of something no saga knows: its own day, its receipt's store when it names one, its currency
 /// when it has one.
 fn orphan_key(t: Timestamp, transaction: Option<&TransactionRef>, currency: Option<Currency>) -> TotalsKey {
     TotalsKey {
-        day: t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string(),
-        store: match transaction {
-            Some(TransactionRef::Receipt { store_id, .. }) => store_id.to_string(),
-            _ => "-".to_owned(),
-        },
+        day: utc_day(t),
+        store: store_of(transaction),
         channel: "-".to_owned(),
         currency: currency.map_or_else(|| "-".to_owned(), |c| c.as_str().to_owned()),
     }
@@ -489,7 +501,7 @@ pub fn reconcile(
     let in_window: Vec<Expected> = sagas
         .iter()
         .filter(|s| s.member.is_none())
-        .filter(|s| window.contains(s.occurred_at.unwrap_or(s.created_at)))
+        .filter(|s| window.contains(business_time(s)))
         .map(Expected::of)
         .collect();
     let mut books = Books::sort(window, sagas, documents, movements);
@@ -967,7 +979,7 @@ fn accrual_repair(e: &Expected, lost: &ExternalRef) -> Option<Repair> {
             transaction,
             currency: basis.currency,
             eligible_minor,
-            occurred_at: e.saga.occurred_at.unwrap_or(e.saga.created_at),
+            occurred_at: business_time(e.saga),
             // A lost accrual that was still pending is made again pending, until the same instant.
             pending_until: l
                 .pending
@@ -999,7 +1011,7 @@ fn adjustment_repair(
             transaction: e.saga.id.transaction()?,
             reference: reference.to_owned(),
             points: Points::new(points).ok()?,
-            occurred_at: e.saga.occurred_at.unwrap_or(e.saga.created_at),
+            occurred_at: business_time(e.saga),
         },
     })
 }
@@ -1224,29 +1236,11 @@ pub fn mismatch_event(f: &Finding, window: Window, now: Timestamp) -> crate::por
     }
 }
 
-/// `s` cut to at most `max` bytes, on a character boundary.
-fn cut(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
 // The report as a table.
 
 /// `minor` in the currency's major units (`1234.50`); as it is where the currency is unknown.
 fn money(minor: i64, currency: &str) -> String {
-    match Currency::parse(currency) {
-        Ok(c) if c.minor_exponent() > 0 => {
-            let digits = c.minor_exponent() as usize;
-            let per = c.minor_per_major().unsigned_abs();
-            let sign = if minor < 0 { "-" } else { "" };
-            let abs = minor.unsigned_abs();
-            format!("{sign}{}.{:0digits$}", abs / per, abs % per)
-        }
-        _ => minor.to_string(),
-    }
+    Currency::parse(currency).map_or_else(|_| minor.to_string(), |c| c.decimal(minor))
 }
 
 fn row(out: &mut String, day: &str, store: &str, channel: &str, currency: &str, t: &Totals) {

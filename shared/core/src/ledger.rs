@@ -57,12 +57,8 @@ pub struct Ledger {
     pub pending: Vec<PendingEntry>,
     /// A POS sale paid partly with points ([`Basis::points_tendered`]): the tendered points given back so
     /// far by returns (an order's are counted on its `redemption`).
-    #[serde(default, skip_serializing_if = "no_points")]
+    #[serde(default, skip_serializing_if = "Points::is_zero")]
     pub tender_recredited: Points,
-}
-
-fn no_points(p: &Points) -> bool {
-    p.get() == 0
 }
 
 /// An accrual whose points wait for the return window.

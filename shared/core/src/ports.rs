@@ -340,10 +340,6 @@ pub struct Accrual {
     pub pending: bool,
 }
 
-fn no_points(p: &Points) -> bool {
-    p.get() == 0
-}
-
 /// Pending points made spendable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Confirmation {
@@ -460,7 +456,7 @@ pub struct Adjustment {
     pub balance: Points,
     /// Of a reversal: the points taken from the transaction's pending accruals (a return inside the return
     /// window cancels pending points before it reverses spendable ones); the rest came off the balance.
-    #[serde(default, skip_serializing_if = "no_points")]
+    #[serde(default, skip_serializing_if = "Points::is_zero")]
     pub pending_cancelled: Points,
 }
 

@@ -314,7 +314,7 @@ pub struct LoyaltyMemberView {
     pub balance: Points,
     pub held: Points,
     /// Earned points waiting for their sale's return window to end: apart from `balance`.
-    #[serde(default, skip_serializing_if = "no_points")]
+    #[serde(default, skip_serializing_if = "Points::is_zero")]
     pub pending: Points,
     /// The last member snapshot synced to the member, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -446,10 +446,6 @@ impl Default for LoyaltyState {
 
 fn points(n: i64) -> Points {
     Points::new(n).expect("the rules keep balances and holds within 0..=MAX_SAFE_INTEGER")
-}
-
-fn no_points(p: &Points) -> bool {
-    p.get() == 0
 }
 
 fn balance_limit(member: &MemberId) -> SimError {

@@ -486,6 +486,16 @@ pub async fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The local state's system, with the reference simulators where `local run` left them: what an
+/// operator command that calls the systems works on locally.
+fn local_system(
+    target: &TargetArgs,
+) -> anyhow::Result<retail_sync_cli::local::LocalSystem<retail_sync_embedded::Embedded>> {
+    target::require_state(&target.state)?;
+    let options = LocalOptions::new(target.template.clone(), target.state.clone());
+    open_embedded(&options, Simulators::with_sample_members())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     from: Option<Timestamp>,
@@ -507,20 +517,14 @@ pub async fn reconcile(
     }
     let result = match target.backend {
         BackendKind::Embedded => {
-            if !target.state.exists() {
-                bail!(
-                    "no local state at {} (run `retail-sync local run` first, or pass --state)",
-                    target.state.display()
-                );
-            }
             if Kinds::from_env()? != Kinds::default() {
                 bail!(
                     "a local reconciliation reads the reference systems' books through their system APIs; unset ERP_KIND and LOYALTY_KIND"
                 );
             }
-            let options = LocalOptions::new(target.template.clone(), target.state.clone());
-            let system = open_embedded(&options, Simulators::with_sample_members())?;
-            system.reconcile(window, settings, mode, announce).await?
+            local_system(target)?
+                .reconcile(window, settings, mode, announce)
+                .await?
         }
         BackendKind::Aws => {
             // The systems as the deployment's functions reach them: the connectors' settings and
@@ -567,17 +571,7 @@ pub async fn points_confirm(
 ) -> anyhow::Result<ExitCode> {
     let now = now.unwrap_or_else(Timestamp::now);
     let done = match target.backend {
-        BackendKind::Embedded => {
-            if !target.state.exists() {
-                bail!(
-                    "no local state at {} (run `retail-sync local run` first, or pass --state)",
-                    target.state.display()
-                );
-            }
-            let options = LocalOptions::new(target.template.clone(), target.state.clone());
-            let system = open_embedded(&options, Simulators::with_sample_members())?;
-            system.confirm_points(now).await?
-        }
+        BackendKind::Embedded => local_system(target)?.confirm_points(now).await?,
         BackendKind::Aws => {
             let t = target::open(target).await?;
             let sdk = target::sdk(target).await;

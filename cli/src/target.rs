@@ -53,16 +53,22 @@ pub struct Opened {
     pub topology: Topology,
 }
 
+/// Refuses a local state that does not exist (an operator command never creates one).
+pub fn require_state(state: &std::path::Path) -> anyhow::Result<()> {
+    if !state.exists() {
+        bail!(
+            "no local state at {} (run `retail-sync local run` first, or pass --state)",
+            state.display()
+        );
+    }
+    Ok(())
+}
+
 pub async fn open(args: &TargetArgs) -> anyhow::Result<Opened> {
     let topology = Topology::load(&args.template)?;
     let backend: Arc<dyn Backend> = match args.backend {
         BackendKind::Embedded => {
-            if !args.state.exists() {
-                bail!(
-                    "no local state at {} (run `retail-sync local run` first, or pass --state)",
-                    args.state.display()
-                );
-            }
+            require_state(&args.state)?;
             Arc::new(Embedded::open(
                 &args.state,
                 topology.clone(),

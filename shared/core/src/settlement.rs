@@ -147,9 +147,10 @@ async fn confirm_one(
 ) -> Result<i64, Error> {
     let key = IdempotencyKey::for_step(&format!("{}:{CONFIRM_POINTS}", saga.id), accrual.as_str());
     let c = loyalty.confirm_accrual(accrual, &key).await?;
-    let current = saga::load_existing(store, &saga.id).await?;
     let confirmed = c.points_confirmed;
-    saga::update_from(store, current, None, |s| {
+    // From the saga as scanned: a write over a stale copy (an earlier confirmation of the same saga in
+    // this run, a step meanwhile) conflicts and is applied again over a fresh read.
+    saga::update_from(store, saga.clone(), None, |s| {
         let entry = s
             .ledger
             .pending

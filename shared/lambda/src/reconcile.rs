@@ -34,7 +34,7 @@ impl Systems {
             loyalty_books: retail_sync_connectors::loyalty_books_from_env(secrets::auth_from_env(
                 "LOYALTY", secrets,
             )?)?,
-            loyalty: retail_sync_connectors::loyalty_from_env(secrets::auth_from_env("LOYALTY", secrets)?)?,
+            loyalty: crate::confirm::loyalty_from_env(secrets)?,
         })
     }
 }

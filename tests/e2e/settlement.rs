@@ -276,3 +276,141 @@ async fn points_tendered_at_the_till_are_given_back_on_a_return() {
         assert!(report.is_clean(), "{label}: {:#?}", report.findings);
     }
 }
+
+/// Refunds the payment side settled (`RefundSettled`) decide the points given back for their returns: a
+/// POS sale of 12,998 net paid 1,000 points has three returns — line 2 (4,000) refunded with 100 points
+/// and the rest by card, line 3 (the gift card, 5,000) refunded by card only, line 1 (3,998) with no
+/// settlement — so 100 + floor(1,000 × 3,998 / 12,998) = 407 points come back in all. The same in order
+/// and shuffled with every event twice (a refund before its return, or before the sale, waits or is
+/// taken as it comes); a refund claiming more points than the sale was paid with is refused and kept in
+/// quarantine; the books reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_refunds_decide_the_points_given_back_in_any_order() {
+    use serde_json::{Value, json};
+    let sample = |name: &str| -> Value {
+        serde_json::from_slice(
+            &std::fs::read(workspace().join(format!("events/samples/{name}.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let original = json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-refund-1"});
+    let mut sale = sample("SaleCompleted");
+    sale["detail"]["metadata"]["event_id"] = "evt-refund-sale".into();
+    sale["detail"]["metadata"]["correlation_id"] = "pos-store-042-r-refund-1".into();
+    sale["detail"]["data"]["receipt_id"] = "r-refund-1".into();
+    sale["detail"]["data"]["member_id"] = "m-3001".into();
+    sale["detail"]["data"]["tenders"] = json!([
+        {"method": "card", "amount_minor": 13597},
+        {"method": "points", "amount_minor": 1000, "points": 1000}
+    ]);
+    let ret = |id: &str, line: Value| {
+        let mut r = sample("ReturnReceived");
+        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
+        r["detail"]["data"]["return_id"] = id.into();
+        r["detail"]["data"]["original"] = original.clone();
+        r["detail"]["data"]["lines"] = json!([line]);
+        r
+    };
+    let refund = |id: &str, return_id: &str, tenders: Value| {
+        let mut r = sample("RefundSettled");
+        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
+        r["detail"]["data"]["refund_id"] = id.into();
+        r["detail"]["data"]["return_id"] = return_id.into();
+        r["detail"]["data"]["original"] = original.clone();
+        r["detail"]["data"]["tenders"] = tenders;
+        r
+    };
+    let event = |v: &Value| Input::Event {
+        source: v["source"].as_str().unwrap().to_owned(),
+        detail_type: v["detail-type"].as_str().unwrap().to_owned(),
+        detail: v["detail"].clone(),
+    };
+    let facts: Vec<Input> = [
+        sale,
+        ret("ret-a", json!({"line_no": 2, "sku": "SKU-2002", "quantity": 1, "refund_minor": 4000})),
+        ret("ret-b", json!({"line_no": 1, "sku": "SKU-1001", "quantity": 2, "refund_minor": 3998})),
+        ret("ret-c", json!({"line_no": 3, "sku": "GIFT-CARD-50", "quantity": 1, "refund_minor": 5000})),
+        refund(
+            "rfd-a",
+            "ret-a",
+            json!([{"method": "card", "amount_minor": 3900}, {"method": "points", "amount_minor": 100, "points": 100}]),
+        ),
+        refund("rfd-c", "ret-c", json!([{"method": "card", "amount_minor": 5000}])),
+        refund(
+            "rfd-x",
+            "ret-b",
+            json!([{"method": "points", "amount_minor": 5000, "points": 5000}]),
+        ),
+    ]
+    .iter()
+    .map(event)
+    .collect();
+    let mut runs = vec![("in order".to_owned(), facts.clone())];
+    for seed in [3, 11, 29, 47] {
+        runs.push((
+            format!("seed {seed}, twice"),
+            retail_sync_tests::twice_shuffled(&facts, seed),
+        ));
+    }
+    let mut balances = Vec::new();
+    for (label, inputs) in runs {
+        let dir = tempfile::tempdir().unwrap();
+        let (system, sims) = system(&dir, ReturnWindows::none());
+        run(&system, &inputs).await;
+        let saga = system
+            .backend
+            .all_sagas()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id.as_str() == "receipt:store-042:r-refund-1")
+            .unwrap();
+        assert_eq!(saga.ledger.tender_recredited.get(), 407, "{label}");
+        assert_eq!(saga.ledger.refunds.len(), 2, "{label}: rfd-x is refused");
+        // On the platform: every re-credit less every take-back for the sale's returns and refunds.
+        let moved: i64 = sims
+            .loyalty
+            .transactions()
+            .iter()
+            .filter(|t| {
+                t.reference
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("refund:") || r.starts_with("return:"))
+            })
+            .map(|t| match t.kind {
+                retail_sync_simulators::LoyaltyTransactionKind::Recredit => t.points,
+                retail_sync_simulators::LoyaltyTransactionKind::Reversal
+                    if t.reference.as_deref().is_some_and(|r| r.starts_with("refund:")) =>
+                {
+                    -t.points.abs()
+                }
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(moved, 407, "{label}");
+        let quarantined = retail_sync_core::ports::QuarantineStore::list(&*system.backend, usize::MAX)
+            .await
+            .unwrap();
+        let refused: Vec<_> = quarantined
+            .iter()
+            .filter(|q| q.rejection.message.contains("refund rfd-x"))
+            .collect();
+        assert!(!refused.is_empty(), "{label}: {quarantined:#?}");
+        assert!(
+            refused
+                .iter()
+                .all(|q| q.rejection.reason.as_str() == "business_rule_violation"
+                    && q.rejection.message.contains("more than the 1000")),
+            "{label}: {refused:#?}"
+        );
+        let window = Window::new(at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")).unwrap();
+        let report = system
+            .reconcile(window, Settings::default(), RepairMode::Off, false)
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "{label}: {:#?}", report.findings);
+        balances.push((label, holdings(&sims).get("m-3001").copied()));
+    }
+    let first = balances[0].1;
+    assert!(balances.iter().all(|(_, b)| *b == first), "{balances:?}");
+}

@@ -91,6 +91,7 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
         &[
             EventType::SaleCompleted,
             EventType::ReturnReceived,
+            EventType::RefundSettled,
             EventType::CustomerUpdated,
             EventType::MemberEnrolled,
         ],
@@ -102,6 +103,7 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
             EventType::OrderShipped,
             EventType::OrderCancelled,
             EventType::ReturnReceived,
+            EventType::RefundSettled,
             EventType::CustomerUpdated,
             EventType::MemberEnrolled,
         ],
@@ -112,6 +114,7 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
             EventType::OrderPlaced,
             EventType::OrderCancelled,
             EventType::ReturnReceived,
+            EventType::RefundSettled,
             EventType::CustomerUpdated,
             EventType::MemberEnrolled,
         ],
@@ -123,6 +126,7 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
             EventType::OrderShipped,
             EventType::OrderCancelled,
             EventType::ReturnReceived,
+            EventType::RefundSettled,
         ],
     ),
     (
@@ -131,6 +135,7 @@ pub const SOURCE_POLICY: &[(Channel, &[EventType])] = &[
             EventType::OrderShipped,
             EventType::OrderCancelled,
             EventType::ReturnReceived,
+            EventType::RefundSettled,
         ],
     ),
     (

@@ -213,6 +213,22 @@ pub struct ReturnReceived {
     pub lines: Vec<ReturnLine>,
 }
 
+/// A refund for a return was paid out: the payment side's word on how. Its `points` tenders (each with
+/// its `points`) are the redeemed or tendered points given back for the return, instead of the share the
+/// return's value would give back (README, "Refunds paid with points"); a refund with no `points` tender
+/// gives no points back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundSettled {
+    pub refund_id: RefundId,
+    pub return_id: ReturnId,
+    pub original: TransactionRef,
+    pub currency: Currency,
+    #[schemars(length(min = 1, max = 20))]
+    #[serde(deserialize_with = "bounded_vec::<_, _, 1, 20>")]
+    pub tenders: Vec<Tender>,
+}
+
 /// Customer master data changed in a system (the CRM, a shop's account page, the POS). Only the
 /// attributes present are changed; which source may change which attribute is the member ownership table
 /// (README, "Customers, tiers and consent").

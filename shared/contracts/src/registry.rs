@@ -109,6 +109,7 @@ event_types! {
     OrderShipped => Inbound,
     OrderCancelled => Inbound,
     ReturnReceived => Inbound,
+    RefundSettled => Inbound,
     CustomerUpdated => Inbound,
     TierChanged => Inbound,
     MemberEnrolled => Inbound,

@@ -105,6 +105,10 @@ id_type!(
     ReturnId
 );
 id_type!(
+    /// A refund paid out for a return, as the payment side names it; unique per original transaction.
+    RefundId
+);
+id_type!(
     /// A cancellation of (lines of) an order, unique within its order.
     CancellationId
 );

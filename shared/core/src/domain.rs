@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use retail_sync_contracts::values::Amount;
-use retail_sync_contracts::{LineItem, SaleCompleted, Tender, TenderMethod, Totals};
+use retail_sync_contracts::values::{Amount, Points};
+use retail_sync_contracts::{LineItem, RefundSettled, SaleCompleted, Tender, TenderMethod, Totals};
 
 /// Checks that lines, totals and tenders add up. Returns every finding, not just the first, so the
 /// sender can fix the feed in one go.
@@ -24,9 +24,24 @@ pub fn check_sale(sale: &SaleCompleted) -> Result<(), Vec<String>> {
     if sale.member_id.is_none() && sale.tenders.iter().any(|t| t.method == TenderMethod::Points) {
         findings.push("a points tender needs a member_id".into());
     }
-    for (i, t) in sale.tenders.iter().enumerate() {
-        if t.points.is_some() && t.method != TenderMethod::Points {
-            findings.push(format!("tender {}: points on a tender that is not points", i + 1));
+    findings.extend(points_on_other_tenders(&sale.tenders));
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(findings)
+    }
+}
+
+/// A refund's settlement: its `points` tenders say how many points they paid (they are what is given
+/// back), and no other tender carries points.
+pub fn check_refund(refund: &RefundSettled) -> Result<(), Vec<String>> {
+    let mut findings = points_on_other_tenders(&refund.tenders);
+    for (i, t) in refund.tenders.iter().enumerate() {
+        if t.method == TenderMethod::Points && t.points.is_none() {
+            findings.push(format!(
+                "tender {}: a points tender of a refund needs `points` (how many are given back)",
+                i + 1
+            ));
         }
     }
     if findings.is_empty() {
@@ -34,6 +49,26 @@ pub fn check_sale(sale: &SaleCompleted) -> Result<(), Vec<String>> {
     } else {
         Err(findings)
     }
+}
+
+fn points_on_other_tenders(tenders: &[Tender]) -> Vec<String> {
+    tenders
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.points.is_some() && t.method != TenderMethod::Points)
+        .map(|(i, _)| format!("tender {}: points on a tender that is not points", i + 1))
+        .collect()
+}
+
+/// The points a refund's `points` tenders paid.
+pub fn refund_points(refund: &RefundSettled) -> Points {
+    Points::saturating_sum(
+        refund
+            .tenders
+            .iter()
+            .filter(|t| t.method == TenderMethod::Points)
+            .filter_map(|t| t.points),
+    )
 }
 
 /// Line arithmetic shared by sales and orders: net = quantity × unit price − discount; totals are the

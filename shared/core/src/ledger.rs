@@ -24,7 +24,7 @@ use retail_sync_contracts::values::*;
 use retail_sync_contracts::{Event, LineItem, TenderMethod};
 
 use crate::idempotency::Fingerprint;
-use crate::proration::{allocate, due, units_value};
+use crate::proration::{allocate, due, share, units_value};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -59,6 +59,30 @@ pub struct Ledger {
     /// far by returns (an order's are counted on its `redemption`).
     #[serde(default, skip_serializing_if = "Points::is_zero")]
     pub tender_recredited: Points,
+    /// Refunds the payment side settled (`RefundSettled`): the points they paid decide what is given
+    /// back for their returns (see [`Ledger::decide_refund`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<RefundEntry>,
+}
+
+/// A settled refund and what it changed in the points given back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundEntry {
+    pub refund_id: RefundId,
+    pub return_id: ReturnId,
+    /// The points its `points` tenders paid.
+    pub points: Points,
+    /// The settlement's business time: every request about the refund carries it.
+    pub occurred_at: Timestamp,
+    /// Decided with the entry, one of the two zero: redeemed or tendered points to give back, or to take
+    /// back (the return's share was given back already and the refund paid fewer points).
+    pub give_back: Points,
+    pub take_back: Points,
+    /// What the platform applied in the decided direction, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Points>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
 }
 
 /// An accrual whose points wait for the return window.
@@ -257,6 +281,9 @@ pub struct Basis {
     /// A POS sale's `points` tenders that say how many points they were: given back on returns as an
     /// order's redeemed points are (see [`Ledger::recredit_due`]).
     pub points_tendered: Option<Points>,
+    /// A POS sale has a `points` tender that does not say how many points it was: what was paid with
+    /// points is not known, so refunds' points are not capped by it.
+    pub points_uncounted: bool,
 }
 
 /// Why a follow-up cannot be applied (yet).
@@ -304,8 +331,13 @@ impl Basis {
                 .filter_map(|t| t.points)
                 .collect();
             if !tendered.is_empty() {
-                basis.points_tendered = Some(tendered.into_iter().fold(Points::ZERO, Points::saturating_add));
+                basis.points_tendered = Some(Points::saturating_sum(tendered));
             }
+            basis.points_uncounted = d
+                .data
+                .tenders
+                .iter()
+                .any(|t| t.method == TenderMethod::Points && t.points.is_none());
         }
         Some(basis)
     }
@@ -340,6 +372,7 @@ impl Basis {
             net_minor: lines.iter().map(|l| l.net_minor).sum(),
             lines,
             points_tendered: None,
+            points_uncounted: false,
         }
     }
 
@@ -511,6 +544,16 @@ impl Basis {
         }
         Ok((amount(net), amount(eligible)))
     }
+}
+
+/// A `RefundSettled` as the ledger decides it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundSettlement {
+    pub refund_id: RefundId,
+    pub return_id: ReturnId,
+    pub currency: Currency,
+    pub points: Points,
+    pub occurred_at: Timestamp,
 }
 
 /// The follow-up whose give-back is being decided (cancellation and return ids are separate spaces).
@@ -792,14 +835,8 @@ impl Ledger {
         document: &ExternalRef,
         basis: &Basis,
     ) -> Option<Points> {
-        let given_back = self.given_back(None);
-        let target = self.redemption.as_ref().map_or(0, |r| {
-            crate::proration::share(r.points.get(), given_back.get(), basis.net_minor)
-        });
-        let recredited = self
-            .redemption
-            .as_ref()
-            .map_or(Points::ZERO, |r| r.points_recredited);
+        let target = self.recredit_target(self.given_back(None), basis);
+        let recredited = self.recredited();
         let entry = self
             .shipments
             .iter_mut()
@@ -809,7 +846,7 @@ impl Ledger {
         if let Some(p) = entry.points_taken_back {
             return Some(p);
         }
-        let take_back = recredited.saturating_sub(points(target));
+        let take_back = recredited.saturating_sub(target);
         entry.erp_document_id = Some(document.clone());
         entry.points_taken_back = Some(take_back);
         self.uncount_recredited(take_back);
@@ -828,7 +865,8 @@ impl Ledger {
     }
 
     /// Net value given back so far that redeemed points are re-credited on: confirmed cancellations and
-    /// returns whose loyalty side is decided, plus `also` (the one being decided).
+    /// returns whose loyalty side is decided and that no refund settled, plus `also` (the one being
+    /// decided).
     fn given_back(&self, also: Option<Deciding<'_>>) -> Amount {
         let cancelled = self
             .cancellations
@@ -838,10 +876,12 @@ impl Ledger {
                     || also == Some(Deciding::Cancellation(&c.cancellation_id))
             })
             .map(|c| self.net_held(c));
+        // A return a refund settled gives back what the refund paid instead of a share of its value.
         let returned = self
             .returns
             .iter()
             .filter(|r| r.points_recredited.is_some() || also == Some(Deciding::Return(&r.return_id)))
+            .filter(|r| !self.settled(&r.return_id))
             .map(|r| r.net_minor);
         Amount::saturating_sum(cancelled.chain(returned))
     }
@@ -967,21 +1007,137 @@ impl Ledger {
     }
 
     /// Points paid with points due back once `given_back_net` of the transaction's net has been
-    /// cancelled or returned: an order's redeemed points, or a POS sale's tendered points.
+    /// cancelled or returned (and not settled by a refund): an order's redeemed points, or a POS sale's
+    /// tendered points, as far as the target exceeds what was given back.
     fn recredit_due(&self, given_back_net: Amount, basis: &Basis) -> Points {
-        let paid = self
+        self.recredit_target(given_back_net, basis)
+            .saturating_sub(self.recredited())
+    }
+
+    /// What the points given back for the transaction add up to by the facts counted so far: every
+    /// settled refund's points, plus the share of what was paid with points that `given_back_net` (the
+    /// cancellations and the returns no refund settled) carries, never more than was paid. A function of
+    /// the facts, not of their order: each decision moves what was given back to this target.
+    fn recredit_target(&self, given_back_net: Amount, basis: &Basis) -> Points {
+        let settled = Points::saturating_sum(self.refunds.iter().map(|r| r.points));
+        let proportional = self
             .redemption
             .as_ref()
-            .map(|r| (r.points, r.points_recredited))
-            .or_else(|| basis.points_tendered.map(|p| (p, self.tender_recredited)));
-        paid.map_or(Points::ZERO, |(paid, given)| {
-            points(due(
-                paid.get(),
-                given_back_net.get(),
-                basis.net_minor,
-                given.get(),
-            ))
-        })
+            .map(|r| r.points)
+            .or(basis.points_tendered)
+            .map_or(0, |paid| share(paid.get(), given_back_net.get(), basis.net_minor));
+        let target = settled.saturating_add(points(proportional));
+        match self.points_paid(basis) {
+            Some(paid) => target.min(paid),
+            None => target,
+        }
+    }
+
+    /// What was paid with points: an order's redeemed points, a POS sale's counted points tenders (0
+    /// without any); `None` when a POS points tender did not say how many points it was.
+    pub fn points_paid(&self, basis: &Basis) -> Option<Points> {
+        if let Some(r) = &self.redemption {
+            return Some(r.points);
+        }
+        (!basis.points_uncounted).then(|| basis.points_tendered.unwrap_or(Points::ZERO))
+    }
+
+    /// Points paid with points given back so far.
+    fn recredited(&self) -> Points {
+        self.redemption
+            .as_ref()
+            .map_or(self.tender_recredited, |r| r.points_recredited)
+    }
+
+    /// Whether a refund settled `return_id`.
+    fn settled(&self, return_id: &ReturnId) -> bool {
+        self.refunds.iter().any(|r| &r.return_id == return_id)
+    }
+
+    pub fn refund_entry(&self, refund_id: &RefundId) -> Option<&RefundEntry> {
+        self.refunds.iter().find(|r| &r.refund_id == refund_id)
+    }
+
+    /// Checks and records a settled refund, and decides what it changes in the points given back: with
+    /// its points counted and its return's value taken out of the proportional part, the target of
+    /// [`Ledger::recredit_target`] is computed again and the difference to what was given back is given
+    /// back (or taken back). The same refund again keeps its entry; the same id with other figures, a
+    /// refund in another currency, points refunded on a transaction not paid with points, or more than
+    /// was paid are refused.
+    pub fn decide_refund(&mut self, refund: RefundSettlement, basis: &Basis) -> Result<RefundEntry, Check> {
+        if let Some(existing) = self.refund_entry(&refund.refund_id) {
+            if existing.return_id == refund.return_id && existing.points == refund.points {
+                return Ok(existing.clone());
+            }
+            return Err(Check::Refuse(vec![format!(
+                "refund {} was already settled for return {} with {} points",
+                existing.refund_id, existing.return_id, existing.points
+            )]));
+        }
+        let mut findings = Vec::new();
+        if refund.currency != basis.currency {
+            findings.push(format!(
+                "currency {} is not the original's {}",
+                refund.currency, basis.currency
+            ));
+        }
+        match self.points_paid(basis) {
+            Some(paid) if paid.is_zero() && !refund.points.is_zero() => findings.push(format!(
+                "it gives back {} points, but the original was not paid with points",
+                refund.points
+            )),
+            Some(paid) if refund.points > paid => findings.push(format!(
+                "it gives back {} points, more than the {paid} the original was paid with",
+                refund.points
+            )),
+            _ => {}
+        }
+        if !findings.is_empty() {
+            return Err(Check::Refuse(findings));
+        }
+        self.refunds.push(RefundEntry {
+            refund_id: refund.refund_id.clone(),
+            return_id: refund.return_id,
+            points: refund.points,
+            occurred_at: refund.occurred_at,
+            give_back: Points::ZERO,
+            take_back: Points::ZERO,
+            applied: None,
+            loyalty_transaction_id: None,
+        });
+        let target = self.recredit_target(self.given_back(None), basis);
+        let given = self.recredited();
+        let (give_back, take_back) = (target.saturating_sub(given), given.saturating_sub(target));
+        self.count_recredited(give_back);
+        self.uncount_recredited(take_back);
+        let entry = self
+            .refunds
+            .iter_mut()
+            .find(|r| r.refund_id == refund.refund_id)
+            .ok_or_else(|| Check::Wait("the refund left the ledger".into()))?;
+        entry.give_back = give_back;
+        entry.take_back = take_back;
+        Ok(entry.clone())
+    }
+
+    /// Records what the platform applied of a refund's decided figure; the count of what was given back
+    /// follows what was applied (what it could not take back stays given: the member still has it).
+    /// Nothing the second time.
+    pub fn record_refund(&mut self, refund_id: &RefundId, applied: Points, id: Option<ExternalRef>) {
+        let Some(entry) = self.refunds.iter_mut().find(|r| &r.refund_id == refund_id) else {
+            return;
+        };
+        if entry.applied.is_some() {
+            return;
+        }
+        entry.applied = Some(applied);
+        entry.loyalty_transaction_id = id;
+        let (give_back, take_back) = (entry.give_back, entry.take_back);
+        if !give_back.is_zero() {
+            self.uncount_recredited(give_back.saturating_sub(applied));
+        } else {
+            self.count_recredited(take_back.saturating_sub(applied));
+        }
     }
 
     /// Records the total earned after a shipment's accrual.
@@ -1171,6 +1327,157 @@ mod tests {
         let mut ledger = Ledger::default();
         let (_, nothing) = give_back(&mut ledger, &b, "r-1", vec![(2, 1)]).unwrap();
         assert_eq!(nothing, Points::ZERO);
+    }
+
+    fn settlement(refund: &str, ret: &str, points: i64) -> RefundSettlement {
+        RefundSettlement {
+            refund_id: RefundId::parse(refund).unwrap(),
+            return_id: ReturnId::parse(ret).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            points: Points::new(points).unwrap(),
+            occurred_at: minute(9),
+        }
+    }
+
+    /// A POS sale of 10,000 paid 1,000 points: two returns (6,000 and 4,000) and refunds settling some
+    /// of them, in every order, give back the same points in total, the platform applying each decision
+    /// in full: the settled refunds' points plus the share of the unsettled returns' value.
+    #[test]
+    fn returns_and_refunds_give_back_the_same_points_in_every_order() {
+        #[derive(Debug, Clone)]
+        enum F {
+            Return(&'static str, u32),
+            Refund(&'static str, &'static str, i64),
+        }
+        let lines = [line(1, 1, 6_000, true), line(2, 1, 4_000, true)];
+        let mut b = basis(&lines, 1_000);
+        b.is_order = false;
+        b.points_tendered = Some(Points::new(1_000).unwrap());
+        let total = |facts: &[F]| {
+            let mut ledger = Ledger::default();
+            for f in facts {
+                match f {
+                    F::Return(id, line_no) => {
+                        give_back(&mut ledger, &b, id, vec![(*line_no, 1)]).unwrap();
+                    }
+                    F::Refund(id, ret, p) => {
+                        let e = ledger.decide_refund(settlement(id, ret, *p), &b).unwrap();
+                        assert!(e.give_back.is_zero() || e.take_back.is_zero());
+                    }
+                }
+            }
+            ledger.tender_recredited.get()
+        };
+        let cases: [(Vec<F>, i64); 4] = [
+            // r-2's refund paid 100 points instead of its share (400): 600 + 100.
+            (
+                vec![
+                    F::Return("r-1", 1),
+                    F::Return("r-2", 2),
+                    F::Refund("f-2", "r-2", 100),
+                ],
+                700,
+            ),
+            // Refunded to the card only: no points back for r-1, r-2's share (400).
+            (
+                vec![
+                    F::Return("r-1", 1),
+                    F::Return("r-2", 2),
+                    F::Refund("f-1", "r-1", 0),
+                ],
+                400,
+            ),
+            // Both settled, one in two refunds: 300 + 200 + 250.
+            (
+                vec![
+                    F::Return("r-1", 1),
+                    F::Return("r-2", 2),
+                    F::Refund("f-1", "r-1", 300),
+                    F::Refund("f-1b", "r-1", 200),
+                    F::Refund("f-2", "r-2", 250),
+                ],
+                750,
+            ),
+            // Refunds above what was paid in total are capped at it: 900 + share of r-2 (400).
+            (
+                vec![
+                    F::Return("r-1", 1),
+                    F::Return("r-2", 2),
+                    F::Refund("f-1", "r-1", 900),
+                ],
+                1_000,
+            ),
+        ];
+        for (facts, expected) in cases {
+            for order in permutations_of(&facts) {
+                assert_eq!(total(&order), expected, "{order:?}");
+            }
+        }
+    }
+
+    fn permutations_of<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..items.len() {
+            let mut rest = items.to_vec();
+            let first = rest.remove(i);
+            for mut p in permutations_of(&rest) {
+                p.insert(0, first.clone());
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A refund is refused when its figures cannot be true of the original: another currency, points on
+    /// a sale not paid with points, more points than were paid, its id again with other points. The same
+    /// refund again keeps its decision; what the platform could not take back stays given back.
+    #[test]
+    fn refunds_that_cannot_be_true_are_refused_and_a_repeat_keeps_its_decision() {
+        let lines = [line(1, 1, 6_000, true), line(2, 1, 4_000, true)];
+        let mut b = basis(&lines, 0);
+        b.is_order = false;
+        let mut ledger = Ledger::default();
+        let refused = |r: Result<RefundEntry, Check>| match r {
+            Err(Check::Refuse(f)) => f.join("; "),
+            other => panic!("not refused: {other:?}"),
+        };
+        let card_only = ledger.decide_refund(settlement("f-0", "r-0", 0), &b).unwrap();
+        assert!(card_only.give_back.is_zero() && card_only.take_back.is_zero());
+        let why = refused(ledger.decide_refund(settlement("f-1", "r-1", 10), &b));
+        assert!(why.contains("not paid with points"), "{why}");
+
+        b.points_tendered = Some(Points::new(1_000).unwrap());
+        let why = refused(ledger.decide_refund(settlement("f-1", "r-1", 1_001), &b));
+        assert!(why.contains("more than the 1000"), "{why}");
+        let mut other = settlement("f-1", "r-1", 10);
+        other.currency = Currency::parse("USD").unwrap();
+        let why = refused(ledger.decide_refund(other, &b));
+        assert!(why.contains("currency USD"), "{why}");
+
+        give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).unwrap();
+        assert_eq!(ledger.tender_recredited.get(), 600);
+        let first = ledger.decide_refund(settlement("f-1", "r-1", 100), &b).unwrap();
+        assert_eq!((first.give_back.get(), first.take_back.get()), (0, 500));
+        assert_eq!(ledger.tender_recredited.get(), 100);
+        let again = ledger.decide_refund(settlement("f-1", "r-1", 100), &b).unwrap();
+        assert_eq!(again, first);
+        let why = refused(ledger.decide_refund(settlement("f-1", "r-1", 150), &b));
+        assert!(why.contains("already settled"), "{why}");
+        // The member had spent 200 of the 500: they stay counted as given back.
+        ledger.record_refund(&first.refund_id, Points::new(300).unwrap(), None);
+        assert_eq!(ledger.tender_recredited.get(), 300);
+        ledger.record_refund(&first.refund_id, Points::ZERO, None);
+        assert_eq!(ledger.tender_recredited.get(), 300, "recorded once");
+
+        // Tendered points whose count the till did not send: refunds are taken at their word.
+        b.points_tendered = None;
+        b.points_uncounted = true;
+        let mut ledger = Ledger::default();
+        let e = ledger.decide_refund(settlement("f-9", "r-1", 5_000), &b).unwrap();
+        assert_eq!(e.give_back.get(), 5_000);
     }
 
     #[test]

@@ -354,6 +354,20 @@ impl<'a> Expected<'a> {
                 None,
             );
         }
+        for f in &l.refunds {
+            // A refund gives back or takes back, as it was decided.
+            let kind = if f.take_back.is_zero() {
+                PointsKind::Recredit
+            } else {
+                PointsKind::Reversal
+            };
+            adjust(
+                kind,
+                format!("refund:{}", f.refund_id),
+                f.applied,
+                f.loyalty_transaction_id.as_ref(),
+            );
+        }
         for s in &l.shipments {
             if let Some(r) = &s.reinstatement {
                 adjust(
@@ -402,6 +416,8 @@ impl<'a> Expected<'a> {
                 || (r.status == ReturnStatus::Posted && r.points_reversed.is_none())
         }) {
             Some("a return")
+        } else if l.refunds.iter().any(|f| f.applied.is_none()) {
+            Some("a refund")
         } else {
             None
         };

@@ -796,7 +796,7 @@ async fn a_source_may_send_only_what_its_channel_sends() {
     assert!(
         messages.contains(
             &"source retail.pos may not send OrderPlaced; it may send SaleCompleted, ReturnReceived, \
-              CustomerUpdated, MemberEnrolled"
+              RefundSettled, CustomerUpdated, MemberEnrolled"
         ),
         "{messages:#?}"
     );

@@ -58,6 +58,7 @@ fn business_rules(event: &Event) -> Result<(), Vec<String>> {
             }
             no_findings(findings)
         }
+        Event::RefundSettled(d) => domain::check_refund(&d.data),
         Event::CustomerUpdated(d) => no_findings(crate::members::check_contact(
             d.data.name.as_deref(),
             d.data.email.as_deref(),

@@ -8,8 +8,9 @@
 //! - [`Wiring`]: builds a step, or its batch runner, from ports, for the Lambda functions, the local
 //!   runner and the tests alike.
 //! - one module per step (`ingest`, `commit_redemption`, `post_sale_to_erp`, `accrue_loyalty` with
-//!   `accrue_shipment`, `cancel_order`, `post_return_to_erp`, `reverse_loyalty`, `compensate`), and the
-//!   helpers they share below (event ids derived from keys, the claim, stored results).
+//!   `accrue_shipment`, `cancel_order`, `post_return_to_erp`, `reverse_loyalty` with `settle_refund`,
+//!   `compensate`), and the helpers they share below (event ids derived from keys, the claim, stored
+//!   results, when a follow-up may be taken).
 
 mod accrue_loyalty;
 mod accrue_shipment;
@@ -22,6 +23,7 @@ mod notify_channel;
 mod post_return_to_erp;
 mod post_sale_to_erp;
 mod reverse_loyalty;
+mod settle_refund;
 mod skeleton;
 mod sync_member;
 
@@ -34,7 +36,7 @@ pub use map_channel::MapChannel;
 pub use notify_channel::{NotifyChannel, OutcomesFor};
 pub use post_return_to_erp::PostReturnToErp;
 pub use post_sale_to_erp::PostSaleToErp;
-pub use reverse_loyalty::ReverseLoyalty;
+pub use reverse_loyalty::{ReverseLoyalty, ToReverse};
 pub use skeleton::{Accepts, At, Base, Cx, Refusal, Settled, Workflow};
 pub use sync_member::SyncMember;
 
@@ -558,6 +560,41 @@ pub(crate) async fn load_with_basis(
         )
     })?;
     Ok((saga, basis))
+}
+
+/// Whether a return or a refund (`what`) of the transaction can be taken now: a POS sale once its
+/// accrual is decided, an order once it is in the ERP (a return's units are checked against its
+/// shipments line by line); before that it waits (`NotYet`). A transaction compensated, or failed before
+/// the ERP booked it, is closed: refused as `transaction_closed`. A cancelled order is not closed: a
+/// shipment may still reinstate its units (see `ledger`).
+pub(crate) async fn follow_up_allowed(
+    cx: &Cx<'_>,
+    saga: &crate::saga::Saga,
+    basis: &crate::ledger::Basis,
+    what: &str,
+) -> Result<(), Error> {
+    use crate::saga::SagaStatus;
+    let closed = saga.status == SagaStatus::Compensated
+        || (saga.status == SagaStatus::Failed && saga.ledger.erp_document_id.is_none());
+    if closed {
+        let message = format!(
+            "{what}: the original is {} and was never booked",
+            saga.status.as_str()
+        );
+        return Err(cx.refuse(&saga.id, ReasonCode::TransactionClosed, message).await);
+    }
+    let processed = if basis.is_order {
+        saga.ledger.erp_document_id.is_some()
+    } else {
+        saga.status != SagaStatus::Running
+    };
+    if processed {
+        Ok(())
+    } else {
+        Err(Error::NotYet {
+            what: format!("{} before {what}", saga.id),
+        })
+    }
 }
 
 /// Whether `data` (whose `fingerprint` the step computed for its claim) is what the saga was started

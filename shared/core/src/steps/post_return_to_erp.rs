@@ -20,8 +20,8 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::{ReturnEntry, ReturnStatus};
 use crate::ports::{Erp, ErpReturnRequest};
-use crate::saga::{SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
+use crate::saga::{SagaId, StepOutcome};
+use crate::steps::{Base, Cx, Refusal, Workflow, follow_up_allowed, load_with_basis};
 
 pub const STEP: &str = "post-return-to-erp";
 
@@ -65,29 +65,7 @@ impl Workflow for PostReturnToErp {
                 return Err(cx.refuse(&saga_id, ReasonCode::OverReturn, message).await);
             }
             None => {
-                // A cancelled order is not closed: a shipment may still reinstate its units (see
-                // `ledger`), and a return of units not shipped waits for it.
-                let closed = saga.status == SagaStatus::Compensated
-                    || (saga.status == SagaStatus::Failed && saga.ledger.erp_document_id.is_none());
-                if closed {
-                    let message = format!(
-                        "return {return_id}: the original is {} and was never booked",
-                        saga.status.as_str()
-                    );
-                    return Err(cx.refuse(&saga_id, ReasonCode::TransactionClosed, message).await);
-                }
-                // A POS sale is processed once its accrual is decided; an order once it is in the ERP
-                // (its shipments are checked line by line below).
-                let processed = if basis.is_order {
-                    saga.ledger.erp_document_id.is_some()
-                } else {
-                    saga.status != SagaStatus::Running
-                };
-                if !processed {
-                    return Err(Error::NotYet {
-                        what: format!("{saga_id} before return {return_id}"),
-                    });
-                }
+                follow_up_allowed(cx, &saga, &basis, &format!("return {return_id}")).await?;
                 // Checked and reserved in one versioned write: a concurrent return of the same units
                 // makes the write re-apply, and the check then counts that return too.
                 cx.reserve(

@@ -1,14 +1,16 @@
 //! The loyalty side of a posted return: takes back earned points in proportion to the returned eligible
 //! value and gives back redeemed points in proportion to the net value given back, both on cumulative
 //! values (see `ledger::Ledger::decide_return`), so partial returns that add up to the whole move exactly
-//! what was earned and redeemed. Announces `LoyaltyReversed`.
+//! what was earned and redeemed. Announces `LoyaltyReversed`. It also takes the refunds the payment side
+//! settled (`RefundSettled`, see `settle_refund`): both move the same count of points given back.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use retail_sync_contracts::envelope::Detail;
-use retail_sync_contracts::events::{ErpReturnPosted, LoyaltyReversed, ReasonCode};
+use retail_sync_contracts::Event;
+use retail_sync_contracts::envelope::{Detail, Metadata};
+use retail_sync_contracts::events::{ErpReturnPosted, LoyaltyReversed, ReasonCode, RefundSettled};
 use retail_sync_contracts::values::{ExternalRef, Points};
 
 use crate::error::Error;
@@ -16,7 +18,7 @@ use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::{ReturnEntry, ReturnStatus};
 use crate::ports::{AdjustmentKind, AdjustmentRequest, Loyalty};
 use crate::saga::{self, SagaId, StepOutcome};
-use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
+use crate::steps::{Accepts, Base, Cx, Refusal, Workflow, load_with_basis};
 
 pub const STEP: &str = "reverse-loyalty";
 
@@ -48,20 +50,57 @@ pub(crate) enum Outcome {
     Anonymous,
 }
 
+/// A return the ERP posted, or a refund the payment side settled.
+pub enum ToReverse {
+    Return(Detail<ErpReturnPosted>),
+    Refund(Detail<RefundSettled>),
+}
+
+impl Accepts for ToReverse {
+    fn accept(event: Event) -> Option<Self> {
+        match event {
+            Event::ErpReturnPosted(d) => Some(Self::Return(d)),
+            Event::RefundSettled(d) => Some(Self::Refund(d)),
+            _ => None,
+        }
+    }
+
+    fn metadata(&self) -> &Metadata {
+        match self {
+            Self::Return(d) => &d.metadata,
+            Self::Refund(d) => &d.metadata,
+        }
+    }
+}
+
 impl Workflow for ReverseLoyalty {
     const NAME: &'static str = STEP;
-    type Input = Detail<ErpReturnPosted>;
+    type Input = ToReverse;
 
     fn base(&self) -> &Base {
         &self.base
     }
 
-    fn key(posted: &Detail<ErpReturnPosted>) -> IdempotencyKey {
-        let saga_id = SagaId::of(&posted.data.original);
-        IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{}", posted.data.return_id))
+    fn key(input: &ToReverse) -> IdempotencyKey {
+        match input {
+            ToReverse::Return(posted) => {
+                let saga_id = SagaId::of(&posted.data.original);
+                IdempotencyKey::for_step(saga_id.as_str(), &format!("{STEP}:{}", posted.data.return_id))
+            }
+            ToReverse::Refund(refund) => super::settle_refund::key(refund),
+        }
     }
 
-    async fn run(&self, cx: &mut Cx<'_>, posted: &Detail<ErpReturnPosted>) -> Result<(), Error> {
+    async fn run(&self, cx: &mut Cx<'_>, input: &ToReverse) -> Result<(), Error> {
+        match input {
+            ToReverse::Return(posted) => self.reverse_return(cx, posted).await,
+            ToReverse::Refund(refund) => super::settle_refund::settle_refund(self, cx, refund).await,
+        }
+    }
+}
+
+impl ReverseLoyalty {
+    async fn reverse_return(&self, cx: &mut Cx<'_>, posted: &Detail<ErpReturnPosted>) -> Result<(), Error> {
         let saga_id = SagaId::of(&posted.data.original);
         let return_id = posted.data.return_id.clone();
         let (saga, basis) = load_with_basis(cx.sagas(), &saga_id).await?;

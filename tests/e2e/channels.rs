@@ -109,7 +109,10 @@ async fn the_native_day_gives_the_canonical_days_books() {
     assert_eq!(outcomes(&sims), expected_outcomes());
     let summary = &sims.shopify.metafields()["1001"]["retail_sync.returned-shopify-refund-890088186047801"];
     assert_eq!(summary["points"], 23, "{summary}");
-    assert_eq!(summary["points_given_back"], 68, "{summary}");
+    // What the return itself gave back depends on whether its refund (`rfd-1001`, 100 points) was decided
+    // first; the books above, which count both, do not.
+    let given_back = summary["points_given_back"].as_i64();
+    assert!(matches!(given_back, Some(0 | 68)), "{summary}");
     // The platforms' orders went through their mappers, and ingest saw what they mapped.
     let metrics = system.metrics.snapshot();
     let mapped = |topic: &str| {

@@ -1460,6 +1460,18 @@ async fn orders_day<B: Backend>(system: &LocalSystem<B>) -> Report {
     assert_eq!(status("web-1006"), "completed");
     assert_eq!(report.sagas["web-1006"].points_accrued, Some(10));
     assert_eq!(erp_net_of(&report, "web-1006"), 1_000);
+    // ret-1001's refund paid 100 points: 100 come back for the return, whichever was decided first.
+    assert!(
+        report.sagas["web-1001"]
+            .steps
+            .iter()
+            .any(|s| s.contains("refund rfd-1001 of return ret-1001: 100 points paid")),
+        "{:#?}",
+        report.sagas["web-1001"].steps
+    );
+    // 10,000 − 500 redeemed + 149 + 23 earned − 23 reversed + 100 given back on web-1001, + 20 earned on
+    // web-1005 (reject-1004's 1,000 points were redeemed and given back).
+    assert_eq!(report.balances["m-3001"], 9_769, "{:?}", report.balances);
     // Everything that needs a person: the over-return, and the order the ERP rejected (compensated).
     let kept: Vec<(&str, Option<&str>)> = report
         .quarantine

@@ -223,6 +223,33 @@ mod tests {
         assert!(check_sale(&s).is_ok());
     }
 
+    /// A refund's points tenders must say how many points they gave back; no other tender may; the
+    /// points are summed over its points tenders.
+    #[test]
+    fn a_refunds_points_tenders_say_how_many_points() {
+        let sample = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../events/samples/RefundSettled.json"
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&sample).unwrap();
+        let mut refund: RefundSettled = serde_json::from_value(v["detail"]["data"].clone()).unwrap();
+        assert!(check_refund(&refund).is_ok());
+        assert_eq!(refund_points(&refund).get(), 400);
+        refund.tenders.push(refund.tenders[1].clone());
+        assert_eq!(refund_points(&refund).get(), 800);
+        refund.tenders[1].points = None;
+        refund.tenders[0].points = Some(Points::new(5).unwrap());
+        let findings = check_refund(&refund).unwrap_err();
+        assert_eq!(
+            findings,
+            [
+                "tender 1: points on a tender that is not points",
+                "tender 2: a points tender of a refund needs `points` (how many are given back)"
+            ]
+        );
+    }
+
     fn points(amount: i64) -> Tender {
         Tender {
             method: TenderMethod::Points,

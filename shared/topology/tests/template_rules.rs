@@ -394,7 +394,12 @@ fn the_archive_keeps_only_replayable_channel_transactions() {
     for t in EventType::ALL {
         let starts_or_follows = matches!(
             t.name(),
-            "SaleCompleted" | "OrderPlaced" | "OrderShipped" | "OrderCancelled" | "ReturnReceived"
+            "SaleCompleted"
+                | "OrderPlaced"
+                | "OrderShipped"
+                | "OrderCancelled"
+                | "ReturnReceived"
+                | "RefundSettled"
         );
         assert_eq!(kept.contains(&t.name()), starts_or_follows, "{}", t.name());
         if kept.contains(&t.name()) {

@@ -192,3 +192,227 @@ pub async fn aws(template: &Path, endpoint: &str, n: usize) -> anyhow::Result<Aw
         feed,
     })
 }
+
+/// The redemption API's own cost at checkout: what a warm request takes beyond the loyalty platform's
+/// call, with the idempotency write, on the embedded backend.
+pub struct ApiFigures {
+    pub requests: usize,
+    pub platform_latency: Duration,
+    /// Per operation (`POST /v1/holds`, `POST /v1/holds/{id}/release`): (total, platform, overhead) in
+    /// microseconds, one entry per request.
+    pub operations: BTreeMap<&'static str, Vec<(u64, u64, u64)>>,
+}
+
+impl fmt::Display for ApiFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "redemption API, embedded backend, {} requests per operation after a warm-up, platform latency {} ms:",
+            self.requests,
+            self.platform_latency.as_millis()
+        )?;
+        writeln!(
+            f,
+            "  {:<30} {:>11} {:>11} {:>14} {:>14} {:>14}",
+            "operation", "total p50", "total p99", "overhead p50", "overhead p99", "overhead max"
+        )?;
+        for (op, samples) in &self.operations {
+            let sorted = |pick: fn(&(u64, u64, u64)) -> u64| {
+                let mut v: Vec<u64> = samples.iter().map(pick).collect();
+                v.sort_unstable();
+                v
+            };
+            let (total, overhead) = (sorted(|s| s.0), sorted(|s| s.2));
+            writeln!(
+                f,
+                "  {op:<30} {:>11} {:>11} {:>14} {:>14} {:>14}",
+                ms(percentile(&total, 50)),
+                ms(percentile(&total, 99)),
+                ms(percentile(&overhead, 50)),
+                ms(percentile(&overhead, 99)),
+                ms(overhead.last().copied().unwrap_or(0)),
+            )?;
+        }
+        write!(
+            f,
+            "  (overhead = the request's time less the platform's call: routing, validation, the idempotency claim and answer)"
+        )
+    }
+}
+
+/// The `p`-th percentile of sorted samples (nearest rank).
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.3} ms", micros as f64 / 1000.0)
+}
+
+/// Times the loyalty platform's calls (and makes each take `latency`, as a real platform's would), so
+/// the API's overhead is what is left of a request.
+struct TimedLoyalty {
+    inner: Arc<dyn retail_sync_core::ports::Loyalty>,
+    latency: Duration,
+    spent: std::sync::Mutex<Duration>,
+}
+
+impl TimedLoyalty {
+    async fn timed<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let out = call.await;
+        let took = started.elapsed();
+        *self.spent.lock().unwrap_or_else(|p| p.into_inner()) += took;
+        out
+    }
+
+    fn take_spent(&self) -> Duration {
+        std::mem::take(&mut *self.spent.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[async_trait::async_trait]
+impl retail_sync_core::ports::Loyalty for TimedLoyalty {
+    async fn accrue(
+        &self,
+        request: &retail_sync_core::ports::AccrualRequest,
+        key: &retail_sync_core::idempotency::IdempotencyKey,
+    ) -> Result<retail_sync_core::ports::Accrual, retail_sync_core::Error> {
+        self.timed(self.inner.accrue(request, key)).await
+    }
+
+    async fn balance(
+        &self,
+        member_id: &retail_sync_contracts::values::MemberId,
+    ) -> Result<retail_sync_core::ports::Balance, retail_sync_core::Error> {
+        self.timed(self.inner.balance(member_id)).await
+    }
+
+    async fn create_hold(
+        &self,
+        request: &retail_sync_core::ports::HoldRequest,
+        key: &retail_sync_core::idempotency::IdempotencyKey,
+    ) -> Result<retail_sync_core::ports::Hold, retail_sync_core::Error> {
+        self.timed(self.inner.create_hold(request, key)).await
+    }
+
+    async fn get_hold(
+        &self,
+        hold_id: &retail_sync_contracts::values::HoldId,
+    ) -> Result<retail_sync_core::ports::Hold, retail_sync_core::Error> {
+        self.timed(self.inner.get_hold(hold_id)).await
+    }
+
+    async fn commit_hold(
+        &self,
+        hold_id: &retail_sync_contracts::values::HoldId,
+        request: &retail_sync_core::ports::CommitRequest,
+        key: &retail_sync_core::idempotency::IdempotencyKey,
+    ) -> Result<retail_sync_core::ports::Hold, retail_sync_core::Error> {
+        self.timed(self.inner.commit_hold(hold_id, request, key)).await
+    }
+
+    async fn release_hold(
+        &self,
+        hold_id: &retail_sync_contracts::values::HoldId,
+        key: &retail_sync_core::idempotency::IdempotencyKey,
+    ) -> Result<retail_sync_core::ports::Hold, retail_sync_core::Error> {
+        self.timed(self.inner.release_hold(hold_id, key)).await
+    }
+
+    async fn adjust(
+        &self,
+        request: &retail_sync_core::ports::AdjustmentRequest,
+        key: &retail_sync_core::idempotency::IdempotencyKey,
+    ) -> Result<retail_sync_core::ports::Adjustment, retail_sync_core::Error> {
+        self.timed(self.inner.adjust(request, key)).await
+    }
+}
+
+/// `n` holds created and released through the redemption API (after as many again to warm up), each
+/// request timed whole and in its platform call.
+pub async fn api(options: &LocalOptions, n: usize, latency: Duration) -> anyhow::Result<ApiFigures> {
+    use retail_sync_redemption::{ApiRequest, Caller, RedemptionApi, RedemptionConfig};
+    let topology = Topology::load(&options.template)?;
+    let clock = Arc::new(retail_sync_core::ports::SystemClock);
+    let store = Arc::new(retail_sync_embedded::Embedded::open(
+        &options.state,
+        topology,
+        clock.clone(),
+    )?);
+    let sims = Simulators::with_sample_members();
+    let loyalty = Arc::new(TimedLoyalty {
+        inner: sims.loyalty_port(),
+        latency,
+        spent: Default::default(),
+    });
+    let api = RedemptionApi {
+        loyalty: loyalty.clone(),
+        members: store.clone(),
+        idempotency: store,
+        clock,
+        policy: Default::default(),
+        config: RedemptionConfig::default(),
+    };
+    let mut operations: BTreeMap<&'static str, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    for i in 0..2 * n {
+        let caller = Caller::local("bench-checkout");
+        let create = ApiRequest::new("POST", "/v1/holds")
+            .with_header("idempotency-key", format!("bench-hold-{i}"))
+            .with_body(
+                json!({"member_id": "m-3001", "points": 10, "currency": "EUR", "basket_net_minor": 5000})
+                    .to_string(),
+            )
+            .with_caller(caller.clone());
+        loyalty.take_spent();
+        let started = Instant::now();
+        let created = api.handle(create).await;
+        let (total, platform) = (started.elapsed(), loyalty.take_spent());
+        ensure!(
+            created.status == 201,
+            "a hold was refused: {} {}",
+            created.status,
+            created.body
+        );
+        let hold: serde_json::Value = serde_json::from_str(&created.body)?;
+        let hold_id = hold["hold_id"].as_str().unwrap_or_default().to_owned();
+        let release = ApiRequest::new("POST", format!("/v1/holds/{hold_id}/release"))
+            .with_header("idempotency-key", format!("bench-release-{i}"))
+            .with_caller(caller);
+        let started = Instant::now();
+        let released = api.handle(release).await;
+        let (release_total, release_platform) = (started.elapsed(), loyalty.take_spent());
+        ensure!(
+            released.status == 200,
+            "a release was refused: {} {}",
+            released.status,
+            released.body
+        );
+        if i < n {
+            continue; // warm-up
+        }
+        for (op, total, platform) in [
+            ("POST /v1/holds", total, platform),
+            ("POST /v1/holds/{id}/release", release_total, release_platform),
+        ] {
+            operations.entry(op).or_default().push((
+                micros(total),
+                micros(platform),
+                micros(total.saturating_sub(platform)),
+            ));
+        }
+    }
+    Ok(ApiFigures {
+        requests: n,
+        platform_latency: latency,
+        operations,
+    })
+}

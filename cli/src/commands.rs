@@ -864,6 +864,21 @@ pub async fn bench_local(sagas: usize, state: &StateArgs) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn bench_api(
+    requests: usize,
+    platform_latency_ms: u64,
+    state: &StateArgs,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(requests > 0, "--requests must be at least 1");
+    let dir = tempfile::tempdir()?;
+    let mut opts = options(state);
+    opts.state = dir.path().join("bench-api.db");
+    let latency = std::time::Duration::from_millis(platform_latency_ms);
+    let figures = bench::api(&opts, requests, latency).await?;
+    println!("{figures}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn bench_aws(sagas: usize, endpoint: Option<&str>, template: &Path) -> anyhow::Result<ExitCode> {
     // Started here only when no endpoint is given; stopped when it drops at the end.
     let moto = endpoint

@@ -413,6 +413,17 @@ enum BenchCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// The redemption API's overhead at checkout over the loyalty platform's own latency (p50/p99 of
+    /// warm hold and release requests, idempotency write included), embedded backend.
+    Api {
+        #[arg(long, default_value_t = 5_000)]
+        requests: usize,
+        /// How long each loyalty platform call takes (the in-process simulator answers at once).
+        #[arg(long, default_value_t = 0)]
+        platform_latency_ms: u64,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// AWS API requests per sale saga, counted on an emulator (moto server): the AWS backend provisioned
     /// from the template, the steps polled locally.
     Aws {
@@ -553,6 +564,11 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Local { sagas, state }) => {
                 commands::bench_local(sagas, &state).await
             }
+            Command::Bench(BenchCommand::Api {
+                requests,
+                platform_latency_ms,
+                state,
+            }) => commands::bench_api(requests, platform_latency_ms, &state).await,
             Command::Bench(BenchCommand::Aws {
                 sagas,
                 endpoint_url,

@@ -431,3 +431,28 @@ fn an_operator_merges_the_suspected_duplicate_of_a_members_day() {
         stdout(&json)
     );
 }
+
+/// `bench api` prints the redemption API's figures per operation (not asserted: figures are measured,
+/// never tested), and refuses a run of no requests.
+#[test]
+fn bench_api_prints_the_overhead_per_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("unused.db");
+    let out = retail_sync(
+        &state,
+        &["bench", "api", "--requests", "20", "--platform-latency-ms", "1"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    assert!(text.contains("platform latency 1 ms"), "{text}");
+    for op in ["POST /v1/holds ", "POST /v1/holds/{id}/release"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(op))
+            .unwrap_or_default();
+        assert_eq!(line.matches(" ms").count(), 5, "{text}");
+    }
+    let none = retail_sync(&state, &["bench", "api", "--requests", "0"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--requests must be at least 1"));
+}

@@ -416,3 +416,183 @@ pub async fn api(options: &LocalOptions, n: usize, latency: Duration) -> anyhow:
         operations,
     })
 }
+
+/// One function's start: from `spawn` to its first `GET …/runtime/invocation/next`, and its peak
+/// resident memory then (`VmHWM`).
+pub struct ColdStart {
+    pub function: String,
+    /// Per run, milliseconds; empty when it never polled.
+    pub ready_ms: Vec<f64>,
+    pub peak_kib: Vec<u64>,
+    /// Why it did not poll (its last words), when it did not.
+    pub failed: Option<String>,
+}
+
+pub struct ColdStartFigures {
+    pub bin_dir: std::path::PathBuf,
+    pub runs: usize,
+    pub functions: Vec<ColdStart>,
+}
+
+impl fmt::Display for ColdStartFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "cold start: process start -> first runtime API poll, {} runs each, binaries in {}",
+            self.runs,
+            self.bin_dir.display()
+        )?;
+        writeln!(
+            f,
+            "  {:<22} {:>10} {:>10} {:>14} {:>10}",
+            "function", "median", "max", "peak memory", "size"
+        )?;
+        for c in &self.functions {
+            let size = std::fs::metadata(self.bin_dir.join(&c.function))
+                .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
+                .unwrap_or_default();
+            match &c.failed {
+                Some(why) => writeln!(f, "  {:<22} did not poll: {why}", c.function)?,
+                None => {
+                    let mut ready = c.ready_ms.clone();
+                    ready.sort_by(f64::total_cmp);
+                    let median = ready.get(ready.len() / 2).copied().unwrap_or(0.0);
+                    let max = ready.last().copied().unwrap_or(0.0);
+                    let peak = c.peak_kib.iter().max().copied().unwrap_or(0);
+                    writeln!(
+                        f,
+                        "  {:<22} {:>7.1} ms {:>7.1} ms {:>10.1} MiB {:>10}",
+                        c.function,
+                        median,
+                        max,
+                        peak as f64 / 1024.0,
+                        size
+                    )?;
+                }
+            }
+        }
+        write!(
+            f,
+            "  (size: the bootstrap binary, unzipped; the harness plays the Lambda runtime API, no cloud)"
+        )
+    }
+}
+
+/// The settings every function reads at start, pointing nowhere: nothing is called before the first
+/// poll, so nothing needs to answer.
+fn cold_start_env(runtime_api: &str) -> Vec<(&'static str, String)> {
+    let nowhere = "http://127.0.0.1:9".to_owned();
+    [
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "cold-start".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "1".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_ENDPOINT_URL", nowhere.clone()),
+        ("IDEMPOTENCY_TABLE", "idempotency".to_owned()),
+        ("SAGA_TABLE", "sagas".to_owned()),
+        ("QUARANTINE_TABLE", "quarantine".to_owned()),
+        ("EVENT_BUS_NAME", "internal".to_owned()),
+        ("CHANNEL_BUS_NAME", "channels".to_owned()),
+        ("REPORT_BUCKET", "reports".to_owned()),
+        ("ERP_BASE_URL", nowhere.clone()),
+        ("ERP_AUTH", "api-key".to_owned()),
+        ("ERP_API_KEY", "cold-start".to_owned()),
+        ("LOYALTY_BASE_URL", nowhere),
+        ("LOYALTY_AUTH", "api-key".to_owned()),
+        ("LOYALTY_API_KEY", "cold-start".to_owned()),
+        // The platform mappers read their mapping at start (the template's defaults), the webhook
+        // ingress its secret's ARN (the secret itself on first use).
+        ("SHOPIFY_MAPPING_FILE", "infra/channels/shopify.json".to_owned()),
+        (
+            "ADOBE_COMMERCE_MAPPING_FILE",
+            "infra/channels/adobe-commerce.json".to_owned(),
+        ),
+        (
+            "SHOPIFY_WEBHOOK_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:000000000000:secret:cold-start".to_owned(),
+        ),
+    ]
+    .into()
+}
+
+/// Peak resident memory of process `pid`, KiB (Linux).
+fn peak_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Starts each of `functions` from `bin_dir` `runs` times against a listener that plays the runtime
+/// API's `next` endpoint (and never answers), and times the first poll.
+pub async fn cold_start(
+    bin_dir: &Path,
+    functions: &[String],
+    runs: usize,
+) -> anyhow::Result<ColdStartFigures> {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let runtime_api = listener.local_addr()?.to_string();
+    let mut out = Vec::new();
+    for function in functions {
+        let path = bin_dir.join(function);
+        ensure!(path.exists(), "{} not found: build it first", path.display());
+        let mut result = ColdStart {
+            function: function.clone(),
+            ready_ms: Vec::new(),
+            peak_kib: Vec::new(),
+            failed: None,
+        };
+        for _ in 0..runs {
+            let mut command = tokio::process::Command::new(&path);
+            command
+                .env_clear()
+                .envs(cold_start_env(&runtime_api))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            let started = Instant::now();
+            let mut child = command.spawn()?;
+            let polled = async {
+                loop {
+                    let (mut socket, _) = listener.accept().await?;
+                    let mut buf = vec![0_u8; 1024];
+                    let n = socket.read(&mut buf).await?;
+                    if String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next") {
+                        return Ok::<_, std::io::Error>((started.elapsed(), socket));
+                    }
+                }
+            };
+            tokio::select! {
+                polled = tokio::time::timeout(Duration::from_secs(10), polled) => {
+                    let (elapsed, _socket) = polled
+                        .map_err(|_| anyhow::anyhow!("{function} did not poll within 10 s"))??;
+                    result.ready_ms.push(elapsed.as_secs_f64() * 1000.0);
+                    if let Some(kib) = child.id().and_then(peak_kib) {
+                        result.peak_kib.push(kib);
+                    }
+                    child.kill().await?;
+                }
+                status = child.wait() => {
+                    let mut stderr = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        e.read_to_string(&mut stderr).await?;
+                    }
+                    let last = stderr.lines().last().unwrap_or_default().chars().take(200).collect::<String>();
+                    result.failed = Some(format!("exited {status:?}: {last}"));
+                    break;
+                }
+            }
+        }
+        out.push(result);
+    }
+    Ok(ColdStartFigures {
+        bin_dir: bin_dir.to_owned(),
+        runs,
+        functions: out,
+    })
+}

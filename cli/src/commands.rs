@@ -879,6 +879,34 @@ pub async fn bench_api(
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn bench_cold_start(
+    bin_dir: &Path,
+    functions: Vec<String>,
+    runs: usize,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(runs > 0, "--runs must be at least 1");
+    let functions = if functions.is_empty() {
+        // Every function of the workspace: the directories under functions/, each its binary's name.
+        let mut names: Vec<String> = std::fs::read_dir("functions")
+            .context("functions/ not found: run from the repository's root or name --functions")?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("Cargo.toml").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    } else {
+        functions
+    };
+    let figures = bench::cold_start(bin_dir, &functions, runs).await?;
+    println!("{figures}");
+    Ok(if figures.functions.iter().any(|f| f.failed.is_some()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 pub async fn bench_aws(sagas: usize, endpoint: Option<&str>, template: &Path) -> anyhow::Result<ExitCode> {
     // Started here only when no endpoint is given; stopped when it drops at the end.
     let moto = endpoint

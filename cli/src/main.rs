@@ -424,6 +424,19 @@ enum BenchCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Each Lambda function's cold start: process start to its first runtime API poll, and its peak
+    /// memory then, against a listener playing the runtime API (no cloud). Build the functions first
+    /// (`cargo build --release -p <function>` …).
+    ColdStart {
+        /// Where the function binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// The functions (binary names); default: every one under `functions/`.
+        #[arg(long, value_delimiter = ',')]
+        functions: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// AWS API requests per sale saga, counted on an emulator (moto server): the AWS backend provisioned
     /// from the template, the steps polled locally.
     Aws {
@@ -569,6 +582,11 @@ fn main() -> ExitCode {
                 platform_latency_ms,
                 state,
             }) => commands::bench_api(requests, platform_latency_ms, &state).await,
+            Command::Bench(BenchCommand::ColdStart {
+                bin_dir,
+                functions,
+                runs,
+            }) => commands::bench_cold_start(&bin_dir, functions, runs).await,
             Command::Bench(BenchCommand::Aws {
                 sagas,
                 endpoint_url,

@@ -456,3 +456,51 @@ fn bench_api_prints_the_overhead_per_operation() {
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("--requests must be at least 1"));
 }
+
+/// `bench cold-start` times a function from process start to its first runtime API poll: a real one
+/// (the debug `ingest` the test script builds) polls; a binary that exits at start is reported with its
+/// last words and the command fails; a missing one is refused.
+#[test]
+fn bench_cold_start_times_the_first_poll_and_reports_a_function_that_does_not_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let debug = target.join("debug");
+    assert!(
+        debug.join("ingest").exists(),
+        "build the functions first (cargo build -p ingest)"
+    );
+    let bench = |bin_dir: &Path, functions: &str| {
+        Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+            .args(["bench", "cold-start", "--runs", "2", "--functions", functions])
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    let out = bench(&debug, "ingest");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ingest"))
+        .unwrap_or_default();
+    assert!(line.contains(" ms") && line.contains("MiB"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, "#!/bin/sh\necho 'FOO_TABLE is not set' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = bench(dir.path(), "broken");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("did not poll") && stdout(&out).contains("FOO_TABLE is not set"),
+        "{}",
+        stdout(&out)
+    );
+    let out = bench(dir.path(), "missing");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found: build it first"));
+}

@@ -338,6 +338,8 @@ impl SalesforceLoyalty {
         at: Timestamp,
         reference: String,
     ) -> Value {
+        // To the millisecond, as an org keeps a dateTime: what is read back is what was sent.
+        let at = Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at);
         let mut journal = json!({
             "ActivityDate": at.to_string(),
             "ExternalTransactionNumber": stamp,
@@ -837,7 +839,7 @@ impl Loyalty for SalesforceLoyalty {
             SagaId::of(&request.transaction),
             request.reference
         );
-        let journal = self.transaction_journal(
+        let mut journal = self.transaction_journal(
             kind,
             &stamp,
             &request.member_id,
@@ -845,6 +847,10 @@ impl Loyalty for SalesforceLoyalty {
             request.occurred_at,
             reference,
         );
+        // What it asks, apart from what the platform takes (a reversal may take less).
+        if let Some(field) = &self.mapping.requested_points_field {
+            journal[field.as_str()] = Value::String(request.points.to_string());
+        }
         self.caller
             .retrying("adjustment", Some(key.as_str()), || async {
                 let found = match self.journal_by_stamp(&stamp).await? {

@@ -18,11 +18,13 @@
 //! `attributes`, relationship fields as nested records, dateTimes as `2026-05-28T20:26:40.000+0000`
 //! (UTC, to the millisecond, as an org stores them); past [`SalesforceSimulator::set_page_size`]
 //! records (2,000 by default, Salesforce's batch) the rest is kept behind a query locator, and
-//! `nextRecordsUrl` (`/services/data/vXX.X/query/<locator>-<offset>`) reads the next batch until `done`.
+//! `nextRecordsUrl` (`/services/data/vXX.X/query/<locator>-<offset>`) reads the next batch until `done`
+//! (a batch asked again is answered again; ten locators are kept, the oldest forgotten first).
 //! A journal's `ActivityDate` is the one the connector sent: accruals and adjustments carry it to the
 //! reference platform; a hold's is kept in the key of its reference call (`sf:{nonce}@{ms}:{ETN}`).
 //! A hold's debit is on the ledger of its journal (a cancellation's credit would be on the
-//! cancellation's own journal, which the front does not list).
+//! cancellation's own journal, which the front does not list). The org has one program,
+//! [`SalesforceSettings::program`] (the sample mapping's): a query naming another finds nothing.
 //!
 //! Members: the first accrual journal of a membership number enrols it on the reference platform,
 //! standing in for the org's own sign-up flows (the Salesforce connector does not enrol).
@@ -111,10 +113,22 @@ pub struct SalesforceSimulator {
     /// Journals posted (every realtime journal and points process received): what a test counts.
     posts: Arc<AtomicU64>,
     page_size: Arc<AtomicUsize>,
-    /// What is left of each query answered in batches, by query locator.
-    cursors: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    /// The records of each query answered in batches, by query locator.
+    cursors: Arc<Mutex<HashMap<String, Cursor>>>,
     locators: Arc<AtomicU64>,
 }
+
+/// A query answered in batches: its records, kept so that a batch asked again (a retry) is answered
+/// again; at most [`OPEN_LOCATORS`] of them, the oldest forgotten first, as Salesforce keeps a user's.
+struct Cursor {
+    opened: u64,
+    records: Vec<Value>,
+    /// Its last batch was read.
+    read: bool,
+}
+
+/// Query locators kept at once (Salesforce's limit of open cursors a user).
+const OPEN_LOCATORS: usize = 10;
 
 /// A journal as the dialect shows it.
 #[derive(Debug, Clone)]
@@ -228,9 +242,10 @@ impl SalesforceSimulator {
         self.page_size.store(records.max(1), Ordering::Relaxed);
     }
 
-    /// Query locators still open (batches not read to the end).
+    /// Query locators whose batches were not read to the end.
     pub fn open_cursors(&self) -> usize {
-        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        cursors.values().filter(|c| !c.read).count()
     }
 
     /// Journals posted so far (realtime journals and points processes).
@@ -500,34 +515,59 @@ impl SalesforceSimulator {
         let Ok(offset) = offset.parse::<usize>() else {
             return invalid();
         };
-        let records = self.cursors.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        match records {
-            Some(records) if offset > 0 && offset < records.len() => {
-                self.batch(version, records, Some((id.to_owned(), offset)))
+        let records = {
+            let cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+            match cursors.get(id) {
+                Some(c) if offset > 0 && offset < c.records.len() => c.records.clone(),
+                _ => return invalid(),
             }
-            _ => invalid(),
-        }
+        };
+        self.batch(version, records, Some((id.to_owned(), offset)))
     }
 
-    /// One batch of `records` from `offset` (behind the locator given, else a new one when there is
-    /// more than a batch): `totalSize` counts them all.
+    /// One batch of `records` from `offset`, behind the locator given, else behind a new one when
+    /// there is more than a batch: `totalSize` counts them all.
     fn batch(&self, version: &str, records: Vec<Value>, at: Option<(String, usize)>) -> Response {
         let size = self.page_size.load(Ordering::Relaxed);
-        let (locator, offset) = at.unwrap_or_else(|| {
-            let n = self.locators.fetch_add(1, Ordering::Relaxed);
-            (format!("01gSF{n:013}"), 0)
-        });
         let total = records.len();
+        let offset = at.as_ref().map_or(0, |(_, offset)| *offset);
         let end = offset.saturating_add(size).min(total);
-        let page: Vec<Value> = records[offset..end].to_vec();
-        let mut answer = json!({"totalSize": total, "done": end == total, "records": page});
-        if end < total {
-            answer["nextRecordsUrl"] =
-                Value::String(format!("/services/data/{version}/query/{locator}-{end}"));
-            self.cursors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(locator, records);
+        let mut answer = json!({"totalSize": total, "done": end == total,
+            "records": records[offset..end].to_vec()});
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        match at {
+            Some((locator, _)) => {
+                if let Some(c) = cursors.get_mut(&locator) {
+                    c.read |= end == total;
+                }
+                if end < total {
+                    answer["nextRecordsUrl"] =
+                        Value::String(format!("/services/data/{version}/query/{locator}-{end}"));
+                }
+            }
+            None if end < total => {
+                let opened = self.locators.fetch_add(1, Ordering::Relaxed);
+                let locator = format!("01gSF{opened:013}");
+                answer["nextRecordsUrl"] =
+                    Value::String(format!("/services/data/{version}/query/{locator}-{end}"));
+                if cursors.len() >= OPEN_LOCATORS
+                    && let Some(oldest) = cursors
+                        .iter()
+                        .min_by_key(|(_, c)| c.opened)
+                        .map(|(l, _)| l.clone())
+                {
+                    cursors.remove(&oldest);
+                }
+                cursors.insert(
+                    locator,
+                    Cursor {
+                        opened,
+                        records,
+                        read: false,
+                    },
+                );
+            }
+            None => {}
         }
         Json(answer).into_response()
     }

@@ -222,12 +222,14 @@ async fn more_records_than_a_batch_are_read_behind_next_records_url() {
     let mut read: Vec<String> = Vec::new();
     let mut batches = 0;
     let mut used = Vec::new();
+    let last: Vec<String>;
     loop {
         batches += 1;
         assert_eq!(answer["totalSize"], 5, "every batch counts them all");
         read.extend(ids(&answer).into_iter().map(str::to_owned));
         if answer["done"] == true {
             assert!(answer.get("nextRecordsUrl").is_none());
+            last = ids(&answer).into_iter().map(str::to_owned).collect();
             break;
         }
         let next = answer["nextRecordsUrl"].as_str().unwrap().to_owned();
@@ -240,8 +242,17 @@ async fn more_records_than_a_batch_are_read_behind_next_records_url() {
     read.sort();
     assert_eq!(read, posted);
     assert_eq!(org.dialects.salesforce.open_cursors(), 0);
+    // A batch asked again (a retry whose answer was lost) is answered again.
+    let (status, again) = org.get(&used[1]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&again), last);
+    // Ten locators are kept: the oldest is forgotten when an eleventh opens.
+    for _ in 0..10 {
+        let (_, answer) = org.query("SELECT Id FROM TransactionJournal").await;
+        assert_eq!(answer["done"], false);
+    }
     for gone in [
-        used[0].clone(),
+        used[1].clone(),
         format!("{DATA}/query/01gNOPE-2"),
         format!("{DATA}/query/nope"),
     ] {

@@ -8,7 +8,23 @@
 //! Each journal is a call of the reference platform (its rules, faults and journal apply) under a key
 //! of the sim's own (`sf:{nonce}:{ExternalTransactionNumber}`) that never repeats, and everything the
 //! dialect shows is read back from the reference's applied calls, so a replayed local run gets its
-//! Salesforce journals back too. Ids are the reference's numbers (see `sf_id`).
+//! Salesforce journals back too. Ids are the reference's numbers (see `sf_id`); a member's
+//! `LoyaltyProgramMember` id is `LPM-` and their membership number.
+//!
+//! SOQL (`GET /query?q=…`, the subset of [`soql`]) reads `TransactionJournal`, `LoyaltyLedger` and
+//! `LoyaltyProgramMember` records built from that state, with the columns the connector selects and
+//! filters on (an unknown column is `INVALID_FIELD`, a query outside the subset `MALFORMED_QUERY`, as
+//! Salesforce answers them). Answers are Salesforce's: `totalSize`, `done`, `records` each with its
+//! `attributes`, relationship fields as nested records, dateTimes as `2026-05-28T20:26:40.000+0000`
+//! (UTC, to the millisecond, as an org stores them); past [`SalesforceSimulator::set_page_size`]
+//! records (2,000 by default, Salesforce's batch) the rest is kept behind a query locator, and
+//! `nextRecordsUrl` (`/services/data/vXX.X/query/<locator>-<offset>`) reads the next batch until `done`
+//! (a batch asked again is answered again; ten locators are kept, the oldest forgotten first).
+//! A journal's `ActivityDate` is the one the connector sent: accruals and adjustments carry it to the
+//! reference platform; a hold's is kept in the key of its reference call (`sf:{nonce}@{ms}:{ETN}`).
+//! A hold's debit is on the ledger of its journal (a cancellation's credit would be on the
+//! cancellation's own journal, which the front does not list). The org has one program,
+//! [`SalesforceSettings::program`] (the sample mapping's): a query naming another finds nothing.
 //!
 //! Members: the first accrual journal of a membership number enrols it on the reference platform,
 //! standing in for the org's own sign-up flows (the Salesforce connector does not enrol).
@@ -21,8 +37,11 @@
 //! it as a plain text field. Shapes follow Salesforce's Loyalty Management developer guide (sources in
 //! `events/samples/salesforce/README.md`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod soql;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -43,26 +62,47 @@ use crate::dialect::{decimal_minor, parse_query, percent_decode, str_of};
 use crate::error::SimError;
 use crate::http::HANG;
 use crate::loyalty::{LoyaltyAnswer, LoyaltyCall, LoyaltySimulator};
+use soql::Cell;
 
-/// The org's setup the simulator assumes (the connector's defaults).
+/// The org's setup the simulator assumes (the connector's defaults, the sample mapping's program).
 #[derive(Debug, Clone)]
 pub struct SalesforceSettings {
+    pub program: String,
     pub currency: String,
     pub reference_field: String,
+    /// The number field a reversal's or re-credit's asked points are read from (the reference
+    /// platform's request; see the connector's `requested_points_field`).
+    pub requested_points_field: String,
     pub credit_process: String,
     pub debit_process: String,
+    /// Journal type and subtype names of each kind of journal, as `JournalType.Name` and
+    /// `JournalSubType.Name` show them.
+    pub accrual: (String, String),
+    pub reversal: (String, String),
+    pub recredit: (String, String),
+    pub hold: (String, String),
 }
 
 impl Default for SalesforceSettings {
     fn default() -> Self {
+        let kind = |t: &str, s: &str| (t.to_owned(), s.to_owned());
         Self {
+            program: "RetailSync Rewards".into(),
             currency: "Points".into(),
             reference_field: "RetailSync_Reference__c".into(),
+            requested_points_field: "RetailSync_Requested_Points__c".into(),
             credit_process: "Credit Points".into(),
             debit_process: "Debit Points".into(),
+            accrual: kind("Accrual", "Purchase"),
+            reversal: kind("Redemption", "Return Reversal"),
+            recredit: kind("Accrual", "Points Recredit"),
+            hold: kind("Redemption", "Checkout Hold"),
         }
     }
 }
+
+/// Salesforce's default query batch.
+pub const PAGE_SIZE: usize = 2_000;
 
 /// The Salesforce front. Cheap to clone.
 #[derive(Clone)]
@@ -72,7 +112,23 @@ pub struct SalesforceSimulator {
     nonce: Arc<AtomicU64>,
     /// Journals posted (every realtime journal and points process received): what a test counts.
     posts: Arc<AtomicU64>,
+    page_size: Arc<AtomicUsize>,
+    /// The records of each query answered in batches, by query locator.
+    cursors: Arc<Mutex<HashMap<String, Cursor>>>,
+    locators: Arc<AtomicU64>,
 }
+
+/// A query answered in batches: its records, kept so that a batch asked again (a retry) is answered
+/// again; at most [`OPEN_LOCATORS`] of them, the oldest forgotten first, as Salesforce keeps a user's.
+struct Cursor {
+    opened: u64,
+    records: Vec<Value>,
+    /// Its last batch was read.
+    read: bool,
+}
+
+/// Query locators kept at once (Salesforce's limit of open cursors a user).
+const OPEN_LOCATORS: usize = 10;
 
 /// A journal as the dialect shows it.
 #[derive(Debug, Clone)]
@@ -81,8 +137,30 @@ struct Journal {
     etn: String,
     status: &'static str,
     reference: String,
-    /// Ledger points, signed (credits positive); none for a hold.
+    /// Ledger points, signed (credits positive); a hold's is the debit made when it was taken.
     points: Option<i64>,
+    /// `ActivityDate`, to the millisecond.
+    activity: Timestamp,
+    member: MemberId,
+    /// `JournalType.Name`, `JournalSubType.Name`.
+    kind: (String, String),
+    /// Adjustments: the points asked for.
+    requested: Option<i64>,
+}
+
+/// A member's `LoyaltyProgramMember` record id.
+fn member_record(member: &MemberId) -> String {
+    format!("LPM-{member}")
+}
+
+/// An instant as an org keeps a dateTime: to the millisecond.
+fn stored(at: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at)
+}
+
+/// A dateTime as the REST API answers it.
+fn date_time(at: Timestamp) -> String {
+    format!("{}+0000", stored(at).strftime("%Y-%m-%dT%H:%M:%S%.3f"))
 }
 
 /// Journal ids are the reference platform's numbers (`LT-00000001`, holds `H-00000001`), so that a
@@ -107,41 +185,12 @@ fn term<'a>(reference: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
 }
 
-/// One condition of a SOQL `WHERE`: `<field> = '<value>'` or `<field> LIKE '<prefix>%'`.
-struct Condition {
-    field: String,
-    value: String,
-    like: bool,
-}
-
-impl Condition {
-    fn parse(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let (field, value, like) = match text.split_once(" LIKE '") {
-            Some((field, value)) => (field, value, true),
-            None => {
-                let (field, value) = text.split_once(" = '")?;
-                (field, value, false)
-            }
-        };
-        let value = value.strip_suffix('\'')?;
-        // SOQL escapes: `\_` and `\%` are the characters themselves.
-        let value = value.replace("\\_", "\u{1}").replace("\\%", "\u{2}");
-        Some(Self {
-            field: field.trim().to_owned(),
-            value,
-            like,
-        })
-    }
-
-    fn matches(&self, actual: &str) -> bool {
-        let literal = |s: &str| s.replace('\u{1}', "_").replace('\u{2}', "%");
-        match (self.like, self.value.strip_suffix('%')) {
-            (true, Some(prefix)) if !prefix.contains(['%', '_']) => actual.starts_with(&literal(prefix)),
-            (true, _) => false,
-            (false, _) => actual == literal(&self.value),
-        }
-    }
+/// One record a query reads.
+enum Row<'a> {
+    Journal(&'a Journal),
+    /// The ledger entry of a journal's points in the program currency.
+    Ledger(&'a Journal),
+    Member(&'a MemberId),
 }
 
 /// A Salesforce error answer.
@@ -182,7 +231,21 @@ impl SalesforceSimulator {
             // Random, so that keys made after a replayed journal never meet the journal's.
             nonce: Arc::new(AtomicU64::new(rand::random::<u64>() >> 1)),
             posts: Arc::default(),
+            page_size: Arc::new(AtomicUsize::new(PAGE_SIZE)),
+            cursors: Arc::default(),
+            locators: Arc::default(),
         }
+    }
+
+    /// How many records a query answers at once (at least 1); the rest behind `nextRecordsUrl`.
+    pub fn set_page_size(&self, records: usize) {
+        self.page_size.store(records.max(1), Ordering::Relaxed);
+    }
+
+    /// Query locators whose batches were not read to the end.
+    pub fn open_cursors(&self) -> usize {
+        let cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        cursors.values().filter(|c| !c.read).count()
     }
 
     /// Journals posted so far (realtime journals and points processes).
@@ -193,6 +256,12 @@ impl SalesforceSimulator {
     fn key(&self, etn: &str) -> String {
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
         format!("sf:{nonce:x}:{etn}")
+    }
+
+    /// The key of a journal posted with `ActivityDate` `activity`, which it keeps.
+    fn journal_key(&self, etn: &str, activity: Timestamp) -> String {
+        let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
+        format!("sf:{nonce:x}@{}:{etn}", activity.as_millisecond())
     }
 
     // --- journals, read back from the reference platform ---------------------------------------
@@ -216,15 +285,18 @@ impl SalesforceSimulator {
                 _ => None,
             })
             .collect();
+        let settings = &self.settings;
         let mut journals = Vec::new();
         for (key, call, answer) in applied {
-            let Some(etn) = key
-                .strip_prefix("sf:")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, etn)| etn.to_owned())
-            else {
+            // `sf:{nonce}[@{ms}]:{ETN}`: the ETN, and the ActivityDate the journal came with.
+            let Some((head, etn)) = key.strip_prefix("sf:").and_then(|r| r.split_once(':')) else {
                 continue;
             };
+            let etn = etn.to_owned();
+            let activity = head
+                .split_once('@')
+                .and_then(|(_, ms)| ms.parse().ok())
+                .and_then(|ms| Timestamp::from_millisecond(ms).ok());
             match (call, answer) {
                 (LoyaltyCall::Accrue(r), LoyaltyAnswer::Accrual(a)) => journals.push(Journal {
                     id: sf_id(a.loyalty_transaction_id.as_str()),
@@ -232,6 +304,10 @@ impl SalesforceSimulator {
                     status: "Processed",
                     reference: format!("retail-sync transaction={}", SagaId::of(&r.transaction)),
                     points: points_of(a.loyalty_transaction_id.as_str()),
+                    activity: stored(r.occurred_at),
+                    member: r.member_id,
+                    kind: settings.accrual.clone(),
+                    requested: None,
                 }),
                 (LoyaltyCall::Adjust(r), LoyaltyAnswer::Adjustment(a)) => journals.push(Journal {
                     id: sf_id(a.loyalty_transaction_id.as_str()),
@@ -243,6 +319,13 @@ impl SalesforceSimulator {
                         r.reference
                     ),
                     points: points_of(a.loyalty_transaction_id.as_str()),
+                    activity: stored(r.occurred_at),
+                    member: r.member_id,
+                    kind: match r.kind {
+                        AdjustmentKind::Reversal => settings.reversal.clone(),
+                        AdjustmentKind::Recredit => settings.recredit.clone(),
+                    },
+                    requested: Some(r.points.get()),
                 }),
                 (LoyaltyCall::CreateHold(r), LoyaltyAnswer::Hold(h)) => {
                     let now = holds.iter().find(|x| x.hold_id == h.hold_id).unwrap_or(&h);
@@ -253,6 +336,14 @@ impl SalesforceSimulator {
                     if let (HoldStatus::Committed, Some(t)) = (now.status, &now.transaction) {
                         reference.push_str(&format!(" order={}", SagaId::of(t)));
                     }
+                    // A hold journal kept before its key carried the ActivityDate: the redemption's
+                    // instant once committed, else its expiry.
+                    let activity = activity.unwrap_or_else(|| {
+                        ledger
+                            .iter()
+                            .find(|t| t.hold_id.as_ref() == Some(&h.hold_id))
+                            .map_or(r.expires_at, |t| t.occurred_at)
+                    });
                     journals.push(Journal {
                         id: sf_id(h.hold_id.as_str()),
                         etn,
@@ -262,7 +353,11 @@ impl SalesforceSimulator {
                             "Processed"
                         },
                         reference,
-                        points: None,
+                        points: Some(-r.points.get()),
+                        activity: stored(activity),
+                        member: r.member_id,
+                        kind: settings.hold.clone(),
+                        requested: None,
                     });
                 }
                 _ => {}
@@ -274,13 +369,22 @@ impl SalesforceSimulator {
 
     // --- the routes ------------------------------------------------------------------------------
 
-    async fn handle(&self, method: Method, rest: &str, query: Option<String>, body: &[u8]) -> Response {
+    async fn handle(
+        &self,
+        method: Method,
+        version: &str,
+        rest: &str,
+        query: Option<String>,
+        body: &[u8],
+    ) -> Response {
         if self.loyalty.faults().down {
             return failure(SimError::Unavailable {
                 message: "the platform is down (injected fault)",
             })
             .await;
         }
+        // The latency fault, before every call, as the reference platform's routes wait it out.
+        self.loyalty.delay().await;
         let query = parse_query(query.as_deref().unwrap_or_default());
         let body: Value = if body.is_empty() {
             Value::Null
@@ -292,7 +396,8 @@ impl SalesforceSimulator {
         };
         let segments: Vec<&str> = rest.split('/').collect();
         match (method.as_str(), segments.as_slice()) {
-            ("GET", ["query"]) => self.query(query.get("q").map(String::as_str).unwrap_or_default()),
+            ("GET", ["query"]) => self.query(version, query.get("q").map(String::as_str).unwrap_or_default()),
+            ("GET", ["query", locator]) => self.more(version, locator),
             ("GET", ["loyalty-programs", _, "members"]) => {
                 self.profile(
                     query
@@ -317,101 +422,241 @@ impl SalesforceSimulator {
         }
     }
 
-    /// `SELECT <fields> FROM <object> WHERE <field> = '<value>' [AND <field> LIKE '<prefix>%' …] …`: the
-    /// shapes the connector sends.
-    fn query(&self, soql: &str) -> Response {
-        let parsed = (|| {
-            let rest = soql.strip_prefix("SELECT ")?;
-            let (fields, rest) = rest.split_once(" FROM ")?;
-            let (object, rest) = rest.split_once(" WHERE ")?;
-            let clause = rest.split(" ORDER BY ").next()?.split(" LIMIT ").next()?;
-            let conditions = clause
-                .split(" AND ")
-                .map(Condition::parse)
-                .collect::<Option<Vec<_>>>()?;
-            let fields: Vec<String> = fields.split(',').map(|f| f.trim().to_owned()).collect();
-            Some((fields, object.trim().to_owned(), conditions))
-        })();
-        let Some((fields, object, conditions)) = parsed else {
-            return sf_error(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_QUERY",
-                format!("unexpected query: {soql}"),
-            );
-        };
-        let journals = self.journals();
-        let reference_field = self.settings.reference_field.as_str();
-        let field_of = |j: &Journal, f: &str| -> Option<String> {
-            match f {
-                "Id" => Some(j.id.clone()),
-                "Status" => Some(j.status.to_owned()),
-                "ExternalTransactionNumber" => Some(j.etn.clone()),
-                f if f == reference_field => Some(j.reference.clone()),
-                _ => None,
-            }
-        };
-        let records: Vec<Value> = match object.as_str() {
-            "TransactionJournal" => {
-                let known = |f: &str| {
-                    matches!(f, "Id" | "Status" | "ExternalTransactionNumber") || f == reference_field
-                };
-                if let Some(c) = conditions.iter().find(|c| !known(&c.field)) {
-                    return sf_error(
-                        StatusCode::BAD_REQUEST,
-                        "INVALID_FIELD",
-                        format!("No such column '{}' on entity 'TransactionJournal'", c.field),
-                    );
-                }
-                journals
-                    .iter()
-                    .filter(|j| {
-                        conditions
-                            .iter()
-                            .all(|c| field_of(j, &c.field).is_some_and(|v| c.matches(&v)))
-                    })
-                    .map(|j| {
-                        let mut r = json!({"attributes": {"type": "TransactionJournal",
-                            "url": format!("/services/data/v62.0/sobjects/TransactionJournal/{}", j.id)}});
-                        for f in &fields {
-                            r[f.as_str()] = field_of(j, f).map_or(Value::Null, Value::String);
-                        }
-                        r
-                    })
-                    .collect()
-            }
-            "LoyaltyLedger"
-                if conditions.iter().all(|c| {
-                    matches!(
-                        c.field.as_str(),
-                        "TransactionJournalId" | "LoyaltyProgramCurrency.Name"
-                    )
-                }) =>
-            {
-                journals
-                    .iter()
-                    .filter(|j| {
-                        conditions.iter().all(|c| match c.field.as_str() {
-                            "TransactionJournalId" => c.matches(&j.id),
-                            _ => c.matches(&self.settings.currency),
-                        })
-                    })
-                    .filter_map(|j| j.points)
-                    .map(|p| {
-                        json!({"attributes": {"type": "LoyaltyLedger"},
-                        "Points": p.unsigned_abs() as f64,
-                        "EventType": if p < 0 { "Debit" } else { "Credit" }})
-                    })
-                    .collect()
-            }
-            _ => {
+    /// A SOQL query (the subset of [`soql`]) over the records the front shows, answered in batches.
+    fn query(&self, version: &str, text: &str) -> Response {
+        let query = match soql::parse(text) {
+            Ok(q) => q,
+            Err(message) => {
                 return sf_error(
                     StatusCode::BAD_REQUEST,
-                    "INVALID_FIELD",
-                    format!("unsupported query on {object}"),
+                    "MALFORMED_QUERY",
+                    format!("unexpected query: {message}: {text}"),
                 );
             }
         };
-        Json(json!({"totalSize": records.len(), "done": true, "records": records})).into_response()
+        let journals = self.journals();
+        let members = self.loyalty.members();
+        let rows: Vec<Row> = match query.object.as_str() {
+            "TransactionJournal" => journals.iter().map(Row::Journal).collect(),
+            "LoyaltyLedger" => journals
+                .iter()
+                .filter(|j| j.points.is_some())
+                .map(Row::Ledger)
+                .collect(),
+            "LoyaltyProgramMember" => members.iter().map(|m| Row::Member(&m.member_id)).collect(),
+            other => {
+                return sf_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_TYPE",
+                    format!("sObject type '{other}' is not supported."),
+                );
+            }
+        };
+        // Every column named must exist, whether or not a record is found.
+        let probe = |field: &str| match query.object.as_str() {
+            "TransactionJournal" => self.journal_column(field),
+            "LoyaltyLedger" => {
+                matches!(
+                    field,
+                    "Id" | "TransactionJournalId"
+                        | "Points"
+                        | "EventType"
+                        | "LoyaltyProgramCurrency.Name"
+                        | "LoyaltyProgramMemberId"
+                ) || field
+                    .strip_prefix("TransactionJournal.")
+                    .is_some_and(|f| self.journal_column(f))
+            }
+            _ => matches!(field, "Id" | "MembershipNumber"),
+        };
+        let names = query
+            .fields
+            .iter()
+            .chain(query.conditions.iter().map(|c| &c.field));
+        if let Some(unknown) = names.into_iter().find(|f| !probe(f)) {
+            return sf_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_FIELD",
+                format!("No such column '{unknown}' on entity '{}'", query.object),
+            );
+        }
+        let mut records = Vec::new();
+        for row in &rows {
+            let mut keep = true;
+            for c in &query.conditions {
+                match c.matches(&self.cell(row, &c.field)) {
+                    Ok(true) => {}
+                    Ok(false) => keep = false,
+                    Err(message) => return sf_error(StatusCode::BAD_REQUEST, "INVALID_FIELD", message),
+                }
+            }
+            if keep {
+                records.push(self.record(version, &query.object, row, &query.fields));
+            }
+        }
+        if let Some(limit) = query.limit {
+            records.truncate(limit);
+        }
+        self.batch(version, records, None)
+    }
+
+    /// The next batch behind a query locator (`<locator>-<offset>`).
+    fn more(&self, version: &str, locator: &str) -> Response {
+        let invalid = || {
+            sf_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_QUERY_LOCATOR",
+                "invalid query locator".into(),
+            )
+        };
+        let Some((id, offset)) = locator.rsplit_once('-') else {
+            return invalid();
+        };
+        let Ok(offset) = offset.parse::<usize>() else {
+            return invalid();
+        };
+        let records = {
+            let cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+            match cursors.get(id) {
+                Some(c) if offset > 0 && offset < c.records.len() => c.records.clone(),
+                _ => return invalid(),
+            }
+        };
+        self.batch(version, records, Some((id.to_owned(), offset)))
+    }
+
+    /// One batch of `records` from `offset`, behind the locator given, else behind a new one when
+    /// there is more than a batch: `totalSize` counts them all.
+    fn batch(&self, version: &str, records: Vec<Value>, at: Option<(String, usize)>) -> Response {
+        let size = self.page_size.load(Ordering::Relaxed);
+        let total = records.len();
+        let offset = at.as_ref().map_or(0, |(_, offset)| *offset);
+        let end = offset.saturating_add(size).min(total);
+        let mut answer = json!({"totalSize": total, "done": end == total,
+            "records": records[offset..end].to_vec()});
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        match at {
+            Some((locator, _)) => {
+                if let Some(c) = cursors.get_mut(&locator) {
+                    c.read |= end == total;
+                }
+                if end < total {
+                    answer["nextRecordsUrl"] =
+                        Value::String(format!("/services/data/{version}/query/{locator}-{end}"));
+                }
+            }
+            None if end < total => {
+                let opened = self.locators.fetch_add(1, Ordering::Relaxed);
+                let locator = format!("01gSF{opened:013}");
+                answer["nextRecordsUrl"] =
+                    Value::String(format!("/services/data/{version}/query/{locator}-{end}"));
+                if cursors.len() >= OPEN_LOCATORS
+                    && let Some(oldest) = cursors
+                        .iter()
+                        .min_by_key(|(_, c)| c.opened)
+                        .map(|(l, _)| l.clone())
+                {
+                    cursors.remove(&oldest);
+                }
+                cursors.insert(
+                    locator,
+                    Cursor {
+                        opened,
+                        records,
+                        read: false,
+                    },
+                );
+            }
+            None => {}
+        }
+        Json(answer).into_response()
+    }
+
+    fn journal_column(&self, field: &str) -> bool {
+        matches!(
+            field,
+            "Id" | "Status"
+                | "ExternalTransactionNumber"
+                | "ActivityDate"
+                | "MemberId"
+                | "LoyaltyProgram.Name"
+                | "JournalType.Name"
+                | "JournalSubType.Name"
+        ) || field == self.settings.reference_field
+            || field == self.settings.requested_points_field
+    }
+
+    /// A record's value of a column (known to exist: see `query`).
+    fn cell(&self, row: &Row, field: &str) -> Cell {
+        let text = |s: &str| Cell::Text(s.to_owned());
+        let settings = &self.settings;
+        match row {
+            Row::Journal(j) => match field {
+                "Id" => text(&j.id),
+                "Status" => text(j.status),
+                "ExternalTransactionNumber" => text(&j.etn),
+                "ActivityDate" => Cell::Time(j.activity),
+                "MemberId" => Cell::Text(member_record(&j.member)),
+                "LoyaltyProgram.Name" => text(&settings.program),
+                "JournalType.Name" => text(&j.kind.0),
+                "JournalSubType.Name" => text(&j.kind.1),
+                f if f == settings.reference_field => text(&j.reference),
+                f if f == settings.requested_points_field => {
+                    j.requested.map_or(Cell::Null, |p| Cell::Number(p as f64))
+                }
+                _ => Cell::Null,
+            },
+            Row::Ledger(j) => {
+                let points = j.points.unwrap_or_default();
+                match field {
+                    "Id" => Cell::Text(format!("LL-{}", j.id)),
+                    "TransactionJournalId" => text(&j.id),
+                    "Points" => Cell::Number(points.unsigned_abs() as f64),
+                    "EventType" => text(if points < 0 { "Debit" } else { "Credit" }),
+                    "LoyaltyProgramCurrency.Name" => text(&settings.currency),
+                    "LoyaltyProgramMemberId" => Cell::Text(member_record(&j.member)),
+                    f => match f.strip_prefix("TransactionJournal.") {
+                        Some(f) => self.cell(&Row::Journal(j), f),
+                        None => Cell::Null,
+                    },
+                }
+            }
+            Row::Member(m) => match field {
+                "Id" => Cell::Text(member_record(m)),
+                "MembershipNumber" => text(m.as_str()),
+                _ => Cell::Null,
+            },
+        }
+    }
+
+    /// A record as the REST API answers it: `attributes`, then the fields selected, a relationship's
+    /// fields nested under its name.
+    fn record(&self, version: &str, object: &str, row: &Row, fields: &[String]) -> Value {
+        let id = match self.cell(row, "Id") {
+            Cell::Text(id) => id,
+            _ => String::new(),
+        };
+        let mut record = json!({"attributes": {"type": object,
+            "url": format!("/services/data/{version}/sobjects/{object}/{id}")}});
+        for field in fields {
+            let value = match self.cell(row, field) {
+                Cell::Text(t) => Value::String(t),
+                Cell::Time(t) => Value::String(date_time(t)),
+                Cell::Number(n) => json!(n),
+                Cell::Null => Value::Null,
+            };
+            let mut path: Vec<&str> = field.split('.').collect();
+            let last = path.pop().unwrap_or_default();
+            let mut at = &mut record;
+            for relationship in path {
+                if !at.get(relationship).is_some_and(Value::is_object) {
+                    at[relationship] = json!({"attributes": {"type": relationship}});
+                }
+                at = &mut at[relationship];
+            }
+            at[last] = value;
+        }
+        record
     }
 
     async fn profile(&self, membership_number: &str) -> Response {
@@ -449,7 +694,7 @@ impl SalesforceSimulator {
             Err(message) => return sf_error(StatusCode::BAD_REQUEST, "INVALID_INPUT", message),
         };
         let etn = str_of(journal, "ExternalTransactionNumber");
-        let key = self.key(etn);
+        let key = self.journal_key(etn, request.occurred_at);
         // Members are Salesforce's own (its sign-up flows enrol them; the connector does not): standing
         // in for those flows, the first accrual journal of a membership number the reference platform
         // does not know enrols it there. A number it will not enrol (`unknown-…`) is refused below.
@@ -537,7 +782,11 @@ impl SalesforceSimulator {
         };
         let etn = str_of(&journal, "ExternalTransactionNumber");
         let reference = str_of(&journal, &self.settings.reference_field).to_owned();
-        let key = self.key(etn);
+        let activity = match timestamp(str_of(&journal, "ActivityDate")) {
+            Ok(at) => at,
+            Err(message) => return sf_error(StatusCode::BAD_REQUEST, "INVALID_INPUT", message),
+        };
+        let key = self.journal_key(etn, activity);
         let moved = if reference.starts_with("retail-sync hold ") && !credit {
             self.hold(&journal, &reference, &key)
         } else {
@@ -674,11 +923,11 @@ pub fn router(sf: SalesforceSimulator) -> axum::Router<()> {
     async fn route(
         State(sf): State<SalesforceSimulator>,
         method: Method,
-        Path((_version, rest)): Path<(String, String)>,
+        Path((version, rest)): Path<(String, String)>,
         RawQuery(query): RawQuery,
         body: Bytes,
     ) -> Response {
-        sf.handle(method, &rest, query, &body).await
+        sf.handle(method, &version, &rest, query, &body).await
     }
     axum::Router::new()
         .route("/services/data/{version}/{*rest}", axum::routing::any(route))

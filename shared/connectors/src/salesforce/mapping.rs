@@ -41,6 +41,12 @@ pub struct SalesforceMapping {
     /// it, and it is how a hold's expiry and commitment are kept (Salesforce has no points hold).
     #[serde(default = "SalesforceMapping::default_reference_field")]
     pub reference_field: String,
+    /// Optional: a number custom field on TransactionJournal (Number(18, 0)) where the connector writes
+    /// the points a reversal or re-credit asked for, so that reading the books back can tell a reversal
+    /// that took less than it asked (`requested_points`). Without it, such a reversal reads back with
+    /// the points it took only.
+    #[serde(default)]
+    pub requested_points_field: Option<String>,
     /// The realtime-processed accrual of a sale or shipment.
     #[serde(default = "SalesforceMapping::default_accrual")]
     pub accrual: JournalKind,
@@ -107,6 +113,13 @@ impl SalesforceMapping {
             return Err(config(format!(
                 "reference_field {:?} is not a field API name",
                 mapping.reference_field
+            )));
+        }
+        if let Some(field) = &mapping.requested_points_field
+            && (!name_ok(field) || *field == mapping.reference_field)
+        {
+            return Err(config(format!(
+                "requested_points_field {field:?} is not a field API name of its own"
             )));
         }
         let version_ok = mapping

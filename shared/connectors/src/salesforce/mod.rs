@@ -9,7 +9,9 @@
 //!   it, or finding it expired (reading it, committing it, or reading the member's balance or making
 //!   them a new hold), cancels the debit (`actions/standard/cancelRedemption`); committing it writes the
 //!   order in its reference field (the points stay spent);
-//! - the balance → the member profile's points currency (`GET /loyalty-programs/{program}/members`).
+//! - the balance → the member profile's points currency (`GET /loyalty-programs/{program}/members`);
+//! - the books, for reconciliation (`LoyaltyBooks`) → SOQL over the journals whose `ActivityDate`
+//!   falls in the window, their ledger entries and their members, every batch read (see [`books`]).
 //!
 //! # Exactly once without an idempotency key
 //! Every journal carries `ExternalTransactionNumber` = the stamp of the call's idempotency key
@@ -17,6 +19,7 @@
 //! (`SELECT … FROM TransactionJournal WHERE ExternalTransactionNumber = '…'`, an indexed field): a
 //! journal posted by an attempt that timed out is found, never posted twice.
 
+pub mod books;
 #[cfg(test)]
 mod contract;
 pub mod mapping;
@@ -188,22 +191,11 @@ impl SalesforceLoyalty {
         Ok(answer)
     }
 
+    /// The first batch of what `soql` finds (the lookups here find one or two records).
     async fn query(&self, soql: &str) -> Result<Vec<Value>, ConnectorError> {
-        let path = self.data("/query");
         let found = self
-            .get(&format!("{path}?q={}", wire::percent(soql)))
-            .await
-            // The query resource exists in every org: a 404 is a wrong instance URL or API version.
-            .map_err(|e| match e {
-                ConnectorError::Status {
-                    status: 404, message, ..
-                } => ConnectorError::Misrouted {
-                    path,
-                    status: 404,
-                    message,
-                },
-                other => other,
-            })?;
+            .page(&format!("{}?q={}", self.data("/query"), wire::percent(soql)))
+            .await?;
         Ok(found
             .get("records")
             .and_then(Value::as_array)
@@ -301,18 +293,7 @@ impl SalesforceLoyalty {
                 self.mapping.currency
             ))
             .await?;
-        // `as` saturates, and so does the rest: no answer can overflow us.
-        Ok(records
-            .iter()
-            .map(|r| {
-                let points = r.get("Points").and_then(Value::as_f64).unwrap_or(0.0) as i64;
-                if r.get("EventType").and_then(Value::as_str) == Some("Debit") {
-                    points.saturating_neg()
-                } else {
-                    points
-                }
-            })
-            .fold(0_i64, i64::saturating_add))
+        Ok(records.iter().map(signed_points).fold(0_i64, i64::saturating_add))
     }
 
     /// The member's points in the program currency.
@@ -338,6 +319,8 @@ impl SalesforceLoyalty {
         at: Timestamp,
         reference: String,
     ) -> Value {
+        // To the millisecond, as an org keeps a dateTime: what is read back is what was sent.
+        let at = Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at);
         let mut journal = json!({
             "ActivityDate": at.to_string(),
             "ExternalTransactionNumber": stamp,
@@ -518,6 +501,17 @@ fn process_points(answer: &Value, field: &str) -> Option<i64> {
 
 fn transaction_of(id: &str) -> Option<TransactionRef> {
     SagaId::from_stored(id.to_owned()).transaction()
+}
+
+/// A ledger entry's points, signed: a `Debit` takes, anything else gives. (`as` saturates, and so does
+/// every sum of them: no answer can overflow us.)
+fn signed_points(entry: &Value) -> i64 {
+    let points = entry.get("Points").and_then(Value::as_f64).unwrap_or(0.0) as i64;
+    if entry.get("EventType").and_then(Value::as_str) == Some("Debit") {
+        points.saturating_neg()
+    } else {
+        points
+    }
 }
 
 /// A journal found by its number must have been processed: `Pending` is waited for, `Error` or
@@ -837,7 +831,7 @@ impl Loyalty for SalesforceLoyalty {
             SagaId::of(&request.transaction),
             request.reference
         );
-        let journal = self.transaction_journal(
+        let mut journal = self.transaction_journal(
             kind,
             &stamp,
             &request.member_id,
@@ -845,6 +839,10 @@ impl Loyalty for SalesforceLoyalty {
             request.occurred_at,
             reference,
         );
+        // What it asks, apart from what the platform takes (a reversal may take less).
+        if let Some(field) = &self.mapping.requested_points_field {
+            journal[field.as_str()] = Value::String(request.points.to_string());
+        }
         self.caller
             .retrying("adjustment", Some(key.as_str()), || async {
                 let found = match self.journal_by_stamp(&stamp).await? {

@@ -5,7 +5,9 @@
 //!   reference text, in one `$batch` change set with `If-Match` on every item;
 //! - a reinstatement → the same, the quantity raised again (and a rejection lifted);
 //! - a return → a customer return (`API_CUSTOMER_RETURN_SRV`, `A_CustomerReturn`) referring to the
-//!   sales order's items.
+//!   sales order's items;
+//! - the books, for reconciliation (`ErpBooks`) → read back from the sales orders and customer returns
+//!   changed since the window began, their items, pricing elements and reference texts (`books`).
 //!
 //! Every document carries a reference text ([`reference`]) naming the fact it stands for and its
 //! business time; a cancellation's or reinstatement's also names the items it changed.
@@ -20,6 +22,7 @@
 //! or reinstatement changes the sales order, so its stamp goes in the reference text written in the
 //! same change set: found on the order, the change was made.
 
+mod books;
 #[cfg(test)]
 mod contract;
 pub mod mapping;
@@ -124,12 +127,13 @@ impl SapErp {
     /// GETs `path` (under the tenant root) with `query` and returns the `d` of its JSON, with the
     /// answer's `ETag` put in `d.__metadata.etag` when the body has none there.
     async fn read(&self, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, ConnectorError> {
-        let query: Vec<String> = query
-            .iter()
-            .map(|(name, value)| format!("{name}={}", crate::wire::percent(value)))
-            .collect();
-        let url = format!("{}?{}", self.caller.url(path), query.join("&"));
-        let response = self.caller.get_json(&url).await?;
+        let url = format!("{}?{}", self.caller.url(path), query_string(query));
+        self.read_url(path, &url).await
+    }
+
+    /// [`SapErp::read`] of a whole URL (a page after the first, say); `path` names it in errors.
+    async fn read_url(&self, path: &str, url: &str) -> Result<Option<Value>, ConnectorError> {
+        let response = self.caller.get_json(url).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -657,6 +661,15 @@ impl SapErp {
         header[m.stamp_field.as_str()] = Value::String(stamp.to_owned());
         Ok(header)
     }
+}
+
+/// Query options as a query string, their values percent-encoded.
+fn query_string(query: &[(&str, &str)]) -> String {
+    query
+        .iter()
+        .map(|(name, value)| format!("{name}={}", crate::wire::percent(value)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// SAP item numbers count in tens: line 1 is item 10.

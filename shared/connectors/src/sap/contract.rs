@@ -226,3 +226,133 @@ fn odd_answers_are_errors_not_panics() {
     assert!(checked_number("1'; DROP").is_err());
     assert!(checked_number("").is_err());
 }
+
+/// A page of `A_SalesOrder` as the books read it (`$expand=to_Item,to_Item/to_PricingElement,to_Text,
+/// to_PricingElement`), in SAP's documented shape. Derived, not copied: property names, types and
+/// scales from the "Sales Order (A2X)" OpenAPI spec 1.0.0 (`API_SALES_ORDER_SRV.A_SalesOrderType`,
+/// `A_SalesOrderItemType` with `RequestedQuantity` of scale 3, `A_SalesOrderItemPrElementType` and
+/// `A_SalesOrderHeaderPrElementType` with `ConditionRateValue` of scale 9, `A_SalesOrderTextType`; public
+/// copy in github.com/be-lenka/sap_sales-order, `sales_order.json`), the collection wrapper
+/// `{"d": {"results": […]}}` of its 200 answers, `LastChangeDateTime` written as in
+/// `sales-order-create.response.json`, and `__next` as OData V2's JSON format defines partial listings
+/// (quoted in github.com/SAP/python-pyodata issue #198). The values are ours.
+const SALES_ORDER_PAGE: &str = r#"{"d": {"results": [{
+    "__metadata": {"type": "API_SALES_ORDER_SRV.A_SalesOrderType", "etag": "W/\"datetimeoffset'2026-05-28T14%3A00%3A00.0000000Z'\""},
+    "SalesOrder": "4000043",
+    "SalesOrderType": "OR",
+    "PurchaseOrderByCustomer": "order:o-7",
+    "CustomerPurchaseOrderDate": "/Date(1779926400000)/",
+    "LastChangeDateTime": "/Date(1779976800000+0000)/",
+    "TransactionCurrency": "EUR",
+    "TotalNetAmount": "10.99",
+    "to_PricingElement": {"results": [
+        {"SalesOrder": "4000043", "PricingProcedureStep": "900", "PricingProcedureCounter": "1", "ConditionType": "ZRSR", "ConditionRateValue": "-2.000000000", "ConditionCurrency": "EUR", "ConditionAmount": "-2.000", "TransactionCurrency": "EUR"}
+    ]},
+    "to_Text": {"results": [
+        {"SalesOrder": "4000043", "Language": "EN", "LongTextID": "0001", "LongText": "Leave at the door"},
+        {"SalesOrder": "4000043", "Language": "EN", "LongTextID": "ZRS1", "LongText": "retail-sync order:o-7 transaction=order:o-7 at=2026-05-28T10:00:00Z"},
+        {"SalesOrder": "4000043", "Language": "EN", "LongTextID": "ZRS1", "LongText": "retail-sync RS-0123456789abcdef0123456789abcdef cancellation=cx-1 at=2026-05-28T11:00:00Z items=20/3:3>1"},
+        {"SalesOrder": "4000043", "Language": "EN", "LongTextID": "ZRS1", "LongText": "retail-sync RS-fedcba9876543210fedcba9876543210 reinstatement=s-1 at=2026-05-28T12:00:00Z items=20/3:1>2"}
+    ]},
+    "to_Item": {"results": [
+        {"SalesOrder": "4000043", "SalesOrderItem": "10", "Material": "SKU-1", "RequestedQuantity": "2.000", "RequestedQuantityUnit": "PC", "NetAmount": "10.000", "SalesDocumentRjcnReason": "",
+         "to_PricingElement": {"results": [
+            {"SalesOrder": "4000043", "SalesOrderItem": "10", "PricingProcedureStep": "10", "PricingProcedureCounter": "1", "ConditionType": "PPR0", "ConditionRateValue": "5.000000000", "ConditionCurrency": "EUR", "ConditionQuantity": "1", "ConditionAmount": "10.000"},
+            {"SalesOrder": "4000043", "SalesOrderItem": "10", "PricingProcedureStep": "800", "PricingProcedureCounter": "1", "ConditionType": "TTX1", "ConditionRateValue": "1.900000000", "ConditionCurrency": "EUR", "ConditionAmount": "1.900"}
+         ]}},
+        {"SalesOrder": "4000043", "SalesOrderItem": "20", "Material": "SKU-2", "RequestedQuantity": "2.000", "RequestedQuantityUnit": "PC", "NetAmount": "5.990", "SalesDocumentRjcnReason": "",
+         "to_PricingElement": {"results": [
+            {"SalesOrder": "4000043", "SalesOrderItem": "20", "ConditionType": "PPR0", "ConditionRateValue": "3.330000000", "ConditionCurrency": "EUR"},
+            {"SalesOrder": "4000043", "SalesOrderItem": "20", "ConditionType": "DRV1", "ConditionRateValue": "-1.000000000", "ConditionCurrency": "EUR"},
+            {"SalesOrder": "4000043", "SalesOrderItem": "20", "ConditionType": "TTX1", "ConditionRateValue": "1.710000000", "ConditionCurrency": "EUR"}
+         ]}}
+    ]}
+}],
+"__next": "https://my300000.s4hana.ondemand.com/sap/opu/odata/sap/API_SALES_ORDER_SRV/A_SalesOrder?$skiptoken=1"}}"#;
+
+/// A page of `A_CustomerReturn` (`$expand=to_Item,to_Item/to_PricingElement,to_Text`), derived the same
+/// way from the "Customer Return (A2X)" OpenAPI spec 1.1.0 (`API_CUSTOMER_RETURN_SRV.A_CustomerReturnType`,
+/// `A_CustomerReturnItemType`, `A_CustomerReturnItemPrcgElmntType`, `A_CustomerReturnTextType`; public
+/// copy in github.com/be-lenka/sap_customer-return, `customer_return.json`).
+const CUSTOMER_RETURN_PAGE: &str = r#"{"d": {"results": [{
+    "__metadata": {"type": "API_CUSTOMER_RETURN_SRV.A_CustomerReturnType"},
+    "CustomerReturn": "60000012",
+    "CustomerReturnType": "CBAR",
+    "PurchaseOrderByCustomer": "RS-00112233445566778899aabbccddeeff",
+    "CustomerPurchaseOrderDate": "/Date(1779926400000)/",
+    "LastChangeDateTime": "/Date(1779973200000+0000)/",
+    "TransactionCurrency": "EUR",
+    "to_Text": {"results": [
+        {"CustomerReturn": "60000012", "Language": "EN", "LongTextID": "ZRS1", "LongText": "retail-sync RS-00112233445566778899aabbccddeeff return=ret-7 original=receipt:store-001:r-7 store=store-002 at=2026-05-28T13:00:00Z"}
+    ]},
+    "to_Item": {"results": [
+        {"CustomerReturn": "60000012", "CustomerReturnItem": "10", "Material": "SKU-1", "RequestedQuantity": "1.000", "ReferenceSDDocument": "4000044", "ReferenceSDDocumentItem": "10",
+         "to_PricingElement": {"results": [
+            {"CustomerReturn": "60000012", "CustomerReturnItem": "10", "ConditionType": "PPR0", "ConditionRateValue": "5.000000000", "ConditionCurrency": "EUR"}
+         ]}}
+    ]}
+}]}}"#;
+
+#[test]
+fn documented_read_shapes_are_read_as_the_books() {
+    use retail_sync_core::ports::DocumentKind;
+
+    let page: Value = serde_json::from_str(SALES_ORDER_PAGE).unwrap();
+    assert!(page["d"]["__next"].is_string());
+    let documents = books::sales_order_documents(&page["d"]["results"][0], &mapping()).unwrap();
+    let read: Vec<_> = documents
+        .iter()
+        .map(|d| {
+            (
+                d.document_id.as_str(),
+                d.kind,
+                d.reference.as_deref(),
+                d.net_minor.get(),
+                d.redemption_minor.map(|r| r.get()),
+                d.occurred_at.to_string(),
+            )
+        })
+        .collect();
+    // Item 20 was ordered 3 × 3.33 less 1.00 (8.99): its top two units are 6.00, the next one 3.00.
+    assert_eq!(
+        read,
+        [
+            (
+                "4000043",
+                DocumentKind::Sale,
+                None,
+                1_000 + 899,
+                Some(200),
+                "2026-05-28T10:00:00Z".to_owned()
+            ),
+            (
+                "4000043",
+                DocumentKind::Cancellation,
+                Some("cx-1"),
+                600,
+                None,
+                "2026-05-28T11:00:00Z".to_owned()
+            ),
+            (
+                "4000043",
+                DocumentKind::Reinstatement,
+                Some("s-1"),
+                300,
+                None,
+                "2026-05-28T12:00:00Z".to_owned()
+            ),
+        ]
+    );
+    assert!(documents.iter().all(|d| d.transaction == samples::order("o-7")));
+
+    let page: Value = serde_json::from_str(CUSTOMER_RETURN_PAGE).unwrap();
+    let ret = books::customer_return_document(&page["d"]["results"][0], &mapping())
+        .unwrap()
+        .unwrap();
+    assert_eq!(ret.document_id.as_str(), "60000012");
+    assert_eq!(ret.kind, DocumentKind::Return);
+    assert_eq!(ret.transaction, samples::receipt("store-001", "r-7"));
+    assert_eq!(ret.reference.as_deref(), Some("ret-7"));
+    assert_eq!(ret.net_minor.get(), 500);
+    assert_eq!(ret.occurred_at.to_string(), "2026-05-28T13:00:00Z");
+}

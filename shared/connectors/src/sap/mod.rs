@@ -5,7 +5,12 @@
 //!   reference text, in one `$batch` change set with `If-Match` on every item;
 //! - a reinstatement → the same, the quantity raised again (and a rejection lifted);
 //! - a return → a customer return (`API_CUSTOMER_RETURN_SRV`, `A_CustomerReturn`) referring to the
-//!   sales order's items.
+//!   sales order's items;
+//! - the books, for reconciliation (`ErpBooks`) → read back from the sales orders and customer returns
+//!   changed since the window began, their items, pricing elements and reference texts (`books`).
+//!
+//! Every document carries a reference text ([`reference`]) naming the fact it stands for and its
+//! business time; a cancellation's or reinstatement's also names the items it changed.
 //!
 //! # Exactly once without an idempotency key
 //! SAP's OData services take no `Idempotency-Key`, so every document carries a stamp
@@ -17,14 +22,17 @@
 //! or reinstatement changes the sales order, so its stamp goes in the reference text written in the
 //! same change set: found on the order, the change was made.
 
+mod books;
 #[cfg(test)]
 mod contract;
 pub mod mapping;
 pub mod odata;
+pub mod reference;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -43,6 +51,7 @@ use crate::config::HttpConfig;
 use crate::error::ConnectorError;
 pub use mapping::SapMapping;
 use odata::{Change, Session};
+use reference::{ItemChange, Reference, items_text, reference_text};
 
 /// The services' roots under the tenant's API host.
 pub const SALES_ORDER_SERVICE: &str = "/sap/opu/odata/sap/API_SALES_ORDER_SRV";
@@ -54,12 +63,6 @@ pub struct SapErp {
     caller: Caller,
     mapping: Arc<SapMapping>,
     session: Arc<Mutex<Option<Session>>>,
-}
-
-/// What retail-sync writes in the reference text of a document, after its stamp: which of our facts it
-/// stands for. The stamp comes first so that a look at the order's texts finds it.
-fn reference_text(stamp: &str, fact: &str) -> String {
-    format!("retail-sync {stamp} {fact}")
 }
 
 /// A refusal of ours, before SAP is called (an unmapped store, a line SAP does not have).
@@ -90,6 +93,21 @@ struct Order {
     texts: Vec<String>,
 }
 
+impl Order {
+    /// The units `item` was ordered with: as the reference texts of earlier changes record it, else
+    /// its quantity (an item never changed by us still has the quantity it was ordered with; SAP keeps
+    /// a rejected item's last quantity).
+    fn ordered(&self, item: &Item) -> u32 {
+        self.texts
+            .iter()
+            .filter_map(|t| Reference::parse(t))
+            .filter_map(|r| r.items().ok().flatten())
+            .flatten()
+            .find(|c| c.item == item.number)
+            .map_or(item.open, |c| c.ordered)
+    }
+}
+
 impl SapErp {
     pub fn new(config: &HttpConfig, auth: Auth, mapping: SapMapping) -> Result<Self, ConnectorError> {
         Ok(Self {
@@ -109,12 +127,13 @@ impl SapErp {
     /// GETs `path` (under the tenant root) with `query` and returns the `d` of its JSON, with the
     /// answer's `ETag` put in `d.__metadata.etag` when the body has none there.
     async fn read(&self, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, ConnectorError> {
-        let query: Vec<String> = query
-            .iter()
-            .map(|(name, value)| format!("{name}={}", crate::wire::percent(value)))
-            .collect();
-        let url = format!("{}?{}", self.caller.url(path), query.join("&"));
-        let response = self.caller.get_json(&url).await?;
+        let url = format!("{}?{}", self.caller.url(path), query_string(query));
+        self.read_url(path, &url).await
+    }
+
+    /// [`SapErp::read`] of a whole URL (a page after the first, say); `path` names it in errors.
+    async fn read_url(&self, path: &str, url: &str) -> Result<Option<Value>, ConnectorError> {
+        let response = self.caller.get_json(url).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -381,7 +400,10 @@ impl SapErp {
     }
 
     /// Applies a cancellation (`sign` −1) or reinstatement (+1) of `lines` to the order of
-    /// `transaction`, once: the reference text with `stamp` says it was done.
+    /// `transaction`, once: the reference text with `stamp` says it was done. The text records `fact`
+    /// (`cancellation=…`, `reinstatement=…`), the business time `at` and the items changed (see
+    /// [`reference`]), which is what the books are read back from.
+    #[allow(clippy::too_many_arguments)]
     async fn change_quantities(
         &self,
         transaction: &TransactionRef,
@@ -389,6 +411,7 @@ impl SapErp {
         sign: i64,
         stamp: &str,
         fact: &str,
+        at: Timestamp,
         key: &IdempotencyKey,
     ) -> Result<String, ConnectorError> {
         self.caller
@@ -401,7 +424,11 @@ impl SapErp {
                         retry_after: None,
                     });
                 };
-                if order.texts.iter().any(|t| t.split(' ').nth(1) == Some(stamp)) {
+                if order
+                    .texts
+                    .iter()
+                    .any(|t| Reference::parse(t).is_some_and(|r| r.stamp == stamp))
+                {
                     return Ok(order.number);
                 }
                 // Without the order's ETag a change would be unguarded against an edit made since the
@@ -429,6 +456,7 @@ impl SapErp {
                     });
                 }
                 let mut changes = Vec::new();
+                let mut changed = Vec::new();
                 let wanted: Vec<(String, u32)> = match lines {
                     Some(lines) => lines
                         .iter()
@@ -441,7 +469,7 @@ impl SapErp {
                         .map(|i| (i.number.clone(), i.open))
                         .collect(),
                 };
-                for (number, quantity) in wanted {
+                for (number, quantity) in wanted.into_iter().filter(|(_, q)| *q > 0) {
                     let Some(item) = order.items.iter().find(|i| i.number == number) else {
                         return Err(refused(format!(
                             "sales order {} has no item {number}",
@@ -456,6 +484,20 @@ impl SapErp {
                             order.number
                         )));
                     }
+                    let ordered = order.ordered(item);
+                    if after > i64::from(ordered) {
+                        return Err(refused(format!(
+                            "item {number} of sales order {} was ordered {ordered} and has {open} open, \
+                             {quantity} cannot be reinstated",
+                            order.number
+                        )));
+                    }
+                    changed.push(ItemChange {
+                        item: number.clone(),
+                        ordered,
+                        before: u32::try_from(open).unwrap_or(u32::MAX),
+                        after: u32::try_from(after).unwrap_or(u32::MAX),
+                    });
                     let body = if after == 0 {
                         json!({"SalesDocumentRjcnReason": self.mapping.rejection_reason})
                     } else {
@@ -478,7 +520,10 @@ impl SapErp {
                     body: json!({
                         "Language": "EN",
                         "LongTextID": self.mapping.text_id,
-                        "LongText": reference_text(stamp, fact),
+                        "LongText": reference_text(
+                            stamp,
+                            &format!("{fact} at={at} items={}", items_text(&changed)),
+                        ),
                     }),
                 });
                 let boundary = format!("{:016x}", rand::random::<u64>());
@@ -545,7 +590,10 @@ impl SapErp {
             "to_Text": [{
                 "Language": "EN",
                 "LongTextID": m.text_id,
-                "LongText": reference_text(&odata::stamp(transaction.as_str()), &format!("transaction={transaction}")),
+                "LongText": reference_text(
+                    &odata::stamp(transaction.as_str()),
+                    &format!("transaction={transaction} at={}", request.occurred_at),
+                ),
             }],
             "to_Item": items,
         });
@@ -597,6 +645,7 @@ impl SapErp {
         if let Some(store) = &request.store_id {
             fact.push_str(&format!(" store={store}"));
         }
+        fact.push_str(&format!(" at={}", request.occurred_at));
         let mut header = json!({
             "CustomerReturnType": m.customer_return_type,
             "SalesOrganization": area.sales_organization,
@@ -612,6 +661,15 @@ impl SapErp {
         header[m.stamp_field.as_str()] = Value::String(stamp.to_owned());
         Ok(header)
     }
+}
+
+/// Query options as a query string, their values percent-encoded.
+fn query_string(query: &[(&str, &str)]) -> String {
+    query
+        .iter()
+        .map(|(name, value)| format!("{name}={}", crate::wire::percent(value)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// SAP item numbers count in tens: line 1 is item 10.
@@ -673,6 +731,7 @@ impl Erp for SapErp {
                 -1,
                 &stamp,
                 &fact,
+                request.occurred_at,
                 key,
             )
             .await
@@ -735,7 +794,15 @@ impl Erp for SapErp {
         let stamp = odata::stamp(key.as_str());
         let fact = format!("reinstatement={}", request.shipment_id);
         let number = self
-            .change_quantities(&request.transaction, Some(&request.lines), 1, &stamp, &fact, key)
+            .change_quantities(
+                &request.transaction,
+                Some(&request.lines),
+                1,
+                &stamp,
+                &fact,
+                request.occurred_at,
+                key,
+            )
             .await
             .map_err(port_error)?;
         document(number)

@@ -80,13 +80,8 @@ pub async fn local_run(
     };
     let mut opts = options(state);
     opts.fresh = fresh;
-    let mappings = opts
-        .template
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("connectors");
     let simulators = Simulators::with_sample_members()
-        .speaking(kinds, &mappings)
+        .speaking(kinds, &connector_mappings(&opts))
         .await?;
     let system = open_embedded(&opts, simulators)?;
     if kinds != Kinds::default() {
@@ -488,6 +483,15 @@ pub async fn replay(
 
 /// The local state's system, with the reference simulators where `local run` left them: what an
 /// operator command that calls the systems works on locally.
+/// Where the connectors' sample mapping files are: `connectors/` beside the template.
+fn connector_mappings(options: &LocalOptions) -> PathBuf {
+    options
+        .template
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("connectors")
+}
+
 fn local_system(
     target: &TargetArgs,
 ) -> anyhow::Result<retail_sync_cli::local::LocalSystem<retail_sync_embedded::Embedded>> {
@@ -517,12 +521,14 @@ pub async fn reconcile(
     }
     let result = match target.backend {
         BackendKind::Embedded => {
-            if Kinds::from_env()? != Kinds::default() {
-                bail!(
-                    "a local reconciliation reads the reference systems' books through their system APIs; unset ERP_KIND and LOYALTY_KIND"
-                );
-            }
-            local_system(target)?
+            // The books as the run's connectors read them: ERP_KIND / LOYALTY_KIND as `local run` took
+            // them (the SAP and Salesforce simulators' state is rebuilt from the replayed journals).
+            target::require_state(&target.state)?;
+            let options = LocalOptions::new(target.template.clone(), target.state.clone());
+            let simulators = Simulators::with_sample_members()
+                .speaking(Kinds::from_env()?, &connector_mappings(&options))
+                .await?;
+            open_embedded(&options, simulators)?
                 .reconcile(window, settings, mode, announce)
                 .await?
         }

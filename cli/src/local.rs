@@ -22,8 +22,8 @@ use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::members::{Enrolment, Ownership};
 use retail_sync_core::memory::CountingMetrics;
 use retail_sync_core::ports::{
-    ChannelOutcomes, Clock, Erp, Loyalty, LoyaltyMembers, MemberSync, MemberSystems, Outgoing, Publisher,
-    QueueConsumer, SystemClock,
+    ChannelOutcomes, Clock, Erp, ErpBooks, Loyalty, LoyaltyBooks, LoyaltyMembers, MemberSync, MemberSystems,
+    Outgoing, Publisher, QueueConsumer, SystemClock,
 };
 use retail_sync_core::reconcile::{Reconciliation, RepairMode, Settings, Sources, Window};
 use retail_sync_core::runner::{Backoff, Consumer, LocalRunner};
@@ -120,6 +120,9 @@ impl Kinds {
 struct Speaking {
     erp: Option<Arc<dyn Erp>>,
     loyalty: Option<Arc<dyn Loyalty>>,
+    /// The same connectors reading the books back, for reconciliation.
+    erp_books: Option<Arc<dyn ErpBooks>>,
+    loyalty_books: Option<Arc<dyn LoyaltyBooks>>,
     dialects: Dialects,
     server: tokio::task::JoinHandle<()>,
 }
@@ -184,7 +187,7 @@ impl Simulators {
             ..HttpConfig::new(base.clone())
         };
         let lookup = |var: &str, file: &str| env_or_sample(var, Some(mappings.join(file)));
-        let erp: Option<Arc<dyn Erp>> = match kinds.erp {
+        let sap = match kinds.erp {
             ErpKind::SystemApi => None,
             ErpKind::SapS4Hana => {
                 let mapping =
@@ -193,7 +196,7 @@ impl Simulators {
                 Some(Arc::new(SapErp::new(&config, sims::basic(), mapping)?))
             }
         };
-        let loyalty: Option<Arc<dyn Loyalty>> = match kinds.loyalty {
+        let salesforce = match kinds.loyalty {
             LoyaltyKind::SystemApi => None,
             LoyaltyKind::SalesforceLoyalty => {
                 let mapping = SalesforceMapping::from_lookup(
@@ -206,8 +209,10 @@ impl Simulators {
             }
         };
         self.speaking = Some(Arc::new(Speaking {
-            erp,
-            loyalty,
+            erp: sap.clone().map(|c| c as Arc<dyn Erp>),
+            loyalty: salesforce.clone().map(|c| c as Arc<dyn Loyalty>),
+            erp_books: sap.map(|c| c as Arc<dyn ErpBooks>),
+            loyalty_books: salesforce.map(|c| c as Arc<dyn LoyaltyBooks>),
             dialects,
             server,
         }));
@@ -761,14 +766,17 @@ impl<B: Backend> LocalSystem<B> {
         mode: RepairMode,
         announce: bool,
     ) -> anyhow::Result<Reconciliation> {
-        if self.simulators.dialects().is_some() {
-            anyhow::bail!(
-                "a local reconciliation reads the reference systems' books through their system APIs; this run speaks another dialect"
-            );
-        }
         let sagas = self.backend.all_sagas().await?;
-        let erp = InProcessErp(self.simulators.erp.clone());
-        let loyalty = InProcessLoyalty(self.simulators.loyalty.clone());
+        // The books as the run's connectors read them back (SAP, Salesforce), else the reference
+        // systems' own.
+        let speaking = self.simulators.speaking.as_ref();
+        let erp: Arc<dyn ErpBooks> = speaking
+            .and_then(|s| s.erp_books.clone())
+            .unwrap_or_else(|| Arc::new(InProcessErp(self.simulators.erp.clone())));
+        let loyalty_books: Arc<dyn LoyaltyBooks> = speaking
+            .and_then(|s| s.loyalty_books.clone())
+            .unwrap_or_else(|| Arc::new(InProcessLoyalty(self.simulators.loyalty.clone())));
+        let loyalty = self.simulators.loyalty_port();
         let publisher: &dyn Publisher = &*self.backend;
         let report = retail_sync_core::reconcile::run(
             window,
@@ -777,9 +785,9 @@ impl<B: Backend> LocalSystem<B> {
             mode,
             Sources {
                 sagas: &sagas,
-                erp: &erp,
-                loyalty_books: &loyalty,
-                loyalty: &loyalty,
+                erp: &*erp,
+                loyalty_books: &*loyalty_books,
+                loyalty: &*loyalty,
                 store: &*self.backend,
                 publisher: announce.then_some(publisher),
                 metrics: &*self.metrics,

@@ -504,3 +504,52 @@ fn bench_cold_start_times_the_first_poll_and_reports_a_function_that_does_not_st
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found: build it first"));
 }
+
+/// A local run through the SAP and Salesforce connectors reconciles through them: `reconcile` with the
+/// same kinds reads both systems' books back over their dialects, and they agree.
+#[test]
+fn a_local_run_speaking_sap_and_salesforce_reconciles_through_their_connectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("local.db");
+    let run = retail_sync(
+        &state,
+        &[
+            "local",
+            "run",
+            root().join("events/streams").to_str().unwrap(),
+            "--fresh",
+            "--quiet",
+            "--erp-kind",
+            "sap-s4hana",
+            "--loyalty-kind",
+            "salesforce-loyalty",
+        ],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = command(
+        &state,
+        &[
+            "reconcile",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-22T00:00:00Z",
+        ],
+    )
+    .env("ERP_KIND", "sap-s4hana")
+    .env("LOYALTY_KIND", "salesforce-loyalty")
+    .output()
+    .unwrap();
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("56 ERP documents, 50 loyalty movements compared"),
+        "{text}"
+    );
+    assert!(text.contains("differences  none: the books agree"), "{text}");
+}

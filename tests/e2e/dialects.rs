@@ -16,6 +16,7 @@ use retail_sync_aws::ProvisionOptions;
 use retail_sync_cli::input::read_inputs;
 use retail_sync_cli::local::{Kinds, LocalOptions, LocalSystem, Simulators, open_embedded};
 use retail_sync_connectors::{ErpKind, LoyaltyKind};
+use retail_sync_core::reconcile::{RepairMode, Settings, Window};
 use retail_sync_simulators::Faults;
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
@@ -60,12 +61,62 @@ async fn the_sample_days_through_sap_and_salesforce_give_the_system_api_s_books(
         .speaking(DIALECTS, &mappings())
         .await
         .unwrap();
-    let got = books(&embedded(&dir, sims.clone()), &sims, &streams()).await;
+    let system = embedded(&dir, sims.clone());
+    let got = books(&system, &sims, &streams()).await;
     assert_eq!(got, expected);
     let dialects = sims.dialects().unwrap();
     assert!(
         dialects.sap.creates() > 10 && dialects.salesforce.posts() > 10,
         "the dialects were spoken"
+    );
+
+    // The reconciliation reads both systems' books back through the same connectors (SAP's sales
+    // orders and customer returns, Salesforce's transaction journals): they agree with the sagas.
+    let window = Window::new(
+        "2026-11-01T00:00:00Z".parse().unwrap(),
+        "2026-12-01T00:00:00Z".parse().unwrap(),
+    )
+    .unwrap();
+    let report = system
+        .reconcile(window, Settings::default(), RepairMode::Off, false)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    assert!(
+        report.compared.erp_documents > 50 && report.compared.loyalty_movements > 40,
+        "{:?}",
+        report.compared
+    );
+
+    // A saga that says its sale earned 7 points more than Salesforce's journal holds: found through the
+    // books the connector read, and nothing else.
+    use retail_sync_core::ports::SagaStore;
+    let id = retail_sync_core::saga::SagaId::from_stored("receipt:store-041:r-000012".into());
+    let mut saga = system.backend.load(&id).await.unwrap().unwrap();
+    let earned = saga.ledger.points_accrued.unwrap();
+    saga.ledger.points_accrued =
+        Some(earned.saturating_add(retail_sync_contracts::values::Points::new(7).unwrap()));
+    saga.version += 1;
+    system.backend.save(&saga, None).await.unwrap();
+    let report = system
+        .reconcile(window, Settings::default(), RepairMode::Off, false)
+        .await
+        .unwrap();
+    let found: Vec<(&str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.difference.as_str(),
+                f.transaction.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [("amount_mismatch", "receipt:store-041:r-000012")],
+        "{:#?}",
+        report.findings
     );
 }
 

@@ -84,12 +84,18 @@ impl LoyaltyKind {
     }
 }
 
+/// A system's adapter serves the workflows and reconciliation alike: each kind implements both ports.
+trait ErpSystem: Erp + ErpBooks {}
+impl<T: Erp + ErpBooks> ErpSystem for T {}
+trait LoyaltySystem: Loyalty + LoyaltyBooks {}
+impl<T: Loyalty + LoyaltyBooks> LoyaltySystem for T {}
+
 /// The ERP adapter `ERP_KIND` names, over `ERP_BASE_URL` and the `ERP_*` settings (the SAP mapping
 /// from `ERP_SAP_MAPPING` or `ERP_SAP_MAPPING_FILE`), authenticating with `auth`.
-pub fn erp_from_lookup(
+fn erp_system(
     auth: Auth,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn Erp>, ConnectorError> {
+) -> Result<Arc<dyn ErpSystem>, ConnectorError> {
     let config = HttpConfig::from_lookup("ERP", &lookup)?;
     Ok(match ErpKind::from_lookup(&lookup)? {
         ErpKind::SystemApi => Arc::new(HttpErp::new(&config, auth)?),
@@ -103,10 +109,10 @@ pub fn erp_from_lookup(
 
 /// The loyalty adapter `LOYALTY_KIND` names, over `LOYALTY_BASE_URL` (for Salesforce, the org's
 /// instance URL) and the `LOYALTY_*` settings.
-pub fn loyalty_from_lookup(
+fn loyalty_system(
     auth: Auth,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn Loyalty>, ConnectorError> {
+) -> Result<Arc<dyn LoyaltySystem>, ConnectorError> {
     let config = HttpConfig::from_lookup("LOYALTY", &lookup)?;
     Ok(match LoyaltyKind::from_lookup(&lookup)? {
         LoyaltyKind::SystemApi => Arc::new(HttpLoyalty::new(&config, auth)?),
@@ -116,6 +122,22 @@ pub fn loyalty_from_lookup(
             SalesforceMapping::from_lookup("LOYALTY", &lookup)?,
         )?),
     })
+}
+
+/// The ERP port of the adapter `ERP_KIND` names (see `erp_system`).
+pub fn erp_from_lookup(
+    auth: Auth,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Erp>, ConnectorError> {
+    Ok(erp_system(auth, lookup)?)
+}
+
+/// The loyalty port of the adapter `LOYALTY_KIND` names (see `loyalty_system`).
+pub fn loyalty_from_lookup(
+    auth: Auth,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Loyalty>, ConnectorError> {
+    Ok(loyalty_system(auth, lookup)?)
 }
 
 /// [`erp_from_lookup`] over the environment.
@@ -128,52 +150,22 @@ pub fn loyalty_from_env(auth: Auth) -> Result<Arc<dyn Loyalty>, ConnectorError> 
     loyalty_from_lookup(auth, |name| std::env::var(name).ok())
 }
 
-/// The refusal of a kind whose connector cannot read its system's books back.
-fn cannot_read_back(var: &str, kind: &str, system: &str, what: &str) -> ConnectorError {
-    ConnectorError::Config {
-        var: var.to_owned(),
-        message: format!(
-            "the {kind} {system} connector cannot read {what} back yet; reconciliation needs the \
-             system API ({var}=system-api)"
-        ),
-    }
-}
-
-/// The ERP's books (for reconciliation) through the adapter `ERP_KIND` names, over `ERP_BASE_URL` and
-/// the `ERP_*` settings, authenticating with `auth`. Only the system API reads its documents back so
-/// far: any other kind is a configuration error saying so.
+/// The ERP's books (for reconciliation), read back through the adapter `ERP_KIND` names: the system
+/// API's `GET /erp/v1/documents`, or SAP's sales orders and customer returns.
 pub fn erp_books_from_lookup(
     auth: Auth,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn ErpBooks>, ConnectorError> {
-    match ErpKind::from_lookup(&lookup)? {
-        ErpKind::SystemApi => {
-            let config = HttpConfig::from_lookup("ERP", &lookup)?;
-            Ok(Arc::new(HttpErp::new(&config, auth)?))
-        }
-        kind @ ErpKind::SapS4Hana => Err(cannot_read_back("ERP_KIND", kind.name(), "ERP", "documents")),
-    }
+    Ok(erp_system(auth, lookup)?)
 }
 
-/// The loyalty platform's ledger (for reconciliation) through the adapter `LOYALTY_KIND` names, over
-/// `LOYALTY_BASE_URL` and the `LOYALTY_*` settings. Only the system API reads its ledger back so far:
-/// any other kind is a configuration error saying so.
+/// The loyalty platform's ledger (for reconciliation), read back through the adapter `LOYALTY_KIND`
+/// names: the system API's `GET /loyalty/v1/transactions`, or Salesforce's transaction journals.
 pub fn loyalty_books_from_lookup(
     auth: Auth,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn LoyaltyBooks>, ConnectorError> {
-    match LoyaltyKind::from_lookup(&lookup)? {
-        LoyaltyKind::SystemApi => {
-            let config = HttpConfig::from_lookup("LOYALTY", &lookup)?;
-            Ok(Arc::new(HttpLoyalty::new(&config, auth)?))
-        }
-        kind @ LoyaltyKind::SalesforceLoyalty => Err(cannot_read_back(
-            "LOYALTY_KIND",
-            kind.name(),
-            "loyalty",
-            "transactions",
-        )),
-    }
+    Ok(loyalty_system(auth, lookup)?)
 }
 
 /// [`erp_books_from_lookup`] over the environment.
@@ -233,12 +225,20 @@ mod tests {
     }
 
     #[test]
-    fn the_books_are_read_through_the_system_api_and_other_kinds_say_they_cannot() {
+    fn the_books_are_read_through_every_kind_and_its_settings() {
         let vars = |erp: &'static str, loyalty: &'static str| {
             move |n: &str| match n {
                 "ERP_KIND" => Some(erp.to_owned()),
                 "LOYALTY_KIND" => Some(loyalty.to_owned()),
                 "ERP_BASE_URL" | "LOYALTY_BASE_URL" => Some("https://books.example.com".to_owned()),
+                "ERP_SAP_MAPPING_FILE" => Some(format!(
+                    "{}/../../infra/connectors/sap-s4hana.json",
+                    env!("CARGO_MANIFEST_DIR")
+                )),
+                "LOYALTY_SALESFORCE_MAPPING_FILE" => Some(format!(
+                    "{}/../../infra/connectors/salesforce-loyalty.json",
+                    env!("CARGO_MANIFEST_DIR")
+                )),
                 _ => None,
             }
         };
@@ -248,26 +248,20 @@ mod tests {
             "the default kind"
         );
         assert!(loyalty_books_from_lookup(basic(), vars("system-api", "system-api")).is_ok());
+        assert!(erp_books_from_lookup(basic(), vars("sap-s4hana", "system-api")).is_ok());
+        assert!(loyalty_books_from_lookup(basic(), vars("system-api", "salesforce-loyalty")).is_ok());
 
-        let e = erp_books_from_lookup(basic(), vars("sap-s4hana", "system-api"))
+        // A kind's own settings are needed to read its books, as to post.
+        let without_mapping = |n: &str| match n {
+            "ERP_KIND" => Some("sap-s4hana".to_owned()),
+            "ERP_BASE_URL" => Some("https://books.example.com".to_owned()),
+            _ => None,
+        };
+        let e = erp_books_from_lookup(basic(), without_mapping)
             .err()
             .unwrap()
             .to_string();
-        assert!(
-            e.contains("ERP_KIND")
-                && e.contains("the sap-s4hana ERP connector cannot read documents back yet")
-                && e.contains("reconciliation needs the system API"),
-            "{e}"
-        );
-        let e = loyalty_books_from_lookup(basic(), vars("system-api", "salesforce-loyalty"))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            e.contains("LOYALTY_KIND")
-                && e.contains("the salesforce-loyalty loyalty connector cannot read transactions back yet"),
-            "{e}"
-        );
+        assert!(e.contains("ERP_SAP_MAPPING"), "{e}");
         let e = erp_books_from_lookup(basic(), vars("sap", "system-api"))
             .err()
             .unwrap()

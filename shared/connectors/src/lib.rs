@@ -16,7 +16,7 @@
 //!   [`SalesforceMapping`].
 //! - [`kind`]: `ERP_KIND` / `LOYALTY_KIND`: which of them a deployment uses, for the workflows
 //!   ([`erp_from_env`], [`loyalty_from_env`]) and for reconciliation's reads of the books
-//!   ([`erp_books_from_env`], [`loyalty_books_from_env`]: the system API only, so far).
+//!   ([`erp_books_from_env`], [`loyalty_books_from_env`]), every kind serving both.
 //! - [`wire`]: what the dialects without idempotency keys share (the stamp, decimals).
 //! - [`error`]: [`ConnectorError`], classified retryable or not, and its mapping onto the core's
 //!   `Rejected` (4xx: the system's verdict) and `Unavailable` (everything else).

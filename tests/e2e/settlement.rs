@@ -67,6 +67,21 @@ fn shuffled_twice(seed: u64) -> Vec<Input> {
     api.into_iter().chain(twice).collect()
 }
 
+/// The sample envelope of `name` (`events/samples/<name>.json`), to be edited into a test's event.
+fn sample(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(workspace().join(format!("events/samples/{name}.json"))).unwrap())
+        .unwrap()
+}
+
+/// An envelope as an input of a local run.
+fn event(v: &serde_json::Value) -> Input {
+    Input::Event {
+        source: v["source"].as_str().unwrap().to_owned(),
+        detail_type: v["detail-type"].as_str().unwrap().to_owned(),
+        detail: v["detail"].clone(),
+    }
+}
+
 fn at(t: &str) -> jiff::Timestamp {
     t.parse().unwrap()
 }
@@ -203,12 +218,6 @@ async fn points_wait_for_the_return_window_and_settle_to_the_same_books() {
 /// twice — as an order's redeemed points are; the ERP and the loyalty platform agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_tendered_at_the_till_are_given_back_on_a_return() {
-    let sample = |name: &str| -> serde_json::Value {
-        serde_json::from_slice(
-            &std::fs::read(workspace().join(format!("events/samples/{name}.json"))).unwrap(),
-        )
-        .unwrap()
-    };
     let mut sale = sample("SaleCompleted");
     sale["detail"]["metadata"]["event_id"] = "evt-tender-sale".into();
     sale["detail"]["metadata"]["correlation_id"] = "pos-store-042-r-tender-1".into();
@@ -229,11 +238,6 @@ async fn points_tendered_at_the_till_are_given_back_on_a_return() {
     // Line 2 (4,000 of the 12,998 net) comes back: floor(1,000 × 4,000 / 12,998) = 307 points.
     ret["detail"]["data"]["lines"] =
         serde_json::json!([{"line_no": 2, "sku": "SKU-2002", "quantity": 1, "refund_minor": 4000}]);
-    let event = |v: &serde_json::Value| Input::Event {
-        source: v["source"].as_str().unwrap().to_owned(),
-        detail_type: v["detail-type"].as_str().unwrap().to_owned(),
-        detail: v["detail"].clone(),
-    };
     let given_back = |sims: &Simulators| -> Vec<i64> {
         sims.loyalty
             .transactions()
@@ -287,12 +291,6 @@ async fn points_tendered_at_the_till_are_given_back_on_a_return() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_refunds_decide_the_points_given_back_in_any_order() {
     use serde_json::{Value, json};
-    let sample = |name: &str| -> Value {
-        serde_json::from_slice(
-            &std::fs::read(workspace().join(format!("events/samples/{name}.json"))).unwrap(),
-        )
-        .unwrap()
-    };
     let original = json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-refund-1"});
     let mut sale = sample("SaleCompleted");
     sale["detail"]["metadata"]["event_id"] = "evt-refund-sale".into();
@@ -319,11 +317,6 @@ async fn settled_refunds_decide_the_points_given_back_in_any_order() {
         r["detail"]["data"]["original"] = original.clone();
         r["detail"]["data"]["tenders"] = tenders;
         r
-    };
-    let event = |v: &Value| Input::Event {
-        source: v["source"].as_str().unwrap().to_owned(),
-        detail_type: v["detail-type"].as_str().unwrap().to_owned(),
-        detail: v["detail"].clone(),
     };
     let facts: Vec<Input> = [
         sale,

@@ -1409,26 +1409,10 @@ mod tests {
             ),
         ];
         for (facts, expected) in cases {
-            for order in permutations_of(&facts) {
+            for order in permutations(&facts) {
                 assert_eq!(total(&order), expected, "{order:?}");
             }
         }
-    }
-
-    fn permutations_of<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
-        if items.len() <= 1 {
-            return vec![items.to_vec()];
-        }
-        let mut out = Vec::new();
-        for i in 0..items.len() {
-            let mut rest = items.to_vec();
-            let first = rest.remove(i);
-            for mut p in permutations_of(&rest) {
-                p.insert(0, first.clone());
-                out.push(p);
-            }
-        }
-        out
     }
 
     /// A refund is refused when its figures cannot be true of the original: another currency, points on
@@ -1747,7 +1731,7 @@ mod tests {
         )
     }
 
-    fn permutations(facts: &[Fact]) -> Vec<Vec<Fact>> {
+    fn permutations<T: Clone>(facts: &[T]) -> Vec<Vec<T>> {
         if facts.len() <= 1 {
             return vec![facts.to_vec()];
         }

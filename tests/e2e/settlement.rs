@@ -82,6 +82,26 @@ fn event(v: &serde_json::Value) -> Input {
     }
 }
 
+/// The saga `id` of a run.
+async fn saga_of(system: &LocalSystem<Embedded>, id: &str) -> retail_sync_core::saga::Saga {
+    use retail_sync_core::ports::SagaStore;
+    let id = retail_sync_core::saga::SagaId::from_stored(id.into());
+    system.backend.load(&id).await.unwrap().unwrap()
+}
+
+fn november() -> Window {
+    Window::new(at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")).unwrap()
+}
+
+/// The books of November reconcile clean.
+async fn assert_reconciles(system: &LocalSystem<Embedded>, label: &str) {
+    let report = system
+        .reconcile(november(), Settings::default(), RepairMode::Off, false)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{label}: {:#?}", report.findings);
+}
+
 fn at(t: &str) -> jiff::Timestamp {
     t.parse().unwrap()
 }
@@ -122,12 +142,8 @@ async fn points_wait_for_the_return_window_and_settle_to_the_same_books() {
     assert!(pending_accruals > 0);
 
     // The books agree while points are pending.
-    let window = Window::new(at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")).unwrap();
-    let report = system
-        .reconcile(window, Settings::default(), RepairMode::Off, false)
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{:#?}", report.findings);
+    assert_reconciles(&system, "in order").await;
+    let window = november();
 
     // A pending accrual the platform lost is made again, pending until the same instant, and the saga's
     // pending entry follows it (so its confirmation below finds it).
@@ -258,26 +274,14 @@ async fn points_tendered_at_the_till_are_given_back_on_a_return() {
         let (system, sims) = system(&dir, ReturnWindows::none());
         run(&system, &inputs).await;
         assert_eq!(given_back(&sims), vec![307], "{label}");
-        let saga = system
-            .backend
-            .all_sagas()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|s| s.id.as_str() == "receipt:store-042:r-tender-1")
-            .unwrap();
+        let saga = saga_of(&system, "receipt:store-042:r-tender-1").await;
         assert_eq!(saga.ledger.tender_recredited.get(), 307, "{label}");
         assert_eq!(
             saga.ledger.returns[0].points_recredited.map(|p| p.get()),
             Some(307),
             "{label}"
         );
-        let window = Window::new(at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")).unwrap();
-        let report = system
-            .reconcile(window, Settings::default(), RepairMode::Off, false)
-            .await
-            .unwrap();
-        assert!(report.is_clean(), "{label}: {:#?}", report.findings);
+        assert_reconciles(&system, label).await;
     }
 }
 
@@ -350,14 +354,7 @@ async fn settled_refunds_decide_the_points_given_back_in_any_order() {
         let dir = tempfile::tempdir().unwrap();
         let (system, sims) = system(&dir, ReturnWindows::none());
         run(&system, &inputs).await;
-        let saga = system
-            .backend
-            .all_sagas()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|s| s.id.as_str() == "receipt:store-042:r-refund-1")
-            .unwrap();
+        let saga = saga_of(&system, "receipt:store-042:r-refund-1").await;
         assert_eq!(saga.ledger.tender_recredited.get(), 407, "{label}");
         assert_eq!(saga.ledger.refunds.len(), 2, "{label}: rfd-x is refused");
         // On the platform: every re-credit less every take-back for the sale's returns and refunds.
@@ -396,12 +393,7 @@ async fn settled_refunds_decide_the_points_given_back_in_any_order() {
                     && q.rejection.message.contains("more than the 1000")),
             "{label}: {refused:#?}"
         );
-        let window = Window::new(at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")).unwrap();
-        let report = system
-            .reconcile(window, Settings::default(), RepairMode::Off, false)
-            .await
-            .unwrap();
-        assert!(report.is_clean(), "{label}: {:#?}", report.findings);
+        assert_reconciles(&system, &label).await;
         balances.push((label, holdings(&sims).get("m-3001").copied()));
     }
     let first = balances[0].1;

@@ -1415,6 +1415,68 @@ mod tests {
         }
     }
 
+    /// An order of 3 × 1,000 and 2 × 2,450 redeeming 600 points: two shipments, a whole cancellation
+    /// (which a late shipment reinstates), a return of a shipped unit and its refund of 50 points, in
+    /// every order (a fact that must wait — a return before its units shipped — is taken again after the
+    /// others): the redeemed points given back end the same, as do the units and the ERP's net.
+    #[test]
+    fn an_orders_shipments_cancellation_return_and_refund_give_the_same_points_back_in_every_order() {
+        #[derive(Debug, Clone)]
+        enum F {
+            Ship(&'static str, Vec<LineQuantity>),
+            Cancel,
+            Return,
+            Refund,
+        }
+        let lines = [line(1, 3, 1_000, true), line(2, 2, 2_450, true)];
+        let b = basis(&lines, 600);
+        let books = |facts: &[F]| {
+            let mut ledger = Ledger {
+                redemption: redeemed(600),
+                ..Ledger::default()
+            };
+            let mut queue: std::collections::VecDeque<F> = facts.iter().cloned().collect();
+            let mut waited = 0;
+            while let Some(f) = queue.pop_front() {
+                let done = match &f {
+                    F::Ship(id, l) => ship(&mut ledger, &b, id, l.clone()),
+                    F::Cancel => cancel(&mut ledger, &b, "c-1", 5, None, false),
+                    F::Return => give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).map(drop),
+                    F::Refund => ledger.decide_refund(settlement("f-1", "r-1", 50), &b).map(drop),
+                };
+                match done {
+                    Ok(()) => waited = 0,
+                    Err(Check::Wait(_)) if waited <= queue.len() => {
+                        waited += 1;
+                        queue.push_back(f);
+                    }
+                    Err(e) => panic!("{f:?}: {e:?} after {facts:?}"),
+                }
+            }
+            let per_line: Vec<(u32, u32)> = b
+                .lines
+                .iter()
+                .map(|l| (ledger.shipped(l.line_no), ledger.cancelled(l.line_no)))
+                .collect();
+            (ledger.redemption.map(|r| r.points_recredited.get()), per_line)
+        };
+        let facts = [
+            F::Ship("s-1", vec![lq(1, 1)]),
+            F::Cancel,
+            F::Ship("s-2", vec![lq(2, 1)]),
+            F::Return,
+            F::Refund,
+        ];
+        let all = permutations(&facts);
+        let expected = books(&facts);
+        // Line 1: 1 shipped and returned, 2 cancelled; line 2: 1 shipped, 1 cancelled. Given back: the
+        // refund's 50 for the returned unit, plus the cancelled net's share: floor(600 × 4,450 / 7,900).
+        assert_eq!(expected, (Some(50 + 337), vec![(1, 2), (1, 1)]));
+        for order in &all {
+            assert_eq!(books(order), expected, "{order:?}");
+        }
+    }
+
     /// A refund is refused when its figures cannot be true of the original: another currency, points on
     /// a sale not paid with points, more points than were paid, its id again with other points. The same
     /// refund again keeps its decision; what the platform could not take back stays given back.

@@ -1,9 +1,10 @@
-//! One JSON-over-HTTP caller per system: a shared `reqwest::Client` (connection pool, TLS), its
+//! One JSON-over-HTTP caller per system: the process's `reqwest::Client` (connection pool, TLS), its
 //! credentials on every call, the idempotency key on every mutating call, and retries of the failures
 //! that are worth retrying (reads included).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -50,9 +51,9 @@ struct ErrorBody {
     message: String,
 }
 
-/// What every dialect shares: one `reqwest::Client` per system (connection pool, TLS, no redirects),
-/// its credentials on every call (fetched again once after a 401), and the retry loop with its backoff
-/// and `Retry-After` handling. The dialects (the system API, SAP OData, Salesforce) differ in what
+/// What every dialect shares: the process's `reqwest::Client` for its timeouts (connection pool, TLS,
+/// no redirects; see [`shared_client`]), its credentials on every call (fetched again once after a
+/// 401), and the retry loop with its backoff and `Retry-After` handling. The dialects (the system API, SAP OData, Salesforce) differ in what
 /// they send and how their answers and errors read, not in this.
 #[derive(Clone)]
 pub(crate) struct Caller {
@@ -66,22 +67,41 @@ pub(crate) struct Caller {
     pub(crate) system: &'static str,
 }
 
+/// The process's HTTP client for these timeouts. Building one loads the platform's root certificates
+/// (a few milliseconds: every file of the system's certificate directory), and a function with several
+/// connectors (accrue-loyalty: the ERP, the loyalty platform, its member systems) built one per
+/// connector, reading the directory once each before its first poll. Clients with the same settings
+/// are the same client: one pool of connections per host, one root store.
+fn shared_client(connect: Duration, request: Duration) -> Result<reqwest::Client, ConnectorError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<(Duration, Duration), reqwest::Client>>> = OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(client) = clients.get(&(connect, request)) {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(request)
+        .user_agent(concat!("retail-sync/", env!("CARGO_PKG_VERSION")))
+        // A redirect could lead a credential (an API key header, a form-encoded client secret) to
+        // another host or to plain http, and would turn a POST into a GET: the system answers where
+        // it was configured, or the call fails.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(ConnectorError::Client)?;
+    clients.insert((connect, request), client.clone());
+    Ok(client)
+}
+
 impl Caller {
     pub(crate) fn new(config: &HttpConfig, auth: Auth, system: &'static str) -> Result<Self, ConnectorError> {
         config.check_base_url("base_url")?;
         if let AuthMethod::OAuth2ClientCredentials { token_url, .. } = &auth.method {
             check_url(token_url, "token_url")?;
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .user_agent(concat!("retail-sync/", env!("CARGO_PKG_VERSION")))
-            // A redirect could lead a credential (an API key header, a form-encoded client secret) to
-            // another host or to plain http, and would turn a POST into a GET: the system answers where
-            // it was configured, or the call fails.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(ConnectorError::Client)?;
+        let client = shared_client(config.connect_timeout, config.request_timeout)?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(config.min_backoff)
             .with_max_delay(config.max_backoff)

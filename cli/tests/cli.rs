@@ -547,9 +547,8 @@ fn a_local_run_speaking_sap_and_salesforce_reconciles_through_their_connectors()
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        text.contains("56 ERP documents, 50 loyalty movements compared"),
-        "{text}"
-    );
+    // How many documents and movements depends on the order of processing (a reinstatement, a refund
+    // decided before its return); the sagas and the verdict do not.
+    assert!(text.contains(": 51 sagas, "), "{text}");
     assert!(text.contains("differences  none: the books agree"), "{text}");
 }

@@ -24,6 +24,7 @@ use retail_sync_contracts::values::*;
 use retail_sync_contracts::{Event, LineItem, TenderMethod};
 
 use crate::idempotency::Fingerprint;
+use crate::ports::AdjustmentKind;
 use crate::proration::{allocate, due, share, units_value};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -543,6 +544,18 @@ impl Basis {
             return Err(Check::Wait(message));
         }
         Ok((amount(net), amount(eligible)))
+    }
+}
+
+impl RefundEntry {
+    /// Which way the refund moves points, and how many: a re-credit of what it gives back, or a reversal
+    /// of what it takes back (one of the two is zero; with both zero, a re-credit of none).
+    pub fn movement(&self) -> (AdjustmentKind, Points) {
+        if self.take_back.is_zero() {
+            (AdjustmentKind::Recredit, self.give_back)
+        } else {
+            (AdjustmentKind::Reversal, self.take_back)
+        }
     }
 }
 
@@ -1096,7 +1109,7 @@ impl Ledger {
             return Err(Check::Refuse(findings));
         }
         self.refunds.push(RefundEntry {
-            refund_id: refund.refund_id.clone(),
+            refund_id: refund.refund_id,
             return_id: refund.return_id,
             points: refund.points,
             occurred_at: refund.occurred_at,
@@ -1110,11 +1123,9 @@ impl Ledger {
         let (give_back, take_back) = (target.saturating_sub(given), given.saturating_sub(target));
         self.count_recredited(give_back);
         self.uncount_recredited(take_back);
-        let entry = self
-            .refunds
-            .iter_mut()
-            .find(|r| r.refund_id == refund.refund_id)
-            .ok_or_else(|| Check::Wait("the refund left the ledger".into()))?;
+        // The entry pushed above: the last one.
+        let last = self.refunds.len() - 1;
+        let entry = &mut self.refunds[last];
         entry.give_back = give_back;
         entry.take_back = take_back;
         Ok(entry.clone())
@@ -1132,11 +1143,10 @@ impl Ledger {
         }
         entry.applied = Some(applied);
         entry.loyalty_transaction_id = id;
-        let (give_back, take_back) = (entry.give_back, entry.take_back);
-        if !give_back.is_zero() {
-            self.uncount_recredited(give_back.saturating_sub(applied));
-        } else {
-            self.count_recredited(take_back.saturating_sub(applied));
+        let (kind, decided) = entry.movement();
+        match kind {
+            AdjustmentKind::Recredit => self.uncount_recredited(decided.saturating_sub(applied)),
+            AdjustmentKind::Reversal => self.count_recredited(decided.saturating_sub(applied)),
         }
     }
 

@@ -356,10 +356,9 @@ impl<'a> Expected<'a> {
         }
         for f in &l.refunds {
             // A refund gives back or takes back, as it was decided.
-            let kind = if f.take_back.is_zero() {
-                PointsKind::Recredit
-            } else {
-                PointsKind::Reversal
+            let kind = match f.movement().0 {
+                AdjustmentKind::Recredit => PointsKind::Recredit,
+                AdjustmentKind::Reversal => PointsKind::Reversal,
             };
             adjust(
                 kind,

@@ -78,10 +78,10 @@ pub(crate) async fn settle_refund(
             .await?
         }
     };
-    let (kind, points, suffix) = if entry.take_back.is_zero() {
-        (AdjustmentKind::Recredit, entry.give_back, "recredit")
-    } else {
-        (AdjustmentKind::Reversal, entry.take_back, "take-back")
+    let (kind, points) = entry.movement();
+    let suffix = match kind {
+        AdjustmentKind::Recredit => "recredit",
+        AdjustmentKind::Reversal => "take-back",
     };
 
     let run = cx

@@ -481,8 +481,6 @@ pub async fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The local state's system, with the reference simulators where `local run` left them: what an
-/// operator command that calls the systems works on locally.
 /// Where the connectors' sample mapping files are: `connectors/` beside the template.
 fn connector_mappings(options: &LocalOptions) -> PathBuf {
     options
@@ -492,12 +490,18 @@ fn connector_mappings(options: &LocalOptions) -> PathBuf {
         .join("connectors")
 }
 
+/// The options of an existing local state (an operator command on what `local run` left).
+fn local_options(target: &TargetArgs) -> anyhow::Result<LocalOptions> {
+    target::require_state(&target.state)?;
+    Ok(LocalOptions::new(target.template.clone(), target.state.clone()))
+}
+
+/// The local state's system, with the reference simulators where `local run` left them: what an
+/// operator command that calls the systems works on locally.
 fn local_system(
     target: &TargetArgs,
 ) -> anyhow::Result<retail_sync_cli::local::LocalSystem<retail_sync_embedded::Embedded>> {
-    target::require_state(&target.state)?;
-    let options = LocalOptions::new(target.template.clone(), target.state.clone());
-    open_embedded(&options, Simulators::with_sample_members())
+    open_embedded(&local_options(target)?, Simulators::with_sample_members())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -523,8 +527,7 @@ pub async fn reconcile(
         BackendKind::Embedded => {
             // The books as the run's connectors read them: ERP_KIND / LOYALTY_KIND as `local run` took
             // them (the SAP and Salesforce simulators' state is rebuilt from the replayed journals).
-            target::require_state(&target.state)?;
-            let options = LocalOptions::new(target.template.clone(), target.state.clone());
+            let options = local_options(target)?;
             let simulators = Simulators::with_sample_members()
                 .speaking(Kinds::from_env()?, &connector_mappings(&options))
                 .await?;

@@ -11,10 +11,11 @@ use anyhow::ensure;
 use serde_json::json;
 
 use retail_sync_aws::{
-    AwsBackend, AwsClients, AwsSettings, ProvisionOptions, emulator_sdk_config, provision,
+    AwsBackend, AwsClients, AwsSettings, Bill, BillingMeter, ProvisionOptions, emulator_sdk_config, provision,
 };
 use retail_sync_topology::Topology;
 
+use crate::cost::{Costed, Prices, Usage};
 use crate::input::Input;
 use crate::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
 
@@ -107,6 +108,8 @@ pub struct AwsFigures {
     pub polling: BTreeMap<String, u64>,
     /// The channel's PutEvents calls feeding the sales.
     pub feed: u64,
+    /// With `--cost`: the price table, and a sale saga, then an ecommerce order with a return, metered.
+    pub cost: Option<(Prices, Vec<Usage>)>,
 }
 
 /// SQS operations the local runner (not the steps) makes.
@@ -137,7 +140,13 @@ impl fmt::Display for AwsFigures {
             "  {:<36} {:>6.2}   (channel PutEvents, batches of 10)",
             "feed",
             self.feed as f64 / n
-        )
+        )?;
+        if let Some((prices, usages)) = &self.cost {
+            for usage in usages {
+                write!(f, "\n\n{}", Costed { usage, prices })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -159,24 +168,28 @@ fn per_saga(
     )
 }
 
-/// Runs `n` sales through the AWS backend on the emulator at `endpoint` and counts the requests.
-pub async fn aws(template: &Path, endpoint: &str, n: usize) -> anyhow::Result<AwsFigures> {
+/// Runs `n` sales through the AWS backend on the emulator at `endpoint` and counts the requests; with
+/// `cost`, also meters what they are billed as, for the sales and then for `n` ecommerce orders that are
+/// shipped and partly returned.
+pub async fn aws(template: &Path, endpoint: &str, n: usize, cost: bool) -> anyhow::Result<AwsFigures> {
     let topology = Topology::load(template)?;
     let settings = AwsSettings::default().with_endpoint_url(endpoint);
-    let clients = AwsClients::new(&emulator_sdk_config(&settings).await);
+    let meter = BillingMeter::new();
+    let sdk = emulator_sdk_config(&settings).await;
+    let clients = if cost {
+        AwsClients::metered(&sdk, &meter)
+    } else {
+        AwsClients::new(&sdk)
+    };
     let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(2));
     let settings = provision(&clients, &topology, &options).await?;
     let backend = Arc::new(AwsBackend::new(&clients, settings));
-    let system = LocalSystem::new(backend.clone(), topology, Simulators::default())?;
+    let system = LocalSystem::new(backend.clone(), topology.clone(), Simulators::default())?;
 
-    backend.counter().reset();
-    system.feed(&synthetic_sales(n)).await?;
-    let feed = backend.counter().total();
-    backend.counter().reset();
-    system.run_until_idle(|_| {}).await?;
-    let (polling, steps) = backend
-        .counter()
-        .snapshot()
+    let sales = run_metered(&system, &meter, "sale saga", &[synthetic_sales(n)]).await?;
+    let feed = sales.feed;
+    let (polling, steps) = sales
+        .requests
         .into_iter()
         .partition(|(op, _)| POLLING.contains(&op.as_str()));
     let report = system.report(Default::default()).await?;
@@ -185,12 +198,140 @@ pub async fn aws(template: &Path, endpoint: &str, n: usize) -> anyhow::Result<Aw
         "not every saga completed: {:?}",
         report.summary
     );
+    let mut usage = None;
+    if cost {
+        // Each phase runs to the end before the next arrives: a return before its shipment would wait
+        // out visibility timeouts, which is a different (slower, not costlier) run.
+        let phases = synthetic_orders(n);
+        let orders = run_metered(&system, &meter, "ecommerce order with a return", &phases).await?;
+        usage = Some((Prices::table()?, vec![sales.usage, orders.usage]));
+    }
     Ok(AwsFigures {
         sagas: n,
         steps,
         polling,
         feed,
+        cost: usage,
     })
+}
+
+/// One scenario's requests (by operation, the functions' and the polling's) and what they are billed
+/// as.
+struct Metered {
+    requests: BTreeMap<String, u64>,
+    /// The channel's requests feeding the scenario.
+    feed: u64,
+    usage: Usage,
+}
+
+/// Feeds each phase and runs it to the end, metering the channel's events apart from the functions'
+/// work.
+async fn run_metered(
+    system: &LocalSystem<AwsBackend>,
+    meter: &BillingMeter,
+    scenario: &str,
+    phases: &[Vec<Input>],
+) -> anyhow::Result<Metered> {
+    let (mut channel, mut steps) = (Bill::default(), Bill::default());
+    let (mut requests, mut feed) = (BTreeMap::new(), 0);
+    let counter = system.backend.counter();
+    system.take_invocations();
+    for phase in phases {
+        meter.reset();
+        counter.reset();
+        system.feed(phase).await?;
+        channel.add(&meter.snapshot());
+        feed += counter.total();
+        meter.reset();
+        counter.reset();
+        system.run_until_idle(|_| {}).await?;
+        steps.add(&meter.snapshot());
+        for (op, count) in counter.snapshot() {
+            *requests.entry(op).or_default() += count;
+        }
+    }
+    let topology = &system.topology;
+    Ok(Metered {
+        requests,
+        feed,
+        usage: Usage {
+            scenario: scenario.to_owned(),
+            sagas: phases.first().map_or(0, Vec::len),
+            channel,
+            steps,
+            invocations: system.take_invocations(),
+            memory_mb: topology
+                .functions
+                .iter()
+                .map(|f| f.memory_mb)
+                .max()
+                .unwrap_or(128),
+            queues: topology.functions.len(),
+        },
+    })
+}
+
+/// `n` ecommerce orders in three phases: placed (members, no points paid), shipped whole, and one line
+/// of each returned in store. Shapes from `events/samples/OrderPlaced.json`, `OrderShipped.json` and
+/// `ReturnReceived.json`.
+pub fn synthetic_orders(n: usize) -> Vec<Vec<Input>> {
+    let event =
+        |source: &str, detail_type: &str, id: String, order: &str, channel: &str, data| Input::Event {
+            source: source.into(),
+            detail_type: detail_type.into(),
+            detail: json!({
+                "metadata": {"event_id": id, "schema_version": 1, "correlation_id": format!("web-{order}"),
+                    "occurred_at": "2026-11-20T10:00:00Z", "channel": channel},
+                "data": data,
+            }),
+        };
+    let (mut placed, mut shipped, mut returned) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let order = format!("ord-b{i:08}");
+        let lines: Vec<_> = (1..=2)
+            .map(|no| {
+                let (qty, unit) = (no, 1000 + 100 * ((i + no) % 40));
+                let net = qty * unit;
+                json!({"line_no": no, "sku": format!("SKU-{}", (i + no) % 500), "quantity": qty,
+                    "unit_price_minor": unit, "discount_minor": 0, "net_minor": net,
+                    "tax_minor": net / 5, "loyalty_eligible": true})
+            })
+            .collect();
+        let net: usize = lines
+            .iter()
+            .map(|l| l["net_minor"].as_u64().unwrap_or(0) as usize)
+            .sum();
+        let first = lines[0].clone();
+        placed.push(event(
+            "retail.ecommerce",
+            "OrderPlaced",
+            format!("bench-o-{i}"),
+            &order,
+            "ecommerce",
+            json!({"order_id": order, "member_id": format!("m-{}", i % 1000), "currency": "EUR",
+                "lines": lines, "totals": {"net_minor": net, "tax_minor": net / 5, "gross_minor": net + net / 5}}),
+        ));
+        shipped.push(event(
+            "retail.oms",
+            "OrderShipped",
+            format!("bench-s-{i}"),
+            &order,
+            "oms",
+            json!({"order_id": order, "shipment_id": format!("shp-{i}"),
+                "lines": [{"line_no": 1, "quantity": 1}, {"line_no": 2, "quantity": 2}]}),
+        ));
+        returned.push(event(
+            "retail.pos",
+            "ReturnReceived",
+            format!("bench-r-{i}"),
+            &order,
+            "pos",
+            json!({"return_id": format!("ret-b{i}"), "original": {"kind": "order", "order_id": order},
+                "store_id": "store-042", "currency": "EUR",
+                "lines": [{"line_no": 1, "sku": first["sku"], "quantity": 1, "refund_minor": first["net_minor"]}]}),
+        ));
+    }
+    vec![placed, shipped, returned]
 }
 
 /// The redemption API's own cost at checkout: what a warm request takes beyond the loyalty platform's

@@ -916,7 +916,12 @@ pub async fn bench_cold_start(
     })
 }
 
-pub async fn bench_aws(sagas: usize, endpoint: Option<&str>, template: &Path) -> anyhow::Result<ExitCode> {
+pub async fn bench_aws(
+    sagas: usize,
+    cost: bool,
+    endpoint: Option<&str>,
+    template: &Path,
+) -> anyhow::Result<ExitCode> {
     // Started here only when no endpoint is given; stopped when it drops at the end.
     let moto = endpoint
         .is_none()
@@ -924,7 +929,7 @@ pub async fn bench_aws(sagas: usize, endpoint: Option<&str>, template: &Path) ->
     let endpoint = endpoint
         .or(moto.as_ref().map(|m| m.endpoint()))
         .expect("one of the two is set");
-    let figures = bench::aws(template, endpoint, sagas).await?;
+    let figures = bench::aws(template, endpoint, sagas, cost).await?;
     println!("{figures}");
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@
 pub mod backends;
 pub mod bench;
 pub mod chaos;
+pub mod cost;
 pub mod input;
 pub mod local;
 pub mod ops;

@@ -436,6 +436,16 @@ pub struct LocalSystem<B: Backend> {
     /// The queues the functions consume (not their DLQs).
     work_queues: Vec<String>,
     ingest_queue: String,
+    /// What the runner handed the steps since the last [`LocalSystem::take_invocations`].
+    invocations: std::sync::Mutex<Invocations>,
+}
+
+/// The steps' invocations as Lambda would bill them: one per batch, with the time the step took.
+#[derive(Debug, Default, Clone)]
+pub struct Invocations {
+    pub durations: Vec<Duration>,
+    /// Messages delivered into the work queues (first receives).
+    pub deliveries: u64,
 }
 
 /// Opens (or, with `fresh`, recreates) the embedded backend's state and wires the system over it.
@@ -605,6 +615,7 @@ impl<B: Backend> LocalSystem<B> {
             api_log: Default::default(),
             work_queues,
             ingest_queue,
+            invocations: Default::default(),
         })
     }
 
@@ -740,6 +751,11 @@ impl<B: Backend> LocalSystem<B> {
             }
             let round = round?;
             progress.handled += round.received as u64;
+            {
+                let mut seen = self.invocations.lock().unwrap_or_else(|p| p.into_inner());
+                seen.durations.extend(round.invocations);
+                seen.deliveries += round.first_receives as u64;
+            }
             if round.received == 0 {
                 progress.pending = self.pending().await?;
                 on_progress(progress);
@@ -753,6 +769,11 @@ impl<B: Backend> LocalSystem<B> {
                 on_progress(progress);
             }
         }
+    }
+
+    /// The invocations since the last call (see [`Invocations`]).
+    pub fn take_invocations(&self) -> Invocations {
+        std::mem::take(&mut *self.invocations.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Reconciles `window` (see `retail_sync_core::reconcile`): the backend's sagas against the reference

@@ -438,10 +438,14 @@ enum BenchCommand {
         runs: usize,
     },
     /// AWS API requests per sale saga, counted on an emulator (moto server): the AWS backend provisioned
-    /// from the template, the steps polled locally.
+    /// from the template, the steps polled locally. With --cost, also what a sale saga and an ecommerce
+    /// order with a return cost per million, at the list prices of infra/aws-prices.json.
     Aws {
         #[arg(long, default_value_t = 200)]
         sagas: usize,
+        /// Meter the billed units (request units, events, SQS requests, Lambda time) and price them.
+        #[arg(long)]
+        cost: bool,
         /// The emulator; without it a moto server from .tools/ is started for the run.
         #[arg(long, env = "AWS_ENDPOINT_URL")]
         endpoint_url: Option<String>,
@@ -588,10 +592,11 @@ fn main() -> ExitCode {
                 runs,
             }) => commands::bench_cold_start(&bin_dir, functions, runs).await,
             Command::Bench(BenchCommand::Aws {
+                cost,
                 sagas,
                 endpoint_url,
                 template,
-            }) => commands::bench_aws(sagas, endpoint_url.as_deref(), &template).await,
+            }) => commands::bench_aws(sagas, cost, endpoint_url.as_deref(), &template).await,
         }
     });
     match result {

@@ -387,3 +387,60 @@ async fn reconcile_reads_the_stack_and_the_systems_and_repairs_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The figure of one `label` line of a `bench aws --cost` section (the first number after the label).
+fn figure(section: &str, label: &str) -> f64 {
+    let line = section
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} line in:\n{section}"));
+    line[line.find(label).unwrap_or(0) + label.len()..]
+        .split_whitespace()
+        .find_map(|w| w.trim_start_matches('$').parse().ok())
+        .unwrap_or_else(|| panic!("no figure in {line}"))
+}
+
+/// `bench aws --cost` meters a sale saga and an ecommerce order with a return on moto and prices them:
+/// the units follow from the workflow (three step deliveries per sale, nine per order, one channel
+/// event per fact) and from the items' sizes (a saga item is over 1 KB, so each of its writes costs
+/// two units, four in a transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_aws_cost_prices_a_sale_and_an_order_with_a_return() {
+    let moto = MotoServer::shared();
+    let out = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args(["bench", "aws", "--sagas", "10", "--cost", "--endpoint-url"])
+        .arg(moto.endpoint())
+        .arg("--template")
+        .arg(root().join("infra/template.yaml"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, priced) = text
+        .split_once("cost of one sale saga")
+        .unwrap_or_else(|| panic!("no sale section:\n{text}"));
+    let (sale, order) = priced
+        .split_once("cost of one ecommerce order with a return")
+        .unwrap_or_else(|| panic!("no order section:\n{text}"));
+    assert!(sale.contains("list prices as of"), "{sale}");
+
+    assert_eq!(figure(sale, "EventBridge, channel events"), 1.0);
+    assert_eq!(figure(order, "EventBridge, channel events"), 3.0);
+    // Ingest, post-sale-to-erp, accrue-loyalty; for the order also accrue-shipment, post-return-to-erp
+    // and reverse-loyalty, with an ingest for each of its three facts.
+    assert_eq!(figure(sale, "Step Functions Standard"), 3.0, "{sale}");
+    assert_eq!(figure(order, "Step Functions Standard"), 9.0, "{order}");
+    // Create (two units and the index entry), then per step a claim (one) and the transaction of the
+    // saga (2 × 2) and the completion (2 × 1).
+    let writes = figure(sale, "DynamoDB writes");
+    assert!((17.0..18.0).contains(&writes), "{sale}");
+    assert!(figure(order, "DynamoDB writes") > writes, "{order}");
+    assert!(figure(sale, "total") > 0.0 && figure(order, "total") > figure(sale, "total"));
+}

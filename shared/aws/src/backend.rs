@@ -18,6 +18,7 @@ use crate::bus::EventBus;
 use crate::counter::RequestCounter;
 use crate::dynamo::DynamoState;
 use crate::error::AwsError;
+use crate::meter::BillingMeter;
 use crate::queues::{QueueMessage, SqsQueues};
 use crate::settings::{self, AwsSettings};
 
@@ -35,20 +36,30 @@ pub struct AwsClients {
 
 impl AwsClients {
     pub fn new(sdk: &SdkConfig) -> Self {
+        Self::build(sdk, None)
+    }
+
+    /// Clients that also meter what AWS would bill for their requests (the cost benchmark's).
+    pub fn metered(sdk: &SdkConfig, meter: &BillingMeter) -> Self {
+        Self::build(sdk, Some(meter))
+    }
+
+    fn build(sdk: &SdkConfig, meter: Option<&BillingMeter>) -> Self {
         let counter = RequestCounter::new();
-        let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk)
-            .interceptor(counter.interceptor("dynamodb"))
-            .build();
-        let sqs = aws_sdk_sqs::config::Builder::from(sdk)
-            .interceptor(counter.interceptor("sqs"))
-            .build();
-        let eventbridge = aws_sdk_eventbridge::config::Builder::from(sdk)
-            .interceptor(counter.interceptor("eventbridge"))
-            .build();
+        let mut dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.interceptor("dynamodb"));
+        let mut sqs = aws_sdk_sqs::config::Builder::from(sdk).interceptor(counter.interceptor("sqs"));
+        let mut eventbridge =
+            aws_sdk_eventbridge::config::Builder::from(sdk).interceptor(counter.interceptor("eventbridge"));
+        if let Some(meter) = meter {
+            dynamodb = dynamodb.interceptor(meter.interceptor());
+            sqs = sqs.interceptor(meter.interceptor());
+            eventbridge = eventbridge.interceptor(meter.interceptor());
+        }
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
-            sqs: aws_sdk_sqs::Client::from_conf(sqs),
-            eventbridge: aws_sdk_eventbridge::Client::from_conf(eventbridge),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            eventbridge: aws_sdk_eventbridge::Client::from_conf(eventbridge.build()),
             counter,
             endpoint_url: sdk.endpoint_url().map(str::to_owned),
             region: sdk.region().map(|r| r.to_string()),

@@ -9,6 +9,8 @@
 //! - [`bus`]: the publisher over PutEvents.
 //! - [`queues`]: the queue consumer over SQS, and the operator's depth / DLQ peek / redrive.
 //! - [`counter`]: counts API requests per service and operation (the benchmark's "requests per sale").
+//! - [`meter`]: what those requests would be billed as (request units, events, chunks), for the cost
+//!   benchmark.
 //! - [`provision`]: creates what `infra/template.yaml` declares on an emulator.
 
 pub mod backend;
@@ -17,6 +19,7 @@ pub mod counter;
 pub mod dynamo;
 pub mod error;
 pub mod items;
+pub mod meter;
 pub mod provision;
 pub mod queues;
 pub mod reports;
@@ -27,6 +30,7 @@ pub use bus::EventBus;
 pub use counter::RequestCounter;
 pub use dynamo::DynamoState;
 pub use error::AwsError;
+pub use meter::{Bill, BillingMeter};
 pub use provision::{ProvisionOptions, provision};
 pub use queues::{QueueMessage, SourceQueues, SqsQueues};
 pub use reports::ReportBucket;

@@ -64,6 +64,12 @@ impl Backoff {
 pub struct PollOutcome {
     pub received: usize,
     pub batch: BatchOutcome,
+    /// One entry per batch handed to a step (what Lambda bills as an invocation): how long the step
+    /// took over it. A cost estimate prices these.
+    pub invocations: Vec<Duration>,
+    /// Messages received for the first time (receive count 1): each is one delivery into the queue
+    /// (on AWS, one SQS request the bus rule's target makes).
+    pub first_receives: usize,
 }
 
 impl Consumer {
@@ -84,7 +90,9 @@ impl Consumer {
             return Ok(PollOutcome::default());
         }
         let messages: Vec<Message> = received.iter().map(|r| r.message.clone()).collect();
+        let started = std::time::Instant::now();
         let batch = self.runner.run(&messages).await;
+        let took = started.elapsed();
         let done: Vec<String> = received
             .iter()
             .filter(|r| !batch.failed.contains(&r.message.id))
@@ -105,6 +113,8 @@ impl Consumer {
         Ok(PollOutcome {
             received: received.len(),
             batch,
+            invocations: vec![took],
+            first_receives: messages.iter().filter(|m| m.receive_count <= 1).count(),
         })
     }
 }
@@ -134,6 +144,8 @@ impl LocalRunner {
             total.batch.published += poll.batch.published;
             total.batch.failed.extend(poll.batch.failed);
             total.batch.quarantined.extend(poll.batch.quarantined);
+            total.invocations.extend(poll.invocations);
+            total.first_receives += poll.first_receives;
         }
         Ok(total)
     }

@@ -48,6 +48,9 @@ pub struct FunctionSpec {
     pub batch_size: usize,
     /// The event source's `ScalingConfig.MaximumConcurrency` (a literal, or a parameter's default).
     pub max_concurrency: Option<usize>,
+    /// `MemorySize` in MB: the function's own, else the template's `Globals`, else SAM's 128. What
+    /// Lambda bills a millisecond by.
+    pub memory_mb: u32,
 }
 
 /// A DynamoDB table: its string hash key, its global secondary indexes (name, string hash key) and
@@ -126,6 +129,7 @@ impl Topology {
         let mut tables = BTreeMap::new();
         let mut rules = Vec::new();
         let mut functions = Vec::new();
+        let global_memory = template.pointer("/Globals/Function/MemorySize").and_then(number);
         for (id, resource) in resources {
             let props = resource
                 .get("Properties")
@@ -145,7 +149,7 @@ impl Topology {
                 Some("AWS::Events::Rule") if on_parameter_bus(&props, &template) => {}
                 Some("AWS::Events::Rule") => rules.push(rule(id, &props)?),
                 Some("AWS::Serverless::Function") => {
-                    functions.extend(function(id, resource, &props, &parameters)?);
+                    functions.extend(function(id, resource, &props, &parameters, global_memory)?);
                 }
                 _ => {}
             }
@@ -430,7 +434,14 @@ fn function(
     resource: &Value,
     props: &Value,
     parameters: &BTreeMap<String, Value>,
+    global_memory: Option<u64>,
 ) -> Result<Vec<FunctionSpec>, TopologyError> {
+    let memory_mb = props
+        .get("MemorySize")
+        .and_then(number)
+        .or(global_memory)
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(128);
     let binary = resource
         .pointer("/Metadata/BuildProperties/Binary")
         .and_then(Value::as_str);
@@ -475,6 +486,7 @@ fn function(
             queue,
             batch_size,
             max_concurrency,
+            memory_mb,
         });
     }
     Ok(specs)
@@ -551,6 +563,32 @@ Resources:
                 .matches(&serde_json::json!({"source": "retail.pos"}))
         );
         assert_eq!(t.function("ingest").unwrap().queue, "InQueue");
+        assert_eq!(t.function("ingest").unwrap().memory_mb, 128, "SAM's default");
+    }
+
+    #[test]
+    fn memory_is_the_function_s_own_else_the_globals() {
+        let globals = format!("Globals:\n  Function:\n    MemorySize: 256\n{TEMPLATE}");
+        assert_eq!(
+            Topology::parse(&globals)
+                .unwrap()
+                .function("ingest")
+                .unwrap()
+                .memory_mb,
+            256
+        );
+        let own = globals.replace(
+            "    Properties:\n      Events:",
+            "    Properties:\n      MemorySize: 512\n      Events:",
+        );
+        assert_eq!(
+            Topology::parse(&own)
+                .unwrap()
+                .function("ingest")
+                .unwrap()
+                .memory_mb,
+            512
+        );
     }
 
     #[test]
@@ -573,6 +611,8 @@ Resources:
             vec![("by-correlation".to_owned(), "correlation_id".to_owned())]
         );
         assert_eq!(sagas.ttl_attribute.as_deref(), Some("expires_at"));
+        // What a cost estimate bills a millisecond by: the Globals' 128 MB.
+        assert!(t.functions.iter().all(|f| f.memory_mb == 128));
     }
 
     /// Words that drift: each function's `main.rs` names the step it runs, and every repository path the

@@ -572,6 +572,8 @@ pub struct ColdStart {
 pub struct ColdStartFigures {
     pub bin_dir: std::path::PathBuf,
     pub runs: usize,
+    /// The root CA bundle the functions were pointed at (`SSL_CERT_FILE`), if any.
+    pub ca_bundle: Option<std::path::PathBuf>,
     pub functions: Vec<ColdStart>,
 }
 
@@ -583,6 +585,14 @@ impl fmt::Display for ColdStartFigures {
             self.runs,
             self.bin_dir.display()
         )?;
+        match &self.ca_bundle {
+            Some(bundle) => writeln!(
+                f,
+                "  root CAs from {} (SSL_CERT_FILE, as the template sets it)",
+                bundle.display()
+            )?,
+            None => writeln!(f, "  root CAs from the platform's search (no SSL_CERT_FILE)")?,
+        }
         writeln!(
             f,
             "  {:<22} {:>10} {:>10} {:>14} {:>10}",
@@ -621,9 +631,22 @@ impl fmt::Display for ColdStartFigures {
 
 /// The settings every function reads at start, pointing nowhere: nothing is called before the first
 /// poll, so nothing needs to answer.
-fn cold_start_env(runtime_api: &str) -> Vec<(&'static str, String)> {
-    let nowhere = "http://127.0.0.1:9".to_owned();
+/// Where this machine keeps its one-file root CA bundle: the template points the functions at
+/// provided.al2023's (`CaBundleFile`); the harness mirrors that with the local equivalent.
+pub fn platform_ca_bundle() -> Option<std::path::PathBuf> {
     [
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+fn cold_start_env(runtime_api: &str, ca_bundle: Option<&Path>) -> Vec<(&'static str, String)> {
+    let nowhere = "http://127.0.0.1:9".to_owned();
+    let mut env: Vec<(&'static str, String)> = [
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
         ("AWS_LAMBDA_FUNCTION_NAME", "cold-start".to_owned()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "1".to_owned()),
@@ -656,7 +679,11 @@ fn cold_start_env(runtime_api: &str) -> Vec<(&'static str, String)> {
             "arn:aws:secretsmanager:us-east-1:000000000000:secret:cold-start".to_owned(),
         ),
     ]
-    .into()
+    .into();
+    if let Some(bundle) = ca_bundle {
+        env.push(("SSL_CERT_FILE", bundle.display().to_string()));
+    }
+    env
 }
 
 /// Peak resident memory of process `pid`, KiB (Linux).
@@ -674,6 +701,7 @@ pub async fn cold_start(
     bin_dir: &Path,
     functions: &[String],
     runs: usize,
+    ca_bundle: Option<&Path>,
 ) -> anyhow::Result<ColdStartFigures> {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -692,7 +720,7 @@ pub async fn cold_start(
             let mut command = tokio::process::Command::new(&path);
             command
                 .env_clear()
-                .envs(cold_start_env(&runtime_api))
+                .envs(cold_start_env(&runtime_api, ca_bundle))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .kill_on_drop(true);
@@ -734,6 +762,7 @@ pub async fn cold_start(
     Ok(ColdStartFigures {
         bin_dir: bin_dir.to_owned(),
         runs,
+        ca_bundle: ca_bundle.map(Path::to_owned),
         functions: out,
     })
 }

@@ -892,8 +892,19 @@ pub async fn bench_cold_start(
     bin_dir: &Path,
     functions: Vec<String>,
     runs: usize,
+    ca_bundle: Option<PathBuf>,
+    no_ca_bundle: bool,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(runs > 0, "--runs must be at least 1");
+    // Unset: this machine's bundle, as the template sets provided.al2023's.
+    let ca_bundle = match ca_bundle {
+        _ if no_ca_bundle => None,
+        None => bench::platform_ca_bundle(),
+        Some(p) => {
+            anyhow::ensure!(p.is_file(), "--ca-bundle {}: no such file", p.display());
+            Some(p)
+        }
+    };
     let functions = if functions.is_empty() {
         // Every function of the workspace: the directories under functions/, each its binary's name.
         let mut names: Vec<String> = std::fs::read_dir("functions")
@@ -907,7 +918,7 @@ pub async fn bench_cold_start(
     } else {
         functions
     };
-    let figures = bench::cold_start(bin_dir, &functions, runs).await?;
+    let figures = bench::cold_start(bin_dir, &functions, runs, ca_bundle.as_deref()).await?;
     println!("{figures}");
     Ok(if figures.functions.iter().any(|f| f.failed.is_some()) {
         ExitCode::from(1)

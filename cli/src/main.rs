@@ -436,6 +436,13 @@ enum BenchCommand {
         functions: Vec<String>,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// The root CA bundle the functions load (SSL_CERT_FILE, as the template's CaBundleFile sets
+        /// it); default: this machine's one-file bundle.
+        #[arg(long, conflicts_with = "no_ca_bundle")]
+        ca_bundle: Option<PathBuf>,
+        /// No SSL_CERT_FILE: the platform's search for root CAs (what an empty CaBundleFile gives).
+        #[arg(long)]
+        no_ca_bundle: bool,
     },
     /// AWS API requests per sale saga, counted on an emulator (moto server): the AWS backend provisioned
     /// from the template, the steps polled locally. With --cost, also what a sale saga and an ecommerce
@@ -590,7 +597,9 @@ fn main() -> ExitCode {
                 bin_dir,
                 functions,
                 runs,
-            }) => commands::bench_cold_start(&bin_dir, functions, runs).await,
+                ca_bundle,
+                no_ca_bundle,
+            }) => commands::bench_cold_start(&bin_dir, functions, runs, ca_bundle, no_ca_bundle).await,
             Command::Bench(BenchCommand::Aws {
                 cost,
                 sagas,

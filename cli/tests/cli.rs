@@ -503,6 +503,51 @@ fn bench_cold_start_times_the_first_poll_and_reports_a_function_that_does_not_st
     let out = bench(dir.path(), "missing");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found: build it first"));
+
+    // The function is pointed at the root CA bundle as the template points it (SSL_CERT_FILE), or at
+    // none with --no-ca-bundle; a bundle that does not exist is refused.
+    let echo = dir.path().join("echo");
+    std::fs::write(
+        &echo,
+        "#!/bin/sh
+echo \"bundle=[$SSL_CERT_FILE]\" >&2
+exit 3
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&echo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = dir.path().join("roots.pem");
+    std::fs::write(&bundle, "").unwrap();
+    let with = |ca: &Path| {
+        let choice: Vec<&std::ffi::OsStr> = if ca.as_os_str().is_empty() {
+            vec!["--no-ca-bundle".as_ref()]
+        } else {
+            vec!["--ca-bundle".as_ref(), ca.as_os_str()]
+        };
+        Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+            .args(["bench", "cold-start", "--runs", "1", "--functions", "echo"])
+            .args(choice)
+            .arg("--bin-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = with(&bundle);
+    assert!(
+        stdout(&out).contains(&format!("bundle=[{}]", bundle.display())),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("root CAs from"), "{}", stdout(&out));
+    let out = with(Path::new(""));
+    assert!(
+        stdout(&out).contains("bundle=[]") && stdout(&out).contains("no SSL_CERT_FILE"),
+        "{}",
+        stdout(&out)
+    );
+    let out = with(&dir.path().join("nowhere.pem"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
 }
 
 /// A local run through the SAP and Salesforce connectors reconciles through them: `reconcile` with the

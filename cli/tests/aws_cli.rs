@@ -41,18 +41,20 @@ fn aws(moto: &str, args: &[&str]) -> Value {
 }
 
 fn retail_sync(moto: &str, prefix: &str, args: &[&str]) -> Output {
+    on_moto(
+        moto,
+        args.iter()
+            .copied()
+            .chain(["--backend", "aws", "--prefix", prefix, "--region", "us-east-1"]),
+    )
+}
+
+/// `retail-sync <args>` against the moto server at `moto`, with the repository's template and dummy
+/// credentials.
+fn on_moto<'a>(moto: &str, args: impl IntoIterator<Item = &'a str>) -> Output {
     Command::new(env!("CARGO_BIN_EXE_retail-sync"))
         .args(args)
-        .args([
-            "--backend",
-            "aws",
-            "--prefix",
-            prefix,
-            "--endpoint-url",
-            moto,
-            "--region",
-            "us-east-1",
-        ])
+        .args(["--endpoint-url", moto])
         .arg("--template")
         .arg(root().join("infra/template.yaml"))
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -407,16 +409,7 @@ fn figure(section: &str, label: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_aws_cost_prices_a_sale_and_an_order_with_a_return() {
     let moto = MotoServer::shared();
-    let out = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
-        .args(["bench", "aws", "--sagas", "10", "--cost", "--endpoint-url"])
-        .arg(moto.endpoint())
-        .arg("--template")
-        .arg(root().join("infra/template.yaml"))
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
+    let out = on_moto(moto.endpoint(), ["bench", "aws", "--sagas", "10", "--cost"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

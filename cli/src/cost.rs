@@ -178,6 +178,17 @@ impl fmt::Display for Costed<'_> {
             "  Step Functions Standard instead of the bus and queues between the steps: {transitions:.2} transitions \
              = ${sfn:.2} per million (the bus and queues cost ${between:.2})"
         )?;
+        let per = |units: u64| u.per_saga(units as f64);
+        let b = &u.steps;
+        writeln!(
+            f,
+            "  write units: {:.2} alone + {:.2} in transactions (half of it the doubling) + {:.2} index entries; \
+             {:.2} of them because items are over 1 KB",
+            per(b.write_units - b.transaction_write_units - b.index_write_units),
+            per(b.transaction_write_units),
+            per(b.index_write_units),
+            per(b.oversize_write_units),
+        )?;
         let written: Vec<String> = u
             .steps
             .items_written

@@ -434,6 +434,19 @@ async fn bench_aws_cost_prices_a_sale_and_an_order_with_a_return() {
     // saga (2 × 2) and the completion (2 × 1).
     let writes = figure(sale, "DynamoDB writes");
     assert!((17.0..18.0).contains(&writes), "{sale}");
+    // Apart: creation and claims 4, transactions 12 (6 of them the doubling), the index entry 1, and 5
+    // because a saga item is over 1 KB (its creation's second KB, and each transaction's, twice).
+    let split: Vec<f64> = sale
+        .lines()
+        .find(|l| l.trim_start().starts_with("write units:"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|w| w.contains('.'))
+        .filter_map(|w| w.trim_end_matches(';').parse().ok())
+        .collect();
+    assert_eq!(split.len(), 4, "{sale}");
+    assert_eq!(split[0] + split[1] + split[2], writes, "{sale}");
+    assert_eq!((split[2], split[3]), (1.0, 5.0), "{sale}");
     assert!(figure(order, "DynamoDB writes") > writes, "{order}");
     assert!(figure(sale, "total") > 0.0 && figure(order, "total") > figure(sale, "total"));
 }

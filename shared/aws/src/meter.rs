@@ -40,6 +40,11 @@ pub struct Bill {
     /// DynamoDB on-demand write request units: one per KB (rounded up) of each item written, two in a
     /// transaction, plus the saga table's index entry when a saga is created.
     pub write_units: u64,
+    /// Of `write_units`: those spent inside transactions (doubled already), on index entries, and on
+    /// the kilobytes beyond the first of items over 1 KB (what a smaller item would save).
+    pub transaction_write_units: u64,
+    pub index_write_units: u64,
+    pub oversize_write_units: u64,
     /// DynamoDB read request units: one per 4 KB (rounded up) of a strongly consistent read (GetItem,
     /// as the adapter reads), half that for the eventually consistent Query and Scan.
     pub read_units: f64,
@@ -58,6 +63,9 @@ impl Bill {
     /// Adds `other`'s units to these.
     pub fn add(&mut self, other: &Bill) {
         self.write_units += other.write_units;
+        self.transaction_write_units += other.transaction_write_units;
+        self.index_write_units += other.index_write_units;
+        self.oversize_write_units += other.oversize_write_units;
         self.read_units += other.read_units;
         self.bus_entries += other.bus_entries;
         self.bus_billed_events += other.bus_billed_events;
@@ -138,6 +146,7 @@ impl Intercept for MeteringInterceptor {
                     // Update, Delete, ConditionCheck: the item is not in the request; one unit (the
                     // adapter's are small records), doubled.
                     bill.write_units += 2;
+                    bill.transaction_write_units += 2;
                 }
             }
         } else if input.downcast_ref::<UpdateItemInput>().is_some()
@@ -214,13 +223,19 @@ fn write(
     condition: Option<&str>,
 ) {
     let size = item_size(item);
-    bill.write_units += factor * write_units(size);
+    let units = factor * write_units(size);
+    bill.write_units += units;
+    bill.oversize_write_units += units - factor;
+    if factor > 1 {
+        bill.transaction_write_units += units;
+    }
     // The saga table's by-correlation index (KEYS_ONLY, see the template) gets an entry when a saga
     // is created; later versions keep the same correlation id and so write no index entry.
     if item.contains_key(attr::CORRELATION_ID)
         && condition.is_some_and(|c| c.contains("attribute_not_exists"))
     {
         bill.write_units += 1;
+        bill.index_write_units += 1;
     }
     let written = bill.items_written.entry(table.to_owned()).or_default();
     written.0 += 1;
@@ -337,6 +352,13 @@ mod tests {
         assert_eq!(bill.write_units, 4, "two KB, twice");
         write(&mut bill, "sagas", &big, 1, Some("attribute_not_exists(#pk)"));
         assert_eq!(bill.write_units, 4 + 2 + 1, "two KB and the index entry");
+        assert_eq!(bill.transaction_write_units, 4);
+        assert_eq!(bill.index_write_units, 1);
+        assert_eq!(
+            bill.oversize_write_units,
+            2 + 1,
+            "the second KB, twice, then once"
+        );
         assert_eq!(bill.items_written["sagas"].0, 2);
     }
 }

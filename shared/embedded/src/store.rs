@@ -100,6 +100,16 @@ struct Envelope<'a, D: Serialize + ?Sized> {
     detail: &'a D,
 }
 
+/// One event routed by [`Embedded::route`], ready to be written: its envelope id and text, and the
+/// message id and queue of each delivery.
+struct Routed<'e, 't> {
+    id: String,
+    source: &'e str,
+    detail_type: &'e str,
+    body: String,
+    deliveries: Vec<(String, &'t str)>,
+}
+
 /// The event as rule patterns see it, holding only the envelope fields some pattern names (`fields`):
 /// a pattern looks at no other field, so it matches this exactly as it would the whole event, and the
 /// detail is converted (`detail`) only when a pattern looks into it.
@@ -314,6 +324,10 @@ impl Embedded {
     /// [`put_events`](Self::put_events) for any serializable detail: the envelope text is written
     /// straight from the borrowed parts, and rules are matched against [`routing_view`] of it, so
     /// the detail is turned into a `Value` (`detail_value`) only if some rule's pattern looks into it.
+    ///
+    /// Ids, envelope texts and routes are made before the store is locked: only the inserts are done
+    /// under the lock, so the other consumers' tasks do not wait while JSON is written or patterns are
+    /// matched. The inserts are still one transaction.
     fn route<'e, D: Serialize + ?Sized + 'e>(
         &self,
         bus: &str,
@@ -323,6 +337,39 @@ impl Embedded {
     ) -> Result<Vec<(String, usize)>, Error> {
         let now = self.clock.now();
         let time = now.to_string();
+        let routed: Vec<Routed<'e, '_>> = entries
+            .map(|(source, detail_type, detail)| {
+                let id = uuid::Uuid::now_v7().to_string();
+                let envelope = Envelope {
+                    version: "0",
+                    id: &id,
+                    detail_type,
+                    source,
+                    account: "000000000000",
+                    time: &time,
+                    region: "local",
+                    resources: &[],
+                    detail,
+                };
+                let body = serde_json::to_string(&envelope).expect("events serialize");
+                let event = routing_view(&self.routed_fields, &envelope, || detail_value(detail));
+                let deliveries = self
+                    .topology
+                    .rules_on(bus)
+                    .filter(|r| r.pattern.matches(&event))
+                    .flat_map(|r| r.targets.iter())
+                    .map(|target| (uuid::Uuid::now_v7().to_string(), target.as_str()))
+                    .collect();
+                Routed {
+                    id,
+                    source,
+                    detail_type,
+                    body,
+                    deliveries,
+                }
+            })
+            .collect();
+        let at = ms(now);
         self.tx(|tx| {
             let mut archive = tx
                 .prepare_cached(
@@ -334,40 +381,21 @@ impl Embedded {
                     "INSERT INTO messages (id, queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
                 )
                 .map_err(unavailable)?;
-            entries
-                .map(|(source, detail_type, detail)| {
-                    let id = uuid::Uuid::now_v7().to_string();
-                    let envelope = Envelope {
-                        version: "0",
-                        id: &id,
-                        detail_type,
-                        source,
-                        account: "000000000000",
-                        time: &time,
-                        region: "local",
-                        resources: &[],
-                        detail,
-                    };
-                    let body = serde_json::to_string(&envelope).expect("events serialize");
-                    if archived {
-                        archive
-                            .execute(params![id, ms(now), source, detail_type, body])
-                            .map_err(unavailable)?;
-                    }
-                    let event = routing_view(&self.routed_fields, &envelope, || detail_value(detail));
-                    let mut delivered = 0;
-                    for rule in self.topology.rules_on(bus).filter(|r| r.pattern.matches(&event)) {
-                        for target in &rule.targets {
-                            deliver
-                                .execute(params![uuid::Uuid::now_v7().to_string(), target, body, ms(now)])
-                                .map_err(unavailable)?;
-                            delivered += 1;
-                        }
-                    }
-                    Ok((id, delivered))
-                })
-                .collect()
-        })
+            for r in &routed {
+                if archived {
+                    archive
+                        .execute(params![r.id, at, r.source, r.detail_type, r.body])
+                        .map_err(unavailable)?;
+                }
+                for (message_id, target) in &r.deliveries {
+                    deliver
+                        .execute(params![message_id, target, r.body, at])
+                        .map_err(unavailable)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(routed.into_iter().map(|r| (r.id, r.deliveries.len())).collect())
     }
 
     /// (visible, in flight) messages of a queue.
@@ -602,11 +630,15 @@ fn store_idempotency(tx: &Connection, record: &IdempotencyRecord, item: &str) ->
     Ok(())
 }
 
-fn load_saga(tx: &Connection, sql: &str, key: &str) -> Result<Option<Saga>, Error> {
-    let item: Option<String> = tx
-        .prepare_cached(sql)
+/// A saga's stored text. It is read under the lock and parsed after it ([`parse_saga`]): a saga is the
+/// largest item, and the other consumers' tasks need not wait while it is parsed.
+fn load_saga(tx: &Connection, sql: &str, key: &str) -> Result<Option<String>, Error> {
+    tx.prepare_cached(sql)
         .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
-        .map_err(unavailable)?;
+        .map_err(unavailable)
+}
+
+fn parse_saga(key: &str, item: Option<String>) -> Result<Option<Saga>, Error> {
     item.map(|i| serde_json::from_str(&i).map_err(|e| corrupt(format!("saga {key}"), e)))
         .transpose()
 }
@@ -650,7 +682,7 @@ impl IdempotencyStore for Embedded {
 impl SagaStore for Embedded {
     async fn create(&self, saga: &Saga) -> Result<Option<Saga>, Error> {
         let item = serde_json::to_string(saga).expect("sagas serialize");
-        self.tx_single(|tx| {
+        let existing = self.tx_single(|tx| {
             if let Some(existing) = load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", saga.id.as_str())? {
                 return Ok(Some(existing));
             }
@@ -669,21 +701,24 @@ impl SagaStore for Embedded {
             })
             .map_err(unavailable)?;
             Ok(None)
-        })
+        })?;
+        parse_saga(saga.id.as_str(), existing)
     }
 
     async fn load(&self, id: &SagaId) -> Result<Option<Saga>, Error> {
-        self.tx_single(|tx| load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", id.as_str()))
+        let item = self.tx_single(|tx| load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", id.as_str()))?;
+        parse_saga(id.as_str(), item)
     }
 
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
-        self.tx_single(|tx| {
+        let item = self.tx_single(|tx| {
             load_saga(
                 tx,
                 "SELECT item FROM sagas WHERE correlation_id = ?1 LIMIT 1",
                 correlation_id.as_str(),
             )
-        })
+        })?;
+        parse_saga(correlation_id.as_str(), item)
     }
 
     async fn save(&self, saga: &Saga, completion: Option<&IdempotencyRecord>) -> Result<(), Error> {

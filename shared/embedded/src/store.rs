@@ -823,19 +823,25 @@ impl QueueConsumer for Embedded {
         let now = ms(self.clock.now());
         let visible_until = now + i64::try_from(self.visibility(queue).as_millis()).unwrap_or(i64::MAX / 2);
         let redrive = self.topology.queues.get(queue).and_then(|q| q.redrive.clone());
-        self.tx(|tx| {
-            let candidates: Vec<(i64, String, String, u32)> = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT seq, id, body, receive_count FROM messages
-                         WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
-                    )
-                    .map_err(unavailable)?;
-                let limit = i64::try_from(max).unwrap_or(10);
-                stmt.query_map(params![queue, now, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .and_then(|rows| rows.collect::<Result<_, _>>())
-                    .map_err(unavailable)?
-            };
+        let limit = i64::try_from(max).unwrap_or(10);
+        let candidates = |tx: &Connection| -> Result<Vec<(i64, String, String, u32)>, Error> {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, id, body, receive_count FROM messages
+                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            stmt.query_map(params![queue, now, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect::<Result<_, _>>())
+            .map_err(unavailable)
+        };
+        let take = |tx: &Connection, candidates: Vec<(i64, String, String, u32)>| {
+            // The receipt names the row, so a delete is a primary-key lookup; the random part makes a
+            // receipt from an earlier receive useless, as in SQS. One random part serves the batch: the
+            // row number already tells its receipts apart.
+            let token = uuid::Uuid::now_v7().simple();
             let mut received = Vec::with_capacity(candidates.len());
             for (seq, id, body, count) in candidates {
                 // SQS moves a message to the DLQ when a receive finds it already received
@@ -843,24 +849,43 @@ impl QueueConsumer for Embedded {
                 if let Some((dlq, max_receives)) = &redrive
                     && count >= *max_receives
                 {
-                    tx.prepare_cached("UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE seq = ?1")
-                        .and_then(|mut s| s.execute(params![seq, dlq, now]))
-                        .map_err(unavailable)?;
+                    tx.prepare_cached(
+                        "UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE seq = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![seq, dlq, now]))
+                    .map_err(unavailable)?;
                     tracing::warn!(queue, message_id = %id, receive_count = count, dlq, "moved to dead-letter queue");
                     continue;
                 }
-                // The receipt names the row, so a delete is a primary-key lookup; the random part makes
-                // a receipt from an earlier receive useless, as in SQS.
-                let receipt = format!("{seq}:{}", uuid::Uuid::now_v7().simple());
+                let receipt = format!("{seq}:{token}");
                 tx.prepare_cached(
                     "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
                 )
                 .and_then(|mut s| s.execute(params![seq, visible_until, receipt]))
                 .map_err(unavailable)?;
-                received.push(Received { message: Message { id, body, receive_count: count + 1 }, receipt });
+                received.push(Received {
+                    message: Message {
+                        id,
+                        body,
+                        receive_count: count + 1,
+                    },
+                    receipt,
+                });
             }
             Ok(received)
-        })
+        };
+        let conn = self.conn();
+        if conn.is_autocommit() {
+            return savepoint(&conn, |tx| take(tx, candidates(tx)?));
+        }
+        // Inside a group the group's transaction holds the write lock and this connection's lock is held
+        // throughout, so nothing changes between the read and the writes: an empty queue (most polls of
+        // a round) is answered with the one read, and only a receive that writes opens a savepoint.
+        let found = candidates(&conn)?;
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        savepoint(&conn, |tx| take(tx, found))
     }
 
     async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error> {

@@ -260,6 +260,8 @@ async fn run_metered(
             channel,
             steps,
             invocations: system.take_invocations(),
+            // Invocations are not told apart by function: priced at the largest queue-fed function's
+            // memory (all 128 MB in the template), so a difference would err high, never low.
             memory_mb: topology
                 .functions
                 .iter()

@@ -184,7 +184,8 @@ pub async fn aws(template: &Path, endpoint: &str, n: usize, cost: bool) -> anyho
     let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(2));
     let settings = provision(&clients, &topology, &options).await?;
     let backend = Arc::new(AwsBackend::new(&clients, settings));
-    let system = LocalSystem::new(backend.clone(), topology.clone(), Simulators::default())?;
+    let mut system = LocalSystem::new(backend.clone(), topology, Simulators::default())?;
+    system.record_invocations();
 
     let sales = run_metered(&system, &meter, "sale saga", &[synthetic_sales(n)]).await?;
     let feed = sales.feed;

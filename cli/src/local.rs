@@ -436,8 +436,9 @@ pub struct LocalSystem<B: Backend> {
     /// The queues the functions consume (not their DLQs).
     work_queues: Vec<String>,
     ingest_queue: String,
-    /// What the runner handed the steps since the last [`LocalSystem::take_invocations`].
-    invocations: std::sync::Mutex<Invocations>,
+    /// What the runner handed the steps since the last [`LocalSystem::take_invocations`], once
+    /// [`LocalSystem::record_invocations`] asked for it (a cost estimate; a long run keeps nothing).
+    invocations: Option<std::sync::Mutex<Invocations>>,
 }
 
 /// The steps' invocations as Lambda would bill them: one per batch, with the time the step took.
@@ -615,7 +616,7 @@ impl<B: Backend> LocalSystem<B> {
             api_log: Default::default(),
             work_queues,
             ingest_queue,
-            invocations: Default::default(),
+            invocations: None,
         })
     }
 
@@ -751,8 +752,8 @@ impl<B: Backend> LocalSystem<B> {
             }
             let round = round?;
             progress.handled += round.received as u64;
-            {
-                let mut seen = self.invocations.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(seen) = &self.invocations {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                 seen.durations.extend(round.invocations);
                 seen.deliveries += round.first_receives as u64;
             }
@@ -771,9 +772,17 @@ impl<B: Backend> LocalSystem<B> {
         }
     }
 
-    /// The invocations since the last call (see [`Invocations`]).
+    /// From now on, keeps the steps' invocations for [`LocalSystem::take_invocations`].
+    pub fn record_invocations(&mut self) {
+        self.invocations.get_or_insert_with(Default::default);
+    }
+
+    /// The invocations since the last call (see [`Invocations`]); none unless recorded.
     pub fn take_invocations(&self) -> Invocations {
-        std::mem::take(&mut *self.invocations.lock().unwrap_or_else(|p| p.into_inner()))
+        self.invocations
+            .as_ref()
+            .map(|seen| std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default()
     }
 
     /// Reconciles `window` (see `retail_sync_core::reconcile`): the backend's sagas against the reference

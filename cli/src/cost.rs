@@ -72,18 +72,18 @@ impl Usage {
     }
 
     pub fn lines(&self, p: &Prices) -> Vec<Line> {
-        let million = |per_saga: f64, price_per_million: f64| per_saga * price_per_million;
         let invocations = self.invocations.durations.len() as f64;
-        let gb_seconds = self.billed_ms() as f64 / 1000.0 * f64::from(self.memory_mb) / 1024.0;
+        // A billed millisecond at the function's memory, per million.
+        let per_ms = f64::from(self.memory_mb) / 1024.0 / 1000.0 * p.lambda_arm64_per_gb_second * 1e6;
         // SQS on AWS: the bus rules' deliveries (one SendMessage each), the functions' own sends, and
         // per batch the event source mapping's receive and delete.
         let sqs =
             self.invocations.deliveries as f64 + self.steps.sqs_billed_requests as f64 + 2.0 * invocations;
-        let line = |what, units: f64, unit, price: f64| Line {
+        let line = |what, units: f64, unit, price_per_million: f64| Line {
             what,
             per_saga: self.per_saga(units),
             unit,
-            per_million: million(self.per_saga(units), price),
+            per_million: self.per_saga(units) * price_per_million,
         };
         vec![
             line(
@@ -92,12 +92,7 @@ impl Usage {
                 "invocations",
                 p.lambda_requests_per_million,
             ),
-            Line {
-                what: "Lambda duration",
-                per_saga: self.per_saga(self.billed_ms() as f64),
-                unit: "ms billed",
-                per_million: self.per_saga(gb_seconds) * p.lambda_arm64_per_gb_second * 1e6,
-            },
+            line("Lambda duration", self.billed_ms() as f64, "ms billed", per_ms),
             line(
                 "DynamoDB writes",
                 self.steps.write_units as f64,

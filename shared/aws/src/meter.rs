@@ -48,13 +48,11 @@ pub struct Bill {
     /// DynamoDB read request units: one per 4 KB (rounded up) of a strongly consistent read (GetItem,
     /// as the adapter reads), half that for the eventually consistent Query and Scan.
     pub read_units: f64,
-    /// EventBridge entries put, and what they are billed as (64 KB chunks).
-    pub bus_entries: u64,
+    /// EventBridge entries put, as billed (each in 64 KB chunks).
     pub bus_billed_events: u64,
     /// The functions' own SQS requests as billed (64 KB chunks of a send's payload; one for a
-    /// visibility change) and the messages the sends carried.
+    /// visibility change).
     pub sqs_billed_requests: u64,
-    pub sqs_messages_sent: u64,
     /// Items written, by table: how many and their total size in bytes.
     pub items_written: BTreeMap<String, (u64, u64)>,
 }
@@ -67,10 +65,8 @@ impl Bill {
         self.index_write_units += other.index_write_units;
         self.oversize_write_units += other.oversize_write_units;
         self.read_units += other.read_units;
-        self.bus_entries += other.bus_entries;
         self.bus_billed_events += other.bus_billed_events;
         self.sqs_billed_requests += other.sqs_billed_requests;
-        self.sqs_messages_sent += other.sqs_messages_sent;
         for (table, (n, bytes)) in &other.items_written {
             let written = self.items_written.entry(table.clone()).or_default();
             written.0 += n;
@@ -162,13 +158,11 @@ impl Intercept for MeteringInterceptor {
                     + entry.detail_type().map_or(0, str::len)
                     + entry.detail().map_or(0, str::len)
                     + entry.resources().iter().map(String::len).sum::<usize>();
-                bill.bus_entries += 1;
                 bill.bus_billed_events += chunks(size);
             }
         } else if let Some(send) = input.downcast_ref::<SendMessageInput>() {
             let size = send.message_body().map_or(0, str::len) + attributes_size(send.message_attributes());
             bill.sqs_billed_requests += chunks(size);
-            bill.sqs_messages_sent += 1;
         } else if let Some(batch) = input.downcast_ref::<SendMessageBatchInput>() {
             let size: usize = batch
                 .entries()
@@ -176,7 +170,6 @@ impl Intercept for MeteringInterceptor {
                 .map(|e| e.message_body().len() + attributes_size(e.message_attributes()))
                 .sum();
             bill.sqs_billed_requests += chunks(size);
-            bill.sqs_messages_sent += batch.entries().len() as u64;
         } else if input.downcast_ref::<ChangeMessageVisibilityInput>().is_some()
             || input
                 .downcast_ref::<ChangeMessageVisibilityBatchInput>()

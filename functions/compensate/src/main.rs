@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::run("compensate").await
+    retail_sync_lambda::run::<retail_sync_lambda::steps::Compensate>().await
 }

@@ -4,5 +4,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::run("map-shopify").await
+    retail_sync_lambda::run::<retail_sync_lambda::steps::MapShopify>().await
 }

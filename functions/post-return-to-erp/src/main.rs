@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::run("post-return-to-erp").await
+    retail_sync_lambda::run::<retail_sync_lambda::steps::PostReturnToErp>().await
 }

@@ -49,7 +49,7 @@ impl Platform {
     }
 
     /// The mapper's step and binary name.
-    pub fn step(self) -> &'static str {
+    pub const fn step(self) -> &'static str {
         match self {
             Self::Shopify => "map-shopify",
             Self::AdobeCommerce => "map-adobe-commerce",

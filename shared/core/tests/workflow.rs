@@ -752,6 +752,47 @@ fn a_step_connects_only_the_ports_it_uses() {
     }
 }
 
+/// A function binary connects only the ports its step declares (`Kind::PORTS`), so that it links only
+/// those connectors: every step, with each port it does not declare replaced by one that fails the test
+/// when touched, still builds under its batch runner, and by the name it declares.
+#[test]
+fn every_step_touches_only_the_ports_it_declares() {
+    use retail_sync_core::steps::{Kind, WithKind, by_name};
+    struct Check<'a>(&'a World);
+    impl WithKind for Check<'_> {
+        type Out = &'static str;
+        fn with<K: Kind>(self) -> &'static str {
+            let mut wiring = self.0.wiring();
+            let ports = K::PORTS;
+            let step = K::BINARY;
+            if !ports.erp {
+                wiring.erp = Arc::new(move || panic!("{step} connected the ERP"));
+            }
+            if !ports.loyalty {
+                wiring.loyalty = Arc::new(move || panic!("{step} connected the loyalty platform"));
+            }
+            if !ports.member_systems {
+                wiring.member_systems = Arc::new(move || panic!("{step} connected the member systems"));
+            }
+            if !ports.channel {
+                wiring.channel_bus = Arc::new(move || panic!("{step} connected the channel bus"));
+                wiring.channel_mapping = Arc::new(move |_| panic!("{step} read a platform mapping"));
+            }
+            if !ports.channel_outcomes {
+                wiring.channel_outcomes = Arc::new(move |_| panic!("{step} asked for an order API"));
+            }
+            let runner = wiring.runner_of::<K>().unwrap();
+            assert_eq!(runner.step.name(), step);
+            step
+        }
+    }
+    let w = World::new();
+    for name in retail_sync_core::steps::STEPS {
+        assert_eq!(by_name(name, Check(&w)), Some(name));
+    }
+    assert_eq!(by_name("no-such-step", Check(&w)), None);
+}
+
 /// The source policy: a POS may not place a web order, a CRM may not sell, and a source that is no
 /// channel's sends nothing; each is quarantined `source_not_allowed` and nothing starts.
 #[tokio::test]

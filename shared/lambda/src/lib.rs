@@ -1,7 +1,8 @@
 //! Lambda glue: what every function binary shares. A function's `main` is one line,
-//! `retail_sync_lambda::run("<binary>")` for a workflow step, `retail_sync_lambda::run_http("<binary>")`
-//! for the redemption API; this crate turns the environment into adapters, builds the step the binary
-//! names, and serves SQS batches with partial batch responses (or HTTP API requests).
+//! `retail_sync_lambda::run::<steps::Ingest>()` for a workflow step (chosen at compile time, so the
+//! binary links only that step and its connectors), `retail_sync_lambda::run_http("<binary>")` for the
+//! redemption API; this crate turns the environment into adapters, builds the step the binary names,
+//! and serves SQS batches with partial batch responses (or HTTP API requests).
 //!
 //! # Layout
 //! - [`handler`]: SQS event → step batch → `SqsBatchResponse` (the ids to redeliver).
@@ -23,6 +24,9 @@ pub mod secrets;
 pub mod telemetry;
 pub mod webhooks;
 
+/// The workflow steps a function's `main` names (`run::<steps::Ingest>()`).
+pub use retail_sync_core::steps;
+
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -30,11 +34,12 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, EventBus, SourceQueues, sdk_config};
 use retail_sync_contracts::ChannelPlatform;
 use retail_sync_contracts::IngestLimits;
+use retail_sync_core::error::BoxError;
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::ports::{ChannelOutcomes, Clock, SystemClock};
 use retail_sync_core::runner::Backoff;
-use retail_sync_core::steps::{Base, Wiring};
+use retail_sync_core::steps::{Base, Kind, Wiring};
 use retail_sync_redemption::{RedemptionApi, RedemptionConfig};
 
 /// A failed message's wait on AWS: 1 minute, then four times longer per receive up to 2 hours, so the
@@ -77,11 +82,13 @@ pub(crate) async fn serve_scheduled<F: Scheduled>(
     .await
 }
 
-/// Runs the function `binary` (one of `steps::STEPS`) under the Lambda runtime API.
-pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {
+/// Runs the workflow step `K` under the Lambda runtime API. The step is chosen at compile time (a
+/// function's `main` names it) so that the binary links that step and the connectors it uses, not every
+/// step's.
+pub async fn run<K: Kind>() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let runner = Arc::new(
-        wire(binary)
+        wire::<K>()
             .await
             .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "cannot start"))?,
     );
@@ -94,26 +101,25 @@ pub async fn run(binary: &'static str) -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// The step and its adapters, from the environment.
-async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
+/// A port the step does not use (not in its `Kind::PORTS`): nothing of its connector is linked.
+fn unused(port: &'static str) -> BoxError {
+    format!("the {port} is not connected in this function").into()
+}
+
+/// The step `K` and its adapters, from the environment. Each port is connected only if `K::PORTS`
+/// names it: the conditions are constants, so the optimiser drops the other branches and the linker
+/// their connectors. (A copy of `K::PORTS` in a local would not do: kept across an `.await`, it is a
+/// field of the future, which the optimiser does not see as constant.)
+async fn wire<K: Kind>() -> anyhow::Result<handler::Function> {
     let settings = AwsSettings::from_env()?;
     let sdk = sdk_config(&settings).await;
     let clients = AwsClients::new(&sdk);
     let sqs = clients.sqs.clone();
-    // The platforms' order APIs, for notify-channel only, each when its base URL is set.
-    let outcomes = if binary == "notify-channel" {
-        channel_outcomes(&aws_sdk_secretsmanager::Client::new(&sdk))?
-    } else {
-        Default::default()
-    };
     // Only the platform mappers publish to the channel bus (their template sets CHANNEL_BUS_NAME).
     let channel_bus = EventBus::channels(clients.eventbridge.clone(), &settings);
     let backend = Arc::new(AwsBackend::new(&clients, settings));
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let erp_secrets = secrets.clone();
-    let member_secrets = secrets.clone();
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "RetailSync".into());
-    let metrics = Arc::new(emf::EmfMetrics::new(namespace, binary));
+    let metrics = Arc::new(emf::EmfMetrics::new(namespace, K::BINARY));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The connectors read their settings only when the step needs them: `ingest` has none.
     let wiring = Wiring {
@@ -126,43 +132,65 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
         },
         limits: IngestLimits::default(),
         // Each behind its breaker (this container's; the event source's MaximumConcurrency is the cap).
-        erp: Arc::new(move || {
-            let auth = secrets::auth_from_env("ERP", &erp_secrets)?;
-            // The dialect ERP_KIND names: the system API, or SAP S/4HANA's OData.
-            let erp = retail_sync_connectors::erp_from_env(auth)?;
-            Ok(Arc::new(GuardedErp {
-                inner: erp,
-                guard: Downstream::new("erp", BreakerSettings::default(), None),
-            }))
-        }),
-        loyalty: Arc::new(move || {
-            let auth = secrets::auth_from_env("LOYALTY", &secrets)?;
-            // The dialect LOYALTY_KIND names: the system API, or Salesforce Loyalty Management.
-            let loyalty = retail_sync_connectors::loyalty_from_env(auth)?;
-            Ok(Arc::new(GuardedLoyalty {
-                inner: loyalty,
-                guard: Downstream::new("loyalty", BreakerSettings::default(), None),
-            }))
-        }),
+        erp: if K::PORTS.erp {
+            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+            Arc::new(move || {
+                let auth = secrets::auth_from_env("ERP", &secrets)?;
+                // The dialect ERP_KIND names: the system API, or SAP S/4HANA's OData.
+                let erp = retail_sync_connectors::erp_from_env(auth)?;
+                Ok(Arc::new(GuardedErp {
+                    inner: erp,
+                    guard: Downstream::new("erp", BreakerSettings::default(), None),
+                }))
+            })
+        } else {
+            Arc::new(|| Err(unused("ERP")))
+        },
+        loyalty: if K::PORTS.loyalty {
+            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+            Arc::new(move || {
+                let auth = secrets::auth_from_env("LOYALTY", &secrets)?;
+                // The dialect LOYALTY_KIND names: the system API, or Salesforce Loyalty Management.
+                let loyalty = retail_sync_connectors::loyalty_from_env(auth)?;
+                Ok(Arc::new(GuardedLoyalty {
+                    inner: loyalty,
+                    guard: Downstream::new("loyalty", BreakerSettings::default(), None),
+                }))
+            })
+        } else {
+            Arc::new(|| Err(unused("loyalty platform")))
+        },
         publisher: backend.clone(),
         channel_bus: Arc::new(move || match &channel_bus {
             Some(bus) => Ok(Arc::new(bus.clone())),
             None => Err("CHANNEL_BUS_NAME is not set".into()),
         }),
         // The file SHOPIFY_MAPPING / ADOBE_COMMERCE_MAPPING holds (the template passes its JSON).
-        channel_mapping: Arc::new(|platform| {
-            Ok(retail_sync_channels::mapper_from_lookup(platform, |v| {
-                std::env::var(v).ok()
-            })?)
-        }),
-        channel_outcomes: Arc::new(move |platform| outcomes.get(&platform).cloned()),
-        member_systems: {
-            let secrets = member_secrets;
+        channel_mapping: if K::PORTS.channel {
+            Arc::new(|platform| {
+                Ok(retail_sync_channels::mapper_from_lookup(platform, |v| {
+                    std::env::var(v).ok()
+                })?)
+            })
+        } else {
+            Arc::new(|_| Err(unused("platform mapping")))
+        },
+        // The platforms' order APIs, for notify-channel only, each when its base URL is set.
+        channel_outcomes: if K::PORTS.channel_outcomes {
+            let outcomes = channel_outcomes(&aws_sdk_secretsmanager::Client::new(&sdk))?;
+            Arc::new(move |platform| outcomes.get(&platform).cloned())
+        } else {
+            Arc::new(|_| None)
+        },
+        member_systems: if K::PORTS.member_systems {
+            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
             Arc::new(move || {
                 let loyalty = Downstream::new("loyalty", BreakerSettings::default(), None);
                 let erp = Downstream::new("erp", BreakerSettings::default(), None);
                 Ok(member_systems(&secrets)?.guarded(&loyalty, &erp))
             })
+        } else {
+            Arc::new(|| Err(unused("member systems")))
         },
         ownership: Arc::new(
             retail_sync_core::members::Ownership::from_lookup(|v| std::env::var(v).ok())
@@ -175,7 +203,7 @@ async fn wire(binary: &'static str) -> anyhow::Result<handler::Function> {
         quarantine: backend,
     };
     Ok(handler::Function {
-        runner: wiring.runner(binary)?,
+        runner: wiring.runner_of::<K>()?,
         metrics,
         visibility: Some((Arc::new(SourceQueues::new(sqs)), LAMBDA_BACKOFF)),
     })

@@ -64,19 +64,20 @@ use crate::ports::{
 };
 
 /// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
+/// [`by_name`] finds each of them (a test holds the two lists together).
 pub const STEPS: [&str; 12] = [
-    "map-shopify",
-    "map-adobe-commerce",
-    ingest::STEP,
-    commit_redemption::STEP,
-    post_sale_to_erp::STEP,
-    accrue_loyalty::STEP,
-    cancel_order::STEP,
-    post_return_to_erp::STEP,
-    reverse_loyalty::STEP,
-    compensate::STEP,
-    notify_channel::STEP,
-    sync_member::STEP,
+    MapShopify::BINARY,
+    MapAdobeCommerce::BINARY,
+    Ingest::BINARY,
+    CommitRedemption::BINARY,
+    PostSaleToErp::BINARY,
+    AccrueLoyalty::BINARY,
+    CancelOrder::BINARY,
+    PostReturnToErp::BINARY,
+    ReverseLoyalty::BINARY,
+    Compensate::BINARY,
+    NotifyChannel::BINARY,
+    SyncMember::BINARY,
 ];
 
 /// The system each step's effect goes to: the step's queue pauses while that system's breaker is open,
@@ -161,107 +162,264 @@ pub enum WiringError {
     },
 }
 
+/// The ports a step is built from beyond [`Base`], the publisher and the quarantine. A function binary
+/// connects only these, so it links only the connectors its step uses (see [`Kind`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub erp: bool,
+    pub loyalty: bool,
+    /// The loyalty platform, the ERP and the CRM as keepers of members.
+    pub member_systems: bool,
+    /// A platform's mapping and the channel bus (the platform mappers).
+    pub channel: bool,
+    /// The platforms' order APIs.
+    pub channel_outcomes: bool,
+}
+
+impl Ports {
+    pub const NONE: Ports = Ports {
+        erp: false,
+        loyalty: false,
+        member_systems: false,
+        channel: false,
+        channel_outcomes: false,
+    };
+}
+
+/// A step chosen at compile time. A function binary runs `retail_sync_lambda::run::<K>()`: it builds
+/// only `K` and connects only `K::PORTS`, so the linker leaves out every other step and the connectors
+/// `K` does not use (a binary that chose its step by name at run time linked them all). The local
+/// runner and the tests choose by name through [`by_name`].
+pub trait Kind {
+    /// The binary and step name, as the template's `BuildProperties.Binary`.
+    const BINARY: &'static str;
+    /// The ports [`Kind::build`] may connect; it touches no other (a test holds every step to it).
+    const PORTS: Ports;
+    fn build(wiring: &Wiring) -> Result<Arc<dyn Step>, WiringError>;
+}
+
+/// Something done with a step chosen by name at run time: [`by_name`] calls it with the step's [`Kind`].
+pub trait WithKind {
+    type Out;
+    fn with<K: Kind>(self) -> Self::Out;
+}
+
+/// Calls `f` with the step called `name` (one of [`STEPS`]); `None` for a name no step has.
+pub fn by_name<F: WithKind>(name: &str, f: F) -> Option<F::Out> {
+    Some(match name {
+        MapShopify::BINARY => f.with::<MapShopify>(),
+        MapAdobeCommerce::BINARY => f.with::<MapAdobeCommerce>(),
+        Ingest::BINARY => f.with::<Ingest>(),
+        CommitRedemption::BINARY => f.with::<CommitRedemption>(),
+        PostSaleToErp::BINARY => f.with::<PostSaleToErp>(),
+        AccrueLoyalty::BINARY => f.with::<AccrueLoyalty>(),
+        CancelOrder::BINARY => f.with::<CancelOrder>(),
+        PostReturnToErp::BINARY => f.with::<PostReturnToErp>(),
+        ReverseLoyalty::BINARY => f.with::<ReverseLoyalty>(),
+        Compensate::BINARY => f.with::<Compensate>(),
+        NotifyChannel::BINARY => f.with::<NotifyChannel>(),
+        SyncMember::BINARY => f.with::<SyncMember>(),
+        _ => return None,
+    })
+}
+
+/// The Shopify mapper as a [`Kind`] (both platforms' mappers are one step type, [`MapChannel`]).
+pub struct MapShopify;
+/// The Adobe Commerce mapper as a [`Kind`].
+pub struct MapAdobeCommerce;
+
+const CHANNEL: Ports = Ports {
+    channel: true,
+    ..Ports::NONE
+};
+const ERP: Ports = Ports {
+    erp: true,
+    ..Ports::NONE
+};
+const LOYALTY: Ports = Ports {
+    loyalty: true,
+    ..Ports::NONE
+};
+
+impl Kind for MapShopify {
+    const BINARY: &'static str = Platform::Shopify.step();
+    const PORTS: Ports = CHANNEL;
+    fn build(wiring: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        wiring.mapper(Platform::Shopify)
+    }
+}
+
+impl Kind for MapAdobeCommerce {
+    const BINARY: &'static str = Platform::AdobeCommerce.step();
+    const PORTS: Ports = CHANNEL;
+    fn build(wiring: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        wiring.mapper(Platform::AdobeCommerce)
+    }
+}
+
+impl Kind for Ingest {
+    const BINARY: &'static str = ingest::STEP;
+    const PORTS: Ports = Ports::NONE;
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(Ingest {
+            sagas: w.base.sagas.clone(),
+            clock: w.base.clock.clone(),
+            metrics: w.base.metrics.clone(),
+            limits: w.limits,
+        }))
+    }
+}
+
+impl Kind for PostSaleToErp {
+    const BINARY: &'static str = post_sale_to_erp::STEP;
+    const PORTS: Ports = ERP;
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(PostSaleToErp {
+            erp: w.erp(Self::BINARY)?,
+            base: w.base.clone(),
+        }))
+    }
+}
+
+impl Kind for AccrueLoyalty {
+    const BINARY: &'static str = accrue_loyalty::STEP;
+    /// The ERP for a reinstatement; the member systems to enrol a member the platform does not know.
+    const PORTS: Ports = Ports {
+        erp: true,
+        loyalty: true,
+        member_systems: true,
+        ..Ports::NONE
+    };
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(AccrueLoyalty {
+            erp: w.erp(Self::BINARY)?,
+            loyalty: w.enrolling(w.loyalty(Self::BINARY)?),
+            return_windows: w.return_windows.clone(),
+            base: w.base.clone(),
+        }))
+    }
+}
+
+impl Kind for CommitRedemption {
+    const BINARY: &'static str = commit_redemption::STEP;
+    const PORTS: Ports = LOYALTY;
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(CommitRedemption {
+            loyalty: w.loyalty(Self::BINARY)?,
+            base: w.base.clone(),
+        }))
+    }
+}
+
+impl Kind for CancelOrder {
+    const BINARY: &'static str = cancel_order::STEP;
+    const PORTS: Ports = Ports {
+        erp: true,
+        loyalty: true,
+        ..Ports::NONE
+    };
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(CancelOrder {
+            erp: w.erp(Self::BINARY)?,
+            loyalty: w.loyalty(Self::BINARY)?,
+            base: w.base.clone(),
+        }))
+    }
+}
+
+impl Kind for PostReturnToErp {
+    const BINARY: &'static str = post_return_to_erp::STEP;
+    const PORTS: Ports = ERP;
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(PostReturnToErp {
+            erp: w.erp(Self::BINARY)?,
+            base: w.base.clone(),
+        }))
+    }
+}
+
+impl Kind for ReverseLoyalty {
+    const BINARY: &'static str = reverse_loyalty::STEP;
+    const PORTS: Ports = LOYALTY;
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(ReverseLoyalty {
+            loyalty: w.loyalty(Self::BINARY)?,
+            base: w.base.clone(),
+        }))
+    }
+}
+
+impl Kind for NotifyChannel {
+    const BINARY: &'static str = notify_channel::STEP;
+    const PORTS: Ports = Ports {
+        channel_outcomes: true,
+        ..Ports::NONE
+    };
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(NotifyChannel {
+            base: w.base.clone(),
+            outcomes: w.channel_outcomes.clone(),
+        }))
+    }
+}
+
+impl Kind for SyncMember {
+    const BINARY: &'static str = sync_member::STEP;
+    const PORTS: Ports = Ports {
+        member_systems: true,
+        ..Ports::NONE
+    };
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(SyncMember {
+            systems: (w.member_systems)().map_err(|source| WiringError::Connect {
+                step: Self::BINARY,
+                port: "member systems",
+                source,
+            })?,
+            ownership: w.ownership.clone(),
+            quarantine: w.quarantine.clone(),
+            base: w.base.clone(),
+        }))
+    }
+}
+
+impl Kind for Compensate {
+    const BINARY: &'static str = compensate::STEP;
+    const PORTS: Ports = LOYALTY;
+    fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
+        Ok(Arc::new(Compensate {
+            loyalty: w.loyalty(Self::BINARY)?,
+            base: w.base.clone(),
+        }))
+    }
+}
+
 impl Wiring {
     /// The step called `name` (a template function's `BuildProperties.Binary`, one of [`STEPS`]).
     pub fn step(&self, name: &str) -> Result<Arc<dyn Step>, WiringError> {
-        let base = self.base.clone();
-        let erp = |step| {
-            (self.erp)().map_err(|source| WiringError::Connect {
-                step,
-                port: "ERP",
-                source,
-            })
-        };
-        let loyalty = |step| {
-            (self.loyalty)().map_err(|source| WiringError::Connect {
-                step,
-                port: "loyalty platform",
-                source,
-            })
-        };
-        if let Some(platform) = Platform::of_step(name) {
-            let mapper = (self.channel_mapping)(platform).map_err(|source| WiringError::Connect {
-                step: platform.step(),
-                port: "mapping",
-                source,
-            })?;
-            return Ok(Arc::new(MapChannel {
-                mapper,
-                sagas: base.sagas,
-                metrics: base.metrics,
-            }));
+        struct Build<'a>(&'a Wiring);
+        impl WithKind for Build<'_> {
+            type Out = Result<Arc<dyn Step>, WiringError>;
+            fn with<K: Kind>(self) -> Self::Out {
+                K::build(self.0)
+            }
         }
-        Ok(match name {
-            ingest::STEP => Arc::new(Ingest {
-                sagas: base.sagas,
-                clock: base.clock,
-                metrics: base.metrics,
-                limits: self.limits,
-            }),
-            post_sale_to_erp::STEP => Arc::new(PostSaleToErp {
-                erp: erp(post_sale_to_erp::STEP)?,
-                base,
-            }),
-            accrue_loyalty::STEP => Arc::new(AccrueLoyalty {
-                erp: erp(accrue_loyalty::STEP)?,
-                loyalty: self.enrolling(loyalty(accrue_loyalty::STEP)?),
-                return_windows: self.return_windows.clone(),
-                base,
-            }),
-            commit_redemption::STEP => Arc::new(CommitRedemption {
-                loyalty: loyalty(commit_redemption::STEP)?,
-                base,
-            }),
-            cancel_order::STEP => Arc::new(CancelOrder {
-                erp: erp(cancel_order::STEP)?,
-                loyalty: loyalty(cancel_order::STEP)?,
-                base,
-            }),
-            post_return_to_erp::STEP => Arc::new(PostReturnToErp {
-                erp: erp(post_return_to_erp::STEP)?,
-                base,
-            }),
-            reverse_loyalty::STEP => Arc::new(ReverseLoyalty {
-                loyalty: loyalty(reverse_loyalty::STEP)?,
-                base,
-            }),
-            notify_channel::STEP => Arc::new(NotifyChannel {
-                base,
-                outcomes: self.channel_outcomes.clone(),
-            }),
-            sync_member::STEP => Arc::new(SyncMember {
-                systems: (self.member_systems)().map_err(|source| WiringError::Connect {
-                    step: sync_member::STEP,
-                    port: "member systems",
-                    source,
-                })?,
-                ownership: self.ownership.clone(),
-                quarantine: self.quarantine.clone(),
-                base,
-            }),
-            compensate::STEP => Arc::new(Compensate {
-                loyalty: loyalty(compensate::STEP)?,
-                base,
-            }),
-            _ => return Err(WiringError::UnknownStep(name.to_owned())),
-        })
-    }
-
-    /// The loyalty port of a step that earns: a member the platform does not know is enrolled on first
-    /// earn, or waited for (see `members::Enrolment`).
-    fn enrolling(&self, loyalty: Arc<dyn Loyalty>) -> Arc<dyn Loyalty> {
-        let members = (self.member_systems)().ok().and_then(|m| m.loyalty);
-        Arc::new(crate::members::Enrolling {
-            loyalty,
-            members,
-            enrolment: self.enrolment,
-        })
+        by_name(name, Build(self)).unwrap_or_else(|| Err(WiringError::UnknownStep(name.to_owned())))
     }
 
     /// The step called `name` under a batch runner that publishes and quarantines through this wiring.
     pub fn runner(&self, name: &str) -> Result<BatchRunner, WiringError> {
         let step = self.step(name)?;
-        let publisher = match Platform::of_step(name) {
+        self.batch_runner(step)
+    }
+
+    /// The step `K` under a batch runner: what a function binary runs.
+    pub fn runner_of<K: Kind>(&self) -> Result<BatchRunner, WiringError> {
+        self.batch_runner(K::build(self)?)
+    }
+
+    fn batch_runner(&self, step: Arc<dyn Step>) -> Result<BatchRunner, WiringError> {
+        let publisher = match Platform::of_step(step.name()) {
             Some(platform) => Arc::new(BySource {
                 channel: (self.channel_bus)().map_err(|source| WiringError::Connect {
                     step: platform.step(),
@@ -278,6 +436,46 @@ impl Wiring {
             quarantine: self.quarantine.clone(),
             clock: self.base.clock.clone(),
             metrics: self.base.metrics.clone(),
+        })
+    }
+
+    fn erp(&self, step: &'static str) -> Result<Arc<dyn Erp>, WiringError> {
+        (self.erp)().map_err(|source| WiringError::Connect {
+            step,
+            port: "ERP",
+            source,
+        })
+    }
+
+    fn loyalty(&self, step: &'static str) -> Result<Arc<dyn Loyalty>, WiringError> {
+        (self.loyalty)().map_err(|source| WiringError::Connect {
+            step,
+            port: "loyalty platform",
+            source,
+        })
+    }
+
+    fn mapper(&self, platform: Platform) -> Result<Arc<dyn Step>, WiringError> {
+        let mapper = (self.channel_mapping)(platform).map_err(|source| WiringError::Connect {
+            step: platform.step(),
+            port: "mapping",
+            source,
+        })?;
+        Ok(Arc::new(MapChannel {
+            mapper,
+            sagas: self.base.sagas.clone(),
+            metrics: self.base.metrics.clone(),
+        }))
+    }
+
+    /// The loyalty port of a step that earns: a member the platform does not know is enrolled on first
+    /// earn, or waited for (see `members::Enrolment`).
+    fn enrolling(&self, loyalty: Arc<dyn Loyalty>) -> Arc<dyn Loyalty> {
+        let members = (self.member_systems)().ok().and_then(|m| m.loyalty);
+        Arc::new(crate::members::Enrolling {
+            loyalty,
+            members,
+            enrolment: self.enrolment,
         })
     }
 }

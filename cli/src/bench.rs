@@ -568,6 +568,13 @@ pub struct ColdStart {
     /// Per run, milliseconds; empty when it never polled.
     pub ready_ms: Vec<f64>,
     pub peak_kib: Vec<u64>,
+    /// Of the memory at the first poll (last run), KiB: pages of the binary and libraries mapped in
+    /// (`RssFile`), and the process's own (`RssAnon`).
+    pub rss_file_kib: Option<u64>,
+    pub rss_anon_kib: Option<u64>,
+    /// The binary's size, and deflated as `sam package` zips it (zlib's default level), bytes.
+    pub size: Option<u64>,
+    pub zipped: Option<u64>,
     /// Why it did not poll (its last words), when it did not.
     pub failed: Option<String>,
 }
@@ -598,13 +605,12 @@ impl fmt::Display for ColdStartFigures {
         }
         writeln!(
             f,
-            "  {:<22} {:>10} {:>10} {:>14} {:>10}",
-            "function", "median", "max", "peak memory", "size"
+            "  {:<22} {:>10} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9}",
+            "function", "median", "max", "peak memory", "of binary", "own", "size", "zipped"
         )?;
+        let mib = |kib: Option<u64>| kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let mb = |bytes: Option<u64>| bytes.map(|b| format!("{:.1} MB", b as f64 / 1e6));
         for c in &self.functions {
-            let size = std::fs::metadata(self.bin_dir.join(&c.function))
-                .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
-                .unwrap_or_default();
             match &c.failed {
                 Some(why) => writeln!(f, "  {:<22} did not poll: {why}", c.function)?,
                 None => {
@@ -615,19 +621,23 @@ impl fmt::Display for ColdStartFigures {
                     let peak = c.peak_kib.iter().max().copied().unwrap_or(0);
                     writeln!(
                         f,
-                        "  {:<22} {:>7.1} ms {:>7.1} ms {:>10.1} MiB {:>10}",
+                        "  {:<22} {:>7.1} ms {:>7.1} ms {:>8.1} MiB {:>10} {:>10} {:>9} {:>9}",
                         c.function,
                         median,
                         max,
                         peak as f64 / 1024.0,
-                        size
+                        mib(c.rss_file_kib).unwrap_or_default(),
+                        mib(c.rss_anon_kib).unwrap_or_default(),
+                        mb(c.size).unwrap_or_default(),
+                        mb(c.zipped).unwrap_or_default(),
                     )?;
                 }
             }
         }
         write!(
             f,
-            "  (size: the bootstrap binary, unzipped; the harness plays the Lambda runtime API, no cloud)"
+            "  (memory at the first poll: of binary = RssFile, own = RssAnon; zipped: deflated as sam package \
+             zips it; the harness plays the Lambda runtime API, no cloud)"
         )
     }
 }
@@ -689,13 +699,19 @@ fn cold_start_env(runtime_api: &str, ca_bundle: Option<&Path>) -> Vec<(&'static 
     env
 }
 
-/// Peak resident memory of process `pid`, KiB (Linux).
-fn peak_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
+/// A line of `/proc/{pid}/status` in KiB (Linux): `VmHWM` (peak resident), `RssFile`, `RssAnon`.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The binary's size and its deflated size (zlib's default level 6, which `sam package`'s zip uses).
+fn sizes(path: &Path) -> std::io::Result<(u64, u64)> {
+    let bytes = std::fs::read(path)?;
+    let zipped = miniz_oxide::deflate::compress_to_vec(&bytes, 6);
+    Ok((bytes.len() as u64, zipped.len() as u64))
 }
 
 /// Starts each of `functions` from `bin_dir` `runs` times against a listener that plays the runtime
@@ -713,10 +729,15 @@ pub async fn cold_start(
     for function in functions {
         let path = bin_dir.join(function);
         ensure!(path.exists(), "{} not found: build it first", path.display());
+        let (size, zipped) = sizes(&path)?;
         let mut result = ColdStart {
             function: function.clone(),
             ready_ms: Vec::new(),
             peak_kib: Vec::new(),
+            rss_file_kib: None,
+            rss_anon_kib: None,
+            size: Some(size),
+            zipped: Some(zipped),
             failed: None,
         };
         for _ in 0..runs {
@@ -744,9 +765,15 @@ pub async fn cold_start(
                     let (elapsed, _socket) = polled
                         .map_err(|_| anyhow::anyhow!("{function} did not poll within 10 s"))??;
                     result.ready_ms.push(elapsed.as_secs_f64() * 1000.0);
-                    if let Some(kib) = child.id().and_then(peak_kib) {
+                    let status = child
+                        .id()
+                        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                        .unwrap_or_default();
+                    if let Some(kib) = status_kib(&status, "VmHWM") {
                         result.peak_kib.push(kib);
                     }
+                    result.rss_file_kib = status_kib(&status, "RssFile");
+                    result.rss_anon_kib = status_kib(&status, "RssAnon");
                     child.kill().await?;
                 }
                 status = child.wait() => {
@@ -768,4 +795,45 @@ pub async fn cold_start(
         ca_bundle: ca_bundle.map(Path::to_owned),
         functions: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_read_field_by_field_from_proc_status() {
+        let status = "Name:\tingest\nVmHWM:\t   13552 kB\nRssAnon:\t    1740 kB\nRssFile:\t   11812 kB\n";
+        assert_eq!(status_kib(status, "VmHWM"), Some(13552));
+        assert_eq!(status_kib(status, "RssFile"), Some(11812));
+        assert_eq!(status_kib(status, "RssAnon"), Some(1740));
+        // A field that is a prefix of another is not confused with it; a missing one is none.
+        assert_eq!(status_kib("VmHWMX:\t1 kB\n", "VmHWM"), None);
+        assert_eq!(status_kib(status, "RssShmem"), None);
+    }
+
+    #[test]
+    fn the_zipped_size_is_the_deflated_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootstrap");
+        // Repetitive, like a binary's tables: deflates well; random bytes do not.
+        std::fs::write(&path, b"retail-sync ".repeat(10_000)).unwrap();
+        let (size, zipped) = sizes(&path).unwrap();
+        assert_eq!(size, 120_000);
+        assert!(zipped > 0 && zipped < size / 50, "{zipped}");
+        // xorshift: bytes without repetition for deflate to find.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let noise: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        std::fs::write(&path, &noise).unwrap();
+        let (size, zipped) = sizes(&path).unwrap();
+        assert!(zipped > size * 9 / 10, "{zipped} of {size}");
+        assert!(sizes(&dir.path().join("missing")).is_err());
+    }
 }

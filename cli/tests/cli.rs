@@ -488,6 +488,9 @@ fn bench_cold_start_times_the_first_poll_and_reports_a_function_that_does_not_st
         .find(|l| l.trim_start().starts_with("ingest"))
         .unwrap_or_default();
     assert!(line.contains(" ms") && line.contains("MiB"), "{text}");
+    // Peak memory, then the binary's pages and the process's own; size, then zipped.
+    assert_eq!(line.matches("MiB").count(), 3, "{text}");
+    assert_eq!(line.matches(" MB").count(), 2, "{text}");
 
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken");

@@ -625,8 +625,14 @@ Resources:
         for f in &t.functions {
             let main = std::fs::read_to_string(root.join(format!("functions/{}/src/main.rs", f.binary)))
                 .unwrap_or_else(|e| panic!("functions/{}: {e}", f.binary));
+            // `run::<steps::AccrueLoyalty>()` for `accrue-loyalty`: the step type, named as the binary.
+            let step_type: String = f
+                .binary
+                .split('-')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
             assert!(
-                main.contains(&format!("run(\"{}\")", f.binary)),
+                main.contains(&format!("steps::{step_type}>()")),
                 "{} runs another step",
                 f.binary
             );

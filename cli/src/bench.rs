@@ -573,8 +573,8 @@ pub struct ColdStart {
     pub rss_file_kib: Option<u64>,
     pub rss_anon_kib: Option<u64>,
     /// The binary's size, and deflated as `sam package` zips it (zlib's default level), bytes.
-    pub size: Option<u64>,
-    pub zipped: Option<u64>,
+    pub size: u64,
+    pub zipped: u64,
     /// Why it did not poll (its last words), when it did not.
     pub failed: Option<String>,
 }
@@ -609,7 +609,7 @@ impl fmt::Display for ColdStartFigures {
             "function", "median", "max", "peak memory", "of binary", "own", "size", "zipped"
         )?;
         let mib = |kib: Option<u64>| kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0));
-        let mb = |bytes: Option<u64>| bytes.map(|b| format!("{:.1} MB", b as f64 / 1e6));
+        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
         for c in &self.functions {
             match &c.failed {
                 Some(why) => writeln!(f, "  {:<22} did not poll: {why}", c.function)?,
@@ -628,8 +628,8 @@ impl fmt::Display for ColdStartFigures {
                         peak as f64 / 1024.0,
                         mib(c.rss_file_kib).unwrap_or_default(),
                         mib(c.rss_anon_kib).unwrap_or_default(),
-                        mb(c.size).unwrap_or_default(),
-                        mb(c.zipped).unwrap_or_default(),
+                        mb(c.size),
+                        mb(c.zipped),
                     )?;
                 }
             }
@@ -642,8 +642,6 @@ impl fmt::Display for ColdStartFigures {
     }
 }
 
-/// The settings every function reads at start, pointing nowhere: nothing is called before the first
-/// poll, so nothing needs to answer.
 /// Where this machine keeps its one-file root CA bundle: the template points the functions at
 /// provided.al2023's (`CaBundleFile`); the harness mirrors that with the local equivalent.
 pub fn platform_ca_bundle() -> Option<std::path::PathBuf> {
@@ -657,6 +655,8 @@ pub fn platform_ca_bundle() -> Option<std::path::PathBuf> {
     .find(|p| p.is_file())
 }
 
+/// The settings every function reads at start, pointing nowhere: nothing is called before the first
+/// poll, so nothing needs to answer.
 fn cold_start_env(runtime_api: &str, ca_bundle: Option<&Path>) -> Vec<(&'static str, String)> {
     let nowhere = "http://127.0.0.1:9".to_owned();
     let mut env: Vec<(&'static str, String)> = [
@@ -736,8 +736,8 @@ pub async fn cold_start(
             peak_kib: Vec::new(),
             rss_file_kib: None,
             rss_anon_kib: None,
-            size: Some(size),
-            zipped: Some(zipped),
+            size,
+            zipped,
             failed: None,
         };
         for _ in 0..runs {

@@ -629,7 +629,10 @@ Resources:
             let step_type: String = f
                 .binary
                 .split('-')
-                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .flat_map(|w| {
+                    let mut chars = w.chars();
+                    chars.next().into_iter().flat_map(char::to_uppercase).chain(chars)
+                })
                 .collect();
             assert!(
                 main.contains(&format!("steps::{step_type}>()")),

@@ -11,8 +11,10 @@ use anyhow::ensure;
 use serde_json::json;
 
 use retail_sync_aws::{
-    AwsBackend, AwsClients, AwsSettings, Bill, BillingMeter, ProvisionOptions, emulator_sdk_config, provision,
+    AwsBackend, AwsClients, AwsSettings, Bill, BillingMeter, ProvisionOptions, emulator_sdk_config, items,
+    provision,
 };
+use retail_sync_core::saga::Saga;
 use retail_sync_topology::Topology;
 
 use crate::cost::{Costed, Prices, Usage};
@@ -110,6 +112,88 @@ pub struct AwsFigures {
     pub feed: u64,
     /// With `--cost`: the price table, and a sale saga, then an ecommerce order with a return, metered.
     pub cost: Option<(Prices, Vec<Usage>)>,
+    /// With `--cost`: what storing the run's sagas deflated saves and takes.
+    pub saga_items: Option<SagaItems>,
+}
+
+/// The sagas a run left, as JSON text and as the DynamoDB adapter stores them (`items::saga_item`, the
+/// JSON deflated): mean sizes, and mean times to build an item and to read one back.
+pub struct SagaItems {
+    pub sagas: usize,
+    pub text_bytes: f64,
+    /// The whole item, as DynamoDB sizes it for its write units.
+    pub item_bytes: f64,
+    /// Serialize and deflate; serialize alone.
+    pub write_us: (f64, f64),
+    /// Inflate and parse; parse alone.
+    pub read_us: (f64, f64),
+}
+
+impl SagaItems {
+    /// Each saga is written and read `ROUNDS` times, so a mean is not one cold call.
+    const ROUNDS: u32 = 20;
+
+    pub fn measure(sagas: &[Saga]) -> anyhow::Result<Self> {
+        ensure!(!sagas.is_empty(), "no saga to measure");
+        let (mut text_bytes, mut item_bytes) = (0, 0);
+        let mut spent = [Duration::ZERO; 4];
+        for saga in sagas {
+            let mut timed = |i: usize, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+                let started = Instant::now();
+                for _ in 0..Self::ROUNDS {
+                    f()?;
+                }
+                spent[i] += started.elapsed();
+                anyhow::Ok(())
+            };
+            let text = serde_json::to_string(saga)?;
+            let item = items::saga_item(saga, None);
+            text_bytes += text.len();
+            item_bytes += retail_sync_aws::meter::item_size(&item);
+            timed(0, &mut || {
+                std::hint::black_box(items::saga_item(saga, None));
+                Ok(())
+            })?;
+            timed(1, &mut || {
+                std::hint::black_box(serde_json::to_string(saga)?);
+                Ok(())
+            })?;
+            timed(2, &mut || {
+                std::hint::black_box(items::saga_of(&item)?);
+                Ok(())
+            })?;
+            timed(3, &mut || {
+                std::hint::black_box(serde_json::from_str::<Saga>(&text)?);
+                Ok(())
+            })?;
+        }
+        let n = sagas.len() as f64;
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / (n * f64::from(Self::ROUNDS));
+        Ok(Self {
+            sagas: sagas.len(),
+            text_bytes: text_bytes as f64 / n,
+            item_bytes: item_bytes as f64 / n,
+            write_us: (us(spent[0]), us(spent[1])),
+            read_us: (us(spent[2]), us(spent[3])),
+        })
+    }
+}
+
+impl fmt::Display for SagaItems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "saga items ({} sagas of this run): {:.0} B of JSON, stored deflated in items of {:.0} B; \
+             building one {:.1} µs (serializing alone {:.1}), reading one back {:.1} µs (parsing alone {:.1})",
+            self.sagas,
+            self.text_bytes,
+            self.item_bytes,
+            self.write_us.0,
+            self.write_us.1,
+            self.read_us.0,
+            self.read_us.1
+        )
+    }
 }
 
 /// SQS operations the local runner (not the steps) makes.
@@ -145,6 +229,9 @@ impl fmt::Display for AwsFigures {
             for usage in usages {
                 write!(f, "\n\n{}", Costed { usage, prices })?;
             }
+        }
+        if let Some(items) = &self.saga_items {
+            write!(f, "\n\n{items}")?;
         }
         Ok(())
     }
@@ -199,13 +286,14 @@ pub async fn aws(template: &Path, endpoint: &str, n: usize, cost: bool) -> anyho
         "not every saga completed: {:?}",
         report.summary
     );
-    let mut usage = None;
+    let (mut usage, mut saga_items) = (None, None);
     if cost {
         // Each phase runs to the end before the next arrives: a return before its shipment would wait
         // out visibility timeouts, which is a different (slower, not costlier) run.
         let phases = synthetic_orders(n);
         let orders = run_metered(&system, &meter, "ecommerce order with a return", &phases).await?;
         usage = Some((Prices::table()?, vec![sales.usage, orders.usage]));
+        saga_items = Some(SagaItems::measure(&backend.state().scan_sagas().await?)?);
     }
     Ok(AwsFigures {
         sagas: n,
@@ -213,6 +301,7 @@ pub async fn aws(template: &Path, endpoint: &str, n: usize, cost: bool) -> anyho
         polling,
         feed,
         cost: usage,
+        saga_items,
     })
 }
 

@@ -449,4 +449,19 @@ async fn bench_aws_cost_prices_a_sale_and_an_order_with_a_return() {
     assert_eq!((split[2], split[3]), (1.0, 0.0), "{sale}");
     assert!(figure(order, "DynamoDB writes") > writes, "{order}");
     assert!(figure(sale, "total") > 0.0 && figure(order, "total") > figure(sale, "total"));
+    // The run's sagas, as JSON and as stored: deflated, a sale's and an order's items are under 1 KB
+    // where their JSON is not.
+    let items = order
+        .lines()
+        .find(|l| l.starts_with("saga items ("))
+        .unwrap_or_else(|| panic!("no saga items line:\n{order}"));
+    let bytes: Vec<f64> = items
+        .split_whitespace()
+        .zip(items.split_whitespace().skip(1))
+        .filter(|(_, unit)| unit.trim_end_matches([';', ',']) == "B")
+        .filter_map(|(n, _)| n.parse().ok())
+        .collect();
+    assert_eq!(bytes.len(), 2, "{items}");
+    assert!(bytes[0] > 1024.0 && bytes[1] < 1024.0, "{items}");
+    assert!(items.contains("(20 sagas of this run)"), "{items}");
 }

@@ -123,58 +123,58 @@ pub struct SagaItems {
     pub text_bytes: f64,
     /// The whole item, as DynamoDB sizes it for its write units.
     pub item_bytes: f64,
-    /// Serialize and deflate; serialize alone.
-    pub write_us: (f64, f64),
-    /// Inflate and parse; parse alone.
-    pub read_us: (f64, f64),
+    /// Mean µs to build a saga's item (serialize and deflate), and to serialize it alone.
+    pub build_us: f64,
+    pub serialize_us: f64,
+    /// Mean µs to read a saga back from its item (inflate and parse), and to parse its JSON alone.
+    pub read_us: f64,
+    pub parse_us: f64,
 }
 
 impl SagaItems {
-    /// Each saga is written and read `ROUNDS` times, so a mean is not one cold call.
+    /// Each saga is built and read `ROUNDS` times, so a mean is not one cold call.
     const ROUNDS: u32 = 20;
 
     pub fn measure(sagas: &[Saga]) -> anyhow::Result<Self> {
         ensure!(!sagas.is_empty(), "no saga to measure");
-        let (mut text_bytes, mut item_bytes) = (0, 0);
-        let mut spent = [Duration::ZERO; 4];
-        for saga in sagas {
-            let mut timed = |i: usize, f: &mut dyn FnMut() -> anyhow::Result<()>| {
-                let started = Instant::now();
-                for _ in 0..Self::ROUNDS {
-                    f()?;
-                }
-                spent[i] += started.elapsed();
-                anyhow::Ok(())
-            };
-            let text = serde_json::to_string(saga)?;
-            let item = items::saga_item(saga, None);
-            text_bytes += text.len();
-            item_bytes += retail_sync_aws::meter::item_size(&item);
-            timed(0, &mut || {
-                std::hint::black_box(items::saga_item(saga, None));
-                Ok(())
-            })?;
-            timed(1, &mut || {
-                std::hint::black_box(serde_json::to_string(saga)?);
-                Ok(())
-            })?;
-            timed(2, &mut || {
-                std::hint::black_box(items::saga_of(&item)?);
-                Ok(())
-            })?;
-            timed(3, &mut || {
-                std::hint::black_box(serde_json::from_str::<Saga>(&text)?);
-                Ok(())
-            })?;
-        }
+        let texts = sagas
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored: Vec<_> = sagas.iter().map(|s| items::saga_item(s, None)).collect();
         let n = sagas.len() as f64;
-        let us = |d: Duration| d.as_secs_f64() * 1e6 / (n * f64::from(Self::ROUNDS));
+        // The mean µs of `op` over every saga (by index), `ROUNDS` times each.
+        let mean_us = |op: &mut dyn FnMut(usize) -> anyhow::Result<()>| -> anyhow::Result<f64> {
+            let started = Instant::now();
+            for _ in 0..Self::ROUNDS {
+                (0..sagas.len()).try_for_each(&mut *op)?;
+            }
+            Ok(started.elapsed().as_secs_f64() * 1e6 / (n * f64::from(Self::ROUNDS)))
+        };
         Ok(Self {
             sagas: sagas.len(),
-            text_bytes: text_bytes as f64 / n,
-            item_bytes: item_bytes as f64 / n,
-            write_us: (us(spent[0]), us(spent[1])),
-            read_us: (us(spent[2]), us(spent[3])),
+            text_bytes: texts.iter().map(String::len).sum::<usize>() as f64 / n,
+            item_bytes: stored
+                .iter()
+                .map(retail_sync_aws::meter::item_size)
+                .sum::<usize>() as f64
+                / n,
+            build_us: mean_us(&mut |i| {
+                std::hint::black_box(items::saga_item(&sagas[i], None));
+                Ok(())
+            })?,
+            serialize_us: mean_us(&mut |i| {
+                std::hint::black_box(serde_json::to_string(&sagas[i])?);
+                Ok(())
+            })?,
+            read_us: mean_us(&mut |i| {
+                std::hint::black_box(items::saga_of(&stored[i])?);
+                Ok(())
+            })?,
+            parse_us: mean_us(&mut |i| {
+                std::hint::black_box(serde_json::from_str::<Saga>(&texts[i])?);
+                Ok(())
+            })?,
         })
     }
 }
@@ -188,10 +188,10 @@ impl fmt::Display for SagaItems {
             self.sagas,
             self.text_bytes,
             self.item_bytes,
-            self.write_us.0,
-            self.write_us.1,
-            self.read_us.0,
-            self.read_us.1
+            self.build_us,
+            self.serialize_us,
+            self.read_us,
+            self.parse_us
         )
     }
 }

@@ -18,6 +18,7 @@ pub mod bus;
 pub mod counter;
 pub mod dynamo;
 pub mod error;
+pub mod http;
 pub mod items;
 pub mod meter;
 pub mod provision;

@@ -152,7 +152,8 @@ impl AwsSettings {
 pub const EMULATOR_REGION: &str = "us-east-1";
 
 fn loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    // Every SDK client of the process sends through `SdkHttp`: one TLS configuration with the connectors.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(crate::http::SdkHttp);
     if let Some(profile) = &settings.profile {
         loader = loader.profile_name(profile);
     }

@@ -2,9 +2,8 @@
 //! credentials on every call, the idempotency key on every mutating call, and retries of the failures
 //! that are worth retrying (reads included).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -67,32 +66,16 @@ pub(crate) struct Caller {
     pub(crate) system: &'static str,
 }
 
-/// The process's HTTP client for these timeouts. Building one loads the platform's root certificates
-/// (a few milliseconds: every file of the system's certificate directory), and a function with several
-/// connectors (accrue-loyalty: the ERP, the loyalty platform, its member systems) built one per
-/// connector, reading the directory once each before its first poll. Clients with the same settings
-/// are the same client: one pool of connections per host, one root store.
+/// The process's HTTP client for these timeouts (`retail_sync_http::client`): connectors with the same
+/// settings share one pool of connections per host, and every client of the process shares one TLS
+/// configuration, so the root certificates are loaded once, not once per connector.
 fn shared_client(connect: Duration, request: Duration) -> Result<reqwest::Client, ConnectorError> {
-    static CLIENTS: OnceLock<Mutex<HashMap<(Duration, Duration), reqwest::Client>>> = OnceLock::new();
-    let mut clients = CLIENTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(client) = clients.get(&(connect, request)) {
-        return Ok(client.clone());
-    }
-    let client = reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(request)
-        .user_agent(concat!("retail-sync/", env!("CARGO_PKG_VERSION")))
-        // A redirect could lead a credential (an API key header, a form-encoded client secret) to
-        // another host or to plain http, and would turn a POST into a GET: the system answers where
-        // it was configured, or the call fails.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(ConnectorError::Client)?;
-    clients.insert((connect, request), client.clone());
-    Ok(client)
+    retail_sync_http::client(retail_sync_http::Timeouts {
+        connect: Some(connect),
+        read: None,
+        total: Some(request),
+    })
+    .map_err(ConnectorError::Client)
 }
 
 impl Caller {

@@ -11,7 +11,7 @@ pub enum ConnectorError {
     Config { var: String, message: String },
     /// The HTTP client could not be built (TLS setup).
     #[error("building the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] retail_sync_http::ClientError),
     /// No usable answer: connect error, timeout, connection reset.
     #[error("request failed: {0}")]
     Transport(#[source] reqwest::Error),

@@ -90,13 +90,13 @@ fn base_settings(args: &TargetArgs) -> AwsSettings {
 }
 
 /// The AWS SDK configuration the target's options give (profile, region, endpoint).
-pub async fn sdk(args: &TargetArgs) -> aws_config::SdkConfig {
-    sdk_config(&base_settings(args)).await
+pub async fn sdk(args: &TargetArgs) -> anyhow::Result<aws_config::SdkConfig> {
+    Ok(sdk_config(&base_settings(args)).await?)
 }
 
 async fn open_aws(args: &TargetArgs, topology: &Topology) -> anyhow::Result<AwsBackend> {
     let base = base_settings(args);
-    let sdk = sdk_config(&base).await;
+    let sdk = sdk_config(&base).await?;
     let found = match (&args.stack, &args.prefix) {
         (Some(stack), None) => by_stack(&sdk, topology, stack).await?,
         (None, Some(prefix)) => by_prefix(&sdk, topology, prefix).await?,

@@ -20,7 +20,7 @@ use crate::dynamo::DynamoState;
 use crate::error::AwsError;
 use crate::meter::BillingMeter;
 use crate::queues::{QueueMessage, SqsQueues};
-use crate::settings::{self, AwsSettings};
+use crate::settings::AwsSettings;
 
 /// The three SDK clients, each counting its requests into one [`RequestCounter`]. Derive them from one
 /// `SdkConfig` per process; clones share connections.
@@ -100,18 +100,6 @@ impl AwsBackend {
             counter: clients.counter.clone(),
             settings,
         }
-    }
-
-    /// Loads the SDK configuration for a real account (default credential chain) and builds the clients.
-    pub async fn connect(settings: AwsSettings) -> Self {
-        let sdk = settings::sdk_config(&settings).await;
-        Self::new(&AwsClients::new(&sdk), settings)
-    }
-
-    /// For an emulator (`--endpoint-url`, moto): dummy credentials instead of the credential chain.
-    pub async fn connect_emulator(settings: AwsSettings) -> Self {
-        let sdk = settings::emulator_sdk_config(&settings).await;
-        Self::new(&AwsClients::new(&sdk), settings)
     }
 
     pub fn settings(&self) -> &AwsSettings {

@@ -13,6 +13,9 @@ pub enum AwsError {
     UnknownQueue(String),
     #[error("the template declares no {0}")]
     MissingResource(&'static str),
+    /// The process's TLS configuration could not be built (no root certificate could be read).
+    #[error(transparent)]
+    Tls(#[from] retail_sync_http::TlsError),
     /// A call failed; `source` is the SDK error, kept whole (service code, request id, HTTP status).
     #[error("{service} {operation} failed: {source}")]
     Sdk {

@@ -169,8 +169,14 @@ fn loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
 /// The SDK configuration for a real account: the default credential and region chains, with the
 /// settings' overrides. Loading it resolves credentials and region, which is the expensive part; build
 /// it once per process and derive every client from it (clients are cheap).
-pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
-    loader(settings).load().await
+///
+/// The process's TLS configuration is built here, before the first request rather than at it: a
+/// function loads its root certificates in its init phase (which Lambda runs with a whole vCPU), not in
+/// its first invocation, and a bundle that cannot be read (`CaBundleFile` naming a missing file) stops
+/// the function at start with the reason instead of failing every request after.
+pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
+    retail_sync_http::tls()?;
+    Ok(loader(settings).load().await)
 }
 
 /// The SDK configuration for an emulator (moto): fixed dummy credentials, so nothing on the machine

@@ -31,7 +31,11 @@ pub fn tls() -> Result<rustls::ClientConfig, TlsError> {
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_platform_verifier())
             .map(|b| b.with_no_client_auth())
-            .map_err(|e| TlsError(e.to_string()))
+            .map_err(|e| match std::env::var_os("SSL_CERT_FILE") {
+                // The usual cause on Lambda: `CaBundleFile` names a file the image does not have.
+                Some(file) => TlsError(format!("{e} (SSL_CERT_FILE is {})", file.to_string_lossy())),
+                None => TlsError(e.to_string()),
+            })
     })
     .clone()
 }

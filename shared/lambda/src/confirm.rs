@@ -73,7 +73,7 @@ impl crate::Scheduled for Function {
 
 async fn wire() -> anyhow::Result<Function> {
     let settings = AwsSettings::from_env()?;
-    let sdk = sdk_config(&settings).await;
+    let sdk = sdk_config(&settings).await?;
     let backend = AwsBackend::new(&AwsClients::new(&sdk), settings);
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "RetailSync".into());
     Ok(Function {

@@ -112,7 +112,7 @@ fn unused(port: &'static str) -> BoxError {
 /// field of the future, which the optimiser does not see as constant.)
 async fn wire<K: Kind>() -> anyhow::Result<handler::Function> {
     let settings = AwsSettings::from_env()?;
-    let sdk = sdk_config(&settings).await;
+    let sdk = sdk_config(&settings).await?;
     let clients = AwsClients::new(&sdk);
     let sqs = clients.sqs.clone();
     // Only the platform mappers publish to the channel bus (their template sets CHANNEL_BUS_NAME).
@@ -290,7 +290,7 @@ pub async fn run_http(binary: &'static str) -> Result<(), lambda_runtime::Error>
 async fn wire_http() -> anyhow::Result<RedemptionApi> {
     let config = RedemptionConfig::from_env()?;
     let settings = AwsSettings::from_env()?;
-    let sdk = sdk_config(&settings).await;
+    let sdk = sdk_config(&settings).await?;
     let backend = Arc::new(AwsBackend::new(&AwsClients::new(&sdk), settings));
     let auth = secrets::auth_from_env("LOYALTY", &aws_sdk_secretsmanager::Client::new(&sdk))?;
     Ok(RedemptionApi {
@@ -322,7 +322,7 @@ pub async fn run_webhooks(binary: &'static str) -> Result<(), lambda_runtime::Er
 
 async fn wire_webhooks() -> anyhow::Result<webhooks::Ingress> {
     let settings = AwsSettings::from_env()?;
-    let sdk = sdk_config(&settings).await;
+    let sdk = sdk_config(&settings).await?;
     let clients = AwsClients::new(&sdk);
     let bus = EventBus::channels(clients.eventbridge.clone(), &settings)
         .ok_or_else(|| anyhow::anyhow!("CHANNEL_BUS_NAME is not set"))?;

@@ -219,7 +219,7 @@ impl crate::Scheduled for Function {
 async fn wire() -> anyhow::Result<Function> {
     let config = Config::from_lookup(|v| std::env::var(v).ok())?;
     let settings = AwsSettings::from_env()?;
-    let sdk = sdk_config(&settings).await;
+    let sdk = sdk_config(&settings).await?;
     let path_style = settings.endpoint_url.is_some();
     let backend = AwsBackend::new(&AwsClients::new(&sdk), settings);
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);

@@ -674,6 +674,83 @@ pub struct ColdStartFigures {
     /// The root CA bundle the functions were pointed at (`SSL_CERT_FILE`), if any.
     pub ca_bundle: Option<std::path::PathBuf>,
     pub functions: Vec<ColdStart>,
+    pub schemas: SchemaCompiles,
+}
+
+/// What ingest's first event of a type costs beyond the cold start: compiling that type's JSON Schema
+/// (once per process, on the type's first event), measured in this process on the bench's own events.
+pub struct SchemaCompiles {
+    /// Per channel event type: its first validation (compiling the schema) and a second one.
+    pub first: Vec<(&'static str, Duration, Duration)>,
+    /// Every event type's schema compiled one after the other: what the first event of any type paid
+    /// when all were compiled together.
+    pub all: Duration,
+}
+
+impl SchemaCompiles {
+    /// Run before anything else in this process validates an event (each schema is compiled once).
+    pub fn measure() -> Self {
+        use retail_sync_contracts::registry::{EventType, SUPPORTED_VERSIONS};
+        let mut events: Vec<Input> = synthetic_sales(1);
+        events.extend(synthetic_orders(1).into_iter().flatten());
+        let mut first: Vec<(&'static str, Duration, Duration)> = Vec::new();
+        for input in &events {
+            let Input::Event {
+                detail_type, detail, ..
+            } = input
+            else {
+                continue;
+            };
+            let Some(t) = EventType::from_name(detail_type) else {
+                continue;
+            };
+            if first.iter().any(|(name, ..)| *name == t.name()) {
+                continue;
+            }
+            let timed = || {
+                let started = Instant::now();
+                let valid = t.validate(1, detail).is_ok();
+                (started.elapsed(), valid)
+            };
+            let (cold, valid) = timed();
+            let (warm, _) = timed();
+            if valid {
+                first.push((t.name(), cold, warm));
+            }
+        }
+        let started = Instant::now();
+        for &t in EventType::ALL {
+            for &v in SUPPORTED_VERSIONS {
+                let _ = t.validate(v, &serde_json::Value::Null);
+            }
+        }
+        // The channel types above were compiled already: add what they took.
+        let all = started.elapsed()
+            + first
+                .iter()
+                .map(|(_, cold, warm)| cold.saturating_sub(*warm))
+                .sum::<Duration>();
+        Self { first, all }
+    }
+}
+
+impl fmt::Display for SchemaCompiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+        let firsts: Vec<String> = self
+            .first
+            .iter()
+            .map(|(name, cold, warm)| format!("{name} {} (then {})", ms(*cold), ms(*warm)))
+            .collect();
+        write!(
+            f,
+            "  ingest's first event of a type also compiles that type's JSON Schema, once per process (measured in \
+             this one): {}; all {} types one after the other {}",
+            firsts.join(", "),
+            retail_sync_contracts::registry::EventType::ALL.len(),
+            ms(self.all)
+        )
+    }
 }
 
 impl fmt::Display for ColdStartFigures {
@@ -723,11 +800,12 @@ impl fmt::Display for ColdStartFigures {
                 }
             }
         }
-        write!(
+        writeln!(
             f,
             "  (memory at the first poll: of binary = RssFile, own = RssAnon; zipped: deflated as sam package \
              zips it; the harness plays the Lambda runtime API, no cloud)"
-        )
+        )?;
+        write!(f, "{}", self.schemas)
     }
 }
 
@@ -883,6 +961,7 @@ pub async fn cold_start(
         runs,
         ca_bundle: ca_bundle.map(Path::to_owned),
         functions: out,
+        schemas: SchemaCompiles::measure(),
     })
 }
 

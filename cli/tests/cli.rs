@@ -491,6 +491,15 @@ fn bench_cold_start_times_the_first_poll_and_reports_a_function_that_does_not_st
     // Peak memory, then the binary's pages and the process's own; size, then zipped.
     assert_eq!(line.matches("MiB").count(), 3, "{text}");
     assert_eq!(line.matches(" MB").count(), 2, "{text}");
+    // What ingest's first event of a type adds: its schema compiled, then validation alone.
+    let schemas = text
+        .lines()
+        .find(|l| l.contains("first event of a type also compiles"))
+        .unwrap_or_default();
+    for t in ["SaleCompleted", "OrderPlaced", "OrderShipped", "ReturnReceived"] {
+        assert!(schemas.contains(&format!("{t} ")), "{text}");
+    }
+    assert!(schemas.contains(" types one after the other "), "{text}");
 
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken");

@@ -740,7 +740,7 @@ impl fmt::Display for SchemaCompiles {
         let firsts: Vec<String> = self
             .first
             .iter()
-            .map(|(name, cold, warm)| format!("{name} {} (then {})", ms(*cold), ms(*warm)))
+            .map(|(name, cold, warm)| format!("{name} {} (then {} µs)", ms(*cold), warm.as_micros()))
             .collect();
         write!(
             f,

@@ -1,5 +1,6 @@
-//! The process's HTTP clients start from here: [`builder`] is a `reqwest` client builder with the
-//! process's one TLS configuration, no redirects and our user agent.
+//! The process's HTTP clients come from here: [`client`] hands out `reqwest` clients with the process's
+//! one TLS configuration ([`tls`]), no redirects and our user agent; the AWS SDK's requests go through
+//! them too (`retail_sync_aws::http`).
 //!
 //! Why one TLS configuration: building it loads the platform's root certificates (the bundle
 //! `SSL_CERT_FILE` names, or the system's bundle and certificate directory) and parses every one of them,

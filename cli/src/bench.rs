@@ -661,6 +661,9 @@ pub struct ColdStart {
     /// (`RssFile`), and the process's own (`RssAnon`).
     pub rss_file_kib: Option<u64>,
     pub rss_anon_kib: Option<u64>,
+    /// Its threads at the first poll (last run): one, as every function runs on one thread
+    /// (`retail_sync_lambda::start`).
+    pub threads: Option<u64>,
     /// The binary's size, and deflated as `sam package` zips it (zlib's default level), bytes.
     pub size: u64,
     pub zipped: u64,
@@ -771,8 +774,8 @@ impl fmt::Display for ColdStartFigures {
         }
         writeln!(
             f,
-            "  {:<22} {:>10} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9}",
-            "function", "median", "max", "peak memory", "of binary", "own", "size", "zipped"
+            "  {:<22} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8} {:>9} {:>9}",
+            "function", "median", "max", "peak memory", "of binary", "own", "threads", "size", "zipped"
         )?;
         let mib = |kib: Option<u64>| kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0));
         let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
@@ -787,13 +790,14 @@ impl fmt::Display for ColdStartFigures {
                     let peak = c.peak_kib.iter().max().copied().unwrap_or(0);
                     writeln!(
                         f,
-                        "  {:<22} {:>7.1} ms {:>7.1} ms {:>8.1} MiB {:>10} {:>10} {:>9} {:>9}",
+                        "  {:<22} {:>7.1} ms {:>7.1} ms {:>8.1} MiB {:>10} {:>10} {:>8} {:>9} {:>9}",
                         c.function,
                         median,
                         max,
                         peak as f64 / 1024.0,
                         mib(c.rss_file_kib).unwrap_or_default(),
                         mib(c.rss_anon_kib).unwrap_or_default(),
+                        c.threads.map(|n| n.to_string()).unwrap_or_default(),
                         mb(c.size),
                         mb(c.zipped),
                     )?;
@@ -802,8 +806,8 @@ impl fmt::Display for ColdStartFigures {
         }
         writeln!(
             f,
-            "  (memory at the first poll: of binary = RssFile, own = RssAnon; zipped: deflated as sam package \
-             zips it; the harness plays the Lambda runtime API, no cloud)"
+            "  (memory and threads at the first poll: of binary = RssFile, own = RssAnon; zipped: deflated as \
+             sam package zips it; the harness plays the Lambda runtime API, no cloud)"
         )?;
         write!(f, "{}", self.schemas)
     }
@@ -866,7 +870,8 @@ fn cold_start_env(runtime_api: &str, ca_bundle: Option<&Path>) -> Vec<(&'static 
     env
 }
 
-/// A line of `/proc/{pid}/status` in KiB (Linux): `VmHWM` (peak resident), `RssFile`, `RssAnon`.
+/// A number of `/proc/{pid}/status` (Linux): `VmHWM` (peak resident), `RssFile`, `RssAnon` in KiB, and
+/// `Threads`, a count.
 fn status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
@@ -903,6 +908,7 @@ pub async fn cold_start(
             peak_kib: Vec::new(),
             rss_file_kib: None,
             rss_anon_kib: None,
+            threads: None,
             size,
             zipped,
             failed: None,
@@ -941,6 +947,7 @@ pub async fn cold_start(
                     }
                     result.rss_file_kib = status_kib(&status, "RssFile");
                     result.rss_anon_kib = status_kib(&status, "RssAnon");
+                    result.threads = status_kib(&status, "Threads");
                     child.kill().await?;
                 }
                 status = child.wait() => {
@@ -975,6 +982,7 @@ mod tests {
         assert_eq!(status_kib(status, "VmHWM"), Some(13552));
         assert_eq!(status_kib(status, "RssFile"), Some(11812));
         assert_eq!(status_kib(status, "RssAnon"), Some(1740));
+        assert_eq!(status_kib("Threads:\t1\n", "Threads"), Some(1));
         // A field that is a prefix of another is not confused with it; a missing one is none.
         assert_eq!(status_kib("VmHWMX:\t1 kB\n", "VmHWM"), None);
         assert_eq!(status_kib(status, "RssShmem"), None);

@@ -488,9 +488,12 @@ fn bench_cold_start_times_the_first_poll_and_reports_a_function_that_does_not_st
         .find(|l| l.trim_start().starts_with("ingest"))
         .unwrap_or_default();
     assert!(line.contains(" ms") && line.contains("MiB"), "{text}");
-    // Peak memory, then the binary's pages and the process's own; size, then zipped.
+    // Peak memory, then the binary's pages and the process's own; its threads; size, then zipped.
     assert_eq!(line.matches("MiB").count(), 3, "{text}");
     assert_eq!(line.matches(" MB").count(), 2, "{text}");
+    // A function runs on one thread (`retail_sync_lambda::start`): the column after the three MiB.
+    let threads = line.split_whitespace().nth(11);
+    assert_eq!(threads, Some("1"), "{text}");
     // What ingest's first event of a type adds: its schema compiled, then validation alone.
     let schemas = text
         .lines()

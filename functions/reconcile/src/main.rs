@@ -1,7 +1,6 @@
 //! The scheduled reconciliation as a Lambda function (EventBridge Scheduler, daily). Wiring and handling
 //! live in `retail-sync-lambda`; the comparison itself in `retail-sync-core`.
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::reconcile::run_scheduled().await
+fn main() -> Result<(), lambda_runtime::Error> {
+    retail_sync_lambda::start(retail_sync_lambda::reconcile::run_scheduled())
 }

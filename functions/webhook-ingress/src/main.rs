@@ -2,7 +2,6 @@
 //! deliveries, checked (HMAC, replay window) and put on the channel bus for `map-shopify`. The checks live
 //! in `retail-sync-channels`, the wiring in `retail-sync-lambda`.
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::run_webhooks("webhook-ingress").await
+fn main() -> Result<(), lambda_runtime::Error> {
+    retail_sync_lambda::start(retail_sync_lambda::run_webhooks("webhook-ingress"))
 }

@@ -1,7 +1,7 @@
 //! Lambda glue: what every function binary shares. A function's `main` is one line,
-//! `retail_sync_lambda::run::<steps::Ingest>()` for a workflow step (chosen at compile time, so the
-//! binary links only that step and its connectors), `retail_sync_lambda::run_http("<binary>")` for the
-//! redemption API; this crate turns the environment into adapters, builds the step the binary names,
+//! `retail_sync_lambda::start(retail_sync_lambda::run::<steps::Ingest>())` for a workflow step (chosen
+//! at compile time, so the binary links only that step and its connectors),
+//! `retail_sync_lambda::start(retail_sync_lambda::run_http("<binary>"))` for the redemption API; this crate turns the environment into adapters, builds the step the binary names,
 //! and serves SQS batches with partial batch responses (or HTTP API requests).
 //!
 //! # Layout
@@ -14,6 +14,7 @@
 //! - [`reconcile`]: the scheduled reconciliation (its report to S3, its mismatches announced).
 //! - [`webhooks`]: the webhook ingress (platforms' signed HTTPS deliveries onto the channel bus).
 //! - [`run`], [`run_http`]: wiring from environment variables (the SAM template sets them).
+//! - [`start`]: the one-threaded runtime every function runs on.
 
 pub mod confirm;
 pub mod emf;
@@ -51,6 +52,20 @@ pub const LAMBDA_BACKOFF: Backoff = Backoff {
     factor: 4,
     max: std::time::Duration::from_secs(7_200),
 };
+
+/// Runs a function's `main` to its end on one thread: every function's `main` is
+/// `retail_sync_lambda::start(…)`. Lambda hands a function one invocation at a time and, at the
+/// template's 128 to 512 MB, a fraction of a vCPU, so a multi-threaded runtime's worker threads would
+/// run nothing in parallel; they cost start time and memory (README, "Cold start"). A batch's messages
+/// still wait on the network together: concurrency stays, parallelism goes.
+pub fn start(
+    main: impl std::future::Future<Output = Result<(), lambda_runtime::Error>>,
+) -> Result<(), lambda_runtime::Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(main)
+}
 
 /// A function EventBridge Scheduler starts (the reconciliation, the confirmation of pending points):
 /// wired once per container, then handling each invocation's payload.

@@ -539,9 +539,9 @@ pub async fn reconcile(
             // The systems as the deployment's functions reach them: the connectors' settings and
             // credentials from this environment (ERP_*, LOYALTY_*), as the reconcile function reads its own.
             let t = target::open(target).await?;
-            let sdk = target::sdk(target).await?;
-            let systems =
-                retail_sync_lambda::reconcile::Systems::from_env(&aws_sdk_secretsmanager::Client::new(&sdk))?;
+            let systems = retail_sync_lambda::reconcile::Systems::from_env(
+                &aws_sdk_secretsmanager::Client::new(t.sdk()?),
+            )?;
             let sagas = t.backend.all_sagas().await?;
             let publisher: &dyn retail_sync_core::ports::Publisher = t.backend.as_ref();
             retail_sync_lambda::reconcile::reconcile_with(
@@ -583,9 +583,9 @@ pub async fn points_confirm(
         BackendKind::Embedded => local_system(target)?.confirm_points(now).await?,
         BackendKind::Aws => {
             let t = target::open(target).await?;
-            let sdk = target::sdk(target).await?;
-            let loyalty =
-                retail_sync_lambda::confirm::loyalty_from_env(&aws_sdk_secretsmanager::Client::new(&sdk))?;
+            let loyalty = retail_sync_lambda::confirm::loyalty_from_env(
+                &aws_sdk_secretsmanager::Client::new(t.sdk()?),
+            )?;
             let sagas = t.backend.all_sagas().await?;
             retail_sync_core::settlement::confirm_due(
                 &sagas,

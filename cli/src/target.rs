@@ -51,6 +51,18 @@ pub struct TargetArgs {
 pub struct Opened {
     pub backend: Arc<dyn Backend>,
     pub topology: Topology,
+    /// On AWS, the SDK configuration the backend was opened with, for a command's other clients: loaded
+    /// once, so credentials are resolved once per command.
+    pub sdk: Option<aws_config::SdkConfig>,
+}
+
+impl Opened {
+    /// The SDK configuration of an AWS target.
+    pub fn sdk(&self) -> anyhow::Result<&aws_config::SdkConfig> {
+        self.sdk
+            .as_ref()
+            .context("this command needs the AWS backend (--backend aws)")
+    }
 }
 
 /// Refuses a local state that does not exist (an operator command never creates one).
@@ -66,18 +78,22 @@ pub fn require_state(state: &std::path::Path) -> anyhow::Result<()> {
 
 pub async fn open(args: &TargetArgs) -> anyhow::Result<Opened> {
     let topology = Topology::load(&args.template)?;
-    let backend: Arc<dyn Backend> = match args.backend {
+    let (backend, sdk): (Arc<dyn Backend>, _) = match args.backend {
         BackendKind::Embedded => {
             require_state(&args.state)?;
-            Arc::new(Embedded::open(
-                &args.state,
-                topology.clone(),
-                Arc::new(SystemClock),
-            )?)
+            let embedded = Embedded::open(&args.state, topology.clone(), Arc::new(SystemClock))?;
+            (Arc::new(embedded), None)
         }
-        BackendKind::Aws => Arc::new(open_aws(args, &topology).await?),
+        BackendKind::Aws => {
+            let (backend, sdk) = open_aws(args, &topology).await?;
+            (Arc::new(backend), Some(sdk))
+        }
     };
-    Ok(Opened { backend, topology })
+    Ok(Opened {
+        backend,
+        topology,
+        sdk,
+    })
 }
 
 fn base_settings(args: &TargetArgs) -> AwsSettings {
@@ -89,12 +105,10 @@ fn base_settings(args: &TargetArgs) -> AwsSettings {
     }
 }
 
-/// The AWS SDK configuration the target's options give (profile, region, endpoint).
-pub async fn sdk(args: &TargetArgs) -> anyhow::Result<aws_config::SdkConfig> {
-    Ok(sdk_config(&base_settings(args)).await?)
-}
-
-async fn open_aws(args: &TargetArgs, topology: &Topology) -> anyhow::Result<AwsBackend> {
+async fn open_aws(
+    args: &TargetArgs,
+    topology: &Topology,
+) -> anyhow::Result<(AwsBackend, aws_config::SdkConfig)> {
     let base = base_settings(args);
     let sdk = sdk_config(&base).await?;
     let found = match (&args.stack, &args.prefix) {
@@ -111,7 +125,7 @@ async fn open_aws(args: &TargetArgs, topology: &Topology) -> anyhow::Result<AwsB
         profile: base.profile,
         ..found
     };
-    Ok(AwsBackend::new(&AwsClients::new(&sdk), settings))
+    Ok((AwsBackend::new(&AwsClients::new(&sdk), settings), sdk))
 }
 
 /// The stack's resources by logical id (DescribeStackResources).

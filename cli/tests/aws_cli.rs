@@ -390,6 +390,122 @@ async fn reconcile_reads_the_stack_and_the_systems_and_repairs_once() {
     );
 }
 
+/// `retail-sync points confirm --backend aws`: the sagas in DynamoDB (on moto), the loyalty platform as
+/// the confirm-points function reaches it (LOYALTY_* from the environment). The accrual whose return
+/// window ended is confirmed on the platform and on its saga, once; the one still in its window waits; an
+/// unreachable platform is a failed confirmation (exit 1), left for the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_confirm_reads_the_stack_and_confirms_what_is_due_once() {
+    use retail_sync_contracts::values::{MemberId, Points};
+    use retail_sync_contracts::{Event, EventType};
+    use retail_sync_core::ledger::PendingEntry;
+    use retail_sync_core::ports::SagaStore;
+    use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
+    use retail_sync_simulators::access::{Access, LOCAL_API_KEY};
+    use retail_sync_simulators::{ErpSimulator, LoyaltySimulator, samples};
+
+    let moto = MotoServer::shared();
+    let endpoint = moto.endpoint();
+    let topology = Topology::load(&root().join("infra/template.yaml")).unwrap();
+    let options = ProvisionOptions::unique();
+    let backend = moto.backend(&topology, &options).await;
+    let prefix = options.prefix.as_str();
+    let loyalty = LoyaltySimulator::new();
+    loyalty.seed_balance("m-1001", Points::ZERO);
+    let (systems, _server) =
+        retail_sync_testkit::sims::serve(ErpSimulator::new(), loyalty.clone(), Access::local()).await;
+
+    let ended: jiff::Timestamp = "2026-11-20T10:15:00Z".parse().unwrap();
+    let later: jiff::Timestamp = "2027-01-31T00:00:00Z".parse().unwrap();
+    let now = "2026-12-10T00:00:00Z";
+    let pending = |receipt: &str, until: jiff::Timestamp| {
+        let request = retail_sync_core::ports::AccrualRequest {
+            pending_until: Some(until),
+            ..samples::accrual("m-1001", receipt, 12_000)
+        };
+        let a = loyalty.accrue(&request, &format!("k-{receipt}")).unwrap();
+        PendingEntry {
+            loyalty_transaction_id: a.loyalty_transaction_id,
+            points: a.points,
+            until,
+            confirmed_at: None,
+            points_confirmed: None,
+        }
+    };
+    let sale = sample("SaleCompleted");
+    let event = Event::from_detail(EventType::SaleCompleted, sale["detail"].clone()).unwrap();
+    let id = SagaId::from_stored("receipt:store-042:r-000123".into());
+    let mut saga = Saga::start(id.clone(), &event, ended);
+    saga.status = SagaStatus::Completed;
+    saga.ledger.pending = vec![pending("r-due", ended), pending("r-waiting", later)];
+    assert!(backend.create(&saga).await.unwrap().is_none());
+
+    let confirm = |loyalty_url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+            .args(["points", "confirm", "--now", now, "-o", "json"])
+            .args(["--backend", "aws", "--prefix", prefix])
+            .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
+            .arg("--template")
+            .arg(root().join("infra/template.yaml"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("LOYALTY_BASE_URL", loyalty_url)
+            .env("LOYALTY_AUTH", "api-key")
+            .env("LOYALTY_API_KEY", LOCAL_API_KEY)
+            .output()
+            .unwrap()
+    };
+    let answer = |o: &Output| -> Value {
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let member = MemberId::parse("m-1001").unwrap();
+
+    // The platform cannot be reached: nothing is confirmed, the failure is named, the exit code says so.
+    let unreachable = confirm("http://127.0.0.1:9");
+    assert_eq!(unreachable.status.code(), Some(1));
+    let failed = answer(&unreachable);
+    assert_eq!(
+        (
+            failed["accruals"].clone(),
+            failed["failed"].as_array().map(Vec::len)
+        ),
+        (json!(0), Some(1)),
+        "{failed}"
+    );
+    assert_eq!(loyalty.member_balance(&member).unwrap().balance.get(), 0);
+
+    let done = confirm(&systems);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let done = answer(&done);
+    assert_eq!(
+        (
+            done["accruals"].clone(),
+            done["points"].clone(),
+            done["waiting"].clone()
+        ),
+        (json!(1), json!(120), json!(1)),
+        "{done}"
+    );
+    let balance = loyalty.member_balance(&member).unwrap();
+    assert_eq!((balance.balance.get(), balance.pending.get()), (120, 120));
+    let stored = backend.load(&id).await.unwrap().unwrap();
+    assert!(stored.ledger.pending[0].confirmed_at.is_some());
+    assert!(stored.ledger.pending[1].confirmed_at.is_none());
+
+    let again = answer(&confirm(&systems));
+    assert_eq!(
+        (again["accruals"].clone(), again["waiting"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(
+        loyalty.member_balance(&member).unwrap().balance.get(),
+        120,
+        "confirmed once"
+    );
+}
+
 /// The figure of one `label` line of a `bench aws --cost` section (the first number after the label).
 fn figure(section: &str, label: &str) -> f64 {
     let line = section

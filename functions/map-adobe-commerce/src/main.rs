@@ -2,8 +2,8 @@
 //! the channel bus. The mapping lives in `retail-sync-channels`, the step in `retail-sync-core`, the
 //! wiring in `retail-sync-lambda`.
 
+use retail_sync_lambda::{run, start, steps};
+
 fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::start(retail_sync_lambda::run::<
-        retail_sync_lambda::steps::MapAdobeCommerce,
-    >())
+    start(run::<steps::MapAdobeCommerce>())
 }

@@ -2,6 +2,8 @@
 //! webhook ingress) to canonical events on the channel bus. The mapping lives in `retail-sync-channels`,
 //! the step in `retail-sync-core`, the wiring in `retail-sync-lambda`.
 
+use retail_sync_lambda::{run, start, steps};
+
 fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::start(retail_sync_lambda::run::<retail_sync_lambda::steps::MapShopify>())
+    start(run::<steps::MapShopify>())
 }

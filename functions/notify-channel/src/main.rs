@@ -2,6 +2,8 @@
 //! a cancellation) told back to the ecommerce platform it came from. Wiring and handling live in
 //! `retail-sync-lambda`; the step in `retail-sync-core`, the platforms' APIs in `retail-sync-connectors`.
 
+use retail_sync_lambda::{run, start, steps};
+
 fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::start(retail_sync_lambda::run::<retail_sync_lambda::steps::NotifyChannel>())
+    start(run::<steps::NotifyChannel>())
 }

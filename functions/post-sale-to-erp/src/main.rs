@@ -1,6 +1,8 @@
 //! The `post-sale-to-erp` step as a Lambda function (SQS event source, partial batch responses). Wiring and
 //! handling live in `retail-sync-lambda`; the step itself in `retail-sync-core`.
 
+use retail_sync_lambda::{run, start, steps};
+
 fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::start(retail_sync_lambda::run::<retail_sync_lambda::steps::PostSaleToErp>())
+    start(run::<steps::PostSaleToErp>())
 }

@@ -2,6 +2,8 @@
 //! changes, erasures and merges, kept the same in the loyalty platform, the ERP and the CRM. Wiring and
 //! handling live in `retail-sync-lambda`; the step in `retail-sync-core`.
 
+use retail_sync_lambda::{run, start, steps};
+
 fn main() -> Result<(), lambda_runtime::Error> {
-    retail_sync_lambda::start(retail_sync_lambda::run::<retail_sync_lambda::steps::SyncMember>())
+    start(run::<steps::SyncMember>())
 }

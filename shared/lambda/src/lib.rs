@@ -1,8 +1,8 @@
 //! Lambda glue: what every function binary shares. A function's `main` is one line,
-//! `retail_sync_lambda::start(retail_sync_lambda::run::<steps::Ingest>())` for a workflow step (chosen
-//! at compile time, so the binary links only that step and its connectors),
-//! `retail_sync_lambda::start(retail_sync_lambda::run_http("<binary>"))` for the redemption API; this crate turns the environment into adapters, builds the step the binary names,
-//! and serves SQS batches with partial batch responses (or HTTP API requests).
+//! `start(run::<steps::Ingest>())` for a workflow step (chosen at compile time, so the binary links only
+//! that step and its connectors), `start(run_http("<binary>"))` for the redemption API; this crate turns
+//! the environment into adapters, builds the step the binary names, and serves SQS batches with partial
+//! batch responses (or HTTP API requests).
 //!
 //! # Layout
 //! - [`handler`]: SQS event → step batch → `SqsBatchResponse` (the ids to redeliver).

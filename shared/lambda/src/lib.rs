@@ -55,9 +55,9 @@ pub const LAMBDA_BACKOFF: Backoff = Backoff {
 
 /// Runs a function's `main` to its end on one thread: every function's `main` is
 /// `retail_sync_lambda::start(…)`. Lambda hands a function one invocation at a time and, at the
-/// template's 128 to 512 MB, a fraction of a vCPU, so a multi-threaded runtime's worker threads would
-/// run nothing in parallel; they cost start time and memory (README, "Cold start"). A batch's messages
-/// still wait on the network together: concurrency stays, parallelism goes.
+/// template's 128 to 512 MB, a fraction of a vCPU, and a batch's messages are handled one after the
+/// other (`retail_sync_core::batch`): a multi-threaded runtime's worker threads had nothing to run in
+/// parallel, and cost start time and memory (README, "Cold start").
 pub fn start(
     main: impl std::future::Future<Output = Result<(), lambda_runtime::Error>>,
 ) -> Result<(), lambda_runtime::Error> {

@@ -63,23 +63,6 @@ use crate::ports::{
     BySource, Erp, IdempotencyStore, Loyalty, Outgoing, Publisher, QuarantineStore, SagaStore,
 };
 
-/// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
-/// [`by_name`] finds each of them (a test holds the two lists together).
-pub const STEPS: [&str; 12] = [
-    MapShopify::BINARY,
-    MapAdobeCommerce::BINARY,
-    Ingest::BINARY,
-    CommitRedemption::BINARY,
-    PostSaleToErp::BINARY,
-    AccrueLoyalty::BINARY,
-    CancelOrder::BINARY,
-    PostReturnToErp::BINARY,
-    ReverseLoyalty::BINARY,
-    Compensate::BINARY,
-    NotifyChannel::BINARY,
-    SyncMember::BINARY,
-];
-
 /// The system each step's effect goes to: the step's queue pauses while that system's breaker is open,
 /// and the template caps the step's concurrency with that system's parameter (`ErpMaxConcurrency`,
 /// `LoyaltyMaxConcurrency`). `accrue-loyalty` may also call the ERP (a reinstatement), `cancel-order`
@@ -204,24 +187,37 @@ pub trait WithKind {
     fn with<K: Kind>(self) -> Self::Out;
 }
 
-/// Calls `f` with the step called `name` (one of [`STEPS`]); `None` for a name no step has.
-pub fn by_name<F: WithKind>(name: &str, f: F) -> Option<F::Out> {
-    Some(match name {
-        MapShopify::BINARY => f.with::<MapShopify>(),
-        MapAdobeCommerce::BINARY => f.with::<MapAdobeCommerce>(),
-        Ingest::BINARY => f.with::<Ingest>(),
-        CommitRedemption::BINARY => f.with::<CommitRedemption>(),
-        PostSaleToErp::BINARY => f.with::<PostSaleToErp>(),
-        AccrueLoyalty::BINARY => f.with::<AccrueLoyalty>(),
-        CancelOrder::BINARY => f.with::<CancelOrder>(),
-        PostReturnToErp::BINARY => f.with::<PostReturnToErp>(),
-        ReverseLoyalty::BINARY => f.with::<ReverseLoyalty>(),
-        Compensate::BINARY => f.with::<Compensate>(),
-        NotifyChannel::BINARY => f.with::<NotifyChannel>(),
-        SyncMember::BINARY => f.with::<SyncMember>(),
-        _ => return None,
-    })
+/// Every step kind in one list, from which both [`STEPS`] and [`by_name`] are made, so a step added to
+/// one is in the other.
+macro_rules! every_step {
+    ($($kind:ident),+ $(,)?) => {
+        /// Every step, by the binary name the template gives it (`BuildProperties.Binary`).
+        pub const STEPS: [&str; [$(stringify!($kind)),+].len()] = [$($kind::BINARY),+];
+
+        /// Calls `f` with the step called `name` (one of [`STEPS`]); `None` for a name no step has.
+        pub fn by_name<F: WithKind>(name: &str, f: F) -> Option<F::Out> {
+            Some(match name {
+                $($kind::BINARY => f.with::<$kind>(),)+
+                _ => return None,
+            })
+        }
+    };
 }
+
+every_step!(
+    MapShopify,
+    MapAdobeCommerce,
+    Ingest,
+    CommitRedemption,
+    PostSaleToErp,
+    AccrueLoyalty,
+    CancelOrder,
+    PostReturnToErp,
+    ReverseLoyalty,
+    Compensate,
+    NotifyChannel,
+    SyncMember,
+);
 
 /// The Shopify mapper as a [`Kind`] (both platforms' mappers are one step type, [`MapChannel`]).
 pub struct MapShopify;

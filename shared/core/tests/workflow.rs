@@ -726,7 +726,8 @@ async fn an_event_on_the_wrong_queue_is_quarantined_not_looped() {
 }
 
 /// A step is built with only the ports it uses: `ingest` starts where the ERP and loyalty settings are
-/// missing, a step that calls the ERP says which port it could not connect, an unknown name is refused.
+/// missing, a step that calls the ERP (or the member systems) says which port it could not connect, an
+/// unknown name is refused.
 #[test]
 fn a_step_connects_only_the_ports_it_uses() {
     let w = World::new();
@@ -745,6 +746,14 @@ fn a_step_connects_only_the_ports_it_uses() {
         panic!("reverse-loyalty needs the loyalty platform");
     };
     assert!(e.to_string().contains("loyalty platform"), "{e}");
+    wiring.member_systems = Arc::new(|| Err("CRM_AUTH is not set".into()));
+    let Err(e) = wiring.step("sync-member") else {
+        panic!("sync-member needs the member systems");
+    };
+    assert_eq!(
+        e.to_string(),
+        "sync-member needs the member systems: CRM_AUTH is not set"
+    );
     assert!(wiring.step("no-such-step").is_err());
     // Every step the template may name can be built from a full wiring.
     for name in retail_sync_core::steps::STEPS {

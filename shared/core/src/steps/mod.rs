@@ -367,11 +367,7 @@ impl Kind for SyncMember {
     };
     fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
         Ok(Arc::new(SyncMember {
-            systems: (w.member_systems)().map_err(|source| WiringError::Connect {
-                step: Self::BINARY,
-                port: "member systems",
-                source,
-            })?,
+            systems: w.member_systems(Self::BINARY)?,
             ownership: w.ownership.clone(),
             quarantine: w.quarantine.clone(),
             base: w.base.clone(),
@@ -447,6 +443,14 @@ impl Wiring {
         (self.loyalty)().map_err(|source| WiringError::Connect {
             step,
             port: "loyalty platform",
+            source,
+        })
+    }
+
+    fn member_systems(&self, step: &'static str) -> Result<crate::ports::MemberSystems, WiringError> {
+        (self.member_systems)().map_err(|source| WiringError::Connect {
+            step,
+            port: "member systems",
             source,
         })
     }

@@ -136,6 +136,14 @@ async fn wire<K: Kind>() -> anyhow::Result<handler::Function> {
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "RetailSync".into());
     let metrics = Arc::new(emf::EmfMetrics::new(namespace, K::BINARY));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // One Secrets Manager client for every port whose connector reads a secret, made on the first:
+    // a function whose ports read none (`ingest`) neither builds nor links it.
+    let secrets = std::cell::OnceCell::new();
+    let secrets_client = || {
+        secrets
+            .get_or_init(|| aws_sdk_secretsmanager::Client::new(&sdk))
+            .clone()
+    };
     // The connectors read their settings only when the step needs them: `ingest` has none.
     let wiring = Wiring {
         base: Base {
@@ -148,7 +156,7 @@ async fn wire<K: Kind>() -> anyhow::Result<handler::Function> {
         limits: IngestLimits::default(),
         // Each behind its breaker (this container's; the event source's MaximumConcurrency is the cap).
         erp: if K::PORTS.erp {
-            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+            let secrets = secrets_client();
             Arc::new(move || {
                 let auth = secrets::auth_from_env("ERP", &secrets)?;
                 // The dialect ERP_KIND names: the system API, or SAP S/4HANA's OData.
@@ -162,7 +170,7 @@ async fn wire<K: Kind>() -> anyhow::Result<handler::Function> {
             Arc::new(|| Err(unused("ERP")))
         },
         loyalty: if K::PORTS.loyalty {
-            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+            let secrets = secrets_client();
             Arc::new(move || {
                 let auth = secrets::auth_from_env("LOYALTY", &secrets)?;
                 // The dialect LOYALTY_KIND names: the system API, or Salesforce Loyalty Management.
@@ -192,13 +200,13 @@ async fn wire<K: Kind>() -> anyhow::Result<handler::Function> {
         },
         // The platforms' order APIs, for notify-channel only, each when its base URL is set.
         channel_outcomes: if K::PORTS.channel_outcomes {
-            let outcomes = channel_outcomes(&aws_sdk_secretsmanager::Client::new(&sdk))?;
+            let outcomes = channel_outcomes(&secrets_client())?;
             Arc::new(move |platform| outcomes.get(&platform).cloned())
         } else {
             Arc::new(|_| None)
         },
         member_systems: if K::PORTS.member_systems {
-            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+            let secrets = secrets_client();
             Arc::new(move || {
                 let loyalty = Downstream::new("loyalty", BreakerSettings::default(), None);
                 let erp = Downstream::new("erp", BreakerSettings::default(), None);

@@ -270,4 +270,66 @@ mod tests {
         assert_eq!(tables.table_names(), ["sagas"]);
         server.await.unwrap();
     }
+
+    /// What the process logs, captured (a test's own subscriber, on this test's thread).
+    #[derive(Clone, Default)]
+    struct Logged(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logged {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A transient answer (a 500) is retried on the next attempt, and quietly: the SDK is not asked to
+    /// drop a pooled connection this client cannot drop, which it would log as an error every time.
+    #[tokio::test]
+    async fn a_transient_answer_is_retried_without_an_error_in_the_log() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let answers = [
+                (
+                    "500 Internal Server Error",
+                    "{\"__type\":\"com.amazonaws.dynamodb.v20120810#InternalServerError\",\"message\":\"busy\"}",
+                ),
+                ("200 OK", "{\"TableNames\":[\"sagas\"]}"),
+            ];
+            for (status, body) in answers {
+                read_request(&mut stream).await;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let settings = crate::settings::AwsSettings {
+            endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+            ..Default::default()
+        };
+        let sdk = crate::settings::emulator_sdk_config(&settings).await;
+        let tables = aws_sdk_dynamodb::Client::new(&sdk)
+            .list_tables()
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tables.table_names(), ["sagas"]);
+        server.await.unwrap();
+        let logged = String::from_utf8_lossy(&logged.0.lock().unwrap()).to_string();
+        assert!(logged.is_empty(), "{logged}");
+    }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
 
 use crate::error::AwsError;
 
@@ -176,7 +177,21 @@ fn loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
 /// the function at start with the reason instead of failing every request after.
 pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
     retail_sync_http::tls()?;
-    Ok(loader(settings).load().await)
+    Ok(reusing_connections(loader(settings).load().await))
+}
+
+/// The loaded configuration with its retry settings kept (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`) and
+/// connections reused after a transient error. After a throttle or a 5xx the SDK would ask the HTTP
+/// client to drop the connection it came on ("poisoning"); `SdkHttp` sends through `reqwest`'s pool,
+/// which cannot drop one pooled connection on demand, and the SDK logged an error at every such retry
+/// when it found no connection to drop. A connection that failed in transport is not pooled again anyway.
+fn reusing_connections(config: SdkConfig) -> SdkConfig {
+    let retry = config
+        .retry_config()
+        .cloned()
+        .unwrap_or_else(RetryConfig::standard)
+        .with_reconnect_mode(ReconnectMode::ReuseAllConnections);
+    config.into_builder().retry_config(retry).build()
 }
 
 /// The SDK configuration for an emulator (moto): fixed dummy credentials, so nothing on the machine
@@ -192,7 +207,7 @@ pub async fn emulator_sdk_config(settings: &AwsSettings) -> SdkConfig {
     if settings.region.is_none() {
         loader = loader.region(Region::new(EMULATOR_REGION));
     }
-    loader.load().await
+    reusing_connections(loader.load().await)
 }
 
 #[cfg(test)]
@@ -205,6 +220,21 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    /// The retry settings a deployment gives (here 7 attempts, adaptive) survive; only reconnecting after
+    /// a transient error is turned off.
+    #[test]
+    fn connections_are_reused_and_the_retry_settings_kept() {
+        let given = RetryConfig::adaptive().with_max_attempts(7);
+        let config = reusing_connections(SdkConfig::builder().retry_config(given).build());
+        let retry = config.retry_config().unwrap();
+        assert_eq!(retry.max_attempts(), 7);
+        assert_eq!(retry.mode(), aws_smithy_types::retry::RetryMode::Adaptive);
+        assert_eq!(retry.reconnect_mode(), ReconnectMode::ReuseAllConnections);
+        // No retry settings at all: the SDK's standard ones.
+        let config = reusing_connections(SdkConfig::builder().build());
+        assert_eq!(config.retry_config().unwrap().max_attempts(), 3);
     }
 
     #[test]

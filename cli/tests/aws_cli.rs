@@ -225,6 +225,16 @@ async fn the_aws_cli_and_retail_sync_work_on_the_same_stack() {
     );
 }
 
+/// A stack provisioned from the template on the shared moto server under a fresh prefix: the server's
+/// endpoint, the DynamoDB backend to seed it through, and the prefix the commands name.
+async fn stack() -> (&'static str, retail_sync_aws::AwsBackend, String) {
+    let moto = MotoServer::shared();
+    let topology = Topology::load(&root().join("infra/template.yaml")).unwrap();
+    let options = ProvisionOptions::unique();
+    let backend = moto.backend(&topology, &options).await;
+    (moto.endpoint(), backend, options.prefix)
+}
+
 /// `retail-sync reconcile --backend aws`: the sagas in DynamoDB (on moto) against the reference ERP and
 /// loyalty platform over their system APIs, as a deployment's reconcile function reads them (base URLs
 /// and API keys from the environment). A sale whose accrual the platform lost and a document booked by
@@ -239,12 +249,8 @@ async fn reconcile_reads_the_stack_and_the_systems_and_repairs_once() {
     use retail_sync_simulators::access::{Access, LOCAL_API_KEY};
     use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
 
-    let moto = MotoServer::shared();
-    let endpoint = moto.endpoint();
-    let topology = Topology::load(&root().join("infra/template.yaml")).unwrap();
-    let options = ProvisionOptions::unique();
-    let backend = moto.backend(&topology, &options).await;
-    let prefix = options.prefix.as_str();
+    let (endpoint, backend, prefix) = stack().await;
+    let prefix = prefix.as_str();
 
     let (erp, loyalty) = (ErpSimulator::new(), LoyaltySimulator::new());
     loyalty.seed_balance("m-1001", Points::ZERO);
@@ -398,18 +404,13 @@ async fn reconcile_reads_the_stack_and_the_systems_and_repairs_once() {
 async fn points_confirm_reads_the_stack_and_confirms_what_is_due_once() {
     use retail_sync_contracts::values::{MemberId, Points};
     use retail_sync_contracts::{Event, EventType};
-    use retail_sync_core::ledger::PendingEntry;
     use retail_sync_core::ports::SagaStore;
     use retail_sync_core::saga::{Saga, SagaId, SagaStatus};
     use retail_sync_simulators::access::{Access, LOCAL_API_KEY};
-    use retail_sync_simulators::{ErpSimulator, LoyaltySimulator, samples};
+    use retail_sync_simulators::{ErpSimulator, LoyaltySimulator};
 
-    let moto = MotoServer::shared();
-    let endpoint = moto.endpoint();
-    let topology = Topology::load(&root().join("infra/template.yaml")).unwrap();
-    let options = ProvisionOptions::unique();
-    let backend = moto.backend(&topology, &options).await;
-    let prefix = options.prefix.as_str();
+    let (endpoint, backend, prefix) = stack().await;
+    let prefix = prefix.as_str();
     let loyalty = LoyaltySimulator::new();
     loyalty.seed_balance("m-1001", Points::ZERO);
     let (systems, _server) =
@@ -418,20 +419,8 @@ async fn points_confirm_reads_the_stack_and_confirms_what_is_due_once() {
     let ended: jiff::Timestamp = "2026-11-20T10:15:00Z".parse().unwrap();
     let later: jiff::Timestamp = "2027-01-31T00:00:00Z".parse().unwrap();
     let now = "2026-12-10T00:00:00Z";
-    let pending = |receipt: &str, until: jiff::Timestamp| {
-        let request = retail_sync_core::ports::AccrualRequest {
-            pending_until: Some(until),
-            ..samples::accrual("m-1001", receipt, 12_000)
-        };
-        let a = loyalty.accrue(&request, &format!("k-{receipt}")).unwrap();
-        PendingEntry {
-            loyalty_transaction_id: a.loyalty_transaction_id,
-            points: a.points,
-            until,
-            confirmed_at: None,
-            points_confirmed: None,
-        }
-    };
+    let pending =
+        |receipt: &str, until| retail_sync_testkit::sims::pending_accrual(&loyalty, "m-1001", receipt, until);
     let sale = sample("SaleCompleted");
     let event = Event::from_detail(EventType::SaleCompleted, sale["detail"].clone()).unwrap();
     let id = SagaId::from_stored("receipt:store-042:r-000123".into());

@@ -608,8 +608,6 @@ async fn the_reconcile_function_reports_to_the_bucket_and_repairs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_confirm_points_function_confirms_what_is_due_once() {
     use retail_sync_contracts::values::Points;
-    use retail_sync_core::ledger::PendingEntry;
-    use retail_sync_simulators::samples;
 
     let topology = Topology::load(&workspace().join("infra/template.yaml")).unwrap();
     let moto = MotoServer::shared();
@@ -618,21 +616,7 @@ async fn the_confirm_points_function_confirms_what_is_due_once() {
     loyalty.seed_balance("m-1001", Points::ZERO);
     let ended: jiff::Timestamp = "2026-11-20T10:15:00Z".parse().unwrap();
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30);
-    let accrue = |receipt: &str, until: jiff::Timestamp| {
-        let request = retail_sync_core::ports::AccrualRequest {
-            pending_until: Some(until),
-            ..samples::accrual("m-1001", receipt, 12_000)
-        };
-        let a = loyalty.accrue(&request, &format!("k-{receipt}")).unwrap();
-        assert!(a.pending);
-        PendingEntry {
-            loyalty_transaction_id: a.loyalty_transaction_id,
-            points: a.points,
-            until,
-            confirmed_at: None,
-            points_confirmed: None,
-        }
-    };
+    let accrue = |receipt: &str, until| sims::pending_accrual(&loyalty, "m-1001", receipt, until);
     let due = accrue("r-due", ended);
     let waiting = accrue("r-waiting", later);
     let sale = sample("SaleCompleted");

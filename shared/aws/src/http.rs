@@ -238,6 +238,30 @@ mod tests {
         assert!(accepted.is_err(), "nothing may be sent");
     }
 
+    /// An answer in DynamoDB's JSON protocol.
+    fn json_answer(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// `ListTables` through a real SDK client (the emulator configuration, as the tests' backends use)
+    /// at the loopback `port`: the table names it answers.
+    async fn list_tables_at(port: u16) -> Vec<String> {
+        let settings = crate::settings::AwsSettings {
+            endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+            ..Default::default()
+        };
+        let sdk = crate::settings::emulator_sdk_config(&settings).await;
+        let tables = aws_sdk_dynamodb::Client::new(&sdk)
+            .list_tables()
+            .send()
+            .await
+            .unwrap();
+        tables.table_names().to_vec()
+    }
+
     /// A pooled connection the other side closed (a function thawed after minutes) fails as I/O, which
     /// the SDK retries: the call succeeds on the next connection.
     #[tokio::test]
@@ -250,24 +274,10 @@ mod tests {
             drop(first);
             let (mut second, _) = listener.accept().await.unwrap();
             read_request(&mut second).await;
-            let body = "{\"TableNames\":[\"sagas\"]}";
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            let answer = json_answer("200 OK", "{\"TableNames\":[\"sagas\"]}");
             second.write_all(answer.as_bytes()).await.unwrap();
         });
-        let settings = crate::settings::AwsSettings {
-            endpoint_url: Some(format!("http://127.0.0.1:{port}")),
-            ..Default::default()
-        };
-        let sdk = crate::settings::emulator_sdk_config(&settings).await;
-        let tables = aws_sdk_dynamodb::Client::new(&sdk)
-            .list_tables()
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(tables.table_names(), ["sagas"]);
+        assert_eq!(list_tables_at(port).await, ["sagas"]);
         server.await.unwrap();
     }
 
@@ -302,11 +312,10 @@ mod tests {
             ];
             for (status, body) in answers {
                 read_request(&mut stream).await;
-                let answer = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                stream.write_all(answer.as_bytes()).await.unwrap();
+                stream
+                    .write_all(json_answer(status, body).as_bytes())
+                    .await
+                    .unwrap();
             }
         });
         let logged = Logged::default();
@@ -317,17 +326,7 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
-        let settings = crate::settings::AwsSettings {
-            endpoint_url: Some(format!("http://127.0.0.1:{port}")),
-            ..Default::default()
-        };
-        let sdk = crate::settings::emulator_sdk_config(&settings).await;
-        let tables = aws_sdk_dynamodb::Client::new(&sdk)
-            .list_tables()
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(tables.table_names(), ["sagas"]);
+        assert_eq!(list_tables_at(port).await, ["sagas"]);
         server.await.unwrap();
         let logged = String::from_utf8_lossy(&logged.0.lock().unwrap()).to_string();
         assert!(logged.is_empty(), "{logged}");

@@ -113,3 +113,28 @@ pub fn platform_token(header: &str, prefix: &str) -> Auth {
         }),
     }
 }
+
+/// A sale of 120 points accrued on `loyalty` for `member`, pending until `until` (its return window's
+/// end), as the saga's ledger records it: what the tests of the points' confirmation start from.
+pub fn pending_accrual(
+    loyalty: &LoyaltySimulator,
+    member: &str,
+    receipt: &str,
+    until: jiff::Timestamp,
+) -> retail_sync_core::ledger::PendingEntry {
+    let request = retail_sync_core::ports::AccrualRequest {
+        pending_until: Some(until),
+        ..retail_sync_simulators::samples::accrual(member, receipt, 12_000)
+    };
+    let accrued = loyalty
+        .accrue(&request, &format!("k-{receipt}"))
+        .expect("the simulator accrues a sample sale");
+    assert!(accrued.pending, "an accrual with a window is pending");
+    retail_sync_core::ledger::PendingEntry {
+        loyalty_transaction_id: accrued.loyalty_transaction_id,
+        points: accrued.points,
+        until,
+        confirmed_at: None,
+        points_confirmed: None,
+    }
+}

@@ -10,7 +10,7 @@
 //! - [`ops`]: operator work on either backend: DLQs (list, show, filtered redrive), the quarantine,
 //!   sagas and their retry after a fix.
 //! - [`target`]: which system a command works on: a local run's state, or a deployed stack (`--stack`).
-//! - [`bench`]: benchmarks that print figures.
+//! - [`bench`](mod@bench): benchmarks that print figures.
 //! - [`chaos`]: the chaos harness: a generated day under injected faults, and the books checked against
 //!   a model recomputed from the day.
 //! - [`report`]: the run's outcome as a stable JSON document and as a human summary.

@@ -11,7 +11,7 @@
 //! - [`counter`]: counts API requests per service and operation (the benchmark's "requests per sale").
 //! - [`meter`]: what those requests would be billed as (request units, events, chunks), for the cost
 //!   benchmark.
-//! - [`provision`]: creates what `infra/template.yaml` declares on an emulator.
+//! - [`provision`](mod@provision): creates what `infra/template.yaml` declares on an emulator.
 
 pub mod backend;
 pub mod bus;

@@ -280,7 +280,7 @@ pub struct Basis {
     pub lines: Vec<LineBasis>,
     pub net_minor: i64,
     /// A POS sale's `points` tenders that say how many points they were: given back on returns as an
-    /// order's redeemed points are (see [`Ledger::recredit_due`]).
+    /// order's redeemed points are (see `Ledger::recredit_due`).
     pub points_tendered: Option<Points>,
     /// A POS sale has a `points` tender that does not say how many points it was: what was paid with
     /// points is not known, so refunds' points are not capped by it.
@@ -1073,7 +1073,7 @@ impl Ledger {
 
     /// Checks and records a settled refund, and decides what it changes in the points given back: with
     /// its points counted and its return's value taken out of the proportional part, the target of
-    /// [`Ledger::recredit_target`] is computed again and the difference to what was given back is given
+    /// `Ledger::recredit_target` is computed again and the difference to what was given back is given
     /// back (or taken back). The same refund again keeps its entry; the same id with other figures, a
     /// refund in another currency, points refunded on a transaction not paid with points, or more than
     /// was paid are refused.

@@ -899,7 +899,7 @@ const PERSONAL_KEYS: &[&str] = &[
     "shipping_address",
 ];
 
-/// Removes personal data from a stored body: the values under [`PERSONAL_KEYS`] (at any depth, also in
+/// Removes personal data from a stored body: the values under `PERSONAL_KEYS` (at any depth, also in
 /// JSON held as a string, as EventBridge bodies hold their detail) and any text equal to one of
 /// `values`. A body that is no JSON is replaced when it mentions one of `values`. Returns whether
 /// anything changed.

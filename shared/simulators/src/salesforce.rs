@@ -11,7 +11,7 @@
 //! Salesforce journals back too. Ids are the reference's numbers (see `sf_id`); a member's
 //! `LoyaltyProgramMember` id is `LPM-` and their membership number.
 //!
-//! SOQL (`GET /query?q=…`, the subset of [`soql`]) reads `TransactionJournal`, `LoyaltyLedger` and
+//! SOQL (`GET /query?q=…`, the subset of `soql`) reads `TransactionJournal`, `LoyaltyLedger` and
 //! `LoyaltyProgramMember` records built from that state, with the columns the connector selects and
 //! filters on (an unknown column is `INVALID_FIELD`, a query outside the subset `MALFORMED_QUERY`, as
 //! Salesforce answers them). Answers are Salesforce's: `totalSize`, `done`, `records` each with its

@@ -9,7 +9,7 @@
 //! - the books, for reconciliation (`ErpBooks`) → read back from the sales orders and customer returns
 //!   changed since the window began, their items, pricing elements and reference texts (`books`).
 //!
-//! Every document carries a reference text ([`reference`]) naming the fact it stands for and its
+//! Every document carries a reference text ([`reference`](mod@reference)) naming the fact it stands for and its
 //! business time; a cancellation's or reinstatement's also names the items it changed.
 //!
 //! # Exactly once without an idempotency key

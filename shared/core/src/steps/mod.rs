@@ -720,7 +720,7 @@ where
     }
 }
 
-/// The event type of a payload, for [`outgoing`].
+/// The event type of a payload, for `outgoing`.
 pub trait Typed {
     const TYPE: EventType;
 }

@@ -216,7 +216,7 @@ impl Cx<'_> {
     }
 
     /// Runs `effect` at most once under the delivery's key for a payload with `fingerprint` (see
-    /// [`run_once`]).
+    /// `run_once`).
     pub async fn once<T, Fut>(
         &self,
         fingerprint: Fingerprint,

@@ -137,6 +137,13 @@ mod tests {
         request
     }
 
+    /// A listener on a free loopback port, and the port.
+    async fn listen() -> (TcpListener, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
     /// Reads one request (head and `content-length` body) off `stream`, as text.
     async fn read_request(stream: &mut TcpStream) -> String {
         let mut seen = Vec::new();
@@ -168,8 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_goes_out_whole_and_its_answer_comes_back_as_is() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen().await;
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let seen = read_request(&mut stream).await;
@@ -201,8 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_io_and_a_silent_server_a_timeout() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let closed = listener.local_addr().unwrap().port();
+        let (listener, closed) = listen().await;
         drop(listener);
         let refused = connector(None)
             .call(request(closed, SdkBody::from("{}")))
@@ -210,8 +215,7 @@ mod tests {
             .unwrap_err();
         assert!(refused.is_io(), "{refused:?}");
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen().await;
         let held = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -227,8 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_streaming_body_is_refused_before_anything_is_sent() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen().await;
         let refused = connector(None)
             .call(request(port, SdkBody::taken()))
             .await
@@ -266,8 +269,7 @@ mod tests {
     /// the SDK retries: the call succeeds on the next connection.
     #[tokio::test]
     async fn the_sdk_retries_a_request_whose_connection_was_closed_under_it() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen().await;
         let server = tokio::spawn(async move {
             let (mut first, _) = listener.accept().await.unwrap();
             read_request(&mut first).await;
@@ -299,8 +301,7 @@ mod tests {
     /// drop a pooled connection this client cannot drop, which it would log as an error every time.
     #[tokio::test]
     async fn a_transient_answer_is_retried_without_an_error_in_the_log() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen().await;
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let answers = [

@@ -239,6 +239,10 @@ impl SagaStore for AwsBackend {
         self.state.load(id).await
     }
 
+    async fn load_many(&self, ids: &[SagaId]) -> Result<Vec<Saga>, Error> {
+        self.state.load_many(ids).await
+    }
+
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
         self.state.find_by_correlation(correlation_id).await
     }

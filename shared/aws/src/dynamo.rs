@@ -7,7 +7,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use jiff::Timestamp;
 
 use retail_sync_contracts::values::CorrelationId;
@@ -31,6 +33,9 @@ const CLAIM_CONDITION: &str =
 /// How often a claim or create is retried when its condition failed but the blocking item was gone by
 /// the time we read it (only on emulators that do not return the item with the failure).
 const WRITE_ATTEMPTS: usize = 3;
+
+/// The most keys one `BatchGetItem` may ask for.
+const BATCH_GET_LIMIT: usize = 100;
 
 fn unavailable(e: impl Into<BoxError>) -> Error {
     Error::unavailable("dynamodb", e)
@@ -344,6 +349,38 @@ impl SagaStore for DynamoState {
             .await?
             .map(|i| items::saga_of(&i))
             .transpose()
+    }
+
+    /// One `BatchGetItem` (strongly consistent, as `load` reads) per 100 distinct ids, the service's
+    /// limit. Keys the service leaves unprocessed (throttling) are not asked again here: the port lets
+    /// them out, and the step loads each on its own, with the SDK's retries.
+    async fn load_many(&self, ids: &[SagaId]) -> Result<Vec<Saga>, Error> {
+        let distinct: std::collections::BTreeSet<&str> = ids.iter().map(SagaId::as_str).collect();
+        let distinct: Vec<&str> = distinct.into_iter().collect();
+        let mut found = Vec::with_capacity(distinct.len());
+        for chunk in distinct.chunks(BATCH_GET_LIMIT) {
+            let keys = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.iter().map(|pk| items::key(pk)).collect()))
+                .consistent_read(true)
+                .build()
+                .map_err(unavailable)?;
+            let mut out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.saga_table, keys)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let returned = out
+                .responses
+                .as_mut()
+                .and_then(|r| r.remove(&self.saga_table))
+                .unwrap_or_default();
+            for item in &returned {
+                found.push(items::saga_of(item)?);
+            }
+        }
+        Ok(found)
     }
 
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {

@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::config::interceptors::{
     BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::operation::batch_get_item::{BatchGetItemInput, BatchGetItemOutput};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemInput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::PutItemInput;
@@ -45,8 +46,9 @@ pub struct Bill {
     pub transaction_write_units: u64,
     pub index_write_units: u64,
     pub oversize_write_units: u64,
-    /// DynamoDB read request units: one per 4 KB (rounded up) of a strongly consistent read (GetItem,
-    /// as the adapter reads), half that for the eventually consistent Query and Scan.
+    /// DynamoDB read request units: one per 4 KB (rounded up) of a strongly consistent read (GetItem
+    /// and BatchGetItem, per item, as the adapter reads), half that for the eventually consistent
+    /// Query and Scan.
     pub read_units: f64,
     /// EventBridge entries put, as billed (each in 64 KB chunks).
     pub bus_billed_events: u64,
@@ -151,6 +153,18 @@ impl Intercept for MeteringInterceptor {
             // Billed by the item's size, which the request does not carry: one unit (the adapter
             // updates and deletes only idempotency and quarantine records, all under 1 KB).
             bill.write_units += 1;
+        } else if let Some(batch) = input.downcast_ref::<BatchGetItemInput>() {
+            // Every key asked for costs a read's minimum (a key that names no item too): one unit
+            // strongly consistent, half eventually; what an item beyond 4 KB adds is counted from the
+            // answer.
+            for keys in batch.request_items().into_iter().flat_map(HashMap::values) {
+                let per_key = if keys.consistent_read() == Some(true) {
+                    1.0
+                } else {
+                    0.5
+                };
+                bill.read_units += keys.keys().len() as f64 * per_key;
+            }
         } else if let Some(put) = input.downcast_ref::<PutEventsInput>() {
             for entry in put.entries() {
                 let size = entry.time().map_or(0, |_| 14)
@@ -195,6 +209,16 @@ impl Intercept for MeteringInterceptor {
         let units = if let Some(get) = output.downcast_ref::<GetItemOutput>() {
             // A strongly consistent read of a missing item still costs a unit.
             read_units(get.item().map_or(0, item_size)).max(1) as f64
+        } else if let Some(batch) = output.downcast_ref::<BatchGetItemOutput>() {
+            // The minimum of each key was counted from the request; the adapter's batch reads are
+            // strongly consistent, a unit per 4 KB.
+            batch
+                .responses()
+                .into_iter()
+                .flat_map(HashMap::values)
+                .flatten()
+                .map(|item| read_units(item_size(item)).saturating_sub(1) as f64)
+                .sum()
         } else if let Some(query) = output.downcast_ref::<QueryOutput>() {
             read_units(query.items().iter().map(item_size).sum()).max(1) as f64 / 2.0
         } else if let Some(scan) = output.downcast_ref::<ScanOutput>() {

@@ -305,3 +305,39 @@ async fn reports_are_kept_in_the_report_bucket() {
         .unwrap_err();
     assert!(e.to_string().contains("s3"), "{e}");
 }
+
+/// A batch read of sagas is one `BatchGetItem` (strongly consistent) for up to 100 ids, billed as the
+/// same consistent reads one by one would be: a unit per key asked for, a missing one too.
+#[tokio::test]
+async fn a_batch_read_of_sagas_is_one_request_billed_as_consistent_reads() {
+    let moto = MotoServer::shared();
+    let meter = retail_sync_aws::BillingMeter::new();
+    let clients = retail_sync_aws::AwsClients::metered(&moto.sdk_config().await, &meter);
+    let settings = provision(&clients, &template(), &ProvisionOptions::unique())
+        .await
+        .unwrap();
+    let backend = AwsBackend::new(&clients, settings);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let s = saga(&format!("receipt:store-044:r-{n}"), t0());
+        backend.create(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    ids.push(SagaId::from_stored("receipt:store-044:never-created".into()));
+    clients.counter.reset();
+    let reads_before = meter.snapshot().read_units;
+
+    let found = backend.load_many(&ids).await.unwrap();
+    assert_eq!(found.len(), 3);
+    assert_eq!(
+        clients.counter.snapshot(),
+        std::collections::BTreeMap::from([("dynamodb:BatchGetItem".to_owned(), 1)])
+    );
+    assert_eq!(meter.snapshot().read_units - reads_before, 4.0);
+    // The same reads one by one: as many units, four requests.
+    for id in &ids {
+        backend.load(id).await.unwrap();
+    }
+    assert_eq!(meter.snapshot().read_units - reads_before, 8.0);
+    assert_eq!(clients.counter.snapshot()["dynamodb:GetItem"], 4);
+}

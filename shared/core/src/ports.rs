@@ -38,6 +38,19 @@ pub trait SagaStore: Send + Sync {
     /// Creates the saga unless one with its id exists; returns the existing one then.
     async fn create(&self, saga: &Saga) -> Result<Option<Saga>, Error>;
     async fn load(&self, id: &SagaId) -> Result<Option<Saga>, Error>;
+    /// The sagas of `ids` that exist, each once (an id asked twice too) and in any order, each as
+    /// strongly consistent as [`load`](Self::load) reads it. A step reads its batch's sagas ahead with
+    /// it (see `steps::skeleton`): an adapter whose reads are remote makes it one request for many ids.
+    /// It may leave out an id it could not read (a throttled part of a batch read): the step then loads
+    /// that saga on its own.
+    async fn load_many(&self, ids: &[SagaId]) -> Result<Vec<Saga>, Error> {
+        let distinct: std::collections::BTreeSet<&SagaId> = ids.iter().collect();
+        let mut found = Vec::with_capacity(distinct.len());
+        for id in distinct {
+            found.extend(self.load(id).await?);
+        }
+        Ok(found)
+    }
     /// Finds the saga a correlation id belongs to.
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error>;
     /// Writes `saga` if the stored version is `saga.version - 1` (else `Error::Conflict`), and in the same

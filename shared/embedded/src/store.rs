@@ -710,6 +710,25 @@ impl SagaStore for Embedded {
         parse_saga(id.as_str(), item)
     }
 
+    /// Under one hold of the lock (the point of a batch read here: one wait for it, not one per saga),
+    /// parsed after it is released.
+    async fn load_many(&self, ids: &[SagaId]) -> Result<Vec<Saga>, Error> {
+        let distinct: BTreeSet<&SagaId> = ids.iter().collect();
+        let items = self.tx_single(|tx| {
+            let mut items = Vec::with_capacity(distinct.len());
+            for id in distinct {
+                if let Some(item) = load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", id.as_str())? {
+                    items.push((id, item));
+                }
+            }
+            Ok(items)
+        })?;
+        items
+            .into_iter()
+            .filter_map(|(id, item)| parse_saga(id.as_str(), Some(item)).transpose())
+            .collect()
+    }
+
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
         let item = self.tx_single(|tx| {
             load_saga(

@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             creating_a_saga_twice_returns_the_existing_one,
             a_save_over_a_stale_version_conflicts_and_writes_no_completion,
             a_saga_is_found_by_its_correlation_id,
+            many_sagas_are_read_at_once_as_each_is_loaded,
             quarantine_lists_oldest_first_and_a_redelivery_overwrites
         );
     };
@@ -251,6 +252,37 @@ pub async fn a_saga_is_found_by_its_correlation_id(store: &impl StateStore) {
     assert_eq!(found.map(|f| (f.id, f.version)), Some((s.id.clone(), 2)));
     let unknown = retail_sync_contracts::values::CorrelationId::parse("nobody").unwrap();
     assert_eq!(store.find_by_correlation(&unknown).await.unwrap(), None);
+}
+
+/// A batch read returns what single loads return, for more ids than DynamoDB takes in one request
+/// (100): every saga that exists once, at its latest version, however often it was asked for; an id
+/// that names no saga is left out.
+pub async fn many_sagas_are_read_at_once_as_each_is_loaded(store: &impl StateStore) {
+    let mut ids = Vec::new();
+    for n in 0..120 {
+        let s = saga(&format!("receipt:store-043:r-{n}"), t0());
+        store.create(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    let mut later = store.load(&ids[7]).await.unwrap().unwrap();
+    later.record("post-sale-to-erp", StepOutcome::Done, "posted", t0());
+    later.version = 2;
+    store.save(&later, None).await.unwrap();
+
+    let mut asked = ids.clone();
+    asked.push(SagaId::from_stored("receipt:store-043:never-created".into()));
+    asked.push(ids[3].clone());
+    let mut found = store.load_many(&asked).await.unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected = Vec::new();
+    for id in &ids {
+        expected.push(store.load(id).await.unwrap().unwrap());
+    }
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(found.len(), 120);
+    assert_eq!(found, expected);
+    assert_eq!(found.iter().find(|s| s.id == ids[7]).map(|s| s.version), Some(2));
+    assert_eq!(store.load_many(&[]).await.unwrap(), Vec::new());
 }
 
 fn quarantined(id: &str, received_at: Timestamp, message: &str) -> QuarantineItem {

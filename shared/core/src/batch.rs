@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::ports::{
     Clock, Metrics, Outgoing, Publisher, QUARANTINE_BODY_LIMIT, QuarantineItem, QuarantineStore,
 };
-use crate::steps::{Message, Step, derived_event_id, truncate};
+use crate::steps::{Message, ReadAhead, Step, derived_event_id, truncate};
 
 /// PutEvents takes at most 10 entries a call.
 pub const PUBLISH_BATCH: usize = 10;
@@ -62,6 +62,7 @@ impl BatchRunner {
         let mut outcome = BatchOutcome::default();
         // (message id, events) for the messages whose handling succeeded.
         let mut pending: Vec<(String, Vec<Outgoing>)> = Vec::with_capacity(messages.len());
+        let ahead = self.step.read_ahead(messages).await;
         for message in messages {
             // `correlation_id` is filled in by the step once it has parsed the event.
             let span = tracing::info_span!(
@@ -71,7 +72,7 @@ impl BatchRunner {
                 receive_count = message.receive_count,
                 correlation_id = tracing::field::Empty,
             );
-            match self.handle_one(message).instrument(span).await {
+            match self.handle_one(message, &ahead).instrument(span).await {
                 Handled::Done(events) => pending.push((message.id.clone(), events)),
                 Handled::Quarantined(exception) => {
                     outcome.quarantined.push(message.id.clone());
@@ -116,8 +117,8 @@ impl BatchRunner {
         outcome
     }
 
-    async fn handle_one(&self, message: &Message) -> Handled {
-        match self.step.handle(message).await {
+    async fn handle_one(&self, message: &Message, ahead: &ReadAhead) -> Handled {
+        match self.step.handle_in(message, ahead).await {
             Ok(events) => match self.keep_exceptions(message, &events).await {
                 Ok(()) => Handled::Done(events),
                 Err(e) => {

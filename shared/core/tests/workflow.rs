@@ -802,6 +802,60 @@ fn every_step_touches_only_the_ports_it_declares() {
     assert_eq!(by_name("no-such-step", Check(&w)), None);
 }
 
+/// The template lets exactly the functions whose step reads its batch's sagas ahead
+/// (`Workflow::READS_ITS_SAGA`) batch-read the saga table: one without the grant would fail every
+/// read-ahead (and fall back to a read per message), one with it and no use would hold a right it
+/// does not need.
+#[test]
+fn the_template_grants_the_saga_batch_read_to_the_steps_that_read_ahead() {
+    let path = format!("{}/../../infra/template.yaml", env!("CARGO_MANIFEST_DIR"));
+    let t = retail_sync_topology::topology::template_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let resources = t["Resources"].as_object().unwrap();
+    let grants_batch_read = |role: &str| {
+        resources[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| {
+                st["Action"] == "dynamodb:BatchGetItem" && st["Resource"]["Fn::GetAtt"] == "SagaTable.Arn"
+            })
+    };
+    let w = World::new();
+    let mut reading = Vec::new();
+    for (id, f) in resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+    {
+        let Some(binary) = f["Metadata"]["BuildProperties"]["Binary"].as_str() else {
+            continue;
+        };
+        let Ok(step) = w.wiring().step(binary) else {
+            continue;
+        };
+        let role = f["Properties"]["Role"]["Fn::GetAtt"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(".Arn");
+        assert_eq!(grants_batch_read(role), step.reads_ahead(), "{id} ({binary})");
+        if step.reads_ahead() {
+            reading.push(binary);
+        }
+    }
+    reading.sort();
+    assert_eq!(
+        reading,
+        [
+            "accrue-loyalty",
+            "cancel-order",
+            "commit-redemption",
+            "compensate",
+            "post-return-to-erp",
+            "post-sale-to-erp",
+            "reverse-loyalty"
+        ]
+    );
+}
+
 /// The source policy: a POS may not place a web order, a CRM may not sell, and a source that is no
 /// channel's sends nothing; each is quarantined `source_not_allowed` and nothing starts.
 #[tokio::test]
@@ -962,4 +1016,206 @@ async fn an_orders_outcomes_are_told_to_its_platform_once_each() {
         saga.steps
     );
     assert!(types(&w.bus).contains(&"retail-sync/WorkflowException".to_owned()));
+}
+
+/// A saga store that counts single and batch reads, and can change a saga behind a batch read's back
+/// (another delivery writing it between the read-ahead and the step's write).
+struct ReadCounting {
+    inner: Arc<MemoryState>,
+    loads: AtomicU32,
+    batch_reads: Mutex<Vec<usize>>,
+    interfere: std::sync::atomic::AtomicBool,
+}
+
+impl ReadCounting {
+    fn over(state: &Arc<MemoryState>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: state.clone(),
+            loads: AtomicU32::new(0),
+            batch_reads: Mutex::new(Vec::new()),
+            interfere: Default::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl SagaStore for ReadCounting {
+    async fn create(
+        &self,
+        saga: &retail_sync_core::saga::Saga,
+    ) -> Result<Option<retail_sync_core::saga::Saga>, Error> {
+        self.inner.create(saga).await
+    }
+
+    async fn load(&self, id: &SagaId) -> Result<Option<retail_sync_core::saga::Saga>, Error> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(id).await
+    }
+
+    async fn load_many(&self, ids: &[SagaId]) -> Result<Vec<retail_sync_core::saga::Saga>, Error> {
+        self.batch_reads.lock().unwrap().push(ids.len());
+        let found = self.inner.load_many(ids).await?;
+        if self.interfere.swap(false, Ordering::SeqCst) {
+            let mut meanwhile = found[0].clone();
+            meanwhile.record(
+                "operator",
+                StepOutcome::Retried,
+                "changed meanwhile",
+                "2026-11-20T10:00:00Z".parse().unwrap(),
+            );
+            meanwhile.version += 1;
+            self.inner.save(&meanwhile, None).await?;
+        }
+        Ok(found)
+    }
+
+    async fn find_by_correlation(
+        &self,
+        correlation_id: &retail_sync_contracts::values::CorrelationId,
+    ) -> Result<Option<retail_sync_core::saga::Saga>, Error> {
+        self.inner.find_by_correlation(correlation_id).await
+    }
+
+    async fn save(
+        &self,
+        saga: &retail_sync_core::saga::Saga,
+        completion: Option<&retail_sync_core::idempotency::IdempotencyRecord>,
+    ) -> Result<(), Error> {
+        self.inner.save(saga, completion).await
+    }
+}
+
+/// The sample sale as receipt `r-{n}` of store-042, a transaction of its own.
+fn numbered_sale(n: u32) -> Message {
+    let mut sale = sample_sale();
+    sale["detail"]["data"]["receipt_id"] = format!("r-{n}").into();
+    sale["detail"]["metadata"]["event_id"] = format!("evt-sale-{n}").into();
+    sale["detail"]["metadata"]["correlation_id"] = format!("pos-store-042-r-{n}").into();
+    msg(&format!("sale-{n}"), &sale.to_string())
+}
+
+/// Runs `step` over `messages` with the sagas read through `store`; the events it published, as the
+/// bus would deliver them.
+async fn run_reading(w: &World, store: &Arc<ReadCounting>, step: &str, messages: &[Message]) -> Vec<String> {
+    let before = w.bus.published().len();
+    let mut wiring = w.wiring();
+    wiring.base.sagas = store.clone();
+    let outcome = wiring.runner(step).unwrap().run(messages).await;
+    assert!(
+        outcome.failed.is_empty() && outcome.quarantined.is_empty(),
+        "{step}: {outcome:?}"
+    );
+    w.bus.published()[before..].iter().map(envelope).collect()
+}
+
+/// A batch's sagas are read ahead in one batch read (on DynamoDB one `BatchGetItem` instead of a
+/// `GetItem` a message), each handed to the first delivery that loads it; a second delivery of the
+/// same sale in the batch reads the store, sees the first one's write and posts nothing twice; a batch
+/// of one reads as before.
+#[tokio::test]
+async fn a_batch_reads_its_sagas_ahead_in_one_read_and_a_duplicate_in_it_reads_the_store() {
+    let w = World::new();
+    let sales: Vec<Message> = (1..=3).map(numbered_sale).collect();
+    let outcome = w.runner("ingest").run(&sales).await;
+    assert!(outcome.failed.is_empty() && outcome.quarantined.is_empty());
+    let accepted: Vec<String> = w.bus.published().iter().map(envelope).collect();
+    assert_eq!(accepted.len(), 3);
+
+    let store = ReadCounting::over(&w.state);
+    let batch = [
+        msg("a", &accepted[0]),
+        msg("b", &accepted[1]),
+        msg("a-again", &accepted[0]),
+        msg("c", &accepted[2]),
+    ];
+    let posted = run_reading(&w, &store, "post-sale-to-erp", &batch).await;
+    assert_eq!(*store.batch_reads.lock().unwrap(), [3]);
+    assert_eq!(
+        store.loads.load(Ordering::SeqCst),
+        1,
+        "only the duplicate reads on its own"
+    );
+    assert_eq!(w.erp.calls.load(Ordering::SeqCst), 3);
+    // The duplicate announces the same fact again (same ids), as any redelivery does.
+    assert_eq!(posted.len(), 4);
+
+    let distinct: Vec<String> = posted
+        .iter()
+        .take(2)
+        .chain(posted.iter().skip(3))
+        .cloned()
+        .collect();
+    let batch: Vec<Message> = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, b)| msg(&format!("p{i}"), b))
+        .collect();
+    run_reading(&w, &store, "accrue-loyalty", &batch).await;
+    assert_eq!(*store.batch_reads.lock().unwrap(), [3, 3]);
+    assert_eq!(store.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(w.loyalty.calls.load(Ordering::SeqCst), 3);
+    for n in 1..=3 {
+        let saga = w.saga(&format!("receipt:store-042:r-{n}")).await;
+        assert_eq!(saga.status, SagaStatus::Completed, "r-{n}");
+        let steps: Vec<_> = saga.steps.iter().map(|s| (s.step.as_str(), s.outcome)).collect();
+        assert_eq!(
+            steps,
+            [
+                ("ingest", StepOutcome::Accepted),
+                ("post-sale-to-erp", StepOutcome::Done),
+                ("accrue-loyalty", StepOutcome::Done)
+            ],
+            "r-{n}"
+        );
+    }
+
+    // A batch of one reads its saga on its own: a batch read would be one request as well.
+    let fourth = numbered_sale(4);
+    w.runner("ingest").run(std::slice::from_ref(&fourth)).await;
+    let accepted = envelope(w.bus.published().last().unwrap());
+    run_reading(&w, &store, "post-sale-to-erp", &[msg("d", &accepted)]).await;
+    assert_eq!(*store.batch_reads.lock().unwrap(), [3, 3]);
+    assert_eq!(store.loads.load(Ordering::SeqCst), 2);
+}
+
+/// A saga read ahead and changed before the step writes it (by another delivery) is not written over:
+/// the versioned write fails, the step reads the saga again and applies its change to what is stored.
+#[tokio::test]
+async fn a_saga_changed_after_the_read_ahead_is_read_again_and_nothing_is_lost() {
+    let w = World::new();
+    let sales: Vec<Message> = (1..=2).map(numbered_sale).collect();
+    w.runner("ingest").run(&sales).await;
+    let accepted: Vec<Message> = w
+        .bus
+        .published()
+        .iter()
+        .enumerate()
+        .map(|(i, o)| msg(&format!("s{i}"), &envelope(o)))
+        .collect();
+    let store = ReadCounting::over(&w.state);
+    store.interfere.store(true, Ordering::SeqCst);
+    run_reading(&w, &store, "post-sale-to-erp", &accepted).await;
+    assert_eq!(*store.batch_reads.lock().unwrap(), [2]);
+    assert_eq!(
+        store.loads.load(Ordering::SeqCst),
+        1,
+        "the changed saga is read again"
+    );
+    assert_eq!(w.erp.calls.load(Ordering::SeqCst), 2);
+    let changed = w.saga("receipt:store-042:r-1").await;
+    let steps: Vec<_> = changed
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), s.outcome))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("ingest", StepOutcome::Accepted),
+            ("operator", StepOutcome::Retried),
+            ("post-sale-to-erp", StepOutcome::Done)
+        ]
+    );
+    assert_eq!(changed.version, 3);
+    assert!(changed.ledger.erp_document_id.is_some());
 }

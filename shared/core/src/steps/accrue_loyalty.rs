@@ -102,6 +102,7 @@ impl Accepts for ToAccrue {
 
 impl Workflow for AccrueLoyalty {
     const NAME: &'static str = STEP;
+    const READS_ITS_SAGA: bool = true;
     type Input = ToAccrue;
 
     fn base(&self) -> &Base {

@@ -86,6 +86,7 @@ fn saga_id(cancel: &Detail<OrderCancelled>) -> SagaId {
 
 impl Workflow for CancelOrder {
     const NAME: &'static str = STEP;
+    const READS_ITS_SAGA: bool = true;
     type Input = Detail<OrderCancelled>;
 
     fn base(&self) -> &Base {

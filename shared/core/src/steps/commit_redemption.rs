@@ -41,6 +41,7 @@ fn saga_id(order: &Detail<OrderPlaced>) -> SagaId {
 
 impl Workflow for CommitRedemption {
     const NAME: &'static str = STEP;
+    const READS_ITS_SAGA: bool = true;
     type Input = Detail<OrderPlaced>;
 
     fn base(&self) -> &Base {

@@ -80,6 +80,7 @@ pub fn undo_plan(ledger: &Ledger) -> Vec<Undo> {
 
 impl Workflow for Compensate {
     const NAME: &'static str = STEP;
+    const READS_ITS_SAGA: bool = true;
     type Input = Detail<CompensationRequested>;
 
     fn base(&self) -> &Base {

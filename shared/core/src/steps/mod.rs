@@ -37,7 +37,7 @@ pub use notify_channel::{NotifyChannel, OutcomesFor};
 pub use post_return_to_erp::PostReturnToErp;
 pub use post_sale_to_erp::PostSaleToErp;
 pub use reverse_loyalty::{ReverseLoyalty, ToReverse};
-pub use skeleton::{Accepts, At, Base, Cx, Refusal, Settled, Workflow};
+pub use skeleton::{Accepts, At, Base, Cx, ReadAhead, Refusal, Settled, Workflow};
 pub use sync_member::SyncMember;
 
 use std::sync::Arc;
@@ -524,6 +524,21 @@ pub trait Step: Send + Sync {
     /// Handles one message. `Ok` carries the events to publish. A retryable error leaves the message to
     /// be redelivered; a permanent one makes the runner quarantine it.
     async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error>;
+    /// Reads ahead, for a batch, what handling its messages reads first: the sagas of a
+    /// [`Workflow`] that declares [`Workflow::READS_ITS_SAGA`]. Nothing by default. Best effort: what
+    /// could not be read ahead is read by the handling itself.
+    /// Whether [`Step::read_ahead`] reads anything (the function then needs to batch-read the saga
+    /// table).
+    fn reads_ahead(&self) -> bool {
+        false
+    }
+    async fn read_ahead(&self, _messages: &[Message]) -> ReadAhead {
+        ReadAhead::default()
+    }
+    /// [`Step::handle`] with what the batch read ahead.
+    async fn handle_in(&self, message: &Message, _ahead: &ReadAhead) -> Result<Vec<Outgoing>, Error> {
+        self.handle(message).await
+    }
 }
 
 /// Parses an event that retail-sync itself put on the bus. It was validated at ingest, so failure here

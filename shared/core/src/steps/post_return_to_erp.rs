@@ -39,6 +39,7 @@ pub(crate) enum Outcome {
 
 impl Workflow for PostReturnToErp {
     const NAME: &'static str = STEP;
+    const READS_ITS_SAGA: bool = true;
     type Input = Detail<ReturnReceived>;
 
     fn base(&self) -> &Base {

@@ -83,6 +83,7 @@ impl ToPost {
 
 impl Workflow for PostSaleToErp {
     const NAME: &'static str = STEP;
+    const READS_ITS_SAGA: bool = true;
     type Input = ToPost;
 
     fn base(&self) -> &Base {

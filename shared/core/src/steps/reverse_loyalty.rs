@@ -75,6 +75,7 @@ impl Accepts for ToReverse {
 
 impl Workflow for ReverseLoyalty {
     const NAME: &'static str = STEP;
+    const READS_ITS_SAGA: bool = true;
     type Input = ToReverse;
 
     fn base(&self) -> &Base {

@@ -10,7 +10,8 @@
 //! 3. announces it ([`Cx::emit`], [`Cx::exception`]) on every delivery, with ids derived from the key,
 //!    so a republish after a redelivery is recognisably the same event.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use retail_sync_contracts::envelope::{Detail, Metadata};
 use retail_sync_contracts::events::ReasonCode;
+use retail_sync_contracts::values::CorrelationId;
 use retail_sync_contracts::{Event, EventType};
 
 use crate::error::Error;
@@ -83,6 +85,13 @@ pub trait Workflow: Send + Sync + 'static {
     /// The idempotency key of the step's effect on `input`; what the step publishes derives its ids
     /// from it.
     fn key(input: &Self::Input) -> IdempotencyKey;
+    /// Whether the step's first read, whatever its input, is the saga its key names
+    /// ([`SagaId::of_key`]). Then a batch of several reads those sagas ahead with one
+    /// [`SagaStore::load_many`] (on DynamoDB one `BatchGetItem` instead of a `GetItem` per message), and
+    /// each delivery's first load of its saga is answered from it ([`ReadAhead`]). A step that may
+    /// stop before reading its saga leaves this off: a saga read ahead and never used is a read unit
+    /// paid for nothing.
+    const READS_ITS_SAGA: bool = false;
     fn run(
         &self,
         cx: &mut Cx<'_>,
@@ -97,12 +106,52 @@ impl<W: Workflow> Step for W {
     }
 
     async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error> {
+        self.handle_in(message, &ReadAhead::default()).await
+    }
+
+    fn reads_ahead(&self) -> bool {
+        W::READS_ITS_SAGA
+    }
+
+    async fn read_ahead(&self, messages: &[Message]) -> ReadAhead {
+        if !W::READS_ITS_SAGA || messages.len() < 2 {
+            return ReadAhead::default();
+        }
+        // A message that does not parse or is of another type names no saga here; its handling reports
+        // it as it would without the read-ahead.
+        let ids: BTreeSet<SagaId> = messages
+            .iter()
+            .filter_map(|m| {
+                let (_, event) = parse_internal(&m.body).ok()?;
+                SagaId::of_key(&W::key(&W::Input::accept(event)?))
+            })
+            .collect();
+        if ids.len() < 2 {
+            // One saga: its own load is one read as well.
+            return ReadAhead::default();
+        }
+        let ids: Vec<SagaId> = ids.into_iter().collect();
+        match self.base().sagas.load_many(&ids).await {
+            Ok(sagas) => ReadAhead::of(sagas),
+            Err(e) => {
+                tracing::warn!(error = %e, step = W::NAME, "could not read the batch's sagas ahead; each is loaded on its own");
+                ReadAhead::default()
+            }
+        }
+    }
+
+    async fn handle_in(&self, message: &Message, ahead: &ReadAhead) -> Result<Vec<Outgoing>, Error> {
         let (_, event) = parse_internal(&message.body)?;
         let detail_type = event.event_type();
         let input = W::Input::accept(event).ok_or_else(|| unexpected(W::NAME, detail_type))?;
+        let sagas = Ahead {
+            read: ahead,
+            store: &*self.base().sagas,
+        };
         let mut cx = Cx {
             step: W::NAME,
             base: self.base(),
+            sagas: &sagas,
             key: W::key(&input),
             cause: input.metadata(),
             detail_type,
@@ -119,6 +168,9 @@ impl<W: Workflow> Step for W {
 pub struct Cx<'a> {
     pub step: &'static str,
     base: &'a Base,
+    /// The saga store as this delivery reads it: the base's, answering the first load of a saga the
+    /// batch read ahead from that read.
+    sagas: &'a dyn SagaStore,
     pub key: IdempotencyKey,
     pub cause: &'a Metadata,
     detail_type: EventType,
@@ -323,7 +375,7 @@ impl Cx<'_> {
         completion: Option<&IdempotencyRecord>,
         mut change: impl FnMut(&mut Saga),
     ) -> Result<Saga, Error> {
-        let sagas = &*self.base.sagas;
+        let sagas = self.sagas;
         let mut completed = false;
         let apply = |s: &mut Saga| {
             let was = s.status;
@@ -377,7 +429,7 @@ impl Cx<'_> {
         }
         let (step, now) = (self.step, self.now);
         let mut verdict = None;
-        saga::update_from(&*self.base.sagas, saga, None, |s| {
+        saga::update_from(self.sagas, saga, None, |s| {
             if let Some(e) = refused(&s.ledger) {
                 verdict = Some(Err(e));
                 return;
@@ -408,11 +460,77 @@ impl Cx<'_> {
     }
 
     pub fn sagas(&self) -> &dyn SagaStore {
-        &*self.base.sagas
+        self.sagas
     }
 
     pub fn metrics(&self) -> &dyn Metrics {
         &*self.base.metrics
+    }
+}
+
+/// The sagas a batch read ahead ([`Step::read_ahead`]). Each is handed out once, to the first load of
+/// its id; a write of an id drops it. So a second delivery for the same saga in the batch, and a re-read
+/// after a version conflict, read the store. A saga read ahead is as fresh as the batch's start, as a
+/// saga loaded a moment before a side effect is as fresh as that moment: every write is versioned, so
+/// one changed meanwhile (by another delivery) fails the write, is read again and the change re-applied.
+#[derive(Default)]
+pub struct ReadAhead {
+    sagas: Mutex<HashMap<SagaId, Saga>>,
+}
+
+impl ReadAhead {
+    pub fn of(sagas: Vec<Saga>) -> Self {
+        Self {
+            sagas: Mutex::new(sagas.into_iter().map(|s| (s.id.clone(), s)).collect()),
+        }
+    }
+
+    /// How many sagas are still unused.
+    pub fn len(&self) -> usize {
+        self.held().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, Saga>> {
+        self.sagas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, id: &SagaId) -> Option<Saga> {
+        self.held().remove(id)
+    }
+}
+
+/// A delivery's saga store: the first load of a saga read ahead is answered from the read-ahead, the
+/// rest goes to the store.
+struct Ahead<'a> {
+    read: &'a ReadAhead,
+    store: &'a dyn SagaStore,
+}
+
+#[async_trait]
+impl SagaStore for Ahead<'_> {
+    async fn create(&self, saga: &Saga) -> Result<Option<Saga>, Error> {
+        self.read.take(&saga.id);
+        self.store.create(saga).await
+    }
+
+    async fn load(&self, id: &SagaId) -> Result<Option<Saga>, Error> {
+        match self.read.take(id) {
+            Some(saga) => Ok(Some(saga)),
+            None => self.store.load(id).await,
+        }
+    }
+
+    async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
+        self.store.find_by_correlation(correlation_id).await
+    }
+
+    async fn save(&self, saga: &Saga, completion: Option<&IdempotencyRecord>) -> Result<(), Error> {
+        self.read.take(&saga.id);
+        self.store.save(saga, completion).await
     }
 }
 

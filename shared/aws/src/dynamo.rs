@@ -379,6 +379,14 @@ impl SagaStore for DynamoState {
             for item in &returned {
                 found.push(items::saga_of(item)?);
             }
+            let unprocessed = out
+                .unprocessed_keys()
+                .and_then(|u| u.get(&self.saga_table))
+                .map_or(0, |k| k.keys().len());
+            if unprocessed > 0 {
+                // Throttled: each of these sagas is read on its own by its step (a read a message again).
+                tracing::info!(unprocessed, "a batch read of sagas came back in part");
+            }
         }
         Ok(found)
     }

@@ -1018,13 +1018,14 @@ async fn an_orders_outcomes_are_told_to_its_platform_once_each() {
     assert!(types(&w.bus).contains(&"retail-sync/WorkflowException".to_owned()));
 }
 
-/// A saga store that counts single and batch reads, and can change a saga behind a batch read's back
-/// (another delivery writing it between the read-ahead and the step's write).
+/// A saga store that counts single and batch reads, and can change sagas behind a batch read's back
+/// (another delivery or an operator writing them between the read-ahead and the step).
 struct ReadCounting {
     inner: Arc<MemoryState>,
     loads: AtomicU32,
     batch_reads: Mutex<Vec<usize>>,
-    interfere: std::sync::atomic::AtomicBool,
+    /// Saved right after the next batch read.
+    meanwhile: Mutex<Vec<retail_sync_core::saga::Saga>>,
 }
 
 impl ReadCounting {
@@ -1033,7 +1034,7 @@ impl ReadCounting {
             inner: state.clone(),
             loads: AtomicU32::new(0),
             batch_reads: Mutex::new(Vec::new()),
-            interfere: Default::default(),
+            meanwhile: Mutex::new(Vec::new()),
         })
     }
 }
@@ -1055,16 +1056,9 @@ impl SagaStore for ReadCounting {
     async fn load_many(&self, ids: &[SagaId]) -> Result<Vec<retail_sync_core::saga::Saga>, Error> {
         self.batch_reads.lock().unwrap().push(ids.len());
         let found = self.inner.load_many(ids).await?;
-        if self.interfere.swap(false, Ordering::SeqCst) {
-            let mut meanwhile = found[0].clone();
-            meanwhile.record(
-                "operator",
-                StepOutcome::Retried,
-                "changed meanwhile",
-                "2026-11-20T10:00:00Z".parse().unwrap(),
-            );
-            meanwhile.version += 1;
-            self.inner.save(&meanwhile, None).await?;
+        let meanwhile = std::mem::take(&mut *self.meanwhile.lock().unwrap());
+        for saga in meanwhile {
+            self.inner.save(&saga, None).await?;
         }
         Ok(found)
     }
@@ -1193,7 +1187,15 @@ async fn a_saga_changed_after_the_read_ahead_is_read_again_and_nothing_is_lost()
         .map(|(i, o)| msg(&format!("s{i}"), &envelope(o)))
         .collect();
     let store = ReadCounting::over(&w.state);
-    store.interfere.store(true, Ordering::SeqCst);
+    let mut meanwhile = w.saga("receipt:store-042:r-1").await;
+    meanwhile.record(
+        "operator",
+        StepOutcome::Retried,
+        "changed meanwhile",
+        "2026-11-20T10:00:00Z".parse().unwrap(),
+    );
+    meanwhile.version += 1;
+    store.meanwhile.lock().unwrap().push(meanwhile);
     run_reading(&w, &store, "post-sale-to-erp", &accepted).await;
     assert_eq!(*store.batch_reads.lock().unwrap(), [2]);
     assert_eq!(
@@ -1218,4 +1220,80 @@ async fn a_saga_changed_after_the_read_ahead_is_read_again_and_nothing_is_lost()
     );
     assert_eq!(changed.version, 3);
     assert!(changed.ledger.erp_document_id.is_some());
+}
+
+/// A transaction closed when its batch read it ahead and reopened before its message is handled (an
+/// operator retried the failed step): its cancellation is neither dropped as "nothing to cancel" nor
+/// refused, but waits for a delivery that reads the reopened saga; a cancellation of an order still
+/// closed is dropped as before.
+#[tokio::test]
+async fn a_transaction_reopened_after_the_read_ahead_makes_its_cancellation_wait() {
+    let w = World::new();
+    let envelope_of = |name: &str, order: &str| {
+        let path = format!("{}/../../events/samples/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let mut e: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        e["detail"]["data"]["order_id"] = order.into();
+        e["detail"]["metadata"]["event_id"] = format!("evt-{name}-{order}").into();
+        e["detail"]["metadata"]["correlation_id"] = format!("web-{order}").into();
+        if name == "OrderPlaced" {
+            // Without a redemption: straight to the ERP, nothing to give back when it refuses.
+            e["detail"]["data"].as_object_mut().unwrap().remove("redemption");
+        }
+        msg(&format!("{name}-{order}"), &e.to_string())
+    };
+    let orders = [
+        envelope_of("OrderPlaced", "ord-1"),
+        envelope_of("OrderPlaced", "ord-2"),
+    ];
+    let outcome = w.runner("ingest").run(&orders).await;
+    assert!(
+        outcome.failed.is_empty() && outcome.quarantined.is_empty(),
+        "{outcome:?}"
+    );
+    // Both orders were refused by the ERP: failed, never booked.
+    for order in ["order:ord-1", "order:ord-2"] {
+        let mut failed = w.saga(order).await;
+        failed.status = SagaStatus::Failed;
+        failed.version += 1;
+        w.state.save(&failed, None).await.unwrap();
+    }
+    let before = w.bus.published().len();
+    let cancels = [
+        envelope_of("OrderCancelled", "ord-1"),
+        envelope_of("OrderCancelled", "ord-2"),
+    ];
+    let outcome = w.runner("ingest").run(&cancels).await;
+    assert!(
+        outcome.failed.is_empty() && outcome.quarantined.is_empty(),
+        "{outcome:?}"
+    );
+    let accepted: Vec<Message> = w.bus.published()[before..]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| msg(&format!("c{i}"), &envelope(o)))
+        .collect();
+    assert_eq!(accepted.len(), 2);
+
+    let store = ReadCounting::over(&w.state);
+    let mut reopened = w.saga("order:ord-1").await;
+    reopened.status = SagaStatus::Running;
+    reopened.version += 1;
+    store.meanwhile.lock().unwrap().push(reopened);
+    let mut wiring = w.wiring();
+    wiring.base.sagas = store.clone();
+    let outcome = wiring.runner("cancel-order").unwrap().run(&accepted).await;
+    assert_eq!(*store.batch_reads.lock().unwrap(), [2]);
+    assert_eq!(
+        outcome.failed,
+        ["c0"],
+        "the reopened order's cancellation waits: {outcome:?}"
+    );
+    assert!(outcome.quarantined.is_empty(), "{outcome:?}");
+    let skipped = |saga: &retail_sync_core::saga::Saga| {
+        saga.steps
+            .iter()
+            .any(|s| s.step == "cancel-order" && s.outcome == StepOutcome::Skipped)
+    };
+    assert!(!skipped(&w.saga("order:ord-1").await));
+    assert!(skipped(&w.saga("order:ord-2").await));
 }

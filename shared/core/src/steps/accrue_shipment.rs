@@ -70,9 +70,14 @@ pub(super) async fn accrue_shipment(
     let retries = saga.retries.clone();
     // A cancelled order is not closed to shipments: a shipment proves its units left (reinstatement).
     if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
+        // Refused for good only on the saga as stored now (`Cx::reread`).
+        let now = cx.reread(&saga_id).await?;
+        if !matches!(now.status, SagaStatus::Failed | SagaStatus::Compensated) {
+            return Err(super::reopened(&saga_id));
+        }
         let message = format!(
             "shipment {shipment_id} for an order that is {}",
-            saga.status.as_str()
+            now.status.as_str()
         );
         return Err(cx.refuse(&saga_id, ReasonCode::TransactionClosed, message).await);
     }

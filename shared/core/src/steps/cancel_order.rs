@@ -26,7 +26,7 @@ use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::CancellationEntry;
 use crate::ports::{AdjustmentKind, AdjustmentRequest, Erp, ErpCancelRequest, Loyalty};
 use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
+use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis, reopened};
 
 pub const STEP: &str = "cancel-order";
 
@@ -113,6 +113,11 @@ impl Workflow for CancelOrder {
             Some(entry) => entry,
             None => {
                 if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
+                    // Dropping the cancellation is decided on the saga as stored now (`Cx::reread`).
+                    let saga = cx.reread(&saga_id).await?;
+                    if !matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
+                        return Err(reopened(&saga_id));
+                    }
                     let text = format!(
                         "cancellation {cancellation_id}: the order is {}, nothing to cancel",
                         saga.status.as_str()

@@ -524,14 +524,14 @@ pub trait Step: Send + Sync {
     /// Handles one message. `Ok` carries the events to publish. A retryable error leaves the message to
     /// be redelivered; a permanent one makes the runner quarantine it.
     async fn handle(&self, message: &Message) -> Result<Vec<Outgoing>, Error>;
-    /// Reads ahead, for a batch, what handling its messages reads first: the sagas of a
-    /// [`Workflow`] that declares [`Workflow::READS_ITS_SAGA`]. Nothing by default. Best effort: what
-    /// could not be read ahead is read by the handling itself.
     /// Whether [`Step::read_ahead`] reads anything (the function then needs to batch-read the saga
     /// table).
     fn reads_ahead(&self) -> bool {
         false
     }
+    /// Reads ahead, for a batch, what handling its messages reads first: the sagas of a
+    /// [`Workflow`] that declares [`Workflow::READS_ITS_SAGA`]. Nothing by default. Best effort: what
+    /// could not be read ahead is read by the handling itself.
     async fn read_ahead(&self, _messages: &[Message]) -> ReadAhead {
         ReadAhead::default()
     }
@@ -775,6 +775,14 @@ pub(crate) async fn load_with_basis(
     Ok((saga, basis))
 }
 
+/// A transaction that was closed in the saga a step loaded, and is open again in the store (an operator
+/// retried the step that closed it): the input waits for the next delivery, which reads it afresh.
+pub(crate) fn reopened(saga: &crate::saga::SagaId) -> Error {
+    Error::NotYet {
+        what: format!("{saga}, reopened since the batch read it"),
+    }
+}
+
 /// Whether a return or a refund (`what`) of the transaction can be taken now: a POS sale once its
 /// accrual is decided, an order once it is in the ERP (a return's units are checked against its
 /// shipments line by line); before that it waits (`NotYet`). A transaction compensated, or failed before
@@ -787,12 +795,20 @@ pub(crate) async fn follow_up_allowed(
     what: &str,
 ) -> Result<(), Error> {
     use crate::saga::SagaStatus;
-    let closed = saga.status == SagaStatus::Compensated
-        || (saga.status == SagaStatus::Failed && saga.ledger.erp_document_id.is_none());
+    fn is_closed(saga: &crate::saga::Saga) -> bool {
+        saga.status == SagaStatus::Compensated
+            || (saga.status == SagaStatus::Failed && saga.ledger.erp_document_id.is_none())
+    }
+    let closed = is_closed(saga);
     if closed {
+        // Refused for good only on the saga as stored now (`Cx::reread`).
+        let now = cx.reread(&saga.id).await?;
+        if !is_closed(&now) {
+            return Err(reopened(&saga.id));
+        }
         let message = format!(
             "{what}: the original is {} and was never booked",
-            saga.status.as_str()
+            now.status.as_str()
         );
         return Err(cx.refuse(&saga.id, ReasonCode::TransactionClosed, message).await);
     }

@@ -85,12 +85,12 @@ pub trait Workflow: Send + Sync + 'static {
     /// The idempotency key of the step's effect on `input`; what the step publishes derives its ids
     /// from it.
     fn key(input: &Self::Input) -> IdempotencyKey;
-    /// Whether the step's first read, whatever its input, is the saga its key names
+    /// Whether the step's first read, for every input the rules route to it, is the saga its key names
     /// ([`SagaId::of_key`]). Then a batch of several reads those sagas ahead with one
     /// [`SagaStore::load_many`] (on DynamoDB one `BatchGetItem` instead of a `GetItem` per message), and
     /// each delivery's first load of its saga is answered from it ([`ReadAhead`]). A step that may
-    /// stop before reading its saga leaves this off: a saga read ahead and never used is a read unit
-    /// paid for nothing.
+    /// stop before reading its saga on routed input leaves this off: a saga read ahead and never used
+    /// is a read unit paid for nothing (misrouted input, refused before the load, costs that unit).
     const READS_ITS_SAGA: bool = false;
     fn run(
         &self,
@@ -332,6 +332,16 @@ impl Cx<'_> {
         })
     }
 
+    /// The saga as stored now, read past the batch's read-ahead. A step reads it again before a
+    /// decision it takes from its saga and does not write back under the saga's version: skipping an
+    /// input, or refusing it because the transaction is closed. The saga it loaded may be the
+    /// read-ahead's, as old as its batch, and an operator's retry may have reopened the transaction
+    /// since; a reopened one makes the input wait (`NotYet`) instead of being dropped or refused for
+    /// good. Those paths are rare, so the extra read is too.
+    pub async fn reread(&self, id: &SagaId) -> Result<Saga, Error> {
+        saga::load_existing(&*self.base.sagas, id).await
+    }
+
     /// Records a refusal on the saga's timeline and returns the permanent error the runner quarantines
     /// (and announces as a `WorkflowException`).
     pub async fn refuse(&self, saga: &SagaId, reason: ReasonCode, message: String) -> Error {
@@ -470,9 +480,11 @@ impl Cx<'_> {
 
 /// The sagas a batch read ahead ([`Step::read_ahead`]). Each is handed out once, to the first load of
 /// its id; a write of an id drops it. So a second delivery for the same saga in the batch, and a re-read
-/// after a version conflict, read the store. A saga read ahead is as fresh as the batch's start, as a
-/// saga loaded a moment before a side effect is as fresh as that moment: every write is versioned, so
-/// one changed meanwhile (by another delivery) fails the write, is read again and the change re-applied.
+/// after a version conflict, read the store. A saga read ahead is as fresh as the batch's start, which
+/// can be the other messages' remote calls ago. What a step writes from it is safe: every saga write is
+/// versioned, so one changed meanwhile fails the write, is read again and the change re-applied. What a
+/// step decides from it without writing it back under its version (skipping an input, refusing one
+/// because the transaction is closed) it decides on a fresh read ([`Cx::reread`]).
 #[derive(Default)]
 pub struct ReadAhead {
     sagas: Mutex<HashMap<SagaId, Saga>>,
@@ -525,7 +537,12 @@ impl SagaStore for Ahead<'_> {
     }
 
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
-        self.store.find_by_correlation(correlation_id).await
+        let found = self.store.find_by_correlation(correlation_id).await?;
+        // What was found is newer than a copy read ahead, which must not be handed out after it.
+        if let Some(saga) = &found {
+            self.read.take(&saga.id);
+        }
+        Ok(found)
     }
 
     async fn save(&self, saga: &Saga, completion: Option<&IdempotencyRecord>) -> Result<(), Error> {

@@ -1222,35 +1222,36 @@ async fn a_saga_changed_after_the_read_ahead_is_read_again_and_nothing_is_lost()
     assert!(changed.ledger.erp_document_id.is_some());
 }
 
-/// A transaction closed when its batch read it ahead and reopened before its message is handled (an
-/// operator retried the failed step): its cancellation is neither dropped as "nothing to cancel" nor
-/// refused, but waits for a delivery that reads the reopened saga; a cancellation of an order still
-/// closed is dropped as before.
-#[tokio::test]
-async fn a_transaction_reopened_after_the_read_ahead_makes_its_cancellation_wait() {
-    let w = World::new();
-    let envelope_of = |name: &str, order: &str| {
+/// Two ecommerce orders refused by the ERP (failed, never booked), a follow-up (`name`: a sample event)
+/// of each as ingest passes it on, and the outcome of `step` over both in one batch when an operator's
+/// retry reopens the first order between the batch's read-ahead and its handling.
+async fn follow_ups_of_closed_orders_one_reopened(
+    w: &World,
+    name: &str,
+    step: &str,
+) -> retail_sync_core::batch::BatchOutcome {
+    let event = |name: &str, order: &str| {
         let path = format!("{}/../../events/samples/{name}.json", env!("CARGO_MANIFEST_DIR"));
         let mut e: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        e["detail"]["data"]["order_id"] = order.into();
-        e["detail"]["metadata"]["event_id"] = format!("evt-{name}-{order}").into();
-        e["detail"]["metadata"]["correlation_id"] = format!("web-{order}").into();
+        let data = &mut e["detail"]["data"];
+        match name {
+            "ReturnReceived" => data["original"]["order_id"] = order.into(),
+            _ => data["order_id"] = order.into(),
+        }
         if name == "OrderPlaced" {
             // Without a redemption: straight to the ERP, nothing to give back when it refuses.
-            e["detail"]["data"].as_object_mut().unwrap().remove("redemption");
+            data.as_object_mut().unwrap().remove("redemption");
         }
+        e["detail"]["metadata"]["event_id"] = format!("evt-{name}-{order}").into();
+        e["detail"]["metadata"]["correlation_id"] = format!("web-{order}").into();
         msg(&format!("{name}-{order}"), &e.to_string())
     };
-    let orders = [
-        envelope_of("OrderPlaced", "ord-1"),
-        envelope_of("OrderPlaced", "ord-2"),
-    ];
+    let orders = [event("OrderPlaced", "ord-1"), event("OrderPlaced", "ord-2")];
     let outcome = w.runner("ingest").run(&orders).await;
     assert!(
         outcome.failed.is_empty() && outcome.quarantined.is_empty(),
         "{outcome:?}"
     );
-    // Both orders were refused by the ERP: failed, never booked.
     for order in ["order:ord-1", "order:ord-2"] {
         let mut failed = w.saga(order).await;
         failed.status = SagaStatus::Failed;
@@ -1258,11 +1259,8 @@ async fn a_transaction_reopened_after_the_read_ahead_makes_its_cancellation_wait
         w.state.save(&failed, None).await.unwrap();
     }
     let before = w.bus.published().len();
-    let cancels = [
-        envelope_of("OrderCancelled", "ord-1"),
-        envelope_of("OrderCancelled", "ord-2"),
-    ];
-    let outcome = w.runner("ingest").run(&cancels).await;
+    let follow_ups = [event(name, "ord-1"), event(name, "ord-2")];
+    let outcome = w.runner("ingest").run(&follow_ups).await;
     assert!(
         outcome.failed.is_empty() && outcome.quarantined.is_empty(),
         "{outcome:?}"
@@ -1270,7 +1268,7 @@ async fn a_transaction_reopened_after_the_read_ahead_makes_its_cancellation_wait
     let accepted: Vec<Message> = w.bus.published()[before..]
         .iter()
         .enumerate()
-        .map(|(i, o)| msg(&format!("c{i}"), &envelope(o)))
+        .map(|(i, o)| msg(&format!("f{i}"), &envelope(o)))
         .collect();
     assert_eq!(accepted.len(), 2);
 
@@ -1281,11 +1279,21 @@ async fn a_transaction_reopened_after_the_read_ahead_makes_its_cancellation_wait
     store.meanwhile.lock().unwrap().push(reopened);
     let mut wiring = w.wiring();
     wiring.base.sagas = store.clone();
-    let outcome = wiring.runner("cancel-order").unwrap().run(&accepted).await;
+    let outcome = wiring.runner(step).unwrap().run(&accepted).await;
     assert_eq!(*store.batch_reads.lock().unwrap(), [2]);
+    outcome
+}
+
+/// A transaction closed when its batch read it ahead and reopened before its message is handled: its
+/// cancellation is not dropped as "nothing to cancel" but waits for a delivery that reads the reopened
+/// saga; the cancellation of the order still closed is dropped as before.
+#[tokio::test]
+async fn a_transaction_reopened_after_the_read_ahead_makes_its_cancellation_wait() {
+    let w = World::new();
+    let outcome = follow_ups_of_closed_orders_one_reopened(&w, "OrderCancelled", "cancel-order").await;
     assert_eq!(
         outcome.failed,
-        ["c0"],
+        ["f0"],
         "the reopened order's cancellation waits: {outcome:?}"
     );
     assert!(outcome.quarantined.is_empty(), "{outcome:?}");
@@ -1296,4 +1304,26 @@ async fn a_transaction_reopened_after_the_read_ahead_makes_its_cancellation_wait
     };
     assert!(!skipped(&w.saga("order:ord-1").await));
     assert!(skipped(&w.saga("order:ord-2").await));
+}
+
+/// The same for a return: not refused as `transaction_closed` for a transaction reopened since the
+/// read-ahead (it waits), refused for the one still closed.
+#[tokio::test]
+async fn a_transaction_reopened_after_the_read_ahead_makes_its_return_wait() {
+    let w = World::new();
+    let outcome = follow_ups_of_closed_orders_one_reopened(&w, "ReturnReceived", "post-return-to-erp").await;
+    assert_eq!(
+        outcome.failed,
+        ["f0"],
+        "the reopened order's return waits: {outcome:?}"
+    );
+    assert_eq!(outcome.quarantined, ["f1"], "{outcome:?}");
+    let refused = w.state.list(10).await.unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].rejection.reason, ReasonCode::TransactionClosed);
+    assert!(
+        refused[0].rejection.message.contains("ret-9001"),
+        "{}",
+        refused[0].rejection.message
+    );
 }

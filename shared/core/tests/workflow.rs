@@ -255,6 +255,11 @@ fn sample_sale() -> Value {
 
 const SAGA: &str = "receipt:store-042:r-000123";
 
+/// Who wrote what on the saga's timeline, in order.
+fn timeline(saga: &retail_sync_core::saga::Saga) -> Vec<(&str, StepOutcome)> {
+    saga.steps.iter().map(|s| (s.step.as_str(), s.outcome)).collect()
+}
+
 fn types(bus: &MemoryBus) -> Vec<String> {
     bus.published()
         .iter()
@@ -276,9 +281,8 @@ async fn a_member_sale_is_posted_once_and_accrues_the_points_loyalty_computed() 
     // 2 × 19.99 + 45.00 − 5.00 eligible; the gift card line is not eligible.
     assert_eq!(saga.ledger.eligible_minor.map(|a| a.get()), Some(7998));
     assert_eq!(saga.ledger.points_accrued.map(|p| p.get()), Some(79));
-    let timeline: Vec<_> = saga.steps.iter().map(|s| (s.step.as_str(), s.outcome)).collect();
     assert_eq!(
-        timeline,
+        timeline(&saga),
         [
             ("ingest", StepOutcome::Accepted),
             ("post-sale-to-erp", StepOutcome::Done),
@@ -1151,9 +1155,8 @@ async fn a_batch_reads_its_sagas_ahead_in_one_read_and_a_duplicate_in_it_reads_t
     for n in 1..=3 {
         let saga = w.saga(&format!("receipt:store-042:r-{n}")).await;
         assert_eq!(saga.status, SagaStatus::Completed, "r-{n}");
-        let steps: Vec<_> = saga.steps.iter().map(|s| (s.step.as_str(), s.outcome)).collect();
         assert_eq!(
-            steps,
+            timeline(&saga),
             [
                 ("ingest", StepOutcome::Accepted),
                 ("post-sale-to-erp", StepOutcome::Done),
@@ -1205,13 +1208,8 @@ async fn a_saga_changed_after_the_read_ahead_is_read_again_and_nothing_is_lost()
     );
     assert_eq!(w.erp.calls.load(Ordering::SeqCst), 2);
     let changed = w.saga("receipt:store-042:r-1").await;
-    let steps: Vec<_> = changed
-        .steps
-        .iter()
-        .map(|s| (s.step.as_str(), s.outcome))
-        .collect();
     assert_eq!(
-        steps,
+        timeline(&changed),
         [
             ("ingest", StepOutcome::Accepted),
             ("operator", StepOutcome::Retried),

@@ -104,6 +104,8 @@ pub async fn local(options: &LocalOptions, n: usize) -> anyhow::Result<LocalFigu
 /// AWS API requests of sale sagas on an emulator, by operation.
 pub struct AwsFigures {
     pub sagas: usize,
+    /// `--batch-size`: every event source mapping's batch size for the run, instead of the template's.
+    pub batch_size: Option<usize>,
     /// Requests the steps made (what the Lambda functions would make), by `service:Operation`.
     pub steps: BTreeMap<String, u64>,
     /// Requests of the local runner's polling (on AWS, Lambda's SQS event source mapping does this).
@@ -206,9 +208,13 @@ const POLLING: [&str; 3] = [
 impl fmt::Display for AwsFigures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.sagas as f64;
+        let batches = match self.batch_size {
+            Some(size) => format!(", batches of at most {size}"),
+            None => String::new(),
+        };
         writeln!(
             f,
-            "AWS API requests for {} sale sagas (moto), per saga:",
+            "AWS API requests for {} sale sagas (moto{batches}), per saga:",
             self.sagas
         )?;
         per_saga(f, &self.steps, n, "steps total", "<- the functions' own requests")?;
@@ -257,9 +263,25 @@ fn per_saga(
 
 /// Runs `n` sales through the AWS backend on the emulator at `endpoint` and counts the requests; with
 /// `cost`, also meters what they are billed as, for the sales and then for `n` ecommerce orders that are
-/// shipped and partly returned.
-pub async fn aws(template: &Path, endpoint: &str, n: usize, cost: bool) -> anyhow::Result<AwsFigures> {
-    let topology = Topology::load(template)?;
+/// shipped and partly returned. `batch_size` replaces every event source mapping's `BatchSize` (a
+/// trickle of sales is a batch of one).
+pub async fn aws(
+    template: &Path,
+    endpoint: &str,
+    n: usize,
+    cost: bool,
+    batch_size: Option<usize>,
+) -> anyhow::Result<AwsFigures> {
+    let mut topology = Topology::load(template)?;
+    if let Some(size) = batch_size {
+        ensure!(
+            (1..=10).contains(&size),
+            "--batch-size must be 1 to 10 (SQS hands Lambda at most 10 messages a receive)"
+        );
+        for f in &mut topology.functions {
+            f.batch_size = size;
+        }
+    }
     let settings = AwsSettings::default().with_endpoint_url(endpoint);
     let meter = BillingMeter::new();
     let sdk = emulator_sdk_config(&settings).await;
@@ -297,6 +319,7 @@ pub async fn aws(template: &Path, endpoint: &str, n: usize, cost: bool) -> anyho
     }
     Ok(AwsFigures {
         sagas: n,
+        batch_size,
         steps,
         polling,
         feed,

@@ -930,6 +930,7 @@ pub async fn bench_cold_start(
 pub async fn bench_aws(
     sagas: usize,
     cost: bool,
+    batch_size: Option<usize>,
     endpoint: Option<&str>,
     template: &Path,
 ) -> anyhow::Result<ExitCode> {
@@ -940,7 +941,7 @@ pub async fn bench_aws(
     let endpoint = endpoint
         .or(moto.as_ref().map(|m| m.endpoint()))
         .expect("one of the two is set");
-    let figures = bench::aws(template, endpoint, sagas, cost).await?;
+    let figures = bench::aws(template, endpoint, sagas, cost, batch_size).await?;
     println!("{figures}");
     Ok(ExitCode::SUCCESS)
 }

@@ -453,6 +453,10 @@ enum BenchCommand {
         /// Meter the billed units (request units, events, SQS requests, Lambda time) and price them.
         #[arg(long)]
         cost: bool,
+        /// Replaces the template's BatchSize of every event source mapping (1 to 10): `1` is a
+        /// trickle of sales, where each message is a batch of its own.
+        #[arg(long)]
+        batch_size: Option<usize>,
         /// The emulator; without it a moto server from .tools/ is started for the run.
         #[arg(long, env = "AWS_ENDPOINT_URL")]
         endpoint_url: Option<String>,
@@ -603,9 +607,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Aws {
                 cost,
                 sagas,
+                batch_size,
                 endpoint_url,
                 template,
-            }) => commands::bench_aws(sagas, cost, endpoint_url.as_deref(), &template).await,
+            }) => commands::bench_aws(sagas, cost, batch_size, endpoint_url.as_deref(), &template).await,
         }
     });
     match result {

@@ -529,6 +529,12 @@ async fn bench_aws_cost_prices_a_sale_and_an_order_with_a_return() {
         .unwrap_or_else(|| panic!("no order section:\n{text}"));
     assert!(sale.contains("list prices as of"), "{sale}");
 
+    // The two steps after ingest each read their batch's sagas ahead: one batch read a batch of 10,
+    // no read of a saga alone, and a consistent read unit per saga each (as the reads one by one).
+    let (requests, _) = text.split_once("cost of one sale saga").unwrap();
+    assert_eq!(figure(requests, "dynamodb:BatchGetItem"), 0.2, "{requests}");
+    assert!(!requests.contains("dynamodb:GetItem"), "{requests}");
+    assert_eq!(figure(sale, "DynamoDB reads"), 2.0, "{sale}");
     assert_eq!(figure(sale, "EventBridge, channel events"), 1.0);
     assert_eq!(figure(order, "EventBridge, channel events"), 3.0);
     // Ingest, post-sale-to-erp, accrue-loyalty; for the order also accrue-shipment, post-return-to-erp
@@ -569,4 +575,33 @@ async fn bench_aws_cost_prices_a_sale_and_an_order_with_a_return() {
     assert_eq!(bytes.len(), 2, "{items}");
     assert!(bytes[0] > 1024.0 && bytes[1] < 1024.0, "{items}");
     assert!(items.contains("(20 sagas of this run)"), "{items}");
+}
+
+/// `bench aws --batch-size 1` runs a trickle of sales: each message a batch of its own, so each step
+/// reads its saga alone (a `GetItem`, no batch read). A size SQS cannot hand Lambda
+/// is refused before anything runs.
+#[tokio::test]
+async fn bench_aws_with_batches_of_one_reads_each_saga_alone() {
+    let moto = MotoServer::shared();
+    let out = on_moto(
+        moto.endpoint(),
+        ["bench", "aws", "--sagas", "4", "--batch-size", "1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("(moto, batches of at most 1)"), "{text}");
+    assert_eq!(figure(&text, "dynamodb:GetItem"), 2.0, "{text}");
+    assert!(!text.contains("dynamodb:BatchGetItem"), "{text}");
+
+    let out = on_moto(
+        moto.endpoint(),
+        ["bench", "aws", "--sagas", "4", "--batch-size", "11"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--batch-size must be 1 to 10"), "{err}");
 }

@@ -497,21 +497,8 @@ impl ReadAhead {
         }
     }
 
-    /// How many sagas are still unused.
-    pub fn len(&self) -> usize {
-        self.held().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, Saga>> {
-        self.sagas.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn take(&self, id: &SagaId) -> Option<Saga> {
-        self.held().remove(id)
+        self.sagas.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::{Basis, Reinstatement, ShipmentEntry};
 use crate::ports::{AccrualRequest, AdjustmentKind, AdjustmentRequest, ErpReinstateRequest};
-use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
+use crate::saga::{self, Saga, SagaId, SagaStatus, StepOutcome};
 use crate::steps::cancel_order::describe;
 use crate::steps::{Cx, Refusal, load_with_basis};
 
@@ -69,12 +69,10 @@ pub(super) async fn accrue_shipment(
     // An operator's retry concerns the accrual only (below), never the reinstatement before it.
     let retries = saga.retries.clone();
     // A cancelled order is not closed to shipments: a shipment proves its units left (reinstatement).
-    if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
-        // Refused for good only on the saga as stored now (`Cx::reread`).
-        let now = cx.reread(&saga_id).await?;
-        if !matches!(now.status, SagaStatus::Failed | SagaStatus::Compensated) {
-            return Err(super::reopened(&saga_id));
-        }
+    let closed = |s: &Saga| matches!(s.status, SagaStatus::Failed | SagaStatus::Compensated);
+    if closed(&saga) {
+        // Refused for good only on the saga as stored now.
+        let now = cx.still_closed(&saga_id, closed).await?;
         let message = format!(
             "shipment {shipment_id} for an order that is {}",
             now.status.as_str()

@@ -25,8 +25,8 @@ use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::CancellationEntry;
 use crate::ports::{AdjustmentKind, AdjustmentRequest, Erp, ErpCancelRequest, Loyalty};
-use crate::saga::{self, SagaId, SagaStatus, StepOutcome};
-use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis, reopened};
+use crate::saga::{self, Saga, SagaId, SagaStatus, StepOutcome};
+use crate::steps::{Base, Cx, Refusal, Workflow, load_with_basis};
 
 pub const STEP: &str = "cancel-order";
 
@@ -112,12 +112,10 @@ impl Workflow for CancelOrder {
         let entry = match existing {
             Some(entry) => entry,
             None => {
-                if matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
-                    // Dropping the cancellation is decided on the saga as stored now (`Cx::reread`).
-                    let saga = cx.reread(&saga_id).await?;
-                    if !matches!(saga.status, SagaStatus::Failed | SagaStatus::Compensated) {
-                        return Err(reopened(&saga_id));
-                    }
+                let closed = |s: &Saga| matches!(s.status, SagaStatus::Failed | SagaStatus::Compensated);
+                if closed(&saga) {
+                    // Dropping the cancellation is decided on the saga as stored now.
+                    let saga = cx.still_closed(&saga_id, closed).await?;
                     let text = format!(
                         "cancellation {cancellation_id}: the order is {}, nothing to cancel",
                         saga.status.as_str()

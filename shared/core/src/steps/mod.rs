@@ -775,14 +775,6 @@ pub(crate) async fn load_with_basis(
     Ok((saga, basis))
 }
 
-/// A transaction that was closed in the saga a step loaded, and is open again in the store (an operator
-/// retried the step that closed it): the input waits for the next delivery, which reads it afresh.
-pub(crate) fn reopened(saga: &crate::saga::SagaId) -> Error {
-    Error::NotYet {
-        what: format!("{saga}, reopened since the batch read it"),
-    }
-}
-
 /// Whether a return or a refund (`what`) of the transaction can be taken now: a POS sale once its
 /// accrual is decided, an order once it is in the ERP (a return's units are checked against its
 /// shipments line by line); before that it waits (`NotYet`). A transaction compensated, or failed before
@@ -799,13 +791,9 @@ pub(crate) async fn follow_up_allowed(
         saga.status == SagaStatus::Compensated
             || (saga.status == SagaStatus::Failed && saga.ledger.erp_document_id.is_none())
     }
-    let closed = is_closed(saga);
-    if closed {
-        // Refused for good only on the saga as stored now (`Cx::reread`).
-        let now = cx.reread(&saga.id).await?;
-        if !is_closed(&now) {
-            return Err(reopened(&saga.id));
-        }
+    if is_closed(saga) {
+        // Refused for good only on the saga as stored now.
+        let now = cx.still_closed(&saga.id, is_closed).await?;
         let message = format!(
             "{what}: the original is {} and was never booked",
             now.status.as_str()

@@ -332,14 +332,22 @@ impl Cx<'_> {
         })
     }
 
-    /// The saga as stored now, read past the batch's read-ahead. A step reads it again before a
+    /// The saga as stored now, read past the batch's read-ahead, if it is still `closed`; else
+    /// `NotYet`, so the input waits for a delivery that reads it afresh. A step calls it before a
     /// decision it takes from its saga and does not write back under the saga's version: skipping an
     /// input, or refusing it because the transaction is closed. The saga it loaded may be the
     /// read-ahead's, as old as its batch, and an operator's retry may have reopened the transaction
-    /// since; a reopened one makes the input wait (`NotYet`) instead of being dropped or refused for
-    /// good. Those paths are rare, so the extra read is too.
-    pub async fn reread(&self, id: &SagaId) -> Result<Saga, Error> {
-        saga::load_existing(&*self.base.sagas, id).await
+    /// since; then the input must not be dropped or refused for good. Those paths are rare, so the
+    /// extra read is too.
+    pub async fn still_closed(&self, id: &SagaId, closed: impl Fn(&Saga) -> bool) -> Result<Saga, Error> {
+        let now = saga::load_existing(&*self.base.sagas, id).await?;
+        if closed(&now) {
+            Ok(now)
+        } else {
+            Err(Error::NotYet {
+                what: format!("{id}, reopened since the batch read it"),
+            })
+        }
     }
 
     /// Records a refusal on the saga's timeline and returns the permanent error the runner quarantines
@@ -484,7 +492,7 @@ impl Cx<'_> {
 /// can be the other messages' remote calls ago. What a step writes from it is safe: every saga write is
 /// versioned, so one changed meanwhile fails the write, is read again and the change re-applied. What a
 /// step decides from it without writing it back under its version (skipping an input, refusing one
-/// because the transaction is closed) it decides on a fresh read ([`Cx::reread`]).
+/// because the transaction is closed) it decides on a fresh read ([`Cx::still_closed`]).
 #[derive(Default)]
 pub struct ReadAhead {
     sagas: Mutex<HashMap<SagaId, Saga>>,

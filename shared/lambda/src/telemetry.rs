@@ -29,10 +29,11 @@ pub fn init() {
 }
 
 /// The filter `RUST_LOG` asks for: a level (the template's `LogLevel`), or levels per target
-/// (`info,retail_sync_core=debug`; a bare name is a target logged at every level, as with `EnvFilter`). A `Targets` filter, not `EnvFilter`: the functions need no span or
-/// field filters, and `EnvFilter` links a regular expression engine (about 250 KB of code) that every
-/// function carried for nothing. What cannot be read is refused (the reason is returned, to be logged)
-/// and the default kept, so a typo in a setting never silences a function.
+/// (`info,retail_sync_core=debug`; a bare name is a target logged at every level, as with `EnvFilter`).
+/// A `Targets` filter, not `EnvFilter`: the functions need no span or field filters, and `EnvFilter`
+/// links a regular expression engine that every function carried for nothing. A value that cannot be
+/// read is refused (the reason is returned, to be logged) and the default kept, rather than leaving the
+/// function silent or unfiltered.
 fn filter(value: Option<&str>) -> (Targets, Option<String>) {
     let default = || DEFAULT.parse::<Targets>().expect("the default level parses");
     match value.map(str::trim).filter(|v| !v.is_empty()) {

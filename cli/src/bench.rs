@@ -261,6 +261,21 @@ fn per_saga(
     )
 }
 
+/// `bench aws --batch-size`: a batch size SQS can hand Lambda, checked when the option is read, before
+/// anything (a moto server) is started for the run.
+#[derive(Clone, Copy)]
+pub struct BatchSize(usize);
+
+impl BatchSize {
+    pub fn new(size: usize) -> anyhow::Result<Self> {
+        ensure!(
+            (1..=10).contains(&size),
+            "--batch-size must be 1 to 10 (SQS hands Lambda at most 10 messages a receive)"
+        );
+        Ok(Self(size))
+    }
+}
+
 /// Runs `n` sales through the AWS backend on the emulator at `endpoint` and counts the requests; with
 /// `cost`, also meters what they are billed as, for the sales and then for `n` ecommerce orders that are
 /// shipped and partly returned. `batch_size` replaces every event source mapping's `BatchSize` (a
@@ -270,14 +285,11 @@ pub async fn aws(
     endpoint: &str,
     n: usize,
     cost: bool,
-    batch_size: Option<usize>,
+    batch_size: Option<BatchSize>,
 ) -> anyhow::Result<AwsFigures> {
+    let batch_size = batch_size.map(|BatchSize(size)| size);
     let mut topology = Topology::load(template)?;
     if let Some(size) = batch_size {
-        ensure!(
-            (1..=10).contains(&size),
-            "--batch-size must be 1 to 10 (SQS hands Lambda at most 10 messages a receive)"
-        );
         for f in &mut topology.functions {
             f.batch_size = size;
         }

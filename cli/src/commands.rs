@@ -934,6 +934,7 @@ pub async fn bench_aws(
     endpoint: Option<&str>,
     template: &Path,
 ) -> anyhow::Result<ExitCode> {
+    let batch_size = batch_size.map(bench::BatchSize::new).transpose()?;
     // Started here only when no endpoint is given; stopped when it drops at the end.
     let moto = endpoint
         .is_none()

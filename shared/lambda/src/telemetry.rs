@@ -2,12 +2,12 @@
 //! opens a span per message with `step`, `message_id` and (once parsed) `correlation_id`; every line
 //! logged inside it carries them, flattened at the top level where Logs Insights queries find them.
 
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The level when `RUST_LOG` is unset, empty or not understood.
-const DEFAULT: &str = "info";
+const DEFAULT: LevelFilter = LevelFilter::INFO;
 
 pub fn init() {
     let (filter, refused) = filter(std::env::var("RUST_LOG").ok().as_deref());
@@ -35,7 +35,7 @@ pub fn init() {
 /// read is refused (the reason is returned, to be logged) and the default kept, rather than leaving the
 /// function silent or unfiltered.
 fn filter(value: Option<&str>) -> (Targets, Option<String>) {
-    let default = || DEFAULT.parse::<Targets>().expect("the default level parses");
+    let default = || Targets::new().with_default(DEFAULT);
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => (default(), None),
         Some(v) => match v.parse::<Targets>() {
@@ -49,7 +49,6 @@ fn filter(value: Option<&str>) -> (Targets, Option<String>) {
 mod tests {
     use super::*;
     use tracing::Level;
-    use tracing_subscriber::filter::LevelFilter;
 
     fn enabled(targets: &Targets, target: &str, level: Level) -> bool {
         targets.would_enable(target, &level)

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod commands;
 
 use retail_sync_cli::target::TargetArgs;
+use retail_sync_core::error::describe;
 use retail_sync_core::reconcile::{RepairMode, Settings};
 
 #[derive(Parser)]
@@ -616,7 +617,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(e.as_ref()));
             commands::exit_code(&e)
         }
     }

@@ -124,6 +124,26 @@ fn inspecting_without_a_run_or_running_a_missing_file_is_a_clear_error() {
     let run = retail_sync(&state, &["local", "run", "/nonexistent/events.jsonl"]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("cannot read /nonexistent/events.jsonl"));
+
+    // An error that names its cause does not print the cause a second time.
+    let template = Command::new(env!("CARGO_BIN_EXE_retail-sync"))
+        .args([
+            "local",
+            "run",
+            "--template",
+            "/nonexistent/template.yaml",
+            "--state",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(template.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&template.stderr);
+    assert!(
+        stderr.contains("error: cannot read template /nonexistent/template.yaml: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
 
 /// `n` POS sales made from the sample `SaleCompleted`, for members `m-gen-0` … `m-gen-49`.

@@ -48,6 +48,25 @@ pub enum Error {
     },
 }
 
+/// An error and its causes on one line, `outer: cause: its cause`, each written once. Most of our error
+/// types put their cause in their own message, so that a log line showing only the message is whole;
+/// listing the chain after such a message (as `{:#}` does) repeated every cause. A cause whose text the
+/// line already holds is left out, so the line is the same whether an error names its cause or only
+/// chains it. This is how the CLI and the functions write an error that ends a command or a start.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
 impl Error {
     pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Unavailable {
@@ -108,5 +127,34 @@ impl Error {
             Self::BadInput(_) => "bad_input",
             Self::Corrupt { .. } => "corrupt",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk: {0}")]
+    struct Disk(#[from] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open the store")]
+    struct Quiet(#[source] Disk);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_written_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Error::unavailable("store", Disk(io));
+        assert_eq!(describe(&e), "store unavailable: disk: no such file");
+    }
+
+    #[test]
+    fn a_cause_only_chained_is_appended_with_its_own_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Quiet(Disk(io));
+        assert_eq!(describe(&e), "cannot open the store: disk: no such file");
+        let plain = std::io::Error::other("refused");
+        assert_eq!(describe(&plain), "refused");
     }
 }

@@ -35,7 +35,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use retail_sync_aws::{AwsBackend, AwsClients, AwsSettings, EventBus, SourceQueues, sdk_config};
 use retail_sync_contracts::ChannelPlatform;
 use retail_sync_contracts::IngestLimits;
-use retail_sync_core::error::BoxError;
+use retail_sync_core::error::{BoxError, describe};
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::ports::{ChannelOutcomes, Clock, SystemClock};
@@ -83,7 +83,7 @@ pub(crate) async fn serve_scheduled<F: Scheduled>(
     telemetry::init();
     let function = Arc::new(
         wire.await
-            .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "cannot start"))?,
+            .inspect_err(|e| tracing::error!(error = %describe(e.as_ref()), "cannot start"))?,
     );
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let function = function.clone();
@@ -91,7 +91,7 @@ pub(crate) async fn serve_scheduled<F: Scheduled>(
             function
                 .handle(event.payload)
                 .await
-                .map_err(|e| lambda_runtime::Error::from(format!("{e:#}")))
+                .map_err(|e| lambda_runtime::Error::from(describe(e.as_ref())))
         }
     }))
     .await
@@ -105,7 +105,7 @@ pub async fn run<K: Kind>() -> Result<(), lambda_runtime::Error> {
     let runner = Arc::new(
         wire::<K>()
             .await
-            .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "cannot start"))?,
+            .inspect_err(|e| tracing::error!(error = %describe(e.as_ref()), "cannot start"))?,
     );
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
@@ -298,7 +298,7 @@ pub async fn run_http(binary: &'static str) -> Result<(), lambda_runtime::Error>
     let api = Arc::new(
         wire_http()
             .await
-            .inspect_err(|e| tracing::error!(binary, error = %format!("{e:#}"), "cannot start"))?,
+            .inspect_err(|e| tracing::error!(binary, error = %describe(e.as_ref()), "cannot start"))?,
     );
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<aws_lambda_events::apigw::ApiGatewayV2httpRequest>| {
@@ -332,7 +332,7 @@ pub async fn run_webhooks(binary: &'static str) -> Result<(), lambda_runtime::Er
     let ingress = Arc::new(
         wire_webhooks()
             .await
-            .inspect_err(|e| tracing::error!(binary, error = %format!("{e:#}"), "cannot start"))?,
+            .inspect_err(|e| tracing::error!(binary, error = %describe(e.as_ref()), "cannot start"))?,
     );
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<aws_lambda_events::apigw::ApiGatewayV2httpRequest>| {

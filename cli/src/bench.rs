@@ -21,6 +21,21 @@ use crate::cost::{Costed, Prices, Usage};
 use crate::input::Input;
 use crate::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
 
+/// A benchmark's figures count only if every saga it fed completed; otherwise it names what happened
+/// to them.
+fn all_completed(summary: &crate::report::Summary, n: usize) -> anyhow::Result<()> {
+    let completed = summary.sagas_by_status.get("completed").copied().unwrap_or(0);
+    ensure!(
+        completed == n,
+        "not every saga completed: {completed} of {n} ({} sagas by status {:?}, {} quarantined, {} dead-lettered)",
+        summary.sagas,
+        summary.sagas_by_status,
+        summary.quarantined,
+        summary.dead_lettered
+    );
+    Ok(())
+}
+
 /// `n` distinct, valid POS sales: members and anonymous, one to three lines, some paid partly in points.
 pub fn synthetic_sales(n: usize) -> Vec<Input> {
     (0..n)
@@ -89,11 +104,7 @@ pub async fn local(options: &LocalOptions, n: usize) -> anyhow::Result<LocalFigu
     let progress = system.run_until_idle(|_| {}).await?;
     let elapsed = started.elapsed();
     let report = system.report(Default::default()).await?;
-    ensure!(
-        report.summary.sagas_by_status.get("completed") == Some(&n),
-        "not every saga completed: {:?}",
-        report.summary
-    );
+    all_completed(&report.summary, n)?;
     Ok(LocalFigures {
         sagas: n,
         elapsed,
@@ -315,11 +326,7 @@ pub async fn aws(
         .into_iter()
         .partition(|(op, _)| POLLING.contains(&op.as_str()));
     let report = system.report(Default::default()).await?;
-    ensure!(
-        report.summary.sagas_by_status.get("completed") == Some(&n),
-        "not every saga completed: {:?}",
-        report.summary
-    );
+    all_completed(&report.summary, n)?;
     let (mut usage, mut saga_items) = (None, None);
     if cost {
         // Each phase runs to the end before the next arrives: a return before its shipment would wait

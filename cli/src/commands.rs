@@ -625,11 +625,18 @@ pub async fn member_show(
 ) -> anyhow::Result<ExitCode> {
     let member = MemberId::parse(member_id).map_err(|e| anyhow::anyhow!("{member_id:?}: {e}"))?;
     let t = target::open(target).await?;
-    let saga = ops::saga(
+    // A member's record is a saga under the hood; the operator asked for a member.
+    let saga = match ops::saga(
         &*t.backend,
         retail_sync_core::members::record_id(&member).as_str(),
     )
-    .await?;
+    .await
+    {
+        Err(ops::OpsError::NotFound(_)) => {
+            return Err(ops::OpsError::NotFound(format!("no member {member}")).into());
+        }
+        found => found?,
+    };
     let Some(retail_sync_core::members::MemberState::Record(record)) = &saga.member else {
         bail!("{} holds no member record", saga.id);
     };
@@ -865,6 +872,7 @@ pub async fn saga_retry(
 }
 
 pub async fn bench_local(sagas: usize, state: &StateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(sagas > 0, "--sagas must be at least 1");
     let dir = tempfile::tempdir()?;
     let mut opts = options(state);
     opts.state = dir.path().join("bench.db");
@@ -934,6 +942,7 @@ pub async fn bench_aws(
     endpoint: Option<&str>,
     template: &Path,
 ) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(sagas > 0, "--sagas must be at least 1");
     let batch_size = batch_size.map(bench::BatchSize::new).transpose()?;
     // Started here only when no endpoint is given; stopped when it drops at the end.
     let moto = endpoint

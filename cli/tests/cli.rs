@@ -96,6 +96,13 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
     assert_eq!(missing.status.code(), Some(3), "not found");
     let usage = retail_sync(&state, &["saga", "show"]);
     assert_eq!(usage.status.code(), Some(2), "usage");
+    // A member that is not there is named as a member, not as the saga that would hold it.
+    let member = retail_sync(&state, &["members", "show", "m-nobody"]);
+    assert_eq!(member.status.code(), Some(3), "not found");
+    assert_eq!(
+        String::from_utf8_lossy(&member.stderr),
+        "error: no member m-nobody\n"
+    );
 
     let dlqs = retail_sync(&state, &["dlq", "list"]);
     assert!(
@@ -120,6 +127,14 @@ fn inspecting_without_a_run_or_running_a_missing_file_is_a_clear_error() {
     let list = retail_sync(&state, &["quarantine", "list"]);
     assert!(!list.status.success());
     assert!(String::from_utf8_lossy(&list.stderr).contains("no local state"));
+
+    // A benchmark of nothing is refused before it starts.
+    let bench = retail_sync(&state, &["bench", "local", "--sagas", "0"]);
+    assert_eq!(bench.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&bench.stderr),
+        "error: --sagas must be at least 1\n"
+    );
 
     let run = retail_sync(&state, &["local", "run", "/nonexistent/events.jsonl"]);
     assert!(!run.status.success());

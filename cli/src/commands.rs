@@ -211,6 +211,43 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
+/// `10` or `10/s`: messages a second, at least 1.
+pub fn parse_rate(text: &str) -> Result<u32, String> {
+    let trimmed = text.trim();
+    let digits = trimmed.strip_suffix("/s").unwrap_or(trimmed);
+    match digits.parse::<u32>() {
+        Ok(0) => Err("the rate is at least 1 message a second".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{text:?} is not a rate such as 10 or 10/s (messages a second)"
+        )),
+    }
+}
+
+/// A dead letter's reason as `dlq show` gives it; anything else would select nothing.
+pub fn parse_dlq_reason(text: &str) -> Result<String, String> {
+    let known = ops::dlq_reasons();
+    if known.iter().any(|r| r == text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "no dead letter has the reason {text:?} (one of {})",
+            known.join(", ")
+        ))
+    }
+}
+
+/// A quarantine reason code; anything else would list nothing.
+pub fn parse_quarantine_reason(text: &str) -> Result<String, String> {
+    use retail_sync_contracts::events::ReasonCode;
+    if ReasonCode::ALL.iter().any(|r| r.as_str() == text) {
+        Ok(text.to_owned())
+    } else {
+        let known: Vec<&str> = ReasonCode::ALL.iter().map(|r| r.as_str()).collect();
+        Err(format!("no reason code {text:?} (one of {})", known.join(", ")))
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
@@ -954,4 +991,49 @@ pub async fn bench_aws(
     let figures = bench::aws(template, endpoint, sagas, cost, batch_size).await?;
     println!("{figures}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_a_count_a_second_with_or_without_its_unit_and_never_zero() {
+        assert_eq!(parse_rate("10"), Ok(10));
+        assert_eq!(parse_rate("10/s"), Ok(10));
+        assert!(parse_rate("0/s").unwrap_err().contains("at least 1"));
+        assert!(parse_rate("10/m").unwrap_err().contains("such as 10 or 10/s"));
+        assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn reasons_outside_the_known_sets_are_refused_with_the_set() {
+        assert_eq!(parse_dlq_reason("saga_running").as_deref(), Ok("saga_running"));
+        assert_eq!(
+            parse_dlq_reason("waiting_for_saga").as_deref(),
+            Ok("waiting_for_saga")
+        );
+        assert_eq!(parse_dlq_reason("unreadable").as_deref(), Ok("unreadable"));
+        let typo = parse_dlq_reason("saga_runing").unwrap_err();
+        assert!(
+            typo.contains("saga_running") && typo.contains("saga_cancelled"),
+            "{typo}"
+        );
+
+        assert_eq!(
+            parse_quarantine_reason("erp_rejected").as_deref(),
+            Ok("erp_rejected")
+        );
+        let typo = parse_quarantine_reason("schema_violaton").unwrap_err();
+        assert!(typo.contains("schema_violation"), "{typo}");
+    }
+
+    #[test]
+    fn an_age_has_one_of_four_units() {
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_age("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_age("5x").unwrap_err().contains("the unit is one of"));
+        assert!(parse_age("m").is_err());
+    }
 }

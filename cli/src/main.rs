@@ -291,7 +291,8 @@ pub struct ChaosArgs {
 enum QuarantineCommand {
     /// Quarantined messages, newest first, with their reasons.
     List {
-        #[arg(long)]
+        /// A reason code, e.g. `schema_violation`, `erp_rejected`.
+        #[arg(long, value_parser = commands::parse_quarantine_reason)]
         reason: Option<String>,
         #[arg(long)]
         step: Option<String>,
@@ -326,7 +327,7 @@ enum QuarantineCommand {
 #[derive(clap::Args, Clone)]
 pub struct DlqFilterArgs {
     /// `waiting_for_saga`, `saga_running`, `saga_failed`, … (see `dlq show`).
-    #[arg(long)]
+    #[arg(long, value_parser = commands::parse_dlq_reason)]
     pub reason: Option<String>,
     #[arg(long)]
     pub detail_type: Option<String>,
@@ -366,8 +367,8 @@ enum DlqCommand {
         /// Move at most this many.
         #[arg(long)]
         limit: Option<usize>,
-        /// At most this many messages a second.
-        #[arg(long)]
+        /// At most this many messages a second: `10` or `10/s`.
+        #[arg(long, value_parser = commands::parse_rate)]
         rate: Option<u32>,
         /// Say what would move, move nothing.
         #[arg(long)]

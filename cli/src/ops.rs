@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use retail_sync_core::ports::QuarantineItem;
 use retail_sync_core::retry::{self, RetryError};
-use retail_sync_core::saga::Saga;
+use retail_sync_core::saga::{Saga, SagaStatus};
 use retail_sync_topology::Topology;
 
 use crate::backends::Backend;
@@ -111,6 +111,21 @@ pub struct DeadLetterView {
     pub receive_count: u32,
 }
 
+const UNREADABLE: &str = "unreadable";
+const WAITING_FOR_SAGA: &str = "waiting_for_saga";
+
+fn saga_reason(status: SagaStatus) -> String {
+    format!("saga_{}", status.as_str())
+}
+
+/// Every reason [`classify`] gives a dead letter.
+pub fn dlq_reasons() -> Vec<String> {
+    [UNREADABLE.to_owned(), WAITING_FOR_SAGA.to_owned()]
+        .into_iter()
+        .chain(SagaStatus::ALL.into_iter().map(saga_reason))
+        .collect()
+}
+
 /// Reads and classifies one dead letter.
 pub async fn classify(
     backend: &dyn Backend,
@@ -131,9 +146,9 @@ pub async fn classify(
         None => None,
     };
     let reason = match (&envelope, &saga) {
-        (None, _) => "unreadable".to_owned(),
-        (Some(_), None) => "waiting_for_saga".to_owned(),
-        (Some(_), Some(s)) => format!("saga_{}", s.status.as_str()),
+        (None, _) => UNREADABLE.to_owned(),
+        (Some(_), None) => WAITING_FOR_SAGA.to_owned(),
+        (Some(_), Some(s)) => saga_reason(s.status),
     };
     let view = DeadLetterView {
         id: m.id.clone(),

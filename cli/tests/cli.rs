@@ -114,6 +114,35 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
     assert!(
         stdout(&redrive).starts_with("0 messages moved from AccrueLoyaltyDLQ back to AccrueLoyaltyQueue")
     );
+    // The rate as the README writes it; a reason no dead letter can have is refused, not matched.
+    let paced = retail_sync(
+        &state,
+        &["dlq", "redrive", "AccrueLoyaltyDLQ", "--rate", "5/s", "--yes"],
+    );
+    assert!(
+        paced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paced.stderr)
+    );
+    let typo = retail_sync(
+        &state,
+        &[
+            "dlq",
+            "redrive",
+            "AccrueLoyaltyDLQ",
+            "--reason",
+            "saga_runing",
+            "--yes",
+        ],
+    );
+    assert_eq!(typo.status.code(), Some(2), "usage");
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("one of unreadable, waiting_for_saga, saga_running")
+    );
+    let typo = retail_sync(&state, &["quarantine", "list", "--reason", "schema_violaton"]);
+    assert_eq!(typo.status.code(), Some(2), "usage");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("no reason code \"schema_violaton\""));
+
     let wrong = retail_sync(&state, &["dlq", "redrive", "IngestQueue"]);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not a DLQ of the template"));

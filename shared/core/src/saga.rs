@@ -85,6 +85,14 @@ pub enum SagaStatus {
 }
 
 impl SagaStatus {
+    pub const ALL: [SagaStatus; 5] = [
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Compensated,
+        Self::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",

@@ -85,7 +85,7 @@ pub async fn local_run(
         .await?;
     let system = open_embedded(&opts, simulators)?;
     if kinds != Kinds::default() {
-        println!(
+        outln!(
             "ERP: {} · loyalty: {} (the connectors against the simulators' dialects)",
             kinds.erp.name(),
             kinds.loyalty.name()
@@ -105,8 +105,8 @@ pub async fn local_run(
     let elapsed = started.elapsed();
 
     let report = system.report(fed).await?;
-    println!("{}", report.render());
-    println!(
+    outln!("{}", report.render());
+    outln!(
         "{} messages handled in {:.2}s; state in {} (inspect with `retail-sync quarantine list`, `dlq list`, `saga show <id>`)",
         progress.handled,
         elapsed.as_secs_f64(),
@@ -114,7 +114,7 @@ pub async fn local_run(
     );
     if let Some(path) = report_path {
         write_report(path, &report)?;
-        println!("report written to {}", path.display());
+        outln!("report written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -175,7 +175,7 @@ pub async fn local_chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     bar.finish_and_clear();
-    print!("{}", report.summary());
+    out!("{}", report.summary());
     if let Some(path) = &args.report {
         write_report(path, &report)?;
     }
@@ -249,7 +249,7 @@ pub fn parse_quarantine_reason(text: &str) -> Result<String, String> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    outln!("{}", serde_json::to_string(value)?);
     Ok(())
 }
 
@@ -288,7 +288,7 @@ pub async fn quarantine_list(
         if output.json() {
             print_json(item)?;
         } else {
-            println!(
+            outln!(
                 "{}  {:<34} {:<18} {:<24} {:<28} {}",
                 item.received_at,
                 item.id,
@@ -311,7 +311,7 @@ pub async fn quarantine_show(id: &str, output: OutputArgs, target: &TargetArgs) 
     if output.json() {
         print_json(&item)?;
     } else {
-        println!("{}", serde_json::to_string_pretty(&item)?);
+        outln!("{}", serde_json::to_string_pretty(&item)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -333,9 +333,12 @@ fn print_retried(r: &ops::Retried) {
     } else {
         "recorded, its message sent to"
     };
-    println!(
+    outln!(
         "{} of saga {}: attempt {} {what} {}; the step runs it exactly once",
-        r.step, r.saga, r.attempt, r.queue
+        r.step,
+        r.saga,
+        r.attempt,
+        r.queue
     );
 }
 
@@ -346,9 +349,11 @@ pub async fn dlq_list(output: OutputArgs, target: &TargetArgs) -> anyhow::Result
             print_json(&d)?;
         } else {
             let oldest = d.oldest_age_seconds.map_or("-".to_owned(), ago);
-            println!(
+            outln!(
                 "{}: {} messages  oldest {oldest}  (serves {})",
-                d.dlq, d.messages, d.source
+                d.dlq,
+                d.messages,
+                d.source
             );
         }
     }
@@ -373,7 +378,7 @@ pub async fn dlq_show(
         if output.json() {
             print_json(&shown)?;
         } else {
-            println!("{}", serde_json::to_string_pretty(&shown)?);
+            outln!("{}", serde_json::to_string_pretty(&shown)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -397,16 +402,19 @@ pub async fn dlq_show(
         );
         *groups.entry(key).or_default() += 1;
     }
-    println!("{dlq}: {} messages", letters.len());
-    println!(
+    outln!("{dlq}: {} messages", letters.len());
+    outln!(
         "  {:<20} {:<22} {:<6} {:>5}",
-        "reason", "detail-type", "age", "count"
+        "reason",
+        "detail-type",
+        "age",
+        "count"
     );
     for ((reason, detail_type, age), n) in &groups {
-        println!("  {reason:<20} {detail_type:<22} {age:<6} {n:>5}");
+        outln!("  {reason:<20} {detail_type:<22} {age:<6} {n:>5}");
     }
     for (v, _, _) in &letters {
-        println!(
+        outln!(
             "  {}  {:<20} {:<22} {:<28} received {}x, {} ago",
             v.id,
             v.reason,
@@ -480,12 +488,13 @@ pub async fn dlq_redrive(
         } else {
             outcome.moved
         };
-        println!(
+        outln!(
             "{count} messages {verb} from {} back to {}",
-            outcome.dlq, outcome.to
+            outcome.dlq,
+            outcome.to
         );
         for v in &outcome.selected {
-            println!(
+            outln!(
                 "  {}  {:<20} {:<22} {}",
                 v.id,
                 v.reason,
@@ -511,10 +520,8 @@ pub async fn replay(
     if !confirm(yes, &format!("replay the channel events of {from} to {to}"))? {
         return Ok(ExitCode::FAILURE);
     }
-    println!("{}", t.backend.replay(from, to, detail_type).await?);
-    println!(
-        "run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)"
-    );
+    outln!("{}", t.backend.replay(from, to, detail_type).await?);
+    outln!("run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -599,9 +606,9 @@ pub async fn reconcile(
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     if output.json() {
-        println!("{}", serde_json::to_string(&result)?);
+        outln!("{}", serde_json::to_string(&result)?);
     } else {
-        print!("{}", retail_sync_core::reconcile::render(&result));
+        out!("{}", retail_sync_core::reconcile::render(&result));
     }
     Ok(if result.is_clean() {
         ExitCode::SUCCESS
@@ -635,9 +642,9 @@ pub async fn points_confirm(
         }
     };
     if output.json() {
-        println!("{}", serde_json::to_string(&done)?);
+        outln!("{}", serde_json::to_string(&done)?);
     } else {
-        println!(
+        outln!(
             "confirmed {} pending accruals ({} points); {} still in their return window; {} failed",
             done.accruals,
             done.points,
@@ -645,7 +652,7 @@ pub async fn points_confirm(
             done.failed.len()
         );
         for (saga, message) in &done.failed {
-            println!("  {saga}: {message}");
+            outln!("  {saga}: {message}");
         }
     }
     Ok(if done.failed.is_empty() {
@@ -687,13 +694,13 @@ pub async fn member_show(
             format!("{what} ({} at {at})", by.as_str())
         })
     };
-    println!(
+    outln!(
         "{}  {}  revision {}",
         record.member_id,
         record.status.as_str(),
         record.revision
     );
-    println!(
+    outln!(
         "  tier        {}",
         source(
             record
@@ -702,7 +709,7 @@ pub async fn member_show(
                 .map(|v| (v.value.to_string(), v.source, v.at))
         )
     );
-    println!(
+    outln!(
         "  home store  {}",
         source(
             record
@@ -711,7 +718,7 @@ pub async fn member_show(
                 .map(|v| (v.value.to_string(), v.source, v.at))
         )
     );
-    println!(
+    outln!(
         "  consent     {}",
         source(
             record
@@ -726,18 +733,18 @@ pub async fn member_show(
         ("email", &record.email),
         ("phone", &record.phone),
     ] {
-        println!(
+        outln!(
             "  {label:<11} {}",
             source(v.as_ref().map(|v| ("held".to_owned(), v.source, v.at)))
         );
     }
     if let Some(into) = &snapshot.merged_into {
-        println!("  merged into {into}");
+        outln!("  merged into {into}");
     }
     let told: Vec<String> = record.synced.iter().map(|(s, r)| format!("{s} r{r}")).collect();
-    println!("  told        {}", told.join(", "));
+    outln!("  told        {}", told.join(", "));
     for c in &record.consent_history {
-        println!(
+        outln!(
             "  consent {:<9} by {:<10} at {}  ({}{})",
             if c.granted { "granted" } else { "withdrawn" },
             c.source.as_str(),
@@ -747,7 +754,7 @@ pub async fn member_show(
         );
     }
     for e in &saga.steps {
-        println!(
+        outln!(
             "  {}  {:<12} {:<8} {}",
             e.at,
             e.step,
@@ -775,11 +782,11 @@ pub async fn member_duplicates(output: OutputArgs, target: &TargetArgs) -> anyho
                 &serde_json::json!({"member_id": member, "existing_member_id": of, "matched_on": on}),
             )?;
         } else {
-            println!("{member:<16} suspected duplicate of {of:<16} (same {on})");
+            outln!("{member:<16} suspected duplicate of {of:<16} (same {on})");
         }
     }
     if pairs.is_empty() && !output.json() {
-        println!("no suspected duplicates");
+        outln!("no suspected duplicates");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -857,10 +864,8 @@ async fn operator_request(
     t.backend
         .put_channel_events(&[("retail.operator".to_owned(), detail_type.to_owned(), detail)])
         .await?;
-    println!("{detail_type} {event_id} put on the channel bus");
-    println!(
-        "run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)"
-    );
+    outln!("{detail_type} {event_id} put on the channel bus");
+    outln!("run the steps (`retail-sync local run` on the embedded backend; on AWS they run by themselves)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -871,7 +876,7 @@ pub async fn saga_show(id: &str, output: OutputArgs, target: &TargetArgs) -> any
         print_json(&saga)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{}  {}  correlation {}  version {}",
         saga.id,
         saga.status.as_str(),
@@ -879,7 +884,7 @@ pub async fn saga_show(id: &str, output: OutputArgs, target: &TargetArgs) -> any
         saga.version
     );
     for e in &saga.steps {
-        println!(
+        outln!(
             "  {}  {:<20} {:<9} {}",
             e.at,
             e.step,
@@ -887,7 +892,7 @@ pub async fn saga_show(id: &str, output: OutputArgs, target: &TargetArgs) -> any
             e.message
         );
     }
-    println!("ledger: {}", serde_json::to_string(&saga.ledger)?);
+    outln!("ledger: {}", serde_json::to_string(&saga.ledger)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -914,7 +919,7 @@ pub async fn bench_local(sagas: usize, state: &StateArgs) -> anyhow::Result<Exit
     let mut opts = options(state);
     opts.state = dir.path().join("bench.db");
     let figures = bench::local(&opts, sagas).await?;
-    println!("{figures}");
+    outln!("{figures}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -929,7 +934,7 @@ pub async fn bench_api(
     opts.state = dir.path().join("bench-api.db");
     let latency = std::time::Duration::from_millis(platform_latency_ms);
     let figures = bench::api(&opts, requests, latency).await?;
-    println!("{figures}");
+    outln!("{figures}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -964,7 +969,7 @@ pub async fn bench_cold_start(
         functions
     };
     let figures = bench::cold_start(bin_dir, &functions, runs, ca_bundle.as_deref()).await?;
-    println!("{figures}");
+    outln!("{figures}");
     Ok(if figures.functions.iter().any(|f| f.failed.is_some()) {
         ExitCode::from(1)
     } else {
@@ -989,7 +994,7 @@ pub async fn bench_aws(
         .or(moto.as_ref().map(|m| m.endpoint()))
         .expect("one of the two is set");
     let figures = bench::aws(template, endpoint, sagas, cost, batch_size).await?;
-    println!("{figures}");
+    outln!("{figures}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,36 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` for what the commands print. When whoever reads the output has gone
+/// (`retail-sync quarantine list | head -1`), the command ends at once with exit code 141, as a Unix tool
+/// killed by SIGPIPE does, instead of panicking; any other failure to write is an error line and exit 1.
+macro_rules! outln {
+    () => { crate::write_out(format_args!(""), true) };
+    ($($arg:tt)*) => { crate::write_out(format_args!($($arg)*), true) };
+}
+
+/// [`outln!`] without the line end, for a text that brings its own.
+macro_rules! out {
+    ($($arg:tt)*) => { crate::write_out(format_args!($($arg)*), false) };
+}
+
+fn write_out(text: std::fmt::Arguments<'_>, line_end: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(text)
+        .and_then(|()| if line_end { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("error: cannot write the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 mod commands;
 
 use retail_sync_cli::target::TargetArgs;

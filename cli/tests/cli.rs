@@ -86,6 +86,16 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
             .any(|i| i["reason"] == "invalid_json" && i["body"].as_str().unwrap().starts_with('{'))
     );
 
+    // Output to a reader that has gone (`… | head -1`): ended as SIGPIPE ends a Unix tool, no panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let gone = command(&state, &["quarantine", "list"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&gone.stderr), "");
+
     let saga = retail_sync(&state, &["saga", "show", "pos-closed-007-r-000001", "-o", "json"]);
     assert!(saga.status.success());
     let saga: Value = serde_json::from_str(&stdout(&saga)).unwrap();

@@ -45,11 +45,19 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-/// Writes a report as pretty JSON, creating its directory.
-fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+/// Makes the directory a report will be written to, before the work it reports on: a path that cannot
+/// be written is refused at once, not after a long run.
+fn report_dir(path: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(dir) = path.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    Ok(())
+}
+
+/// Writes a report as pretty JSON (its directory made by [`report_dir`]). Written before the summary is
+/// printed, so a reader of the summary that goes away early does not cost the report.
+fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    report_dir(Some(path))?;
     std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -78,6 +86,7 @@ pub async fn local_run(
         Some(input) => read_inputs(input)?,
         None => Vec::new(),
     };
+    report_dir(report_path)?;
     let mut opts = options(state);
     opts.fresh = fresh;
     let simulators = Simulators::with_sample_members()
@@ -105,6 +114,9 @@ pub async fn local_run(
     let elapsed = started.elapsed();
 
     let report = system.report(fed).await?;
+    if let Some(path) = report_path {
+        write_report(path, &report)?;
+    }
     outln!("{}", report.render());
     outln!(
         "{} messages handled in {:.2}s; state in {} (inspect with `retail-sync quarantine list`, `dlq list`, `saga show <id>`)",
@@ -113,7 +125,6 @@ pub async fn local_run(
         state.state.display()
     );
     if let Some(path) = report_path {
-        write_report(path, &report)?;
         outln!("report written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
@@ -161,6 +172,7 @@ pub async fn local_chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
             outage_at: Duration::from_secs(args.outage_at_secs),
         }
     };
+    report_dir(args.report.as_deref())?;
     let mut options = LocalOptions::new(args.template.clone(), args.state.clone());
     options.fresh = args.fresh;
     if args.fresh {
@@ -175,10 +187,10 @@ pub async fn local_chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     bar.finish_and_clear();
-    out!("{}", report.summary());
     if let Some(path) = &args.report {
         write_report(path, &report)?;
     }
+    out!("{}", report.summary());
     Ok(if report.verdict.balanced() {
         ExitCode::SUCCESS
     } else {
@@ -567,6 +579,7 @@ pub async fn reconcile(
     if settings.points_per_major <= 0 {
         bail!("--points-per-major must be positive");
     }
+    report_dir(report.as_deref())?;
     let result = match target.backend {
         BackendKind::Embedded => {
             // The books as the run's connectors read them: ERP_KIND / LOYALTY_KIND as `local run` took

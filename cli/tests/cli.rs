@@ -167,6 +167,22 @@ fn inspecting_without_a_run_or_running_a_missing_file_is_a_clear_error() {
     assert!(!list.status.success());
     assert!(String::from_utf8_lossy(&list.stderr).contains("no local state"));
 
+    // A report that cannot be written is refused before the run, not after it.
+    let stream = root().join("events/streams/pos-day.jsonl");
+    let unwritable = retail_sync(
+        &state,
+        &[
+            "local",
+            "run",
+            stream.to_str().unwrap(),
+            "--report",
+            "/dev/null/out/report.json",
+        ],
+    );
+    assert_eq!(unwritable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unwritable.stderr).starts_with("error: cannot create /dev/null/out"));
+    assert!(!state.exists(), "nothing ran");
+
     // A benchmark of nothing is refused before it starts.
     let bench = retail_sync(&state, &["bench", "local", "--sagas", "0"]);
     assert_eq!(bench.status.code(), Some(1));

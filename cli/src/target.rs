@@ -139,7 +139,7 @@ async fn by_stack(
         .stack_name(stack)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!(aws_sdk_cloudformation::error::DisplayErrorContext(e)))
+        .map_err(|e| anyhow::anyhow!(retail_sync_aws::error::sdk_text(&e)))
         .with_context(|| format!("cannot list the resources of stack {stack}"))?;
     let resources: Vec<(&str, &str)> = out
         .stack_resources()
@@ -172,7 +172,7 @@ async fn by_prefix(
             .queue_name(format!("{prefix}{id}"))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e)))
+            .map_err(|e| anyhow::anyhow!(retail_sync_aws::error::sdk_text(&e)))
             .with_context(|| format!("no queue {prefix}{id}"))?;
         names.push((id.clone(), out.queue_url().unwrap_or_default().to_owned()));
     }

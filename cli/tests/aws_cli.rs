@@ -217,12 +217,16 @@ async fn the_aws_cli_and_retail_sync_work_on_the_same_stack() {
         .output()
         .unwrap();
     assert_eq!(no_stack.status.code(), Some(1));
+    // One line: the service's code and message, without the SDK's dump of the raw response.
+    let stderr = String::from_utf8_lossy(&no_stack.stderr);
     assert!(
-        String::from_utf8_lossy(&no_stack.stderr)
-            .contains("cannot list the resources of stack no-such-stack"),
-        "{}",
-        String::from_utf8_lossy(&no_stack.stderr)
+        stderr.starts_with(
+            "error: cannot list the resources of stack no-such-stack: ValidationError: Stack with id no-such-stack does not exist (request id "
+        ),
+        "{stderr}"
     );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("SdkBody"), "{stderr}");
 }
 
 /// A stack provisioned from the template on the shared moto server under a fresh prefix: the server's

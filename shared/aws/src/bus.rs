@@ -8,8 +8,8 @@ use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use serde_json::Value;
 
+use retail_sync_core::Error;
 use retail_sync_core::ports::{Outgoing, Publisher};
-use retail_sync_core::{BoxError, Error};
 
 use crate::error::{AwsError, EntryFailure};
 use crate::settings::AwsSettings;
@@ -17,8 +17,8 @@ use crate::settings::AwsSettings;
 /// PutEvents takes at most this many entries per call.
 pub const PUT_EVENTS_BATCH: usize = 10;
 
-fn unavailable(e: impl Into<BoxError>) -> Error {
-    Error::unavailable("eventbridge", e)
+fn unavailable(e: impl crate::error::Cause) -> Error {
+    Error::unavailable("eventbridge", e.into_cause())
 }
 
 /// One event bus. Cheap to clone.
@@ -72,7 +72,7 @@ impl EventBus {
                 })
                 .collect(),
             Err(e) => {
-                let cause = Arc::new(e);
+                let cause = Arc::new(crate::error::SdkFailure::from(e));
                 (0..count).map(|_| Err(unavailable(Arc::clone(&cause)))).collect()
             }
         }

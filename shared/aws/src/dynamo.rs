@@ -13,10 +13,10 @@ use aws_sdk_dynamodb::types::{
 use jiff::Timestamp;
 
 use retail_sync_contracts::values::CorrelationId;
+use retail_sync_core::Error;
 use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyRecord, RecordState};
 use retail_sync_core::ports::{IdempotencyStore, QuarantineItem, QuarantineStore, SagaStore};
 use retail_sync_core::saga::{Saga, SagaId};
-use retail_sync_core::{BoxError, Error};
 
 use crate::items::{self, Item, attr};
 use crate::settings::AwsSettings;
@@ -37,8 +37,8 @@ const WRITE_ATTEMPTS: usize = 3;
 /// The most keys one `BatchGetItem` may ask for.
 const BATCH_GET_LIMIT: usize = 100;
 
-fn unavailable(e: impl Into<BoxError>) -> Error {
-    Error::unavailable("dynamodb", e)
+fn unavailable(e: impl crate::error::Cause) -> Error {
+    Error::unavailable("dynamodb", e.into_cause())
 }
 
 fn conflict(saga: &Saga) -> Error {

@@ -13,9 +13,9 @@ use aws_sdk_sqs::types::{
 use jiff::Timestamp;
 use serde::Serialize;
 
+use retail_sync_core::Error;
 use retail_sync_core::ports::{QueueConsumer, Received};
 use retail_sync_core::steps::Message;
-use retail_sync_core::{BoxError, Error};
 
 use crate::error::{AwsError, EntryFailure};
 use crate::settings::AwsSettings;
@@ -27,8 +27,8 @@ pub const SQS_BATCH: usize = 10;
 /// answer "empty" for a queue with messages; a long poll asks them all.
 const OPERATOR_WAIT_SECONDS: i32 = 1;
 
-fn unavailable(e: impl Into<BoxError>) -> Error {
-    Error::unavailable("sqs", e)
+fn unavailable(e: impl crate::error::Cause) -> Error {
+    Error::unavailable("sqs", e.into_cause())
 }
 
 /// A message as an operator sees it (DLQ inspection); the same shape as the embedded backend's.

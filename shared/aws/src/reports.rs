@@ -11,11 +11,11 @@ pub struct ReportBucket {
     bucket: String,
 }
 
-fn s3_error<E: std::error::Error + 'static>(what: &str, e: aws_sdk_s3::error::SdkError<E>) -> Error {
-    Error::unavailable(
-        "s3",
-        format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(e)),
-    )
+fn s3_error<E>(what: &str, e: aws_sdk_s3::error::SdkError<E>) -> Error
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    Error::unavailable("s3", format!("{what}: {}", crate::error::sdk_text(&e)))
 }
 
 impl ReportBucket {

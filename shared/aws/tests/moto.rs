@@ -341,3 +341,25 @@ async fn a_batch_read_of_sagas_is_one_request_billed_as_consistent_reads() {
     assert_eq!(meter.snapshot().read_units - reads_before, 8.0);
     assert_eq!(clients.counter.snapshot()["dynamodb:GetItem"], 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_reads_as_the_services_answer_not_the_sdks_service_error() {
+    let moto = MotoServer::shared();
+    let clients = retail_sync_aws::AwsClients::new(&moto.sdk_config().await);
+    let mut settings = provision(&clients, &template(), &ProvisionOptions::unique())
+        .await
+        .unwrap();
+    settings.saga_table = "no-such-table".to_owned();
+    let backend = AwsBackend::new(&clients, settings);
+    let e = backend
+        .load(&SagaId::from_stored("receipt:store-044:r-1".into()))
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable());
+    let text = e.to_string();
+    assert!(
+        text.starts_with("dynamodb unavailable: ResourceNotFoundException: "),
+        "{text}"
+    );
+    assert!(text.contains("(request id "), "{text}");
+}

@@ -23,12 +23,7 @@ pub async fn secret_string(client: &aws_sdk_secretsmanager::Client, arn: &str) -
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "GetSecretValue: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-            )
-        })?;
+        .map_err(|e| format!("GetSecretValue: {}", retail_sync_aws::error::sdk_text(&e)))?;
     out.secret_string()
         .map(str::to_owned)
         .ok_or_else(|| "the secret has no string value".to_owned())

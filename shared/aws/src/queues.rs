@@ -322,7 +322,7 @@ impl SqsQueues {
         // went stale meanwhile only means the message is visible already).
         let skipped: Vec<String> = skipped.into_values().collect();
         if let Err(e) = self.release(from_url, &skipped).await {
-            tracing::warn!(error = %e, "could not make every skipped message visible again");
+            tracing::warn!(error = %retail_sync_core::error::describe(&e), "could not make every skipped message visible again");
         }
         result.map(|()| moved)
     }

@@ -143,7 +143,7 @@ impl Caller {
                 call = what,
                 attempt = attempts.load(Ordering::Relaxed),
                 status = e.status(),
-                error = %e,
+                error = %retail_sync_core::error::describe(e),
                 retry_in_ms = delay.as_millis() as u64,
                 idempotency_key = key,
                 "call failed, retrying"

@@ -102,7 +102,7 @@ impl BatchRunner {
                 match result {
                     Ok(()) => outcome.published += 1,
                     Err(e) => {
-                        tracing::warn!(error = %e, "publish failed; message will be redelivered");
+                        tracing::warn!(error = %crate::error::describe(&e), "publish failed; message will be redelivered");
                         ok[*i] = false;
                     }
                 }
@@ -122,19 +122,19 @@ impl BatchRunner {
             Ok(events) => match self.keep_exceptions(message, &events).await {
                 Ok(()) => Handled::Done(events),
                 Err(e) => {
-                    tracing::error!(error = %e, "could not quarantine; message will be redelivered");
+                    tracing::error!(error = %crate::error::describe(&e), "could not quarantine; message will be redelivered");
                     Handled::Retry(None)
                 }
             },
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, class = e.class(), "retryable failure; message will be redelivered");
+                tracing::warn!(error = %crate::error::describe(&e), class = e.class(), "retryable failure; message will be redelivered");
                 self.metrics.add("retried", 1, Some(("class", e.class())));
                 Handled::Retry(e.retry_after())
             }
             Err(e) => match self.quarantine(message, e).await {
                 Ok(exception) => Handled::Quarantined(Box::new(exception)),
                 Err(e) => {
-                    tracing::error!(error = %e, "could not quarantine; message will be redelivered");
+                    tracing::error!(error = %crate::error::describe(&e), "could not quarantine; message will be redelivered");
                     Handled::Retry(None)
                 }
             },

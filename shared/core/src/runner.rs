@@ -107,7 +107,7 @@ impl Consumer {
             };
             // Best effort: if it fails, the queue's own visibility timeout applies.
             if let Err(e) = queues.change_visibility(&self.queue, &r.receipt, wait).await {
-                tracing::warn!(error = %e, queue = %self.queue, "could not extend the visibility of a failed message");
+                tracing::warn!(error = %crate::error::describe(&e), queue = %self.queue, "could not extend the visibility of a failed message");
             }
         }
         Ok(PollOutcome {

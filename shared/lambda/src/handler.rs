@@ -45,7 +45,7 @@ impl Function {
                 };
                 // Best effort: without it the queue's visibility timeout applies.
                 if let Err(e) = queues.change_visibility(arn, receipt, wait).await {
-                    tracing::warn!(error = %e, message_id = %message.id, "could not extend the visibility of a failed message");
+                    tracing::warn!(error = %retail_sync_core::error::describe(&e), message_id = %message.id, "could not extend the visibility of a failed message");
                 }
             }
         }

@@ -146,7 +146,7 @@ pub async fn handle(ingress: &Ingress, event: ApiGatewayV2httpRequest) -> ApiGat
                     answer(200, json!({"accepted": true}))
                 }
                 Err(e) => {
-                    tracing::error!(%event_id, error = %e, "the channel bus refused the webhook");
+                    tracing::error!(%event_id, error = %retail_sync_core::error::describe(&e), "the channel bus refused the webhook");
                     answer(503, json!({"error": "unavailable", "message": "try again later"}))
                 }
             }

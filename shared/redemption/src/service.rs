@@ -249,7 +249,7 @@ impl RedemptionApi {
             self.complete(&claim, &response, now).await;
         } else if let Err(e) = self.idempotency.release(&claim).await {
             // The claim lapses at the end of its lease anyway; until then a retry gets a 409.
-            tracing::warn!(error = %e, key = %claim.key, "could not release the claim");
+            tracing::warn!(error = %retail_sync_core::error::describe(&e), key = %claim.key, "could not release the claim");
         }
         response
     }
@@ -401,7 +401,9 @@ impl RedemptionApi {
             }
             // The answer still goes out; a repeat finds the claim (409) until its lease lapses, then
             // asks the platform again, which answers from its own idempotency record.
-            Err(e) => tracing::warn!(error = %e, key = %claim.key, "could not store the answer"),
+            Err(e) => {
+                tracing::warn!(error = %retail_sync_core::error::describe(&e), key = %claim.key, "could not store the answer")
+            }
         }
     }
 
@@ -433,7 +435,7 @@ impl RedemptionApi {
                 ApiResponse::json(422, &body)
             }
             e if e.is_retryable() => {
-                tracing::warn!(error = %e, class = e.class(), "redemption unavailable");
+                tracing::warn!(error = %retail_sync_core::error::describe(&e), class = e.class(), "redemption unavailable");
                 let policy = self.config.outage_policy;
                 let (code, what) = match dependency {
                     Dependency::Loyalty => (ErrorCode::LoyaltyUnavailable, "The loyalty platform is"),
@@ -457,7 +459,7 @@ impl RedemptionApi {
                     .with_header("retry-after", OUTAGE_RETRY_AFTER_SECONDS.to_string())
             }
             e => {
-                tracing::error!(error = %e, class = e.class(), "redemption api failed");
+                tracing::error!(error = %retail_sync_core::error::describe(&e), class = e.class(), "redemption api failed");
                 ApiResponse::error(500, ErrorCode::InternalError, "internal error")
             }
         }
@@ -524,7 +526,7 @@ fn replay(key: &ClientKey, stored: Value) -> ApiResponse {
     match serde_json::from_value::<StoredResponse>(stored) {
         Ok(s) => ApiResponse::raw(s.status, s.body).with_header("idempotent-replayed", "true"),
         Err(e) => {
-            tracing::error!(error = %e, key = %key.as_str(), "corrupt stored answer");
+            tracing::error!(error = %retail_sync_core::error::describe(&e), key = %key.as_str(), "corrupt stored answer");
             ApiResponse::error(500, ErrorCode::InternalError, "internal error")
         }
     }

@@ -239,7 +239,7 @@ impl SalesforceLoyalty {
     async fn release_expired(&self, member: &MemberId) {
         if let Err(e) = self.try_release_expired(member).await {
             // Best effort: the next look retries; the balance or hold asked for must not wait on it.
-            tracing::warn!(system = "loyalty", error = %e, "expired holds not released this time");
+            tracing::warn!(system = "loyalty", error = %retail_sync_core::error::describe(&e), "expired holds not released this time");
         }
     }
 

@@ -134,7 +134,7 @@ impl<W: Workflow> Step for W {
         match self.base().sagas.load_many(&ids).await {
             Ok(sagas) => ReadAhead::of(sagas),
             Err(e) => {
-                tracing::warn!(error = %e, step = W::NAME, "could not read the batch's sagas ahead; each is loaded on its own");
+                tracing::warn!(error = %crate::error::describe(&e), step = W::NAME, "could not read the batch's sagas ahead; each is loaded on its own");
                 ReadAhead::default()
             }
         }

@@ -439,7 +439,7 @@ impl SyncMember {
             let run = match run {
                 Ok(run) => run,
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(system = name, error = %e, "member sync deferred");
+                    tracing::warn!(system = name, error = %crate::error::describe(&e), "member sync deferred");
                     failure.get_or_insert(e);
                     continue;
                 }

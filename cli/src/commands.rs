@@ -529,6 +529,23 @@ pub async fn replay(
         bail!("--from {from} is not before --to {to}");
     }
     let t = target::open(target).await?;
+    if let Some(wanted) = detail_type {
+        // A type the archive does not keep would replay nothing: a typo, or an event that is not a
+        // channel's transaction.
+        let kept: Vec<&str> = t
+            .topology
+            .archives
+            .first()
+            .and_then(|a| a.pattern.as_json()["detail-type"].as_array())
+            .map(|types| types.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        if !kept.is_empty() && !kept.contains(&wanted) {
+            bail!(
+                "the archive keeps no {wanted} events (it keeps {})",
+                kept.join(", ")
+            );
+        }
+    }
     if !confirm(yes, &format!("replay the channel events of {from} to {to}"))? {
         return Ok(ExitCode::FAILURE);
     }

@@ -153,6 +153,27 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
     assert_eq!(typo.status.code(), Some(2), "usage");
     assert!(String::from_utf8_lossy(&typo.stderr).contains("no reason code \"schema_violaton\""));
 
+    let typo = retail_sync(
+        &state,
+        &[
+            "replay",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-22T00:00:00Z",
+            "--detail-type",
+            "SaleComplete",
+            "--yes",
+        ],
+    );
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&typo.stderr)
+            .starts_with("error: the archive keeps no SaleComplete events (it keeps SaleCompleted, "),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
+    );
+
     let wrong = retail_sync(&state, &["dlq", "redrive", "IngestQueue"]);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not a DLQ of the template"));

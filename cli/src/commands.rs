@@ -238,25 +238,22 @@ pub fn parse_rate(text: &str) -> Result<u32, String> {
 
 /// A dead letter's reason as `dlq show` gives it; anything else would select nothing.
 pub fn parse_dlq_reason(text: &str) -> Result<String, String> {
-    let known = ops::dlq_reasons();
-    if known.iter().any(|r| r == text) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "no dead letter has the reason {text:?} (one of {})",
-            known.join(", ")
-        ))
-    }
+    one_of(text, &ops::dlq_reasons(), "no dead letter has the reason")
 }
 
 /// A quarantine reason code; anything else would list nothing.
 pub fn parse_quarantine_reason(text: &str) -> Result<String, String> {
     use retail_sync_contracts::events::ReasonCode;
-    if ReasonCode::ALL.iter().any(|r| r.as_str() == text) {
+    let known: Vec<String> = ReasonCode::ALL.iter().map(|r| r.as_str().to_owned()).collect();
+    one_of(text, &known, "no reason code")
+}
+
+/// `text` if it is one of `known`; else the refusal `<refused> "<text>" (one of …)`.
+fn one_of(text: &str, known: &[String], refused: &str) -> Result<String, String> {
+    if known.iter().any(|k| k == text) {
         Ok(text.to_owned())
     } else {
-        let known: Vec<&str> = ReasonCode::ALL.iter().map(|r| r.as_str()).collect();
-        Err(format!("no reason code {text:?} (one of {})", known.join(", ")))
+        Err(format!("{refused} {text:?} (one of {})", known.join(", ")))
     }
 }
 

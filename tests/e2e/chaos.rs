@@ -126,9 +126,14 @@ async fn the_checker_finds_every_planted_difference() {
         .find(|t| t.kind == retail_sync_simulators::LoyaltyTransactionKind::Accrual)
         .unwrap()
         .clone();
+    let accrued = format!("accrual {} (", accrual.points);
     doubled.transactions.push(accrual);
     let v = chaos::check(&day.plan, &doubled);
     assert!(v.doubles >= 1 && v.members_unbalanced >= 1, "{v:?}");
+    // Its line shows what was booked (the accrual twice) and the saga's timeline.
+    let line = v.problems.iter().find(|p| p.contains("booked erp")).unwrap();
+    assert!(line.matches(&accrued).count() >= 2, "{line}");
+    assert!(line.contains("; timeline: ingest accepted:"), "{line}");
 
     // A second ERP document for one sale: a double.
     let mut doubled = chaos::observe(&system).await.unwrap();

@@ -231,6 +231,23 @@ struct Booked {
     recredited: i64,
     taken_back: i64,
     member: Option<String>,
+    /// Every loyalty movement, `kind points (reference)`: what a mismatch line shows, so a failure
+    /// under faults (a race seen once) explains itself without a rerun.
+    movements: Vec<String>,
+}
+
+/// What a mismatch line adds: the loyalty movements booked and the saga's timeline, in order.
+fn trace(got: &Booked, saga: Option<&Saga>) -> String {
+    let mut out = format!("; loyalty: {}", got.movements.join(", "));
+    if let Some(s) = saga {
+        let steps: Vec<String> = s
+            .steps
+            .iter()
+            .map(|e| format!("{} {}: {}", e.step, e.outcome.as_str(), e.message))
+            .collect();
+        out.push_str(&format!("; timeline: {}", steps.join(" | ")));
+    }
+    out
 }
 
 pub fn check(plan: &Plan, observed: &Observed) -> Verdict {
@@ -278,6 +295,12 @@ pub fn check(plan: &Plan, observed: &Observed) -> Verdict {
         };
         let b = booked.entry(transaction_key(transaction)).or_default();
         b.member = Some(t.member_id.to_string());
+        b.movements.push(format!(
+            "{} {} ({})",
+            t.kind.as_str(),
+            t.points,
+            t.reference.as_deref().unwrap_or("-")
+        ));
         let reinstatement = t
             .reference
             .as_deref()
@@ -365,7 +388,7 @@ pub fn check(plan: &Plan, observed: &Observed) -> Verdict {
                 "{key}: booked erp {} earned {} reversed {} redeemed {} given back {}; expected erp {} earned {} reversed {} redeemed {} given back {}",
                 got.erp_net, got.earned, got.reversed, got.redeemed, given_back,
                 want.erp_net, want.earned, want.reversed, want.redeemed, want.given_back
-            ));
+            ) + &trace(got, saga.copied()));
         }
         if got.reversed > got.earned {
             v.over_reversed += 1;

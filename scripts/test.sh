@@ -30,7 +30,8 @@ step "moto server"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 moto_log="$CARGO_TARGET_DIR/moto-server.log"
 mkdir -p "$CARGO_TARGET_DIR"
-moto_server -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+# Through the launcher: moto with its DynamoDB requests applied one at a time (scripts/moto_server.py).
+python scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

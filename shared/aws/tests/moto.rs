@@ -363,3 +363,105 @@ async fn a_failed_call_reads_as_the_services_answer_not_the_sdks_service_error()
     );
     assert!(text.contains("(request id "), "{text}");
 }
+
+/// The emulator keeps DynamoDB's atomicity: a transaction that is cancelled erases nothing that other
+/// requests wrote meanwhile. Plain `moto_server` restores, on a cancelled TransactWriteItems, a copy of
+/// each table taken when the transaction began, so acknowledged saga writes made concurrently vanish
+/// (`scripts/moto_server.py`, which the test kit starts, applies DynamoDB requests one at a time). Here
+/// writers append to one saga under its version while transactions at a stale version keep being
+/// cancelled; every acknowledged write must be in the saga at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_transactions_erase_no_concurrent_saga_write() {
+    use retail_sync_core::error::Error;
+    use retail_sync_core::saga::StepOutcome;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let aws = Arc::new(backend().await);
+    // Other sagas in the table: moto copies the whole table when a transaction begins, so the copy
+    // takes long enough for concurrent writes to land in it.
+    for i in 0..300 {
+        aws.create(&saga(&format!("receipt:store-1:r-other-{i}"), t0()))
+            .await
+            .unwrap();
+    }
+    let id = "receipt:store-1:r-atomic";
+    aws.create(&saga(id, t0())).await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+
+    let cancelling: Vec<_> = (0..2)
+        .map(|_| {
+            let (aws, done) = (aws.clone(), done.clone());
+            tokio::spawn(async move {
+                let policy = claim_policy();
+                let claim = policy.in_progress(key("r-atomic"), Fingerprint::of(&1), t0());
+                let mut stale = saga(id, t0());
+                stale.version = 1_000;
+                let mut n = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let completion = policy.completed(&claim, json!(null), t0());
+                    match aws.save(&stale, Some(&completion)).await {
+                        Err(Error::Conflict { .. }) => n += 1,
+                        other => panic!("a save at a stale version must conflict: {other:?}"),
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let aws = aws.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..40 {
+                    let text = format!("writer {w} write {i}");
+                    loop {
+                        let mut s = aws
+                            .load(&SagaId::from_stored(id.to_owned()))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        s.record("test", StepOutcome::Done, text.clone(), t0());
+                        s.version += 1;
+                        match aws.save(&s, None).await {
+                            Ok(()) => break,
+                            Err(Error::Conflict { .. }) => continue,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    acknowledged.push(text);
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut cancellations = 0;
+    for c in cancelling {
+        cancellations += c.await.unwrap();
+    }
+    assert!(cancellations > 0, "no transaction was cancelled meanwhile");
+
+    let stored = aws
+        .load(&SagaId::from_stored(id.to_owned()))
+        .await
+        .unwrap()
+        .unwrap();
+    let kept: std::collections::BTreeSet<&str> = stored.steps.iter().map(|e| e.message.as_str()).collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|t| !kept.contains(t.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost across {cancellations} cancelled transactions: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+    assert_eq!(stored.version, 1 + acknowledged.len() as u64);
+}

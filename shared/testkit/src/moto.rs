@@ -31,11 +31,21 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// /dev/null, as POSIX requires for `&` without job control, so moto does not hold the pipe open.)
 const WATCHDOG: &str = r#""$0" "$@" & server=$!; read -r _ || true; kill "$server" 2>/dev/null; wait "$server"; rm -f "$MOTO_LOG""#;
 
-/// The moto executable of the workspace's tool virtualenv.
-pub fn moto_server_path() -> PathBuf {
+/// The python of the workspace's tool virtualenv, which has moto.
+pub fn moto_python_path() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../.tools/venv/bin/moto_server"
+        "/../../.tools/venv/bin/python"
+    ))
+}
+
+/// The launcher that runs moto's server with its DynamoDB requests applied one at a time, atomically as
+/// DynamoDB applies them (plain `moto_server` loses acknowledged writes under concurrent clients; the
+/// script says how).
+pub fn moto_launcher_path() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/moto_server.py"
     ))
 }
 
@@ -83,7 +93,7 @@ impl MotoServer {
                 _process: None,
             };
         }
-        let bin = moto_server_path();
+        let (bin, launcher) = (moto_python_path(), moto_launcher_path());
         assert!(
             bin.exists(),
             "moto server not installed: run bash scripts/tools.sh (looked for {})",
@@ -98,6 +108,7 @@ impl MotoServer {
             .arg("-c")
             .arg(WATCHDOG)
             .arg(&bin)
+            .arg(&launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_LOG", &log_path)
             .stdin(Stdio::piped())

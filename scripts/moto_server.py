@@ -1,0 +1,33 @@
+"""Runs moto's server (pinned in scripts/tools.sh) with its DynamoDB requests applied one at a time.
+
+DynamoDB applies each request atomically: a conditional write checks and writes as one step, and a
+transaction that is cancelled changes nothing. moto serves requests on threads, and its DynamoDB model
+is not safe for that: a conditional PutItem checks, then writes, with no lock between, and a cancelled
+TransactWriteItems puts back a copy of every table it touched taken when it began, erasing whatever
+other requests wrote meanwhile. Under concurrent steps that loses acknowledged saga writes: a chaos day
+on moto failed to balance now and then for that alone. One lock around DynamoDB's requests gives back
+the atomicity the product relies on; the other services keep moto's threads (an SQS long poll must not
+hold up the rest).
+
+Usage: the venv's python scripts/moto_server.py -H 127.0.0.1 -p PORT (moto_server's own arguments).
+"""
+
+import sys
+import threading
+
+from moto.dynamodb.responses import DynamoHandler
+from moto.server import main
+
+_ONE_AT_A_TIME = threading.Lock()
+_call_action = DynamoHandler.call_action
+
+
+def _atomic_call_action(self):
+    with _ONE_AT_A_TIME:
+        return _call_action(self)
+
+
+DynamoHandler.call_action = _atomic_call_action
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -781,8 +781,9 @@ pub async fn member_show(
         );
     }
     for e in &saga.steps {
+        // Milliseconds, always three digits: the columns line up (`-o json` keeps the full time).
         outln!(
-            "  {}  {:<12} {:<8} {}",
+            "  {:.3}  {:<12} {:<8} {}",
             e.at,
             e.step,
             e.outcome.as_str(),
@@ -911,8 +912,9 @@ pub async fn saga_show(id: &str, output: OutputArgs, target: &TargetArgs) -> any
         saga.version
     );
     for e in &saga.steps {
+        // Milliseconds, always three digits: the columns line up (`-o json` keeps the full time).
         outln!(
-            "  {}  {:<20} {:<9} {}",
+            "  {:.3}  {:<20} {:<9} {}",
             e.at,
             e.step,
             e.outcome.as_str(),

@@ -102,6 +102,18 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
     assert_eq!(saga["id"], "receipt:closed-007:r-000001");
     assert_eq!(saga["status"], "failed");
 
+    // The timeline's times are all as wide (milliseconds), so its columns line up.
+    let text = stdout(&retail_sync(&state, &["saga", "show", "pos-closed-007-r-000001"]));
+    let timeline: Vec<&str> = text.lines().filter(|l| l.starts_with("  20")).collect();
+    assert!(timeline.len() >= 2, "{text}");
+    for line in &timeline {
+        let at = line.split_whitespace().next().unwrap();
+        assert!(
+            at.len() == 24 && at.as_bytes()[19] == b'.' && at.ends_with('Z'),
+            "{line}"
+        );
+    }
+
     let missing = retail_sync(&state, &["saga", "show", "no-such-thing"]);
     assert_eq!(missing.status.code(), Some(3), "not found");
     let usage = retail_sync(&state, &["saga", "show"]);

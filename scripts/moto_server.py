@@ -4,8 +4,9 @@ DynamoDB applies each request atomically: a conditional write checks and writes 
 transaction that is cancelled changes nothing. moto serves requests on threads, and its DynamoDB model
 is not safe for that: a conditional PutItem checks, then writes, with no lock between, and a cancelled
 TransactWriteItems puts back a copy of every table it touched taken when it began, erasing whatever
-other requests wrote meanwhile. Under concurrent steps that loses acknowledged saga writes: a chaos day
-on moto failed to balance now and then for that alone. One lock around DynamoDB's requests gives back
+other requests wrote meanwhile (and copying a table while another request writes it fails with HTTP 500,
+"dictionary changed size during iteration"). Under concurrent steps that loses acknowledged saga writes:
+a chaos day on moto failed to balance now and then for that alone (README, "Tests"). One lock around DynamoDB's requests gives back
 the atomicity the product relies on; the other services keep moto's threads (an SQS long poll must not
 hold up the rest).
 

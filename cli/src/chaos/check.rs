@@ -231,8 +231,8 @@ struct Booked {
     recredited: i64,
     taken_back: i64,
     member: Option<String>,
-    /// Every loyalty movement, `kind points (reference)`: what a mismatch line shows, so a failure
-    /// under faults (a race seen once) explains itself without a rerun.
+    /// Every loyalty movement, `kind points (reference)`: what a mismatch line shows, so a difference
+    /// seen once under faults explains itself without a rerun.
     movements: Vec<String>,
 }
 

@@ -20,7 +20,8 @@ pub enum AwsError {
     /// The process's TLS configuration could not be built (no root certificate could be read).
     #[error(transparent)]
     Tls(#[from] retail_sync_http::TlsError),
-    /// A call failed; `source` is the SDK error, kept whole (service code, request id, HTTP status).
+    /// A call failed; `source` is its cause: the service's answer as [`sdk_text`] puts it (code,
+    /// message, request id) or the failure before an answer (see [`Cause`]).
     #[error("{service} {operation} failed: {source}")]
     Sdk {
         service: &'static str,
@@ -68,11 +69,11 @@ fn first(failures: &[EntryFailure]) -> String {
 }
 
 impl AwsError {
-    pub(crate) fn sdk(service: &'static str, operation: &'static str, source: impl Into<BoxError>) -> Self {
+    pub(crate) fn sdk(service: &'static str, operation: &'static str, source: impl Cause) -> Self {
         Self::Sdk {
             service,
             operation,
-            source: source.into(),
+            source: source.into_cause(),
         }
     }
 }
@@ -191,5 +192,19 @@ mod tests {
         let e: SdkError<GetItemError, Response> =
             SdkError::timeout_error(std::io::Error::other("no answer in 3 s"));
         assert_eq!(sdk_text(&e), "request has timed out: no answer in 3 s");
+    }
+
+    #[test]
+    fn a_provisioning_call_that_failed_reads_as_the_services_answer_once() {
+        let meta = ErrorMetadata::builder()
+            .code("ResourceInUseException")
+            .message("Table already exists: t-Sagas")
+            .custom("aws_request_id", "R-2")
+            .build();
+        let e = AwsError::sdk("dynamodb", "CreateTable", refused(meta));
+        assert_eq!(
+            describe(&e),
+            "dynamodb CreateTable failed: ResourceInUseException: Table already exists: t-Sagas (request id R-2)"
+        );
     }
 }

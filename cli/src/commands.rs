@@ -236,6 +236,15 @@ pub fn parse_rate(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A `--limit`: a whole number, at least 1 (0 would select nothing, without a word).
+pub fn parse_limit(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("the limit is at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number of messages")),
+    }
+}
+
 /// A dead letter's reason as `dlq show` gives it; anything else would select nothing.
 pub fn parse_dlq_reason(text: &str) -> Result<String, String> {
     one_of(text, &ops::dlq_reasons(), "no dead letter has the reason")
@@ -1038,6 +1047,13 @@ mod tests {
         assert!(parse_rate("0/s").unwrap_err().contains("at least 1"));
         assert!(parse_rate("10/m").unwrap_err().contains("such as 10 or 10/s"));
         assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn a_limit_is_a_whole_number_never_zero() {
+        assert_eq!(parse_limit("25"), Ok(25));
+        assert!(parse_limit("0").unwrap_err().contains("at least 1"));
+        assert!(parse_limit("-1").unwrap_err().contains("not a whole number"));
     }
 
     #[test]

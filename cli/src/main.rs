@@ -328,7 +328,7 @@ enum QuarantineCommand {
         step: Option<String>,
         #[arg(long)]
         correlation_id: Option<String>,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = commands::parse_limit)]
         limit: usize,
         #[command(flatten)]
         output: OutputArgs,
@@ -394,8 +394,8 @@ enum DlqCommand {
         dlq: String,
         #[command(flatten)]
         filter: DlqFilterArgs,
-        /// Move at most this many.
-        #[arg(long)]
+        /// Move at most this many (at least 1).
+        #[arg(long, value_parser = commands::parse_limit)]
         limit: Option<usize>,
         /// At most this many messages a second: `10` or `10/s`.
         #[arg(long, value_parser = commands::parse_rate)]

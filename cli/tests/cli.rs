@@ -164,6 +164,15 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
     let typo = retail_sync(&state, &["quarantine", "list", "--reason", "schema_violaton"]);
     assert_eq!(typo.status.code(), Some(2), "usage");
     assert!(String::from_utf8_lossy(&typo.stderr).contains("no reason code \"schema_violaton\""));
+    // A limit of 0 would select nothing without a word: refused, as a rate of 0 is.
+    for args in [
+        &["dlq", "redrive", "AccrueLoyaltyDLQ", "--limit", "0", "--yes"][..],
+        &["quarantine", "list", "--limit", "0"],
+    ] {
+        let zero = retail_sync(&state, args);
+        assert_eq!(zero.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&zero.stderr).contains("the limit is at least 1"));
+    }
 
     let typo = retail_sync(
         &state,

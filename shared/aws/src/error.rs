@@ -21,7 +21,7 @@ pub enum AwsError {
     #[error(transparent)]
     Tls(#[from] retail_sync_http::TlsError),
     /// A call failed; `source` is its cause: the service's answer as [`sdk_text`] puts it (code,
-    /// message, request id) or the failure before an answer (see [`Cause`]).
+    /// message, request id) or the failure before an answer (see the `Cause` trait).
     #[error("{service} {operation} failed: {source}")]
     Sdk {
         service: &'static str,

@@ -2,7 +2,7 @@
 //! operator CLI read it while a run writes; `synchronous=NORMAL` keeps commits durable across a crash
 //! of the process (the case a laptop run meets) without an fsync per message.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,6 +33,8 @@ pub enum EmbeddedError {
     Dir { path: String, source: std::io::Error },
     #[error("no queue {0} in the template")]
     UnknownQueue(String),
+    #[error(transparent)]
+    State(Error),
 }
 
 // cache_size: reads come through mmap, so the page cache mostly holds written pages, and a big one costs
@@ -154,7 +156,7 @@ pub struct StoredMessage {
 /// The embedded backend. Cheap to share behind an `Arc`; every operation is one short SQLite
 /// transaction under a mutex (no await while it is held).
 pub struct Embedded {
-    conn: Mutex<Connection>,
+    state: Mutex<State>,
     topology: Arc<Topology>,
     /// Every top-level event field some rule's pattern names, each once (see [`routing_view`]).
     routed_fields: Vec<String>,
@@ -162,6 +164,276 @@ pub struct Embedded {
     /// Replaces every queue's visibility timeout. Local runs shorten the template's minutes to
     /// seconds so a retry is seen in the same sitting; the semantics stay the same.
     visibility_override: Option<Duration>,
+}
+
+/// The connection, and the writes of the group in progress that have not reached it yet.
+struct State {
+    conn: Connection,
+    /// Open while a group is (see [`Embedded::begin_group`]).
+    pending: Option<Pending>,
+}
+
+/// A group's saga, idempotency and queue writes, kept in memory and written to the tables once, when the
+/// group commits ([`Pending::flush`]). Within a group a saga is created, read and saved by step after step,
+/// a claim is replaced by its completion, and a message is sent, received and deleted by the next step:
+/// each was a statement (a save two, in a savepoint), all under the store's lock. Kept here, a saga or a
+/// record costs one write per group, and a message sent and deleted within the group none. The steps' reads,
+/// receives and conditional writes look here first, so the store answers them exactly as if each write had
+/// been made at once; the reads that scan a table (an operator's, a report's) write the pending ones to it
+/// first. What reaches the disk is what a group commits, as before: all of the group or nothing.
+#[derive(Default)]
+struct Pending {
+    /// Messages sent in this group, per queue, by `(visible_at, seq)`: the table's receive order.
+    queues: HashMap<String, BTreeMap<(i64, i64), Queued>>,
+    /// The queue and `visible_at` of each of them, by seq.
+    placed: HashMap<i64, (String, i64)>,
+    /// The seq the next message sent gets, read from the table when the first is sent: past every seq
+    /// the table holds or gave out (AUTOINCREMENT's own rule). A receipt names its message by seq, so it
+    /// stays good when the message is written to the table.
+    next_seq: Option<i64>,
+    sagas: HashMap<String, SagaRow>,
+    /// The sagas created in this group, in order: they are inserted in that order, as they would have
+    /// been one by one.
+    created: Vec<String>,
+    /// `None`: the record was deleted (a released claim).
+    idempotency: HashMap<String, Option<(IdempotencyRecord, String)>>,
+}
+
+struct Queued {
+    id: String,
+    body: String,
+    sent_at: i64,
+    receive_count: u32,
+    receipt: Option<String>,
+}
+
+/// A message a receive may take, from the table or from the group's pending messages.
+struct Candidate {
+    visible_at: i64,
+    seq: i64,
+    id: String,
+    body: String,
+    receive_count: u32,
+    pending: bool,
+}
+
+struct SagaRow {
+    correlation_id: String,
+    version: i64,
+    status: &'static str,
+    item: String,
+    updated_at: i64,
+}
+
+impl State {
+    /// Runs `f` over the store as the steps see it: `f` reads through `Pending` and writes into it. In a
+    /// group the writes stay there until the group commits; outside one they are written at once, in one
+    /// transaction with `f`'s reads. `f` checks before it writes, so an error leaves nothing written.
+    fn op<T>(&mut self, f: impl FnOnce(&Connection, &mut Pending) -> Result<T, Error>) -> Result<T, Error> {
+        let Self { conn, pending } = self;
+        match pending {
+            Some(pending) => f(conn, pending),
+            None => savepoint(conn, |conn| {
+                let mut now = Pending::default();
+                let out = f(conn, &mut now)?;
+                now.flush(conn).map_err(unavailable)?;
+                Ok(out)
+            }),
+        }
+    }
+}
+
+impl Pending {
+    /// A saga's stored text: as written in this group, else as in the table.
+    fn saga(&self, conn: &Connection, pk: &str) -> Result<Option<String>, Error> {
+        match self.sagas.get(pk) {
+            Some(row) => Ok(Some(row.item.clone())),
+            None => load_saga(conn, "SELECT item FROM sagas WHERE pk = ?1", pk),
+        }
+    }
+
+    fn saga_version(&self, conn: &Connection, pk: &str) -> Result<Option<i64>, Error> {
+        match self.sagas.get(pk) {
+            Some(row) => Ok(Some(row.version)),
+            None => conn
+                .prepare_cached("SELECT version FROM sagas WHERE pk = ?1")
+                .and_then(|mut s| s.query_row(params![pk], |r| r.get(0)).optional())
+                .map_err(unavailable),
+        }
+    }
+
+    fn put_saga(&mut self, saga: &Saga, item: String, created: bool) {
+        let pk = saga.id.as_str().to_owned();
+        if created {
+            self.created.push(pk.clone());
+        }
+        let row = SagaRow {
+            correlation_id: saga.correlation_id.as_str().to_owned(),
+            version: saga.version as i64,
+            status: saga.status.as_str(),
+            item,
+            updated_at: ms(saga.updated_at),
+        };
+        self.sagas.insert(pk, row);
+    }
+
+    fn idempotency(&self, conn: &Connection, key: &str) -> Result<Option<IdempotencyRecord>, Error> {
+        match self.idempotency.get(key) {
+            Some(kept) => Ok(kept.as_ref().map(|(record, _)| record.clone())),
+            None => load_idempotency(conn, key),
+        }
+    }
+
+    fn put_idempotency(&mut self, record: &IdempotencyRecord, item: String) {
+        self.idempotency
+            .insert(record.key.as_str().to_owned(), Some((record.clone(), item)));
+    }
+
+    /// Reserves the seqs of the messages this group sends (see `next_seq`).
+    fn seqs(&mut self, conn: &Connection) -> Result<(), Error> {
+        if self.next_seq.is_none() {
+            let last: i64 = conn
+                .prepare_cached(
+                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+                                COALESCE((SELECT MAX(seq) FROM messages), 0))",
+                )
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(unavailable)?;
+            self.next_seq = Some(last + 1);
+        }
+        Ok(())
+    }
+
+    /// Sends a message (after [`seqs`](Self::seqs)).
+    fn send(&mut self, queue: &str, id: String, body: String, at: i64) {
+        let seq = self.next_seq.unwrap_or(1);
+        self.next_seq = Some(seq + 1);
+        let message = Queued {
+            id,
+            body,
+            sent_at: at,
+            receive_count: 0,
+            receipt: None,
+        };
+        self.queues
+            .entry(queue.to_owned())
+            .or_default()
+            .insert((at, seq), message);
+        self.placed.insert(seq, (queue.to_owned(), at));
+    }
+
+    /// Up to `max` messages of `queue` visible at `now`, in receive order.
+    fn visible(&self, queue: &str, now: i64, max: usize) -> Vec<Candidate> {
+        let Some(messages) = self.queues.get(queue) else {
+            return Vec::new();
+        };
+        messages
+            .range(..=(now, i64::MAX))
+            .take(max)
+            .map(|(&(visible_at, seq), m)| Candidate {
+                visible_at,
+                seq,
+                id: m.id.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+                pending: true,
+            })
+            .collect()
+    }
+
+    /// Moves a pending message: to `queue` (its own or a DLQ), visible at `visible_at`, with `receipt`.
+    fn place(&mut self, seq: i64, queue: &str, visible_at: i64, receipt: Option<String>, received: bool) {
+        let Some(mut message) = self.take(seq) else {
+            return;
+        };
+        message.receipt = receipt;
+        message.receive_count += u32::from(received);
+        self.queues
+            .entry(queue.to_owned())
+            .or_default()
+            .insert((visible_at, seq), message);
+        self.placed.insert(seq, (queue.to_owned(), visible_at));
+    }
+
+    fn take(&mut self, seq: i64) -> Option<Queued> {
+        let (queue, visible_at) = self.placed.remove(&seq)?;
+        self.queues.get_mut(&queue)?.remove(&(visible_at, seq))
+    }
+
+    /// The pending message a receipt of `queue` names, if the receipt is still its latest.
+    fn receipted(&self, queue: &str, seq: i64, receipt: &str) -> bool {
+        self.placed.get(&seq).is_some_and(|(q, visible_at)| {
+            q == queue
+                && self.queues[q]
+                    .get(&(*visible_at, seq))
+                    .is_some_and(|m| m.receipt.as_deref() == Some(receipt))
+        })
+    }
+
+    /// (visible, in flight) pending messages of a queue.
+    fn depth(&self, queue: &str, now: i64) -> (u64, u64) {
+        let Some(messages) = self.queues.get(queue) else {
+            return (0, 0);
+        };
+        let visible = messages.range(..=(now, i64::MAX)).count();
+        (visible as u64, (messages.len() - visible) as u64)
+    }
+
+    /// Writes everything kept to the tables, in the group's transaction, and forgets it. Written again
+    /// after a failure part way, it writes the same rows (every write replaces by key).
+    fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO sagas (pk, correlation_id, version, status, item, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (pk) DO UPDATE SET version = excluded.version, status = excluded.status,
+                 item = excluded.item, updated_at = excluded.updated_at",
+        )?;
+        let created: BTreeSet<&str> = self.created.iter().map(String::as_str).collect();
+        let new = self.created.iter().filter_map(|pk| self.sagas.get_key_value(pk));
+        let saved = self.sagas.iter().filter(|(pk, _)| !created.contains(pk.as_str()));
+        for (pk, row) in new.chain(saved) {
+            upsert.execute(params![
+                pk,
+                row.correlation_id,
+                row.version,
+                row.status,
+                row.item,
+                row.updated_at
+            ])?;
+        }
+        for (pk, record) in &self.idempotency {
+            match record {
+                Some((record, item)) => store_idempotency(conn, record, item)?,
+                None => delete_idempotency(conn, pk)?,
+            }
+        }
+        let mut insert = conn.prepare_cached(
+            "INSERT OR REPLACE INTO messages (seq, id, queue, body, sent_at, visible_at, receive_count, receipt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut messages: Vec<_> = self
+            .queues
+            .iter()
+            .flat_map(|(queue, messages)| messages.iter().map(move |(key, m)| (key, queue, m)))
+            .collect();
+        messages.sort_by_key(|((_, seq), _, _)| *seq);
+        for (&(visible_at, seq), queue, m) in messages {
+            insert.execute(params![
+                seq,
+                m.id,
+                queue,
+                m.body,
+                m.sent_at,
+                visible_at,
+                m.receive_count,
+                m.receipt
+            ])?;
+        }
+        *self = Self {
+            next_seq: self.next_seq,
+            ..Self::default()
+        };
+        Ok(())
+    }
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -207,7 +479,7 @@ impl Embedded {
             .map(str::to_owned)
             .collect();
         Ok(Self {
-            conn: Mutex::new(conn),
+            state: Mutex::new(State { conn, pending: None }),
             topology: Arc::new(topology),
             routed_fields: routed_fields.into_iter().collect(),
             clock,
@@ -224,29 +496,19 @@ impl Embedded {
         &self.topology
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` atomically: a savepoint, which is its own transaction outside a group and nests inside
-    /// one (see [`begin_group`](Self::begin_group)).
-    fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-        let conn = self.conn();
-        savepoint(&conn, f)
-    }
-
-    /// [`tx`](Self::tx) for an operation that writes with at most one statement (reads, then perhaps
-    /// one insert, update or delete). Inside a group it needs no savepoint: the group's transaction
-    /// already holds the write lock, so nothing interleaves between the reads and the write, and one
-    /// statement is atomic by itself. That spares the savepoint and its sub-journal copies of the pages
-    /// the write touches, on the most frequent operations. Outside a group it is a transaction as before.
-    fn tx_single<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-        let conn = self.conn();
-        if conn.is_autocommit() {
-            savepoint(&conn, f)
-        } else {
-            f(&conn)
+    /// The store for a read that scans a table: the group's pending writes (see [`Pending`]) are written
+    /// to the tables first, in the group's transaction.
+    fn flushed(&self) -> rusqlite::Result<MutexGuard<'_, State>> {
+        let mut state = self.state();
+        let State { conn, pending } = &mut *state;
+        if let Some(pending) = pending {
+            pending.flush(conn)?;
         }
+        Ok(state)
     }
 
     /// Starts a group commit: until [`commit_group`](Self::commit_group), every operation is still atomic
@@ -256,19 +518,32 @@ impl Embedded {
     /// calls made in it are repeated with the same idempotency keys, which those systems must honour
     /// (the system API contract). Without groups every operation is a commit of its own.
     pub fn begin_group(&self) -> Result<(), EmbeddedError> {
-        let conn = self.conn();
-        if conn.is_autocommit() {
-            conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut state = self.state();
+        if state.conn.is_autocommit() {
+            state.conn.execute_batch("BEGIN IMMEDIATE")?;
+            state.pending = Some(Pending::default());
         }
         Ok(())
     }
 
+    /// Writes the group's pending writes and commits. If that fails, the whole group is rolled back, as a
+    /// crash would have left it: its writes are no longer held anywhere to be written again.
     pub fn commit_group(&self) -> Result<(), EmbeddedError> {
-        let conn = self.conn();
-        if !conn.is_autocommit() {
-            conn.execute_batch("COMMIT")?;
+        let mut state = self.state();
+        if state.conn.is_autocommit() {
+            return Ok(());
         }
-        Ok(())
+        let State { conn, pending } = &mut *state;
+        let flushed = match pending.take() {
+            Some(mut pending) => pending.flush(conn),
+            None => Ok(()),
+        };
+        let committed = flushed.and_then(|()| conn.execute_batch("COMMIT"));
+        if committed.is_err() && !conn.is_autocommit() {
+            // Best effort: if even the rollback fails, the connection's next statement reports it.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Ok(committed?)
     }
 
     fn visibility(&self, queue: &str) -> Duration {
@@ -284,10 +559,13 @@ impl Embedded {
         }
         let id = uuid::Uuid::now_v7().to_string();
         let now = ms(self.clock.now());
-        self.conn().execute(
-            "INSERT INTO messages (id, queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![id, queue, body, now],
-        )?;
+        self.state()
+            .op(|conn, pending| {
+                pending.seqs(conn)?;
+                pending.send(queue, id.clone(), body.to_owned(), now);
+                Ok(())
+            })
+            .map_err(EmbeddedError::State)?;
         Ok(id)
     }
 
@@ -370,27 +648,27 @@ impl Embedded {
             })
             .collect();
         let at = ms(now);
-        self.tx(|tx| {
-            let mut archive = tx
-                .prepare_cached(
-                    "INSERT INTO archive (id, time, source, detail_type, event) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(unavailable)?;
-            let mut deliver = tx
-                .prepare_cached(
-                    "INSERT INTO messages (id, queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                )
-                .map_err(unavailable)?;
+        self.state().op(|conn, pending| {
+            pending.seqs(conn)?;
+            if archived {
+                // The archive's rows all, or none; the deliveries after them cannot fail.
+                savepoint(conn, |tx| {
+                    let mut archive = tx
+                        .prepare_cached(
+                            "INSERT INTO archive (id, time, source, detail_type, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )
+                        .map_err(unavailable)?;
+                    for r in &routed {
+                        archive
+                            .execute(params![r.id, at, r.source, r.detail_type, r.body])
+                            .map_err(unavailable)?;
+                    }
+                    Ok(())
+                })?;
+            }
             for r in &routed {
-                if archived {
-                    archive
-                        .execute(params![r.id, at, r.source, r.detail_type, r.body])
-                        .map_err(unavailable)?;
-                }
                 for (message_id, target) in &r.deliveries {
-                    deliver
-                        .execute(params![message_id, target, r.body, at])
-                        .map_err(unavailable)?;
+                    pending.send(target, message_id.clone(), r.body.clone(), at);
                 }
             }
             Ok(())
@@ -401,19 +679,26 @@ impl Embedded {
     /// (visible, in flight) messages of a queue.
     pub fn depth(&self, queue: &str) -> Result<(u64, u64), EmbeddedError> {
         let now = ms(self.clock.now());
-        let conn = self.conn();
+        let state = self.state();
+        let conn = &state.conn;
         let count = |sql: &str| {
             conn.prepare_cached(sql)?
                 .query_row(params![queue, now], |r| r.get::<_, i64>(0))
         };
         let visible = count("SELECT COUNT(*) FROM messages WHERE queue = ?1 AND visible_at <= ?2")?;
         let in_flight = count("SELECT COUNT(*) FROM messages WHERE queue = ?1 AND visible_at > ?2")?;
-        Ok((visible.unsigned_abs(), in_flight.unsigned_abs()))
+        let (pending_visible, pending_in_flight) =
+            state.pending.as_ref().map_or((0, 0), |p| p.depth(queue, now));
+        Ok((
+            visible.unsigned_abs() + pending_visible,
+            in_flight.unsigned_abs() + pending_in_flight,
+        ))
     }
 
     /// Every message of a queue (a DLQ, typically), oldest first.
     pub fn messages(&self, queue: &str) -> Result<Vec<StoredMessage>, EmbeddedError> {
-        let conn = self.conn();
+        let state = self.flushed()?;
+        let conn = &state.conn;
         let mut stmt = conn.prepare(
             "SELECT id, queue, body, receive_count, sent_at FROM messages WHERE queue = ?1 ORDER BY seq",
         )?;
@@ -454,7 +739,8 @@ impl Embedded {
             .map(|m| m.id)
             .collect();
         let now = ms(self.clock.now());
-        let conn = self.conn();
+        let state = self.state();
+        let conn = &state.conn;
         let tx = conn.unchecked_transaction()?;
         let mut moved = 0;
         {
@@ -476,7 +762,8 @@ impl Embedded {
         if entries.is_empty() {
             return Ok(());
         }
-        let conn = self.conn();
+        let state = self.state();
+        let conn = &state.conn;
         let mut stmt =
             conn.prepare_cached("INSERT INTO simulator_journal (system, entry) VALUES (?1, ?2)")?;
         for (system, entry) in entries {
@@ -487,7 +774,8 @@ impl Embedded {
 
     /// Every journal entry of `system`, oldest first.
     pub fn journal(&self, system: &str) -> Result<Vec<String>, EmbeddedError> {
-        let conn = self.conn();
+        let state = self.state();
+        let conn = &state.conn;
         let mut stmt = conn.prepare("SELECT entry FROM simulator_journal WHERE system = ?1 ORDER BY seq")?;
         let rows = stmt.query_map([system], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -504,7 +792,8 @@ impl Embedded {
             return Ok(0);
         };
         let events: Vec<Value> = {
-            let conn = self.conn();
+            let state = self.state();
+            let conn = &state.conn;
             let mut stmt = conn
                 .prepare("SELECT event FROM archive WHERE time >= ?1 AND time < ?2 ORDER BY seq")
                 .map_err(unavailable)?;
@@ -538,7 +827,8 @@ impl Embedded {
     }
 
     pub fn archive(&self) -> Result<Vec<Value>, EmbeddedError> {
-        let conn = self.conn();
+        let state = self.state();
+        let conn = &state.conn;
         let mut stmt = conn.prepare("SELECT event FROM archive ORDER BY seq")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.map(|r| Ok(serde_json::from_str(&r?).unwrap_or(Value::Null)))
@@ -547,7 +837,8 @@ impl Embedded {
 
     /// Every saga, by id.
     pub fn sagas(&self) -> Result<Vec<Saga>, Error> {
-        let conn = self.conn();
+        let state = self.flushed().map_err(unavailable)?;
+        let conn = &state.conn;
         let mut stmt = conn
             .prepare("SELECT pk, item FROM sagas ORDER BY pk")
             .map_err(unavailable)?;
@@ -564,7 +855,8 @@ impl Embedded {
     /// Every idempotency record's stored text, by key (what an audit of the stored data reads, e.g. that
     /// an erased member's personal data is in none).
     pub fn idempotency_items(&self) -> Result<Vec<String>, Error> {
-        let conn = self.conn();
+        let state = self.flushed().map_err(unavailable)?;
+        let conn = &state.conn;
         let mut stmt = conn
             .prepare("SELECT item FROM idempotency ORDER BY pk")
             .map_err(unavailable)?;
@@ -578,7 +870,8 @@ impl Embedded {
     pub fn purge_expired(&self) -> Result<usize, EmbeddedError> {
         let now = ms(self.clock.now());
         Ok(self
-            .conn()
+            .flushed()?
+            .conn
             .execute("DELETE FROM idempotency WHERE expires_at <= ?1", params![now])?)
     }
 }
@@ -608,6 +901,15 @@ fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, Erro
     Ok(out)
 }
 
+/// The seq a receipt names (`seq:token`); -1, which no message has, for a malformed one.
+fn receipt_seq(receipt: &str) -> i64 {
+    receipt
+        .split(':')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(-1)
+}
+
 fn load_idempotency(tx: &Connection, key: &str) -> Result<Option<IdempotencyRecord>, Error> {
     let item: Option<String> = tx
         .prepare_cached("SELECT item FROM idempotency WHERE pk = ?1")
@@ -623,11 +925,16 @@ fn idempotency_item(record: &IdempotencyRecord) -> String {
     serde_json::to_string(record).expect("records serialize")
 }
 
-fn store_idempotency(tx: &Connection, record: &IdempotencyRecord, item: &str) -> Result<(), Error> {
-    tx.prepare_cached("INSERT OR REPLACE INTO idempotency (pk, item, expires_at) VALUES (?1, ?2, ?3)")
-        .and_then(|mut s| s.execute(params![record.key.as_str(), item, ms(record.expires_at)]))
-        .map_err(unavailable)?;
-    Ok(())
+fn store_idempotency(tx: &Connection, record: &IdempotencyRecord, item: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR REPLACE INTO idempotency (pk, item, expires_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![record.key.as_str(), item, ms(record.expires_at)])
+        .map(drop)
+}
+
+fn delete_idempotency(tx: &Connection, key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM idempotency WHERE pk = ?1")?
+        .execute(params![key])
+        .map(drop)
 }
 
 /// A saga's stored text. It is read under the lock and parsed after it ([`parse_saga`]): a saga is the
@@ -651,30 +958,32 @@ impl IdempotencyStore for Embedded {
         now: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, Error> {
         let item = idempotency_item(record);
-        self.tx_single(|tx| match load_idempotency(tx, record.key.as_str())? {
-            Some(existing) if existing.is_live(now) => Ok(Some(existing)),
-            _ => store_idempotency(tx, record, &item).map(|()| None),
-        })
+        self.state().op(
+            |conn, pending| match pending.idempotency(conn, record.key.as_str())? {
+                Some(existing) if existing.is_live(now) => Ok(Some(existing)),
+                _ => {
+                    pending.put_idempotency(record, item);
+                    Ok(None)
+                }
+            },
+        )
     }
 
     async fn release(&self, claim: &IdempotencyRecord) -> Result<(), Error> {
         if !matches!(claim.state, RecordState::InProgress { .. }) {
             return Ok(());
         }
-        self.tx_single(|tx| {
-            if load_idempotency(tx, claim.key.as_str())?.as_ref() == Some(claim) {
-                tx.execute(
-                    "DELETE FROM idempotency WHERE pk = ?1",
-                    params![claim.key.as_str()],
-                )
-                .map_err(unavailable)?;
+        self.state().op(|conn, pending| {
+            if pending.idempotency(conn, claim.key.as_str())?.as_ref() == Some(claim) {
+                pending.idempotency.insert(claim.key.as_str().to_owned(), None);
             }
             Ok(())
         })
     }
 
     async fn get(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, Error> {
-        self.tx_single(|tx| load_idempotency(tx, key.as_str()))
+        self.state()
+            .op(|conn, pending| pending.idempotency(conn, key.as_str()))
     }
 }
 
@@ -682,31 +991,18 @@ impl IdempotencyStore for Embedded {
 impl SagaStore for Embedded {
     async fn create(&self, saga: &Saga) -> Result<Option<Saga>, Error> {
         let item = serde_json::to_string(saga).expect("sagas serialize");
-        let existing = self.tx_single(|tx| {
-            if let Some(existing) = load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", saga.id.as_str())? {
+        let existing = self.state().op(|conn, pending| {
+            if let Some(existing) = pending.saga(conn, saga.id.as_str())? {
                 return Ok(Some(existing));
             }
-            tx.prepare_cached(
-                "INSERT INTO sagas (pk, correlation_id, version, status, item, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    saga.id.as_str(),
-                    saga.correlation_id.as_str(),
-                    saga.version as i64,
-                    saga.status.as_str(),
-                    item,
-                    ms(saga.updated_at)
-                ])
-            })
-            .map_err(unavailable)?;
+            pending.put_saga(saga, item, true);
             Ok(None)
         })?;
         parse_saga(saga.id.as_str(), existing)
     }
 
     async fn load(&self, id: &SagaId) -> Result<Option<Saga>, Error> {
-        let item = self.tx_single(|tx| load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", id.as_str()))?;
+        let item = self.state().op(|conn, pending| pending.saga(conn, id.as_str()))?;
         parse_saga(id.as_str(), item)
     }
 
@@ -714,10 +1010,10 @@ impl SagaStore for Embedded {
     /// parsed after it is released.
     async fn load_many(&self, ids: &[SagaId]) -> Result<Vec<Saga>, Error> {
         let distinct: BTreeSet<&SagaId> = ids.iter().collect();
-        let items = self.tx_single(|tx| {
+        let items = self.state().op(|conn, pending| {
             let mut items = Vec::with_capacity(distinct.len());
             for id in distinct {
-                if let Some(item) = load_saga(tx, "SELECT item FROM sagas WHERE pk = ?1", id.as_str())? {
+                if let Some(item) = pending.saga(conn, id.as_str())? {
                     items.push((id, item));
                 }
             }
@@ -730,9 +1026,11 @@ impl SagaStore for Embedded {
     }
 
     async fn find_by_correlation(&self, correlation_id: &CorrelationId) -> Result<Option<Saga>, Error> {
-        let item = self.tx_single(|tx| {
+        // An operator's lookup, not a step's: the table's index answers it, so the pending writes go first.
+        let item = self.state().op(|conn, pending| {
+            pending.flush(conn).map_err(unavailable)?;
             load_saga(
-                tx,
+                conn,
                 "SELECT item FROM sagas WHERE correlation_id = ?1 LIMIT 1",
                 correlation_id.as_str(),
             )
@@ -743,28 +1041,17 @@ impl SagaStore for Embedded {
     async fn save(&self, saga: &Saga, completion: Option<&IdempotencyRecord>) -> Result<(), Error> {
         let item = serde_json::to_string(saga).expect("sagas serialize");
         let completion = completion.map(|record| (record, idempotency_item(record)));
-        self.tx(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE sagas SET version = ?2, status = ?3, item = ?4, updated_at = ?5 WHERE pk = ?1 AND version = ?6",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        saga.id.as_str(),
-                        saga.version as i64,
-                        saga.status.as_str(),
-                        item,
-                        ms(saga.updated_at),
-                        (saga.version as i64) - 1
-                    ])
-                })
-                .map_err(unavailable)?;
-            if changed == 0 {
-                // Nothing written, including the completion: the transaction commits an empty change.
-                return Err(Error::Conflict { what: format!("saga {}", saga.id) });
+        self.state().op(|conn, pending| {
+            // The version this save follows must be the one stored: otherwise nothing is written,
+            // including the completion.
+            if pending.saga_version(conn, saga.id.as_str())? != Some(saga.version as i64 - 1) {
+                return Err(Error::Conflict {
+                    what: format!("saga {}", saga.id),
+                });
             }
-            if let Some((record, item)) = &completion {
-                store_idempotency(tx, record, item)?;
+            pending.put_saga(saga, item, false);
+            if let Some((record, item)) = completion {
+                pending.put_idempotency(record, item);
             }
             Ok(())
         })
@@ -775,18 +1062,18 @@ impl SagaStore for Embedded {
 impl QuarantineStore for Embedded {
     async fn put(&self, item: &QuarantineItem) -> Result<(), Error> {
         let json = serde_json::to_string(item).expect("items serialize");
-        self.tx_single(|tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)",
-                params![item.id, ms(item.received_at), json],
-            )
+        // One statement: atomic by itself, in a group or not.
+        self.state()
+            .conn
+            .prepare_cached("INSERT OR REPLACE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![item.id, ms(item.received_at), json]))
             .map_err(unavailable)?;
-            Ok(())
-        })
+        Ok(())
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {
-        let conn = self.conn();
+        let state = self.state();
+        let conn = &state.conn;
         let mut stmt = conn
             .prepare("SELECT id, item FROM quarantine ORDER BY received_at, id LIMIT ?1")
             .map_err(unavailable)?;
@@ -804,7 +1091,8 @@ impl QuarantineStore for Embedded {
     }
 
     async fn find(&self, id: &str) -> Result<Option<QuarantineItem>, Error> {
-        let conn = self.conn();
+        let state = self.state();
+        let conn = &state.conn;
         let item: Option<String> = conn
             .query_row("SELECT item FROM quarantine WHERE id = ?1", params![id], |r| {
                 r.get(0)
@@ -843,84 +1131,120 @@ impl QueueConsumer for Embedded {
         let visible_until = now + i64::try_from(self.visibility(queue).as_millis()).unwrap_or(i64::MAX / 2);
         let redrive = self.topology.queues.get(queue).and_then(|q| q.redrive.clone());
         let limit = i64::try_from(max).unwrap_or(10);
-        let candidates = |tx: &Connection| -> Result<Vec<(i64, String, String, u32)>, Error> {
-            let mut stmt = tx
+        let mut state = self.state();
+        state.op(|conn, pending| {
+            let mut candidates: Vec<Candidate> = conn
                 .prepare_cached(
-                    "SELECT seq, id, body, receive_count FROM messages
+                    "SELECT visible_at, seq, id, body, receive_count FROM messages
                      WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
                 )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![queue, now, limit], |r| {
+                        Ok(Candidate {
+                            visible_at: r.get(0)?,
+                            seq: r.get(1)?,
+                            id: r.get(2)?,
+                            body: r.get(3)?,
+                            receive_count: r.get(4)?,
+                            pending: false,
+                        })
+                    })?
+                    .collect()
+                })
                 .map_err(unavailable)?;
-            stmt.query_map(params![queue, now, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .and_then(|rows| rows.collect::<Result<_, _>>())
-            .map_err(unavailable)
-        };
-        let take = |tx: &Connection, candidates: Vec<(i64, String, String, u32)>| {
+            // The group's own messages come after the table's in the same order, as if they were in it.
+            candidates.extend(pending.visible(queue, now, max));
+            if candidates.is_empty() {
+                // Most polls of a round: one read, nothing written.
+                return Ok(Vec::new());
+            }
+            candidates.sort_by_key(|c| (c.visible_at, c.seq));
+            candidates.truncate(max);
             // The receipt names the row, so a delete is a primary-key lookup; the random part makes a
             // receipt from an earlier receive useless, as in SQS. One random part serves the batch: the
-            // row number already tells its receipts apart.
+            // seq already tells its receipts apart.
             let token = uuid::Uuid::now_v7().simple();
+            // SQS moves a message to the DLQ when a receive finds it already received maxReceiveCount
+            // times: it is not handed out again.
+            let dead = |c: &Candidate| {
+                redrive
+                    .as_ref()
+                    .filter(|(_, max_receives)| c.receive_count >= *max_receives)
+                    .map(|(dlq, _)| dlq.as_str())
+            };
+            // The table's rows all change, or none; the pending messages after them cannot fail.
+            let table: Vec<&Candidate> = candidates.iter().filter(|c| !c.pending).collect();
+            if !table.is_empty() {
+                savepoint(conn, |tx| {
+                    for c in table {
+                        let done = match dead(c) {
+                            Some(dlq) => tx
+                                .prepare_cached(
+                                    "UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE seq = ?1",
+                                )
+                                .and_then(|mut s| s.execute(params![c.seq, dlq, now])),
+                            None => tx
+                                .prepare_cached(
+                                    "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
+                                )
+                                .and_then(|mut s| {
+                                    s.execute(params![c.seq, visible_until, format!("{}:{token}", c.seq)])
+                                }),
+                        };
+                        done.map_err(unavailable)?;
+                    }
+                    Ok(())
+                })?;
+            }
             let mut received = Vec::with_capacity(candidates.len());
-            for (seq, id, body, count) in candidates {
-                // SQS moves a message to the DLQ when a receive finds it already received
-                // maxReceiveCount times: it is not handed out again.
-                if let Some((dlq, max_receives)) = &redrive
-                    && count >= *max_receives
-                {
-                    tx.prepare_cached(
-                        "UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE seq = ?1",
-                    )
-                    .and_then(|mut s| s.execute(params![seq, dlq, now]))
-                    .map_err(unavailable)?;
-                    tracing::warn!(queue, message_id = %id, receive_count = count, dlq, "moved to dead-letter queue");
+            for c in candidates {
+                if let Some(dlq) = dead(&c) {
+                    if c.pending {
+                        pending.place(c.seq, dlq, now, None, false);
+                    }
+                    tracing::warn!(queue, message_id = %c.id, receive_count = c.receive_count, dlq, "moved to dead-letter queue");
                     continue;
                 }
-                let receipt = format!("{seq}:{token}");
-                tx.prepare_cached(
-                    "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
-                )
-                .and_then(|mut s| s.execute(params![seq, visible_until, receipt]))
-                .map_err(unavailable)?;
+                let receipt = format!("{}:{token}", c.seq);
+                if c.pending {
+                    pending.place(c.seq, queue, visible_until, Some(receipt.clone()), true);
+                }
                 received.push(Received {
                     message: Message {
-                        id,
-                        body,
-                        receive_count: count + 1,
+                        id: c.id,
+                        body: c.body,
+                        receive_count: c.receive_count + 1,
                     },
                     receipt,
                 });
             }
             Ok(received)
-        };
-        let conn = self.conn();
-        if conn.is_autocommit() {
-            return savepoint(&conn, |tx| take(tx, candidates(tx)?));
-        }
-        // Inside a group the group's transaction holds the write lock and this connection's lock is held
-        // throughout, so nothing changes between the read and the writes: an empty queue (most polls of
-        // a round) is answered with the one read, and only a receive that writes opens a savepoint.
-        let found = candidates(&conn)?;
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        savepoint(&conn, |tx| take(tx, found))
+        })
     }
 
     async fn delete(&self, queue: &str, receipts: &[String]) -> Result<(), Error> {
-        self.tx(|tx| {
+        self.state().op(|conn, pending| {
+            let mut table = Vec::with_capacity(receipts.len());
             for receipt in receipts {
-                // A malformed receipt matches no row, like a stale one.
-                let seq: i64 = receipt
-                    .split(':')
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(-1);
-                tx.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")
-                    .and_then(|mut s| s.execute(params![seq, queue, receipt]))
-                    .map_err(unavailable)?;
+                // A malformed receipt matches no message, like a stale one.
+                let seq = receipt_seq(receipt);
+                if pending.receipted(queue, seq, receipt) {
+                    pending.take(seq);
+                } else {
+                    table.push((seq, receipt));
+                }
             }
-            Ok(())
+            if table.is_empty() {
+                return Ok(());
+            }
+            savepoint(conn, |tx| {
+                for (seq, receipt) in table {
+                    tx.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")
+                        .and_then(|mut s| s.execute(params![seq, queue, receipt]))
+                        .map_err(unavailable)?;
+                }
+                Ok(())
+            })
         })
     }
 
@@ -928,14 +1252,14 @@ impl QueueConsumer for Embedded {
         // SQS's ceiling: a message is never hidden for more than 12 hours.
         let wait = wait.min(Duration::from_secs(43_200));
         let visible_at = ms(self.clock.now()) + i64::try_from(wait.as_millis()).unwrap_or(0);
-        let seq: i64 = receipt
-            .split(':')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(-1);
-        self.tx(|tx| {
+        let seq = receipt_seq(receipt);
+        self.state().op(|conn, pending| {
+            if pending.receipted(queue, seq, receipt) {
+                pending.place(seq, queue, visible_at, Some(receipt.to_owned()), false);
+                return Ok(());
+            }
             // A stale receipt (the message was received again since) changes nothing, as in SQS.
-            tx.prepare_cached(
+            conn.prepare_cached(
                 "UPDATE messages SET visible_at = ?4 WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
             )
             .and_then(|mut s| s.execute(params![seq, queue, receipt, visible_at]))

@@ -61,6 +61,64 @@ mod conformance {
     retail_sync_testkit::conformance_tests!(store);
 }
 
+/// The same contract inside a group commit, where the steps' saga and idempotency writes are kept in
+/// memory until the group commits: every condition is checked against what the group wrote.
+mod conformance_in_a_group {
+    async fn store() -> (retail_sync_embedded::Embedded, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::open(dir.path(), super::clock());
+        store.begin_group().unwrap();
+        (store, dir)
+    }
+
+    retail_sync_testkit::conformance_tests!(store);
+}
+
+/// A group's saga and idempotency writes reach the file when it commits, all of them; a process that
+/// ends before (a crash, a kill) leaves none, and the tables' own readers see them within the group.
+#[tokio::test]
+async fn a_groups_writes_reach_the_file_when_it_commits_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let policy = IdempotencyPolicy::default();
+    let key = IdempotencyKey::for_step("receipt:store-042:r-000123", "post-sale-to-erp");
+    let claim = policy.in_progress(key.clone(), Fingerprint::of(&1), now(&clock));
+    let done = policy.completed(&claim, json!({"posted": true}), now(&clock));
+    let write = async |store: Embedded| {
+        store.begin_group().unwrap();
+        assert_eq!(store.create(&saga()).await.unwrap(), None);
+        let mut saga = store.load(&saga().id).await.unwrap().unwrap();
+        assert_eq!(store.try_insert(&claim, now(&clock)).await.unwrap(), None);
+        saga.version += 1;
+        store.save(&saga, Some(&done)).await.unwrap();
+        // The scanning readers see the group's writes.
+        assert_eq!(store.sagas().unwrap(), vec![saga.clone()]);
+        assert_eq!(store.idempotency_items().unwrap().len(), 1);
+        (store, saga)
+    };
+
+    // Never committed: gone, as after a kill.
+    let (store, _) = write(open(dir.path(), clock.clone())).await;
+    drop(store);
+    let store = open(dir.path(), clock.clone());
+    assert_eq!(store.sagas().unwrap(), vec![]);
+    assert_eq!(store.get(&key).await.unwrap(), None);
+
+    let (store, saga) = write(store).await;
+    store.commit_group().unwrap();
+    drop(store);
+    let store = open(dir.path(), clock.clone());
+    assert_eq!(store.load(&saga.id).await.unwrap(), Some(saga.clone()));
+    assert_eq!(store.sagas().unwrap(), vec![saga.clone()]);
+    assert_eq!(store.get(&key).await.unwrap(), Some(done.clone()));
+    // A second save over the committed version conflicts, in a group as outside one.
+    store.begin_group().unwrap();
+    let stale = saga.clone();
+    assert!(store.save(&stale, None).await.is_err());
+    store.commit_group().unwrap();
+    assert_eq!(store.load(&saga.id).await.unwrap(), Some(saga));
+}
+
 /// Beyond the contract: the embedded store purges what expired, as DynamoDB's TTL does.
 #[tokio::test]
 async fn expired_records_are_purged() {
@@ -82,9 +140,22 @@ async fn expired_records_are_purged() {
 
 #[tokio::test]
 async fn unacknowledged_messages_come_back_after_the_visibility_timeout_then_go_to_the_dlq() {
+    come_back_then_dlq(false).await;
+}
+
+/// The same inside a group, where a message sent in the group is kept in memory until it commits.
+#[tokio::test]
+async fn in_a_group_unacknowledged_messages_come_back_after_the_visibility_timeout_then_go_to_the_dlq() {
+    come_back_then_dlq(true).await;
+}
+
+async fn come_back_then_dlq(grouped: bool) {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
     let store = open(dir.path(), clock.clone());
+    if grouped {
+        store.begin_group().unwrap();
+    }
     store.send("IngestQueue", "hello").unwrap();
 
     for attempt in 1..=5 {
@@ -105,7 +176,12 @@ async fn unacknowledged_messages_come_back_after_the_visibility_timeout_then_go_
         (1, "hello", 5)
     );
 
+    // An operator's redrive is a transaction of its own, between groups.
+    store.commit_group().unwrap();
     assert_eq!(store.redrive("IngestDLQ", "IngestQueue").unwrap(), 1);
+    if grouped {
+        store.begin_group().unwrap();
+    }
     let got = store.receive("IngestQueue", 10).await.unwrap();
     assert_eq!(got[0].message.receive_count, 1, "a redriven message starts over");
     store
@@ -121,9 +197,21 @@ async fn unacknowledged_messages_come_back_after_the_visibility_timeout_then_go_
 
 #[tokio::test]
 async fn a_stale_receipt_deletes_nothing() {
+    stale_receipt(false).await;
+}
+
+#[tokio::test]
+async fn in_a_group_a_stale_receipt_deletes_nothing() {
+    stale_receipt(true).await;
+}
+
+async fn stale_receipt(grouped: bool) {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
     let store = open(dir.path(), clock.clone());
+    if grouped {
+        store.begin_group().unwrap();
+    }
     store.send("IngestQueue", "m").unwrap();
     let first = store.receive("IngestQueue", 1).await.unwrap().remove(0);
     clock.advance(Duration::from_secs(181));
@@ -139,6 +227,83 @@ async fn a_stale_receipt_deletes_nothing() {
     );
     store.delete("IngestQueue", &[second.receipt]).await.unwrap();
     assert_eq!(store.depth("IngestQueue").unwrap(), (0, 0));
+}
+
+/// In a group the table's messages and the group's own are received as one queue, in the table's order;
+/// a receipt stays good when the group's messages are written to the table part way (a scanning read) and
+/// when it commits; and a group that never commits leaves none of its messages.
+#[tokio::test]
+async fn in_a_group_the_tables_messages_and_the_groups_are_one_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), clock.clone());
+    let bodies = |got: &[retail_sync_core::ports::Received]| -> Vec<String> {
+        got.iter().map(|r| r.message.body.clone()).collect()
+    };
+    store.send("IngestQueue", "committed").unwrap();
+    clock.advance(Duration::from_millis(5));
+
+    store.begin_group().unwrap();
+    store.send("IngestQueue", "sent in the group").unwrap();
+    assert_eq!(store.depth("IngestQueue").unwrap(), (2, 0));
+    let got = store.receive("IngestQueue", 10).await.unwrap();
+    assert_eq!(bodies(&got), ["committed", "sent in the group"]);
+    assert_eq!(store.depth("IngestQueue").unwrap(), (0, 2));
+
+    // A failed message waits where it is, the group's as the table's.
+    for r in &got {
+        store
+            .change_visibility("IngestQueue", &r.receipt, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(9));
+    assert!(store.receive("IngestQueue", 10).await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(2));
+    let again = store.receive("IngestQueue", 1).await.unwrap();
+    assert_eq!(bodies(&again), ["committed"], "one at a time, oldest first");
+    let again = [again, store.receive("IngestQueue", 1).await.unwrap()].concat();
+    assert_eq!(bodies(&again), ["committed", "sent in the group"]);
+    assert!(again.iter().all(|r| r.message.receive_count == 2));
+
+    // The first receipts are stale; the group's messages reach the table with their receipts.
+    let stale: Vec<String> = got.iter().map(|r| r.receipt.clone()).collect();
+    store.delete("IngestQueue", &stale).await.unwrap();
+    assert_eq!(store.messages("IngestQueue").unwrap().len(), 2);
+    store
+        .delete("IngestQueue", &[again[1].receipt.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.depth("IngestQueue").unwrap(), (0, 1));
+
+    // Sent after the write-out, and never committed: gone, as after a kill; the rest is as committed
+    // before the group.
+    store.send("PostSaleToErpQueue", "lost").unwrap();
+    drop(store);
+    let store = open(dir.path(), clock.clone());
+    assert_eq!(store.depth("PostSaleToErpQueue").unwrap(), (0, 0));
+    assert_eq!(store.depth("IngestQueue").unwrap(), (1, 0));
+
+    // Committed: kept, in flight under its receipt, which deletes it after the commit.
+    store.begin_group().unwrap();
+    store.send("PostSaleToErpQueue", "kept").unwrap();
+    let got = store.receive("PostSaleToErpQueue", 10).await.unwrap();
+    store.commit_group().unwrap();
+    drop(store);
+    let store = open(dir.path(), clock.clone());
+    assert_eq!(store.depth("PostSaleToErpQueue").unwrap(), (0, 1));
+    store
+        .delete("PostSaleToErpQueue", &[got[0].receipt.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.depth("PostSaleToErpQueue").unwrap(), (0, 0));
+    // Seqs given out in a group are not given again: a message sent now is a new row.
+    store.send("PostSaleToErpQueue", "next").unwrap();
+    let next = store.receive("PostSaleToErpQueue", 10).await.unwrap();
+    assert_ne!(
+        next[0].receipt.split(':').next(),
+        got[0].receipt.split(':').next()
+    );
 }
 
 #[tokio::test]

@@ -35,6 +35,11 @@ pub enum EmbeddedError {
     UnknownQueue(String),
     #[error(transparent)]
     State(Error),
+    #[error(
+        "embedded store: the group's transaction was rolled back before its commit; nothing of it was kept, \
+         and a run resumes from the last commit"
+    )]
+    GroupRolledBack,
 }
 
 // cache_size: reads come through mmap, so the page cache mostly holds written pages, and a big one costs
@@ -530,15 +535,16 @@ impl Embedded {
     /// crash would have left it: its writes are no longer held anywhere to be written again.
     pub fn commit_group(&self) -> Result<(), EmbeddedError> {
         let mut state = self.state();
-        if state.conn.is_autocommit() {
-            return Ok(());
-        }
         let State { conn, pending } = &mut *state;
-        let flushed = match pending.take() {
-            Some(mut pending) => pending.flush(conn),
-            None => Ok(()),
+        let Some(mut pending) = pending.take() else {
+            return Ok(());
         };
-        let committed = flushed.and_then(|()| conn.execute_batch("COMMIT"));
+        if conn.is_autocommit() {
+            // SQLite ended the transaction itself (it rolls back on some I/O errors): the group's writes
+            // made to the tables are gone, so the ones kept here must not be written alone.
+            return Err(EmbeddedError::GroupRolledBack);
+        }
+        let committed = pending.flush(conn).and_then(|()| conn.execute_batch("COMMIT"));
         if committed.is_err() && !conn.is_autocommit() {
             // Best effort: if even the rollback fails, the connection's next statement reports it.
             let _ = conn.execute_batch("ROLLBACK");
@@ -1266,5 +1272,40 @@ impl QueueConsumer for Embedded {
             .map_err(unavailable)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use retail_sync_core::memory::ManualClock;
+
+    /// What SQLite does on some I/O errors, done by hand: the group's transaction ends before its commit.
+    /// The commit then says so instead of writing the writes it kept on their own.
+    #[tokio::test]
+    async fn a_group_whose_transaction_sqlite_rolled_back_does_not_commit_half_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let open = || {
+            let clock = Arc::new(ManualClock::new("2026-11-20T10:00:00Z".parse().unwrap()));
+            Embedded::open(
+                &dir.path().join("state.db"),
+                Topology::load(Path::new(template)).unwrap(),
+                clock,
+            )
+            .unwrap()
+        };
+        let store = open();
+        store.begin_group().unwrap();
+        store.send("IngestQueue", "written to the table").unwrap();
+        store.messages("IngestQueue").unwrap();
+        store.send("IngestQueue", "kept in memory").unwrap();
+        store.state().conn.execute_batch("ROLLBACK").unwrap();
+        assert!(matches!(
+            store.commit_group(),
+            Err(EmbeddedError::GroupRolledBack)
+        ));
+        drop(store);
+        assert_eq!(open().depth("IngestQueue").unwrap(), (0, 0));
     }
 }

@@ -158,8 +158,9 @@ pub struct StoredMessage {
     pub sent_at: Timestamp,
 }
 
-/// The embedded backend. Cheap to share behind an `Arc`; every operation is one short SQLite
-/// transaction under a mutex (no await while it is held).
+/// The embedded backend. Cheap to share behind an `Arc`; every operation holds one mutex briefly (no
+/// await while it is held): outside a group it is one short SQLite transaction, inside one its writes are
+/// kept in memory until the group commits (see [`Pending`]).
 pub struct Embedded {
     state: Mutex<State>,
     topology: Arc<Topology>,

@@ -160,7 +160,7 @@ pub struct StoredMessage {
 
 /// The embedded backend. Cheap to share behind an `Arc`; every operation holds one mutex briefly (no
 /// await while it is held): outside a group it is one short SQLite transaction, inside one its writes are
-/// kept in memory until the group commits (see [`Pending`]).
+/// kept in memory until the group commits (see [`begin_group`](Self::begin_group)).
 pub struct Embedded {
     state: Mutex<State>,
     topology: Arc<Topology>,
@@ -522,7 +522,9 @@ impl Embedded {
     /// round of polls; a crash inside a group forgets the whole round, which is safe because nothing in
     /// it was acknowledged: the messages reappear, the steps' claims are gone, and the ERP and loyalty
     /// calls made in it are repeated with the same idempotency keys, which those systems must honour
-    /// (the system API contract). Without groups every operation is a commit of its own.
+    /// (the system API contract). Without groups every operation is a commit of its own. Within a group
+    /// the steps' saga, idempotency and queue writes are kept in memory and written when it commits
+    /// (`Pending`).
     pub fn begin_group(&self) -> Result<(), EmbeddedError> {
         let mut state = self.state();
         if state.conn.is_autocommit() {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -69,26 +70,30 @@ pub fn read_inputs(path: &Path) -> anyhow::Result<Vec<Input>> {
     Ok(inputs)
 }
 
-/// JSONL: one input per non-empty line. JSON: one envelope, or an array of them.
+/// JSONL: one input per non-empty line. JSON: one envelope, or an array of them. Each is read as ingest
+/// reads it (duplicate object keys refused): one that does not read is fed raw, byte for byte, so ingest
+/// quarantines it with its reason.
 pub fn parse(text: &str, lines: bool) -> Vec<Input> {
     if !lines {
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(items)) => return items.into_iter().map(|v| classify(v, None)).collect(),
-            Ok(v) => return vec![classify(v, Some(text.trim()))],
-            // Not one JSON document: maybe JSONL under a .json name.
-            Err(_) => {}
+        if let Ok(items) = serde_json::from_str::<Vec<Box<RawValue>>>(text) {
+            return items.iter().map(|item| one(item.get())).collect();
         }
+        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+            return vec![one(text.trim())];
+        }
+        // Not one JSON document: maybe JSONL under a .json name.
     }
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| match serde_json::from_str::<Value>(line) {
-            Ok(v) => classify(v, Some(line)),
-            Err(_) => Input::Raw(line.to_owned()),
-        })
-        .collect()
+    text.lines().filter(|l| !l.trim().is_empty()).map(one).collect()
 }
 
-fn classify(v: Value, raw: Option<&str>) -> Input {
+fn one(text: &str) -> Input {
+    match retail_sync_contracts::parse_json_strictly(text) {
+        Ok(v) => classify(v, text),
+        Err(_) => Input::Raw(text.to_owned()),
+    }
+}
+
+fn classify(v: Value, raw: &str) -> Input {
     if let Some(Ok(call)) = v.get("api").map(|a| serde_json::from_value::<ApiCall>(a.clone())) {
         return Input::Api(call);
     }
@@ -99,7 +104,7 @@ fn classify(v: Value, raw: Option<&str>) -> Input {
             detail_type,
             detail: detail.clone(),
         },
-        _ => Input::Raw(raw.map_or_else(|| v.to_string(), str::to_owned)),
+        _ => Input::Raw(raw.to_owned()),
     }
 }
 
@@ -126,6 +131,22 @@ mod tests {
             matches!(&inputs[0], Input::Api(c) if c.path == "/v1/holds" && c.idempotency_key.as_deref() == Some("k"))
         );
         assert!(matches!(&inputs[1], Input::Raw(_)));
+    }
+
+    /// Ingest refuses duplicate object keys (`invalid_json`); read leniently, the line would have reached
+    /// it with the last of the duplicates alone and been judged on that.
+    #[test]
+    fn an_input_with_a_duplicate_key_is_fed_raw_as_written() {
+        let line = r#"{"source":"retail.pos","detail-type":"SaleCompleted","detail":{"data":{"quantity":1,"quantity":100}}}"#;
+        assert_eq!(parse(line, true), [Input::Raw(line.into())]);
+        let top =
+            r#"{"source":"retail.pos","source":"retail.web","detail-type":"SaleCompleted","detail":{}}"#;
+        assert_eq!(parse(top, false), [Input::Raw(top.into())]);
+        let array =
+            format!(r#"[{{"source":"retail.crm","detail-type":"TierChanged","detail":{{}}}}, {line}]"#);
+        let inputs = parse(&array, false);
+        assert!(matches!(&inputs[0], Input::Event { .. }));
+        assert_eq!(inputs[1], Input::Raw(line.into()));
     }
 
     #[test]

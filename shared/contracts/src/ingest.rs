@@ -167,6 +167,13 @@ fn display_pointer(p: &str) -> String {
     format!("/detail{p}")
 }
 
+/// Parses JSON text as ingest does: duplicate object keys are an error (see `Strict`). What feeds
+/// events on a channel's behalf (a local run's input files) reads them this way, so an event ingest
+/// would refuse reaches ingest as it was written instead of with one of its duplicates dropped.
+pub fn parse_json_strictly(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<Strict>(text).map(|Strict(v)| v)
+}
+
 /// JSON read into a [`Value`] that refuses duplicate object keys. `serde_json` keeps the last of
 /// duplicates silently, so `{"quantity": 1, "quantity": 100}` would mean whatever the last parser in the
 /// chain decides; RFC 8259 leaves it undefined and I-JSON (RFC 7493) forbids it, so ingest refuses it as

@@ -20,6 +20,6 @@ pub mod values;
 
 pub use envelope::{BusEvent, Channel, Detail, Metadata, SOURCE_POLICY, check_source};
 pub use events::*;
-pub use ingest::{IngestLimits, Rejection, parse_inbound};
+pub use ingest::{IngestLimits, Rejection, parse_inbound, parse_json_strictly};
 pub use registry::{Direction, Event, EventType};
 pub use values::*;

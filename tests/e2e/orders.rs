@@ -18,11 +18,12 @@ use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyPolicy};
 use retail_sync_core::ledger::ReturnStatus;
 use retail_sync_core::memory::ManualClock;
 use retail_sync_core::ports::{Clock, Hold, HoldRequest, HoldStatus, Loyalty};
+use retail_sync_core::reconcile::{RepairMode, Settings, Window};
 use retail_sync_core::saga::{Saga, SagaStatus};
 use retail_sync_redemption::{
     ApiRequest, ApiResponse, Caller, OutagePolicy, RedemptionApi, RedemptionConfig,
 };
-use retail_sync_simulators::{Faults, InProcessLoyalty};
+use retail_sync_simulators::{FaultKind, Faults, InProcessLoyalty, LoyaltyTransactionKind, Tamper};
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
@@ -1117,6 +1118,114 @@ async fn shipments_and_cancellations_in_every_order_give_the_same_books<B: Backe
     assert!(w.report().await.quarantine.is_empty());
 }
 
+/// The README's example of a return decided before a later shipment: lines of 1,001 and 1,054, each
+/// shipped on its own for 10 points, line 1 returned. Decided after both shipments the return reverses
+/// floor(20 × 1,001 / 2,055) = 9; decided between them it reverses 10 and the second shipment gives 1
+/// back (a `restore`, reference `correction:<shipment>`). Every order of processing ends at 9 reversed
+/// and a balance of 11, every event delivered again changes nothing, and reconciliation finds the books
+/// agreeing — and, once the restore is lost on the platform, finds it missing and makes it again.
+async fn a_return_decided_before_a_later_shipment_reverses_the_same_points<B: Backend>(w: World<B>) {
+    let specs = [(1, 1_001), (1, 1_054)];
+    let mut outcomes = Vec::new();
+    // The return waits for its units' shipment, so it comes after s1 in every order processed here.
+    for (i, processing) in [[0, 1, 2], [0, 2, 1], [1, 0, 2]].into_iter().enumerate() {
+        let (o, member) = (format!("o-late-{i}"), format!("m-late-{i}"));
+        w.sims.loyalty.seed_balance(&member, Points::ZERO);
+        w.run(vec![order(&o, &member, &specs, None)]).await;
+        let facts = [
+            shipped(&o, &format!("{o}-s1"), &[(1, 1)]),
+            shipped(&o, &format!("{o}-s2"), &[(2, 1)]),
+            returned(&format!("{o}-r1"), of_order(&o), &[(1, 1, 1_001)]),
+        ];
+        for k in processing {
+            if (i, k) == (1, 1) {
+                // The correcting shipment's accrual and its restore are both applied and their answers
+                // lost: the redeliveries find them under their keys and nothing moves twice.
+                w.sims.loyalty.set_faults(Faults {
+                    fail_first: 2,
+                    fail_first_with: FaultKind::TimeoutAfterCommit,
+                    ..Faults::default()
+                });
+            }
+            w.run(vec![facts[k].clone()]).await;
+            assert_eq!(w.sims.loyalty.faults().fail_first, 0, "both faults met a call");
+            w.sims.loyalty.set_faults(Faults::default());
+        }
+        // Every fact again: the same facts, nothing moves twice.
+        w.run(facts.to_vec()).await;
+        let s = w.saga(&format!("order:{o}")).await;
+        let restores: Vec<(i64, Option<String>)> = w
+            .sims
+            .loyalty
+            .transactions()
+            .iter()
+            .filter(|t| t.member_id.as_str() == member && t.kind == LoyaltyTransactionKind::Restore)
+            .map(|t| (t.points, t.reference.clone()))
+            .collect();
+        outcomes.push((processing, s, w.balance(&member), restores));
+    }
+    for (processing, s, balance, restores) in &outcomes {
+        let earned = s.ledger.points_accrued.map(Points::get);
+        let reversed = s.ledger.points_reversed().get();
+        assert_eq!(
+            (earned, reversed, *balance),
+            (Some(20), 9, 11),
+            "{processing:?}: {}",
+            steps(s)
+        );
+        if processing == &[0, 2, 1] {
+            assert_eq!(restores, &[(1, Some("correction:o-late-1-s2".to_owned()))]);
+            assert!(
+                steps(s).contains("returns decided before it: gives back 1 earned points"),
+                "{}",
+                steps(s)
+            );
+        } else {
+            assert!(restores.is_empty(), "{processing:?}: {restores:?}");
+        }
+    }
+    let window = Window::new(
+        "2026-11-01T00:00:00Z".parse().unwrap(),
+        "2026-12-01T00:00:00Z".parse().unwrap(),
+    )
+    .unwrap();
+    let reconcile = |mode| w.system.reconcile(window, Settings::default(), mode, false);
+    let clean = reconcile(RepairMode::Off).await.unwrap();
+    assert!(clean.is_clean(), "{:?}", clean.findings);
+    assert!(w.report().await.quarantine.is_empty());
+
+    let (_, corrected, _, _) = &outcomes[1];
+    let restore = corrected.ledger.shipments[1].correction.clone().unwrap();
+    let id = restore.loyalty_transaction_id.unwrap();
+    assert!(w.sims.loyalty.tamper(id.as_str(), Tamper::Lose));
+    assert_eq!(w.balance("m-late-1"), 10);
+    let proposed = reconcile(RepairMode::DryRun).await.unwrap();
+    let found: Vec<(&str, Option<&str>, &str)> = proposed
+        .findings
+        .iter()
+        .map(|f| (f.difference.as_str(), f.reference.as_deref(), f.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "reversal_missing",
+            Some(id.as_str()),
+            "the restore of 1 points for correction:o-late-1-s2 is not on the loyalty ledger"
+        )]
+    );
+    let applied = reconcile(RepairMode::Apply).await.unwrap();
+    let repairs: Vec<(&str, &str)> = applied
+        .repairs
+        .iter()
+        .map(|r| (r.status.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert_eq!(repairs[0].0, "applied", "{repairs:?}");
+    assert_eq!(w.balance("m-late-1"), 11);
+    let again = reconcile(RepairMode::Off).await.unwrap();
+    assert!(again.is_clean(), "{:?}", again.findings);
+}
+
 /// The same one-unit cancellation sent twice under two event ids is applied once, with or without a
 /// `cancellation_id`; two cancellations with their own ids are two.
 async fn a_cancellation_resent_under_a_new_event_id_is_applied_once<B: Backend>(w: World<B>) {
@@ -1424,6 +1533,7 @@ scenarios!(
     loyalty_outage_policy,
     redemption_api_duplicate_requests_with_the_same_key,
     shipments_and_cancellations_in_every_order_give_the_same_books,
+    a_return_decided_before_a_later_shipment_reverses_the_same_points,
     a_cancellation_resent_under_a_new_event_id_is_applied_once,
     a_duplicate_of_a_refused_message_is_the_same_refusal,
     redeemed_points_are_shared_over_every_line_by_net,

@@ -309,6 +309,8 @@ pub fn check(plan: &Plan, observed: &Observed) -> Verdict {
             LoyaltyTransactionKind::Accrual => b.earned += t.points,
             LoyaltyTransactionKind::Reversal if reinstatement => b.taken_back -= t.points,
             LoyaltyTransactionKind::Reversal => b.reversed -= t.points,
+            // Earned points reversed beyond their share, given back (positive): less reversed.
+            LoyaltyTransactionKind::Restore => b.reversed -= t.points,
             LoyaltyTransactionKind::Redemption => b.redeemed -= t.points,
             LoyaltyTransactionKind::Recredit => b.recredited += t.points,
             LoyaltyTransactionKind::MergeOut | LoyaltyTransactionKind::MergeIn => {}

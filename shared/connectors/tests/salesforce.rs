@@ -376,13 +376,15 @@ struct Traded {
     reversal: ExternalRef,
     recredit: ExternalRef,
     refund: ExternalRef,
+    restore: ExternalRef,
     /// When the committed hold was taken: before and after.
     held: (Timestamp, Timestamp),
 }
 
 /// The same calls through either connector: an accrual on a receipt; a hold committed to order `o-1`,
 /// one released and one left open; `m-2` earning 10 points and a return asking 40 of them back (it
-/// takes 10); re-credits of `o-1`'s redeemed points on its cancellation and on a refund.
+/// takes 10) and a later shipment's correction giving 2 back; re-credits of `o-1`'s redeemed points on its
+/// cancellation and on a refund.
 async fn trade(l: &dyn Loyalty) -> Traded {
     let accrued = l
         .accrue(&accrual("m-1", "r-1", 2_500), &key("receipt:store-1:r-1"))
@@ -441,6 +443,14 @@ async fn trade(l: &dyn Loyalty) -> Traded {
         .await
         .unwrap();
     assert_eq!(reversal.delta, -10, "took what m-2 had");
+    let restore = l
+        .adjust(
+            &adjustment("m-2", AdjustmentKind::Restore, "o-2", "correction:s-2", 2),
+            &key("order:o-2:correction"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(restore.delta, 2);
     let recredit = l
         .adjust(
             &adjustment("m-1", AdjustmentKind::Recredit, "o-1", "cancellation:cx-1", 200),
@@ -462,6 +472,7 @@ async fn trade(l: &dyn Loyalty) -> Traded {
         reversal: reversal.loyalty_transaction_id,
         recredit: recredit.loyalty_transaction_id,
         refund: refund.loyalty_transaction_id,
+        restore: restore.loyalty_transaction_id,
         held: (before, after),
     }
 }
@@ -547,6 +558,11 @@ async fn the_books_read_back_are_the_movements_the_connector_made() {
             ..moved(&ids.reversal, PointsKind::Reversal, "m-2", -10)
         },
         BookedPoints {
+            transaction: Some(order("o-2")),
+            reference: Some("correction:s-2".into()),
+            ..moved(&ids.restore, PointsKind::Restore, "m-2", 2)
+        },
+        BookedPoints {
             transaction: Some(order("o-1")),
             reference: Some("cancellation:cx-1".into()),
             ..moved(&ids.recredit, PointsKind::Recredit, "m-1", 200)
@@ -579,7 +595,7 @@ async fn without_the_requested_points_field_a_short_reversal_reads_what_it_took(
     let books = plain.movements(from, until).await.unwrap();
     let reversal = books.iter().find(|m| m.kind == PointsKind::Reversal).unwrap();
     assert_eq!((reversal.points, reversal.requested_points), (-10, None));
-    assert_eq!(books.len(), 6);
+    assert_eq!(books.len(), 7);
 }
 
 /// The window is `[from, until)` to the millisecond, though SOQL's dateTimes are to the second: a

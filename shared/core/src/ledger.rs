@@ -25,7 +25,7 @@ use retail_sync_contracts::{Event, LineItem, TenderMethod};
 
 use crate::idempotency::Fingerprint;
 use crate::ports::AdjustmentKind;
-use crate::proration::{allocate, due, share, units_value};
+use crate::proration::{allocate, share, units_value};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -136,6 +136,36 @@ pub struct ShipmentEntry {
     /// so they are reinstated (see the module doc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reinstatement: Option<Reinstatement>,
+    /// Decided with the accrual when returns of the order were decided before it: what brings the
+    /// earned points reversed to their share of everything earned now (see [`Ledger::decide_correction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<ReversalCorrection>,
+}
+
+/// A later shipment's correction of the earned points its order's returns reversed: more taken back
+/// (`Reversal`) or some given back (`Restore`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReversalCorrection {
+    pub kind: AdjustmentKind,
+    /// Decided; always more than 0.
+    pub points: Points,
+    /// What the platform applied, once done (a reversal may take less: the member spent the points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Points>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_transaction_id: Option<ExternalRef>,
+}
+
+impl ReversalCorrection {
+    /// Its signed effect on the points reversed: what was applied, or what was decided until then.
+    fn reversed(&self) -> i64 {
+        let p = self.applied.unwrap_or(self.points).get();
+        if self.kind == AdjustmentKind::Restore {
+            -p
+        } else {
+            p
+        }
+    }
 }
 
 /// Cancelled units a shipment reinstates: charged again in the ERP, and the redeemed points their
@@ -735,6 +765,7 @@ impl Ledger {
             points: None,
             loyalty_transaction_id: None,
             reinstatement,
+            correction: None,
         };
         self.shipments.push(entry.clone());
         Ok(entry)
@@ -958,25 +989,27 @@ impl Ledger {
         self.returns.iter_mut().find(|r| &r.return_id == return_id)
     }
 
-    /// Earned points reversed by returns so far.
+    /// Earned points reversed so far: by returns, and by the corrections of later shipments.
     pub fn points_reversed(&self) -> Points {
-        Points::saturating_sum(self.returns.iter().filter_map(|r| r.points_reversed))
+        let returns = Points::saturating_sum(self.returns.iter().filter_map(|r| r.points_reversed));
+        let corrected: i64 = self
+            .shipments
+            .iter()
+            .filter_map(|s| s.correction.as_ref())
+            .map(ReversalCorrection::reversed)
+            .sum();
+        points(returns.get().saturating_add(corrected))
     }
 
-    /// Decides the loyalty side of a posted return: the earned points to reverse (on the cumulative
-    /// eligible value of every return decided so far, this one included) and the redeemed points to give
-    /// back (on the cumulative net value given back: cancellations and returns). Records both on the
-    /// return's entry and returns them; a return already decided keeps its figures.
-    pub fn decide_return(&mut self, return_id: &ReturnId, basis: &Basis) -> Option<(Points, Points)> {
-        let entry = self.return_entry(return_id)?;
-        if let (Some(r), Some(c)) = (entry.points_reversed, entry.points_recredited) {
-            return Some((r, c));
-        }
-        let decided = |r: &&ReturnEntry| r.points_reversed.is_some() || &r.return_id == return_id;
+    /// What the earned points reversed add up to by the facts counted so far: the share of everything
+    /// earned that the eligible value of the returns decided (and `deciding`) carries,
+    /// `floor(earned × returned eligible / eligible earned on)`. A function of the facts, not of their
+    /// order: a return decided before a later shipment is brought to it by that shipment's correction.
+    fn reversal_target(&self, deciding: Option<&ReturnId>, basis: &Basis) -> i64 {
         let returned_eligible: i64 = self
             .returns
             .iter()
-            .filter(decided)
+            .filter(|r| r.points_reversed.is_some() || Some(&r.return_id) == deciding)
             .map(|r| r.eligible_minor.get())
             .sum();
         let earned = self.points_accrued.map_or(0, Points::get);
@@ -985,12 +1018,69 @@ impl Ledger {
         let basis_eligible = self
             .eligible_minor
             .map_or_else(|| basis.eligible_minor(), Amount::get);
-        let reverse = due(
-            earned,
-            returned_eligible,
-            basis_eligible,
-            self.points_reversed().get(),
-        );
+        share(earned, returned_eligible, basis_eligible)
+    }
+
+    /// Decides, after a shipment's accrual, what brings the earned points its order's returns reversed
+    /// to [`Ledger::reversal_target`]: a return decided before this shipment took its share of what had
+    /// been earned then, which the shipment changed (by rounding, or by a different earning rate). More
+    /// to take back is a `Reversal`, too much taken a `Restore`. Recorded on the shipment's entry; a
+    /// shipment already corrected keeps its figure, and nothing is decided when nothing differs.
+    pub fn decide_correction(
+        &mut self,
+        shipment_id: &ShipmentId,
+        basis: &Basis,
+    ) -> Option<ReversalCorrection> {
+        let entry = self.shipments.iter().find(|s| &s.shipment_id == shipment_id)?;
+        if entry.correction.is_some() {
+            return entry.correction.clone();
+        }
+        let difference = self.reversal_target(None, basis) - self.points_reversed().get();
+        let kind = match difference {
+            0 => return None,
+            d if d > 0 => AdjustmentKind::Reversal,
+            _ => AdjustmentKind::Restore,
+        };
+        let correction = ReversalCorrection {
+            kind,
+            points: points(difference.saturating_abs()),
+            applied: None,
+            loyalty_transaction_id: None,
+        };
+        let entry = self
+            .shipments
+            .iter_mut()
+            .find(|s| &s.shipment_id == shipment_id)?;
+        entry.correction = Some(correction.clone());
+        Some(correction)
+    }
+
+    /// Records what the platform applied of a shipment's correction; nothing the second time.
+    pub fn record_correction(&mut self, shipment_id: &ShipmentId, applied: Points, id: Option<ExternalRef>) {
+        let Some(c) = self
+            .shipments
+            .iter_mut()
+            .find(|s| &s.shipment_id == shipment_id)
+            .and_then(|s| s.correction.as_mut())
+        else {
+            return;
+        };
+        if c.applied.is_none() {
+            c.applied = Some(applied);
+            c.loyalty_transaction_id = id;
+        }
+    }
+
+    /// Decides the loyalty side of a posted return: the earned points to reverse (the target of
+    /// [`Ledger::reversal_target`], with this return, less what was reversed so far) and the redeemed points to give
+    /// back (on the cumulative net value given back: cancellations and returns). Records both on the
+    /// return's entry and returns them; a return already decided keeps its figures.
+    pub fn decide_return(&mut self, return_id: &ReturnId, basis: &Basis) -> Option<(Points, Points)> {
+        let entry = self.return_entry(return_id)?;
+        if let (Some(r), Some(c)) = (entry.points_reversed, entry.points_recredited) {
+            return Some((r, c));
+        }
+        let reverse = (self.reversal_target(Some(return_id), basis) - self.points_reversed().get()).max(0);
         let recredit = self.recredit_due(self.given_back(Some(Deciding::Return(return_id))), basis);
         let reverse = points(reverse);
         let entry = self.return_entry_mut(return_id)?;
@@ -1145,7 +1235,10 @@ impl Ledger {
         entry.loyalty_transaction_id = id;
         let (kind, decided) = entry.movement();
         match kind {
-            AdjustmentKind::Recredit => self.uncount_recredited(decided.saturating_sub(applied)),
+            // `movement` answers a re-credit or a take-back, never a restore.
+            AdjustmentKind::Recredit | AdjustmentKind::Restore => {
+                self.uncount_recredited(decided.saturating_sub(applied))
+            }
             AdjustmentKind::Reversal => self.count_recredited(decided.saturating_sub(applied)),
         }
     }
@@ -1209,8 +1302,20 @@ mod tests {
         Points::new(eligible.get() / 100).unwrap()
     }
 
-    /// A shipment as the step processes it: reserved, any reinstatement confirmed, then accrued.
+    /// A shipment as the step processes it: reserved, any reinstatement confirmed, then accrued, and the
+    /// reversal of returns decided before it corrected (applied in full).
     fn ship(ledger: &mut Ledger, b: &Basis, id: &str, lines: Vec<LineQuantity>) -> Result<(), Check> {
+        ship_at_rate(ledger, b, id, lines, 1)
+    }
+
+    /// As [`ship`], earning `rate` times the simulator's rule (a member whose tier changed).
+    fn ship_at_rate(
+        ledger: &mut Ledger,
+        b: &Basis,
+        id: &str,
+        lines: Vec<LineQuantity>,
+        rate: i64,
+    ) -> Result<(), Check> {
         let shipment_id = ShipmentId::parse(id).unwrap();
         let entry = ledger.reserve_shipment(b, &shipment_id, &lines, minute(0))?;
         if entry.reinstatement.is_some() {
@@ -1218,7 +1323,7 @@ mod tests {
                 .decide_reinstatement(&shipment_id, &ExternalRef::parse("ERP-R").unwrap(), b)
                 .unwrap();
         }
-        let p = earn(entry.eligible_minor);
+        let p = Points::new(earn(entry.eligible_minor).get() * rate).unwrap();
         let e = ledger
             .shipments
             .iter_mut()
@@ -1226,6 +1331,9 @@ mod tests {
             .unwrap();
         e.points = Some(p);
         ledger.add_accrual(p, entry.eligible_minor);
+        if let Some(c) = ledger.decide_correction(&shipment_id, b) {
+            ledger.record_correction(&shipment_id, c.points, None);
+        }
         Ok(())
     }
 
@@ -1485,6 +1593,115 @@ mod tests {
         for order in &all {
             assert_eq!(books(order), expected, "{order:?}");
         }
+    }
+
+    /// The earned points reversed do not depend on whether a return was decided before or after a later
+    /// shipment of the order: the later shipment corrects what the return took to the share of
+    /// everything earned, whether that is less (rounding: the README's example, 10 then corrected to 9)
+    /// or more (the second shipment earned at a higher rate).
+    #[test]
+    fn returns_reverse_the_same_points_whether_decided_before_or_after_a_later_shipment() {
+        #[derive(Debug, Clone)]
+        enum F {
+            Ship(&'static str, Vec<LineQuantity>, i64),
+            Return(&'static str, Vec<(u32, u32)>),
+        }
+        let books = |lines: &[LineItem], facts: &[F]| {
+            let b = basis(lines, 0);
+            let mut ledger = Ledger::default();
+            let mut queue: std::collections::VecDeque<F> = facts.iter().cloned().collect();
+            let mut waited = 0;
+            while let Some(f) = queue.pop_front() {
+                let done = match &f {
+                    F::Ship(id, l, rate) => ship_at_rate(&mut ledger, &b, id, l.clone(), *rate),
+                    F::Return(id, l) => give_back(&mut ledger, &b, id, l.clone()).map(drop),
+                };
+                match done {
+                    Ok(()) => waited = 0,
+                    Err(Check::Wait(_)) if waited <= queue.len() => {
+                        waited += 1;
+                        queue.push_back(f);
+                    }
+                    Err(e) => panic!("{f:?}: {e:?} after {facts:?}"),
+                }
+            }
+            let earned = ledger.points_accrued.map_or(0, Points::get);
+            let corrections: Vec<AdjustmentKind> = ledger
+                .shipments
+                .iter()
+                .filter_map(|s| s.correction.as_ref().map(|c| c.kind))
+                .collect();
+            (earned, ledger.points_reversed().get(), corrections)
+        };
+        let readme = [line(1, 1, 1_001, true), line(2, 1, 1_054, true)];
+        let facts = [
+            F::Ship("s-1", vec![lq(1, 1)], 1),
+            F::Ship("s-2", vec![lq(2, 1)], 1),
+            F::Return("r-1", vec![(1, 1)]),
+        ];
+        for order in permutations(&facts) {
+            let (earned, reversed, _) = books(&readme, &order);
+            // floor(20 × 1,001 / 2,055) = 9, whichever came first.
+            assert_eq!((earned, reversed), (20, 9), "{order:?}");
+        }
+        // Decided between the shipments, the return took 10 and the second shipment gave 1 back.
+        assert_eq!(
+            books(&readme, &[facts[0].clone(), facts[2].clone(), facts[1].clone()]).2,
+            [AdjustmentKind::Restore]
+        );
+
+        // A higher rate for the later shipment, two partial returns, units over several shipments.
+        let lines = [line(1, 3, 1_250, true), line(2, 2, 2_475, true)];
+        let facts = [
+            F::Ship("s-1", vec![lq(1, 2)], 1),
+            F::Ship("s-2", vec![lq(2, 1), lq(1, 1)], 3),
+            F::Ship("s-3", vec![lq(2, 1)], 2),
+            F::Return("r-1", vec![(1, 1)]),
+            F::Return("r-2", vec![(2, 1), (1, 1)]),
+        ];
+        let all = permutations(&facts);
+        let expected = books(&lines, &facts);
+        // Earned 25 + 3 × 37 + 2 × 24 = 184 on 8,700; returned 1,250 + 3,725 eligible:
+        // floor(184 × 4,975 / 8,700) = 105.
+        assert_eq!((expected.0, expected.1), (184, 105));
+        let mut kinds = std::collections::BTreeSet::new();
+        for order in &all {
+            let (earned, reversed, corrections) = books(&lines, order);
+            assert_eq!((earned, reversed), (expected.0, expected.1), "{order:?}");
+            kinds.extend(corrections.into_iter().map(|k| format!("{k:?}")));
+        }
+        // Both directions were needed along the way.
+        assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["Restore", "Reversal"]);
+    }
+
+    /// What the platform could not apply of a correction stays as it was: the points reversed count
+    /// what was applied, and the next return's cumulative figure takes up the rest.
+    #[test]
+    fn a_correction_applied_in_part_counts_what_was_applied() {
+        let lines = [line(1, 2, 1_000, true), line(2, 1, 2_000, true)];
+        let b = basis(&lines, 0);
+        let mut ledger = Ledger::default();
+        ship_at_rate(&mut ledger, &b, "s-1", vec![lq(1, 1)], 1).unwrap();
+        give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).unwrap();
+        assert_eq!(ledger.points_reversed().get(), 10);
+        // Then 60 points (a higher tier) on 3,000: the target is floor(70 × 1,000 / 4,000) = 17, 7 more.
+        let s2 = ShipmentId::parse("s-2").unwrap();
+        let entry = ledger
+            .reserve_shipment(&b, &s2, &[lq(1, 1), lq(2, 1)], minute(0))
+            .unwrap();
+        ledger.shipments.last_mut().unwrap().points = Some(Points::new(60).unwrap());
+        ledger.add_accrual(Points::new(60).unwrap(), entry.eligible_minor);
+        let c = ledger.decide_correction(&s2, &b).unwrap();
+        assert_eq!((c.kind, c.points.get()), (AdjustmentKind::Reversal, 7));
+        assert_eq!(ledger.decide_correction(&s2, &b), Some(c), "decided once");
+        // The member had spent all but 4.
+        ledger.record_correction(&s2, Points::new(4).unwrap(), None);
+        ledger.record_correction(&s2, Points::new(7).unwrap(), None);
+        assert_eq!(ledger.points_reversed().get(), 14, "the first record stands");
+        // The last unit of line 1 comes back: floor(70 × 2,000 / 4,000) = 35, less the 14 reversed.
+        let (reversed, _) = give_back(&mut ledger, &b, "r-2", vec![(1, 1)]).unwrap();
+        assert_eq!(reversed.get(), 21);
+        assert_eq!(ledger.points_reversed().get(), 35);
     }
 
     /// A refund is refused when its figures cannot be true of the original: another currency, points on

@@ -444,6 +444,9 @@ pub enum AdjustmentKind {
     Reversal,
     /// Redeemed points given back (a return, a cancellation, a compensation).
     Recredit,
+    /// Earned points given back that returns reversed beyond their share: a return decided before a
+    /// later shipment of its order earned took a share of less (see `Ledger::decide_correction`).
+    Restore,
 }
 
 /// A correction of a member's balance tied to an earlier transaction.
@@ -549,6 +552,8 @@ pub enum PointsKind {
     Redemption,
     Reversal,
     Recredit,
+    /// Earned points a return had reversed, given back (see [`AdjustmentKind::Restore`]).
+    Restore,
     /// A merge of two members' balances (no transaction of ours).
     Merge,
 }

@@ -199,6 +199,7 @@ impl Repair {
                 match request.kind {
                     AdjustmentKind::Reversal => "reverse",
                     AdjustmentKind::Recredit => "re-credit",
+                    AdjustmentKind::Restore => "restore",
                 },
                 request.points,
                 request.member_id,
@@ -357,7 +358,7 @@ impl<'a> Expected<'a> {
         for f in &l.refunds {
             // A refund gives back or takes back, as it was decided.
             let kind = match f.movement().0 {
-                AdjustmentKind::Recredit => PointsKind::Recredit,
+                AdjustmentKind::Recredit | AdjustmentKind::Restore => PointsKind::Recredit,
                 AdjustmentKind::Reversal => PointsKind::Reversal,
             };
             adjust(
@@ -368,6 +369,18 @@ impl<'a> Expected<'a> {
             );
         }
         for s in &l.shipments {
+            if let Some(c) = &s.correction {
+                let kind = match c.kind {
+                    AdjustmentKind::Restore => PointsKind::Restore,
+                    _ => PointsKind::Reversal,
+                };
+                adjust(
+                    kind,
+                    format!("correction:{}", s.shipment_id),
+                    c.applied,
+                    c.loyalty_transaction_id.as_ref(),
+                );
+            }
             if let Some(r) = &s.reinstatement {
                 adjust(
                     PointsKind::Reversal,
@@ -404,6 +417,12 @@ impl<'a> Expected<'a> {
             Some("the accrual")
         } else if l.shipments.iter().any(|s| s.points.is_none()) {
             Some("a shipment's accrual")
+        } else if l
+            .shipments
+            .iter()
+            .any(|s| s.correction.as_ref().is_some_and(|c| c.applied.is_none()))
+        {
+            Some("a shipment's correction of its order's reversed points")
         } else if l
             .cancellations
             .iter()
@@ -715,6 +734,7 @@ fn points_name(k: PointsKind) -> &'static str {
         PointsKind::Redemption => "redemption",
         PointsKind::Reversal => "reversal",
         PointsKind::Recredit => "re-credit",
+        PointsKind::Restore => "restore",
         PointsKind::Merge => "merge",
     }
 }
@@ -727,6 +747,8 @@ fn count_points(row: &mut Totals, m: &BookedPoints) {
             row.pending_points += m.pending_points.map_or(0, |p| p.get());
         }
         PointsKind::Reversal => row.points_reversed += n,
+        // Earned points a return had reversed beyond its share, given back: the reversal is less.
+        PointsKind::Restore => row.points_reversed -= n,
         PointsKind::Redemption => row.points_redeemed += n,
         PointsKind::Recredit => row.points_recredited += n,
         PointsKind::Merge => {}
@@ -824,10 +846,12 @@ fn check_accruals(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Find
 /// spent the points), and the saga keeps what was applied.
 fn check_adjustments(e: &Expected, moves: &[&BookedPoints], findings: &mut Vec<Finding>) {
     let mut booked: BTreeMap<(PointsKind, String), (i64, i64)> = BTreeMap::new();
-    for m in moves
-        .iter()
-        .filter(|m| matches!(m.kind, PointsKind::Reversal | PointsKind::Recredit))
-    {
+    for m in moves.iter().filter(|m| {
+        matches!(
+            m.kind,
+            PointsKind::Reversal | PointsKind::Recredit | PointsKind::Restore
+        )
+    }) {
         let reference = m.reference.clone().unwrap_or_default();
         let b = booked.entry((m.kind, reference)).or_default();
         b.0 += m.points.abs();
@@ -1018,10 +1042,10 @@ fn adjustment_repair(
         lost,
         request: AdjustmentRequest {
             member_id,
-            kind: if kind == PointsKind::Reversal {
-                AdjustmentKind::Reversal
-            } else {
-                AdjustmentKind::Recredit
+            kind: match kind {
+                PointsKind::Reversal => AdjustmentKind::Reversal,
+                PointsKind::Restore => AdjustmentKind::Restore,
+                _ => AdjustmentKind::Recredit,
             },
             transaction: e.saga.id.transaction()?,
             reference: reference.to_owned(),

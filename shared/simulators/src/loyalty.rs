@@ -129,6 +129,8 @@ pub enum LoyaltyTransactionKind {
     Reversal,
     /// Redeemed points given back.
     Recredit,
+    /// Earned points a reversal had taken beyond its share, given back.
+    Restore,
     /// A merged duplicate's balance leaving it (`counterpart_member_id`: the survivor).
     MergeOut,
     /// A merged duplicate's balance arriving at the survivor (`counterpart_member_id`: the duplicate).
@@ -142,6 +144,7 @@ impl LoyaltyTransactionKind {
             Self::Redemption => "redemption",
             Self::Reversal => "reversal",
             Self::Recredit => "recredit",
+            Self::Restore => "restore",
             Self::MergeOut => "merge_out",
             Self::MergeIn => "merge_in",
         }
@@ -264,6 +267,7 @@ impl LoyaltyTransaction {
                 LoyaltyTransactionKind::Redemption => PointsKind::Redemption,
                 LoyaltyTransactionKind::Reversal => PointsKind::Reversal,
                 LoyaltyTransactionKind::Recredit => PointsKind::Recredit,
+                LoyaltyTransactionKind::Restore => PointsKind::Restore,
                 LoyaltyTransactionKind::MergeOut | LoyaltyTransactionKind::MergeIn => PointsKind::Merge,
             },
             member_id: self.member_id.clone(),
@@ -727,6 +731,20 @@ impl Books {
         taken
     }
 
+    /// The transaction's latest accrual still pending for `member_id`, where a restore goes.
+    fn pending_to_restore(&self, transaction: &TransactionRef, member_id: &MemberId) -> Option<usize> {
+        self.pending_accruals
+            .get(transaction)
+            .into_iter()
+            .flatten()
+            .rev()
+            .copied()
+            .find(|&at| {
+                let t = &self.transactions[at];
+                t.still_pending() && &self.holder(&t.member_id) == member_id
+            })
+    }
+
     fn balance(&self, member_id: &MemberId) -> Result<Balance, SimError> {
         let m = self.enrolled(member_id)?;
         Ok(Balance {
@@ -949,30 +967,45 @@ impl Books {
                 "an adjustment of 0 points",
             ));
         }
-        // A reversal cancels the transaction's pending points first, then takes what is available.
-        let (kind, cancel) = match request.kind {
-            AdjustmentKind::Recredit => {
+        // A reversal cancels the transaction's pending points first, then takes what is available; a
+        // restore gives back to the transaction's latest accrual still pending if there is one (the
+        // points a return cancels while pending come back pending), else to the balance.
+        let (kind, cancel, restore_to) = match request.kind {
+            AdjustmentKind::Recredit | AdjustmentKind::Restore => {
                 if balance + pending + asked > MAX_SAFE_INTEGER {
                     return Err(balance_limit(&request.member_id));
                 }
-                (LoyaltyTransactionKind::Recredit, Vec::new())
+                match request.kind {
+                    AdjustmentKind::Restore => (
+                        LoyaltyTransactionKind::Restore,
+                        Vec::new(),
+                        self.pending_to_restore(&request.transaction, &request.member_id),
+                    ),
+                    _ => (LoyaltyTransactionKind::Recredit, Vec::new(), None),
+                }
             }
             AdjustmentKind::Reversal => (
                 LoyaltyTransactionKind::Reversal,
                 self.pending_to_cancel(&request.transaction, &request.member_id, asked),
+                None,
             ),
         };
         // The member holds the accruals' pending points (`pending_to_cancel` checked): never more.
         let cancelled = cancel.iter().map(|(_, p)| p).sum::<i64>().min(pending);
+        let restored = if restore_to.is_some() { asked } else { 0 };
         let from_balance = match request.kind {
-            AdjustmentKind::Recredit => asked,
+            AdjustmentKind::Recredit | AdjustmentKind::Restore => asked - restored,
             AdjustmentKind::Reversal => -(asked - cancelled).min(balance - held),
         };
-        let delta = from_balance - cancelled;
+        let delta = from_balance - cancelled + restored;
         let balance = balance + from_balance;
         let m = self.active_mut(&request.member_id)?;
         m.balance = balance;
-        m.pending -= cancelled;
+        m.pending += restored - cancelled;
+        if let Some(at) = restore_to {
+            let accrual = &mut self.transactions[at];
+            accrual.pending_points = Some(points(accrual.pending_points.map_or(0, Points::get) + restored));
+        }
         for (at, take) in cancel {
             let accrual = &mut self.transactions[at];
             let left = accrual.pending_points.map_or(0, Points::get) - take;
@@ -2497,6 +2530,69 @@ mod tests {
         // Everything was returned before the window ended: the confirmation confirms nothing.
         let c = loyalty.confirm_accrual(&a.loyalty_transaction_id, "c1").unwrap();
         assert_eq!((c.points_confirmed.get(), c.balance.get()), (0, 4_963));
+        assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
+    }
+
+    /// A restore gives earned points back where a return inside the window took them from: to the
+    /// transaction's latest accrual still pending (confirmed with it), else to the balance; a repeat
+    /// under its key moves nothing again.
+    #[test]
+    fn a_restore_goes_back_pending_while_an_accrual_of_its_transaction_is_pending() {
+        let (loyalty, _) = platform();
+        let restore = |points: i64| AdjustmentRequest {
+            kind: AdjustmentKind::Restore,
+            reference: "correction:s-2".into(),
+            ..reversal_of("m-1", "r-1", "x", points)
+        };
+        // Nothing of r-1 pending: to the balance.
+        let first = loyalty.adjust(&restore(3), "k1").unwrap();
+        assert_eq!((first.delta, first.balance.get()), (3, 5_003));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_003, 0, 5_003, 0));
+        assert_eq!(
+            loyalty.adjust(&restore(3), "k1").unwrap(),
+            first,
+            "the same answer"
+        );
+        assert_eq!(points_of(&loyalty, "m-1"), (5_003, 0, 5_003, 0));
+
+        // Two pending accruals of r-1: onto the later one, and confirmed with it.
+        let a = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 1_000), "a1")
+            .unwrap();
+        let b = loyalty
+            .accrue(&pending_accrual("m-1", "r-1", 2_000), "a2")
+            .unwrap();
+        let second = loyalty.adjust(&restore(1), "k2").unwrap();
+        assert_eq!((second.delta, second.balance.get()), (1, 5_003));
+        assert_eq!(points_of(&loyalty, "m-1"), (5_003, 0, 5_003, 31));
+        let ledger = loyalty.transactions();
+        let restored = ledger.last().unwrap();
+        assert_eq!(
+            (restored.kind, restored.points),
+            (LoyaltyTransactionKind::Restore, 1)
+        );
+        assert_eq!(restored.kind.as_str(), "restore");
+        assert_eq!(
+            restored.booked().kind,
+            retail_sync_core::ports::PointsKind::Restore
+        );
+        let pending = |id: &ExternalRef| {
+            let t = loyalty.transactions();
+            t.iter()
+                .find(|t| &t.loyalty_transaction_id == id)
+                .unwrap()
+                .pending_points
+                .map(Points::get)
+        };
+        assert_eq!(
+            (
+                pending(&a.loyalty_transaction_id),
+                pending(&b.loyalty_transaction_id)
+            ),
+            (Some(10), Some(21))
+        );
+        let c = loyalty.confirm_accrual(&b.loyalty_transaction_id, "c1").unwrap();
+        assert_eq!((c.points_confirmed.get(), c.balance.get()), (21, 5_024));
         assert_ledger_adds_up(&loyalty, &[("m-1", 5_000)]);
     }
 

@@ -80,6 +80,7 @@ pub struct SalesforceSettings {
     pub accrual: (String, String),
     pub reversal: (String, String),
     pub recredit: (String, String),
+    pub restore: (String, String),
     pub hold: (String, String),
 }
 
@@ -96,6 +97,7 @@ impl Default for SalesforceSettings {
             accrual: kind("Accrual", "Purchase"),
             reversal: kind("Redemption", "Return Reversal"),
             recredit: kind("Accrual", "Points Recredit"),
+            restore: kind("Accrual", "Return Reversal Correction"),
             hold: kind("Redemption", "Checkout Hold"),
         }
     }
@@ -324,6 +326,7 @@ impl SalesforceSimulator {
                     kind: match r.kind {
                         AdjustmentKind::Reversal => settings.reversal.clone(),
                         AdjustmentKind::Recredit => settings.recredit.clone(),
+                        AdjustmentKind::Restore => settings.restore.clone(),
                     },
                     requested: Some(r.points.get()),
                 }),
@@ -831,10 +834,11 @@ impl SalesforceSimulator {
     ) -> Result<Result<i64, SimError>, String> {
         let request = AdjustmentRequest {
             member_id: MemberId::parse(str_of(journal, "MembershipNumber")).map_err(|e| e.to_string())?,
-            kind: if credit {
-                AdjustmentKind::Recredit
-            } else {
-                AdjustmentKind::Reversal
+            // A credit of the restore subtype gives back earned points; any other credit re-credits.
+            kind: match (credit, str_of(journal, "JournalSubTypeName")) {
+                (true, subtype) if subtype == self.settings.restore.1 => AdjustmentKind::Restore,
+                (true, _) => AdjustmentKind::Recredit,
+                (false, _) => AdjustmentKind::Reversal,
             },
             transaction: transaction_of(
                 term(reference, "transaction").ok_or("the journal names no transaction")?,

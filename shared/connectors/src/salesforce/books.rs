@@ -371,9 +371,11 @@ impl SalesforceLoyalty {
             None if is(&m.accrual) => {
                 movement.transaction = Some(transaction()?);
             }
-            Some((_, caused_by)) if is(&m.reversal) || is(&m.recredit) => {
+            Some((_, caused_by)) if is(&m.reversal) || is(&m.recredit) || is(&m.restore) => {
                 movement.kind = if is(&m.reversal) {
                     PointsKind::Reversal
+                } else if is(&m.restore) {
+                    PointsKind::Restore
                 } else {
                     PointsKind::Recredit
                 };

@@ -56,6 +56,10 @@ pub struct SalesforceMapping {
     /// Redeemed points given back: posted through the credit process.
     #[serde(default = "SalesforceMapping::default_recredit")]
     pub recredit: JournalKind,
+    /// Earned points a return reversed beyond its share given back (a later shipment of the order
+    /// changed the share): posted through the credit process.
+    #[serde(default = "SalesforceMapping::default_restore")]
+    pub restore: JournalKind,
     /// A checkout's points hold: a debit, cancelled (Cancel Redemption) when the hold is released or
     /// expires.
     #[serde(default = "SalesforceMapping::default_hold")]
@@ -86,6 +90,9 @@ impl SalesforceMapping {
     }
     fn default_recredit() -> JournalKind {
         JournalKind::of("Accrual", "Points Recredit")
+    }
+    fn default_restore() -> JournalKind {
+        JournalKind::of("Accrual", "Return Reversal Correction")
     }
     fn default_hold() -> JournalKind {
         JournalKind::of("Redemption", "Checkout Hold")

@@ -825,6 +825,7 @@ impl Loyalty for SalesforceLoyalty {
         let (kind, credit) = match request.kind {
             AdjustmentKind::Reversal => (&self.mapping.reversal, false),
             AdjustmentKind::Recredit => (&self.mapping.recredit, true),
+            AdjustmentKind::Restore => (&self.mapping.restore, true),
         };
         let reference = format!(
             "retail-sync transaction={} reference={}",

@@ -153,7 +153,7 @@ pub(super) async fn accrue_shipment(
             })
         })
         .await?;
-    let accrued = cx
+    let settled = cx
         .settle(
             &saga_id,
             run,
@@ -211,6 +211,20 @@ pub(super) async fn accrue_shipment(
                     entry.eligible_minor
                 };
                 s.ledger.add_accrual(points, eligible);
+                let mut text = text;
+                // Returns decided before this shipment reversed a share of less: brought to the share of
+                // everything earned now (applied below, after the accrual).
+                if matches!(accrued, Outcome::Accrued { .. })
+                    && let Some(c) = s.ledger.decide_correction(&shipment_id, &basis)
+                {
+                    text.push_str(&format!(
+                        "; returns decided before it: {} {} earned points to bring the reversed to {} of {}",
+                        correction_verb(c.kind),
+                        c.points,
+                        s.ledger.points_reversed(),
+                        s.ledger.points_accrued.unwrap_or(Points::ZERO)
+                    ));
+                }
                 s.settle_order(&basis);
                 (outcome, text)
             },
@@ -220,10 +234,10 @@ pub(super) async fn accrue_shipment(
                 }
             },
         )
-        .await?
-        .result;
+        .await?;
+    let accrued = settled.result;
 
-    match accrued {
+    match &accrued {
         Outcome::Accrued {
             loyalty_transaction_id,
             points,
@@ -233,16 +247,109 @@ pub(super) async fn accrue_shipment(
                 cx.emit(LoyaltyAccrued {
                     member_id,
                     transaction,
-                    shipment_id: Some(shipment_id),
-                    points,
+                    shipment_id: Some(shipment_id.clone()),
+                    points: *points,
                     eligible_minor: entry.eligible_minor,
                     currency: basis.currency,
-                    loyalty_transaction_id,
+                    loyalty_transaction_id: loyalty_transaction_id.clone(),
                 });
             }
         }
         Outcome::Anonymous => {}
-        Outcome::Refused { message } => cx.exception(ReasonCode::LoyaltyRejected, message),
+        Outcome::Refused { message } => cx.exception(ReasonCode::LoyaltyRejected, message.clone()),
+    }
+    correct(step, cx, settled.saga, &basis, shipped).await
+}
+
+fn correction_verb(kind: AdjustmentKind) -> &'static str {
+    match kind {
+        AdjustmentKind::Restore => "gives back",
+        _ => "takes back",
+    }
+}
+
+/// Applies the correction the accrual decided (see `Ledger::decide_correction`) under its own key, the
+/// same request on every delivery (built from the saga's figures and the shipment's business time), and
+/// records what the platform applied. What it could not apply (a refusal, or a member who spent the
+/// points to take back) stays as it is, announced for a person: the next return's cumulative figure
+/// counts from what was applied.
+async fn correct(
+    step: &AccrueLoyalty,
+    cx: &mut Cx<'_>,
+    saga: Option<Saga>,
+    basis: &Basis,
+    shipped: &Detail<OrderShipped>,
+) -> Result<(), Error> {
+    let transaction = TransactionRef::Order {
+        order_id: shipped.data.order_id.clone(),
+    };
+    let saga_id = SagaId::of(&transaction);
+    let shipment_id = &shipped.data.shipment_id;
+    let saga = match saga {
+        Some(saga) => saga,
+        None => saga::load_existing(cx.sagas(), &saga_id).await?,
+    };
+    let Some(correction) = saga
+        .ledger
+        .shipments
+        .iter()
+        .find(|s| &s.shipment_id == shipment_id)
+        .and_then(|s| s.correction.clone())
+        .filter(|c| c.applied.is_none())
+    else {
+        return Ok(());
+    };
+    let Some(member_id) = &basis.member_id else {
+        return Ok(());
+    };
+    let ckey = cx.sub_key("correction");
+    let request = AdjustmentRequest {
+        member_id: member_id.clone(),
+        kind: correction.kind,
+        transaction,
+        reference: format!("correction:{shipment_id}"),
+        points: correction.points,
+        occurred_at: shipped.metadata.occurred_at,
+    };
+    let what = format!(
+        "shipment {shipment_id}: the correction of the points its order's returns reversed ({} {})",
+        correction_verb(correction.kind),
+        correction.points
+    );
+    let (applied, id, refused) = match step.loyalty.adjust(&request, &ckey).await.refusal()? {
+        Ok(a) => {
+            let applied = a.delta.saturating_abs().min(correction.points.get());
+            (
+                Points::new(applied).unwrap_or(Points::ZERO),
+                Some(a.loyalty_transaction_id),
+                None,
+            )
+        }
+        Err(message) => (Points::ZERO, None, Some(message)),
+    };
+    saga::update(cx.sagas(), &saga_id, None, |s| {
+        s.ledger.record_correction(shipment_id, applied, id.clone());
+    })
+    .await?;
+    let metric = match correction.kind {
+        AdjustmentKind::Restore => "points_restored",
+        _ => "points_reversed",
+    };
+    cx.metrics().add(metric, applied.get().unsigned_abs(), None);
+    if let Some(message) = refused {
+        cx.exception_as(
+            &ckey,
+            STEP,
+            ReasonCode::LoyaltyRejected,
+            format!("{what}: loyalty refused: {message}"),
+        );
+    } else if applied < correction.points {
+        cx.exception_as(
+            &ckey,
+            STEP,
+            ReasonCode::LoyaltyRejected,
+            format!("{what}: only {applied} could be taken back from the member"),
+        );
     }
     Ok(())
 }

@@ -80,7 +80,8 @@ pub(crate) async fn settle_refund(
     };
     let (kind, points) = entry.movement();
     let suffix = match kind {
-        AdjustmentKind::Recredit => "recredit",
+        // A refund gives back redeemed or tendered points, never earned ones (`RefundEntry::movement`).
+        AdjustmentKind::Recredit | AdjustmentKind::Restore => "recredit",
         AdjustmentKind::Reversal => "take-back",
     };
 

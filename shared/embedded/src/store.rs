@@ -115,6 +115,8 @@ struct Routed<'e, 't> {
     detail_type: &'e str,
     body: String,
     deliveries: Vec<(String, &'t str)>,
+    /// An archive of its bus keeps it (its pattern matches).
+    archived: bool,
 }
 
 /// The event as rule patterns see it, holding only the envelope fields some pattern names (`fields`):
@@ -164,7 +166,8 @@ pub struct StoredMessage {
 pub struct Embedded {
     state: Mutex<State>,
     topology: Arc<Topology>,
-    /// Every top-level event field some rule's pattern names, each once (see [`routing_view`]).
+    /// Every top-level event field some rule's or archive's pattern names, each once (see
+    /// [`routing_view`]).
     routed_fields: Vec<String>,
     clock: Arc<dyn Clock>,
     /// Replaces every queue's visibility timeout. Local runs shorten the template's minutes to
@@ -478,10 +481,13 @@ impl Embedded {
         // time a cached statement goes back to the cache: every receive parsed and planned its SELECT
         // anew, a twentieth of a bench run. The plans are the same (no table here has statistics).
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        // The archives' patterns too: an event is archived only when one of them matches it.
         let routed_fields: BTreeSet<String> = topology
             .rules
             .iter()
-            .flat_map(|r| r.pattern.fields())
+            .map(|r| &r.pattern)
+            .chain(topology.archives.iter().map(|a| &a.pattern))
+            .flat_map(|p| p.fields())
             .map(str::to_owned)
             .collect();
         Ok(Self {
@@ -579,7 +585,7 @@ impl Embedded {
     }
 
     /// Puts events on the channel bus as channels' PutEvents do: each is stamped with an id and time,
-    /// archived, and copied to the target queue of every rule of that bus whose pattern it matches, in
+    /// archived when the bus's archive pattern matches it (as EventBridge archives), and copied to the target queue of every rule of that bus whose pattern it matches, in
     /// one transaction.
     /// Returns, per entry, the envelope's id and how many queues it was delivered to (0: no rule
     /// matched, which EventBridge does not report either — callers that feed input make it visible).
@@ -614,11 +620,12 @@ impl Embedded {
     ///
     /// Ids, envelope texts and routes are made before the store is locked: only the inserts are done
     /// under the lock, so the other consumers' tasks do not wait while JSON is written or patterns are
-    /// matched. The inserts are still one transaction.
+    /// matched. The inserts are still one transaction. `archiving` is false for a replay: what an archive
+    /// replays is not archived again.
     fn route<'e, D: Serialize + ?Sized + 'e>(
         &self,
         bus: &str,
-        archived: bool,
+        archiving: bool,
         entries: impl Iterator<Item = (&'e str, &'e str, &'e D)>,
         detail_value: impl Fn(&D) -> Value,
     ) -> Result<Vec<(String, usize)>, Error> {
@@ -647,19 +654,26 @@ impl Embedded {
                     .flat_map(|r| r.targets.iter())
                     .map(|target| (uuid::Uuid::now_v7().to_string(), target.as_str()))
                     .collect();
+                let archived = archiving
+                    && self
+                        .topology
+                        .archives
+                        .iter()
+                        .any(|a| a.bus == bus && a.pattern.matches(&event));
                 Routed {
                     id,
                     source,
                     detail_type,
                     body,
                     deliveries,
+                    archived,
                 }
             })
             .collect();
         let at = ms(now);
         self.state().op(|conn, pending| {
             pending.seqs(conn)?;
-            if archived {
+            if routed.iter().any(|r| r.archived) {
                 // The archive's rows all, or none; the deliveries after them cannot fail.
                 savepoint(conn, |tx| {
                     let mut archive = tx
@@ -667,7 +681,7 @@ impl Embedded {
                             "INSERT INTO archive (id, time, source, detail_type, event) VALUES (?1, ?2, ?3, ?4, ?5)",
                         )
                         .map_err(unavailable)?;
-                    for r in &routed {
+                    for r in routed.iter().filter(|r| r.archived) {
                         archive
                             .execute(params![r.id, at, r.source, r.detail_type, r.body])
                             .map_err(unavailable)?;
@@ -781,6 +795,29 @@ impl Embedded {
         Ok(())
     }
 
+    /// Rewrites the journal entries that contain `mentions` with `rewrite` (`None`: unchanged), in the
+    /// current group if one is open; returns how many changed.
+    pub fn rewrite_journal(
+        &self,
+        mentions: &str,
+        rewrite: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<usize, EmbeddedError> {
+        let state = self.state();
+        let conn = &state.conn;
+        let found: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, entry FROM simulator_journal WHERE instr(entry, ?1) > 0")?
+            .query_map([mentions], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut update = conn.prepare_cached("UPDATE simulator_journal SET entry = ?2 WHERE seq = ?1")?;
+        let mut changed = 0;
+        for (seq, entry) in found {
+            if let Some(new) = rewrite(&entry) {
+                changed += update.execute(params![seq, new])?;
+            }
+        }
+        Ok(changed)
+    }
+
     /// Every journal entry of `system`, oldest first.
     pub fn journal(&self, system: &str) -> Result<Vec<String>, EmbeddedError> {
         let state = self.state();
@@ -790,7 +827,6 @@ impl Embedded {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Events the bus has seen, oldest first.
     /// Replays the archive as EventBridge replays the template's archive: the events of
     /// `[from, to)` that it keeps (its pattern: the channels' transactions), and of `detail_type` when
     /// given, put on the bus it archives again, in their original order, and not archived a second
@@ -835,6 +871,8 @@ impl Embedded {
         Ok(routed.len())
     }
 
+    /// The archived events, oldest first: those an archive's pattern matched (the channels' transactions;
+    /// never member events, which carry personal data).
     pub fn archive(&self) -> Result<Vec<Value>, EmbeddedError> {
         let state = self.state();
         let conn = &state.conn;

@@ -69,6 +69,15 @@ pub trait Backend:
     fn journal(&self, _system: &str) -> Result<Vec<String>, Error> {
         Ok(Vec::new())
     }
+    /// Rewrites the kept journal entries that contain `mentions` with `rewrite` (`None`: unchanged);
+    /// how many changed.
+    fn rewrite_journal(
+        &self,
+        _mentions: &str,
+        _rewrite: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<usize, Error> {
+        Ok(0)
+    }
 }
 
 fn dead_letter_of_stored(m: retail_sync_embedded::StoredMessage) -> DeadLetter {
@@ -152,6 +161,13 @@ impl Backend for Embedded {
     }
     fn journal(&self, system: &str) -> Result<Vec<String>, Error> {
         Embedded::journal(self, system).map_err(embedded_error)
+    }
+    fn rewrite_journal(
+        &self,
+        mentions: &str,
+        rewrite: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<usize, Error> {
+        Embedded::rewrite_journal(self, mentions, rewrite).map_err(embedded_error)
     }
 }
 

@@ -2,7 +2,7 @@
 //! e.g. provisioned on moto from the same template), every function of the template as a poller over
 //! its queue, and the reference ERP and loyalty simulators in-process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use retail_sync_connectors::{
 };
 use retail_sync_contracts::ChannelPlatform;
 use retail_sync_contracts::IngestLimits;
-use retail_sync_contracts::values::Points;
+use retail_sync_contracts::values::{MemberId, Points};
 use retail_sync_core::guard::{BreakerSettings, Downstream, GuardedErp, GuardedLoyalty};
 use retail_sync_core::idempotency::IdempotencyPolicy;
 use retail_sync_core::members::{Enrolment, Ownership};
@@ -711,9 +711,23 @@ impl<B: Backend> LocalSystem<B> {
         Ok(())
     }
 
-    /// Stores what the simulators applied since the last call with the backend's state.
+    /// Stores what the simulators applied since the last call with the backend's state. A member erased
+    /// on a system is erased from the journal too: the entries that told any system their name, e-mail or
+    /// phone keep none (replayed, they still lead to the erased member).
     fn keep_journal(&self) -> anyhow::Result<()> {
-        Ok(self.backend.keep_journal(&self.simulators.take_journal())?)
+        let entries = self.simulators.take_journal();
+        self.backend.keep_journal(&entries)?;
+        let erased: BTreeSet<MemberId> = entries
+            .iter()
+            .filter_map(|(_, entry)| retail_sync_simulators::erased_in_journal(entry))
+            .collect();
+        for member in erased {
+            self.backend
+                .rewrite_journal(&format!("\"member_id\":\"{member}\""), &|entry| {
+                    retail_sync_simulators::without_personal_data(entry, &member)
+                })?;
+        }
+        Ok(())
     }
 
     /// Messages waiting or in flight on the functions' queues.

@@ -233,9 +233,11 @@ async fn on_moto_too() {
     assert_eq!(truth(&report, &sims), expected);
 }
 
-/// A bad update (its phone no number) is quarantined at ingest with the member's e-mail in its body;
-/// the erasure removes that e-mail from the quarantine, the member's record, and every system, and no
-/// idempotency record ever held it.
+/// A bad update (its phone no number) is quarantined at ingest with the member's e-mail in its body, and
+/// one whose phone the schema refuses with a finding that quotes it; the erasure removes that e-mail and
+/// phone from the quarantine (bodies, messages and findings), the member's record, every system and the
+/// reference systems' journal kept in the state file, and no idempotency record or archived event ever
+/// held them. The state opened again replays the journal to the same erased member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_leaves_no_personal_data_in_any_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,10 +259,43 @@ async fn an_erasure_leaves_no_personal_data_in_any_record() {
             "data": {"member_id": "m-5004", "email": "carla@example.com", "phone": "call me"}
         }),
     };
-    let report = run(&system, &[rest, vec![bad]]).await;
-    let kept = |items: &[retail_sync_core::ports::QuarantineItem]| {
-        items.iter().any(|q| q.body.contains("carla@example.com"))
+    let too_short = Input::Event {
+        source: "retail.crm".into(),
+        detail_type: "CustomerUpdated".into(),
+        detail: json!({
+            "metadata": {
+                "event_id": "evt-short-phone-5004",
+                "schema_version": 1,
+                "correlation_id": "crm-m-5004-10",
+                "occurred_at": "2026-11-21T15:05:00Z",
+                "channel": "crm"
+            },
+            "data": {"member_id": "m-5004", "phone": "91"}
+        }),
     };
+    let report = run(&system, &[rest, vec![bad, too_short]]).await;
+    let kept = |items: &[retail_sync_core::ports::QuarantineItem]| {
+        items.iter().any(|q| {
+            q.body.contains("carla@example.com") || q.rejection.findings.iter().any(|f| f.contains("\"91\""))
+        })
+    };
+    let quoted = system.backend.list(usize::MAX).await.unwrap();
+    let finding = quoted
+        .iter()
+        .find(|q| q.rejection.event_id.as_deref() == Some("evt-short-phone-5004"))
+        .map(|q| q.rejection.findings.join("; "));
+    assert!(
+        finding.as_deref().is_some_and(|f| f.contains("\"91\"")),
+        "the schema's finding quotes the phone: {finding:?}"
+    );
+    let journal = || {
+        ["erp", "loyalty", "crm"]
+            .iter()
+            .flat_map(|s| system.backend.journal(s).unwrap())
+            .collect::<Vec<String>>()
+            .join("\n")
+    };
+    assert!(journal().contains("carla@example.com"), "the systems were told");
     let quarantined = system.backend.list(usize::MAX).await.unwrap();
     assert!(
         kept(&quarantined),
@@ -297,4 +332,48 @@ async fn an_erasure_leaves_no_personal_data_in_any_record() {
     }
     let timeline = serde_json::to_string(&member_record(&*system.backend, "m-5004").await).unwrap();
     assert!(timeline.contains("\"erased\""), "{timeline}");
+    let archive = serde_json::to_string(&system.backend.archive().unwrap()).unwrap();
+    let journal = journal();
+    for pii in ["carla@example.com", "Carla Moreno", "5550104", "\"91\""] {
+        assert!(!archive.contains(pii), "{pii} in the archive");
+        assert!(!journal.contains(pii), "{pii} in the simulators' journal");
+    }
+    assert!(
+        journal.contains("\"m-5004\""),
+        "the calls stay, without the personal data"
+    );
+    // Only personal data is removed: the refused update keeps its envelope (its time, its id).
+    let short = quarantined
+        .iter()
+        .find(|q| q.rejection.event_id.as_deref() == Some("evt-short-phone-5004"))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&short.body).unwrap();
+    assert_eq!(body["detail"]["data"]["phone"], "[erased]");
+    assert!(
+        body["time"].as_str().is_some_and(|t| t.starts_with("20")),
+        "{body}"
+    );
+    assert_eq!(
+        short.rejection.findings,
+        ["/detail/data/phone: \"[erased]\" is shorter than 3 characters"]
+    );
+
+    // Opened again, the state replays the journal: the member is erased on every system, as before.
+    drop(system);
+    let (again, sims) = embedded(&dir);
+    let systems = format!(
+        "{:?}{:?}{:?}",
+        sims.crm.contacts(),
+        sims.erp.customers(),
+        sims.loyalty.members()
+    );
+    assert!(
+        systems.contains("m-5004") && !systems.contains("carla"),
+        "{systems}"
+    );
+    let report = again.report(Default::default()).await.unwrap();
+    for s in SYSTEMS {
+        let carla = copy(&report, "m-5004", s);
+        assert!(!carla.personal_data && carla.status == "erased", "{s}: {carla:?}");
+    }
 }

@@ -927,6 +927,69 @@ pub fn redact(body: &mut String, values: &[String]) -> bool {
 /// What erased personal data is replaced with.
 pub const ERASED: &str = "[erased]";
 
+/// The personal data a stored body holds: every text under `PERSONAL_KEYS` (at any depth, also in JSON
+/// held as a string). A refusal's findings may quote such a value, one the member's record never kept
+/// (a phone the schema refused), so an erasure looks for these as well as for the record's values.
+pub fn personal_values(body: &str) -> Vec<String> {
+    fn texts(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) if !s.is_empty() && s != ERASED => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
+            Value::Object(map) => map.values().for_each(|v| texts(v, out)),
+            _ => {}
+        }
+    }
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if PERSONAL_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
+                        texts(v, out);
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            Value::String(s) => {
+                if let Ok(inner) = serde_json::from_str::<Value>(s)
+                    && inner.is_object()
+                {
+                    walk(&inner, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(json) = serde_json::from_str::<Value>(body) {
+        walk(&json, &mut out);
+    }
+    out
+}
+
+/// Removes `values` from a text (a refusal's message or finding): each occurrence is replaced by
+/// [`ERASED`]; a text that still holds one in another case is replaced whole. Returns whether anything
+/// changed.
+pub fn redact_text(text: &mut String, values: &[String]) -> bool {
+    let mut changed = false;
+    for v in values.iter().filter(|v| !v.is_empty()) {
+        if text.contains(v.as_str()) {
+            *text = text.replace(v.as_str(), ERASED);
+            changed = true;
+        }
+    }
+    let lower = text.to_lowercase();
+    if values
+        .iter()
+        .any(|v| !v.is_empty() && lower.contains(&v.to_lowercase()))
+    {
+        *text = ERASED.to_owned();
+        changed = true;
+    }
+    changed
+}
+
 fn redact_value(value: &mut Value, values: &[String]) -> bool {
     match value {
         Value::Object(map) => {
@@ -1331,6 +1394,29 @@ mod tests {
         );
         assert_eq!(Enrolment::parse("explicit"), Ok(Enrolment::Explicit));
         assert!(Enrolment::parse("sometimes").is_err());
+    }
+
+    #[test]
+    fn the_personal_values_of_a_body_are_found_and_removed_from_texts() {
+        let body = serde_json::json!({
+            "detail": serde_json::json!({"data": {"member_id": "m-1", "phone": "55", "email": "A@x.io",
+                                      "addresses": [{"street": "Main 1"}], "tier": "gold"}}).to_string(),
+        })
+        .to_string();
+        let mut found = personal_values(&body);
+        found.sort();
+        assert_eq!(found, ["55", "A@x.io", "Main 1"]);
+        let mut finding = "/detail/data/phone: \"55\" is shorter than 3 characters".to_owned();
+        assert!(redact_text(&mut finding, &found));
+        assert_eq!(
+            finding,
+            "/detail/data/phone: \"[erased]\" is shorter than 3 characters"
+        );
+        assert!(!redact_text(&mut finding, &found), "nothing left to remove");
+        let mut other_case = "no a@X.IO here".to_owned();
+        assert!(redact_text(&mut other_case, &found));
+        assert_eq!(other_case, ERASED);
+        assert!(personal_values("not json").is_empty());
     }
 
     #[test]

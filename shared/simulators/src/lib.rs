@@ -56,7 +56,7 @@ pub use loyalty::{
     LoyaltyMemberView, LoyaltySimulator, LoyaltyTransaction, LoyaltyTransactionKind, MergeOutcome, Tamper,
     points_for, points_value,
 };
-pub use members::MemberSynced;
+pub use members::{MemberSynced, erased_in_journal, without_personal_data};
 pub use outcomes::{AdobeCommerceSimulator, LOCAL_PLATFORM_TOKEN, PlatformSimulator, ShopifyAdminSimulator};
 pub use salesforce::SalesforceSimulator;
 pub use sap::SapSimulator;

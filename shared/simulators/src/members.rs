@@ -8,6 +8,7 @@
 //! harmless.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use retail_sync_contracts::events::MemberStatus;
 use retail_sync_contracts::values::MemberId;
@@ -31,6 +32,50 @@ pub(crate) fn stored(snapshot: &MemberSnapshot) -> MemberSnapshot {
         kept.marketing_email = None;
     }
     kept
+}
+
+/// The member a journal entry tells a system is erased (the `sync_member` of an `erased` snapshot). The
+/// journals keep every call a system applied, so a local run erases the member there too (see
+/// [`without_personal_data`]).
+pub fn erased_in_journal(entry: &str) -> Option<MemberId> {
+    if !entry.contains("\"erased\"") {
+        return None;
+    }
+    let snapshot = synced(&serde_json::from_str(entry).ok()?)?;
+    (snapshot.status == MemberStatus::Erased).then_some(snapshot.member_id)
+}
+
+/// The journal entry with `member`'s snapshot stripped of name, e-mail and phone, as [`stored`] strips an
+/// erased one; `None` when it holds no personal data of theirs. Replayed, the journal leads to the same
+/// state: the erasure's snapshot, a later revision, is replayed after it and replaces it whole.
+pub fn without_personal_data(entry: &str, member: &MemberId) -> Option<String> {
+    let mut json: Value = serde_json::from_str(entry).ok()?;
+    let snapshot = synced(&json)?;
+    if &snapshot.member_id != member {
+        return None;
+    }
+    let stripped = MemberSnapshot {
+        name: None,
+        email: None,
+        phone: None,
+        marketing_email: None,
+        ..snapshot.clone()
+    };
+    if stripped == snapshot {
+        return None;
+    }
+    json["call"]["request"] = serde_json::to_value(&stripped).ok()?;
+    Some(json.to_string())
+}
+
+/// The snapshot of a journal entry that synced a member (`{"call": {"op": "sync_member", "request": …}}`,
+/// as every system's journal writes it).
+fn synced(entry: &Value) -> Option<MemberSnapshot> {
+    let call = entry.get("call")?;
+    if call.get("op")? != "sync_member" {
+        return None;
+    }
+    serde_json::from_value(call.get("request")?.clone()).ok()
 }
 
 /// Replaces `current` with `snapshot` when it is a later revision (or there is none yet); returns the

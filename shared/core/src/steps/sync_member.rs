@@ -551,7 +551,9 @@ impl SyncMember {
         self.propagate(cx, saga, false).await
     }
 
-    /// Removes the member's personal data from every quarantined message that mentions them.
+    /// Removes the member's personal data from every quarantined message that mentions them: from its body,
+    /// and from its refusal's message and findings, which may quote a value the record never kept (one
+    /// the schema refused).
     async fn scrub_quarantine(&self, member: &MemberId, values: &[String]) -> Result<usize, Error> {
         let mut scrubbed = 0;
         // The member id as a JSON string, also escaped inside a body held as text (`m-1` must not find
@@ -562,7 +564,20 @@ impl SyncMember {
                 || values
                     .iter()
                     .any(|v| !v.is_empty() && item.body.contains(v.as_str()));
-            if mentions && members::redact(&mut item.body, values) {
+            if !mentions {
+                continue;
+            }
+            // The body's own personal values (read before it is redacted) only for the texts: in the body
+            // its personal keys are redacted anyway, and a short value ("91") would take a whole
+            // unrelated field with it (a time that contains it).
+            let mut found = values.to_vec();
+            found.extend(members::personal_values(&item.body));
+            let mut changed = members::redact(&mut item.body, values);
+            changed |= members::redact_text(&mut item.rejection.message, &found);
+            for finding in &mut item.rejection.findings {
+                changed |= members::redact_text(finding, &found);
+            }
+            if changed {
                 self.quarantine.put(&item).await?;
                 scrubbed += 1;
             }

@@ -66,12 +66,26 @@ fn options(state: &StateArgs) -> LocalOptions {
     LocalOptions::new(state.template.clone(), state.state.clone())
 }
 
-/// The kinds named by `--erp-kind` / `--loyalty-kind` (or `ERP_KIND` / `LOYALTY_KIND`).
-pub fn kinds(erp: &str, loyalty: &str) -> anyhow::Result<Kinds> {
-    Ok(Kinds {
-        erp: ErpKind::from_lookup(|_| Some(erp.to_owned()))?,
-        loyalty: LoyaltyKind::from_lookup(|_| Some(loyalty.to_owned()))?,
-    })
+/// `--erp-kind` (or `ERP_KIND`): a name no connector has is a usage error (exit 2) listing the names.
+pub fn parse_erp_kind(text: &str) -> Result<ErpKind, String> {
+    ErpKind::from_lookup(|_| Some(text.to_owned())).map_err(|e| e.to_string())
+}
+
+/// `--loyalty-kind` (or `LOYALTY_KIND`), as [`parse_erp_kind`].
+pub fn parse_loyalty_kind(text: &str) -> Result<LoyaltyKind, String> {
+    LoyaltyKind::from_lookup(|_| Some(text.to_owned())).map_err(|e| e.to_string())
+}
+
+/// `--step` of a retry: one of the steps (a usage error otherwise, exit 2).
+pub fn parse_step(text: &str) -> Result<String, String> {
+    if retail_sync_core::steps::STEPS.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a step; the steps are {}",
+            retail_sync_core::steps::STEPS.join(", ")
+        ))
+    }
 }
 
 pub async fn local_run(

@@ -121,10 +121,10 @@ enum Command {
     /// code 0 when the books agree, 1 when differences remain.
     Reconcile {
         /// Start of the window (RFC 3339), inclusive; default: the start of yesterday (UTC).
-        #[arg(long)]
+        #[arg(long, requires = "to")]
         from: Option<jiff::Timestamp>,
         /// End of the window, exclusive; default: the start of today (UTC).
-        #[arg(long)]
+        #[arg(long, requires = "from")]
         to: Option<jiff::Timestamp>,
         /// Repair the safe differences (a missing accrual or reversal is made again, once).
         #[arg(long)]
@@ -236,13 +236,13 @@ enum LocalCommand {
         /// The ERP connector's dialect: `system-api` (the reference ERP, in-process) or `sap-s4hana`
         /// (the SAP connector against the SAP simulator; mapping `infra/connectors/sap-s4hana.json`
         /// unless ERP_SAP_MAPPING_FILE names another).
-        #[arg(long, env = "ERP_KIND", default_value = "system-api")]
-        erp_kind: String,
+        #[arg(long, env = "ERP_KIND", default_value = "system-api", value_parser = commands::parse_erp_kind)]
+        erp_kind: retail_sync_connectors::ErpKind,
         /// The loyalty connector's dialect: `system-api` or `salesforce-loyalty` (the Salesforce
         /// connector against the Salesforce simulator; mapping `infra/connectors/salesforce-loyalty.json`
         /// unless LOYALTY_SALESFORCE_MAPPING_FILE names another).
-        #[arg(long, env = "LOYALTY_KIND", default_value = "system-api")]
-        loyalty_kind: String,
+        #[arg(long, env = "LOYALTY_KIND", default_value = "system-api", value_parser = commands::parse_loyalty_kind)]
+        loyalty_kind: retail_sync_connectors::LoyaltyKind,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -427,7 +427,7 @@ enum SagaCommand {
     /// Attempts the refused step again (the one that failed, or `--step`) once its cause is fixed.
     Retry {
         id: String,
-        #[arg(long)]
+        #[arg(long, value_parser = commands::parse_step)]
         step: Option<String>,
         #[arg(long)]
         yes: bool,
@@ -518,7 +518,10 @@ fn main() -> ExitCode {
                 loyalty_kind,
                 state,
             }) => {
-                let kinds = commands::kinds(&erp_kind, &loyalty_kind)?;
+                let kinds = retail_sync_cli::local::Kinds {
+                    erp: erp_kind,
+                    loyalty: loyalty_kind,
+                };
                 commands::local_run(input.as_deref(), report.as_deref(), fresh, quiet, kinds, &state).await
             }
             Command::Local(LocalCommand::Chaos(args)) => commands::local_chaos(&args).await,

@@ -173,6 +173,37 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
         assert_eq!(zero.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&zero.stderr).contains("the limit is at least 1"));
     }
+    // Usage errors, whatever part of the command they are in, exit 2 and say what is allowed.
+    for (args, says) in [
+        (
+            &["local", "run", "--erp-kind", "bogus"][..],
+            "\"bogus\" is not one of system-api, sap-s4hana",
+        ),
+        (
+            &["local", "run", "--loyalty-kind", "sf"],
+            "\"sf\" is not one of system-api, salesforce-loyalty",
+        ),
+        (
+            &["reconcile", "--from", "2026-11-20T00:00:00Z"],
+            "required arguments were not provided:\n  --to",
+        ),
+        (
+            &[
+                "saga",
+                "retry",
+                "pos-closed-007-r-000001",
+                "--step",
+                "bogus",
+                "--yes",
+            ],
+            "\"bogus\" is not a step; the steps are map-shopify",
+        ),
+    ] {
+        let usage = retail_sync(&state, args);
+        assert_eq!(usage.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&usage.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 
     let typo = retail_sync(
         &state,

@@ -427,6 +427,9 @@ pub async fn retry_saga(
     now: Timestamp,
 ) -> Result<Retried, OpsError> {
     let saga = saga(backend, id).await?;
+    if let Some(why) = retry::not_retried(&saga) {
+        return Err(OpsError::Refused(why));
+    }
     let item = retry::find_refusal(backend, &saga, step).await?.ok_or_else(|| {
         let which = step.map_or("a retryable step".to_owned(), |s| s.to_owned());
         OpsError::Refused(format!(

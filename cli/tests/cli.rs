@@ -462,6 +462,17 @@ fn the_sample_days_run_through_sap_and_salesforce_from_the_command_line() {
     };
     assert_eq!(statuses(&dialects), statuses(&system_api));
 
+    // The compensated order is not retried, and the refusal says why.
+    let retried = retail_sync(
+        &dir.path().join("system-api.db"),
+        &["saga", "retry", "reject-1004", "--yes"],
+    );
+    assert_eq!(retried.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&retried.stderr),
+        "error: saga order:reject-1004 was compensated: what it did was undone, there is nothing to attempt again\n"
+    );
+
     let state = dir.path().join("bad.db");
     let stream = root().join("events/streams/pos-day.jsonl");
     let bad = retail_sync(

@@ -92,6 +92,16 @@ fn effect_of(item: &QuarantineItem) -> Option<(IdempotencyKey, SagaId)> {
     Some((key, saga))
 }
 
+/// Why no step of `saga` is attempted again whatever was refused: it was compensated.
+pub fn not_retried(saga: &Saga) -> Option<String> {
+    (saga.status == SagaStatus::Compensated).then(|| {
+        format!(
+            "saga {} was compensated: what it did was undone, there is nothing to attempt again",
+            saga.id
+        )
+    })
+}
+
 fn saga_of_item(item: &QuarantineItem) -> Option<SagaId> {
     effect_of(item).map(|(_, saga)| saga)
 }
@@ -144,11 +154,8 @@ pub async fn request(
         .load(&saga_id)
         .await?
         .ok_or_else(|| RetryError::NoSaga(saga_id.to_string()))?;
-    if saga.status == SagaStatus::Compensated {
-        return refuse(format!(
-            "saga {} was compensated: what it did was undone, there is nothing to attempt again",
-            saga.id
-        ));
+    if let Some(why) = not_retried(&saga) {
+        return refuse(why);
     }
     // The attempt the saga is at must be one the system refused: its record holds that refusal.
     let n = saga.retries.get(base.as_str()).copied().unwrap_or(0);

@@ -768,8 +768,15 @@ pub async fn member_show(
                 .map(|v| (v.value.to_string(), v.source, v.at))
         )
     );
+    // What the member said, and whether it is in force: a merged or erased account sends no campaigns
+    // whatever it consented to (the systems are told no consent, as the report shows).
+    let unused = if record.consent.as_ref().is_some_and(|c| c.value) && !record.consents() {
+        format!(" — not in force: the account is {}", record.status.as_str())
+    } else {
+        String::new()
+    };
     outln!(
-        "  consent     {}",
+        "  consent     {}{unused}",
         source(
             record
                 .consent

@@ -589,6 +589,17 @@ fn an_operator_merges_the_suspected_duplicate_of_a_members_day() {
     let listed = stdout(&retail_sync(&state, &["members", "duplicates"]));
     assert!(listed.contains("no suspected duplicates"), "{listed}");
 
+    // The duplicate consented, but a merged account sends no campaigns: shown as the report says it.
+    let duplicate = stdout(&retail_sync(&state, &["members", "show", "m-5003"]));
+    let consent = duplicate
+        .lines()
+        .find(|l| l.starts_with("  consent "))
+        .unwrap_or_default();
+    assert!(
+        consent.starts_with("  consent     true (mobile at ")
+            && consent.ends_with(" — not in force: the account is merged"),
+        "{duplicate}"
+    );
     let show = retail_sync(&state, &["members", "show", "m-5001"]);
     let shown = stdout(&show);
     assert!(shown.contains("absorbed m-5003: 45 points moved here"), "{shown}");

@@ -467,7 +467,14 @@ pub fn open_embedded(
             }
         }
     }
-    let store = Embedded::open(&options.state, topology.clone(), Arc::new(SystemClock))?
+    let store = Embedded::open(&options.state, topology.clone(), Arc::new(SystemClock))
+        .with_context(|| {
+            format!(
+                "cannot open the state {} (a retail-sync state is an SQLite file; to replace this one, \
+                 run again with --fresh, which deletes it)",
+                options.state.display()
+            )
+        })?
         .with_visibility_timeout(options.visibility_timeout);
     let protection = Protection::paced(options.visibility_timeout);
     match &options.return_windows {

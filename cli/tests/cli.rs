@@ -797,3 +797,21 @@ fn a_local_run_speaking_sap_and_salesforce_reconciles_through_their_connectors()
     assert!(text.contains(": 51 sagas, "), "{text}");
     assert!(text.contains("differences  none: the books agree"), "{text}");
 }
+
+/// A `--state` that is not a state file is refused with what to do about it, and left as it was.
+#[test]
+fn a_state_that_is_no_sqlite_file_is_refused_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("notes.txt");
+    std::fs::write(&state, "not a database\n").unwrap();
+    let run = retail_sync(&state, &["local", "run", "--quiet"]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.starts_with("error: cannot open the state ")
+            && stderr.contains("run again with --fresh, which deletes it")
+            && stderr.contains("file is not a database"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "not a database\n");
+}

@@ -652,8 +652,7 @@ pub async fn reconcile(
         }
     };
     if let Some(path) = &report {
-        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        write_report(path, &result)?;
     }
     if output.json() {
         outln!("{}", serde_json::to_string(&result)?);

@@ -1416,6 +1416,23 @@ mod tests {
         Ok(ledger.decide_return(&return_id, b).unwrap())
     }
 
+    /// Processes `facts` in turn as the queues deliver them: a fact that must wait goes to the back and
+    /// is tried again after the others; any other refusal fails the test.
+    fn process<F: Clone + std::fmt::Debug>(facts: &[F], mut apply: impl FnMut(&F) -> Result<(), Check>) {
+        let mut queue: std::collections::VecDeque<F> = facts.iter().cloned().collect();
+        let mut waited = 0;
+        while let Some(f) = queue.pop_front() {
+            match apply(&f) {
+                Ok(()) => waited = 0,
+                Err(Check::Wait(_)) if waited <= queue.len() => {
+                    waited += 1;
+                    queue.push_back(f);
+                }
+                Err(e) => panic!("{f:?}: {e:?} after {facts:?}"),
+            }
+        }
+    }
+
     fn lq(line_no: u32, quantity: u32) -> LineQuantity {
         LineQuantity { line_no, quantity }
     }
@@ -1553,24 +1570,12 @@ mod tests {
                 redemption: redeemed(600),
                 ..Ledger::default()
             };
-            let mut queue: std::collections::VecDeque<F> = facts.iter().cloned().collect();
-            let mut waited = 0;
-            while let Some(f) = queue.pop_front() {
-                let done = match &f {
-                    F::Ship(id, l) => ship(&mut ledger, &b, id, l.clone()),
-                    F::Cancel => cancel(&mut ledger, &b, "c-1", 5, None, false),
-                    F::Return => give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).map(drop),
-                    F::Refund => ledger.decide_refund(settlement("f-1", "r-1", 50), &b).map(drop),
-                };
-                match done {
-                    Ok(()) => waited = 0,
-                    Err(Check::Wait(_)) if waited <= queue.len() => {
-                        waited += 1;
-                        queue.push_back(f);
-                    }
-                    Err(e) => panic!("{f:?}: {e:?} after {facts:?}"),
-                }
-            }
+            process(facts, |f| match f {
+                F::Ship(id, l) => ship(&mut ledger, &b, id, l.clone()),
+                F::Cancel => cancel(&mut ledger, &b, "c-1", 5, None, false),
+                F::Return => give_back(&mut ledger, &b, "r-1", vec![(1, 1)]).map(drop),
+                F::Refund => ledger.decide_refund(settlement("f-1", "r-1", 50), &b).map(drop),
+            });
             let per_line: Vec<(u32, u32)> = b
                 .lines
                 .iter()
@@ -1609,22 +1614,10 @@ mod tests {
         let books = |lines: &[LineItem], facts: &[F]| {
             let b = basis(lines, 0);
             let mut ledger = Ledger::default();
-            let mut queue: std::collections::VecDeque<F> = facts.iter().cloned().collect();
-            let mut waited = 0;
-            while let Some(f) = queue.pop_front() {
-                let done = match &f {
-                    F::Ship(id, l, rate) => ship_at_rate(&mut ledger, &b, id, l.clone(), *rate),
-                    F::Return(id, l) => give_back(&mut ledger, &b, id, l.clone()).map(drop),
-                };
-                match done {
-                    Ok(()) => waited = 0,
-                    Err(Check::Wait(_)) if waited <= queue.len() => {
-                        waited += 1;
-                        queue.push_back(f);
-                    }
-                    Err(e) => panic!("{f:?}: {e:?} after {facts:?}"),
-                }
-            }
+            process(facts, |f| match f {
+                F::Ship(id, l, rate) => ship_at_rate(&mut ledger, &b, id, l.clone(), *rate),
+                F::Return(id, l) => give_back(&mut ledger, &b, id, l.clone()).map(drop),
+            });
             let earned = ledger.points_accrued.map_or(0, Points::get);
             let corrections: Vec<AdjustmentKind> = ledger
                 .shipments

@@ -273,7 +273,8 @@ async fn an_erasure_leaves_no_personal_data_in_any_record() {
             "data": {"member_id": "m-5004", "phone": "91"}
         }),
     };
-    let report = run(&system, &[rest, vec![bad, too_short]]).await;
+    let refused = vec![bad, too_short];
+    let report = run(&system, &[rest, refused.clone()]).await;
     let kept = |items: &[retail_sync_core::ports::QuarantineItem]| {
         items.iter().any(|q| {
             q.body.contains("carla@example.com") || q.rejection.findings.iter().any(|f| f.contains("\"91\""))
@@ -307,6 +308,10 @@ async fn an_erasure_leaves_no_personal_data_in_any_record() {
     let report = run(&system, &[erasure]).await;
     let quarantined = system.backend.list(usize::MAX).await.unwrap();
     assert!(!kept(&quarantined), "{quarantined:?}");
+    // The refused messages delivered again (a channel's retry): the same entries, still without the data.
+    run(&system, &[refused]).await;
+    let again = system.backend.list(usize::MAX).await.unwrap();
+    assert_eq!(again, quarantined, "the entries stay as the erasure left them");
     assert!(
         quarantined
             .iter()

@@ -258,6 +258,10 @@ impl QuarantineStore for AwsBackend {
         self.state.put(item).await
     }
 
+    async fn keep(&self, item: &QuarantineItem) -> Result<(), Error> {
+        self.state.keep(item).await
+    }
+
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {
         self.state.list(limit).await
     }

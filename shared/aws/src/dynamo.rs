@@ -422,7 +422,7 @@ impl SagaStore for DynamoState {
 #[async_trait]
 impl QuarantineStore for DynamoState {
     async fn put(&self, item: &QuarantineItem) -> Result<(), Error> {
-        // Unconditional: the id is the queue message id, so a redelivery overwrites its own entry.
+        // Unconditional: an erasure's scrub replaces the entry.
         self.client
             .put_item()
             .table_name(&self.quarantine_table)
@@ -431,6 +431,23 @@ impl QuarantineStore for DynamoState {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn keep(&self, item: &QuarantineItem) -> Result<(), Error> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.quarantine_table)
+            .set_item(Some(items::quarantine_item(item, self.quarantine_retention)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .send()
+            .await;
+        match result {
+            // The entry is there: a redelivery of the same refusal, kept as first written.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            other => other.map(drop).map_err(unavailable),
+        }
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {

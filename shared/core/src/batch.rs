@@ -164,7 +164,8 @@ impl BatchRunner {
         Ok(())
     }
 
-    /// Writes one quarantine entry (an upsert: the same id is the same entry) and counts it.
+    /// Writes one quarantine entry unless it is there (the same id is the same entry, as first kept: an
+    /// erasure's scrub of it stands) and counts it.
     async fn keep(&self, id: String, message: &Message, rejection: &Rejection) -> Result<(), Error> {
         let item = QuarantineItem {
             id,
@@ -174,7 +175,7 @@ impl BatchRunner {
             body: cut(&message.body, QUARANTINE_BODY_LIMIT),
             body_truncated: message.body.len() > QUARANTINE_BODY_LIMIT,
         };
-        self.quarantine.put(&item).await?;
+        self.quarantine.keep(&item).await?;
         let reason = rejection.reason.as_str();
         tracing::warn!(reason, message = %rejection.message, "quarantined");
         self.metrics.add("quarantined", 1, Some(("reason", reason)));

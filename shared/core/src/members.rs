@@ -889,6 +889,7 @@ const PERSONAL_KEYS: &[&str] = &[
     "customer_email",
     "customer_firstname",
     "customer_lastname",
+    "address",
     "address1",
     "address2",
     "street",

@@ -104,6 +104,13 @@ impl QuarantineStore for MemoryState {
         Ok(())
     }
 
+    async fn keep(&self, item: &QuarantineItem) -> Result<(), Error> {
+        lock(&self.quarantine)
+            .entry(item.id.clone())
+            .or_insert_with(|| item.clone());
+        Ok(())
+    }
+
     /// Oldest first (then by id), as the durable stores list them.
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {
         let mut items: Vec<QuarantineItem> = lock(&self.quarantine).values().cloned().collect();

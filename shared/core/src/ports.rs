@@ -63,7 +63,7 @@ pub trait SagaStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuarantineItem {
     /// `{step}:{event id}` (the refused event, or the WorkflowException announcing a failure), else the
-    /// queue message id: a redelivery or a duplicate delivery overwrites instead of duplicating.
+    /// queue message id: a redelivery or a duplicate delivery is the same entry (kept once, see [`QuarantineStore::keep`]).
     pub id: String,
     pub received_at: Timestamp,
     pub step: String,
@@ -82,7 +82,12 @@ pub const QUARANTINE_BODY_LIMIT: usize = 128 * 1024;
 
 #[async_trait]
 pub trait QuarantineStore: Send + Sync {
+    /// Writes the entry, replacing one with its id (an erasure's scrub of it).
     async fn put(&self, item: &QuarantineItem) -> Result<(), Error>;
+    /// Writes the entry unless one with its id is there: a redelivery of the same refusal is the same
+    /// entry, as first kept — so what an erasure removed from it is not written back by a later copy of
+    /// the message. Atomic: of two deliveries at once, one entry stands.
+    async fn keep(&self, item: &QuarantineItem) -> Result<(), Error>;
     /// Oldest first (then by id), at most `limit`.
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error>;
     /// One entry by its id, however many there are (operators name one to show or retry it).

@@ -1118,6 +1118,16 @@ impl QuarantineStore for Embedded {
         Ok(())
     }
 
+    async fn keep(&self, item: &QuarantineItem) -> Result<(), Error> {
+        let json = serde_json::to_string(item).expect("items serialize");
+        self.state()
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![item.id, ms(item.received_at), json]))
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {
         let state = self.state();
         let conn = &state.conn;

@@ -34,7 +34,8 @@ macro_rules! conformance_tests {
             a_save_over_a_stale_version_conflicts_and_writes_no_completion,
             a_saga_is_found_by_its_correlation_id,
             many_sagas_are_read_at_once_as_each_is_loaded,
-            quarantine_lists_oldest_first_and_a_redelivery_overwrites
+            quarantine_lists_oldest_first_and_a_redelivery_overwrites,
+            a_kept_quarantine_entry_stays_as_first_written
         );
     };
     (@cases $make:path; $($case:ident),+) => {$(
@@ -334,4 +335,26 @@ pub async fn quarantine_lists_oldest_first_and_a_redelivery_overwrites(store: &i
         Some(quarantined("m-c", t0() + secs(2), "third"))
     );
     assert_eq!(store.find("m-nowhere").await.unwrap(), None);
+}
+
+/// `keep` writes a new entry, and leaves one with its id as it is (an erasure's scrub stands when the
+/// same refusal is delivered again); `put` still replaces.
+pub async fn a_kept_quarantine_entry_stays_as_first_written(store: &impl StateStore) {
+    store
+        .keep(&quarantined("k-1", t0() + secs(1), "first"))
+        .await
+        .unwrap();
+    store
+        .put(&quarantined("k-1", t0() + secs(1), "[erased]"))
+        .await
+        .unwrap();
+    store
+        .keep(&quarantined("k-1", t0() + secs(9), "first, delivered again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find("k-1").await.unwrap(),
+        Some(quarantined("k-1", t0() + secs(1), "[erased]"))
+    );
+    assert_eq!(store.list(10).await.unwrap().len(), 1);
 }

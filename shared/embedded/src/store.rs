@@ -1105,27 +1105,34 @@ impl SagaStore for Embedded {
     }
 }
 
-#[async_trait]
-impl QuarantineStore for Embedded {
-    async fn put(&self, item: &QuarantineItem) -> Result<(), Error> {
+impl Embedded {
+    /// Writes a quarantine entry with `insert` (replacing one with its id, or leaving it): one
+    /// statement, atomic by itself, in a group or not.
+    fn write_quarantine(&self, insert: &str, item: &QuarantineItem) -> Result<(), Error> {
         let json = serde_json::to_string(item).expect("items serialize");
-        // One statement: atomic by itself, in a group or not.
         self.state()
             .conn
-            .prepare_cached("INSERT OR REPLACE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)")
+            .prepare_cached(insert)
             .and_then(|mut s| s.execute(params![item.id, ms(item.received_at), json]))
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl QuarantineStore for Embedded {
+    async fn put(&self, item: &QuarantineItem) -> Result<(), Error> {
+        self.write_quarantine(
+            "INSERT OR REPLACE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)",
+            item,
+        )
+    }
 
     async fn keep(&self, item: &QuarantineItem) -> Result<(), Error> {
-        let json = serde_json::to_string(item).expect("items serialize");
-        self.state()
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| s.execute(params![item.id, ms(item.received_at), json]))
-            .map_err(unavailable)?;
-        Ok(())
+        self.write_quarantine(
+            "INSERT OR IGNORE INTO quarantine (id, received_at, item) VALUES (?1, ?2, ?3)",
+            item,
+        )
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<QuarantineItem>, Error> {

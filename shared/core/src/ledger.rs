@@ -149,6 +149,9 @@ pub struct ReversalCorrection {
     pub kind: AdjustmentKind,
     /// Decided; always more than 0.
     pub points: Points,
+    /// The business time of the shipment that decided it: every request about the correction carries
+    /// it, so a shipment re-sent under another event id sends the same request.
+    pub occurred_at: Timestamp,
     /// What the platform applied, once done (a reversal may take less: the member spent the points).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<Points>,
@@ -1029,6 +1032,7 @@ impl Ledger {
     pub fn decide_correction(
         &mut self,
         shipment_id: &ShipmentId,
+        occurred_at: Timestamp,
         basis: &Basis,
     ) -> Option<ReversalCorrection> {
         let entry = self.shipments.iter().find(|s| &s.shipment_id == shipment_id)?;
@@ -1044,6 +1048,7 @@ impl Ledger {
         let correction = ReversalCorrection {
             kind,
             points: points(difference.saturating_abs()),
+            occurred_at,
             applied: None,
             loyalty_transaction_id: None,
         };
@@ -1331,7 +1336,7 @@ mod tests {
             .unwrap();
         e.points = Some(p);
         ledger.add_accrual(p, entry.eligible_minor);
-        if let Some(c) = ledger.decide_correction(&shipment_id, b) {
+        if let Some(c) = ledger.decide_correction(&shipment_id, minute(0), b) {
             ledger.record_correction(&shipment_id, c.points, None);
         }
         Ok(())
@@ -1684,9 +1689,13 @@ mod tests {
             .unwrap();
         ledger.shipments.last_mut().unwrap().points = Some(Points::new(60).unwrap());
         ledger.add_accrual(Points::new(60).unwrap(), entry.eligible_minor);
-        let c = ledger.decide_correction(&s2, &b).unwrap();
+        let c = ledger.decide_correction(&s2, minute(1), &b).unwrap();
         assert_eq!((c.kind, c.points.get()), (AdjustmentKind::Reversal, 7));
-        assert_eq!(ledger.decide_correction(&s2, &b), Some(c), "decided once");
+        assert_eq!(
+            ledger.decide_correction(&s2, minute(1), &b),
+            Some(c),
+            "decided once"
+        );
         // The member had spent all but 4.
         ledger.record_correction(&s2, Points::new(4).unwrap(), None);
         ledger.record_correction(&s2, Points::new(7).unwrap(), None);

@@ -215,7 +215,9 @@ pub(super) async fn accrue_shipment(
                 // Returns decided before this shipment reversed a share of less: brought to the share of
                 // everything earned now (applied below, after the accrual).
                 if matches!(accrued, Outcome::Accrued { .. })
-                    && let Some(c) = s.ledger.decide_correction(&shipment_id, &basis)
+                    && let Some(c) =
+                        s.ledger
+                            .decide_correction(&shipment_id, shipped.metadata.occurred_at, &basis)
                 {
                     text.push_str(&format!(
                         "; returns decided before it: {} {} earned points to bring the reversed to {} of {}",
@@ -309,7 +311,7 @@ async fn correct(
         transaction,
         reference: format!("correction:{shipment_id}"),
         points: correction.points,
-        occurred_at: shipped.metadata.occurred_at,
+        occurred_at: correction.occurred_at,
     };
     let what = format!(
         "shipment {shipment_id}: the correction of the points its order's returns reversed ({} {})",

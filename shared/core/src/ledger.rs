@@ -25,7 +25,7 @@ use retail_sync_contracts::{Event, LineItem, TenderMethod};
 
 use crate::idempotency::Fingerprint;
 use crate::ports::AdjustmentKind;
-use crate::proration::{allocate, share, units_value};
+use crate::proration::{allocate, due, share, units_value};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -1004,11 +1004,12 @@ impl Ledger {
         points(returns.get().saturating_add(corrected))
     }
 
-    /// What the earned points reversed add up to by the facts counted so far: the share of everything
-    /// earned that the eligible value of the returns decided (and `deciding`) carries,
-    /// `floor(earned × returned eligible / eligible earned on)`. A function of the facts, not of their
-    /// order: a return decided before a later shipment is brought to it by that shipment's correction.
-    fn reversal_target(&self, deciding: Option<&ReturnId>, basis: &Basis) -> i64 {
+    /// What the earned points reversed are a share of, by the facts counted so far: (everything earned,
+    /// the eligible value of the returns decided and `deciding`, the eligible value earned on). Their
+    /// target is `floor(earned × returned eligible / eligible earned on)`: a function of the facts, not of
+    /// their order — a return decided before a later shipment is brought to it by that shipment's
+    /// correction.
+    fn reversal_terms(&self, deciding: Option<&ReturnId>, basis: &Basis) -> (i64, i64, i64) {
         let returned_eligible: i64 = self
             .returns
             .iter()
@@ -1021,11 +1022,11 @@ impl Ledger {
         let basis_eligible = self
             .eligible_minor
             .map_or_else(|| basis.eligible_minor(), Amount::get);
-        share(earned, returned_eligible, basis_eligible)
+        (earned, returned_eligible, basis_eligible)
     }
 
     /// Decides, after a shipment's accrual, what brings the earned points its order's returns reversed
-    /// to [`Ledger::reversal_target`]: a return decided before this shipment took its share of what had
+    /// to their target (see [`Ledger::reversal_terms`]): a return decided before this shipment took its share of what had
     /// been earned then, which the shipment changed (by rounding, or by a different earning rate). More
     /// to take back is a `Reversal`, too much taken a `Restore`. Recorded on the shipment's entry; a
     /// shipment already corrected keeps its figure, and nothing is decided when nothing differs.
@@ -1039,7 +1040,8 @@ impl Ledger {
         if entry.correction.is_some() {
             return entry.correction.clone();
         }
-        let difference = self.reversal_target(None, basis) - self.points_reversed().get();
+        let (earned, returned_eligible, eligible) = self.reversal_terms(None, basis);
+        let difference = share(earned, returned_eligible, eligible) - self.points_reversed().get();
         let kind = match difference {
             0 => return None,
             d if d > 0 => AdjustmentKind::Reversal,
@@ -1076,16 +1078,17 @@ impl Ledger {
         }
     }
 
-    /// Decides the loyalty side of a posted return: the earned points to reverse (the target of
-    /// [`Ledger::reversal_target`], with this return, less what was reversed so far) and the redeemed points to give
-    /// back (on the cumulative net value given back: cancellations and returns). Records both on the
+    /// Decides the loyalty side of a posted return: the earned points to reverse (what is due on the
+    /// terms of [`Ledger::reversal_terms`], with this return, beyond what was reversed so far) and the
+    /// redeemed points to give back (on the cumulative net value given back: cancellations and returns). Records both on the
     /// return's entry and returns them; a return already decided keeps its figures.
     pub fn decide_return(&mut self, return_id: &ReturnId, basis: &Basis) -> Option<(Points, Points)> {
         let entry = self.return_entry(return_id)?;
         if let (Some(r), Some(c)) = (entry.points_reversed, entry.points_recredited) {
             return Some((r, c));
         }
-        let reverse = (self.reversal_target(Some(return_id), basis) - self.points_reversed().get()).max(0);
+        let (earned, returned_eligible, eligible) = self.reversal_terms(Some(return_id), basis);
+        let reverse = due(earned, returned_eligible, eligible, self.points_reversed().get());
         let recredit = self.recredit_due(self.given_back(Some(Deciding::Return(return_id))), basis);
         let reverse = points(reverse);
         let entry = self.return_entry_mut(return_id)?;

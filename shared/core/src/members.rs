@@ -905,9 +905,16 @@ const PERSONAL_KEYS: &[&str] = &[
 /// `values`. A body that is no JSON is replaced when it mentions one of `values`. Returns whether
 /// anything changed.
 pub fn redact(body: &mut String, values: &[String]) -> bool {
+    redact_collecting(body, values, &mut Vec::new())
+}
+
+/// [`redact`], adding to `removed` every text it took from under `PERSONAL_KEYS`. A refusal's findings
+/// may quote such a value, one the member's record never kept (a phone the schema refused), so an
+/// erasure looks for these in the texts as well as for the record's values.
+pub fn redact_collecting(body: &mut String, values: &[String], removed: &mut Vec<String>) -> bool {
     match serde_json::from_str::<Value>(body) {
         Ok(mut json) => {
-            if redact_value(&mut json, values) {
+            if redact_value(&mut json, values, removed) {
                 *body = json.to_string();
                 true
             } else {
@@ -928,45 +935,14 @@ pub fn redact(body: &mut String, values: &[String]) -> bool {
 /// What erased personal data is replaced with.
 pub const ERASED: &str = "[erased]";
 
-/// The personal data a stored body holds: every text under `PERSONAL_KEYS` (at any depth, also in JSON
-/// held as a string). A refusal's findings may quote such a value, one the member's record never kept
-/// (a phone the schema refused), so an erasure looks for these as well as for the record's values.
-pub fn personal_values(body: &str) -> Vec<String> {
-    fn texts(value: &Value, out: &mut Vec<String>) {
-        match value {
-            Value::String(s) if !s.is_empty() && s != ERASED => out.push(s.clone()),
-            Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
-            Value::Object(map) => map.values().for_each(|v| texts(v, out)),
-            _ => {}
-        }
+/// Every non-empty text a value holds, at any depth (what a personal key held), but [`ERASED`].
+fn texts(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) if !s.is_empty() && s != ERASED => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
+        Value::Object(map) => map.values().for_each(|v| texts(v, out)),
+        _ => {}
     }
-    fn walk(value: &Value, out: &mut Vec<String>) {
-        match value {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    if PERSONAL_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
-                        texts(v, out);
-                    } else {
-                        walk(v, out);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            Value::String(s) => {
-                if let Ok(inner) = serde_json::from_str::<Value>(s)
-                    && inner.is_object()
-                {
-                    walk(&inner, out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(json) = serde_json::from_str::<Value>(body) {
-        walk(&json, &mut out);
-    }
-    out
 }
 
 /// Removes `values` from a text (a refusal's message or finding): each occurrence is replaced by
@@ -991,31 +967,32 @@ pub fn redact_text(text: &mut String, values: &[String]) -> bool {
     changed
 }
 
-fn redact_value(value: &mut Value, values: &[String]) -> bool {
+fn redact_value(value: &mut Value, values: &[String], removed: &mut Vec<String>) -> bool {
     match value {
         Value::Object(map) => {
             let mut changed = false;
             for (k, v) in map.iter_mut() {
                 if PERSONAL_KEYS.contains(&k.to_ascii_lowercase().as_str()) && !v.is_null() {
                     if *v != Value::String(ERASED.to_owned()) {
+                        texts(v, removed);
                         *v = Value::String(ERASED.to_owned());
                         changed = true;
                     }
                 } else {
-                    changed |= redact_value(v, values);
+                    changed |= redact_value(v, values, removed);
                 }
             }
             changed
         }
         Value::Array(items) => items
             .iter_mut()
-            .fold(false, |changed, v| redact_value(v, values) | changed),
+            .fold(false, |changed, v| redact_value(v, values, removed) | changed),
         Value::String(s) => {
             // EventBridge bodies keep nested JSON as text at times; redact inside it too.
             if let Ok(mut inner) = serde_json::from_str::<Value>(s)
                 && inner.is_object()
             {
-                if redact_value(&mut inner, values) {
+                if redact_value(&mut inner, values, removed) {
                     *s = inner.to_string();
                     return true;
                 }
@@ -1399,12 +1376,13 @@ mod tests {
 
     #[test]
     fn the_personal_values_of_a_body_are_found_and_removed_from_texts() {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "detail": serde_json::json!({"data": {"member_id": "m-1", "phone": "55", "email": "A@x.io",
                                       "addresses": [{"street": "Main 1"}], "tier": "gold"}}).to_string(),
         })
         .to_string();
-        let mut found = personal_values(&body);
+        let mut found = Vec::new();
+        assert!(redact_collecting(&mut body, &[], &mut found));
         found.sort();
         assert_eq!(found, ["55", "A@x.io", "Main 1"]);
         let mut finding = "/detail/data/phone: \"55\" is shorter than 3 characters".to_owned();
@@ -1417,7 +1395,9 @@ mod tests {
         let mut other_case = "no a@X.IO here".to_owned();
         assert!(redact_text(&mut other_case, &found));
         assert_eq!(other_case, ERASED);
-        assert!(personal_values("not json").is_empty());
+        let (mut plain, mut none) = ("not json".to_owned(), Vec::new());
+        assert!(!redact_collecting(&mut plain, &[], &mut none));
+        assert!(none.is_empty());
     }
 
     #[test]

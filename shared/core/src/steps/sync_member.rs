@@ -567,12 +567,11 @@ impl SyncMember {
             if !mentions {
                 continue;
             }
-            // The body's own personal values (read before it is redacted) only for the texts: in the body
-            // its personal keys are redacted anyway, and a short value ("91") would take a whole
-            // unrelated field with it (a time that contains it).
+            // The body's own personal values (what its redaction took) only for the texts: in the body its
+            // personal keys are redacted anyway, and a short value ("91") would take a whole unrelated
+            // field with it (a time that contains it).
             let mut found = values.to_vec();
-            found.extend(members::personal_values(&item.body));
-            let mut changed = members::redact(&mut item.body, values);
+            let mut changed = members::redact_collecting(&mut item.body, values, &mut found);
             changed |= members::redact_text(&mut item.rejection.message, &found);
             for finding in &mut item.rejection.findings {
                 changed |= members::redact_text(finding, &found);

@@ -716,33 +716,40 @@ impl Books {
     ) -> Vec<(usize, i64)> {
         let mut left = wanted;
         let mut taken = Vec::new();
-        for &at in self.pending_accruals.get(transaction).into_iter().flatten() {
+        for at in self.still_pending_of(transaction, member_id) {
             if left == 0 {
                 break;
             }
-            let t = &self.transactions[at];
-            if !t.still_pending() || &self.holder(&t.member_id) != member_id {
-                continue;
-            }
-            let take = t.pending_points.map_or(0, Points::get).min(left);
+            let take = self.transactions[at]
+                .pending_points
+                .map_or(0, Points::get)
+                .min(left);
             left -= take;
             taken.push((at, take));
         }
         taken
     }
 
-    /// The transaction's latest accrual still pending for `member_id`, where a restore goes.
-    fn pending_to_restore(&self, transaction: &TransactionRef, member_id: &MemberId) -> Option<usize> {
+    /// The transaction's accruals still pending for `member_id` (their holder), oldest first.
+    fn still_pending_of<'b>(
+        &'b self,
+        transaction: &TransactionRef,
+        member_id: &'b MemberId,
+    ) -> impl DoubleEndedIterator<Item = usize> + 'b {
         self.pending_accruals
             .get(transaction)
             .into_iter()
             .flatten()
-            .rev()
             .copied()
-            .find(|&at| {
+            .filter(move |&at| {
                 let t = &self.transactions[at];
                 t.still_pending() && &self.holder(&t.member_id) == member_id
             })
+    }
+
+    /// The transaction's latest accrual still pending for `member_id`, where a restore goes.
+    fn pending_to_restore(&self, transaction: &TransactionRef, member_id: &MemberId) -> Option<usize> {
+        self.still_pending_of(transaction, member_id).next_back()
     }
 
     fn balance(&self, member_id: &MemberId) -> Result<Balance, SimError> {
@@ -970,20 +977,17 @@ impl Books {
         // A reversal cancels the transaction's pending points first, then takes what is available; a
         // restore gives back to the transaction's latest accrual still pending if there is one (the
         // points a return cancels while pending come back pending), else to the balance.
+        let credit = matches!(request.kind, AdjustmentKind::Recredit | AdjustmentKind::Restore);
+        if credit && balance + pending + asked > MAX_SAFE_INTEGER {
+            return Err(balance_limit(&request.member_id));
+        }
         let (kind, cancel, restore_to) = match request.kind {
-            AdjustmentKind::Recredit | AdjustmentKind::Restore => {
-                if balance + pending + asked > MAX_SAFE_INTEGER {
-                    return Err(balance_limit(&request.member_id));
-                }
-                match request.kind {
-                    AdjustmentKind::Restore => (
-                        LoyaltyTransactionKind::Restore,
-                        Vec::new(),
-                        self.pending_to_restore(&request.transaction, &request.member_id),
-                    ),
-                    _ => (LoyaltyTransactionKind::Recredit, Vec::new(), None),
-                }
-            }
+            AdjustmentKind::Recredit => (LoyaltyTransactionKind::Recredit, Vec::new(), None),
+            AdjustmentKind::Restore => (
+                LoyaltyTransactionKind::Restore,
+                Vec::new(),
+                self.pending_to_restore(&request.transaction, &request.member_id),
+            ),
             AdjustmentKind::Reversal => (
                 LoyaltyTransactionKind::Reversal,
                 self.pending_to_cancel(&request.transaction, &request.member_id, asked),

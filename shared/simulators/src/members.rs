@@ -24,14 +24,22 @@ pub struct MemberSynced {
 /// `snapshot` as a system stores it. An erased member's personal data is dropped even if a sender put
 /// some in: after an erasure a system must hold none, whatever it was sent.
 pub(crate) fn stored(snapshot: &MemberSnapshot) -> MemberSnapshot {
-    let mut kept = snapshot.clone();
-    if kept.status == MemberStatus::Erased {
-        kept.name = None;
-        kept.email = None;
-        kept.phone = None;
-        kept.marketing_email = None;
+    if snapshot.status == MemberStatus::Erased {
+        without_contact(snapshot)
+    } else {
+        snapshot.clone()
     }
-    kept
+}
+
+/// `snapshot` without name, e-mail, phone and marketing address.
+fn without_contact(snapshot: &MemberSnapshot) -> MemberSnapshot {
+    MemberSnapshot {
+        name: None,
+        email: None,
+        phone: None,
+        marketing_email: None,
+        ..snapshot.clone()
+    }
 }
 
 /// The member a journal entry tells a system is erased (the `sync_member` of an `erased` snapshot). The
@@ -54,13 +62,7 @@ pub fn without_personal_data(entry: &str, member: &MemberId) -> Option<String> {
     if &snapshot.member_id != member {
         return None;
     }
-    let stripped = MemberSnapshot {
-        name: None,
-        email: None,
-        phone: None,
-        marketing_email: None,
-        ..snapshot.clone()
-    };
+    let stripped = without_contact(&snapshot);
     if stripped == snapshot {
         return None;
     }

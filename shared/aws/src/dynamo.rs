@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
@@ -419,26 +420,27 @@ impl SagaStore for DynamoState {
     }
 }
 
-#[async_trait]
-impl QuarantineStore for DynamoState {
-    async fn put(&self, item: &QuarantineItem) -> Result<(), Error> {
-        // Unconditional: an erasure's scrub replaces the entry.
+impl DynamoState {
+    /// The PutItem of a quarantine entry, with its retention; `put` and `keep` differ in the condition.
+    fn put_quarantine(&self, item: &QuarantineItem) -> PutItemFluentBuilder {
         self.client
             .put_item()
             .table_name(&self.quarantine_table)
             .set_item(Some(items::quarantine_item(item, self.quarantine_retention)))
-            .send()
-            .await
-            .map_err(unavailable)?;
+    }
+}
+
+#[async_trait]
+impl QuarantineStore for DynamoState {
+    async fn put(&self, item: &QuarantineItem) -> Result<(), Error> {
+        // Unconditional: an erasure's scrub replaces the entry.
+        self.put_quarantine(item).send().await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn keep(&self, item: &QuarantineItem) -> Result<(), Error> {
         let result = self
-            .client
-            .put_item()
-            .table_name(&self.quarantine_table)
-            .set_item(Some(items::quarantine_item(item, self.quarantine_retention)))
+            .put_quarantine(item)
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", attr::PK)
             .send()

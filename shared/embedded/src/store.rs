@@ -585,8 +585,8 @@ impl Embedded {
     }
 
     /// Puts events on the channel bus as channels' PutEvents do: each is stamped with an id and time,
-    /// archived when the bus's archive pattern matches it (as EventBridge archives), and copied to the target queue of every rule of that bus whose pattern it matches, in
-    /// one transaction.
+    /// archived when the bus's archive pattern matches it (as EventBridge archives), and copied to the
+    /// target queue of every rule of that bus whose pattern it matches, in one transaction.
     /// Returns, per entry, the envelope's id and how many queues it was delivered to (0: no rule
     /// matched, which EventBridge does not report either — callers that feed input make it visible).
     pub fn put_events(&self, entries: &[(String, String, Value)]) -> Result<Vec<(String, usize)>, Error> {

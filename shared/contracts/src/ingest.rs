@@ -54,13 +54,31 @@ impl Rejection {
         })
     }
 
-    /// Fills in what identity the raw value still shows, so an operator can find the sender.
-    fn identified_by(mut self: Box<Self>, raw: &Value) -> Box<Self> {
-        let s = |p: &str| raw.pointer(p).and_then(Value::as_str).map(str::to_owned);
-        self.detail_type = s("/detail-type");
-        self.event_id = s("/detail/metadata/event_id").or_else(|| s("/id"));
-        self.correlation_id = s("/detail/metadata/correlation_id");
+    /// Fills in what identity the raw input still shows, so an operator can find the sender.
+    fn identified_by(mut self: Box<Self>, identity: &Identity) -> Box<Self> {
+        self.detail_type.clone_from(&identity.detail_type);
+        self.event_id.clone_from(&identity.event_id);
+        self.correlation_id.clone_from(&identity.correlation_id);
         self
+    }
+}
+
+/// What names an input's sender, read off the raw tree before it is taken apart: every refusal after
+/// the JSON parse quotes it.
+struct Identity {
+    detail_type: Option<String>,
+    event_id: Option<String>,
+    correlation_id: Option<String>,
+}
+
+impl Identity {
+    fn of(raw: &Value) -> Self {
+        let s = |p: &str| raw.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        Self {
+            detail_type: s("/detail-type"),
+            event_id: s("/detail/metadata/event_id").or_else(|| s("/id")),
+            correlation_id: s("/detail/metadata/correlation_id"),
+        }
     }
 }
 
@@ -80,14 +98,16 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
     let value: Value = serde_json::from_slice::<Strict>(raw)
         .map_err(|e| Rejection::new(ReasonCode::InvalidJson, format!("not JSON: {e}")))?
         .0;
-    let envelope: BusEvent<Value> = BusEvent::deserialize(&value).map_err(|e| {
-        Rejection::new(
+    let identity = Identity::of(&value);
+    let reject = |reason, message: String| Rejection::new(reason, message).identified_by(&identity);
+    // The tree is moved into the envelope, and its detail into the typed event below: one parse of the
+    // text, and no string of it copied on the way (reading from a borrowed tree would copy every one).
+    let envelope = BusEvent::<Value>::deserialize(value).map_err(|e| {
+        reject(
             ReasonCode::NotAnEnvelope,
             format!("not an EventBridge event: {e}"),
         )
-        .identified_by(&value)
     })?;
-    let reject = |reason, message: String| Rejection::new(reason, message).identified_by(&value);
 
     let event_type = EventType::from_name(&envelope.detail_type)
         .filter(|t| t.direction() == Direction::Inbound)
@@ -120,8 +140,10 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
     let validator = event_type
         .validator(version)
         .expect("supported versions have validators");
-    let errors: Vec<_> = validator.iter_errors(&envelope.detail).collect();
-    if !errors.is_empty() {
+    // Most input is valid: `is_valid` builds no error and stops at the first failure; the findings are
+    // collected only for input that fails it.
+    if !validator.is_valid(&envelope.detail) {
+        let errors: Vec<_> = validator.iter_errors(&envelope.detail).collect();
         let missing_id = errors.iter().any(|e| match e.kind() {
             jsonschema::error::ValidationErrorKind::Required { property } => {
                 property.as_str().is_some_and(|p| p.ends_with("_id"))

@@ -1220,6 +1220,55 @@ async fn a_saga_changed_after_the_read_ahead_is_read_again_and_nothing_is_lost()
     assert!(changed.ledger.erp_document_id.is_some());
 }
 
+/// A batch's messages are parsed once, when the batch reads its sagas ahead, and each handling takes
+/// its own message's input. Two messages under one id (no queue delivers so) are each parsed by their
+/// own handling: the refused one is refused, not handed the other's input.
+#[tokio::test]
+async fn each_message_of_a_read_ahead_batch_is_handled_as_its_own_body() {
+    let w = World::new();
+    let sales: Vec<Message> = (1..=4).map(numbered_sale).collect();
+    w.runner("ingest").run(&sales).await;
+    let mut accepted: Vec<Message> = w
+        .bus
+        .published()
+        .iter()
+        .enumerate()
+        .map(|(i, o)| msg(&format!("s{i}"), &envelope(o)))
+        .collect();
+    accepted[1].body = "{\"not\": \"an event\"}".into();
+    accepted[2].id = accepted[1].id.clone();
+    let store = ReadCounting::over(&w.state);
+    let mut wiring = w.wiring();
+    wiring.base.sagas = store.clone();
+    let outcome = wiring.runner("post-sale-to-erp").unwrap().run(&accepted).await;
+    assert_eq!(outcome.quarantined, ["s1"], "{outcome:?}");
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    assert_eq!(
+        *store.batch_reads.lock().unwrap(),
+        [2],
+        "sales 1 and 4 are read ahead"
+    );
+    assert_eq!(
+        w.erp.calls.load(Ordering::SeqCst),
+        3,
+        "sales 1, 3 and 4, once each"
+    );
+    for sale in [
+        "receipt:store-042:r-1",
+        "receipt:store-042:r-3",
+        "receipt:store-042:r-4",
+    ] {
+        assert!(w.saga(sale).await.ledger.erp_document_id.is_some(), "{sale}");
+    }
+    assert!(
+        w.saga("receipt:store-042:r-2")
+            .await
+            .ledger
+            .erp_document_id
+            .is_none()
+    );
+}
+
 /// Two ecommerce orders refused by the ERP (failed, never booked), a follow-up (`name`: a sample event)
 /// of each as ingest passes it on, and the outcome of `step` over both in one batch when an operator's
 /// retry reopens the first order between the batch's read-ahead and its handling.

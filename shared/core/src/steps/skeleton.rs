@@ -10,7 +10,8 @@
 //! 3. announces it ([`Cx::emit`], [`Cx::exception`]) on every delivery, with ids derived from the key,
 //!    so a republish after a redelivery is recognisably the same event.
 
-use std::collections::{BTreeSet, HashMap};
+use std::any::Any;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -117,33 +118,54 @@ impl<W: Workflow> Step for W {
         if !W::READS_ITS_SAGA || messages.len() < 2 {
             return ReadAhead::default();
         }
-        // A message that does not parse or is of another type names no saga here; its handling reports
-        // it as it would without the read-ahead.
-        let ids: BTreeSet<SagaId> = messages
+        // Each message is parsed once, here: its handling takes the typed input from the read-ahead. A
+        // message that does not parse or is of another type names no saga and is left to its handling,
+        // which refuses it as it would without the read-ahead.
+        // Inputs are found again by message id: one that two messages of the batch carry (no queue
+        // delivers so) is not read ahead, each of them is parsed by its own handling.
+        let mut seen = HashSet::with_capacity(messages.len());
+        let twice: HashSet<&str> = messages
             .iter()
-            .filter_map(|m| {
-                let (_, event) = parse_internal(&m.body).ok()?;
-                SagaId::of_key(&W::key(&W::Input::accept(event)?))
-            })
+            .filter(|m| !seen.insert(m.id.as_str()))
+            .map(|m| m.id.as_str())
             .collect();
+        let mut inputs = HashMap::with_capacity(messages.len());
+        let mut ids = BTreeSet::new();
+        for message in messages.iter().filter(|m| !twice.contains(m.id.as_str())) {
+            let Ok((_, event)) = parse_internal(&message.body) else {
+                continue;
+            };
+            let detail_type = event.event_type();
+            let Some(input) = W::Input::accept(event) else {
+                continue;
+            };
+            ids.extend(SagaId::of_key(&W::key(&input)));
+            inputs.insert(message.id.clone(), Parsed::new(detail_type, input));
+        }
         if ids.len() < 2 {
             // One saga: its own load is one read as well.
-            return ReadAhead::default();
+            return ReadAhead::of(Vec::new(), inputs);
         }
         let ids: Vec<SagaId> = ids.into_iter().collect();
         match self.base().sagas.load_many(&ids).await {
-            Ok(sagas) => ReadAhead::of(sagas),
+            Ok(sagas) => ReadAhead::of(sagas, inputs),
             Err(e) => {
                 tracing::warn!(error = %crate::error::describe(&e), step = W::NAME, "could not read the batch's sagas ahead; each is loaded on its own");
-                ReadAhead::default()
+                ReadAhead::of(Vec::new(), inputs)
             }
         }
     }
 
     async fn handle_in(&self, message: &Message, ahead: &ReadAhead) -> Result<Vec<Outgoing>, Error> {
-        let (_, event) = parse_internal(&message.body)?;
-        let detail_type = event.event_type();
-        let input = W::Input::accept(event).ok_or_else(|| unexpected(W::NAME, detail_type))?;
+        let (detail_type, input) = match ahead.input::<W::Input>(&message.id) {
+            Some(parsed) => parsed,
+            None => {
+                let (_, event) = parse_internal(&message.body)?;
+                let detail_type = event.event_type();
+                let input = W::Input::accept(event).ok_or_else(|| unexpected(W::NAME, detail_type))?;
+                (detail_type, input)
+            }
+        };
         let sagas = Ahead {
             read: ahead,
             store: &*self.base().sagas,
@@ -486,27 +508,55 @@ impl Cx<'_> {
     }
 }
 
-/// The sagas a batch read ahead ([`Step::read_ahead`]). Each is handed out once, to the first load of
-/// its id; a write of an id drops it. So a second delivery for the same saga in the batch, and a re-read
-/// after a version conflict, read the store. A saga read ahead is as fresh as the batch's start, which
-/// can be the other messages' remote calls ago. What a step writes from it is safe: every saga write is
-/// versioned, so one changed meanwhile fails the write, is read again and the change re-applied. What a
-/// step decides from it without writing it back under its version (skipping an input, refusing one
-/// because the transaction is closed) it decides on a fresh read ([`Cx::still_closed`]).
+/// What a batch read ahead ([`Step::read_ahead`]): its messages' typed inputs, by message id, and the
+/// sagas they name.
+///
+/// Each saga is handed out once, to the first load of its id; a write of an id drops it. So a second
+/// delivery for the same saga in the batch, and a re-read after a version conflict, read the store. A
+/// saga read ahead is as fresh as the batch's start, which can be the other messages' remote calls ago.
+/// What a step writes from it is safe: every saga write is versioned, so one changed meanwhile fails the
+/// write, is read again and the change re-applied. What a step decides from it without writing it back
+/// under its version (skipping an input, refusing one because the transaction is closed) it decides on a
+/// fresh read ([`Cx::still_closed`]).
 #[derive(Default)]
 pub struct ReadAhead {
     sagas: Mutex<HashMap<SagaId, Saga>>,
+    inputs: Mutex<HashMap<String, Parsed>>,
+}
+
+/// A message's input, typed by the step that read it ahead (a `Workflow::Input`), with the type of the
+/// event it came as.
+struct Parsed {
+    detail_type: EventType,
+    input: Box<dyn Any + Send>,
+}
+
+impl Parsed {
+    fn new<I: Accepts + 'static>(detail_type: EventType, input: I) -> Self {
+        Self {
+            detail_type,
+            input: Box::new(input),
+        }
+    }
 }
 
 impl ReadAhead {
-    pub fn of(sagas: Vec<Saga>) -> Self {
+    fn of(sagas: Vec<Saga>, inputs: HashMap<String, Parsed>) -> Self {
         Self {
             sagas: Mutex::new(sagas.into_iter().map(|s| (s.id.clone(), s)).collect()),
+            inputs: Mutex::new(inputs),
         }
     }
 
     fn take(&self, id: &SagaId) -> Option<Saga> {
         self.sagas.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
+    }
+
+    /// The input read ahead for message `id`, handed out once.
+    fn input<I: Accepts + 'static>(&self, id: &str) -> Option<(EventType, I)> {
+        let parsed = self.inputs.lock().unwrap_or_else(|p| p.into_inner()).remove(id)?;
+        let input = parsed.input.downcast::<I>().ok()?;
+        Some((parsed.detail_type, *input))
     }
 }
 

@@ -23,7 +23,7 @@ use retail_sync_core::ports::{
 use retail_sync_core::saga::{Saga, SagaId};
 use retail_sync_core::steps::Message;
 
-use retail_sync_topology::{CHANNEL_BUS, INTERNAL_BUS, Topology};
+use retail_sync_topology::{CHANNEL_BUS, INTERNAL_BUS, Lookups, Topology};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -119,37 +119,6 @@ struct Routed<'e, 't> {
     archived: bool,
 }
 
-/// The event as rule patterns see it, holding only the envelope fields some pattern names (`fields`):
-/// a pattern looks at no other field, so it matches this exactly as it would the whole event, and the
-/// detail is converted (`detail`) only when a pattern looks into it.
-fn routing_view<D: Serialize + ?Sized>(
-    fields: &[String],
-    envelope: &Envelope<'_, D>,
-    detail: impl FnOnce() -> Value,
-) -> Value {
-    let mut detail = Some(detail);
-    let mut view = serde_json::Map::new();
-    for field in fields {
-        let value = match field.as_str() {
-            "version" => envelope.version.into(),
-            "id" => envelope.id.into(),
-            "detail-type" => envelope.detail_type.into(),
-            "source" => envelope.source.into(),
-            "account" => envelope.account.into(),
-            "time" => envelope.time.into(),
-            "region" => envelope.region.into(),
-            "resources" => envelope.resources.into(),
-            "detail" => match detail.take() {
-                Some(d) => d(),
-                None => continue,
-            },
-            _ => continue,
-        };
-        view.insert(field.clone(), value);
-    }
-    Value::Object(view)
-}
-
 /// A message as stored, for operators (DLQ inspection, reports).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredMessage {
@@ -166,9 +135,9 @@ pub struct StoredMessage {
 pub struct Embedded {
     state: Mutex<State>,
     topology: Arc<Topology>,
-    /// Every top-level event field some rule's or archive's pattern names, each once (see
-    /// [`routing_view`]).
-    routed_fields: Vec<String>,
+    /// What the rules' and archives' patterns look at: an event is matched against its text cut down
+    /// to that ([`Lookups::view`]), never against a tree of the whole event.
+    lookups: Lookups,
     clock: Arc<dyn Clock>,
     /// Replaces every queue's visibility timeout. Local runs shorten the template's minutes to
     /// seconds so a retry is seen in the same sitting; the semantics stay the same.
@@ -482,18 +451,17 @@ impl Embedded {
         // anew, a twentieth of a bench run. The plans are the same (no table here has statistics).
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         // The archives' patterns too: an event is archived only when one of them matches it.
-        let routed_fields: BTreeSet<String> = topology
-            .rules
-            .iter()
-            .map(|r| &r.pattern)
-            .chain(topology.archives.iter().map(|a| &a.pattern))
-            .flat_map(|p| p.fields())
-            .map(str::to_owned)
-            .collect();
+        let lookups = Lookups::of(
+            topology
+                .rules
+                .iter()
+                .map(|r| &r.pattern)
+                .chain(topology.archives.iter().map(|a| &a.pattern)),
+        );
         Ok(Self {
             state: Mutex::new(State { conn, pending: None }),
             topology: Arc::new(topology),
-            routed_fields: routed_fields.into_iter().collect(),
+            lookups,
             clock,
             visibility_override: None,
         })
@@ -610,13 +578,12 @@ impl Embedded {
             entries
                 .iter()
                 .map(|(source, detail_type, detail)| (source.as_str(), detail_type.as_str(), detail)),
-            Value::clone,
         )
     }
 
     /// [`put_events`](Self::put_events) for any serializable detail: the envelope text is written
-    /// straight from the borrowed parts, and rules are matched against [`routing_view`] of it, so
-    /// the detail is turned into a `Value` (`detail_value`) only if some rule's pattern looks into it.
+    /// straight from the borrowed parts, and rules are matched against that text cut down to what
+    /// their patterns look at ([`Lookups::view`]).
     ///
     /// Ids, envelope texts and routes are made before the store is locked: only the inserts are done
     /// under the lock, so the other consumers' tasks do not wait while JSON is written or patterns are
@@ -627,7 +594,6 @@ impl Embedded {
         bus: &str,
         archiving: bool,
         entries: impl Iterator<Item = (&'e str, &'e str, &'e D)>,
-        detail_value: impl Fn(&D) -> Value,
     ) -> Result<Vec<(String, usize)>, Error> {
         let now = self.clock.now();
         let time = now.to_string();
@@ -646,7 +612,13 @@ impl Embedded {
                     detail,
                 };
                 let body = serde_json::to_string(&envelope).expect("events serialize");
-                let event = routing_view(&self.routed_fields, &envelope, || detail_value(detail));
+                // serde_json reads back what it wrote, unless it nests deeper than its reader allows
+                // (128 levels): such an event is matched as the whole tree it is.
+                let event = self
+                    .lookups
+                    .view(&body)
+                    .or_else(|_| serde_json::to_value(&envelope))
+                    .expect("events serialize");
                 let deliveries = self
                     .topology
                     .rules_on(bus)
@@ -866,7 +838,6 @@ impl Embedded {
             chosen
                 .iter()
                 .map(|(source, detail_type, detail)| (source.as_str(), detail_type.as_str(), detail)),
-            Value::clone,
         )?;
         Ok(routed.len())
     }
@@ -1176,7 +1147,6 @@ impl Publisher for Embedded {
             INTERNAL_BUS,
             true,
             events.iter().map(|o| (o.source, o.detail_type(), &o.event)),
-            |event| serde_json::to_value(event).expect("events serialize"),
         );
         match routed {
             Ok(_) => events.iter().map(|_| Ok(())).collect(),

@@ -306,6 +306,42 @@ async fn in_a_group_the_tables_messages_and_the_groups_are_one_queue() {
     );
 }
 
+/// Rules match an event cut down to what their patterns look at, read back from the event's text; an
+/// event nested deeper than the JSON reader goes (128 levels) is matched whole instead, and so routed
+/// as any other: ingest is where it is refused, and kept.
+#[tokio::test]
+async fn an_event_nested_beyond_the_readers_limit_is_routed_as_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), clock());
+    let mut deep = json!("receipt");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let detail = json!({"data": {"transaction": {"kind": deep}}});
+    let events = [
+        (
+            "retail.pos".to_owned(),
+            "SaleCompleted".to_owned(),
+            detail.clone(),
+        ),
+        (
+            "retail-sync".to_owned(),
+            "ErpSalePosted".to_owned(),
+            detail.clone(),
+        ),
+    ];
+    let routed = store.put_events(&events[..1]).unwrap();
+    assert_eq!(routed[0].1, 1);
+    // An array holding "receipt" somewhere deep is not "receipt": the rule to accrual does not match.
+    let routed = store.put_internal_events(&events[1..]).unwrap();
+    assert_eq!(routed[0].1, 0);
+    let delivered = &store.messages("IngestQueue").unwrap()[0];
+    assert!(
+        delivered.body.contains(&"[".repeat(200)),
+        "the event is delivered as sent"
+    );
+}
+
 #[tokio::test]
 async fn events_are_routed_by_their_bus_rules_and_state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();

@@ -31,20 +31,6 @@ impl Pattern {
     pub fn matches(&self, event: &Value) -> bool {
         match_object(&self.0, Some(event))
     }
-
-    /// The top-level event fields the pattern names. [`matches`](Self::matches) looks at no others, so a
-    /// router may match against an event holding only these (e.g. leave out a large `detail`).
-    pub fn fields(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .as_object()
-            .into_iter()
-            .flat_map(|o| o.keys().map(String::as_str))
-    }
-
-    /// Whether the pattern names the top-level event field `field`.
-    pub fn references(&self, field: &str) -> bool {
-        self.fields().any(|f| f == field)
-    }
 }
 
 fn err(path: &str, message: impl Into<String>) -> PatternError {
@@ -247,16 +233,6 @@ mod tests {
         let rule = p(json!({"resources": ["arn:a"]}));
         assert!(rule.matches(&json!({"resources": ["arn:b", "arn:a"]})));
         assert!(!rule.matches(&json!({"resources": []})));
-    }
-
-    #[test]
-    fn a_pattern_names_its_top_level_fields_only() {
-        let rule = p(json!({"source": ["a"], "detail": {"data": {"member_id": [{"exists": true}]}}}));
-        assert!(rule.references("source") && rule.references("detail"));
-        assert!(!rule.references("data") && !rule.references("detail-type"));
-        let mut fields: Vec<_> = rule.fields().collect();
-        fields.sort_unstable();
-        assert_eq!(fields, ["detail", "source"]);
     }
 
     #[test]

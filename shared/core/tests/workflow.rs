@@ -245,6 +245,15 @@ fn envelope(out: &Outgoing) -> String {
     .to_string()
 }
 
+/// `published` as a queue delivers them, one message each, with ids `<prefix>0`, `<prefix>1`, …
+fn delivered(published: &[Outgoing], prefix: &str) -> Vec<Message> {
+    published
+        .iter()
+        .enumerate()
+        .map(|(i, o)| msg(&format!("{prefix}{i}"), &envelope(o)))
+        .collect()
+}
+
 fn sample_sale() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1182,13 +1191,7 @@ async fn a_saga_changed_after_the_read_ahead_is_read_again_and_nothing_is_lost()
     let w = World::new();
     let sales: Vec<Message> = (1..=2).map(numbered_sale).collect();
     w.runner("ingest").run(&sales).await;
-    let accepted: Vec<Message> = w
-        .bus
-        .published()
-        .iter()
-        .enumerate()
-        .map(|(i, o)| msg(&format!("s{i}"), &envelope(o)))
-        .collect();
+    let accepted = delivered(&w.bus.published(), "s");
     let store = ReadCounting::over(&w.state);
     let mut meanwhile = w.saga("receipt:store-042:r-1").await;
     meanwhile.record(
@@ -1228,13 +1231,7 @@ async fn each_message_of_a_read_ahead_batch_is_handled_as_its_own_body() {
     let w = World::new();
     let sales: Vec<Message> = (1..=4).map(numbered_sale).collect();
     w.runner("ingest").run(&sales).await;
-    let mut accepted: Vec<Message> = w
-        .bus
-        .published()
-        .iter()
-        .enumerate()
-        .map(|(i, o)| msg(&format!("s{i}"), &envelope(o)))
-        .collect();
+    let mut accepted = delivered(&w.bus.published(), "s");
     accepted[1].body = "{\"not\": \"an event\"}".into();
     accepted[2].id = accepted[1].id.clone();
     let store = ReadCounting::over(&w.state);
@@ -1312,11 +1309,7 @@ async fn follow_ups_of_closed_orders_one_reopened(
         outcome.failed.is_empty() && outcome.quarantined.is_empty(),
         "{outcome:?}"
     );
-    let accepted: Vec<Message> = w.bus.published()[before..]
-        .iter()
-        .enumerate()
-        .map(|(i, o)| msg(&format!("f{i}"), &envelope(o)))
-        .collect();
+    let accepted = delivered(&w.bus.published()[before..], "f");
     assert_eq!(accepted.len(), 2);
 
     let store = ReadCounting::over(&w.state);

@@ -118,11 +118,10 @@ impl<W: Workflow> Step for W {
         if !W::READS_ITS_SAGA || messages.len() < 2 {
             return ReadAhead::default();
         }
-        // Each message is parsed once, here: its handling takes the typed input from the read-ahead. A
-        // message that does not parse or is of another type names no saga and is left to its handling,
-        // which refuses it as it would without the read-ahead.
-        // Inputs are found again by message id: one that two messages of the batch carry (no queue
-        // delivers so) is not read ahead, each of them is parsed by its own handling.
+        // Each message is parsed once, here: its handling takes the typed input from the read-ahead, by
+        // message id. A message that does not parse or is of another type names no saga and is left to
+        // its handling, which refuses it as it would without the read-ahead; so are messages under an
+        // id that two of the batch carry (no queue delivers so).
         let mut seen = HashSet::with_capacity(messages.len());
         let twice: HashSet<&str> = messages
             .iter()

@@ -157,7 +157,11 @@ impl<W: Workflow> Step for W {
 
     async fn handle_in(&self, message: &Message, ahead: &ReadAhead) -> Result<Vec<Outgoing>, Error> {
         let (detail_type, input) = match ahead.input::<W::Input>(&message.id) {
-            Some(parsed) => parsed,
+            Some((detail_type, input)) => {
+                // Parsed outside this message's span: its logs carry the correlation id all the same.
+                super::note_correlation(input.metadata());
+                (detail_type, input)
+            }
             None => {
                 let (_, event) = parse_internal(&message.body)?;
                 let detail_type = event.event_type();

@@ -54,31 +54,17 @@ impl Rejection {
         })
     }
 
-    /// Fills in what identity the raw input still shows, so an operator can find the sender.
-    fn identified_by(mut self: Box<Self>, identity: &Identity) -> Box<Self> {
-        self.detail_type.clone_from(&identity.detail_type);
-        self.event_id.clone_from(&identity.event_id);
-        self.correlation_id.clone_from(&identity.correlation_id);
-        self
-    }
-}
-
-/// What names an input's sender, read off the raw tree before it is taken apart: every refusal after
-/// the JSON parse quotes it.
-struct Identity {
-    detail_type: Option<String>,
-    event_id: Option<String>,
-    correlation_id: Option<String>,
-}
-
-impl Identity {
-    fn of(raw: &Value) -> Self {
+    /// Fills in what identity the raw input shows, so an operator can find the sender. Read again from
+    /// the bytes: only a refusal pays for it, while an accepted input's tree is taken apart as it is read.
+    fn identified_by(mut self: Box<Self>, raw: &[u8]) -> Box<Self> {
+        let Ok(raw) = serde_json::from_slice::<Value>(raw) else {
+            return self;
+        };
         let s = |p: &str| raw.pointer(p).and_then(Value::as_str).map(str::to_owned);
-        Self {
-            detail_type: s("/detail-type"),
-            event_id: s("/detail/metadata/event_id").or_else(|| s("/id")),
-            correlation_id: s("/detail/metadata/correlation_id"),
-        }
+        self.detail_type = s("/detail-type");
+        self.event_id = s("/detail/metadata/event_id").or_else(|| s("/id"));
+        self.correlation_id = s("/detail/metadata/correlation_id");
+        self
     }
 }
 
@@ -98,8 +84,7 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
     let value: Value = serde_json::from_slice::<Strict>(raw)
         .map_err(|e| Rejection::new(ReasonCode::InvalidJson, format!("not JSON: {e}")))?
         .0;
-    let identity = Identity::of(&value);
-    let reject = |reason, message: String| Rejection::new(reason, message).identified_by(&identity);
+    let reject = |reason, message: String| Rejection::new(reason, message).identified_by(raw);
     // The tree is moved into the envelope, and its detail into the typed event below: one parse of the
     // text, and no string of it copied on the way (reading from a borrowed tree would copy every one).
     let envelope = BusEvent::<Value>::deserialize(value).map_err(|e| {

@@ -32,6 +32,14 @@ pub trait Backend:
     async fn depth(&self, queue: &str) -> Result<(u64, u64), Error>;
     async fn all_sagas(&self) -> Result<Vec<Saga>, Error>;
     async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error>;
+    /// [`Backend::dead_letters`] of each of `dlqs`, in their order (a report, a chaos run's tally).
+    async fn dead_letters_of(&self, dlqs: &[&str]) -> Result<Vec<Vec<DeadLetter>>, Error> {
+        let mut out = Vec::with_capacity(dlqs.len());
+        for dlq in dlqs {
+            out.push(self.dead_letters(dlq).await?);
+        }
+        Ok(out)
+    }
     /// Moves every message of a DLQ back to its source queue; returns how many moved.
     async fn redrive(&self, dlq: &str, queue: &str) -> Result<usize, Error> {
         self.redrive_where(dlq, queue, &|_| true, usize::MAX).await
@@ -194,6 +202,14 @@ impl Backend for AwsBackend {
     async fn dead_letters(&self, dlq: &str) -> Result<Vec<DeadLetter>, Error> {
         let messages = self.dlq_messages(dlq, 1000).await?;
         Ok(messages.into_iter().map(dead_letter_of_sqs).collect())
+    }
+    /// All at once: each peek of an empty DLQ waits a second (a long poll, see `dlqs_messages`).
+    async fn dead_letters_of(&self, dlqs: &[&str]) -> Result<Vec<Vec<DeadLetter>>, Error> {
+        let peeked = self.dlqs_messages(dlqs, 1000).await?;
+        Ok(peeked
+            .into_iter()
+            .map(|messages| messages.into_iter().map(dead_letter_of_sqs).collect())
+            .collect())
     }
     async fn redrive_where(
         &self,

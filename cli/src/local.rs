@@ -862,10 +862,9 @@ impl<B: Backend> LocalSystem<B> {
 
     /// Everything the run left behind, as a report.
     pub async fn report(&self, input: Fed) -> anyhow::Result<Report> {
-        let mut dead_letters = BTreeMap::new();
-        for dlq in self.topology.dead_letter_queues() {
-            dead_letters.insert(dlq.to_owned(), self.backend.dead_letters(dlq).await?);
-        }
+        let dlqs = self.topology.dead_letter_queues();
+        let peeked = self.backend.dead_letters_of(&dlqs).await?;
+        let dead_letters: BTreeMap<_, _> = dlqs.iter().map(|d| (*d).to_owned()).zip(peeked).collect();
         Ok(Report::build(Facts {
             input,
             sagas: self.backend.all_sagas().await?,

@@ -135,6 +135,11 @@ impl AwsBackend {
         self.queues.dlq_messages(queue, max).await
     }
 
+    /// [`AwsBackend::dlq_messages`] of each of `queues`, in their order, all peeked at once.
+    pub async fn dlqs_messages(&self, queues: &[&str], max: usize) -> Result<Vec<Vec<QueueMessage>>, Error> {
+        self.queues.dlqs_messages(queues, max).await
+    }
+
     pub async fn redrive(&self, from_dlq: &str, to_queue: &str) -> Result<usize, Error> {
         self.queues.redrive(from_dlq, to_queue).await
     }

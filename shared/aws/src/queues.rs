@@ -227,6 +227,28 @@ impl SqsQueues {
         Ok(messages)
     }
 
+    /// [`SqsQueues::dlq_messages`] of each of `queues`, in their order, peeked at the same time: the peek
+    /// of an empty queue is a long poll that waits out [`OPERATOR_WAIT_SECONDS`], so one after the other
+    /// a deployment's dozen DLQs, most of them empty, took a dozen seconds to read.
+    pub async fn dlqs_messages(&self, queues: &[&str], max: usize) -> Result<Vec<Vec<QueueMessage>>, Error> {
+        let mut peeks = tokio::task::JoinSet::new();
+        for (i, queue) in queues.iter().enumerate() {
+            let (this, queue) = (self.clone(), (*queue).to_owned());
+            peeks.spawn(async move { (i, this.dlq_messages(&queue, max).await) });
+        }
+        let mut out = vec![Vec::new(); queues.len()];
+        while let Some(peeked) = peeks.join_next().await {
+            match peeked {
+                Ok((i, messages)) => out[i] = messages?,
+                // A peek panicked: the same panic, as if it had run here.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(e) => return Err(Error::unavailable("sqs", e)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves every message of `from` (a DLQ) to `to` as new messages (fresh receive count). Returns how
     /// many were moved.
     pub async fn redrive(&self, from: &str, to: &str) -> Result<usize, Error> {

@@ -192,6 +192,41 @@ async fn a_message_received_more_than_max_receive_count_times_lands_in_the_dlq_a
     );
 }
 
+/// Every DLQ of a report is peeked at once: each answer lands with its own queue, in the order asked,
+/// the empty ones included; and a peek that fails fails the whole read.
+#[tokio::test]
+async fn dead_letter_queues_peeked_at_once_keep_each_queues_messages() {
+    let aws = backend().await;
+    for (queue, body) in [
+        ("AccrueLoyaltyDLQ", "a1"),
+        ("IngestDLQ", "i1"),
+        ("AccrueLoyaltyDLQ", "a2"),
+    ] {
+        aws.send_raw(queue, body).await.unwrap();
+    }
+    let peeked = aws
+        .dlqs_messages(&["IngestDLQ", "CompensateDLQ", "AccrueLoyaltyDLQ"], 1000)
+        .await
+        .unwrap();
+    let bodies: Vec<Vec<&str>> = peeked
+        .iter()
+        .map(|messages| {
+            let mut bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+            bodies.sort_unstable();
+            bodies
+        })
+        .collect();
+    assert_eq!(bodies, [vec!["i1"], vec![], vec!["a1", "a2"]]);
+    assert!(peeked[2].iter().all(|m| m.queue == "AccrueLoyaltyDLQ"));
+    // Peeked, not taken.
+    assert_eq!(aws.queue_depth("AccrueLoyaltyDLQ").await.unwrap(), (2, 0));
+    assert!(
+        aws.dlqs_messages(&["IngestDLQ", "NoSuchDLQ"], 1000)
+            .await
+            .is_err()
+    );
+}
+
 #[tokio::test]
 async fn provisioning_names_everything_by_prefix_and_can_run_again() {
     let server = MotoServer::shared();

@@ -89,29 +89,32 @@ impl Consumer {
         if received.is_empty() {
             return Ok(PollOutcome::default());
         }
-        let messages: Vec<Message> = received.iter().map(|r| r.message.clone()).collect();
+        // The bodies are moved to the step, not copied: the receipts are all the acknowledging needs.
+        let (messages, receipts): (Vec<Message>, Vec<String>) =
+            received.into_iter().map(|r| (r.message, r.receipt)).unzip();
         let started = std::time::Instant::now();
         let batch = self.runner.run(&messages).await;
         let took = started.elapsed();
-        let done: Vec<String> = received
+        let done: Vec<String> = messages
             .iter()
-            .filter(|r| !batch.failed.contains(&r.message.id))
-            .map(|r| r.receipt.clone())
+            .zip(&receipts)
+            .filter(|(m, _)| !batch.failed.contains(&m.id))
+            .map(|(_, receipt)| receipt.clone())
             .collect();
         if !done.is_empty() {
             queues.delete(&self.queue, &done).await?;
         }
-        for r in &received {
-            let Some(wait) = self.backoff.for_failed(&batch, &r.message) else {
+        for (message, receipt) in messages.iter().zip(&receipts) {
+            let Some(wait) = self.backoff.for_failed(&batch, message) else {
                 continue;
             };
             // Best effort: if it fails, the queue's own visibility timeout applies.
-            if let Err(e) = queues.change_visibility(&self.queue, &r.receipt, wait).await {
+            if let Err(e) = queues.change_visibility(&self.queue, receipt, wait).await {
                 tracing::warn!(error = %crate::error::describe(&e), queue = %self.queue, "could not extend the visibility of a failed message");
             }
         }
         Ok(PollOutcome {
-            received: received.len(),
+            received: messages.len(),
             batch,
             invocations: vec![took],
             first_receives: messages.iter().filter(|m| m.receive_count <= 1).count(),

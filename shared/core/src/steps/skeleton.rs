@@ -131,11 +131,7 @@ impl<W: Workflow> Step for W {
         let mut inputs = HashMap::with_capacity(messages.len());
         let mut ids = BTreeSet::new();
         for message in messages.iter().filter(|m| !twice.contains(m.id.as_str())) {
-            let Ok((_, event)) = parse_internal(&message.body) else {
-                continue;
-            };
-            let detail_type = event.event_type();
-            let Some(input) = W::Input::accept(event) else {
+            let Ok((detail_type, Some(input))) = typed_input::<W::Input>(&message.body) else {
                 continue;
             };
             ids.extend(SagaId::of_key(&W::key(&input)));
@@ -163,9 +159,8 @@ impl<W: Workflow> Step for W {
                 (detail_type, input)
             }
             None => {
-                let (_, event) = parse_internal(&message.body)?;
-                let detail_type = event.event_type();
-                let input = W::Input::accept(event).ok_or_else(|| unexpected(W::NAME, detail_type))?;
+                let (detail_type, input) = typed_input::<W::Input>(&message.body)?;
+                let input = input.ok_or_else(|| unexpected(W::NAME, detail_type))?;
                 (detail_type, input)
             }
         };
@@ -509,6 +504,14 @@ impl Cx<'_> {
     pub fn metrics(&self) -> &dyn Metrics {
         &*self.base.metrics
     }
+}
+
+/// A message's body as a step's input: the type of its event, and the input when the step takes that
+/// type. The read-ahead and a delivery parse a body alike.
+fn typed_input<I: Accepts>(body: &str) -> Result<(EventType, Option<I>), Error> {
+    let (_, event) = parse_internal(body)?;
+    let detail_type = event.event_type();
+    Ok((detail_type, I::accept(event)))
 }
 
 /// What a batch read ahead ([`Step::read_ahead`]): its messages' typed inputs, by message id, and the

@@ -177,7 +177,8 @@ impl QueueConsumer for LossyAcks {
 
 /// What the system and its simulators hold now: the checker's input.
 pub async fn observe<B: Backend>(system: &LocalSystem<B>) -> anyhow::Result<Observed> {
-    let dead_letters = (system.backend)
+    let dead_letters = system
+        .backend
         .dead_letters_of(&system.topology.dead_letter_queues())
         .await?
         .iter()

@@ -141,6 +141,73 @@ async fn the_pos_day_on_the_embedded_backend() {
     assert_eq!(again.summary.sagas_by_status, report.summary.sagas_by_status);
 }
 
+/// ERP net per transaction (every document of it), from the report's postings.
+fn erp_net(report: &Report) -> BTreeMap<String, i64> {
+    let mut net = BTreeMap::new();
+    for posting in &report.erp_postings {
+        let key = posting["transaction"].to_string();
+        *net.entry(key).or_default() += posting["net_minor"].as_i64().unwrap();
+    }
+    net
+}
+
+/// The day backwards with every event twice. The books are the in-order run's, but for the one
+/// transaction the day sends in two versions (`r-000002` at `store-043`: 1 unit under
+/// `evt-salecompleted-0101`, 2 units under `evt-reused-0001`): the version that reaches ingest first
+/// stands and the other is refused as `idempotency_key_reused` (README, "Same books whatever the order").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pos_day_backwards_and_twice_keeps_its_books_and_the_reused_receipt_follows_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_order = run(&embedded(&dir, Simulators::default())).await;
+
+    let backwards: Vec<_> = stream().into_iter().rev().flat_map(|i| [i.clone(), i]).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let system = embedded(&dir, Simulators::default());
+    let fed = system.feed(&backwards).await.unwrap();
+    system.run_until_idle(|_| {}).await.unwrap();
+    let shuffled = system.report(fed).await.unwrap();
+
+    let reused = "pos-store-043-r-000002";
+    let refused_event = |r: &Report| -> Vec<Option<String>> {
+        r.quarantine
+            .iter()
+            .filter(|q| q.reason == "idempotency_key_reused")
+            .map(|q| q.event_id.clone())
+            .collect()
+    };
+    assert_eq!(refused_event(&in_order), [Some("evt-reused-0001".to_owned())]);
+    assert_eq!(
+        refused_event(&shuffled),
+        [Some("evt-salecompleted-0101".to_owned())]
+    );
+    let points = |r: &Report| r.sagas[reused].points_accrued;
+    assert_eq!((points(&in_order), points(&shuffled)), (Some(3), Some(7)));
+
+    // Everything else is the same: every saga's status and points, ERP net per transaction, balances.
+    for (correlation, saga) in &in_order.sagas {
+        let other = &shuffled.sagas[correlation];
+        assert_eq!(saga.status, other.status, "{correlation}");
+        if correlation != reused {
+            assert_eq!(saga.points_accrued, other.points_accrued, "{correlation}");
+        }
+    }
+    assert_eq!(in_order.sagas.len(), shuffled.sagas.len());
+    let (mut net, mut net_shuffled) = (erp_net(&in_order), erp_net(&shuffled));
+    let key = r#"{"kind":"receipt","receipt_id":"r-000002","store_id":"store-043"}"#;
+    assert_eq!(
+        (net.remove(key), net_shuffled.remove(key)),
+        (Some(350), Some(700))
+    );
+    assert_eq!(net, net_shuffled);
+    let (mut balances, mut balances_shuffled) = (in_order.balances.clone(), shuffled.balances.clone());
+    let (m, m_shuffled) = (
+        balances.remove("m-1003").unwrap(),
+        balances_shuffled.remove("m-1003").unwrap(),
+    );
+    assert_eq!(m_shuffled, m + 4, "the member earned on 700 instead of 350");
+    assert_eq!(balances, balances_shuffled);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_run_resumes_from_its_state_on_disk() {
     let dir = tempfile::tempdir().unwrap();

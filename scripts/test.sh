@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the tools it needs (scripts/tools.sh: moto server,
-# cfn-lint, SAM CLI, checkov, cargo-lambda into .tools/), checks formatting and lints, lints and scans
+# cfn-lint, SAM CLI, checkov, cargo-lambda into .tools/) while it checks formatting and lints, lints and scans
 # the SAM template, starts a moto server for the AWS adapter and end-to-end tests (stopped on exit), builds the function
 # binaries for the Lambda runtime API test (cargo-lambda), and runs every test of the workspace.
 set -euo pipefail
@@ -9,16 +9,36 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # One debug build serves clippy-free test, functions and CLI; no release builds here.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step says when it began (seconds since the start), so a slow phase shows in CI's log.
+step() { printf '\n== %s (at %ds)\n' "$*" "$SECONDS"; }
 
-step "tools"
-bash scripts/tools.sh
-# shellcheck source=scripts/env.sh
-source scripts/env.sh
+mkdir -p "$CARGO_TARGET_DIR"
+# Every background job is stopped on exit (tools.sh stamps a virtualenv only once it is complete, so an
+# interrupted install is redone by the next run).
+pids=()
+trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+
+# The tools install (downloads and unpacking, about 2.5 minutes from nothing) while the Rust code is
+# checked: nothing before the template's lints needs them. Their output is shown once they are in.
+step "tools (installing in the background: $CARGO_TARGET_DIR/tools.log)"
+tools_log="$CARGO_TARGET_DIR/tools.log"
+bash scripts/tools.sh >"$tools_log" 2>&1 &
+tools_pid=$!
+pids+=("$tools_pid")
 
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tools"
+if ! wait "$tools_pid"; then
+  cat "$tools_log"
+  echo "scripts/tools.sh failed (output above)" >&2
+  exit 1
+fi
+cat "$tools_log"
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
 
 step "SAM template"
 cfn-lint infra/template.yaml
@@ -29,11 +49,9 @@ checkov -f infra/template.yaml --framework cloudformation --skip-download --comp
 step "moto server"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 moto_log="$CARGO_TARGET_DIR/moto-server.log"
-mkdir -p "$CARGO_TARGET_DIR"
 # Through the launcher: moto with its DynamoDB requests applied one at a time (scripts/moto_server.py).
 python scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
-moto_pid=$!
-trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+pids+=("$!")
 for _ in $(seq 1 100); do
   if curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 || \
      python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
@@ -49,3 +67,4 @@ cargo build --locked -p ingest -p post-sale-to-erp -p accrue-loyalty -p reconcil
 
 step "tests"
 cargo test --workspace --locked
+step "done"

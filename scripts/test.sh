@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the tools it needs (scripts/tools.sh: moto server,
-# cfn-lint, SAM CLI, checkov, cargo-lambda into .tools/) while it checks formatting and lints, lints and scans
-# the SAM template, starts a moto server for the AWS adapter and end-to-end tests (stopped on exit), builds the function
+# cfn-lint, SAM CLI, checkov, cargo-lambda into .tools/) and lints and scans the SAM template with them while
+# it checks formatting and Rust lints, starts a moto server for the AWS adapter and end-to-end tests (stopped on exit), builds the function
 # binaries for the Lambda runtime API test (cargo-lambda), and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,11 +18,22 @@ mkdir -p "$CARGO_TARGET_DIR"
 pids=()
 trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
 
-# The tools install (downloads and unpacking, about 2.5 minutes from nothing) while the Rust code is
-# checked: nothing before the template's lints needs them. Their output is shown once they are in.
-step "tools (installing in the background: $CARGO_TARGET_DIR/tools.log)"
+# The tools install (downloads and unpacking, about 2.5 minutes from nothing), then the template is linted
+# and scanned with them, while the Rust code is checked: neither needs the other. The output is shown once
+# both are through.
+tools_and_template() {
+  bash scripts/tools.sh
+  # shellcheck source=scripts/env.sh
+  source scripts/env.sh
+  printf '\n== SAM template\n'
+  cfn-lint infra/template.yaml
+  (cd infra && sam validate --lint --region us-east-1)
+  # The security scan: 0 failures; each skipped check carries its reason beside the resource (Metadata).
+  checkov -f infra/template.yaml --framework cloudformation --skip-download --compact --quiet
+}
+step "tools and the SAM template (in the background: $CARGO_TARGET_DIR/tools.log)"
 tools_log="$CARGO_TARGET_DIR/tools.log"
-bash scripts/tools.sh >"$tools_log" 2>&1 &
+tools_and_template >"$tools_log" 2>&1 &
 tools_pid=$!
 pids+=("$tools_pid")
 
@@ -30,21 +41,15 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tools"
+step "tools and the SAM template"
 if ! wait "$tools_pid"; then
   cat "$tools_log"
-  echo "scripts/tools.sh failed (output above)" >&2
+  echo "installing the tools or linting the template failed (output above)" >&2
   exit 1
 fi
 cat "$tools_log"
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
-
-step "SAM template"
-cfn-lint infra/template.yaml
-(cd infra && sam validate --lint --region us-east-1)
-# The security scan: 0 failures; each skipped check carries its reason beside the resource (Metadata).
-checkov -f infra/template.yaml --framework cloudformation --skip-download --compact --quiet
 
 step "moto server"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

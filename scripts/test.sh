@@ -13,10 +13,15 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n== %s (at %ds)\n' "$*" "$SECONDS"; }
 
 mkdir -p "$CARGO_TARGET_DIR"
-# Every background job is stopped on exit (tools.sh stamps a virtualenv only once it is complete, so an
-# interrupted install is redone by the next run).
+# Every background job is stopped on exit, with what it started (tools.sh stamps a virtualenv only once it
+# is complete, so an interrupted install is redone by the next run).
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
 pids=()
-trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+trap 'for pid in "${pids[@]}"; do kill_tree "$pid"; done' EXIT
 
 # The tools install (downloads and unpacking, about 2.5 minutes from nothing), then the template is linted
 # and scanned with them, while the Rust code is checked: neither needs the other. The output is shown once

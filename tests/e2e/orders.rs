@@ -23,7 +23,9 @@ use retail_sync_core::saga::{Saga, SagaStatus};
 use retail_sync_redemption::{
     ApiRequest, ApiResponse, Caller, OutagePolicy, RedemptionApi, RedemptionConfig,
 };
-use retail_sync_simulators::{FaultKind, Faults, InProcessLoyalty, LoyaltyTransactionKind, Tamper};
+use retail_sync_simulators::{
+    ErpPosting, FaultKind, Faults, InProcessLoyalty, LoyaltyTransactionKind, Tamper,
+};
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
@@ -1607,11 +1609,8 @@ fn erp_net_of(report: &Report, order_id: &str) -> i64 {
         .iter()
         .filter(|p| p["transaction"]["order_id"] == order_id)
         .map(|p| {
-            let net = p["net_minor"].as_i64().unwrap();
-            match p["kind"].as_str().unwrap() {
-                "sale" | "reinstatement" => net,
-                _ => -net,
-            }
+            let document: ErpPosting = serde_json::from_value(p.clone()).unwrap();
+            document.signed_net_minor()
         })
         .sum()
 }

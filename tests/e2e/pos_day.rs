@@ -11,6 +11,7 @@ use retail_sync_cli::backends::Backend;
 use retail_sync_cli::input::read_inputs;
 use retail_sync_cli::local::{LocalOptions, LocalSystem, Protection, Simulators, open_embedded};
 use retail_sync_cli::report::Report;
+use retail_sync_simulators::ErpPosting;
 use retail_sync_testkit::moto::MotoServer;
 use retail_sync_tests::workspace;
 use retail_sync_topology::Topology;
@@ -141,12 +142,13 @@ async fn the_pos_day_on_the_embedded_backend() {
     assert_eq!(again.summary.sagas_by_status, report.summary.sagas_by_status);
 }
 
-/// ERP net per transaction (every document of it), from the report's postings.
+/// What the ERP booked net per transaction (every document of it, each with its direction), from the
+/// report's journal.
 fn erp_net(report: &Report) -> BTreeMap<String, i64> {
     let mut net = BTreeMap::new();
     for posting in &report.erp_postings {
-        let key = posting["transaction"].to_string();
-        *net.entry(key).or_default() += posting["net_minor"].as_i64().unwrap();
+        let document: ErpPosting = serde_json::from_value(posting.clone()).unwrap();
+        *net.entry(posting["transaction"].to_string()).or_default() += document.signed_net_minor();
     }
     net
 }

@@ -30,7 +30,7 @@ tools_and_template() {
   bash scripts/tools.sh
   # shellcheck source=scripts/env.sh
   source scripts/env.sh
-  printf '\n== SAM template\n'
+  step "SAM template"
   cfn-lint infra/template.yaml
   (cd infra && sam validate --lint --region us-east-1)
   # The security scan: 0 failures; each skipped check carries its reason beside the resource (Metadata).

@@ -25,7 +25,7 @@ use retail_sync_contracts::{Event, LineItem, TenderMethod};
 
 use crate::idempotency::Fingerprint;
 use crate::ports::AdjustmentKind;
-use crate::proration::{allocate, due, share, units_value};
+use crate::proration::{allocate, due, share, share_up, units_value};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -559,15 +559,33 @@ impl Basis {
                 ));
                 continue;
             }
-            let units_net = units_value(line.net_minor, line.quantity, returned, after);
-            let refunded_before = ledger.refunded(r.line_no);
-            if refunded_before + r.refund_minor.get() > units_value(line.net_minor, line.quantity, 0, after) {
+            // Two bounds on the refund, both independent of the order returns come in: this return's
+            // units can be worth at most their share of the line rounded up (whichever units they are
+            // taken to be), and the line's refunds together at most its net. A bound on the refunds so
+            // far against the units so far (a cumulative floor) refused a 1,999 refund of one unit of
+            // 3 × 5,996 when it came first and accepted it when it came second.
+            let refund = r.refund_minor.get();
+            let most = share_up(line.net_minor, i64::from(r.quantity), i64::from(line.quantity));
+            if refund > most {
                 findings.push(format!(
-                    "line {}: refund {} exceeds the net value {units_net} of the units returned",
-                    r.line_no, r.refund_minor
+                    "line {}: refund {refund} exceeds {most}, the net value of {} of its {} units",
+                    r.line_no, r.quantity, line.quantity
                 ));
             }
-            net += units_net;
+            let refunded = ledger.refunded(r.line_no)
+                + lines[..i]
+                    .iter()
+                    .filter(|o| o.line_no == r.line_no)
+                    .map(|o| o.refund_minor.get())
+                    .sum::<i64>()
+                + refund;
+            if refunded > line.net_minor {
+                findings.push(format!(
+                    "line {}: refunds of {refunded} exceed the line's net value {}",
+                    r.line_no, line.net_minor
+                ));
+            }
+            net += units_value(line.net_minor, line.quantity, returned, after);
             eligible += units_value(line.eligible_minor, line.quantity, returned, after);
         }
         if !findings.is_empty() {
@@ -1397,13 +1415,24 @@ mod tests {
         id: &str,
         lines: Vec<(u32, u32)>,
     ) -> Result<(Points, Points), Check> {
+        let lines = lines.into_iter().map(|(no, q)| (no, q, 0)).collect();
+        give_back_refunding(ledger, b, id, lines)
+    }
+
+    /// [`give_back`] with each line's refund: `(line_no, quantity, refund_minor)`.
+    fn give_back_refunding(
+        ledger: &mut Ledger,
+        b: &Basis,
+        id: &str,
+        lines: Vec<(u32, u32, i64)>,
+    ) -> Result<(Points, Points), Check> {
         let lines: Vec<ReturnLine> = lines
             .into_iter()
-            .map(|(no, q)| ReturnLine {
+            .map(|(no, q, refund)| ReturnLine {
                 line_no: no,
                 sku: Sku::parse(format!("sku-{no}")).unwrap(),
                 quantity: q,
-                refund_minor: Amount::ZERO,
+                refund_minor: Amount::new(refund).unwrap(),
             })
             .collect();
         let (net, eligible) = b.check_return(ledger, b.currency, &lines)?;
@@ -1784,6 +1813,65 @@ mod tests {
             give_back(&mut ledger, &b, "ret-3", vec![(2, 1)]),
             Err(Check::Refuse(_))
         ));
+    }
+
+    /// Three returns of one unit each of a line of 3 × 5,996 (net 5,996: 1,998.67 a unit), refunding
+    /// 1,999, 1,998 and 1,999: together exactly the line, so every order of arrival accepts all three.
+    /// A refund above a unit's share rounded up is refused whenever it comes, and of refunds that
+    /// together exceed the line, exactly one (the last processed) is.
+    #[test]
+    fn refunds_of_a_lines_units_are_bounded_the_same_whatever_the_order() {
+        let mut discounted = line(1, 3, 1_999, true);
+        discounted.discount_minor = Amount::new(1).unwrap();
+        discounted.net_minor = Amount::new(5_996).unwrap();
+        let lines = [discounted];
+        let mut b = basis(&lines, 0);
+        b.is_order = false;
+        let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let refunds_of = |refunds: [i64; 3]| {
+            orders
+                .iter()
+                .map(|order| {
+                    let mut ledger = Ledger::default();
+                    order
+                        .iter()
+                        .map(|&k| {
+                            let id = format!("r-{k}");
+                            give_back_refunding(&mut ledger, &b, &id, vec![(1, 1, refunds[k])]).is_ok()
+                        })
+                        .collect::<Vec<bool>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        for accepted in refunds_of([1_999, 1_998, 1_999]) {
+            assert_eq!(accepted, vec![true; 3]);
+        }
+        for accepted in refunds_of([1_999, 1_999, 1_999]) {
+            assert_eq!(
+                accepted,
+                vec![true, true, false],
+                "5,997 is more than the line's 5,996"
+            );
+        }
+        let mut ledger = Ledger::default();
+        let Err(Check::Refuse(findings)) = give_back_refunding(&mut ledger, &b, "r-1", vec![(1, 1, 2_000)])
+        else {
+            panic!("a refund above a unit's share rounded up is refused");
+        };
+        assert_eq!(
+            findings,
+            vec!["line 1: refund 2000 exceeds 1999, the net value of 1 of its 3 units"]
+        );
+        // Two lines of one return that name the same line count together.
+        let Err(Check::Refuse(findings)) =
+            give_back_refunding(&mut ledger, &b, "r-2", vec![(1, 2, 3_998), (1, 1, 1_999)])
+        else {
+            panic!("refunds above the line's net are refused");
+        };
+        assert_eq!(
+            findings,
+            vec!["line 1: refunds of 5997 exceed the line's net value 5996"]
+        );
     }
 
     #[test]

@@ -18,6 +18,20 @@ pub fn share(total: i64, part: i64, whole: i64) -> i64 {
     i64::try_from(v).unwrap_or(total)
 }
 
+/// `ceil(total × part / whole)`, clamped like [`share`]: the most any `part` units of a whole split by
+/// cumulative shares can carry, wherever they sit (a run of units carries its exact value rounded down
+/// or up, never more). A bound that depends on `part` alone holds in whatever order the parts come.
+pub fn share_up(total: i64, part: i64, whole: i64) -> i64 {
+    if whole <= 0 || total <= 0 {
+        return 0;
+    }
+    let part = part.clamp(0, whole);
+    let whole = i128::from(whole);
+    let v = (i128::from(total) * i128::from(part) + whole - 1) / whole;
+    // v ≤ total because part ≤ whole, so it fits; the fallback only keeps a bug from becoming a panic.
+    i64::try_from(v).unwrap_or(total)
+}
+
 /// Splits `value` over `weights` in proportion, exactly: the parts add up to `value` (when the weights
 /// add up to more than 0) and none is negative. The cumulative form gives each part
 /// `share(value, weights up to and including it) − share(value, weights before it)`.
@@ -63,6 +77,23 @@ mod tests {
         assert_eq!(share(100, -1, 3), 0);
         assert_eq!(share(100, 1, 0), 0);
         assert_eq!(share(i64::MAX, i64::MAX - 1, i64::MAX), i64::MAX - 1);
+    }
+
+    #[test]
+    fn shares_up_round_up_and_bound_every_run_of_units() {
+        assert_eq!(share_up(5_996, 1, 3), 1_999);
+        assert_eq!(share_up(5_996, 2, 3), 3_998);
+        assert_eq!(share_up(5_996, 3, 3), 5_996);
+        assert_eq!(share_up(100, 5, 3), 100);
+        assert_eq!(share_up(100, 0, 3), 0);
+        assert_eq!(share_up(100, 1, 0), 0);
+        assert_eq!(share_up(i64::MAX, i64::MAX - 1, i64::MAX), i64::MAX - 1);
+        // Every run of units of 5,996 over 3, wherever it starts, carries at most its share rounded up.
+        for from in 0..3 {
+            for to in from..=3 {
+                assert!(units_value(5_996, 3, from, to) <= share_up(5_996, i64::from(to - from), 3));
+            }
+        }
     }
 
     #[test]

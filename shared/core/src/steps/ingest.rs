@@ -124,7 +124,10 @@ impl Step for Ingest {
             return Err(refuse(
                 &event,
                 ReasonCode::BusinessRuleViolation,
-                format!("{type_name} does not add up ({} findings)", findings.len()),
+                format!(
+                    "{type_name} breaks the business rules ({} findings)",
+                    findings.len()
+                ),
                 findings,
             ));
         }

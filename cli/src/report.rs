@@ -20,7 +20,8 @@ pub struct Report {
     pub report_version: u32,
     pub input: Fed,
     pub summary: Summary,
-    /// By correlation id.
+    /// By correlation id; a correlation id several transactions share (the contract gives each its own)
+    /// keys each of them as `<correlation id>#<saga id>`, so none is lost.
     pub sagas: BTreeMap<String, SagaReport>,
     /// Loyalty balance per member, as the loyalty platform has it.
     pub balances: BTreeMap<String, u64>,
@@ -65,6 +66,14 @@ pub struct SagaReport {
     pub points_accrued: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eligible_minor: Option<i64>,
+    /// Earned points its returns (and later shipments' corrections) took back, as the platform applied
+    /// them; left out when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub points_reversed: i64,
+    /// Redeemed points (an order's redemption, a POS sale's points tenders) given back by cancellations,
+    /// returns and refunds, as applied; left out when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub points_given_back: i64,
     /// The timeline: `step: outcome — message`.
     pub steps: Vec<String>,
 }
@@ -160,10 +169,39 @@ pub struct Facts {
     pub members: BTreeMap<String, MemberReport>,
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// Keys each transaction by its correlation id, or by `<correlation id>#<saga id>` when several share
+/// it: whatever order the store lists them in, every one is there under the same key.
+fn by_correlation(transactions: Vec<(String, SagaReport)>) -> BTreeMap<String, SagaReport> {
+    let mut shared: BTreeMap<&str, usize> = BTreeMap::new();
+    for (correlation_id, _) in &transactions {
+        *shared.entry(correlation_id.as_str()).or_default() += 1;
+    }
+    let shared: std::collections::BTreeSet<String> = shared
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(c, _)| c.to_owned())
+        .collect();
+    transactions
+        .into_iter()
+        .map(|(correlation_id, saga)| {
+            let key = if shared.contains(&correlation_id) {
+                format!("{correlation_id}#{}", saga.saga_id)
+            } else {
+                correlation_id
+            };
+            (key, saga)
+        })
+        .collect()
+}
+
 impl Report {
     pub fn build(facts: Facts) -> Self {
         let mut summary = Summary::default();
-        let mut sagas = BTreeMap::new();
+        let mut transactions = Vec::new();
         let mut members = facts.members;
         let mut duplicates = Vec::new();
         for saga in facts.sagas {
@@ -192,19 +230,22 @@ impl Report {
                 .iter()
                 .map(|s| format!("{}: {} — {}", s.step, s.outcome.as_str(), s.message))
                 .collect();
-            sagas.insert(
+            transactions.push((
                 saga.correlation_id.to_string(),
                 SagaReport {
                     saga_id: saga.id.to_string(),
                     status,
-                    erp_document_id: saga.ledger.erp_document_id.map(|d| d.to_string()),
+                    erp_document_id: saga.ledger.erp_document_id.as_ref().map(|d| d.to_string()),
                     points_accrued: saga.ledger.points_accrued.map(|p| p.get()),
                     eligible_minor: saga.ledger.eligible_minor.map(|a| a.get()),
+                    points_reversed: saga.ledger.points_reversed().get(),
+                    points_given_back: saga.ledger.recredited().get(),
                     steps,
                 },
-            );
+            ));
         }
-        summary.sagas = sagas.len();
+        summary.sagas = transactions.len();
+        let sagas = by_correlation(transactions);
         let mut quarantine: Vec<QuarantineEntry> = facts
             .quarantine
             .into_iter()
@@ -376,5 +417,44 @@ fn first_line(s: &str, max: usize) -> String {
         format!("{}…", line.chars().take(max).collect::<String>())
     } else {
         line.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saga(id: &str) -> SagaReport {
+        SagaReport {
+            saga_id: id.to_owned(),
+            status: "completed".to_owned(),
+            erp_document_id: None,
+            points_accrued: None,
+            eligible_minor: None,
+            points_reversed: 0,
+            points_given_back: 0,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Two receipts under one correlation id (against the contract) are both reported, under keys that
+    /// do not depend on the order the store listed them in.
+    #[test]
+    fn a_shared_correlation_id_keys_each_transaction_by_its_saga() {
+        let listed = |ids: [&str; 3]| {
+            by_correlation(
+                ids.iter()
+                    .map(|id| {
+                        let c = if id.ends_with("r-3") { "c-2" } else { "c-1" };
+                        (c.to_owned(), saga(id))
+                    })
+                    .collect(),
+            )
+            .into_keys()
+            .collect::<Vec<_>>()
+        };
+        let keys = listed(["receipt:s:r-1", "receipt:s:r-2", "receipt:s:r-3"]);
+        assert_eq!(keys, ["c-1#receipt:s:r-1", "c-1#receipt:s:r-2", "c-2"]);
+        assert_eq!(listed(["receipt:s:r-3", "receipt:s:r-2", "receipt:s:r-1"]), keys);
     }
 }

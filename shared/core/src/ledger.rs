@@ -1171,8 +1171,9 @@ impl Ledger {
         (!basis.points_uncounted).then(|| basis.points_tendered.unwrap_or(Points::ZERO))
     }
 
-    /// Points paid with points given back so far.
-    fn recredited(&self) -> Points {
+    /// Points paid with points given back so far: an order's redemption's, or a POS sale's tendered
+    /// points.
+    pub fn recredited(&self) -> Points {
         self.redemption
             .as_ref()
             .map_or(self.tender_recredited, |r| r.points_recredited)

@@ -382,3 +382,31 @@ async fn an_erasure_leaves_no_personal_data_in_any_record() {
         assert!(!carla.personal_data && carla.status == "erased", "{s}: {carla:?}");
     }
 }
+
+/// The loyalty platform's tier change for a member it has not enrolled yet (the sample POS day's m-1003,
+/// enrolled by their first purchase) reaches the platform's copy whether the purchase or the tier change
+/// is processed first: the platform's own report enrols the member there before the record is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_from_the_loyalty_platform_reaches_its_copy_before_or_after_the_first_purchase() {
+    let day = std::fs::read_to_string(workspace().join("events/streams/pos-day.jsonl")).unwrap();
+    let line = |event_id: &str| {
+        day.lines()
+            .find(|l| l.contains(&format!("\"event_id\": \"{event_id}\"")))
+            .unwrap_or_else(|| panic!("{event_id} is not in pos-day.jsonl"))
+            .to_owned()
+    };
+    let (tier, sale) = (line("evt-tierchanged-0143"), line("evt-salecompleted-0106"));
+    let mut seen = Vec::new();
+    for (order, lines) in [("tier first", [&tier, &sale]), ("sale first", [&sale, &tier])] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("day.jsonl");
+        std::fs::write(&file, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+        let (system, sims) = embedded(&dir);
+        let report = run(&system, &[read_inputs(&file).unwrap()]).await;
+        let loyalty = copy(&report, "m-1003", "loyalty");
+        assert_eq!(loyalty.tier.as_deref(), Some("gold"), "{order}: {loyalty:?}");
+        assert_eq!(report.summary.quarantined, 0, "{order}: {:?}", report.quarantine);
+        seen.push(truth(&report, &sims));
+    }
+    assert_eq!(seen[0], seen[1]);
+}

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use retail_sync_contracts::envelope::{Detail, Metadata};
+use retail_sync_contracts::envelope::{Channel, Detail, Metadata};
 use retail_sync_contracts::events::{
     CustomerUpdated, DuplicateMemberSuspected, ErasureRequested, MemberChanged, MemberEnrolled,
     MemberMergeRequested, ReasonCode, TierChanged,
@@ -202,9 +202,16 @@ impl SyncMember {
             })));
         }
 
-        let enrolment = match attributes.enrolment {
-            true => self.enrol(cx, member).await?,
-            false => None,
+        // What the loyalty platform itself reports about a member (a tier change) vouches that the member
+        // is the platform's: they are enrolled there too (once; a no-op for a member it knows), so the
+        // platform is told the record whether the report or the member's first purchase (which enrols
+        // on first earn) is processed first. Skipping a platform that did not know the member yet, with
+        // no later enrolment through this step to tell it again, made its copy follow arrival.
+        let vouched = !attributes.enrolment && stamp.source == Channel::Loyalty;
+        let enrolment = if attributes.enrolment || vouched {
+            self.enrol(cx, member).await?
+        } else {
+            None
         };
         let saga = self.load_or_start(cx, heard).await?;
         let entry = format!(
@@ -214,7 +221,12 @@ impl SyncMember {
             stamp.event_id
         );
         let completion = enrolment.as_ref().and_then(|e| e.completion());
-        if let Some(Answer::Refused { message }) = enrolment.as_ref().map(|e| e.result()) {
+        let enrolled = enrolment
+            .as_ref()
+            .is_some_and(|e| matches!(e.result(), Answer::Done { .. }));
+        if let Some(Answer::Refused { message }) = enrolment.as_ref().map(|e| e.result())
+            && !vouched
+        {
             // Nothing of a refused sign-up is applied; the record keeps the refusal for the audit.
             if !has_entry(&saga, &entry) {
                 let text = format!("{entry}: enrolment refused: {message}");
@@ -245,9 +257,9 @@ impl SyncMember {
             cx.metrics().add("members_changed", 1, None);
         }
         self.index_contacts(cx, &record, &before).await?;
-        // A sign-up tells the loyalty platform the record again, once per revision, even if an earlier
-        // revision was refused for not knowing the member.
-        self.propagate(cx, saga, enrolment.is_some()).await
+        // A sign-up (or the platform's own report) tells the loyalty platform the record again, once per
+        // revision, even if an earlier revision was refused for not knowing the member.
+        self.propagate(cx, saga, enrolled).await
     }
 
     /// Enrols the member on the loyalty platform once (`None`: no loyalty platform is connected). A

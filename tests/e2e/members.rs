@@ -410,3 +410,72 @@ async fn a_tier_from_the_loyalty_platform_reaches_its_copy_before_or_after_the_f
     }
     assert_eq!(seen[0], seen[1]);
 }
+
+/// One channel event line as a file of a day holds it.
+fn member_event(n: u32, detail_type: &str, source: &str, at: &str, data: Value) -> String {
+    let channel = source.trim_start_matches("retail.");
+    json!({
+        "version": "0", "id": format!("00000000-0000-4000-8000-{n:012}"), "detail-type": detail_type,
+        "source": source, "time": at, "resources": [],
+        "detail": {
+            "metadata": {"event_id": format!("evt-merge-index-{n}"), "schema_version": 1,
+                         "correlation_id": format!("merge-index-{n}"), "occurred_at": at, "channel": channel},
+            "data": data,
+        },
+    })
+    .to_string()
+}
+
+/// A merge whose survivor takes the duplicate's verified e-mail moves the survivor in the duplicate index:
+/// a member under the duplicate's address is then suspected of being the survivor, and one under the
+/// survivor's old address no longer is — whether those members enrolled before or after the merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_moves_the_survivor_to_the_contact_data_it_took() {
+    let enrol = |n, member: &str, source, email: &str, verified: bool| {
+        let mut data = json!({"member_id": member, "email": email});
+        if verified {
+            data["contact_verified"] = json!(true);
+        }
+        member_event(n, "MemberEnrolled", source, "2026-12-02T08:00:00Z", data)
+    };
+    let pair = [
+        enrol(1, "eh-1", "retail.crm", "eh1@example.com", false),
+        enrol(2, "eh-2", "retail.mobile", "eh2@example.com", true),
+    ];
+    let others = [
+        enrol(4, "eh-3", "retail.mobile", "EH2@example.com", false),
+        enrol(5, "eh-4", "retail.mobile", "eh1@example.com", false),
+    ];
+    let merge = member_event(
+        3,
+        "MemberMergeRequested",
+        "retail.operator",
+        "2026-12-02T09:00:00Z",
+        json!({"survivor_id": "eh-1", "duplicate_id": "eh-2"}),
+    );
+    for others_first in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = |lines: Vec<&String>| {
+            let file = dir.path().join(format!("{}.jsonl", lines.len()));
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            std::fs::write(&file, text).unwrap();
+            read_inputs(&file).unwrap()
+        };
+        let groups = if others_first {
+            vec![inputs(pair.iter().chain(&others).collect()), inputs(vec![&merge])]
+        } else {
+            vec![
+                inputs(pair.iter().chain([&merge]).collect()),
+                inputs(others.iter().collect()),
+            ]
+        };
+        let (system, _sims) = embedded(&dir);
+        let report = run(&system, &groups).await;
+        assert_eq!(
+            report.duplicates,
+            vec![("eh-3".to_owned(), "eh-1".to_owned())],
+            "others enrolled {}",
+            if others_first { "first" } else { "after the merge" }
+        );
+    }
+}

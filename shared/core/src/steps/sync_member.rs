@@ -667,6 +667,7 @@ impl SyncMember {
         )
         .await?;
         let text = format!("absorbed {duplicate}: {moved} points moved here");
+        let before = record_of(&survivor_saga)?.contact_keys();
         let survivor_saga = if has_entry(&survivor_saga, &text) {
             survivor_saga
         } else {
@@ -677,6 +678,10 @@ impl SyncMember {
             })
             .await?
         };
+        // The survivor may have taken the duplicate's stronger contact data: the index follows, as it
+        // does any change of a record's contact data (the old address no longer matches them).
+        let record = record_of(&survivor_saga)?.clone();
+        self.index_contacts(cx, &record, &before).await?;
         self.propagate(cx, dup_saga, false).await?;
         self.propagate(cx, survivor_saga, false).await
     }

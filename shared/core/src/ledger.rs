@@ -517,6 +517,21 @@ impl Basis {
                     r.line_no, r.sku, line.sku
                 ));
             }
+            // Two bounds on the refund, both independent of the order returns come in: this return's
+            // units can be worth at most their share of the line rounded up (whichever units they are
+            // taken to be), and the line's refunds together at most its net (below). A bound on the
+            // refunds so far against the units so far (a cumulative floor) refused a 1,999 refund of one
+            // unit of 3 × 5,996 when it came first and accepted it when it came second. The first bound
+            // depends on this return alone, so it refuses before anything makes the return wait: a
+            // return that can never pass is refused now, not dead-lettered after its retries.
+            let refund = r.refund_minor.get();
+            let most = share_up(line.net_minor, i64::from(r.quantity), i64::from(line.quantity));
+            if refund > most {
+                findings.push(format!(
+                    "line {}: refund {refund} exceeds {most}, the net value of {} of its {} units",
+                    r.line_no, r.quantity, line.quantity
+                ));
+            }
             let returned = ledger.returned(r.line_no)
                 + lines[..i]
                     .iter()
@@ -558,19 +573,6 @@ impl Basis {
                     r.line_no
                 ));
                 continue;
-            }
-            // Two bounds on the refund, both independent of the order returns come in: this return's
-            // units can be worth at most their share of the line rounded up (whichever units they are
-            // taken to be), and the line's refunds together at most its net. A bound on the refunds so
-            // far against the units so far (a cumulative floor) refused a 1,999 refund of one unit of
-            // 3 × 5,996 when it came first and accepted it when it came second.
-            let refund = r.refund_minor.get();
-            let most = share_up(line.net_minor, i64::from(r.quantity), i64::from(line.quantity));
-            if refund > most {
-                findings.push(format!(
-                    "line {}: refund {refund} exceeds {most}, the net value of {} of its {} units",
-                    r.line_no, r.quantity, line.quantity
-                ));
             }
             let refunded = ledger.refunded(r.line_no)
                 + lines[..i]
@@ -1889,6 +1891,21 @@ mod tests {
             give_back(&mut ledger, &b, "r", vec![(1, 3)]),
             Err(Check::Refuse(_))
         ));
+        // A unit not shipped yet whose refund is above what one unit can be worth is refused now: no
+        // shipment could make that refund pass, so waiting would only end in the DLQ.
+        give_back_refunding(&mut ledger, &b, "r-a", vec![(1, 1, 1_000)]).unwrap();
+        assert!(matches!(
+            give_back_refunding(&mut ledger, &b, "r-b", vec![(1, 1, 1_000)]),
+            Err(Check::Wait(_))
+        ));
+        let Err(Check::Refuse(findings)) = give_back_refunding(&mut ledger, &b, "r-b", vec![(1, 1, 1_001)])
+        else {
+            panic!("a refund above its units' worth is refused, shipped or not");
+        };
+        assert_eq!(
+            findings,
+            vec!["line 1: refund 1001 exceeds 1000, the net value of 1 of its 2 units"]
+        );
         assert!(matches!(
             ship(&mut ledger, &b, "s-2", vec![lq(1, 2)]),
             Err(Check::Refuse(_))

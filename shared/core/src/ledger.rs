@@ -766,7 +766,16 @@ impl Ledger {
             if overlap > already {
                 overlaps.push((line, overlap - already));
             }
-            eligible += units_value(line.eligible_minor, line.quantity, before, before + q.quantity);
+            // What the units earn on is their share of the line's eligible value rounded down, the same
+            // whichever shipment is processed first: the platform rounds each accrual down to whole
+            // points, so valuing them by their place in the line (the first units shipped, a cumulative
+            // share) made the points earned follow arrival (a line of 2 units of 19,999: 9,999 or 10,000
+            // for the first shipment). A line split over shipments may leave a few minor units unearned.
+            eligible += share(
+                line.eligible_minor,
+                i64::from(q.quantity),
+                i64::from(line.quantity),
+            );
         }
         if !findings.is_empty() {
             return Err(Check::Refuse(findings));
@@ -1875,6 +1884,28 @@ mod tests {
             findings,
             vec!["line 1: refunds of 5997 exceed the line's net value 5996"]
         );
+    }
+
+    /// Shipments of a line whose units are not worth whole minor units earn the same points in either
+    /// order: each is valued on its own, not by which units of the line it happened to take.
+    #[test]
+    fn shipments_earn_the_same_points_whichever_is_processed_first() {
+        let mut odd = line(1, 2, 10_000, true);
+        odd.discount_minor = Amount::new(1).unwrap();
+        odd.net_minor = Amount::new(19_999).unwrap();
+        let lines = [odd, line(2, 1, 10_001, true)];
+        let b = basis(&lines, 0);
+        let earned = |first: (&str, Vec<LineQuantity>), second: (&str, Vec<LineQuantity>)| {
+            let mut ledger = Ledger::default();
+            ship(&mut ledger, &b, first.0, first.1).unwrap();
+            ship(&mut ledger, &b, second.0, second.1).unwrap();
+            let eligible: Vec<i64> = ledger.shipments.iter().map(|s| s.eligible_minor.get()).collect();
+            (ledger.points_accrued.unwrap().get(), eligible)
+        };
+        let x = || ("x", vec![lq(1, 1), lq(2, 1)]);
+        let y = || ("y", vec![lq(1, 1)]);
+        assert_eq!(earned(x(), y()), (299, vec![20_000, 9_999]));
+        assert_eq!(earned(y(), x()), (299, vec![9_999, 20_000]));
     }
 
     #[test]

@@ -1465,6 +1465,14 @@ mod tests {
         Ok(ledger.decide_return(&return_id, b).unwrap())
     }
 
+    /// The findings a return is refused with (the test fails if it is not refused).
+    fn refused(ledger: &mut Ledger, b: &Basis, id: &str, lines: Vec<(u32, u32, i64)>) -> Vec<String> {
+        match give_back_refunding(ledger, b, id, lines) {
+            Err(Check::Refuse(findings)) => findings,
+            other => panic!("{id} is not refused: {other:?}"),
+        }
+    }
+
     /// Processes `facts` in turn as the queues deliver them: a fact that must wait goes to the back and
     /// is tried again after the others; any other refusal fails the test.
     fn process<F: Clone + std::fmt::Debug>(facts: &[F], mut apply: impl FnMut(&F) -> Result<(), Check>) {
@@ -1866,22 +1874,13 @@ mod tests {
             );
         }
         let mut ledger = Ledger::default();
-        let Err(Check::Refuse(findings)) = give_back_refunding(&mut ledger, &b, "r-1", vec![(1, 1, 2_000)])
-        else {
-            panic!("a refund above a unit's share rounded up is refused");
-        };
         assert_eq!(
-            findings,
+            refused(&mut ledger, &b, "r-1", vec![(1, 1, 2_000)]),
             vec!["line 1: refund 2000 exceeds 1999, the net value of 1 of its 3 units"]
         );
         // Two lines of one return that name the same line count together.
-        let Err(Check::Refuse(findings)) =
-            give_back_refunding(&mut ledger, &b, "r-2", vec![(1, 2, 3_998), (1, 1, 1_999)])
-        else {
-            panic!("refunds above the line's net are refused");
-        };
         assert_eq!(
-            findings,
+            refused(&mut ledger, &b, "r-2", vec![(1, 2, 3_998), (1, 1, 1_999)]),
             vec!["line 1: refunds of 5997 exceed the line's net value 5996"]
         );
     }
@@ -1929,12 +1928,8 @@ mod tests {
             give_back_refunding(&mut ledger, &b, "r-b", vec![(1, 1, 1_000)]),
             Err(Check::Wait(_))
         ));
-        let Err(Check::Refuse(findings)) = give_back_refunding(&mut ledger, &b, "r-b", vec![(1, 1, 1_001)])
-        else {
-            panic!("a refund above its units' worth is refused, shipped or not");
-        };
         assert_eq!(
-            findings,
+            refused(&mut ledger, &b, "r-b", vec![(1, 1, 1_001)]),
             vec!["line 1: refund 1001 exceeds 1000, the net value of 1 of its 2 units"]
         );
         assert!(matches!(

@@ -532,12 +532,9 @@ impl Basis {
                     r.line_no, r.quantity, line.quantity
                 ));
             }
-            let returned = ledger.returned(r.line_no)
-                + lines[..i]
-                    .iter()
-                    .filter(|o| o.line_no == r.line_no)
-                    .map(|o| o.quantity)
-                    .sum::<u32>();
+            // Earlier lines of this return naming the same line count with it.
+            let earlier = lines[..i].iter().filter(|o| o.line_no == r.line_no);
+            let returned = ledger.returned(r.line_no) + earlier.clone().map(|o| o.quantity).sum::<u32>();
             // Cancelled units of an order are not "not bought" for good: a shipment may still prove they
             // left (reinstatement), so a return of them waits for the shipment like any unit not shipped
             // yet, and only more units than were ordered are refused.
@@ -574,13 +571,8 @@ impl Basis {
                 ));
                 continue;
             }
-            let refunded = ledger.refunded(r.line_no)
-                + lines[..i]
-                    .iter()
-                    .filter(|o| o.line_no == r.line_no)
-                    .map(|o| o.refund_minor.get())
-                    .sum::<i64>()
-                + refund;
+            let refunded =
+                ledger.refunded(r.line_no) + earlier.map(|o| o.refund_minor.get()).sum::<i64>() + refund;
             if refunded > line.net_minor {
                 findings.push(format!(
                     "line {}: refunds of {refunded} exceed the line's net value {}",

@@ -20,16 +20,13 @@ pub fn share(total: i64, part: i64, whole: i64) -> i64 {
 
 /// `ceil(total × part / whole)`, clamped like [`share`]: the most any `part` units of a whole split by
 /// cumulative shares can carry, wherever they sit (a run of units carries its exact value rounded down
-/// or up, never more). A bound that depends on `part` alone holds in whatever order the parts come.
+/// or up, never more). A bound that depends on `part` alone holds in whatever order the parts come. It is
+/// what the last `part` units carry: the whole less the floor share of the others.
 pub fn share_up(total: i64, part: i64, whole: i64) -> i64 {
     if whole <= 0 || total <= 0 {
         return 0;
     }
-    let part = part.clamp(0, whole);
-    let whole = i128::from(whole);
-    let v = (i128::from(total) * i128::from(part) + whole - 1) / whole;
-    // v ≤ total because part ≤ whole, so it fits; the fallback only keeps a bug from becoming a panic.
-    i64::try_from(v).unwrap_or(total)
+    total - share(total, whole - part.clamp(0, whole), whole)
 }
 
 /// Splits `value` over `weights` in proportion, exactly: the parts add up to `value` (when the weights

@@ -680,8 +680,8 @@ impl SyncMember {
         };
         // The survivor may have taken the duplicate's stronger contact data: the index follows, as it
         // does any change of a record's contact data (the old address no longer matches them).
-        let record = record_of(&survivor_saga)?.clone();
-        self.index_contacts(cx, &record, &before).await?;
+        self.index_contacts(cx, record_of(&survivor_saga)?, &before)
+            .await?;
         self.propagate(cx, dup_saga, false).await?;
         self.propagate(cx, survivor_saga, false).await
     }

@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::idempotency::IdempotencyKey;
 use crate::ports::{
     Accrual, AccrualRequest, Adjustment, AdjustmentRequest, Balance, CommitRequest, Hold, HoldRequest,
-    Loyalty, LoyaltyMembers, MemberSnapshot,
+    Loyalty, LoyaltyMembers, MemberSnapshot, SagaStore,
 };
 
 /// The member attributes, as the ownership table names them.
@@ -862,6 +862,154 @@ impl Loyalty for Enrolling {
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
         self.loyalty.adjust(request, key).await
     }
+    async fn confirm_accrual(
+        &self,
+        loyalty_transaction_id: &retail_sync_contracts::values::ExternalRef,
+        key: &IdempotencyKey,
+    ) -> Result<crate::ports::Confirmation, Error> {
+        self.loyalty.confirm_accrual(loyalty_transaction_id, key).await
+    }
+}
+
+/// How many merges one call follows (a survivor merged in turn into another member, and so on): more
+/// than any real chain, and a bound should records ever name each other.
+const MERGE_HOPS: usize = 8;
+
+/// A loyalty call in flight, as [`Following`] makes it again for a survivor.
+type Call<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// The loyalty port of the steps, following merges (see [`Following`]).
+pub struct FollowingMerges {
+    pub loyalty: Arc<dyn Loyalty>,
+    /// Where the member records are (the saga store).
+    pub sagas: Arc<dyn SagaStore>,
+}
+
+impl FollowingMerges {
+    fn following(&self) -> Following<'_> {
+        Following {
+            loyalty: &*self.loyalty,
+            sagas: &*self.sagas,
+        }
+    }
+}
+
+/// Points given to or taken from a member who was merged into another (the platform answers
+/// `member_merged`) go to the member retail-sync's record says they were merged into, under a key of
+/// their own (`<key>:merged-into:<survivor>`). So a sale on the duplicate's card, or a return of a sale it
+/// earned on, counts on the survivor whether it is processed before the merge (the merge then moves its
+/// points) or after. The first call always goes to the member the transaction names, under its own key:
+/// a redelivery of an effect applied before the merge is answered by the platform with that first
+/// answer, never applied again on the survivor. Used by the steps ([`FollowingMerges`]) and by
+/// reconciliation's repairs.
+#[derive(Clone, Copy)]
+pub struct Following<'a> {
+    pub loyalty: &'a dyn Loyalty,
+    pub sagas: &'a dyn SagaStore,
+}
+
+impl Following<'_> {
+    pub async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
+        self.follow(request, key, |r| &mut r.member_id, |l, r, k| l.accrue(r, k))
+            .await
+    }
+
+    pub async fn adjust(
+        &self,
+        request: &AdjustmentRequest,
+        key: &IdempotencyKey,
+    ) -> Result<Adjustment, Error> {
+        self.follow(request, key, |r| &mut r.member_id, |l, r, k| l.adjust(r, k))
+            .await
+    }
+
+    /// Whom `member` was merged into, by retail-sync's record. A platform that reports a merge the record
+    /// does not hold yet (the merge's own write is not in, or it was made outside retail-sync) makes the
+    /// call wait: retried, then in the step's DLQ, never booked on the wrong member.
+    async fn survivor(&self, member: &MemberId, refusal: &str) -> Result<MemberId, Error> {
+        let merged_into = match self.sagas.load(&record_id(member)).await? {
+            Some(saga) => match saga.member {
+                Some(MemberState::Record(r)) => r.merged_into,
+                _ => None,
+            },
+            None => None,
+        };
+        merged_into.ok_or_else(|| Error::NotYet {
+            what: format!("retail-sync's record of the merge the loyalty platform reports ({refusal})"),
+        })
+    }
+
+    /// Calls `call` for the request's member, then for whom they were merged into while the platform
+    /// says merged.
+    async fn follow<R, T, F>(
+        &self,
+        request: &R,
+        key: &IdempotencyKey,
+        member: impl Fn(&mut R) -> &mut MemberId,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        R: Clone + Send + Sync,
+        F: for<'c> Fn(&'c dyn Loyalty, &'c R, &'c IdempotencyKey) -> Call<'c, T>,
+    {
+        let (mut request, mut key) = (request.clone(), key.clone());
+        for _ in 0..=MERGE_HOPS {
+            match call(self.loyalty, &request, &key).await {
+                Err(Error::Rejected {
+                    reason: ReasonCode::MergeRefused,
+                    message,
+                }) => {
+                    let survivor = self.survivor(member(&mut request), &message).await?;
+                    key = IdempotencyKey::for_step(key.as_str(), &format!("merged-into:{survivor}"));
+                    *member(&mut request) = survivor;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::rejected(
+            ReasonCode::MergeRefused,
+            format!("more than {MERGE_HOPS} merges to follow from the member"),
+        ))
+    }
+}
+
+#[async_trait]
+impl Loyalty for FollowingMerges {
+    async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
+        self.following().accrue(request, key).await
+    }
+
+    async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
+        self.following().adjust(request, key).await
+    }
+
+    // Holds are the redemption API's, at a till: a merged member's card is refused there, visibly, and
+    // what follows (commit, release) goes by hold id.
+    async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error> {
+        self.loyalty.balance(member_id).await
+    }
+
+    async fn create_hold(&self, request: &HoldRequest, key: &IdempotencyKey) -> Result<Hold, Error> {
+        self.loyalty.create_hold(request, key).await
+    }
+
+    async fn get_hold(&self, hold_id: &HoldId) -> Result<Hold, Error> {
+        self.loyalty.get_hold(hold_id).await
+    }
+
+    async fn commit_hold(
+        &self,
+        hold_id: &HoldId,
+        request: &CommitRequest,
+        key: &IdempotencyKey,
+    ) -> Result<Hold, Error> {
+        self.loyalty.commit_hold(hold_id, request, key).await
+    }
+
+    async fn release_hold(&self, hold_id: &HoldId, key: &IdempotencyKey) -> Result<Hold, Error> {
+        self.loyalty.release_hold(hold_id, key).await
+    }
+
     async fn confirm_accrual(
         &self,
         loyalty_transaction_id: &retail_sync_contracts::values::ExternalRef,

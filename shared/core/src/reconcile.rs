@@ -1074,6 +1074,8 @@ pub async fn repair(
         Repair::Adjust { saga, lost, .. } => (saga, lost.clone()),
     };
     let key = IdempotencyKey::for_step(&format!("{saga_id}:{RECONCILE}"), &finding.id);
+    // A repair for a member merged since follows the merge, as the steps do.
+    let loyalty = crate::members::Following { loyalty, sagas };
     let (new_id, message) = match r {
         Repair::Accrue { request, .. } => {
             let a = loyalty.accrue(request, &key).await?;

@@ -439,12 +439,17 @@ impl Wiring {
         })
     }
 
+    /// The loyalty platform as the steps call it: following merges (see `members::FollowingMerges`).
     fn loyalty(&self, step: &'static str) -> Result<Arc<dyn Loyalty>, WiringError> {
-        (self.loyalty)().map_err(|source| WiringError::Connect {
+        let loyalty = (self.loyalty)().map_err(|source| WiringError::Connect {
             step,
             port: "loyalty platform",
             source,
-        })
+        })?;
+        Ok(Arc::new(crate::members::FollowingMerges {
+            loyalty,
+            sagas: self.base.sagas.clone(),
+        }))
     }
 
     fn member_systems(&self, step: &'static str) -> Result<crate::ports::MemberSystems, WiringError> {

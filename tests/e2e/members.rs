@@ -479,3 +479,103 @@ async fn a_merge_moves_the_survivor_to_the_contact_data_it_took() {
         );
     }
 }
+
+/// What is processed for a merged member's card after the merge counts on the member they were merged
+/// into, as the merge would have carried it had it been processed first: a sale's points and a return's
+/// reversal go to the survivor's balance, a consent statement to the survivor's record. A merge processed
+/// before the members' sign-ups waits for them. The same truth in each of the three orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_follows_a_merge_for_the_duplicate_counts_on_the_survivor_whatever_the_order() {
+    let enrol = |n, member: &str, source| {
+        member_event(
+            n,
+            "MemberEnrolled",
+            source,
+            "2026-12-02T08:00:00Z",
+            json!({"member_id": member}),
+        )
+    };
+    let signups = [enrol(1, "mf-1", "retail.crm"), enrol(2, "mf-2", "retail.mobile")];
+    let merge = member_event(
+        3,
+        "MemberMergeRequested",
+        "retail.operator",
+        "2026-12-02T09:00:00Z",
+        json!({"survivor_id": "mf-1", "duplicate_id": "mf-2"}),
+    );
+    // On the duplicate's card: a sale (7,998 eligible: 79 points), a unit of it back, a consent grant.
+    let mut sale: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("events/samples/SaleCompleted.json")).unwrap(),
+    )
+    .unwrap();
+    sale["detail"]["data"]["member_id"] = json!("mf-2");
+    let sale = member_event(
+        4,
+        "SaleCompleted",
+        "retail.pos",
+        "2026-12-02T10:00:00Z",
+        sale["detail"]["data"].clone(),
+    );
+    let ret = member_event(
+        5,
+        "ReturnReceived",
+        "retail.pos",
+        "2026-12-02T11:00:00Z",
+        json!({"return_id": "ret-mf-1",
+               "original": {"kind": "receipt", "store_id": "store-042", "receipt_id": "r-000123"},
+               "store_id": "store-042", "currency": "EUR",
+               "lines": [{"line_no": 1, "sku": "SKU-1001", "quantity": 1, "refund_minor": 1999}]}),
+    );
+    let consent = member_event(
+        6,
+        "CustomerUpdated",
+        "retail.crm",
+        "2026-12-02T12:00:00Z",
+        json!({"member_id": "mf-2", "marketing_consent": true}),
+    );
+    let later = [&sale, &ret, &consent];
+    let orders: [(&str, Vec<Vec<&String>>); 3] = [
+        (
+            "merge last",
+            vec![signups.iter().chain(later).collect(), vec![&merge]],
+        ),
+        (
+            "merge between",
+            vec![signups.iter().collect(), vec![&merge], later.to_vec()],
+        ),
+        (
+            "merge first",
+            vec![[&merge].into_iter().chain(&signups).chain(later).collect()],
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (order, groups) in orders {
+        let dir = tempfile::tempdir().unwrap();
+        let groups: Vec<Vec<Input>> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, lines)| {
+                let file = dir.path().join(format!("{i}.jsonl"));
+                let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                std::fs::write(&file, text).unwrap();
+                read_inputs(&file).unwrap()
+            })
+            .collect();
+        let (system, sims) = embedded(&dir);
+        let report = run(&system, &groups).await;
+        let balances = sims.loyalty.balances();
+        assert_eq!(
+            (balances.get("mf-1").copied(), balances.get("mf-2").copied()),
+            (Some(60), Some(0)),
+            "{order}: 79 points earned, 19 reversed, all on the survivor; {balances:?}"
+        );
+        let survivor = copy(&report, "mf-1", "retail_sync");
+        assert!(survivor.marketing_consent, "{order}: {survivor:?}");
+        assert_eq!(report.summary.quarantined, 0, "{order}: {:?}", report.quarantine);
+        assert_eq!(report.summary.dead_lettered, 0, "{order}");
+        seen.push((order, truth(&report, &sims)));
+    }
+    for (order, truth) in &seen[1..] {
+        assert_eq!(truth, &seen[0].1, "{order} against {}", seen[0].0);
+    }
+}

@@ -110,15 +110,6 @@ impl Loyalty for HttpLoyalty {
     }
 }
 
-/// Every refusal of a merge is `MergeRefused`, as the port has it: an unknown member's included
-/// (which elsewhere would be `MemberNotEnrolled`), since what follows is the same, a person looks.
-fn merge_refusal(e: Error) -> Error {
-    match e {
-        Error::Rejected { message, .. } => Error::rejected(ReasonCode::MergeRefused, message),
-        other => other,
-    }
-}
-
 #[derive(serde::Serialize)]
 struct Enrolment<'a> {
     member_id: &'a MemberId,
@@ -154,7 +145,8 @@ impl LoyaltyMembers for HttpLoyalty {
         Ok(())
     }
 
-    /// Every refusal of a merge is `MergeRefused`.
+    /// A refusal of a merge is `MergeRefused`, but for a member the platform does not know
+    /// (`member_not_found`: `MemberNotEnrolled`, which the merge waits on), as the port has it.
     async fn merge(
         &self,
         duplicate: &MemberId,
@@ -172,8 +164,7 @@ impl LoyaltyMembers for HttpLoyalty {
                 key,
                 |_| ReasonCode::MergeRefused,
             )
-            .await
-            .map_err(merge_refusal)?;
+            .await?;
         Ok(merged.points_moved)
     }
 }

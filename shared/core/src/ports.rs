@@ -646,8 +646,9 @@ pub trait LoyaltyMembers: MemberSync {
     async fn enrol(&self, member_id: &MemberId, key: &IdempotencyKey) -> Result<(), Error>;
     /// Moves the duplicate's balance and transactions to the survivor and closes the duplicate as merged,
     /// once per key; returns the points moved. Merging again into the same survivor returns the first
-    /// result. `Err(Error::Rejected)` (`MergeRefused`) for an unknown member, the same member twice, or a
-    /// duplicate merged elsewhere, or one with open holds.
+    /// result. `Err(Error::Rejected)`: `MergeRefused` for the same member twice, a duplicate merged
+    /// elsewhere, or one with open holds; `MemberNotEnrolled` for a member the platform does not know
+    /// (yet: the merge waits for both enrolments).
     async fn merge(
         &self,
         duplicate: &MemberId,

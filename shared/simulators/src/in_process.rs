@@ -153,11 +153,9 @@ impl LoyaltyMembers for InProcessLoyalty {
         self.0
             .merge(duplicate, survivor, key.as_str())
             .map(|m| m.points_moved)
-            // Every refusal of a merge is `MergeRefused`, as the port has it, an unknown member's too.
-            .map_err(|e| match to_port_error(e, "loyalty", ReasonCode::MergeRefused) {
-                Error::Rejected { message, .. } => Error::rejected(ReasonCode::MergeRefused, message),
-                other => other,
-            })
+            // `MergeRefused`, but `MemberNotEnrolled` for a member the platform does not know, as the port
+            // has it.
+            .map_err(|e| to_port_error(e, "loyalty", ReasonCode::MergeRefused))
     }
 }
 
@@ -314,7 +312,7 @@ mod tests {
         assert_eq!(reason, ReasonCode::MergeRefused);
         assert!(message.starts_with("member_merged: "), "{message}");
         let (reason, message) = reason_of(loyalty.merge(&member("m-9"), &member("m-2"), &key("m4")).await);
-        assert_eq!(reason, ReasonCode::MergeRefused, "every refusal of a merge");
+        assert_eq!(reason, ReasonCode::MemberNotEnrolled, "what a merge waits on");
         assert!(message.starts_with("member_not_found: "), "{message}");
     }
 

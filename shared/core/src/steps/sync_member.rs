@@ -259,7 +259,44 @@ impl SyncMember {
         self.index_contacts(cx, &record, &before).await?;
         // A sign-up (or the platform's own report) tells the loyalty platform the record again, once per
         // revision, even if an earlier revision was refused for not knowing the member.
-        self.propagate(cx, saga, enrolled).await
+        self.propagate(cx, saga, enrolled).await?;
+        self.carry_to_survivor(cx, heard, &record, &entry).await
+    }
+
+    /// What is heard of a merged member after the merge reaches whom they were merged into as the merge
+    /// would have taken it (`MemberRecord::absorb`: contact data under the survivorship rules, every
+    /// consent statement), so the survivor's record does not depend on whether the news or the merge was
+    /// processed first. Once per event (`entry`), on the survivor's timeline.
+    async fn carry_to_survivor(
+        &self,
+        cx: &mut Cx<'_>,
+        heard: &Heard,
+        duplicate: &MemberRecord,
+        entry: &str,
+    ) -> Result<(), Error> {
+        let Some(survivor) = &duplicate.merged_into else {
+            return Ok(());
+        };
+        let saga = start_or_load(
+            cx,
+            members::record_id(survivor),
+            || heard.event(),
+            || MemberState::Record(Box::new(MemberRecord::new(survivor.clone()))),
+        )
+        .await?;
+        let text = format!("{entry} of {}, merged here", duplicate.member_id);
+        let before = record_of(&saga)?.contact_keys();
+        let saga = if has_entry(&saga, &text) {
+            saga
+        } else {
+            self.write(cx, saga, None, |r| {
+                let applied = r.absorb(duplicate, &self.ownership);
+                (StepOutcome::Done, format!("{text}: {}", applied.describe()))
+            })
+            .await?
+        };
+        self.index_contacts(cx, record_of(&saga)?, &before).await?;
+        self.propagate(cx, saga, false).await
     }
 
     /// Enrols the member on the loyalty platform once (`None`: no loyalty platform is connected). A
@@ -560,7 +597,10 @@ impl SyncMember {
         if !already {
             cx.metrics().add("members_erased", 1, None);
         }
-        self.propagate(cx, saga, false).await
+        let record = record_of(&saga)?.clone();
+        self.propagate(cx, saga, false).await?;
+        // The erasure's withdrawal is a consent statement the survivor takes, as a merge after it would.
+        self.carry_to_survivor(cx, heard, &record, &text).await
     }
 
     /// Removes the member's personal data from every quarantined message that mentions them: from its body,
@@ -625,7 +665,21 @@ impl SyncMember {
         let key = member_key(duplicate, &format!("merge-into:{survivor}"));
         let run = cx
             .once_as(&key, Fingerprint::of(&(duplicate, survivor)), || async {
-                Ok(match loyalty.merge(duplicate, survivor, &key).await.refusal()? {
+                let merged = match loyalty.merge(duplicate, survivor, &key).await {
+                    // A member the platform does not know yet may be enrolled by an event still on its
+                    // way (a sign-up, a first purchase): the merge waits for it, as it would have
+                    // found them processed in another order (retried, then in `SyncMemberDLQ`).
+                    Err(Error::Rejected {
+                        reason: ReasonCode::MemberNotEnrolled,
+                        message,
+                    }) => {
+                        return Err(Error::NotYet {
+                            what: format!("both members' enrolment on the loyalty platform ({message})"),
+                        });
+                    }
+                    other => other,
+                };
+                Ok(match merged.refusal()? {
                     Ok(points) => Answer::Done { value: points },
                     Err(message) => Answer::Refused { message },
                 })

@@ -579,3 +579,55 @@ async fn what_follows_a_merge_for_the_duplicate_counts_on_the_survivor_whatever_
         assert_eq!(truth, &seen[0].1, "{order} against {}", seen[0].0);
     }
 }
+
+/// A member enrolled by their first purchase (on first earn) is told what the CRM said of them before that
+/// purchase was processed: the loyalty platform's copy holds the CRM's consent and e-mail whether the
+/// CRM's update or the purchase is processed first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_enrolled_by_their_first_purchase_is_told_what_came_before_it() {
+    let update = member_event(
+        1,
+        "CustomerUpdated",
+        "retail.crm",
+        "2026-12-02T08:00:00Z",
+        json!({"member_id": "mg-1", "email": "mg1@example.com", "marketing_consent": true}),
+    );
+    let mut sale: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("events/samples/SaleCompleted.json")).unwrap(),
+    )
+    .unwrap();
+    sale["detail"]["data"]["member_id"] = json!("mg-1");
+    let sale = member_event(
+        2,
+        "SaleCompleted",
+        "retail.pos",
+        "2026-12-02T10:00:00Z",
+        sale["detail"]["data"].clone(),
+    );
+    let mut seen = Vec::new();
+    for (order, lines) in [
+        ("update first", [&update, &sale]),
+        ("sale first", [&sale, &update]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let groups: Vec<Vec<Input>> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let file = dir.path().join(format!("{i}.jsonl"));
+                std::fs::write(&file, format!("{line}\n")).unwrap();
+                read_inputs(&file).unwrap()
+            })
+            .collect();
+        let (system, sims) = embedded(&dir);
+        let report = run(&system, &groups).await;
+        let loyalty = copy(&report, "mg-1", "loyalty");
+        assert!(
+            loyalty.marketing_consent && loyalty.marketing_email && loyalty.personal_data,
+            "{order}: {loyalty:?}"
+        );
+        assert_eq!(sims.loyalty.balances().get("mg-1"), Some(&79), "{order}");
+        seen.push(truth(&report, &sims));
+    }
+    assert_eq!(seen[0], seen[1]);
+}

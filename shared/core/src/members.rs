@@ -794,12 +794,42 @@ impl Enrolment {
 }
 
 /// The loyalty port of a step that earns, with the enrolment rule: an accrual the platform refuses as
-/// `member_not_enrolled` enrols the member and accrues again (on first earn), or waits (explicit).
+/// `member_not_enrolled` enrols the member, tells the platform retail-sync's record of them, and accrues
+/// again (on first earn), or waits (explicit).
 pub struct Enrolling {
     pub loyalty: Arc<dyn Loyalty>,
     /// `None` when the connector does not enrol (its platform's own rules apply).
     pub members: Option<Arc<dyn LoyaltyMembers>>,
     pub enrolment: Enrolment,
+    /// Where the member records are (the saga store).
+    pub sagas: Arc<dyn SagaStore>,
+}
+
+impl Enrolling {
+    /// Tells the platform the record retail-sync holds of a member it has just enrolled: what other
+    /// sources said before the member's first purchase was processed (a CRM's consent, a contact
+    /// change), which `sync-member` could not tell a platform that did not know the member yet. So the
+    /// platform's copy is the same whether those changes or the purchase came first. Nothing to tell
+    /// without a record (or at revision 0). A failure to tell does not keep the points from being
+    /// earned: it is logged, and the record's next change tells the platform again.
+    async fn tell_record(&self, members: &dyn LoyaltyMembers, member: &MemberId, enrol: &IdempotencyKey) {
+        let record = match self.sagas.load(&record_id(member)).await {
+            Ok(Some(saga)) => match saga.member {
+                Some(MemberState::Record(r)) if r.revision > 0 => r,
+                _ => return,
+            },
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not read");
+                return;
+            }
+        };
+        // The revision in the key: a redelivery after the record changed tells the newer snapshot.
+        let key = IdempotencyKey::for_step(enrol.as_str(), &format!("profile:r{}", record.revision));
+        if let Err(e) = members.sync_member(&record.snapshot(), &key).await {
+            tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not told");
+        }
+    }
 }
 
 #[async_trait]
@@ -813,7 +843,10 @@ impl Loyalty for Enrolling {
                 (Enrolment::OnFirstEarn, Some(members)) => {
                     let enrol = IdempotencyKey::for_step(key.as_str(), "enrol");
                     match members.enrol(&request.member_id, &enrol).await {
-                        Ok(()) => self.loyalty.accrue(request, key).await,
+                        Ok(()) => {
+                            self.tell_record(&**members, &request.member_id, &enrol).await;
+                            self.loyalty.accrue(request, key).await
+                        }
                         // Both verdicts, for the timeline: why it did not earn, and why it was not enrolled.
                         Err(Error::Rejected {
                             reason,
@@ -1493,6 +1526,8 @@ mod tests {
             loyalty: platform.clone(),
             members: members.then(|| platform.clone() as Arc<dyn LoyaltyMembers>),
             enrolment,
+            // No member records: nothing to tell after an enrolment (see the members e2e tests).
+            sagas: Arc::new(crate::memory::MemoryState::default()),
         };
         let explicit = port(Enrolment::Explicit, true)
             .accrue(&accrual("m-1"), &key)

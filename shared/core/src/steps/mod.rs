@@ -481,6 +481,7 @@ impl Wiring {
             loyalty,
             members,
             enrolment: self.enrolment,
+            sagas: self.base.sagas.clone(),
         })
     }
 }

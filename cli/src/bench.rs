@@ -36,6 +36,19 @@ fn all_completed(summary: &crate::report::Summary, n: usize) -> anyhow::Result<(
     Ok(())
 }
 
+/// The members of [`synthetic_sales`] and the orders (`m-0` to `m-999`), enrolled before a run that counts
+/// AWS requests: a member's purchases after their first. The first enrols them on the loyalty platform
+/// and reads their record to tell the platform (see `members::Enrolling`): one `GetItem` more for that
+/// one sale of each member, which 1,000 members over a few hundred sales would make most sales.
+fn enrolled_members() -> Simulators {
+    let sims = Simulators::default();
+    for i in 0..1000 {
+        sims.loyalty
+            .seed_balance(&format!("m-{i}"), retail_sync_contracts::values::Points::ZERO);
+    }
+    sims
+}
+
 /// `n` distinct, valid POS sales: members and anonymous, one to three lines, some paid partly in points.
 pub fn synthetic_sales(n: usize) -> Vec<Input> {
     (0..n)
@@ -316,7 +329,7 @@ pub async fn aws(
     let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(2));
     let settings = provision(&clients, &topology, &options).await?;
     let backend = Arc::new(AwsBackend::new(&clients, settings));
-    let mut system = LocalSystem::new(backend.clone(), topology, Simulators::default())?;
+    let mut system = LocalSystem::new(backend.clone(), topology, enrolled_members())?;
     system.record_invocations();
 
     let sales = run_metered(&system, &meter, "sale saga", &[synthetic_sales(n)]).await?;

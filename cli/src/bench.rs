@@ -38,7 +38,7 @@ fn all_completed(summary: &crate::report::Summary, n: usize) -> anyhow::Result<(
 
 /// The members of [`synthetic_sales`] and the orders (`m-0` to `m-999`), enrolled before a run that counts
 /// AWS requests: a member's purchases after their first. The first enrols them on the loyalty platform
-/// and reads their record to tell the platform (see `members::Enrolling`): one `GetItem` more for that
+/// and reads their record to tell the platform (see `members::StepLoyalty`): one `GetItem` more for that
 /// one sale of each member, which 1,000 members over a few hundred sales would make most sales.
 fn enrolled_members() -> Simulators {
     let sims = Simulators::default();

@@ -426,6 +426,32 @@ fn member_event(n: u32, detail_type: &str, source: &str, at: &str, data: Value) 
     .to_string()
 }
 
+/// Each group of event lines as the inputs of a file of its own in `dir`, fed in turn by [`run`].
+fn groups_in(dir: &tempfile::TempDir, groups: &[Vec<&String>]) -> Vec<Vec<Input>> {
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, lines)| {
+            let file = dir.path().join(format!("group-{i}.jsonl"));
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            std::fs::write(&file, text).unwrap();
+            read_inputs(&file).unwrap()
+        })
+        .collect()
+}
+
+/// The sample sale (`events/samples/SaleCompleted.json`, 7,998 eligible: 79 points) on `member`'s card, as
+/// event `n` of a day.
+fn sale_on_card(n: u32, member: &str, at: &str) -> String {
+    let mut sale: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("events/samples/SaleCompleted.json")).unwrap(),
+    )
+    .unwrap();
+    let mut data = sale["detail"]["data"].take();
+    data["member_id"] = json!(member);
+    member_event(n, "SaleCompleted", "retail.pos", at, data)
+}
+
 /// A merge whose survivor takes the duplicate's verified e-mail moves the survivor in the duplicate index:
 /// a member under the duplicate's address is then suspected of being the survivor, and one under the
 /// survivor's old address no longer is — whether those members enrolled before or after the merge.
@@ -504,18 +530,7 @@ async fn what_follows_a_merge_for_the_duplicate_counts_on_the_survivor_whatever_
         json!({"survivor_id": "mf-1", "duplicate_id": "mf-2"}),
     );
     // On the duplicate's card: a sale (7,998 eligible: 79 points), a unit of it back, a consent grant.
-    let mut sale: Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace().join("events/samples/SaleCompleted.json")).unwrap(),
-    )
-    .unwrap();
-    sale["detail"]["data"]["member_id"] = json!("mf-2");
-    let sale = member_event(
-        4,
-        "SaleCompleted",
-        "retail.pos",
-        "2026-12-02T10:00:00Z",
-        sale["detail"]["data"].clone(),
-    );
+    let sale = sale_on_card(4, "mf-2", "2026-12-02T10:00:00Z");
     let ret = member_event(
         5,
         "ReturnReceived",
@@ -551,16 +566,7 @@ async fn what_follows_a_merge_for_the_duplicate_counts_on_the_survivor_whatever_
     let mut seen = Vec::new();
     for (order, groups) in orders {
         let dir = tempfile::tempdir().unwrap();
-        let groups: Vec<Vec<Input>> = groups
-            .iter()
-            .enumerate()
-            .map(|(i, lines)| {
-                let file = dir.path().join(format!("{i}.jsonl"));
-                let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-                std::fs::write(&file, text).unwrap();
-                read_inputs(&file).unwrap()
-            })
-            .collect();
+        let groups = groups_in(&dir, &groups);
         let (system, sims) = embedded(&dir);
         let report = run(&system, &groups).await;
         let balances = sims.loyalty.balances();
@@ -592,33 +598,14 @@ async fn a_member_enrolled_by_their_first_purchase_is_told_what_came_before_it()
         "2026-12-02T08:00:00Z",
         json!({"member_id": "mg-1", "email": "mg1@example.com", "marketing_consent": true}),
     );
-    let mut sale: Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace().join("events/samples/SaleCompleted.json")).unwrap(),
-    )
-    .unwrap();
-    sale["detail"]["data"]["member_id"] = json!("mg-1");
-    let sale = member_event(
-        2,
-        "SaleCompleted",
-        "retail.pos",
-        "2026-12-02T10:00:00Z",
-        sale["detail"]["data"].clone(),
-    );
+    let sale = sale_on_card(2, "mg-1", "2026-12-02T10:00:00Z");
     let mut seen = Vec::new();
     for (order, lines) in [
         ("update first", [&update, &sale]),
         ("sale first", [&sale, &update]),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let groups: Vec<Vec<Input>> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, line)| {
-                let file = dir.path().join(format!("{i}.jsonl"));
-                std::fs::write(&file, format!("{line}\n")).unwrap();
-                read_inputs(&file).unwrap()
-            })
-            .collect();
+        let groups = groups_in(&dir, &lines.map(|line| vec![line]));
         let (system, sims) = embedded(&dir);
         let report = run(&system, &groups).await;
         let loyalty = copy(&report, "mg-1", "loyalty");

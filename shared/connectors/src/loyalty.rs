@@ -45,7 +45,7 @@ impl HttpLoyalty {
 #[async_trait]
 impl Loyalty for HttpLoyalty {
     /// The platform not knowing the member (`member_not_found`) is `MemberNotEnrolled`, which the
-    /// enrolment rule acts on (see `members::Enrolling`); a merged member (`member_merged`) is
+    /// enrolment rule acts on (see `members::StepLoyalty`); a merged member (`member_merged`) is
     /// `MergeRefused`, and earns nothing until the caller uses the survivor. So are the same codes on
     /// every other call (see `api::reason_of_code`).
     async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {

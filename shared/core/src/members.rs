@@ -793,114 +793,78 @@ impl Enrolment {
     }
 }
 
-/// The loyalty port of a step that earns, with the enrolment rule: an accrual the platform refuses as
-/// `member_not_enrolled` enrols the member, tells the platform retail-sync's record of them, and accrues
-/// again (on first earn), or waits (explicit).
+/// The enrolment rule of a step that earns: an accrual the platform refuses as `member_not_enrolled`
+/// enrols the member, tells the platform retail-sync's record of them, and accrues again (on first
+/// earn), or waits (explicit). Part of [`StepLoyalty`].
 pub struct Enrolling {
-    pub loyalty: Arc<dyn Loyalty>,
     /// `None` when the connector does not enrol (its platform's own rules apply).
     pub members: Option<Arc<dyn LoyaltyMembers>>,
     pub enrolment: Enrolment,
-    /// Where the member records are (the saga store).
-    pub sagas: Arc<dyn SagaStore>,
 }
 
 impl Enrolling {
-    /// Tells the platform the record retail-sync holds of a member it has just enrolled: what other
-    /// sources said before the member's first purchase was processed (a CRM's consent, a contact
-    /// change), which `sync-member` could not tell a platform that did not know the member yet. So the
-    /// platform's copy is the same whether those changes or the purchase came first. Nothing to tell
-    /// without a record (or at revision 0). A failure to tell does not keep the points from being
-    /// earned: it is logged, and the record's next change tells the platform again.
-    async fn tell_record(&self, members: &dyn LoyaltyMembers, member: &MemberId, enrol: &IdempotencyKey) {
-        let record = match self.sagas.load(&record_id(member)).await {
-            Ok(Some(saga)) => match saga.member {
-                Some(MemberState::Record(r)) if r.revision > 0 => r,
-                _ => return,
-            },
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not read");
-                return;
+    /// What follows the platform's `member_not_enrolled` (`message`) for `request`.
+    async fn not_enrolled(
+        &self,
+        platform: Following<'_>,
+        request: &AccrualRequest,
+        key: &IdempotencyKey,
+        message: String,
+    ) -> Result<Accrual, Error> {
+        match (self.enrolment, &self.members) {
+            (Enrolment::OnFirstEarn, Some(members)) => {
+                let enrol = IdempotencyKey::for_step(key.as_str(), "enrol");
+                match members.enrol(&request.member_id, &enrol).await {
+                    Ok(()) => {
+                        tell_record(platform.sagas, &**members, &request.member_id, &enrol).await;
+                        platform.accrue(request, key).await
+                    }
+                    // Both verdicts, for the timeline: why it did not earn, and why it was not enrolled.
+                    Err(Error::Rejected {
+                        reason,
+                        message: refused,
+                    }) => Err(Error::rejected(
+                        reason,
+                        format!("{message}; enrolling the member: {refused}"),
+                    )),
+                    Err(e) => Err(e),
+                }
             }
-        };
-        // The revision in the key: a redelivery after the record changed tells the newer snapshot.
-        let key = IdempotencyKey::for_step(enrol.as_str(), &format!("profile:r{}", record.revision));
-        if let Err(e) = members.sync_member(&record.snapshot(), &key).await {
-            tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not told");
+            (Enrolment::Explicit, Some(_)) => Err(Error::NotYet {
+                what: format!("the enrolment of member {}", request.member_id),
+            }),
+            (_, None) => Err(Error::rejected(ReasonCode::MemberNotEnrolled, message)),
         }
     }
 }
 
-#[async_trait]
-impl Loyalty for Enrolling {
-    async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
-        match self.loyalty.accrue(request, key).await {
-            Err(Error::Rejected {
-                reason: ReasonCode::MemberNotEnrolled,
-                message,
-            }) => match (self.enrolment, &self.members) {
-                (Enrolment::OnFirstEarn, Some(members)) => {
-                    let enrol = IdempotencyKey::for_step(key.as_str(), "enrol");
-                    match members.enrol(&request.member_id, &enrol).await {
-                        Ok(()) => {
-                            self.tell_record(&**members, &request.member_id, &enrol).await;
-                            self.loyalty.accrue(request, key).await
-                        }
-                        // Both verdicts, for the timeline: why it did not earn, and why it was not enrolled.
-                        Err(Error::Rejected {
-                            reason,
-                            message: refused,
-                        }) => Err(Error::rejected(
-                            reason,
-                            format!("{message}; enrolling the member: {refused}"),
-                        )),
-                        Err(e) => Err(e),
-                    }
-                }
-                (Enrolment::Explicit, Some(_)) => Err(Error::NotYet {
-                    what: format!("the enrolment of member {}", request.member_id),
-                }),
-                (_, None) => Err(Error::rejected(ReasonCode::MemberNotEnrolled, message)),
-            },
-            other => other,
+/// Tells the platform the record retail-sync holds of a member it has just enrolled: what other sources
+/// said before the member's first purchase was processed (a CRM's consent, a contact change), which
+/// `sync-member` could not tell a platform that did not know the member yet. So the platform's copy is
+/// the same whether those changes or the purchase came first. Nothing to tell without a record (or at
+/// revision 0). A failure to tell does not keep the points from being earned: it is logged, and the
+/// record's next change tells the platform again.
+async fn tell_record(
+    sagas: &dyn SagaStore,
+    members: &dyn LoyaltyMembers,
+    member: &MemberId,
+    enrol: &IdempotencyKey,
+) {
+    let record = match sagas.load(&record_id(member)).await {
+        Ok(Some(saga)) => match saga.member {
+            Some(MemberState::Record(r)) if r.revision > 0 => r,
+            _ => return,
+        },
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not read");
+            return;
         }
-    }
-
-    async fn balance(&self, member_id: &MemberId) -> Result<Balance, Error> {
-        self.loyalty.balance(member_id).await
-    }
-
-    async fn create_hold(&self, request: &HoldRequest, key: &IdempotencyKey) -> Result<Hold, Error> {
-        self.loyalty.create_hold(request, key).await
-    }
-
-    async fn get_hold(&self, hold_id: &HoldId) -> Result<Hold, Error> {
-        self.loyalty.get_hold(hold_id).await
-    }
-
-    async fn commit_hold(
-        &self,
-        hold_id: &HoldId,
-        request: &CommitRequest,
-        key: &IdempotencyKey,
-    ) -> Result<Hold, Error> {
-        self.loyalty.commit_hold(hold_id, request, key).await
-    }
-
-    async fn release_hold(&self, hold_id: &HoldId, key: &IdempotencyKey) -> Result<Hold, Error> {
-        self.loyalty.release_hold(hold_id, key).await
-    }
-
-    async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
-        self.loyalty.adjust(request, key).await
-    }
-    async fn confirm_accrual(
-        &self,
-        loyalty_transaction_id: &retail_sync_contracts::values::ExternalRef,
-        key: &IdempotencyKey,
-    ) -> Result<crate::ports::Confirmation, Error> {
-        self.loyalty.confirm_accrual(loyalty_transaction_id, key).await
+    };
+    // The revision in the key: a redelivery after the record changed tells the newer snapshot.
+    let key = IdempotencyKey::for_step(enrol.as_str(), &format!("profile:r{}", record.revision));
+    if let Err(e) = members.sync_member(&record.snapshot(), &key).await {
+        tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not told");
     }
 }
 
@@ -911,14 +875,17 @@ const MERGE_HOPS: usize = 8;
 /// A loyalty call in flight, as [`Following`] makes it again for a survivor.
 type Call<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'a>>;
 
-/// The loyalty port of the steps, following merges (see [`Following`]).
-pub struct FollowingMerges {
+/// The loyalty port of the steps: following merges (see [`Following`]), and for the step that earns,
+/// with the enrolment rule ([`Enrolling`]).
+pub struct StepLoyalty {
     pub loyalty: Arc<dyn Loyalty>,
     /// Where the member records are (the saga store).
     pub sagas: Arc<dyn SagaStore>,
+    /// `None` for a step that does not earn.
+    pub enrolling: Option<Enrolling>,
 }
 
-impl FollowingMerges {
+impl StepLoyalty {
     fn following(&self) -> Following<'_> {
         Following {
             loyalty: &*self.loyalty,
@@ -933,7 +900,7 @@ impl FollowingMerges {
 /// earned on, counts on the survivor whether it is processed before the merge (the merge then moves its
 /// points) or after. The first call always goes to the member the transaction names, under its own key:
 /// a redelivery of an effect applied before the merge is answered by the platform with that first
-/// answer, never applied again on the survivor. Used by the steps ([`FollowingMerges`]) and by
+/// answer, never applied again on the survivor. Used by the steps ([`StepLoyalty`]) and by
 /// reconciliation's repairs.
 #[derive(Clone, Copy)]
 pub struct Following<'a> {
@@ -1007,9 +974,19 @@ impl Following<'_> {
 }
 
 #[async_trait]
-impl Loyalty for FollowingMerges {
+impl Loyalty for StepLoyalty {
     async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
-        self.following().accrue(request, key).await
+        let platform = self.following();
+        match (platform.accrue(request, key).await, &self.enrolling) {
+            (
+                Err(Error::Rejected {
+                    reason: ReasonCode::MemberNotEnrolled,
+                    message,
+                }),
+                Some(rule),
+            ) => rule.not_enrolled(platform, request, key, message).await,
+            (other, _) => other,
+        }
     }
 
     async fn adjust(&self, request: &AdjustmentRequest, key: &IdempotencyKey) -> Result<Adjustment, Error> {
@@ -1522,12 +1499,14 @@ mod tests {
     async fn an_unknown_member_is_enrolled_on_first_earn_or_waited_for() {
         let platform = Arc::new(Platform::default());
         let key = IdempotencyKey::for_step("order:o-1", "accrue-loyalty");
-        let port = |enrolment, members: bool| Enrolling {
+        let port = |enrolment, members: bool| StepLoyalty {
             loyalty: platform.clone(),
-            members: members.then(|| platform.clone() as Arc<dyn LoyaltyMembers>),
-            enrolment,
             // No member records: nothing to tell after an enrolment (see the members e2e tests).
             sagas: Arc::new(crate::memory::MemoryState::default()),
+            enrolling: Some(Enrolling {
+                members: members.then(|| platform.clone() as Arc<dyn LoyaltyMembers>),
+                enrolment,
+            }),
         };
         let explicit = port(Enrolment::Explicit, true)
             .accrue(&accrual("m-1"), &key)

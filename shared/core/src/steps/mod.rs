@@ -289,7 +289,7 @@ impl Kind for AccrueLoyalty {
     fn build(w: &Wiring) -> Result<Arc<dyn Step>, WiringError> {
         Ok(Arc::new(AccrueLoyalty {
             erp: w.erp(Self::BINARY)?,
-            loyalty: w.enrolling(w.loyalty(Self::BINARY)?),
+            loyalty: w.loyalty_earning(Self::BINARY)?,
             return_windows: w.return_windows.clone(),
             base: w.base.clone(),
         }))
@@ -439,17 +439,36 @@ impl Wiring {
         })
     }
 
-    /// The loyalty platform as the steps call it: following merges (see `members::FollowingMerges`).
+    /// The loyalty platform as the steps call it: following merges (see `members::StepLoyalty`).
     fn loyalty(&self, step: &'static str) -> Result<Arc<dyn Loyalty>, WiringError> {
+        Ok(Arc::new(self.step_loyalty(step, None)?))
+    }
+
+    /// The same for the step that earns, with the enrolment rule: a member the platform does not know is
+    /// enrolled on first earn, or waited for (see `members::Enrolment`).
+    fn loyalty_earning(&self, step: &'static str) -> Result<Arc<dyn Loyalty>, WiringError> {
+        let rule = crate::members::Enrolling {
+            members: (self.member_systems)().ok().and_then(|m| m.loyalty),
+            enrolment: self.enrolment,
+        };
+        Ok(Arc::new(self.step_loyalty(step, Some(rule))?))
+    }
+
+    fn step_loyalty(
+        &self,
+        step: &'static str,
+        enrolling: Option<crate::members::Enrolling>,
+    ) -> Result<crate::members::StepLoyalty, WiringError> {
         let loyalty = (self.loyalty)().map_err(|source| WiringError::Connect {
             step,
             port: "loyalty platform",
             source,
         })?;
-        Ok(Arc::new(crate::members::FollowingMerges {
+        Ok(crate::members::StepLoyalty {
             loyalty,
             sagas: self.base.sagas.clone(),
-        }))
+            enrolling,
+        })
     }
 
     fn member_systems(&self, step: &'static str) -> Result<crate::ports::MemberSystems, WiringError> {
@@ -471,18 +490,6 @@ impl Wiring {
             sagas: self.base.sagas.clone(),
             metrics: self.base.metrics.clone(),
         }))
-    }
-
-    /// The loyalty port of a step that earns: a member the platform does not know is enrolled on first
-    /// earn, or waited for (see `members::Enrolment`).
-    fn enrolling(&self, loyalty: Arc<dyn Loyalty>) -> Arc<dyn Loyalty> {
-        let members = (self.member_systems)().ok().and_then(|m| m.loyalty);
-        Arc::new(crate::members::Enrolling {
-            loyalty,
-            members,
-            enrolment: self.enrolment,
-            sagas: self.base.sagas.clone(),
-        })
     }
 }
 

@@ -277,13 +277,7 @@ impl SyncMember {
         let Some(survivor) = &duplicate.merged_into else {
             return Ok(());
         };
-        let saga = start_or_load(
-            cx,
-            members::record_id(survivor),
-            || heard.event(),
-            || MemberState::Record(Box::new(MemberRecord::new(survivor.clone()))),
-        )
-        .await?;
+        let saga = record_of_member(cx, survivor, heard).await?;
         let text = format!("{entry} of {}, merged here", duplicate.member_id);
         let before = record_of(&saga)?.contact_keys();
         let saga = if has_entry(&saga, &text) {
@@ -319,14 +313,7 @@ impl SyncMember {
 
     /// The member's record, started from `heard` when there is none yet.
     async fn load_or_start(&self, cx: &Cx<'_>, heard: &Heard) -> Result<Saga, Error> {
-        let member = heard.member().clone();
-        start_or_load(
-            cx,
-            members::record_id(&member),
-            || heard.event(),
-            || MemberState::Record(Box::new(MemberRecord::new(member.clone()))),
-        )
-        .await
+        record_of_member(cx, heard.member(), heard).await
     }
 
     /// One versioned write of `change` to the member record in `saga`, with the timeline entry it
@@ -713,13 +700,7 @@ impl SyncMember {
             self.unindex(cx, &key, duplicate).await?;
         }
         // The survivor's record, started from the merge request when retail-sync never heard of them.
-        let survivor_saga = start_or_load(
-            cx,
-            members::record_id(survivor),
-            || heard.event(),
-            || MemberState::Record(Box::new(MemberRecord::new(survivor.clone()))),
-        )
-        .await?;
+        let survivor_saga = record_of_member(cx, survivor, heard).await?;
         let text = format!("absorbed {duplicate}: {moved} points moved here");
         let before = record_of(&survivor_saga)?.contact_keys();
         let survivor_saga = if has_entry(&survivor_saga, &text) {
@@ -775,6 +756,17 @@ fn index_origin(record: &MemberRecord, cause: &Metadata) -> Event {
             merged_into: None,
         },
     })
+}
+
+/// The record of `member`, started from `heard` when retail-sync never heard of them.
+async fn record_of_member(cx: &Cx<'_>, member: &MemberId, heard: &Heard) -> Result<Saga, Error> {
+    start_or_load(
+        cx,
+        members::record_id(member),
+        || heard.event(),
+        || MemberState::Record(Box::new(MemberRecord::new(member.clone()))),
+    )
+    .await
 }
 
 /// Loads the member-kind record `id`, or creates it from `origin` (personal data removed) holding

@@ -618,3 +618,66 @@ async fn a_member_enrolled_by_their_first_purchase_is_told_what_came_before_it()
     }
     assert_eq!(seen[0], seen[1]);
 }
+
+/// News of a member merged into one merged in turn reaches the member still active: a consent grant for
+/// `mh-3`, merged into `mh-2`, itself merged into `mh-1`, is `mh-1`'s whether it is processed before the
+/// merges or after both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news_of_a_duplicate_follows_a_chain_of_merges() {
+    let enrol = |n, member: &str| {
+        let data = json!({"member_id": member});
+        member_event(n, "MemberEnrolled", "retail.crm", "2026-12-02T08:00:00Z", data)
+    };
+    let signups = [enrol(1, "mh-1"), enrol(2, "mh-2"), enrol(3, "mh-3")];
+    let merge = |n, survivor: &str, duplicate: &str| {
+        let data = json!({"survivor_id": survivor, "duplicate_id": duplicate});
+        member_event(
+            n,
+            "MemberMergeRequested",
+            "retail.operator",
+            "2026-12-02T09:00:00Z",
+            data,
+        )
+    };
+    let (first, second) = (merge(4, "mh-2", "mh-3"), merge(5, "mh-1", "mh-2"));
+    let consent = member_event(
+        6,
+        "CustomerUpdated",
+        "retail.crm",
+        "2026-12-02T12:00:00Z",
+        json!({"member_id": "mh-3", "marketing_consent": true}),
+    );
+    let orders = [
+        (
+            "news first",
+            vec![
+                signups.iter().chain([&consent]).collect(),
+                vec![&first],
+                vec![&second],
+            ],
+        ),
+        (
+            "news last",
+            vec![
+                signups.iter().collect(),
+                vec![&first],
+                vec![&second],
+                vec![&consent],
+            ],
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (order, groups) in orders {
+        let dir = tempfile::tempdir().unwrap();
+        let (system, sims) = embedded(&dir);
+        let report = run(&system, &groups_in(&dir, &groups)).await;
+        let active = copy(&report, "mh-1", "retail_sync");
+        assert!(active.marketing_consent, "{order}: {active:?}");
+        for merged in ["mh-2", "mh-3"] {
+            let m = copy(&report, merged, "retail_sync");
+            assert_eq!(m.status, "merged", "{order}: {merged} {m:?}");
+        }
+        seen.push(truth(&report, &sims));
+    }
+    assert_eq!(seen[0], seen[1]);
+}

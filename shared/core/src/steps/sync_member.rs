@@ -265,8 +265,9 @@ impl SyncMember {
 
     /// What is heard of a merged member after the merge reaches whom they were merged into as the merge
     /// would have taken it (`MemberRecord::absorb`: contact data under the survivorship rules, every
-    /// consent statement), so the survivor's record does not depend on whether the news or the merge was
-    /// processed first. Once per event (`entry`), on the survivor's timeline.
+    /// consent statement), and on along a chain of merges to the member still active, so the survivor's
+    /// record does not depend on whether the news or the merges were processed first. Once per event
+    /// (`entry`), on each survivor's timeline.
     async fn carry_to_survivor(
         &self,
         cx: &mut Cx<'_>,
@@ -274,13 +275,30 @@ impl SyncMember {
         duplicate: &MemberRecord,
         entry: &str,
     ) -> Result<(), Error> {
-        let Some(survivor) = &duplicate.merged_into else {
-            return Ok(());
-        };
-        let saga = record_of_member(cx, survivor, heard).await?;
-        let text = format!("{entry} of {}, merged here", duplicate.member_id);
+        let mut from = duplicate.clone();
+        for _ in 0..members::MERGE_HOPS {
+            let Some(survivor) = from.merged_into.clone() else {
+                return Ok(());
+            };
+            let saga = record_of_member(cx, &survivor, heard).await?;
+            let text = format!("{entry} of {}, merged here", from.member_id);
+            from = self.absorb(cx, saga, &from, &text).await?;
+        }
+        Ok(())
+    }
+
+    /// The survivor whose record `saga` holds takes what `duplicate` knows, once (`text` on its timeline,
+    /// with what changed); its place in the duplicate index follows, as for any change of its contact
+    /// data, and every system is told. Returns the survivor's record.
+    async fn absorb(
+        &self,
+        cx: &mut Cx<'_>,
+        saga: Saga,
+        duplicate: &MemberRecord,
+        text: &str,
+    ) -> Result<MemberRecord, Error> {
         let before = record_of(&saga)?.contact_keys();
-        let saga = if has_entry(&saga, &text) {
+        let saga = if has_entry(&saga, text) {
             saga
         } else {
             self.write(cx, saga, None, |r| {
@@ -289,8 +307,10 @@ impl SyncMember {
             })
             .await?
         };
-        self.index_contacts(cx, record_of(&saga)?, &before).await?;
-        self.propagate(cx, saga, false).await
+        let record = record_of(&saga)?.clone();
+        self.index_contacts(cx, &record, &before).await?;
+        self.propagate(cx, saga, false).await?;
+        Ok(record)
     }
 
     /// Enrols the member on the loyalty platform once (`None`: no loyalty platform is connected). A
@@ -699,26 +719,13 @@ impl SyncMember {
         for key in record_of(&dup_saga)?.contact_keys() {
             self.unindex(cx, &key, duplicate).await?;
         }
-        // The survivor's record, started from the merge request when retail-sync never heard of them.
+        self.propagate(cx, dup_saga, false).await?;
+        // The survivor's record, started from the merge request when retail-sync never heard of them. It
+        // may take the duplicate's stronger contact data: the index follows.
         let survivor_saga = record_of_member(cx, survivor, heard).await?;
         let text = format!("absorbed {duplicate}: {moved} points moved here");
-        let before = record_of(&survivor_saga)?.contact_keys();
-        let survivor_saga = if has_entry(&survivor_saga, &text) {
-            survivor_saga
-        } else {
-            let dup = record_of(&dup_saga)?.clone();
-            self.write(cx, survivor_saga, None, |r| {
-                r.absorb(&dup, &self.ownership);
-                (StepOutcome::Done, text.clone())
-            })
-            .await?
-        };
-        // The survivor may have taken the duplicate's stronger contact data: the index follows, as it
-        // does any change of a record's contact data (the old address no longer matches them).
-        self.index_contacts(cx, record_of(&survivor_saga)?, &before)
-            .await?;
-        self.propagate(cx, dup_saga, false).await?;
-        self.propagate(cx, survivor_saga, false).await
+        self.absorb(cx, survivor_saga, &dup, &text).await?;
+        Ok(())
     }
 }
 

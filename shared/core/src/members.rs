@@ -842,35 +842,50 @@ impl Enrolling {
 /// said before the member's first purchase was processed (a CRM's consent, a contact change), which
 /// `sync-member` could not tell a platform that did not know the member yet. So the platform's copy is
 /// the same whether those changes or the purchase came first. Nothing to tell without a record (or at
-/// revision 0). A failure to tell does not keep the points from being earned: it is logged, and the
-/// record's next change tells the platform again.
+/// revision 0). The record is read again after telling, and told again if it moved on meanwhile (a
+/// `sync-member` write whose own telling the platform refused, not knowing the member yet), a few
+/// rounds at most. A failure to tell does not keep the points from being earned: it is logged, and the
+/// record's next change tells the platform.
 async fn tell_record(
     sagas: &dyn SagaStore,
     members: &dyn LoyaltyMembers,
     member: &MemberId,
     enrol: &IdempotencyKey,
 ) {
-    let record = match sagas.load(&record_id(member)).await {
-        Ok(Some(saga)) => match saga.member {
-            Some(MemberState::Record(r)) if r.revision > 0 => r,
-            _ => return,
-        },
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not read");
+    let mut told = 0;
+    for _ in 0..3 {
+        let record = match load_record(sagas, member).await {
+            Ok(Some(r)) if r.revision > told => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not read");
+                return;
+            }
+        };
+        // The revision in the key: each snapshot under a key of its own.
+        let key = IdempotencyKey::for_step(enrol.as_str(), &format!("profile:r{}", record.revision));
+        if let Err(e) = members.sync_member(&record.snapshot(), &key).await {
+            tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not told");
             return;
         }
-    };
-    // The revision in the key: a redelivery after the record changed tells the newer snapshot.
-    let key = IdempotencyKey::for_step(enrol.as_str(), &format!("profile:r{}", record.revision));
-    if let Err(e) = members.sync_member(&record.snapshot(), &key).await {
-        tracing::warn!(member = %member, error = %crate::error::describe(&e), "a first-earn enrolment's record not told");
+        told = record.revision;
     }
+}
+
+/// Retail-sync's record of `member` (`None`: it never heard of them).
+pub async fn load_record(sagas: &dyn SagaStore, member: &MemberId) -> Result<Option<MemberRecord>, Error> {
+    Ok(match sagas.load(&record_id(member)).await? {
+        Some(saga) => match saga.member {
+            Some(MemberState::Record(r)) => Some(*r),
+            _ => None,
+        },
+        None => None,
+    })
 }
 
 /// How many merges one call follows (a survivor merged in turn into another member, and so on): more
 /// than any real chain, and a bound should records ever name each other.
-const MERGE_HOPS: usize = 8;
+pub const MERGE_HOPS: usize = 8;
 
 /// A loyalty call in flight, as [`Following`] makes it again for a survivor.
 type Call<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'a>>;
@@ -927,13 +942,7 @@ impl Following<'_> {
     /// does not hold yet (the merge's own write is not in, or it was made outside retail-sync) makes the
     /// call wait: retried, then in the step's DLQ, never booked on the wrong member.
     async fn survivor(&self, member: &MemberId, refusal: &str) -> Result<MemberId, Error> {
-        let merged_into = match self.sagas.load(&record_id(member)).await? {
-            Some(saga) => match saga.member {
-                Some(MemberState::Record(r)) => r.merged_into,
-                _ => None,
-            },
-            None => None,
-        };
+        let merged_into = load_record(self.sagas, member).await?.and_then(|r| r.merged_into);
         merged_into.ok_or_else(|| Error::NotYet {
             what: format!("retail-sync's record of the merge the loyalty platform reports ({refusal})"),
         })
@@ -1409,24 +1418,44 @@ mod tests {
         assert_eq!(e.suspects().len(), 1);
     }
 
-    /// A platform that knows nobody until enrolled.
+    /// A platform that knows nobody until enrolled, refuses points for a merged member, and answers a
+    /// key it applied for the same member with its first answer (as the simulators' gate does).
     #[derive(Default)]
     struct Platform {
         enrolled: std::sync::Mutex<Vec<MemberId>>,
+        merged: std::sync::Mutex<Vec<MemberId>>,
+        /// Accruals applied: key and member, numbered from 1 (`LT-<n>`).
+        applied: std::sync::Mutex<Vec<(String, MemberId)>>,
+    }
+
+    fn accrued(n: usize) -> Accrual {
+        Accrual {
+            loyalty_transaction_id: retail_sync_contracts::values::ExternalRef::parse(format!("LT-{n}"))
+                .unwrap(),
+            points: retail_sync_contracts::values::Points::new(10).unwrap(),
+            balance: retail_sync_contracts::values::Points::new(10).unwrap(),
+            pending: false,
+        }
     }
 
     #[async_trait]
     impl Loyalty for Platform {
-        async fn accrue(&self, request: &AccrualRequest, _: &IdempotencyKey) -> Result<Accrual, Error> {
+        async fn accrue(&self, request: &AccrualRequest, key: &IdempotencyKey) -> Result<Accrual, Error> {
+            let mut applied = self.applied.lock().unwrap();
+            let first = applied
+                .iter()
+                .position(|(k, m)| k == key.as_str() && *m == request.member_id);
+            if let Some(n) = first {
+                return Ok(accrued(n + 1));
+            }
+            if self.merged.lock().unwrap().contains(&request.member_id) {
+                return Err(Error::rejected(ReasonCode::MergeRefused, "member_merged"));
+            }
             if !self.enrolled.lock().unwrap().contains(&request.member_id) {
                 return Err(Error::rejected(ReasonCode::MemberNotEnrolled, "member_not_found"));
             }
-            Ok(Accrual {
-                loyalty_transaction_id: retail_sync_contracts::values::ExternalRef::parse("LT-1").unwrap(),
-                points: retail_sync_contracts::values::Points::new(10).unwrap(),
-                balance: retail_sync_contracts::values::Points::new(10).unwrap(),
-                pending: false,
-            })
+            applied.push((key.as_str().to_owned(), request.member_id.clone()));
+            Ok(accrued(applied.len()))
         }
         async fn balance(&self, _: &MemberId) -> Result<Balance, Error> {
             unimplemented!("not called")
@@ -1534,6 +1563,85 @@ mod tests {
         );
         assert_eq!(Enrolment::parse("explicit"), Ok(Enrolment::Explicit));
         assert!(Enrolment::parse("sometimes").is_err());
+    }
+
+    /// Retail-sync's records of `merges` (duplicate, survivor), in a store of their own.
+    async fn merge_records(merges: &[(&str, &str)]) -> Arc<crate::memory::MemoryState> {
+        let store = Arc::new(crate::memory::MemoryState::default());
+        let envelope: Value =
+            serde_json::from_str(include_str!("../../../events/samples/MemberMergeRequested.json")).unwrap();
+        let event = retail_sync_contracts::Event::from_detail(
+            retail_sync_contracts::EventType::MemberMergeRequested,
+            envelope["detail"].clone(),
+        )
+        .unwrap();
+        for &(duplicate, survivor) in merges {
+            let duplicate = MemberId::parse(duplicate).unwrap();
+            let mut record = MemberRecord::new(duplicate.clone());
+            record.close_as_merged(&MemberId::parse(survivor).unwrap());
+            let mut saga = crate::saga::Saga::start(record_id(&duplicate), &event, Timestamp::now());
+            saga.member = Some(MemberState::Record(Box::new(record)));
+            assert!(store.create(&saga).await.unwrap().is_none());
+        }
+        store
+    }
+
+    /// Points for a merged member go to the survivor under a key of their own; an accrual applied before
+    /// the merge and delivered again after it is answered, not applied again; a merge the record does not
+    /// hold yet waits; a loop of merges ends.
+    #[tokio::test]
+    async fn points_follow_a_merge_once() {
+        let platform = Arc::new(Platform::default());
+        let (dup, survivor) = (MemberId::parse("m-1").unwrap(), MemberId::parse("m-2").unwrap());
+        platform
+            .enrolled
+            .lock()
+            .unwrap()
+            .extend([dup.clone(), survivor.clone()]);
+        let before = IdempotencyKey::for_step("receipt:s:r-1", "accrue-loyalty");
+        let after = IdempotencyKey::for_step("receipt:s:r-2", "accrue-loyalty");
+
+        // Not merged in the record yet: the platform's word alone makes the call wait.
+        let sagas = merge_records(&[]).await;
+        let port = Following {
+            loyalty: &*platform,
+            sagas: &*sagas,
+        };
+        port.accrue(&accrual("m-1"), &before).await.unwrap();
+        platform.merged.lock().unwrap().push(dup.clone());
+        let waits = port.accrue(&accrual("m-1"), &after).await;
+        assert!(matches!(waits, Err(Error::NotYet { .. })), "{waits:?}");
+
+        let sagas = merge_records(&[("m-1", "m-2")]).await;
+        let port = Following {
+            loyalty: &*platform,
+            sagas: &*sagas,
+        };
+        let again = port.accrue(&accrual("m-1"), &before).await.unwrap();
+        assert_eq!(again.loyalty_transaction_id.as_str(), "LT-1", "the first answer");
+        let moved = port.accrue(&accrual("m-1"), &after).await.unwrap();
+        assert_eq!(moved.loyalty_transaction_id.as_str(), "LT-2");
+        assert_eq!(
+            *platform.applied.lock().unwrap(),
+            [
+                (before.as_str().to_owned(), dup.clone()),
+                (format!("{}:merged-into:m-2", after.as_str()), survivor.clone()),
+            ]
+        );
+
+        platform.merged.lock().unwrap().push(survivor);
+        let sagas = merge_records(&[("m-1", "m-2"), ("m-2", "m-1")]).await;
+        let port = Following {
+            loyalty: &*platform,
+            sagas: &*sagas,
+        };
+        let third = IdempotencyKey::for_step("receipt:s:r-3", "accrue-loyalty");
+        let looped = port.accrue(&accrual("m-1"), &third).await;
+        assert!(
+            matches!(&looped, Err(Error::Rejected { reason: ReasonCode::MergeRefused, message })
+                if message == "more than 8 merges to follow from the member"),
+            "{looped:?}"
+        );
     }
 
     #[test]

@@ -961,16 +961,21 @@ impl Following<'_> {
         R: Clone + Send + Sync,
         F: for<'c> Fn(&'c dyn Loyalty, &'c R, &'c IdempotencyKey) -> Call<'c, T>,
     {
-        let (mut request, mut key) = (request.clone(), key.clone());
+        // The request and key as given until the platform says merged: no copy on the usual path.
+        let mut followed: Option<(R, IdempotencyKey)> = None;
         for _ in 0..=MERGE_HOPS {
-            match call(self.loyalty, &request, &key).await {
+            let (now, now_key) = followed.as_ref().map_or((request, key), |(r, k)| (r, k));
+            match call(self.loyalty, now, now_key).await {
                 Err(Error::Rejected {
                     reason: ReasonCode::MergeRefused,
                     message,
                 }) => {
-                    let survivor = self.survivor(member(&mut request), &message).await?;
-                    key = IdempotencyKey::for_step(key.as_str(), &format!("merged-into:{survivor}"));
-                    *member(&mut request) = survivor;
+                    let mut next = now.clone();
+                    let survivor = self.survivor(member(&mut next), &message).await?;
+                    let next_key =
+                        IdempotencyKey::for_step(now_key.as_str(), &format!("merged-into:{survivor}"));
+                    *member(&mut next) = survivor;
+                    followed = Some((next, next_key));
                 }
                 other => return other,
             }

@@ -147,15 +147,8 @@ impl RedemptionApi {
     /// A member's account: status, tier and consent from retail-sync's record, points from the loyalty
     /// platform. 404 when neither knows the member; personal data is never in the answer.
     async fn member(&self, member_id: &MemberId) -> Result<ApiResponse, ApiResponse> {
-        let record = match self
-            .members
-            .load(&retail_sync_core::members::record_id(member_id))
-            .await
-        {
-            Ok(saga) => saga.and_then(|s| match s.member {
-                Some(retail_sync_core::members::MemberState::Record(r)) => Some(r),
-                _ => None,
-            }),
+        let record = match retail_sync_core::members::load_record(&*self.members, member_id).await {
+            Ok(record) => record,
             Err(e) => return Err(self.failure(e, Dependency::State)),
         };
         let balance = match self.loyalty_call(self.loyalty.balance(member_id)).await {

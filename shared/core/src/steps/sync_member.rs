@@ -275,14 +275,18 @@ impl SyncMember {
         duplicate: &MemberRecord,
         entry: &str,
     ) -> Result<(), Error> {
-        let mut from = duplicate.clone();
+        // The record carried from: the duplicate's as given (most members are merged into nobody, and
+        // are not copied), then each survivor's in turn.
+        let mut absorbed: Option<MemberRecord> = None;
         for _ in 0..members::MERGE_HOPS {
-            let Some(survivor) = from.merged_into.clone() else {
+            let from = absorbed.as_ref().unwrap_or(duplicate);
+            let Some(survivor) = &from.merged_into else {
                 return Ok(());
             };
-            let saga = record_of_member(cx, &survivor, heard).await?;
+            let saga = record_of_member(cx, survivor, heard).await?;
             let text = format!("{entry} of {}, merged here", from.member_id);
-            from = self.absorb(cx, saga, &from, &text).await?;
+            let next = self.absorb(cx, saga, from, &text).await?;
+            absorbed = Some(next);
         }
         Ok(())
     }

@@ -586,6 +586,131 @@ async fn what_follows_a_merge_for_the_duplicate_counts_on_the_survivor_whatever_
     }
 }
 
+/// Two merges in a chain (`mc-3` into `mc-2`, `mc-2` into `mc-1`) give the same books in either order: a
+/// merge into a survivor that was merged already moves the points where the survivor's went, and its
+/// news travels on along the chain. A sale processed after both follows two merges. The one difference is
+/// the loyalty platform's own word on where the first duplicate went: where its points were moved
+/// (`mc-2` in the chain's order, else `mc-1`, since the platform merges into no merged member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_merges_in_a_chain_give_the_same_books_in_either_order() {
+    let enrol = |n, member: &str| {
+        let data = json!({"member_id": member});
+        member_event(n, "MemberEnrolled", "retail.crm", "2026-12-02T08:00:00Z", data)
+    };
+    let signups = [enrol(1, "mc-1"), enrol(2, "mc-2"), enrol(3, "mc-3")];
+    let merge = |n, survivor: &str, duplicate: &str| {
+        let data = json!({"survivor_id": survivor, "duplicate_id": duplicate});
+        member_event(
+            n,
+            "MemberMergeRequested",
+            "retail.operator",
+            "2026-12-02T09:00:00Z",
+            data,
+        )
+    };
+    let (into_mc2, into_mc1) = (merge(4, "mc-2", "mc-3"), merge(5, "mc-1", "mc-2"));
+    // On the first duplicate's card: a sale (79 points) and a consent grant.
+    let sale = sale_on_card(6, "mc-3", "2026-12-02T10:00:00Z");
+    let consent = member_event(
+        7,
+        "CustomerUpdated",
+        "retail.crm",
+        "2026-12-02T12:00:00Z",
+        json!({"member_id": "mc-3", "marketing_consent": true}),
+    );
+    let day: Vec<&String> = signups.iter().chain([&sale, &consent]).collect();
+    let orders: [(&str, &str, Vec<Vec<&String>>); 3] = [
+        (
+            "in the chain's order",
+            "mc-2",
+            vec![day.clone(), vec![&into_mc2], vec![&into_mc1]],
+        ),
+        (
+            "the survivor merged first",
+            "mc-1",
+            vec![day.clone(), vec![&into_mc1], vec![&into_mc2]],
+        ),
+        (
+            "the sale after both",
+            "mc-1",
+            vec![
+                signups.iter().collect(),
+                vec![&into_mc1],
+                vec![&into_mc2],
+                vec![&sale, &consent],
+            ],
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (order, moved_to, groups) in orders {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups_in(&dir, &groups);
+        let (system, sims) = embedded(&dir);
+        let report = run(&system, &groups).await;
+        let balances = sims.loyalty.balances();
+        let points = ["mc-1", "mc-2", "mc-3"].map(|m| balances.get(m).copied());
+        assert_eq!(points, [Some(79), Some(0), Some(0)], "{order}: {balances:?}");
+        assert!(copy(&report, "mc-1", "retail_sync").marketing_consent, "{order}");
+        for (merged, into) in [("mc-3", "mc-2"), ("mc-2", "mc-1")] {
+            let m = copy(&report, merged, "retail_sync");
+            assert_eq!(
+                (m.status.as_str(), m.merged_into.as_deref()),
+                ("merged", Some(into)),
+                "{order}: {merged} {m:?}"
+            );
+        }
+        assert_eq!(report.summary.quarantined, 0, "{order}: {:?}", report.quarantine);
+        assert_eq!(report.summary.dead_lettered, 0, "{order}");
+        let platform = copy(&report, "mc-3", "loyalty").merged_into.as_deref();
+        assert_eq!(platform, Some(moved_to), "{order}");
+        let mut truth = truth(&report, &sims);
+        truth["members"]["mc-3"]["loyalty"]["merged_into"].take();
+        seen.push((order, truth));
+    }
+    for (order, truth) in &seen[1..] {
+        assert_eq!(truth, &seen[0].1, "{order} against {}", seen[0].0);
+    }
+}
+
+/// A merge whose survivor was merged, in the end, into the duplicate would close both: it is refused
+/// (`merge_refused`, quarantined with the reason), and the points stay where the first merge put them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_into_a_member_merged_into_the_duplicate_is_refused() {
+    let enrol = |n, member: &str| {
+        let data = json!({"member_id": member});
+        member_event(n, "MemberEnrolled", "retail.crm", "2026-12-02T08:00:00Z", data)
+    };
+    let merge = |n, survivor: &str, duplicate: &str| {
+        let data = json!({"survivor_id": survivor, "duplicate_id": duplicate});
+        member_event(
+            n,
+            "MemberMergeRequested",
+            "retail.operator",
+            "2026-12-02T09:00:00Z",
+            data,
+        )
+    };
+    let sale = sale_on_card(3, "mk-2", "2026-12-02T08:30:00Z");
+    let (forward, back) = (merge(4, "mk-1", "mk-2"), merge(5, "mk-2", "mk-1"));
+    let dir = tempfile::tempdir().unwrap();
+    let signups = [enrol(1, "mk-1"), enrol(2, "mk-2")];
+    let first: Vec<&String> = signups.iter().chain([&sale]).collect();
+    let groups = [first, vec![&forward], vec![&back]];
+    let groups = groups_in(&dir, &groups);
+    let (system, sims) = embedded(&dir);
+    let report = run(&system, &groups).await;
+    let refused: Vec<_> = report
+        .quarantine
+        .iter()
+        .map(|q| (q.reason.as_str(), q.message.as_str()))
+        .collect();
+    assert_eq!(refused, [("merge_refused", "mk-2 is merged into mk-1")]);
+    let balances = sims.loyalty.balances();
+    let points = ["mk-1", "mk-2"].map(|m| balances.get(m).copied());
+    assert_eq!(points, [Some(79), Some(0)], "{balances:?}");
+    assert_eq!(copy(&report, "mk-1", "retail_sync").status, "active");
+}
+
 /// A member enrolled by their first purchase (on first earn) is told what the CRM said of them before that
 /// purchase was processed: the loyalty platform's copy holds the CRM's consent and e-mail whether the
 /// CRM's update or the purchase is processed first.

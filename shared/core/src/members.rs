@@ -883,6 +883,20 @@ pub async fn load_record(sagas: &dyn SagaStore, member: &MemberId) -> Result<Opt
     })
 }
 
+/// The member still active at the end of `member`'s chain of merges by retail-sync's records: `member`
+/// when they were merged into nobody (or retail-sync never heard of them), else whom they were merged
+/// into, and on. `None`: more than [`MERGE_HOPS`] merges (records that name each other).
+pub async fn active_member(sagas: &dyn SagaStore, member: &MemberId) -> Result<Option<MemberId>, Error> {
+    let mut now = member.clone();
+    for _ in 0..=MERGE_HOPS {
+        match load_record(sagas, &now).await?.and_then(|r| r.merged_into) {
+            Some(next) => now = next,
+            None => return Ok(Some(now)),
+        }
+    }
+    Ok(None)
+}
+
 /// How many merges one call follows (a survivor merged in turn into another member, and so on): more
 /// than any real chain, and a bound should records ever name each other.
 pub const MERGE_HOPS: usize = 8;

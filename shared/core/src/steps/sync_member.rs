@@ -673,10 +673,28 @@ impl SyncMember {
                 "no loyalty platform is connected to move the points".to_owned(),
             );
         };
+        // A survivor merged in turn is followed to the member still active, so two merges chain in
+        // either order: a merge into a member merged already moves the points where that member's went.
+        let target = match members::active_member(cx.sagas(), survivor).await? {
+            Some(target) if target == *duplicate => {
+                return refuse(cx, format!("{survivor} is merged into {duplicate}"));
+            }
+            Some(target) => target,
+            None => {
+                let hops = members::MERGE_HOPS;
+                return refuse(cx, format!("more than {hops} merges to follow from {survivor}"));
+            }
+        };
         let key = member_key(duplicate, &format!("merge-into:{survivor}"));
+        // The platform's key names where the points go when that is not the survivor asked for.
+        let call_key = if target == *survivor {
+            key.clone()
+        } else {
+            IdempotencyKey::for_step(key.as_str(), &format!("merged-into:{target}"))
+        };
         let run = cx
             .once_as(&key, Fingerprint::of(&(duplicate, survivor)), || async {
-                let merged = match loyalty.merge(duplicate, survivor, &key).await {
+                let merged = match loyalty.merge(duplicate, &target, &call_key).await {
                     // A member the platform does not know yet may be enrolled by an event still on its
                     // way (a sign-up, a first purchase): the merge waits for it, as it would have
                     // found them processed in another order (retried, then in `SyncMemberDLQ`).
@@ -725,11 +743,13 @@ impl SyncMember {
         }
         self.propagate(cx, dup_saga, false).await?;
         // The survivor's record, started from the merge request when retail-sync never heard of them. It
-        // may take the duplicate's stronger contact data: the index follows.
+        // may take the duplicate's stronger contact data: the index follows. A survivor merged in turn
+        // passes it on along its chain, as its own merge would have taken it had it come later.
         let survivor_saga = record_of_member(cx, survivor, heard).await?;
         let text = format!("absorbed {duplicate}: {moved} points moved here");
-        self.absorb(cx, survivor_saga, &dup, &text).await?;
-        Ok(())
+        let survivor = self.absorb(cx, survivor_saga, &dup, &text).await?;
+        self.carry_to_survivor(cx, heard, &survivor, &format!("absorbed {duplicate}"))
+            .await
     }
 }
 

@@ -614,6 +614,7 @@ impl<B: Backend> LocalSystem<B> {
             runner: LocalRunner {
                 queues: backend.clone(),
                 consumers,
+                patience: Default::default(),
             },
             backend,
             topology,

@@ -331,3 +331,68 @@ async fn the_pos_day_on_moto_has_the_same_outcome_as_on_the_embedded_backend() {
     assert_pos_day(&aws);
     assert_eq!(outcome(&aws), outcome(&local));
 }
+
+/// A return far ahead of its sale in a day handed over at once waits for the sale however long the run
+/// takes to reach it: while the run acknowledges other messages its receives are taken back. Here the
+/// backoff is 1, 2, 4 and 8 ms, far less than 300 sales take, so its five receives would have run out (it
+/// did, before). A return whose sale never comes still reaches the DLQ once nothing else is left to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_far_ahead_of_its_sale_waits_for_it_while_the_run_moves_on() {
+    let sample = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(workspace().join(format!("events/samples/{name}.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (sale, ret) = (sample("SaleCompleted"), sample("ReturnReceived"));
+    let sale_of = |n: u32| {
+        let mut e = sale.clone();
+        e["detail"]["metadata"]["event_id"] = format!("evt-far-sale-{n}").into();
+        e["detail"]["data"]["receipt_id"] = format!("r-far-{n}").into();
+        e
+    };
+    let return_of = |receipt: &str| {
+        let mut e = ret.clone();
+        e["detail"]["metadata"]["event_id"] = format!("evt-far-return-{receipt}").into();
+        let data = &mut e["detail"]["data"];
+        data["return_id"] = format!("ret-{receipt}").into();
+        data["original"] =
+            serde_json::json!({"kind": "receipt", "store_id": "store-042", "receipt_id": receipt});
+        data["lines"] =
+            serde_json::json!([{"line_no": 1, "sku": "SKU-1001", "quantity": 1, "refund_minor": 1999}]);
+        e
+    };
+    let mut day = vec![return_of("r-far-0"), return_of("r-far-never")];
+    day.extend((1..=300).map(sale_of));
+    day.push(sale_of(0));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("day.jsonl");
+    let text: String = day.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+
+    let mut options = LocalOptions::new(
+        workspace().join("infra/template.yaml"),
+        dir.path().join("state.db"),
+    );
+    options.visibility_timeout = Duration::from_millis(1);
+    let system = open_embedded(&options, Simulators::default()).unwrap();
+    let fed = system.feed(&read_inputs(&file).unwrap()).await.unwrap();
+    system.run_until_idle(|_| {}).await.unwrap();
+    let report = system.report(fed).await.unwrap();
+
+    let credit_notes: Vec<_> = report
+        .erp_postings
+        .iter()
+        .filter(|p| p["kind"] == "return")
+        .map(|p| p["transaction"]["receipt_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(credit_notes, ["r-far-0"]);
+    let dead: Vec<(&str, usize)> = report
+        .dead_letter_queues
+        .iter()
+        .filter(|(_, messages)| !messages.is_empty())
+        .map(|(queue, messages)| (queue.as_str(), messages.len()))
+        .collect();
+    assert_eq!(dead, [("PostReturnToErpDLQ", 1)]);
+    let never = &report.dead_letter_queues["PostReturnToErpDLQ"][0];
+    assert!(never.body.contains("r-far-never"), "{}", never.body);
+    assert_eq!(never.receive_count, 5);
+}

@@ -173,6 +173,10 @@ impl QueueConsumer for LossyAcks {
     async fn change_visibility(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
         self.inner.change_visibility(queue, receipt, wait).await
     }
+
+    async fn defer(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+        self.inner.defer(queue, receipt, wait).await
+    }
 }
 
 /// What the system and its simulators hold now: the checker's input.

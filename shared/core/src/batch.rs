@@ -38,8 +38,20 @@ enum Handled {
     Done(Vec<Outgoing>),
     /// Kept for operators; the WorkflowException announcing it is to be published.
     Quarantined(Box<Outgoing>),
-    /// Redeliver, after the wait the failure named, if any.
-    Retry(Option<std::time::Duration>),
+    /// Redeliver, after the wait the failure named, if any; `waiting`: the failure was waiting for
+    /// another step (`not_yet`).
+    Retry {
+        wait: Option<std::time::Duration>,
+        waiting: bool,
+    },
+}
+
+impl Handled {
+    /// A redelivery that names no wait and waits for nothing.
+    const RETRY: Self = Self::Retry {
+        wait: None,
+        waiting: false,
+    };
 }
 
 /// What happened to a batch.
@@ -52,6 +64,9 @@ pub struct BatchOutcome {
     /// For failed messages whose failure named a wait (a `Retry-After`, an open breaker, a claim held
     /// elsewhere): how long to keep them invisible at least.
     pub waits: std::collections::BTreeMap<String, std::time::Duration>,
+    /// Of the failed messages, those waiting for another step (`not_yet`: a return before its sale, a
+    /// shipment before its order's posting): a local run keeps them waiting while it moves on.
+    pub waiting: Vec<String>,
     /// Events published.
     pub published: usize,
 }
@@ -78,9 +93,12 @@ impl BatchRunner {
                     outcome.quarantined.push(message.id.clone());
                     pending.push((message.id.clone(), vec![*exception]));
                 }
-                Handled::Retry(wait) => {
+                Handled::Retry { wait, waiting } => {
                     if let Some(wait) = wait {
                         outcome.waits.insert(message.id.clone(), wait);
+                    }
+                    if waiting {
+                        outcome.waiting.push(message.id.clone());
                     }
                     outcome.failed.push(message.id.clone());
                 }
@@ -123,19 +141,22 @@ impl BatchRunner {
                 Ok(()) => Handled::Done(events),
                 Err(e) => {
                     tracing::error!(error = %crate::error::describe(&e), "could not quarantine; message will be redelivered");
-                    Handled::Retry(None)
+                    Handled::RETRY
                 }
             },
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %crate::error::describe(&e), class = e.class(), "retryable failure; message will be redelivered");
                 self.metrics.add("retried", 1, Some(("class", e.class())));
-                Handled::Retry(e.retry_after())
+                Handled::Retry {
+                    wait: e.retry_after(),
+                    waiting: matches!(e, Error::NotYet { .. }),
+                }
             }
             Err(e) => match self.quarantine(message, e).await {
                 Ok(exception) => Handled::Quarantined(Box::new(exception)),
                 Err(e) => {
                     tracing::error!(error = %crate::error::describe(&e), "could not quarantine; message will be redelivered");
-                    Handled::Retry(None)
+                    Handled::RETRY
                 }
             },
         }

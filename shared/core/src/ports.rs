@@ -684,6 +684,13 @@ pub trait QueueConsumer: Send + Sync {
     /// Keeps a received message invisible for `wait` from now (SQS ChangeMessageVisibility): a failed
     /// message's backoff, or the wait a dependency asked for.
     async fn change_visibility(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error>;
+    /// [`change_visibility`](Self::change_visibility), and the receive that handed the message out does
+    /// not count toward its queue's maxReceiveCount: a local run's message that waits for another step
+    /// while the run moves on (see `runner::Patience`). SQS cannot take a receive back: there, and by
+    /// default, this is `change_visibility`.
+    async fn defer(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+        self.change_visibility(queue, receipt, wait).await
+    }
 }
 
 pub trait Clock: Send + Sync {

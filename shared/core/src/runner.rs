@@ -3,7 +3,9 @@
 //! function's batch size, invoke, delete what succeeded, leave the reported failures to reappear after
 //! the visibility timeout (and reach the DLQ after maxReceiveCount) — and nothing more.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::batch::{BatchOutcome, BatchRunner};
@@ -72,10 +74,59 @@ pub struct PollOutcome {
     pub first_receives: usize,
 }
 
+/// A local run's patience with messages that wait for another step (`not_yet`: a return before its
+/// sale, a shipment before its order's posting, a merge before its members' enrolment). On AWS their
+/// five receives span 85 minutes of backoff; a local run's backoff is seconds, and a run handed a whole
+/// day at once can take longer than that to reach the sale a return waits for, far down its input. So
+/// while the run moves on, a waiting message's receive is taken back ([`QueueConsumer::defer`]): it
+/// counts toward the DLQ only when nothing was acknowledged since it last waited. Then the books do
+/// not depend on how far apart a follow-up and what it waits for are in the input, nor on the
+/// machine's speed; one that waits for what never comes still reaches its DLQ, five receives after
+/// the run has nothing else to do.
+#[derive(Default)]
+pub struct Patience {
+    /// Messages every consumer acknowledged (done or quarantined) so far.
+    acknowledged: AtomicU64,
+    /// For each message waiting now: `acknowledged` when it last failed waiting, and how many times
+    /// it waited.
+    waiting: Mutex<HashMap<String, (u64, u32)>>,
+}
+
+/// The waits of a message kept waiting grow as its receives' would, up to the fourth's (4 s in a
+/// local run), then stay there: it is tried again soon after what it waits for is done, and a day of
+/// waiting follow-ups costs a step run every few seconds each.
+const PATIENT_WAITS: u32 = 4;
+
+impl Patience {
+    /// How long `message`, failed waiting again, is kept invisible without its receive counting:
+    /// `None` unless the run acknowledged another message since it last waited.
+    fn wait_again(&self, message: &str, backoff: &Backoff) -> Option<Duration> {
+        let now = self.acknowledged.load(Ordering::Relaxed);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let (then, waits) = waiting.entry(message.to_owned()).or_insert((now, 0));
+        let moved_on = now > *then;
+        *then = now;
+        *waits += 1;
+        moved_on.then(|| backoff.wait((*waits).min(PATIENT_WAITS), None))
+    }
+
+    /// Counts what a poll acknowledged, and forgets those that waited.
+    fn acknowledged<'a>(&self, messages: impl Iterator<Item = &'a str>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for message in messages {
+            waiting.remove(message);
+            n += 1;
+        }
+        self.acknowledged.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 impl Consumer {
     /// Receives one batch, runs it, acknowledges what is done. Messages reported failed stay invisible
-    /// until their visibility timeout runs out, exactly as with a partial batch response.
-    pub async fn poll(&self, queues: &dyn QueueConsumer) -> Result<PollOutcome, Error> {
+    /// until their visibility timeout runs out, exactly as with a partial batch response; with
+    /// `patience`, a message waiting for another step does not use up a receive while the run moves on.
+    pub async fn poll(&self, queues: &dyn QueueConsumer, patience: &Patience) -> Result<PollOutcome, Error> {
         let mut batch_size = self.batch_size;
         if let Some(downstream) = &self.downstream {
             if downstream.wait().is_some() {
@@ -95,21 +146,32 @@ impl Consumer {
         let started = std::time::Instant::now();
         let batch = self.runner.run(&messages).await;
         let took = started.elapsed();
-        let done: Vec<String> = messages
+        let done: Vec<(&str, String)> = messages
             .iter()
             .zip(&receipts)
             .filter(|(m, _)| !batch.failed.contains(&m.id))
-            .map(|(_, receipt)| receipt.clone())
+            .map(|(m, receipt)| (m.id.as_str(), receipt.clone()))
             .collect();
         if !done.is_empty() {
-            queues.delete(&self.queue, &done).await?;
+            let receipts: Vec<String> = done.iter().map(|(_, r)| r.clone()).collect();
+            queues.delete(&self.queue, &receipts).await?;
+            patience.acknowledged(done.iter().map(|(id, _)| *id));
         }
         for (message, receipt) in messages.iter().zip(&receipts) {
             let Some(wait) = self.backoff.for_failed(&batch, message) else {
                 continue;
             };
+            let deferred = if batch.waiting.contains(&message.id) {
+                patience.wait_again(&message.id, &self.backoff)
+            } else {
+                None
+            };
+            let hidden = match deferred {
+                Some(wait) => queues.defer(&self.queue, receipt, wait).await,
+                None => queues.change_visibility(&self.queue, receipt, wait).await,
+            };
             // Best effort: if it fails, the queue's own visibility timeout applies.
-            if let Err(e) = queues.change_visibility(&self.queue, receipt, wait).await {
+            if let Err(e) = hidden {
                 tracing::warn!(error = %crate::error::describe(&e), queue = %self.queue, "could not extend the visibility of a failed message");
             }
         }
@@ -126,6 +188,7 @@ impl Consumer {
 pub struct LocalRunner {
     pub queues: Arc<dyn QueueConsumer>,
     pub consumers: Vec<Arc<Consumer>>,
+    pub patience: Arc<Patience>,
 }
 
 impl LocalRunner {
@@ -137,7 +200,8 @@ impl LocalRunner {
             .iter()
             .map(|consumer| {
                 let (consumer, queues) = (consumer.clone(), self.queues.clone());
-                tokio::spawn(async move { consumer.poll(&*queues).await })
+                let patience = self.patience.clone();
+                tokio::spawn(async move { consumer.poll(&*queues, &patience).await })
             })
             .collect();
         let mut total = PollOutcome::default();
@@ -175,5 +239,32 @@ mod tests {
             "SQS's 12 hours"
         );
         assert_eq!(b.wait(u32::MAX, None).as_secs(), 7_200);
+    }
+
+    /// A waiting message keeps its receive only when another message was acknowledged since it last
+    /// waited; its waits grow as its receives' would, up to the fourth's.
+    #[test]
+    fn a_message_waits_again_without_a_receive_only_while_the_run_moves_on() {
+        let b = Backoff {
+            first: Duration::from_millis(500),
+            factor: 2,
+            max: Duration::from_secs(30),
+        };
+        let patience = Patience::default();
+        assert_eq!(patience.wait_again("return", &b), None, "the first wait counts");
+        assert_eq!(
+            patience.wait_again("return", &b),
+            None,
+            "nothing acknowledged since"
+        );
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            patience.acknowledged(["sale"].into_iter());
+            waits.push(patience.wait_again("return", &b).map(|w| w.as_millis()));
+        }
+        assert_eq!(waits, [Some(2_000), Some(4_000), Some(4_000), Some(4_000)]);
+        // Acknowledged in the end: forgotten, and a wait of it later counts again.
+        patience.acknowledged(["return"].into_iter());
+        assert_eq!(patience.wait_again("return", &b), None);
     }
 }

@@ -333,6 +333,20 @@ impl Pending {
         self.placed.insert(seq, (queue.to_owned(), visible_at));
     }
 
+    /// Takes `receives` back from a pending message's receive count.
+    fn take_back(&mut self, seq: i64, receives: u32) {
+        let Some((queue, visible_at)) = self.placed.get(&seq) else {
+            return;
+        };
+        if let Some(m) = self
+            .queues
+            .get_mut(queue)
+            .and_then(|q| q.get_mut(&(*visible_at, seq)))
+        {
+            m.receive_count = m.receive_count.saturating_sub(receives);
+        }
+    }
+
     fn take(&mut self, seq: i64) -> Option<Queued> {
         let (queue, visible_at) = self.placed.remove(&seq)?;
         self.queues.get_mut(&queue)?.remove(&(visible_at, seq))
@@ -1283,20 +1297,35 @@ impl QueueConsumer for Embedded {
     }
 
     async fn change_visibility(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+        self.hide(queue, receipt, wait, false)
+    }
+
+    async fn defer(&self, queue: &str, receipt: &str, wait: Duration) -> Result<(), Error> {
+        self.hide(queue, receipt, wait, true)
+    }
+}
+
+impl Embedded {
+    /// Keeps a received message invisible for `wait`; `uncount`: and takes back the receive that
+    /// handed it out.
+    fn hide(&self, queue: &str, receipt: &str, wait: Duration, uncount: bool) -> Result<(), Error> {
         // SQS's ceiling: a message is never hidden for more than 12 hours.
         let wait = wait.min(Duration::from_secs(43_200));
         let visible_at = ms(self.clock.now()) + i64::try_from(wait.as_millis()).unwrap_or(0);
         let seq = receipt_seq(receipt);
+        let taken_back = u32::from(uncount);
         self.state().op(|conn, pending| {
             if pending.receipted(queue, seq, receipt) {
                 pending.place(seq, queue, visible_at, Some(receipt.to_owned()), false);
+                pending.take_back(seq, taken_back);
                 return Ok(());
             }
             // A stale receipt (the message was received again since) changes nothing, as in SQS.
             conn.prepare_cached(
-                "UPDATE messages SET visible_at = ?4 WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
+                "UPDATE messages SET visible_at = ?4, receive_count = MAX(receive_count - ?5, 0)
+                 WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
             )
-            .and_then(|mut s| s.execute(params![seq, queue, receipt, visible_at]))
+            .and_then(|mut s| s.execute(params![seq, queue, receipt, visible_at, taken_back]))
             .map_err(unavailable)?;
             Ok(())
         })

@@ -196,6 +196,59 @@ async fn come_back_then_dlq(grouped: bool) {
 }
 
 #[tokio::test]
+async fn a_deferred_receive_does_not_count_toward_the_dlq() {
+    deferred_receive(false).await;
+}
+
+#[tokio::test]
+async fn in_a_group_a_deferred_receive_does_not_count_toward_the_dlq() {
+    deferred_receive(true).await;
+}
+
+/// `defer` hides a message like `change_visibility` and takes back the receive that handed it out: a
+/// message deferred any number of times is handed out again with a receive count of 1, and still reaches
+/// the DLQ after five counted receives. A stale receipt takes nothing back.
+async fn deferred_receive(grouped: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), clock.clone());
+    if grouped {
+        store.begin_group().unwrap();
+    }
+    store.send("IngestQueue", "waits").unwrap();
+    for _ in 0..8 {
+        let got = store.receive("IngestQueue", 10).await.unwrap().remove(0);
+        assert_eq!(got.message.receive_count, 1);
+        let wait = Duration::from_secs(30);
+        store.defer("IngestQueue", &got.receipt, wait).await.unwrap();
+        assert!(
+            store.receive("IngestQueue", 10).await.unwrap().is_empty(),
+            "hidden"
+        );
+        clock.advance(Duration::from_secs(31));
+    }
+    let first = store.receive("IngestQueue", 10).await.unwrap().remove(0);
+    clock.advance(Duration::from_secs(181));
+    let second = store.receive("IngestQueue", 10).await.unwrap().remove(0);
+    assert_eq!(second.message.receive_count, 2);
+    store
+        .defer("IngestQueue", &first.receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    for attempt in 3..=5 {
+        clock.advance(Duration::from_secs(181));
+        let got = store.receive("IngestQueue", 10).await.unwrap();
+        assert_eq!(
+            got[0].message.receive_count, attempt,
+            "the stale receipt took nothing back"
+        );
+    }
+    clock.advance(Duration::from_secs(181));
+    assert!(store.receive("IngestQueue", 10).await.unwrap().is_empty());
+    assert_eq!(store.messages("IngestDLQ").unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_stale_receipt_deletes_nothing() {
     stale_receipt(false).await;
 }

@@ -613,9 +613,6 @@ pub async fn reconcile(
         (Some(from), Some(to)) => Window::new(from, to).map_err(anyhow::Error::msg)?,
         _ => bail!("name both ends of the window (--from and --to), or neither for yesterday (UTC)"),
     };
-    if settings.points_per_major <= 0 {
-        bail!("--points-per-major must be positive");
-    }
     report_dir(report.as_deref())?;
     let result = match target.backend {
         BackendKind::Embedded => {

@@ -139,7 +139,7 @@ enum Command {
         #[arg(long, default_value = "2h")]
         stuck_after: jiff::SignedDuration,
         /// How many points make one major unit of currency (the liability's value).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
         points_per_major: i64,
         /// Also write the report as JSON here.
         #[arg(long)]
@@ -324,7 +324,8 @@ enum QuarantineCommand {
         /// A reason code, e.g. `schema_violation`, `erp_rejected`.
         #[arg(long, value_parser = commands::parse_quarantine_reason)]
         reason: Option<String>,
-        #[arg(long)]
+        /// A step, e.g. `ingest`, `post-sale-to-erp`.
+        #[arg(long, value_parser = commands::parse_step)]
         step: Option<String>,
         #[arg(long)]
         correlation_id: Option<String>,

@@ -81,7 +81,8 @@ pub async fn open(args: &TargetArgs) -> anyhow::Result<Opened> {
     let (backend, sdk): (Arc<dyn Backend>, _) = match args.backend {
         BackendKind::Embedded => {
             require_state(&args.state)?;
-            let embedded = Embedded::open(&args.state, topology.clone(), Arc::new(SystemClock))?;
+            let embedded = Embedded::open(&args.state, topology.clone(), Arc::new(SystemClock))
+                .with_context(|| format!("cannot open the state {}", args.state.display()))?;
             (Arc::new(embedded), None)
         }
         BackendKind::Aws => {

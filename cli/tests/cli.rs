@@ -198,6 +198,18 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
             ],
             "\"bogus\" is not a step; the steps are map-shopify",
         ),
+        (
+            &["quarantine", "list", "--step", "ingset"],
+            "\"ingset\" is not a step; the steps are map-shopify",
+        ),
+        (
+            &["reconcile", "--points-per-major", "0"],
+            "invalid value '0' for '--points-per-major",
+        ),
+        (
+            &["saga", "retry", "pos-closed-007-r-000001", "--json", "--yes"],
+            "unexpected argument '--json'",
+        ),
     ] {
         let usage = retail_sync(&state, args);
         assert_eq!(usage.status.code(), Some(2), "{args:?}");
@@ -239,6 +251,14 @@ fn inspecting_without_a_run_or_running_a_missing_file_is_a_clear_error() {
     let list = retail_sync(&state, &["quarantine", "list"]);
     assert!(!list.status.success());
     assert!(String::from_utf8_lossy(&list.stderr).contains("no local state"));
+    // A state that is no SQLite file is named in the refusal.
+    let not_a_state = dir.path().join("notes.db");
+    std::fs::write(&not_a_state, "not a database, just some text that is long enough").unwrap();
+    let list = retail_sync(&not_a_state, &["quarantine", "list"]);
+    assert_eq!(list.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&list.stderr);
+    let named = format!("error: cannot open the state {}: ", not_a_state.display());
+    assert!(stderr.starts_with(&named), "{stderr}");
 
     // A report that cannot be written is refused before the run, not after it.
     let stream = root().join("events/streams/pos-day.jsonl");

@@ -492,6 +492,27 @@ fn the_sample_days_run_through_sap_and_salesforce_from_the_command_line() {
         String::from_utf8_lossy(&retried.stderr),
         "error: saga order:reject-1004 was compensated: what it did was undone, there is nothing to attempt again\n"
     );
+    // Nor is any of its quarantined refusals, whichever step wrote it: the reason is the same.
+    let system_api = dir.path().join("system-api.db");
+    let listed = retail_sync(
+        &system_api,
+        &["quarantine", "list", "--correlation-id", "reject-1004", "--json"],
+    );
+    let entries: Vec<Value> = stdout(&listed)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!entries.is_empty(), "{}", stdout(&listed));
+    for entry in entries {
+        let id = entry["id"].as_str().unwrap();
+        let retried = retail_sync(&system_api, &["quarantine", "retry", id, "--yes"]);
+        assert_eq!(retried.status.code(), Some(1), "{id}");
+        assert!(
+            String::from_utf8_lossy(&retried.stderr).contains("was compensated: what it did was undone"),
+            "{id}: {}",
+            String::from_utf8_lossy(&retried.stderr)
+        );
+    }
 
     let state = dir.path().join("bad.db");
     let stream = root().join("events/streams/pos-day.jsonl");

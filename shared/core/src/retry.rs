@@ -126,6 +126,12 @@ pub async fn request(
     now: Timestamp,
 ) -> Result<Retry, RetryError> {
     let refuse = |m: String| Err(RetryError::NotRetryable(m));
+    // A compensated saga is the reason, whichever of its steps refused: nothing of it is attempted again.
+    if let Some(correlation) = item.rejection.correlation_id.as_deref()
+        && let Some(why) = saga_of(sagas, correlation).await?.as_ref().and_then(not_retried)
+    {
+        return refuse(why);
+    }
     let step = item.step.as_str();
     let reason = item.rejection.reason;
     let Some((_, fixable)) = RETRYABLE.iter().find(|(s, _)| *s == step) else {

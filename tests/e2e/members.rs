@@ -426,6 +426,24 @@ fn member_event(n: u32, detail_type: &str, source: &str, at: &str, data: Value) 
     .to_string()
 }
 
+/// A sign-up of `member` at the CRM, as event `n` of a day.
+fn signup(n: u32, member: &str) -> String {
+    let data = json!({"member_id": member});
+    member_event(n, "MemberEnrolled", "retail.crm", "2026-12-02T08:00:00Z", data)
+}
+
+/// An operator's merge of `duplicate` into `survivor`, as event `n` of a day.
+fn merge_request(n: u32, survivor: &str, duplicate: &str) -> String {
+    let data = json!({"survivor_id": survivor, "duplicate_id": duplicate});
+    member_event(
+        n,
+        "MemberMergeRequested",
+        "retail.operator",
+        "2026-12-02T09:00:00Z",
+        data,
+    )
+}
+
 /// Each group of event lines as the inputs of a file of its own in `dir`, fed in turn by [`run`].
 fn groups_in(dir: &tempfile::TempDir, groups: &[Vec<&String>]) -> Vec<Vec<Input>> {
     groups
@@ -522,13 +540,7 @@ async fn what_follows_a_merge_for_the_duplicate_counts_on_the_survivor_whatever_
         )
     };
     let signups = [enrol(1, "mf-1", "retail.crm"), enrol(2, "mf-2", "retail.mobile")];
-    let merge = member_event(
-        3,
-        "MemberMergeRequested",
-        "retail.operator",
-        "2026-12-02T09:00:00Z",
-        json!({"survivor_id": "mf-1", "duplicate_id": "mf-2"}),
-    );
+    let merge = merge_request(3, "mf-1", "mf-2");
     // On the duplicate's card: a sale (7,998 eligible: 79 points), a unit of it back, a consent grant.
     let sale = sale_on_card(4, "mf-2", "2026-12-02T10:00:00Z");
     let ret = member_event(
@@ -593,22 +605,8 @@ async fn what_follows_a_merge_for_the_duplicate_counts_on_the_survivor_whatever_
 /// (`mc-2` in the chain's order, else `mc-1`, since the platform merges into no merged member).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_merges_in_a_chain_give_the_same_books_in_either_order() {
-    let enrol = |n, member: &str| {
-        let data = json!({"member_id": member});
-        member_event(n, "MemberEnrolled", "retail.crm", "2026-12-02T08:00:00Z", data)
-    };
-    let signups = [enrol(1, "mc-1"), enrol(2, "mc-2"), enrol(3, "mc-3")];
-    let merge = |n, survivor: &str, duplicate: &str| {
-        let data = json!({"survivor_id": survivor, "duplicate_id": duplicate});
-        member_event(
-            n,
-            "MemberMergeRequested",
-            "retail.operator",
-            "2026-12-02T09:00:00Z",
-            data,
-        )
-    };
-    let (into_mc2, into_mc1) = (merge(4, "mc-2", "mc-3"), merge(5, "mc-1", "mc-2"));
+    let signups = [signup(1, "mc-1"), signup(2, "mc-2"), signup(3, "mc-3")];
+    let (into_mc2, into_mc1) = (merge_request(4, "mc-2", "mc-3"), merge_request(5, "mc-1", "mc-2"));
     // On the first duplicate's card: a sale (79 points) and a consent grant.
     let sale = sale_on_card(6, "mc-3", "2026-12-02T10:00:00Z");
     let consent = member_event(
@@ -676,24 +674,10 @@ async fn two_merges_in_a_chain_give_the_same_books_in_either_order() {
 /// (`merge_refused`, quarantined with the reason), and the points stay where the first merge put them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_into_a_member_merged_into_the_duplicate_is_refused() {
-    let enrol = |n, member: &str| {
-        let data = json!({"member_id": member});
-        member_event(n, "MemberEnrolled", "retail.crm", "2026-12-02T08:00:00Z", data)
-    };
-    let merge = |n, survivor: &str, duplicate: &str| {
-        let data = json!({"survivor_id": survivor, "duplicate_id": duplicate});
-        member_event(
-            n,
-            "MemberMergeRequested",
-            "retail.operator",
-            "2026-12-02T09:00:00Z",
-            data,
-        )
-    };
     let sale = sale_on_card(3, "mk-2", "2026-12-02T08:30:00Z");
-    let (forward, back) = (merge(4, "mk-1", "mk-2"), merge(5, "mk-2", "mk-1"));
+    let (forward, back) = (merge_request(4, "mk-1", "mk-2"), merge_request(5, "mk-2", "mk-1"));
     let dir = tempfile::tempdir().unwrap();
-    let signups = [enrol(1, "mk-1"), enrol(2, "mk-2")];
+    let signups = [signup(1, "mk-1"), signup(2, "mk-2")];
     let first: Vec<&String> = signups.iter().chain([&sale]).collect();
     let groups = [first, vec![&forward], vec![&back]];
     let groups = groups_in(&dir, &groups);
@@ -749,22 +733,8 @@ async fn a_member_enrolled_by_their_first_purchase_is_told_what_came_before_it()
 /// merges or after both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn news_of_a_duplicate_follows_a_chain_of_merges() {
-    let enrol = |n, member: &str| {
-        let data = json!({"member_id": member});
-        member_event(n, "MemberEnrolled", "retail.crm", "2026-12-02T08:00:00Z", data)
-    };
-    let signups = [enrol(1, "mh-1"), enrol(2, "mh-2"), enrol(3, "mh-3")];
-    let merge = |n, survivor: &str, duplicate: &str| {
-        let data = json!({"survivor_id": survivor, "duplicate_id": duplicate});
-        member_event(
-            n,
-            "MemberMergeRequested",
-            "retail.operator",
-            "2026-12-02T09:00:00Z",
-            data,
-        )
-    };
-    let (first, second) = (merge(4, "mh-2", "mh-3"), merge(5, "mh-1", "mh-2"));
+    let signups = [signup(1, "mh-1"), signup(2, "mh-2"), signup(3, "mh-3")];
+    let (first, second) = (merge_request(4, "mh-2", "mh-3"), merge_request(5, "mh-1", "mh-2"));
     let consent = member_event(
         6,
         "CustomerUpdated",

@@ -1,7 +1,8 @@
 //! Drives the steps from their queues where no Lambda service does it: the embedded backend on a laptop
 //! and an emulator in tests. It does what Lambda's SQS event source mapping does — receive up to the
 //! function's batch size, invoke, delete what succeeded, leave the reported failures to reappear after
-//! the visibility timeout (and reach the DLQ after maxReceiveCount) — and nothing more.
+//! the visibility timeout (and reach the DLQ after maxReceiveCount) — and one thing more: it is patient
+//! with messages that wait for another step while the run moves on ([`Patience`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,8 +125,8 @@ impl Patience {
 
 impl Consumer {
     /// Receives one batch, runs it, acknowledges what is done. Messages reported failed stay invisible
-    /// until their visibility timeout runs out, exactly as with a partial batch response; with
-    /// `patience`, a message waiting for another step does not use up a receive while the run moves on.
+    /// until their visibility timeout runs out, exactly as with a partial batch response; a message
+    /// waiting for another step does not use up a receive while the run moves on ([`Patience`]).
     pub async fn poll(&self, queues: &dyn QueueConsumer, patience: &Patience) -> Result<PollOutcome, Error> {
         let mut batch_size = self.batch_size;
         if let Some(downstream) = &self.downstream {

@@ -215,6 +215,57 @@ async fn what_cannot_be_mapped_is_kept_where_an_operator_sees_it() {
     assert!(dead[0].body.contains("refunds/create"));
 }
 
+/// Every unmappable refusal names its problem as a finding, and one read before the event's shop was
+/// known to be unmapped is still kept under the event's id: another shop's webhook delivered twice is one
+/// entry, as an unknown topic's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmapped_shop_or_topic_is_one_entry_with_its_finding_however_often_it_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, _sims) = embedded(&dir);
+    let mut other_shop = native("shopify/orders-create.json");
+    other_shop["detail"]["metadata"]["X-Shopify-Shop-Domain"] = "other-shop.myshopify.com".into();
+    other_shop["detail"]["metadata"]["X-Shopify-Event-Id"] = "ev-other-shop".into();
+    let mut topic = native("shopify/orders-create.json");
+    topic["detail"]["metadata"]["X-Shopify-Topic"] = "products/update".into();
+    topic["detail"]["metadata"]["X-Shopify-Event-Id"] = "ev-products".into();
+    let twice = [other_shop.clone(), other_shop, topic.clone(), topic].map(event);
+    system.feed(&twice).await.unwrap();
+    system.run_until_idle(|_| {}).await.unwrap();
+
+    let mut kept: Vec<_> = system
+        .backend
+        .list(usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| {
+            let r = q.rejection;
+            (
+                r.event_id.unwrap_or_default(),
+                r.detail_type.unwrap_or_default(),
+                r.findings,
+            )
+        })
+        .collect();
+    kept.sort();
+    let ids: Vec<(&str, &str)> = kept.iter().map(|(id, t, _)| (id.as_str(), t.as_str())).collect();
+    assert_eq!(
+        ids,
+        [
+            ("orders-create-ev-other-shop", "orders/create"),
+            ("products-update-ev-products", "products/update")
+        ]
+    );
+    assert_eq!(
+        kept[0].2,
+        [
+            "X-Shopify-Shop-Domain: shop other-shop.myshopify.com is not one of the mapping's shops \
+          (retail-sync-demo.myshopify.com)"
+        ]
+    );
+    assert_eq!(kept[1].2.len(), 1, "{:?}", kept[1].2);
+}
+
 /// A Shopify store without the partner source: its signed HTTPS deliveries go through the webhook
 /// ingress (the Lambda handler, its secret in Secrets Manager, the channel bus on moto) to the mapper
 /// and the workflow. A forged, an altered and a stale delivery are refused with 401 and put nothing on

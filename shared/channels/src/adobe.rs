@@ -485,10 +485,12 @@ impl Mapper for AdobeMapping {
             .ok_or_else(|| Unmappable::new("the event has no id (detail.event_id, detail.id or data.key)"))?;
         let instance = data.get("source").and_then(Value::as_str).map(str::to_owned);
         if !self.instances.is_empty() && !instance.as_ref().is_some_and(|i| self.instances.contains(i)) {
-            return Err(Unmappable::new(format!(
-                "instance {instance:?} is not one of the mapping's instances {:?}",
-                self.instances
-            )));
+            let message = format!(
+                "data.source: instance {} is not one of the mapping's instances ({})",
+                crate::named(instance.as_deref()),
+                self.instances.join(", ")
+            );
+            return Err(Unmappable::new(message).of_event(&event_id, topic));
         }
         let payload = data
             .get("value")

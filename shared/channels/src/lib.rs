@@ -109,6 +109,9 @@ pub struct Unmappable {
     pub message: String,
     /// One entry per problem (the payload's field and what is wrong), at most a screenful.
     pub findings: Vec<String>,
+    /// The event's id and topic when they were read before it was refused (its shop or instance is
+    /// not mapped): a redelivery of it is then the same quarantine entry.
+    pub event: Option<(String, String)>,
 }
 
 impl Unmappable {
@@ -116,6 +119,7 @@ impl Unmappable {
         Self {
             message: message.into(),
             findings: Vec::new(),
+            event: None,
         }
     }
 
@@ -123,8 +127,20 @@ impl Unmappable {
         Self {
             message: message.into(),
             findings,
+            event: None,
         }
     }
+
+    /// The refusal of the event `event_id` about `topic`.
+    fn of_event(mut self, event_id: &str, topic: &str) -> Self {
+        self.event = Some((event_id.to_owned(), topic.to_owned()));
+        self
+    }
+}
+
+/// A shop or instance named by an event (`None`: it names none) for a refusal's text.
+fn named(origin: Option<&str>) -> &str {
+    origin.unwrap_or("(none named)")
 }
 
 /// A platform's mapping, as the mapper step uses it.

@@ -617,12 +617,17 @@ impl Mapper for ShopifyMapping {
         let event_id = header(metadata, "X-Shopify-Event-Id")
             .or_else(|| header(metadata, "X-Shopify-Webhook-Id"))
             .ok_or_else(|| Unmappable::new("detail.metadata has no X-Shopify-Event-Id"))?;
+        // One merchant action (a cancellation with its refund) shares its Event-Id across topics: the
+        // topic keeps their events apart.
+        let event_id = format!("{}-{event_id}", topic.replace('/', "-"));
         let shop = header(metadata, "X-Shopify-Shop-Domain").map(str::to_owned);
         if !self.shops.is_empty() && !shop.as_ref().is_some_and(|s| self.shops.contains(s)) {
-            return Err(Unmappable::new(format!(
-                "shop {shop:?} is not one of the mapping's shops {:?}",
-                self.shops
-            )));
+            let message = format!(
+                "X-Shopify-Shop-Domain: shop {} is not one of the mapping's shops ({})",
+                crate::named(shop.as_deref()),
+                self.shops.join(", ")
+            );
+            return Err(Unmappable::new(message).of_event(&event_id, topic));
         }
         let payload = detail
             .get("payload")
@@ -630,9 +635,7 @@ impl Mapper for ShopifyMapping {
             .cloned()
             .ok_or_else(|| Unmappable::new("detail.payload (the resource) is missing"))?;
         Ok(Native {
-            // One merchant action (a cancellation with its refund) shares its Event-Id across topics:
-            // the topic keeps their events apart.
-            event_id: format!("{}-{event_id}", topic.replace('/', "-")),
+            event_id,
             topic: topic.to_owned(),
             shop,
             payload,

@@ -24,13 +24,21 @@ pub struct MapChannel {
     pub metrics: Arc<dyn Metrics>,
 }
 
+/// The refusal of a native event: one finding per problem (a refusal that names one problem is its own
+/// finding), under the event's id and topic when they are known, so a redelivery is the same entry.
 fn unmappable(u: Unmappable, native: Option<&Native>) -> Error {
+    let event = native.map(|n| (n.event_id.clone(), n.topic.clone())).or(u.event);
+    let findings = if u.findings.is_empty() {
+        vec![u.message.clone()]
+    } else {
+        u.findings
+    };
     Error::BadInput(Box::new(Rejection {
         reason: ReasonCode::Unmappable,
         message: u.message,
-        findings: u.findings,
-        detail_type: native.map(|n| n.topic.clone()),
-        event_id: native.map(|n| n.event_id.clone()),
+        findings,
+        detail_type: event.as_ref().map(|(_, topic)| topic.clone()),
+        event_id: event.map(|(id, _)| id),
         correlation_id: None,
     }))
 }

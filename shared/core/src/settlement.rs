@@ -43,8 +43,9 @@ impl ReturnWindows {
         Self(windows.into_iter().filter(|(_, d)| *d > 0).collect())
     }
 
-    /// From `RETURN_WINDOWS`: a JSON object of channel name (`pos`, `ecommerce`, `mobile`,
-    /// `marketplace`, `oms`) to whole days (0–365; 0 or absent: none). Unset or empty: none.
+    /// From `RETURN_WINDOWS`: a JSON object of selling channel name (`pos`, `ecommerce`, `mobile`,
+    /// `marketplace`: those that may send a sale or an order) to whole days (0–365; 0 or absent: none).
+    /// Unset or empty: none.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let Some(text) = lookup(RETURN_WINDOWS).filter(|t| !t.trim().is_empty()) else {
             return Ok(Self::none());
@@ -59,13 +60,14 @@ impl ReturnWindows {
                     .iter()
                     .any(|t| matches!(t, EventType::SaleCompleted | EventType::OrderPlaced))
             };
-            let channel = SOURCE_POLICY
-                .iter()
-                .map(|(c, _)| *c)
-                .find(|c| c.as_str() == name && sells(c))
-                .ok_or_else(|| {
-                    format!("{RETURN_WINDOWS}: {name:?} is not a channel that sells (pos, ecommerce, mobile, marketplace, oms)")
-                })?;
+            let selling = || SOURCE_POLICY.iter().map(|(c, _)| *c).filter(sells);
+            let channel = selling().find(|c| c.as_str() == name).ok_or_else(|| {
+                let names: Vec<&str> = selling().map(|c| c.as_str()).collect();
+                format!(
+                    "{RETURN_WINDOWS}: {name:?} is not a channel that sells ({})",
+                    names.join(", ")
+                )
+            })?;
             let days = days
                 .as_u64()
                 .and_then(|d| u32::try_from(d).ok())
@@ -204,5 +206,12 @@ mod tests {
             let e = ReturnWindows::from_lookup(env(bad)).unwrap_err();
             assert!(e.contains(RETURN_WINDOWS), "{bad}: {e}");
         }
+        // An OMS ships, cancels and returns but sells nothing: an order's window is its selling
+        // channel's. The refusal lists exactly the channels it takes.
+        let e = ReturnWindows::from_lookup(env(r#"{"oms": 5}"#)).unwrap_err();
+        assert_eq!(
+            e,
+            r#"RETURN_WINDOWS: "oms" is not a channel that sells (pos, ecommerce, mobile, marketplace)"#
+        );
     }
 }

@@ -147,16 +147,15 @@ impl Consumer {
         let started = std::time::Instant::now();
         let batch = self.runner.run(&messages).await;
         let took = started.elapsed();
-        let done: Vec<(&str, String)> = messages
+        let (done_ids, done): (Vec<&str>, Vec<String>) = messages
             .iter()
             .zip(&receipts)
             .filter(|(m, _)| !batch.failed.contains(&m.id))
             .map(|(m, receipt)| (m.id.as_str(), receipt.clone()))
-            .collect();
+            .unzip();
         if !done.is_empty() {
-            let receipts: Vec<String> = done.iter().map(|(_, r)| r.clone()).collect();
-            queues.delete(&self.queue, &receipts).await?;
-            patience.acknowledged(done.iter().map(|(id, _)| *id));
+            queues.delete(&self.queue, &done).await?;
+            patience.acknowledged(done_ids.into_iter());
         }
         for (message, receipt) in messages.iter().zip(&receipts) {
             let Some(wait) = self.backoff.for_failed(&batch, message) else {

@@ -319,32 +319,19 @@ impl Pending {
             .collect()
     }
 
-    /// Moves a pending message: to `queue` (its own or a DLQ), visible at `visible_at`, with `receipt`.
-    fn place(&mut self, seq: i64, queue: &str, visible_at: i64, receipt: Option<String>, received: bool) {
+    /// Moves a pending message: to `queue` (its own or a DLQ), visible at `visible_at`, with `receipt`,
+    /// its receive count moved by `receives` (1 for a receive, −1 for a receive taken back).
+    fn place(&mut self, seq: i64, queue: &str, visible_at: i64, receipt: Option<String>, receives: i32) {
         let Some(mut message) = self.take(seq) else {
             return;
         };
         message.receipt = receipt;
-        message.receive_count += u32::from(received);
+        message.receive_count = message.receive_count.saturating_add_signed(receives);
         self.queues
             .entry(queue.to_owned())
             .or_default()
             .insert((visible_at, seq), message);
         self.placed.insert(seq, (queue.to_owned(), visible_at));
-    }
-
-    /// Takes `receives` back from a pending message's receive count.
-    fn take_back(&mut self, seq: i64, receives: u32) {
-        let Some((queue, visible_at)) = self.placed.get(&seq) else {
-            return;
-        };
-        if let Some(m) = self
-            .queues
-            .get_mut(queue)
-            .and_then(|q| q.get_mut(&(*visible_at, seq)))
-        {
-            m.receive_count = m.receive_count.saturating_sub(receives);
-        }
     }
 
     fn take(&mut self, seq: i64) -> Option<Queued> {
@@ -1248,14 +1235,14 @@ impl QueueConsumer for Embedded {
             for c in candidates {
                 if let Some(dlq) = dead(&c) {
                     if c.pending {
-                        pending.place(c.seq, dlq, now, None, false);
+                        pending.place(c.seq, dlq, now, None, 0);
                     }
                     tracing::warn!(queue, message_id = %c.id, receive_count = c.receive_count, dlq, "moved to dead-letter queue");
                     continue;
                 }
                 let receipt = format!("{}:{token}", c.seq);
                 if c.pending {
-                    pending.place(c.seq, queue, visible_until, Some(receipt.clone()), true);
+                    pending.place(c.seq, queue, visible_until, Some(receipt.clone()), 1);
                 }
                 received.push(Received {
                     message: Message {
@@ -1313,11 +1300,10 @@ impl Embedded {
         let wait = wait.min(Duration::from_secs(43_200));
         let visible_at = ms(self.clock.now()) + i64::try_from(wait.as_millis()).unwrap_or(0);
         let seq = receipt_seq(receipt);
-        let taken_back = u32::from(uncount);
+        let taken_back = i32::from(uncount);
         self.state().op(|conn, pending| {
             if pending.receipted(queue, seq, receipt) {
-                pending.place(seq, queue, visible_at, Some(receipt.to_owned()), false);
-                pending.take_back(seq, taken_back);
+                pending.place(seq, queue, visible_at, Some(receipt.to_owned()), -taken_back);
                 return Ok(());
             }
             // A stale receipt (the message was received again since) changes nothing, as in SQS.

@@ -29,6 +29,17 @@ fn open(dir: &Path, clock: Arc<ManualClock>) -> Embedded {
     .unwrap()
 }
 
+/// A store on a manual clock, inside a group when `grouped` (the directory holds its file).
+fn opened(grouped: bool) -> (tempfile::TempDir, Arc<ManualClock>, Embedded) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), clock.clone());
+    if grouped {
+        store.begin_group().unwrap();
+    }
+    (dir, clock, store)
+}
+
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(T0.parse().unwrap()))
 }
@@ -150,12 +161,7 @@ async fn in_a_group_unacknowledged_messages_come_back_after_the_visibility_timeo
 }
 
 async fn come_back_then_dlq(grouped: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = clock();
-    let store = open(dir.path(), clock.clone());
-    if grouped {
-        store.begin_group().unwrap();
-    }
+    let (_dir, clock, store) = opened(grouped);
     store.send("IngestQueue", "hello").unwrap();
 
     for attempt in 1..=5 {
@@ -209,12 +215,7 @@ async fn in_a_group_a_deferred_receive_does_not_count_toward_the_dlq() {
 /// message deferred any number of times is handed out again with a receive count of 1, and still reaches
 /// the DLQ after five counted receives. A stale receipt takes nothing back.
 async fn deferred_receive(grouped: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = clock();
-    let store = open(dir.path(), clock.clone());
-    if grouped {
-        store.begin_group().unwrap();
-    }
+    let (_dir, clock, store) = opened(grouped);
     store.send("IngestQueue", "waits").unwrap();
     for _ in 0..8 {
         let got = store.receive("IngestQueue", 10).await.unwrap().remove(0);
@@ -259,12 +260,7 @@ async fn in_a_group_a_stale_receipt_deletes_nothing() {
 }
 
 async fn stale_receipt(grouped: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = clock();
-    let store = open(dir.path(), clock.clone());
-    if grouped {
-        store.begin_group().unwrap();
-    }
+    let (_dir, clock, store) = opened(grouped);
     store.send("IngestQueue", "m").unwrap();
     let first = store.receive("IngestQueue", 1).await.unwrap().remove(0);
     clock.advance(Duration::from_secs(181));

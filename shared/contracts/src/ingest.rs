@@ -122,19 +122,16 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
             )
         })?;
 
-    let validator = event_type
+    let schema = event_type
         .validator(version)
         .expect("supported versions have validators");
-    // Most input is valid: `is_valid` builds no error and stops at the first failure; the findings are
+    // Most input is valid: `is_valid` words nothing and stops at the first violation; the findings are
     // collected only for input that fails it.
-    if !validator.is_valid(&envelope.detail) {
-        let errors: Vec<_> = validator.iter_errors(&envelope.detail).collect();
-        let missing_id = errors.iter().any(|e| match e.kind() {
-            jsonschema::error::ValidationErrorKind::Required { property } => {
-                property.as_str().is_some_and(|p| p.ends_with("_id"))
-            }
-            _ => false,
-        });
+    if !schema.is_valid(&envelope.detail) {
+        let findings = schema.findings(&envelope.detail);
+        let missing_id = findings
+            .iter()
+            .any(|f| f.missing.as_deref().is_some_and(|m| m.ends_with("_id")));
         let mut rejection = reject(
             if missing_id {
                 ReasonCode::MissingIdentifier
@@ -144,13 +141,13 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
             format!(
                 "{} v{version} violates its schema ({} findings)",
                 event_type.name(),
-                errors.len()
+                findings.len()
             ),
         );
-        rejection.findings = errors
+        rejection.findings = findings
             .iter()
             .take(MAX_FINDINGS)
-            .map(|e| format!("{}: {e}", display_pointer(&e.instance_path().to_string())))
+            .map(|f| format!("/detail{}: {}", f.pointer, f.message))
             .collect();
         return Err(rejection);
     }
@@ -168,10 +165,6 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
         resources: envelope.resources,
         detail,
     })
-}
-
-fn display_pointer(p: &str) -> String {
-    format!("/detail{p}")
 }
 
 /// Parses JSON text as ingest does: duplicate object keys are an error (see `Strict`). What feeds

@@ -7,6 +7,7 @@
 //! - [`events`]: the payload (`data`) of every inbound and outbound event type.
 //! - [`registry`]: which event types and versions exist, their JSON Schemas (generated from the Rust types,
 //!   committed under `events/schemas/`, and compared by a test so they cannot drift).
+//! - [`schema_check`]: checks a `detail` against its generated schema (the keywords our schemas use).
 //! - [`mapping`]: where a mapping file (a connector's, a channel platform's) is read from.
 //! - [`ingest`]: the one parser of raw inbound bytes; it returns a typed event or a [`Rejection`] with a
 //!   machine-readable [`ReasonCode`] for the quarantine.
@@ -16,6 +17,7 @@ pub mod events;
 pub mod ingest;
 pub mod mapping;
 pub mod registry;
+pub mod schema_check;
 pub mod values;
 
 pub use envelope::{BusEvent, Channel, Detail, Metadata, SOURCE_POLICY, check_source};

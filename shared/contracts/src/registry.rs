@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::envelope::{Detail, Metadata};
 use crate::events::*;
+use crate::schema_check::Schema;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -171,12 +172,13 @@ impl EventType {
     /// Validates a `detail` against this type's schema at `version`; the findings name each violation's
     /// location.
     pub fn validate(self, version: u32, detail: &Value) -> Result<(), Vec<String>> {
-        let validator = self
+        let schema = self
             .validator(version)
             .ok_or_else(|| vec![format!("no schema version {version}")])?;
-        let findings: Vec<String> = validator
-            .iter_errors(detail)
-            .map(|e| format!("{}: {e}", e.instance_path()))
+        let findings: Vec<String> = schema
+            .findings(detail)
+            .into_iter()
+            .map(|f| format!("{}: {}", f.pointer, f.message))
             .collect();
         if findings.is_empty() {
             Ok(())
@@ -186,21 +188,24 @@ impl EventType {
     }
 
     /// The compiled schema of this type at `version`, compiled the first time this type is validated and
-    /// kept for the process. One cell per type and version: compiling all 22 schemas at the first event
-    /// took ingest about 9 ms (generating them 1.7, compiling 6.7); the first `SaleCompleted` now takes
-    /// about 2.3 ms (the first compilation also sets up what later ones share) and each other type's
-    /// first event 0.3–0.6 ms (`retail-sync bench cold-start` prints what each first event costs).
-    pub(crate) fn validator(self, version: u32) -> Option<&'static jsonschema::Validator> {
+    /// kept for the process. One cell per type and version, so a container compiles only the types it
+    /// meets (compiling is a walk of the generated schema: `retail-sync bench cold-start` prints what each
+    /// type's first event costs).
+    pub(crate) fn validator(self, version: u32) -> Option<&'static Schema> {
         const TYPES: usize = EventType::ALL.len();
-        static VALIDATORS: [OnceLock<jsonschema::Validator>; TYPES * SUPPORTED_VERSIONS.len()] =
+        static VALIDATORS: [OnceLock<Schema>; TYPES * SUPPORTED_VERSIONS.len()] =
             [const { OnceLock::new() }; TYPES * SUPPORTED_VERSIONS.len()];
         let t = EventType::ALL.iter().position(|&t| t == self)?;
         let v = SUPPORTED_VERSIONS.iter().position(|&v| v == version)?;
         let cell = VALIDATORS.get(v * TYPES + t)?;
         Some(cell.get_or_init(|| {
             let schema = self.schema(version).expect("supported version has a schema");
-            jsonschema::validator_for(&schema)
-                .unwrap_or_else(|e| panic!("generated schema of {} v{version} is invalid: {e}", self.name()))
+            Schema::compile(&schema).unwrap_or_else(|e| {
+                panic!(
+                    "generated schema of {} v{version} is not one we check: {e}",
+                    self.name()
+                )
+            })
         }))
     }
 }

@@ -108,6 +108,39 @@ fn the_schema_rejects_what_the_type_rejects() {
     }
 }
 
+/// What an operator reads in a refused event's quarantine entry: each finding names its place under
+/// `/detail` and words the violation (the README's examples, "Event contracts"); a missing identifier is
+/// its own reason.
+#[test]
+fn ingest_findings_name_the_place_and_the_violation() {
+    let raw = std::fs::read(events_dir().join("samples/SaleCompleted.json")).unwrap();
+    let mut envelope: Value = serde_json::from_slice(&raw).unwrap();
+    let data = &mut envelope["detail"]["data"];
+    data["lines"][0]["quantity"] = 0.into();
+    data["currency"] = "XXY".into();
+    data["surprise"] = true.into();
+    data.as_object_mut().unwrap().remove("receipt_id");
+    let refused =
+        parse_inbound(&serde_json::to_vec(&envelope).unwrap(), &IngestLimits::default()).unwrap_err();
+    assert_eq!(
+        refused.reason,
+        retail_sync_contracts::ReasonCode::MissingIdentifier
+    );
+    assert_eq!(
+        refused.message,
+        "SaleCompleted v1 violates its schema (4 findings)"
+    );
+    assert_eq!(
+        refused.findings,
+        [
+            "/detail/data: \"receipt_id\" is a required property",
+            "/detail/data/currency: \"XXY\" is not one of \"AED\", \"AFN\" or 154 other candidates",
+            "/detail/data/lines/0/quantity: 0 is less than the minimum of 1",
+            "/detail/data: Additional properties are not allowed ('surprise' was unexpected)",
+        ]
+    );
+}
+
 /// The source policy covers exactly the inbound types (each sent by some channel, none outbound), every
 /// channel but retail-sync's own has its row, and every inbound sample's source may send it.
 #[test]
@@ -145,4 +178,123 @@ fn the_source_policy_covers_the_inbound_types_and_the_samples_follow_it() {
         check_source("retail.crm", EventType::OrderCancelled).unwrap_err(),
         "source retail.crm may not send OrderCancelled; it may send CustomerUpdated, TierChanged, MemberEnrolled, ErasureRequested, MemberMergeRequested"
     );
+}
+
+/// Our schema check (`retail_sync_contracts::schema_check`) against a general JSON Schema validator (the
+/// `jsonschema` crate, which ingest used before): on every sample event and every event of the sample
+/// days, changed in every place in many ways (each value replaced by values of every JSON type and of the
+/// edges our schemas draw, each member removed, a member added to each object, each list emptied or
+/// lengthened), both give the same findings, worded the same, in the same order. This is what keeps a
+/// quarantine entry's findings, and so its id, what they were.
+#[test]
+fn findings_are_those_of_a_general_json_schema_validator() {
+    let mut details: Vec<(EventType, Value)> = Vec::new();
+    for &t in EventType::ALL {
+        let raw = std::fs::read(events_dir().join("samples").join(format!("{}.json", t.name()))).unwrap();
+        let envelope: BusEvent<Value> = serde_json::from_slice(&raw).unwrap();
+        details.push((t, envelope.detail));
+    }
+    for day in ["pos-day", "orders-day", "members-day"] {
+        let text = std::fs::read_to_string(events_dir().join(format!("streams/{day}.jsonl"))).unwrap();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let Some(t) = v["detail-type"].as_str().and_then(EventType::from_name) else {
+                continue;
+            };
+            details.push((t, v["detail"].clone()));
+        }
+    }
+    let replacements: Vec<Value> = serde_json::from_str(
+        r#"[null, true, false, 0, 1, -1, 1.0, 1.5, -0.5, 9999, 10000, 100000, 100001,
+            9007199254740991, 9007199254740992, 18446744073709551615, -9223372036854775808, 1e300,
+            "", "x", "a b", "EUR", "pos", "web", "x_y-z.1", "-x", "ä", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "2026-11-29T10:00:00Z", "not a date", [], [1], [{}], {}, {"k": 1}]"#,
+    )
+    .unwrap();
+
+    let mut general = std::collections::HashMap::new();
+    let mut compared = 0usize;
+    let mut invalid = 0usize;
+    let mut differences = Vec::new();
+    for (t, detail) in &details {
+        let validator = general.entry(*t).or_insert_with(|| {
+            jsonschema::validator_for(&t.schema(1).unwrap()).expect("the general validator compiles it")
+        });
+        let mut variants = vec![detail.clone()];
+        for pointer in pointers(detail) {
+            for r in &replacements {
+                let mut v = detail.clone();
+                *v.pointer_mut(&pointer).unwrap() = r.clone();
+                variants.push(v);
+            }
+            let mut v = detail.clone();
+            match v.pointer_mut(&pointer).unwrap() {
+                Value::Object(m) => {
+                    m.insert("zz_surprise".into(), 1.into());
+                    m.insert("aa_surprise".into(), Value::Null);
+                }
+                Value::Array(a) => {
+                    let first = a.first().cloned().unwrap_or(Value::Null);
+                    a.extend(std::iter::repeat_n(first, 120));
+                }
+                _ => continue,
+            }
+            variants.push(v);
+            if let Some((parent, key)) = pointer.rsplit_once('/') {
+                let mut v = detail.clone();
+                if let Some(Value::Object(m)) = v.pointer_mut(parent) {
+                    m.remove(key);
+                    variants.push(v);
+                }
+            }
+        }
+        for v in variants {
+            let ours: Vec<String> = match t.validate(1, &v) {
+                Ok(()) => Vec::new(),
+                Err(findings) => findings,
+            };
+            let theirs: Vec<String> = validator
+                .iter_errors(&v)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect();
+            compared += 1;
+            invalid += usize::from(!theirs.is_empty());
+            if ours != theirs && differences.len() < 5 {
+                differences.push(format!(
+                    "{}: {v}\n  ours:   {ours:?}\n  theirs: {theirs:?}",
+                    t.name()
+                ));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    // The comparison covered every type and a great many refusals, not only valid events.
+    assert!(
+        compared > 20_000 && invalid > compared / 2,
+        "{compared} compared, {invalid} invalid"
+    );
+}
+
+/// The JSON pointer of every value inside `v` (not `v` itself).
+fn pointers(v: &Value) -> Vec<String> {
+    fn walk(v: &Value, at: String, out: &mut Vec<String>) {
+        let children: Vec<(String, &Value)> = match v {
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, c)| (k.replace('~', "~0").replace('/', "~1"), c))
+                .collect(),
+            Value::Array(a) => a.iter().enumerate().map(|(i, c)| (i.to_string(), c)).collect(),
+            _ => return,
+        };
+        for (k, c) in children {
+            let here = format!("{at}/{k}");
+            out.push(here.clone());
+            walk(c, here, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, String::new(), &mut out);
+    out
 }

@@ -1,0 +1,751 @@
+//! Checks a `detail` against its type's generated JSON Schema: the keywords our schemas use, and only
+//! those.
+//!
+//! Why not a general JSON Schema validator: our schemas are generated from the Rust types (schemars) and
+//! use a small set of keywords (below). A general validator (the `jsonschema` crate, with two regular
+//! expression engines, a resolver for remote references and every draft's keywords) was about 2 MB of
+//! `ingest`'s 13 MB binary and compiled a type's schema on its first event (2.3 ms for the first one of a
+//! container). This one compiles a schema in microseconds and links only `regex-lite`, which the AWS SDK
+//! already links.
+//!
+//! What it takes: `type` (one name), `const`, `enum`, `minimum`, `maximum`, `minLength`, `maxLength`,
+//! `pattern`, `items`, `minItems`, `maxItems`, `properties`, `additionalProperties` (`false` beside
+//! `properties`), `required`, `anyOf`, `oneOf`, and `$ref` to `#/$defs/<name>`; `format` is an annotation
+//! in draft 2020-12 (as the general validator treated it), like `description`, `title` and `default`.
+//! Any other keyword is refused when the schema is compiled, so a type whose generated schema starts using
+//! one fails `every_supported_schema_compiles_and_is_kept` instead of going unchecked.
+//!
+//! The findings are worded as the general validator worded them, and come in the same order: a test
+//! (`tests/contracts.rs`, `findings_are_those_of_a_general_json_schema_validator`) compares the two on
+//! every sample event changed in every place, so what an operator reads in a quarantine entry, and the
+//! entry's id (a digest of its findings), did not change with the validator.
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Number, Value};
+
+/// One violation: where in the document (a JSON pointer, `""` for the whole document) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub pointer: String,
+    pub message: String,
+    /// For a `required` violation, the member that is missing.
+    pub missing: Option<String>,
+}
+
+/// A compiled schema: the root's checks and those of each `$defs` entry a `$ref` names.
+#[derive(Debug)]
+pub struct Schema {
+    root: Node,
+    defs: Vec<Node>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    checks: Vec<Check>,
+}
+
+#[derive(Debug)]
+enum Check {
+    Ref(usize),
+    /// `additionalProperties: false` with its sibling `properties`: each known member is checked against
+    /// its schema and the others are named in one finding. A `required` of one name is checked here, after
+    /// the members (the general validator did so, and its findings came in that order); a longer one is a
+    /// check of its own, run before this one.
+    Closed(Vec<(String, Node)>, Option<String>),
+    /// `properties` without `additionalProperties: false`.
+    Properties(Vec<(String, Node)>),
+    Required(Vec<String>),
+    AnyOf(Vec<Node>),
+    OneOf(Vec<Node>),
+    Const(Value),
+    Enum(Vec<Value>),
+    Items(Box<Node>),
+    MinItems(u64),
+    MaxItems(u64),
+    MinLength(u64),
+    MaxLength(u64),
+    Minimum(Number),
+    Maximum(Number),
+    Pattern(regex_lite::Regex, String),
+    /// One type name, or a list of them (`["string", "null"]` for an optional value).
+    Type(Vec<Kind>),
+}
+
+impl Check {
+    /// The order a schema object's checks run in (the general validator's: a type first, references
+    /// last); checks of one rank run in the order of their keywords.
+    fn rank(&self) -> u8 {
+        match self {
+            Check::Type(_) => 1,
+            Check::Const(_) => 5,
+            Check::Enum(_) => 6,
+            Check::Minimum(_) => 10,
+            Check::Maximum(_) => 11,
+            Check::MinLength(_) => 20,
+            Check::MaxLength(_) => 21,
+            Check::MinItems(_) => 22,
+            Check::MaxItems(_) => 23,
+            Check::Required(_) => 26,
+            Check::Pattern(..) => 30,
+            Check::Properties(_) => 40,
+            Check::Closed(..) => 42,
+            Check::Items(_) => 44,
+            Check::AnyOf(_) => 51,
+            Check::OneOf(_) => 52,
+            Check::Ref(_) => 70,
+        }
+    }
+}
+
+/// JSON's types, in the order a finding lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Null,
+    Boolean,
+    Integer,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl Kind {
+    fn parse(name: &str) -> Option<Kind> {
+        Some(match name {
+            "null" => Kind::Null,
+            "boolean" => Kind::Boolean,
+            "integer" => Kind::Integer,
+            "number" => Kind::Number,
+            "string" => Kind::String,
+            "array" => Kind::Array,
+            "object" => Kind::Object,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Boolean => "boolean",
+            Kind::Integer => "integer",
+            Kind::Number => "number",
+            Kind::String => "string",
+            Kind::Array => "array",
+            Kind::Object => "object",
+        }
+    }
+
+    fn admits(self, value: &Value) -> bool {
+        match (self, value) {
+            (Kind::Null, Value::Null)
+            | (Kind::Boolean, Value::Bool(_))
+            | (Kind::Number, Value::Number(_))
+            | (Kind::String, Value::String(_))
+            | (Kind::Array, Value::Array(_))
+            | (Kind::Object, Value::Object(_)) => true,
+            // Since draft 6 a number with a zero fraction is an integer: `1.0` is one.
+            (Kind::Integer, Value::Number(n)) => {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Why a schema could not be compiled: a keyword this checker does not take, or a malformed value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {problem}")]
+pub struct CompileError {
+    pub pointer: String,
+    pub problem: String,
+}
+
+/// Keywords that only annotate.
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$defs",
+    "title",
+    "description",
+    "default",
+    "format",
+];
+
+impl Schema {
+    /// Compiles a schema document (a JSON object whose `$ref`s point into its own `$defs`).
+    pub fn compile(document: &Value) -> Result<Schema, CompileError> {
+        let names: Vec<&String> = match document.get("$defs") {
+            Some(Value::Object(defs)) => defs.keys().collect(),
+            Some(_) => return Err(problem("/$defs", "is not an object")),
+            None => Vec::new(),
+        };
+        let compiler = Compiler { names: &names };
+        let mut defs = Vec::with_capacity(names.len());
+        for name in &names {
+            let pointer = format!("/$defs/{}", escape(name));
+            defs.push(compiler.node(&document["$defs"][name.as_str()], &pointer)?);
+        }
+        let root = compiler.node(document, "")?;
+        Ok(Schema { root, defs })
+    }
+
+    /// Every violation of `instance`, in the order the checks run (see `Check::rank`; an object's
+    /// members in the instance's order, which is their keys' order).
+    pub fn findings(&self, instance: &Value) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.check(&self.root, instance, &Path::Root, &mut Sink::Collect(&mut out));
+        out
+    }
+
+    /// Whether `instance` is valid: stops at the first violation and words nothing.
+    pub fn is_valid(&self, instance: &Value) -> bool {
+        let mut sink = Sink::Any(false);
+        self.check(&self.root, instance, &Path::Root, &mut sink);
+        matches!(sink, Sink::Any(false))
+    }
+
+    fn valid_under(&self, node: &Node, instance: &Value) -> bool {
+        let mut sink = Sink::Any(false);
+        self.check(node, instance, &Path::Root, &mut sink);
+        matches!(sink, Sink::Any(false))
+    }
+
+    fn check(&self, node: &Node, value: &Value, path: &Path<'_>, sink: &mut Sink<'_>) {
+        for check in &node.checks {
+            if sink.done() {
+                return;
+            }
+            match check {
+                Check::Ref(i) => {
+                    if let Some(target) = self.defs.get(*i) {
+                        self.check(target, value, path, sink);
+                    }
+                }
+                Check::Closed(props, _) | Check::Properties(props) => {
+                    let Value::Object(members) = value else { continue };
+                    let mut unexpected = Vec::new();
+                    for (key, member) in members {
+                        match props.iter().find(|(name, _)| name == key) {
+                            Some((_, sub)) => self.check(sub, member, &Path::Key(path, key), sink),
+                            None => unexpected.push(key),
+                        }
+                    }
+                    if matches!(check, Check::Closed(..)) && !unexpected.is_empty() {
+                        sink.report(path, || {
+                            let mut m = String::from("Additional properties are not allowed (");
+                            for (i, key) in unexpected.iter().enumerate() {
+                                let sep = if i == 0 { "" } else { ", " };
+                                let _ = write!(m, "{sep}'{key}'");
+                            }
+                            m.push_str(if unexpected.len() == 1 {
+                                " was unexpected)"
+                            } else {
+                                " were unexpected)"
+                            });
+                            m
+                        });
+                    }
+                    if let Check::Closed(_, Some(name)) = check
+                        && !members.contains_key(name)
+                    {
+                        sink.report_missing(
+                            path,
+                            || format!("\"{name}\" is a required property"),
+                            Some(name),
+                        );
+                    }
+                }
+                Check::Required(names) => {
+                    let Value::Object(members) = value else { continue };
+                    for name in names {
+                        if !members.contains_key(name) {
+                            sink.report_missing(
+                                path,
+                                || format!("\"{name}\" is a required property"),
+                                Some(name),
+                            );
+                        }
+                    }
+                }
+                Check::AnyOf(options) => {
+                    if !options.iter().any(|o| self.valid_under(o, value)) {
+                        sink.report(path, || {
+                            format!(
+                                "{value} is not valid under any of the schemas listed in the 'anyOf' keyword"
+                            )
+                        });
+                    }
+                }
+                Check::OneOf(options) => {
+                    match options.iter().filter(|o| self.valid_under(o, value)).take(2).count() {
+                        1 => {}
+                        0 => sink.report(path, || {
+                            format!("{value} is not valid under any of the schemas listed in the 'oneOf' keyword")
+                        }),
+                        _ => sink.report(path, || {
+                            format!("{value} is valid under more than one of the schemas listed in the 'oneOf' keyword")
+                        }),
+                    }
+                }
+                Check::Const(expected) => {
+                    if !same(value, expected) {
+                        sink.report(path, || format!("{expected} was expected"));
+                    }
+                }
+                Check::Enum(options) => {
+                    if !options.iter().any(|o| same(value, o)) {
+                        sink.report(path, || enum_message(value, options));
+                    }
+                }
+                Check::Items(sub) => {
+                    if let Value::Array(items) = value {
+                        for (i, item) in items.iter().enumerate() {
+                            self.check(sub, item, &Path::Index(path, i), sink);
+                        }
+                    }
+                }
+                Check::MinItems(limit) => {
+                    if let Value::Array(items) = value
+                        && (items.len() as u64) < *limit
+                    {
+                        sink.report(path, || {
+                            format!("{value} has less than {limit} item{}", plural(*limit))
+                        });
+                    }
+                }
+                Check::MaxItems(limit) => {
+                    if let Value::Array(items) = value
+                        && (items.len() as u64) > *limit
+                    {
+                        sink.report(path, || {
+                            format!("{value} has more than {limit} item{}", plural(*limit))
+                        });
+                    }
+                }
+                Check::MinLength(limit) => {
+                    if let Value::String(s) = value
+                        && (s.chars().count() as u64) < *limit
+                    {
+                        sink.report(path, || {
+                            format!("{value} is shorter than {limit} character{}", plural(*limit))
+                        });
+                    }
+                }
+                Check::MaxLength(limit) => {
+                    if let Value::String(s) = value
+                        && (s.chars().count() as u64) > *limit
+                    {
+                        sink.report(path, || {
+                            format!("{value} is longer than {limit} character{}", plural(*limit))
+                        });
+                    }
+                }
+                Check::Minimum(limit) => {
+                    if let Value::Number(n) = value
+                        && compare(n, limit) == Ordering::Less
+                    {
+                        sink.report(path, || format!("{value} is less than the minimum of {limit}"));
+                    }
+                }
+                Check::Maximum(limit) => {
+                    if let Value::Number(n) = value
+                        && compare(n, limit) == Ordering::Greater
+                    {
+                        sink.report(path, || format!("{value} is greater than the maximum of {limit}"));
+                    }
+                }
+                Check::Pattern(regex, source) => {
+                    if let Value::String(s) = value
+                        && !regex.is_match(s)
+                    {
+                        sink.report(path, || format!("{value} does not match \"{source}\""));
+                    }
+                }
+                Check::Type(kinds) => {
+                    if !kinds.iter().any(|k| k.admits(value)) {
+                        sink.report(path, || match kinds.as_slice() {
+                            [kind] => format!("{value} is not of type \"{}\"", kind.name()),
+                            _ => {
+                                let names: Vec<String> =
+                                    kinds.iter().map(|k| format!("\"{}\"", k.name())).collect();
+                                format!("{value} is not of types {}", names.join(", "))
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the findings go: all of them, worded, or only whether there is one.
+enum Sink<'a> {
+    Collect(&'a mut Vec<Finding>),
+    Any(bool),
+}
+
+impl Sink<'_> {
+    fn done(&self) -> bool {
+        matches!(self, Sink::Any(true))
+    }
+
+    fn report(&mut self, path: &Path<'_>, message: impl FnOnce() -> String) {
+        self.report_missing(path, message, None);
+    }
+
+    fn report_missing(&mut self, path: &Path<'_>, message: impl FnOnce() -> String, missing: Option<&str>) {
+        match self {
+            Sink::Collect(out) => out.push(Finding {
+                pointer: path.pointer(),
+                message: message(),
+                missing: missing.map(str::to_owned),
+            }),
+            Sink::Any(found) => *found = true,
+        }
+    }
+}
+
+/// The place being checked, as a chain up to the document: the pointer is written only for a finding.
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    fn pointer(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Key(parent, key) => format!("{}/{}", parent.pointer(), escape(key)),
+            Path::Index(parent, i) => format!("{}/{i}", parent.pointer()),
+        }
+    }
+}
+
+/// A JSON pointer's escaping of one reference token (RFC 6901): `~` as `~0`, `/` as `~1`.
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The general validator's wording: every option when there are at most three, else the first two and
+/// how many others.
+fn enum_message(value: &Value, options: &[Value]) -> String {
+    let mut m = format!("{value} is not one of ");
+    let shown = if options.len() <= 3 { options.len() } else { 2 };
+    for (i, option) in options.iter().take(shown).enumerate() {
+        let sep = match i {
+            0 => "",
+            _ if options.len() <= 3 && i == options.len() - 1 => " or ",
+            _ => ", ",
+        };
+        let _ = write!(m, "{sep}{option}");
+    }
+    if options.len() > 3 {
+        let _ = write!(m, " or {} other candidates", options.len() - shown);
+    }
+    m
+}
+
+/// JSON equality as JSON Schema means it: numbers by value (`1` and `1.0` are the same), objects whatever
+/// the order of their members.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => compare(x, y) == Ordering::Equal,
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Compares two JSON numbers exactly, whether each is held as a signed, an unsigned or a float.
+fn compare(a: &Number, b: &Number) -> Ordering {
+    match (integer(a), integer(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(x), None) => compare_float(b.as_f64().unwrap_or(0.0), x).reverse(),
+        (None, Some(y)) => compare_float(a.as_f64().unwrap_or(0.0), y),
+        (None, None) => {
+            let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+            x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+        }
+    }
+}
+
+fn integer(n: &Number) -> Option<i128> {
+    n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from))
+}
+
+/// A float against an integer without rounding the integer: JSON floats are finite, and every integer a
+/// JSON number holds as one lies within ±2^64.
+fn compare_float(f: f64, i: i128) -> Ordering {
+    const BOUND: f64 = 18_446_744_073_709_551_616.0; // 2^64
+    if f >= BOUND {
+        return Ordering::Greater;
+    }
+    if f <= -BOUND {
+        return Ordering::Less;
+    }
+    let whole = f.trunc();
+    // Exact: |whole| < 2^64 fits an i128.
+    match (whole as i128).cmp(&i) {
+        Ordering::Equal if f > whole => Ordering::Greater,
+        Ordering::Equal if f < whole => Ordering::Less,
+        other => other,
+    }
+}
+
+struct Compiler<'a> {
+    names: &'a [&'a String],
+}
+
+fn problem(pointer: &str, what: &str) -> CompileError {
+    CompileError {
+        pointer: pointer.to_owned(),
+        problem: what.to_owned(),
+    }
+}
+
+impl Compiler<'_> {
+    fn node(&self, schema: &Value, at: &str) -> Result<Node, CompileError> {
+        let Value::Object(keywords) = schema else {
+            return Err(problem(at, "a schema here is not an object"));
+        };
+        let closed = matches!(keywords.get("additionalProperties"), Some(Value::Bool(false)));
+        // One required name beside `additionalProperties: false` is checked with the members.
+        let required_one = match keywords.get("required") {
+            Some(Value::Array(names)) if closed && names.len() == 1 => names[0].as_str().map(str::to_owned),
+            _ => None,
+        };
+        let mut checks = Vec::new();
+        for (keyword, value) in keywords {
+            let here = format!("{at}/{}", escape(keyword));
+            let check = match keyword.as_str() {
+                k if ANNOTATIONS.contains(&k) => continue,
+                "$ref" => Check::Ref(self.reference(value, &here)?),
+                "additionalProperties" => match value {
+                    Value::Bool(false) => Check::Closed(
+                        self.properties(keywords.get("properties"), at)?,
+                        required_one.clone(),
+                    ),
+                    Value::Bool(true) => continue,
+                    _ => return Err(problem(&here, "only `false` is taken")),
+                },
+                "properties" if closed => continue,
+                "required" if required_one.is_some() => continue,
+                "properties" => Check::Properties(self.properties(Some(value), at)?),
+                "required" => Check::Required(
+                    value
+                        .as_array()
+                        .and_then(|names| names.iter().map(|n| n.as_str().map(str::to_owned)).collect())
+                        .ok_or_else(|| problem(&here, "is not a list of names"))?,
+                ),
+                "anyOf" => Check::AnyOf(self.list(value, &here)?),
+                "oneOf" => Check::OneOf(self.list(value, &here)?),
+                "const" => Check::Const(value.clone()),
+                "enum" => Check::Enum(
+                    value
+                        .as_array()
+                        .cloned()
+                        .ok_or_else(|| problem(&here, "is not a list"))?,
+                ),
+                "items" => Check::Items(Box::new(self.node(value, &here)?)),
+                "minItems" => Check::MinItems(count(value, &here)?),
+                "maxItems" => Check::MaxItems(count(value, &here)?),
+                "minLength" => Check::MinLength(count(value, &here)?),
+                "maxLength" => Check::MaxLength(count(value, &here)?),
+                "minimum" => Check::Minimum(number(value, &here)?),
+                "maximum" => Check::Maximum(number(value, &here)?),
+                "pattern" => {
+                    let source = value.as_str().ok_or_else(|| problem(&here, "is not text"))?;
+                    let regex = regex_lite::Regex::new(source).map_err(|e| problem(&here, &e.to_string()))?;
+                    Check::Pattern(regex, source.to_owned())
+                }
+                "type" => Check::Type(
+                    match value {
+                        Value::String(name) => Kind::parse(name).map(|k| vec![k]),
+                        Value::Array(names) if !names.is_empty() => names
+                            .iter()
+                            .map(|n| n.as_str().and_then(Kind::parse))
+                            .collect::<Option<Vec<Kind>>>()
+                            .map(|mut kinds| {
+                                kinds.sort();
+                                kinds.dedup();
+                                kinds
+                            }),
+                        _ => None,
+                    }
+                    .ok_or_else(|| problem(&here, "is not a type name or a list of them"))?,
+                ),
+                other => return Err(problem(at, &format!("keyword `{other}` is not taken"))),
+            };
+            checks.push(check);
+        }
+        // Cheap checks first, as the general validator ran them: its findings came in this order.
+        checks.sort_by_key(Check::rank);
+        Ok(Node { checks })
+    }
+
+    fn reference(&self, value: &Value, at: &str) -> Result<usize, CompileError> {
+        value
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+            .and_then(|name| self.names.iter().position(|n| n.as_str() == name))
+            .ok_or_else(|| {
+                problem(
+                    at,
+                    "only a reference to `#/$defs/<name>` of this document is taken",
+                )
+            })
+    }
+
+    fn properties(&self, value: Option<&Value>, at: &str) -> Result<Vec<(String, Node)>, CompileError> {
+        let Some(value) = value else { return Ok(Vec::new()) };
+        let members: &Map<String, Value> = value
+            .as_object()
+            .ok_or_else(|| problem(&format!("{at}/properties"), "is not an object"))?;
+        members
+            .iter()
+            .map(|(name, schema)| {
+                let here = format!("{at}/properties/{}", escape(name));
+                Ok((name.clone(), self.node(schema, &here)?))
+            })
+            .collect()
+    }
+
+    fn list(&self, value: &Value, at: &str) -> Result<Vec<Node>, CompileError> {
+        let options = value.as_array().ok_or_else(|| problem(at, "is not a list"))?;
+        options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| self.node(o, &format!("{at}/{i}")))
+            .collect()
+    }
+}
+
+fn count(value: &Value, at: &str) -> Result<u64, CompileError> {
+    value.as_u64().ok_or_else(|| problem(at, "is not a count"))
+}
+
+fn number(value: &Value, at: &str) -> Result<Number, CompileError> {
+    match value {
+        Value::Number(n) => Ok(n.clone()),
+        _ => Err(problem(at, "is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn findings(schema: Value, instance: Value) -> Vec<String> {
+        Schema::compile(&schema)
+            .unwrap()
+            .findings(&instance)
+            .into_iter()
+            .map(|f| format!("{}: {}", f.pointer, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn numbers_compare_exactly_whatever_they_are_held_as() {
+        let big = Number::from(9_007_199_254_740_993u64); // 2^53 + 1: no f64 holds it
+        let f = |x: f64| Number::from_f64(x).unwrap();
+        assert_eq!(compare(&f(9_007_199_254_740_992.0), &big), Ordering::Less);
+        assert_eq!(compare(&big, &f(9_007_199_254_740_992.0)), Ordering::Greater);
+        assert_eq!(compare(&f(1.0), &Number::from(1)), Ordering::Equal);
+        assert_eq!(compare(&f(0.5), &Number::from(0)), Ordering::Greater);
+        assert_eq!(compare(&f(-0.5), &Number::from(0)), Ordering::Less);
+        assert_eq!(compare(&f(1e300), &Number::from(u64::MAX)), Ordering::Greater);
+        assert_eq!(compare(&f(-1e300), &Number::from(i64::MIN)), Ordering::Less);
+        assert_eq!(
+            compare(&Number::from(-1), &Number::from(u64::MAX)),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn a_keyword_it_does_not_take_is_refused_when_compiled() {
+        let e = Schema::compile(&json!({"properties": {"a": {"type": "string", "uniqueItems": true}}}))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "/properties/a: keyword `uniqueItems` is not taken");
+        let e = Schema::compile(&json!({"$ref": "https://example.com/s.json"})).unwrap_err();
+        assert_eq!(e.pointer, "/$ref");
+        let e = Schema::compile(&json!({"type": ["string", "date"]})).unwrap_err();
+        assert_eq!(e.pointer, "/type");
+    }
+
+    #[test]
+    fn findings_name_their_place_and_word_the_violation() {
+        let schema = json!({
+            "$defs": {"Id": {"type": "string", "minLength": 1, "maxLength": 3, "pattern": "^[a-z]+$"}},
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["id", "n/m"],
+            "properties": {
+                "id": {"$ref": "#/$defs/Id"},
+                "n/m": {"type": "integer", "minimum": 1, "maximum": 9},
+                "tags": {"type": "array", "items": {"enum": ["a", "b", "c", "d"]}, "maxItems": 1},
+                "note": {"type": ["string", "null"]},
+            }
+        });
+        assert_eq!(
+            findings(
+                schema.clone(),
+                json!({"id": "ABCD", "n/m": 1.5, "tags": ["e", "a"], "x": 1, "y": 2})
+            ),
+            [
+                "/id: \"ABCD\" is longer than 3 characters",
+                "/id: \"ABCD\" does not match \"^[a-z]+$\"",
+                "/n~1m: 1.5 is not of type \"integer\"",
+                "/tags: [\"e\",\"a\"] has more than 1 item",
+                "/tags/0: \"e\" is not one of \"a\", \"b\" or 2 other candidates",
+                ": Additional properties are not allowed ('x', 'y' were unexpected)",
+            ]
+        );
+        assert_eq!(
+            findings(schema.clone(), json!({"id": ""})),
+            [
+                ": \"n/m\" is a required property",
+                "/id: \"\" is shorter than 1 character",
+                "/id: \"\" does not match \"^[a-z]+$\"",
+            ]
+        );
+        assert_eq!(
+            findings(schema.clone(), json!([])),
+            [": [] is not of type \"object\""]
+        );
+        assert_eq!(
+            findings(schema.clone(), json!({"id": "ab", "n/m": 1, "note": 5})),
+            ["/note: 5 is not of types \"null\", \"string\""]
+        );
+        assert!(findings(schema.clone(), json!({"id": "ab", "n/m": 9.0})).is_empty());
+        let compiled = Schema::compile(&schema).unwrap();
+        assert!(compiled.is_valid(&json!({"id": "ab", "n/m": 9})));
+        assert!(!compiled.is_valid(&json!({"id": "ab", "n/m": 10})));
+    }
+
+    #[test]
+    fn one_of_refuses_none_and_more_than_one() {
+        let schema = json!({"oneOf": [{"type": "integer"}, {"type": "number"}], "anyOf": [{"const": 1}, {"const": 2.5}]});
+        assert!(findings(schema.clone(), json!(2.5)).is_empty());
+        assert_eq!(
+            findings(schema.clone(), json!(1)),
+            [": 1 is valid under more than one of the schemas listed in the 'oneOf' keyword"]
+        );
+        assert_eq!(
+            findings(schema, json!("x")),
+            [
+                ": \"x\" is not valid under any of the schemas listed in the 'anyOf' keyword",
+                ": \"x\" is not valid under any of the schemas listed in the 'oneOf' keyword",
+            ]
+        );
+    }
+}

@@ -264,11 +264,17 @@ impl Schema {
                 Check::Closed(props, _) | Check::Properties(props) => {
                     let Value::Object(members) = value else { continue };
                     let mut unexpected = Vec::new();
+                    // Both are sorted by name (a serde_json map is; `props` see `Compiler::properties`):
+                    // one walk along the two finds each member's schema.
+                    let mut declared = props.iter().peekable();
                     for (key, member) in members {
-                        // `props` is sorted by name (see `Compiler::properties`).
-                        match props.binary_search_by(|(name, _)| name.as_str().cmp(key)) {
-                            Ok(i) => self.check(&props[i].1, member, &Path::Key(path, key), sink),
-                            Err(_) => unexpected.push(key),
+                        while declared
+                            .next_if(|(name, _)| name.as_str() < key.as_str())
+                            .is_some()
+                        {}
+                        match declared.next_if(|(name, _)| name == key) {
+                            Some((_, sub)) => self.check(sub, member, &Path::Key(path, key), sink),
+                            None => unexpected.push(key),
                         }
                     }
                     if matches!(check, Check::Closed(..)) && !unexpected.is_empty() {
@@ -886,7 +892,7 @@ impl Compiler<'_> {
                 Ok((name.clone(), self.node(schema, &here)?))
             })
             .collect::<Result<Vec<_>, CompileError>>()?;
-        // Looked up by binary search.
+        // Walked along an object's members, which come sorted (see `Schema::check`).
         props.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(props)
     }

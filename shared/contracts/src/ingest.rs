@@ -147,7 +147,7 @@ pub fn parse_inbound(raw: &[u8], limits: &IngestLimits) -> Result<BusEvent<Event
         rejection.findings = findings
             .iter()
             .take(MAX_FINDINGS)
-            .map(|f| format!("/detail{}: {}", f.pointer, f.message))
+            .map(|f| format!("/detail{f}"))
             .collect();
         return Err(rejection);
     }

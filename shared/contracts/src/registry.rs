@@ -178,7 +178,7 @@ impl EventType {
         let findings: Vec<String> = schema
             .findings(detail)
             .into_iter()
-            .map(|f| format!("{}: {}", f.pointer, f.message))
+            .map(|f| f.to_string())
             .collect();
         if findings.is_empty() {
             Ok(())

@@ -35,6 +35,13 @@ pub struct Finding {
     pub missing: Option<String>,
 }
 
+/// `<pointer>: <message>`, as a finding is listed.
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.pointer, self.message)
+    }
+}
+
 /// A compiled schema: the root's checks and those of each `$defs` entry a `$ref` names.
 #[derive(Debug)]
 pub struct Schema {
@@ -114,17 +121,18 @@ enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::Null,
+        Kind::Boolean,
+        Kind::Integer,
+        Kind::Number,
+        Kind::String,
+        Kind::Array,
+        Kind::Object,
+    ];
+
     fn parse(name: &str) -> Option<Kind> {
-        Some(match name {
-            "null" => Kind::Null,
-            "boolean" => Kind::Boolean,
-            "integer" => Kind::Integer,
-            "number" => Kind::Number,
-            "string" => Kind::String,
-            "array" => Kind::Array,
-            "object" => Kind::Object,
-            _ => return None,
-        })
+        Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     fn name(self) -> &'static str {
@@ -239,9 +247,7 @@ impl Schema {
 
     /// Whether `instance` is valid: stops at the first violation and words nothing.
     pub fn is_valid(&self, instance: &Value) -> bool {
-        let mut sink = Sink::Any(false);
-        self.check(&self.root, instance, &Path::Root, &mut sink);
-        matches!(sink, Sink::Any(false))
+        self.valid_under(&self.root, instance)
     }
 
     fn valid_under(&self, node: &Node, instance: &Value) -> bool {
@@ -295,22 +301,14 @@ impl Schema {
                     if let Check::Closed(_, Some(name)) = check
                         && !members.contains_key(name)
                     {
-                        sink.report_missing(
-                            path,
-                            || format!("{} is a required property", Value::from(name.as_str())),
-                            Some(name),
-                        );
+                        sink.missing(path, name);
                     }
                 }
                 Check::Required(names) => {
                     let Value::Object(members) = value else { continue };
                     for name in names {
                         if !members.contains_key(name) {
-                            sink.report_missing(
-                                path,
-                                || format!("{} is a required property", Value::from(name.as_str())),
-                                Some(name),
-                            );
+                            sink.missing(path, name);
                         }
                     }
                 }
@@ -652,10 +650,19 @@ impl Sink<'_> {
     }
 
     fn report(&mut self, path: &Path<'_>, message: impl FnOnce() -> String) {
-        self.report_missing(path, message, None);
+        self.push(path, message, None);
     }
 
-    fn report_missing(&mut self, path: &Path<'_>, message: impl FnOnce() -> String, missing: Option<&str>) {
+    /// A `required` member that is not there (the name written as JSON, as the general validator did).
+    fn missing(&mut self, path: &Path<'_>, name: &str) {
+        self.push(
+            path,
+            || format!("{} is a required property", Value::from(name)),
+            Some(name),
+        );
+    }
+
+    fn push(&mut self, path: &Path<'_>, message: impl FnOnce() -> String, missing: Option<&str>) {
         match self {
             Sink::Collect(out) => out.push(Finding {
                 pointer: path.pointer(),
@@ -928,8 +935,20 @@ mod tests {
             .unwrap()
             .findings(&instance)
             .into_iter()
-            .map(|f| format!("{}: {}", f.pointer, f.message))
+            .map(|f| f.to_string())
             .collect()
+    }
+
+    /// An object's members are walked along its sorted properties (`Schema::check`), and findings come in
+    /// the members' order: both take a serde_json map to iterate sorted by key, which it does unless its
+    /// `preserve_order` feature is on.
+    #[test]
+    fn an_object_iterates_its_members_sorted_by_key() {
+        let object: Map<String, Value> = [("b", 1), ("a", 2), ("c", 3)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::from(v)))
+            .collect();
+        assert_eq!(object.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     #[test]

@@ -169,7 +169,9 @@ struct Pending {
     /// the table holds or gave out (AUTOINCREMENT's own rule). A receipt names its message by seq, so it
     /// stays good when the message is written to the table.
     next_seq: Option<i64>,
-    sagas: HashMap<String, SagaRow>,
+    /// The sagas written in this group, as values: a step's load clones one instead of parsing its text,
+    /// and only the last save's state is serialized, once, when the group is written ([`Pending::flush`]).
+    sagas: HashMap<String, Arc<Saga>>,
     /// The sagas created in this group, in order: they are inserted in that order, as they would have
     /// been one by one.
     created: Vec<String>,
@@ -195,14 +197,6 @@ struct Candidate {
     pending: bool,
 }
 
-struct SagaRow {
-    correlation_id: String,
-    version: i64,
-    status: &'static str,
-    item: String,
-    updated_at: i64,
-}
-
 impl State {
     /// Runs `f` over the store as the steps see it: `f` reads through `Pending` and writes into it. In a
     /// group the writes stay there until the group commits; outside one they are written at once, in one
@@ -222,17 +216,17 @@ impl State {
 }
 
 impl Pending {
-    /// A saga's stored text: as written in this group, else as in the table.
-    fn saga(&self, conn: &Connection, pk: &str) -> Result<Option<String>, Error> {
+    /// A saga: as written in this group, else its text as in the table.
+    fn saga(&self, conn: &Connection, pk: &str) -> Result<Option<Loaded>, Error> {
         match self.sagas.get(pk) {
-            Some(row) => Ok(Some(row.item.clone())),
-            None => load_saga(conn, "SELECT item FROM sagas WHERE pk = ?1", pk),
+            Some(saga) => Ok(Some(Loaded::Kept(Arc::clone(saga)))),
+            None => Ok(load_saga(conn, "SELECT item FROM sagas WHERE pk = ?1", pk)?.map(Loaded::Text)),
         }
     }
 
     fn saga_version(&self, conn: &Connection, pk: &str) -> Result<Option<i64>, Error> {
         match self.sagas.get(pk) {
-            Some(row) => Ok(Some(row.version)),
+            Some(saga) => Ok(Some(saga.version as i64)),
             None => conn
                 .prepare_cached("SELECT version FROM sagas WHERE pk = ?1")
                 .and_then(|mut s| s.query_row(params![pk], |r| r.get(0)).optional())
@@ -240,19 +234,12 @@ impl Pending {
         }
     }
 
-    fn put_saga(&mut self, saga: &Saga, item: String, created: bool) {
+    fn put_saga(&mut self, saga: Arc<Saga>, created: bool) {
         let pk = saga.id.as_str().to_owned();
         if created {
             self.created.push(pk.clone());
         }
-        let row = SagaRow {
-            correlation_id: saga.correlation_id.as_str().to_owned(),
-            version: saga.version as i64,
-            status: saga.status.as_str(),
-            item,
-            updated_at: ms(saga.updated_at),
-        };
-        self.sagas.insert(pk, row);
+        self.sagas.insert(pk, saga);
     }
 
     fn idempotency(&self, conn: &Connection, key: &str) -> Result<Option<IdempotencyRecord>, Error> {
@@ -369,14 +356,14 @@ impl Pending {
         let created: BTreeSet<&str> = self.created.iter().map(String::as_str).collect();
         let new = self.created.iter().filter_map(|pk| self.sagas.get_key_value(pk));
         let saved = self.sagas.iter().filter(|(pk, _)| !created.contains(pk.as_str()));
-        for (pk, row) in new.chain(saved) {
+        for (pk, saga) in new.chain(saved) {
             upsert.execute(params![
                 pk,
-                row.correlation_id,
-                row.version,
-                row.status,
-                row.item,
-                row.updated_at
+                saga.correlation_id.as_str(),
+                saga.version as i64,
+                saga.status.as_str(),
+                serde_json::to_string(&**saga).expect("sagas serialize"),
+                ms(saga.updated_at)
             ])?;
         }
         for (pk, record) in &self.idempotency {
@@ -964,9 +951,19 @@ fn load_saga(tx: &Connection, sql: &str, key: &str) -> Result<Option<String>, Er
         .map_err(unavailable)
 }
 
-fn parse_saga(key: &str, item: Option<String>) -> Result<Option<Saga>, Error> {
-    item.map(|i| serde_json::from_str(&i).map_err(|e| corrupt(format!("saga {key}"), e)))
-        .transpose()
+/// A saga a step loads: kept in the group in progress (shared with it, copied when the lock is released),
+/// or the table's text (parsed then).
+enum Loaded {
+    Kept(Arc<Saga>),
+    Text(String),
+}
+
+fn parse_saga(key: &str, item: Option<Loaded>) -> Result<Option<Saga>, Error> {
+    item.map(|loaded| match loaded {
+        Loaded::Kept(saga) => Ok(Arc::unwrap_or_clone(saga)),
+        Loaded::Text(text) => serde_json::from_str(&text).map_err(|e| corrupt(format!("saga {key}"), e)),
+    })
+    .transpose()
 }
 
 #[async_trait]
@@ -1009,12 +1006,12 @@ impl IdempotencyStore for Embedded {
 #[async_trait]
 impl SagaStore for Embedded {
     async fn create(&self, saga: &Saga) -> Result<Option<Saga>, Error> {
-        let item = serde_json::to_string(saga).expect("sagas serialize");
+        let kept = Arc::new(saga.clone());
         let existing = self.state().op(|conn, pending| {
             if let Some(existing) = pending.saga(conn, saga.id.as_str())? {
                 return Ok(Some(existing));
             }
-            pending.put_saga(saga, item, true);
+            pending.put_saga(kept, true);
             Ok(None)
         })?;
         parse_saga(saga.id.as_str(), existing)
@@ -1054,11 +1051,11 @@ impl SagaStore for Embedded {
                 correlation_id.as_str(),
             )
         })?;
-        parse_saga(correlation_id.as_str(), item)
+        parse_saga(correlation_id.as_str(), item.map(Loaded::Text))
     }
 
     async fn save(&self, saga: &Saga, completion: Option<&IdempotencyRecord>) -> Result<(), Error> {
-        let item = serde_json::to_string(saga).expect("sagas serialize");
+        let kept = Arc::new(saga.clone());
         let completion = completion.map(|record| (record, idempotency_item(record)));
         self.state().op(|conn, pending| {
             // The version this save follows must be the one stored: otherwise nothing is written,
@@ -1068,7 +1065,7 @@ impl SagaStore for Embedded {
                     what: format!("saga {}", saga.id),
                 });
             }
-            pending.put_saga(saga, item, false);
+            pending.put_saga(kept, false);
             if let Some((record, item)) = completion {
                 pending.put_idempotency(record, item);
             }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use retail_sync_aws::ProvisionOptions;
 use retail_sync_cli::backends::Backend;
 use retail_sync_cli::input::Input;
-use retail_sync_cli::local::{LocalOptions, LocalSystem, Simulators, open_embedded};
+use retail_sync_cli::local::{LocalOptions, LocalSystem, Protection, Simulators, open_embedded};
 use retail_sync_cli::report::Report;
 use retail_sync_contracts::values::{Amount, Currency, HoldId, MemberId, Points};
 use retail_sync_core::idempotency::{IdempotencyKey, IdempotencyPolicy};
@@ -72,18 +72,24 @@ fn embedded() -> World<retail_sync_embedded::Embedded> {
 }
 
 async fn moto() -> World<retail_sync_aws::AwsBackend> {
-    moto_waiting(Duration::from_secs(1)).await
+    moto_with(Protection::default()).await
 }
 
-/// A moto world whose queues hide a failed message for `visibility`: a follow-up may wait five times
-/// that for its sale before it is dead-lettered.
-async fn moto_waiting(visibility: Duration) -> World<retail_sync_aws::AwsBackend> {
+/// A moto world whose failed messages are retried after `first_wait`, doubling per receive, instead of a
+/// local run's 0.5 s. On moto a waiting message's receives count toward its DLQ (SQS cannot take one
+/// back, see `runner::Patience`), so a follow-up waits through five of them for what it waits for:
+/// 0.5 s doubling gives it about 15 s, which a loaded machine has exceeded.
+async fn moto_paced(first_wait: Duration) -> World<retail_sync_aws::AwsBackend> {
+    moto_with(Protection::paced(first_wait)).await
+}
+
+async fn moto_with(protection: Protection) -> World<retail_sync_aws::AwsBackend> {
     let topology = topology();
-    let options = ProvisionOptions::unique().with_visibility_timeout(visibility);
+    let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(1));
     let backend = Arc::new(MotoServer::shared().backend(&topology, &options).await);
     let (sims, clock) = simulators();
     World {
-        system: LocalSystem::new(backend, topology, sims.clone()).unwrap(),
+        system: LocalSystem::protected(backend, topology, sims.clone(), protection).unwrap(),
         sims,
         clock,
         _dir: tempfile::tempdir().unwrap(),
@@ -1834,9 +1840,10 @@ async fn a_generated_day_shuffled_and_delivered_twice_gives_the_same_books() {
     let (shuffled, r1) = generated_day_books(embedded(), Some(7)).await;
     let (again, r2) = generated_day_books(embedded(), Some(13)).await;
     // The whole shuffled day is put on the bus at once and a local round takes one batch per queue, so
-    // a shipment may be served long before its order leaves the ingest backlog; on a loaded 2-core
-    // CI machine that exceeded 5 × 1 s once. 6 s per wait gives it 30 s; only waiting messages pay.
-    let (on_moto, r3) = generated_day_books(moto_waiting(Duration::from_secs(6)).await, Some(21)).await;
+    // a shipment may be served long before its order leaves the ingest backlog: on a loaded machine
+    // (more tests at once than cores) longer than the 15 s the default retries give it. Retries from
+    // 2 s give it about a minute; only waiting messages pay.
+    let (on_moto, r3) = generated_day_books(moto_paced(Duration::from_secs(2)).await, Some(21)).await;
     assert_eq!(shuffled, in_order);
     assert_eq!(again, in_order);
     assert_eq!(on_moto, in_order);

@@ -75,14 +75,7 @@ async fn moto() -> World<retail_sync_aws::AwsBackend> {
     moto_with(Protection::default()).await
 }
 
-/// A moto world whose failed messages are retried after `first_wait`, doubling per receive, instead of a
-/// local run's 0.5 s. On moto a waiting message's receives count toward its DLQ (SQS cannot take one
-/// back, see `runner::Patience`), so a follow-up waits through five of them for what it waits for:
-/// 0.5 s doubling gives it 12 to 16 s, which a loaded machine has exceeded.
-async fn moto_paced(first_wait: Duration) -> World<retail_sync_aws::AwsBackend> {
-    moto_with(Protection::paced(first_wait)).await
-}
-
+/// A moto world whose failed messages are retried as `protection` paces them.
 async fn moto_with(protection: Protection) -> World<retail_sync_aws::AwsBackend> {
     let topology = topology();
     let options = ProvisionOptions::unique().with_visibility_timeout(Duration::from_secs(1));
@@ -1840,10 +1833,13 @@ async fn a_generated_day_shuffled_and_delivered_twice_gives_the_same_books() {
     let (shuffled, r1) = generated_day_books(embedded(), Some(7)).await;
     let (again, r2) = generated_day_books(embedded(), Some(13)).await;
     // The whole shuffled day is put on the bus at once and a local round takes one batch per queue, so
-    // a shipment may be served long before its order leaves the ingest backlog: on a loaded machine
-    // (more tests at once than cores) longer than the 12 to 16 s the default retries give it. Retries
-    // from 2 s give it four times that; only waiting messages pay.
-    let (on_moto, r3) = generated_day_books(moto_paced(Duration::from_secs(2)).await, Some(21)).await;
+    // a shipment may be served long before its order leaves the ingest backlog. On moto a waiting
+    // message's receives count toward its DLQ (SQS cannot take one back, see `runner::Patience`), and
+    // the default retries (0.5 s, doubling) give it 12 to 16 s over five receives, which a loaded
+    // machine (more tests at once than cores) has exceeded. Retries from 2 s give it four times that;
+    // only waiting messages pay.
+    let on_moto = moto_with(Protection::paced(Duration::from_secs(2))).await;
+    let (on_moto, r3) = generated_day_books(on_moto, Some(21)).await;
     assert_eq!(shuffled, in_order);
     assert_eq!(again, in_order);
     assert_eq!(on_moto, in_order);

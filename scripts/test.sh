@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: installs the tools it needs (scripts/tools.sh: moto server,
 # cfn-lint, SAM CLI, checkov, cargo-lambda into .tools/) and lints and scans the SAM template with them while
 # it checks formatting and Rust lints, starts a moto server for the AWS adapter and end-to-end tests (stopped on exit), builds the function
-# binaries for the Lambda runtime API test (cargo-lambda), and runs every test of the workspace.
+# binaries for the Lambda runtime API test (cargo-lambda) with the tests in one build, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -72,8 +72,12 @@ done
 export RETAIL_SYNC_MOTO_ENDPOINT="http://127.0.0.1:$port"
 echo "moto server on $RETAIL_SYNC_MOTO_ENDPOINT (log: $moto_log)"
 
-step "function binaries (for the Lambda runtime API test)"
-cargo build --locked -p ingest -p post-sale-to-erp -p accrue-loyalty -p reconcile -p confirm-points
+# One build of every target with the features `cargo test --workspace` resolves: the function binaries the
+# Lambda runtime API test runs under cargo-lambda, and the tests, which the next step then only runs.
+# Building a few functions by name (`-p ingest …`) resolved other features for the shared dependencies
+# (no dev-dependencies), and the test build compiled about 170 crates again, the AWS SDK among them.
+step "build: every target, the function binaries among them"
+cargo build --workspace --all-targets --locked
 
 step "tests"
 cargo test --workspace --locked

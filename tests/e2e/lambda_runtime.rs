@@ -5,7 +5,7 @@
 //! The scheduled reconcile function too: invoked with its window, it writes its report to the bucket,
 //! repairs what it is configured to and prints its metric.
 //!
-//! Needs the functions built (`cargo build -p accrue-loyalty -p reconcile`; `scripts/test.sh` does it)
+//! Needs the functions built (`cargo build -p accrue-loyalty -p reconcile`; `scripts/test.sh` builds every target)
 //! and cargo-lambda (`scripts/tools.sh`).
 
 use std::io::{BufRead, BufReader};

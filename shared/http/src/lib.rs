@@ -21,9 +21,10 @@ use rustls_platform_verifier::BuilderVerifierExt;
 #[error("cannot set up TLS: {0}")]
 pub struct TlsError(pub String);
 
-/// The process's TLS client configuration: aws-lc's provider, TLS 1.2 and 1.3, certificates verified
-/// against the platform's roots (as `reqwest` and the AWS SDK verify them by default). Built on first
-/// use, then shared.
+/// The process's TLS client configuration: aws-lc's provider, TLS 1.2 and 1.3, the hybrid post-quantum
+/// key exchange X25519MLKEM768 first (rustls's `prefer-post-quantum`, set in the workspace), certificates
+/// verified against the platform's roots (as `reqwest` and the AWS SDK verify them by default). Built on
+/// first use, then shared.
 pub fn tls() -> Result<rustls::ClientConfig, TlsError> {
     static TLS: OnceLock<Result<rustls::ClientConfig, TlsError>> = OnceLock::new();
     TLS.get_or_init(|| {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the tools it needs (scripts/tools.sh: moto server,
 # cfn-lint, SAM CLI, checkov, cargo-lambda into .tools/) and lints and scans the SAM template with them while
-# it checks formatting and Rust lints, starts a moto server for the AWS adapter and end-to-end tests (stopped on exit), builds the function
-# binaries for the Lambda runtime API test (cargo-lambda) with the tests in one build, and runs every test of the workspace.
+# it checks formatting and Rust lints, starts a moto server for the AWS adapter and end-to-end tests
+# (stopped on exit), builds the tests and the function binaries for the Lambda runtime API test
+# (cargo-lambda) in one build, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"

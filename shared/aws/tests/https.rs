@@ -3,8 +3,9 @@
 //! `retail_sync_http::client`). A server whose certificate a CA in the bundle `SSL_CERT_FILE` names
 //! issued is reached; one whose CA is not in it is refused, and the SDK reports it without retrying
 //! forever. Every handshake leads with the hybrid post-quantum key exchange (X25519MLKEM768): a server
-//! that prefers it gets it without asking again, one without it gets X25519. Its own test binary with one test: `SSL_CERT_FILE` is read once per process, when the TLS
-//! configuration is first built, and it is set here before anything else runs.
+//! that prefers it gets it without asking again, one without it gets X25519. Its own test binary with
+//! one test: `SSL_CERT_FILE` is read once per process, when the TLS configuration is first built, and
+//! it is set here before anything else runs.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,7 +119,7 @@ fn every_call_trusts_the_bundle_ssl_cert_file_names_and_nothing_else() {
         .build()
         .unwrap()
         .block_on(async {
-            // Both servers prefer the hybrid exchange, as AWS's endpoints that offer it do.
+            // Both servers prefer the hybrid exchange.
             let pq = [X25519MLKEM768, X25519];
             let (good, good_handshakes) = server(&trusted, r#"{"TableNames":["sagas"]}"#, &pq).await;
             let (bad, _) = server(&stranger, r#"{"TableNames":["forged"]}"#, &pq).await;

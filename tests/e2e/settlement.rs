@@ -399,3 +399,123 @@ async fn settled_refunds_decide_the_points_given_back_in_any_order() {
     let first = balances[0].1;
     assert!(balances.iter().all(|(_, b)| *b == first), "{balances:?}");
 }
+
+/// What the member spent or holds cannot be taken back: the platform takes what is available, the ledger
+/// keeps what it took, and each shortfall is a `loyalty_rejected` entry for a person to settle with the
+/// member — a card-only refund's take-back of a share a return gave back, and a later return's reversal
+/// of earned points. Delivered again, nothing moves and no entry is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_the_member_spent_are_kept_for_a_person_when_a_return_or_refund_takes_them_back() {
+    use retail_sync_contracts::values::{Amount, Currency, Points};
+    use retail_sync_core::idempotency::IdempotencyKey;
+    use retail_sync_core::ports::{HoldRequest, Loyalty, QuarantineStore};
+    use serde_json::json;
+
+    let original = json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-spent-1"});
+    let mut sale = sample("SaleCompleted");
+    sale["detail"]["metadata"]["event_id"] = "evt-spent-sale".into();
+    sale["detail"]["data"]["receipt_id"] = "r-spent-1".into();
+    sale["detail"]["data"]["member_id"] = "m-spent".into();
+    sale["detail"]["data"]["tenders"] = json!([
+        {"method": "card", "amount_minor": 13597},
+        {"method": "points", "amount_minor": 1000, "points": 1000}
+    ]);
+    let ret = |id: &str, line: serde_json::Value| {
+        let mut r = sample("ReturnReceived");
+        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
+        r["detail"]["data"]["return_id"] = id.into();
+        r["detail"]["data"]["original"] = original.clone();
+        r["detail"]["data"]["lines"] = json!([line]);
+        event(&r)
+    };
+    let mut refund = sample("RefundSettled");
+    refund["detail"]["metadata"]["event_id"] = "evt-rfd-spent".into();
+    refund["detail"]["data"]["refund_id"] = "rfd-spent".into();
+    refund["detail"]["data"]["return_id"] = "ret-spent-a".into();
+    refund["detail"]["data"]["original"] = original.clone();
+    refund["detail"]["data"]["tenders"] = json!([{"method": "card", "amount_minor": 4000}]);
+    let (sale, refund) = (event(&sale), event(&refund));
+    let ret_a = ret(
+        "ret-spent-a",
+        json!({"line_no": 2, "sku": "SKU-2002", "quantity": 1, "refund_minor": 4000}),
+    );
+    let ret_b = ret(
+        "ret-spent-b",
+        json!({"line_no": 1, "sku": "SKU-1001", "quantity": 2, "refund_minor": 3998}),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (system, sims) = system(&dir, ReturnWindows::none());
+    let member = MemberId::parse("m-spent").unwrap();
+    let balance = || sims.loyalty.member_balance(&member).unwrap();
+    let id = "receipt:store-042:r-spent-1";
+
+    // The sale earns; its first return reverses line 2's share and gives back floor(1,000 × 4,000 /
+    // 12,998) = 307 of the points paid.
+    run(&system, &[sale.clone(), ret_a.clone()]).await;
+    let saga = saga_of(&system, id).await;
+    assert_eq!(
+        saga.ledger.returns[0].points_recredited.map(Points::get),
+        Some(307)
+    );
+    let available = balance().balance.get();
+    assert!(available > 307, "{available}");
+
+    // The member holds everything at a checkout.
+    let hold = HoldRequest {
+        member_id: member.clone(),
+        points: Points::new(available).unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
+        basket_net_minor: Amount::new(100_000).unwrap(),
+        expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3_600),
+    };
+    retail_sync_simulators::InProcessLoyalty(sims.loyalty.clone())
+        .create_hold(&hold, &IdempotencyKey::for_step("api", "checkout-spent"))
+        .await
+        .unwrap();
+
+    // A card-only refund of the first return takes back its 307: nothing is available.
+    run(&system, std::slice::from_ref(&refund)).await;
+    let saga = saga_of(&system, id).await;
+    assert_eq!(saga.ledger.refunds[0].applied, Some(Points::ZERO));
+    assert_eq!(saga.ledger.tender_recredited.get(), 307, "still with the member");
+    // The second return's reversal of earned points finds nothing either. It gives nothing back: the
+    // 307 the member kept are its share, floor(1,000 × 3,998 / 12,998), already with them.
+    run(&system, std::slice::from_ref(&ret_b)).await;
+    let saga = saga_of(&system, id).await;
+    let b = retail_sync_contracts::values::ReturnId::parse("ret-spent-b").unwrap();
+    let b = saga.ledger.return_entry(&b).unwrap();
+    assert_eq!(b.points_reversed, Some(Points::ZERO));
+    assert_eq!(b.points_recredited, Some(Points::ZERO));
+    assert_eq!(saga.ledger.tender_recredited.get(), 307);
+    assert_eq!(balance().balance.get(), available);
+
+    let shortfalls = || async {
+        let mut found: Vec<String> = QuarantineStore::list(&*system.backend, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|q| q.rejection.reason.as_str() == "loyalty_rejected")
+            .map(|q| format!("{}: {}", q.step, q.rejection.message))
+            .collect();
+        found.sort();
+        found
+    };
+    let found = shortfalls().await;
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("reverse-loyalty: refund rfd-spent: only 0 of 307 points could be taken back"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("reverse-loyalty: return ret-spent-b: only 0 of ")
+            && found[1].contains("earned points could be reversed"),
+        "{found:#?}"
+    );
+
+    // Every event again: the same books, the same two entries.
+    let before = balance();
+    run(&system, &[sale, ret_a, refund, ret_b]).await;
+    assert_eq!(balance(), before);
+    assert_eq!(shortfalls().await, found);
+}

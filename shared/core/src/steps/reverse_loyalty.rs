@@ -46,6 +46,11 @@ pub(crate) enum Outcome {
         /// the return window).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pending_cancelled: Option<Points>,
+        /// The earned points the platform did not reverse though it took the reversal (the member
+        /// spent them or holds them): owed still, and said in a `WorkflowException`. Kept in the
+        /// outcome so a redelivery says it again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        short_of: Option<Points>,
     },
     Anonymous,
 }
@@ -148,7 +153,7 @@ impl ReverseLoyalty {
                 };
                 let (mut loyalty_transaction_id, mut reversed, mut recredited, mut refused) =
                     (None, Points::ZERO, Points::ZERO, None);
-                let mut pending_cancelled = None;
+                let (mut pending_cancelled, mut short_of) = (None, None);
                 for (kind, points, suffix) in [
                     (AdjustmentKind::Reversal, reverse, "reverse"),
                     (AdjustmentKind::Recredit, recredit, "recredit"),
@@ -176,6 +181,7 @@ impl ReverseLoyalty {
                                 loyalty_transaction_id = Some(a.loyalty_transaction_id);
                                 reversed = applied;
                                 pending_cancelled = Some(a.pending_cancelled).filter(|p| p.get() > 0);
+                                short_of = Some(points.saturating_sub(applied)).filter(|p| p.get() > 0);
                             } else {
                                 recredited = applied;
                             }
@@ -192,6 +198,7 @@ impl ReverseLoyalty {
                     total_reversed: Points::new(decided_total.get() - shortfall).unwrap_or(Points::ZERO),
                     total_earned: earned,
                     pending_cancelled,
+                    short_of,
                 })
             })
             .await?;
@@ -207,6 +214,7 @@ impl ReverseLoyalty {
                         refused,
                         total_reversed,
                         pending_cancelled,
+                        short_of,
                         ..
                     } => {
                         // The ledger keeps what was applied: what a refusal or the platform left out is
@@ -226,6 +234,11 @@ impl ReverseLoyalty {
                         }
                         text.push_str(&format!(" ({total_reversed} of {earned} so far),"));
                         text.push_str(&format!(" {recredited} redeemed points given back"));
+                        if let Some(short) = short_of {
+                            text.push_str(&format!(
+                                "; {short} earned points the member spent or holds stay owed"
+                            ));
+                        }
                         if let Some(message) = refused {
                             text.push_str(&format!("; loyalty refused the rest: {message}"));
                         }
@@ -262,6 +275,7 @@ impl ReverseLoyalty {
                 refused,
                 total_reversed,
                 total_earned,
+                short_of,
                 ..
             },
             Some(member_id),
@@ -269,6 +283,15 @@ impl ReverseLoyalty {
         else {
             return Ok(());
         };
+        // A person settles with the member what the platform could not take; the next return's
+        // cumulative figure asks for it again.
+        let short = short_of.map(|short| {
+            format!(
+                "return {return_id}: only {reversed} of {} earned points could be reversed from the member, \
+                 who spent or holds the rest: {short} stay owed",
+                reversed.saturating_add(short)
+            )
+        });
         cx.emit(LoyaltyReversed {
             member_id,
             return_id,
@@ -279,8 +302,9 @@ impl ReverseLoyalty {
             total_reversed,
             total_earned,
         });
-        if let Some(message) = refused {
-            cx.exception(ReasonCode::LoyaltyRejected, message);
+        let problems: Vec<String> = short.into_iter().chain(refused).collect();
+        if !problems.is_empty() {
+            cx.exception(ReasonCode::LoyaltyRejected, problems.join("; "));
         }
         Ok(())
     }

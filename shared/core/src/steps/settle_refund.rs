@@ -8,6 +8,8 @@
 //!   refused (`transaction_closed`).
 //! - Another currency, points on a transaction not paid with points, more points than were paid, or the
 //!   same refund id with other figures: refused (`business_rule_violation`), recorded on the saga.
+//! - A take-back of points the member spent or holds takes what the platform has; the rest stays counted
+//!   as given back and a `WorkflowException` (`loyalty_rejected`) leaves it to a person.
 
 use retail_sync_contracts::envelope::Detail;
 use retail_sync_contracts::events::{ReasonCode, RefundSettled};
@@ -33,6 +35,11 @@ pub(crate) enum Outcome {
         loyalty_transaction_id: Option<ExternalRef>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refused: Option<String>,
+        /// Of a take-back, the points the platform could not take (the member spent or holds them): they
+        /// stay counted as given back, and a `WorkflowException` says so. Kept in the outcome so a
+        /// redelivery says it again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        short_of: Option<Points>,
     },
     /// Nothing to move: the target was already met, or the transaction has no member.
     Unchanged,
@@ -105,15 +112,21 @@ pub(crate) async fn settle_refund(
                     .await
                     .refusal()?
                 {
-                    Ok(a) => Outcome::Adjusted {
-                        applied: Points::new(a.delta.saturating_abs().min(points.get())).unwrap_or(points),
-                        loyalty_transaction_id: Some(a.loyalty_transaction_id),
-                        refused: None,
-                    },
+                    Ok(a) => {
+                        let applied =
+                            Points::new(a.delta.saturating_abs().min(points.get())).unwrap_or(points);
+                        Outcome::Adjusted {
+                            applied,
+                            loyalty_transaction_id: Some(a.loyalty_transaction_id),
+                            refused: None,
+                            short_of: Some(points.saturating_sub(applied)).filter(|p| p.get() > 0),
+                        }
+                    }
                     Err(message) => Outcome::Adjusted {
                         applied: Points::ZERO,
                         loyalty_transaction_id: None,
                         refused: Some(message),
+                        short_of: None,
                     },
                 },
             )
@@ -140,6 +153,7 @@ pub(crate) async fn settle_refund(
                         applied,
                         loyalty_transaction_id,
                         refused,
+                        short_of,
                     } => {
                         s.ledger
                             .record_refund(&refund_id, *applied, loyalty_transaction_id.clone());
@@ -152,6 +166,9 @@ pub(crate) async fn settle_refund(
                             "refund {refund_id} of return {return_id}: {} points paid, {moved}",
                             entry.points
                         );
+                        if let Some(short) = short_of {
+                            text.push_str(&format!("; {short} the member spent or holds stay given back"));
+                        }
                         if let Some(message) = refused {
                             text.push_str(&format!("; loyalty refused: {message}"));
                             return (StepOutcome::Failed, text);
@@ -173,12 +190,25 @@ pub(crate) async fn settle_refund(
         )
         .await?
         .result;
-    if let Outcome::Adjusted {
-        refused: Some(message),
-        ..
-    } = settled
-    {
-        cx.exception(ReasonCode::LoyaltyRejected, message);
+    match settled {
+        Outcome::Adjusted {
+            refused: Some(message),
+            ..
+        } => cx.exception(ReasonCode::LoyaltyRejected, message),
+        // A person settles with the member what the platform could not take back.
+        Outcome::Adjusted {
+            applied,
+            short_of: Some(short),
+            ..
+        } => cx.exception(
+            ReasonCode::LoyaltyRejected,
+            format!(
+                "{what}: only {applied} of {} points could be taken back from the member, who spent or \
+                 holds the rest: {short} stay given back",
+                applied.saturating_add(short)
+            ),
+        ),
+        _ => {}
     }
     Ok(())
 }

@@ -430,7 +430,7 @@ impl Basis {
         lines: Option<&[LineQuantity]>,
     ) -> Result<(Vec<LineQuantity>, Amount), Check> {
         let requested: Vec<LineQuantity> = match lines {
-            Some(lines) => lines.to_vec(),
+            Some(lines) => merged(lines),
             None => self
                 .lines
                 .iter()
@@ -455,20 +455,23 @@ impl Basis {
                 ));
                 continue;
             }
-            let cancelled = ledger.cancelled(q.line_no) + quantity(taken.iter(), q.line_no);
-            let open = line
-                .quantity
-                .saturating_sub(ledger.shipped(q.line_no))
-                .saturating_sub(cancelled);
-            let n = q.quantity.min(open);
-            if n < q.quantity && ledger.cancellation_pending(q.line_no) {
-                // Another cancellation holds some of these units and the ERP has not answered it: if it
-                // refuses, they are open again and this one must take them.
+            if ledger.cancellation_pending(q.line_no) {
+                // Another cancellation holds units of this line and the ERP has not answered it: if it
+                // refuses, they are open again, and this one must take them (when it asks for more than
+                // is open) and be valued from the top without them. Taken before the answer, the
+                // units and their value would follow arrival.
                 return Err(Check::Wait(format!(
                     "line {}: a cancellation is pending",
                     q.line_no
                 )));
             }
+            // Each line is requested once (`merged`), so nothing taken yet counts here.
+            let cancelled = ledger.cancelled(q.line_no);
+            let open = line
+                .quantity
+                .saturating_sub(ledger.shipped(q.line_no))
+                .saturating_sub(cancelled);
+            let n = q.quantity.min(open);
             if n == 0 {
                 continue;
             }
@@ -545,22 +548,25 @@ impl Basis {
                 line.quantity
             };
             let after = returned + r.quantity;
+            // Units of returns the ERP has not answered yet (reserved, not posted): if it refuses one,
+            // its units are kept again.
             let pending = ledger.returned(r.line_no) - ledger.returned_posted(r.line_no);
-            if after > bought && after - pending <= bought {
-                // Only a return the ERP has not confirmed stands in the way; if it is refused, these
-                // units are returnable again.
-                wait = Some(format!(
-                    "line {}: another return of these units is pending",
-                    r.line_no
-                ));
-                continue;
-            }
-            if after > bought {
+            if after - pending > bought {
                 findings.push(format!(
                     "line {}: {} returned but only {} of {bought} bought are not returned yet",
                     r.line_no,
                     r.quantity,
                     bought.saturating_sub(returned)
+                ));
+                continue;
+            }
+            if pending > 0 {
+                // Too many only with the pending units, or valued on top of them: were that return
+                // refused, these units would be returnable after all, or would have been valued as the
+                // ones above it. Waiting for the answer keeps both independent of arrival.
+                wait = Some(format!(
+                    "line {}: another return of this line is pending",
+                    r.line_no
                 ));
                 continue;
             }
@@ -621,13 +627,18 @@ enum Deciding<'a> {
     Return(&'a ReturnId),
 }
 
-/// Units of `line_no` requested earlier in the same event (a line may appear more than once).
-fn sum_before(lines: &[LineQuantity], i: usize, line_no: u32) -> u32 {
-    lines[..i]
-        .iter()
-        .filter(|o| o.line_no == line_no)
-        .map(|o| o.quantity)
-        .sum()
+/// `lines` with each line once, its quantities added up, in the order lines first appear: an event
+/// that names a line twice asks for the sum of its units (a cancellation of 2 + 2 of a 3-unit line asks
+/// for 4, and is refused).
+fn merged(lines: &[LineQuantity]) -> Vec<LineQuantity> {
+    let mut out: Vec<LineQuantity> = Vec::with_capacity(lines.len());
+    for q in lines {
+        match out.iter_mut().find(|o| o.line_no == q.line_no) {
+            Some(o) => o.quantity = o.quantity.saturating_add(q.quantity),
+            None => out.push(q.clone()),
+        }
+    }
+    out
 }
 
 /// Each line's eligible value: its net less its share of `points_value` (spread over every line by net),
@@ -733,12 +744,14 @@ impl Ledger {
         let mut eligible = 0;
         // (line, units to reinstate) once every line is checked.
         let mut overlaps: Vec<(&LineBasis, u32)> = Vec::new();
-        for (i, q) in lines.iter().enumerate() {
+        // A line named twice is shipped as one: its units earn on their sum, rounded down once.
+        let merged = merged(lines);
+        for q in &merged {
             let Some(line) = basis.line(q.line_no) else {
                 findings.push(format!("line {} is not on the order", q.line_no));
                 continue;
             };
-            let before = self.shipped(q.line_no) + sum_before(lines, i, q.line_no);
+            let before = self.shipped(q.line_no);
             if before + q.quantity > line.quantity {
                 findings.push(format!(
                     "line {}: {} more shipped but only {} of {} are not shipped yet",
@@ -750,13 +763,8 @@ impl Ledger {
                 continue;
             }
             let overlap = (before + q.quantity + self.cancelled(q.line_no)).saturating_sub(line.quantity);
-            let already = overlaps
-                .iter()
-                .filter(|(l, _)| l.line_no == q.line_no)
-                .map(|(_, n)| n)
-                .sum::<u32>();
-            if overlap > already {
-                overlaps.push((line, overlap - already));
+            if overlap > 0 {
+                overlaps.push((line, overlap));
             }
             // What the units earn on is their share of the line's eligible value rounded down, the same
             // whichever shipment is processed first: the platform rounds each accrual down to whole
@@ -1899,6 +1907,41 @@ mod tests {
         assert_eq!(earned(y(), x()), (299, vec![9_999, 20_000]));
     }
 
+    /// An event that names a line twice asks for the sum of its units: a shipment earns on the sum
+    /// rounded down once, a cancellation of more units than ordered in all is refused, and one within
+    /// them takes the sum.
+    #[test]
+    fn a_line_named_twice_counts_as_the_sum_of_its_units() {
+        let mut odd = line(1, 3, 10_000, true);
+        odd.discount_minor = Amount::new(1).unwrap();
+        odd.net_minor = Amount::new(29_999).unwrap();
+        let lines = [odd];
+        let b = basis(&lines, 0);
+        let mut twice = Ledger::default();
+        ship(&mut twice, &b, "s-1", vec![lq(1, 1), lq(1, 1)]).unwrap();
+        let mut once = Ledger::default();
+        ship(&mut once, &b, "s-1", vec![lq(1, 2)]).unwrap();
+        // floor(29,999 × 2 / 3) = 19,999, where two single units would earn on 2 × 9,999.
+        assert_eq!(twice.shipments[0].eligible_minor.get(), 19_999);
+        assert_eq!(twice.points_accrued, once.points_accrued);
+        assert_eq!(twice.shipments[0].lines, [lq(1, 1), lq(1, 1)], "kept as sent");
+        assert!(matches!(
+            ship(&mut twice, &b, "s-2", vec![lq(1, 1), lq(1, 1)]),
+            Err(Check::Refuse(_))
+        ));
+
+        let fresh = Ledger::default();
+        match b.cancellation(&fresh, Some(&[lq(1, 2), lq(1, 2)])) {
+            Err(Check::Refuse(findings)) => {
+                assert_eq!(findings, ["line 1: 4 cancelled but the order has 3"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (taken, net) = b.cancellation(&fresh, Some(&[lq(1, 1), lq(1, 1)])).unwrap();
+        assert_eq!(taken, [lq(1, 2)]);
+        assert_eq!(net, b.cancellation(&fresh, Some(&[lq(1, 2)])).unwrap().1);
+    }
+
     #[test]
     fn a_return_of_units_not_yet_shipped_waits_and_more_than_bought_is_refused() {
         let lines = [line(1, 2, 1_000, true)];
@@ -2023,17 +2066,82 @@ mod tests {
         assert!(ledger.shipments.is_empty());
     }
 
+    /// A cancellation of a line another one holds units of, unanswered by the ERP, waits — even one the
+    /// open units would cover: taken before the answer, it would be valued below the pending one, and a
+    /// refusal of that one would leave it valued as the wrong units.
     #[test]
-    fn a_second_cancellation_of_units_a_pending_one_holds_waits() {
-        let lines = [line(1, 3, 1_000, true)];
+    fn a_second_cancellation_of_a_line_a_pending_one_holds_waits() {
+        let mut odd = line(1, 3, 1_000, true);
+        odd.discount_minor = Amount::new(1).unwrap();
+        odd.net_minor = Amount::new(2_999).unwrap();
+        let lines = [odd];
         let b = basis(&lines, 0);
         let mut ledger = Ledger::default();
         cancel(&mut ledger, &b, "c-1", 1, Some(vec![lq(1, 2)]), true).unwrap();
-        assert_eq!(
-            b.cancellation(&ledger, Some(&[lq(1, 1)])).unwrap().0,
-            vec![lq(1, 1)]
-        );
+        assert!(matches!(
+            b.cancellation(&ledger, Some(&[lq(1, 1)])),
+            Err(Check::Wait(_))
+        ));
         assert!(matches!(b.cancellation(&ledger, None), Err(Check::Wait(_))));
+        // Refused, c-1 holds nothing: the unit is the line's top one, as if c-1 had never come.
+        let mut refused = ledger.clone();
+        refused.cancellations[0].refused = true;
+        let (taken, net) = b.cancellation(&refused, Some(&[lq(1, 1)])).unwrap();
+        assert_eq!((taken, net.get()), (vec![lq(1, 1)], 2_999 - 1_999));
+        // Confirmed, it holds the top two: the unit below them.
+        ledger
+            .decide_cancellation(&cx("c-1"), &ExternalRef::parse("ERP-C").unwrap(), &b)
+            .unwrap();
+        let (taken, net) = b.cancellation(&ledger, Some(&[lq(1, 1)])).unwrap();
+        assert_eq!((taken, net.get()), (vec![lq(1, 1)], 999));
+    }
+
+    /// A return of a line another return holds units of, unanswered by the ERP, waits: valued on top of
+    /// it, it would keep that value if the ERP refused the other.
+    #[test]
+    fn a_return_of_a_line_a_pending_return_holds_units_of_waits() {
+        let mut odd = line(1, 3, 1_000, true);
+        odd.discount_minor = Amount::new(1).unwrap();
+        odd.net_minor = Amount::new(2_999).unwrap();
+        let lines = [odd];
+        let b = basis(&lines, 0);
+        let one = || {
+            vec![ReturnLine {
+                line_no: 1,
+                sku: Sku::parse("sku-1").unwrap(),
+                quantity: 1,
+                refund_minor: Amount::ZERO,
+            }]
+        };
+        let mut ledger = Ledger::default();
+        ship(&mut ledger, &b, "s-1", vec![lq(1, 3)]).unwrap();
+        let (net, eligible) = b.check_return(&ledger, b.currency, &one()).unwrap();
+        ledger.returns.push(ReturnEntry {
+            return_id: ReturnId::parse("r-a").unwrap(),
+            lines: one(),
+            net_minor: net,
+            eligible_minor: eligible,
+            refund_minor: Amount::ZERO,
+            status: ReturnStatus::Reserved,
+            erp_document_id: None,
+            points_reversed: None,
+            points_recredited: None,
+            loyalty_transaction_id: None,
+            points_pending_cancelled: None,
+        });
+        assert!(matches!(
+            b.check_return(&ledger, b.currency, &one()),
+            Err(Check::Wait(_))
+        ));
+        // Refused, r-a's unit is kept again: r-b is the line's first unit, floor(2,999 / 3).
+        ledger.returns[0].status = ReturnStatus::Refused;
+        assert_eq!(b.check_return(&ledger, b.currency, &one()).unwrap().0.get(), 999);
+        // Posted, r-b comes on top of it: floor(2,999 × 2 / 3) − 999.
+        ledger.returns[0].status = ReturnStatus::Posted;
+        assert_eq!(
+            b.check_return(&ledger, b.currency, &one()).unwrap().0.get(),
+            1_000
+        );
     }
 
     #[test]

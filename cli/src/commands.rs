@@ -45,16 +45,31 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-/// Makes the directory a report will be written to, before the work it reports on: a path that cannot
-/// be written is refused at once, not after a long run.
+/// Makes the directory a report will be written to and opens the file for writing, before the work it
+/// reports on: a path that cannot be written (a directory, a read-only file, a place this user may not
+/// write) is refused at once, not after a long run has changed the state. The file is left as it was: a
+/// file this check made is removed again, an existing one is opened without truncating it.
 fn report_dir(path: Option<&Path>) -> anyhow::Result<()> {
-    if let Some(dir) = path.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()) {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    if !existed {
+        // Only an empty file this check made; failing to remove it leaves an empty report behind.
+        let _ = std::fs::remove_file(path);
     }
     Ok(())
 }
 
-/// Writes a report as pretty JSON (its directory made by [`report_dir`]). Written before the summary is
+/// Writes a report as pretty JSON (its path checked by [`report_dir`]). Written before the summary is
 /// printed, so a reader of the summary that goes away early does not cost the report.
 fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
     report_dir(Some(path))?;
@@ -315,8 +330,8 @@ pub async fn quarantine_list(
     target: &TargetArgs,
 ) -> anyhow::Result<ExitCode> {
     let t = target::open(target).await?;
-    let items = ops::quarantine_list(&*t.backend, filter, limit).await?;
-    for item in &items {
+    let listing = ops::quarantine_list(&*t.backend, filter, limit).await?;
+    for item in &listing.items {
         if output.json() {
             print_json(item)?;
         } else {
@@ -332,7 +347,20 @@ pub async fn quarantine_list(
         }
     }
     if !output.json() {
-        eprintln!("{} quarantined", items.len());
+        let shown = listing.items.len();
+        if shown < listing.matched {
+            eprintln!("{shown} of {} quarantined (--limit to see more)", listing.matched);
+        } else {
+            eprintln!("{shown} quarantined");
+        }
+    }
+    if listing.capped {
+        // On stderr in both formats: a script reading JSON lines is told too, without a line to skip.
+        eprintln!(
+            "note: only {} entries of the quarantine were read; it holds more, and the newest may be among \
+             those not read (a local run's report lists them all)",
+            ops::QUARANTINE_SCAN
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

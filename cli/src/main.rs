@@ -221,6 +221,9 @@ enum MembersCommand {
 enum LocalCommand {
     /// Process events (a .json/.jsonl file or a directory of them) on the embedded backend with the
     /// reference ERP and loyalty simulators, until every queue is drained.
+    // An option given again replaces the earlier one: `scripts/run-local.sh` passes `--report` and
+    // `--fresh` before the caller's own arguments, which must win rather than be refused.
+    #[command(args_override_self = true)]
     Run {
         /// Without one, the run processes what is queued (e.g. an operator's `members merge`).
         input: Option<PathBuf>,

@@ -355,20 +355,31 @@ impl QuarantineFilter {
 /// How many quarantine entries a listing reads at most.
 pub const QUARANTINE_SCAN: usize = 10_000;
 
+/// A page of the quarantine: the newest matching entries, and how many matched among those read.
+pub struct QuarantineListing {
+    pub items: Vec<QuarantineItem>,
+    pub matched: usize,
+    /// The scan stopped at [`QUARANTINE_SCAN`] entries: more are kept than were read, and the newest may be
+    /// among those not read. Said to the operator rather than passed over.
+    pub capped: bool,
+}
+
 pub async fn quarantine_list(
     backend: &dyn Backend,
     filter: &QuarantineFilter,
     limit: usize,
-) -> Result<Vec<QuarantineItem>, OpsError> {
-    let mut items: Vec<QuarantineItem> = backend
-        .list(QUARANTINE_SCAN)
-        .await?
-        .into_iter()
-        .filter(|i| filter.matches(i))
-        .collect();
+) -> Result<QuarantineListing, OpsError> {
+    let scanned = backend.list(QUARANTINE_SCAN).await?;
+    let capped = scanned.len() >= QUARANTINE_SCAN;
+    let mut items: Vec<QuarantineItem> = scanned.into_iter().filter(|i| filter.matches(i)).collect();
     items.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.id.cmp(&b.id)));
+    let matched = items.len();
     items.truncate(limit);
-    Ok(items)
+    Ok(QuarantineListing {
+        items,
+        matched,
+        capped,
+    })
 }
 
 pub async fn quarantine_item(backend: &dyn Backend, id: &str) -> Result<QuarantineItem, OpsError> {

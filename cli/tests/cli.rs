@@ -85,6 +85,14 @@ fn a_local_run_reports_and_leaves_state_the_operator_commands_read() {
             .iter()
             .any(|i| i["reason"] == "invalid_json" && i["body"].as_str().unwrap().starts_with('{'))
     );
+    // A page says how much it leaves out.
+    let few = retail_sync(&state, &["quarantine", "list", "--limit", "2"]);
+    assert!(few.status.success());
+    assert_eq!(stdout(&few).lines().count(), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&few.stderr),
+        "2 of 9 quarantined (--limit to see more)\n"
+    );
 
     // Output to a reader that has gone (`… | head -1`): ended as SIGPIPE ends a Unix tool, no panic.
     let (reader, writer) = std::io::pipe().unwrap();
@@ -275,6 +283,48 @@ fn inspecting_without_a_run_or_running_a_missing_file_is_a_clear_error() {
     assert_eq!(unwritable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unwritable.stderr).starts_with("error: cannot create /dev/null/out"));
     assert!(!state.exists(), "nothing ran");
+    // So is a report path that is a directory: its parent exists, the file cannot be opened.
+    let a_directory = dir.path().join("reports");
+    std::fs::create_dir(&a_directory).unwrap();
+    let unwritable = retail_sync(
+        &state,
+        &[
+            "local",
+            "run",
+            stream.to_str().unwrap(),
+            "--report",
+            a_directory.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(unwritable.status.code(), Some(1));
+    let named = format!("error: cannot write the report to {}", a_directory.display());
+    assert!(String::from_utf8_lossy(&unwritable.stderr).starts_with(&named));
+    assert!(!state.exists(), "nothing ran");
+    assert!(a_directory.is_dir());
+    // An option given twice: the later one wins (run-local.sh puts its own `--report` first).
+    let (first, second) = (dir.path().join("first.json"), dir.path().join("second.json"));
+    let twice = retail_sync(
+        &state,
+        &[
+            "local",
+            "run",
+            root().join("events/streams/members-day.jsonl").to_str().unwrap(),
+            "--fresh",
+            "--quiet",
+            "--report",
+            first.to_str().unwrap(),
+            "--report",
+            second.to_str().unwrap(),
+            "--fresh",
+        ],
+    );
+    assert!(
+        twice.status.success(),
+        "{}",
+        String::from_utf8_lossy(&twice.stderr)
+    );
+    assert!(second.exists() && !first.exists());
+    std::fs::remove_file(&state).unwrap();
 
     // A benchmark of nothing is refused before it starts.
     let bench = retail_sync(&state, &["bench", "local", "--sagas", "0"]);

@@ -670,6 +670,42 @@ async fn two_merges_in_a_chain_give_the_same_books_in_either_order() {
     }
 }
 
+/// Which of two members sharing an e-mail is suspected is the later by the business time each gave it,
+/// in any order: `md-a` gives the address at 10:00 and again at 12:00, `md-b` at 11:00. Processed with
+/// the 12:00 update first, `md-a`'s record keeps its stamp (the same value, the later event), and the
+/// 10:00 one still counts for the index: `md-b` is the suspect either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suspected_duplicate_is_the_later_by_business_time_in_any_order() {
+    let email = |n, member, at| {
+        let data = json!({"member_id": member, "email": "shared@example.com"});
+        member_event(n, "CustomerUpdated", "retail.crm", at, data)
+    };
+    let early = email(1, "md-a", "2026-12-02T10:00:00Z");
+    let late = email(2, "md-a", "2026-12-02T12:00:00Z");
+    let other = email(3, "md-b", "2026-12-02T11:00:00Z");
+    for (order, groups) in [
+        ("in business order", vec![vec![&early], vec![&other], vec![&late]]),
+        (
+            "the early one last",
+            vec![vec![&late], vec![&other], vec![&early]],
+        ),
+        (
+            "the early one first",
+            vec![vec![&early], vec![&late], vec![&other]],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups_in(&dir, &groups);
+        let (system, _sims) = embedded(&dir);
+        let report = run(&system, &groups).await;
+        assert_eq!(
+            report.duplicates,
+            [("md-b".to_owned(), "md-a".to_owned())],
+            "{order}"
+        );
+    }
+}
+
 /// A merge whose survivor was merged, in the end, into the duplicate would close both: it is refused
 /// (`merge_refused`, quarantined with the reason), and the points stay where the first merge put them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,6 +206,11 @@ impl Attributes {
         }
     }
 
+    /// The duplicate index's keys of the e-mail and phone these attributes give.
+    pub fn contact_keys(&self) -> Vec<ContactKey> {
+        contact_keys(self.email.as_deref(), self.phone.as_deref())
+    }
+
     /// The attributes present, each once.
     pub fn present(&self) -> Vec<Attribute> {
         let mut present = Vec::new();
@@ -248,6 +253,19 @@ pub fn check_contact(name: Option<&str>, email: Option<&str>, phone: Option<&str
 }
 
 /// An e-mail address as duplicates are matched on: trimmed, lower case. `None` when it is not one.
+/// The duplicate index's keys of an e-mail and a phone, as normalised (none for a value that does not
+/// normalise).
+fn contact_keys(email: Option<&str>, phone: Option<&str>) -> Vec<ContactKey> {
+    let mut keys = Vec::new();
+    if let Some(e) = email.and_then(normalise_email) {
+        keys.push(ContactKey::of(ContactKind::Email, &e));
+    }
+    if let Some(p) = phone.and_then(normalise_phone) {
+        keys.push(ContactKey::of(ContactKind::Phone, &p));
+    }
+    keys
+}
+
 pub fn normalise_email(email: &str) -> Option<String> {
     let e = email.trim().to_lowercase();
     let (local, domain) = e.split_once('@')?;
@@ -597,14 +615,10 @@ impl MemberRecord {
 
     /// The member's contact values as the duplicate index keys them.
     pub fn contact_keys(&self) -> Vec<ContactKey> {
-        let mut keys = Vec::new();
-        if let Some(e) = self.email.as_ref().and_then(|v| normalise_email(&v.value)) {
-            keys.push(ContactKey::of(ContactKind::Email, &e));
-        }
-        if let Some(p) = self.phone.as_ref().and_then(|v| normalise_phone(&v.value)) {
-            keys.push(ContactKey::of(ContactKind::Phone, &p));
-        }
-        keys
+        contact_keys(
+            self.email.as_ref().map(|v| v.value.as_str()),
+            self.phone.as_ref().map(|v| v.value.as_str()),
+        )
     }
 
     /// Erases the member's personal data for good, and withdraws consent as of the request.

@@ -256,7 +256,8 @@ impl SyncMember {
         if record.revision > revision {
             cx.metrics().add("members_changed", 1, None);
         }
-        self.index_contacts(cx, &record, &before).await?;
+        let given = (attributes.contact_keys(), stamp.at);
+        self.index_contacts(cx, &record, &before, Some(&given)).await?;
         // A sign-up (or the platform's own report) tells the loyalty platform the record again, once per
         // revision, even if an earlier revision was refused for not knowing the member.
         self.propagate(cx, saga, enrolled).await?;
@@ -312,7 +313,7 @@ impl SyncMember {
             .await?
         };
         let record = record_of(&saga)?.clone();
-        self.index_contacts(cx, &record, &before).await?;
+        self.index_contacts(cx, &record, &before, None).await?;
         self.propagate(cx, saga, false).await?;
         Ok(record)
     }
@@ -360,12 +361,17 @@ impl SyncMember {
     }
 
     /// Puts the member under their contact values in the duplicate index (and out of the ones they no
-    /// longer have), and announces every suspected pair the member is in.
+    /// longer have), and announces every suspected pair the member is in. `given`: the keys the event
+    /// being applied gave, and its business time. A member is indexed at the earliest time any event gave
+    /// them the value they hold: an event that gives the value the record already holds from a later one
+    /// changes nothing in the record, but its earlier time counts, so which member is suspected does not
+    /// follow arrival.
     async fn index_contacts(
         &self,
         cx: &mut Cx<'_>,
         record: &MemberRecord,
         before: &[ContactKey],
+        given: Option<&(Vec<ContactKey>, jiff::Timestamp)>,
     ) -> Result<(), Error> {
         let now_keys = record.contact_keys();
         for gone in before.iter().filter(|k| !now_keys.contains(k)) {
@@ -379,7 +385,11 @@ impl SyncMember {
             members::ContactKind::Phone => record.phone.as_ref().map(|v| v.at),
         };
         for key in now_keys {
-            let Some(first_at) = at(key.kind) else { continue };
+            let Some(held_at) = at(key.kind) else { continue };
+            let first_at = match given {
+                Some((keys, given_at)) if keys.contains(&key) => held_at.min(*given_at),
+                _ => held_at,
+            };
             let id = SagaId::from_stored(key.entry_id());
             let entry = start_or_load(
                 cx,

@@ -82,6 +82,53 @@ fn event(v: &serde_json::Value) -> Input {
     }
 }
 
+/// A POS sale of the sample basket (12,998 net, 14,597 gross) at `store-042`, paid 1,000 points and the
+/// rest by card, with its returns and refunds, as the till sends them (edited sample envelopes).
+struct PaidWithPoints {
+    original: serde_json::Value,
+}
+
+impl PaidWithPoints {
+    fn new(receipt: &str) -> Self {
+        let original = serde_json::json!({"kind": "receipt", "store_id": "store-042", "receipt_id": receipt});
+        Self { original }
+    }
+
+    fn sale(&self, event_id: &str, member: &str) -> serde_json::Value {
+        let receipt = self.original["receipt_id"].as_str().unwrap_or_default();
+        let mut sale = sample("SaleCompleted");
+        sale["detail"]["metadata"]["event_id"] = event_id.into();
+        sale["detail"]["metadata"]["correlation_id"] = format!("pos-store-042-{receipt}").into();
+        sale["detail"]["data"]["receipt_id"] = receipt.into();
+        sale["detail"]["data"]["member_id"] = member.into();
+        sale["detail"]["data"]["tenders"] = serde_json::json!([
+            {"method": "card", "amount_minor": 13597},
+            {"method": "points", "amount_minor": 1000, "points": 1000}
+        ]);
+        sale
+    }
+
+    /// A return of one `line` (`{line_no, sku, quantity, refund_minor}`).
+    fn ret(&self, id: &str, line: serde_json::Value) -> serde_json::Value {
+        let mut r = sample("ReturnReceived");
+        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
+        r["detail"]["data"]["return_id"] = id.into();
+        r["detail"]["data"]["original"] = self.original.clone();
+        r["detail"]["data"]["lines"] = serde_json::json!([line]);
+        r
+    }
+
+    fn refund(&self, id: &str, return_id: &str, tenders: serde_json::Value) -> serde_json::Value {
+        let mut r = sample("RefundSettled");
+        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
+        r["detail"]["data"]["refund_id"] = id.into();
+        r["detail"]["data"]["return_id"] = return_id.into();
+        r["detail"]["data"]["original"] = self.original.clone();
+        r["detail"]["data"]["tenders"] = tenders;
+        r
+    }
+}
+
 /// The saga `id` of a run.
 async fn saga_of(system: &LocalSystem<Embedded>, id: &str) -> retail_sync_core::saga::Saga {
     use retail_sync_core::ports::SagaStore;
@@ -294,46 +341,20 @@ async fn points_tendered_at_the_till_are_given_back_on_a_return() {
 /// quarantine; the books reconcile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_refunds_decide_the_points_given_back_in_any_order() {
-    use serde_json::{Value, json};
-    let original = json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-refund-1"});
-    let mut sale = sample("SaleCompleted");
-    sale["detail"]["metadata"]["event_id"] = "evt-refund-sale".into();
-    sale["detail"]["metadata"]["correlation_id"] = "pos-store-042-r-refund-1".into();
-    sale["detail"]["data"]["receipt_id"] = "r-refund-1".into();
-    sale["detail"]["data"]["member_id"] = "m-3001".into();
-    sale["detail"]["data"]["tenders"] = json!([
-        {"method": "card", "amount_minor": 13597},
-        {"method": "points", "amount_minor": 1000, "points": 1000}
-    ]);
-    let ret = |id: &str, line: Value| {
-        let mut r = sample("ReturnReceived");
-        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
-        r["detail"]["data"]["return_id"] = id.into();
-        r["detail"]["data"]["original"] = original.clone();
-        r["detail"]["data"]["lines"] = json!([line]);
-        r
-    };
-    let refund = |id: &str, return_id: &str, tenders: Value| {
-        let mut r = sample("RefundSettled");
-        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
-        r["detail"]["data"]["refund_id"] = id.into();
-        r["detail"]["data"]["return_id"] = return_id.into();
-        r["detail"]["data"]["original"] = original.clone();
-        r["detail"]["data"]["tenders"] = tenders;
-        r
-    };
+    use serde_json::json;
+    let day = PaidWithPoints::new("r-refund-1");
     let facts: Vec<Input> = [
-        sale,
-        ret("ret-a", json!({"line_no": 2, "sku": "SKU-2002", "quantity": 1, "refund_minor": 4000})),
-        ret("ret-b", json!({"line_no": 1, "sku": "SKU-1001", "quantity": 2, "refund_minor": 3998})),
-        ret("ret-c", json!({"line_no": 3, "sku": "GIFT-CARD-50", "quantity": 1, "refund_minor": 5000})),
-        refund(
+        day.sale("evt-refund-sale", "m-3001"),
+        day.ret("ret-a", json!({"line_no": 2, "sku": "SKU-2002", "quantity": 1, "refund_minor": 4000})),
+        day.ret("ret-b", json!({"line_no": 1, "sku": "SKU-1001", "quantity": 2, "refund_minor": 3998})),
+        day.ret("ret-c", json!({"line_no": 3, "sku": "GIFT-CARD-50", "quantity": 1, "refund_minor": 5000})),
+        day.refund(
             "rfd-a",
             "ret-a",
             json!([{"method": "card", "amount_minor": 3900}, {"method": "points", "amount_minor": 100, "points": 100}]),
         ),
-        refund("rfd-c", "ret-c", json!([{"method": "card", "amount_minor": 5000}])),
-        refund(
+        day.refund("rfd-c", "ret-c", json!([{"method": "card", "amount_minor": 5000}])),
+        day.refund(
             "rfd-x",
             "ret-b",
             json!([{"method": "points", "amount_minor": 5000, "points": 5000}]),
@@ -411,38 +432,21 @@ async fn points_the_member_spent_are_kept_for_a_person_when_a_return_or_refund_t
     use retail_sync_core::ports::{HoldRequest, Loyalty, QuarantineStore};
     use serde_json::json;
 
-    let original = json!({"kind": "receipt", "store_id": "store-042", "receipt_id": "r-spent-1"});
-    let mut sale = sample("SaleCompleted");
-    sale["detail"]["metadata"]["event_id"] = "evt-spent-sale".into();
-    sale["detail"]["data"]["receipt_id"] = "r-spent-1".into();
-    sale["detail"]["data"]["member_id"] = "m-spent".into();
-    sale["detail"]["data"]["tenders"] = json!([
-        {"method": "card", "amount_minor": 13597},
-        {"method": "points", "amount_minor": 1000, "points": 1000}
-    ]);
-    let ret = |id: &str, line: serde_json::Value| {
-        let mut r = sample("ReturnReceived");
-        r["detail"]["metadata"]["event_id"] = format!("evt-{id}").into();
-        r["detail"]["data"]["return_id"] = id.into();
-        r["detail"]["data"]["original"] = original.clone();
-        r["detail"]["data"]["lines"] = json!([line]);
-        event(&r)
-    };
-    let mut refund = sample("RefundSettled");
-    refund["detail"]["metadata"]["event_id"] = "evt-rfd-spent".into();
-    refund["detail"]["data"]["refund_id"] = "rfd-spent".into();
-    refund["detail"]["data"]["return_id"] = "ret-spent-a".into();
-    refund["detail"]["data"]["original"] = original.clone();
-    refund["detail"]["data"]["tenders"] = json!([{"method": "card", "amount_minor": 4000}]);
-    let (sale, refund) = (event(&sale), event(&refund));
-    let ret_a = ret(
+    let day = PaidWithPoints::new("r-spent-1");
+    let sale = event(&day.sale("evt-spent-sale", "m-spent"));
+    let refund = event(&day.refund(
+        "rfd-spent",
+        "ret-spent-a",
+        json!([{"method": "card", "amount_minor": 4000}]),
+    ));
+    let ret_a = event(&day.ret(
         "ret-spent-a",
         json!({"line_no": 2, "sku": "SKU-2002", "quantity": 1, "refund_minor": 4000}),
-    );
-    let ret_b = ret(
+    ));
+    let ret_b = event(&day.ret(
         "ret-spent-b",
         json!({"line_no": 1, "sku": "SKU-1001", "quantity": 2, "refund_minor": 3998}),
-    );
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     let (system, sims) = system(&dir, ReturnWindows::none());

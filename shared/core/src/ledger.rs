@@ -728,6 +728,35 @@ impl Ledger {
             .any(|c| !c.confirmed() && self.held(c, line_no) > 0)
     }
 
+    /// Checks a return ([`Basis::check_return`]) and reserves its units, in one step under the saga's
+    /// versioned write: they count as returned from now on, `Reserved` until the ERP answers. Returns the
+    /// entry.
+    pub fn reserve_return(
+        &mut self,
+        basis: &Basis,
+        return_id: &ReturnId,
+        currency: Currency,
+        lines: &[ReturnLine],
+        refund_minor: Amount,
+    ) -> Result<ReturnEntry, Check> {
+        let (net_minor, eligible_minor) = basis.check_return(self, currency, lines)?;
+        let entry = ReturnEntry {
+            return_id: return_id.clone(),
+            lines: lines.to_vec(),
+            net_minor,
+            eligible_minor,
+            refund_minor,
+            status: ReturnStatus::Reserved,
+            erp_document_id: None,
+            points_reversed: None,
+            points_recredited: None,
+            loyalty_transaction_id: None,
+            points_pending_cancelled: None,
+        };
+        self.returns.push(entry.clone());
+        Ok(entry)
+    }
+
     /// Checks a shipment and reserves its units, in one step under the saga's versioned write. A shipment
     /// of more units than the line has, less what other shipments took, is refused (two shipments of the
     /// same units cannot both be true: a person decides). Units that cancellations hold are reinstated
@@ -1325,6 +1354,15 @@ mod tests {
         }
     }
 
+    /// An eligible line of `qty` units at `unit` less a discount of 1: its units are not worth whole
+    /// minor units, so where a rounding falls shows.
+    fn odd_line(no: u32, qty: u32, unit: i64) -> LineItem {
+        let mut l = line(no, qty, unit, true);
+        l.discount_minor = Amount::new(1).unwrap();
+        l.net_minor = Amount::new(i64::from(qty) * unit - 1).unwrap();
+        l
+    }
+
     fn basis(lines: &[LineItem], redeemed_value: i64) -> Basis {
         Basis::new(
             true,
@@ -1447,21 +1485,11 @@ mod tests {
                 refund_minor: Amount::new(refund).unwrap(),
             })
             .collect();
-        let (net, eligible) = b.check_return(ledger, b.currency, &lines)?;
         let return_id = ReturnId::parse(id).unwrap();
-        ledger.returns.push(ReturnEntry {
-            return_id: return_id.clone(),
-            lines,
-            net_minor: net,
-            eligible_minor: eligible,
-            refund_minor: Amount::ZERO,
-            status: ReturnStatus::Posted,
-            erp_document_id: None,
-            points_reversed: None,
-            points_recredited: None,
-            loyalty_transaction_id: None,
-            points_pending_cancelled: None,
-        });
+        ledger.reserve_return(b, &return_id, b.currency, &lines, Amount::ZERO)?;
+        if let Some(e) = ledger.returns.last_mut() {
+            e.status = ReturnStatus::Posted;
+        }
         Ok(ledger.decide_return(&return_id, b).unwrap())
     }
 
@@ -1889,9 +1917,7 @@ mod tests {
     /// order: each is valued on its own, not by which units of the line it happened to take.
     #[test]
     fn shipments_earn_the_same_points_whichever_is_processed_first() {
-        let mut odd = line(1, 2, 10_000, true);
-        odd.discount_minor = Amount::new(1).unwrap();
-        odd.net_minor = Amount::new(19_999).unwrap();
+        let odd = odd_line(1, 2, 10_000);
         let lines = [odd, line(2, 1, 10_001, true)];
         let b = basis(&lines, 0);
         let earned = |first: (&str, Vec<LineQuantity>), second: (&str, Vec<LineQuantity>)| {
@@ -1912,9 +1938,7 @@ mod tests {
     /// them takes the sum.
     #[test]
     fn a_line_named_twice_counts_as_the_sum_of_its_units() {
-        let mut odd = line(1, 3, 10_000, true);
-        odd.discount_minor = Amount::new(1).unwrap();
-        odd.net_minor = Amount::new(29_999).unwrap();
+        let odd = odd_line(1, 3, 10_000);
         let lines = [odd];
         let b = basis(&lines, 0);
         let mut twice = Ledger::default();
@@ -2071,9 +2095,7 @@ mod tests {
     /// refusal of that one would leave it valued as the wrong units.
     #[test]
     fn a_second_cancellation_of_a_line_a_pending_one_holds_waits() {
-        let mut odd = line(1, 3, 1_000, true);
-        odd.discount_minor = Amount::new(1).unwrap();
-        odd.net_minor = Amount::new(2_999).unwrap();
+        let odd = odd_line(1, 3, 1_000);
         let lines = [odd];
         let b = basis(&lines, 0);
         let mut ledger = Ledger::default();
@@ -2100,9 +2122,7 @@ mod tests {
     /// it, it would keep that value if the ERP refused the other.
     #[test]
     fn a_return_of_a_line_a_pending_return_holds_units_of_waits() {
-        let mut odd = line(1, 3, 1_000, true);
-        odd.discount_minor = Amount::new(1).unwrap();
-        odd.net_minor = Amount::new(2_999).unwrap();
+        let odd = odd_line(1, 3, 1_000);
         let lines = [odd];
         let b = basis(&lines, 0);
         let one = || {
@@ -2115,20 +2135,10 @@ mod tests {
         };
         let mut ledger = Ledger::default();
         ship(&mut ledger, &b, "s-1", vec![lq(1, 3)]).unwrap();
-        let (net, eligible) = b.check_return(&ledger, b.currency, &one()).unwrap();
-        ledger.returns.push(ReturnEntry {
-            return_id: ReturnId::parse("r-a").unwrap(),
-            lines: one(),
-            net_minor: net,
-            eligible_minor: eligible,
-            refund_minor: Amount::ZERO,
-            status: ReturnStatus::Reserved,
-            erp_document_id: None,
-            points_reversed: None,
-            points_recredited: None,
-            loyalty_transaction_id: None,
-            points_pending_cancelled: None,
-        });
+        let r_a = ReturnId::parse("r-a").unwrap();
+        ledger
+            .reserve_return(&b, &r_a, b.currency, &one(), Amount::ZERO)
+            .unwrap();
         assert!(matches!(
             b.check_return(&ledger, b.currency, &one()),
             Err(Check::Wait(_))

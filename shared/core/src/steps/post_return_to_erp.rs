@@ -18,7 +18,7 @@ use retail_sync_contracts::values::{Amount, ExternalRef};
 
 use crate::error::Error;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::ledger::{ReturnEntry, ReturnStatus};
+use crate::ledger::ReturnStatus;
 use crate::ports::{Erp, ErpReturnRequest};
 use crate::saga::{SagaId, StepOutcome};
 use crate::steps::{Base, Cx, Refusal, Workflow, follow_up_allowed, load_with_basis};
@@ -78,23 +78,7 @@ impl Workflow for PostReturnToErp {
                         if let Some(existing) = ledger.return_entry(&return_id) {
                             return Ok(existing.clone());
                         }
-                        let (net, eligible) =
-                            basis.check_return(ledger, ret.data.currency, &ret.data.lines)?;
-                        let entry = ReturnEntry {
-                            return_id: return_id.clone(),
-                            lines: ret.data.lines.clone(),
-                            net_minor: net,
-                            eligible_minor: eligible,
-                            refund_minor: refund,
-                            status: ReturnStatus::Reserved,
-                            erp_document_id: None,
-                            points_reversed: None,
-                            points_recredited: None,
-                            loyalty_transaction_id: None,
-                            points_pending_cancelled: None,
-                        };
-                        ledger.returns.push(entry.clone());
-                        Ok(entry)
+                        ledger.reserve_return(&basis, &return_id, ret.data.currency, &ret.data.lines, refund)
                     },
                 )
                 .await

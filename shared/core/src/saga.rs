@@ -215,6 +215,14 @@ impl Saga {
         Event::from_detail_str(event_type, self.origin.get()).map_err(|e| Error::corrupt(what(), e))
     }
 
+    /// Whether `step` has an entry on the timeline whose message starts with `text`: what a step that
+    /// writes an entry per fact (not per delivery) checks first.
+    pub fn has_entry(&self, step: &str, text: &str) -> bool {
+        self.steps
+            .iter()
+            .any(|e| e.step == step && e.message.starts_with(text))
+    }
+
     pub fn record(&mut self, step: &str, outcome: StepOutcome, message: impl Into<String>, now: Timestamp) {
         self.steps.push(StepEntry {
             step: step.to_owned(),

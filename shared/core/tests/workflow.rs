@@ -720,6 +720,20 @@ async fn the_same_receipt_with_different_content_is_refused_and_recorded_on_the_
     assert!(saga.has_step("ingest", StepOutcome::Refused));
     assert_eq!(saga.status, SagaStatus::Completed, "the first sale stands");
     assert_eq!(w.erp.calls.load(Ordering::SeqCst), 1);
+
+    // Delivered again (and as another message): one refusal on the timeline, one quarantine entry.
+    for m in ["m9", "m10"] {
+        let outcome = w.runner("ingest").run(&[msg(m, &altered.to_string())]).await;
+        assert_eq!(outcome.quarantined, [m]);
+    }
+    let saga = w.saga(SAGA).await;
+    let refusals = saga
+        .steps
+        .iter()
+        .filter(|e| e.step == "ingest" && e.outcome == StepOutcome::Refused)
+        .count();
+    assert_eq!(refusals, 1, "{:#?}", saga.steps);
+    assert_eq!(w.state.list(10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -145,15 +145,16 @@ impl Step for Ingest {
                 Some(existing) => {
                     let id = existing.id.clone();
                     let event_id = event.metadata().event_id.clone();
-                    crate::saga::update(&*self.sagas, &id, None, |s| {
-                        s.record(
-                            STEP,
-                            StepOutcome::Refused,
-                            format!("event {event_id} reuses this transaction with a different payload"),
-                            now,
-                        )
-                    })
-                    .await?;
+                    let text = format!("event {event_id} reuses this transaction with a different payload");
+                    // Once per event on the timeline, however often it is delivered (as in the quarantine).
+                    if !existing.has_entry(STEP, &text) {
+                        crate::saga::update(&*self.sagas, &id, None, |s| {
+                            if !s.has_entry(STEP, &text) {
+                                s.record(STEP, StepOutcome::Refused, text.clone(), now);
+                            }
+                        })
+                        .await?;
+                    }
                     return Err(refuse(
                         &event,
                         ReasonCode::IdempotencyKeyReused,

@@ -766,9 +766,7 @@ impl SyncMember {
 /// Whether the record's timeline has an entry of this step starting with `text` (a redelivery's work
 /// is done already).
 fn has_entry(saga: &Saga, text: &str) -> bool {
-    saga.steps
-        .iter()
-        .any(|e| e.step == STEP && e.message.starts_with(text))
+    saga.has_entry(STEP, text)
 }
 
 /// The member record a member-kind saga holds.

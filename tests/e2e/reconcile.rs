@@ -301,3 +301,47 @@ async fn on_moto_too() {
     let system = LocalSystem::new(backend, topology, sims.clone()).unwrap();
     planted_differences_are_all_found_and_the_safe_ones_repaired_once(&system, &sims).await;
 }
+
+/// A day whose business times lie ahead of the machine's clock (the sample days a year later): the
+/// loyalty platform dates each redemption when the hold is committed, today, before the window starts.
+/// The reconciliation still finds them with their orders, and the books agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_processed_before_its_business_times_reconciles() {
+    let ahead = |t: &str| {
+        let t: jiff::Timestamp = t.parse().unwrap();
+        t.checked_add(jiff::SignedDuration::from_hours(24 * 365)).unwrap()
+    };
+    let inputs: Vec<Input> = days()
+        .into_iter()
+        .map(|mut input| {
+            if let Input::Event { detail, .. } = &mut input
+                && let Some(at) = detail["metadata"]["occurred_at"].as_str()
+            {
+                detail["metadata"]["occurred_at"] = ahead(at).to_string().into();
+            }
+            input
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(
+        workspace().join("infra/template.yaml"),
+        dir.path().join("state.db"),
+    );
+    options.visibility_timeout = Duration::from_millis(100);
+    let sims = Simulators::with_sample_members();
+    let system = open_embedded(&options, sims.clone()).unwrap();
+    system.feed(&inputs).await.unwrap();
+    system.run_until_idle(|_| {}).await.unwrap();
+    let window = Window::new(ahead("2026-11-01T00:00:00Z"), ahead("2026-12-01T00:00:00Z")).unwrap();
+    let report = system
+        .reconcile(window, Settings::default(), RepairMode::Off, false)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    let redeemed: i64 = report.totals.iter().map(|t| t.totals.points_redeemed).sum();
+    assert!(
+        redeemed > 0,
+        "the orders day redeems points: {:#?}",
+        report.totals
+    );
+}

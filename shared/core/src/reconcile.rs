@@ -1153,7 +1153,8 @@ pub struct Sources<'a> {
     pub metrics: &'a dyn crate::ports::Metrics,
 }
 
-/// One run: reads both systems' books from the window's start to `now` (or the window's end, if later),
+/// One run: reads both systems' books from the window's start (or the earliest start of one of its
+/// transactions in retail-sync, if before) to `now` (or the window's end, if later),
 /// compares, repairs as `mode` says, then announces what is left — one `ReconciliationMismatch` per
 /// difference not repaired, and the metric `reconciliation_mismatches` by difference — when a publisher
 /// is given. A repaired difference is gone from the report's findings (its outcome is in `repairs`).
@@ -1165,10 +1166,21 @@ pub async fn run(
     sources: Sources<'_>,
 ) -> Result<Reconciliation, Error> {
     let until = if now > window.to { now } else { window.to };
+    // A loyalty platform dates a redemption by its own clock when the hold is committed, not by the
+    // order's business time: a day whose business times lie ahead of when it was processed (a local run
+    // of next week's day) has its redemptions booked before `from`. Reading from the earliest moment
+    // retail-sync started a transaction of the window finds them; whatever else that reads belongs to
+    // a transaction retail-sync knows or, outside the window, is left out (`Books::sort`).
+    let from = sources
+        .sagas
+        .iter()
+        .filter(|s| s.member.is_none() && window.contains(business_time(s)))
+        .map(|s| s.created_at)
+        .fold(window.from, Timestamp::min);
     // Both systems are read at once: neither waits for the other's pages.
     let (documents, movements) = tokio::join!(
-        sources.erp.documents(window.from, until),
-        sources.loyalty_books.movements(window.from, until),
+        sources.erp.documents(from, until),
+        sources.loyalty_books.movements(from, until),
     );
     let (documents, movements) = (documents?, movements?);
     let mut report = reconcile(window, now, settings, sources.sagas, &documents, &movements);

@@ -119,6 +119,26 @@ async fn plant<B: Backend>(
     assert!(sims.loyalty.tamper(reversal.as_str(), Tamper::Lose));
     plant("reversal_missing", &returned.id);
 
+    // The compensated order (the ERP refused it after its points were spent): the platform lost the
+    // compensation's re-credit.
+    let compensated = sagas
+        .iter()
+        .find(|s| s.status == SagaStatus::Compensated && s.ledger.redemption.is_some())
+        .expect("the sample days have a compensated order");
+    let recredit = sims
+        .loyalty
+        .transactions()
+        .into_iter()
+        .find(|t| {
+            t.reference
+                .as_deref()
+                .is_some_and(|r| r.starts_with("compensation:hold:"))
+        })
+        .expect("its re-credit is on the ledger")
+        .loyalty_transaction_id;
+    assert!(sims.loyalty.tamper(recredit.as_str(), Tamper::Lose));
+    plant("reversal_missing", &compensated.id);
+
     // An order paid partly with points whose sales document lost its redemption.
     let redeemed = sagas
         .iter()
@@ -241,7 +261,7 @@ async fn planted_differences_are_all_found_and_the_safe_ones_repaired_once<B: Ba
     // A dry run proposes and changes nothing.
     let ledger = sims.loyalty.transactions().len();
     let dry = reconcile(system, RepairMode::DryRun, false).await;
-    assert_eq!(dry.repairs.len(), 2);
+    assert_eq!(dry.repairs.len(), 3);
     assert!(
         dry.repairs.iter().all(|r| r.status == "proposed"),
         "{:?}",
@@ -250,15 +270,15 @@ async fn planted_differences_are_all_found_and_the_safe_ones_repaired_once<B: Ba
     assert_eq!(sims.loyalty.transactions().len(), ledger);
     assert_eq!(found(&dry), planted);
 
-    // Applied: the two safe differences are gone, the member has their points back.
+    // Applied: the three safe differences are gone, the member has their points back.
     let applied = reconcile(system, RepairMode::Apply, false).await;
     assert!(
         applied.repairs.iter().all(|r| r.status == "applied"),
         "{:?}",
         applied.repairs
     );
-    assert_eq!(applied.repairs.len(), 2);
-    assert_eq!(sims.loyalty.transactions().len(), ledger + 2);
+    assert_eq!(applied.repairs.len(), 3);
+    assert_eq!(sims.loyalty.transactions().len(), ledger + 3);
     assert_eq!(sims.loyalty.balances()[&member], balance_before);
     let left: BTreeSet<(String, String)> = planted
         .iter()
@@ -270,13 +290,13 @@ async fn planted_differences_are_all_found_and_the_safe_ones_repaired_once<B: Ba
     // Again: nothing left to repair, nothing applied twice; what is left is announced.
     let again = reconcile(system, RepairMode::Apply, true).await;
     assert!(again.repairs.is_empty());
-    assert_eq!(sims.loyalty.transactions().len(), ledger + 2);
+    assert_eq!(sims.loyalty.transactions().len(), ledger + 3);
     assert_eq!(found(&again), left);
     assert_eq!(
         system.metrics.get("reconciliation_mismatches"),
         (planted.len() * 2 + left.len() * 2) as u64
     );
-    assert_eq!(system.metrics.get("reconciliation_repairs"), 2);
+    assert_eq!(system.metrics.get("reconciliation_repairs"), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -390,6 +390,28 @@ impl<'a> Expected<'a> {
                 );
             }
         }
+        // A compensation undid what the order had done (`steps::compensate::undo_plan`): each accrual
+        // reversed and the redemption re-credited, under references of their own. Nothing else gives
+        // back on an order the ERP never took (its cancellations are skipped, its returns and refunds
+        // refused), so what its redemption has had re-credited is the compensation's.
+        if saga.status == SagaStatus::Compensated {
+            for s in &l.shipments {
+                adjust(
+                    PointsKind::Reversal,
+                    format!("compensation:shipment:{}", s.shipment_id),
+                    s.points,
+                    None,
+                );
+            }
+            if let Some(r) = &l.redemption {
+                adjust(
+                    PointsKind::Recredit,
+                    format!("compensation:hold:{}", r.hold_id),
+                    Some(r.points_recredited),
+                    None,
+                );
+            }
+        }
         let mut documents = BTreeSet::new();
         if l.erp_document_id.is_some() {
             documents.insert((DocumentKind::Sale, None));

@@ -119,7 +119,9 @@ pub(crate) async fn settle_refund(
                             applied,
                             loyalty_transaction_id: Some(a.loyalty_transaction_id),
                             refused: None,
-                            short_of: Some(points.saturating_sub(applied)).filter(|p| p.get() > 0),
+                            // Only a take-back can fall short: a give-back adds to the balance.
+                            short_of: Some(points.saturating_sub(applied))
+                                .filter(|p| p.get() > 0 && kind == AdjustmentKind::Reversal),
                         }
                     }
                     Err(message) => Outcome::Adjusted {

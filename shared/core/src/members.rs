@@ -252,7 +252,6 @@ pub fn check_contact(name: Option<&str>, email: Option<&str>, phone: Option<&str
     findings
 }
 
-/// An e-mail address as duplicates are matched on: trimmed, lower case. `None` when it is not one.
 /// The duplicate index's keys of an e-mail and a phone, as normalised (none for a value that does not
 /// normalise).
 fn contact_keys(email: Option<&str>, phone: Option<&str>) -> Vec<ContactKey> {
@@ -266,6 +265,7 @@ fn contact_keys(email: Option<&str>, phone: Option<&str>) -> Vec<ContactKey> {
     keys
 }
 
+/// An e-mail address as duplicates are matched on: trimmed, lower case. `None` when it is not one.
 pub fn normalise_email(email: &str) -> Option<String> {
     let e = email.trim().to_lowercase();
     let (local, domain) = e.split_once('@')?;

@@ -299,16 +299,21 @@ async fn planted_differences_are_all_found_and_the_safe_ones_repaired_once<B: Ba
     assert_eq!(system.metrics.get("reconciliation_repairs"), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_the_embedded_backend() {
-    let dir = tempfile::tempdir().unwrap();
+/// The embedded backend in `dir`, with the reference systems and the sample members.
+fn embedded(dir: &tempfile::TempDir) -> (LocalSystem<retail_sync_embedded::Embedded>, Simulators) {
     let mut options = LocalOptions::new(
         workspace().join("infra/template.yaml"),
         dir.path().join("state.db"),
     );
     options.visibility_timeout = Duration::from_millis(100);
     let sims = Simulators::with_sample_members();
-    let system = open_embedded(&options, sims.clone()).unwrap();
+    (open_embedded(&options, sims.clone()).unwrap(), sims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, sims) = embedded(&dir);
     planted_differences_are_all_found_and_the_safe_ones_repaired_once(&system, &sims).await;
 }
 
@@ -343,13 +348,7 @@ async fn a_day_processed_before_its_business_times_reconciles() {
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(
-        workspace().join("infra/template.yaml"),
-        dir.path().join("state.db"),
-    );
-    options.visibility_timeout = Duration::from_millis(100);
-    let sims = Simulators::with_sample_members();
-    let system = open_embedded(&options, sims.clone()).unwrap();
+    let (system, _sims) = embedded(&dir);
     system.feed(&inputs).await.unwrap();
     system.run_until_idle(|_| {}).await.unwrap();
     let window = Window::new(ahead("2026-11-01T00:00:00Z"), ahead("2026-12-01T00:00:00Z")).unwrap();

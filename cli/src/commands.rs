@@ -49,7 +49,7 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 /// reports on: a path that cannot be written (a directory, a read-only file, a place this user may not
 /// write) is refused at once, not after a long run has changed the state. The file is left as it was: a
 /// file this check made is removed again, an existing one is opened without truncating it.
-fn report_dir(path: Option<&Path>) -> anyhow::Result<()> {
+fn check_report_path(path: Option<&Path>) -> anyhow::Result<()> {
     let Some(path) = path else {
         return Ok(());
     };
@@ -69,10 +69,10 @@ fn report_dir(path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a report as pretty JSON (its path checked by [`report_dir`]). Written before the summary is
+/// Writes a report as pretty JSON (its path checked by [`check_report_path`]). Written before the summary is
 /// printed, so a reader of the summary that goes away early does not cost the report.
 fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
-    report_dir(Some(path))?;
+    check_report_path(Some(path))?;
     std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -115,7 +115,7 @@ pub async fn local_run(
         Some(input) => read_inputs(input)?,
         None => Vec::new(),
     };
-    report_dir(report_path)?;
+    check_report_path(report_path)?;
     let mut opts = options(state);
     opts.fresh = fresh;
     let simulators = Simulators::with_sample_members()
@@ -201,7 +201,7 @@ pub async fn local_chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
             outage_at: Duration::from_secs(args.outage_at_secs),
         }
     };
-    report_dir(args.report.as_deref())?;
+    check_report_path(args.report.as_deref())?;
     let mut options = LocalOptions::new(args.template.clone(), args.state.clone());
     options.fresh = args.fresh;
     if args.fresh {
@@ -641,7 +641,7 @@ pub async fn reconcile(
         (Some(from), Some(to)) => Window::new(from, to).map_err(anyhow::Error::msg)?,
         _ => bail!("name both ends of the window (--from and --to), or neither for yesterday (UTC)"),
     };
-    report_dir(report.as_deref())?;
+    check_report_path(report.as_deref())?;
     let result = match target.backend {
         BackendKind::Embedded => {
             // The books as the run's connectors read them: ERP_KIND / LOYALTY_KIND as `local run` took

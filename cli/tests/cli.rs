@@ -270,32 +270,20 @@ fn inspecting_without_a_run_or_running_a_missing_file_is_a_clear_error() {
 
     // A report that cannot be written is refused before the run, not after it.
     let stream = root().join("events/streams/pos-day.jsonl");
-    let unwritable = retail_sync(
-        &state,
-        &[
-            "local",
-            "run",
-            stream.to_str().unwrap(),
-            "--report",
-            "/dev/null/out/report.json",
-        ],
-    );
+    let run_reporting_to = |report: &str| {
+        retail_sync(
+            &state,
+            &["local", "run", stream.to_str().unwrap(), "--report", report],
+        )
+    };
+    let unwritable = run_reporting_to("/dev/null/out/report.json");
     assert_eq!(unwritable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unwritable.stderr).starts_with("error: cannot create /dev/null/out"));
     assert!(!state.exists(), "nothing ran");
     // So is a report path that is a directory: its parent exists, the file cannot be opened.
     let a_directory = dir.path().join("reports");
     std::fs::create_dir(&a_directory).unwrap();
-    let unwritable = retail_sync(
-        &state,
-        &[
-            "local",
-            "run",
-            stream.to_str().unwrap(),
-            "--report",
-            a_directory.to_str().unwrap(),
-        ],
-    );
+    let unwritable = run_reporting_to(a_directory.to_str().unwrap());
     assert_eq!(unwritable.status.code(), Some(1));
     let named = format!("error: cannot write the report to {}", a_directory.display());
     assert!(String::from_utf8_lossy(&unwritable.stderr).starts_with(&named));
